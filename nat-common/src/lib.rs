@@ -1,0 +1,130 @@
+//! Types shared by sipnat's XDP program (`nat-ebpf`) and userspace (`nat-userspace`).
+//!
+//! Everything here is `#[repr(C)]` plain data or a constant: the layout of each BPF map's
+//! key and value, the config flags and the index of every verdict counter. Both sides
+//! compile this one file, so they cannot disagree about a map layout.
+//!
+//! One program instance is loaded per attached interface (inside, outside), so every map
+//! below exists once per interface; the counters are therefore per interface for free.
+#![cfg_attr(not(test), no_std)]
+
+/// Map names, as the loader looks them up in the object file.
+pub mod maps {
+    /// `Array<XdpConfig>`, 1 entry. Written by userspace (loader, `enable`/`disable`,
+    /// `reload`); read by the XDP program once per packet.
+    pub const CONFIG: &str = "SIPNAT_CONFIG";
+    /// `HashMap<u16 (host order), u8>` with at most [`super::MAX_SIP_PORTS`] entries: the SIP
+    /// port set. Written by userspace; read by the XDP program for UDP packets.
+    pub const SIP_PORTS: &str = "SIPNAT_PORTS";
+    /// `XskMap` indexed by the RX queue index. Written by the userspace workers (their
+    /// AF_XDP socket for that queue); read by the XDP program's redirect.
+    pub const XSKS: &str = "SIPNAT_XSKS";
+    /// `PerCpuArray<u64>` with [`super::stat::COUNT`] entries: one counter per verdict and
+    /// reason. Written by the XDP program; read (summed over CPUs) by userspace.
+    pub const STATS: &str = "SIPNAT_STATS";
+}
+
+/// The XDP program's section/function name.
+pub const PROGRAM_NAME: &str = "sipnat_steer";
+
+/// Upper bound of the SIP port set (SPEC §2: "a set of up to 64 ports").
+pub const MAX_SIP_PORTS: u32 = 64;
+
+/// Size of the XSKMAP: the highest RX queue index sipnat can serve, plus one.
+pub const MAX_QUEUES: u32 = 256;
+
+/// Deepest VLAN stack the program walks (802.1ad outer + 802.1Q inner = QinQ).
+pub const MAX_VLAN_TAGS: usize = 2;
+
+/// Longest IPv6 extension-header chain the program walks before giving up (→ pass).
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// Flags in [`XdpConfig::flags`].
+pub mod flags {
+    /// sipnat is enabled; when clear every packet gets `XDP_PASS` without being parsed.
+    pub const ENABLED: u32 = 1 << 0;
+    /// Failure mode when the XSKMAP slot for the queue is empty: set = `XDP_DROP`,
+    /// clear = `XDP_PASS` (fail open, the default).
+    pub const FAIL_DROP: u32 = 1 << 1;
+    /// Steer every UDP fragment (first and later fragments alike, keyed on L3 only) to
+    /// the queue's worker for reassembly. When clear, fragments go to the kernel.
+    pub const STEER_FRAGMENTS: u32 = 1 << 2;
+}
+
+/// Value of the single entry of the config map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// A combination of [`flags`].
+    pub flags: u32,
+    /// Reserved, must be zero.
+    pub _reserved: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain `repr(C)` data of two u32s, no padding, valid for any bit pattern.
+unsafe impl aya::Pod for XdpConfig {}
+
+/// Verdict counters: indices into the stats map, and their stable names.
+///
+/// Each packet the program sees increments exactly one of these, so their sum is the
+/// number of packets the program ran on.
+pub mod stat {
+    /// Steered: UDP to or from a SIP port, redirected to the queue's AF_XDP socket.
+    pub const REDIRECT_SIP: u32 = 0;
+    /// Steered: a UDP fragment (IPv4 or IPv6), redirected for reassembly.
+    pub const REDIRECT_FRAGMENT: u32 = 1;
+    /// Passed: sipnat is disabled (config flag clear).
+    pub const PASS_DISABLED: u32 = 2;
+    /// Passed: not IPv4/IPv6 (ARP, LLDP, ...).
+    pub const PASS_NOT_IP: u32 = 3;
+    /// Passed: IP but not UDP (TCP, ICMP, ...), including TCP on SIP ports.
+    pub const PASS_NOT_UDP: u32 = 4;
+    /// Passed: UDP with neither port in the SIP port set.
+    pub const PASS_NOT_SIP_PORT: u32 = 5;
+    /// Passed: a UDP fragment while fragment steering is off.
+    pub const PASS_FRAGMENT: u32 = 6;
+    /// Passed: truncated or malformed header (never read past the end of the frame).
+    pub const PASS_MALFORMED: u32 = 7;
+    /// Passed: deeper VLAN stack or longer IPv6 extension chain than the program walks.
+    pub const PASS_UNPARSED: u32 = 8;
+    /// Passed: SIP packet but no AF_XDP socket on this queue, failure mode `pass`.
+    pub const PASS_NO_SOCKET: u32 = 9;
+    /// Dropped: SIP packet but no AF_XDP socket on this queue, failure mode `drop`.
+    pub const DROP_NO_SOCKET: u32 = 10;
+    /// Passed: the config map could not be read (cannot happen once loaded).
+    pub const PASS_NO_CONFIG: u32 = 11;
+
+    /// Number of counters (size of the stats map).
+    pub const COUNT: u32 = 12;
+
+    /// Stable names (used in `sipnat stats`, JSON and Prometheus), indexed by counter.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "redirect_sip",
+        "redirect_fragment",
+        "pass_disabled",
+        "pass_not_ip",
+        "pass_not_udp",
+        "pass_not_sip_port",
+        "pass_fragment",
+        "pass_malformed",
+        "pass_unparsed",
+        "pass_no_socket",
+        "drop_no_socket",
+        "pass_no_config",
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counter_names_are_unique_and_complete() {
+        let names = super::stat::NAMES;
+        for (i, a) in names.iter().enumerate() {
+            assert!(!a.is_empty());
+            for b in &names[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}

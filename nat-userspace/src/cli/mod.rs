@@ -1,0 +1,168 @@
+//! The `sipnat` command line (clap derive). One module per subcommand; this file only
+//! defines the grammar and dispatches. Exit codes: 0 success, 1 runtime failure (bad input
+//! file, daemon error), 2 bad usage or not available.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+mod xdp;
+
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for bad usage (and for subcommands not built yet).
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sipnat",
+    version,
+    about = "Kernel-bypass SIP NAT rewriter: XDP steering + AF_XDP workers rewriting SIP/SDP",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Control socket of the daemon (default /run/sipnat/sipnat.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load and attach the XDP program, start the workers and the control plane.
+    Run(RunArgs),
+    /// Attached interfaces, mode, workers, external address and its source/age, uptime.
+    Status(ControlArgs),
+    /// Per-interface and per-worker counters, rewrites by kind, drops by reason, pps.
+    Stats(StatsArgs),
+    /// Change a setting of the running daemon.
+    #[command(subcommand)]
+    Set(SetCommand),
+    /// Re-enable steering (SIP goes through sipnat again).
+    Enable(ControlArgs),
+    /// Disable steering: every packet takes the kernel's path, unrewritten.
+    Disable(ControlArgs),
+    /// Re-read the config file and publish it to the workers without restarting them.
+    Reload(ControlArgs),
+    /// Validate a config file (syntax, with line and column, and semantics).
+    CheckConfig(CheckConfigArgs),
+    /// Offline dry run: rewrite one SIP message or a whole pcap.
+    Rewrite(RewriteArgs),
+    /// Line-rate SIP load generator and verifier over AF_XDP.
+    Loadtest(LoadtestArgs),
+    /// Diagnostics for the XDP steering program (verifier check, live verdict counters).
+    #[command(subcommand)]
+    Xdp(xdp::XdpCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Config file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// Find the daemon's socket in this config file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Refresh in place every second.
+    #[arg(long)]
+    pub watch: bool,
+    /// Machine-readable output (stable field names).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SetCommand {
+    /// Publish a new external address to the workers (hitless).
+    ExternalIp {
+        /// IPv4 or IPv6 address.
+        addr: String,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CheckConfigArgs {
+    /// Config file to check.
+    pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RewriteArgs {
+    /// Config file (or use --internal/--external).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Direction of the message: out (inside → outside) or in.
+    #[arg(long, default_value = "out")]
+    pub direction: String,
+    /// One SIP message to rewrite.
+    #[arg(long, value_name = "FILE")]
+    pub message: Option<PathBuf>,
+    /// A pcap/pcapng capture to rewrite.
+    #[arg(long, value_name = "IN")]
+    pub pcap: Option<PathBuf>,
+    /// Where to write the result.
+    #[arg(long, value_name = "OUT")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadtestArgs {
+    /// Interface to send on.
+    #[arg(long)]
+    pub tx: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Xdp(cmd) => xdp::run(cmd),
+        other => {
+            let name = match other {
+                Command::Run(_) => "run",
+                Command::Status(_) => "status",
+                Command::Stats(_) => "stats",
+                Command::Set(_) => "set",
+                Command::Enable(_) => "enable",
+                Command::Disable(_) => "disable",
+                Command::Reload(_) => "reload",
+                Command::CheckConfig(_) => "check-config",
+                Command::Rewrite(_) => "rewrite",
+                Command::Loadtest(_) => "loadtest",
+                Command::Xdp(_) => unreachable!(),
+            };
+            eprintln!("sipnat: `{name}` is not yet available in this build");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// tracing to stderr; level from `SIPNAT_LOG` (e.g. `debug`), default `info`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIPNAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Prints `sipnat: <error>` (with its causes on one line) and returns exit code 1.
+pub fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("sipnat: {err:#}");
+    ExitCode::from(EXIT_FAILURE)
+}

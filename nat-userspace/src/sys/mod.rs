@@ -1,0 +1,54 @@
+//! Small wrappers over the OS: privileges, resource limits, interface lookup.
+
+use std::ffi::CString;
+
+/// Capabilities (bit numbers, linux/capability.h) that loading and attaching XDP needs.
+const NEEDED_CAPS: [(u32, &str); 3] = [(12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The capabilities from [`NEEDED_CAPS`] that this process lacks (empty when it has all of
+/// them, or CAP_SYS_ADMIN, which implies them for BPF).
+pub fn missing_bpf_capabilities() -> Vec<&'static str> {
+    let Some(eff) = effective_capabilities() else {
+        return Vec::new(); // cannot tell; let the kernel decide
+    };
+    if eff & (1 << CAP_SYS_ADMIN) != 0 {
+        return Vec::new();
+    }
+    NEEDED_CAPS
+        .iter()
+        .filter(|(bit, _)| eff & (1u64 << bit) == 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+}
+
+/// Lifts RLIMIT_MEMLOCK for kernels that still charge BPF maps and UMEM to it. Harmless
+/// where memcg accounting is used instead (5.11+).
+pub fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer to a local.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!(
+            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The interface index of `name` in this network namespace.
+pub fn if_index(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}

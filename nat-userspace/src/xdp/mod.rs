@@ -1,0 +1,364 @@
+//! The XDP steering program from userspace: load it (the kernel verifier runs here), fill
+//! its config and SIP-port maps, attach it to an interface, read its verdict counters, and
+//! detach it (on drop, and by the kernel when the process dies: attachments are BPF links
+//! owned by this process's file descriptors).
+//!
+//! One [`SteeringProgram`] per interface: its maps (XSKMAP, counters) are that interface's.
+
+use std::io;
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
+    programs::{ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfError,
+};
+use nat_common::{flags, maps, stat, XdpConfig, MAX_SIP_PORTS};
+
+use crate::sys;
+
+/// The XDP object built by `build.rs` (aya-build), embedded in the binary.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipnat-xdp"));
+
+/// How to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native (driver) mode; fall back to generic (skb) mode with a warning.
+    Auto,
+    /// Native mode or fail.
+    Native,
+    /// Generic (skb) mode only (slow; for drivers without XDP support).
+    Generic,
+}
+
+/// The mode an attachment ended up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Generic => "generic",
+        })
+    }
+}
+
+/// XDP verdict when the queue has no AF_XDP socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailureMode {
+    /// The kernel forwards the packet unrewritten (fail open).
+    #[default]
+    Pass,
+    /// The packet is dropped (fail closed).
+    Drop,
+}
+
+/// What the XDP program is told to do; written to its config map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SteeringConfig {
+    pub enabled: bool,
+    pub on_failure: FailureMode,
+    pub steer_fragments: bool,
+}
+
+impl Default for SteeringConfig {
+    fn default() -> Self {
+        SteeringConfig {
+            enabled: true,
+            on_failure: FailureMode::Pass,
+            steer_fragments: true,
+        }
+    }
+}
+
+impl SteeringConfig {
+    fn to_map_value(self) -> XdpConfig {
+        let mut f = 0;
+        if self.enabled {
+            f |= flags::ENABLED;
+        }
+        if self.on_failure == FailureMode::Drop {
+            f |= flags::FAIL_DROP;
+        }
+        if self.steer_fragments {
+            f |= flags::STEER_FRAGMENTS;
+        }
+        XdpConfig {
+            flags: f,
+            _reserved: 0,
+        }
+    }
+}
+
+/// Errors an operator can act on; each message names the cause and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error(
+        "loading the XDP program needs root or the capabilities CAP_BPF, CAP_NET_ADMIN and \
+         CAP_PERFMON (missing: {missing}); run sipnat as root or through packaging/sipnat.service"
+    )]
+    NotPermitted { missing: String },
+    #[error("the kernel refused to load the XDP program: {0}")]
+    Load(String),
+    #[error(
+        "interface `{0}` does not exist in this network namespace; check the name with `ip link`"
+    )]
+    UnknownInterface(String),
+    #[error(
+        "another XDP program is already attached to `{iface}` (see `ip link show dev {iface}`); \
+         stop its owner or detach it with `ip link set dev {iface} xdp off`, then retry"
+    )]
+    AlreadyAttached { iface: String },
+    #[error(
+        "the driver of `{iface}` refused native XDP: {reason}{hint}; set the attach mode to \
+         `auto` to fall back to generic XDP"
+    )]
+    NativeRefused {
+        iface: String,
+        reason: io::Error,
+        hint: &'static str,
+    },
+    #[error("attaching XDP to `{iface}` failed: {reason}")]
+    AttachRefused { iface: String, reason: String },
+    #[error("SIP port set has {0} ports; at most {MAX_SIP_PORTS} are supported")]
+    TooManyPorts(usize),
+    #[error("SIP port set is empty: nothing would be steered")]
+    NoPorts,
+    #[error("XDP map access failed: {0}")]
+    Map(String),
+}
+
+/// The steering program, loaded (verified) and optionally attached to one interface.
+pub struct SteeringProgram {
+    ebpf: Ebpf,
+    attached: Option<(String, AttachedMode)>,
+}
+
+impl SteeringProgram {
+    /// Loads the program into the kernel (runs the verifier). Needs privileges.
+    pub fn load() -> Result<Self, XdpError> {
+        let missing = sys::missing_bpf_capabilities();
+        if !missing.is_empty() {
+            return Err(XdpError::NotPermitted {
+                missing: missing.join(", "),
+            });
+        }
+        sys::raise_memlock_limit();
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| match e {
+            EbpfError::MapError(m) if is_eperm(&m.to_string()) => XdpError::NotPermitted {
+                missing: "(EPERM from the kernel)".into(),
+            },
+            other => XdpError::Load(other.to_string()),
+        })?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(nat_common::PROGRAM_NAME)
+            .ok_or_else(|| XdpError::Load("program missing from the object".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::Load(e.to_string()))?;
+        prog.load().map_err(|e| XdpError::Load(e.to_string()))?;
+        let mut this = SteeringProgram {
+            ebpf,
+            attached: None,
+        };
+        this.set_config(SteeringConfig::default())?;
+        Ok(this)
+    }
+
+    /// The loaded program (for `BPF_PROG_TEST_RUN` and program info).
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(nat_common::PROGRAM_NAME)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("loaded in load()")
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(nat_common::PROGRAM_NAME)
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            .expect("loaded in load()")
+    }
+
+    /// Translated instruction count and the verifier's processed-instruction count.
+    pub fn instruction_counts(&self) -> Result<(u32, Option<u32>), XdpError> {
+        let info = self
+            .program()
+            .info()
+            .map_err(|e| XdpError::Load(e.to_string()))?;
+        let xlated = info.size_translated().unwrap_or(0) / 8;
+        Ok((xlated, info.verified_instruction_count()))
+    }
+
+    /// Writes the config map (takes effect on the next packet).
+    pub fn set_config(&mut self, cfg: SteeringConfig) -> Result<(), XdpError> {
+        let mut map: Array<&mut MapData, XdpConfig> = self.map_mut(maps::CONFIG)?;
+        map.set(0, cfg.to_map_value(), 0).map_err(map_err)
+    }
+
+    /// Reads the config map back.
+    pub fn config(&self) -> Result<XdpConfig, XdpError> {
+        let map: Array<&MapData, XdpConfig> = self.map(maps::CONFIG)?;
+        map.get(&0, 0).map_err(map_err)
+    }
+
+    /// Replaces the SIP port set.
+    pub fn set_ports(&mut self, ports: &[u16]) -> Result<(), XdpError> {
+        let mut wanted: Vec<u16> = ports.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Err(XdpError::NoPorts);
+        }
+        if wanted.len() > MAX_SIP_PORTS as usize {
+            return Err(XdpError::TooManyPorts(wanted.len()));
+        }
+        let mut map: HashMap<&mut MapData, u16, u8> = self.map_mut(maps::SIP_PORTS)?;
+        // Add first, then remove the stale ones: no moment with the new ports missing.
+        for p in &wanted {
+            map.insert(p, 1, 0).map_err(map_err)?;
+        }
+        let stale: Vec<u16> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for k in stale {
+            map.remove(&k).map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    /// The current SIP port set, sorted.
+    pub fn ports(&self) -> Result<Vec<u16>, XdpError> {
+        let map: HashMap<&MapData, u16, u8> = self.map(maps::SIP_PORTS)?;
+        let mut v: Vec<u16> = map.keys().filter_map(Result::ok).collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// The XSKMAP, for workers to register their AF_XDP socket per queue.
+    pub fn xsk_map(&mut self) -> Result<XskMap<&mut MapData>, XdpError> {
+        self.map_mut(maps::XSKS)
+    }
+
+    /// Verdict counters summed over CPUs, indexed by `nat_common::stat`.
+    pub fn counters(&self) -> Result<[u64; stat::COUNT as usize], XdpError> {
+        let map: PerCpuArray<&MapData, u64> = self.map(maps::STATS)?;
+        let mut out = [0u64; stat::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = map.get(&(i as u32), 0).map_err(map_err)?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Attaches to `iface`. Native first; with [`AttachMode::Auto`] falls back to generic.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedMode, XdpError> {
+        if sys::if_index(iface).is_none() {
+            return Err(XdpError::UnknownInterface(iface.to_string()));
+        }
+        let try_mode = |this: &mut Self, m: XdpMode| this.program_mut().attach(iface, m);
+        let attached = match mode {
+            AttachMode::Generic => {
+                try_mode(self, XdpMode::Skb).map_err(|e| attach_error(iface, e, false))?;
+                AttachedMode::Generic
+            }
+            AttachMode::Native | AttachMode::Auto => match try_mode(self, XdpMode::Driver) {
+                Ok(_) => AttachedMode::Native,
+                Err(e) => {
+                    let err = attach_error(iface, e, true);
+                    match (&err, mode) {
+                        (XdpError::NativeRefused { .. }, AttachMode::Auto) => {
+                            tracing::warn!(
+                                "{err}; falling back to generic XDP on `{iface}` (slower)"
+                            );
+                            try_mode(self, XdpMode::Skb)
+                                .map_err(|e| attach_error(iface, e, false))?;
+                            AttachedMode::Generic
+                        }
+                        _ => return Err(err),
+                    }
+                }
+            },
+        };
+        self.attached = Some((iface.to_string(), attached));
+        Ok(attached)
+    }
+
+    /// Interface and mode this program is attached to, if any.
+    pub fn attached(&self) -> Option<(&str, AttachedMode)> {
+        self.attached.as_ref().map(|(i, m)| (i.as_str(), *m))
+    }
+
+    fn map<'a, T>(&'a self, name: &str) -> Result<T, XdpError>
+    where
+        T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let m = self
+            .ebpf
+            .map(name)
+            .ok_or_else(|| XdpError::Map(format!("map {name} missing")))?;
+        T::try_from(m).map_err(map_err)
+    }
+
+    fn map_mut<'a, T>(&'a mut self, name: &str) -> Result<T, XdpError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let m = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| XdpError::Map(format!("map {name} missing")))?;
+        T::try_from(m).map_err(map_err)
+    }
+}
+
+fn map_err(e: aya::maps::MapError) -> XdpError {
+    XdpError::Map(e.to_string())
+}
+
+fn is_eperm(s: &str) -> bool {
+    s.contains("Operation not permitted")
+}
+
+/// The errno behind an attach failure, through aya's error layers.
+fn attach_errno(e: &ProgramError) -> Option<i32> {
+    match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        ProgramError::XdpError(aya::programs::xdp::XdpError::NetlinkError(n)) => n.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn attach_error(iface: &str, e: ProgramError, native: bool) -> XdpError {
+    if let ProgramError::UnknownInterface { name } = &e {
+        return XdpError::UnknownInterface(name.clone());
+    }
+    match attach_errno(&e) {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => XdpError::AlreadyAttached {
+            iface: iface.to_string(),
+        },
+        Some(errno @ (libc::EOPNOTSUPP | libc::EINVAL | libc::ERANGE | libc::ENOMEM)) if native => {
+            let hint = if errno == libc::ERANGE {
+                " (the MTU is too large for XDP; on a veth pair lower the peer's MTU)"
+            } else {
+                ""
+            };
+            XdpError::NativeRefused {
+                iface: iface.to_string(),
+                reason: io::Error::from_raw_os_error(errno),
+                hint,
+            }
+        }
+        Some(libc::EPERM) => XdpError::NotPermitted {
+            missing: "(EPERM from the kernel)".into(),
+        },
+        _ => XdpError::AttachRefused {
+            iface: iface.to_string(),
+            reason: e.to_string(),
+        },
+    }
+}

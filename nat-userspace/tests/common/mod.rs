@@ -1,0 +1,34 @@
+//! Helpers shared by the privileged integration tests: skip policy, network namespaces
+//! created and removed by the test, and a minimal AF_XDP receive socket.
+#![allow(dead_code)]
+
+pub mod frames;
+pub mod netns;
+pub mod xsk;
+
+/// True when the test may run; prints why it is skipped otherwise. Under `CI=true` a
+/// privileged test must not be skipped: it fails instead.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: trivial libc call.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    let msg = format!("SKIP {test}: needs root (BPF, XDP, network namespaces)");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}; CI=true forbids skipping");
+    }
+    eprintln!("{msg}");
+    // `cargo xtask test` collects skips here and lists them in its summary.
+    if let Ok(path) = std::env::var("SIPNAT_SKIP_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{msg}");
+        }
+    }
+    false
+}

@@ -6,6 +6,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
+mod check_config;
+mod rewrite;
 mod xdp;
 
 /// Exit code for a runtime failure.
@@ -49,7 +51,7 @@ pub enum Command {
     /// Validate a config file (syntax, with line and column, and semantics).
     CheckConfig(CheckConfigArgs),
     /// Offline dry run: rewrite one SIP message or a whole pcap.
-    Rewrite(RewriteArgs),
+    Rewrite(rewrite::RewriteArgs),
     /// Line-rate SIP load generator and verifier over AF_XDP.
     Loadtest(LoadtestArgs),
     /// Diagnostics for the XDP steering program (verifier check, live verdict counters).
@@ -101,25 +103,6 @@ pub struct CheckConfigArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct RewriteArgs {
-    /// Config file (or use --internal/--external).
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Direction of the message: out (inside → outside) or in.
-    #[arg(long, default_value = "out")]
-    pub direction: String,
-    /// One SIP message to rewrite.
-    #[arg(long, value_name = "FILE")]
-    pub message: Option<PathBuf>,
-    /// A pcap/pcapng capture to rewrite.
-    #[arg(long, value_name = "IN")]
-    pub pcap: Option<PathBuf>,
-    /// Where to write the result.
-    #[arg(long, value_name = "OUT")]
-    pub out: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
 pub struct LoadtestArgs {
     /// Interface to send on.
     #[arg(long)]
@@ -131,6 +114,8 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Xdp(cmd) => xdp::run(cmd),
+        Command::Rewrite(a) => rewrite::run(a),
+        Command::CheckConfig(a) => check_config::run(&a.file),
         other => {
             let name = match other {
                 Command::Run(_) => "run",
@@ -140,8 +125,7 @@ pub fn main() -> ExitCode {
                 Command::Enable(_) => "enable",
                 Command::Disable(_) => "disable",
                 Command::Reload(_) => "reload",
-                Command::CheckConfig(_) => "check-config",
-                Command::Rewrite(_) => "rewrite",
+                Command::CheckConfig(_) | Command::Rewrite(_) => unreachable!(),
                 Command::Loadtest(_) => "loadtest",
                 Command::Xdp(_) => unreachable!(),
             };

@@ -1,0 +1,10 @@
+//! Address classification and NAT rules: which addresses are rewritten, to what, and which
+//! traffic is internal. Pure data and functions; no sockets, no packets.
+
+pub mod addr;
+pub mod decide;
+pub mod external;
+pub mod rules;
+
+pub use external::ExternalAddrs;
+pub use rules::{L3Mode, MalformedPolicy, Net, PortMap, RewriteConfig, Rule};

@@ -1,0 +1,396 @@
+//! The NAT rules as an immutable snapshot the rewriter reads: internal networks with their
+//! external address and port maps, the local networks, and the rewrite options. Built once
+//! from the config (no string parsing per packet); lookups are linear scans over a handful
+//! of (address, mask) integer pairs.
+
+use alloc::vec::Vec;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::{
+    addr::{canonical, never_rewritten},
+    ExternalAddrs,
+};
+
+/// An IPv4 or IPv6 network as integers, for branch-light `contains`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Net {
+    V4 { addr: u32, mask: u32, prefix: u8 },
+    V6 { addr: u128, mask: u128, prefix: u8 },
+}
+
+impl Net {
+    pub fn v4(a: Ipv4Addr, prefix: u8) -> Net {
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix.min(32)))
+        };
+        Net::V4 {
+            addr: u32::from(a) & mask,
+            mask,
+            prefix: prefix.min(32),
+        }
+    }
+
+    pub fn v6(a: Ipv6Addr, prefix: u8) -> Net {
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(prefix.min(128)))
+        };
+        Net::V6 {
+            addr: u128::from(a) & mask,
+            mask,
+            prefix: prefix.min(128),
+        }
+    }
+
+    /// Parses `a.b.c.d/n` or `x::/n` (also a bare address as /32 or /128).
+    pub fn parse(s: &str) -> Option<Net> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        match a.parse::<IpAddr>().ok()? {
+            IpAddr::V4(v4) => {
+                let p = p.unwrap_or(32);
+                (p <= 32).then(|| Net::v4(v4, p))
+            }
+            IpAddr::V6(v6) => {
+                let p = p.unwrap_or(128);
+                (p <= 128).then(|| Net::v6(v6, p))
+            }
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, a: IpAddr) -> bool {
+        match (self, a) {
+            (Net::V4 { addr, mask, .. }, IpAddr::V4(v4)) => u32::from(v4) & mask == *addr,
+            (Net::V6 { addr, mask, .. }, IpAddr::V6(v6)) => u128::from(v6) & mask == *addr,
+            _ => false,
+        }
+    }
+
+    /// The single address of a /32 or /128 network.
+    pub fn single_host(&self) -> Option<IpAddr> {
+        match *self {
+            Net::V4 {
+                addr, prefix: 32, ..
+            } => Some(IpAddr::V4(Ipv4Addr::from(addr))),
+            Net::V6 {
+                addr, prefix: 128, ..
+            } => Some(IpAddr::V6(Ipv6Addr::from(addr))),
+            _ => None,
+        }
+    }
+
+    /// True when every address of `self` is inside `other`.
+    pub fn within(&self, other: &Net) -> bool {
+        match (self, other) {
+            (Net::V4 { addr, prefix, .. }, Net::V4 { prefix: op, .. }) => {
+                prefix >= op && other.contains(IpAddr::V4(Ipv4Addr::from(*addr)))
+            }
+            (Net::V6 { addr, prefix, .. }, Net::V6 { prefix: op, .. }) => {
+                prefix >= op && other.contains(IpAddr::V6(Ipv6Addr::from(*addr)))
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the two networks share at least one address.
+    pub fn overlaps(&self, other: &Net) -> bool {
+        self.within(other) || other.within(self)
+    }
+}
+
+impl core::fmt::Display for Net {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Net::V4 { addr, prefix, .. } => write!(f, "{}/{prefix}", Ipv4Addr::from(addr)),
+            Net::V6 { addr, prefix, .. } => write!(f, "{}/{prefix}", Ipv6Addr::from(addr)),
+        }
+    }
+}
+
+/// The default `local_nets` (SPEC §3).
+pub const DEFAULT_LOCAL_NETS: [&str; 7] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+pub fn default_local_nets() -> Vec<Net> {
+    DEFAULT_LOCAL_NETS
+        .iter()
+        .map(|s| Net::parse(s).expect("valid default"))
+        .collect()
+}
+
+/// Most port-map entries a rule may have.
+pub const MAX_PORT_MAP: usize = 16;
+
+/// Internal port → external port, for SIP and media ports (`ports = { 5060 = 15060 }`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortMap {
+    pairs: [(u16, u16); MAX_PORT_MAP],
+    n: u8,
+}
+
+impl PortMap {
+    /// Builds a map; `None` when there are more than [`MAX_PORT_MAP`] entries.
+    pub fn new(pairs: &[(u16, u16)]) -> Option<PortMap> {
+        if pairs.len() > MAX_PORT_MAP {
+            return None;
+        }
+        let mut m = PortMap::default();
+        for (i, p) in pairs.iter().enumerate() {
+            m.pairs[i] = *p;
+        }
+        m.n = pairs.len() as u8;
+        Some(m)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn entries(&self) -> &[(u16, u16)] {
+        &self.pairs[..usize::from(self.n)]
+    }
+
+    #[inline]
+    pub fn outbound(&self, internal: u16) -> Option<u16> {
+        self.entries()
+            .iter()
+            .find(|(i, _)| *i == internal)
+            .map(|(_, e)| *e)
+    }
+
+    #[inline]
+    pub fn inbound(&self, external: u16) -> Option<u16> {
+        self.entries()
+            .iter()
+            .find(|(_, e)| *e == external)
+            .map(|(i, _)| *i)
+    }
+}
+
+/// One NAT rule: addresses in `internal` become `external` (or the global external
+/// address of their family) on the way out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub internal: Net,
+    pub external: Option<IpAddr>,
+    pub ports: PortMap,
+}
+
+/// What happens to IP headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum L3Mode {
+    /// Source NAT outbound, destination restored inbound.
+    #[default]
+    Snat,
+    /// Payload only (host behind an upstream 1:1 NAT).
+    Keep,
+}
+
+/// What to do with a malformed SIP message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MalformedPolicy {
+    #[default]
+    Forward,
+    Drop,
+}
+
+/// The immutable rewrite configuration. Published to workers as a whole (never mutated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RewriteConfig {
+    pub rules: Vec<Rule>,
+    pub local_nets: Vec<Net>,
+    pub l3: L3Mode,
+    /// Rewrite Record-Route/Route values.
+    pub record_route: bool,
+    /// Rewrite From/To.
+    pub from_to: bool,
+    pub malformed: MalformedPolicy,
+    /// Rewriting disabled: every message is left alone (the origin's "fast path").
+    pub enabled: bool,
+}
+
+impl Default for RewriteConfig {
+    fn default() -> Self {
+        RewriteConfig {
+            rules: Vec::new(),
+            local_nets: default_local_nets(),
+            l3: L3Mode::Snat,
+            record_route: false,
+            from_to: false,
+            malformed: MalformedPolicy::Forward,
+            enabled: true,
+        }
+    }
+}
+
+impl RewriteConfig {
+    /// A config with one rule `internal` → the global external address.
+    pub fn single(internal: Net) -> RewriteConfig {
+        RewriteConfig {
+            rules: alloc::vec![Rule {
+                internal,
+                external: None,
+                ports: PortMap::default()
+            }],
+            ..RewriteConfig::default()
+        }
+    }
+
+    /// The rule whose internal network holds `a` (first match in config order), never for
+    /// loopback/unspecified. IPv4-mapped IPv6 is matched by its IPv4 address.
+    #[inline]
+    pub fn rule_for(&self, a: IpAddr) -> Option<&Rule> {
+        if never_rewritten(a) {
+            return None;
+        }
+        let c = canonical(a);
+        self.rules.iter().find(|r| r.internal.contains(c))
+    }
+
+    /// Is `a` inside the local networks (then traffic to it is internal)?
+    #[inline]
+    pub fn is_local(&self, a: IpAddr) -> bool {
+        let c = canonical(a);
+        self.local_nets.iter().any(|n| n.contains(c))
+    }
+
+    /// The rule whose external address is `a` (per-rule externals only).
+    pub fn rule_by_external(&self, a: IpAddr) -> Option<&Rule> {
+        let c = canonical(a);
+        self.rules.iter().find(|r| r.external == Some(c))
+    }
+
+    /// The external address a rule translates to (its own, or the global one of the
+    /// family of `like`).
+    #[inline]
+    pub fn external_of(&self, rule: &Rule, like: IpAddr, ext: &ExternalAddrs) -> Option<IpAddr> {
+        let fam = canonical(like);
+        match rule.external {
+            Some(e) if e.is_ipv4() == fam.is_ipv4() => Some(e),
+            _ => ext.for_family(fam),
+        }
+    }
+
+    /// Is `a` an address this NAT translates to (global external or a rule's own)?
+    #[inline]
+    pub fn is_external(&self, a: IpAddr, ext: &ExternalAddrs) -> bool {
+        ext.contains(a) || self.rule_by_external(a).is_some()
+    }
+
+    /// Inbound without a flow: the one internal host that `a` (an external address) maps
+    /// back to, when exactly one rule translates to `a` and its internal side is a single
+    /// address (1:1 NAT, the SBC case).
+    pub fn inbound_static_target(&self, a: IpAddr, ext: &ExternalAddrs) -> Option<(&Rule, IpAddr)> {
+        let c = canonical(a);
+        let mut found = None;
+        for r in &self.rules {
+            let translates = match r.external {
+                Some(e) => e == c,
+                None => ext.for_family(c) == Some(c),
+            };
+            if translates {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(r);
+            }
+        }
+        let r = found?;
+        r.internal.single_host().map(|h| (r, h))
+    }
+
+    /// The rule holding internal address `a` (for inbound port maps).
+    pub fn rule_of_internal(&self, a: IpAddr) -> Option<&Rule> {
+        let c = canonical(a);
+        self.rules.iter().find(|r| r.internal.contains(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_contains_and_prefix_collisions() {
+        let n = Net::parse("192.168.1.10/32").unwrap();
+        assert!(n.contains("192.168.1.10".parse().unwrap()));
+        assert!(!n.contains("192.168.1.100".parse().unwrap()));
+        let n = Net::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.255.0.1".parse().unwrap()));
+        assert!(!n.contains("110.0.0.12".parse().unwrap()));
+        assert!(
+            !n.contains("::ffff:10.0.0.1".parse().unwrap()),
+            "raw v6 is not v4"
+        );
+        assert!(Net::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Net::parse("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn rule_lookup_classes() {
+        let c = RewriteConfig::single(Net::parse("10.0.0.0/8").unwrap());
+        assert!(c.rule_for("10.1.2.3".parse().unwrap()).is_some());
+        assert!(
+            c.rule_for("::ffff:10.1.2.3".parse().unwrap()).is_some(),
+            "mapped v4"
+        );
+        assert!(c.rule_for("11.1.2.3".parse().unwrap()).is_none());
+        let any = RewriteConfig::single(Net::parse("0.0.0.0/0").unwrap());
+        assert!(
+            any.rule_for("127.0.0.1".parse().unwrap()).is_none(),
+            "loopback never"
+        );
+        assert!(
+            any.rule_for("0.0.0.0".parse().unwrap()).is_none(),
+            "unspecified never"
+        );
+    }
+
+    #[test]
+    fn default_local_nets_include_cgnat_and_v6() {
+        let c = RewriteConfig::default();
+        for a in [
+            "100.64.1.1",
+            "169.254.1.1",
+            "fd00::1",
+            "fe80::1",
+            "172.31.255.255",
+        ] {
+            assert!(c.is_local(a.parse().unwrap()), "{a}");
+        }
+        for a in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "127.0.0.1"] {
+            assert!(!c.is_local(a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[test]
+    fn overlap_and_within() {
+        let a = Net::parse("10.0.0.0/24").unwrap();
+        let b = Net::parse("10.0.0.128/25").unwrap();
+        assert!(b.within(&a) && a.overlaps(&b) && !a.within(&b));
+        assert!(!a.overlaps(&Net::parse("10.0.1.0/24").unwrap()));
+    }
+
+    #[test]
+    fn port_map_both_ways() {
+        let m = PortMap::new(&[(5060, 15060), (20000, 30000)]).unwrap();
+        assert_eq!(m.outbound(5060), Some(15060));
+        assert_eq!(m.inbound(30000), Some(20000));
+        assert_eq!(m.outbound(5061), None);
+    }
+}

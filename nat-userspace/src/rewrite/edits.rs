@@ -1,0 +1,203 @@
+//! A bounded list of byte-range replacements, applied in place in one pass over the
+//! buffer (the message may grow into its tailroom or shrink). No allocation: the list lives
+//! on the stack; replacement texts are short (addresses, ports, a length).
+
+use arrayvec::ArrayVec;
+
+use crate::nat::addr::Text;
+
+/// Most replacements one message may need (addresses in rewritable fields + Content-Length).
+pub const MAX_EDITS: usize = 64;
+
+/// What an edit rewrites (counted per kind in [`super::Changes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    RequestUri,
+    Via,
+    Contact,
+    Route,
+    RecordRoute,
+    FromTo,
+    SdpConnection,
+    SdpOrigin,
+    SdpRtcp,
+    SdpMediaPort,
+    ContentLength,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Edit {
+    pub start: u32,
+    pub end: u32,
+    pub text: Text,
+    pub field: Field,
+}
+
+impl Edit {
+    #[inline]
+    fn delta(&self) -> isize {
+        self.text.len() as isize - (self.end - self.start) as isize
+    }
+}
+
+#[derive(Default)]
+pub struct Edits {
+    items: ArrayVec<Edit, MAX_EDITS>,
+}
+
+/// The list is full.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+impl Edits {
+    #[inline]
+    pub fn push(&mut self, start: usize, end: usize, text: Text, field: Field) -> Result<(), Full> {
+        self.items
+            .try_push(Edit {
+                start: start as u32,
+                end: end as u32,
+                text,
+                field,
+            })
+            .map_err(|_| Full)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Edit> {
+        self.items.iter()
+    }
+
+    pub fn retain(&mut self, f: impl FnMut(&mut Edit) -> bool) {
+        self.items.retain(f);
+    }
+
+    /// Sum of size changes of the edits inside `[start, end)`.
+    pub fn delta_within(&self, start: usize, end: usize) -> isize {
+        self.items
+            .iter()
+            .filter(|e| e.start as usize >= start && (e.end as usize) <= end)
+            .map(Edit::delta)
+            .sum()
+    }
+
+    /// Applies all edits to `buf[..len]` in place; the result may use `buf` up to its full
+    /// length (tailroom). Returns the new length, or `None` (buffer untouched) when the
+    /// result would not fit. Edits must not overlap.
+    pub fn apply(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
+        // Collected in scan order, which is nearly sorted (Content-Length comes last).
+        self.items.sort_unstable_by_key(|e| e.start);
+        let edits = &self.items[..];
+        let total: isize = edits.iter().map(Edit::delta).sum();
+        let new_len = len.checked_add_signed(total)?;
+        if new_len > buf.len() || edits.last().is_some_and(|e| e.end as usize > len) {
+            return None;
+        }
+        if edits.windows(2).any(|w| w[0].end > w[1].start) {
+            return None;
+        }
+        // Unchanged segments between edits move by the sum of the deltas before them.
+        // Segments moving left are moved front to back, segments moving right back to
+        // front; neither can overwrite a segment that has not moved yet (their targets
+        // lie past every unmoved source in the direction of travel).
+        let n = edits.len();
+        let seg = |i: usize| -> (usize, usize) {
+            let s = if i == 0 { 0 } else { edits[i - 1].end as usize };
+            let e = if i == n { len } else { edits[i].start as usize };
+            (s, e)
+        };
+        let mut shift = [0isize; MAX_EDITS + 1];
+        let mut acc = 0isize;
+        for (i, e) in edits.iter().enumerate() {
+            acc += e.delta();
+            shift[i + 1] = acc;
+        }
+        for (i, &d) in shift.iter().enumerate().take(n + 1) {
+            if d < 0 {
+                let (s, e) = seg(i);
+                buf.copy_within(s..e, s.wrapping_add_signed(d));
+            }
+        }
+        for i in (0..=n).rev() {
+            let d = shift[i];
+            if d > 0 {
+                let (s, e) = seg(i);
+                buf.copy_within(s..e, s.wrapping_add_signed(d));
+            }
+        }
+        for (i, e) in edits.iter().enumerate() {
+            let at = (e.start as usize).wrapping_add_signed(shift[i]);
+            buf[at..at + e.text.len()].copy_from_slice(e.text.as_bytes());
+        }
+        Some(new_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Text {
+        let mut x = Text::default();
+        x.push(s.as_bytes());
+        x
+    }
+
+    fn run(input: &str, edits: &[(usize, usize, &str)], cap: usize) -> Option<String> {
+        let mut buf = vec![0u8; cap];
+        buf[..input.len()].copy_from_slice(input.as_bytes());
+        let mut e = Edits::default();
+        for (s, en, txt) in edits {
+            e.push(*s, *en, t(txt), Field::Via).unwrap();
+        }
+        let n = e.apply(&mut buf, input.len())?;
+        Some(String::from_utf8(buf[..n].to_vec()).unwrap())
+    }
+
+    /// Reference: build the output by concatenation.
+    fn reference(input: &str, edits: &[(usize, usize, &str)]) -> String {
+        let mut sorted = edits.to_vec();
+        sorted.sort();
+        let mut out = String::new();
+        let mut p = 0;
+        for (s, e, txt) in sorted {
+            out.push_str(&input[p..s]);
+            out.push_str(txt);
+            p = e;
+        }
+        out.push_str(&input[p..]);
+        out
+    }
+
+    #[test]
+    fn grow_shrink_and_mixed() {
+        let input = "aa 10.0.0.5 bb 192.168.100.100 cc 10.0.0.5 dd";
+        let cases: &[&[(usize, usize, &str)]] = &[
+            &[(3, 11, "203.0.113.10")],
+            &[(15, 30, "1.2.3.4")],
+            &[(3, 11, "203.0.113.10"), (15, 30, "1.2.3.4"), (34, 42, "x")],
+            &[(34, 42, "a-much-longer-text"), (3, 11, "")],
+            &[(0, 0, "pre "), (45, 45, " post")],
+        ];
+        for c in cases {
+            assert_eq!(
+                run(input, c, 128).as_deref(),
+                Some(reference(input, c).as_str()),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_big_leaves_buffer_alone() {
+        assert_eq!(run("abc", &[(0, 1, "xyz")], 4), None);
+        assert_eq!(run("abc", &[(0, 1, "xy")], 4).as_deref(), Some("xybc"));
+    }
+
+    #[test]
+    fn overlapping_edits_refused() {
+        assert_eq!(run("abcdef", &[(0, 3, "x"), (2, 4, "y")], 16), None);
+    }
+}

@@ -1,0 +1,503 @@
+//! The pure SIP-message rewrite: one UDP payload in a buffer with tailroom, plus the config
+//! snapshot, the external addresses and the direction, in; edits applied in place, a
+//! result out. Retransmissions get byte-identical output: nothing here depends on time,
+//! state or randomness.
+
+use core::net::IpAddr;
+
+use super::edits::{Edits, Field};
+use crate::{
+    nat::{
+        addr::{canonical, Text},
+        ExternalAddrs, RewriteConfig, Rule,
+    },
+    sip::{
+        body::{self, BodyKind},
+        message::{self, Kind, Malformed, NotSip, StartLine},
+        sdp,
+        uri::{self, HostPort},
+    },
+};
+
+/// Which way the packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Inside → outside: private addresses become the external address.
+    Outbound,
+    /// Outside → inside: the external address becomes the mapped private address.
+    Inbound,
+}
+
+/// Everything the rewrite depends on besides the bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub config: &'a RewriteConfig,
+    /// Read once per packet from the published snapshot.
+    pub external: ExternalAddrs,
+    pub direction: Direction,
+    /// Inbound: the internal address this packet is for, when the caller knows it (flow
+    /// table, or the packet's rewritten destination). Otherwise 1:1 rules decide.
+    pub internal: Option<IpAddr>,
+}
+
+/// How many fields of each kind were rewritten.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub request_uri: u16,
+    pub via: u16,
+    pub contact: u16,
+    pub route: u16,
+    pub record_route: u16,
+    pub from_to: u16,
+    pub sdp_connection: u16,
+    pub sdp_origin: u16,
+    pub sdp_rtcp: u16,
+    pub sdp_media_port: u16,
+    pub content_length: u16,
+}
+
+impl Changes {
+    pub fn total(&self) -> u32 {
+        [
+            self.request_uri,
+            self.via,
+            self.contact,
+            self.route,
+            self.record_route,
+            self.from_to,
+            self.sdp_connection,
+            self.sdp_origin,
+            self.sdp_rtcp,
+            self.sdp_media_port,
+            self.content_length,
+        ]
+        .iter()
+        .map(|&v| u32::from(v))
+        .sum()
+    }
+
+    /// (name, count) pairs, for counters and reports.
+    pub fn fields(&self) -> [(&'static str, u16); 11] {
+        [
+            ("request_uri", self.request_uri),
+            ("via", self.via),
+            ("contact", self.contact),
+            ("route", self.route),
+            ("record_route", self.record_route),
+            ("from_to", self.from_to),
+            ("sdp_connection", self.sdp_connection),
+            ("sdp_origin", self.sdp_origin),
+            ("sdp_rtcp", self.sdp_rtcp),
+            ("sdp_media_port", self.sdp_media_port),
+            ("content_length", self.content_length),
+        ]
+    }
+
+    fn count(&mut self, f: Field) {
+        let c = match f {
+            Field::RequestUri => &mut self.request_uri,
+            Field::Via => &mut self.via,
+            Field::Contact => &mut self.contact,
+            Field::Route => &mut self.route,
+            Field::RecordRoute => &mut self.record_route,
+            Field::FromTo => &mut self.from_to,
+            Field::SdpConnection => &mut self.sdp_connection,
+            Field::SdpOrigin => &mut self.sdp_origin,
+            Field::SdpRtcp => &mut self.sdp_rtcp,
+            Field::SdpMediaPort => &mut self.sdp_media_port,
+            Field::ContentLength => &mut self.content_length,
+        };
+        *c = c.saturating_add(1);
+    }
+}
+
+/// The result of a rewrite. Every variant maps to a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Rewritten(Changes),
+    /// SIP, but nothing to rewrite (or rewriting disabled).
+    Unchanged,
+    NotSip(NotSip),
+    Malformed(Malformed),
+    /// The rewritten message would not fit the buffer; the buffer is untouched.
+    TooBig,
+}
+
+/// Outcome, the message length after the call, and addresses left alone because no
+/// external address of their family is configured (an `IN IP6` line with only an IPv4
+/// external address, say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    pub outcome: Outcome,
+    pub len: usize,
+    pub family_mismatch: u16,
+}
+
+/// Rewrites the SIP message in `buf[..len]` in place; it may grow into `buf[len..]`.
+/// On every outcome but `Rewritten` the buffer is untouched and `len` is returned.
+pub fn rewrite_message(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite {
+    let mut r = Rewriter {
+        ctx,
+        edits: Edits::default(),
+        family_mismatch: 0,
+        full: false,
+    };
+    let outcome = match r.scan(&buf[..len]) {
+        Ok(()) if r.full => Outcome::Malformed(Malformed::TooManyAddresses),
+        Ok(()) if r.edits.is_empty() => Outcome::Unchanged,
+        Ok(()) => match r.edits.apply(buf, len) {
+            Some(new_len) => {
+                let mut changes = Changes::default();
+                for e in r.edits.iter() {
+                    changes.count(e.field);
+                }
+                return Rewrite {
+                    outcome: Outcome::Rewritten(changes),
+                    len: new_len,
+                    family_mismatch: r.family_mismatch,
+                };
+            }
+            None => Outcome::TooBig,
+        },
+        Err(o) => o,
+    };
+    Rewrite {
+        outcome,
+        len,
+        family_mismatch: r.family_mismatch,
+    }
+}
+
+/// What to do with one address.
+enum Map {
+    To { addr: IpAddr, port: Option<u16> },
+    Keep,
+    FamilyMismatch,
+}
+
+/// `new` written in the form of `orig`: an IPv4 address replacing an IPv4-mapped IPv6
+/// address is written mapped too. `None` when the families cannot match.
+#[inline]
+fn express_like(orig: IpAddr, new: IpAddr) -> Option<IpAddr> {
+    match (orig, new) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => Some(new),
+        (IpAddr::V6(o), IpAddr::V4(n)) if o.to_ipv4_mapped().is_some() => {
+            Some(IpAddr::V6(n.to_ipv6_mapped()))
+        }
+        (IpAddr::V6(o), IpAddr::V6(n)) => {
+            (o.to_ipv4_mapped().is_some() == n.to_ipv4_mapped().is_some()).then_some(new)
+        }
+        _ => None,
+    }
+}
+
+struct Rewriter<'c, 'a> {
+    ctx: &'c Context<'a>,
+    edits: Edits,
+    family_mismatch: u16,
+    full: bool,
+}
+
+impl<'c, 'a> Rewriter<'c, 'a> {
+    /// The rule governing `addr` and the address it becomes, in this direction.
+    fn map(&self, addr: IpAddr, port: Option<u16>, default_port: u16) -> (Map, Option<&'a Rule>) {
+        let cfg = self.ctx.config;
+        let ext = &self.ctx.external;
+        match self.ctx.direction {
+            super::Direction::Outbound => {
+                let Some(rule) = cfg.rule_for(addr) else {
+                    return (Map::Keep, None);
+                };
+                let Some(new) = cfg
+                    .external_of(rule, addr, ext)
+                    .and_then(|e| express_like(addr, e))
+                else {
+                    return (Map::FamilyMismatch, Some(rule));
+                };
+                let eff = port.unwrap_or(default_port);
+                let port = rule.ports.outbound(eff).filter(|&np| np != eff);
+                (Map::To { addr: new, port }, Some(rule))
+            }
+            super::Direction::Inbound => {
+                if !cfg.is_external(addr, ext) {
+                    return (Map::Keep, None);
+                }
+                let target = match self.ctx.internal {
+                    Some(t) => Some((cfg.rule_of_internal(t), t)),
+                    None => cfg
+                        .inbound_static_target(addr, ext)
+                        .map(|(r, t)| (Some(r), t)),
+                };
+                let Some((rule, target)) = target else {
+                    return (Map::Keep, None);
+                };
+                let Some(new) = express_like(addr, canonical(target)) else {
+                    return (Map::FamilyMismatch, rule);
+                };
+                let eff = port.unwrap_or(default_port);
+                let port = rule
+                    .and_then(|r| r.ports.inbound(eff))
+                    .filter(|&np| np != eff);
+                (Map::To { addr: new, port }, rule)
+            }
+        }
+    }
+
+    fn push(&mut self, start: usize, end: usize, text: Text, field: Field) {
+        if self.edits.push(start, end, text, field).is_err() {
+            self.full = true;
+        }
+    }
+
+    /// Rewrites a host[:port] found in the message. `brackets`: IPv6 is written in
+    /// brackets (URIs, Via sent-by); otherwise as the original was written.
+    fn host(
+        &mut self,
+        hp: &HostPort,
+        default_port: u16,
+        brackets: bool,
+        field: Field,
+    ) -> Option<&'a Rule> {
+        let (m, rule) = self.map(hp.addr, hp.port.as_ref().map(|p| p.0), default_port);
+        match m {
+            Map::Keep => None,
+            Map::FamilyMismatch => {
+                self.family_mismatch += 1;
+                None
+            }
+            Map::To { addr, port } => {
+                let mut t = Text::default();
+                let bracket = addr.is_ipv6() && (brackets || hp.bracketed);
+                if bracket {
+                    t.push_byte(b'[');
+                }
+                t.push_ip(addr);
+                if bracket {
+                    t.push_byte(b']');
+                }
+                let end = match port {
+                    Some(p) => {
+                        t.push_byte(b':');
+                        t.push_u32(u32::from(p));
+                        hp.end()
+                    }
+                    None => hp.host.end,
+                };
+                self.push(hp.host.start, end, t, field);
+                rule
+            }
+        }
+    }
+
+    /// A SIP URI inside `[start, end)`.
+    fn uri(&mut self, msg: &[u8], start: usize, end: usize, field: Field) {
+        if let Some((hp, secure)) = uri::sip_uri_host(msg, start, end) {
+            self.host(&hp, if secure { 5061 } else { 5060 }, true, field);
+        }
+    }
+
+    /// Every comma-separated name-addr / addr-spec value of a header.
+    fn uri_list(&mut self, msg: &[u8], v: core::ops::Range<usize>, field: Field, all: bool) {
+        let mut pos = v.start;
+        while let Some((val, next)) = uri::next_value(msg, pos, v.end) {
+            let u = uri::value_uri(msg, val);
+            self.uri(msg, u.start, u.end, field);
+            if !all || next >= v.end {
+                break;
+            }
+            pos = next;
+        }
+    }
+
+    /// The top Via value: sent-by and `maddr`; inbound also `received`.
+    fn top_via(&mut self, msg: &[u8], v: core::ops::Range<usize>) {
+        let Some((val, _)) = uri::next_value(msg, v.start, v.end) else {
+            return;
+        };
+        let Some(via) = uri::via(msg, val) else {
+            return;
+        };
+        let default_port = if via.tls { 5061 } else { 5060 };
+        if let Some(sb) = &via.sent_by {
+            self.host(sb, default_port, true, Field::Via);
+        }
+        let inbound = self.ctx.direction == super::Direction::Inbound;
+        for (name, value) in uri::params(msg, via.params.start, via.params.end) {
+            let n = &msg[name];
+            let received = n.eq_ignore_ascii_case(b"received");
+            if !(n.eq_ignore_ascii_case(b"maddr") || (inbound && received)) {
+                continue;
+            }
+            if let Some(mut hp) = uri::host_port_at(msg, value.start, value.end, received) {
+                // A param value is a host only; never treat what follows as a port.
+                if hp.end() != value.end {
+                    continue;
+                }
+                hp.port = None;
+                self.host(&hp, default_port, false, Field::Via);
+            }
+        }
+    }
+
+    fn scan(&mut self, msg: &[u8]) -> Result<(), Outcome> {
+        if !self.ctx.config.enabled {
+            return Err(Outcome::Unchanged);
+        }
+        if let Some(ns) = message::not_sip(msg) {
+            return Err(Outcome::NotSip(ns));
+        }
+        let (start, mut pos) = message::start_line(msg).map_err(|e| match e {
+            Ok(ns) => Outcome::NotSip(ns),
+            Err(m) => Outcome::Malformed(m),
+        })?;
+        let cfg = self.ctx.config;
+        if let StartLine::Request { uri, .. } = &start {
+            self.uri(msg, uri.start, uri.end, Field::RequestUri);
+        }
+        let mut seen_via = false;
+        let mut content_length: Option<(core::ops::Range<usize>, usize)> = None;
+        let mut content_type = None;
+        let mut encoded = false;
+        let mut cseq_register = false;
+        let body_start = loop {
+            let (h, next) = match message::header(msg, pos) {
+                Ok(Some(x)) => x,
+                Ok(None) => unreachable!("header() reports the end as Err(Ok)"),
+                Err(Ok(body)) => break body,
+                Err(Err(m)) => return Err(Outcome::Malformed(m)),
+            };
+            pos = next;
+            let v = h.value;
+            match h.kind {
+                Kind::Via if !seen_via => {
+                    seen_via = true;
+                    self.top_via(msg, v);
+                }
+                Kind::Contact => self.uri_list(msg, v, Field::Contact, true),
+                Kind::From | Kind::To if cfg.from_to => self.uri_list(msg, v, Field::FromTo, false),
+                Kind::Route if cfg.record_route => self.uri_list(msg, v, Field::Route, true),
+                Kind::RecordRoute if cfg.record_route => {
+                    self.uri_list(msg, v, Field::RecordRoute, true)
+                }
+                Kind::ContentLength => {
+                    let n = message::content_length(&msg[v.clone()])
+                        .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
+                    if let Some((_, prev)) = &content_length {
+                        if *prev != n {
+                            return Err(Outcome::Malformed(Malformed::DuplicateContentLength));
+                        }
+                    }
+                    content_length = Some((v, n));
+                }
+                Kind::ContentType => content_type = Some(v),
+                Kind::ContentEncoding => {
+                    encoded = !msg[v].eq_ignore_ascii_case(b"identity");
+                }
+                Kind::CSeq => {
+                    // `CSeq: 1 REGISTER`: the method is the last token.
+                    let m = &msg[v.clone()];
+                    let method = m.rsplit(|&b| b == b' ' || b == b'\t').next().unwrap_or(m);
+                    cseq_register = method.eq_ignore_ascii_case(b"REGISTER");
+                }
+                _ => {}
+            }
+        };
+        // REGISTER 2xx/3xx responses list the registrar's bindings: never rewritten.
+        if let StartLine::Response { code } = start {
+            if cseq_register && (200..400).contains(&code) {
+                self.edits.retain(|e| e.field != Field::Contact);
+            }
+        }
+        let body_end = match &content_length {
+            Some((_, n)) => {
+                let e = body_start
+                    .checked_add(*n)
+                    .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
+                if e > msg.len() {
+                    return Err(Outcome::Malformed(Malformed::ContentLengthTooLarge));
+                }
+                e
+            }
+            None => msg.len(),
+        };
+        if let (Some(ct), false) = (content_type, encoded) {
+            let kind = body::kind(msg, ct);
+            self.body(msg, body_start, body_end, kind, 0);
+        }
+        // Content-Length follows the body when the body changed size; absent stays absent.
+        if let Some((digits, n)) = content_length {
+            let delta = self.edits.delta_within(body_start, body_end);
+            if delta != 0 {
+                let mut t = Text::default();
+                t.push_u32(n.wrapping_add_signed(delta) as u32);
+                self.push(digits.start, digits.end, t, Field::ContentLength);
+            }
+        }
+        Ok(())
+    }
+
+    /// SDP, or each part of a multipart body (nested up to 4 levels).
+    fn body(&mut self, msg: &[u8], start: usize, end: usize, kind: BodyKind, depth: u8) {
+        match kind {
+            BodyKind::Sdp => self.sdp(msg, start, end),
+            BodyKind::Multipart { boundary } if depth < 4 => {
+                for part in body::parts(msg, start, end, boundary) {
+                    self.body(
+                        msg,
+                        part.content.start,
+                        part.content.end,
+                        part.kind,
+                        depth + 1,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sdp(&mut self, msg: &[u8], start: usize, end: usize) {
+        // Port maps in SDP follow the rule of the first address rewritten in it (o=/c=
+        // come before the m= lines).
+        let mut port_rule: Option<&Rule> = None;
+        for item in sdp::items(msg, start, end) {
+            if item.rejected {
+                continue;
+            }
+            let field = match item.field {
+                sdp::Field::Connection => Field::SdpConnection,
+                sdp::Field::Origin => Field::SdpOrigin,
+                sdp::Field::Rtcp => Field::SdpRtcp,
+                sdp::Field::Media => Field::SdpMediaPort,
+            };
+            if let Some(a) = &item.addr {
+                let hp = HostPort {
+                    host: a.range.clone(),
+                    addr: a.addr,
+                    bracketed: false,
+                    port: None,
+                };
+                // An `IN IP6` line needs IPv6 text and an `IN IP4` line IPv4 text:
+                // express_like keeps the family of what was there.
+                if let Some(rule) = self.host(&hp, 0, false, field) {
+                    port_rule.get_or_insert(rule);
+                }
+            }
+            if let (Some((port, range)), Some(rule)) = (&item.port, port_rule) {
+                let mapped = match self.ctx.direction {
+                    super::Direction::Outbound => rule.ports.outbound(*port),
+                    super::Direction::Inbound => rule.ports.inbound(*port),
+                };
+                if let Some(np) = mapped.filter(|np| np != port) {
+                    let mut t = Text::default();
+                    t.push_u32(u32::from(np));
+                    let f = if item.field == sdp::Field::Rtcp {
+                        Field::SdpRtcp
+                    } else {
+                        Field::SdpMediaPort
+                    };
+                    self.push(range.start, range.end, t, f);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Whole-packet rewriting over a buffer with tailroom: the SIP payload (via
+//! [`super::rewrite_message`]), then the IP addresses (SNAT / restore), IP total or payload
+//! length, IPv4 header checksum, UDP length and checksum.
+//!
+//! The UDP checksum is updated with RFC 1624's incremental formula over the sums of the
+//! covered bytes before and after, so a correct input checksum gives a correct output and
+//! a corrupt one stays exactly as corrupt (it is not "repaired"). An IPv4 UDP checksum of 0
+//! (none) stays 0; IPv6 always has one.
+
+use core::net::IpAddr;
+
+use super::{rewrite_message, Context, Outcome};
+use crate::wire::{checksum, ipv4, ipv6, udp, Layout};
+
+/// Address changes in the IP header, decided by the caller (NAT rules, flow table).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L3Action {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+}
+
+/// Result of a whole-packet rewrite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketRewrite {
+    /// What happened to the SIP payload.
+    pub sip: Outcome,
+    /// The packet's new length (link header included, link padding dropped).
+    pub len: usize,
+    /// The IP addresses were changed.
+    pub l3_changed: bool,
+    /// Addresses left alone for lack of an external address of their family.
+    pub family_mismatch: u16,
+}
+
+/// Why a packet was not handled at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketError {
+    /// Not a whole UDP datagram (a fragment, or another protocol).
+    NotUdp,
+    /// The L3 action's family differs from the packet's.
+    FamilyMismatch,
+}
+
+/// Rewrites the UDP datagram described by `layout` in `buf` (packet bytes in
+/// `buf[..layout.ip_end]`, the rest is tailroom). On `TooBig` (or a payload outcome other
+/// than `Rewritten`) the payload is untouched; the L3 action is applied unless the SIP
+/// outcome is `TooBig` (the caller then takes the slow path with a bigger buffer).
+pub fn rewrite_packet(
+    buf: &mut [u8],
+    layout: &Layout,
+    ctx: &Context<'_>,
+    l3: L3Action,
+) -> Result<PacketRewrite, PacketError> {
+    let (_, _, payload, payload_len) = layout.udp(buf).ok_or(PacketError::NotUdp)?;
+    for a in [l3.src, l3.dst].into_iter().flatten() {
+        if a.is_ipv6() != layout.ipv6 {
+            return Err(PacketError::FamilyMismatch);
+        }
+    }
+    let l4 = layout.l4;
+    let old_udp_len = udp::HEADER_LEN + payload_len;
+    let old_check = u16::from_be_bytes([buf[l4 + 6], buf[l4 + 7]]);
+    let has_check = layout.ipv6 || old_check != 0;
+    // Sum of everything the UDP checksum covers, before (checksum field excluded).
+    let (old_pseudo, old_body) = if has_check {
+        (
+            pseudo(buf, layout, old_udp_len),
+            udp_sum(buf, l4, old_udp_len),
+        )
+    } else {
+        (0, 0)
+    };
+
+    let r = rewrite_message(&mut buf[payload..], payload_len, ctx);
+    if r.outcome == Outcome::TooBig {
+        return Ok(PacketRewrite {
+            sip: r.outcome,
+            len: layout.ip_end,
+            l3_changed: false,
+            family_mismatch: r.family_mismatch,
+        });
+    }
+    let payload_changed = matches!(r.outcome, Outcome::Rewritten(_));
+    let new_udp_len = udp::HEADER_LEN + r.len;
+    let header_len = l4 - layout.l3;
+    let new_ip_len = if layout.ipv6 {
+        new_udp_len + (l4 - layout.l3 - ipv6::HEADER_LEN)
+    } else {
+        header_len + new_udp_len
+    };
+    if new_udp_len > usize::from(u16::MAX) || new_ip_len > usize::from(u16::MAX) {
+        // Cannot be expressed in the length fields: undo is impossible in place, but a
+        // 64 KiB message cannot occur in a 4 KiB frame; treat as too big.
+        return Ok(PacketRewrite {
+            sip: Outcome::TooBig,
+            len: layout.ip_end,
+            l3_changed: false,
+            family_mismatch: r.family_mismatch,
+        });
+    }
+    let ip = &mut buf[layout.l3..];
+    let mut l3_changed = false;
+    if layout.ipv6 {
+        let mut p = ipv6::Packet::new_unchecked(ip);
+        if let Some(IpAddr::V6(a)) = l3.src {
+            l3_changed |= p.src() != a;
+            p.set_src(a);
+        }
+        if let Some(IpAddr::V6(a)) = l3.dst {
+            l3_changed |= p.dst() != a;
+            p.set_dst(a);
+        }
+        p.set_payload_len(new_ip_len as u16);
+    } else {
+        let mut p = ipv4::Packet::new_unchecked(ip);
+        if let Some(IpAddr::V4(a)) = l3.src {
+            l3_changed |= p.src() != a;
+            p.set_src(a);
+        }
+        if let Some(IpAddr::V4(a)) = l3.dst {
+            l3_changed |= p.dst() != a;
+            p.set_dst(a);
+        }
+        p.set_total_len(new_ip_len as u16);
+        p.fill_checksum();
+    }
+    {
+        let mut d = udp::Datagram::new_unchecked(&mut buf[l4..]);
+        d.set_len(new_udp_len as u16);
+    }
+    if has_check && (payload_changed || l3_changed) {
+        let new_pseudo = pseudo(buf, layout, new_udp_len);
+        // Unchanged payload: only the pseudo header moved; skip re-summing the body.
+        let new_body = if payload_changed {
+            udp_sum(buf, l4, new_udp_len)
+        } else {
+            old_body
+        };
+        let mut c = checksum::update(old_check, old_pseudo + old_body, new_pseudo + new_body);
+        if c == 0 {
+            c = 0xffff;
+        }
+        buf[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+    }
+    let len = if layout.ipv6 {
+        layout.l3 + ipv6::HEADER_LEN + new_ip_len
+    } else {
+        layout.l3 + new_ip_len
+    };
+    Ok(PacketRewrite {
+        sip: r.outcome,
+        len,
+        l3_changed,
+        family_mismatch: r.family_mismatch,
+    })
+}
+
+/// Pseudo-header sum with the addresses currently in the buffer.
+fn pseudo(buf: &[u8], layout: &Layout, udp_len: usize) -> u64 {
+    let ip = &buf[layout.l3..];
+    if layout.ipv6 {
+        checksum::pseudo_v6(&ip[8..24], &ip[24..40], udp::PROTOCOL, udp_len as u32)
+    } else {
+        checksum::pseudo_v4(&ip[12..16], &ip[16..20], udp::PROTOCOL, udp_len as u32)
+    }
+}
+
+/// Sum of the UDP header (checksum field excluded) and payload.
+fn udp_sum(buf: &[u8], l4: usize, udp_len: usize) -> u64 {
+    checksum::sum(&buf[l4..l4 + 6]) + checksum::sum(&buf[l4 + 8..l4 + udp_len])
+}
+
+/// Verifies the UDP checksum of a whole datagram (true when absent in IPv4).
+pub fn udp_checksum_ok(buf: &[u8], layout: &Layout) -> bool {
+    let Some((_, _, _, payload_len)) = layout.udp(buf) else {
+        return false;
+    };
+    let udp_len = udp::HEADER_LEN + payload_len;
+    let c = u16::from_be_bytes([buf[layout.l4 + 6], buf[layout.l4 + 7]]);
+    if c == 0 {
+        return !layout.ipv6;
+    }
+    let s = pseudo(buf, layout, udp_len) + checksum::sum(&buf[layout.l4..layout.l4 + udp_len]);
+    checksum::fold(s) == 0xffff
+}

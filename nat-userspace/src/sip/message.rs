@@ -1,0 +1,375 @@
+//! SIP message framing: what is not SIP at all, the start line, header lines (names
+//! case-insensitive with compact forms, LWS before the colon, folded continuation lines),
+//! and where the body is (Content-Length / `l:`; bytes past the declared length are not
+//! body).
+
+use core::ops::Range;
+
+use super::scan::{is_ws, line_end, skip_ws, trim_end};
+
+/// Why a datagram on a SIP port is not a SIP message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSip {
+    /// Empty datagram.
+    Empty,
+    /// CRLF / whitespace / zero-byte keep-alive ("ping").
+    KeepAlive,
+    /// STUN message (RFC 8489 magic cookie), e.g. an ICE or NAT keep-alive binding.
+    Stun,
+    /// Anything else that does not start like SIP.
+    Other,
+}
+
+/// Why a SIP message cannot be rewritten safely (it is forwarded unchanged or dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// The start line is neither `METHOD URI SIP/2.0` nor `SIP/2.0 CODE REASON`.
+    BadStartLine,
+    /// A SIP version other than 2.0.
+    BadVersion,
+    /// A header line without a colon, or a continuation line where no header precedes it.
+    BadHeaderLine,
+    /// No empty line ends the headers.
+    UnterminatedHeaders,
+    /// Content-Length is not a number.
+    BadContentLength,
+    /// Two Content-Length headers.
+    DuplicateContentLength,
+    /// Content-Length larger than the bytes present.
+    ContentLengthTooLarge,
+    /// More rewritable addresses than the rewriter keeps edits for.
+    TooManyAddresses,
+}
+
+impl Malformed {
+    pub const ALL: [Malformed; 8] = [
+        Malformed::BadStartLine,
+        Malformed::BadVersion,
+        Malformed::BadHeaderLine,
+        Malformed::UnterminatedHeaders,
+        Malformed::BadContentLength,
+        Malformed::DuplicateContentLength,
+        Malformed::ContentLengthTooLarge,
+        Malformed::TooManyAddresses,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Malformed::BadStartLine => "bad_start_line",
+            Malformed::BadVersion => "bad_version",
+            Malformed::BadHeaderLine => "bad_header_line",
+            Malformed::UnterminatedHeaders => "unterminated_headers",
+            Malformed::BadContentLength => "bad_content_length",
+            Malformed::DuplicateContentLength => "duplicate_content_length",
+            Malformed::ContentLengthTooLarge => "content_length_too_large",
+            Malformed::TooManyAddresses => "too_many_addresses",
+        }
+    }
+}
+
+impl NotSip {
+    pub const ALL: [NotSip; 4] = [
+        NotSip::Empty,
+        NotSip::KeepAlive,
+        NotSip::Stun,
+        NotSip::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NotSip::Empty => "empty",
+            NotSip::KeepAlive => "keepalive",
+            NotSip::Stun => "stun",
+            NotSip::Other => "other",
+        }
+    }
+}
+
+/// The first line of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    Request {
+        method: Range<usize>,
+        uri: Range<usize>,
+    },
+    Response {
+        code: u16,
+    },
+}
+
+/// Headers the rewriter cares about; everything else is `Other` and never touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Via,
+    Contact,
+    From,
+    To,
+    Route,
+    RecordRoute,
+    ContentLength,
+    ContentType,
+    ContentEncoding,
+    CSeq,
+    Other,
+}
+
+impl Kind {
+    /// Header name → kind; case-insensitive, compact forms included (RFC 3261 §7.3.3).
+    #[inline]
+    pub fn of(name: &[u8]) -> Kind {
+        let eq = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        match name.len() {
+            1 => match name[0].to_ascii_lowercase() {
+                b'v' => Kind::Via,
+                b'm' => Kind::Contact,
+                b'f' => Kind::From,
+                b't' => Kind::To,
+                b'l' => Kind::ContentLength,
+                b'c' => Kind::ContentType,
+                b'e' => Kind::ContentEncoding,
+                _ => Kind::Other,
+            },
+            2 if eq(b"to") => Kind::To,
+            3 if eq(b"via") => Kind::Via,
+            4 if eq(b"from") => Kind::From,
+            4 if eq(b"cseq") => Kind::CSeq,
+            5 if eq(b"route") => Kind::Route,
+            7 if eq(b"contact") => Kind::Contact,
+            12 if eq(b"content-type") => Kind::ContentType,
+            12 if eq(b"record-route") => Kind::RecordRoute,
+            14 if eq(b"content-length") => Kind::ContentLength,
+            16 if eq(b"content-encoding") => Kind::ContentEncoding,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// One header (with its continuation lines).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    /// The header name (without the colon and whitespace before it).
+    pub name: Range<usize>,
+    /// The value, from after the colon (and leading whitespace) to the end of the last
+    /// continuation line (trailing whitespace trimmed). May contain folded line breaks.
+    pub value: Range<usize>,
+}
+
+/// Datagrams that are certainly not SIP, recognised without parsing.
+pub fn not_sip(msg: &[u8]) -> Option<NotSip> {
+    if msg.is_empty() {
+        return Some(NotSip::Empty);
+    }
+    if msg
+        .iter()
+        .all(|&b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+    {
+        return Some(NotSip::KeepAlive);
+    }
+    // STUN: top two bits zero, length a multiple of 4, magic cookie 0x2112A442.
+    if msg.len() >= 20 && msg[0] & 0xc0 == 0 && msg[4..8] == [0x21, 0x12, 0xa4, 0x42] {
+        return Some(NotSip::Stun);
+    }
+    None
+}
+
+const VERSION: &[u8] = b"SIP/2.0";
+
+/// Parses the start line. `Err(Ok(NotSip))` when the datagram does not look like SIP at
+/// all, `Err(Err(Malformed))` when it looks like SIP but is broken.
+#[allow(clippy::type_complexity)]
+pub fn start_line(msg: &[u8]) -> Result<(StartLine, usize), Result<NotSip, Malformed>> {
+    let (ce, next) = line_end(msg, 0, msg.len());
+    let line = &msg[..ce];
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        // Status line: SIP-Version SP Status-Code SP Reason-Phrase
+        if line.len() < 8 || !line[..7].eq_ignore_ascii_case(VERSION) || !is_ws(line[7]) {
+            return Err(Err(Malformed::BadVersion));
+        }
+        let p = skip_ws(line, 7, line.len());
+        let digits = &line[p..line.len().min(p + 3)];
+        let more = line.get(p + 3).copied();
+        if digits.len() != 3
+            || !digits.iter().all(u8::is_ascii_digit)
+            || more.is_some_and(|b| !is_ws(b))
+        {
+            return Err(Err(Malformed::BadStartLine));
+        }
+        let code = digits
+            .iter()
+            .fold(0u16, |a, d| a * 10 + u16::from(d - b'0'));
+        if !(100..=699).contains(&code) {
+            return Err(Err(Malformed::BadStartLine));
+        }
+        return Ok((StartLine::Response { code }, next));
+    }
+    // Request line: Method SP Request-URI SP SIP-Version (extra whitespace tolerated).
+    let end = trim_end(line, 0, line.len());
+    let m_end = line.iter().position(|&b| is_ws(b)).unwrap_or(line.len());
+    let method_ok = m_end > 0 && line[..m_end].iter().all(|&b| is_token_char(b));
+    let v_start = line[..end]
+        .iter()
+        .rposition(|&b| is_ws(b))
+        .map_or(0, |i| i + 1);
+    if !method_ok || m_end >= end || v_start <= m_end {
+        return Err(if contains_ci(line, b"SIP/") {
+            Err(Malformed::BadStartLine)
+        } else {
+            Ok(NotSip::Other)
+        });
+    }
+    let version = &line[v_start..end];
+    if !version.eq_ignore_ascii_case(VERSION) {
+        return Err(
+            if version.len() >= 4 && version[..4].eq_ignore_ascii_case(b"SIP/") {
+                Err(Malformed::BadVersion)
+            } else {
+                Ok(NotSip::Other)
+            },
+        );
+    }
+    let u_start = skip_ws(line, m_end, end);
+    let u_end = trim_end(line, u_start, v_start);
+    if u_start >= u_end {
+        return Err(Err(Malformed::BadStartLine));
+    }
+    Ok((
+        StartLine::Request {
+            method: 0..m_end,
+            uri: u_start..u_end,
+        },
+        next,
+    ))
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[inline]
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// Reads the header starting at `pos`. `Ok(None)` with the body start when `pos` is the
+/// empty line that ends the headers.
+#[inline]
+pub fn header(msg: &[u8], pos: usize) -> Result<Option<(Header, usize)>, Result<usize, Malformed>> {
+    let end = msg.len();
+    if pos >= end {
+        return Err(Err(Malformed::UnterminatedHeaders));
+    }
+    let (mut ce, mut next) = line_end(msg, pos, end);
+    if ce == pos {
+        // Empty line: end of headers; `next` is where the body starts.
+        return Err(Ok(next));
+    }
+    if is_ws(msg[pos]) {
+        return Err(Err(Malformed::BadHeaderLine));
+    }
+    let Some(colon) = memchr::memchr(b':', &msg[pos..ce]).map(|i| pos + i) else {
+        return Err(Err(Malformed::BadHeaderLine));
+    };
+    let name_end = trim_end(msg, pos, colon);
+    // Continuation lines (folding) belong to this header.
+    while next < end && is_ws(msg[next]) {
+        let (c2, n2) = line_end(msg, next, end);
+        ce = c2;
+        next = n2;
+    }
+    let v_start = skip_ws(msg, colon + 1, ce);
+    let v_end = trim_end(msg, v_start, ce).max(v_start);
+    Ok(Some((
+        Header {
+            kind: Kind::of(&msg[pos..name_end]),
+            name: pos..name_end,
+            value: v_start..v_end,
+        },
+        next,
+    )))
+}
+
+/// Parses a Content-Length value (leading zeros allowed).
+pub fn content_length(v: &[u8]) -> Option<usize> {
+    if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0usize, |a, d| a * 10 + usize::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_and_status_lines() {
+        let (sl, next) = start_line(b"INVITE sip:a@10.0.0.1 SIP/2.0\r\nX: y").unwrap();
+        assert_eq!(
+            sl,
+            StartLine::Request {
+                method: 0..6,
+                uri: 7..21
+            }
+        );
+        assert_eq!(next, 31);
+        let (sl, _) = start_line(b"SIP/2.0 200 OK\r\n").unwrap();
+        assert_eq!(sl, StartLine::Response { code: 200 });
+        let (sl, _) = start_line(b"SIP/2.0 100 \r\n").unwrap();
+        assert_eq!(sl, StartLine::Response { code: 100 });
+        // Extra whitespace tolerated (lwsstart / trws in RFC 4475).
+        assert!(start_line(b"INVITE   sip:a@b   SIP/2.0 \r\n").is_ok());
+        assert_eq!(
+            start_line(b"INVITE sip:a@b SIP/7.0\r\n"),
+            Err(Err(Malformed::BadVersion))
+        );
+        assert_eq!(
+            start_line(b"SIP/2.0 4294967301 X\r\n"),
+            Err(Err(Malformed::BadStartLine))
+        );
+        assert_eq!(start_line(b"hello"), Err(Ok(NotSip::Other)));
+        assert_eq!(start_line(b"GET / HTTP/1.1\r\n"), Err(Ok(NotSip::Other)));
+    }
+
+    #[test]
+    fn not_sip_kinds() {
+        assert_eq!(not_sip(b""), Some(NotSip::Empty));
+        assert_eq!(not_sip(b"\r\n\r\n"), Some(NotSip::KeepAlive));
+        assert_eq!(not_sip(&[0, 0, 0, 0]), Some(NotSip::KeepAlive));
+        let mut stun = [0u8; 20];
+        stun[1] = 1;
+        stun[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        assert_eq!(not_sip(&stun), Some(NotSip::Stun));
+        assert_eq!(not_sip(b"INVITE sip:x SIP/2.0\r\n"), None);
+    }
+
+    #[test]
+    fn header_names_compact_lws_and_folding() {
+        let m = b"v : SIP/2.0/UDP 10.0.0.1\r\n ;branch=z9\r\nCONTENT-length:  12 \r\n\r\nbody";
+        let (h, n) = header(m, 0).unwrap().unwrap();
+        assert_eq!(h.kind, Kind::Via);
+        assert_eq!(&m[h.value.clone()], b"SIP/2.0/UDP 10.0.0.1\r\n ;branch=z9");
+        let (h, n) = header(m, n).unwrap().unwrap();
+        assert_eq!(h.kind, Kind::ContentLength);
+        assert_eq!(&m[h.value.clone()], b"12");
+        assert_eq!(header(m, n), Err(Ok(m.len() - 4)));
+        assert_eq!(
+            header(b"NoColon\r\n", 0),
+            Err(Err(Malformed::BadHeaderLine))
+        );
+    }
+
+    #[test]
+    fn kinds() {
+        for (n, k) in [
+            (&b"m"[..], Kind::Contact),
+            (b"CONTACT", Kind::Contact),
+            (b"l", Kind::ContentLength),
+            (b"Record-Route", Kind::RecordRoute),
+            (b"f", Kind::From),
+            (b"X-Via", Kind::Other),
+        ] {
+            assert_eq!(Kind::of(n), k);
+        }
+    }
+}

@@ -123,14 +123,19 @@ pub enum Outcome {
     TooBig,
 }
 
-/// Outcome, the message length after the call, and addresses left alone because no
-/// external address of their family is configured (an `IN IP6` line with only an IPv4
-/// external address, say).
+/// Outcome, the message length after the call, addresses left alone because no external
+/// address of their family is configured (an `IN IP6` line with only an IPv4 external
+/// address, say), and whether Content-Length promised more bytes than the datagram has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rewrite {
     pub outcome: Outcome,
     pub len: usize,
     pub family_mismatch: u16,
+    /// Content-Length exceeded the datagram. Real UAs send this (an off-by-a-few length,
+    /// LF files sized for CRLF); refusing them would leak their private addresses, so the
+    /// body is taken to run to the end of the datagram and Content-Length keeps its
+    /// difference from the real length (it moves with the body). Counted by the caller.
+    pub content_length_short: bool,
 }
 
 /// Rewrites the SIP message in `buf[..len]` in place; it may grow into `buf[len..]`.
@@ -141,6 +146,7 @@ pub fn rewrite_message(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite
         edits: Edits::default(),
         family_mismatch: 0,
         full: false,
+        cl_short: false,
     };
     let outcome = match r.scan(&buf[..len]) {
         Ok(()) if r.full => Outcome::Malformed(Malformed::TooManyAddresses),
@@ -155,6 +161,7 @@ pub fn rewrite_message(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite
                     outcome: Outcome::Rewritten(changes),
                     len: new_len,
                     family_mismatch: r.family_mismatch,
+                    content_length_short: r.cl_short,
                 };
             }
             None => Outcome::TooBig,
@@ -165,6 +172,7 @@ pub fn rewrite_message(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite
         outcome,
         len,
         family_mismatch: r.family_mismatch,
+        content_length_short: r.cl_short,
     }
 }
 
@@ -196,6 +204,7 @@ struct Rewriter<'c, 'a> {
     edits: Edits,
     family_mismatch: u16,
     full: bool,
+    cl_short: bool,
 }
 
 impl<'c, 'a> Rewriter<'c, 'a> {
@@ -410,13 +419,13 @@ impl<'c, 'a> Rewriter<'c, 'a> {
         }
         let body_end = match &content_length {
             Some((_, n)) => {
-                let e = body_start
-                    .checked_add(*n)
-                    .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
+                let e = body_start.saturating_add(*n);
                 if e > msg.len() {
-                    return Err(Outcome::Malformed(Malformed::ContentLengthTooLarge));
+                    self.cl_short = true;
+                    msg.len()
+                } else {
+                    e
                 }
-                e
             }
             None => msg.len(),
         };
@@ -427,6 +436,8 @@ impl<'c, 'a> Rewriter<'c, 'a> {
         // Content-Length follows the body when the body changed size; absent stays absent.
         if let Some((digits, n)) = content_length {
             let delta = self.edits.delta_within(body_start, body_end);
+            // (A delta that would take a too-large Content-Length below zero cannot occur:
+            // it is at least the real body length.)
             if delta != 0 {
                 let mut t = Text::default();
                 t.push_u32(n.wrapping_add_signed(delta) as u32);

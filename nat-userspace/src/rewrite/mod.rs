@@ -9,3 +9,6 @@ pub mod message;
 pub mod packet;
 
 pub use message::{rewrite_message, Changes, Context, Direction, Outcome, Rewrite};
+
+#[cfg(test)]
+mod tests;

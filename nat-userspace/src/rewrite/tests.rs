@@ -1,0 +1,791 @@
+//! Rule-by-rule and edge-case tests of the message rewrite (SPEC §3, §8).
+
+use core::net::IpAddr;
+
+use super::*;
+use crate::{
+    nat::{ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
+    sip::message::{Malformed, NotSip},
+};
+
+const EXT: &str = "203.0.113.10";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn cfg(nets: &[&str]) -> RewriteConfig {
+    RewriteConfig {
+        rules: nets
+            .iter()
+            .map(|n| Rule {
+                internal: Net::parse(n).unwrap(),
+                external: None,
+                ports: PortMap::default(),
+            })
+            .collect(),
+        ..RewriteConfig::default()
+    }
+}
+
+fn ext4() -> ExternalAddrs {
+    ExternalAddrs::from_ip(ip(EXT))
+}
+
+fn run_with(
+    c: &RewriteConfig,
+    ext: ExternalAddrs,
+    dir: Direction,
+    internal: Option<IpAddr>,
+    msg: &[u8],
+    tail: usize,
+) -> (Vec<u8>, Rewrite) {
+    let mut buf = msg.to_vec();
+    buf.resize(msg.len() + tail, 0xEE);
+    let ctx = Context {
+        config: c,
+        external: ext,
+        direction: dir,
+        internal,
+    };
+    let r = rewrite_message(&mut buf, msg.len(), &ctx);
+    buf.truncate(r.len);
+    (buf, r)
+}
+
+/// Outbound with rule 10.0.0.0/24 → 203.0.113.10.
+fn out(msg: &str) -> (String, Outcome) {
+    out_cfg(&cfg(&["10.0.0.0/24"]), msg)
+}
+
+fn out_cfg(c: &RewriteConfig, msg: &str) -> (String, Outcome) {
+    let (b, r) = run_with(c, ext4(), Direction::Outbound, None, msg.as_bytes(), 512);
+    (String::from_utf8(b).unwrap(), r.outcome)
+}
+
+fn inb(c: &RewriteConfig, internal: Option<&str>, msg: &str) -> (String, Outcome) {
+    let (b, r) = run_with(
+        c,
+        ext4(),
+        Direction::Inbound,
+        internal.map(ip),
+        msg.as_bytes(),
+        512,
+    );
+    (String::from_utf8(b).unwrap(), r.outcome)
+}
+
+fn changes(o: Outcome) -> Changes {
+    match o {
+        Outcome::Rewritten(c) => c,
+        other => panic!("expected Rewritten, got {other:?}"),
+    }
+}
+
+/// A message with `headers` (CRLF-terminated lines, without Content-Length) and `body`,
+/// with a correct Content-Length.
+fn with_body(headers: &str, body: &str) -> String {
+    format!("{headers}Content-Length: {}\r\n\r\n{body}", body.len())
+}
+
+/// Content-Length equals the real body length.
+fn cl_ok(m: &str) -> bool {
+    let (h, b) = m
+        .split_once("\r\n\r\n")
+        .or_else(|| m.split_once("\n\n"))
+        .unwrap();
+    let cl = h
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            let n = n.trim();
+            (n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l"))
+                .then(|| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap();
+    cl == b.len()
+}
+
+const INVITE: &str = "INVITE sip:bob@198.51.100.2:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-10.0.0.5;rport\r\n\
+Via: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bK-2\r\n\
+From: <sip:alice@10.0.0.5>;tag=10.0.0.5\r\n\
+To: <sip:bob@198.51.100.2>\r\n\
+Call-ID: 1234@10.0.0.5\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:alice@10.0.0.5:5060>\r\n\
+Authorization: Digest username=\"a\", uri=\"sip:10.0.0.5\"\r\n\
+P-Asserted-Identity: <sip:alice@10.0.0.5>\r\n\
+Record-Route: <sip:10.0.0.5;lr>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 132\r\n\
+\r\n\
+v=0\r\n\
+o=alice 1 1 IN IP4 10.0.0.5\r\n\
+s=-\r\n\
+c=IN IP4 10.0.0.5\r\n\
+t=0 0\r\n\
+m=audio 20000 RTP/AVP 0\r\n\
+a=rtcp:20001 IN IP4 10.0.0.5\r\n\
+a=sendrecv\r\n";
+
+#[test]
+fn invite_rewrites_exactly_the_rewritable_fields() {
+    assert!(cl_ok(INVITE));
+    let (m, o) = out(INVITE);
+    let c = changes(o);
+    assert_eq!(
+        (
+            c.via,
+            c.contact,
+            c.sdp_origin,
+            c.sdp_connection,
+            c.sdp_rtcp,
+            c.content_length
+        ),
+        (1, 1, 1, 1, 1, 1)
+    );
+    assert_eq!((c.request_uri, c.record_route, c.from_to), (0, 0, 0));
+    assert!(m.contains("Via: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-10.0.0.5;rport\r\n"));
+    assert!(
+        m.contains("Via: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bK-2\r\n"),
+        "second Via untouched"
+    );
+    assert!(
+        m.contains("From: <sip:alice@10.0.0.5>;tag=10.0.0.5\r\n"),
+        "From only when configured"
+    );
+    assert!(m.contains("Call-ID: 1234@10.0.0.5\r\n"));
+    assert!(m.contains("Contact: <sip:alice@203.0.113.10:5060>\r\n"));
+    assert!(m.contains("uri=\"sip:10.0.0.5\""), "Authorization never");
+    assert!(
+        m.contains("P-Asserted-Identity: <sip:alice@10.0.0.5>"),
+        "PAI never"
+    );
+    assert!(
+        m.contains("Record-Route: <sip:10.0.0.5;lr>"),
+        "Record-Route only when configured"
+    );
+    assert!(m.contains("o=alice 1 1 IN IP4 203.0.113.10\r\n"));
+    assert!(m.contains("c=IN IP4 203.0.113.10\r\n"));
+    assert!(m.contains("a=rtcp:20001 IN IP4 203.0.113.10\r\n"));
+    assert!(m.contains("Content-Length: 144\r\n"));
+    assert!(cl_ok(&m));
+}
+
+#[test]
+fn record_route_route_and_from_to_when_configured() {
+    let mut c = cfg(&["10.0.0.0/24"]);
+    c.record_route = true;
+    c.from_to = true;
+    let msg = INVITE.replace(
+        "Record-Route: <sip:10.0.0.5;lr>\r\n",
+        "Record-Route: <sip:10.0.0.5;lr>, <sip:10.0.0.7;lr>\r\nRoute: <sip:10.0.0.8;lr>\r\n",
+    );
+    let (m, o) = out_cfg(&c, &msg);
+    let ch = changes(o);
+    assert_eq!((ch.record_route, ch.route, ch.from_to), (2, 1, 1));
+    assert!(m.contains("Record-Route: <sip:203.0.113.10;lr>, <sip:203.0.113.10;lr>\r\n"));
+    assert!(m.contains("Route: <sip:203.0.113.10;lr>\r\n"));
+    assert!(
+        m.contains("From: <sip:alice@203.0.113.10>;tag=10.0.0.5\r\n"),
+        "tag untouched"
+    );
+}
+
+#[test]
+fn prefix_collision_whole_tokens_only() {
+    let c = cfg(&["192.168.1.10/32"]);
+    let msg = "OPTIONS sip:x@192.168.1.100 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.100:5060\r\nContact: <sip:a@192.168.1.10>, <sip:b@192.168.1.100>, <sip:c@192.168.1.101>\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out_cfg(&c, msg);
+    assert_eq!(changes(o).contact, 1);
+    assert!(
+        m.contains("Contact: <sip:a@203.0.113.10>, <sip:b@192.168.1.100>, <sip:c@192.168.1.101>")
+    );
+    assert!(m.contains("sip:x@192.168.1.100 SIP/2.0"));
+    assert!(m.contains("Via: SIP/2.0/UDP 192.168.1.100:5060"));
+}
+
+#[test]
+fn no_force_rewrite_corruption() {
+    // The origin's regex turned 110.0.0.12 into 1203.0.113.102.
+    let msg = "OPTIONS sip:x@110.0.0.12 SIP/2.0\r\nContact: <sip:a@110.0.0.12>\r\nVia: SIP/2.0/UDP 110.0.0.12\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out_cfg(&cfg(&["10.0.0.0/8"]), msg);
+    assert_eq!(o, Outcome::Unchanged);
+    assert_eq!(m, msg);
+}
+
+#[test]
+fn port_5060_elsewhere_is_never_touched() {
+    let mut c = cfg(&["10.0.0.0/24"]);
+    c.rules[0].ports = PortMap::new(&[(5060, 15060)]).unwrap();
+    let msg = "INVITE sip:+15551234@carrier.example.net:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9\r\nX-Port: :5060 and :50600\r\nContact: <sip:a@carrier.example.net:5060>, <sip:b@198.51.100.9:5060>, <sip:c@10.0.0.5:50600>\r\nContent-Length: 0\r\n\r\n";
+    let (m, _) = out_cfg(&c, msg);
+    assert!(m.contains("sip:+15551234@carrier.example.net:5060 SIP/2.0"));
+    assert!(m.contains("X-Port: :5060 and :50600"));
+    assert!(m.contains(
+        "<sip:a@carrier.example.net:5060>, <sip:b@198.51.100.9:5060>, <sip:c@203.0.113.10:50600>"
+    ));
+    assert!(
+        m.contains("Via: SIP/2.0/UDP 203.0.113.10:15060;branch=z9"),
+        "port changes only with its host"
+    );
+}
+
+#[test]
+fn default_port_written_explicitly_when_mapped() {
+    let mut c = cfg(&["10.0.0.0/24"]);
+    c.rules[0].ports = PortMap::new(&[(5060, 15060), (5061, 15061)]).unwrap();
+    let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nContact: <sip:a@10.0.0.5>, <sips:b@10.0.0.5>\r\nVia: SIP/2.0/TLS 10.0.0.5\r\nContent-Length: 0\r\n\r\n";
+    let (m, _) = out_cfg(&c, msg);
+    assert!(m.contains("Contact: <sip:a@203.0.113.10:15060>, <sips:b@203.0.113.10:15061>"));
+    assert!(m.contains("Via: SIP/2.0/TLS 203.0.113.10:15061"));
+}
+
+#[test]
+fn unmapped_port_keeps_its_text() {
+    let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;rport;branch=z9\r\nContact: <sip:a@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
+    let (m, _) = out(msg);
+    assert!(
+        m.contains("Via: SIP/2.0/UDP 203.0.113.10;rport;branch=z9"),
+        "absent port stays absent"
+    );
+    assert!(m.contains("Contact: <sip:a@203.0.113.10>"));
+}
+
+#[test]
+fn top_via_only_even_in_a_comma_list() {
+    let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9a, SIP/2.0/UDP 10.0.0.6;branch=z9b\r\nVia: SIP/2.0/UDP 10.0.0.7\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).via, 1);
+    assert!(m.contains("Via: SIP/2.0/UDP 203.0.113.10:5060;branch=z9a, SIP/2.0/UDP 10.0.0.6;branch=z9b\r\nVia: SIP/2.0/UDP 10.0.0.7\r\n"));
+}
+
+#[test]
+fn top_via_maddr_rewritten_received_only_inbound() {
+    let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;maddr=10.0.0.9;received=10.0.0.5\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).via, 2);
+    assert!(m.contains("Via: SIP/2.0/UDP 203.0.113.10;maddr=203.0.113.10;received=10.0.0.5\r\n"));
+}
+
+#[test]
+fn contact_star_untouched() {
+    let msg = "REGISTER sip:198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3\r\nContact: *\r\nExpires: 0\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(o, Outcome::Unchanged);
+    assert_eq!(m, msg);
+}
+
+#[test]
+fn register_2xx_and_3xx_contacts_not_rewritten_other_responses_are() {
+    let reg200 = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.51.100.9;branch=z9\r\nContact: <sip:a@10.0.0.5>;expires=60, <sip:b@10.0.0.6>;expires=30\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(out(reg200).1, Outcome::Unchanged);
+    let reg302 = reg200.replace("200 OK", "302 Moved");
+    assert_eq!(out(&reg302).1, Outcome::Unchanged);
+    let reg401 = reg200.replace("200 OK", "401 Unauthorized");
+    assert_eq!(changes(out(&reg401).1).contact, 2);
+    let inv200 = reg200.replace("REGISTER", "INVITE");
+    assert_eq!(changes(out(&inv200).1).contact, 2);
+    // The REGISTER request's own Contact is rewritten.
+    let reg = "REGISTER sip:198.51.100.2 SIP/2.0\r\nContact: <sip:a@10.0.0.5>\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(changes(out(reg).1).contact, 1);
+}
+
+#[test]
+fn compact_forms_and_case_insensitive_names() {
+    let msg = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nv: SIP/2.0/UDP 10.0.0.5\r\nm: <sip:a@10.0.0.5>\r\nf: <sip:a@10.0.0.5>\r\nc: APPLICATION/SDP\r\nl: 19\r\n\r\nc=IN IP4 10.0.0.5\r\n";
+    let (m, o) = out(msg);
+    let ch = changes(o);
+    assert_eq!(
+        (
+            ch.via,
+            ch.contact,
+            ch.from_to,
+            ch.sdp_connection,
+            ch.content_length
+        ),
+        (1, 1, 0, 1, 1)
+    );
+    assert!(m.contains("l: 23\r\n"));
+    assert!(cl_ok(&m));
+    let msg2 = "OPTIONS sip:b@198.51.100.2 SIP/2.0\r\nVIA: SIP/2.0/UDP 10.0.0.5\r\nCONTACT: <sip:a@10.0.0.5>\r\nX-Via: SIP/2.0/UDP 10.0.0.5\r\nContact-Info: <sip:a@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg2);
+    assert_eq!(changes(o).total(), 2);
+    assert!(m.contains("X-Via: SIP/2.0/UDP 10.0.0.5\r\nContact-Info: <sip:a@10.0.0.5>"));
+}
+
+#[test]
+fn whitespace_before_colon_and_folded_values() {
+    let msg = "OPTIONS sip:b@198.51.100.2 SIP/2.0\r\nVia  \t: SIP/2.0/UDP\r\n 10.0.0.5:5060\r\n ;branch=z9\r\nContact : <sip:a@10.0.0.5>,\r\n\t<sip:b@10.0.0.6>\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).total(), 3);
+    assert!(m.contains("Via  \t: SIP/2.0/UDP\r\n 203.0.113.10:5060\r\n ;branch=z9\r\n"));
+    assert!(m.contains("Contact : <sip:a@203.0.113.10>,\r\n\t<sip:b@203.0.113.10>\r\n"));
+}
+
+#[test]
+fn contact_lists_name_addr_and_addr_spec() {
+    let msg = "OPTIONS sip:b@198.51.100.2 SIP/2.0\r\nContact: \"Alice, Home\" <sip:a@10.0.0.5>;q=0.5, sip:b@10.0.0.6;expires=60\r\nm: sip:10.0.0.7\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).contact, 3);
+    assert!(m.contains("Contact: \"Alice, Home\" <sip:a@203.0.113.10>;q=0.5, sip:b@203.0.113.10;expires=60\r\nm: sip:203.0.113.10\r\n"));
+}
+
+#[test]
+fn request_uri_rewritten_outbound_with_escaped_user() {
+    let msg = "BYE sip:user;par=u%40example.net@10.0.0.5:5062;transport=udp SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).request_uri, 1);
+    assert!(m.starts_with(
+        "BYE sip:user;par=u%40example.net@203.0.113.10:5062;transport=udp SIP/2.0\r\n"
+    ));
+}
+
+#[test]
+fn ipv6_brackets_in_uri_and_via_and_sdp_without() {
+    let mut c = cfg(&["fd00::/8"]);
+    c.rules[0].external = None;
+    let ext = ExternalAddrs {
+        v4: Some(EXT.parse().unwrap()),
+        v6: Some("2001:db8::10".parse().unwrap()),
+    };
+    let msg = with_body("INVITE sip:b@[2001:db8::2] SIP/2.0\r\nVia: SIP/2.0/UDP [fd00::5]:5060;branch=z9\r\nContact: <sip:a@[fd00::5]>\r\nContent-Type: application/sdp\r\n", "o=- 1 1 IN IP6 fd00::5\r\nc=IN IP6 fd00::5\r\n");
+    let (b, r) = run_with(&c, ext, Direction::Outbound, None, msg.as_bytes(), 256);
+    let m = String::from_utf8(b).unwrap();
+    assert_eq!(changes(r.outcome).total(), 5);
+    assert!(m.contains("Via: SIP/2.0/UDP [2001:db8::10]:5060;branch=z9"));
+    assert!(m.contains("Contact: <sip:a@[2001:db8::10]>"));
+    assert!(m.contains("o=- 1 1 IN IP6 2001:db8::10\r\nc=IN IP6 2001:db8::10\r\n"));
+    assert!(cl_ok(&m));
+}
+
+#[test]
+fn ip6_line_with_only_an_ipv4_external_is_left_alone_and_counted() {
+    let c = cfg(&["fd00::/8", "10.0.0.0/24"]);
+    let msg = with_body("INVITE sip:b@198.51.100.2 SIP/2.0\r\nContact: <sip:a@10.0.0.5>\r\nContent-Type: application/sdp\r\n", "c=IN IP6 fd00::5\r\nc=IN IP4 10.0.0.5\r\n");
+    let (b, r) = run_with(&c, ext4(), Direction::Outbound, None, msg.as_bytes(), 256);
+    let m = String::from_utf8(b).unwrap();
+    assert_eq!(r.family_mismatch, 1);
+    assert!(
+        m.contains("c=IN IP6 fd00::5\r\nc=IN IP4 203.0.113.10\r\n"),
+        "{m}"
+    );
+}
+
+#[test]
+fn ipv4_mapped_ipv6_classified_by_ipv4_and_written_mapped() {
+    let msg = &with_body("INVITE sip:b@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP [::ffff:10.0.0.5]:19823\r\nContact: <sip:a@[::ffff:10.0.0.5]>\r\nContent-Type: application/sdp\r\n", "c=IN IP6 ::ffff:10.0.0.5\r\n");
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).total(), 4);
+    assert!(m.contains("Via: SIP/2.0/UDP [::ffff:203.0.113.10]:19823"));
+    assert!(m.contains("Contact: <sip:a@[::ffff:203.0.113.10]>"));
+    assert!(m.contains("c=IN IP6 ::ffff:203.0.113.10\r\n"));
+    assert!(cl_ok(&m));
+}
+
+#[test]
+fn crlf_kept_and_lf_only_accepted_and_kept() {
+    let lf = INVITE
+        .replace("\r\n", "\n")
+        .replace("Content-Length: 132", "Content-Length: 124");
+    assert!(cl_ok(&lf));
+    let (m, o) = out(&lf);
+    assert!(matches!(o, Outcome::Rewritten(_)));
+    assert!(!m.contains('\r'), "LF stays LF");
+    assert!(m.contains("c=IN IP4 203.0.113.10\n"));
+    assert!(cl_ok(&m));
+    let (m, _) = out(INVITE);
+    assert_eq!(
+        m.matches("\r\n").count(),
+        INVITE.matches("\r\n").count(),
+        "CRLF count kept"
+    );
+    assert_eq!(m.matches('\n').count(), INVITE.matches('\n').count());
+}
+
+#[test]
+fn mixed_bare_cr_and_cr_cr_lf_line_ends() {
+    let msg = "OPTIONS sip:b@198.51.100.2 SIP/2.0\rVia: SIP/2.0/UDP 10.0.0.5\r\r\nContact: <sip:a@10.0.0.5>\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).total(), 2);
+    assert_eq!(m, msg.replace("10.0.0.5", EXT));
+}
+
+const MULTIPART: &[u8] = b"INVITE sip:b@198.51.100.2 SIP/2.0\r\n\
+Contact: <sip:a@10.0.0.5>\r\n\
+Content-Type: multipart/mixed;boundary=unique-boundary-1\r\n\
+Content-Length: 265\r\n\
+\r\n\
+--unique-boundary-1\r\n\
+Content-Type: application/sdp\r\n\
+\r\n\
+v=0\r\n\
+c=IN IP4 10.0.0.5\r\n\
+m=audio 20000 RTP/AVP 0\r\n\
+\r\n\
+--unique-boundary-1\r\n\
+Content-Type: application/ISUP;version=itu-t92+\r\n\
+Content-Disposition: signal;handling=optional\r\n\
+\r\n\
+\x01\x00\x0d10.0.0.5\r--\x00\xff\r\n\
+--unique-boundary-1--\r\n";
+
+#[test]
+fn multipart_with_binary_isup_part() {
+    assert!(cl_ok_bytes(MULTIPART));
+    let (b, r) = run_with(
+        &cfg(&["10.0.0.0/24"]),
+        ext4(),
+        Direction::Outbound,
+        None,
+        MULTIPART,
+        256,
+    );
+    let ch = changes(r.outcome);
+    assert_eq!(
+        (ch.contact, ch.sdp_connection, ch.content_length),
+        (1, 1, 1)
+    );
+    assert!(cl_ok_bytes(&b));
+    let find = |hay: &[u8], n: &[u8]| hay.windows(n.len()).any(|w| w == n);
+    assert!(find(&b, b"c=IN IP4 203.0.113.10\r\n"));
+    assert!(
+        find(
+            &b,
+            b"\x01\x00\x0d10.0.0.5\r--\x00\xff\r\n--unique-boundary-1--\r\n"
+        ),
+        "ISUP bytes untouched"
+    );
+}
+
+fn cl_ok_bytes(m: &[u8]) -> bool {
+    let pos = m.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let h = core::str::from_utf8(&m[..pos]).unwrap();
+    let cl: usize = h
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    cl == m.len() - pos - 4
+}
+
+#[test]
+fn nested_multipart_and_signed_untouched() {
+    let inner = "--in\r\nContent-Type: application/sdp\r\n\r\nc=IN IP4 10.0.0.5\r\n--in--\r\n";
+    let outer = format!("--out\r\nContent-Type: multipart/alternative; boundary=\"in\"\r\n\r\n{inner}\r\n--out--\r\n");
+    let msg = format!("INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: multipart/mixed;boundary=out\r\nContent-Length: {}\r\n\r\n{outer}", outer.len());
+    let (m, o) = out(&msg);
+    assert_eq!(changes(o).sdp_connection, 1);
+    assert!(m.contains("c=IN IP4 203.0.113.10\r\n--in--"));
+    assert!(cl_ok(&m));
+    let signed = msg.replace("multipart/mixed", "multipart/signed");
+    assert_eq!(
+        out(&signed).1,
+        Outcome::Unchanged,
+        "signed bodies are never touched"
+    );
+}
+
+#[test]
+fn multipart_boundary_lookalikes_do_not_split() {
+    let body = "--b\r\nContent-Type: application/sdp\r\n\r\nc=IN IP4 10.0.0.5\r\na=x:--b2 --\r\n--bb\r\nc=IN IP4 10.0.0.6\r\n--b--\r\n";
+    let msg = format!("INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: multipart/mixed;boundary=b\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let (m, o) = out(&msg);
+    assert_eq!(
+        changes(o).sdp_connection,
+        2,
+        "--bb is not a delimiter of boundary b"
+    );
+    assert!(cl_ok(&m));
+}
+
+#[test]
+fn content_length_absent_stays_absent() {
+    let msg = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContact: <sip:a@10.0.0.5>\r\nContent-Type: application/sdp\r\n\r\nc=IN IP4 10.0.0.5\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).content_length, 0);
+    assert!(!m.to_ascii_lowercase().contains("content-length"));
+    assert!(m.ends_with("c=IN IP4 203.0.113.10\r\n"));
+}
+
+#[test]
+fn content_length_with_leading_zeros_is_rewritten_as_a_plain_number() {
+    let msg = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: 00019\r\n\r\nc=IN IP4 10.0.0.5\r\n";
+    let (m, _) = out(msg);
+    assert!(m.contains("Content-Length: 23\r\n"));
+    assert!(cl_ok(&m));
+    // Unchanged body: the header is left exactly as it was.
+    let msg2 = msg
+        .replace("10.0.0.5", "10.9.9.9")
+        .replace("INVITE sip:b@198", "INVITE sip:b@10.0.0.5:5060;x=198");
+    let (m2, o2) = out(&msg2);
+    assert_eq!(changes(o2).content_length, 0);
+    assert!(m2.contains("Content-Length: 00019\r\n"));
+}
+
+#[test]
+fn bytes_after_the_declared_body_are_not_rewritten() {
+    let msg = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: 19\r\n\r\nc=IN IP4 10.0.0.5\r\nc=IN IP4 10.0.0.5\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).sdp_connection, 1);
+    assert!(m.ends_with("\r\n\r\nc=IN IP4 203.0.113.10\r\nc=IN IP4 10.0.0.5\r\n"));
+    assert!(m.contains("Content-Length: 23\r\n"));
+}
+
+#[test]
+fn bad_content_lengths_are_malformed() {
+    let base = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContact: <sip:a@10.0.0.5>\r\n";
+    // Too large: the body runs to the end of the datagram, the length keeps its excess.
+    let (m, o) = out(&format!(
+        "{base}Content-Type: application/sdp\r\nContent-Length: 9999\r\n\r\nc=IN IP4 10.0.0.5\r\n"
+    ));
+    assert_eq!(changes(o).sdp_connection, 1);
+    assert!(m.contains("Content-Length: 10003\r\n"));
+    assert_eq!(
+        out(&format!("{base}Content-Length: -999\r\n\r\nx")).1,
+        Outcome::Malformed(Malformed::BadContentLength)
+    );
+    assert_eq!(
+        out(&format!("{base}Content-Length: 1\r\nl: 2\r\n\r\nxx")).1,
+        Outcome::Malformed(Malformed::DuplicateContentLength)
+    );
+    assert!(
+        matches!(
+            out(&format!("{base}Content-Length: 1\r\nl: 1\r\n\r\nx")).1,
+            Outcome::Rewritten(_)
+        ),
+        "identical duplicates are harmless"
+    );
+}
+
+#[test]
+fn sdp_hold_rejected_stream_public_fqdn_and_candidates_untouched() {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\nc=IN IP4 0.0.0.0\r\nm=audio 0 RTP/AVP 0\r\nc=IN IP4 10.0.0.5\r\nm=audio 20000 RTP/AVP 0\r\nc=IN IP4 198.51.100.7\r\nc=IN IP4 media.example.com\r\na=candidate:1 1 UDP 2130706431 10.0.0.5 20000 typ host\r\n";
+    let msg = format!("INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len());
+    let (m, o) = out(&msg);
+    let ch = changes(o);
+    assert_eq!((ch.sdp_origin, ch.sdp_connection), (1, 0));
+    assert!(
+        m.contains("c=IN IP4 0.0.0.0\r\nm=audio 0 RTP/AVP 0\r\nc=IN IP4 10.0.0.5\r\n"),
+        "hold + rejected stream"
+    );
+    assert!(m.contains("c=IN IP4 198.51.100.7\r\nc=IN IP4 media.example.com\r\na=candidate:1 1 UDP 2130706431 10.0.0.5 20000 typ host\r\n"));
+}
+
+#[test]
+fn sdp_media_ports_only_with_a_port_map_and_count_kept() {
+    let sdp = "o=- 1 1 IN IP4 10.0.0.5\r\nc=IN IP4 10.0.0.5/127/2\r\nm=audio 20000/2 RTP/AVP 0\r\na=rtcp:20001 IN IP4 10.0.0.5\r\nm=video 20002 RTP/AVP 96\r\n";
+    let msg = format!("INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len());
+    let (m, _) = out(&msg);
+    assert!(m.contains("c=IN IP4 203.0.113.10/127/2\r\nm=audio 20000/2 RTP/AVP 0\r\na=rtcp:20001 IN IP4 203.0.113.10\r\n"));
+    let mut c = cfg(&["10.0.0.0/24"]);
+    c.rules[0].ports = PortMap::new(&[(20000, 30000), (20001, 30001)]).unwrap();
+    let (m, o) = out_cfg(&c, &msg);
+    let ch = changes(o);
+    assert_eq!((ch.sdp_media_port, ch.sdp_rtcp), (1, 2));
+    assert!(m.contains("m=audio 30000/2 RTP/AVP 0\r\na=rtcp:30001 IN IP4 203.0.113.10\r\nm=video 20002 RTP/AVP 96\r\n"));
+    assert!(cl_ok(&m));
+}
+
+#[test]
+fn loopback_unspecified_and_public_never_rewritten() {
+    let c = cfg(&["0.0.0.0/0"]);
+    let msg = "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nContact: <sip:a@127.0.0.1>, <sip:b@0.0.0.0>\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(out_cfg(&c, msg).1, Outcome::Unchanged);
+    let public = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3\r\nContact: <sip:a@198.51.100.3>\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(out(public).1, Outcome::Unchanged);
+}
+
+#[test]
+fn call_id_branch_tags_and_other_headers_never_rewritten() {
+    let msg = "REFER sip:b@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3;branch=z9hG4bK10.0.0.5\r\nCall-ID: 10.0.0.5\r\ni: 10.0.0.5@10.0.0.5\r\nFrom: <sip:a@198.51.100.3>;tag=10.0.0.5\r\nRefer-To: <sip:c@10.0.0.5>\r\nProxy-Authorization: Digest uri=\"sip:10.0.0.5\"\r\nX-Unknown: sip:a@10.0.0.5\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(o, Outcome::Unchanged);
+    assert_eq!(m, msg);
+}
+
+#[test]
+fn content_encoding_gzip_body_untouched() {
+    let msg = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Encoding: gzip\r\nContent-Length: 19\r\n\r\nc=IN IP4 10.0.0.5\r\n";
+    assert_eq!(out(msg).1, Outcome::Unchanged);
+}
+
+#[test]
+fn shrinking_and_growing_content_length() {
+    let grow = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: 19\r\n\r\nc=IN IP4 10.0.0.5\r\n";
+    let (m, _) = out(grow);
+    assert!(cl_ok(&m));
+    let c = cfg(&["192.168.100.0/24"]);
+    let shrink = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: 104\r\n\r\nc=IN IP4 192.168.100.100\r\nc=IN IP4 192.168.100.100\r\nc=IN IP4 192.168.100.100\r\nc=IN IP4 192.168.100.100\r\n";
+    let (b, r) = run_with(
+        &c,
+        ExternalAddrs::from_ip(ip("1.2.3.4")),
+        Direction::Outbound,
+        None,
+        shrink.as_bytes(),
+        0,
+    );
+    let m = String::from_utf8(b).unwrap();
+    assert!(matches!(r.outcome, Outcome::Rewritten(_)));
+    assert!(m.contains("Content-Length: 72\r\n"), "{m}");
+    assert!(cl_ok(&m));
+}
+
+#[test]
+fn too_big_leaves_the_buffer_untouched() {
+    let (b, r) = run_with(
+        &cfg(&["10.0.0.0/24"]),
+        ext4(),
+        Direction::Outbound,
+        None,
+        INVITE.as_bytes(),
+        3,
+    );
+    assert_eq!(r.outcome, Outcome::TooBig);
+    assert_eq!(r.len, INVITE.len());
+    assert_eq!(b, INVITE.as_bytes());
+}
+
+#[test]
+fn not_sip_kinds() {
+    let mut stun = vec![0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[7u8; 12]);
+    for (input, kind) in [
+        (&b"\r\n\r\n"[..], NotSip::KeepAlive),
+        (b"\0\0\0\0", NotSip::KeepAlive),
+        (&stun[..], NotSip::Stun),
+        (b"hello", NotSip::Other),
+        (b"", NotSip::Empty),
+    ] {
+        let (b, r) = run_with(
+            &cfg(&["10.0.0.0/24"]),
+            ext4(),
+            Direction::Outbound,
+            None,
+            input,
+            16,
+        );
+        assert_eq!(r.outcome, Outcome::NotSip(kind));
+        assert_eq!(b, input);
+    }
+}
+
+#[test]
+fn malformed_messages_are_left_alone() {
+    for (msg, why) in [
+        (
+            "INVITE sip:b@10.0.0.5 SIP/7.0\r\nContact: <sip:a@10.0.0.5>\r\n\r\n",
+            Malformed::BadVersion,
+        ),
+        (
+            "INVITE sip:b@10.0.0.5 SIP/2.0\r\nContact <sip:a@10.0.0.5>\r\n\r\n",
+            Malformed::BadHeaderLine,
+        ),
+        (
+            "SIP/2.0 4294967301 Big\r\nContact: <sip:a@10.0.0.5>\r\n\r\n",
+            Malformed::BadStartLine,
+        ),
+    ] {
+        let (m, o) = out(msg);
+        assert_eq!(o, Outcome::Malformed(why), "{msg:?}");
+        assert_eq!(m, msg);
+    }
+}
+
+#[test]
+fn disabled_config_is_the_fast_path() {
+    let mut c = cfg(&["10.0.0.0/24"]);
+    c.enabled = false;
+    assert_eq!(out_cfg(&c, INVITE).1, Outcome::Unchanged);
+}
+
+#[test]
+fn retransmissions_are_byte_identical_and_rewriting_twice_is_once() {
+    let (a, _) = out(INVITE);
+    let (b, _) = out(INVITE);
+    assert_eq!(a, b);
+    let (again, o) = out(&a);
+    assert_eq!(o, Outcome::Unchanged);
+    assert_eq!(again, a);
+}
+
+#[test]
+fn inbound_restores_request_uri_and_top_via_for_one_to_one() {
+    let c = cfg(&["10.0.0.5/32"]);
+    let req = "INVITE sip:alice@203.0.113.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.2;branch=z9\r\nContact: <sip:bob@198.51.100.2>\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = inb(&c, None, req);
+    assert_eq!(changes(o).request_uri, 1);
+    assert!(m.starts_with("INVITE sip:alice@10.0.0.5:5060 SIP/2.0\r\n"));
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:5060;branch=z9;received=203.0.113.10;rport=5060\r\nContact: <sip:bob@198.51.100.2>\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = inb(&c, None, resp);
+    assert_eq!(changes(o).via, 2);
+    assert!(m.contains("Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9;received=10.0.0.5;rport=5060\r\n"));
+}
+
+#[test]
+fn inbound_shared_rule_needs_the_internal_host() {
+    let c = cfg(&["10.0.0.0/24"]);
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:5060;branch=z9\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(inb(&c, None, resp).1, Outcome::Unchanged);
+    let (m, _) = inb(&c, Some("10.0.0.77"), resp);
+    assert!(m.contains("Via: SIP/2.0/UDP 10.0.0.77:5060;branch=z9"));
+}
+
+#[test]
+fn inbound_received_ipv6_unbracketed_and_port_map_reversed() {
+    let mut c = cfg(&["fd00::5/128"]);
+    c.rules[0].ports = PortMap::new(&[(5060, 15060)]).unwrap();
+    let ext = ExternalAddrs {
+        v4: None,
+        v6: Some("2001:db8::10".parse().unwrap()),
+    };
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP [2001:db8::10]:15060;received=2001:db8::10\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let (b, r) = run_with(&c, ext, Direction::Inbound, None, resp.as_bytes(), 64);
+    let m = String::from_utf8(b).unwrap();
+    assert_eq!(changes(r.outcome).via, 2);
+    assert!(
+        m.contains("Via: SIP/2.0/UDP [fd00::5]:5060;received=fd00::5\r\n"),
+        "{m}"
+    );
+}
+
+#[test]
+fn inbound_sdp_naming_the_external_address_is_restored() {
+    let c = cfg(&["10.0.0.5/32"]);
+    let msg = "INVITE sip:a@203.0.113.10 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: 23\r\n\r\nc=IN IP4 203.0.113.10\r\n";
+    let (m, o) = inb(&c, None, msg);
+    assert_eq!(changes(o).sdp_connection, 1);
+    assert!(m.contains("c=IN IP4 10.0.0.5\r\n"));
+    assert!(cl_ok(&m));
+}
+
+#[test]
+fn per_rule_external_address() {
+    let mut c = cfg(&["10.0.0.0/24", "10.0.1.0/24"]);
+    c.rules[1].external = Some(ip("203.0.113.11"));
+    let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nContact: <sip:a@10.0.0.5>, <sip:b@10.0.1.5>\r\nContent-Length: 0\r\n\r\n";
+    let (m, _) = out_cfg(&c, msg);
+    assert!(m.contains("Contact: <sip:a@203.0.113.10>, <sip:b@203.0.113.11>"));
+}
+
+#[test]
+fn too_many_addresses_is_reported_not_truncated() {
+    let mut msg = String::from("OPTIONS sip:x@198.51.100.2 SIP/2.0\r\n");
+    for _ in 0..80 {
+        msg.push_str("Contact: <sip:a@10.0.0.5>\r\n");
+    }
+    msg.push_str("Content-Length: 0\r\n\r\n");
+    let (m, o) = out(&msg);
+    assert_eq!(o, Outcome::Malformed(Malformed::TooManyAddresses));
+    assert_eq!(m, msg);
+}
+
+#[test]
+fn empty_sdp_and_space_after_scheme() {
+    let msg = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContact: <sip: 10.0.0.5:5060>\r\nContent-Type: application/sdp\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out(msg);
+    assert_eq!(changes(o).contact, 1);
+    assert!(m.contains("Contact: <sip: 203.0.113.10:5060>"));
+}

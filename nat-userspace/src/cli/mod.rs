@@ -7,7 +7,9 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand};
 
 mod check_config;
+mod control;
 mod rewrite;
+mod run;
 mod xdp;
 
 /// Exit code for a runtime failure.
@@ -36,7 +38,7 @@ pub enum Command {
     /// Load and attach the XDP program, start the workers and the control plane.
     Run(RunArgs),
     /// Attached interfaces, mode, workers, external address and its source/age, uptime.
-    Status(ControlArgs),
+    Status(StatusArgs),
     /// Per-interface and per-worker counters, rewrites by kind, drops by reason, pps.
     Stats(StatsArgs),
     /// Change a setting of the running daemon.
@@ -71,6 +73,15 @@ pub struct ControlArgs {
     /// Find the daemon's socket in this config file.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -111,34 +122,35 @@ pub struct LoadtestArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if !matches!(cli.command, Command::Run(_)) {
+        init_logging("info");
+    }
+    let g = cli.socket.as_deref();
     match cli.command {
+        Command::Run(a) => run::run(&a.config),
+        Command::Status(a) => control::status(control::socket(g, &a.control), a.json),
+        Command::Stats(a) => control::stats(control::socket(g, &a.control), a.watch, a.json),
+        Command::Set(SetCommand::ExternalIp { addr, control: c }) => {
+            control::simple(control::socket(g, &c), crate::control::protocol::Command::SetExternalIp { addr })
+        }
+        Command::Enable(c) => control::simple(control::socket(g, &c), crate::control::protocol::Command::Enable),
+        Command::Disable(c) => control::simple(control::socket(g, &c), crate::control::protocol::Command::Disable),
+        Command::Reload(c) => control::simple(control::socket(g, &c), crate::control::protocol::Command::Reload),
         Command::Xdp(cmd) => xdp::run(cmd),
         Command::Rewrite(a) => rewrite::run(a),
         Command::CheckConfig(a) => check_config::run(&a.file),
-        other => {
-            let name = match other {
-                Command::Run(_) => "run",
-                Command::Status(_) => "status",
-                Command::Stats(_) => "stats",
-                Command::Set(_) => "set",
-                Command::Enable(_) => "enable",
-                Command::Disable(_) => "disable",
-                Command::Reload(_) => "reload",
-                Command::CheckConfig(_) | Command::Rewrite(_) => unreachable!(),
-                Command::Loadtest(_) => "loadtest",
-                Command::Xdp(_) => unreachable!(),
-            };
-            eprintln!("sipnat: `{name}` is not yet available in this build");
+        Command::Loadtest(_) => {
+            eprintln!("sipnat: `loadtest` is not yet available in this build");
             ExitCode::from(EXIT_USAGE)
         }
     }
 }
 
-/// tracing to stderr; level from `SIPNAT_LOG` (e.g. `debug`), default `info`.
-fn init_logging() {
+/// tracing to stderr (journald keeps it); level from `SIPNAT_LOG` (e.g. `debug`), else
+/// `default`.
+pub(crate) fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIPNAT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -233,7 +233,7 @@ impl Default for Datapath {
     fn default() -> Self {
         Datapath {
             frames: 8192,
-            ring_size: 2048,
+            ring_size: 1024,
             batch: 64,
             busy_poll: false,
             reassembly_memory: 4 << 20,
@@ -595,8 +595,8 @@ impl Config {
                 ),
             );
         }
-        if d.frames < 2 * d.ring_size * 2 {
-            p.add(&(0..0), format!("datapath.frames {} must be at least 4 × ring_size ({}) to keep both fill rings full", d.frames, 4 * d.ring_size));
+        if d.frames < 6 * d.ring_size {
+            p.add(&(0..0), format!("datapath.frames {} must be at least 6 × ring_size ({}): both fill rings (2 × ring_size each) full plus frames in flight", d.frames, 6 * d.ring_size));
         }
         if d.batch == 0 || d.batch > d.ring_size {
             p.add(

@@ -30,6 +30,8 @@ pub struct PacketRewrite {
     pub l3_changed: bool,
     /// Addresses left alone for lack of an external address of their family.
     pub family_mismatch: u16,
+    /// Content-Length promised more than the datagram held (see `Rewrite`).
+    pub content_length_short: bool,
 }
 
 /// Why a packet was not handled at all.
@@ -78,6 +80,7 @@ pub fn rewrite_packet(
             len: layout.ip_end,
             l3_changed: false,
             family_mismatch: r.family_mismatch,
+            content_length_short: r.content_length_short,
         });
     }
     let payload_changed = matches!(r.outcome, Outcome::Rewritten(_));
@@ -96,6 +99,7 @@ pub fn rewrite_packet(
             len: layout.ip_end,
             l3_changed: false,
             family_mismatch: r.family_mismatch,
+            content_length_short: r.content_length_short,
         });
     }
     let ip = &mut buf[layout.l3..];
@@ -152,6 +156,7 @@ pub fn rewrite_packet(
         len,
         l3_changed,
         family_mismatch: r.family_mismatch,
+        content_length_short: r.content_length_short,
     })
 }
 

@@ -1,0 +1,87 @@
+//! `sipnat run -c FILE`: the daemon. Runs until SIGINT/SIGTERM (exit 0) or until a worker
+//! dies (exit 1; the XDP failure mode covers the gap until systemd restarts it).
+
+use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
+
+use super::fail;
+use crate::{config, control::{daemon::Daemon, server}};
+
+pub fn run(config_path: &Path) -> ExitCode {
+    // Log level from the config (SIPNAT_LOG overrides it).
+    let level = config::Config::load(config_path).map(|(c, _)| c.log.level).unwrap_or_else(|_| "info".into());
+    super::init_logging(&level);
+    let daemon = match Daemon::start(config_path) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    let cfg = daemon.config.lock().expect("config lock").clone();
+    let socket = server::socket_path(&cfg);
+    let group = match cfg.control.group.as_deref().map(group_id) {
+        Some(Ok(g)) => Some(g),
+        Some(Err(e)) => {
+            daemon.shutdown();
+            return fail(&e);
+        }
+        None => None,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            daemon.shutdown();
+            return fail(&anyhow::anyhow!("cannot start the control runtime: {e}"));
+        }
+    };
+    let outcome = rt.block_on(async {
+        let listener = server::bind(&socket, group)?;
+        tracing::info!("ready: control socket {}", socket.display());
+        let (tx, mut rx) = tokio::sync::watch::channel(0u8);
+        let d = Arc::clone(&daemon);
+        let watcher = tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let code = loop {
+                tokio::select! {
+                    _ = term.recv() => break 0u8,
+                    _ = int.recv() => break 0u8,
+                    _ = tick.tick() => {
+                        if let Some(q) = d.dead_worker() {
+                            tracing::error!("worker for queue {q} died; exiting so the service restarts (XDP failure mode applies meanwhile)");
+                            break 1u8;
+                        }
+                    }
+                }
+            };
+            let _ = tx.send(code + 1);
+            Ok::<u8, std::io::Error>(code)
+        });
+        server::serve(listener, Arc::clone(&daemon), group, async move {
+            let _ = rx.changed().await;
+        })
+        .await;
+        let code = watcher.await.map_err(|e| anyhow::anyhow!("{e}"))??;
+        Ok::<u8, anyhow::Error>(code)
+    });
+    daemon.shutdown();
+    let _ = std::fs::remove_file(&socket);
+    drop(daemon);
+    match outcome {
+        Ok(0) => {
+            tracing::info!("stopped; XDP detached");
+            ExitCode::SUCCESS
+        }
+        Ok(c) => ExitCode::from(c),
+        Err(e) => fail(&e),
+    }
+}
+
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: getgrnam with a valid C string; the result is read immediately.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    if g.is_null() {
+        anyhow::bail!("control.group `{name}` does not exist on this host");
+    }
+    // SAFETY: non-null group entry.
+    Ok(unsafe { (*g).gr_gid })
+}

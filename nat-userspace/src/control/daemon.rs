@@ -1,0 +1,348 @@
+//! `sipnat run`: brings everything up in order and down again.
+//!
+//! Up: config → XDP programs attached to both interfaces (empty XSKMAP: the failure mode
+//! covers the gap) → next-hop resolver → one worker per queue (its sockets registered in
+//! the XSKMAPs once bound) → clock ticker → control socket. Down (SIGINT/SIGTERM): stop
+//! flag → workers joined (sockets closed) → programs detached → socket removed. A worker
+//! that dies makes the daemon exit non-zero (systemd restarts it); the XDP failure mode
+//! applies meanwhile.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{anyhow, bail, Context as _};
+
+use crate::{
+    config::{self, AttachModeCfg, Config, ExternalSource, OnFailure, Queues},
+    datapath::{
+        flow::FlowTable,
+        nexthop::{self, NextHops},
+        port::RingSizes,
+        reasm::ReasmLimits,
+        slowpath::SlowPath,
+        stats::WorkerStats,
+        worker::{self, Ready, WorkerConfig},
+        Clock, Dataplane, Shared,
+    },
+    nat::ExternalAddrs,
+    snapshot::Published,
+    xdp::{AttachMode, AttachedMode, FailureMode, SteeringConfig, SteeringProgram},
+};
+
+/// One worker as the control plane sees it.
+pub struct WorkerInfo {
+    pub queue: u32,
+    pub cpu: Option<usize>,
+    pub zero_copy: bool,
+    pub inside_fd: i32,
+    pub outside_fd: i32,
+    pub stats: Arc<WorkerStats>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// The two steering programs (control plane only; the data path never touches them).
+pub struct Programs {
+    pub inside: SteeringProgram,
+    pub outside: SteeringProgram,
+    pub inside_mode: AttachedMode,
+    pub outside_mode: AttachedMode,
+}
+
+/// Where the external address came from and when.
+#[derive(Clone, Debug)]
+pub struct ExternalState {
+    pub source: String,
+    pub addrs: ExternalAddrs,
+    pub updated: Option<SystemTime>,
+    pub stale: bool,
+}
+
+pub struct Daemon {
+    pub config_path: PathBuf,
+    pub config: Mutex<Config>,
+    pub shared: Arc<Shared>,
+    pub programs: Mutex<Programs>,
+    pub workers: Mutex<Vec<WorkerInfo>>,
+    pub started: Instant,
+    pub external: Mutex<ExternalState>,
+    pub enabled: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn steering(cfg: &Config, enabled: bool) -> SteeringConfig {
+    SteeringConfig {
+        enabled,
+        on_failure: match cfg.interfaces.on_failure {
+            OnFailure::Pass => FailureMode::Pass,
+            OnFailure::Drop => FailureMode::Drop,
+        },
+        steer_fragments: cfg.interfaces.steer_fragments,
+    }
+}
+
+fn static_external(cfg: &Config) -> ExternalAddrs {
+    let (a, b) = cfg.external_sources();
+    let mut e = ExternalAddrs::default();
+    for s in [a, b] {
+        if let ExternalSource::Static(ip) = s {
+            match ip {
+                IpAddr::V4(v4) => e.v4 = Some(v4),
+                IpAddr::V6(v6) => e.v6 = Some(v6),
+            }
+        }
+    }
+    e
+}
+
+impl Daemon {
+    /// Starts everything; returns when the daemon is serving.
+    pub fn start(config_path: &Path) -> anyhow::Result<Arc<Daemon>> {
+        let cfg = config::load_checked(config_path, true).map_err(|e| anyhow!("{e}"))?;
+        let inside = cfg.interfaces.inside.get_ref().clone();
+        let outside = cfg.interfaces.outside.get_ref().clone();
+        let ports = cfg.interfaces.sip_ports.get_ref().clone();
+        let external = static_external(&cfg);
+        let (src4, src6) = cfg.external_sources();
+        let source = match (src4, src6) {
+            (a, ExternalSource::None) => a.to_string(),
+            (ExternalSource::None, b) => b.to_string(),
+            (a, b) => format!("{a} / {b}"),
+        };
+
+        // XDP first: until workers register, the failure mode applies.
+        let mode = match cfg.interfaces.attach_mode {
+            AttachModeCfg::Auto => AttachMode::Auto,
+            AttachModeCfg::Native => AttachMode::Native,
+            AttachModeCfg::Generic => AttachMode::Generic,
+        };
+        let attach = |ifname: &str| -> anyhow::Result<(SteeringProgram, AttachedMode)> {
+            let mut p = SteeringProgram::load()?;
+            p.set_config(steering(&cfg, true))?;
+            p.set_ports(&ports)?;
+            let m = p.attach(ifname, mode)?;
+            Ok((p, m))
+        };
+        let (inside_prog, inside_mode) = attach(&inside)?;
+        let (outside_prog, outside_mode) = attach(&outside)?;
+        tracing::info!("XDP attached: {inside} ({inside_mode}), {outside} ({outside_mode}); SIP ports {ports:?}");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let nexthops = Arc::new(Published::new(NextHops::default()));
+        let allowed = [&inside, &outside].iter().filter_map(|n| crate::sys::if_index(n)).collect();
+        let (resolver, resolver_thread) =
+            nexthop::spawn(allowed, Arc::clone(&nexthops), Arc::clone(&stop)).context("starting the next-hop resolver")?;
+        let slow = SlowPath::new().context("opening raw sockets for the kernel slow path (needs CAP_NET_RAW)")?;
+        let shared = Arc::new(Shared {
+            dataplane: Published::new(Dataplane::new(cfg.rewrite_config(), external)),
+            nexthops,
+            flows: FlowTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
+            clock: Clock::default(),
+            stop,
+            slow,
+            resolver,
+        });
+        shared.clock.tick();
+
+        let daemon = Arc::new(Daemon {
+            config_path: config_path.to_path_buf(),
+            shared: Arc::clone(&shared),
+            programs: Mutex::new(Programs { inside: inside_prog, outside: outside_prog, inside_mode, outside_mode }),
+            workers: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            external: Mutex::new(ExternalState {
+                source,
+                addrs: external,
+                updated: (!external.is_empty()).then(SystemTime::now),
+                stale: false,
+            }),
+            enabled: AtomicBool::new(true),
+            threads: Mutex::new(vec![resolver_thread]),
+            config: Mutex::new(cfg.clone()),
+        });
+        daemon.spawn_ticker();
+        if let Err(e) = daemon.spawn_workers(&cfg) {
+            daemon.shutdown();
+            return Err(e);
+        }
+        Ok(daemon)
+    }
+
+    fn spawn_ticker(&self) {
+        let shared = Arc::clone(&self.shared);
+        let h = std::thread::Builder::new()
+            .name("sipnat-clock".into())
+            .spawn(move || {
+                while !shared.stop.load(Ordering::Relaxed) {
+                    shared.clock.tick();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+            .expect("spawn clock thread");
+        self.threads.lock().expect("threads lock").push(h);
+    }
+
+    fn spawn_workers(&self, cfg: &Config) -> anyhow::Result<()> {
+        let inside = cfg.interfaces.inside.get_ref().clone();
+        let outside = cfg.interfaces.outside.get_ref().clone();
+        let queues: Vec<u32> = match &cfg.interfaces.queues {
+            Queues::All => {
+                let n = crate::sys::rx_queues(&inside).min(crate::sys::rx_queues(&outside));
+                (0..n).collect()
+            }
+            Queues::List(l) => l.clone(),
+        };
+        let cpus = crate::sys::allowed_cpus();
+        let d = &cfg.datapath;
+        let (tx, rx) = mpsc::channel();
+        let mut infos = Vec::new();
+        for (i, &q) in queues.iter().enumerate() {
+            let cpu = cpus.get(i % cpus.len().max(1)).copied();
+            let wc = WorkerConfig {
+                queue: q,
+                inside: inside.clone(),
+                outside: outside.clone(),
+                frames: d.frames,
+                sizes: RingSizes::new(d.ring_size),
+                batch: d.batch,
+                busy_poll: d.busy_poll,
+                reasm: ReasmLimits {
+                    memory: d.reassembly_memory as usize,
+                    timeout_ms: d.reassembly_timeout_ms,
+                    max_fragments: d.max_fragments,
+                    ..ReasmLimits::default()
+                },
+                cpu,
+            };
+            let stats = Arc::new(WorkerStats::default());
+            let (shared, st, txc) = (Arc::clone(&self.shared), Arc::clone(&stats), tx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("sipnat-q{q}"))
+                .spawn(move || worker::run(wc, shared, st, txc))
+                .context("spawning a worker thread")?;
+            infos.push(WorkerInfo { queue: q, cpu, zero_copy: false, inside_fd: -1, outside_fd: -1, stats, handle: Some(handle) });
+        }
+        drop(tx);
+        let mut errors = Vec::new();
+        for _ in 0..infos.len() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Ok(ready)) => self.register(&mut infos, ready)?,
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push("a worker did not start within 30 s".to_string()),
+            }
+        }
+        *self.workers.lock().expect("workers lock") = infos;
+        if !errors.is_empty() {
+            bail!("{}", errors.join("; "));
+        }
+        Ok(())
+    }
+
+    fn register(&self, infos: &mut [WorkerInfo], r: Ready) -> anyhow::Result<()> {
+        let mut p = self.programs.lock().expect("programs lock");
+        p.inside.xsk_map()?.set(r.queue, r.inside_fd, 0).context("registering the inside AF_XDP socket")?;
+        p.outside.xsk_map()?.set(r.queue, r.outside_fd, 0).context("registering the outside AF_XDP socket")?;
+        if let Some(w) = infos.iter_mut().find(|w| w.queue == r.queue) {
+            w.zero_copy = r.zero_copy;
+            w.inside_fd = r.inside_fd;
+            w.outside_fd = r.outside_fd;
+        }
+        tracing::info!("queue {}: AF_XDP sockets up ({} mode)", r.queue, if r.zero_copy { "zero-copy" } else { "copy" });
+        Ok(())
+    }
+
+    /// A worker thread that ended while we were not stopping.
+    pub fn dead_worker(&self) -> Option<u32> {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.workers
+            .lock()
+            .expect("workers lock")
+            .iter()
+            .find(|w| w.handle.as_ref().is_some_and(|h| h.is_finished()))
+            .map(|w| w.queue)
+    }
+
+    /// Publishes a new external address (hitless: the next packet uses it).
+    pub fn set_external(&self, addrs: ExternalAddrs, source: &str) {
+        let cur = self.shared.dataplane.load();
+        self.shared.dataplane.publish(Dataplane::new(cur.config.clone(), addrs));
+        let mut e = self.external.lock().expect("external lock");
+        if e.addrs != addrs {
+            tracing::info!("external address {} (from {source})", addrs);
+        }
+        e.addrs = addrs;
+        e.source = source.to_string();
+        e.updated = Some(SystemTime::now());
+        e.stale = false;
+    }
+
+    /// Turns steering on or off (off: every packet takes the kernel path).
+    pub fn set_enabled(&self, on: bool) -> anyhow::Result<()> {
+        let cfg = self.config.lock().expect("config lock").clone();
+        let mut p = self.programs.lock().expect("programs lock");
+        p.inside.set_config(steering(&cfg, on))?;
+        p.outside.set_config(steering(&cfg, on))?;
+        self.enabled.store(on, Ordering::Relaxed);
+        tracing::info!("steering {}", if on { "enabled" } else { "disabled" });
+        Ok(())
+    }
+
+    /// Re-reads the config file and publishes it without restarting the workers.
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let new = config::load_checked(&self.config_path, true).map_err(|e| anyhow!("{e}"))?;
+        let old = self.config.lock().expect("config lock").clone();
+        let same = |a: &Config, b: &Config| {
+            a.interfaces.inside.get_ref() == b.interfaces.inside.get_ref()
+                && a.interfaces.outside.get_ref() == b.interfaces.outside.get_ref()
+                && a.interfaces.queues == b.interfaces.queues
+                && a.control.socket == b.control.socket
+        };
+        if !same(&old, &new) {
+            bail!("interfaces, queues or the control socket changed: these need a restart (systemctl restart sipnat)");
+        }
+        {
+            let mut guard = self.programs.lock().expect("programs lock");
+            let p = &mut *guard;
+            let on = self.enabled.load(Ordering::Relaxed);
+            for prog in [&mut p.inside, &mut p.outside] {
+                prog.set_ports(new.interfaces.sip_ports.get_ref())?;
+                prog.set_config(steering(&new, on))?;
+            }
+        }
+        let mut external = self.shared.dataplane.load().external;
+        let fresh = static_external(&new);
+        if !fresh.is_empty() {
+            external = fresh;
+        }
+        let rules = new.nat.rule.len();
+        self.shared.dataplane.publish(Dataplane::new(new.rewrite_config(), external));
+        *self.config.lock().expect("config lock") = new;
+        tracing::info!("config reloaded from {}", self.config_path.display());
+        Ok(format!("reloaded {} ({rules} rule(s))", self.config_path.display()))
+    }
+
+    /// Stops workers and threads, detaches XDP. Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for w in self.workers.lock().expect("workers lock").iter_mut() {
+            if let Some(h) = w.handle.take() {
+                let _ = h.join();
+            }
+        }
+        for h in self.threads.lock().expect("threads lock").drain(..) {
+            let _ = h.join();
+        }
+        // Programs detach when dropped with the daemon; make it explicit for clarity by
+        // disabling first (a no-op once detached).
+        tracing::info!("workers stopped");
+    }
+}

@@ -1,0 +1,8 @@
+//! The control plane: the daemon's lifecycle, the control socket (protocol, server, client)
+//! and, later, external-address sources and metrics. Runs on tokio, off the packet path;
+//! it reaches the data path only through published snapshots and counters.
+
+pub mod client;
+pub mod daemon;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,283 @@
+//! The control socket server (tokio, off the packet path): Unix socket, mode 0600 (0660
+//! with a configured group), peer credentials checked (SO_PEERCRED), bounded requests,
+//! timeouts; a malformed or hostile request gets an error reply and never disturbs the
+//! daemon.
+
+use std::{
+    net::IpAddr,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Map, Value};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use super::{
+    daemon::Daemon,
+    protocol::{parse_request, Command, Response, MAX_REQUEST},
+};
+use crate::{datapath::stats::C, nat::ExternalAddrs};
+
+/// How long a client may take to send a request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most concurrent connections served; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Binds the control socket; refuses when another daemon answers on it.
+pub fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another sipnat daemon is running (it answers on {}); stop it first", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    // Create the socket with no permissions for others from the start (no window).
+    // SAFETY: umask is process-wide but set and restored around this single bind.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let l = l.with_context(|| format!("binding the control socket {}", path.display()))?;
+    if let Some(gid) = group {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).context("socket path")?;
+        // SAFETY: valid path; uid -1 keeps the owner.
+        if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
+            bail!("chown of {} to group {gid}: {}", path.display(), std::io::Error::last_os_error());
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    }
+    Ok(l)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, group: Option<u32>, shutdown: impl std::future::Future<Output = ()>) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            acc = listener.accept() => {
+                let Ok((stream, _)) = acc else { continue };
+                let Ok(permit) = Arc::clone(&sem).acquire_owned().await else { break };
+                let d = Arc::clone(&daemon);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = connection(stream, d, group).await {
+                        tracing::debug!("control connection: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Root, the daemon's own user, or a member of the configured group.
+fn allowed(stream: &UnixStream, group: Option<u32>) -> bool {
+    let Ok(cred) = stream.peer_cred() else { return false };
+    // SAFETY: trivial getters.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid() == 0 || cred.uid() == me {
+        return true;
+    }
+    let Some(gid) = group else { return false };
+    if cred.gid() == gid {
+        return true;
+    }
+    // Supplementary groups of the peer process.
+    cred.pid()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| s.lines().find(|l| l.starts_with("Groups:")).map(|l| l.to_string()))
+        .is_some_and(|l| l.split_whitespace().skip(1).any(|g| g.parse() == Ok(gid)))
+}
+
+async fn connection(stream: UnixStream, daemon: Arc<Daemon>, group: Option<u32>) -> std::io::Result<()> {
+    let permitted = allowed(&stream, group);
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let mut line = Vec::with_capacity(256);
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, (&mut r).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line)).await;
+        let resp = match read {
+            Err(_) => Response::err("timed out waiting for a request line"),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(n)) if n > MAX_REQUEST => Response::err(format!("request larger than {MAX_REQUEST} bytes")),
+            Ok(Ok(_)) if !line.ends_with(b"\n") => Response::err("request not terminated by a newline"),
+            Ok(Ok(_)) if !permitted => Response::err("permission denied: the control socket accepts root (or the configured group) only"),
+            Ok(Ok(_)) => match parse_request(&line) {
+                Ok(cmd) => handle(&daemon, cmd),
+                Err(e) => Response::err(e),
+            },
+        };
+        let fatal = !resp.ok && (resp.error.as_deref().is_some_and(|e| e.starts_with("timed out") || e.starts_with("request larger") || e.starts_with("permission") || e.contains("not terminated")));
+        w.write_all(resp.line().as_bytes()).await?;
+        if fatal {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+fn handle(d: &Daemon, cmd: Command) -> Response {
+    match cmd {
+        Command::Status => Response::ok(status(d)),
+        Command::Stats => Response::ok(stats(d)),
+        Command::Enable | Command::Disable => {
+            let on = cmd == Command::Enable;
+            match d.set_enabled(on) {
+                Ok(()) => Response::ok(json!({ "enabled": on })),
+                Err(e) => Response::err(format!("{e:#}")),
+            }
+        }
+        Command::Reload => match d.reload() {
+            Ok(msg) => Response::ok(json!({ "message": msg })),
+            Err(e) => Response::err(format!("{e:#}")),
+        },
+        Command::SetExternalIp { addr } => match addr.parse::<IpAddr>() {
+            Ok(ip) => {
+                let mut e = d.shared.dataplane.load().external;
+                match ip {
+                    IpAddr::V4(v4) => e.v4 = Some(v4),
+                    IpAddr::V6(v6) => e.v6 = Some(v6),
+                }
+                d.set_external(e, "cli");
+                Response::ok(json!({ "external": addrs_json(&e) }))
+            }
+            Err(_) => Response::err(format!("`{addr}` is not an IPv4 or IPv6 address")),
+        },
+    }
+}
+
+fn addrs_json(e: &ExternalAddrs) -> Value {
+    json!({ "v4": e.v4.map(|a| a.to_string()), "v6": e.v6.map(|a| a.to_string()) })
+}
+
+fn status(d: &Daemon) -> Value {
+    let cfg = d.config.lock().expect("config lock").clone();
+    let p = d.programs.lock().expect("programs lock");
+    let ext = d.external.lock().expect("external lock").clone();
+    let workers: Vec<Value> = d
+        .workers
+        .lock()
+        .expect("workers lock")
+        .iter()
+        .map(|w| json!({ "queue": w.queue, "cpu": w.cpu, "af_xdp_mode": if w.zero_copy { "zero-copy" } else { "copy" } }))
+        .collect();
+    let age = ext.updated.and_then(|t| SystemTime::now().duration_since(t).ok()).map(|a| a.as_secs());
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_s": d.started.elapsed().as_secs(),
+        "enabled": d.enabled.load(std::sync::atomic::Ordering::Relaxed),
+        "config": d.config_path.display().to_string(),
+        "interfaces": {
+            "inside": { "name": cfg.interfaces.inside.get_ref(), "xdp_mode": p.inside_mode.to_string() },
+            "outside": { "name": cfg.interfaces.outside.get_ref(), "xdp_mode": p.outside_mode.to_string() },
+        },
+        "sip_ports": cfg.interfaces.sip_ports.get_ref(),
+        "on_failure": format!("{:?}", cfg.interfaces.on_failure).to_lowercase(),
+        "l3": format!("{:?}", cfg.nat.l3).to_lowercase(),
+        "rules": cfg.nat.rule.len(),
+        "workers": workers,
+        "external": {
+            "addresses": addrs_json(&ext.addrs),
+            "source": ext.source,
+            "age_s": age,
+            "stale": ext.stale,
+        },
+    })
+}
+
+fn counters_json(pairs: &[(&'static str, u64)]) -> Value {
+    let mut m = Map::new();
+    for (k, v) in pairs {
+        m.insert((*k).to_string(), json!(v));
+    }
+    Value::Object(m)
+}
+
+fn stats(d: &Daemon) -> Value {
+    let p = d.programs.lock().expect("programs lock");
+    let xdp = |prog: &crate::xdp::SteeringProgram| -> Value {
+        match prog.counters() {
+            Ok(c) => counters_json(&nat_common::stat::NAMES.iter().copied().zip(c).collect::<Vec<_>>()),
+            Err(e) => json!({ "error": e.to_string() }),
+        }
+    };
+    let (xi, xo) = (xdp(&p.inside), xdp(&p.outside));
+    drop(p);
+    let mut total = vec![0u64; C::COUNT];
+    let workers: Vec<Value> = d
+        .workers
+        .lock()
+        .expect("workers lock")
+        .iter()
+        .map(|w| {
+            let snap = w.stats.snapshot();
+            for (i, (_, v)) in snap.iter().enumerate() {
+                total[i] += v;
+            }
+            json!({
+                "queue": w.queue,
+                "counters": counters_json(&snap),
+                "xsk": { "inside": xsk_stats(w.inside_fd), "outside": xsk_stats(w.outside_fd) },
+            })
+        })
+        .collect();
+    let totals: Vec<(&'static str, u64)> = C::ALL.iter().map(|c| c.name()).zip(total).collect();
+    json!({
+        "uptime_s": d.started.elapsed().as_secs_f64(),
+        "xdp": { "inside": xi, "outside": xo },
+        "total": counters_json(&totals),
+        "workers": workers,
+        "flows": { "live": d.shared.flows.live(d.shared.clock.now_s()) },
+        "nexthops": d.shared.nexthops.load().len(),
+    })
+}
+
+/// XDP_STATISTICS of an AF_XDP socket (kernel drops: RX ring full, fill ring empty, ...).
+fn xsk_stats(fd: i32) -> Value {
+    #[repr(C)]
+    #[derive(Default)]
+    struct XdpStatistics {
+        rx_dropped: u64,
+        rx_invalid_descs: u64,
+        tx_invalid_descs: u64,
+        rx_ring_full: u64,
+        rx_fill_ring_empty_descs: u64,
+        tx_ring_empty_descs: u64,
+    }
+    if fd < 0 {
+        return Value::Null;
+    }
+    let mut s = XdpStatistics::default();
+    let mut len = std::mem::size_of::<XdpStatistics>() as libc::socklen_t;
+    const SOL_XDP: i32 = 283;
+    const XDP_STATISTICS: i32 = 7;
+    // SAFETY: getsockopt into a properly sized local struct.
+    let r = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_STATISTICS, (&mut s as *mut XdpStatistics).cast(), &mut len) };
+    if r != 0 {
+        return Value::Null;
+    }
+    json!({
+        "rx_dropped": s.rx_dropped,
+        "rx_invalid_descs": s.rx_invalid_descs,
+        "tx_invalid_descs": s.tx_invalid_descs,
+        "rx_ring_full": s.rx_ring_full,
+        "rx_fill_ring_empty_descs": s.rx_fill_ring_empty_descs,
+        "tx_ring_empty_descs": s.tx_ring_empty_descs,
+    })
+}
+
+/// The socket path of a config (or the default).
+pub fn socket_path(cfg: &crate::config::Config) -> PathBuf {
+    cfg.control.socket.clone()
+}

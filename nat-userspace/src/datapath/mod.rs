@@ -1,0 +1,84 @@
+//! The AF_XDP data path: UMEM and rings, workers, IP fragment reassembly and
+//! refragmentation, the inbound flow table, next-hop resolution, the kernel slow path.
+//! Knows nothing of config files: it receives snapshots.
+
+pub mod flow;
+pub mod frag;
+pub mod nexthop;
+pub mod port;
+pub mod reasm;
+pub mod slowpath;
+pub mod stats;
+pub mod umem;
+pub mod worker;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use crate::{
+    nat::{ExternalAddrs, RewriteConfig},
+    snapshot::Published,
+};
+
+/// What the workers rewrite with; published as a whole (config reload, external address
+/// change) and read once per packet.
+#[derive(Clone, Debug)]
+pub struct Dataplane {
+    pub config: RewriteConfig,
+    pub external: ExternalAddrs,
+    /// Some rule's internal side is a network (outbound packets fill the flow table).
+    pub network_rules: bool,
+}
+
+impl Dataplane {
+    pub fn new(config: RewriteConfig, external: ExternalAddrs) -> Dataplane {
+        let network_rules = config.rules.iter().any(|r| r.internal.single_host().is_none());
+        Dataplane { config, external, network_rules }
+    }
+}
+
+/// A coarse clock the workers read per batch (updated by the daemon's ticker), so the
+/// per-packet path never calls into the kernel for time.
+pub struct Clock {
+    start: Instant,
+    ms: AtomicU64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock { start: Instant::now(), ms: AtomicU64::new(0) }
+    }
+}
+
+impl Clock {
+    /// Advances the clock to now (called by the ticker thread).
+    pub fn tick(&self) {
+        self.ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.ms.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn now_s(&self) -> u32 {
+        (self.now_ms() / 1000) as u32
+    }
+}
+
+/// State shared by the workers and the control plane.
+pub struct Shared {
+    pub dataplane: Published<Dataplane>,
+    pub nexthops: Arc<Published<nexthop::NextHops>>,
+    pub flows: flow::FlowTable,
+    pub clock: Clock,
+    pub stop: Arc<AtomicBool>,
+    pub slow: slowpath::SlowPath,
+    pub resolver: nexthop::ResolverHandle,
+}

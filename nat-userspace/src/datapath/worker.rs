@@ -1,0 +1,663 @@
+//! One worker per queue: receives on both AF_XDP sockets, decides (outbound / inbound /
+//! internal), rewrites, and transmits on the other side, in batches. Pinned to a core.
+//! Per packet: no allocation, no lock, no syscall (ring operations are batched; the
+//! kernel is kicked once per batch).
+//!
+//! Every received frame ends in exactly one place, each counted: transmitted (possibly as
+//! fragments), handed to the kernel slow path (by reason), consumed into the reassembly
+//! buffer (a fragment), or dropped (by reason).
+
+use std::{
+    net::IpAddr,
+    sync::{atomic::Ordering, Arc},
+};
+
+use arrayvec::ArrayVec;
+use xdpilone::xdp::XdpDesc;
+
+use super::{
+    flow::{FlowKey, InsertResult},
+    frag,
+    nexthop::NextHops,
+    port::{Port, Ports, RingSizes},
+    reasm::{ReasmLimits, Reassembler},
+    stats::{Batch, WorkerStats, C},
+    umem::{frame_base, Area, FreeFrames, FRAME_SIZE},
+    Dataplane, Shared,
+};
+use crate::{
+    nat::{decide, decide::Decision},
+    rewrite::{
+        packet::{rewrite_packet, PacketError},
+        Changes, Context, Direction, Outcome,
+    },
+    sip::message::{Malformed, NotSip},
+    snapshot::Local,
+    wire::{self, checksum, ipv4, ipv6, Layout, Link},
+};
+
+/// Most descriptors handled per ring per batch.
+pub const MAX_BATCH: usize = 256;
+
+/// Scratch buffer for packets that do not fit a frame (reassembled or grown too much).
+const SCRATCH: usize = 65536 + 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Inside,
+    Outside,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Inside => Side::Outside,
+            Side::Outside => Side::Inside,
+        }
+    }
+}
+
+/// Static parameters of a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub queue: u32,
+    pub inside: String,
+    pub outside: String,
+    pub frames: u32,
+    pub sizes: RingSizes,
+    pub batch: u32,
+    pub busy_poll: bool,
+    pub reasm: ReasmLimits,
+    pub cpu: Option<usize>,
+}
+
+/// What the worker reports once its sockets are up.
+#[derive(Clone, Copy, Debug)]
+pub struct Ready {
+    pub queue: u32,
+    pub inside_fd: i32,
+    pub outside_fd: i32,
+    pub zero_copy: bool,
+}
+
+/// Runs a worker until `shared.stop` is set. Reports readiness (or the setup error) on
+/// `ready` first.
+pub fn run(cfg: WorkerConfig, shared: Arc<Shared>, stats: Arc<WorkerStats>, ready: std::sync::mpsc::Sender<Result<Ready, String>>) {
+    if let Some(cpu) = cfg.cpu {
+        crate::sys::pin_to_cpu(cpu);
+    }
+    let mut area = match Area::new(cfg.frames) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(format!("queue {}: cannot map {} UMEM frames: {e}", cfg.queue, cfg.frames)));
+            return;
+        }
+    };
+    let ports = match Ports::open(&area, &cfg.inside, &cfg.outside, cfg.queue, cfg.sizes) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "queue {}: cannot open AF_XDP sockets on {}/{}: {e}",
+                cfg.queue, cfg.inside, cfg.outside
+            )));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(Ready {
+        queue: cfg.queue,
+        inside_fd: ports.inside.fd(),
+        outside_fd: ports.outside.fd(),
+        zero_copy: ports.zero_copy,
+    }));
+    let mut w = Worker {
+        free: FreeFrames::new(cfg.frames),
+        reasm: Reassembler::new(cfg.reasm),
+        scratch: vec![0u8; SCRATCH],
+        dataplane: Local::new(&shared.dataplane),
+        nexthops: Local::new(&shared.nexthops),
+        batch: Batch::default(),
+        pending: [ArrayVec::new(), ArrayVec::new()],
+        cfg,
+        shared,
+        stats,
+        ports,
+        last_expire_ms: 0,
+        reasm_reported: Default::default(),
+    };
+    w.refill(Side::Inside);
+    w.refill(Side::Outside);
+    w.run(&mut area);
+    // `w` (sockets, UMEM) drops before `area` (the memory they use).
+    drop(w);
+    drop(area);
+}
+
+struct Worker {
+    cfg: WorkerConfig,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    ports: Ports,
+    free: FreeFrames,
+    reasm: Reassembler,
+    scratch: Vec<u8>,
+    dataplane: Local<Dataplane>,
+    nexthops: Local<NextHops>,
+    batch: Batch,
+    /// TX descriptors waiting for the end of the batch, per side.
+    pending: [ArrayVec<XdpDesc, { 2 * MAX_BATCH }>; 2],
+    last_expire_ms: u64,
+    reasm_reported: super::reasm::ReasmStats,
+}
+
+/// Where the packet being handled lives.
+#[derive(Clone, Copy)]
+enum Loc {
+    /// In a UMEM frame: descriptor address (packet start).
+    Frame(u64),
+    /// In the scratch buffer.
+    Scratch,
+}
+
+impl Worker {
+    fn port(&mut self, s: Side) -> &mut Port {
+        match s {
+            Side::Inside => &mut self.ports.inside,
+            Side::Outside => &mut self.ports.outside,
+        }
+    }
+
+    fn run(&mut self, area: &mut Area) {
+        let batch = (self.cfg.batch as usize).clamp(1, MAX_BATCH);
+        let mut descs: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let now_ms = self.shared.clock.now_ms();
+            let mut got = 0;
+            for side in [Side::Inside, Side::Outside] {
+                descs.clear();
+                {
+                    let mut r = self.port(side).rx.receive(batch as u32);
+                    while let Some(d) = r.read() {
+                        descs.push(d);
+                    }
+                    r.release();
+                }
+                got += descs.len();
+                self.batch.add(if side == Side::Inside { C::RxInside } else { C::RxOutside }, descs.len() as u64);
+                for d in &descs {
+                    self.handle_frame(area, side, *d, now_ms);
+                }
+            }
+            self.flush_tx();
+            self.reap(Side::Inside);
+            self.reap(Side::Outside);
+            self.refill(Side::Inside);
+            self.refill(Side::Outside);
+            if now_ms >= self.last_expire_ms + 100 {
+                self.last_expire_ms = now_ms;
+                self.reasm.expire(now_ms);
+                self.report_reasm();
+            }
+            if got == 0 {
+                self.idle();
+            } else {
+                self.batch.inc(C::Batches);
+            }
+            if !self.batch.is_empty() {
+                self.stats.add(&self.batch);
+                self.batch.clear();
+            }
+        }
+    }
+
+    /// Nothing received: wait for the sockets (or spin with busy_poll).
+    fn idle(&mut self) {
+        if self.cfg.busy_poll {
+            std::hint::spin_loop();
+            return;
+        }
+        let mut fds = [
+            libc::pollfd { fd: self.ports.inside.fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.ports.outside.fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: valid array of pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
+        self.batch.inc(C::Wakeups);
+    }
+
+    /// Returns completed TX frames to the free list.
+    fn reap(&mut self, side: Side) {
+        let mut freed: ArrayVec<u64, { 4 * MAX_BATCH }> = ArrayVec::new();
+        {
+            let p = self.port(side);
+            let mut c = p.completion.complete(4 * MAX_BATCH as u32);
+            while let Some(a) = c.read() {
+                freed.push(a);
+            }
+            c.release();
+        }
+        for a in freed {
+            self.free.push(a);
+        }
+    }
+
+    /// Keeps the fill ring full from the free list.
+    fn refill(&mut self, side: Side) {
+        let want = {
+            let cap = self.cfg.sizes.fill;
+            let p = self.port(side);
+            cap.saturating_sub(p.fill.pending())
+        };
+        if want == 0 {
+            return;
+        }
+        let n = (want as usize).min(self.free.len());
+        if n < want as usize {
+            self.batch.inc(C::FillStarved);
+        }
+        if n == 0 {
+            return;
+        }
+        let mut addrs: ArrayVec<u64, { 4 * MAX_BATCH }> = ArrayVec::new();
+        for _ in 0..n.min(addrs.capacity()) {
+            match self.free.pop() {
+                Some(a) => addrs.push(a),
+                None => break,
+            }
+        }
+        let p = match side {
+            Side::Inside => &mut self.ports.inside,
+            Side::Outside => &mut self.ports.outside,
+        };
+        let mut w = p.fill.fill(addrs.len() as u32);
+        let done = w.insert(addrs.iter().copied());
+        w.commit();
+        for a in &addrs[done as usize..] {
+            self.free.push(*a);
+        }
+    }
+
+    /// Puts the batch's TX descriptors into the rings and kicks the kernel.
+    fn flush_tx(&mut self) {
+        for (i, side) in [Side::Inside, Side::Outside].into_iter().enumerate() {
+            if self.pending[i].is_empty() {
+                continue;
+            }
+            let descs = std::mem::take(&mut self.pending[i]);
+            let sent = {
+                let p = self.port(side);
+                let mut w = p.tx.transmit(descs.len() as u32);
+                let n = w.insert(descs.iter().copied());
+                w.commit();
+                n as usize
+            };
+            for d in &descs[sent..] {
+                self.batch.inc(C::DropTxRingFull);
+                self.free.push(d.addr);
+            }
+            self.batch.add(if side == Side::Inside { C::TxInside } else { C::TxOutside }, sent as u64);
+            // Copy mode needs a kick to transmit; a few kicks drain a full ring.
+            for _ in 0..4 {
+                let p = self.port(side);
+                if p.tx.pending() == 0 {
+                    break;
+                }
+                if let Err(e) = p.kick_tx() {
+                    tracing::debug!("TX kick on {}: {e}", p.ifname);
+                    break;
+                }
+                self.batch.inc(C::TxKicks);
+            }
+        }
+    }
+
+    fn report_reasm(&mut self) {
+        let s = *self.reasm.stats();
+        let prev = std::mem::replace(&mut self.reasm_reported, s);
+        let rejected = (s.overlaps + s.too_many_fragments + s.too_big + s.timeouts + s.evictions + s.inconsistent + s.poisoned)
+            - (prev.overlaps + prev.too_many_fragments + prev.too_big + prev.timeouts + prev.evictions + prev.inconsistent + prev.poisoned);
+        self.batch.add(C::ReasmRejected, rejected);
+    }
+
+    fn handle_frame(&mut self, area: &mut Area, side: Side, d: XdpDesc, now_ms: u64) {
+        let base = frame_base(d.addr);
+        let off = (d.addr - base) as usize;
+        let Some(frame) = area.frame_mut(d.addr) else {
+            self.batch.inc(C::DropBadFrame);
+            return;
+        };
+        let len = (d.len as usize).min(FRAME_SIZE as usize - off);
+        let buf = &mut frame[off..];
+        let layout = match wire::parse(&buf[..len], Link::Ethernet) {
+            Ok(l) => l,
+            Err(_) => {
+                self.batch.inc(C::DropBadFrame);
+                self.free.push(d.addr);
+                return;
+            }
+        };
+        if layout.fragment.is_some() {
+            self.batch.inc(C::FragRx);
+            let done = match self.reasm.add(&buf[..len], &layout, now_ms) {
+                Ok(Some(r)) => {
+                    let bytes = r.bytes();
+                    let n = bytes.len().min(self.scratch.len());
+                    self.scratch[..n].copy_from_slice(&bytes[..n]);
+                    Some(n)
+                }
+                Ok(None) => None,
+                Err(_) => None, // counted in the reassembler's stats
+            };
+            // The fragment's bytes are copied into the reassembly buffer: frame is free.
+            self.free.push(d.addr);
+            if let Some(n) = done {
+                self.batch.inc(C::ReasmComplete);
+                let mut scratch = std::mem::take(&mut self.scratch);
+                if let Ok(layout) = wire::parse(&scratch[..n], Link::Ethernet) {
+                    self.handle_packet(area, side, &mut scratch, layout, Loc::Scratch, true);
+                } else {
+                    self.batch.inc(C::DropBadFrame);
+                }
+                self.scratch = scratch;
+            }
+            return;
+        }
+        // Reborrow the frame as an owned-for-now buffer: split the borrow of `area`.
+        let ptr = buf.as_mut_ptr();
+        let cap = buf.len();
+        // SAFETY: `buf` is this frame's memory, exclusively ours until we hand the
+        // descriptor back; `handle_packet` only touches `area` through other frames.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, cap) };
+        self.handle_packet(area, side, buf, layout, Loc::Frame(d.addr), false);
+    }
+
+    /// Decides, rewrites and emits one whole packet in `buf` (packet + tailroom).
+    fn handle_packet(&mut self, area: &mut Area, side: Side, buf: &mut [u8], layout: Layout, loc: Loc, reassembled: bool) {
+        let Some((sport, dport, _, _)) = layout.udp(buf) else {
+            self.slow(buf, &layout, loc, C::SlowNotUdp);
+            return;
+        };
+        let dp = self.dataplane.current(&self.shared.dataplane);
+        let cfg = &dp.config;
+        let ext = dp.external;
+        let snat = cfg.l3 == crate::nat::L3Mode::Snat;
+        let decision = match side {
+            Side::Inside => {
+                self.batch.inc(C::Outbound);
+                decide::outbound(cfg, &ext, layout.src, layout.dst)
+            }
+            Side::Outside => {
+                self.batch.inc(C::Inbound);
+                let flow = if snat && dp.network_rules && cfg.is_external(layout.dst, &ext) {
+                    let key = FlowKey { external: layout.dst, local_port: dport, remote: layout.src, remote_port: sport };
+                    let hit = self.shared.flows.lookup(&key, self.shared.clock.now_s());
+                    self.batch.inc(if hit.is_some() { C::FlowHit } else { C::FlowMiss });
+                    hit
+                } else {
+                    None
+                };
+                decide::inbound(cfg, &ext, layout.dst, flow)
+            }
+        };
+        let (direction, l3, internal) = match decision {
+            Decision::Rewrite { direction, l3, internal } => (direction, l3, internal),
+            Decision::Internal => return self.slow(buf, &layout, loc, C::SlowInternal),
+            Decision::NoMapping => return self.slow(buf, &layout, loc, C::SlowNoMapping),
+        };
+        // Outbound through a network rule: remember the mapping for the replies.
+        if let (Direction::Outbound, Some(new_src), true) = (direction, l3.src, dp.network_rules) {
+            if cfg.rule_for(layout.src).is_some_and(|r| r.internal.single_host().is_none()) {
+                let key = FlowKey { external: new_src, local_port: sport, remote: layout.dst, remote_port: dport };
+                match self.shared.flows.insert(key, layout.src, self.shared.clock.now_s()) {
+                    InsertResult::Inserted => self.batch.inc(C::FlowInserted),
+                    InsertResult::Refreshed => self.batch.inc(C::FlowRefreshed),
+                    InsertResult::Collision { .. } => {
+                        self.batch.inc(C::FlowCollision);
+                        return self.slow(buf, &layout, loc, C::SlowCollision);
+                    }
+                    InsertResult::Full => self.batch.inc(C::FlowFull),
+                }
+            }
+        }
+        let ctx = Context { config: cfg, external: ext, direction, internal };
+        let malformed_drop = cfg.malformed == crate::nat::MalformedPolicy::Drop;
+        let r = match rewrite_packet(buf, &layout, &ctx, l3) {
+            Ok(r) => r,
+            Err(PacketError::NotUdp) | Err(PacketError::FamilyMismatch) => {
+                return self.slow(buf, &layout, loc, C::SlowNotUdp);
+            }
+        };
+        self.count_sip(r.sip, r.family_mismatch, r.content_length_short);
+        if reassembled && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
+            self.batch.inc(C::ReasmNonSip);
+        }
+        if matches!(r.sip, Outcome::Malformed(_)) && malformed_drop {
+            self.batch.inc(C::DropMalformedPolicy);
+            self.release(loc);
+            return;
+        }
+        if r.sip == Outcome::TooBig {
+            // Does not fit the frame: redo it in the scratch buffer, then fragment.
+            if let Loc::Frame(_) = loc {
+                let n = layout.ip_end;
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch[..n].copy_from_slice(&buf[..n]);
+                self.release(loc);
+                self.handle_packet(area, side, &mut scratch, layout, Loc::Scratch, reassembled);
+                self.scratch = scratch;
+            } else {
+                self.batch.inc(C::DropRefragment);
+            }
+            return;
+        }
+        let len = r.len;
+        if !decrement_ttl(buf, &layout) {
+            self.batch.inc(C::DropTtl);
+            self.release(loc);
+            return;
+        }
+        self.emit(area, side.other(), buf, len, &layout, loc);
+    }
+
+    fn count_sip(&mut self, o: Outcome, family_mismatch: u16, cl_short: bool) {
+        let b = &mut self.batch;
+        match o {
+            Outcome::Rewritten(ch) => {
+                b.inc(C::SipRewritten);
+                count_changes(b, &ch);
+            }
+            Outcome::Unchanged => b.inc(C::SipUnchanged),
+            Outcome::NotSip(k) => b.inc(match k {
+                NotSip::Empty => C::NotSipEmpty,
+                NotSip::KeepAlive => C::NotSipKeepalive,
+                NotSip::Stun => C::NotSipStun,
+                NotSip::Other => C::NotSipOther,
+            }),
+            Outcome::Malformed(m) => b.inc(match m {
+                Malformed::BadStartLine => C::MalformedBadStartLine,
+                Malformed::BadVersion => C::MalformedBadVersion,
+                Malformed::BadHeaderLine => C::MalformedBadHeaderLine,
+                Malformed::BadContentLength => C::MalformedBadContentLength,
+                Malformed::DuplicateContentLength => C::MalformedDuplicateContentLength,
+                Malformed::TooManyAddresses => C::MalformedTooManyAddresses,
+            }),
+            Outcome::TooBig => b.inc(C::SipTooBig),
+        }
+        b.add(C::FamilyMismatch, u64::from(family_mismatch));
+        if cl_short {
+            b.inc(C::ContentLengthShort);
+        }
+    }
+
+    /// Sends the packet out of `egress`: MACs from the next-hop table, fragments when it
+    /// exceeds the MTU (IPv4 without DF), ICMP to the source otherwise.
+    fn emit(&mut self, area: &mut Area, egress: Side, buf: &mut [u8], len: usize, layout: &Layout, loc: Loc) {
+        let dst = dst_of(buf, layout);
+        let egress_ifindex = self.port(egress).ifindex;
+        let hop = match self.nexthops.current(&self.shared.nexthops).get(dst) {
+            Some(h) if h.ifindex == egress_ifindex => *h,
+            Some(_) => return self.slow_len(buf, layout, len, loc, C::SlowOtherInterface),
+            None => {
+                self.shared.resolver.request(dst);
+                return self.slow_len(buf, layout, len, loc, C::SlowNeighbor);
+            }
+        };
+        let ip_len = len - layout.l3;
+        let mtu = hop.mtu as usize;
+        buf[0..6].copy_from_slice(&hop.dst_mac);
+        buf[6..12].copy_from_slice(&hop.src_mac);
+        if ip_len <= mtu {
+            match loc {
+                Loc::Frame(addr) => self.queue_tx(egress, addr, len),
+                Loc::Scratch => {
+                    let Some(addr) = self.free.pop() else {
+                        self.batch.inc(C::DropNoFrame);
+                        return;
+                    };
+                    let Some(frame) = area.frame_mut(addr) else { return };
+                    frame[..len].copy_from_slice(&buf[..len]);
+                    self.queue_tx(egress, addr, len);
+                }
+            }
+            return;
+        }
+        // Too big for the egress link.
+        if layout.ipv6 || frag::ipv4_df(&buf[..len], layout.l3) {
+            let growth = ip_len.saturating_sub(layout.ip_end - layout.l3);
+            let fit = mtu.saturating_sub(growth);
+            let ip = &buf[layout.l3..len];
+            let res = if layout.ipv6 {
+                self.batch.inc(C::IcmpPacketTooBig);
+                self.shared.slow.icmp6_packet_too_big(ip, fit as u32)
+            } else {
+                self.batch.inc(C::IcmpFragNeeded);
+                self.shared.slow.icmp_frag_needed(ip, fit.min(usize::from(u16::MAX)) as u16)
+            };
+            if res.is_err() {
+                self.batch.inc(C::SlowSendError);
+            }
+            self.batch.inc(C::DropTooBigDf);
+            self.release(loc);
+            return;
+        }
+        let ident = ipv4::Packet::new_unchecked(&buf[layout.l3..len]).ident() as u32;
+        let mut frames: ArrayVec<(u64, usize), 64> = ArrayVec::new();
+        let free = &mut self.free;
+        let res = frag::fragment(&buf[..len], layout.l3, mtu, ident, &mut |piece: &[u8]| {
+            if frames.is_full() {
+                return false;
+            }
+            let Some(addr) = free.pop() else { return false };
+            match area.frame_mut(addr) {
+                Some(f) if piece.len() <= f.len() => {
+                    f[..piece.len()].copy_from_slice(piece);
+                    frames.push((addr, piece.len()));
+                    true
+                }
+                _ => {
+                    free.push(addr);
+                    false
+                }
+            }
+        });
+        match res {
+            Ok(_) => {
+                self.batch.inc(C::Refragmented);
+                self.batch.add(C::FragTx, frames.len() as u64);
+                for (addr, l) in frames {
+                    self.queue_tx(egress, addr, l);
+                }
+            }
+            Err(_) => {
+                self.batch.inc(C::DropRefragment);
+                for (addr, _) in frames {
+                    self.free.push(addr);
+                }
+            }
+        }
+        self.release(loc);
+    }
+
+    fn queue_tx(&mut self, side: Side, addr: u64, len: usize) {
+        let i = if side == Side::Inside { 0 } else { 1 };
+        let desc = XdpDesc { addr, len: len as u32, options: 0 };
+        if self.pending[i].try_push(desc).is_err() {
+            // More than two batches' worth queued at once: flush now.
+            self.flush_tx();
+            if self.pending[i].try_push(desc).is_err() {
+                self.batch.inc(C::DropTxRingFull);
+                self.free.push(addr);
+            }
+        }
+    }
+
+    /// Hands the packet (`buf[..len]`, IP header at `layout.l3`) to the kernel through the
+    /// raw socket and frees its frame.
+    fn slow_len(&mut self, buf: &[u8], layout: &Layout, len: usize, loc: Loc, why: C) {
+        self.batch.inc(why);
+        if let Err(e) = self.shared.slow.send_ip(&buf[layout.l3..len]) {
+            tracing::debug!("slow path send: {e}");
+            self.batch.inc(C::SlowSendError);
+        }
+        self.release(loc);
+    }
+
+    /// The slow path for a packet not modified yet.
+    fn slow(&mut self, buf: &[u8], layout: &Layout, loc: Loc, why: C) {
+        self.slow_len(buf, layout, layout.ip_end, loc, why);
+    }
+
+    fn release(&mut self, loc: Loc) {
+        if let Loc::Frame(addr) = loc {
+            self.free.push(addr);
+        }
+    }
+}
+
+fn count_changes(b: &mut Batch, ch: &Changes) {
+    b.add(C::RwRequestUri, u64::from(ch.request_uri));
+    b.add(C::RwVia, u64::from(ch.via));
+    b.add(C::RwContact, u64::from(ch.contact));
+    b.add(C::RwRoute, u64::from(ch.route));
+    b.add(C::RwRecordRoute, u64::from(ch.record_route));
+    b.add(C::RwFromTo, u64::from(ch.from_to));
+    b.add(C::RwSdpConnection, u64::from(ch.sdp_connection));
+    b.add(C::RwSdpOrigin, u64::from(ch.sdp_origin));
+    b.add(C::RwSdpRtcp, u64::from(ch.sdp_rtcp));
+    b.add(C::RwSdpMediaPort, u64::from(ch.sdp_media_port));
+    b.add(C::RwContentLength, u64::from(ch.content_length));
+}
+
+/// The destination address currently in the packet (after the rewrite).
+fn dst_of(buf: &[u8], layout: &Layout) -> IpAddr {
+    let ip = &buf[layout.l3..];
+    if layout.ipv6 {
+        IpAddr::V6(ipv6::Packet::new_unchecked(ip).dst())
+    } else {
+        IpAddr::V4(ipv4::Packet::new_unchecked(ip).dst())
+    }
+}
+
+/// Decrements the TTL / hop limit (a router hop); false when it would reach zero.
+fn decrement_ttl(buf: &mut [u8], layout: &Layout) -> bool {
+    let l3 = layout.l3;
+    if layout.ipv6 {
+        let hl = buf[l3 + 7];
+        if hl <= 1 {
+            return false;
+        }
+        buf[l3 + 7] = hl - 1;
+    } else {
+        let ttl = buf[l3 + 8];
+        if ttl <= 1 {
+            return false;
+        }
+        let proto = buf[l3 + 9];
+        let old = u64::from(u16::from_be_bytes([ttl, proto]));
+        let new = u64::from(u16::from_be_bytes([ttl - 1, proto]));
+        buf[l3 + 8] = ttl - 1;
+        let c = u16::from_be_bytes([buf[l3 + 10], buf[l3 + 11]]);
+        let c = checksum::update(c, old, new);
+        buf[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    }
+    true
+}

@@ -225,8 +225,15 @@ fn stats(d: &Daemon) -> Value {
             for (i, (_, v)) in snap.iter().enumerate() {
                 total[i] += v;
             }
+            let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
             json!({
                 "queue": w.queue,
+                "reassembly": {
+                    "memory_bytes": g(&w.stats.reasm_memory),
+                    "memory_limit_bytes": g(&w.stats.reasm_memory_limit),
+                    "in_progress": g(&w.stats.reasm_in_progress),
+                },
+                "free_frames": g(&w.stats.free_frames),
                 "counters": counters_json(&snap),
                 "xsk": { "inside": xsk_stats(w.inside_fd), "outside": xsk_stats(w.outside_fd) },
             })

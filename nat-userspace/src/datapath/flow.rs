@@ -300,8 +300,8 @@ impl FlowTable {
                 slot.remote[j].store(k.remote[j], Ordering::Relaxed);
             }
             self.pause(true);
-            for j in 0..2 {
-                slot.internal[j].store(int_words[j], Ordering::Relaxed);
+            for (word, value) in slot.internal.iter().zip(int_words) {
+                word.store(value, Ordering::Relaxed);
             }
 
             // 3. Make sure no other slot holds, or is being given, this key.
@@ -620,7 +620,7 @@ mod tests {
     /// Key number `i` of a universe mixing IPv4 and IPv6 keys.
     fn nth_key(i: u32) -> FlowKey {
         let x = i.wrapping_mul(0x9e37_79b9);
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             FlowKey::new(
                 IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10)),
                 5060 + (i % 7) as u16,
@@ -837,7 +837,7 @@ mod tests {
             let empty = seen.iter().filter(|&&c| c == 0).count();
             (max, empty)
         };
-        let per = 8 * n as u32;
+        let per = 16 * n as u32;
         let cases: [&mut dyn Iterator<Item = FlowKey>; 4] = [
             &mut (0..per).map(|p| key("203.0.113.10", p as u16, "198.51.100.9", 5060)),
             &mut (0..per).map(|p| key("203.0.113.10", 5060, "198.51.100.9", p as u16)),
@@ -855,9 +855,10 @@ mod tests {
             }),
         ];
         for (c, keys) in cases.into_iter().enumerate() {
-            // 8 keys per slot on average: a fair hash leaves no slot empty and none above ~30.
+            // 16 keys per slot on average: with a fair hash the count of a slot is about
+            // Poisson(16): P(0) ≈ 1e-7, P(≥ 48) ≈ 1e-11 per slot.
             let (max, empty) = spread(keys);
-            assert!(empty == 0 && max < 32, "case {c}: max {max}, empty {empty}");
+            assert!(empty == 0 && max < 48, "case {c}: max {max}, empty {empty}");
         }
     }
 
@@ -990,7 +991,10 @@ mod tests {
     }
 
     /// Two threads insert one key with different internal addresses at the same moment:
-    /// exactly one `Inserted`, the other `Collision` with the winner's address.
+    /// exactly one `Inserted`, the other `Collision` with the winner's address. The one
+    /// tolerated exception: the other thread was preempted in the middle of its write, the
+    /// loser's bounded spin ran out and it reported `Full` (never a second entry); that
+    /// must stay rare (≤ 1 % of rounds, on a loaded two-core test machine).
     /// `skew`: the second thread's clock is one second past the first's, and a key with
     /// the same home slot is already there, live for the first thread and expired for the
     /// second, so the two claim *different* slots and step 3 must settle it.
@@ -1026,11 +1030,23 @@ mod tests {
                         (&tables, &arrived, k, internals[id as usize]);
                     s.spawn(move || {
                         let now = nows[id as usize];
+                        let mut rng = Rng(0x1234_5678_9abc_def1 + u64::from(id));
                         let mut out = Vec::with_capacity(tables.len());
                         for (r, t) in tables.iter().enumerate() {
-                            // Spin rendezvous: both leave the loop within a few ns.
+                            // Spin rendezvous: both leave the loop within a few ns (unless
+                            // the other thread is not running: then let it run).
                             arrived.fetch_add(1, Ordering::SeqCst);
+                            let mut spins = 0u32;
                             while arrived.load(Ordering::SeqCst) < 2 * (r as u32 + 1) {
+                                spins += 1;
+                                if spins.is_multiple_of(1024) {
+                                    std::thread::yield_now();
+                                } else {
+                                    spin_loop();
+                                }
+                            }
+                            // A random offset, so the overlap of the two inserts varies.
+                            for _ in 0..rng.next() % 24 {
                                 spin_loop();
                             }
                             out.push(t.insert(k, internal, now));
@@ -1041,10 +1057,18 @@ mod tests {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let mut wins = [0; 2];
+        let (mut wins, mut stalled) = ([0; 2], 0);
         for (r, t) in tables.iter().enumerate() {
             let (a, b) = (results[0][r], results[1][r]);
             let winner = match (a, b) {
+                (InsertResult::Inserted, InsertResult::Full) => {
+                    stalled += 1;
+                    0
+                }
+                (InsertResult::Full, InsertResult::Inserted) => {
+                    stalled += 1;
+                    1
+                }
                 (InsertResult::Inserted, InsertResult::Collision { existing }) => {
                     assert_eq!(existing, internals[0]);
                     0
@@ -1062,7 +1086,8 @@ mod tests {
             // One entry for the key (the skew test's other key has expired by then).
             assert_eq!(t.live(nows[1]), 1);
         }
-        println!("race (skew {skew}): wins {wins:?}");
+        println!("race (skew {skew}): wins {wins:?}, loser stalled out {stalled}");
+        assert!(stalled * 100 <= rounds, "{stalled} of {rounds} rounds");
     }
 
     #[test]

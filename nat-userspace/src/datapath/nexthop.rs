@@ -44,8 +44,11 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// Notifications arriving closer together than this are handled in one pass.
 const EVENT_COALESCE: Duration = Duration::from_millis(20);
-/// Slots of the "already requested" filter that makes repeated requests cheap.
-const RECENT_SLOTS: usize = 4096;
+/// Slots of the "already requested" filter that makes repeated requests cheap (2^16,
+/// 512 KiB, as many as destinations kept, so that colliding unresolved destinations
+/// rarely keep re-queueing each other).
+const RECENT_BITS: u32 = 16;
+const RECENT_SLOTS: usize = 1 << RECENT_BITS;
 
 /// How to reach one destination from a worker: the interface to transmit on and the
 /// Ethernet header to write.
@@ -114,7 +117,7 @@ fn recent_key(dst: IpAddr) -> (usize, u64) {
             (h | (1 << 33), h)
         }
     };
-    ((h >> 52) as usize % RECENT_SLOTS, tag)
+    ((h >> (64 - RECENT_BITS)) as usize, tag)
 }
 
 /// The workers' side of the resolver. Cheap to clone; `request` never blocks.

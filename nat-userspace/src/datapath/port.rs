@@ -35,6 +35,8 @@ pub struct Port {
     pub ifname: String,
     pub ifindex: u32,
     pub queue: u32,
+    /// The interface MTU (used for the slow path when no next hop is known yet).
+    pub mtu: usize,
     pub fill: FillQueue,
     pub completion: CompletionQueue,
     pub rx: RingRx,
@@ -106,6 +108,7 @@ fn open_port(umem: &Umem, sock: Socket, name: &str, queue: u32, sizes: RingSizes
         ifname: name.to_string(),
         ifindex: crate::sys::if_index(name).unwrap_or(0),
         queue,
+        mtu: crate::sys::if_mtu(name).unwrap_or(1500),
         fill,
         completion,
         rx,

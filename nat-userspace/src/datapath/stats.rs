@@ -77,7 +77,15 @@ counters! {
     FragRx = "frag_rx",
     ReasmComplete = "reasm_complete",
     ReasmNonSip = "reasm_non_sip",
-    ReasmRejected = "reasm_rejected",
+    ReasmOverlap = "reasm_overlap",
+    ReasmTimeout = "reasm_timeout",
+    ReasmEvicted = "reasm_evicted",
+    ReasmTooBig = "reasm_too_big",
+    ReasmTooManyFragments = "reasm_too_many_fragments",
+    ReasmInconsistent = "reasm_inconsistent",
+    ReasmPoisoned = "reasm_poisoned",
+    ReasmNoSlot = "reasm_no_slot",
+    ReasmMalformed = "reasm_malformed",
     FragTx = "frag_tx",
     Refragmented = "refragmented",
     // MTU
@@ -101,11 +109,22 @@ counters! {
 /// Counters of one worker, readable by the control plane.
 pub struct WorkerStats {
     values: [AtomicU64; C::COUNT],
+    /// Gauges (current values, not counts).
+    pub reasm_memory: AtomicU64,
+    pub reasm_memory_limit: AtomicU64,
+    pub reasm_in_progress: AtomicU64,
+    pub free_frames: AtomicU64,
 }
 
 impl Default for WorkerStats {
     fn default() -> Self {
-        WorkerStats { values: std::array::from_fn(|_| AtomicU64::new(0)) }
+        WorkerStats {
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            reasm_memory: AtomicU64::new(0),
+            reasm_memory_limit: AtomicU64::new(0),
+            reasm_in_progress: AtomicU64::new(0),
+            free_frames: AtomicU64::new(0),
+        }
     }
 }
 

@@ -109,6 +109,7 @@ pub fn run(cfg: WorkerConfig, shared: Arc<Shared>, stats: Arc<WorkerStats>, read
         outside_fd: ports.outside.fd(),
         zero_copy: ports.zero_copy,
     }));
+    let next_ident = (cfg.queue << 24) ^ 0x0051_9700;
     let mut w = Worker {
         free: FreeFrames::new(cfg.frames),
         reasm: Reassembler::new(cfg.reasm),
@@ -123,6 +124,8 @@ pub fn run(cfg: WorkerConfig, shared: Arc<Shared>, stats: Arc<WorkerStats>, read
         ports,
         last_expire_ms: 0,
         reasm_reported: Default::default(),
+        // Distinct per worker so two workers never reuse an identification together.
+        next_ident,
     };
     w.refill(Side::Inside);
     w.refill(Side::Outside);
@@ -147,6 +150,8 @@ struct Worker {
     pending: [ArrayVec<XdpDesc, { 2 * MAX_BATCH }>; 2],
     last_expire_ms: u64,
     reasm_reported: super::reasm::ReasmStats,
+    /// IPv6 fragment identification for refragmented datagrams.
+    next_ident: u32,
 }
 
 /// Where the packet being handled lives.
@@ -310,12 +315,26 @@ impl Worker {
         }
     }
 
+    /// Turns the reassembler's monotonic stats into counter increments, and publishes the
+    /// gauges (reassembly memory, frames).
     fn report_reasm(&mut self) {
         let s = *self.reasm.stats();
-        let prev = std::mem::replace(&mut self.reasm_reported, s);
-        let rejected = (s.overlaps + s.too_many_fragments + s.too_big + s.timeouts + s.evictions + s.inconsistent + s.poisoned)
-            - (prev.overlaps + prev.too_many_fragments + prev.too_big + prev.timeouts + prev.evictions + prev.inconsistent + prev.poisoned);
-        self.batch.add(C::ReasmRejected, rejected);
+        let p = std::mem::replace(&mut self.reasm_reported, s);
+        let b = &mut self.batch;
+        b.add(C::ReasmOverlap, s.overlaps - p.overlaps);
+        b.add(C::ReasmTimeout, s.timeouts - p.timeouts);
+        b.add(C::ReasmEvicted, s.evictions - p.evictions);
+        b.add(C::ReasmTooBig, s.too_big - p.too_big);
+        b.add(C::ReasmTooManyFragments, s.too_many_fragments - p.too_many_fragments);
+        b.add(C::ReasmInconsistent, s.inconsistent - p.inconsistent);
+        b.add(C::ReasmPoisoned, s.poisoned - p.poisoned);
+        b.add(C::ReasmNoSlot, s.no_slot - p.no_slot);
+        b.add(C::ReasmMalformed, s.malformed - p.malformed);
+        let st = &self.stats;
+        st.reasm_memory.store(self.reasm.memory_in_use() as u64, Ordering::Relaxed);
+        st.reasm_memory_limit.store(self.reasm.limits().memory as u64, Ordering::Relaxed);
+        st.reasm_in_progress.store(self.reasm.in_progress() as u64, Ordering::Relaxed);
+        st.free_frames.store(self.free.len() as u64, Ordering::Relaxed);
     }
 
     fn handle_frame(&mut self, area: &mut Area, side: Side, d: XdpDesc, now_ms: u64) {
@@ -339,21 +358,23 @@ impl Worker {
             self.batch.inc(C::FragRx);
             let done = match self.reasm.add(&buf[..len], &layout, now_ms) {
                 Ok(Some(r)) => {
+                    // Scratch holds 64 KiB + 4 KiB: any IP datagram fits.
                     let bytes = r.bytes();
-                    let n = bytes.len().min(self.scratch.len());
-                    self.scratch[..n].copy_from_slice(&bytes[..n]);
-                    Some(n)
+                    let n = bytes.len();
+                    self.scratch[..n].copy_from_slice(bytes);
+                    Some((n, r.max_fragment_len()))
                 }
                 Ok(None) => None,
                 Err(_) => None, // counted in the reassembler's stats
             };
+            self.report_reasm();
             // The fragment's bytes are copied into the reassembly buffer: frame is free.
             self.free.push(d.addr);
-            if let Some(n) = done {
+            if let Some((n, max_frag)) = done {
                 self.batch.inc(C::ReasmComplete);
                 let mut scratch = std::mem::take(&mut self.scratch);
                 if let Ok(layout) = wire::parse(&scratch[..n], Link::Ethernet) {
-                    self.handle_packet(area, side, &mut scratch, layout, Loc::Scratch, true);
+                    self.handle_packet(area, side, &mut scratch, layout, Loc::Scratch, Some(max_frag));
                 } else {
                     self.batch.inc(C::DropBadFrame);
                 }
@@ -367,11 +388,11 @@ impl Worker {
         // SAFETY: `buf` is this frame's memory, exclusively ours until we hand the
         // descriptor back; `handle_packet` only touches `area` through other frames.
         let buf = unsafe { std::slice::from_raw_parts_mut(ptr, cap) };
-        self.handle_packet(area, side, buf, layout, Loc::Frame(d.addr), false);
+        self.handle_packet(area, side, buf, layout, Loc::Frame(d.addr), None);
     }
 
     /// Decides, rewrites and emits one whole packet in `buf` (packet + tailroom).
-    fn handle_packet(&mut self, area: &mut Area, side: Side, buf: &mut [u8], layout: Layout, loc: Loc, reassembled: bool) {
+    fn handle_packet(&mut self, area: &mut Area, side: Side, buf: &mut [u8], layout: Layout, loc: Loc, reassembled: Option<usize>) {
         let Some((sport, dport, _, _)) = layout.udp(buf) else {
             self.slow(buf, &layout, loc, C::SlowNotUdp);
             return;
@@ -427,7 +448,7 @@ impl Worker {
             }
         };
         self.count_sip(r.sip, r.family_mismatch, r.content_length_short);
-        if reassembled && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
+        if reassembled.is_some() && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
             self.batch.inc(C::ReasmNonSip);
         }
         if matches!(r.sip, Outcome::Malformed(_)) && malformed_drop {
@@ -455,7 +476,7 @@ impl Worker {
             self.release(loc);
             return;
         }
-        self.emit(area, side.other(), buf, len, &layout, loc);
+        self.emit(area, side.other(), buf, len, &layout, loc, reassembled);
     }
 
     fn count_sip(&mut self, o: Outcome, family_mismatch: u16, cl_short: bool) {
@@ -488,24 +509,35 @@ impl Worker {
         }
     }
 
-    /// Sends the packet out of `egress`: MACs from the next-hop table, fragments when it
-    /// exceeds the MTU (IPv4 without DF), ICMP to the source otherwise.
-    fn emit(&mut self, area: &mut Area, egress: Side, buf: &mut [u8], len: usize, layout: &Layout, loc: Loc) {
+    /// Sends the packet out of `egress`: MACs from the next-hop table (the kernel slow path
+    /// while the neighbour is unknown), fragments when it exceeds the MTU and may be
+    /// fragmented, ICMP to the source otherwise.
+    ///
+    /// `reassembled`: the packet arrived fragmented (largest fragment the sender used); it
+    /// is refragmented whatever its family or DF.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(&mut self, area: &mut Area, egress: Side, buf: &mut [u8], len: usize, layout: &Layout, loc: Loc, reassembled: Option<usize>) {
         let dst = dst_of(buf, layout);
-        let egress_ifindex = self.port(egress).ifindex;
+        let (egress_ifindex, port_mtu) = {
+            let p = self.port(egress);
+            (p.ifindex, p.mtu)
+        };
         let hop = match self.nexthops.current(&self.shared.nexthops).get(dst) {
-            Some(h) if h.ifindex == egress_ifindex => *h,
+            Some(h) if h.ifindex == egress_ifindex => Some(*h),
             Some(_) => return self.slow_len(buf, layout, len, loc, C::SlowOtherInterface),
             None => {
                 self.shared.resolver.request(dst);
-                return self.slow_len(buf, layout, len, loc, C::SlowNeighbor);
+                None
             }
         };
         let ip_len = len - layout.l3;
-        let mtu = hop.mtu as usize;
-        buf[0..6].copy_from_slice(&hop.dst_mac);
-        buf[6..12].copy_from_slice(&hop.src_mac);
+        let mtu = hop.map_or(port_mtu, |h| h.mtu as usize);
         if ip_len <= mtu {
+            let Some(hop) = hop else {
+                return self.slow_len(buf, layout, len, loc, C::SlowNeighbor);
+            };
+            buf[0..6].copy_from_slice(&hop.dst_mac);
+            buf[6..12].copy_from_slice(&hop.src_mac);
             match loc {
                 Loc::Frame(addr) => self.queue_tx(egress, addr, len),
                 Loc::Scratch => {
@@ -520,8 +552,9 @@ impl Worker {
             }
             return;
         }
-        // Too big for the egress link.
-        if layout.ipv6 || frag::ipv4_df(&buf[..len], layout.l3) {
+        // Too big for the egress link. A packet that arrived whole and has DF (or is IPv6)
+        // must not be fragmented by a router: tell the source, as the kernel would.
+        if reassembled.is_none() && (layout.ipv6 || frag::ipv4_df(&buf[..len], layout.l3)) {
             let growth = ip_len.saturating_sub(layout.ip_end - layout.l3);
             let fit = mtu.saturating_sub(growth);
             let ip = &buf[layout.l3..len];
@@ -539,10 +572,31 @@ impl Worker {
             self.release(loc);
             return;
         }
-        let ident = ipv4::Packet::new_unchecked(&buf[layout.l3..len]).ident() as u32;
+        // Fragment like the sender did (never larger than the egress MTU).
+        let mtu = reassembled.map_or(mtu, |m| m.clamp(1280.min(mtu), mtu));
+        let ident = if layout.ipv6 {
+            self.next_ident = self.next_ident.wrapping_add(1);
+            self.next_ident
+        } else {
+            u32::from(ipv4::Packet::new_unchecked(&buf[layout.l3..len]).ident())
+        };
+        if let Some(h) = hop {
+            buf[0..6].copy_from_slice(&h.dst_mac);
+            buf[6..12].copy_from_slice(&h.src_mac);
+        }
         let mut frames: ArrayVec<(u64, usize), 64> = ArrayVec::new();
+        let mut slow_errors = 0u64;
         let free = &mut self.free;
+        let slow = &self.shared.slow;
+        let l3 = layout.l3;
         let res = frag::fragment(&buf[..len], layout.l3, mtu, ident, &mut |piece: &[u8]| {
+            if hop.is_none() {
+                // No neighbour yet: the kernel sends the fragments (and resolves ARP/ND).
+                if slow.send_ip(&piece[l3..]).is_err() {
+                    slow_errors += 1;
+                }
+                return true;
+            }
             if frames.is_full() {
                 return false;
             }
@@ -559,10 +613,14 @@ impl Worker {
                 }
             }
         });
+        self.batch.add(C::SlowSendError, slow_errors);
         match res {
-            Ok(_) => {
+            Ok(n) => {
                 self.batch.inc(C::Refragmented);
-                self.batch.add(C::FragTx, frames.len() as u64);
+                self.batch.add(C::FragTx, n as u64);
+                if hop.is_none() {
+                    self.batch.inc(C::SlowNeighbor);
+                }
                 for (addr, l) in frames {
                     self.queue_tx(egress, addr, l);
                 }

@@ -86,3 +86,8 @@ pub fn rx_queues(ifname: &str) -> u32 {
         .unwrap_or(1)
         .max(1)
 }
+
+/// The MTU of an interface (sysfs).
+pub fn if_mtu(ifname: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu")).ok()?.trim().parse().ok()
+}

@@ -628,4 +628,68 @@ mod tests {
         r.header.kind = RouteType::Local;
         assert_eq!(route_from_message(&r), None);
     }
+
+    #[test]
+    fn splits_datagrams_and_classifies_events() {
+        let mut datagram = Vec::new();
+        let mut n = NeighbourMessage::default();
+        n.header.ifindex = 5;
+        n.header.family = AddressFamily::Inet;
+        n.header.state = NUD_REACHABLE.into();
+        n.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(10, 0, 0, 9))),
+            NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 9]),
+        ];
+        for (seq, inner) in [
+            (7, RouteNetlinkMessage::NewNeighbour(n.clone())),
+            (8, RouteNetlinkMessage::DelRoute(RouteMessage::default())),
+        ] {
+            let mut h = NetlinkHeader::default();
+            h.sequence_number = seq;
+            let mut m = NetlinkMessage::new(h, NetlinkPayload::from(inner));
+            m.finalize();
+            let start = datagram.len();
+            datagram.resize(start + m.buffer_len(), 0);
+            m.serialize(&mut datagram[start..]);
+            datagram.resize(datagram.len().next_multiple_of(4), 0);
+        }
+        let parts: Vec<_> = messages(&datagram).map(|m| m.unwrap()).collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].0, parts[0].2), (libc::RTM_NEWNEIGH, 7));
+        assert_eq!((parts[1].0, parts[1].2), (libc::RTM_DELROUTE, 8));
+        assert_eq!(
+            classify(parts[0].0, parts[0].3),
+            Some(Event::Neighbour { ifindex: Some(5) })
+        );
+        assert_eq!(classify(parts[1].0, parts[1].3), Some(Event::Route));
+        let entry = neighbour_from_message(&n).unwrap();
+        assert_eq!(entry.usable_mac(), Some([2, 0, 0, 0, 0, 9]));
+        assert_eq!(entry.ip, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
+        // A cut message is reported, not a panic; the iteration ends.
+        let cut: Vec<_> = messages(&datagram[..20]).collect();
+        assert_eq!(cut.len(), 1);
+        assert!(cut[0].is_err());
+        // An undecodable neighbour notification still counts as one.
+        assert_eq!(
+            classify(libc::RTM_NEWNEIGH, &datagram[..16]),
+            Some(Event::Neighbour { ifindex: None })
+        );
+    }
+
+    /// Queries in the test's own namespace (no privilege needed, nothing is sent).
+    #[test]
+    fn kernel_queries_in_this_namespace() {
+        let mut s = RtnlSocket::open().unwrap();
+        let lo = s.link(1).unwrap().expect("ifindex 1 is lo");
+        assert_eq!(lo.ifindex, 1);
+        assert!(lo.mtu > 0);
+        assert_eq!(s.link(0x7fff_fff0).unwrap(), None);
+        // 127.0.0.1 is local: not a unicast route to an Ethernet next hop.
+        assert_eq!(s.route_get(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap(), None);
+        assert!(s.neighbours(1).unwrap().iter().all(|n| n.ifindex == 1));
+        // The socket stays usable across many requests.
+        for _ in 0..100 {
+            assert!(s.link(1).unwrap().is_some());
+        }
+    }
 }

@@ -65,6 +65,23 @@ impl Netns {
         pid
     }
 
+    /// Starts a background process inside the namespace with its output discarded and its
+    /// working directory in the temp dir (sipp writes files there); killed on drop.
+    pub fn spawn_quiet(&mut self, argv: &[&str]) -> u32 {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .current_dir(std::env::temp_dir())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn in netns");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
     /// Runs `f` on a thread that has entered this namespace (sockets and netlink calls
     /// made there belong to it) and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {

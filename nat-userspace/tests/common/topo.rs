@@ -1,0 +1,379 @@
+//! The end-to-end topology, sipnat as a process inside it, packet captures and sipp:
+//!
+//! ```text
+//!  ua                         gw (sipnat)                               carrier
+//!  ua0 10.0.0.2/24 ==veth== gwin 10.0.0.1/24 | gwout 198.51.100.1/24 ==veth== car0 198.51.100.2/24
+//! ```
+//! Everything is created in namespaces the test owns and removed on drop, also on failure.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use super::netns::Netns;
+
+pub const UA_IP: &str = "10.0.0.2";
+pub const GW_IN_IP: &str = "10.0.0.1";
+pub const EXT_IP: &str = "198.51.100.1";
+pub const CAR_IP: &str = "198.51.100.2";
+
+pub fn sipnat_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sipnat")
+}
+
+pub fn scenario(name: &str) -> String {
+    format!("{}/tests/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "sipnat-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("SIPNAT_KEEP_TEST_FILES").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub struct Topo {
+    pub ua: Netns,
+    pub gw: Netns,
+    pub car: Netns,
+    pub dir: TempDir,
+}
+
+impl Topo {
+    pub fn new(tag: &str) -> Topo {
+        let ua = Netns::new(&format!("{tag}-ua"));
+        let gw = Netns::new(&format!("{tag}-gw"));
+        let car = Netns::new(&format!("{tag}-car"));
+        ua.exec(&[
+            "ip", "link", "add", "ua0", "type", "veth", "peer", "name", "gwin", "netns", &gw.name,
+        ]);
+        car.exec(&[
+            "ip", "link", "add", "car0", "type", "veth", "peer", "name", "gwout", "netns", &gw.name,
+        ]);
+        for (ns, ifname, addr) in [
+            (&ua, "ua0", "10.0.0.2/24"),
+            (&gw, "gwin", "10.0.0.1/24"),
+            (&gw, "gwout", "198.51.100.1/24"),
+            (&car, "car0", "198.51.100.2/24"),
+        ] {
+            ns.exec(&["ip", "addr", "add", addr, "dev", ifname]);
+            ns.exec(&["ip", "link", "set", ifname, "up"]);
+            // Real checksums on the wire: veth would otherwise leave them partial.
+            ns.exec(&["ethtool", "-K", ifname, "tx", "off"]);
+        }
+        ua.exec(&["ip", "route", "add", "default", "via", GW_IN_IP]);
+        // The carrier can reach the private side only through the gateway (used when
+        // sipnat is down and the kernel forwards unrewritten traffic).
+        car.exec(&["ip", "route", "add", "10.0.0.0/24", "via", EXT_IP]);
+        gw.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        Topo {
+            ua,
+            gw,
+            car,
+            dir: TempDir::new(tag),
+        }
+    }
+
+    /// Writes a sipnat config (rule 10.0.0.0/24, external 198.51.100.1) with `extra` TOML
+    /// appended to the [nat] table, and returns its path.
+    pub fn config(&self, name: &str, nat_extra: &str, rest: &str) -> PathBuf {
+        let socket = self.dir.path(&format!("{name}.sock"));
+        let text = format!(
+            "[interfaces]\ninside = \"gwin\"\noutside = \"gwout\"\nsip_ports = [5060]\non_failure = \"pass\"\n\n\
+             [nat]\nexternal_ip = \"{EXT_IP}\"\nl3 = \"snat\"\n{nat_extra}\n\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\n\n\
+             [control]\nsocket = \"{}\"\nmetrics = \"\"\n\n{rest}\n",
+            socket.display()
+        );
+        let p = self.dir.path(&format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+/// sipnat running in the gateway namespace.
+pub struct Sipnat {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    gw: String,
+}
+
+impl Sipnat {
+    /// Starts `sipnat run -c config` in `gw` and waits until its control socket answers.
+    pub fn start(gw: &Netns, config: &Path, socket: PathBuf, log: PathBuf) -> Sipnat {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &gw.name, sipnat_bin(), "run", "-c"])
+            .arg(config)
+            .env("SIPNAT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let mut s = Sipnat {
+            child: Some(child),
+            socket,
+            log,
+            gw: gw.name.clone(),
+        };
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if s.ctl(&["status"]).is_ok() {
+                return s;
+            }
+            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sipnat exited ({st}) during start:\n{}", s.log_text());
+            }
+            assert!(
+                Instant::now() < end,
+                "sipnat not ready within 20 s:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a control command (`sipnat --socket S ARGS`), in the gateway namespace.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.gw, sipnat_bin(), "--socket"])
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    pub fn stats(&self) -> Value {
+        let s = self
+            .ctl(&["stats", "--json"])
+            .unwrap_or_else(|e| panic!("stats: {e}"));
+        serde_json::from_str(&s).unwrap()
+    }
+
+    /// A worker counter summed over workers.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.stats()["total"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name}"))
+    }
+
+    /// Stops with SIGTERM and returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        // SAFETY: signal to our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        wait_exit(&mut c, Duration::from_secs(10))
+    }
+
+    /// Kills with SIGKILL (no cleanup by sipnat).
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_exit(c: &mut Child, timeout: Duration) -> Option<i32> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(st) = c.try_wait().ok().flatten() {
+            return st.code();
+        }
+        if Instant::now() > end {
+            let _ = c.kill();
+            return c.wait().ok().and_then(|s| s.code());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Sipnat {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signal to our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            wait_exit(&mut c, Duration::from_secs(10));
+        }
+    }
+}
+
+/// A tcpdump capture in a namespace, written to a pcap file; stopped (and flushed) on
+/// `finish`.
+pub struct Capture {
+    child: Option<Child>,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    pub fn start(ns: &Netns, ifname: &str, file: PathBuf, filter: &str) -> Capture {
+        let err = file.with_extension("log");
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &ns.name, "tcpdump", "-i", ifname, "-U", "-n", "-s", "0", "-w",
+            ])
+            .arg(&file)
+            .args(filter.split_whitespace())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        // Wait until tcpdump says it is listening.
+        let end = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(
+                Instant::now() < end,
+                "tcpdump did not start: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Capture {
+            child: Some(child),
+            file,
+        }
+    }
+
+    /// Stops the capture once everything sent before now is in the file: a marker
+    /// datagram is sent from the UA namespace to the carrier (a plain UDP port, kernel
+    /// path, crossing both captured links) until it shows up in the file; then SIGINT.
+    pub fn finish(mut self, topo: &Topo) -> PathBuf {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let marker = format!("SIPNAT-CAPTURE-MARK-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let m = marker.clone();
+            topo.ua.run(move || {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                let _ = s.send_to(m.as_bytes(), (CAR_IP, 9));
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            let data = std::fs::read(&self.file).unwrap_or_default();
+            if data.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                break;
+            }
+            assert!(Instant::now() < end, "capture {} never saw the end marker", self.file.display());
+        }
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signal to our own child; tcpdump flushes on SIGINT.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            wait_exit(&mut c, Duration::from_secs(10));
+        }
+        self.file.clone()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `tshark -r FILE` with checksum validation on, returning its stdout.
+pub fn tshark(file: &Path, args: &[&str]) -> String {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args([
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-o",
+            "sip.tls.port:0",
+        ])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .expect("run tshark");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs sipp to completion inside `ns`; returns (exit code, stdout+stderr).
+pub fn sipp(ns: &Netns, args: &[&str], timeout: Duration) -> (i32, String) {
+    let out = Command::new("timeout")
+        .arg(format!("{}", timeout.as_secs()))
+        .args(["ip", "netns", "exec", &ns.name, "sipp"])
+        .args(args)
+        .args(["-nostdin"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Starts a sipp UAS (background) in `ns`; ended by PID when the namespace is dropped.
+pub fn sipp_uas(ns: &mut Netns, ip: &str, scenario_args: &[&str]) -> u32 {
+    // Foreground (no -bg), so the PID we track and end is sipp's own.
+    let mut argv = vec!["sipp", "-i", ip, "-p", "5060", "-nostdin"];
+    argv.extend_from_slice(scenario_args);
+    ns.spawn_quiet(&argv)
+}
+
+/// Waits until `cond` holds (polling), or panics after `timeout` with `what`.
+pub fn await_condition(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}

@@ -1,0 +1,420 @@
+//! The rewriter core allocates nothing: every bench input (`../shared/bench-inputs/`, with
+//! the config its benchmark uses), the whole-packet variant and an inbound run, 1000 calls
+//! each under a counting global allocator.
+//!
+//! The counter and its "armed" flag are thread-local, so tests running in parallel threads
+//! (and the harness itself) cannot add to another test's count. Buffers are prepared while
+//! disarmed; armed, each call restores the input with `copy_from_slice` and rewrites it.
+//!
+//! Inputs are read from `$SIPNAT_BENCH_INPUTS`, default `<workspace>/../shared/bench-inputs`.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
+    hint::black_box,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
+
+use etherparse::PacketBuilder;
+use sipnat::{
+    nat::{
+        addr::{never_rewritten, parse_ip},
+        ExternalAddrs, Net, RewriteConfig,
+    },
+    rewrite::{
+        packet::{rewrite_packet, udp_checksum_ok, L3Action},
+        rewrite_message, Changes, Context, Direction, Outcome,
+    },
+    wire::{self, Link},
+};
+
+// ---------------------------------------------------------------------------------------
+// The counting allocator.
+
+struct Counting;
+
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// (allocations incl. reallocs, bytes requested) while armed, this thread.
+    static COUNT: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+fn note(bytes: usize) {
+    // `try_with`: the allocator may run while this thread's locals are being torn down.
+    if ARMED.try_with(Cell::get).unwrap_or(false) {
+        let _ = COUNT.try_with(|c| {
+            let (n, b) = c.get();
+            c.set((n + 1, b + bytes as u64));
+        });
+    }
+}
+
+// SAFETY: forwards every call to `System` unchanged; only counts on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: as `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: as `alloc`; `ptr` and `layout` come from this allocator (i.e. System).
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by System with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` with counting armed on this thread: `(allocations, bytes)` it made.
+fn counted(f: impl FnOnce()) -> (u64, u64) {
+    COUNT.with(|c| c.set((0, 0)));
+    ARMED.with(|a| a.set(true));
+    f();
+    ARMED.with(|a| a.set(false));
+    COUNT.with(Cell::get)
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs and configs (as in benches/benches/rewriter.rs).
+
+const CALLS: u64 = 1000;
+const TAILROOM: usize = 1024;
+const EXT_ORIGIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const EXT_CARRIER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const CARRIER_HOST: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
+const CARRIER_PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+fn inputs_dir() -> PathBuf {
+    match std::env::var_os("SIPNAT_BENCH_INPUTS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/bench-inputs"
+        )),
+    }
+}
+
+fn load(name: &str) -> Vec<u8> {
+    let p = inputs_dir().join(name);
+    std::fs::read(&p).unwrap_or_else(|e| {
+        panic!(
+            "reading {} (set SIPNAT_BENCH_INPUTS to the bench-inputs folder): {e}",
+            p.display()
+        )
+    })
+}
+
+fn rule(net: &str) -> RewriteConfig {
+    RewriteConfig::single(Net::parse(net).expect("valid net"))
+}
+
+fn header_config() -> RewriteConfig {
+    let mut c = rule("192.168.1.100/32");
+    c.record_route = true;
+    c
+}
+
+fn carrier_config() -> RewriteConfig {
+    let mut c = rule("10.88.0.0/24");
+    c.from_to = true;
+    c
+}
+
+fn ctx(config: &RewriteConfig, ext: Ipv4Addr, direction: Direction) -> Context<'_> {
+    Context {
+        config,
+        external: ExternalAddrs::v4(ext),
+        direction,
+        internal: None,
+    }
+}
+
+fn carrier_changes() -> Changes {
+    Changes {
+        via: 1,
+        from_to: 1,
+        contact: 1,
+        sdp_origin: 1,
+        sdp_connection: 2,
+        sdp_rtcp: 1,
+        content_length: 1,
+        ..Changes::default()
+    }
+}
+
+fn frame(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(5060, 5060);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload).expect("build frame");
+    v
+}
+
+/// A work buffer: `input` followed by tailroom.
+fn work(input: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; input.len() + TAILROOM];
+    b[..input.len()].copy_from_slice(input);
+    b
+}
+
+fn report(name: &str, (allocs, bytes): (u64, u64)) {
+    println!(
+        "{name:<34} {CALLS} calls: {allocs} allocations, {bytes} B -> {} allocations/op",
+        allocs as f64 / CALLS as f64
+    );
+}
+
+/// Checks one message-level case once (expected outcome), then counts `CALLS` rewrites.
+fn message_case(name: &str, input: &[u8], ctx: &Context<'_>, want: Outcome) -> (u64, u64) {
+    let mut buf = work(input);
+    let r = rewrite_message(&mut buf, input.len(), ctx);
+    assert_eq!(r.outcome, want, "{name}: unexpected outcome");
+    let len = input.len();
+    let counts = counted(|| {
+        for _ in 0..CALLS {
+            buf[..len].copy_from_slice(input);
+            let r = rewrite_message(black_box(&mut buf), len, black_box(ctx));
+            assert_eq!(r.outcome, want);
+        }
+    });
+    report(name, counts);
+    counts
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Private,
+    Public,
+    NeverRewritten,
+    NotAnAddress,
+}
+
+fn classify(config: &RewriteConfig, text: &[u8]) -> Class {
+    match parse_ip(text) {
+        None => Class::NotAnAddress,
+        Some(a) if never_rewritten(a) => Class::NeverRewritten,
+        Some(a) if config.is_local(a) => Class::Private,
+        Some(_) => Class::Public,
+    }
+}
+
+#[test]
+fn counter_counts() {
+    let (n, bytes) = counted(|| {
+        black_box(vec![0u8; 100]);
+    });
+    assert_eq!(
+        (n, bytes),
+        (1, 100),
+        "the counting allocator must see a Vec"
+    );
+    let (n, _) = counted(|| {});
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn rewriter_allocates_nothing() {
+    let mut results: Vec<(&str, (u64, u64))> = Vec::new();
+
+    let header = header_config();
+    let o = ctx(&header, EXT_ORIGIN, Direction::Outbound);
+    let want = Outcome::Rewritten(Changes {
+        via: 1,
+        contact: 1,
+        record_route: 1,
+        ..Changes::default()
+    });
+    let input = load("header-rewriting.sip");
+    results.push((
+        "HeaderRewriting",
+        message_case("HeaderRewriting", &input, &o, want),
+    ));
+
+    let sdp = rule("192.168.1.100/32");
+    let input = load("sdp-rewriting.sip");
+    let want = Outcome::Rewritten(Changes {
+        sdp_origin: 1,
+        sdp_connection: 2,
+        content_length: 1,
+        ..Changes::default()
+    });
+    let c = ctx(&sdp, EXT_ORIGIN, Direction::Outbound);
+    results.push((
+        "SDPRewriting",
+        message_case("SDPRewriting", &input, &c, want),
+    ));
+
+    // Concurrent: two threads, each counting its own calls.
+    let input = load("concurrent.sip");
+    let want = Outcome::Rewritten(Changes {
+        via: 1,
+        contact: 1,
+        ..Changes::default()
+    });
+    let per_thread: Vec<(u64, u64)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| message_case("Concurrent (1 of 2 threads)", &input, &o, want)))
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let sum = per_thread
+        .iter()
+        .fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+    results.push(("Concurrent", sum));
+
+    let mut disabled = header_config();
+    disabled.enabled = false;
+    let input = load("fast-path.sip");
+    let c = ctx(&disabled, EXT_ORIGIN, Direction::Outbound);
+    results.push((
+        "FastPath",
+        message_case("FastPath", &input, &c, Outcome::Unchanged),
+    ));
+
+    // PrivateIPDetection: one op = the six addresses of the file.
+    let file = String::from_utf8(load("private-ip-detection.txt")).expect("UTF-8");
+    let defaults = RewriteConfig::default();
+    let mut addrs: Vec<(Vec<u8>, Class)> = Vec::new();
+    for l in file.lines().filter(|l| !l.trim().is_empty()) {
+        let (a, w) = l.split_once(' ').expect("`address expected` lines");
+        let want = match w.trim() {
+            "true" => Class::Private,
+            "false" => Class::Public,
+            "loopback-never-rewritten" => Class::NeverRewritten,
+            w => panic!("unknown expectation {w:?}"),
+        };
+        assert_eq!(classify(&defaults, a.as_bytes()), want, "{a}");
+        addrs.push((a.as_bytes().to_vec(), want));
+    }
+    assert_eq!(addrs.len(), 6);
+    let counts = counted(|| {
+        for _ in 0..CALLS {
+            for (a, want) in &addrs {
+                assert_eq!(classify(black_box(&defaults), black_box(a)), *want);
+            }
+        }
+    });
+    report("PrivateIPDetection (6 addresses)", counts);
+    results.push(("PrivateIPDetection", counts));
+
+    let mem = rule("192.168.1.0/24");
+    let input = load("memory-efficiency.sip");
+    let want = Outcome::Rewritten(Changes {
+        via: 1,
+        contact: 2,
+        sdp_origin: 1,
+        sdp_connection: 3,
+        content_length: 1,
+        ..Changes::default()
+    });
+    let c = ctx(&mem, EXT_ORIGIN, Direction::Outbound);
+    results.push((
+        "MemoryEfficiency",
+        message_case("MemoryEfficiency", &input, &c, want),
+    ));
+
+    let carrier = carrier_config();
+    let invite = load("carrier-invite-sdp.sip");
+    let out = ctx(&carrier, EXT_CARRIER, Direction::Outbound);
+    let want = Outcome::Rewritten(carrier_changes());
+    results.push((
+        "CarrierInviteSdp",
+        message_case("CarrierInviteSdp", &invite, &out, want),
+    ));
+
+    // Whole packet, outbound: SNAT the source.
+    let f = frame(CARRIER_HOST, CARRIER_PEER, &invite);
+    let snat = L3Action {
+        src: Some(IpAddr::V4(EXT_CARRIER)),
+        dst: None,
+    };
+    let (counts, rewritten) = packet_case("CarrierInviteSdpPacket", &f, &out, snat, want);
+    results.push(("CarrierInviteSdpPacket", counts));
+
+    // Inbound: the rewritten INVITE as if it came back to the external address; the
+    // destination is restored to the internal host and so is every address in the payload.
+    let layout = wire::parse(&rewritten, Link::Ethernet).expect("parses");
+    let (_, _, p, n) = layout.udp(&rewritten).expect("udp");
+    let back_payload = rewritten[p..p + n].to_vec();
+    let back = frame(CARRIER_PEER, EXT_CARRIER, &back_payload);
+    let inbound = Context {
+        internal: Some(IpAddr::V4(CARRIER_HOST)),
+        ..ctx(&carrier, EXT_CARRIER, Direction::Inbound)
+    };
+    let restore = L3Action {
+        src: None,
+        dst: Some(IpAddr::V4(CARRIER_HOST)),
+    };
+    let (counts, restored) = packet_case(
+        "CarrierInviteSdpPacket inbound",
+        &back,
+        &inbound,
+        restore,
+        want,
+    );
+    let layout = wire::parse(&restored, Link::Ethernet).expect("parses");
+    let (_, _, p, n) = layout.udp(&restored).expect("udp");
+    assert_eq!(
+        &restored[p..p + n],
+        &invite[..],
+        "inbound restores the original INVITE"
+    );
+    results.push(("CarrierInviteSdpPacket inbound", counts));
+    // The message-level inbound call too.
+    results.push((
+        "CarrierInviteSdp inbound",
+        message_case("CarrierInviteSdp inbound", &back_payload, &inbound, want),
+    ));
+
+    println!("\nallocations per op:");
+    for (name, (n, _)) in &results {
+        println!("  {name:<32} {}", *n as f64 / CALLS as f64);
+    }
+    let bad: Vec<_> = results.iter().filter(|(_, (n, _))| *n != 0).collect();
+    assert!(bad.is_empty(), "the rewriter allocated: {bad:?}");
+}
+
+/// Checks one whole-packet case once (expected outcome, valid checksum), then counts
+/// `CALLS` parse + rewrite calls. Returns the counts and the rewritten frame.
+fn packet_case(
+    name: &str,
+    frame: &[u8],
+    ctx: &Context<'_>,
+    l3: L3Action,
+    want: Outcome,
+) -> ((u64, u64), Vec<u8>) {
+    let mut buf = work(frame);
+    let layout = wire::parse(&buf, Link::Ethernet).expect("frame parses");
+    let r = rewrite_packet(&mut buf, &layout, ctx, l3).expect("UDP");
+    assert_eq!(r.sip, want, "{name}");
+    assert!(r.l3_changed, "{name}: {r:?}");
+    let rewritten = buf[..r.len].to_vec();
+    let out_layout = wire::parse(&rewritten, Link::Ethernet).expect("output parses");
+    assert!(udp_checksum_ok(&rewritten, &out_layout), "{name}: checksum");
+    let len = frame.len();
+    let counts = counted(|| {
+        for _ in 0..CALLS {
+            buf[..len].copy_from_slice(frame);
+            let layout = wire::parse(black_box(&buf), Link::Ethernet).expect("parses");
+            let r = rewrite_packet(black_box(&mut buf), &layout, black_box(ctx), l3);
+            assert_eq!(r.map(|r| r.sip), Ok(want));
+        }
+    });
+    report(name, counts);
+    (counts, rewritten)
+}

@@ -15,7 +15,7 @@ use std::{
 use common::{
     privileged,
     sipcheck::{cl_and_rest, rewritable_addresses},
-    topo::{scenario, sipp, sipp_uas, tshark, Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    topo::{await_condition, scenario, sipp, sipp_uas, tshark, Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -224,4 +224,300 @@ fn big_invite_is_reassembled_rewritten_and_refragmented() {
     }
     checksums_ok(&outside, invites.len());
     assert_eq!(sipnat.stop(), Some(0));
+}
+
+#[test]
+fn bad_fragment_trains_are_dropped_counted_and_bounded() {
+    if !privileged("bad_fragment_trains_are_dropped_counted_and_bounded") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("badfrag");
+    // 64 KiB of reassembly memory = 4 datagrams of 16 KiB; 500 ms timeout.
+    let cfg = t.config("gw", "", "[datapath]\nreassembly_memory = 65536\nreassembly_timeout_ms = 500");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "ip[6:2] & 0x3fff != 0 or udp port 9");
+    let udp_head = |len: u16| {
+        let mut d = vec![0x9c, 0x40, 0x13, 0xc4, 0, 0, 0, 0];
+        d[4..6].copy_from_slice(&len.to_be_bytes());
+        d.extend_from_slice(&[b'x'; 56]);
+        d
+    };
+    let mut pkts = Vec::new();
+    // Overlap: the second fragment covers bytes of the first.
+    pkts.push(common::topo::ipv4_fragment(100, 0, true, &udp_head(120)));
+    pkts.push(common::topo::ipv4_fragment(100, 32, true, &[b'o'; 64]));
+    pkts.push(common::topo::ipv4_fragment(100, 96, false, &[b'z'; 24]));
+    // Duplicate first fragment.
+    pkts.push(common::topo::ipv4_fragment(101, 0, true, &udp_head(120)));
+    pkts.push(common::topo::ipv4_fragment(101, 0, true, &udp_head(120)));
+    // Ten incomplete trains (first fragment only) against 4 slots.
+    for id in 110..120 {
+        pkts.push(common::topo::ipv4_fragment(id, 0, true, &udp_head(3000)));
+    }
+    common::topo::send_raw_ipv4(&t.ua, pkts);
+    let mut max_mem = 0;
+    let mut limit = 0;
+    await_condition("overlap, duplicate, evictions and timeouts counted", Duration::from_secs(10), || {
+        let st = sipnat.stats();
+        let w = &st["workers"][0]["reassembly"];
+        max_mem = max_mem.max(w["memory_bytes"].as_u64().unwrap());
+        limit = w["memory_limit_bytes"].as_u64().unwrap();
+        let c = &st["total"];
+        let g = |k: &str| c[k].as_u64().unwrap();
+        g("reasm_overlap") >= 2 && g("reasm_evicted") >= 6 && g("reasm_timeout") >= 1 && w["in_progress"].as_u64() == Some(0)
+    });
+    let st = sipnat.stats();
+    let c = &st["total"];
+    assert_eq!(c["frag_rx"].as_u64(), Some(15), "{c}");
+    assert_eq!(c["reasm_complete"].as_u64(), Some(0), "{c}");
+    assert!(c["reasm_poisoned"].as_u64().unwrap() >= 1, "the overlapped datagram's last fragment is dropped too: {c}");
+    assert_eq!(c["reasm_evicted"].as_u64().unwrap() + c["reasm_timeout"].as_u64().unwrap(), 10, "{c}");
+    assert_eq!(limit, 65536);
+    assert!(max_mem <= limit, "reassembly memory {max_mem} above its limit {limit}");
+    assert_eq!(st["workers"][0]["reassembly"]["memory_bytes"].as_u64(), Some(0));
+    // Nothing of these trains reached the carrier.
+    let outside = out_cap.finish(&t);
+    assert_eq!(tshark(&outside, &["-Y", "ip.id >= 100 && ip.id < 120"]).trim(), "");
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+#[test]
+fn non_sip_traffic_passes_unchanged_and_is_counted() {
+    if !privileged("non_sip_traffic_passes_unchanged_and_is_counted") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("nonsip");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[0x5a; 12]);
+    // Carrier listeners: UDP 5060, UDP 5061, TCP 5060.
+    let (tx, rx) = std::sync::mpsc::channel::<(String, Vec<u8>)>();
+    let car = t.car.name.clone();
+    let listeners = std::thread::spawn(move || {
+        common::netns::Netns::attach_existing(&car).run(move || {
+            let u5060 = std::net::UdpSocket::bind((CAR_IP, 5060)).unwrap();
+            let u5061 = std::net::UdpSocket::bind((CAR_IP, 5061)).unwrap();
+            let tcp = std::net::TcpListener::bind((CAR_IP, 5060)).unwrap();
+            for s in [&u5060, &u5061] {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            }
+            let mut buf = [0u8; 2048];
+            for _ in 0..2 {
+                let (n, from) = u5060.recv_from(&mut buf).unwrap();
+                tx.send((format!("udp5060 {from}"), buf[..n].to_vec())).unwrap();
+            }
+            let (n, from) = u5061.recv_from(&mut buf).unwrap();
+            tx.send((format!("udp5061 {from}"), buf[..n].to_vec())).unwrap();
+            let (mut c, from) = tcp.accept().unwrap();
+            let mut v = Vec::new();
+            use std::io::Read;
+            c.read_to_end(&mut v).unwrap();
+            tx.send((format!("tcp5060 {from}"), v)).unwrap();
+        })
+    });
+    std::thread::sleep(Duration::from_millis(200)); // listeners bound (the sends retry anyway)
+    let (stun2, ua) = (stun.clone(), t.ua.name.clone());
+    common::netns::Netns::attach_existing(&ua).run(move || {
+        let s = std::net::UdpSocket::bind((UA_IP, 5060)).unwrap();
+        s.send_to(&stun2, (CAR_IP, 5060)).unwrap();
+        s.send_to(b"\r\n\r\n", (CAR_IP, 5060)).unwrap();
+        // From an ephemeral port: a SIP port on either side would make it steered.
+        std::net::UdpSocket::bind((UA_IP, 0)).unwrap().send_to(b"plain udp 5061", (CAR_IP, 5061)).unwrap();
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect((CAR_IP, 5060)).unwrap();
+        c.write_all(b"OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nContent-Length: 0\r\n\r\n").unwrap();
+    });
+    listeners.join().unwrap();
+    let got: Vec<(String, Vec<u8>)> = rx.try_iter().collect();
+    let find = |k: &str| got.iter().filter(|(w, _)| w.starts_with(k)).cloned().collect::<Vec<_>>();
+    let u = find("udp5060");
+    assert_eq!(u.len(), 2, "{got:?}");
+    for (who, payload) in &u {
+        assert!(who.ends_with(&format!("{EXT_IP}:5060")), "UDP 5060 non-SIP is forwarded with the NATed source: {who}");
+        assert!(payload == &stun || payload == b"\r\n\r\n", "payload changed: {payload:?}");
+    }
+    let p = find("udp5061");
+    assert_eq!(p[0].1, b"plain udp 5061");
+    assert!(p[0].0.starts_with(&format!("udp5061 {UA_IP}:")), "kernel path keeps the source: {}", p[0].0);
+    let tcp = find("tcp5060");
+    assert!(tcp[0].1.starts_with(b"OPTIONS sip:x@198.51.100.2"), "TCP 5060 passes untouched");
+    // ICMP through the kernel path as well.
+    t.ua.run(|| {
+        let s = std::net::UdpSocket::bind((UA_IP, 0)).unwrap();
+        let _ = s.send_to(b"to a closed port", (CAR_IP, 9)); // answered by ICMP port unreachable
+    });
+    await_condition("counters", Duration::from_secs(5), || {
+        let st = sipnat.stats();
+        let x = &st["xdp"]["inside"];
+        let c = &st["total"];
+        x["pass_not_sip_port"].as_u64().unwrap() >= 2 && x["pass_not_udp"].as_u64().unwrap() >= 3
+            && st["xdp"]["outside"]["pass_not_udp"].as_u64().unwrap() >= 1
+            && c["not_sip_stun"].as_u64() == Some(1) && c["not_sip_keepalive"].as_u64() == Some(1)
+    });
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+/// An OPTIONS of exactly `size` bytes of UDP payload whose Contact lists `n` private
+/// addresses (each grows by 4 bytes when rewritten).
+fn growing_message(n: usize, size: usize) -> Vec<u8> {
+    let contacts: Vec<String> = (0..n).map(|_| format!("<sip:u@{UA_IP}:5060>")).collect();
+    let head = format!(
+        "OPTIONS sip:carrier@{CAR_IP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UA_IP}:5060;branch=z9hG4bK-grow\r\nCall-ID: grow\r\nCSeq: 1 OPTIONS\r\nContact: {}\r\nX-Pad: ",
+        contacts.join(", ")
+    );
+    let tail = "\r\nContent-Length: 0\r\n\r\n";
+    let pad = size - head.len() - tail.len();
+    let mut m = head.into_bytes();
+    m.extend(std::iter::repeat_n(b'p', pad));
+    m.extend_from_slice(tail.as_bytes());
+    assert_eq!(m.len(), size);
+    m
+}
+
+/// What sipnat should make of `msg` (the library's own rewrite, outbound).
+fn expected_rewrite(msg: &[u8]) -> Vec<u8> {
+    use sipnat::{
+        nat::{ExternalAddrs, Net, RewriteConfig},
+        rewrite::{rewrite_message, Context, Direction},
+    };
+    let cfg = RewriteConfig::single(Net::parse("10.0.0.0/24").unwrap());
+    let ctx = Context { config: &cfg, external: ExternalAddrs::from_ip(EXT_IP.parse().unwrap()), direction: Direction::Outbound, internal: None };
+    let mut buf = msg.to_vec();
+    buf.resize(msg.len() + 4096, 0);
+    let r = rewrite_message(&mut buf, msg.len(), &ctx);
+    buf.truncate(r.len);
+    buf
+}
+
+fn set_pmtudisc(s: &std::net::UdpSocket, v: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on our socket with a local int.
+    let r = unsafe { libc::setsockopt(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, (&v as *const i32).cast(), 4) };
+    assert_eq!(r, 0);
+}
+
+#[test]
+fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
+    if !privileged("growth_past_the_mtu_is_fragmented_or_answered_with_icmp") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("mtu");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    // 1460 bytes of SIP (a 1488-byte IP packet) that grow by 31 × 4 = 124 bytes: 1612 > 1500.
+    let msg = growing_message(30, 1460);
+    let want = expected_rewrite(&msg);
+    assert_eq!(want.len(), 1584); // Via + 30 Contacts, 4 bytes each
+    let car = t.car.name.clone();
+    let receiver = std::thread::spawn(move || {
+        common::netns::Netns::attach_existing(&car).run(move || {
+            let s = std::net::UdpSocket::bind((CAR_IP, 5060)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 4096];
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            (buf[..n].to_vec(), from.to_string())
+        })
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // DF clear: sipnat refragments and the datagram is delivered whole.
+    let m = msg.clone();
+    t.ua.run(move || {
+        let s = std::net::UdpSocket::bind((UA_IP, 5060)).unwrap();
+        set_pmtudisc(&s, libc::IP_PMTUDISC_DONT);
+        s.send_to(&m, (CAR_IP, 5060)).unwrap();
+    });
+    let (got, from) = receiver.join().unwrap();
+    assert_eq!(from, format!("{EXT_IP}:5060"));
+    assert_eq!(got, want, "delivered datagram differs from the expected rewrite");
+    let c = sipnat.stats()["total"].clone();
+    assert!(c["refragmented"].as_u64().unwrap() >= 1 && c["frag_tx"].as_u64().unwrap() >= 2, "{c}");
+    // DF set: sipnat answers "fragmentation needed" with the MTU that makes it fit after
+    // growth, and the sender's kernel learns that path MTU.
+    let m = msg.clone();
+    let learned = t.ua.run(move || {
+        // A connected socket: the kernel hands it the ICMP and keeps the path MTU.
+        let s = std::net::UdpSocket::bind((UA_IP, 5062)).unwrap();
+        s.connect((CAR_IP, 5060)).unwrap();
+        set_pmtudisc(&s, libc::IP_PMTUDISC_DO);
+        s.send(&m).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            use std::os::fd::AsRawFd;
+            let mut mtu: i32 = 0;
+            let mut len: libc::socklen_t = 4;
+            // SAFETY: getsockopt into a local int.
+            unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU, (&mut mtu as *mut i32).cast(), &mut len) };
+            if mtu != 1500 || std::time::Instant::now() > end {
+                return mtu;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    assert_eq!(learned, 1376, "the sender's kernel learns MTU - growth from sipnat's ICMP");
+    let c = sipnat.stats()["total"].clone();
+    assert_eq!(c["icmp_frag_needed_sent"].as_u64(), Some(1), "{c}");
+    assert_eq!(c["drop_too_big_df"].as_u64(), Some(1), "{c}");
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+#[test]
+fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
+    if !privileged("sigkill_fails_open_and_a_restart_resumes_rewriting") {
+        return;
+    }
+    let _s = serial();
+    let mut t = Topo::new("kill");
+    let cfg = t.config("gw", "", "");
+    sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
+    let uac = |t: &Topo, calls: u32| {
+        sipp(
+            &t.ua,
+            &["-sf", &scenario("uac_rtcp.xml"), &format!("{CAR_IP}:5060"), "-i", UA_IP, "-p", "5060", "-m", &calls.to_string(), "-r", "20", "-timeout", "40s", "-mp", "6000", "-recv_timeout", "3000"],
+            Duration::from_secs(60),
+        )
+    };
+    let invite_sources = |file: &std::path::Path| -> Vec<String> {
+        tshark(file, &["-Y", "sip.Method == \"INVITE\"", "-T", "fields", "-e", "ip.src"]).lines().map(str::to_string).collect()
+    };
+    // 1. Running: calls are rewritten.
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let cap = Capture::start(&t.car, "car0", t.dir.path("a.pcap"), "udp");
+    let (code, log) = uac(&t, 10);
+    assert_eq!(code, 0, "{log}");
+    let a = cap.finish(&t);
+    assert!(invite_sources(&a).iter().all(|s| s == EXT_IP));
+    // 2. SIGKILL mid-traffic: traffic keeps flowing, unrewritten, through the kernel.
+    let cap = Capture::start(&t.car, "car0", t.dir.path("b.pcap"), "udp");
+    let ua = t.ua.name.clone();
+    let calls = std::thread::spawn(move || {
+        let args = ["-sf", &scenario("uac_rtcp.xml"), &format!("{CAR_IP}:5060"), "-i", UA_IP, "-p", "5060", "-m", "60", "-r", "20", "-timeout", "40s", "-mp", "6000", "-recv_timeout", "3000"].map(String::from);
+        let out = std::process::Command::new("ip").args(["netns", "exec", &ua, "sipp"]).args(&args).arg("-nostdin").current_dir(std::env::temp_dir()).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(1000)); // calls in progress through sipnat
+    sipnat.kill9();
+    let detached = || !String::from_utf8_lossy(&t.gw.exec(&["ip", "-d", "link", "show"]).stdout).contains("prog/xdp");
+    await_condition("XDP detached after SIGKILL", Duration::from_secs(5), detached);
+    let log = calls.join().unwrap();
+    let b = cap.finish(&t);
+    let srcs = invite_sources(&b);
+    let raw = srcs.iter().filter(|s| *s == UA_IP).count();
+    assert!(raw >= 20, "after the kill, INVITEs must keep flowing unrewritten (saw {raw} of {}):\n{log}", srcs.len());
+    let ok_raw = tshark(&b, &["-Y", &format!("sip.Status-Code == 200 && ip.dst == {UA_IP}")]).lines().count();
+    assert!(ok_raw >= 20, "answers reach the UA through the kernel path: {ok_raw}");
+    // 3. Restart: rewriting resumes.
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw2.log"));
+    let cap = Capture::start(&t.car, "car0", t.dir.path("c.pcap"), "udp");
+    let (code, log) = uac(&t, 10);
+    assert_eq!(code, 0, "{log}");
+    let c = cap.finish(&t);
+    let srcs = invite_sources(&c);
+    assert!(!srcs.is_empty() && srcs.iter().all(|s| s == EXT_IP), "{srcs:?}");
+    // 4. A clean stop leaves nothing attached.
+    assert_eq!(sipnat.stop(), Some(0));
+    assert!(detached(), "XDP left attached after a clean stop");
 }

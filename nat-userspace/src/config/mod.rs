@@ -576,6 +576,12 @@ impl Config {
                 );
             }
         }
+        if self.nat.flow_table_size == 0 || self.nat.flow_table_size > 1 << 24 {
+            p.add(&(0..0), format!("nat.flow_table_size {} must be between 1 and 16777216", self.nat.flow_table_size));
+        }
+        if self.nat.flow_idle_timeout == 0 {
+            p.add(&(0..0), "nat.flow_idle_timeout must be at least 1 second".to_string());
+        }
         let m = self.control.metrics.get_ref();
         if !m.is_empty() && m.parse::<SocketAddr>().is_err() {
             p.add(

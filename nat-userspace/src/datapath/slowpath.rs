@@ -6,7 +6,7 @@
 
 use std::{
     io,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
@@ -74,11 +74,10 @@ impl SlowPath {
         send_to(fd, packet, dst)
     }
 
-    /// ICMP "fragmentation needed" (type 3 code 4) to the source of `packet`, with the
-    /// next-hop MTU it must fit so that after our growth the packet passes.
-    pub fn icmp_frag_needed(&self, packet: &[u8], mtu: u16) -> io::Result<()> {
-        let p = ipv4::Packet::new_checked(packet).ok_or_else(|| io::Error::other("bad IPv4 packet"))?;
-        let quote = &packet[..(p.header_len() + 8).min(packet.len())];
+    /// ICMP "fragmentation needed" (type 3 code 4) to `to`, quoting `quote` (the start of
+    /// the offending packet as its source sent it), with the next-hop MTU it must fit.
+    pub fn icmp_frag_needed(&self, to: Ipv4Addr, quote: &[u8], mtu: u16) -> io::Result<()> {
+        let quote = &quote[..quote.len().min(60 + 8)];
         let mut msg = [0u8; 8 + 60 + 8];
         msg[0] = 3;
         msg[1] = 4;
@@ -88,20 +87,18 @@ impl SlowPath {
         let c = checksum::finish(checksum::sum(&msg[..len]));
         msg[2..4].copy_from_slice(&c.to_be_bytes());
         let fd = self.icmp4.as_ref().ok_or_else(|| io::Error::other("no ICMP socket"))?;
-        send_to(fd, &msg[..len], SocketAddr::new(IpAddr::V4(p.src()), 0))
+        send_to(fd, &msg[..len], SocketAddr::new(IpAddr::V4(to), 0))
     }
 
-    /// ICMPv6 "packet too big" to the source of `packet` (the kernel fills the checksum).
-    pub fn icmp6_packet_too_big(&self, packet: &[u8], mtu: u32) -> io::Result<()> {
-        let p = ipv6::Packet::new_checked(packet).ok_or_else(|| io::Error::other("bad IPv6 packet"))?;
-        // As much of the packet as fits a minimum-MTU ICMPv6 error.
-        let quote = &packet[..packet.len().min(1280 - 40 - 8)];
+    /// ICMPv6 "packet too big" to `to` quoting `quote` (the kernel fills the checksum).
+    pub fn icmp6_packet_too_big(&self, to: Ipv6Addr, quote: &[u8], mtu: u32) -> io::Result<()> {
+        let quote = &quote[..quote.len().min(1280 - 40 - 8)];
         let mut msg = [0u8; 1280 - 40];
         msg[0] = 2;
         msg[4..8].copy_from_slice(&mtu.max(1280).to_be_bytes());
         msg[8..8 + quote.len()].copy_from_slice(quote);
         let fd = self.icmp6.as_ref().ok_or_else(|| io::Error::other("no ICMPv6 socket"))?;
-        send_to(fd, &msg[..8 + quote.len()], SocketAddr::new(IpAddr::V6(p.src()), 0))
+        send_to(fd, &msg[..8 + quote.len()], SocketAddr::new(IpAddr::V6(to), 0))
     }
 }
 

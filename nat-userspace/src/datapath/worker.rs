@@ -557,13 +557,18 @@ impl Worker {
         if reassembled.is_none() && (layout.ipv6 || frag::ipv4_df(&buf[..len], layout.l3)) {
             let growth = ip_len.saturating_sub(layout.ip_end - layout.l3);
             let fit = mtu.saturating_sub(growth);
-            let ip = &buf[layout.l3..len];
-            let res = if layout.ipv6 {
-                self.batch.inc(C::IcmpPacketTooBig);
-                self.shared.slow.icmp6_packet_too_big(ip, fit as u32)
-            } else {
-                self.batch.inc(C::IcmpFragNeeded);
-                self.shared.slow.icmp_frag_needed(ip, fit.min(usize::from(u16::MAX)) as u16)
+            // Quote the packet as the source sent it (its own addresses and lengths), so
+            // its kernel matches the error to its socket and learns the path MTU.
+            let quote = original_quote(buf, layout);
+            let res = match layout.src {
+                IpAddr::V6(to) => {
+                    self.batch.inc(C::IcmpPacketTooBig);
+                    self.shared.slow.icmp6_packet_too_big(to, &quote, fit as u32)
+                }
+                IpAddr::V4(to) => {
+                    self.batch.inc(C::IcmpFragNeeded);
+                    self.shared.slow.icmp_frag_needed(to, &quote, fit.min(usize::from(u16::MAX)) as u16)
+                }
             };
             if res.is_err() {
                 self.batch.inc(C::SlowSendError);
@@ -693,6 +698,47 @@ fn dst_of(buf: &[u8], layout: &Layout) -> IpAddr {
     } else {
         IpAddr::V4(ipv4::Packet::new_unchecked(ip).dst())
     }
+}
+
+/// The start of the packet (IP header + 8 bytes, IPv4 at most 68 bytes; IPv6 header,
+/// extension headers and 8 bytes) as it arrived: original addresses and lengths restored
+/// after an in-place rewrite. For ICMP errors about it.
+fn original_quote(buf: &[u8], layout: &Layout) -> ArrayVec<u8, 256> {
+    let mut q = ArrayVec::new();
+    let end = (layout.l4 + 8).min(buf.len());
+    let take = (end - layout.l3).min(q.capacity());
+    let _ = q.try_extend_from_slice(&buf[layout.l3..layout.l3 + take]);
+    let orig_len = layout.ip_end - layout.l3;
+    let udp_len = layout.ip_end - layout.l4;
+    let ul = layout.l4 - layout.l3;
+    match (layout.src, layout.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) if q.len() >= 20 => {
+            q[2..4].copy_from_slice(&(orig_len as u16).to_be_bytes());
+            q[8] = q[8].saturating_add(1); // the TTL before our hop
+            q[12..16].copy_from_slice(&s.octets());
+            q[16..20].copy_from_slice(&d.octets());
+            if q.len() >= ul + 6 {
+                q[ul + 4..ul + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            }
+            let hl = usize::from(q[0] & 0x0f) * 4;
+            if q.len() >= hl {
+                q[10..12].copy_from_slice(&[0, 0]);
+                let c = checksum::finish(checksum::sum(&q[..hl]));
+                q[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) if q.len() >= 40 => {
+            q[4..6].copy_from_slice(&((orig_len - 40) as u16).to_be_bytes());
+            q[7] = q[7].saturating_add(1);
+            q[8..24].copy_from_slice(&s.octets());
+            q[24..40].copy_from_slice(&d.octets());
+            if q.len() >= ul + 6 {
+                q[ul + 4..ul + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            }
+        }
+        _ => {}
+    }
+    q
 }
 
 /// Decrements the TTL / hop limit (a router hop); false when it would reach zero.

@@ -377,3 +377,58 @@ pub fn await_condition(what: &str, timeout: Duration, mut cond: impl FnMut() -> 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
+
+/// Sends raw IPv4 packets (header included; the kernel fills the header checksum and
+/// total length) from inside `ns`.
+pub fn send_raw_ipv4(ns: &Netns, packets: Vec<Vec<u8>>) {
+    ns.run(move || {
+        // SAFETY: plain socket(2); checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        for p in &packets {
+            let dst = [p[16], p[17], p[18], p[19]];
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: valid fd, buffer and sockaddr.
+            let r = unsafe {
+                libc::sendto(fd, p.as_ptr().cast(), p.len(), 0, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+            };
+            assert!(r >= 0, "raw send: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: our fd.
+        unsafe { libc::close(fd) };
+    });
+}
+
+/// An IPv4 fragment 10.0.0.2 → 198.51.100.2, protocol UDP.
+pub fn ipv4_fragment(id: u16, offset: usize, more: bool, data: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 198, 51, 100, 2];
+    let total = (20 + data.len()) as u16;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    let ff = ((offset / 8) as u16) | if more { 0x2000 } else { 0 };
+    h[6..8].copy_from_slice(&ff.to_be_bytes());
+    h.extend_from_slice(data);
+    h
+}
+
+/// Reads a file of kernel counters (`/proc/net/snmp` style) in `ns`: `Udp: RcvbufErrors`.
+pub fn snmp(ns: &Netns, proto: &str, field: &str) -> u64 {
+    let out = ns.exec(&["cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with(&format!("{proto}:")));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
+    let i = names.split_whitespace().position(|n| n == field).unwrap_or(usize::MAX);
+    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// An interface counter (`ip -s -j link`): e.g. ("tx", "dropped").
+pub fn link_stat(ns: &Netns, ifname: &str, dir: &str, field: &str) -> u64 {
+    let out = ns.exec(&["ip", "-s", "-j", "link", "show", "dev", ifname]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v[0]["stats64"][dir][field].as_u64().unwrap_or(0)
+}

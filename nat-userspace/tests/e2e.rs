@@ -521,3 +521,84 @@ fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
     assert_eq!(sipnat.stop(), Some(0));
     assert!(detached(), "XDP left attached after a clean stop");
 }
+
+/// An INVITE+SDP like the bench's carrier INVITE, from the UA, with a 10-digit sequence
+/// number in its Call-ID.
+fn blast_template() -> Vec<u8> {
+    let body = format!(
+        "v=0\r\no=alice 2890844526 2890844526 IN IP4 {UA_IP}\r\ns=call\r\nc=IN IP4 {UA_IP}\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp:20001 IN IP4 {UA_IP}\r\na=sendrecv\r\n"
+    );
+    format!(
+        "INVITE sip:bob@{CAR_IP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UA_IP}:5060;branch=z9hG4bK-blast;rport\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@{UA_IP}>;tag=1928301774\r\nTo: <sip:bob@{CAR_IP}>\r\nCall-ID: 0000000000@blast\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:alice@{UA_IP}:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn throughput_smoke_every_packet_correct_or_counted() {
+    if !privileged("throughput_smoke_every_packet_correct_or_counted") {
+        return;
+    }
+    use std::sync::{atomic::{AtomicBool, AtomicU64}, Arc};
+    use common::topo::{link_stat, snmp};
+    let _s = serial();
+    let t = Topo::new("smoke");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let template = blast_template();
+    let expected = expected_rewrite(&template);
+    // Warm up: the next hop resolves via the slow path, then everything is fast path.
+    let (tpl, car) = (template.clone(), t.car.name.clone());
+    let _ = t.ua.run(move || common::traffic::blast(&tpl, (UA_IP, 5060), (CAR_IP, 5060), Duration::from_millis(200)));
+    await_condition("next hops resolved", Duration::from_secs(5), || sipnat.stats()["nexthops"].as_u64() >= Some(1));
+    std::thread::sleep(Duration::from_millis(300)); // let warm-up packets drain (counters below are deltas)
+    let snap = |t: &Topo, s: &Sipnat| -> Vec<u64> {
+        let st = s.stats();
+        let xsk = &st["workers"][0]["xsk"]["inside"];
+        let c = &st["total"];
+        let drops: u64 = c.as_object().unwrap().iter().filter(|(k, _)| k.starts_with("drop_")).map(|(_, v)| v.as_u64().unwrap()).sum();
+        vec![
+            link_stat(&t.ua, "ua0", "tx", "dropped"),
+            xsk["rx_dropped"].as_u64().unwrap_or(0) + xsk["rx_ring_full"].as_u64().unwrap_or(0),
+            drops,
+            link_stat(&t.gw, "gwout", "tx", "dropped"),
+            link_stat(&t.car, "car0", "rx", "dropped"),
+            snmp(&t.car, "Udp", "RcvbufErrors"),
+            snmp(&t.car, "Udp", "InCsumErrors"),
+            c["slow_send_error"].as_u64().unwrap(),
+        ]
+    };
+    let before = snap(&t, &sipnat);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let (exp, st, ct) = (expected.clone(), Arc::clone(&stop), Arc::clone(&count));
+    let rx = std::thread::spawn(move || {
+        common::netns::Netns::attach_existing(&car).run(move || common::traffic::receive((CAR_IP, 5060), EXT_IP, &exp, st, ct))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let tpl = template.clone();
+    let sent = t.ua.run(move || common::traffic::blast(&tpl, (UA_IP, 5060), (CAR_IP, 5060), Duration::from_secs(10)));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = rx.join().unwrap();
+    let after = snap(&t, &sipnat);
+    let d: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let names = ["ua0 tx_dropped", "xsk rx dropped/ring full", "sipnat drop_*", "gwout tx_dropped", "car0 rx_dropped", "carrier UDP RcvbufErrors", "carrier UDP InCsumErrors", "slow path send errors"];
+    let explained: u64 = d.iter().sum();
+    let pps = got.received as f64 / sent.elapsed.as_secs_f64();
+    eprintln!(
+        "throughput smoke: sent {} ({:.0} pps offered), delivered {} ({pps:.0} pps), incorrect {}; drops: {}",
+        sent.sent,
+        sent.sent as f64 / sent.elapsed.as_secs_f64(),
+        got.received,
+        got.incorrect,
+        names.iter().zip(&d).map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", ")
+    );
+    assert_eq!(got.incorrect, 0, "incorrect packet, first:\n{}", String::from_utf8_lossy(&got.first_incorrect.unwrap_or_default()));
+    assert_eq!(d[6], 0, "bad UDP checksums at the carrier");
+    assert_eq!(sent.sent, got.received + explained, "unexplained drops: sent {} ≠ delivered {} + counted drops {explained}", sent.sent, got.received);
+    assert!(got.received > 0);
+    assert_eq!(sipnat.stop(), Some(0));
+}

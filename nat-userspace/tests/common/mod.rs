@@ -6,6 +6,7 @@ pub mod frames;
 pub mod netns;
 pub mod sipcheck;
 pub mod topo;
+pub mod traffic;
 pub mod xsk;
 
 /// True when the test may run; prints why it is skipped otherwise. Under `CI=true` a

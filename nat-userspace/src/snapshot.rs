@@ -20,7 +20,10 @@ pub struct Published<T> {
 
 impl<T> Published<T> {
     pub fn new(v: T) -> Published<T> {
-        Published { value: ArcSwap::from_pointee(v), generation: AtomicU64::new(1) }
+        Published {
+            value: ArcSwap::from_pointee(v),
+            generation: AtomicU64::new(1),
+        }
     }
 
     /// Replaces the value; workers pick it up on their next packet.
@@ -48,7 +51,10 @@ pub struct Local<T> {
 impl<T> Local<T> {
     pub fn new(p: &Published<T>) -> Local<T> {
         let generation = p.generation();
-        Local { generation, value: p.load() }
+        Local {
+            generation,
+            value: p.load(),
+        }
     }
 
     /// The current value: one atomic load when nothing changed.

@@ -7,15 +7,15 @@
 
 mod common;
 
-use std::{
-    sync::Mutex,
-    time::Duration,
-};
+use std::{sync::Mutex, time::Duration};
 
 use common::{
     privileged,
     sipcheck::{cl_and_rest, rewritable_addresses},
-    topo::{await_condition, scenario, sipp, sipp_uas, tshark, Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    topo::{
+        await_condition, scenario, sipp, sipp_uas, tshark, Capture, Sipnat, Topo, CAR_IP, EXT_IP,
+        UA_IP,
+    },
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -24,24 +24,40 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One captured UDP packet: (ip.src, ip.dst, payload).
+/// One captured UDP packet: (ip.src, payload).
 struct Pkt {
     src: String,
-    dst: String,
     payload: Vec<u8>,
 }
 
 fn udp_packets(file: &std::path::Path, filter: &str) -> Vec<Pkt> {
-    let out = tshark(file, &["-Y", filter, "-T", "fields", "-E", "separator=|", "-e", "ip.src", "-e", "ip.dst", "-e", "udp.payload"]);
+    let out = tshark(
+        file,
+        &[
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.payload",
+        ],
+    );
     out.lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
             let mut f = l.split('|');
             let src = f.next().unwrap_or("").to_string();
-            let dst = f.next().unwrap_or("").to_string();
             let hex = f.next().unwrap_or("").replace(':', "");
-            let payload = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
-            Pkt { src, dst, payload }
+            let payload = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            Pkt { src, payload }
         })
         .collect()
 }
@@ -49,14 +65,33 @@ fn udp_packets(file: &std::path::Path, filter: &str) -> Vec<Pkt> {
 /// No packet in the capture has a bad IP or UDP checksum, and `expect_good` packets were
 /// verified good (so validation really ran).
 fn checksums_ok(file: &std::path::Path, expect_good: usize) {
-    let bad = tshark(file, &["-Y", "ip.checksum.status == \"Bad\" || udp.checksum.status == \"Bad\""]);
-    assert!(bad.trim().is_empty(), "bad checksums in {}:\n{bad}", file.display());
-    let good = tshark(file, &["-Y", "udp.checksum.status == \"Good\""]).lines().count();
-    assert!(good >= expect_good, "only {good} UDP checksums verified good, expected ≥ {expect_good}");
+    let bad = tshark(
+        file,
+        &[
+            "-Y",
+            "ip.checksum.status == \"Bad\" || udp.checksum.status == \"Bad\"",
+        ],
+    );
+    assert!(
+        bad.trim().is_empty(),
+        "bad checksums in {}:\n{bad}",
+        file.display()
+    );
+    let good = tshark(file, &["-Y", "udp.checksum.status == \"Good\""])
+        .lines()
+        .count();
+    assert!(
+        good >= expect_good,
+        "only {good} UDP checksums verified good, expected ≥ {expect_good}"
+    );
 }
 
 fn first_line(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).lines().next().unwrap_or("").to_string()
+    String::from_utf8_lossy(p)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -74,35 +109,84 @@ fn sipp_calls_are_rewritten_both_ways() {
     let calls = 100;
     let (code, log) = sipp(
         &t.ua,
-        &["-sf", &scenario("uac_rtcp.xml"), &format!("{CAR_IP}:5060"), "-i", UA_IP, "-p", "5060", "-m", &calls.to_string(), "-r", "50", "-timeout", "60s", "-mp", "6000"],
+        &[
+            "-sf",
+            &scenario("uac_rtcp.xml"),
+            &format!("{CAR_IP}:5060"),
+            "-i",
+            UA_IP,
+            "-p",
+            "5060",
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "50",
+            "-timeout",
+            "60s",
+            "-mp",
+            "6000",
+        ],
         Duration::from_secs(90),
     );
-    assert_eq!(code, 0, "sipp UAC: not every call succeeded:\n{log}\nsipnat log:\n{}", sipnat.log_text());
+    assert_eq!(
+        code,
+        0,
+        "sipp UAC: not every call succeeded:\n{log}\nsipnat log:\n{}",
+        sipnat.log_text()
+    );
     let stats = sipnat.stats();
     let outside = out_cap.finish(&t);
     let inside = in_cap.finish(&t);
 
     // Outside: everything from the UA is source-NATed and rewritten.
-    let sent = udp_packets(&outside, &format!("ip.dst == {CAR_IP} && udp.dstport == 5060"));
-    assert!(sent.len() >= 3 * calls, "expected ≥ {} requests at the carrier, saw {}", 3 * calls, sent.len());
+    let sent = udp_packets(
+        &outside,
+        &format!("ip.dst == {CAR_IP} && udp.dstport == 5060"),
+    );
+    assert!(
+        sent.len() >= 3 * calls,
+        "expected ≥ {} requests at the carrier, saw {}",
+        3 * calls,
+        sent.len()
+    );
     let mut invites = 0;
     for p in &sent {
-        assert_eq!(p.src, EXT_IP, "source not NATed: {}", first_line(&p.payload));
+        assert_eq!(
+            p.src,
+            EXT_IP,
+            "source not NATed: {}",
+            first_line(&p.payload)
+        );
         let text = String::from_utf8_lossy(&p.payload);
-        assert!(!text.contains("10.0.0.2:") || text.contains("branch"), "{text}");
+        assert!(
+            !text.contains("10.0.0.2:") || text.contains("branch"),
+            "{text}"
+        );
         let fields = rewritable_addresses(&p.payload);
         for (field, a) in &fields {
             assert_ne!(a.to_string(), UA_IP, "{field} still private in\n{text}");
         }
         let via = fields.iter().find(|(f, _)| f == "via").expect("a top Via");
         assert_eq!(via.1.to_string(), EXT_IP);
-        assert!(fields.iter().any(|(f, a)| f == "contact" && a.to_string() == EXT_IP), "Contact not rewritten:\n{text}");
+        assert!(
+            fields
+                .iter()
+                .any(|(f, a)| f == "contact" && a.to_string() == EXT_IP),
+            "Contact not rewritten:\n{text}"
+        );
         if text.starts_with("INVITE") {
             invites += 1;
-            for want in [format!("o=user1 53655765 2353687637 IN IP4 {EXT_IP}"), format!("c=IN IP4 {EXT_IP}"), format!(" IN IP4 {EXT_IP}\r\n")] {
+            for want in [
+                format!("o=user1 53655765 2353687637 IN IP4 {EXT_IP}"),
+                format!("c=IN IP4 {EXT_IP}"),
+                format!(" IN IP4 {EXT_IP}\r\n"),
+            ] {
                 assert!(text.contains(&want), "missing `{want}` in\n{text}");
             }
-            assert!(text.contains("a=rtcp:6001 IN IP4 198.51.100.1"), "a=rtcp not rewritten:\n{text}");
+            assert!(
+                text.contains("a=rtcp:6001 IN IP4 198.51.100.1"),
+                "a=rtcp not rewritten:\n{text}"
+            );
         }
         let (cl, rest) = cl_and_rest(&p.payload).expect("Content-Length");
         assert_eq!(cl, rest, "Content-Length wrong:\n{text}");
@@ -111,13 +195,26 @@ fn sipp_calls_are_rewritten_both_ways() {
     checksums_ok(&outside, sent.len());
 
     // Inside: the carrier's responses reach the UA with its own address back in the top Via.
-    let back = udp_packets(&inside, &format!("ip.dst == {UA_IP} && udp.srcport == 5060"));
-    assert!(back.len() >= 3 * calls, "expected ≥ {} responses at the UA, saw {}", 3 * calls, back.len());
+    let back = udp_packets(
+        &inside,
+        &format!("ip.dst == {UA_IP} && udp.srcport == 5060"),
+    );
+    assert!(
+        back.len() >= 3 * calls,
+        "expected ≥ {} responses at the UA, saw {}",
+        3 * calls,
+        back.len()
+    );
     for p in &back {
         assert_eq!(p.src, CAR_IP);
         let fields = rewritable_addresses(&p.payload);
         let via = fields.iter().find(|(f, _)| f == "via").expect("a top Via");
-        assert_eq!(via.1.to_string(), UA_IP, "top Via not restored:\n{}", String::from_utf8_lossy(&p.payload));
+        assert_eq!(
+            via.1.to_string(),
+            UA_IP,
+            "top Via not restored:\n{}",
+            String::from_utf8_lossy(&p.payload)
+        );
     }
     checksums_ok(&inside, back.len());
 
@@ -125,11 +222,22 @@ fn sipp_calls_are_rewritten_both_ways() {
     let total = &stats["total"];
     let rx = total["rx_inside"].as_u64().unwrap() + total["rx_outside"].as_u64().unwrap();
     let tx = total["tx_inside"].as_u64().unwrap() + total["tx_outside"].as_u64().unwrap();
-    let slow: u64 = ["slow_neighbor_unknown", "slow_internal", "slow_inbound_no_mapping", "slow_route_other_interface", "slow_flow_collision", "slow_not_udp"]
-        .iter()
-        .map(|k| total[*k].as_u64().unwrap())
-        .sum();
-    assert_eq!(rx, tx + slow, "received = transmitted + slow path (stats: {total})");
+    let slow: u64 = [
+        "slow_neighbor_unknown",
+        "slow_internal",
+        "slow_inbound_no_mapping",
+        "slow_route_other_interface",
+        "slow_flow_collision",
+        "slow_not_udp",
+    ]
+    .iter()
+    .map(|k| total[*k].as_u64().unwrap())
+    .sum();
+    assert_eq!(
+        rx,
+        tx + slow,
+        "received = transmitted + slow path (stats: {total})"
+    );
     assert!(total["rewrite_sdp_rtcp"].as_u64().unwrap() >= calls as u64);
     assert_eq!(sipnat.stop(), Some(0));
 }
@@ -148,10 +256,29 @@ fn register_with_digest_auth_and_registrar_contacts_untouched() {
     sipp_uas(&mut t.car, CAR_IP, &["-sf", &scenario("reg_uas.xml")]);
     let (code, log) = sipp(
         &t.ua,
-        &["-sf", &scenario("reg_uac.xml"), &format!("{CAR_IP}:5060"), "-i", UA_IP, "-p", "5060", "-m", "5", "-r", "5", "-timeout", "30s"],
+        &[
+            "-sf",
+            &scenario("reg_uac.xml"),
+            &format!("{CAR_IP}:5060"),
+            "-i",
+            UA_IP,
+            "-p",
+            "5060",
+            "-m",
+            "5",
+            "-r",
+            "5",
+            "-timeout",
+            "30s",
+        ],
         Duration::from_secs(60),
     );
-    assert_eq!(code, 0, "REGISTER with digest failed through sipnat:\n{log}\n{}", sipnat.log_text());
+    assert_eq!(
+        code,
+        0,
+        "REGISTER with digest failed through sipnat:\n{log}\n{}",
+        sipnat.log_text()
+    );
     let outside = out_cap.finish(&t);
     let inside = in_cap.finish(&t);
     // The authenticated REGISTER left with its Contact rewritten; digest uri untouched.
@@ -159,27 +286,51 @@ fn register_with_digest_auth_and_registrar_contacts_untouched() {
     assert_eq!(regs.len(), 5);
     for p in &regs {
         let text = String::from_utf8_lossy(&p.payload);
-        assert!(text.contains(&format!("Contact: <sip:alice@{EXT_IP}:5060>")), "{text}");
-        assert!(text.contains(&format!("uri=\"sip:{CAR_IP}:5060\"")), "{text}");
+        assert!(
+            text.contains(&format!("Contact: <sip:alice@{EXT_IP}:5060>")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("uri=\"sip:{CAR_IP}:5060\"")),
+            "{text}"
+        );
     }
     // The 200 OK's Contact list arrives at the UA exactly as the registrar sent it.
-    let ok_out: Vec<String> = udp_packets(&outside, "sip.Status-Code == 200 && sip.CSeq.method == \"REGISTER\"")
-        .iter()
-        .map(|p| contact_lines(&p.payload))
-        .collect();
-    let ok_in: Vec<String> = udp_packets(&inside, "sip.Status-Code == 200 && sip.CSeq.method == \"REGISTER\"")
-        .iter()
-        .map(|p| contact_lines(&p.payload))
-        .collect();
+    let ok_out: Vec<String> = udp_packets(
+        &outside,
+        "sip.Status-Code == 200 && sip.CSeq.method == \"REGISTER\"",
+    )
+    .iter()
+    .map(|p| contact_lines(&p.payload))
+    .collect();
+    let ok_in: Vec<String> = udp_packets(
+        &inside,
+        "sip.Status-Code == 200 && sip.CSeq.method == \"REGISTER\"",
+    )
+    .iter()
+    .map(|p| contact_lines(&p.payload))
+    .collect();
     assert_eq!(ok_out.len(), 5);
-    assert_eq!(ok_in, ok_out, "REGISTER 200 Contact list must not be rewritten");
-    assert!(ok_in[0].contains(&format!("<sip:alice@{EXT_IP}:5060>")) && ok_in[0].contains("<sip:alice@10.0.0.99:5070>"), "{}", ok_in[0]);
+    assert_eq!(
+        ok_in, ok_out,
+        "REGISTER 200 Contact list must not be rewritten"
+    );
+    assert!(
+        ok_in[0].contains(&format!("<sip:alice@{EXT_IP}:5060>"))
+            && ok_in[0].contains("<sip:alice@10.0.0.99:5070>"),
+        "{}",
+        ok_in[0]
+    );
     checksums_ok(&inside, 10);
     assert_eq!(sipnat.stop(), Some(0));
 }
 
 fn contact_lines(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).lines().filter(|l| l.starts_with("Contact:")).collect::<Vec<_>>().join("\n")
+    String::from_utf8_lossy(p)
+        .lines()
+        .filter(|l| l.starts_with("Contact:"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -196,29 +347,62 @@ fn big_invite_is_reassembled_rewritten_and_refragmented() {
     let calls = 10;
     let (code, log) = sipp(
         &t.ua,
-        &["-sf", &scenario("uac_big.xml"), &format!("{CAR_IP}:5060"), "-i", UA_IP, "-p", "5060", "-m", &calls.to_string(), "-r", "10", "-timeout", "30s", "-mp", "6000"],
+        &[
+            "-sf",
+            &scenario("uac_big.xml"),
+            &format!("{CAR_IP}:5060"),
+            "-i",
+            UA_IP,
+            "-p",
+            "5060",
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "10",
+            "-timeout",
+            "30s",
+            "-mp",
+            "6000",
+        ],
         Duration::from_secs(60),
     );
     assert_eq!(code, 0, "big INVITEs failed:\n{log}\n{}", sipnat.log_text());
     let outside = out_cap.finish(&t);
     let total = &sipnat.stats()["total"];
-    assert!(total["reasm_complete"].as_u64().unwrap() >= calls, "{total}");
+    assert!(
+        total["reasm_complete"].as_u64().unwrap() >= calls,
+        "{total}"
+    );
     assert!(total["refragmented"].as_u64().unwrap() >= calls, "{total}");
     // At the carrier: IPv4 fragments from the external address, reassembled by tshark into
     // INVITEs that are rewritten, with valid checksums.
-    let frags = tshark(&outside, &["-Y", &format!("ip.flags.mf == 1 && ip.src == {EXT_IP}")]);
-    assert!(frags.lines().count() >= calls as usize, "no refragmented packets from the external address:\n{frags}");
+    let frags = tshark(
+        &outside,
+        &["-Y", &format!("ip.flags.mf == 1 && ip.src == {EXT_IP}")],
+    );
+    assert!(
+        frags.lines().count() >= calls as usize,
+        "no refragmented packets from the external address:\n{frags}"
+    );
     let invites = udp_packets(&outside, "sip.Method == \"INVITE\"");
     assert!(invites.len() >= calls as usize);
     for p in &invites {
         let text = String::from_utf8_lossy(&p.payload);
-        assert!(p.payload.len() > 1500, "INVITE not big: {}", p.payload.len());
+        assert!(
+            p.payload.len() > 1500,
+            "INVITE not big: {}",
+            p.payload.len()
+        );
         assert_eq!(p.src, EXT_IP);
         assert!(!text.contains(&format!("IN IP4 {UA_IP}")), "{text}");
         for (field, a) in rewritable_addresses(&p.payload) {
             assert_ne!(a.to_string(), UA_IP, "{field} not rewritten in\n{text}");
         }
-        assert_eq!(text.matches(&format!("c=IN IP4 {EXT_IP}")).count(), 2, "{text}");
+        assert_eq!(
+            text.matches(&format!("c=IN IP4 {EXT_IP}")).count(),
+            2,
+            "{text}"
+        );
         let (cl, rest) = cl_and_rest(&p.payload).unwrap();
         assert_eq!(cl, rest);
     }
@@ -234,23 +418,33 @@ fn bad_fragment_trains_are_dropped_counted_and_bounded() {
     let _s = serial();
     let t = Topo::new("badfrag");
     // 64 KiB of reassembly memory = 4 datagrams of 16 KiB; 500 ms timeout.
-    let cfg = t.config("gw", "", "[datapath]\nreassembly_memory = 65536\nreassembly_timeout_ms = 500");
+    let cfg = t.config(
+        "gw",
+        "",
+        "[datapath]\nreassembly_memory = 65536\nreassembly_timeout_ms = 500",
+    );
     let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
-    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "ip[6:2] & 0x3fff != 0 or udp port 9");
+    let out_cap = Capture::start(
+        &t.car,
+        "car0",
+        t.dir.path("outside.pcap"),
+        "ip[6:2] & 0x3fff != 0 or udp port 9",
+    );
     let udp_head = |len: u16| {
         let mut d = vec![0x9c, 0x40, 0x13, 0xc4, 0, 0, 0, 0];
         d[4..6].copy_from_slice(&len.to_be_bytes());
         d.extend_from_slice(&[b'x'; 56]);
         d
     };
-    let mut pkts = Vec::new();
-    // Overlap: the second fragment covers bytes of the first.
-    pkts.push(common::topo::ipv4_fragment(100, 0, true, &udp_head(120)));
-    pkts.push(common::topo::ipv4_fragment(100, 32, true, &[b'o'; 64]));
-    pkts.push(common::topo::ipv4_fragment(100, 96, false, &[b'z'; 24]));
-    // Duplicate first fragment.
-    pkts.push(common::topo::ipv4_fragment(101, 0, true, &udp_head(120)));
-    pkts.push(common::topo::ipv4_fragment(101, 0, true, &udp_head(120)));
+    let mut pkts = vec![
+        // Overlap: the second fragment covers bytes of the first.
+        common::topo::ipv4_fragment(100, 0, true, &udp_head(120)),
+        common::topo::ipv4_fragment(100, 32, true, &[b'o'; 64]),
+        common::topo::ipv4_fragment(100, 96, false, &[b'z'; 24]),
+        // Duplicate first fragment.
+        common::topo::ipv4_fragment(101, 0, true, &udp_head(120)),
+        common::topo::ipv4_fragment(101, 0, true, &udp_head(120)),
+    ];
     // Ten incomplete trains (first fragment only) against 4 slots.
     for id in 110..120 {
         pkts.push(common::topo::ipv4_fragment(id, 0, true, &udp_head(3000)));
@@ -258,27 +452,50 @@ fn bad_fragment_trains_are_dropped_counted_and_bounded() {
     common::topo::send_raw_ipv4(&t.ua, pkts);
     let mut max_mem = 0;
     let mut limit = 0;
-    await_condition("overlap, duplicate, evictions and timeouts counted", Duration::from_secs(10), || {
-        let st = sipnat.stats();
-        let w = &st["workers"][0]["reassembly"];
-        max_mem = max_mem.max(w["memory_bytes"].as_u64().unwrap());
-        limit = w["memory_limit_bytes"].as_u64().unwrap();
-        let c = &st["total"];
-        let g = |k: &str| c[k].as_u64().unwrap();
-        g("reasm_overlap") >= 2 && g("reasm_evicted") >= 6 && g("reasm_timeout") >= 1 && w["in_progress"].as_u64() == Some(0)
-    });
+    await_condition(
+        "overlap, duplicate, evictions and timeouts counted",
+        Duration::from_secs(10),
+        || {
+            let st = sipnat.stats();
+            let w = &st["workers"][0]["reassembly"];
+            max_mem = max_mem.max(w["memory_bytes"].as_u64().unwrap());
+            limit = w["memory_limit_bytes"].as_u64().unwrap();
+            let c = &st["total"];
+            let g = |k: &str| c[k].as_u64().unwrap();
+            g("reasm_overlap") >= 2
+                && g("reasm_evicted") >= 6
+                && g("reasm_timeout") >= 1
+                && w["in_progress"].as_u64() == Some(0)
+        },
+    );
     let st = sipnat.stats();
     let c = &st["total"];
     assert_eq!(c["frag_rx"].as_u64(), Some(15), "{c}");
     assert_eq!(c["reasm_complete"].as_u64(), Some(0), "{c}");
-    assert!(c["reasm_poisoned"].as_u64().unwrap() >= 1, "the overlapped datagram's last fragment is dropped too: {c}");
-    assert_eq!(c["reasm_evicted"].as_u64().unwrap() + c["reasm_timeout"].as_u64().unwrap(), 10, "{c}");
+    assert!(
+        c["reasm_poisoned"].as_u64().unwrap() >= 1,
+        "the overlapped datagram's last fragment is dropped too: {c}"
+    );
+    assert_eq!(
+        c["reasm_evicted"].as_u64().unwrap() + c["reasm_timeout"].as_u64().unwrap(),
+        10,
+        "{c}"
+    );
     assert_eq!(limit, 65536);
-    assert!(max_mem <= limit, "reassembly memory {max_mem} above its limit {limit}");
-    assert_eq!(st["workers"][0]["reassembly"]["memory_bytes"].as_u64(), Some(0));
+    assert!(
+        max_mem <= limit,
+        "reassembly memory {max_mem} above its limit {limit}"
+    );
+    assert_eq!(
+        st["workers"][0]["reassembly"]["memory_bytes"].as_u64(),
+        Some(0)
+    );
     // Nothing of these trains reached the carrier.
     let outside = out_cap.finish(&t);
-    assert_eq!(tshark(&outside, &["-Y", "ip.id >= 100 && ip.id < 120"]).trim(), "");
+    assert_eq!(
+        tshark(&outside, &["-Y", "ip.id >= 100 && ip.id < 120"]).trim(),
+        ""
+    );
     assert_eq!(sipnat.stop(), Some(0));
 }
 
@@ -307,10 +524,12 @@ fn non_sip_traffic_passes_unchanged_and_is_counted() {
             let mut buf = [0u8; 2048];
             for _ in 0..2 {
                 let (n, from) = u5060.recv_from(&mut buf).unwrap();
-                tx.send((format!("udp5060 {from}"), buf[..n].to_vec())).unwrap();
+                tx.send((format!("udp5060 {from}"), buf[..n].to_vec()))
+                    .unwrap();
             }
             let (n, from) = u5061.recv_from(&mut buf).unwrap();
-            tx.send((format!("udp5061 {from}"), buf[..n].to_vec())).unwrap();
+            tx.send((format!("udp5061 {from}"), buf[..n].to_vec()))
+                .unwrap();
             let (mut c, from) = tcp.accept().unwrap();
             let mut v = Vec::new();
             use std::io::Read;
@@ -325,25 +544,47 @@ fn non_sip_traffic_passes_unchanged_and_is_counted() {
         s.send_to(&stun2, (CAR_IP, 5060)).unwrap();
         s.send_to(b"\r\n\r\n", (CAR_IP, 5060)).unwrap();
         // From an ephemeral port: a SIP port on either side would make it steered.
-        std::net::UdpSocket::bind((UA_IP, 0)).unwrap().send_to(b"plain udp 5061", (CAR_IP, 5061)).unwrap();
+        std::net::UdpSocket::bind((UA_IP, 0))
+            .unwrap()
+            .send_to(b"plain udp 5061", (CAR_IP, 5061))
+            .unwrap();
         use std::io::Write;
         let mut c = std::net::TcpStream::connect((CAR_IP, 5060)).unwrap();
-        c.write_all(b"OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nContent-Length: 0\r\n\r\n").unwrap();
+        c.write_all(b"OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
     });
     listeners.join().unwrap();
     let got: Vec<(String, Vec<u8>)> = rx.try_iter().collect();
-    let find = |k: &str| got.iter().filter(|(w, _)| w.starts_with(k)).cloned().collect::<Vec<_>>();
+    let find = |k: &str| {
+        got.iter()
+            .filter(|(w, _)| w.starts_with(k))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     let u = find("udp5060");
     assert_eq!(u.len(), 2, "{got:?}");
     for (who, payload) in &u {
-        assert!(who.ends_with(&format!("{EXT_IP}:5060")), "UDP 5060 non-SIP is forwarded with the NATed source: {who}");
-        assert!(payload == &stun || payload == b"\r\n\r\n", "payload changed: {payload:?}");
+        assert!(
+            who.ends_with(&format!("{EXT_IP}:5060")),
+            "UDP 5060 non-SIP is forwarded with the NATed source: {who}"
+        );
+        assert!(
+            payload == &stun || payload == b"\r\n\r\n",
+            "payload changed: {payload:?}"
+        );
     }
     let p = find("udp5061");
     assert_eq!(p[0].1, b"plain udp 5061");
-    assert!(p[0].0.starts_with(&format!("udp5061 {UA_IP}:")), "kernel path keeps the source: {}", p[0].0);
+    assert!(
+        p[0].0.starts_with(&format!("udp5061 {UA_IP}:")),
+        "kernel path keeps the source: {}",
+        p[0].0
+    );
     let tcp = find("tcp5060");
-    assert!(tcp[0].1.starts_with(b"OPTIONS sip:x@198.51.100.2"), "TCP 5060 passes untouched");
+    assert!(
+        tcp[0].1.starts_with(b"OPTIONS sip:x@198.51.100.2"),
+        "TCP 5060 passes untouched"
+    );
     // ICMP through the kernel path as well.
     t.ua.run(|| {
         let s = std::net::UdpSocket::bind((UA_IP, 0)).unwrap();
@@ -353,9 +594,11 @@ fn non_sip_traffic_passes_unchanged_and_is_counted() {
         let st = sipnat.stats();
         let x = &st["xdp"]["inside"];
         let c = &st["total"];
-        x["pass_not_sip_port"].as_u64().unwrap() >= 2 && x["pass_not_udp"].as_u64().unwrap() >= 3
+        x["pass_not_sip_port"].as_u64().unwrap() >= 2
+            && x["pass_not_udp"].as_u64().unwrap() >= 3
             && st["xdp"]["outside"]["pass_not_udp"].as_u64().unwrap() >= 1
-            && c["not_sip_stun"].as_u64() == Some(1) && c["not_sip_keepalive"].as_u64() == Some(1)
+            && c["not_sip_stun"].as_u64() == Some(1)
+            && c["not_sip_keepalive"].as_u64() == Some(1)
     });
     assert_eq!(sipnat.stop(), Some(0));
 }
@@ -384,7 +627,12 @@ fn expected_rewrite(msg: &[u8]) -> Vec<u8> {
         rewrite::{rewrite_message, Context, Direction},
     };
     let cfg = RewriteConfig::single(Net::parse("10.0.0.0/24").unwrap());
-    let ctx = Context { config: &cfg, external: ExternalAddrs::from_ip(EXT_IP.parse().unwrap()), direction: Direction::Outbound, internal: None };
+    let ctx = Context {
+        config: &cfg,
+        external: ExternalAddrs::from_ip(EXT_IP.parse().unwrap()),
+        direction: Direction::Outbound,
+        internal: None,
+    };
     let mut buf = msg.to_vec();
     buf.resize(msg.len() + 4096, 0);
     let r = rewrite_message(&mut buf, msg.len(), &ctx);
@@ -395,7 +643,15 @@ fn expected_rewrite(msg: &[u8]) -> Vec<u8> {
 fn set_pmtudisc(s: &std::net::UdpSocket, v: i32) {
     use std::os::fd::AsRawFd;
     // SAFETY: setsockopt on our socket with a local int.
-    let r = unsafe { libc::setsockopt(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, (&v as *const i32).cast(), 4) };
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&v as *const i32).cast(),
+            4,
+        )
+    };
     assert_eq!(r, 0);
 }
 
@@ -432,9 +688,15 @@ fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
     });
     let (got, from) = receiver.join().unwrap();
     assert_eq!(from, format!("{EXT_IP}:5060"));
-    assert_eq!(got, want, "delivered datagram differs from the expected rewrite");
+    assert_eq!(
+        got, want,
+        "delivered datagram differs from the expected rewrite"
+    );
     let c = sipnat.stats()["total"].clone();
-    assert!(c["refragmented"].as_u64().unwrap() >= 1 && c["frag_tx"].as_u64().unwrap() >= 2, "{c}");
+    assert!(
+        c["refragmented"].as_u64().unwrap() >= 1 && c["frag_tx"].as_u64().unwrap() >= 2,
+        "{c}"
+    );
     // DF set: sipnat answers "fragmentation needed" with the MTU that makes it fit after
     // growth, and the sender's kernel learns that path MTU.
     let m = msg.clone();
@@ -450,14 +712,25 @@ fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
             let mut mtu: i32 = 0;
             let mut len: libc::socklen_t = 4;
             // SAFETY: getsockopt into a local int.
-            unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU, (&mut mtu as *mut i32).cast(), &mut len) };
+            unsafe {
+                libc::getsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU,
+                    (&mut mtu as *mut i32).cast(),
+                    &mut len,
+                )
+            };
             if mtu != 1500 || std::time::Instant::now() > end {
                 return mtu;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     });
-    assert_eq!(learned, 1376, "the sender's kernel learns MTU - growth from sipnat's ICMP");
+    assert_eq!(
+        learned, 1376,
+        "the sender's kernel learns MTU - growth from sipnat's ICMP"
+    );
     let c = sipnat.stats()["total"].clone();
     assert_eq!(c["icmp_frag_needed_sent"].as_u64(), Some(1), "{c}");
     assert_eq!(c["drop_too_big_df"].as_u64(), Some(1), "{c}");
@@ -476,12 +749,43 @@ fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
     let uac = |t: &Topo, calls: u32| {
         sipp(
             &t.ua,
-            &["-sf", &scenario("uac_rtcp.xml"), &format!("{CAR_IP}:5060"), "-i", UA_IP, "-p", "5060", "-m", &calls.to_string(), "-r", "20", "-timeout", "40s", "-mp", "6000", "-recv_timeout", "3000"],
+            &[
+                "-sf",
+                &scenario("uac_rtcp.xml"),
+                &format!("{CAR_IP}:5060"),
+                "-i",
+                UA_IP,
+                "-p",
+                "5060",
+                "-m",
+                &calls.to_string(),
+                "-r",
+                "20",
+                "-timeout",
+                "40s",
+                "-mp",
+                "6000",
+                "-recv_timeout",
+                "3000",
+            ],
             Duration::from_secs(60),
         )
     };
     let invite_sources = |file: &std::path::Path| -> Vec<String> {
-        tshark(file, &["-Y", "sip.Method == \"INVITE\"", "-T", "fields", "-e", "ip.src"]).lines().map(str::to_string).collect()
+        tshark(
+            file,
+            &[
+                "-Y",
+                "sip.Method == \"INVITE\"",
+                "-T",
+                "fields",
+                "-e",
+                "ip.src",
+            ],
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
     };
     // 1. Running: calls are rewritten.
     let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
@@ -494,21 +798,69 @@ fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
     let cap = Capture::start(&t.car, "car0", t.dir.path("b.pcap"), "udp");
     let ua = t.ua.name.clone();
     let calls = std::thread::spawn(move || {
-        let args = ["-sf", &scenario("uac_rtcp.xml"), &format!("{CAR_IP}:5060"), "-i", UA_IP, "-p", "5060", "-m", "60", "-r", "20", "-timeout", "40s", "-mp", "6000", "-recv_timeout", "3000"].map(String::from);
-        let out = std::process::Command::new("ip").args(["netns", "exec", &ua, "sipp"]).args(&args).arg("-nostdin").current_dir(std::env::temp_dir()).output().unwrap();
+        let args = [
+            "-sf",
+            &scenario("uac_rtcp.xml"),
+            &format!("{CAR_IP}:5060"),
+            "-i",
+            UA_IP,
+            "-p",
+            "5060",
+            "-m",
+            "60",
+            "-r",
+            "20",
+            "-timeout",
+            "40s",
+            "-mp",
+            "6000",
+            "-recv_timeout",
+            "3000",
+        ]
+        .map(String::from);
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ua, "sipp"])
+            .args(&args)
+            .arg("-nostdin")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     });
     std::thread::sleep(Duration::from_millis(1000)); // calls in progress through sipnat
     sipnat.kill9();
-    let detached = || !String::from_utf8_lossy(&t.gw.exec(&["ip", "-d", "link", "show"]).stdout).contains("prog/xdp");
-    await_condition("XDP detached after SIGKILL", Duration::from_secs(5), detached);
+    // The program stays attached (pinned) with empty XSKMAP slots: on_failure = "pass"
+    // hands SIP to the kernel, unrewritten.
+    let detached = || {
+        !String::from_utf8_lossy(&t.gw.exec(&["ip", "-d", "link", "show"]).stdout)
+            .contains("prog/xdp")
+    };
+    assert!(
+        !detached(),
+        "the pinned program must stay attached after SIGKILL"
+    );
     let log = calls.join().unwrap();
     let b = cap.finish(&t);
     let srcs = invite_sources(&b);
     let raw = srcs.iter().filter(|s| *s == UA_IP).count();
-    assert!(raw >= 20, "after the kill, INVITEs must keep flowing unrewritten (saw {raw} of {}):\n{log}", srcs.len());
-    let ok_raw = tshark(&b, &["-Y", &format!("sip.Status-Code == 200 && ip.dst == {UA_IP}")]).lines().count();
-    assert!(ok_raw >= 20, "answers reach the UA through the kernel path: {ok_raw}");
+    assert!(
+        raw >= 20,
+        "after the kill, INVITEs must keep flowing unrewritten (saw {raw} of {}):\n{log}",
+        srcs.len()
+    );
+    let ok_raw = tshark(
+        &b,
+        &[
+            "-Y",
+            &format!("sip.Status-Code == 200 && ip.dst == {UA_IP}"),
+        ],
+    )
+    .lines()
+    .count();
+    assert!(
+        ok_raw >= 20,
+        "answers reach the UA through the kernel path: {ok_raw}"
+    );
     // 3. Restart: rewriting resumes.
     let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw2.log"));
     let cap = Capture::start(&t.car, "car0", t.dir.path("c.pcap"), "udp");
@@ -516,10 +868,21 @@ fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
     assert_eq!(code, 0, "{log}");
     let c = cap.finish(&t);
     let srcs = invite_sources(&c);
-    assert!(!srcs.is_empty() && srcs.iter().all(|s| s == EXT_IP), "{srcs:?}");
-    // 4. A clean stop leaves nothing attached.
+    assert!(
+        !srcs.is_empty() && srcs.iter().all(|s| s == EXT_IP),
+        "{srcs:?}"
+    );
+    assert!(std::fs::read_to_string(t.dir.path("gw2.log"))
+        .unwrap()
+        .contains("adopted the pinned XDP program"));
+    // 4. A clean stop leaves nothing attached and nothing pinned.
     assert_eq!(sipnat.stop(), Some(0));
     assert!(detached(), "XDP left attached after a clean stop");
+    assert!(
+        t.bpffs.pinned().is_empty(),
+        "left pinned: {:?}",
+        t.bpffs.pinned()
+    );
 }
 
 /// An INVITE+SDP like the bench's carrier INVITE, from the UA, with a 10-digit sequence
@@ -542,8 +905,11 @@ fn throughput_smoke_every_packet_correct_or_counted() {
     if !privileged("throughput_smoke_every_packet_correct_or_counted") {
         return;
     }
-    use std::sync::{atomic::{AtomicBool, AtomicU64}, Arc};
     use common::topo::{link_stat, snmp};
+    use std::sync::{
+        atomic::{AtomicBool, AtomicU64},
+        Arc,
+    };
     let _s = serial();
     let t = Topo::new("smoke");
     let cfg = t.config("gw", "", "");
@@ -552,14 +918,29 @@ fn throughput_smoke_every_packet_correct_or_counted() {
     let expected = expected_rewrite(&template);
     // Warm up: the next hop resolves via the slow path, then everything is fast path.
     let (tpl, car) = (template.clone(), t.car.name.clone());
-    let _ = t.ua.run(move || common::traffic::blast(&tpl, (UA_IP, 5060), (CAR_IP, 5060), Duration::from_millis(200)));
-    await_condition("next hops resolved", Duration::from_secs(5), || sipnat.stats()["nexthops"].as_u64() >= Some(1));
+    let _ = t.ua.run(move || {
+        common::traffic::blast(
+            &tpl,
+            (UA_IP, 5060),
+            (CAR_IP, 5060),
+            Duration::from_millis(200),
+        )
+    });
+    await_condition("next hops resolved", Duration::from_secs(5), || {
+        sipnat.stats()["nexthops"].as_u64() >= Some(1)
+    });
     std::thread::sleep(Duration::from_millis(300)); // let warm-up packets drain (counters below are deltas)
     let snap = |t: &Topo, s: &Sipnat| -> Vec<u64> {
         let st = s.stats();
         let xsk = &st["workers"][0]["xsk"]["inside"];
         let c = &st["total"];
-        let drops: u64 = c.as_object().unwrap().iter().filter(|(k, _)| k.starts_with("drop_")).map(|(_, v)| v.as_u64().unwrap()).sum();
+        let drops: u64 = c
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("drop_"))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum();
         vec![
             link_stat(&t.ua, "ua0", "tx", "dropped"),
             xsk["rx_dropped"].as_u64().unwrap_or(0) + xsk["rx_ring_full"].as_u64().unwrap_or(0),
@@ -576,16 +957,28 @@ fn throughput_smoke_every_packet_correct_or_counted() {
     let count = Arc::new(AtomicU64::new(0));
     let (exp, st, ct) = (expected.clone(), Arc::clone(&stop), Arc::clone(&count));
     let rx = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&car).run(move || common::traffic::receive((CAR_IP, 5060), EXT_IP, &exp, st, ct))
+        common::netns::Netns::attach_existing(&car)
+            .run(move || common::traffic::receive((CAR_IP, 5060), EXT_IP, &exp, st, ct))
     });
     std::thread::sleep(Duration::from_millis(200));
     let tpl = template.clone();
-    let sent = t.ua.run(move || common::traffic::blast(&tpl, (UA_IP, 5060), (CAR_IP, 5060), Duration::from_secs(10)));
+    let sent = t.ua.run(move || {
+        common::traffic::blast(&tpl, (UA_IP, 5060), (CAR_IP, 5060), Duration::from_secs(10))
+    });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let got = rx.join().unwrap();
     let after = snap(&t, &sipnat);
     let d: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    let names = ["ua0 tx_dropped", "xsk rx dropped/ring full", "sipnat drop_*", "gwout tx_dropped", "car0 rx_dropped", "carrier UDP RcvbufErrors", "carrier UDP InCsumErrors", "slow path send errors"];
+    let names = [
+        "ua0 tx_dropped",
+        "xsk rx dropped/ring full",
+        "sipnat drop_*",
+        "gwout tx_dropped",
+        "car0 rx_dropped",
+        "carrier UDP RcvbufErrors",
+        "carrier UDP InCsumErrors",
+        "slow path send errors",
+    ];
     let explained: u64 = d.iter().sum();
     let pps = got.received as f64 / sent.elapsed.as_secs_f64();
     eprintln!(
@@ -596,9 +989,240 @@ fn throughput_smoke_every_packet_correct_or_counted() {
         got.incorrect,
         names.iter().zip(&d).map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", ")
     );
-    assert_eq!(got.incorrect, 0, "incorrect packet, first:\n{}", String::from_utf8_lossy(&got.first_incorrect.unwrap_or_default()));
+    assert_eq!(
+        got.incorrect,
+        0,
+        "incorrect packet, first:\n{}",
+        String::from_utf8_lossy(&got.first_incorrect.unwrap_or_default())
+    );
     assert_eq!(d[6], 0, "bad UDP checksums at the carrier");
-    assert_eq!(sent.sent, got.received + explained, "unexplained drops: sent {} ≠ delivered {} + counted drops {explained}", sent.sent, got.received);
+    assert_eq!(
+        sent.sent,
+        got.received + explained,
+        "unexplained drops: sent {} ≠ delivered {} + counted drops {explained}",
+        sent.sent,
+        got.received
+    );
     assert!(got.received > 0);
     assert_eq!(sipnat.stop(), Some(0));
+}
+
+#[test]
+fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
+    if !privileged("keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched") {
+        return;
+    }
+    let _s = serial();
+    let mut t = Topo::new("keep");
+    let cfg = t.config("gw", "l3 = \"keep\"", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
+    let in_cap = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp");
+    sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
+    let (code, log) = sipp(
+        &t.ua,
+        &[
+            "-sf",
+            &scenario("uac_rtcp.xml"),
+            &format!("{CAR_IP}:5060"),
+            "-i",
+            UA_IP,
+            "-p",
+            "5060",
+            "-m",
+            "10",
+            "-r",
+            "10",
+            "-timeout",
+            "30s",
+            "-mp",
+            "6000",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "{log}\n{}", sipnat.log_text());
+    // Internal traffic (to the gateway's own inside address) is handed to the kernel as is.
+    let gw = t.gw.name.clone();
+    let listener = std::thread::spawn(move || {
+        common::netns::Netns::attach_existing(&gw).run(|| {
+            let s = std::net::UdpSocket::bind(("10.0.0.1", 5060)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut b = [0u8; 2048];
+            let (n, from) = s.recv_from(&mut b).unwrap();
+            (b[..n].to_vec(), from.to_string())
+        })
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let internal_msg = b"OPTIONS sip:gw@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5070\r\nContact: <sip:ua@10.0.0.2:5070>\r\nContent-Length: 0\r\n\r\n".to_vec();
+    let m = internal_msg.clone();
+    t.ua.run(move || {
+        std::net::UdpSocket::bind((UA_IP, 5070))
+            .unwrap()
+            .send_to(&m, ("10.0.0.1", 5060))
+            .unwrap()
+    });
+    let (got, from) = listener.join().unwrap();
+    assert_eq!(got, internal_msg, "internal traffic must not be rewritten");
+    assert_eq!(from, format!("{UA_IP}:5070"));
+    let outside = out_cap.finish(&t);
+    let inside = in_cap.finish(&t);
+    // Outbound: IP source kept (an upstream 1:1 NAT translates it), payload rewritten.
+    let sent = udp_packets(
+        &outside,
+        &format!("ip.dst == {CAR_IP} && udp.dstport == 5060"),
+    );
+    assert!(sent.len() >= 30);
+    for p in &sent {
+        assert_eq!(p.src, UA_IP, "keep mode must not touch the IP source");
+        for (field, a) in rewritable_addresses(&p.payload) {
+            assert_ne!(a.to_string(), UA_IP, "{field} not rewritten");
+        }
+    }
+    // Inbound: the external address in the payload goes back to our own address.
+    let back = udp_packets(
+        &inside,
+        &format!("ip.dst == {UA_IP} && udp.srcport == 5060"),
+    );
+    assert!(back.len() >= 30);
+    for p in &back {
+        let fields = rewritable_addresses(&p.payload);
+        assert_eq!(
+            fields
+                .iter()
+                .find(|(f, _)| f == "via")
+                .unwrap()
+                .1
+                .to_string(),
+            UA_IP
+        );
+    }
+    checksums_ok(&outside, sent.len());
+    checksums_ok(&inside, back.len());
+    assert!(sipnat.counter("slow_internal") >= 1);
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+/// Paced UDP: `rate` datagrams per second of `template` (sequence patched) for `dur`.
+fn paced(template: &[u8], rate: u64, dur: Duration) -> u64 {
+    let s = std::net::UdpSocket::bind((UA_IP, 5060)).unwrap();
+    s.connect((CAR_IP, 5060)).unwrap();
+    let at = common::traffic::seq_offset(template);
+    let mut buf = template.to_vec();
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < dur {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due {
+            sent += 1;
+            let digits = format!("{sent:010}");
+            buf[at..at + 10].copy_from_slice(digits.as_bytes());
+            s.send(&buf).unwrap();
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    sent
+}
+
+#[test]
+fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
+    if !privileged("hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("restart");
+    let cfg = t.config("gw", "", "");
+    let a = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("a.log"));
+    let before = a.stats()["xdp"]["inside"]["pass_no_socket"]
+        .as_u64()
+        .unwrap();
+    // Receiver in the carrier: classify by source (rewritten by sipnat / passed by the kernel).
+    let car = t.car.name.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = std::sync::Arc::clone(&stop);
+    let rx = std::thread::spawn(move || {
+        common::netns::Netns::attach_existing(&car).run(move || {
+            let s = std::net::UdpSocket::bind((CAR_IP, 5060)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let (mut nat, mut raw, mut other) = (0u64, 0u64, 0u64);
+            let mut idle = 0;
+            let mut b = [0u8; 4096];
+            loop {
+                match s.recv_from(&mut b) {
+                    Ok((_, from)) => {
+                        idle = 0;
+                        match from.ip().to_string().as_str() {
+                            EXT_IP => nat += 1,
+                            UA_IP => raw += 1,
+                            _ => other += 1,
+                        }
+                    }
+                    Err(_) => {
+                        idle += 1;
+                        if st.load(std::sync::atomic::Ordering::Relaxed) && idle > 3 {
+                            return (nat, raw, other);
+                        }
+                    }
+                }
+            }
+        })
+    });
+    let template = blast_template();
+    let ua = t.ua.name.clone();
+    let tx = std::thread::spawn(move || {
+        common::netns::Netns::attach_existing(&ua)
+            .run(move || paced(&template, 1000, Duration::from_secs(6)))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // Handover: A leaves the program attached and pinned; the failure mode covers the gap.
+    assert_eq!(a.signal_and_wait(libc::SIGUSR2), Some(0), "handover exit");
+    assert!(!t.bpffs.pinned().is_empty(), "handover keeps the pins");
+    std::thread::sleep(Duration::from_millis(1000));
+    let b = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("b.log"));
+    assert!(
+        b.log_text()
+            .contains("adopted the pinned XDP program on gwin"),
+        "{}",
+        b.log_text()
+    );
+    let sent = tx.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (nat, raw, other) = rx.join().unwrap();
+    let passed = b.stats()["xdp"]["inside"]["pass_no_socket"]
+        .as_u64()
+        .unwrap()
+        - before;
+    eprintln!("restart: sent {sent}, rewritten by sipnat {nat}, passed by the kernel during the gap {raw} (XDP pass_no_socket {passed})");
+    assert_eq!(other, 0);
+    assert_eq!(nat + raw, sent, "nothing lost across the restart");
+    assert!(raw > 0 && nat > 0);
+    assert_eq!(
+        raw, passed,
+        "every packet the kernel forwarded during the gap is counted"
+    );
+    // SIGKILL leaves the pins (and the program); --cleanup removes them.
+    b.kill9();
+    assert!(!t.bpffs.pinned().is_empty());
+    let out = t.gw.exec(&[
+        common::topo::sipnat_bin(),
+        "run",
+        "--cleanup",
+        "-c",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pins removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        t.bpffs.pinned().is_empty(),
+        "left pinned: {:?}",
+        t.bpffs.pinned()
+    );
+    assert!(
+        !String::from_utf8_lossy(&t.gw.exec(&["ip", "-d", "link", "show"]).stdout)
+            .contains("prog/xdp"),
+        "still attached after --cleanup"
+    );
 }

@@ -3,6 +3,7 @@
 //! Each step says what it does before doing it; failures name the step and the fix.
 
 mod demo;
+mod fuzz;
 mod setup;
 mod shell;
 mod test;
@@ -27,10 +28,20 @@ enum Cmd {
     },
     /// Build everything (release) and print the XDP program's instruction count.
     Build,
-    /// Setup, then fmt check, clippy, and every test (privileged ones too when root).
+    /// Setup, then fmt check, clippy, every test (privileged ones too when root), and a
+    /// bounded fuzz run (SIPNAT_FUZZ_SECONDS per target, default 30; 0 skips).
     Test {
         /// Only run tests whose name contains this filter (passed to cargo test).
         filter: Option<String>,
+    },
+    /// Fuzz the rewrite for a bounded time (cargo-fuzz, nightly; targets in fuzz/).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::TEST_SECONDS)]
+        seconds: u64,
+        /// Which target: packet, message or all.
+        #[arg(long, default_value = "all")]
+        target: String,
     },
     /// Build, create a namespace topology, run sipnat on it with traffic, show the result.
     Demo {
@@ -46,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Setup { no_packages } => setup::run(!no_packages),
         Cmd::Build => setup::run(false).and_then(|_| build()),
         Cmd::Test { filter } => test::run(filter.as_deref()),
+        Cmd::Fuzz { seconds, target } => fuzz::run(seconds, &target),
         Cmd::Demo { seconds } => demo::run(seconds),
     };
     match res {

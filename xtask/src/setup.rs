@@ -5,6 +5,8 @@
 //!   a prefix directory whose `lib/libLLVM.so` links to the nightly's `libLLVM.so.22.1-*`,
 //!   then `LLVM_PREFIX=<prefix> cargo install bpf-linker --no-default-features --features
 //!   llvm-22`;
+//! - `cargo-fuzz` (`cargo install cargo-fuzz --locked --version ...`), for the fuzz targets
+//!   in `fuzz/`;
 //! - when root on Debian: the packages listed in `xtask/debian-packages.txt`.
 
 use std::{fs, path::PathBuf, process::Command};
@@ -14,12 +16,14 @@ use anyhow::{bail, Context as _};
 use crate::shell::{self, output, step, succeeds};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run(packages: bool) -> anyhow::Result<()> {
     step("setup: toolchain for the eBPF build");
     nightly()?;
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     if packages {
         step("setup: Debian packages for tests, demo and benchmarks");
         debian_packages()?;
@@ -112,6 +116,29 @@ fn bpf_linker() -> anyhow::Result<()> {
     )?;
     if !succeeds(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"])) {
         bail!("bpf-linker was installed but does not run under `rustup run nightly`");
+    }
+    Ok(())
+}
+
+/// cargo-fuzz (`cargo fuzz`, found on PATH as `cargo-fuzz`); it runs under the nightly.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    if succeeds(Command::new("cargo-fuzz").args(["fuzz", "--version"])) {
+        println!("    cargo-fuzz: installed");
+        return Ok(());
+    }
+    println!("    cargo-fuzz: missing, installing (about two minutes)");
+    shell::run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))?;
+    if !succeeds(Command::new("cargo-fuzz").args(["fuzz", "--version"])) {
+        bail!(
+            "cargo-fuzz was installed but `cargo-fuzz fuzz --version` fails (is ~/.cargo/bin \
+             on PATH?)"
+        );
     }
     Ok(())
 }

@@ -92,6 +92,7 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     if !summary.status_ok || failed > 0 {
         bail!("tests failed ({failed} failing tests)");
     }
+    crate::fuzz::bounded()?;
     println!("\nall tests passed");
     Ok(())
 }

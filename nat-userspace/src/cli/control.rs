@@ -35,11 +35,17 @@ pub fn simple(sock: anyhow::Result<PathBuf>, cmd: Command) -> ExitCode {
         Ok(v) => {
             match cmd {
                 Command::Enable => println!("steering enabled: SIP goes through sipnat"),
-                Command::Disable => println!("steering disabled: all traffic takes the kernel path, unrewritten"),
+                Command::Disable => {
+                    println!("steering disabled: all traffic takes the kernel path, unrewritten")
+                }
                 Command::Reload => println!("{}", v["message"].as_str().unwrap_or("reloaded")),
                 Command::SetExternalIp { .. } => println!(
                     "external address now {}",
-                    [&v["external"]["v4"], &v["external"]["v6"]].iter().filter_map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+                    [&v["external"]["v4"], &v["external"]["v6"]]
+                        .iter()
+                        .filter_map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 _ => println!("{v}"),
             }
@@ -57,27 +63,67 @@ pub fn status(sock: anyhow::Result<PathBuf>, json: bool) -> ExitCode {
         }
         Ok(v) => {
             let ext = &v["external"];
-            let addrs: Vec<&str> = [&ext["addresses"]["v4"], &ext["addresses"]["v6"]].iter().filter_map(|a| a.as_str()).collect();
-            println!("sipnat {} (pid {}), up {}", v["version"].as_str().unwrap_or("?"), v["pid"], human_secs(v["uptime_s"].as_u64().unwrap_or(0)));
-            println!("steering:  {}", if v["enabled"].as_bool() == Some(true) { "enabled" } else { "DISABLED (kernel path)" });
+            let addrs: Vec<&str> = [&ext["addresses"]["v4"], &ext["addresses"]["v6"]]
+                .iter()
+                .filter_map(|a| a.as_str())
+                .collect();
+            println!(
+                "sipnat {} (pid {}), up {}",
+                v["version"].as_str().unwrap_or("?"),
+                v["pid"],
+                human_secs(v["uptime_s"].as_u64().unwrap_or(0))
+            );
+            println!(
+                "steering:  {}",
+                if v["enabled"].as_bool() == Some(true) {
+                    "enabled"
+                } else {
+                    "DISABLED (kernel path)"
+                }
+            );
             for side in ["inside", "outside"] {
                 let i = &v["interfaces"][side];
-                println!("{side:<9}  {} (XDP {})", i["name"].as_str().unwrap_or("?"), i["xdp_mode"].as_str().unwrap_or("?"));
+                println!(
+                    "{side:<9}  {} (XDP {})",
+                    i["name"].as_str().unwrap_or("?"),
+                    i["xdp_mode"].as_str().unwrap_or("?")
+                );
             }
             let workers = v["workers"].as_array().cloned().unwrap_or_default();
             let w: Vec<String> = workers
                 .iter()
-                .map(|w| format!("q{} cpu {} {}", w["queue"], w["cpu"], w["af_xdp_mode"].as_str().unwrap_or("?")))
+                .map(|w| {
+                    format!(
+                        "q{} cpu {} {}",
+                        w["queue"],
+                        w["cpu"],
+                        w["af_xdp_mode"].as_str().unwrap_or("?")
+                    )
+                })
                 .collect();
             println!("workers:   {} ({})", workers.len(), w.join(", "));
             println!(
                 "external:  {} (source {}, age {}{})",
-                if addrs.is_empty() { "(none)".to_string() } else { addrs.join(", ") },
+                if addrs.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    addrs.join(", ")
+                },
                 ext["source"].as_str().unwrap_or("?"),
                 ext["age_s"].as_u64().map_or("-".to_string(), human_secs),
-                if ext["stale"].as_bool() == Some(true) { ", STALE" } else { "" }
+                if ext["stale"].as_bool() == Some(true) {
+                    ", STALE"
+                } else {
+                    ""
+                }
             );
-            println!("nat:       l3 {}, {} rule(s), SIP ports {}, on failure {}", v["l3"].as_str().unwrap_or("?"), v["rules"], v["sip_ports"], v["on_failure"].as_str().unwrap_or("?"));
+            println!(
+                "nat:       l3 {}, {} rule(s), SIP ports {}, on failure {}",
+                v["l3"].as_str().unwrap_or("?"),
+                v["rules"],
+                v["sip_ports"],
+                v["on_failure"].as_str().unwrap_or("?")
+            );
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
@@ -111,7 +157,9 @@ pub fn stats(sock: anyhow::Result<PathBuf>, watch: bool, json: bool) -> ExitCode
             if watch {
                 let _ = write!(out, "\x1b[2J\x1b[H");
             }
-            let rates = prev.as_ref().map(|(t, p)| (now.duration_since(*t).as_secs_f64(), p));
+            let rates = prev
+                .as_ref()
+                .map(|(t, p)| (now.duration_since(*t).as_secs_f64(), p));
             let _ = write!(out, "{}", table(&v, rates));
         }
         let _ = out.flush();
@@ -127,21 +175,38 @@ pub fn stats(sock: anyhow::Result<PathBuf>, watch: bool, json: bool) -> ExitCode
 fn table(v: &Value, prev: Option<(f64, &Value)>) -> String {
     let mut s = String::new();
     let rate = |path: &[&str], n: u64| -> String {
-        let Some((dt, p)) = prev else { return String::new() };
+        let Some((dt, p)) = prev else {
+            return String::new();
+        };
         let mut q = p;
         for k in path {
             q = &q[*k];
         }
         let before = q.as_u64().unwrap_or(0);
-        format!("{:>12.0}/s", (n.saturating_sub(before)) as f64 / dt.max(1e-3))
+        format!(
+            "{:>12.0}/s",
+            (n.saturating_sub(before)) as f64 / dt.max(1e-3)
+        )
     };
-    s.push_str(&format!("{:<10} {:<36} {:>14} {}\n", "where", "counter", "value", if prev.is_some() { "        rate" } else { "" }));
+    s.push_str(&format!(
+        "{:<10} {:<36} {:>14} {}\n",
+        "where",
+        "counter",
+        "value",
+        if prev.is_some() { "        rate" } else { "" }
+    ));
     for side in ["inside", "outside"] {
         if let Some(m) = v["xdp"][side].as_object() {
             for (k, n) in m {
                 let n = n.as_u64().unwrap_or(0);
                 if n != 0 {
-                    s.push_str(&format!("{:<10} {:<36} {:>14} {}\n", format!("xdp/{side}"), k, n, rate(&["xdp", side, k], n)));
+                    s.push_str(&format!(
+                        "{:<10} {:<36} {:>14} {}\n",
+                        format!("xdp/{side}"),
+                        k,
+                        n,
+                        rate(&["xdp", side, k], n)
+                    ));
                 }
             }
         }
@@ -150,7 +215,13 @@ fn table(v: &Value, prev: Option<(f64, &Value)>) -> String {
         for (k, n) in m {
             let n = n.as_u64().unwrap_or(0);
             if n != 0 {
-                s.push_str(&format!("{:<10} {:<36} {:>14} {}\n", "workers", k, n, rate(&["total", k], n)));
+                s.push_str(&format!(
+                    "{:<10} {:<36} {:>14} {}\n",
+                    "workers",
+                    k,
+                    n,
+                    rate(&["total", k], n)
+                ));
             }
         }
     }
@@ -160,12 +231,22 @@ fn table(v: &Value, prev: Option<(f64, &Value)>) -> String {
                 for (k, n) in m {
                     let n = n.as_u64().unwrap_or(0);
                     if n != 0 {
-                        s.push_str(&format!("{:<10} {:<36} {:>14}\n", format!("q{}/{side}", w["queue"]), format!("xsk_{k}"), n));
+                        s.push_str(&format!(
+                            "{:<10} {:<36} {:>14}\n",
+                            format!("q{}/{side}", w["queue"]),
+                            format!("xsk_{k}"),
+                            n
+                        ));
                     }
                 }
             }
         }
     }
-    s.push_str(&format!("flows live {}, next hops {}, uptime {:.0}s\n", v["flows"]["live"], v["nexthops"], v["uptime_s"].as_f64().unwrap_or(0.0)));
+    s.push_str(&format!(
+        "flows live {}, next hops {}, uptime {:.0}s\n",
+        v["flows"]["live"],
+        v["nexthops"],
+        v["uptime_s"].as_f64().unwrap_or(0.0)
+    ));
     s
 }

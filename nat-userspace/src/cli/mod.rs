@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Config file.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: PathBuf,
+    /// Do not run: remove what a previous daemon left pinned (and so attached) on the
+    /// configured interfaces, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 #[derive(Args, Debug)]
@@ -127,15 +131,26 @@ pub fn main() -> ExitCode {
     }
     let g = cli.socket.as_deref();
     match cli.command {
+        Command::Run(a) if a.cleanup => run::cleanup(&a.config),
         Command::Run(a) => run::run(&a.config),
         Command::Status(a) => control::status(control::socket(g, &a.control), a.json),
         Command::Stats(a) => control::stats(control::socket(g, &a.control), a.watch, a.json),
-        Command::Set(SetCommand::ExternalIp { addr, control: c }) => {
-            control::simple(control::socket(g, &c), crate::control::protocol::Command::SetExternalIp { addr })
-        }
-        Command::Enable(c) => control::simple(control::socket(g, &c), crate::control::protocol::Command::Enable),
-        Command::Disable(c) => control::simple(control::socket(g, &c), crate::control::protocol::Command::Disable),
-        Command::Reload(c) => control::simple(control::socket(g, &c), crate::control::protocol::Command::Reload),
+        Command::Set(SetCommand::ExternalIp { addr, control: c }) => control::simple(
+            control::socket(g, &c),
+            crate::control::protocol::Command::SetExternalIp { addr },
+        ),
+        Command::Enable(c) => control::simple(
+            control::socket(g, &c),
+            crate::control::protocol::Command::Enable,
+        ),
+        Command::Disable(c) => control::simple(
+            control::socket(g, &c),
+            crate::control::protocol::Command::Disable,
+        ),
+        Command::Reload(c) => control::simple(
+            control::socket(g, &c),
+            crate::control::protocol::Command::Reload,
+        ),
         Command::Xdp(cmd) => xdp::run(cmd),
         Command::Rewrite(a) => rewrite::run(a),
         Command::CheckConfig(a) => check_config::run(&a.file),

@@ -1,14 +1,23 @@
-//! `sipnat run -c FILE`: the daemon. Runs until SIGINT/SIGTERM (exit 0) or until a worker
-//! dies (exit 1; the XDP failure mode covers the gap until systemd restarts it).
+//! `sipnat run -c FILE`: the daemon. Runs until
+//! - SIGINT/SIGTERM: clean stop, XDP detached, pins removed (exit 0);
+//! - SIGUSR2: handover for a hitless restart: XDP stays attached and pinned, the failure
+//!   mode covers the gap until the next `sipnat run` adopts it (exit 0);
+//! - a worker dies (exit 1; pins kept, so the failure mode applies until systemd restarts
+//!   the daemon, which then adopts the program).
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 use super::fail;
-use crate::{config, control::{daemon::Daemon, server}};
+use crate::{
+    config,
+    control::{daemon::Daemon, server},
+};
 
 pub fn run(config_path: &Path) -> ExitCode {
     // Log level from the config (SIPNAT_LOG overrides it).
-    let level = config::Config::load(config_path).map(|(c, _)| c.log.level).unwrap_or_else(|_| "info".into());
+    let level = config::Config::load(config_path)
+        .map(|(c, _)| c.log.level)
+        .unwrap_or_else(|_| "info".into());
     super::init_logging(&level);
     let daemon = match Daemon::start(config_path) {
         Ok(d) => d,
@@ -24,7 +33,10 @@ pub fn run(config_path: &Path) -> ExitCode {
         }
         None => None,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             daemon.shutdown();
@@ -37,13 +49,19 @@ pub fn run(config_path: &Path) -> ExitCode {
         let (tx, mut rx) = tokio::sync::watch::channel(0u8);
         let d = Arc::clone(&daemon);
         let watcher = tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let mut usr2 = signal(SignalKind::user_defined2())?;
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             let code = loop {
                 tokio::select! {
-                    _ = term.recv() => break 0u8,
-                    _ = int.recv() => break 0u8,
+                    _ = term.recv() => { d.unpin(); break 0u8 }
+                    _ = int.recv() => { d.unpin(); break 0u8 }
+                    _ = usr2.recv() => {
+                        tracing::info!("handover: leaving XDP attached and pinned for the next daemon");
+                        break 0u8
+                    }
                     _ = tick.tick() => {
                         if let Some(q) = d.dead_worker() {
                             tracing::error!("worker for queue {q} died; exiting so the service restarts (XDP failure mode applies meanwhile)");
@@ -67,7 +85,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     drop(daemon);
     match outcome {
         Ok(0) => {
-            tracing::info!("stopped; XDP detached");
+            tracing::info!("stopped");
             ExitCode::SUCCESS
         }
         Ok(c) => ExitCode::from(c),
@@ -84,4 +102,37 @@ fn group_id(name: &str) -> anyhow::Result<u32> {
     }
     // SAFETY: non-null group entry.
     Ok(unsafe { (*g).gr_gid })
+}
+
+/// `sipnat run --cleanup`: removes the pins a previous daemon left for the configured
+/// interfaces (which detaches its programs).
+pub fn cleanup(config_path: &Path) -> ExitCode {
+    super::init_logging("info");
+    let cfg = match config::Config::load(config_path) {
+        Ok((c, _)) => c,
+        Err(e) => return fail(&anyhow::anyhow!("{e}")),
+    };
+    let root = cfg.control.bpffs.clone();
+    if let Err(e) = crate::xdp::ensure_bpffs(&root) {
+        return fail(&e.into());
+    }
+    for ifname in [
+        cfg.interfaces.inside.get_ref(),
+        cfg.interfaces.outside.get_ref(),
+    ] {
+        let dir = root.join(ifname);
+        if !dir.exists() {
+            println!("{ifname}: nothing pinned");
+            continue;
+        }
+        match crate::xdp::remove_pins(&dir) {
+            Ok(()) => println!(
+                "{ifname}: pins removed from {} (XDP detached)",
+                dir.display()
+            ),
+            Err(e) => return fail(&e.into()),
+        }
+    }
+    let _ = std::fs::remove_dir(&root);
+    ExitCode::SUCCESS
 }

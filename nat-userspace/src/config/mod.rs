@@ -1,7 +1,15 @@
 //! The config file (TOML, serde): every field defaulted and documented, unknown keys
-//! rejected, errors reported as `FILE:LINE:COLUMN: message`. `check` adds the semantic
-//! checks (overlapping rules, a rule outside the local networks, empty port set, a private
-//! external address, and — on the host that will run it — unknown interfaces).
+//! rejected, errors reported as `FILE:LINE:COLUMN: message`. [`Config::validate`] adds the
+//! semantic checks (overlapping rules, a rule outside the local networks, empty port set,
+//! a private external address, ...) and [`Config::check_system`] those that need the host
+//! that will run it (unknown interfaces, unknown control group).
+//!
+//! Every message is one sentence naming the key (`section.key`), the cause and the fix;
+//! the position is the offending value (or key, or the section header when a required key
+//! is missing). serde's and toml's own messages are rewritten into that form
+//! ([`explain`]); positions for fields that are not `Spanned` come from a second,
+//! best-effort parse of the text into a tree of spans ([`SpanTree`]). The golden tests in
+//! `tests/config_golden.rs` pin every message; `docs/config.md` documents every key.
 //!
 //! The data path never sees this module: `Config::rewrite_config()` turns it into the
 //! immutable [`RewriteConfig`] snapshot the workers read.
@@ -22,6 +30,8 @@ use crate::nat::{L3Mode, MalformedPolicy, Net, PortMap, RewriteConfig, Rule};
 pub const DEFAULT_PATH: &str = "/etc/sipnat/sipnat.toml";
 /// Default control socket.
 pub const DEFAULT_SOCKET: &str = "/run/sipnat/sipnat.sock";
+/// Default pin directory (bpffs) for hitless restarts.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/sipnat";
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -75,20 +85,35 @@ pub enum Queues {
 
 impl<'de> Deserialize<'de> for Queues {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            L(Vec<u32>),
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Queues;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"all\" or a list of queue numbers")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Queues, E> {
+                if s == "all" {
+                    Ok(Queues::All)
+                } else {
+                    Err(E::custom(format!(
+                        "interfaces.queues cannot be \"{s}\": use \"all\" or a list of queue numbers, e.g. [0, 1]"
+                    )))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Queues, A::Error> {
+                let mut l = Vec::new();
+                while let Some(q) = a.next_element::<u32>()? {
+                    l.push(q);
+                }
+                if l.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "interfaces.queues is empty: use \"all\" or list at least one queue number",
+                    ));
+                }
+                Ok(Queues::List(l))
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::S(s) if s == "all" => Ok(Queues::All),
-            Raw::S(s) => Err(serde::de::Error::custom(format!(
-                "queues must be \"all\" or a list of queue numbers, not \"{s}\""
-            ))),
-            Raw::L(l) if l.is_empty() => Err(serde::de::Error::custom("queues list is empty")),
-            Raw::L(l) => Ok(Queues::List(l)),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -162,12 +187,51 @@ pub struct RuleCfg {
     #[serde(default)]
     pub external: Option<Spanned<String>>,
     /// Optional port map `{ "5060" = 15060 }` (SIP and media ports).
-    #[serde(default = "empty_port_map")]
+    #[serde(default = "empty_port_map", deserialize_with = "port_map")]
     pub ports: Spanned<BTreeMap<String, u16>>,
 }
 
 fn empty_port_map() -> Spanned<BTreeMap<String, u16>> {
     Spanned::new(0..0, BTreeMap::new())
+}
+
+/// `Spanned<BTreeMap>` that also accepts a table toml gives no span for (written with
+/// dotted keys, `ports.5060 = 15060`): plain `Spanned` fails on those with a baffling
+/// "expected a borrowed string". Such a map gets the empty span (no position).
+fn port_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Spanned<BTreeMap<String, u16>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Spanned<BTreeMap<String, u16>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table of port numbers")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut map = BTreeMap::new();
+            let Some(first) = a.next_key::<String>()? else {
+                return Ok(Spanned::new(0..0, map));
+            };
+            if first == spans::START {
+                let start: usize = a.next_value()?;
+                let _ = a.next_key::<String>()?;
+                let end: usize = a.next_value()?;
+                let _ = a.next_key::<String>()?;
+                let map: BTreeMap<String, u16> = a.next_value()?;
+                return Ok(Spanned::new(start..end, map));
+            }
+            map.insert(first, a.next_value()?);
+            while let Some(k) = a.next_key::<String>()? {
+                let v = a.next_value()?;
+                map.insert(k, v);
+            }
+            Ok(Spanned::new(0..0, map))
+        }
+    }
+    d.deserialize_struct(spans::NAME, &[spans::START, spans::END, spans::VALUE], V)
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -198,6 +262,9 @@ pub struct Control {
     pub metrics: Spanned<String>,
     /// A group whose members may also use the control socket (besides root).
     pub group: Option<String>,
+    /// Where the XDP program and its maps are pinned (a directory on a bpffs) so that a
+    /// restarted daemon adopts them without detaching: hitless restart.
+    pub bpffs: PathBuf,
 }
 
 impl Default for Control {
@@ -206,6 +273,7 @@ impl Default for Control {
             socket: PathBuf::from(DEFAULT_SOCKET),
             metrics: Spanned::new(0..0, "127.0.0.1:9560".to_string()),
             group: None,
+            bpffs: PathBuf::from(DEFAULT_BPFFS),
         }
     }
 }
@@ -268,36 +336,60 @@ pub enum ExternalSource {
 }
 
 impl ExternalSource {
+    /// Parses `""` (none), an address, `stun:HOST:PORT` (an IPv6 host in brackets) or
+    /// `interface:NAME`. The error starts with the offending text in backticks and names
+    /// the fix, so that callers can prefix the key: "nat.external_ip `stun:x` has no port: ...".
     pub fn parse(s: &str) -> Result<ExternalSource, String> {
         let s = s.trim();
         if s.is_empty() {
             return Ok(ExternalSource::None);
         }
         if let Some(rest) = s.strip_prefix("stun:") {
-            let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
-                format!("STUN source `{s}` needs a port: stun:HOST:PORT (e.g. stun:stun.example.net:3478)")
-            })?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = port
-                .parse()
-                .map_err(|_| format!("STUN port in `{s}` is not a port number"))?;
+            let Some((host, port)) = rest.rsplit_once(':').filter(|(h, _)| {
+                // `stun:2001:db8::1` is a bracket-less IPv6 host, not HOST:PORT.
+                !h.contains(':') || (h.starts_with('[') && h.ends_with(']'))
+            }) else {
+                return Err(if rest.contains(':') && !rest.starts_with('[') {
+                    format!("`{s}` has an IPv6 host without brackets: write stun:[ADDRESS]:PORT, e.g. stun:[2001:db8::1]:3478")
+                } else {
+                    format!(
+                        "`{s}` has no port: write stun:HOST:PORT, e.g. stun:stun.example.net:3478"
+                    )
+                });
+            };
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
             if host.is_empty() {
-                return Err(format!("STUN source `{s}` has no host"));
+                return Err(format!(
+                    "`{s}` has no host: write stun:HOST:PORT, e.g. stun:stun.example.net:3478"
+                ));
             }
+            let port = match port.parse::<u16>() {
+                Ok(p) if p != 0 => p,
+                _ => {
+                    return Err(format!(
+                        "`{s}` has an invalid port `{port}`: use a port number from 1 to 65535, e.g. 3478"
+                    ))
+                }
+            };
             return Ok(ExternalSource::Stun {
                 host: host.to_string(),
                 port,
             });
         }
         if let Some(name) = s.strip_prefix("interface:") {
-            if name.is_empty() {
-                return Err("interface source needs a name: interface:NAME".into());
+            if name.trim().is_empty() {
+                return Err(format!(
+                    "`{s}` has no interface name: write interface:NAME, e.g. interface:eth0"
+                ));
             }
-            return Ok(ExternalSource::Interface(name.to_string()));
+            return Ok(ExternalSource::Interface(name.trim().to_string()));
         }
-        s.parse::<IpAddr>()
-            .map(ExternalSource::Static)
-            .map_err(|_| format!("`{s}` is not an IP address, stun:HOST:PORT or interface:NAME"))
+        s.parse::<IpAddr>().map(ExternalSource::Static).map_err(|_| {
+            format!("`{s}` is not an IP address, stun:HOST:PORT or interface:NAME: write e.g. \"203.0.113.10\"")
+        })
     }
 }
 
@@ -306,6 +398,9 @@ impl fmt::Display for ExternalSource {
         match self {
             ExternalSource::None => f.write_str("none"),
             ExternalSource::Static(a) => write!(f, "static {a}"),
+            ExternalSource::Stun { host, port } if host.contains(':') => {
+                write!(f, "stun:[{host}]:{port}")
+            }
             ExternalSource::Stun { host, port } => write!(f, "stun:{host}:{port}"),
             ExternalSource::Interface(n) => write!(f, "interface:{n}"),
         }
@@ -345,8 +440,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// 1-based line and column of byte offset `off` in `text` (0, 0 for "no position").
-fn position(text: &str, span: &std::ops::Range<usize>) -> (usize, usize) {
+type Span = std::ops::Range<usize>;
+
+/// 1-based line and column of the start of `span` in `text` (0, 0 for "no position").
+fn position(text: &str, span: &Span) -> (usize, usize) {
     if span.start == 0 && span.end == 0 {
         return (0, 0);
     }
@@ -356,14 +453,501 @@ fn position(text: &str, span: &std::ops::Range<usize>) -> (usize, usize) {
     (line, col)
 }
 
+/// Problems in file order; those without a position last.
+fn sort_problems(list: &mut [Problem]) {
+    list.sort_by_key(|p| (p.line == 0, p.line, p.column));
+}
+
+/// The keys of every table, as the structs above define them (a unit test checks them
+/// against serde's own lists): for "did you mean `inside`?" and "it belongs in [nat]".
+const SECTIONS: &[(&str, &[&str])] = &[
+    (
+        "",
+        &["interfaces", "nat", "rewrite", "control", "datapath", "log"],
+    ),
+    (
+        "interfaces",
+        &[
+            "inside",
+            "outside",
+            "queues",
+            "sip_ports",
+            "on_failure",
+            "attach_mode",
+            "steer_fragments",
+        ],
+    ),
+    (
+        "nat",
+        &[
+            "external_ip",
+            "external_ip6",
+            "l3",
+            "local_nets",
+            "rule",
+            "flow_table_size",
+            "flow_idle_timeout",
+        ],
+    ),
+    ("nat.rule", &["internal", "external", "ports"]),
+    ("rewrite", &["record_route", "from_to", "malformed"]),
+    ("control", &["socket", "metrics", "group", "bpffs"]),
+    (
+        "datapath",
+        &[
+            "frames",
+            "ring_size",
+            "batch",
+            "busy_poll",
+            "reassembly_memory",
+            "reassembly_timeout_ms",
+            "max_fragments",
+        ],
+    ),
+    ("log", &["level"]),
+];
+
+/// Where every key's value is in the text, for error positions: a second, best-effort
+/// parse into a tree of spans (toml's `Spanned`, spoken to directly so that any value
+/// can be wrapped; tables written with dotted keys have no span of their own).
+mod spans {
+    use std::{fmt, ops::Range};
+
+    use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    // serde_spanned's (and toml_datetime's) private protocol with toml's deserializer. If
+    // a toml upgrade changes it, spans come out `None` (positions degrade to the section
+    // header or none) and the unit test `span_tree_finds_values` fails.
+    pub(super) const NAME: &str = "$__serde_spanned_private_Spanned";
+    pub(super) const START: &str = "$__serde_spanned_private_start";
+    pub(super) const END: &str = "$__serde_spanned_private_end";
+    pub(super) const VALUE: &str = "$__serde_spanned_private_value";
+    const DATETIME: &str = "$__toml_private_datetime";
+
+    #[derive(Debug, Default)]
+    pub(super) struct SpanTree {
+        pub span: Option<Range<usize>>,
+        pub kind: Kind,
+    }
+
+    #[derive(Debug, Default)]
+    pub(super) enum Kind {
+        #[default]
+        Leaf,
+        Table(Vec<(String, SpanTree)>),
+        Array(Vec<SpanTree>),
+    }
+
+    impl SpanTree {
+        /// The tree of `text`; empty when it is not valid TOML.
+        pub fn parse(text: &str) -> SpanTree {
+            toml::from_str(text).unwrap_or_default()
+        }
+
+        /// The node at `path` (keys; array elements by index).
+        pub fn get(&self, path: &[&str]) -> Option<&SpanTree> {
+            let Some((first, rest)) = path.split_first() else {
+                return Some(self);
+            };
+            match &self.kind {
+                Kind::Table(t) => t.iter().find(|(k, _)| k == first)?.1.get(rest),
+                Kind::Array(a) => a.get(first.parse::<usize>().ok()?)?.get(rest),
+                Kind::Leaf => None,
+            }
+        }
+
+        /// The path of the smallest node whose span holds byte `off` (the root: empty).
+        pub fn path_at(&self, off: usize) -> Vec<String> {
+            let mut best = None;
+            self.find(off, &mut Vec::new(), &mut best);
+            best.map(|(_, p)| p).unwrap_or_default()
+        }
+
+        fn find(
+            &self,
+            off: usize,
+            path: &mut Vec<String>,
+            best: &mut Option<(usize, Vec<String>)>,
+        ) {
+            // (The root's span is empty; it is the default answer.)
+            if let Some(s) = self.span.as_ref().filter(|s| !s.is_empty()) {
+                let len = s.end - s.start;
+                if s.contains(&off) && best.as_ref().is_none_or(|(l, _)| len <= *l) {
+                    *best = Some((len, path.clone()));
+                }
+            }
+            match &self.kind {
+                Kind::Table(t) => {
+                    for (k, n) in t {
+                        path.push(k.clone());
+                        n.find(off, path, best);
+                        path.pop();
+                    }
+                }
+                Kind::Array(a) => {
+                    for (i, n) in a.iter().enumerate() {
+                        path.push(i.to_string());
+                        n.find(off, path, best);
+                        path.pop();
+                    }
+                }
+                Kind::Leaf => {}
+            }
+        }
+    }
+
+    struct NodeVisitor;
+
+    impl<'de> Visitor<'de> for NodeVisitor {
+        type Value = SpanTree;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any TOML value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<SpanTree, E> {
+            Ok(SpanTree::default())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<SpanTree, E> {
+            Ok(SpanTree::default())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<SpanTree, E> {
+            Ok(SpanTree::default())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<SpanTree, E> {
+            Ok(SpanTree::default())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<SpanTree, E> {
+            Ok(SpanTree::default())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<SpanTree, A::Error> {
+            let mut v = Vec::new();
+            while let Some(n) = a.next_element()? {
+                v.push(n);
+            }
+            Ok(SpanTree {
+                span: None,
+                kind: Kind::Array(v),
+            })
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<SpanTree, A::Error> {
+            let Some(first) = a.next_key::<String>()? else {
+                return Ok(SpanTree {
+                    span: None,
+                    kind: Kind::Table(Vec::new()),
+                });
+            };
+            if first == START {
+                let start: usize = a.next_value()?;
+                let _ = a.next_key::<String>()?;
+                let end: usize = a.next_value()?;
+                let _ = a.next_key::<String>()?;
+                let Bare(mut n) = a.next_value()?;
+                n.span = Some(start..end);
+                return Ok(n);
+            }
+            if first == DATETIME {
+                let _: IgnoredAny = a.next_value()?;
+                return Ok(SpanTree::default());
+            }
+            let mut t = vec![(first, a.next_value()?)];
+            while let Some(k) = a.next_key::<String>()? {
+                let n = a.next_value()?;
+                t.push((k, n));
+            }
+            Ok(SpanTree {
+                span: None,
+                kind: Kind::Table(t),
+            })
+        }
+    }
+
+    /// A node, asking toml for its span.
+    impl<'de> Deserialize<'de> for SpanTree {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_struct(NAME, &[START, END, VALUE], NodeVisitor)
+        }
+    }
+
+    /// The value inside a span (asking again would wrap it again, forever).
+    struct Bare(SpanTree);
+
+    impl<'de> Deserialize<'de> for Bare {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(NodeVisitor).map(Bare)
+        }
+    }
+}
+
+use spans::{Kind, SpanTree};
+
+/// `nat.rule.ports` from `["nat", "rule", "0", "ports", "5060"]`: keys without array
+/// indices (and without port-map keys, which are numbers too).
+fn dotted(path: &[String]) -> String {
+    path.iter()
+        .filter(|s| s.parse::<usize>().is_err())
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// How a table is written: `[interfaces]`, `a [[nat.rule]] section`, `the top level`.
+fn table_name(dotted: &str) -> String {
+    match dotted {
+        "" => "the top level".into(),
+        "nat.rule" => "[[nat.rule]]".into(),
+        s => format!("[{s}]"),
+    }
+}
+
+/// The names in backticks in `s` (serde's "expected one of `a`, `b`").
+fn backticked(s: &str) -> Vec<&str> {
+    s.split('`').skip(1).step_by(2).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The valid name `key` is most likely a misspelling of.
+fn closest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let k = key.to_ascii_lowercase();
+    valid
+        .iter()
+        .map(|v| (edit_distance(&k, v), *v))
+        .filter(|(d, v)| {
+            *d <= (k.len() / 3).max(1) || (k.len() >= 4 && (v.starts_with(&k) || k.starts_with(v)))
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+/// serde's names for what it expected, as a user would write it.
+fn wanted(e: &str) -> String {
+    match e {
+        "a string" => "a quoted string".into(),
+        "path string" => "a quoted path".into(),
+        "a boolean" => "true or false".into(),
+        "u16" => "a port number from 1 to 65535".into(),
+        "u32" => "a whole number from 0 to 4294967295".into(),
+        "a sequence" => "an array ([...])".into(),
+        "a map" | "a table of port numbers" => "an inline table, e.g. { 5060 = 15060 }".into(),
+        s if s.starts_with("struct ") => "a [section] table".into(),
+        s => s.into(),
+    }
+}
+
+/// serde's names for what it found, as a user would read it.
+fn found(u: &str) -> String {
+    let quoted = |s: &str| s.split('`').nth(1).map(str::to_string);
+    match u.split_once(' ').map_or(u, |(w, _)| w) {
+        "integer" => quoted(u).map_or(u.into(), |v| format!("the number {v}")),
+        "floating" => quoted(u).map_or(u.into(), |v| format!("the number {v}")),
+        "boolean" => quoted(u).unwrap_or_else(|| u.into()),
+        "string" => format!("the string {}", u.trim_start_matches("string ")),
+        "map" => "a table".into(),
+        "sequence" => "an array".into(),
+        _ => u.into(),
+    }
+}
+
+/// One sentence (cause and fix, naming the key) for a toml syntax or serde error.
+fn explain(text: &str, e: &toml::de::Error) -> String {
+    let raw = e.message().trim();
+    if text.parse::<toml::Table>().is_err() {
+        let joined = raw
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hint = if raw.contains("duplicate key") {
+            "; each key, and each [section], may appear only once"
+        } else if raw.starts_with("invalid string") {
+            "; put text in double quotes, e.g. inside = \"eth1\""
+        } else if raw.starts_with("invalid basic string")
+            || raw.starts_with("invalid literal string")
+        {
+            "; end the string with its quote on the same line"
+        } else if raw.starts_with("invalid escape sequence") {
+            "; write a backslash as \\\\, or use single quotes"
+        } else {
+            ""
+        };
+        return format!("TOML syntax error: {joined}{hint}");
+    }
+    let tree = SpanTree::parse(text);
+    let mut path = e.span().map(|s| tree.path_at(s.start)).unwrap_or_default();
+    if let Some(rest) = raw.strip_prefix("unknown field `") {
+        let (key, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        if path.last().map(String::as_str) == Some(key) {
+            path.pop();
+        }
+        return unknown_key(&tree, &dotted(&path), key, &backticked(tail));
+    }
+    let key = dotted(&path);
+    if let Some(rest) = raw.strip_prefix("unknown variant `") {
+        let (value, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected = tail.split_once("expected ").map_or("", |(_, x)| x);
+        return format!("{key} cannot be `{value}`: use {expected}");
+    }
+    if let Some(rest) = raw.strip_prefix("invalid type: ") {
+        let (got, want) = rest.rsplit_once(", expected ").unwrap_or((rest, ""));
+        if key == "nat.rule" {
+            return format!(
+                "nat.rule must be an array of tables, not {}: write each rule as a [[nat.rule]] section (double brackets)",
+                found(got)
+            );
+        }
+        return format!("{key} must be {}, not {}", wanted(want), found(got));
+    }
+    if let Some(rest) = raw.strip_prefix("invalid value: ") {
+        let (got, want) = rest.rsplit_once(", expected ").unwrap_or((rest, ""));
+        let value = got.split('`').nth(1).unwrap_or(got);
+        let want = if key == "interfaces.queues" {
+            format!("a queue number from 0 to {}", nat_common::MAX_QUEUES - 1)
+        } else {
+            wanted(want)
+        };
+        return format!("{key} value {value} is out of range: use {want}");
+    }
+    if let Some(rest) = raw.strip_prefix("missing field `") {
+        let field = rest.trim_end_matches('`');
+        if key == "nat.rule" && field == "internal" {
+            return "this [[nat.rule]] has no `internal`: add the addresses it rewrites, e.g. internal = \"10.0.0.0/24\"".into();
+        }
+        return format!("{} has no `{field}`: add it", table_name(&key));
+    }
+    if key.is_empty() || raw.starts_with(&key) {
+        raw.to_string()
+    } else {
+        format!("{key}: {raw}")
+    }
+}
+
+/// An unknown key `key` in table `here` (dotted; "" for the top level), whose valid keys
+/// serde listed as `valid`.
+fn unknown_key(tree: &SpanTree, here: &str, key: &str, valid: &[&str]) -> String {
+    let close = closest(key, valid);
+    // The table where the same key is valid.
+    let home = SECTIONS
+        .iter()
+        .find(|(s, keys)| *s != here && keys.contains(&key))
+        .map(|(s, _)| *s);
+    if here.is_empty() {
+        let is_table = matches!(tree.get(&[key]).map(|n| &n.kind), Some(Kind::Table(_)));
+        if !is_table {
+            return match home {
+                Some("nat.rule") => {
+                    format!("`{key}` is outside any section: put it in a [[nat.rule]] section")
+                }
+                Some(s) => format!("`{key}` is outside any section: put it under [{s}]"),
+                None => format!("unknown key `{key}` outside any section: remove it"),
+            };
+        }
+        let sections = valid
+            .iter()
+            .map(|s| format!("[{s}]"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return match close {
+            Some(c) => format!("unknown section [{key}]: did you mean [{c}]?"),
+            None => format!("unknown section [{key}]: remove it (the sections are {sections})"),
+        };
+    }
+    let at = table_name(here);
+    let belongs = home.map(|s| match s {
+        "" => format!("[{key}] is a section of its own"),
+        "nat" if key == "rule" => "rules are [[nat.rule]] sections".into(),
+        "nat.rule" => "it belongs in a [[nat.rule]] section".into(),
+        s => format!("it belongs in [{s}]"),
+    });
+    match (close, belongs) {
+        (Some(c), Some(b)) => match b.strip_prefix("it ") {
+            Some(rest) => {
+                format!("unknown key `{key}` in {at}: did you mean `{c}`? (`{key}` {rest})")
+            }
+            None => format!("unknown key `{key}` in {at}: did you mean `{c}`? ({b})"),
+        },
+        (Some(c), None) => format!("unknown key `{key}` in {at}: did you mean `{c}`?"),
+        (None, Some(b)) if b.starts_with("it ") => {
+            format!("unknown key `{key}` in {at}: {b}, move it there")
+        }
+        (None, Some(b)) => format!("unknown key `{key}` in {at}: {b}"),
+        (None, None) => {
+            format!(
+                "unknown key `{key}` in {at}: remove it (valid keys: {})",
+                valid.join(", ")
+            )
+        }
+    }
+}
+
+/// Why `a` cannot be an external address (`None`: it can).
+fn not_public(a: IpAddr, local: &[Net]) -> Option<&'static str> {
+    let c = crate::nat::addr::canonical(a);
+    let why = match c {
+        IpAddr::V4(v) if v.is_unspecified() => "the unspecified address",
+        IpAddr::V4(v) if v.is_loopback() => "a loopback address",
+        IpAddr::V4(v) if v.is_broadcast() => "the broadcast address",
+        IpAddr::V4(v) if v.is_multicast() => "a multicast address",
+        IpAddr::V6(v) if v.is_unspecified() => "the unspecified address",
+        IpAddr::V6(v) if v.is_loopback() => "the loopback address",
+        IpAddr::V6(v) if v.is_multicast() => "a multicast address",
+        _ if local.iter().any(|n| n.contains(c)) => "inside nat.local_nets (a private address)",
+        _ => return None,
+    };
+    Some(why)
+}
+
+/// Does the group exist (getgrnam_r)?
+fn group_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    loop {
+        // SAFETY: plain C struct, filled in by getgrnam_r.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: valid C string, buffer and out-pointers that live across the call.
+        let r = unsafe {
+            libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut out)
+        };
+        if r == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        return r == 0 && !out.is_null();
+    }
+}
+
 /// Collects problems with positions.
 struct Problems<'a> {
     text: &'a str,
+    tree: SpanTree,
     list: Vec<Problem>,
 }
 
-impl Problems<'_> {
-    fn add(&mut self, span: &std::ops::Range<usize>, message: String) {
+impl<'a> Problems<'a> {
+    fn new(text: &'a str) -> Self {
+        Problems {
+            text,
+            tree: SpanTree::parse(text),
+            list: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, span: &Span, message: String) {
         let (line, column) = position(self.text, span);
         self.list.push(Problem {
             line,
@@ -371,19 +955,66 @@ impl Problems<'_> {
             message,
         });
     }
+
+    /// The value at `path`; if it is not in the file, the nearest enclosing table that is
+    /// (its header); else no position.
+    fn at(&self, path: &[&str]) -> Span {
+        (1..=path.len())
+            .rev()
+            .find_map(|n| {
+                self.tree
+                    .get(&path[..n])?
+                    .span
+                    .clone()
+                    .filter(|s| *s != (0..0))
+            })
+            .unwrap_or(0..0)
+    }
+
+    /// `span` (of a `Spanned` field) when it has one, else [`Problems::at`] `path`.
+    fn at_or(&self, span: &Span, path: &[&str]) -> Span {
+        if *span == (0..0) {
+            self.at(path)
+        } else {
+            span.clone()
+        }
+    }
+
+    /// The position of a port-map key: in the text before its value.
+    fn key_at(&self, path: &[&str], key: &str) -> Span {
+        let v = self.at(path);
+        match self.text[..v.start.min(self.text.len())].rfind(key) {
+            Some(k) if v != (0..0) => k..k + key.len(),
+            _ => v,
+        }
+    }
 }
 
 impl Config {
-    /// Reads and parses a config file (syntax and types; see [`Config::check`] for more).
+    /// Reads and parses a config file (syntax and types; see [`Config::validate`] for more).
     pub fn load(path: &Path) -> Result<(Config, String), ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                message: format!("cannot read the config file: {e}"),
-            }],
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            use std::io::ErrorKind as K;
+            let message = match e.kind() {
+                K::NotFound => format!(
+                    "the config file does not exist: check the path (the default is {DEFAULT_PATH})"
+                ),
+                K::PermissionDenied => {
+                    "cannot read the config file: permission denied; run as root or make it readable".into()
+                }
+                K::IsADirectory => "is a directory, not a config file: give the path of the .toml file".into(),
+                K::InvalidData => "the config file is not UTF-8 text: save it as UTF-8".into(),
+                _ => format!("cannot read the config file: {e}"),
+            };
+            ConfigError {
+                file: file.clone(),
+                problems: vec![Problem {
+                    line: 0,
+                    column: 0,
+                    message,
+                }],
+            }
         })?;
         let cfg = Config::parse(&text).map_err(|problems| ConfigError { file, problems })?;
         Ok((cfg, text))
@@ -396,60 +1027,87 @@ impl Config {
             vec![Problem {
                 line,
                 column,
-                message: e.message().trim().to_string(),
+                message: explain(text, &e),
             }]
         })
     }
 
     /// Semantic checks that need no system access. `text` is the file the config came
-    /// from (for positions).
+    /// from (for positions). The problems are in file order.
     pub fn validate(&self, text: &str) -> Vec<Problem> {
-        let mut p = Problems {
-            text,
-            list: Vec::new(),
-        };
+        let mut p = Problems::new(text);
         let i = &self.interfaces;
-        if i.inside.get_ref().is_empty() {
-            p.add(
-                &(0..0),
-                "[interfaces] inside is not set: name the interface facing the private network"
-                    .into(),
-            );
+        for (key, v, what) in [
+            (
+                "inside",
+                &i.inside,
+                "the interface facing the private network, e.g. inside = \"eth1\"",
+            ),
+            (
+                "outside",
+                &i.outside,
+                "the interface facing the carrier or the internet, e.g. outside = \"eth0\"",
+            ),
+        ] {
+            if v.get_ref().trim().is_empty() {
+                let s = p.at_or(&v.span(), &["interfaces", key]);
+                p.add(&s, format!("interfaces.{key} is not set: name {what}"));
+            }
         }
-        if i.outside.get_ref().is_empty() {
-            p.add(
-                &(0..0),
-                "[interfaces] outside is not set: name the interface facing the carrier".into(),
-            );
-        }
-        if !i.inside.get_ref().is_empty() && i.inside.get_ref() == i.outside.get_ref() {
+        if !i.inside.get_ref().trim().is_empty() && i.inside.get_ref() == i.outside.get_ref() {
             p.add(
                 &i.outside.span(),
-                "inside and outside are the same interface".into(),
-            );
-        }
-        let ports = i.sip_ports.get_ref();
-        if ports.is_empty() {
-            p.add(
-                &i.sip_ports.span(),
-                "sip_ports is empty: no SIP traffic would be steered".into(),
-            );
-        } else if ports.len() > nat_common::MAX_SIP_PORTS as usize {
-            p.add(
-                &i.sip_ports.span(),
                 format!(
-                    "sip_ports has {} ports; at most {} are supported",
-                    ports.len(),
-                    nat_common::MAX_SIP_PORTS
+                    "interfaces.inside and interfaces.outside are both `{}`: name two different interfaces, one on each side of the NAT",
+                    i.outside.get_ref()
                 ),
             );
         }
-        if ports.contains(&0) {
+        let ports = i.sip_ports.get_ref();
+        let ports_span = p.at_or(&i.sip_ports.span(), &["interfaces", "sip_ports"]);
+        if ports.is_empty() {
             p.add(
-                &i.sip_ports.span(),
-                "sip_ports contains 0, which is not a port".into(),
+                &ports_span,
+                "interfaces.sip_ports is empty: list the UDP ports that carry SIP, e.g. sip_ports = [5060]".into(),
+            );
+        } else if ports.len() > nat_common::MAX_SIP_PORTS as usize {
+            p.add(
+                &ports_span,
+                format!(
+                    "interfaces.sip_ports lists {} ports but at most {} are supported: remove {}",
+                    ports.len(),
+                    nat_common::MAX_SIP_PORTS,
+                    ports.len() - nat_common::MAX_SIP_PORTS as usize
+                ),
             );
         }
+        for (k, _) in ports.iter().enumerate().filter(|(_, &port)| port == 0) {
+            let s = p.at(&["interfaces", "sip_ports", &k.to_string()]);
+            p.add(
+                &s,
+                "interfaces.sip_ports contains 0, which is not a port: use port numbers from 1 to 65535".into(),
+            );
+        }
+        if let Queues::List(l) = &i.queues {
+            for (k, &q) in l.iter().enumerate() {
+                let s = p.at(&["interfaces", "queues", &k.to_string()]);
+                if q >= nat_common::MAX_QUEUES {
+                    p.add(
+                        &s,
+                        format!(
+                            "interfaces.queues contains queue {q}, but queue numbers must be below {}: list the NIC's RX queues (see `ethtool -l`)",
+                            nat_common::MAX_QUEUES
+                        ),
+                    );
+                } else if l[..k].contains(&q) {
+                    p.add(
+                        &s,
+                        format!("interfaces.queues lists queue {q} twice: list each queue once"),
+                    );
+                }
+            }
+        }
+
         let mut local = Vec::new();
         for ln in &self.nat.local_nets {
             match Net::parse(ln.get_ref()) {
@@ -457,188 +1115,332 @@ impl Config {
                 None => p.add(
                     &ln.span(),
                     format!(
-                        "local_nets entry `{}` is not a network (CIDR)",
+                        "nat.local_nets entry `{}` is not a network: write ADDRESS/PREFIX, e.g. \"10.0.0.0/8\"",
                         ln.get_ref()
                     ),
                 ),
             }
         }
-        let externals = [&self.nat.external_ip, &self.nat.external_ip6];
-        let mut global_ext = Vec::new();
-        for (e, want_v6) in externals.iter().zip([false, true]) {
+        for (key, e, want_v6) in [
+            ("external_ip", &self.nat.external_ip, false),
+            ("external_ip6", &self.nat.external_ip6, true),
+        ] {
+            let s = p.at_or(&e.span(), &["nat", key]);
             match ExternalSource::parse(e.get_ref()) {
-                Err(m) => p.add(&e.span(), m),
+                Err(m) => p.add(&s, format!("nat.{key} {m}")),
+                Ok(ExternalSource::Static(a)) if a.is_ipv6() != want_v6 => p.add(
+                    &s,
+                    if want_v6 {
+                        format!("nat.external_ip6 must be an IPv6 address, not {a}: put IPv4 addresses in nat.external_ip")
+                    } else {
+                        format!("nat.external_ip must be an IPv4 address, not {a}: put IPv6 addresses in nat.external_ip6")
+                    },
+                ),
                 Ok(ExternalSource::Static(a)) => {
-                    if a.is_ipv6() != want_v6 {
-                        p.add(
-                            &e.span(),
-                            format!(
-                                "{} must be an IPv{} address, not {a}",
-                                if want_v6 {
-                                    "external_ip6"
-                                } else {
-                                    "external_ip"
-                                },
-                                if want_v6 { 6 } else { 4 }
-                            ),
-                        );
+                    if let Some(why) = not_public(a, &local) {
+                        p.add(&s, format!("nat.{key} {a} is {why}: give the public address that peers see"));
                     }
-                    if local.iter().any(|n| n.contains(a)) {
-                        p.add(&e.span(), format!("external address {a} is inside local_nets (a private address): the rewrite would hide nothing"));
-                    }
-                    global_ext.push(a);
                 }
                 Ok(_) => {}
             }
         }
-        if self.nat.external_ip.get_ref().trim().is_empty()
-            && self.nat.external_ip6.get_ref().trim().is_empty()
-        {
+        let no_v4 = self.nat.external_ip.get_ref().trim().is_empty();
+        let no_v6 = self.nat.external_ip6.get_ref().trim().is_empty();
+        let any_rule_external = self.nat.rule.iter().any(|r| r.external.is_some());
+        if no_v4 && no_v6 && !any_rule_external {
+            let s = p.at(&["nat"]);
             p.add(
-                &(0..0),
-                "[nat] external_ip is not set: give an address, stun:HOST:PORT or interface:NAME"
-                    .into(),
+                &s,
+                "nat.external_ip is not set: give the public address (e.g. external_ip = \"203.0.113.10\"), stun:HOST:PORT or interface:NAME".into(),
             );
         }
         if self.nat.rule.is_empty() {
+            let s = p.at(&["nat"]);
             p.add(
-                &(0..0),
-                "no [[nat.rule]]: nothing would be rewritten".into(),
+                &s,
+                "there is no [[nat.rule]], so nothing would be rewritten: add one, e.g. [[nat.rule]] with internal = \"10.0.0.0/24\"".into(),
             );
         }
-        let mut nets: Vec<(Net, std::ops::Range<usize>)> = Vec::new();
-        for r in &self.nat.rule {
+        let mut nets: Vec<(Net, Span)> = Vec::new();
+        for (k, r) in self.nat.rule.iter().enumerate() {
+            let k = k.to_string();
+            let internal_span = p.at_or(&r.internal.span(), &["nat", "rule", &k, "internal"]);
             let Some(net) = Net::parse(r.internal.get_ref()) else {
                 p.add(
-                    &r.internal.span(),
+                    &internal_span,
                     format!(
-                        "rule internal `{}` is not a network (CIDR) or address",
+                        "nat.rule.internal `{}` is not a network or an address: write e.g. \"10.0.0.0/24\" or \"10.0.0.5\"",
                         r.internal.get_ref()
                     ),
                 );
                 continue;
             };
-            if let Some((other, _)) = nets.iter().find(|(n, _)| n.overlaps(&net)) {
+            if let Some((other, at)) = nets.iter().find(|(n, _)| n.overlaps(&net)) {
                 p.add(
-                    &r.internal.span(),
-                    format!("rule {net} overlaps rule {other}: an address would match both"),
+                    &internal_span,
+                    format!(
+                        "nat.rule.internal {net} overlaps the rule for {other} on line {}: an address would match both; make the rules disjoint",
+                        position(text, at).0
+                    ),
                 );
             }
             if !local.iter().any(|l| net.within(l)) {
                 p.add(
-                    &r.internal.span(),
+                    &internal_span,
                     format!(
-                        "rule {net} is not inside local_nets: public addresses would be rewritten"
+                        "nat.rule.internal {net} is not inside nat.local_nets, so public addresses would be rewritten: use a private network, or add it to nat.local_nets"
                     ),
                 );
             }
-            if let Some(e) = &r.external {
-                match e.get_ref().parse::<IpAddr>() {
-                    Ok(a) if local.iter().any(|n| n.contains(a)) => p.add(
-                        &e.span(),
-                        format!(
-                            "rule external address {a} is inside local_nets (a private address)"
+            let v4 = matches!(net, Net::V4 { .. });
+            match &r.external {
+                Some(e) => {
+                    let s = p.at_or(&e.span(), &["nat", "rule", &k, "external"]);
+                    match e.get_ref().parse::<IpAddr>() {
+                        Err(_) => p.add(
+                            &s,
+                            format!(
+                                "nat.rule.external `{}` is not an IP address: a rule's external address must be written out, e.g. \"203.0.113.11\"",
+                                e.get_ref()
+                            ),
                         ),
-                    ),
-                    Ok(_) => {}
-                    Err(_) => p.add(
-                        &e.span(),
-                        format!("rule external `{}` is not an IP address", e.get_ref()),
-                    ),
+                        Ok(a) if a.is_ipv4() != v4 => p.add(
+                            &s,
+                            format!(
+                                "nat.rule.external {a} is {} but the rule's internal {net} is {}: use an external address of the same family",
+                                if v4 { "IPv6" } else { "IPv4" },
+                                if v4 { "IPv4" } else { "IPv6" },
+                            ),
+                        ),
+                        Ok(a) => {
+                            if let Some(why) = not_public(a, &local) {
+                                p.add(&s, format!("nat.rule.external {a} is {why}: give the public address these hosts appear as"));
+                            }
+                        }
+                    }
                 }
-            }
-            let map = r.ports.get_ref();
-            if map.len() > crate::nat::rules::MAX_PORT_MAP {
-                p.add(
-                    &r.ports.span(),
-                    format!(
-                        "port map has {} entries; at most {} are supported",
-                        map.len(),
-                        crate::nat::rules::MAX_PORT_MAP
-                    ),
-                );
-            }
-            for k in map.keys() {
-                if k.parse::<u16>().map_or(true, |v| v == 0) {
+                None if (v4 && no_v4 || !v4 && no_v6)
+                    && !(no_v4 && no_v6 && !any_rule_external) =>
+                {
+                    let key = if v4 { "external_ip" } else { "external_ip6" };
                     p.add(
-                        &r.ports.span(),
-                        format!("port map key `{k}` is not a port number"),
+                        &internal_span,
+                        format!("nat.rule.internal {net} has no external address: set nat.{key}, or `external` in this rule"),
                     );
                 }
+                None => {}
             }
-            nets.push((net, r.internal.span()));
-        }
-        if let Queues::List(l) = &i.queues {
-            if l.iter().any(|&q| q >= nat_common::MAX_QUEUES) {
+            let map = r.ports.get_ref();
+            let ports_path = ["nat", "rule", &k, "ports"];
+            if map.len() > crate::nat::rules::MAX_PORT_MAP {
+                let s = p.at_or(&r.ports.span(), &ports_path);
                 p.add(
-                    &(0..0),
-                    format!("queue numbers must be below {}", nat_common::MAX_QUEUES),
+                    &s,
+                    format!(
+                        "nat.rule.ports has {} entries but at most {} are supported: remove {}",
+                        map.len(),
+                        crate::nat::rules::MAX_PORT_MAP,
+                        map.len() - crate::nat::rules::MAX_PORT_MAP
+                    ),
                 );
             }
+            let mut seen: Vec<(u16, &str)> = Vec::new();
+            for (key, &ext) in map {
+                let entry = ["nat", "rule", &k, "ports", key.as_str()];
+                if key.parse::<u16>().map_or(true, |v| v == 0) {
+                    let s = p.key_at(&entry, key);
+                    p.add(
+                        &s,
+                        format!(
+                            "nat.rule.ports key `{key}` is not a port number: map internal to external ports, e.g. ports = {{ 5060 = 15060 }}"
+                        ),
+                    );
+                }
+                if ext == 0 {
+                    let s = p.at(&entry);
+                    p.add(&s, format!("nat.rule.ports maps {key} to 0, which is not a port: use a port number from 1 to 65535"));
+                } else if let Some((_, other)) = seen.iter().find(|(e, _)| *e == ext) {
+                    let s = p.at(&entry);
+                    p.add(
+                        &s,
+                        format!(
+                            "nat.rule.ports maps both {other} and {key} to {ext}, so replies to {ext} could not be mapped back: give each its own external port"
+                        ),
+                    );
+                }
+                seen.push((ext, key));
+            }
+            nets.push((net, internal_span));
         }
-        if self.nat.flow_table_size == 0 || self.nat.flow_table_size > 1 << 24 {
-            p.add(&(0..0), format!("nat.flow_table_size {} must be between 1 and 16777216", self.nat.flow_table_size));
-        }
-        if self.nat.flow_idle_timeout == 0 {
-            p.add(&(0..0), "nat.flow_idle_timeout must be at least 1 second".to_string());
-        }
-        let m = self.control.metrics.get_ref();
-        if !m.is_empty() && m.parse::<SocketAddr>().is_err() {
+        let n = &self.nat;
+        if n.flow_table_size == 0 || n.flow_table_size > 1 << 24 {
+            let s = p.at(&["nat", "flow_table_size"]);
             p.add(
-                &self.control.metrics.span(),
+                &s,
                 format!(
-                    "metrics `{m}` is not ADDR:PORT (e.g. 127.0.0.1:9560); use \"\" to disable"
+                    "nat.flow_table_size {} is out of range: use 1 to 16777216 (flows)",
+                    n.flow_table_size
                 ),
             );
         }
-        let d = &self.datapath;
-        if !d.ring_size.is_power_of_two() || d.ring_size < 64 || d.ring_size > 16384 {
+        if n.flow_idle_timeout == 0 {
+            let s = p.at(&["nat", "flow_idle_timeout"]);
             p.add(
-                &(0..0),
+                &s,
+                "nat.flow_idle_timeout is 0: use at least 1 (seconds), e.g. 300".into(),
+            );
+        }
+
+        let c = &self.control;
+        let s = p.at(&["control", "socket"]);
+        if c.socket.as_os_str().is_empty() {
+            p.add(
+                &s,
+                format!("control.socket is empty: give the path of the control socket, e.g. \"{DEFAULT_SOCKET}\""),
+            );
+        } else if !c.socket.is_absolute() {
+            p.add(
+                &s,
                 format!(
-                    "datapath.ring_size {} must be a power of two between 64 and 16384",
+                    "control.socket `{}` is a relative path: give an absolute path, e.g. \"{DEFAULT_SOCKET}\"",
+                    c.socket.display()
+                ),
+            );
+        } else if c.socket.as_os_str().len() > 107 {
+            p.add(
+                &s,
+                format!(
+                    "control.socket is {} bytes long but a Unix socket path may have at most 107: use a shorter path",
+                    c.socket.as_os_str().len()
+                ),
+            );
+        }
+        let m = c.metrics.get_ref();
+        if !m.is_empty() && m.parse::<SocketAddr>().is_err() {
+            let s = p.at_or(&c.metrics.span(), &["control", "metrics"]);
+            p.add(
+                &s,
+                format!("control.metrics `{m}` is not ADDRESS:PORT: write e.g. \"127.0.0.1:9560\", or \"\" to turn the endpoint off"),
+            );
+        }
+        if c.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+            let s = p.at(&["control", "group"]);
+            p.add(
+                &s,
+                "control.group is empty: name a group, or remove the key".into(),
+            );
+        }
+
+        let d = &self.datapath;
+        let ring_ok = d.ring_size.is_power_of_two() && (64..=16384).contains(&d.ring_size);
+        if !ring_ok {
+            let s = p.at(&["datapath", "ring_size"]);
+            p.add(
+                &s,
+                format!(
+                    "datapath.ring_size {} is not a power of two from 64 to 16384: use e.g. 1024",
                     d.ring_size
                 ),
             );
         }
-        if d.frames < 6 * d.ring_size {
-            p.add(&(0..0), format!("datapath.frames {} must be at least 6 × ring_size ({}): both fill rings (2 × ring_size each) full plus frames in flight", d.frames, 6 * d.ring_size));
-        }
-        if d.batch == 0 || d.batch > d.ring_size {
+        let need = 6 * u64::from(d.ring_size);
+        if ring_ok && u64::from(d.frames) < need {
+            let s = if p.tree.get(&["datapath", "frames"]).is_some() {
+                p.at(&["datapath", "frames"])
+            } else {
+                p.at(&["datapath", "ring_size"])
+            };
             p.add(
-                &(0..0),
-                format!("datapath.batch {} must be between 1 and ring_size", d.batch),
+                &s,
+                format!(
+                    "datapath.frames {} is too few for ring_size {}: use at least {need} (6 × ring_size: both fill rings full, plus frames in flight)",
+                    d.frames, d.ring_size
+                ),
+            );
+        }
+        if ring_ok && (d.batch == 0 || d.batch > d.ring_size) {
+            let s = p.at(&["datapath", "batch"]);
+            p.add(
+                &s,
+                format!(
+                    "datapath.batch {} is out of range: use 1 to ring_size ({})",
+                    d.batch, d.ring_size
+                ),
+            );
+        }
+        let datagram = crate::datapath::reasm::ReasmLimits::default().max_datagram;
+        if (d.reassembly_memory as usize) < datagram {
+            let s = p.at(&["datapath", "reassembly_memory"]);
+            p.add(
+                &s,
+                format!(
+                    "datapath.reassembly_memory {} is less than one datagram, so no fragmented message could be reassembled: use at least {datagram} (bytes)",
+                    d.reassembly_memory
+                ),
+            );
+        }
+        if d.reassembly_timeout_ms == 0 {
+            let s = p.at(&["datapath", "reassembly_timeout_ms"]);
+            p.add(
+                &s,
+                "datapath.reassembly_timeout_ms is 0, so every fragmented message would be dropped: use e.g. 2000 (milliseconds)".into(),
+            );
+        }
+        let max_frags = datagram / 8;
+        if d.max_fragments < 2 || d.max_fragments as usize > max_frags {
+            let s = p.at(&["datapath", "max_fragments"]);
+            p.add(
+                &s,
+                format!(
+                    "datapath.max_fragments {} is out of range: use 2 to {max_frags} (a {datagram}-byte datagram has at most {max_frags} fragments)",
+                    d.max_fragments
+                ),
             );
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            let s = p.at(&["log", "level"]);
             p.add(
-                &(0..0),
+                &s,
                 format!(
-                    "log.level `{}` must be error, warn, info, debug or trace",
+                    "log.level `{}` is not a level: use error, warn, info, debug or trace",
                     self.log.level
                 ),
             );
         }
+        sort_problems(&mut p.list);
         p.list
     }
 
-    /// Checks against this host: the interfaces exist (in this network namespace).
+    /// Checks against this host: the interfaces exist (in this network namespace), and so
+    /// does the control group.
     pub fn check_system(&self, text: &str) -> Vec<Problem> {
-        let mut p = Problems {
-            text,
-            list: Vec::new(),
-        };
-        for (what, i) in [
+        let mut p = Problems::new(text);
+        for (key, i) in [
             ("inside", &self.interfaces.inside),
             ("outside", &self.interfaces.outside),
         ] {
             if !i.get_ref().is_empty() && crate::sys::if_index(i.get_ref()).is_none() {
+                let s = p.at_or(&i.span(), &["interfaces", key]);
                 p.add(
-                    &i.span(),
+                    &s,
                     format!(
-                        "{what} interface `{}` does not exist on this host (check `ip link`)",
+                        "interfaces.{key} `{}` is not an interface on this host: check the name with `ip link`",
                         i.get_ref()
                     ),
+                );
+            }
+        }
+        if let Some(g) = self
+            .control
+            .group
+            .as_deref()
+            .filter(|g| !g.trim().is_empty())
+        {
+            if !group_exists(g) {
+                let s = p.at(&["control", "group"]);
+                p.add(
+                    &s,
+                    format!("control.group `{g}` does not exist on this host: create it (groupadd {g}) or remove the key"),
                 );
             }
         }
@@ -705,6 +1507,7 @@ pub fn load_checked(path: &Path, system: bool) -> Result<Config, ConfigError> {
     let mut problems = cfg.validate(&text);
     if system {
         problems.extend(cfg.check_system(&text));
+        sort_problems(&mut problems);
     }
     if problems.is_empty() {
         Ok(cfg)
@@ -754,11 +1557,84 @@ ports = { 5060 = 15060 }
         assert_eq!((p[0].line, p[0].column), (2, 10));
         let p = Config::parse("[interfaces]\ninsde = \"eth1\"\n").unwrap_err();
         assert_eq!(p[0].line, 2);
-        assert!(
-            p[0].message.contains("unknown field `insde`"),
-            "{}",
-            p[0].message
+        assert_eq!(
+            p[0].message,
+            "unknown key `insde` in [interfaces]: did you mean `inside`?"
         );
+    }
+
+    /// SECTIONS lists exactly the keys serde accepts, section by section.
+    #[test]
+    fn sections_match_the_structs() {
+        for (section, keys) in SECTIONS {
+            let text = match *section {
+                "" => "zzzz = 1\n".to_string(),
+                "nat.rule" => "[[nat.rule]]\ninternal = \"10.0.0.0/24\"\nzzzz = 1\n".into(),
+                s => format!("[{s}]\nzzzz = 1\n"),
+            };
+            let e = toml::from_str::<Config>(&text).unwrap_err();
+            assert_eq!(backticked(e.message())[1..], **keys, "[{section}]");
+        }
+    }
+
+    /// The span tree finds values, array elements, array-of-tables elements and
+    /// dotted keys (toml's private `Spanned` protocol still works).
+    #[test]
+    fn span_tree_finds_values() {
+        let text = "[interfaces]\nqueues = [0, 7]\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\nports.5060 = 15060\n[datapath]\nring_size = 100\n";
+        let t = SpanTree::parse(text);
+        let at = |p: &[&str]| t.get(p).and_then(|n| n.span.clone()).map(|s| &text[s]);
+        assert_eq!(at(&["interfaces", "queues", "1"]), Some("7"));
+        assert_eq!(
+            at(&["nat", "rule", "0", "internal"]),
+            Some("\"10.0.0.0/24\"")
+        );
+        assert_eq!(at(&["nat", "rule", "0", "ports", "5060"]), Some("15060"));
+        assert_eq!(at(&["datapath", "ring_size"]), Some("100"));
+        let off = text.find("100").unwrap();
+        assert_eq!(t.path_at(off), ["datapath", "ring_size"]);
+        let off = text.find("internal").unwrap();
+        assert_eq!(t.path_at(off), ["nat", "rule", "0"]);
+    }
+
+    /// A port map written with dotted keys (no span from toml) parses and validates.
+    #[test]
+    fn dotted_port_map() {
+        let text = GOOD.replace(
+            "ports = { 5060 = 15060 }",
+            "ports.5060 = 15060\nports.5080 = 15080",
+        );
+        let c = Config::parse(&text).unwrap();
+        assert!(c.validate(&text).is_empty(), "{:?}", c.validate(&text));
+        assert_eq!(
+            c.rewrite_config().rules[0].ports.outbound(5080),
+            Some(15080)
+        );
+    }
+
+    /// Huge values are reported, never overflow (this runs in debug builds too).
+    #[test]
+    fn huge_values_do_not_overflow() {
+        let text = format!(
+            "{GOOD}\n[datapath]\nring_size = 4294967295\nframes = 4294967295\nbatch = 4294967295\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        let p = c.validate(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].message.starts_with("datapath.ring_size 4294967295"),
+            "{p:?}"
+        );
+    }
+
+    /// Problems come in file order, with the line of the offending value.
+    #[test]
+    fn problems_in_file_order() {
+        let text = "[log]\nlevel = \"loud\"\n\n[interfaces]\ninside = \"a\"\noutside = \"a\"\n";
+        let c = Config::parse(text).unwrap();
+        let lines: Vec<usize> = c.validate(text).iter().map(|p| p.line).collect();
+        // level (2), same interface (6), then the [nat] problems, which have no position.
+        assert_eq!(lines, [2, 6, 0, 0]);
     }
 
     #[test]
@@ -776,5 +1652,16 @@ ports = { 5060 = 15060 }
         );
         assert!(ExternalSource::parse("stun:host").is_err());
         assert!(ExternalSource::parse("eth0").is_err());
+        assert!(ExternalSource::parse("stun:host:0").is_err());
+        assert!(ExternalSource::parse("stun:2001:db8::1").is_err());
+        let v6 = ExternalSource::parse("stun:[2001:db8::1]:3478").unwrap();
+        assert_eq!(
+            v6,
+            ExternalSource::Stun {
+                host: "2001:db8::1".into(),
+                port: 3478
+            }
+        );
+        assert_eq!(v6.to_string(), "stun:[2001:db8::1]:3478");
     }
 }

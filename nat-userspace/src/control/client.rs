@@ -27,7 +27,10 @@ pub fn call(socket: &Path, cmd: Command) -> anyhow::Result<Value> {
     })?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut line = serde_json::to_string(&Request { v: VERSION, command: cmd })?;
+    let mut line = serde_json::to_string(&Request {
+        v: VERSION,
+        command: cmd,
+    })?;
     line.push('\n');
     s.write_all(line.as_bytes())?;
     let mut resp = String::new();
@@ -35,9 +38,14 @@ pub fn call(socket: &Path, cmd: Command) -> anyhow::Result<Value> {
     if resp.is_empty() {
         bail!("the daemon closed the connection without answering");
     }
-    let r: Response = serde_json::from_str(&resp).map_err(|e| anyhow!("unreadable answer from the daemon: {e}"))?;
+    let r: Response = serde_json::from_str(&resp)
+        .map_err(|e| anyhow!("unreadable answer from the daemon: {e}"))?;
     if !r.ok {
-        bail!("{}", r.error.unwrap_or_else(|| "the daemon reported an error".into()));
+        bail!(
+            "{}",
+            r.error
+                .unwrap_or_else(|| "the daemon reported an error".into())
+        );
     }
     Ok(r.data.unwrap_or(Value::Null))
 }

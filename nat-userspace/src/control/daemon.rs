@@ -123,11 +123,31 @@ impl Daemon {
             AttachModeCfg::Native => AttachMode::Native,
             AttachModeCfg::Generic => AttachMode::Generic,
         };
+        // A program a previous daemon left pinned is adopted (hitless restart): same maps,
+        // counters continue, no detach; otherwise load, attach and pin a fresh one.
+        let pin_root = cfg.control.bpffs.clone();
+        crate::xdp::ensure_bpffs(&pin_root)?;
         let attach = |ifname: &str| -> anyhow::Result<(SteeringProgram, AttachedMode)> {
-            let mut p = SteeringProgram::load()?;
+            let dir = pin_root.join(ifname);
+            let mut p = match SteeringProgram::adopt(&dir, ifname)? {
+                Some(p) => {
+                    tracing::info!("adopted the pinned XDP program on {ifname} (hitless restart)");
+                    p
+                }
+                None => {
+                    let mut p = SteeringProgram::load()?;
+                    p.set_config(steering(&cfg, true))?;
+                    p.set_ports(&ports)?;
+                    p.attach(ifname, mode)?;
+                    if let Err(e) = p.pin(&dir) {
+                        tracing::warn!("{e}: restarts will detach and re-attach");
+                    }
+                    p
+                }
+            };
             p.set_config(steering(&cfg, true))?;
             p.set_ports(&ports)?;
-            let m = p.attach(ifname, mode)?;
+            let m = p.attached().map(|(_, m)| m).unwrap_or(AttachedMode::Native);
             Ok((p, m))
         };
         let (inside_prog, inside_mode) = attach(&inside)?;
@@ -136,10 +156,15 @@ impl Daemon {
 
         let stop = Arc::new(AtomicBool::new(false));
         let nexthops = Arc::new(Published::new(NextHops::default()));
-        let allowed = [&inside, &outside].iter().filter_map(|n| crate::sys::if_index(n)).collect();
+        let allowed = [&inside, &outside]
+            .iter()
+            .filter_map(|n| crate::sys::if_index(n))
+            .collect();
         let (resolver, resolver_thread) =
-            nexthop::spawn(allowed, Arc::clone(&nexthops), Arc::clone(&stop)).context("starting the next-hop resolver")?;
-        let slow = SlowPath::new().context("opening raw sockets for the kernel slow path (needs CAP_NET_RAW)")?;
+            nexthop::spawn(allowed, Arc::clone(&nexthops), Arc::clone(&stop))
+                .context("starting the next-hop resolver")?;
+        let slow = SlowPath::new()
+            .context("opening raw sockets for the kernel slow path (needs CAP_NET_RAW)")?;
         let shared = Arc::new(Shared {
             dataplane: Published::new(Dataplane::new(cfg.rewrite_config(), external)),
             nexthops,
@@ -154,7 +179,12 @@ impl Daemon {
         let daemon = Arc::new(Daemon {
             config_path: config_path.to_path_buf(),
             shared: Arc::clone(&shared),
-            programs: Mutex::new(Programs { inside: inside_prog, outside: outside_prog, inside_mode, outside_mode }),
+            programs: Mutex::new(Programs {
+                inside: inside_prog,
+                outside: outside_prog,
+                inside_mode,
+                outside_mode,
+            }),
             workers: Mutex::new(Vec::new()),
             started: Instant::now(),
             external: Mutex::new(ExternalState {
@@ -227,7 +257,15 @@ impl Daemon {
                 .name(format!("sipnat-q{q}"))
                 .spawn(move || worker::run(wc, shared, st, txc))
                 .context("spawning a worker thread")?;
-            infos.push(WorkerInfo { queue: q, cpu, zero_copy: false, inside_fd: -1, outside_fd: -1, stats, handle: Some(handle) });
+            infos.push(WorkerInfo {
+                queue: q,
+                cpu,
+                zero_copy: false,
+                inside_fd: -1,
+                outside_fd: -1,
+                stats,
+                handle: Some(handle),
+            });
         }
         drop(tx);
         let mut errors = Vec::new();
@@ -247,14 +285,24 @@ impl Daemon {
 
     fn register(&self, infos: &mut [WorkerInfo], r: Ready) -> anyhow::Result<()> {
         let mut p = self.programs.lock().expect("programs lock");
-        p.inside.xsk_map()?.set(r.queue, r.inside_fd, 0).context("registering the inside AF_XDP socket")?;
-        p.outside.xsk_map()?.set(r.queue, r.outside_fd, 0).context("registering the outside AF_XDP socket")?;
+        p.inside
+            .xsk_map()?
+            .set(r.queue, r.inside_fd, 0)
+            .context("registering the inside AF_XDP socket")?;
+        p.outside
+            .xsk_map()?
+            .set(r.queue, r.outside_fd, 0)
+            .context("registering the outside AF_XDP socket")?;
         if let Some(w) = infos.iter_mut().find(|w| w.queue == r.queue) {
             w.zero_copy = r.zero_copy;
             w.inside_fd = r.inside_fd;
             w.outside_fd = r.outside_fd;
         }
-        tracing::info!("queue {}: AF_XDP sockets up ({} mode)", r.queue, if r.zero_copy { "zero-copy" } else { "copy" });
+        tracing::info!(
+            "queue {}: AF_XDP sockets up ({} mode)",
+            r.queue,
+            if r.zero_copy { "zero-copy" } else { "copy" }
+        );
         Ok(())
     }
 
@@ -274,7 +322,9 @@ impl Daemon {
     /// Publishes a new external address (hitless: the next packet uses it).
     pub fn set_external(&self, addrs: ExternalAddrs, source: &str) {
         let cur = self.shared.dataplane.load();
-        self.shared.dataplane.publish(Dataplane::new(cur.config.clone(), addrs));
+        self.shared
+            .dataplane
+            .publish(Dataplane::new(cur.config.clone(), addrs));
         let mut e = self.external.lock().expect("external lock");
         if e.addrs != addrs {
             tracing::info!("external address {} (from {source})", addrs);
@@ -324,14 +374,45 @@ impl Daemon {
             external = fresh;
         }
         let rules = new.nat.rule.len();
-        self.shared.dataplane.publish(Dataplane::new(new.rewrite_config(), external));
+        self.shared
+            .dataplane
+            .publish(Dataplane::new(new.rewrite_config(), external));
         *self.config.lock().expect("config lock") = new;
         tracing::info!("config reloaded from {}", self.config_path.display());
-        Ok(format!("reloaded {} ({rules} rule(s))", self.config_path.display()))
+        Ok(format!(
+            "reloaded {} ({rules} rule(s))",
+            self.config_path.display()
+        ))
     }
 
-    /// Stops workers and threads, detaches XDP. Idempotent.
+    /// Removes the pins so the programs detach when the daemon ends (a clean stop leaves
+    /// the interfaces as they were). Not called for a handover (SIGUSR2), which leaves the
+    /// programs attached for the next daemon to adopt.
+    pub fn unpin(&self) {
+        let mut guard = self.programs.lock().expect("programs lock");
+        let p = &mut *guard;
+        for prog in [&mut p.inside, &mut p.outside] {
+            if let Err(e) = prog.unpin() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    /// Stops workers and threads. Idempotent. The XSKMAP slots are emptied first, so new
+    /// packets take the kernel path (the failure mode) while the workers drain what they
+    /// already have: nothing in flight is lost.
     pub fn shutdown(&self) {
+        {
+            let mut p = self.programs.lock().expect("programs lock");
+            for w in self.workers.lock().expect("workers lock").iter() {
+                if let Ok(mut m) = p.inside.xsk_map() {
+                    let _ = m.unset(w.queue);
+                }
+                if let Ok(mut m) = p.outside.xsk_map() {
+                    let _ = m.unset(w.queue);
+                }
+            }
+        }
         self.shared.stop.store(true, Ordering::Relaxed);
         for w in self.workers.lock().expect("workers lock").iter_mut() {
             if let Some(h) = w.handle.take() {
@@ -341,8 +422,6 @@ impl Daemon {
         for h in self.threads.lock().expect("threads lock").drain(..) {
             let _ = h.join();
         }
-        // Programs detach when dropped with the daemon; make it explicit for clarity by
-        // disabling first (a no-op once detached).
         tracing::info!("workers stopped");
     }
 }

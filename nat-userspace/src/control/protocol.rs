@@ -42,11 +42,21 @@ pub struct Response {
 
 impl Response {
     pub fn ok(data: serde_json::Value) -> Response {
-        Response { v: VERSION, ok: true, data: Some(data), error: None }
+        Response {
+            v: VERSION,
+            ok: true,
+            data: Some(data),
+            error: None,
+        }
     }
 
     pub fn err(msg: impl Into<String>) -> Response {
-        Response { v: VERSION, ok: false, data: None, error: Some(msg.into()) }
+        Response {
+            v: VERSION,
+            ok: false,
+            data: None,
+            error: Some(msg.into()),
+        }
     }
 
     pub fn line(&self) -> String {
@@ -61,9 +71,13 @@ impl Response {
 /// Parses one request line; the error is the message to send back.
 pub fn parse_request(line: &[u8]) -> Result<Command, String> {
     let text = std::str::from_utf8(line).map_err(|_| "request is not UTF-8".to_string())?;
-    let req: Request = serde_json::from_str(text.trim()).map_err(|e| format!("bad request: {e}"))?;
+    let req: Request =
+        serde_json::from_str(text.trim()).map_err(|e| format!("bad request: {e}"))?;
     if req.v != VERSION {
-        return Err(format!("unsupported protocol version {} (this daemon speaks {VERSION})", req.v));
+        return Err(format!(
+            "unsupported protocol version {} (this daemon speaks {VERSION})",
+            req.v
+        ));
     }
     Ok(req.command)
 }
@@ -74,13 +88,22 @@ mod tests {
 
     #[test]
     fn round_trip_and_errors() {
-        assert_eq!(parse_request(br#"{"v":1,"cmd":"stats"}"#), Ok(Command::Stats));
+        assert_eq!(
+            parse_request(br#"{"v":1,"cmd":"stats"}"#),
+            Ok(Command::Stats)
+        );
         assert_eq!(
             parse_request(br#"{"v":1,"cmd":"set-external-ip","addr":"1.2.3.4"}"#),
-            Ok(Command::SetExternalIp { addr: "1.2.3.4".into() })
+            Ok(Command::SetExternalIp {
+                addr: "1.2.3.4".into()
+            })
         );
-        assert!(parse_request(br#"{"v":2,"cmd":"stats"}"#).unwrap_err().contains("version 2"));
-        assert!(parse_request(b"garbage").unwrap_err().starts_with("bad request"));
+        assert!(parse_request(br#"{"v":2,"cmd":"stats"}"#)
+            .unwrap_err()
+            .contains("version 2"));
+        assert!(parse_request(b"garbage")
+            .unwrap_err()
+            .starts_with("bad request"));
         assert!(parse_request(br#"{"v":1,"cmd":"format-disk"}"#).is_err());
         assert!(parse_request(&[0xff, 0xfe]).is_err());
         let line = Response::err("x").line();

@@ -36,9 +36,13 @@ pub fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("another sipnat daemon is running (it answers on {}); stop it first", path.display());
+            bail!(
+                "another sipnat daemon is running (it answers on {}); stop it first",
+                path.display()
+            );
         }
-        std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
     // Create the socket with no permissions for others from the start (no window).
     // SAFETY: umask is process-wide but set and restored around this single bind.
@@ -47,10 +51,15 @@ pub fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     unsafe { libc::umask(old) };
     let l = l.with_context(|| format!("binding the control socket {}", path.display()))?;
     if let Some(gid) = group {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).context("socket path")?;
+        let c =
+            std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).context("socket path")?;
         // SAFETY: valid path; uid -1 keeps the owner.
         if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
-            bail!("chown of {} to group {gid}: {}", path.display(), std::io::Error::last_os_error());
+            bail!(
+                "chown of {} to group {gid}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
         }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     }
@@ -58,7 +67,12 @@ pub fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, group: Option<u32>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    group: Option<u32>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let sem = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -81,7 +95,9 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, group: Option<u3
 
 /// Root, the daemon's own user, or a member of the configured group.
 fn allowed(stream: &UnixStream, group: Option<u32>) -> bool {
-    let Ok(cred) = stream.peer_cred() else { return false };
+    let Ok(cred) = stream.peer_cred() else {
+        return false;
+    };
     // SAFETY: trivial getters.
     let me = unsafe { libc::geteuid() };
     if cred.uid() == 0 || cred.uid() == me {
@@ -94,30 +110,56 @@ fn allowed(stream: &UnixStream, group: Option<u32>) -> bool {
     // Supplementary groups of the peer process.
     cred.pid()
         .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .and_then(|s| s.lines().find(|l| l.starts_with("Groups:")).map(|l| l.to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Groups:"))
+                .map(|l| l.to_string())
+        })
         .is_some_and(|l| l.split_whitespace().skip(1).any(|g| g.parse() == Ok(gid)))
 }
 
-async fn connection(stream: UnixStream, daemon: Arc<Daemon>, group: Option<u32>) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    daemon: Arc<Daemon>,
+    group: Option<u32>,
+) -> std::io::Result<()> {
     let permitted = allowed(&stream, group);
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     loop {
         let mut line = Vec::with_capacity(256);
-        let read = tokio::time::timeout(REQUEST_TIMEOUT, (&mut r).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line)).await;
+        let read = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            (&mut r)
+                .take(MAX_REQUEST as u64 + 1)
+                .read_until(b'\n', &mut line),
+        )
+        .await;
         let resp = match read {
             Err(_) => Response::err("timed out waiting for a request line"),
             Ok(Err(e)) => return Err(e),
             Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(n)) if n > MAX_REQUEST => Response::err(format!("request larger than {MAX_REQUEST} bytes")),
-            Ok(Ok(_)) if !line.ends_with(b"\n") => Response::err("request not terminated by a newline"),
-            Ok(Ok(_)) if !permitted => Response::err("permission denied: the control socket accepts root (or the configured group) only"),
+            Ok(Ok(n)) if n > MAX_REQUEST => {
+                Response::err(format!("request larger than {MAX_REQUEST} bytes"))
+            }
+            Ok(Ok(_)) if !line.ends_with(b"\n") => {
+                Response::err("request not terminated by a newline")
+            }
+            Ok(Ok(_)) if !permitted => Response::err(
+                "permission denied: the control socket accepts root (or the configured group) only",
+            ),
             Ok(Ok(_)) => match parse_request(&line) {
                 Ok(cmd) => handle(&daemon, cmd),
                 Err(e) => Response::err(e),
             },
         };
-        let fatal = !resp.ok && (resp.error.as_deref().is_some_and(|e| e.starts_with("timed out") || e.starts_with("request larger") || e.starts_with("permission") || e.contains("not terminated")));
+        let fatal = !resp.ok
+            && (resp.error.as_deref().is_some_and(|e| {
+                e.starts_with("timed out")
+                    || e.starts_with("request larger")
+                    || e.starts_with("permission")
+                    || e.contains("not terminated")
+            }));
         w.write_all(resp.line().as_bytes()).await?;
         if fatal {
             let _ = w.shutdown().await;
@@ -171,7 +213,10 @@ fn status(d: &Daemon) -> Value {
         .iter()
         .map(|w| json!({ "queue": w.queue, "cpu": w.cpu, "af_xdp_mode": if w.zero_copy { "zero-copy" } else { "copy" } }))
         .collect();
-    let age = ext.updated.and_then(|t| SystemTime::now().duration_since(t).ok()).map(|a| a.as_secs());
+    let age = ext
+        .updated
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .map(|a| a.as_secs());
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
@@ -208,7 +253,13 @@ fn stats(d: &Daemon) -> Value {
     let p = d.programs.lock().expect("programs lock");
     let xdp = |prog: &crate::xdp::SteeringProgram| -> Value {
         match prog.counters() {
-            Ok(c) => counters_json(&nat_common::stat::NAMES.iter().copied().zip(c).collect::<Vec<_>>()),
+            Ok(c) => counters_json(
+                &nat_common::stat::NAMES
+                    .iter()
+                    .copied()
+                    .zip(c)
+                    .collect::<Vec<_>>(),
+            ),
             Err(e) => json!({ "error": e.to_string() }),
         }
     };
@@ -270,7 +321,15 @@ fn xsk_stats(fd: i32) -> Value {
     const SOL_XDP: i32 = 283;
     const XDP_STATISTICS: i32 = 7;
     // SAFETY: getsockopt into a properly sized local struct.
-    let r = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_STATISTICS, (&mut s as *mut XdpStatistics).cast(), &mut len) };
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            SOL_XDP,
+            XDP_STATISTICS,
+            (&mut s as *mut XdpStatistics).cast(),
+            &mut len,
+        )
+    };
     if r != 0 {
         return Value::Null;
     }

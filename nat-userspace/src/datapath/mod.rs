@@ -37,8 +37,15 @@ pub struct Dataplane {
 
 impl Dataplane {
     pub fn new(config: RewriteConfig, external: ExternalAddrs) -> Dataplane {
-        let network_rules = config.rules.iter().any(|r| r.internal.single_host().is_none());
-        Dataplane { config, external, network_rules }
+        let network_rules = config
+            .rules
+            .iter()
+            .any(|r| r.internal.single_host().is_none());
+        Dataplane {
+            config,
+            external,
+            network_rules,
+        }
     }
 }
 
@@ -51,14 +58,18 @@ pub struct Clock {
 
 impl Default for Clock {
     fn default() -> Self {
-        Clock { start: Instant::now(), ms: AtomicU64::new(0) }
+        Clock {
+            start: Instant::now(),
+            ms: AtomicU64::new(0),
+        }
     }
 }
 
 impl Clock {
     /// Advances the clock to now (called by the ticker thread).
     pub fn tick(&self) {
-        self.ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     #[inline]

@@ -7,8 +7,8 @@
 use std::{ffi::CString, io, num::NonZeroU32};
 
 use xdpilone::{
-    xdp::XdpStatisticsV2, CompletionQueue, FillQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem,
-    UmemConfig, User,
+    xdp::XdpStatisticsV2, CompletionQueue, FillQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig,
+    Umem, UmemConfig, User,
 };
 
 use super::umem::{Area, FRAME_SIZE};
@@ -26,7 +26,11 @@ pub struct RingSizes {
 
 impl RingSizes {
     pub fn new(ring: u32) -> RingSizes {
-        RingSizes { ring, fill: ring * 2, completion: ring * 2 }
+        RingSizes {
+            ring,
+            fill: ring * 2,
+            completion: ring * 2,
+        }
     }
 }
 
@@ -58,7 +62,16 @@ impl Port {
     #[inline]
     pub fn kick_tx(&self) -> io::Result<()> {
         // SAFETY: sendto with no buffer on our own socket fd, non-blocking.
-        let r = unsafe { libc::sendto(self.fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+        let r = unsafe {
+            libc::sendto(
+                self.fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
         if r < 0 {
             let e = io::Error::last_os_error();
             // EAGAIN/EBUSY/ENOBUFS: the device is busy; frames stay queued for the next kick.
@@ -86,13 +99,21 @@ fn errno(e: xdpilone::Errno) -> io::Error {
 
 fn ifinfo(name: &str, queue: u32) -> io::Result<IfInfo> {
     let mut info = IfInfo::invalid();
-    let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
     info.from_name(&c).map_err(errno)?;
     info.set_queue(queue);
     Ok(info)
 }
 
-fn open_port(umem: &Umem, sock: Socket, name: &str, queue: u32, sizes: RingSizes, flags: u16) -> io::Result<Port> {
+fn open_port(
+    umem: &Umem,
+    sock: Socket,
+    name: &str,
+    queue: u32,
+    sizes: RingSizes,
+    flags: u16,
+) -> io::Result<Port> {
     let dq = umem.fq_cq(&sock).map_err(errno)?;
     let cfg = SocketConfig {
         rx_size: NonZeroU32::new(sizes.ring),
@@ -119,7 +140,13 @@ fn open_port(umem: &Umem, sock: Socket, name: &str, queue: u32, sizes: RingSizes
 
 impl Ports {
     /// Opens both sockets on `queue`. `area` must outlive the returned value.
-    pub fn open(area: &Area, inside: &str, outside: &str, queue: u32, sizes: RingSizes) -> io::Result<Ports> {
+    pub fn open(
+        area: &Area,
+        inside: &str,
+        outside: &str,
+        queue: u32,
+        sizes: RingSizes,
+    ) -> io::Result<Ports> {
         let attempt = |zero_copy: bool| -> io::Result<Ports> {
             let cfg = UmemConfig {
                 fill_size: sizes.fill,
@@ -131,14 +158,23 @@ impl Ports {
             // SAFETY: the area is page aligned and outlives the UMEM (the worker drops
             // `Ports` before its `Area`).
             let umem = unsafe { Umem::new(cfg, area.as_nonnull_slice()) }.map_err(errno)?;
-            let mode = if zero_copy { SocketConfig::XDP_BIND_ZEROCOPY } else { SocketConfig::XDP_BIND_COPY };
+            let mode = if zero_copy {
+                SocketConfig::XDP_BIND_ZEROCOPY
+            } else {
+                SocketConfig::XDP_BIND_COPY
+            };
             let flags = mode | SocketConfig::XDP_BIND_NEED_WAKEUP;
             let in_sock = Socket::with_shared(&ifinfo(inside, queue)?, &umem).map_err(errno)?;
             let inside_port = open_port(&umem, in_sock, inside, queue, sizes, flags)?;
             // The sharing socket binds with flags 0: it inherits the mode (kernel rule).
             let out_sock = Socket::new(&ifinfo(outside, queue)?).map_err(errno)?;
             let outside_port = open_port(&umem, out_sock, outside, queue, sizes, 0)?;
-            Ok(Ports { inside: inside_port, outside: outside_port, zero_copy, _umem: umem })
+            Ok(Ports {
+                inside: inside_port,
+                outside: outside_port,
+                zero_copy,
+                _umem: umem,
+            })
         };
         match attempt(true) {
             Ok(p) => Ok(p),

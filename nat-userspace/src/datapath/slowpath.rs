@@ -33,7 +33,13 @@ fn raw_socket(domain: i32, proto: i32) -> io::Result<OwnedFd> {
 fn setsockopt_int(fd: &OwnedFd, level: i32, name: i32, v: i32) -> io::Result<()> {
     // SAFETY: valid fd and pointer to a local int.
     let r = unsafe {
-        libc::setsockopt(fd.as_raw_fd(), level, name, (&v as *const i32).cast(), std::mem::size_of::<i32>() as u32)
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
     };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -54,18 +60,25 @@ impl SlowPath {
             .ok();
         let icmp4 = raw_socket(libc::AF_INET, libc::IPPROTO_ICMP).ok();
         let icmp6 = raw_socket(libc::AF_INET6, libc::IPPROTO_ICMPV6).ok();
-        Ok(SlowPath { v4: Some(v4), v6, icmp4, icmp6 })
+        Ok(SlowPath {
+            v4: Some(v4),
+            v6,
+            icmp4,
+            icmp6,
+        })
     }
 
     /// Sends a whole IP packet (header included) through the kernel.
     pub fn send_ip(&self, packet: &[u8]) -> io::Result<()> {
         let (fd, dst) = match packet.first().map(|b| b >> 4) {
             Some(4) => {
-                let p = ipv4::Packet::new_checked(packet).ok_or_else(|| io::Error::other("bad IPv4 packet"))?;
+                let p = ipv4::Packet::new_checked(packet)
+                    .ok_or_else(|| io::Error::other("bad IPv4 packet"))?;
                 (self.v4.as_ref(), SocketAddr::new(IpAddr::V4(p.dst()), 0))
             }
             Some(6) => {
-                let p = ipv6::Packet::new_checked(packet).ok_or_else(|| io::Error::other("bad IPv6 packet"))?;
+                let p = ipv6::Packet::new_checked(packet)
+                    .ok_or_else(|| io::Error::other("bad IPv6 packet"))?;
                 (self.v6.as_ref(), SocketAddr::new(IpAddr::V6(p.dst()), 0))
             }
             _ => return Err(io::Error::other("not an IP packet")),
@@ -86,7 +99,10 @@ impl SlowPath {
         let len = 8 + quote.len();
         let c = checksum::finish(checksum::sum(&msg[..len]));
         msg[2..4].copy_from_slice(&c.to_be_bytes());
-        let fd = self.icmp4.as_ref().ok_or_else(|| io::Error::other("no ICMP socket"))?;
+        let fd = self
+            .icmp4
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no ICMP socket"))?;
         send_to(fd, &msg[..len], SocketAddr::new(IpAddr::V4(to), 0))
     }
 
@@ -97,8 +113,15 @@ impl SlowPath {
         msg[0] = 2;
         msg[4..8].copy_from_slice(&mtu.max(1280).to_be_bytes());
         msg[8..8 + quote.len()].copy_from_slice(quote);
-        let fd = self.icmp6.as_ref().ok_or_else(|| io::Error::other("no ICMPv6 socket"))?;
-        send_to(fd, &msg[..8 + quote.len()], SocketAddr::new(IpAddr::V6(to), 0))
+        let fd = self
+            .icmp6
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no ICMPv6 socket"))?;
+        send_to(
+            fd,
+            &msg[..8 + quote.len()],
+            SocketAddr::new(IpAddr::V6(to), 0),
+        )
     }
 }
 
@@ -106,7 +129,14 @@ fn send_to(fd: &OwnedFd, buf: &[u8], dst: SocketAddr) -> io::Result<()> {
     let (sa, len) = sockaddr(dst);
     // SAFETY: valid fd, buffer and sockaddr of the given length.
     let r = unsafe {
-        libc::sendto(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, (&sa as *const libc::sockaddr_storage).cast(), len)
+        libc::sendto(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            (&sa as *const libc::sockaddr_storage).cast(),
+            len,
+        )
     };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -123,7 +153,9 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: 0,
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage.
@@ -135,7 +167,9 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as u16,
                 sin6_port: 0,
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
                 sin6_scope_id: 0,
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage.

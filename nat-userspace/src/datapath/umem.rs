@@ -61,7 +61,9 @@ impl Area {
         // SAFETY: in bounds (checked); the worker owns this frame while it holds its
         // address (taken from RX/completion ring or the free list), so no aliasing with
         // the kernel; `&mut self` prevents two live frame borrows.
-        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(base), FRAME_SIZE as usize) })
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(base), FRAME_SIZE as usize)
+        })
     }
 }
 
@@ -88,7 +90,11 @@ impl FreeFrames {
     pub fn new(frames: u32) -> FreeFrames {
         let mut stack = Vec::with_capacity(frames as usize);
         // Pop from the end: hand out low addresses first.
-        stack.extend((0..frames).rev().map(|i| u64::from(i) * u64::from(FRAME_SIZE)));
+        stack.extend(
+            (0..frames)
+                .rev()
+                .map(|i| u64::from(i) * u64::from(FRAME_SIZE)),
+        );
         FreeFrames { stack }
     }
 

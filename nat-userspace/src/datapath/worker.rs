@@ -82,14 +82,22 @@ pub struct Ready {
 
 /// Runs a worker until `shared.stop` is set. Reports readiness (or the setup error) on
 /// `ready` first.
-pub fn run(cfg: WorkerConfig, shared: Arc<Shared>, stats: Arc<WorkerStats>, ready: std::sync::mpsc::Sender<Result<Ready, String>>) {
+pub fn run(
+    cfg: WorkerConfig,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    ready: std::sync::mpsc::Sender<Result<Ready, String>>,
+) {
     if let Some(cpu) = cfg.cpu {
         crate::sys::pin_to_cpu(cpu);
     }
     let mut area = match Area::new(cfg.frames) {
         Ok(a) => a,
         Err(e) => {
-            let _ = ready.send(Err(format!("queue {}: cannot map {} UMEM frames: {e}", cfg.queue, cfg.frames)));
+            let _ = ready.send(Err(format!(
+                "queue {}: cannot map {} UMEM frames: {e}",
+                cfg.queue, cfg.frames
+            )));
             return;
         }
     };
@@ -103,12 +111,6 @@ pub fn run(cfg: WorkerConfig, shared: Arc<Shared>, stats: Arc<WorkerStats>, read
             return;
         }
     };
-    let _ = ready.send(Ok(Ready {
-        queue: cfg.queue,
-        inside_fd: ports.inside.fd(),
-        outside_fd: ports.outside.fd(),
-        zero_copy: ports.zero_copy,
-    }));
     let next_ident = (cfg.queue << 24) ^ 0x0051_9700;
     let mut w = Worker {
         free: FreeFrames::new(cfg.frames),
@@ -127,8 +129,16 @@ pub fn run(cfg: WorkerConfig, shared: Arc<Shared>, stats: Arc<WorkerStats>, read
         // Distinct per worker so two workers never reuse an identification together.
         next_ident,
     };
+    // Fill rings stocked before the daemon puts our sockets in the XSKMAPs: the first
+    // packets steered to us find buffers.
     w.refill(Side::Inside);
     w.refill(Side::Outside);
+    let _ = ready.send(Ok(Ready {
+        queue: w.cfg.queue,
+        inside_fd: w.ports.inside.fd(),
+        outside_fd: w.ports.outside.fd(),
+        zero_copy: w.ports.zero_copy,
+    }));
     w.run(&mut area);
     // `w` (sockets, UMEM) drops before `area` (the memory they use).
     drop(w);
@@ -172,46 +182,94 @@ impl Worker {
     }
 
     fn run(&mut self, area: &mut Area) {
-        let batch = (self.cfg.batch as usize).clamp(1, MAX_BATCH);
         let mut descs: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let now_ms = self.shared.clock.now_ms();
-            let mut got = 0;
-            for side in [Side::Inside, Side::Outside] {
-                descs.clear();
-                {
-                    let mut r = self.port(side).rx.receive(batch as u32);
-                    while let Some(d) = r.read() {
-                        descs.push(d);
-                    }
-                    r.release();
-                }
-                got += descs.len();
-                self.batch.add(if side == Side::Inside { C::RxInside } else { C::RxOutside }, descs.len() as u64);
-                for d in &descs {
-                    self.handle_frame(area, side, *d, now_ms);
-                }
-            }
-            self.flush_tx();
-            self.reap(Side::Inside);
-            self.reap(Side::Outside);
-            self.refill(Side::Inside);
-            self.refill(Side::Outside);
-            if now_ms >= self.last_expire_ms + 100 {
-                self.last_expire_ms = now_ms;
-                self.reasm.expire(now_ms);
-                self.report_reasm();
-            }
+            let got = self.poll_once(area, &mut descs);
             if got == 0 {
                 self.idle();
             } else {
                 self.batch.inc(C::Batches);
             }
-            if !self.batch.is_empty() {
-                self.stats.add(&self.batch);
-                self.batch.clear();
+            self.publish_stats();
+        }
+        self.drain(area, &mut descs);
+    }
+
+    /// One pass: receive a batch on both sides, handle it, transmit, reap completions,
+    /// refill. Returns the number of frames received.
+    fn poll_once(&mut self, area: &mut Area, descs: &mut ArrayVec<XdpDesc, MAX_BATCH>) -> usize {
+        let batch = (self.cfg.batch as usize).clamp(1, MAX_BATCH);
+        let now_ms = self.shared.clock.now_ms();
+        let mut got = 0;
+        for side in [Side::Inside, Side::Outside] {
+            descs.clear();
+            {
+                let mut r = self.port(side).rx.receive(batch as u32);
+                while let Some(d) = r.read() {
+                    descs.push(d);
+                }
+                r.release();
+            }
+            got += descs.len();
+            self.batch.add(
+                if side == Side::Inside {
+                    C::RxInside
+                } else {
+                    C::RxOutside
+                },
+                descs.len() as u64,
+            );
+            for d in descs.iter() {
+                self.handle_frame(area, side, *d, now_ms);
             }
         }
+        self.flush_tx();
+        self.reap(Side::Inside);
+        self.reap(Side::Outside);
+        self.refill(Side::Inside);
+        self.refill(Side::Outside);
+        if now_ms >= self.last_expire_ms + 100 {
+            self.last_expire_ms = now_ms;
+            self.reasm.expire(now_ms);
+            self.report_reasm();
+        }
+        got
+    }
+
+    fn publish_stats(&mut self) {
+        if !self.batch.is_empty() {
+            self.stats.add(&self.batch);
+            self.batch.clear();
+        }
+    }
+
+    /// Stopping: the daemon has already emptied our XSKMAP slots (new packets take the
+    /// kernel path), so finish what is in the RX rings and let the TX rings empty before
+    /// the sockets close — nothing in flight is lost.
+    fn drain(&mut self, area: &mut Area, descs: &mut ArrayVec<XdpDesc, MAX_BATCH>) {
+        let mut empty_rounds = 0;
+        for _ in 0..1000 {
+            if self.poll_once(area, descs) == 0 {
+                empty_rounds += 1;
+                if empty_rounds >= 3 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            } else {
+                empty_rounds = 0;
+            }
+        }
+        for _ in 0..200 {
+            if self.ports.inside.tx.pending() == 0 && self.ports.outside.tx.pending() == 0 {
+                break;
+            }
+            let _ = self.ports.inside.kick_tx();
+            let _ = self.ports.outside.kick_tx();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.reap(Side::Inside);
+        self.reap(Side::Outside);
+        self.publish_stats();
     }
 
     /// Nothing received: wait for the sockets (or spin with busy_poll).
@@ -221,8 +279,16 @@ impl Worker {
             return;
         }
         let mut fds = [
-            libc::pollfd { fd: self.ports.inside.fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: self.ports.outside.fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: self.ports.inside.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.ports.outside.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: valid array of pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
@@ -299,7 +365,14 @@ impl Worker {
                 self.batch.inc(C::DropTxRingFull);
                 self.free.push(d.addr);
             }
-            self.batch.add(if side == Side::Inside { C::TxInside } else { C::TxOutside }, sent as u64);
+            self.batch.add(
+                if side == Side::Inside {
+                    C::TxInside
+                } else {
+                    C::TxOutside
+                },
+                sent as u64,
+            );
             // Copy mode needs a kick to transmit; a few kicks drain a full ring.
             for _ in 0..4 {
                 let p = self.port(side);
@@ -325,16 +398,23 @@ impl Worker {
         b.add(C::ReasmTimeout, s.timeouts - p.timeouts);
         b.add(C::ReasmEvicted, s.evictions - p.evictions);
         b.add(C::ReasmTooBig, s.too_big - p.too_big);
-        b.add(C::ReasmTooManyFragments, s.too_many_fragments - p.too_many_fragments);
+        b.add(
+            C::ReasmTooManyFragments,
+            s.too_many_fragments - p.too_many_fragments,
+        );
         b.add(C::ReasmInconsistent, s.inconsistent - p.inconsistent);
         b.add(C::ReasmPoisoned, s.poisoned - p.poisoned);
         b.add(C::ReasmNoSlot, s.no_slot - p.no_slot);
         b.add(C::ReasmMalformed, s.malformed - p.malformed);
         let st = &self.stats;
-        st.reasm_memory.store(self.reasm.memory_in_use() as u64, Ordering::Relaxed);
-        st.reasm_memory_limit.store(self.reasm.limits().memory as u64, Ordering::Relaxed);
-        st.reasm_in_progress.store(self.reasm.in_progress() as u64, Ordering::Relaxed);
-        st.free_frames.store(self.free.len() as u64, Ordering::Relaxed);
+        st.reasm_memory
+            .store(self.reasm.memory_in_use() as u64, Ordering::Relaxed);
+        st.reasm_memory_limit
+            .store(self.reasm.limits().memory as u64, Ordering::Relaxed);
+        st.reasm_in_progress
+            .store(self.reasm.in_progress() as u64, Ordering::Relaxed);
+        st.free_frames
+            .store(self.free.len() as u64, Ordering::Relaxed);
     }
 
     fn handle_frame(&mut self, area: &mut Area, side: Side, d: XdpDesc, now_ms: u64) {
@@ -374,7 +454,14 @@ impl Worker {
                 self.batch.inc(C::ReasmComplete);
                 let mut scratch = std::mem::take(&mut self.scratch);
                 if let Ok(layout) = wire::parse(&scratch[..n], Link::Ethernet) {
-                    self.handle_packet(area, side, &mut scratch, layout, Loc::Scratch, Some(max_frag));
+                    self.handle_packet(
+                        area,
+                        side,
+                        &mut scratch,
+                        layout,
+                        Loc::Scratch,
+                        Some(max_frag),
+                    );
                 } else {
                     self.batch.inc(C::DropBadFrame);
                 }
@@ -392,7 +479,15 @@ impl Worker {
     }
 
     /// Decides, rewrites and emits one whole packet in `buf` (packet + tailroom).
-    fn handle_packet(&mut self, area: &mut Area, side: Side, buf: &mut [u8], layout: Layout, loc: Loc, reassembled: Option<usize>) {
+    fn handle_packet(
+        &mut self,
+        area: &mut Area,
+        side: Side,
+        buf: &mut [u8],
+        layout: Layout,
+        loc: Loc,
+        reassembled: Option<usize>,
+    ) {
         let Some((sport, dport, _, _)) = layout.udp(buf) else {
             self.slow(buf, &layout, loc, C::SlowNotUdp);
             return;
@@ -409,9 +504,18 @@ impl Worker {
             Side::Outside => {
                 self.batch.inc(C::Inbound);
                 let flow = if snat && dp.network_rules && cfg.is_external(layout.dst, &ext) {
-                    let key = FlowKey { external: layout.dst, local_port: dport, remote: layout.src, remote_port: sport };
+                    let key = FlowKey {
+                        external: layout.dst,
+                        local_port: dport,
+                        remote: layout.src,
+                        remote_port: sport,
+                    };
                     let hit = self.shared.flows.lookup(&key, self.shared.clock.now_s());
-                    self.batch.inc(if hit.is_some() { C::FlowHit } else { C::FlowMiss });
+                    self.batch.inc(if hit.is_some() {
+                        C::FlowHit
+                    } else {
+                        C::FlowMiss
+                    });
                     hit
                 } else {
                     None
@@ -420,15 +524,31 @@ impl Worker {
             }
         };
         let (direction, l3, internal) = match decision {
-            Decision::Rewrite { direction, l3, internal } => (direction, l3, internal),
+            Decision::Rewrite {
+                direction,
+                l3,
+                internal,
+            } => (direction, l3, internal),
             Decision::Internal => return self.slow(buf, &layout, loc, C::SlowInternal),
             Decision::NoMapping => return self.slow(buf, &layout, loc, C::SlowNoMapping),
         };
         // Outbound through a network rule: remember the mapping for the replies.
         if let (Direction::Outbound, Some(new_src), true) = (direction, l3.src, dp.network_rules) {
-            if cfg.rule_for(layout.src).is_some_and(|r| r.internal.single_host().is_none()) {
-                let key = FlowKey { external: new_src, local_port: sport, remote: layout.dst, remote_port: dport };
-                match self.shared.flows.insert(key, layout.src, self.shared.clock.now_s()) {
+            if cfg
+                .rule_for(layout.src)
+                .is_some_and(|r| r.internal.single_host().is_none())
+            {
+                let key = FlowKey {
+                    external: new_src,
+                    local_port: sport,
+                    remote: layout.dst,
+                    remote_port: dport,
+                };
+                match self
+                    .shared
+                    .flows
+                    .insert(key, layout.src, self.shared.clock.now_s())
+                {
                     InsertResult::Inserted => self.batch.inc(C::FlowInserted),
                     InsertResult::Refreshed => self.batch.inc(C::FlowRefreshed),
                     InsertResult::Collision { .. } => {
@@ -439,7 +559,12 @@ impl Worker {
                 }
             }
         }
-        let ctx = Context { config: cfg, external: ext, direction, internal };
+        let ctx = Context {
+            config: cfg,
+            external: ext,
+            direction,
+            internal,
+        };
         let malformed_drop = cfg.malformed == crate::nat::MalformedPolicy::Drop;
         let r = match rewrite_packet(buf, &layout, &ctx, l3) {
             Ok(r) => r,
@@ -516,7 +641,16 @@ impl Worker {
     /// `reassembled`: the packet arrived fragmented (largest fragment the sender used); it
     /// is refragmented whatever its family or DF.
     #[allow(clippy::too_many_arguments)]
-    fn emit(&mut self, area: &mut Area, egress: Side, buf: &mut [u8], len: usize, layout: &Layout, loc: Loc, reassembled: Option<usize>) {
+    fn emit(
+        &mut self,
+        area: &mut Area,
+        egress: Side,
+        buf: &mut [u8],
+        len: usize,
+        layout: &Layout,
+        loc: Loc,
+        reassembled: Option<usize>,
+    ) {
         let dst = dst_of(buf, layout);
         let (egress_ifindex, port_mtu) = {
             let p = self.port(egress);
@@ -545,7 +679,9 @@ impl Worker {
                         self.batch.inc(C::DropNoFrame);
                         return;
                     };
-                    let Some(frame) = area.frame_mut(addr) else { return };
+                    let Some(frame) = area.frame_mut(addr) else {
+                        return;
+                    };
                     frame[..len].copy_from_slice(&buf[..len]);
                     self.queue_tx(egress, addr, len);
                 }
@@ -563,11 +699,17 @@ impl Worker {
             let res = match layout.src {
                 IpAddr::V6(to) => {
                     self.batch.inc(C::IcmpPacketTooBig);
-                    self.shared.slow.icmp6_packet_too_big(to, &quote, fit as u32)
+                    self.shared
+                        .slow
+                        .icmp6_packet_too_big(to, &quote, fit as u32)
                 }
                 IpAddr::V4(to) => {
                     self.batch.inc(C::IcmpFragNeeded);
-                    self.shared.slow.icmp_frag_needed(to, &quote, fit.min(usize::from(u16::MAX)) as u16)
+                    self.shared.slow.icmp_frag_needed(
+                        to,
+                        &quote,
+                        fit.min(usize::from(u16::MAX)) as u16,
+                    )
                 }
             };
             if res.is_err() {
@@ -642,7 +784,11 @@ impl Worker {
 
     fn queue_tx(&mut self, side: Side, addr: u64, len: usize) {
         let i = if side == Side::Inside { 0 } else { 1 };
-        let desc = XdpDesc { addr, len: len as u32, options: 0 };
+        let desc = XdpDesc {
+            addr,
+            len: len as u32,
+            options: 0,
+        };
         if self.pending[i].try_push(desc).is_err() {
             // More than two batches' worth queued at once: flush now.
             self.flush_tx();

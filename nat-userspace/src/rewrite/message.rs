@@ -364,7 +364,11 @@ impl<'c, 'a> Rewriter<'c, 'a> {
             self.uri(msg, uri.start, uri.end, Field::RequestUri);
         }
         let mut seen_via = false;
-        let mut content_length: Option<(core::ops::Range<usize>, usize)> = None;
+        // The value and every header that states it (equal duplicates are harmless, but each
+        // must follow the body, or the output would contradict itself).
+        let mut content_length: Option<usize> = None;
+        let mut cl_digits: arrayvec::ArrayVec<core::ops::Range<usize>, 4> =
+            arrayvec::ArrayVec::new();
         let mut content_type = None;
         let mut encoded = false;
         let mut cseq_register = false;
@@ -391,12 +395,12 @@ impl<'c, 'a> Rewriter<'c, 'a> {
                 Kind::ContentLength => {
                     let n = message::content_length(&msg[v.clone()])
                         .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
-                    if let Some((_, prev)) = &content_length {
-                        if *prev != n {
-                            return Err(Outcome::Malformed(Malformed::DuplicateContentLength));
-                        }
+                    if content_length.is_some_and(|prev| prev != n)
+                        || cl_digits.try_push(v).is_err()
+                    {
+                        return Err(Outcome::Malformed(Malformed::DuplicateContentLength));
                     }
-                    content_length = Some((v, n));
+                    content_length = Some(n);
                 }
                 Kind::ContentType => content_type = Some(v),
                 Kind::ContentEncoding => {
@@ -417,9 +421,9 @@ impl<'c, 'a> Rewriter<'c, 'a> {
                 self.edits.retain(|e| e.field != Field::Contact);
             }
         }
-        let body_end = match &content_length {
-            Some((_, n)) => {
-                let e = body_start.saturating_add(*n);
+        let body_end = match content_length {
+            Some(n) => {
+                let e = body_start.saturating_add(n);
                 if e > msg.len() {
                     self.cl_short = true;
                     msg.len()
@@ -434,14 +438,16 @@ impl<'c, 'a> Rewriter<'c, 'a> {
             self.body(msg, body_start, body_end, kind, 0);
         }
         // Content-Length follows the body when the body changed size; absent stays absent.
-        if let Some((digits, n)) = content_length {
+        if let Some(n) = content_length {
             let delta = self.edits.delta_within(body_start, body_end);
             // (A delta that would take a too-large Content-Length below zero cannot occur:
             // it is at least the real body length.)
             if delta != 0 {
                 let mut t = Text::default();
                 t.push_u32(n.wrapping_add_signed(delta) as u32);
-                self.push(digits.start, digits.end, t, Field::ContentLength);
+                for digits in cl_digits {
+                    self.push(digits.start, digits.end, t, Field::ContentLength);
+                }
             }
         }
         Ok(())

@@ -102,31 +102,48 @@ pub fn rewrite_packet(
             content_length_short: r.content_length_short,
         });
     }
+    let l3_changed = [
+        l3.src.filter(|a| *a != layout.src),
+        l3.dst.filter(|a| *a != layout.dst),
+    ]
+    .iter()
+    .any(Option::is_some);
+    if !payload_changed && !l3_changed {
+        // Nothing to do: leave every byte as it came (a wrong checksum stays wrong).
+        return Ok(PacketRewrite {
+            sip: r.outcome,
+            len: layout.ip_end,
+            l3_changed: false,
+            family_mismatch: r.family_mismatch,
+            content_length_short: r.content_length_short,
+        });
+    }
     let ip = &mut buf[layout.l3..];
-    let mut l3_changed = false;
     if layout.ipv6 {
         let mut p = ipv6::Packet::new_unchecked(ip);
         if let Some(IpAddr::V6(a)) = l3.src {
-            l3_changed |= p.src() != a;
             p.set_src(a);
         }
         if let Some(IpAddr::V6(a)) = l3.dst {
-            l3_changed |= p.dst() != a;
             p.set_dst(a);
         }
         p.set_payload_len(new_ip_len as u16);
     } else {
-        let mut p = ipv4::Packet::new_unchecked(ip);
+        // IPv4 header checksum updated incrementally over the words that change (length,
+        // addresses): a correct checksum stays correct, a wrong one stays as wrong.
+        let words = |h: &[u8]| checksum::sum(&h[2..4]) + checksum::sum(&h[12..20]);
+        let old = words(ip);
+        let old_check = u16::from_be_bytes([ip[10], ip[11]]);
+        let mut p = ipv4::Packet::new_unchecked(&mut *ip);
         if let Some(IpAddr::V4(a)) = l3.src {
-            l3_changed |= p.src() != a;
             p.set_src(a);
         }
         if let Some(IpAddr::V4(a)) = l3.dst {
-            l3_changed |= p.dst() != a;
             p.set_dst(a);
         }
         p.set_total_len(new_ip_len as u16);
-        p.fill_checksum();
+        let c = checksum::update(old_check, old, words(ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
     }
     {
         let mut d = udp::Datagram::new_unchecked(&mut buf[l4..]);

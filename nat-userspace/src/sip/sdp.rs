@@ -158,7 +158,7 @@ fn media_port(buf: &[u8], v: Range<usize>) -> Option<(u16, Range<usize>)> {
     let _media = f.next()?;
     let p = f.next()?;
     let (port, pe) = port_at(buf, p.start, p.end)?;
-    (pe == p.end || buf[pe] == b'/').then(|| (port, p.start..pe))
+    (pe == p.end || buf[pe] == b'/').then_some((port, p.start..pe))
 }
 
 /// `a=rtcp:port [IN IP4 addr]` (RFC 3605).

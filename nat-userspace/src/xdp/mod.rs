@@ -3,13 +3,24 @@
 //! detach it (on drop, and by the kernel when the process dies: attachments are BPF links
 //! owned by this process's file descriptors).
 //!
+//! For hitless restarts the daemon pins the link and the maps in bpffs ([`SteeringProgram::pin`]):
+//! the program then stays attached after the process ends (its XSKMAP slots empty out, so
+//! the failure mode applies), and the next daemon [`adopts`](SteeringProgram::adopt) it —
+//! same maps, counters continuing — instead of detaching and re-attaching.
+//!
 //! One [`SteeringProgram`] per interface: its maps (XSKMAP, counters) are that interface's.
 
-use std::io;
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
-    programs::{ProgramError, Xdp, XdpMode},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, XskMap},
+    programs::{
+        links::{FdLink, PinnedLink},
+        ProgramError, Xdp, XdpMode,
+    },
     Ebpf, EbpfError,
 };
 use nat_common::{flags, maps, stat, XdpConfig, MAX_SIP_PORTS};
@@ -129,12 +140,40 @@ pub enum XdpError {
     NoPorts,
     #[error("XDP map access failed: {0}")]
     Map(String),
+    #[error("XDP pinning (hitless restart) failed: {0}")]
+    Pin(String),
 }
 
 /// The steering program, loaded (verified) and optionally attached to one interface.
 pub struct SteeringProgram {
-    ebpf: Ebpf,
+    /// The loaded object (`None` when adopted from pins: the program lives on in the kernel).
+    ebpf: Option<Ebpf>,
+    /// The four maps, owned here (taken from the object or opened from their pins).
+    maps: Vec<(&'static str, Map)>,
     attached: Option<(String, AttachedMode)>,
+    link: Option<aya::programs::xdp::XdpLinkId>,
+    pinned: Option<(PathBuf, PinnedLink)>,
+}
+
+const MAP_NAMES: [&str; 4] = [maps::CONFIG, maps::SIP_PORTS, maps::XSKS, maps::STATS];
+
+/// The pinned link's file name records what it is attached to (bpffs holds only BPF
+/// objects and directories, no plain files): `link-<ifindex>-<native|generic>`.
+const LINK_PREFIX: &str = "link-";
+
+/// The pinned link in `dir`: (path, ifindex, mode).
+fn find_link(dir: &Path) -> Option<(PathBuf, u32, AttachedMode)> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let name = e.file_name().into_string().ok()?;
+        let rest = name.strip_prefix(LINK_PREFIX)?;
+        let (idx, mode) = rest.split_once('-')?;
+        let mode = if mode == "generic" {
+            AttachedMode::Generic
+        } else {
+            AttachedMode::Native
+        };
+        Some((e.path(), idx.parse().ok()?, mode))
+    })
 }
 
 impl SteeringProgram {
@@ -159,17 +198,30 @@ impl SteeringProgram {
             .try_into()
             .map_err(|e: ProgramError| XdpError::Load(e.to_string()))?;
         prog.load().map_err(|e| XdpError::Load(e.to_string()))?;
+        let mut taken = Vec::new();
+        for name in MAP_NAMES {
+            let m = ebpf
+                .take_map(name)
+                .ok_or_else(|| XdpError::Load(format!("map {name} missing from the object")))?;
+            taken.push((name, m));
+        }
         let mut this = SteeringProgram {
-            ebpf,
+            ebpf: Some(ebpf),
+            maps: taken,
             attached: None,
+            link: None,
+            pinned: None,
         };
         this.set_config(SteeringConfig::default())?;
         Ok(this)
     }
 
-    /// The loaded program (for `BPF_PROG_TEST_RUN` and program info).
+    /// The loaded program (for `BPF_PROG_TEST_RUN` and program info). Panics for a
+    /// program adopted from pins (only the daemon adopts, and it never asks).
     pub fn program(&self) -> &Xdp {
         self.ebpf
+            .as_ref()
+            .expect("a freshly loaded program")
             .program(nat_common::PROGRAM_NAME)
             .and_then(|p| <&Xdp>::try_from(p).ok())
             .expect("loaded in load()")
@@ -177,6 +229,8 @@ impl SteeringProgram {
 
     fn program_mut(&mut self) -> &mut Xdp {
         self.ebpf
+            .as_mut()
+            .expect("a freshly loaded program")
             .program_mut(nat_common::PROGRAM_NAME)
             .and_then(|p| <&mut Xdp>::try_from(p).ok())
             .expect("loaded in load()")
@@ -184,10 +238,16 @@ impl SteeringProgram {
 
     /// Translated instruction count and the verifier's processed-instruction count.
     pub fn instruction_counts(&self) -> Result<(u32, Option<u32>), XdpError> {
-        let info = self
-            .program()
-            .info()
-            .map_err(|e| XdpError::Load(e.to_string()))?;
+        let Some(ebpf) = &self.ebpf else {
+            return Err(XdpError::Load(
+                "program adopted from pins: no object loaded".into(),
+            ));
+        };
+        let prog: &Xdp = ebpf
+            .program(nat_common::PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| XdpError::Load("program missing".into()))?;
+        let info = prog.info().map_err(|e| XdpError::Load(e.to_string()))?;
         let xlated = info.size_translated().unwrap_or(0) / 8;
         Ok((xlated, info.verified_instruction_count()))
     }
@@ -260,7 +320,11 @@ impl SteeringProgram {
         if sys::if_index(iface).is_none() {
             return Err(XdpError::UnknownInterface(iface.to_string()));
         }
-        let try_mode = |this: &mut Self, m: XdpMode| this.program_mut().attach(iface, m);
+        let try_mode = |this: &mut Self, m: XdpMode| {
+            let id = this.program_mut().attach(iface, m)?;
+            this.link = Some(id);
+            Ok::<_, ProgramError>(())
+        };
         let attached = match mode {
             AttachMode::Generic => {
                 try_mode(self, XdpMode::Skb).map_err(|e| attach_error(iface, e, false))?;
@@ -298,8 +362,10 @@ impl SteeringProgram {
         T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
     {
         let m = self
-            .ebpf
-            .map(name)
+            .maps
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m)
             .ok_or_else(|| XdpError::Map(format!("map {name} missing")))?;
         T::try_from(m).map_err(map_err)
     }
@@ -309,11 +375,179 @@ impl SteeringProgram {
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
     {
         let m = self
-            .ebpf
-            .map_mut(name)
+            .maps
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m)
             .ok_or_else(|| XdpError::Map(format!("map {name} missing")))?;
         T::try_from(m).map_err(map_err)
     }
+
+    /// Pins the attachment and the maps under `dir` (on a bpffs): from now on the program
+    /// outlives this process. Needs a BPF-link attachment (kernels ≥ 5.9).
+    pub fn pin(&mut self, dir: &Path) -> Result<(), XdpError> {
+        let (iface, mode) = self
+            .attached
+            .clone()
+            .ok_or_else(|| XdpError::Pin("not attached".into()))?;
+        let ifindex =
+            sys::if_index(&iface).ok_or_else(|| XdpError::UnknownInterface(iface.clone()))?;
+        let id = self
+            .link
+            .take()
+            .ok_or_else(|| XdpError::Pin("no link to pin".into()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| XdpError::Pin(format!("creating {}: {e}", dir.display())))?;
+        for (name, m) in &self.maps {
+            let data: &MapData = match m {
+                Map::Array(d) | Map::HashMap(d) | Map::XskMap(d) | Map::PerCpuArray(d) => d,
+                _ => return Err(XdpError::Pin(format!("unexpected map type for {name}"))),
+            };
+            let p = dir.join(name);
+            let _ = std::fs::remove_file(&p);
+            data.pin(&p)
+                .map_err(|e| XdpError::Pin(format!("pinning {}: {e}", p.display())))?;
+        }
+        let link = self
+            .program_mut()
+            .take_link(id)
+            .map_err(|e| XdpError::Pin(e.to_string()))?;
+        let fd: FdLink = FdLink::try_from(link).map_err(|_| {
+            XdpError::Pin("the kernel attached XDP through netlink, not a BPF link: cannot pin (kernel too old?)".into())
+        })?;
+        if let Some((old, _, _)) = find_link(dir) {
+            let _ = std::fs::remove_file(old);
+        }
+        let lp = dir.join(format!("{LINK_PREFIX}{ifindex}-{mode}"));
+        let pinned = fd
+            .pin(&lp)
+            .map_err(|e| XdpError::Pin(format!("pinning {}: {e}", lp.display())))?;
+        self.pinned = Some((dir.to_path_buf(), pinned));
+        Ok(())
+    }
+
+    /// Re-opens a program a previous daemon pinned under `dir` for `iface`: `Ok(None)` when
+    /// there is nothing (usable) pinned there — stale pins for an interface that was
+    /// recreated are removed.
+    pub fn adopt(dir: &Path, iface: &str) -> Result<Option<SteeringProgram>, XdpError> {
+        let Some((lp, ifindex, mode)) = find_link(dir) else {
+            // Maps pinned without a link are leftovers of an interrupted start.
+            if dir.exists() {
+                remove_pins(dir)?;
+            }
+            return Ok(None);
+        };
+        if Some(ifindex) != sys::if_index(iface) {
+            tracing::warn!(
+                "removing stale XDP pins in {} (interface {iface} changed)",
+                dir.display()
+            );
+            remove_pins(dir)?;
+            return Ok(None);
+        }
+        let link = PinnedLink::from_pin(&lp)
+            .map_err(|e| XdpError::Pin(format!("opening {}: {e}", lp.display())))?;
+        let mut maps = Vec::new();
+        for name in MAP_NAMES {
+            let p = dir.join(name);
+            let data = MapData::from_pin(&p)
+                .map_err(|e| XdpError::Pin(format!("opening {}: {e}", p.display())))?;
+            let m = match name {
+                maps::CONFIG => Map::Array(data),
+                maps::SIP_PORTS => Map::HashMap(data),
+                maps::XSKS => Map::XskMap(data),
+                _ => Map::PerCpuArray(data),
+            };
+            maps.push((name, m));
+        }
+        Ok(Some(SteeringProgram {
+            ebpf: None,
+            maps,
+            attached: Some((iface.to_string(), mode)),
+            link: None,
+            pinned: Some((dir.to_path_buf(), link)),
+        }))
+    }
+
+    /// Is this program pinned (it will outlive the process)?
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.is_some()
+    }
+
+    /// Removes the pins: the program detaches when this value is dropped (a clean stop).
+    pub fn unpin(&mut self) -> Result<(), XdpError> {
+        if let Some((dir, link)) = self.pinned.take() {
+            // Unpinning the link leaves our fd as the last reference: dropping it detaches.
+            let fd = link.unpin().map_err(|e| XdpError::Pin(e.to_string()))?;
+            drop(fd);
+            remove_pins(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes everything pinned in `dir` (a pinned link's removal detaches its program when
+/// no process holds it) and the directory.
+pub fn remove_pins(dir: &Path) -> Result<(), XdpError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        std::fs::remove_file(e.path())
+            .map_err(|err| XdpError::Pin(format!("removing {}: {err}", e.path().display())))?;
+    }
+    std::fs::remove_dir(dir)
+        .map_err(|err| XdpError::Pin(format!("removing {}: {err}", dir.display())))
+}
+
+/// Makes sure `dir` is on a bpffs: mounts one at /sys/fs/bpf when that is where `dir` lives
+/// and nothing is mounted there yet.
+pub fn ensure_bpffs(dir: &Path) -> Result<(), XdpError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let on_bpffs = |p: &Path| -> bool {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: statfs into a zeroed struct with a valid path.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    };
+    // The closest existing ancestor decides.
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if on_bpffs(&probe) {
+        return Ok(());
+    }
+    let sys_bpf = Path::new("/sys/fs/bpf");
+    if dir.starts_with(sys_bpf) && !on_bpffs(sys_bpf) {
+        std::fs::create_dir_all(sys_bpf).ok();
+        let (src, fs, target) = (c"bpf", c"bpf", c"/sys/fs/bpf");
+        // SAFETY: mount(2) with valid C strings.
+        if unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fs.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        } == 0
+        {
+            return Ok(());
+        }
+        return Err(XdpError::Pin(format!(
+            "mounting a bpffs on /sys/fs/bpf: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    Err(XdpError::Pin(format!(
+        "{} is not on a BPF filesystem: mount one (`mount -t bpf bpf DIR`) or set [control] bpffs",
+        dir.display()
+    )))
 }
 
 fn map_err(e: aya::maps::MapError) -> XdpError {

@@ -63,7 +63,60 @@ pub struct Topo {
     pub ua: Netns,
     pub gw: Netns,
     pub car: Netns,
+    /// A bpffs of the test's own (in the root mount namespace, so every `ip netns exec`
+    /// session sees the same pins): sipnat's pins survive its restarts like on a host.
+    pub bpffs: BpfFs,
     pub dir: TempDir,
+}
+
+/// A bpffs mounted on a temp directory, unmounted (dropping its pins) on drop.
+pub struct BpfFs(pub PathBuf);
+
+impl BpfFs {
+    pub fn new(tag: &str) -> BpfFs {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "sipnat-bpffs-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount bpffs on {}", p.display());
+        BpfFs(p)
+    }
+
+    /// Files pinned under it (recursively; the kernel's own `*.debug` iterators at the
+    /// root excluded), for "nothing left pinned" checks.
+    pub fn pinned(&self) -> Vec<PathBuf> {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.0, &mut v);
+        v.retain(|p| {
+            !(p.parent() == Some(self.0.as_path()) && p.extension().is_some_and(|e| e == "debug"))
+        });
+        v
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 impl Topo {
@@ -97,6 +150,7 @@ impl Topo {
             ua,
             gw,
             car,
+            bpffs: BpfFs::new(tag),
             dir: TempDir::new(tag),
         }
     }
@@ -107,9 +161,10 @@ impl Topo {
         let socket = self.dir.path(&format!("{name}.sock"));
         let text = format!(
             "[interfaces]\ninside = \"gwin\"\noutside = \"gwout\"\nsip_ports = [5060]\non_failure = \"pass\"\n\n\
-             [nat]\nexternal_ip = \"{EXT_IP}\"\nl3 = \"snat\"\n{nat_extra}\n\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\n\n\
-             [control]\nsocket = \"{}\"\nmetrics = \"\"\n\n{rest}\n",
-            socket.display()
+             [nat]\nexternal_ip = \"{EXT_IP}\"\n{nat_extra}\n\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\n\n\
+             [control]\nsocket = \"{}\"\nmetrics = \"\"\nbpffs = \"{}/sipnat\"\n\n{rest}\n",
+            socket.display(),
+            self.bpffs.0.display()
         );
         let p = self.dir.path(&format!("{name}.toml"));
         std::fs::write(&p, text).unwrap();
@@ -206,6 +261,14 @@ impl Sipnat {
         wait_exit(&mut c, Duration::from_secs(10))
     }
 
+    /// Sends `sig` and waits for the exit (no SIGTERM).
+    pub fn signal_and_wait(mut self, sig: i32) -> Option<i32> {
+        let mut c = self.child.take()?;
+        // SAFETY: signal to our own child.
+        unsafe { libc::kill(c.id() as i32, sig) };
+        wait_exit(&mut c, Duration::from_secs(10))
+    }
+
     /// Kills with SIGKILL (no cleanup by sipnat).
     pub fn kill9(mut self) {
         if let Some(mut c) = self.child.take() {
@@ -284,7 +347,11 @@ impl Capture {
     /// path, crossing both captured links) until it shows up in the file; then SIGINT.
     pub fn finish(mut self, topo: &Topo) -> PathBuf {
         static N: AtomicU32 = AtomicU32::new(0);
-        let marker = format!("SIPNAT-CAPTURE-MARK-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let marker = format!(
+            "SIPNAT-CAPTURE-MARK-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         let end = Instant::now() + Duration::from_secs(15);
         loop {
             let m = marker.clone();
@@ -297,7 +364,11 @@ impl Capture {
             if data.windows(marker.len()).any(|w| w == marker.as_bytes()) {
                 break;
             }
-            assert!(Instant::now() < end, "capture {} never saw the end marker", self.file.display());
+            assert!(
+                Instant::now() < end,
+                "capture {} never saw the end marker",
+                self.file.display()
+            );
         }
         if let Some(mut c) = self.child.take() {
             // SAFETY: signal to our own child; tcpdump flushes on SIGINT.
@@ -390,12 +461,21 @@ pub fn send_raw_ipv4(ns: &Netns, packets: Vec<Vec<u8>>) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: 0,
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(dst),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: valid fd, buffer and sockaddr.
             let r = unsafe {
-                libc::sendto(fd, p.as_ptr().cast(), p.len(), 0, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+                libc::sendto(
+                    fd,
+                    p.as_ptr().cast(),
+                    p.len(),
+                    0,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
             };
             assert!(r >= 0, "raw send: {}", std::io::Error::last_os_error());
         }
@@ -406,7 +486,9 @@ pub fn send_raw_ipv4(ns: &Netns, packets: Vec<Vec<u8>>) {
 
 /// An IPv4 fragment 10.0.0.2 → 198.51.100.2, protocol UDP.
 pub fn ipv4_fragment(id: u16, offset: usize, more: bool, data: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 198, 51, 100, 2];
+    let mut h = vec![
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 198, 51, 100, 2,
+    ];
     let total = (20 + data.len()) as u16;
     h[2..4].copy_from_slice(&total.to_be_bytes());
     h[4..6].copy_from_slice(&id.to_be_bytes());
@@ -421,9 +503,18 @@ pub fn snmp(ns: &Netns, proto: &str, field: &str) -> u64 {
     let out = ns.exec(&["cat", "/proc/net/snmp"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines().filter(|l| l.starts_with(&format!("{proto}:")));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
-    let i = names.split_whitespace().position(|n| n == field).unwrap_or(usize::MAX);
-    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or(0)
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    let i = names
+        .split_whitespace()
+        .position(|n| n == field)
+        .unwrap_or(usize::MAX);
+    values
+        .split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// An interface counter (`ip -s -j link`): e.g. ("tx", "dropped").

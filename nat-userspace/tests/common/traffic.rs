@@ -14,7 +14,9 @@ use std::{
 
 /// Finds the 10-digit sequence placeholder `0000000000` in a message.
 pub fn seq_offset(msg: &[u8]) -> usize {
-    msg.windows(10).position(|w| w == b"0000000000").expect("sequence placeholder")
+    msg.windows(10)
+        .position(|w| w == b"0000000000")
+        .expect("sequence placeholder")
 }
 
 fn put_seq(buf: &mut [u8], at: usize, mut n: u64) {
@@ -44,7 +46,13 @@ pub fn blast(template: &[u8], src: (&str, u16), dst: (&str, u16), dur: Duration)
             put_seq(b, at, seq);
             seq += 1;
         }
-        let mut iov: Vec<libc::iovec> = bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
         // SAFETY: zeroed mmsghdr is valid; each points at one iovec of a live buffer.
         let mut msgs: Vec<libc::mmsghdr> = iov
             .iter_mut()
@@ -67,7 +75,11 @@ pub fn blast(template: &[u8], src: (&str, u16), dst: (&str, u16), dur: Duration)
             seq -= (BATCH - n as usize) as u64;
         }
     }
-    Sent { sent, errors, elapsed: start.elapsed() }
+    Sent {
+        sent,
+        errors,
+        elapsed: start.elapsed(),
+    }
 }
 
 pub struct Received {
@@ -78,12 +90,27 @@ pub struct Received {
 
 /// Receives on `bind` until `stop` is set and nothing arrived for 500 ms; every datagram
 /// must come from `from` and equal `expected` (sequence digits masked).
-pub fn receive(bind: (&str, u16), from: &str, expected: &[u8], stop: Arc<AtomicBool>, count: Arc<AtomicU64>) -> Received {
+pub fn receive(
+    bind: (&str, u16),
+    from: &str,
+    expected: &[u8],
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+) -> Received {
     let s = UdpSocket::bind(bind).unwrap();
     let big: i32 = 64 << 20;
     // SAFETY: setsockopt with a local int (RCVBUFFORCE needs CAP_NET_ADMIN: root).
-    unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&big as *const i32).cast(), 4) };
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&big as *const i32).cast(),
+            4,
+        )
+    };
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let at = seq_offset(expected);
     let mut buf = vec![0u8; 4096];
     let (mut received, mut incorrect, mut first_incorrect) = (0u64, 0u64, None);
@@ -112,5 +139,9 @@ pub fn receive(bind: (&str, u16), from: &str, expected: &[u8], stop: Arc<AtomicB
             }
         }
     }
-    Received { received, incorrect, first_incorrect }
+    Received {
+        received,
+        incorrect,
+        first_incorrect,
+    }
 }

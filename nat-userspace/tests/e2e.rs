@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::traffic::{blast_template, expected_rewrite, paced};
+
 use std::{sync::Mutex, time::Duration};
 
 use common::{
@@ -620,26 +622,6 @@ fn growing_message(n: usize, size: usize) -> Vec<u8> {
     m
 }
 
-/// What sipnat should make of `msg` (the library's own rewrite, outbound).
-fn expected_rewrite(msg: &[u8]) -> Vec<u8> {
-    use sipnat::{
-        nat::{ExternalAddrs, Net, RewriteConfig},
-        rewrite::{rewrite_message, Context, Direction},
-    };
-    let cfg = RewriteConfig::single(Net::parse("10.0.0.0/24").unwrap());
-    let ctx = Context {
-        config: &cfg,
-        external: ExternalAddrs::from_ip(EXT_IP.parse().unwrap()),
-        direction: Direction::Outbound,
-        internal: None,
-    };
-    let mut buf = msg.to_vec();
-    buf.resize(msg.len() + 4096, 0);
-    let r = rewrite_message(&mut buf, msg.len(), &ctx);
-    buf.truncate(r.len);
-    buf
-}
-
 fn set_pmtudisc(s: &std::net::UdpSocket, v: i32) {
     use std::os::fd::AsRawFd;
     // SAFETY: setsockopt on our socket with a local int.
@@ -885,21 +867,6 @@ fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
     );
 }
 
-/// An INVITE+SDP like the bench's carrier INVITE, from the UA, with a 10-digit sequence
-/// number in its Call-ID.
-fn blast_template() -> Vec<u8> {
-    let body = format!(
-        "v=0\r\no=alice 2890844526 2890844526 IN IP4 {UA_IP}\r\ns=call\r\nc=IN IP4 {UA_IP}\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp:20001 IN IP4 {UA_IP}\r\na=sendrecv\r\n"
-    );
-    format!(
-        "INVITE sip:bob@{CAR_IP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UA_IP}:5060;branch=z9hG4bK-blast;rport\r\nMax-Forwards: 70\r\n\
-From: \"Alice\" <sip:alice@{UA_IP}>;tag=1928301774\r\nTo: <sip:bob@{CAR_IP}>\r\nCall-ID: 0000000000@blast\r\nCSeq: 1 INVITE\r\n\
-Contact: <sip:alice@{UA_IP}:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 #[test]
 fn throughput_smoke_every_packet_correct_or_counted() {
     if !privileged("throughput_smoke_every_packet_correct_or_counted") {
@@ -1100,27 +1067,6 @@ fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
     checksums_ok(&inside, back.len());
     assert!(sipnat.counter("slow_internal") >= 1);
     assert_eq!(sipnat.stop(), Some(0));
-}
-
-/// Paced UDP: `rate` datagrams per second of `template` (sequence patched) for `dur`.
-fn paced(template: &[u8], rate: u64, dur: Duration) -> u64 {
-    let s = std::net::UdpSocket::bind((UA_IP, 5060)).unwrap();
-    s.connect((CAR_IP, 5060)).unwrap();
-    let at = common::traffic::seq_offset(template);
-    let mut buf = template.to_vec();
-    let start = std::time::Instant::now();
-    let mut sent = 0u64;
-    while start.elapsed() < dur {
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due {
-            sent += 1;
-            let digits = format!("{sent:010}");
-            buf[at..at + 10].copy_from_slice(digits.as_bytes());
-            s.send(&buf).unwrap();
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    sent
 }
 
 #[test]

@@ -45,6 +45,14 @@ pub fn run(config_path: &Path) -> ExitCode {
     };
     let outcome = rt.block_on(async {
         let listener = server::bind(&socket, group)?;
+        let metrics_addr = cfg.control.metrics.get_ref().trim().to_string();
+        if !metrics_addr.is_empty() {
+            let addr: std::net::SocketAddr = metrics_addr.parse().map_err(|_| anyhow::anyhow!("metrics address `{metrics_addr}` is not ADDR:PORT"))?;
+            let l = crate::control::metrics::bind(addr).await?;
+            tokio::spawn(crate::control::metrics::serve(l, Arc::clone(&daemon)));
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        let external = daemon.start_external_sources();
         tracing::info!("ready: control socket {}", socket.display());
         let (tx, mut rx) = tokio::sync::watch::channel(0u8);
         let d = Arc::clone(&daemon);
@@ -78,6 +86,9 @@ pub fn run(config_path: &Path) -> ExitCode {
         })
         .await;
         let code = watcher.await.map_err(|e| anyhow::anyhow!("{e}"))??;
+        if let Some(h) = external {
+            h.join().await;
+        }
         Ok::<u8, anyhow::Error>(code)
     });
     daemon.shutdown();

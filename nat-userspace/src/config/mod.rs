@@ -787,12 +787,34 @@ fn explain(text: &str, e: &toml::de::Error) -> String {
     }
     let tree = SpanTree::parse(text);
     let mut path = e.span().map(|s| tree.path_at(s.start)).unwrap_or_default();
+    // `[[interfaces]]`: serde reads a struct from an array too, so the error would be
+    // about its first field.
+    if let Some(section) = path.first().filter(|s| {
+        SECTIONS[0].1.contains(&s.as_str())
+            && matches!(
+                tree.get(&[s.as_str()]).map(|n| &n.kind),
+                Some(Kind::Array(_))
+            )
+    }) {
+        return format!(
+            "[{section}] must be a single table, not an array of tables: write [{section}] (single brackets), once"
+        );
+    }
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         let (key, tail) = rest.split_once('`').unwrap_or((rest, ""));
-        if path.last().map(String::as_str) == Some(key) {
-            path.pop();
-        }
-        return unknown_key(&tree, &dotted(&path), key, &backticked(tail));
+        let valid = backticked(tail);
+        // The table is the one with exactly these keys (its position may be unknown:
+        // dotted keys); else where the error points.
+        let here = match SECTIONS.iter().find(|(_, keys)| **keys == valid[..]) {
+            Some((s, _)) => s.to_string(),
+            None => {
+                if path.last().map(String::as_str) == Some(key) {
+                    path.pop();
+                }
+                dotted(&path)
+            }
+        };
+        return unknown_key(&tree, &here, key, &valid);
     }
     let key = dotted(&path);
     if let Some(rest) = raw.strip_prefix("unknown variant `") {

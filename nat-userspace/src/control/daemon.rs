@@ -74,6 +74,8 @@ pub struct Daemon {
     pub started: Instant,
     pub external: Mutex<ExternalState>,
     pub enabled: AtomicBool,
+    /// Steering held off until a dynamic source delivers the first external address.
+    awaiting_external: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -194,9 +196,22 @@ impl Daemon {
                 stale: false,
             }),
             enabled: AtomicBool::new(true),
+            awaiting_external: AtomicBool::new(external.is_empty()),
             threads: Mutex::new(vec![resolver_thread]),
             config: Mutex::new(cfg.clone()),
         });
+        if external.is_empty() {
+            // Until a source (STUN, interface) delivers an address, SIP takes the kernel
+            // path: there is nothing to rewrite it to.
+            let src = daemon
+                .external
+                .lock()
+                .expect("external lock")
+                .source
+                .clone();
+            tracing::info!("waiting for the external address from {src}: steering off until then");
+            daemon.set_enabled(false)?;
+        }
         daemon.spawn_ticker();
         if let Err(e) = daemon.spawn_workers(&cfg) {
             daemon.shutdown();
@@ -319,20 +334,62 @@ impl Daemon {
             .map(|w| w.queue)
     }
 
-    /// Publishes a new external address (hitless: the next packet uses it).
-    pub fn set_external(&self, addrs: ExternalAddrs, source: &str) {
+    /// Publishes a new external address (hitless: the next packet uses it). `stale`: the
+    /// source failed and this is its last good value. The first address known turns
+    /// steering on when it was held off waiting for one.
+    pub fn set_external(&self, addrs: ExternalAddrs, source: &str, stale: bool) {
         let cur = self.shared.dataplane.load();
-        self.shared
-            .dataplane
-            .publish(Dataplane::new(cur.config.clone(), addrs));
-        let mut e = self.external.lock().expect("external lock");
-        if e.addrs != addrs {
-            tracing::info!("external address {} (from {source})", addrs);
+        if cur.external != addrs {
+            self.shared
+                .dataplane
+                .publish(Dataplane::new(cur.config.clone(), addrs));
         }
-        e.addrs = addrs;
-        e.source = source.to_string();
-        e.updated = Some(SystemTime::now());
-        e.stale = false;
+        {
+            let mut e = self.external.lock().expect("external lock");
+            if e.addrs != addrs {
+                tracing::info!("external address {addrs} (from {source})");
+            }
+            if stale && !e.stale {
+                tracing::warn!("external address source {source} failed; keeping {addrs} (stale)");
+            }
+            e.addrs = addrs;
+            e.source = source.to_string();
+            if !stale {
+                e.updated = Some(SystemTime::now());
+            }
+            e.stale = stale;
+        }
+        if !addrs.is_empty() && self.awaiting_external.swap(false, Ordering::Relaxed) {
+            if let Err(e) = self.set_enabled(true) {
+                tracing::error!("enabling steering: {e}");
+            }
+        }
+    }
+
+    /// Starts the configured dynamic external-address sources (STUN, interface). Must run
+    /// inside the control runtime.
+    pub fn start_external_sources(
+        self: &Arc<Daemon>,
+    ) -> Option<crate::control::external::ExternalHandle> {
+        let cfg = self.config.lock().expect("config lock").clone();
+        let (v4, v6) = cfg.external_sources();
+        let dynamic = |s: &ExternalSource| {
+            matches!(
+                s,
+                ExternalSource::Stun { .. } | ExternalSource::Interface(_)
+            )
+        };
+        if !dynamic(&v4) && !dynamic(&v6) {
+            return None;
+        }
+        let mut opts = crate::control::external::SourceOptions::default();
+        opts.stun.bind_device = Some(cfg.interfaces.outside.get_ref().clone());
+        let d = Arc::clone(self);
+        let publish: crate::control::external::Publisher =
+            Arc::new(move |addrs: ExternalAddrs, source: String, stale: bool| {
+                d.set_external(addrs, &source, stale)
+            });
+        Some(crate::control::external::spawn(v4, v6, opts, publish))
     }
 
     /// Turns steering on or off (off: every packet takes the kernel path).

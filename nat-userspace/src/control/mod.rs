@@ -4,5 +4,9 @@
 
 pub mod client;
 pub mod daemon;
+pub mod external;
+pub mod metrics;
 pub mod protocol;
+pub mod report;
 pub mod server;
+pub mod stun;

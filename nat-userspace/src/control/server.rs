@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
@@ -22,7 +22,7 @@ use super::{
     daemon::Daemon,
     protocol::{parse_request, Command, Response, MAX_REQUEST},
 };
-use crate::{datapath::stats::C, nat::ExternalAddrs};
+use crate::nat::ExternalAddrs;
 
 /// How long a client may take to send a request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -190,7 +190,7 @@ fn handle(d: &Daemon, cmd: Command) -> Response {
                     IpAddr::V4(v4) => e.v4 = Some(v4),
                     IpAddr::V6(v6) => e.v6 = Some(v6),
                 }
-                d.set_external(e, "cli");
+                d.set_external(e, "cli", false);
                 Response::ok(json!({ "external": addrs_json(&e) }))
             }
             Err(_) => Response::err(format!("`{addr}` is not an IPv4 or IPv6 address")),
@@ -241,106 +241,8 @@ fn status(d: &Daemon) -> Value {
     })
 }
 
-fn counters_json(pairs: &[(&'static str, u64)]) -> Value {
-    let mut m = Map::new();
-    for (k, v) in pairs {
-        m.insert((*k).to_string(), json!(v));
-    }
-    Value::Object(m)
-}
-
 fn stats(d: &Daemon) -> Value {
-    let p = d.programs.lock().expect("programs lock");
-    let xdp = |prog: &crate::xdp::SteeringProgram| -> Value {
-        match prog.counters() {
-            Ok(c) => counters_json(
-                &nat_common::stat::NAMES
-                    .iter()
-                    .copied()
-                    .zip(c)
-                    .collect::<Vec<_>>(),
-            ),
-            Err(e) => json!({ "error": e.to_string() }),
-        }
-    };
-    let (xi, xo) = (xdp(&p.inside), xdp(&p.outside));
-    drop(p);
-    let mut total = vec![0u64; C::COUNT];
-    let workers: Vec<Value> = d
-        .workers
-        .lock()
-        .expect("workers lock")
-        .iter()
-        .map(|w| {
-            let snap = w.stats.snapshot();
-            for (i, (_, v)) in snap.iter().enumerate() {
-                total[i] += v;
-            }
-            let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-            json!({
-                "queue": w.queue,
-                "reassembly": {
-                    "memory_bytes": g(&w.stats.reasm_memory),
-                    "memory_limit_bytes": g(&w.stats.reasm_memory_limit),
-                    "in_progress": g(&w.stats.reasm_in_progress),
-                },
-                "free_frames": g(&w.stats.free_frames),
-                "counters": counters_json(&snap),
-                "xsk": { "inside": xsk_stats(w.inside_fd), "outside": xsk_stats(w.outside_fd) },
-            })
-        })
-        .collect();
-    let totals: Vec<(&'static str, u64)> = C::ALL.iter().map(|c| c.name()).zip(total).collect();
-    json!({
-        "uptime_s": d.started.elapsed().as_secs_f64(),
-        "xdp": { "inside": xi, "outside": xo },
-        "total": counters_json(&totals),
-        "workers": workers,
-        "flows": { "live": d.shared.flows.live(d.shared.clock.now_s()) },
-        "nexthops": d.shared.nexthops.load().len(),
-    })
-}
-
-/// XDP_STATISTICS of an AF_XDP socket (kernel drops: RX ring full, fill ring empty, ...).
-fn xsk_stats(fd: i32) -> Value {
-    #[repr(C)]
-    #[derive(Default)]
-    struct XdpStatistics {
-        rx_dropped: u64,
-        rx_invalid_descs: u64,
-        tx_invalid_descs: u64,
-        rx_ring_full: u64,
-        rx_fill_ring_empty_descs: u64,
-        tx_ring_empty_descs: u64,
-    }
-    if fd < 0 {
-        return Value::Null;
-    }
-    let mut s = XdpStatistics::default();
-    let mut len = std::mem::size_of::<XdpStatistics>() as libc::socklen_t;
-    const SOL_XDP: i32 = 283;
-    const XDP_STATISTICS: i32 = 7;
-    // SAFETY: getsockopt into a properly sized local struct.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            SOL_XDP,
-            XDP_STATISTICS,
-            (&mut s as *mut XdpStatistics).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Value::Null;
-    }
-    json!({
-        "rx_dropped": s.rx_dropped,
-        "rx_invalid_descs": s.rx_invalid_descs,
-        "tx_invalid_descs": s.tx_invalid_descs,
-        "rx_ring_full": s.rx_ring_full,
-        "rx_fill_ring_empty_descs": s.rx_fill_ring_empty_descs,
-        "tx_ring_empty_descs": s.tx_ring_empty_descs,
-    })
+    super::report::collect(d).to_json()
 }
 
 /// The socket path of a config (or the default).

@@ -158,11 +158,22 @@ impl Topo {
     /// Writes a sipnat config (rule 10.0.0.0/24, external 198.51.100.1) with `extra` TOML
     /// appended to the [nat] table, and returns its path.
     pub fn config(&self, name: &str, nat_extra: &str, rest: &str) -> PathBuf {
+        self.config_full(name, nat_extra, "metrics = \"\"", rest)
+    }
+
+    /// Like [`Topo::config`], with `control_extra` lines in [control] (e.g. metrics).
+    pub fn config_full(
+        &self,
+        name: &str,
+        nat_extra: &str,
+        control_extra: &str,
+        rest: &str,
+    ) -> PathBuf {
         let socket = self.dir.path(&format!("{name}.sock"));
         let text = format!(
             "[interfaces]\ninside = \"gwin\"\noutside = \"gwout\"\nsip_ports = [5060]\non_failure = \"pass\"\n\n\
              [nat]\nexternal_ip = \"{EXT_IP}\"\n{nat_extra}\n\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\n\n\
-             [control]\nsocket = \"{}\"\nmetrics = \"\"\nbpffs = \"{}/sipnat\"\n\n{rest}\n",
+             [control]\nsocket = \"{}\"\n{control_extra}\nbpffs = \"{}/sipnat\"\n\n{rest}\n",
             socket.display(),
             self.bpffs.0.display()
         );

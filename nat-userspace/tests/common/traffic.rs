@@ -2,6 +2,8 @@
 //! template with a 10-digit sequence number as fast as one thread can (sendmmsg batches);
 //! the receiver compares every datagram with the expected rewrite (sequence masked).
 
+use super::topo::{CAR_IP, EXT_IP, UA_IP};
+
 use std::{
     net::UdpSocket,
     os::fd::AsRawFd,
@@ -144,4 +146,65 @@ pub fn receive(
         incorrect,
         first_incorrect,
     }
+}
+
+/// What sipnat should make of `msg` (the library's own rewrite, outbound).
+pub fn expected_rewrite(msg: &[u8]) -> Vec<u8> {
+    use sipnat::{
+        nat::{ExternalAddrs, Net, RewriteConfig},
+        rewrite::{rewrite_message, Context, Direction},
+    };
+    let cfg = RewriteConfig::single(Net::parse("10.0.0.0/24").unwrap());
+    let ctx = Context {
+        config: &cfg,
+        external: ExternalAddrs::from_ip(EXT_IP.parse().unwrap()),
+        direction: Direction::Outbound,
+        internal: None,
+    };
+    let mut buf = msg.to_vec();
+    buf.resize(msg.len() + 4096, 0);
+    let r = rewrite_message(&mut buf, msg.len(), &ctx);
+    buf.truncate(r.len);
+    buf
+}
+
+/// Paced UDP: `rate` datagrams per second of `template` (sequence patched) for `dur`.
+pub fn paced(template: &[u8], rate: u64, dur: Duration) -> u64 {
+    let s = std::net::UdpSocket::bind((UA_IP, 5060)).unwrap();
+    s.connect((CAR_IP, 5060)).unwrap();
+    let at = seq_offset(template);
+    let mut buf = template.to_vec();
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < dur {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due {
+            let digits = format!("{:010}", sent + 1);
+            buf[at..at + 10].copy_from_slice(digits.as_bytes());
+            // Without a listener the carrier answers port-unreachable; the connected socket
+            // reports that on a later send, which then did not go out: send it again.
+            match s.send(&buf) {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    sent
+}
+
+/// An INVITE+SDP like the bench's carrier INVITE, from the UA, with a 10-digit sequence
+/// number in its Call-ID.
+pub fn blast_template() -> Vec<u8> {
+    let body = format!(
+        "v=0\r\no=alice 2890844526 2890844526 IN IP4 {UA_IP}\r\ns=call\r\nc=IN IP4 {UA_IP}\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp:20001 IN IP4 {UA_IP}\r\na=sendrecv\r\n"
+    );
+    format!(
+        "INVITE sip:bob@{CAR_IP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UA_IP}:5060;branch=z9hG4bK-blast;rport\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@{UA_IP}>;tag=1928301774\r\nTo: <sip:bob@{CAR_IP}>\r\nCall-ID: 0000000000@blast\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:alice@{UA_IP}:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }

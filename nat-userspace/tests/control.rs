@@ -1,0 +1,438 @@
+//! The control plane against a running daemon (topology of `tests/common/topo.rs`):
+//! peer-credential checks, hostile requests, 1000 concurrent `stats` under traffic,
+//! hitless external-address changes under traffic, Prometheus metrics.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::{fs::PermissionsExt, net::UnixStream},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use common::{
+    privileged,
+    sipcheck::rewritable_addresses,
+    topo::{await_condition, sipnat_bin, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    traffic::{blast_template, paced},
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends raw bytes on the control socket (optionally half-closing) and returns the reply.
+fn raw_request(socket: &std::path::Path, bytes: &[u8], half_close: bool) -> String {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The daemon may answer (and close) before an oversized request is fully written.
+    let _ = s.write_all(bytes);
+    if half_close {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn peers_are_checked_and_hostile_requests_get_errors() {
+    if !privileged("peers_are_checked_and_hostile_requests_get_errors") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("ctl");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sock = sipnat.socket.clone();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode");
+    // A non-root user: the socket's mode keeps it out...
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sipnat_bin(),
+                "--socket",
+            ])
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...and when the mode lets it in, the peer-credential check refuses it.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody(&["disable"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("permission denied") && err.contains("root"),
+        "{err}"
+    );
+    assert!(
+        sipnat
+            .ctl(&["status"])
+            .unwrap()
+            .contains("steering:  enabled"),
+        "nobody could not disable it"
+    );
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Hostile requests: each answered with an error, none disturbs the daemon.
+    for (what, bytes, half) in [
+        ("garbage", b"garbage\n".to_vec(), false),
+        (
+            "unknown command",
+            br#"{"v":1,"cmd":"rm-rf"}"#.iter().chain(b"\n").copied().collect(),
+            false,
+        ),
+        (
+            "wrong version",
+            b"{\"v\":9,\"cmd\":\"stats\"}\n".to_vec(),
+            false,
+        ),
+        ("not UTF-8", vec![0xff, 0xfe, b'\n'], false),
+        ("oversized", vec![b'a'; 100_000], false),
+        ("half-closed", br#"{"v":1,"cmd":"stats""#.to_vec(), true),
+        (
+            "bad address",
+            b"{\"v\":1,\"cmd\":\"set-external-ip\",\"addr\":\"not-an-ip\"}\n".to_vec(),
+            false,
+        ),
+    ] {
+        let reply = raw_request(&sock, &bytes, half);
+        let v: serde_json::Value =
+            serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{what}: {e}: {reply:?}"));
+        assert_eq!(v["ok"], false, "{what}: {reply}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {reply}"
+        );
+    }
+    // A client that connects and says nothing is timed out, not served forever.
+    let mut idle = UnixStream::connect(&sock).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = String::new();
+    let _ = idle.read_to_string(&mut buf);
+    assert!(buf.contains("timed out"), "{buf}");
+    assert!(sipnat.ctl(&["status"]).is_ok(), "the daemon still answers");
+    // A missing daemon: one clear line.
+    let out = Command::new(sipnat_bin())
+        .args(["--socket", "/nonexistent/sipnat.sock", "stats"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no sipnat daemon is running"), "{err}");
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+/// Runs a paced flow of SIP INVITEs from the UA to a carrier receiver that checks every
+/// datagram with `check`; returns (sent, received, bad).
+fn with_traffic<T: Send + 'static>(
+    t: &Topo,
+    rate: u64,
+    dur: Duration,
+    check: fn(&str, &[u8]) -> bool,
+    during: impl FnOnce() -> T,
+) -> (u64, u64, u64, T) {
+    let car = t.car.name.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = Arc::clone(&stop);
+    let rx = std::thread::spawn(move || {
+        common::netns::Netns::attach_existing(&car).run(move || {
+            let s = std::net::UdpSocket::bind((CAR_IP, 5060)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let (mut got, mut bad, mut idle) = (0u64, 0u64, 0);
+            let mut b = [0u8; 4096];
+            loop {
+                match s.recv_from(&mut b) {
+                    Ok((n, from)) => {
+                        idle = 0;
+                        got += 1;
+                        if !check(&from.ip().to_string(), &b[..n]) {
+                            bad += 1;
+                        }
+                    }
+                    Err(_) => {
+                        idle += 1;
+                        if st.load(Ordering::Relaxed) && idle > 3 {
+                            return (got, bad);
+                        }
+                    }
+                }
+            }
+        })
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let template = blast_template();
+    let ua = t.ua.name.clone();
+    let tx = std::thread::spawn(move || {
+        common::netns::Netns::attach_existing(&ua).run(move || paced(&template, rate, dur))
+    });
+    let r = during();
+    let sent = tx.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (got, bad) = rx.join().unwrap();
+    (sent, got, bad, r)
+}
+
+/// Every rewritable field carries the packet's own IP source (one address, never a mix).
+fn consistent(src: &str, payload: &[u8]) -> bool {
+    (src == EXT_IP || src == "198.51.100.77")
+        && rewritable_addresses(payload)
+            .iter()
+            .filter(|(f, _)| f != "request-uri")
+            .all(|(_, a)| a.to_string() == src)
+}
+
+#[test]
+fn thousand_concurrent_stats_under_traffic_do_not_disturb_it() {
+    if !privileged("thousand_concurrent_stats_under_traffic_do_not_disturb_it") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("ctl1000");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sock = sipnat.socket.clone();
+    let (sent, got, bad, ok) =
+        with_traffic(&t, 2000, Duration::from_secs(4), consistent, move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let handles: Vec<_> = (0..1000)
+                .map(|_| {
+                    let sock = sock.clone();
+                    std::thread::spawn(move || {
+                        let reply = raw_request(&sock, b"{\"v\":1,\"cmd\":\"stats\"}\n", false);
+                        serde_json::from_str::<serde_json::Value>(&reply)
+                            .is_ok_and(|v| v["ok"] == true)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(false))
+                .filter(|ok| *ok)
+                .count()
+        });
+    eprintln!(
+        "1000 concurrent stats: {ok} answered; traffic sent {sent}, received {got}, bad {bad}"
+    );
+    assert_eq!(ok, 1000, "every stats request answered");
+    assert_eq!(bad, 0);
+    assert_eq!(
+        got, sent,
+        "the data path lost nothing while the control plane was busy"
+    );
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+#[test]
+fn external_address_changes_are_hitless_and_never_mixed() {
+    if !privileged("external_address_changes_are_hitless_and_never_mixed") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("extchg");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    // Warm the next hop so every packet takes the fast path.
+    let tpl = blast_template();
+    t.ua.run(move || paced(&tpl, 100, Duration::from_millis(300)));
+    await_condition("next hop", Duration::from_secs(5), || {
+        sipnat.stats()["nexthops"].as_u64() >= Some(1)
+    });
+    let sock = sipnat.socket.clone();
+    let gw = t.gw.name.clone();
+    let (sent, got, bad, changes) =
+        with_traffic(&t, 2000, Duration::from_secs(5), consistent, move || {
+            let mut n = 0;
+            for i in 0..100 {
+                let addr = if i % 2 == 0 { "198.51.100.77" } else { EXT_IP };
+                let st = Command::new("ip")
+                    .args(["netns", "exec", &gw, sipnat_bin(), "--socket"])
+                    .arg(&sock)
+                    .args(["set", "external-ip", addr])
+                    .output()
+                    .unwrap();
+                if st.status.success() {
+                    n += 1;
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            n
+        });
+    eprintln!("100 external-address changes under traffic: {changes} applied; sent {sent}, received {got}, mixed/incorrect {bad}");
+    assert_eq!(changes, 100);
+    assert_eq!(bad, 0, "a packet mixed addresses");
+    assert_eq!(got, sent, "a packet was lost across an address change");
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+#[test]
+fn metrics_are_scraped_and_move() {
+    if !privileged("metrics_are_scraped_and_move") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("metrics");
+    let cfg = t.config_full("gw", "", "metrics = \"127.0.0.1:9560\"", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let scrape = || -> String {
+        let out = t.gw.exec(&["curl", "-sf", "http://127.0.0.1:9560/metrics"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let value = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = scrape();
+    assert!(
+        before.contains("# TYPE sipnat_worker_sip_rewritten counter"),
+        "{before}"
+    );
+    assert!(
+        before.contains(&format!(
+            "sipnat_external_address_info{{family=\"ipv4\",address=\"{EXT_IP}\""
+        )),
+        "{before}"
+    );
+    let tpl = blast_template();
+    t.ua.run(move || paced(&tpl, 500, Duration::from_millis(600)));
+    await_condition("metrics move", Duration::from_secs(5), || {
+        let after = scrape();
+        value(&after, "sipnat_worker_sip_rewritten_total{queue=\"0\"}") >= 250
+            && value(&after, "sipnat_xdp_verdicts_total{interface=\"inside\",device=\"gwin\",verdict=\"redirect_sip\"}") >= 250
+    });
+    let out = t.gw.exec_any(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://127.0.0.1:9560/other",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+#[test]
+fn status_enable_disable_reload_from_the_cli() {
+    if !privileged("status_enable_disable_reload_from_the_cli") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("cli");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let status = sipnat.ctl(&["status"]).unwrap();
+    for want in [
+        "steering:  enabled",
+        "gwin (XDP native)",
+        "gwout (XDP native)",
+        "workers:   1 (q0",
+        &format!("external:  {EXT_IP} (source static {EXT_IP}"),
+    ] {
+        assert!(status.contains(want), "missing `{want}` in\n{status}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&sipnat.ctl(&["status", "--json"]).unwrap()).unwrap();
+    assert_eq!(json["external"]["addresses"]["v4"], EXT_IP);
+    // Disabled: SIP takes the kernel path (XDP pass_disabled), unrewritten.
+    assert!(sipnat.ctl(&["disable"]).unwrap().contains("disabled"));
+    let tpl = blast_template();
+    t.ua.run(move || paced(&tpl, 200, Duration::from_millis(300)));
+    await_condition("pass_disabled counted", Duration::from_secs(5), || {
+        sipnat.stats()["xdp"]["inside"]["pass_disabled"].as_u64() >= Some(50)
+    });
+    assert_eq!(sipnat.counter("sip_rewritten"), 0);
+    assert!(sipnat.ctl(&["enable"]).unwrap().contains("enabled"));
+    // Reload: a new rule set is published without restarting the workers.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("sip_ports = [5060]", "sip_ports = [5060, 5080]");
+    std::fs::write(&cfg, text).unwrap();
+    assert!(
+        sipnat.ctl(&["reload"]).unwrap().contains("reloaded"),
+        "reload"
+    );
+    let bad = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("inside = \"gwin\"", "inside = \"gwx\"");
+    std::fs::write(&cfg, bad).unwrap();
+    let err = sipnat.ctl(&["reload"]).unwrap_err();
+    assert!(err.contains("gwx"), "{err}");
+    assert!(
+        sipnat.ctl(&["status"]).is_ok(),
+        "a failed reload leaves the daemon running"
+    );
+    let _ = UA_IP;
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+#[test]
+fn stun_source_discovers_the_external_address_and_enables_steering() {
+    if !privileged("stun_source_discovers_the_external_address_and_enables_steering") {
+        return;
+    }
+    let _s = serial();
+    let mut t = Topo::new("stun");
+    let pidfile = t.dir.path("turn.pid");
+    t.car.spawn_quiet(&[
+        "turnserver",
+        "-n",
+        "--listening-ip",
+        CAR_IP,
+        "--listening-port",
+        "3478",
+        "--stun-only",
+        "--no-cli",
+        "--no-tls",
+        "--no-dtls",
+        "--log-file",
+        "stdout",
+        "--simple-log",
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+    ]);
+    // The config names no address: the gateway asks the carrier-side STUN server.
+    let cfg = t.config("gw", "", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("external_ip = \"{EXT_IP}\""),
+        &format!("external_ip = \"stun:{CAR_IP}:3478\""),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    await_condition("STUN discovery", Duration::from_secs(15), || {
+        let s = sipnat.ctl(&["status"]).unwrap_or_default();
+        s.contains(&format!("external:  {EXT_IP} (source stun:{CAR_IP}:3478"))
+            && s.contains("steering:  enabled")
+    });
+    // And it rewrites with it.
+    let (sent, got, bad, _) = with_traffic(&t, 500, Duration::from_secs(1), consistent, || ());
+    assert_eq!((got, bad), (sent, 0));
+    assert!(sipnat.counter("sip_rewritten") >= sent);
+    assert_eq!(sipnat.stop(), Some(0));
+}

@@ -72,11 +72,17 @@ pub struct WorkerReport {
     pub free_frames: u64,
 }
 
+/// Named counter values, in definition order.
+pub type Counters = Vec<(&'static str, u64)>;
+
+/// A per-worker gauge for the Prometheus encoder: (metric name, help, accessor).
+type Gauge = (&'static str, &'static str, fn(&WorkerReport) -> u64);
+
 pub struct Report {
     pub uptime_s: f64,
     pub enabled: bool,
     /// (role, interface name, verdict counters) for inside and outside.
-    pub xdp: Vec<(&'static str, String, Vec<(&'static str, u64)>)>,
+    pub xdp: Vec<(&'static str, String, Counters)>,
     pub workers: Vec<WorkerReport>,
     pub totals: Vec<(&'static str, u64)>,
     pub flows_live: usize,
@@ -256,7 +262,7 @@ impl Report {
                 }
             }
         }
-        let gauges: [(&str, &str, fn(&WorkerReport) -> u64); 4] = [
+        let gauges: [Gauge; 4] = [
             (
                 "sipnat_reassembly_memory_bytes",
                 "Bytes held by IP fragment reassembly",

@@ -108,15 +108,31 @@ pub fn next_value(buf: &[u8], pos: usize, end: usize) -> Option<(Range<usize>, u
     if start >= end {
         return None;
     }
+    // Jumps between the bytes that matter instead of walking every byte: outside quotes
+    // and brackets only `"`, `<` and `,`; inside `<...>` only `>` and `"`; inside quotes
+    // only `\` and `"`.
     let mut i = start;
     let mut in_quotes = false;
     let mut in_angle = false;
     while i < end {
+        let hay = &buf[i..end];
+        let found = if in_quotes {
+            memchr::memchr2(b'\\', b'"', hay)
+        } else if in_angle {
+            memchr::memchr2(b'>', b'"', hay)
+        } else {
+            memchr::memchr3(b'"', b'<', b',', hay)
+        };
+        let Some(off) = found else {
+            i = end;
+            break;
+        };
+        i += off;
         let c = buf[i];
         if in_quotes {
             if c == b'\\' {
                 i += 1;
-            } else if c == b'"' {
+            } else {
                 in_quotes = false;
             }
         } else {
@@ -124,8 +140,7 @@ pub fn next_value(buf: &[u8], pos: usize, end: usize) -> Option<(Range<usize>, u
                 b'"' => in_quotes = true,
                 b'<' => in_angle = true,
                 b'>' => in_angle = false,
-                b',' if !in_angle => break,
-                _ => {}
+                _ => break, // ',' outside brackets
             }
         }
         i += 1;

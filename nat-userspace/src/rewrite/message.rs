@@ -394,6 +394,11 @@ impl<'c, 'a> Rewriter<'c, 'a> {
             self.host(sb, default_port, true, Field::Via);
         }
         let inbound = self.ctx.direction == super::Direction::Inbound;
+        // Outbound only `maddr` matters: most Vias (`;branch=...;rport`) have no `m` at
+        // all, and one search rules the parameter walk out.
+        if !inbound && memchr::memchr2(b'm', b'M', &msg[via.params.clone()]).is_none() {
+            return;
+        }
         for (name, value) in uri::params(msg, via.params.start, via.params.end) {
             let n = &msg[name];
             let received = n.eq_ignore_ascii_case(b"received");

@@ -209,25 +209,29 @@ impl Gen {
             if rate > 0.0 {
                 tokens = (tokens + (now - last) as f64 * rate * 1e-9).min(burst);
                 last = now;
-                n = n.min(tokens as u64);
-            }
-            n = n.min(limit - sent).min(self.free.len() as u64);
-            if n == 0 {
-                if self.free.is_empty() {
-                    self.counters.starved.fetch_add(1, Ordering::Relaxed);
-                    self.kick();
-                    std::hint::spin_loop();
-                } else if rate > 0.0 {
-                    // Waiting for tokens: sleep when the next batch is far off.
-                    let wait_ns = ((1.0 - tokens.fract()) / rate * 1e9) as u64;
+                // Send in chunks of ~50 µs worth (at least 1, at most a batch): fewer
+                // kicks than one packet per loop, no bursts that would skew latency.
+                let chunk = (rate * 50e-6).clamp(1.0, batch as f64);
+                if tokens < chunk {
+                    let wait_ns = ((chunk - tokens) / rate * 1e9) as u64;
                     if self.port.port.tx.pending() > 0 {
                         self.kick();
-                    } else if wait_ns > 200_000 {
+                    }
+                    if wait_ns > 20_000 {
                         std::thread::sleep(Duration::from_nanos(wait_ns.min(1_000_000)));
                     } else {
                         std::hint::spin_loop();
                     }
+                    continue;
                 }
+                n = n.min(tokens as u64);
+            }
+            n = n.min(limit - sent).min(self.free.len() as u64);
+            if n == 0 {
+                // Every frame in flight: the link is the limit.
+                self.counters.starved.fetch_add(1, Ordering::Relaxed);
+                self.kick();
+                std::hint::spin_loop();
                 continue;
             }
             descs.clear();

@@ -127,13 +127,24 @@ pub fn default_private() -> Vec<Net> {
     .collect()
 }
 
-/// Is the calling thread in the same network namespace as PID 1 (the host's)? Unreadable
-/// counts as yes (refuse rather than guess).
+/// Is the calling thread in the host's (initial) network namespace? The reference is PID
+/// 1's namespace, or — where PID 1 is not inspectable (some sandboxes) — that of `kthreadd`
+/// (PID 2), a kernel thread, always in the initial namespace. Undecidable counts as yes
+/// (refuse rather than guess).
 pub fn in_root_netns() -> bool {
     let id = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    match (id("/proc/thread-self/ns/net"), id("/proc/1/ns/net")) {
-        (Some(me), Some(init)) => me == init,
-        _ => true,
+    let Some(me) = id("/proc/thread-self/ns/net") else {
+        return true;
+    };
+    let kthreadd = || {
+        std::fs::read_to_string("/proc/2/comm")
+            .ok()
+            .filter(|c| c.trim() == "kthreadd")
+            .and_then(|_| id("/proc/2/ns/net"))
+    };
+    match id("/proc/1/ns/net").or_else(kthreadd) {
+        Some(init) => me == init,
+        None => true,
     }
 }
 

@@ -56,7 +56,7 @@ pub enum Command {
     /// Offline dry run: rewrite one SIP message or a whole pcap.
     Rewrite(rewrite::RewriteArgs),
     /// Line-rate SIP load generator and verifier over AF_XDP.
-    Loadtest(loadtest::LoadtestArgs),
+    Loadtest(Box<loadtest::LoadtestArgs>),
     /// Diagnostics for the XDP steering program (verifier check, live verdict counters).
     #[command(subcommand)]
     Xdp(xdp::XdpCommand),
@@ -148,7 +148,7 @@ pub fn main() -> ExitCode {
         Command::Xdp(cmd) => xdp::run(cmd),
         Command::Rewrite(a) => rewrite::run(a),
         Command::CheckConfig(a) => check_config::run(&a.file),
-        Command::Loadtest(a) => loadtest::run(a),
+        Command::Loadtest(a) => loadtest::run(*a),
     }
 }
 

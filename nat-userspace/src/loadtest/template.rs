@@ -134,7 +134,7 @@ pub enum SlotKind {
 }
 
 impl SlotKind {
-    pub fn len(self) -> usize {
+    pub fn width(self) -> usize {
         match self {
             SlotKind::FlowHex => 8,
             SlotKind::MediaPort { .. } => 5,
@@ -248,7 +248,7 @@ impl Out {
             off: self.buf.len(),
             kind,
         });
-        self.buf.resize(self.buf.len() + kind.len(), b'0');
+        self.buf.resize(self.buf.len() + kind.width(), b'0');
     }
 }
 
@@ -557,7 +557,7 @@ impl Template {
         // Base sum: slot bytes count as zero.
         let mut zeroed = f[L4..].to_vec();
         for s in &slots {
-            zeroed[s.off - L4..s.off - L4 + s.kind.len()].fill(0);
+            zeroed[s.off - L4..s.off - L4 + s.kind.width()].fill(0);
         }
         let base_sum = checksum::pseudo_v4(
             &ep.src_ip.octets(),
@@ -601,7 +601,7 @@ impl Template {
         }
         let mut s = self.base_sum;
         for slot in &self.slots {
-            let Some(dst) = frame.get_mut(slot.off..slot.off + slot.kind.len()) else {
+            let Some(dst) = frame.get_mut(slot.off..slot.off + slot.kind.width()) else {
                 return false;
             };
             match slot.kind {

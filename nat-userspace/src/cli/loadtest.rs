@@ -109,11 +109,12 @@ pub struct LoadtestArgs {
     /// Descriptors per TX batch.
     #[arg(long, default_value_t = 64)]
     pub batch: u32,
-    /// TX/RX ring entries (power of two).
-    #[arg(long, default_value_t = 2048)]
+    /// TX ring entries (power of two).
+    #[arg(long, default_value_t = 512)]
     pub ring: u32,
-    /// UMEM frames per TX socket.
-    #[arg(long, default_value_t = 8192)]
+    /// UMEM frames per TX socket (rounded up so every template/flow pair gets the same
+    /// number of frames when that fits in 16384 frames).
+    #[arg(long, default_value_t = 1024)]
     pub frames: u32,
     /// Incorrect packets kept for the report.
     #[arg(long, default_value_t = 5)]

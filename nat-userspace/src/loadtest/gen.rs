@@ -21,7 +21,7 @@ use xdpilone::xdp::XdpDesc;
 use super::template::Template;
 use crate::datapath::{
     port::{RingSizes, SinglePort},
-    umem::{Area, FreeFrames, FRAME_SIZE},
+    umem::{Area, FRAME_SIZE},
 };
 
 /// Most descriptors per batch.
@@ -99,9 +99,11 @@ pub fn run(
         counters.done.store(true, Ordering::Release);
         let _ = ready.send(Err(what));
     };
-    let mut area = match Area::new(plan.frames) {
+    let nt = templates.len().max(1) as u64;
+    let layout = FrameLayout::new(plan.frames, nt, u64::from(plan.flows.max(1)));
+    let mut area = match Area::new(layout.frames) {
         Ok(a) => a,
-        Err(e) => return fail(format!("cannot map {} UMEM frames: {e}", plan.frames)),
+        Err(e) => return fail(format!("cannot map {} UMEM frames: {e}", layout.frames)),
     };
     let sp = match SinglePort::open(&area, &plan.ifname, plan.queue, RingSizes::new(plan.ring)) {
         Ok(p) => p,
@@ -113,13 +115,22 @@ pub fn run(
         }
     };
     set_tx_budget(sp.port.fd(), plan.batch);
-    // Frames written once: frame i holds template i % T.
-    let nt = templates.len().max(1) as u64;
-    for i in 0..plan.frames {
+    // Frames written once: frame i holds template i % T and, when every (template, flow)
+    // pair has its own frames, flow (i / T) % K with its fields already patched.
+    let mut flow_sums = Vec::with_capacity(layout.frames as usize);
+    for i in 0..layout.frames {
         let addr = u64::from(i) * u64::from(FRAME_SIZE);
         let t = &templates[(u64::from(i) % nt) as usize];
-        if let Some(f) = area.frame_mut(addr) {
-            f[..t.frame.len()].copy_from_slice(&t.frame);
+        let Some(f) = area.frame_mut(addr) else {
+            return fail("UMEM frame out of range".into());
+        };
+        f[..t.frame.len()].copy_from_slice(&t.frame);
+        if layout.static_flows {
+            let flow = ((u64::from(i) / nt) % u64::from(plan.flows.max(1))) as u32;
+            match t.patch_flow(f, flow, plan.salt) {
+                Some(sum) => flow_sums.push(sum),
+                None => return fail("template larger than a UMEM frame".into()),
+            }
         }
     }
     let _ = ready.send(Ok(sp.zero_copy));
@@ -131,13 +142,13 @@ pub fn run(
         std::thread::sleep(Duration::from_micros(200));
     }
     let mut g = Gen {
+        free: FreeQueue::new(layout.frames),
         plan,
         templates,
         counters,
-        free: FreeFrames::new(0),
         port: sp,
+        flow_sums,
     };
-    g.free = FreeFrames::new(g.plan.frames);
     g.send(&mut area, &stop);
     drop(g);
     drop(area);
@@ -165,12 +176,97 @@ fn set_tx_budget(fd: i32, batch: u32) {
     }
 }
 
+/// How many UMEM frames, and whether each frame keeps one flow for the whole run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameLayout {
+    pub frames: u32,
+    /// Every (template, flow) pair has the same number of frames of its own: flow fields
+    /// are written once, per packet only the sequence, the timestamp and the checksum.
+    pub static_flows: bool,
+}
+
+/// Most frames a generator maps to give every (template, flow) pair its own frames
+/// (64 MiB of 4 KiB frames).
+pub const MAX_STATIC_FRAMES: u64 = 16384;
+
+impl FrameLayout {
+    pub fn new(wanted: u32, templates: u64, flows: u64) -> FrameLayout {
+        let combos = templates * flows;
+        let wanted = u64::from(wanted.max(64));
+        if combos > MAX_STATIC_FRAMES {
+            return FrameLayout {
+                frames: wanted as u32,
+                static_flows: false,
+            };
+        }
+        // A multiple of the pairs, at least `wanted` when that fits.
+        let mut n = wanted.max(combos).div_ceil(combos) * combos;
+        if n > MAX_STATIC_FRAMES {
+            n = MAX_STATIC_FRAMES / combos * combos;
+        }
+        FrameLayout {
+            frames: n as u32,
+            static_flows: true,
+        }
+    }
+}
+
+/// Free frames, first in first out: every frame (so every flow) takes its turn.
+struct FreeQueue {
+    buf: Vec<u64>,
+    head: usize,
+    len: usize,
+}
+
+impl FreeQueue {
+    fn new(frames: u32) -> FreeQueue {
+        FreeQueue {
+            buf: (0..u64::from(frames))
+                .map(|i| i * u64::from(FRAME_SIZE))
+                .collect(),
+            head: 0,
+            len: frames as usize,
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<u64> {
+        if self.len == 0 {
+            return None;
+        }
+        let a = self.buf.get(self.head).copied();
+        self.head = (self.head + 1) % self.buf.len();
+        self.len -= 1;
+        a
+    }
+
+    #[inline]
+    fn push(&mut self, addr: u64) {
+        if self.len >= self.buf.len() {
+            return; // never: at most every frame is free
+        }
+        let tail = (self.head + self.len) % self.buf.len();
+        if let Some(slot) = self.buf.get_mut(tail) {
+            *slot = addr & !u64::from(FRAME_SIZE - 1);
+            self.len += 1;
+        }
+    }
+}
+
 struct Gen {
     plan: TxPlan,
     templates: Arc<Vec<Template>>,
     counters: Arc<TxCounters>,
-    free: FreeFrames,
+    free: FreeQueue,
     port: SinglePort,
+    /// Per frame (static flows): the checksum sum of the frame without its per-packet
+    /// slots. Empty when flows are patched per packet.
+    flow_sums: Vec<u64>,
 }
 
 impl Gen {
@@ -240,12 +336,16 @@ impl Gen {
                 let room = w.capacity() as u64;
                 for _ in 0..n.min(room) {
                     let Some(addr) = self.free.pop() else { break };
-                    let t = &self.templates[((addr / u64::from(FRAME_SIZE)) % nt) as usize];
+                    let index = addr / u64::from(FRAME_SIZE);
+                    let t = &self.templates[(index % nt) as usize];
                     let Some(frame) = area.frame_mut(addr) else {
                         continue;
                     };
-                    let flow = (seq % flows) as u32;
-                    if !t.patch(frame, flow, self.plan.salt, seq, now) {
+                    let ok = match self.flow_sums.get(index as usize) {
+                        Some(&sum) => t.patch_packet(frame, sum, seq, now),
+                        None => t.patch(frame, (seq % flows) as u32, self.plan.salt, seq, now),
+                    };
+                    if !ok {
                         self.free.push(addr);
                         continue;
                     }
@@ -280,11 +380,7 @@ impl Gen {
     /// Completed frames back to the free list.
     #[inline]
     fn reap(&mut self) {
-        let mut c = self
-            .port
-            .port
-            .completion
-            .complete(self.plan.frames.min(4 * MAX_BATCH as u32));
+        let mut c = self.port.port.completion.complete(4 * MAX_BATCH as u32);
         while let Some(a) = c.read() {
             self.free.push(a);
         }
@@ -335,5 +431,53 @@ impl Gen {
             std::thread::sleep(Duration::from_micros(500));
         }
         self.reap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_layout_gives_every_pair_the_same_share() {
+        let l = FrameLayout::new(1024, 1, 64);
+        assert_eq!(
+            l,
+            FrameLayout {
+                frames: 1024,
+                static_flows: true
+            }
+        );
+        let l = FrameLayout::new(1024, 3, 1000);
+        assert!(l.static_flows && l.frames % 3000 == 0 && l.frames >= 3000);
+        let l = FrameLayout::new(1024, 1, 100_000);
+        assert_eq!(
+            l,
+            FrameLayout {
+                frames: 1024,
+                static_flows: false
+            }
+        );
+        let l = FrameLayout::new(16384, 1, 10_000);
+        assert_eq!(
+            l,
+            FrameLayout {
+                frames: 10_000,
+                static_flows: true
+            }
+        );
+    }
+
+    #[test]
+    fn free_queue_is_fifo_over_every_frame() {
+        let mut q = FreeQueue::new(4);
+        let a: Vec<u64> = (0..4).filter_map(|_| q.pop()).collect();
+        assert_eq!(a, vec![0, 4096, 8192, 12288]);
+        assert_eq!(q.pop(), None);
+        q.push(8192 + 100);
+        q.push(0);
+        assert_eq!(q.pop(), Some(8192));
+        assert_eq!(q.pop(), Some(0));
+        assert_eq!(q.len(), 0);
     }
 }

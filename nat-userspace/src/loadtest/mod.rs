@@ -224,6 +224,9 @@ fn link_of(dl: pcap_file::DataLink) -> Option<crate::wire::Link> {
     }
 }
 
+/// Receive ring entries per socket (deep: arrivals are bursty).
+pub const RX_RING: u32 = 2048;
+
 /// Most templates taken from a pcap.
 pub const MAX_PCAP_TEMPLATES: usize = 1024;
 
@@ -388,8 +391,8 @@ pub fn run(
             ifname: r.interface.clone(),
             netns: r.netns.clone(),
             queues: r.queues.clone(),
-            frames_per_queue: 2 * o.ring.max(64),
-            ring: o.ring.max(64),
+            frames_per_queue: 2 * RX_RING,
+            ring: RX_RING,
             batch: o.batch.max(64),
             cpu: r.cpu,
             expect: expect.clone(),

@@ -213,6 +213,8 @@ pub enum TemplateError {
     NoHeaderEnd,
     #[error("the message does not start with a SIP request or status line")]
     NotSip,
+    #[error("the prepared message has no timestamp/sequence slots")]
+    NoTimestamp,
     #[error("the frame would be {0} bytes; at most {1} fit a UMEM frame")]
     TooBig(usize, usize),
 }
@@ -481,6 +483,9 @@ pub struct Template {
     /// Unfolded sum of the UDP pseudo-header, header and payload with every slot byte and
     /// the checksum field counted as zero.
     base_sum: u64,
+    /// Frame offsets of the timestamp and sequence slots.
+    ts_off: usize,
+    seq_off: usize,
     /// Fields that hold a private address in the message (the verifier expects the
     /// external address there after the rewrite).
     pub private_fields: FieldSet,
@@ -501,6 +506,22 @@ fn put_hex(dst: &mut [u8], mut v: u64) {
         *c = HEX[(v & 0xf) as usize];
         v >>= 4;
     }
+}
+
+/// The 16 lowercase hex digits of `v` as a big-endian u128 (SWAR: each nibble spread
+/// into its own byte, then turned into ASCII without branches).
+#[inline]
+pub fn hex16(v: u64) -> u128 {
+    const LO: u128 = 0x0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f;
+    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    let mut x = u128::from(v);
+    x = (x | (x << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & LO;
+    // bit 4 of (nibble + 6) is set exactly for a..f
+    let letters = ((x + 6 * ONES) >> 4) & ONES;
+    x + 0x30 * ONES + 0x27 * letters
 }
 
 #[inline]
@@ -572,9 +593,16 @@ impl Template {
                 s.insert(fl);
                 s
             });
+        let find = |k: SlotKind| slots.iter().find(|s| s.kind == k).map(|s| s.off);
+        let (Some(ts_off), Some(seq_off)) = (find(SlotKind::Timestamp), find(SlotKind::Sequence))
+        else {
+            return Err(TemplateError::NoTimestamp);
+        };
         Ok(Template {
             name: name.to_string(),
             frame: f,
+            ts_off,
+            seq_off,
             slots,
             base_sum,
             private_fields,
@@ -596,33 +624,69 @@ impl Template {
     /// allocation; `false` (nothing valid written) when `frame` is too short.
     #[inline]
     pub fn patch(&self, frame: &mut [u8], flow: u32, salt: u32, seq: u64, ts_ns: u64) -> bool {
+        match self.patch_flow(frame, flow, salt) {
+            Some(sum) => self.patch_packet(frame, sum, seq, ts_ns),
+            None => false,
+        }
+    }
+
+    /// Writes flow `flow`'s fields only; returns the checksum sum of the frame without the
+    /// per-packet slots (to pass to [`Template::patch_packet`]). The generator calls it once
+    /// per frame when a frame always carries the same flow.
+    #[inline]
+    pub fn patch_flow(&self, frame: &mut [u8], flow: u32, salt: u32) -> Option<u64> {
         if frame.len() < self.frame.len() {
-            return false;
+            return None;
         }
         let mut s = self.base_sum;
         for slot in &self.slots {
-            let Some(dst) = frame.get_mut(slot.off..slot.off + slot.kind.width()) else {
-                return false;
-            };
+            let dst = frame.get_mut(slot.off..slot.off + slot.kind.width())?;
             match slot.kind {
                 SlotKind::FlowHex => put_hex(dst, u64::from(flow ^ salt)),
                 SlotKind::MediaPort { extra } => put_dec(dst, media_port(flow) + u32::from(extra)),
                 SlotKind::SrcPort => {
                     dst.copy_from_slice(&self.endpoints.src_port_of(flow).to_be_bytes())
                 }
-                SlotKind::Timestamp => put_hex(dst, ts_ns),
-                SlotKind::Sequence => put_hex(dst, seq),
+                SlotKind::Timestamp | SlotKind::Sequence => continue,
             }
             s += sum_at(dst, (slot.off - L4) % 2 == 1);
+        }
+        Some(s)
+    }
+
+    /// Writes the sequence number and the timestamp and sets the UDP checksum from
+    /// `flow_sum` (what [`Template::patch_flow`] returned for the flow in this frame).
+    #[inline]
+    pub fn patch_packet(&self, frame: &mut [u8], flow_sum: u64, seq: u64, ts_ns: u64) -> bool {
+        let mut s = flow_sum;
+        for (off, v) in [(self.ts_off, ts_ns), (self.seq_off, seq)] {
+            let Some(dst) = frame.get_mut(off..off + 16) else {
+                return false;
+            };
+            // Digits and their sum computed in registers, one 16-byte store: no byte
+            // stores read back (a store-forwarding stall per slot).
+            let digits = hex16(v);
+            dst.copy_from_slice(&digits.to_be_bytes());
+            let (hi, lo) = ((digits >> 64) as u64, digits as u64);
+            let sum =
+                checksum::fold((hi >> 32) + (hi & 0xffff_ffff) + (lo >> 32) + (lo & 0xffff_ffff));
+            s += u64::from(if (off - L4) % 2 == 1 {
+                sum.swap_bytes()
+            } else {
+                sum
+            });
         }
         let mut c = checksum::finish(s);
         if c == 0 {
             c = 0xffff; // a computed zero is sent as all ones (RFC 768)
         }
-        if let Some(dst) = frame.get_mut(L4 + 6..L4 + 8) {
-            dst.copy_from_slice(&c.to_be_bytes());
+        match frame.get_mut(L4 + 6..L4 + 8) {
+            Some(dst) => {
+                dst.copy_from_slice(&c.to_be_bytes());
+                true
+            }
+            None => false,
         }
-        true
     }
 }
 
@@ -816,6 +880,21 @@ mod tests {
             Template::build("x", &p, ep(), &private, 200),
             Err(TemplateError::TooBig(..))
         ));
+    }
+
+    #[test]
+    fn hex16_matches_format() {
+        for v in [
+            0u64,
+            1,
+            0xabc,
+            0x1122_3344_5566_7788,
+            u64::MAX,
+            0x0f1e_2d3c_4b5a_6978,
+        ] {
+            let got = hex16(v).to_be_bytes();
+            assert_eq!(std::str::from_utf8(&got).unwrap(), format!("{v:016x}"));
+        }
     }
 
     #[test]

@@ -285,7 +285,7 @@ impl Gen {
         // Token bucket: at most two batches of burst.
         let rate = self.plan.rate_pps.unwrap_or(0.0);
         let burst = (2 * batch) as f64;
-        let mut tokens = if rate > 0.0 { batch as f64 } else { 0.0 };
+        let mut tokens = 0.0;
         let mut last = start;
         let mut sent: u64 = 0;
         let mut seq = self.plan.seq_start;

@@ -148,6 +148,18 @@ pub fn in_root_netns() -> bool {
     }
 }
 
+/// TX queues of an interface (sysfs; 1 when unknown).
+fn tx_queue_count(ifname: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("tx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// A snapshot for the live progress line.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Progress {
@@ -230,8 +242,9 @@ pub const RX_RING: u32 = 2048;
 /// Most templates taken from a pcap.
 pub const MAX_PCAP_TEMPLATES: usize = 1024;
 
-/// The SIP payloads of a pcap or pcapng capture (UDP, whole datagrams).
-pub fn pcap_messages(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+/// The SIP payloads of a pcap or pcapng capture (UDP, whole datagrams), with the IP
+/// source they were sent from.
+pub fn pcap_messages(path: &std::path::Path) -> Result<Vec<(IpAddr, Vec<u8>)>, String> {
     use pcap_file::{pcap::PcapReader, pcapng::Block, pcapng::PcapNgReader};
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut out = Vec::new();
@@ -243,7 +256,7 @@ pub fn pcap_messages(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
         if let Some((_, _, start, len)) = l.udp(bytes) {
             if let Some(p) = bytes.get(start..start + len) {
                 if template::looks_like_sip(p) && out.len() < MAX_PCAP_TEMPLATES {
-                    out.push(p.to_vec());
+                    out.push((l.src, p.to_vec()));
                 }
             }
         }
@@ -280,11 +293,12 @@ pub fn pcap_messages(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
-/// The templates of a run.
+/// The templates of a run. The source addresses of pcap messages join
+/// `expect.private_hosts` (they must not survive the rewrite either).
 pub fn build_templates(
     o: &Options,
     ep: Endpoints,
-    expect: &Expect,
+    expect: &mut Expect,
 ) -> Result<Vec<Template>, LoadtestError> {
     let msgs: Vec<(String, Vec<u8>)> = match &o.source {
         TemplateSource::Builtin(b) => vec![(
@@ -306,11 +320,15 @@ pub fn build_templates(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            pcap_messages(p)
-                .map_err(LoadtestError::Usage)?
-                .into_iter()
+            let msgs = pcap_messages(p).map_err(LoadtestError::Usage)?;
+            for (src, _) in &msgs {
+                if !expect.private_hosts.contains(src) {
+                    expect.private_hosts.push(*src);
+                }
+            }
+            msgs.into_iter()
                 .enumerate()
-                .map(|(i, m)| (format!("pcap:{name}#{i}"), m))
+                .map(|(i, (_, m))| (format!("pcap:{name}#{i}"), m))
                 .collect()
         }
     };
@@ -345,6 +363,15 @@ pub fn run(
     if o.queues.is_empty() {
         return Err(LoadtestError::Usage("no TX queue".into()));
     }
+    let tx_queues = tx_queue_count(&o.interface);
+    if let Some(q) = o.queues.iter().find(|q| **q >= tx_queues) {
+        return Err(LoadtestError::Usage(format!(
+            "`{}` has {tx_queues} TX queue{}: queue {q} does not exist; use fewer --cores \
+             or pick --queues below {tx_queues}",
+            o.interface,
+            if tx_queues == 1 { "" } else { "s" }
+        )));
+    }
     if o.duration.is_none() && o.count.is_none() {
         return Err(LoadtestError::Usage("give --duration or --count".into()));
     }
@@ -378,7 +405,7 @@ pub fn run(
         fields: Vec::new(),
         dst_port: o.dst_port,
     };
-    let templates = build_templates(o, ep, &expect)?;
+    let templates = build_templates(o, ep, &mut expect)?;
     expect.fields = templates.iter().map(|t| t.private_fields).collect();
     let templates = Arc::new(templates);
 

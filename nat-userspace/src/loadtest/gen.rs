@@ -449,7 +449,7 @@ mod tests {
             }
         );
         let l = FrameLayout::new(1024, 3, 1000);
-        assert!(l.static_flows && l.frames % 3000 == 0 && l.frames >= 3000);
+        assert!(l.static_flows && l.frames.is_multiple_of(3000) && l.frames >= 3000);
         let l = FrameLayout::new(1024, 1, 100_000);
         assert_eq!(
             l,

@@ -291,7 +291,6 @@ impl Gen {
         let mut seq = self.plan.seq_start;
         let step = self.plan.seq_step.max(1);
         let mut descs: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
-        let mut since_publish = 0u32;
         loop {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -365,11 +364,7 @@ impl Gen {
             if self.port.port.tx.needs_wakeup() || !self.port.zero_copy {
                 self.kick();
             }
-            since_publish += 1;
-            if since_publish >= 16 {
-                since_publish = 0;
-                self.counters.sent.store(sent, Ordering::Relaxed);
-            }
+            self.counters.sent.store(sent, Ordering::Relaxed);
         }
         self.counters.sent.store(sent, Ordering::Relaxed);
         self.counters.end_ns.store(now_ns(), Ordering::Relaxed);

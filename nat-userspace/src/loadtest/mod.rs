@@ -454,7 +454,7 @@ pub fn run(
     let n = o.queues.len();
     let go = Arc::new(AtomicBool::new(false));
     let salt = gen::now_ns() as u32;
-    let frames = o.frames.max(2 * o.ring).max(64);
+    let frames = o.frames.max(o.ring).max(64);
     let (tx, txr) = mpsc::channel();
     let mut handles = Vec::new();
     let mut counters = Vec::new();

@@ -115,7 +115,7 @@ pub struct LoadtestArgs {
     pub ring: u32,
     /// UMEM frames per TX socket (rounded up so every template/flow pair gets the same
     /// number of frames when that fits in 16384 frames).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 512)]
     pub frames: u32,
     /// Incorrect packets kept for the report.
     #[arg(long, default_value_t = 5)]

@@ -142,7 +142,14 @@ pub fn run(
         std::thread::sleep(Duration::from_micros(200));
     }
     let mut g = Gen {
-        free: FreeQueue::new(layout.frames),
+        free: FreeFrames::new(
+            layout.frames,
+            if layout.static_flows {
+                (nt * u64::from(plan.flows.max(1))) as usize
+            } else {
+                1
+            },
+        ),
         plan,
         templates,
         counters,
@@ -211,20 +218,29 @@ impl FrameLayout {
     }
 }
 
-/// Free frames, first in first out: every frame (so every flow) takes its turn.
-struct FreeQueue {
-    buf: Vec<u64>,
-    head: usize,
+/// Free frames: a LIFO stack per (template, flow) pair, taken round-robin over the pairs.
+/// Every flow takes its turn, and within a pair the frame completed last is reused first,
+/// so the frames in use (the ones the kernel copies from) stay few and warm in the cache.
+/// Without static flows there is one pair (a plain stack). Never allocates after `new`.
+struct FreeFrames {
+    stacks: Vec<Vec<u64>>,
+    next: usize,
     len: usize,
 }
 
-impl FreeQueue {
-    fn new(frames: u32) -> FreeQueue {
-        FreeQueue {
-            buf: (0..u64::from(frames))
-                .map(|i| i * u64::from(FRAME_SIZE))
-                .collect(),
-            head: 0,
+impl FreeFrames {
+    fn new(frames: u32, pairs: usize) -> FreeFrames {
+        let pairs = pairs.max(1);
+        let per = (frames as usize).div_ceil(pairs);
+        let mut stacks: Vec<Vec<u64>> = (0..pairs).map(|_| Vec::with_capacity(per)).collect();
+        for i in (0..u64::from(frames)).rev() {
+            if let Some(st) = stacks.get_mut(i as usize % pairs) {
+                st.push(i * u64::from(FRAME_SIZE));
+            }
+        }
+        FreeFrames {
+            stacks,
+            next: 0,
             len: frames as usize,
         }
     }
@@ -239,21 +255,27 @@ impl FreeQueue {
         if self.len == 0 {
             return None;
         }
-        let a = self.buf.get(self.head).copied();
-        self.head = (self.head + 1) % self.buf.len();
-        self.len -= 1;
-        a
+        let pairs = self.stacks.len();
+        for _ in 0..pairs {
+            let p = self.next;
+            self.next = if p + 1 == pairs { 0 } else { p + 1 };
+            if let Some(a) = self.stacks.get_mut(p).and_then(Vec::pop) {
+                self.len -= 1;
+                return Some(a);
+            }
+        }
+        None
     }
 
     #[inline]
     fn push(&mut self, addr: u64) {
-        if self.len >= self.buf.len() {
-            return; // never: at most every frame is free
-        }
-        let tail = (self.head + self.len) % self.buf.len();
-        if let Some(slot) = self.buf.get_mut(tail) {
-            *slot = addr & !u64::from(FRAME_SIZE - 1);
-            self.len += 1;
+        let pairs = self.stacks.len();
+        let index = (addr / u64::from(FRAME_SIZE)) as usize;
+        if let Some(st) = self.stacks.get_mut(index % pairs) {
+            if st.len() < st.capacity() {
+                st.push(addr & !u64::from(FRAME_SIZE - 1));
+                self.len += 1;
+            }
         }
     }
 }
@@ -262,7 +284,7 @@ struct Gen {
     plan: TxPlan,
     templates: Arc<Vec<Template>>,
     counters: Arc<TxCounters>,
-    free: FreeQueue,
+    free: FreeFrames,
     port: SinglePort,
     /// Per frame (static flows): the checksum sum of the frame without its per-packet
     /// slots. Empty when flows are patched per packet.
@@ -464,15 +486,22 @@ mod tests {
     }
 
     #[test]
-    fn free_queue_is_fifo_over_every_frame() {
-        let mut q = FreeQueue::new(4);
-        let a: Vec<u64> = (0..4).filter_map(|_| q.pop()).collect();
-        assert_eq!(a, vec![0, 4096, 8192, 12288]);
-        assert_eq!(q.pop(), None);
-        q.push(8192 + 100);
-        q.push(0);
-        assert_eq!(q.pop(), Some(8192));
-        assert_eq!(q.pop(), Some(0));
-        assert_eq!(q.len(), 0);
+    fn free_frames_rotate_over_pairs_and_reuse_the_last_completed() {
+        // 8 frames, 4 pairs: frame i belongs to pair i % 4.
+        let mut f = FreeFrames::new(8, 4);
+        let fs = u64::from(FRAME_SIZE);
+        let first: Vec<u64> = (0..4).filter_map(|_| f.pop()).map(|a| a / fs).collect();
+        assert_eq!(first, vec![0, 1, 2, 3], "one frame of each pair in turn");
+        f.push(2 * fs + 100); // frame 2 completes: pair 2 reuses it before frame 6
+        let next: Vec<u64> = (0..4).filter_map(|_| f.pop()).map(|a| a / fs).collect();
+        assert_eq!(next, vec![4, 5, 2, 7]);
+        assert_eq!(f.pop().map(|a| a / fs), Some(6));
+        assert_eq!(f.len(), 0);
+        assert_eq!(f.pop(), None);
+        // One pair: a plain stack.
+        let mut s = FreeFrames::new(3, 1);
+        assert_eq!(s.pop(), Some(0));
+        s.push(0);
+        assert_eq!(s.pop(), Some(0));
     }
 }

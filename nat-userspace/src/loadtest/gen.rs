@@ -120,7 +120,9 @@ pub fn run(
     let mut flow_sums = Vec::with_capacity(layout.frames as usize);
     for i in 0..layout.frames {
         let addr = u64::from(i) * u64::from(FRAME_SIZE);
-        let t = &templates[(u64::from(i) % nt) as usize];
+        let Some(t) = templates.get((u64::from(i) % nt) as usize) else {
+            return fail("no template".into());
+        };
         let Some(f) = area.frame_mut(addr) else {
             return fail("UMEM frame out of range".into());
         };
@@ -358,8 +360,10 @@ impl Gen {
                 for _ in 0..n.min(room) {
                     let Some(addr) = self.free.pop() else { break };
                     let index = addr / u64::from(FRAME_SIZE);
-                    let t = &self.templates[(index % nt) as usize];
-                    let Some(frame) = area.frame_mut(addr) else {
+                    let (Some(t), Some(frame)) = (
+                        self.templates.get((index % nt) as usize),
+                        area.frame_mut(addr),
+                    ) else {
                         continue;
                     };
                     let ok = match self.flow_sums.get(index as usize) {

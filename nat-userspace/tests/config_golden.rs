@@ -1,5 +1,5 @@
 //! Golden tests for every problem `sipnat check-config` reports, plus the shipped example
-//! config (`packaging/sipnat.toml`) and the key reference (`docs/config.md`).
+//! config (`packaging/sipnat.toml`) and the key reference (`README.md`).
 //!
 //! Each `tests/config/NAME.toml` is a tiny config with one mistake (its first line says
 //! which); `NAME.expected` next to it is exactly what `sipnat check-config NAME.toml`
@@ -152,7 +152,7 @@ fn example_path() -> PathBuf {
 }
 
 fn docs_path() -> PathBuf {
-    manifest_dir().join("../docs/config.md")
+    manifest_dir().join("../README.md")
 }
 
 fn blessing() -> bool {
@@ -417,11 +417,11 @@ fn without_spans(s: &str) -> String {
     out
 }
 
-/// docs/config.md lists every key, and its default column (when it is a TOML value in
+/// README.md lists every key, and its default column (when it is a TOML value in
 /// backticks) is the default in the code.
 #[test]
 fn docs_match_the_code() {
-    let text = std::fs::read_to_string(docs_path()).expect("docs/config.md");
+    let text = std::fs::read_to_string(docs_path()).expect("README.md");
     let mut documented = BTreeSet::new();
     let mut wrong = Vec::new();
     let default_dbg = without_spans(&format!("{:?}", Config::default()));
@@ -460,21 +460,18 @@ fn docs_match_the_code() {
     }
     let undocumented: Vec<_> = expected.difference(&documented).collect();
     let unknown: Vec<_> = documented.difference(&expected).collect();
-    assert!(
-        undocumented.is_empty(),
-        "docs/config.md lacks {undocumented:?}"
-    );
+    assert!(undocumented.is_empty(), "README.md lacks {undocumented:?}");
     assert!(
         unknown.is_empty(),
-        "docs/config.md documents unknown keys {unknown:?}"
+        "README.md documents unknown keys {unknown:?}"
     );
-    assert!(wrong.is_empty(), "docs/config.md: {wrong:#?}");
+    assert!(wrong.is_empty(), "README.md: {wrong:#?}");
 }
 
-/// Every ```toml example in docs/config.md is a valid config.
+/// Every ```toml example in README.md is a valid config.
 #[test]
 fn docs_examples_are_valid() {
-    let text = std::fs::read_to_string(docs_path()).expect("docs/config.md");
+    let text = std::fs::read_to_string(docs_path()).expect("README.md");
     let mut blocks = 0;
     let mut rest = text.as_str();
     while let Some(i) = rest.find("```toml\n") {
@@ -486,5 +483,8 @@ fn docs_examples_are_valid() {
         blocks += 1;
         rest = &body[end + 3..];
     }
-    assert_eq!(blocks, 2, "the two deployment examples");
+    assert!(
+        blocks >= 2,
+        "the two deployment examples, found {blocks} blocks"
+    );
 }

@@ -152,15 +152,62 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// tracing to stderr (journald keeps it); level from `SIPNAT_LOG` (e.g. `debug`), else
-/// `default`.
+/// tracing to stderr. Level: `SIPNAT_LOG` (e.g. `debug`, or a filter like
+/// `sipnat::control=debug`), else `RUST_LOG`, else `default` (for `sipnat run`, the
+/// config's `[log] level`).
+///
+/// On a terminal: colours and timestamps. Otherwise (a file, a pipe, journald): plain text
+/// without timestamps, which the collector adds itself. Under systemd (`JOURNAL_STREAM`
+/// set) each line also starts with its syslog priority (`<3>` error, `<4>` warn, `<6>`
+/// info, `<7>` debug/trace), which journald turns into the entry's priority, so
+/// `journalctl -u sipnat -p warning` shows warnings and errors only.
 pub(crate) fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIPNAT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    use std::io::IsTerminal;
+    use tracing_subscriber::{fmt::format, EnvFilter};
+    let filter = ["SIPNAT_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| EnvFilter::try_from_env(var).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if journal {
+        builder
+            .with_ansi(false)
+            .event_format(SyslogPriority(format().without_time().with_ansi(false)))
+            .try_init()
+    } else if !std::io::stderr().is_terminal() {
+        builder.with_ansi(false).without_time().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Prefixes each log line with its syslog priority (`<N>`, sd-daemon(3) style).
+struct SyslogPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for SyslogPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 /// Prints `sipnat: <error>` (with its causes on one line) and returns exit code 1.

@@ -19,6 +19,15 @@ pub fn run(config_path: &Path) -> ExitCode {
         .map(|(c, _)| c.log.level)
         .unwrap_or_else(|_| "info".into());
     super::init_logging(&level);
+    let missing = crate::sys::caps::missing(crate::sys::caps::DAEMON);
+    if !missing.is_empty() {
+        return fail(&anyhow::anyhow!(
+            "the daemon needs root or the capabilities {} (missing: {}); run it as root or \
+             through packaging/sipnat.service",
+            crate::sys::caps::list(crate::sys::caps::DAEMON),
+            missing.join(", ")
+        ));
+    }
     let daemon = match Daemon::start(config_path) {
         Ok(d) => d,
         Err(e) => return fail(&e),

@@ -55,11 +55,14 @@ pub fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
             std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).context("socket path")?;
         // SAFETY: valid path; uid -1 keeps the owner.
         if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
-            bail!(
-                "chown of {} to group {gid}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
+            let e = std::io::Error::last_os_error();
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (the daemon must be a member of [control] group: SupplementaryGroups= in the \
+                 systemd unit; or have CAP_CHOWN)"
+            } else {
+                ""
+            };
+            bail!("chown of {} to group {gid}: {e}{hint}", path.display());
         }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     }

@@ -104,8 +104,19 @@ pub fn run(
     let ports = match Ports::open(&area, &cfg.inside, &cfg.outside, cfg.queue, cfg.sizes) {
         Ok(p) => p,
         Err(e) => {
+            // The kernel charges the UMEM to RLIMIT_MEMLOCK (no CAP_IPC_LOCK): ENOBUFS.
+            let hint = if e.raw_os_error() == Some(libc::ENOBUFS) {
+                format!(
+                    " (the UMEM of {} MiB exceeds the locked-memory limit: raise it, e.g. \
+                     LimitMEMLOCK=infinity in the systemd unit or `ulimit -l unlimited`, or \
+                     lower [datapath] frames)",
+                    (u64::from(cfg.frames) * u64::from(FRAME_SIZE)) >> 20
+                )
+            } else {
+                String::new()
+            };
             let _ = ready.send(Err(format!(
-                "queue {}: cannot open AF_XDP sockets on {}/{}: {e}",
+                "queue {}: cannot open AF_XDP sockets on {}/{}: {e}{hint}",
                 cfg.queue, cfg.inside, cfg.outside
             )));
             return;

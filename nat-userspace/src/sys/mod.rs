@@ -2,36 +2,13 @@
 
 use std::ffi::CString;
 
+pub mod caps;
 pub mod netlink;
 
-/// Capabilities (bit numbers, linux/capability.h) that loading and attaching XDP needs.
-const NEEDED_CAPS: [(u32, &str); 3] = [(12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
-const CAP_SYS_ADMIN: u32 = 21;
-
-/// The capabilities from [`NEEDED_CAPS`] that this process lacks (empty when it has all of
-/// them, or CAP_SYS_ADMIN, which implies them for BPF).
-pub fn missing_bpf_capabilities() -> Vec<&'static str> {
-    let Some(eff) = effective_capabilities() else {
-        return Vec::new(); // cannot tell; let the kernel decide
-    };
-    if eff & (1 << CAP_SYS_ADMIN) != 0 {
-        return Vec::new();
-    }
-    NEEDED_CAPS
-        .iter()
-        .filter(|(bit, _)| eff & (1u64 << bit) == 0)
-        .map(|(_, n)| *n)
-        .collect()
-}
-
-fn effective_capabilities() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
-    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
-}
-
-/// Lifts RLIMIT_MEMLOCK for kernels that still charge BPF maps and UMEM to it. Harmless
-/// where memcg accounting is used instead (5.11+).
+/// Lifts RLIMIT_MEMLOCK as far as allowed. BPF maps are charged to the memory cgroup since
+/// 5.11, but an AF_XDP UMEM is still charged to RLIMIT_MEMLOCK unless the process has
+/// CAP_IPC_LOCK; raising the hard limit needs CAP_SYS_RESOURCE, so under systemd the unit's
+/// `LimitMEMLOCK=infinity` is what makes room for it.
 pub fn raise_memlock_limit() {
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,

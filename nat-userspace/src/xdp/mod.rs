@@ -179,7 +179,7 @@ fn find_link(dir: &Path) -> Option<(PathBuf, u32, AttachedMode)> {
 impl SteeringProgram {
     /// Loads the program into the kernel (runs the verifier). Needs privileges.
     pub fn load() -> Result<Self, XdpError> {
-        let missing = sys::missing_bpf_capabilities();
+        let missing = sys::caps::missing(sys::caps::XDP);
         if !missing.is_empty() {
             return Err(XdpError::NotPermitted {
                 missing: missing.join(", "),

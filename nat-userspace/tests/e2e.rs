@@ -55,6 +55,7 @@ fn udp_packets(file: &std::path::Path, filter: &str) -> Vec<Pkt> {
         .map(|l| {
             let mut f = l.split('|');
             let src = f.next().unwrap_or("").to_string();
+            let _dst = f.next();
             let hex = f.next().unwrap_or("").replace(':', "");
             let payload = (0..hex.len() / 2)
                 .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())

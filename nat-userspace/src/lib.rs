@@ -9,6 +9,7 @@
 //! - [`xdp`]: the XDP steering program seen from userspace (load, attach, maps, counters).
 //! - [`sys`]: OS wrappers (privileges, limits, interfaces).
 //! - [`control`]: the daemon lifecycle and the control socket.
+//! - [`loadtest`]: `sipnat loadtest`, the AF_XDP SIP generator and verifying receiver.
 //! - [`cli`]: the `sipnat` command line, one module per subcommand.
 
 extern crate alloc;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod loadtest;
 pub mod nat;
 pub mod rewrite;
 pub mod sip;

@@ -108,6 +108,79 @@ impl Topology {
         Ok(pid)
     }
 
+    /// Starts `argv` inside `ns` with stdout and stderr appended to `log`; ended by PID.
+    pub fn spawn_logged(
+        &mut self,
+        ns: &str,
+        argv: &[&str],
+        log: &std::path::Path,
+    ) -> anyhow::Result<u32> {
+        let f =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = in_ns(ns, argv)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("starting {argv:?} in {ns}"))?;
+        let pid = child.id();
+        self.children.push((argv[0].to_string(), child));
+        Ok(pid)
+    }
+
+    /// Starts a tcpdump capture on `ifname` in `ns` writing `file`, and waits until it
+    /// listens. Stop it with [`Topology::interrupt`] (SIGINT flushes the file).
+    pub fn capture(
+        &mut self,
+        ns: &str,
+        ifname: &str,
+        file: &std::path::Path,
+        filter: &str,
+    ) -> anyhow::Result<u32> {
+        let log = file.with_extension("log");
+        let path = file.to_str().context("capture path")?;
+        let mut argv = vec!["tcpdump", "-i", ifname, "-U", "-n", "-s", "0", "-w", path];
+        argv.extend(filter.split_whitespace());
+        let pid = self.spawn_logged(ns, &argv, &log)?;
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            anyhow::ensure!(
+                std::time::Instant::now() < end,
+                "tcpdump on {ifname} did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(pid)
+    }
+
+    /// Ends every process we started: SIGTERM (sipnat detaches and unpins on it), then
+    /// SIGKILL after 5 s.
+    pub fn stop_all(&mut self) {
+        for (_, c) in &self.children {
+            // SAFETY: signal to our own child by PID.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for (_, c) in &mut self.children {
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if std::time::Instant::now() > end {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        self.children.clear();
+    }
+
     /// Sends SIGINT to a process we started and waits for it (up to 5 s, then SIGKILL).
     pub fn interrupt(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
         let i = self.children.iter().position(|(_, c)| c.id() == pid)?;

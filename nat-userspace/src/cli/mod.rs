@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod check_config;
 mod control;
+mod loadtest;
 mod rewrite;
 mod run;
 mod xdp;
@@ -55,7 +56,7 @@ pub enum Command {
     /// Offline dry run: rewrite one SIP message or a whole pcap.
     Rewrite(rewrite::RewriteArgs),
     /// Line-rate SIP load generator and verifier over AF_XDP.
-    Loadtest(LoadtestArgs),
+    Loadtest(Box<loadtest::LoadtestArgs>),
     /// Diagnostics for the XDP steering program (verifier check, live verdict counters).
     #[command(subcommand)]
     Xdp(xdp::XdpCommand),
@@ -117,13 +118,6 @@ pub struct CheckConfigArgs {
     pub file: PathBuf,
 }
 
-#[derive(Args, Debug)]
-pub struct LoadtestArgs {
-    /// Interface to send on.
-    #[arg(long)]
-    pub tx: Option<String>,
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run(_)) {
@@ -154,10 +148,7 @@ pub fn main() -> ExitCode {
         Command::Xdp(cmd) => xdp::run(cmd),
         Command::Rewrite(a) => rewrite::run(a),
         Command::CheckConfig(a) => check_config::run(&a.file),
-        Command::Loadtest(_) => {
-            eprintln!("sipnat: `loadtest` is not yet available in this build");
-            ExitCode::from(EXIT_USAGE)
-        }
+        Command::Loadtest(a) => loadtest::run(*a),
     }
 }
 

@@ -236,3 +236,56 @@ impl Ports {
         }
     }
 }
+
+/// One AF_XDP socket alone on its own UMEM (the load generator's TX socket, its verifier's
+/// RX socket). Zero-copy first, copy mode when the driver refuses it. Drop order: socket,
+/// then UMEM.
+pub struct SinglePort {
+    pub port: Port,
+    pub zero_copy: bool,
+    _umem: Umem,
+}
+
+impl SinglePort {
+    /// Opens a socket on (`ifname`, `queue`) in the calling thread's network namespace.
+    /// `area` must outlive the returned value.
+    pub fn open(area: &Area, ifname: &str, queue: u32, sizes: RingSizes) -> io::Result<SinglePort> {
+        let attempt = |zero_copy: bool| -> io::Result<SinglePort> {
+            let cfg = UmemConfig {
+                fill_size: sizes.fill,
+                complete_size: sizes.completion,
+                frame_size: FRAME_SIZE,
+                headroom: 0,
+                flags: 0,
+            };
+            // SAFETY: the area is page aligned and outlives the UMEM (the caller drops
+            // the port before its `Area`).
+            let umem = unsafe { Umem::new(cfg, area.as_nonnull_slice()) }.map_err(errno)?;
+            let mode = if zero_copy {
+                SocketConfig::XDP_BIND_ZEROCOPY
+            } else {
+                SocketConfig::XDP_BIND_COPY
+            };
+            let sock = Socket::with_shared(&ifinfo(ifname, queue)?, &umem).map_err(errno)?;
+            let port = open_port(
+                &umem,
+                sock,
+                ifname,
+                queue,
+                sizes,
+                mode | SocketConfig::XDP_BIND_NEED_WAKEUP,
+            )?;
+            Ok(SinglePort {
+                port,
+                zero_copy,
+                _umem: umem,
+            })
+        };
+        attempt(true).or_else(|e| {
+            tracing::debug!(
+                "zero-copy AF_XDP bind on {ifname} queue {queue} refused ({e}); using copy mode"
+            );
+            attempt(false)
+        })
+    }
+}

@@ -13,30 +13,46 @@ pub fn parse_ipv4(tok: &[u8]) -> Option<Ipv4Addr> {
     if tok.len() < 7 || tok.len() > 15 {
         return None;
     }
+    match parse_ipv4_prefix(tok) {
+        Some((a, n)) if n == tok.len() => Some(a),
+        _ => None,
+    }
+}
+
+/// Parses a dotted-quad IPv4 address at the start of `b`: the address and the bytes it
+/// took. What follows is not looked at (callers decide whether it may follow).
+#[inline]
+pub fn parse_ipv4_prefix(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
     let mut octets = [0u8; 4];
     let mut i = 0usize;
     for (n, slot) in octets.iter_mut().enumerate() {
-        let mut v: u32 = 0;
-        let start = i;
-        while i < tok.len() && tok[i].is_ascii_digit() {
-            v = v * 10 + u32::from(tok[i] - b'0');
-            i += 1;
-            if i - start > 3 {
+        if n > 0 {
+            if b.get(i) != Some(&b'.') {
                 return None;
             }
+            i += 1;
         }
-        if i == start || v > 255 {
+        let d = *b.get(i)?;
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let mut v = u32::from(d - b'0');
+        i += 1;
+        for _ in 0..2 {
+            match b.get(i) {
+                Some(&d) if d.is_ascii_digit() => {
+                    v = v * 10 + u32::from(d - b'0');
+                    i += 1;
+                }
+                _ => break,
+            }
+        }
+        if v > 255 {
             return None;
         }
         *slot = v as u8;
-        if n < 3 {
-            if i >= tok.len() || tok[i] != b'.' {
-                return None;
-            }
-            i += 1;
-        }
     }
-    (i == tok.len()).then(|| Ipv4Addr::from(octets))
+    Some((Ipv4Addr::from(octets), i))
 }
 
 /// Parses a whole token as an IPv6 address (no brackets), including the IPv4-embedded forms.

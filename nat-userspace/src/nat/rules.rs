@@ -155,6 +155,7 @@ impl PortMap {
         Some(m)
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }

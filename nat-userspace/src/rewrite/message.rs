@@ -140,10 +140,26 @@ pub struct Rewrite {
 
 /// Rewrites the SIP message in `buf[..len]` in place; it may grow into `buf[len..]`.
 /// On every outcome but `Rewritten` the buffer is untouched and `len` is returned.
+#[inline]
 pub fn rewrite_message(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite {
+    // Checked before the rewriter's (large, stack-held) edit list exists.
+    if !ctx.config.enabled {
+        return Rewrite {
+            outcome: Outcome::Unchanged,
+            len,
+            family_mismatch: 0,
+            content_length_short: false,
+        };
+    }
+    rewrite_enabled(buf, len, ctx)
+}
+
+#[inline(never)]
+fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite {
     let mut r = Rewriter {
         ctx,
         edits: Edits::default(),
+        cache: arrayvec::ArrayVec::new(),
         family_mismatch: 0,
         full: false,
         cl_short: false,
@@ -176,12 +192,24 @@ pub fn rewrite_message(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite
     }
 }
 
-/// What to do with one address.
-enum Map {
-    To { addr: IpAddr, port: Option<u16> },
+/// What happens to one address (its port is decided separately, by the rule).
+#[derive(Clone, Copy)]
+enum Map<'a> {
+    /// Becomes `addr`, rendered as `text` (no brackets, no port).
+    To {
+        addr: IpAddr,
+        text: Text,
+        rule: Option<&'a Rule>,
+    },
     Keep,
+    /// A rule applies, but no external address of the family is configured.
     FamilyMismatch,
 }
+
+/// Distinct addresses remembered per message: a message names the same one or two
+/// addresses many times (Via, Contact, o=, c=, a=rtcp), and deciding and rendering an
+/// address costs more than the lookup.
+const MAP_CACHE: usize = 4;
 
 /// `new` written in the form of `orig`: an IPv4 address replacing an IPv4-mapped IPv6
 /// address is written mapped too. `None` when the families cannot match.
@@ -202,34 +230,48 @@ fn express_like(orig: IpAddr, new: IpAddr) -> Option<IpAddr> {
 struct Rewriter<'c, 'a> {
     ctx: &'c Context<'a>,
     edits: Edits,
+    cache: arrayvec::ArrayVec<(IpAddr, Map<'a>), MAP_CACHE>,
     family_mismatch: u16,
     full: bool,
     cl_short: bool,
 }
 
 impl<'c, 'a> Rewriter<'c, 'a> {
+    /// What `addr` becomes in this direction, from the per-message cache when it was
+    /// seen before.
+    #[inline]
+    fn map(&mut self, addr: IpAddr) -> Map<'a> {
+        if let Some((_, m)) = self.cache.iter().find(|(a, _)| *a == addr) {
+            return *m;
+        }
+        let m = self.decide(addr);
+        if self.cache.is_full() {
+            self.cache.pop();
+        }
+        self.cache.insert(0, (addr, m));
+        m
+    }
+
     /// The rule governing `addr` and the address it becomes, in this direction.
-    fn map(&self, addr: IpAddr, port: Option<u16>, default_port: u16) -> (Map, Option<&'a Rule>) {
-        let cfg = self.ctx.config;
+    fn decide(&self, addr: IpAddr) -> Map<'a> {
+        let cfg: &'a RewriteConfig = self.ctx.config;
         let ext = &self.ctx.external;
-        match self.ctx.direction {
+        let (new, rule) = match self.ctx.direction {
             super::Direction::Outbound => {
                 let Some(rule) = cfg.rule_for(addr) else {
-                    return (Map::Keep, None);
+                    return Map::Keep;
                 };
                 let Some(new) = cfg
                     .external_of(rule, addr, ext)
                     .and_then(|e| express_like(addr, e))
                 else {
-                    return (Map::FamilyMismatch, Some(rule));
+                    return Map::FamilyMismatch;
                 };
-                let eff = port.unwrap_or(default_port);
-                let port = rule.ports.outbound(eff).filter(|&np| np != eff);
-                (Map::To { addr: new, port }, Some(rule))
+                (new, Some(rule))
             }
             super::Direction::Inbound => {
                 if !cfg.is_external(addr, ext) {
-                    return (Map::Keep, None);
+                    return Map::Keep;
                 }
                 let target = match self.ctx.internal {
                     Some(t) => Some((cfg.rule_of_internal(t), t)),
@@ -238,18 +280,35 @@ impl<'c, 'a> Rewriter<'c, 'a> {
                         .map(|(r, t)| (Some(r), t)),
                 };
                 let Some((rule, target)) = target else {
-                    return (Map::Keep, None);
+                    return Map::Keep;
                 };
                 let Some(new) = express_like(addr, canonical(target)) else {
-                    return (Map::FamilyMismatch, rule);
+                    return Map::FamilyMismatch;
                 };
-                let eff = port.unwrap_or(default_port);
-                let port = rule
-                    .and_then(|r| r.ports.inbound(eff))
-                    .filter(|&np| np != eff);
-                (Map::To { addr: new, port }, rule)
+                (new, rule)
             }
+        };
+        Map::To {
+            addr: new,
+            text: Text::from_ip(new),
+            rule,
         }
+    }
+
+    /// The port `port` (or the default, when none is written) becomes under `rule`, when
+    /// it changes.
+    #[inline]
+    fn map_port(&self, rule: Option<&Rule>, port: Option<u16>, default_port: u16) -> Option<u16> {
+        let rule = rule?;
+        if rule.ports.is_empty() {
+            return None;
+        }
+        let eff = port.unwrap_or(default_port);
+        match self.ctx.direction {
+            super::Direction::Outbound => rule.ports.outbound(eff),
+            super::Direction::Inbound => rule.ports.inbound(eff),
+        }
+        .filter(|&np| np != eff)
     }
 
     fn push(&mut self, start: usize, end: usize, text: Text, field: Field) {
@@ -267,30 +326,34 @@ impl<'c, 'a> Rewriter<'c, 'a> {
         brackets: bool,
         field: Field,
     ) -> Option<&'a Rule> {
-        let (m, rule) = self.map(hp.addr, hp.port.as_ref().map(|p| p.0), default_port);
-        match m {
+        match self.map(hp.addr) {
             Map::Keep => None,
             Map::FamilyMismatch => {
                 self.family_mismatch += 1;
                 None
             }
-            Map::To { addr, port } => {
-                let mut t = Text::default();
+            Map::To { addr, text, rule } => {
+                let port = self.map_port(rule, hp.port.as_ref().map(|p| p.0), default_port);
                 let bracket = addr.is_ipv6() && (brackets || hp.bracketed);
-                if bracket {
-                    t.push_byte(b'[');
-                }
-                t.push_ip(addr);
-                if bracket {
-                    t.push_byte(b']');
-                }
-                let end = match port {
-                    Some(p) => {
-                        t.push_byte(b':');
-                        t.push_u32(u32::from(p));
-                        hp.end()
+                let (t, end) = if !bracket && port.is_none() {
+                    (text, hp.host.end)
+                } else {
+                    let mut t = Text::default();
+                    if bracket {
+                        t.push_byte(b'[');
                     }
-                    None => hp.host.end,
+                    t.push(text.as_bytes());
+                    if bracket {
+                        t.push_byte(b']');
+                    }
+                    match port {
+                        Some(p) => {
+                            t.push_byte(b':');
+                            t.push_u32(u32::from(p));
+                            (t, hp.end())
+                        }
+                        None => (t, hp.host.end),
+                    }
                 };
                 self.push(hp.host.start, end, t, field);
                 rule
@@ -331,6 +394,11 @@ impl<'c, 'a> Rewriter<'c, 'a> {
             self.host(sb, default_port, true, Field::Via);
         }
         let inbound = self.ctx.direction == super::Direction::Inbound;
+        // Outbound only `maddr` matters: most Vias (`;branch=...;rport`) have no `m` at
+        // all, and one search rules the parameter walk out.
+        if !inbound && memchr::memchr2(b'm', b'M', &msg[via.params.clone()]).is_none() {
+            return;
+        }
         for (name, value) in uri::params(msg, via.params.start, via.params.end) {
             let n = &msg[name];
             let received = n.eq_ignore_ascii_case(b"received");
@@ -349,9 +417,6 @@ impl<'c, 'a> Rewriter<'c, 'a> {
     }
 
     fn scan(&mut self, msg: &[u8]) -> Result<(), Outcome> {
-        if !self.ctx.config.enabled {
-            return Err(Outcome::Unchanged);
-        }
         if let Some(ns) = message::not_sip(msg) {
             return Err(Outcome::NotSip(ns));
         }
@@ -500,11 +565,7 @@ impl<'c, 'a> Rewriter<'c, 'a> {
                 }
             }
             if let (Some((port, range)), Some(rule)) = (&item.port, port_rule) {
-                let mapped = match self.ctx.direction {
-                    super::Direction::Outbound => rule.ports.outbound(*port),
-                    super::Direction::Inbound => rule.ports.inbound(*port),
-                };
-                if let Some(np) = mapped.filter(|np| np != port) {
+                if let Some(np) = self.map_port(Some(rule), Some(*port), 0) {
                     let mut t = Text::default();
                     t.push_u32(u32::from(np));
                     let f = if item.field == sdp::Field::Rtcp {

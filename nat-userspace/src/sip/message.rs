@@ -239,9 +239,25 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// RFC 3261 `token` characters: alphanumerics and `-.!%*_+`'~`.
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 #[inline]
 fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN[usize::from(b)]
 }
 
 /// Reads the header starting at `pos`. `Err(Ok(body_start))` at the empty line that ends
@@ -258,14 +274,17 @@ pub fn header(msg: &[u8], pos: usize) -> Result<Option<(Header, usize)>, Result<
         // Empty line: end of headers; `next` is where the body starts.
         return Err(Ok(next));
     }
-    if is_ws(msg[pos]) {
-        return Err(Err(Malformed::BadHeaderLine));
+    // The name: token characters, then optional whitespace, then the colon. One pass, no
+    // separate search for the colon (header names are short).
+    let name_end = msg[pos..ce]
+        .iter()
+        .position(|&b| !is_token_char(b))
+        .map_or(ce, |i| pos + i);
+    let mut colon = name_end;
+    while colon < ce && is_ws(msg[colon]) {
+        colon += 1;
     }
-    let Some(colon) = memchr::memchr(b':', &msg[pos..ce]).map(|i| pos + i) else {
-        return Err(Err(Malformed::BadHeaderLine));
-    };
-    let name_end = trim_end(msg, pos, colon);
-    if !msg[pos..name_end].iter().all(|&b| is_token_char(b)) {
+    if name_end == pos || colon >= ce || msg[colon] != b':' {
         return Err(Err(Malformed::BadHeaderLine));
     }
     // Continuation lines (folding) belong to this header.

@@ -115,7 +115,10 @@ fn typed_addr(
     }
     let t = &buf[addrtype];
     // c= may carry /ttl[/count] after a multicast address: the address ends at '/'.
-    let a_end = memchr::memchr(b'/', &buf[addr.clone()]).map_or(addr.end, |i| addr.start + i);
+    let a_end = buf[addr.clone()]
+        .iter()
+        .position(|&b| b == b'/')
+        .map_or(addr.end, |i| addr.start + i);
     let text = &buf[addr.start..a_end];
     if t.eq_ignore_ascii_case(b"IP4") {
         parse_ipv4(text).map(|a| SdpAddr {
@@ -144,12 +147,28 @@ fn conn(buf: &[u8], v: Range<usize>) -> Option<SdpAddr> {
 /// `o=user sess-id sess-version IN IP4 addr`: the last three fields (robust to a missing
 /// or space-containing leading field).
 fn origin(buf: &[u8], v: Range<usize>) -> Option<SdpAddr> {
-    let mut last: [Option<Range<usize>>; 3] = [None, None, None];
-    for f in fields(buf, v) {
-        last = [last[1].take(), last[2].take(), Some(f)];
-    }
-    let [n, t, a] = last;
-    typed_addr(buf, n?, t?, a?)
+    // Read backwards: the leading fields (user, ids) are long and of no interest.
+    let mut f = fields_rev(buf, v);
+    let (a, t, n) = (f.next()?, f.next()?, f.next()?);
+    typed_addr(buf, n, t, a)
+}
+
+/// [`fields`] from the end.
+fn fields_rev(buf: &[u8], r: Range<usize>) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut p = r.end;
+    core::iter::from_fn(move || {
+        while p > r.start && buf[p - 1] == b' ' {
+            p -= 1;
+        }
+        if p <= r.start {
+            return None;
+        }
+        let e = p;
+        while p > r.start && buf[p - 1] != b' ' {
+            p -= 1;
+        }
+        Some(p..e)
+    })
 }
 
 /// `m=media port[/count] proto fmt...`: the port digits (not the `/count`).

@@ -8,7 +8,7 @@
 use core::{net::IpAddr, ops::Range};
 
 use super::scan::{find_unquoted, is_host_char, is_lws, port_at, skip_lws, trim_end};
-use crate::nat::addr::{parse_ipv4, parse_ipv6};
+use crate::nat::addr::{parse_ipv4, parse_ipv4_prefix, parse_ipv6};
 
 /// An IP host (and port) found in the message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +38,11 @@ pub fn host_port_at(buf: &[u8], pos: usize, end: usize, bare_v6: bool) -> Option
         let close = pos + memchr::memchr(b']', &buf[pos..end])?;
         let a = parse_ipv6(&buf[pos + 1..close])?;
         (pos..close + 1, IpAddr::V6(a), true)
+    } else if let Some((a, n)) = parse_ipv4_prefix(&buf[pos..end])
+        .filter(|&(_, n)| !bare_v6 && (pos + n == end || !is_host_char(buf[pos + n])))
+    {
+        // The common case, parsed in one pass: an IPv4 literal that is a whole token.
+        (pos..pos + n, IpAddr::V4(a), false)
     } else {
         let mut e = pos;
         while e < end && is_host_char(buf[e]) {
@@ -108,15 +113,31 @@ pub fn next_value(buf: &[u8], pos: usize, end: usize) -> Option<(Range<usize>, u
     if start >= end {
         return None;
     }
+    // Jumps between the bytes that matter instead of walking every byte: outside quotes
+    // and brackets only `"`, `<` and `,`; inside `<...>` only `>` and `"`; inside quotes
+    // only `\` and `"`.
     let mut i = start;
     let mut in_quotes = false;
     let mut in_angle = false;
     while i < end {
+        let hay = &buf[i..end];
+        let found = if in_quotes {
+            memchr::memchr2(b'\\', b'"', hay)
+        } else if in_angle {
+            memchr::memchr2(b'>', b'"', hay)
+        } else {
+            memchr::memchr3(b'"', b'<', b',', hay)
+        };
+        let Some(off) = found else {
+            i = end;
+            break;
+        };
+        i += off;
         let c = buf[i];
         if in_quotes {
             if c == b'\\' {
                 i += 1;
-            } else if c == b'"' {
+            } else {
                 in_quotes = false;
             }
         } else {
@@ -124,8 +145,7 @@ pub fn next_value(buf: &[u8], pos: usize, end: usize) -> Option<(Range<usize>, u
                 b'"' => in_quotes = true,
                 b'<' => in_angle = true,
                 b'>' => in_angle = false,
-                b',' if !in_angle => break,
-                _ => {}
+                _ => break, // ',' outside brackets
             }
         }
         i += 1;
@@ -265,6 +285,34 @@ mod tests {
         let b = b"sip:[2001:db8::10:5070]";
         let (h, _) = sip_uri_host(b, 0, b.len()).unwrap();
         assert!(h.port.is_none());
+    }
+
+    #[test]
+    fn ipv4_hosts_are_whole_tokens() {
+        let host = |t: &[u8], bare_v6: bool| host_port_at(t, 0, t.len(), bare_v6).map(|h| h.addr);
+        let v4 = |s: &str| Some(IpAddr::V4(s.parse().unwrap()));
+        assert_eq!(host(b"10.0.0.1", false), v4("10.0.0.1"));
+        assert_eq!(host(b"10.0.0.1>", false), v4("10.0.0.1"));
+        assert_eq!(host(b"10.0.0.1;lr", false), v4("10.0.0.1"));
+        // Names that start like an address are names.
+        assert_eq!(host(b"10.0.0.1.example.com", false), None);
+        assert_eq!(host(b"10.0.0.1abc", false), None);
+        assert_eq!(host(b"10.0.0.1-x", false), None);
+        assert_eq!(host(b"10.0.0.1000", false), None);
+        assert_eq!(host(b"10.0.0.256", false), None);
+        assert_eq!(host(b"10.0.0", false), None);
+        // The host ends at `end`, whatever follows in the buffer.
+        assert_eq!(
+            host_port_at(b"10.0.0.19", 0, 8, false).map(|h| h.host),
+            Some(0..8)
+        );
+        // `received=` (bare IPv6 allowed): an IPv4 followed by a colon is not an address.
+        assert_eq!(host(b"10.0.0.1:5060", true), None);
+        assert_eq!(host(b"10.0.0.1", true), v4("10.0.0.1"));
+        assert_eq!(
+            host_port_at(b"10.0.0.1 : 5062", 0, 15, false).and_then(|h| h.port.map(|p| p.0)),
+            Some(5062)
+        );
     }
 
     #[test]

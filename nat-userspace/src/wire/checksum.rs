@@ -2,17 +2,26 @@
 //! and the incremental update of RFC 1624 (`HC' = ~(~HC + ~m + m')`).
 
 /// One's-complement sum of `data` as big-endian 16-bit words (odd byte padded with zero),
-/// not folded: add results with [`add`], finish with [`fold`].
+/// not folded: add results with `+`, finish with [`fold`]. The result is below 2^20,
+/// so thousands of them can be added before folding.
 #[inline]
 pub fn sum(data: &[u8]) -> u64 {
-    // Sum 32-bit big-endian words into a u64: no carry handling needed for anything
-    // shorter than 2^32 words; the result folds to the same 16-bit sum.
+    // RFC 1071 §2: the one's-complement sum does not depend on byte order, so sum native
+    // 64-bit words with end-around carry (one add and one add-with-carry per 8 bytes), fold
+    // to 16 bits and swap into network order once at the end.
     let mut acc: u64 = 0;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-        acc += u64::from(u32::from_be_bytes([c[4], c[5], c[6], c[7]]));
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let (s, o) = acc.overflowing_add(u64::from_ne_bytes(w));
+        acc = s + u64::from(o);
     }
+    let mut folded = fold(acc);
+    if cfg!(target_endian = "little") {
+        folded = folded.swap_bytes();
+    }
+    let mut acc = u64::from(folded);
     let rest = chunks.remainder();
     let mut words = rest.chunks_exact(2);
     for w in &mut words {
@@ -86,6 +95,25 @@ mod tests {
             };
         }
         assert_eq!(whole, fold(u64::from(r)));
+    }
+
+    #[test]
+    fn wide_sum_matches_bytewise_reference() {
+        // All lengths 0..200 (every remainder), bytes chosen to force carries (0xff runs).
+        for len in 0..200usize {
+            let d: Vec<u8> = (0..len)
+                .map(|i| if i % 5 < 3 { 0xff } else { (i * 31) as u8 })
+                .collect();
+            let mut r: u64 = 0;
+            for (i, b) in d.iter().enumerate() {
+                r += if i % 2 == 0 {
+                    u64::from(*b) << 8
+                } else {
+                    u64::from(*b)
+                };
+            }
+            assert_eq!(fold(sum(&d)), fold(r), "len {len}");
+        }
     }
 
     #[test]

@@ -1,0 +1,249 @@
+//! `sipnat loadtest` end to end: the generator in the UA namespace sends through a real
+//! sipnat daemon in the gateway namespace, the verifying receiver sits on the carrier's
+//! interface (its thread enters the carrier namespace). Short and rate-limited, so it is
+//! reliable on a loaded 2-core VM. Also: a gateway that does not rewrite must be caught,
+//! and the generator refuses the root network namespace.
+
+mod common;
+
+use std::{
+    process::{Command, Output},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use common::{
+    privileged,
+    topo::{sipnat_bin, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `sipnat loadtest` in the UA namespace, receiving on car0 in the carrier namespace.
+fn loadtest(t: &Topo, extra: &[&str]) -> Output {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &t.ua.name, sipnat_bin(), "loadtest"])
+        .args(["--interface", "ua0", "--src-ip", UA_IP, "--dst-ip", CAR_IP])
+        .args(["--rx-interface", "car0", "--rx-netns", &t.car.name])
+        .args(["--expect-external", EXT_IP, "--json", "--no-progress"])
+        .args(extra);
+    c.output().expect("run sipnat loadtest")
+}
+
+fn report(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "loadtest JSON does not parse ({e}):\nstdout:\n{text}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("field `{k}` missing or not a count in {v:#}"))
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("field `{k}` missing or not a number in {v:#}"))
+}
+
+/// The documented JSON fields are there, with the documented types.
+fn check_documented_fields(r: &Value) {
+    for k in [
+        "sent",
+        "received",
+        "verified",
+        "correct",
+        "incorrect",
+        "foreign",
+        "loss",
+        "flows",
+        "cores",
+        "frame_bytes",
+        "templates",
+    ] {
+        u(r, k);
+    }
+    for k in ["offered_pps", "delivered_pps", "loss_pct", "duration_s"] {
+        f(r, k);
+    }
+    for k in ["count", "min", "p50", "p90", "p99", "p999", "max"] {
+        u(&r["latency_ns"], k);
+    }
+    let reasons = r["incorrect_by_reason"]
+        .as_object()
+        .expect("incorrect_by_reason object");
+    for k in [
+        "ip_checksum",
+        "udp_checksum",
+        "wrong_source",
+        "content_length",
+        "private_address_left",
+        "external_address_missing",
+        "malformed",
+    ] {
+        assert!(reasons.contains_key(k), "reason {k} missing: {reasons:?}");
+    }
+    assert!(r["first_incorrect"].is_array());
+    assert_eq!(r["tool"], "sipnat-loadtest");
+}
+
+#[test]
+fn loadtest_through_sipnat_verifies_every_received_packet() {
+    if !privileged("loadtest_through_sipnat_verifies_every_received_packet") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("lt");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let out = loadtest(
+        &t,
+        &[
+            "--rate",
+            "20000",
+            "--duration",
+            "2",
+            "--flows",
+            "64",
+            "--template",
+            "invite",
+        ],
+    );
+    let r = report(&out);
+    check_documented_fields(&r);
+    let (sent, received, verified) = (u(&r, "sent"), u(&r, "received"), u(&r, "verified"));
+    eprintln!(
+        "loadtest: sent {sent}, received {received}, verified {verified}, offered {:.0} pps, \
+         delivered {:.0} pps, p50 {} ns, p99 {} ns",
+        f(&r, "offered_pps"),
+        f(&r, "delivered_pps"),
+        u(&r["latency_ns"], "p50"),
+        u(&r["latency_ns"], "p99")
+    );
+    // Loose bounds: the VM is shared; these catch a generator or a gateway that stalls.
+    assert!(
+        sent >= 20_000,
+        "20 kpps for 2 s should send ≥ 20000, sent {sent}"
+    );
+    assert!(
+        verified > 0,
+        "nothing delivered:\n{r:#}\n{}",
+        sipnat.log_text()
+    );
+    assert_eq!(
+        u(&r, "incorrect"),
+        0,
+        "incorrect packets through sipnat:\n{:#}",
+        r["first_incorrect"]
+    );
+    assert_eq!(verified, received, "every received packet is verified");
+    assert_eq!(u(&r, "correct"), verified);
+    assert!(
+        verified * 2 >= sent,
+        "more than half lost at 20 kpps: {verified} of {sent}"
+    );
+    assert_eq!(u(&r["latency_ns"], "count"), verified);
+    assert!(u(&r["latency_ns"], "p50") > 0);
+    assert_eq!(out.status.code(), Some(0));
+    // sipnat rewrote them (the receiver would have flagged unrewritten ones anyway).
+    let rewritten = sipnat.counter("sip_rewritten");
+    assert!(
+        rewritten >= verified,
+        "sipnat rewrote {rewritten} messages, the receiver verified {verified}"
+    );
+}
+
+#[test]
+fn loadtest_catches_a_gateway_that_does_not_rewrite() {
+    if !privileged("loadtest_catches_a_gateway_that_does_not_rewrite") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("ltneg");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    // Steering off: the kernel forwards SIP unrewritten (no NAT configured either).
+    sipnat.ctl(&["disable"]).expect("sipnat disable");
+    let out = loadtest(
+        &t,
+        &[
+            "--rate",
+            "5000",
+            "--duration",
+            "1",
+            "--flows",
+            "8",
+            "--samples",
+            "2",
+        ],
+    );
+    let r = report(&out);
+    check_documented_fields(&r);
+    let verified = u(&r, "verified");
+    assert!(verified > 0, "the kernel forwarded nothing:\n{r:#}");
+    assert_eq!(
+        u(&r, "incorrect"),
+        verified,
+        "every unrewritten packet is incorrect"
+    );
+    let reasons = &r["incorrect_by_reason"];
+    assert_eq!(u(reasons, "wrong_source"), verified);
+    assert_eq!(u(reasons, "private_address_left"), verified);
+    assert_eq!(u(reasons, "external_address_missing"), verified);
+    assert_eq!(
+        u(reasons, "udp_checksum"),
+        0,
+        "the kernel forwards valid checksums"
+    );
+    let first = &r["first_incorrect"];
+    assert_eq!(first.as_array().map(Vec::len), Some(2));
+    assert_eq!(first[0]["ip_src"], UA_IP);
+    assert!(first[0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("INVITE "));
+    assert_eq!(out.status.code(), Some(3), "exit code 3: incorrect packets");
+}
+
+#[test]
+fn loadtest_refuses_the_root_network_namespace() {
+    if !privileged("loadtest_refuses_the_root_network_namespace") {
+        return;
+    }
+    let lo_tx = || -> u64 {
+        std::fs::read_to_string("/sys/class/net/lo/statistics/tx_packets")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = lo_tx();
+    let start = Instant::now();
+    let out = Command::new(sipnat_bin())
+        .args(["loadtest", "--interface", "lo", "--src-ip", "127.0.0.1"])
+        .args(["--dst-ip", "127.0.0.1", "--dst-mac", "00:00:00:00:00:00"])
+        .args(["--max", "--count", "1000000", "--json"])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(
+        err.contains("root network namespace") && err.contains("--i-own-this-link"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "no report: nothing ran");
+    assert!(took < Duration::from_secs(5), "refused at once ({took:?})");
+    // A million packets were asked for; lo saw at most the host's own background traffic.
+    let sent = lo_tx().saturating_sub(before);
+    assert!(sent < 10_000, "{sent} packets went out on lo");
+}

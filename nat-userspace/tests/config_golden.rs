@@ -123,6 +123,8 @@ const CASES: &[&str] = &[
     "frames_too_few",
     "frames_too_few_default",
     "batch_zero",
+    "busy_poll_idle_too_long",
+    "nice_out_of_range",
     "batch_too_big",
     "reassembly_memory_too_small",
     "reassembly_timeout_zero",

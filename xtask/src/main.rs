@@ -1,7 +1,8 @@
-//! `cargo xtask ...`: the project's own commands (setup, build, test, demo).
+//! `cargo xtask ...`: the project's own commands (setup, build, test, demo, bench).
 //!
 //! Each step says what it does before doing it; failures name the step and the fix.
 
+mod bench;
 mod demo;
 mod fuzz;
 mod setup;
@@ -43,6 +44,9 @@ enum Cmd {
         #[arg(long, default_value = "all")]
         target: String,
     },
+    /// Benchmarks: `--e2e` (sipnat vs the kernel and Kamailio on a namespace topology,
+    /// bench/), `--micro` (criterion). Not part of `test`.
+    Bench(bench::BenchArgs),
     /// Build, create a namespace topology, run sipnat on it with traffic, show the result.
     Demo {
         /// Seconds of traffic.
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Test { filter } => test::run(filter.as_deref()),
         Cmd::Fuzz { seconds, target } => fuzz::run(seconds, &target),
         Cmd::Demo { seconds } => demo::run(seconds),
+        Cmd::Bench(a) => bench::run(&a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

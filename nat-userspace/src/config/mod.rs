@@ -287,8 +287,13 @@ pub struct Datapath {
     pub ring_size: u32,
     /// Packets per batch.
     pub batch: u32,
-    /// Busy-poll instead of sleeping in poll() when idle.
+    /// Busy-poll the queues (NAPI busy polling) instead of sleeping in poll() when idle.
     pub busy_poll: bool,
+    /// With busy_poll: sleep in poll() after this many microseconds without a packet
+    /// (0: never sleep).
+    pub busy_poll_idle_us: u32,
+    /// Nice value of the worker threads (-20 to 19).
+    pub nice: i32,
     /// Reassembly memory per worker, bytes.
     pub reassembly_memory: u32,
     /// Reassembly timeout, milliseconds.
@@ -304,6 +309,8 @@ impl Default for Datapath {
             ring_size: 1024,
             batch: 64,
             busy_poll: false,
+            busy_poll_idle_us: 1000,
+            nice: 0,
             reassembly_memory: 4 << 20,
             reassembly_timeout_ms: 2000,
             max_fragments: 64,
@@ -499,6 +506,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "ring_size",
             "batch",
             "busy_poll",
+            "busy_poll_idle_us",
+            "nice",
             "reassembly_memory",
             "reassembly_timeout_ms",
             "max_fragments",
@@ -739,6 +748,7 @@ fn wanted(e: &str) -> String {
         "a boolean" => "true or false".into(),
         "u16" => "a port number from 1 to 65535".into(),
         "u32" => "a whole number from 0 to 4294967295".into(),
+        "i32" => "a whole number".into(),
         "a sequence" => "an array ([...])".into(),
         "a map" | "a table of port numbers" => "an inline table, e.g. { 5060 = 15060 }".into(),
         s if s.starts_with("struct ") => "a [section] table".into(),
@@ -1416,6 +1426,26 @@ impl Config {
                 format!(
                     "datapath.max_fragments {} is out of range: use 2 to {max_frags} (a {datagram}-byte datagram has at most {max_frags} fragments)",
                     d.max_fragments
+                ),
+            );
+        }
+        if d.busy_poll_idle_us > 1_000_000 {
+            let s = p.at(&["datapath", "busy_poll_idle_us"]);
+            p.add(
+                &s,
+                format!(
+                    "datapath.busy_poll_idle_us {} is more than a second: use 0 (never sleep) to 1000000 (microseconds), e.g. 1000",
+                    d.busy_poll_idle_us
+                ),
+            );
+        }
+        if !(-20..=19).contains(&d.nice) {
+            let s = p.at(&["datapath", "nice"]);
+            p.add(
+                &s,
+                format!(
+                    "datapath.nice {} is out of range: use -20 (highest priority) to 19",
+                    d.nice
                 ),
             );
         }

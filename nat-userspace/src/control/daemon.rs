@@ -34,7 +34,16 @@ use crate::{
     },
     nat::ExternalAddrs,
     snapshot::Published,
+    sys::NapiDefer,
     xdp::{AttachMode, AttachedMode, FailureMode, SteeringConfig, SteeringProgram},
+};
+
+/// NAPI deferral while the workers busy-poll: the kernel's own NAPI for the queue stays
+/// off for two rounds of up to 1 ms after each poll; if the workers stop polling (stuck,
+/// stopped), it takes over within that time.
+pub const BUSY_POLL_NAPI_DEFER: NapiDefer = NapiDefer {
+    hard_irqs: 2,
+    gro_flush_timeout_ns: 1_000_000,
 };
 
 /// One worker as the control plane sees it.
@@ -76,6 +85,9 @@ pub struct Daemon {
     pub enabled: AtomicBool,
     /// Steering held off until a dynamic source delivers the first external address.
     awaiting_external: AtomicBool,
+    /// Interfaces whose NAPI deferral we changed for busy polling, with the old values
+    /// (restored on shutdown).
+    napi_restore: Mutex<Vec<(String, NapiDefer)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -197,6 +209,7 @@ impl Daemon {
             }),
             enabled: AtomicBool::new(true),
             awaiting_external: AtomicBool::new(external.is_empty()),
+            napi_restore: Mutex::new(Vec::new()),
             threads: Mutex::new(vec![resolver_thread]),
             config: Mutex::new(cfg.clone()),
         });
@@ -217,7 +230,43 @@ impl Daemon {
             daemon.shutdown();
             return Err(e);
         }
+        let zero_copy = daemon
+            .workers
+            .lock()
+            .expect("workers lock")
+            .iter()
+            .any(|w| w.zero_copy);
+        if cfg.datapath.busy_poll && zero_copy {
+            daemon.defer_napi(&[&inside, &outside]);
+        }
         Ok(daemon)
+    }
+
+    /// Busy polling (zero-copy): the workers run the queues' NAPI polls themselves; defer the
+    /// interface's own NAPI (interrupt / NAPI thread) while they do, so the two do not
+    /// compete for the core ([`BUSY_POLL_NAPI_DEFER`]). Best effort: without it busy
+    /// polling still works, the kernel's NAPI just keeps running too.
+    fn defer_napi(&self, ifnames: &[&str]) {
+        let mut restore = self.napi_restore.lock().expect("napi lock");
+        for &ifname in ifnames {
+            let res = NapiDefer::read(ifname).and_then(|old| {
+                if old != BUSY_POLL_NAPI_DEFER {
+                    BUSY_POLL_NAPI_DEFER.write(ifname)?;
+                    restore.push((ifname.to_string(), old));
+                }
+                Ok(())
+            });
+            match res {
+                Ok(()) => tracing::info!(
+                    "{ifname}: napi_defer_hard_irqs {}, gro_flush_timeout {} ns (busy polling)",
+                    BUSY_POLL_NAPI_DEFER.hard_irqs,
+                    BUSY_POLL_NAPI_DEFER.gro_flush_timeout_ns
+                ),
+                Err(e) => tracing::warn!(
+                    "{ifname}: cannot set NAPI deferral for busy polling ({e}); the kernel's NAPI competes with the workers"
+                ),
+            }
+        }
     }
 
     fn spawn_ticker(&self) {
@@ -258,6 +307,7 @@ impl Daemon {
                 sizes: RingSizes::new(d.ring_size),
                 batch: d.batch,
                 busy_poll: d.busy_poll,
+                busy_poll_idle: Duration::from_micros(u64::from(d.busy_poll_idle_us)),
                 reasm: ReasmLimits {
                     memory: d.reassembly_memory as usize,
                     timeout_ms: d.reassembly_timeout_ms,
@@ -265,6 +315,7 @@ impl Daemon {
                     ..ReasmLimits::default()
                 },
                 cpu,
+                nice: d.nice,
             };
             let stats = Arc::new(WorkerStats::default());
             let (shared, st, txc) = (Arc::clone(&self.shared), Arc::clone(&stats), tx.clone());
@@ -478,6 +529,11 @@ impl Daemon {
         }
         for h in self.threads.lock().expect("threads lock").drain(..) {
             let _ = h.join();
+        }
+        for (ifname, old) in self.napi_restore.lock().expect("napi lock").drain(..) {
+            if let Err(e) = old.write(&ifname) {
+                tracing::warn!("{ifname}: cannot restore the NAPI deferral settings: {e}");
+            }
         }
         tracing::info!("workers stopped");
     }

@@ -58,6 +58,57 @@ impl Port {
         self.user.statistics_v2().ok()
     }
 
+    /// Turns on NAPI busy polling for this socket (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`,
+    /// `SO_BUSY_POLL_BUDGET`): each [`Port::kick_rx`] / [`Port::kick_tx`] then runs the
+    /// interface queue's NAPI poll (driver receive and the XDP program) in the worker's
+    /// own context, up to `budget` packets, and the kernel prefers that to its own
+    /// softirq / NAPI thread. Needs CAP_NET_ADMIN for a budget above the default.
+    pub fn set_busy_poll(&self, budget: u32) -> io::Result<()> {
+        let set = |opt: libc::c_int, v: libc::c_int| -> io::Result<()> {
+            // SAFETY: setsockopt on our own socket fd with a c_int value.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        set(libc::SO_PREFER_BUSY_POLL, 1)?;
+        // Any non-zero value enables it; a non-blocking recvfrom/sendto polls once.
+        set(libc::SO_BUSY_POLL, 20)?;
+        set(
+            libc::SO_BUSY_POLL_BUDGET,
+            budget.clamp(1, 1024) as libc::c_int,
+        )
+    }
+
+    /// Drives reception: a non-blocking `recvfrom` with no buffer. With busy polling on it
+    /// runs the queue's NAPI poll here; in zero-copy mode it also wakes a driver that
+    /// asked for fill-ring buffers (`needs_wakeup`).
+    #[inline]
+    pub fn kick_rx(&self) {
+        // SAFETY: recvfrom with no buffer on our own socket fd, non-blocking; errors
+        // (EAGAIN: nothing to do) are not interesting.
+        unsafe {
+            libc::recvfrom(
+                self.fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
     /// Kicks the kernel to transmit what is in the TX ring (copy mode always needs it).
     #[inline]
     pub fn kick_tx(&self) -> io::Result<()> {

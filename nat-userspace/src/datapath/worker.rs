@@ -39,6 +39,12 @@ use crate::{
 /// Most descriptors handled per ring per batch.
 pub const MAX_BATCH: usize = 256;
 
+/// Frames ahead of the one being handled whose memory is prefetched.
+const PREFETCH_AHEAD: usize = 2;
+
+/// Most `sendto` kicks per side per batch (copy mode sends up to 32 frames per kick).
+const MAX_TX_KICKS: u64 = 64;
+
 /// Scratch buffer for packets that do not fit a frame (reassembled or grown too much).
 const SCRATCH: usize = 65536 + 4096;
 
@@ -67,8 +73,13 @@ pub struct WorkerConfig {
     pub sizes: RingSizes,
     pub batch: u32,
     pub busy_poll: bool,
+    /// With `busy_poll`: sleep in poll() after this long without a packet (zero: spin
+    /// forever).
+    pub busy_poll_idle: std::time::Duration,
     pub reasm: ReasmLimits,
     pub cpu: Option<usize>,
+    /// Nice value of the worker thread.
+    pub nice: i32,
 }
 
 /// What the worker reports once its sockets are up.
@@ -90,6 +101,9 @@ pub fn run(
 ) {
     if let Some(cpu) = cfg.cpu {
         crate::sys::pin_to_cpu(cpu);
+    }
+    if cfg.nice != 0 {
+        crate::sys::set_thread_nice(cfg.nice);
     }
     let mut area = match Area::new(cfg.frames) {
         Ok(a) => a,
@@ -194,14 +208,59 @@ impl Worker {
 
     fn run(&mut self, area: &mut Area) {
         let mut descs: ArrayVec<XdpDesc, MAX_BATCH> = ArrayVec::new();
+        // NAPI busy polling needs the socket bound to the queue's NAPI instance, which
+        // the kernel does for zero-copy sockets only; in copy mode busy_poll spins on the
+        // rings (no syscall while idle) and the kernel's NAPI keeps receiving.
+        let napi_busy_poll = self.cfg.busy_poll && self.ports.zero_copy;
+        if napi_busy_poll {
+            for p in [&self.ports.inside, &self.ports.outside] {
+                // One busy poll runs the NAPI poll twice (the poll, then one more to
+                // re-arm): half a batch each fills the RX ring with one batch.
+                if let Err(e) = p.set_busy_poll((self.cfg.batch / 2).max(1)) {
+                    tracing::warn!("busy polling on {}: {e}; the kernel's NAPI thread/softirq receives instead", p.ifname);
+                }
+            }
+        }
+        let mut published_ms = 0;
+        // With busy_poll: when the rings went empty (one clock read per empty round, none
+        // per packet).
+        let mut idle_since: Option<std::time::Instant> = None;
         while !self.shared.stop.load(Ordering::Relaxed) {
+            if napi_busy_poll {
+                // Run the queues' NAPI polls (driver receive + XDP) here, in our context:
+                // reception is paced by us, not by a NAPI thread competing for the core.
+                self.ports.inside.kick_rx();
+                self.ports.outside.kick_rx();
+            }
             let got = self.poll_once(area, &mut descs);
             if got == 0 {
-                self.idle();
+                self.publish_stats();
+                if !self.cfg.busy_poll {
+                    self.sleep();
+                } else if !self.cfg.busy_poll_idle.is_zero() {
+                    let now = std::time::Instant::now();
+                    let since = *idle_since.get_or_insert(now);
+                    if now.duration_since(since) >= self.cfg.busy_poll_idle {
+                        // Idle: sleep until a packet comes. The kernel's NAPI takes the
+                        // queue back within the deferral timeout and wakes us.
+                        self.sleep();
+                        idle_since = None;
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    std::hint::spin_loop();
+                }
             } else {
+                idle_since = None;
                 self.batch.inc(C::Batches);
+                // Counters are published a few times per clock tick, not per batch.
+                let now = self.shared.clock.now_ms();
+                if now != published_ms {
+                    published_ms = now;
+                    self.publish_stats();
+                }
             }
-            self.publish_stats();
         }
         self.drain(area, &mut descs);
     }
@@ -230,7 +289,12 @@ impl Worker {
                 },
                 descs.len() as u64,
             );
-            for d in descs.iter() {
+            for (i, d) in descs.iter().enumerate() {
+                // The kernel copied the next frames in a while ago; start loading the
+                // one after next while this one is handled.
+                if let Some(n) = descs.get(i + PREFETCH_AHEAD) {
+                    area.prefetch(n.addr, n.len);
+                }
                 self.handle_frame(area, side, *d, now_ms);
             }
         }
@@ -283,12 +347,9 @@ impl Worker {
         self.publish_stats();
     }
 
-    /// Nothing received: wait for the sockets (or spin with busy_poll).
-    fn idle(&mut self) {
-        if self.cfg.busy_poll {
-            std::hint::spin_loop();
-            return;
-        }
+    /// Nothing to do: wait in poll() until a socket has packets (at most 100 ms, to see
+    /// the stop flag).
+    fn sleep(&mut self) {
         let mut fds = [
             libc::pollfd {
                 fd: self.ports.inside.fd(),
@@ -350,9 +411,16 @@ impl Worker {
             Side::Inside => &mut self.ports.inside,
             Side::Outside => &mut self.ports.outside,
         };
-        let mut w = p.fill.fill(addrs.len() as u32);
-        let done = w.insert(addrs.iter().copied());
-        w.commit();
+        let done = {
+            let mut w = p.fill.fill(addrs.len() as u32);
+            let n = w.insert(addrs.iter().copied());
+            w.commit();
+            n
+        };
+        // Zero-copy drivers that ran out of buffers wait for a wakeup (copy mode never asks).
+        if done > 0 && !self.cfg.busy_poll && p.fill.needs_wakeup() {
+            p.kick_rx();
+        }
         for a in &addrs[done as usize..] {
             self.free.push(*a);
         }
@@ -364,18 +432,21 @@ impl Worker {
             if self.pending[i].is_empty() {
                 continue;
             }
-            let descs = std::mem::take(&mut self.pending[i]);
+            let (p, pending) = match side {
+                Side::Inside => (&mut self.ports.inside, &mut self.pending[0]),
+                Side::Outside => (&mut self.ports.outside, &mut self.pending[1]),
+            };
             let sent = {
-                let p = self.port(side);
-                let mut w = p.tx.transmit(descs.len() as u32);
-                let n = w.insert(descs.iter().copied());
+                let mut w = p.tx.transmit(pending.len() as u32);
+                let n = w.insert(pending.iter().copied());
                 w.commit();
                 n as usize
             };
-            for d in &descs[sent..] {
+            for d in &pending[sent..] {
                 self.batch.inc(C::DropTxRingFull);
                 self.free.push(d.addr);
             }
+            pending.clear();
             self.batch.add(
                 if side == Side::Inside {
                     C::TxInside
@@ -384,18 +455,24 @@ impl Worker {
                 },
                 sent as u64,
             );
-            // Copy mode needs a kick to transmit; a few kicks drain a full ring.
-            for _ in 0..4 {
-                let p = self.port(side);
-                if p.tx.pending() == 0 {
-                    break;
-                }
+            // Copy mode needs a kick to transmit, and one kick sends at most a few dozen
+            // frames: kick while the kernel makes progress (a kick that moves nothing —
+            // socket send buffer full, device busy — ends it; the next batch retries).
+            let mut left = p.tx.pending();
+            let mut kicks = 0;
+            while left > 0 && p.tx.needs_wakeup() && kicks < MAX_TX_KICKS {
                 if let Err(e) = p.kick_tx() {
                     tracing::debug!("TX kick on {}: {e}", p.ifname);
                     break;
                 }
-                self.batch.inc(C::TxKicks);
+                kicks += 1;
+                let now = p.tx.pending();
+                if now >= left {
+                    break;
+                }
+                left = now;
             }
+            self.batch.add(C::TxKicks, kicks);
         }
     }
 

@@ -47,6 +47,22 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// Sets the calling thread's nice value (best effort: logs and carries on when refused,
+/// e.g. without CAP_SYS_NICE).
+pub fn set_thread_nice(nice: i32) {
+    // SAFETY: plain syscalls; gettid has no arguments, setpriority takes a thread id.
+    let r = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if r != 0 {
+        tracing::warn!(
+            "cannot set the worker's nice value to {nice}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// The CPUs this process may run on (its affinity mask, e.g. from `taskset`).
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
@@ -80,4 +96,47 @@ pub fn if_mtu(ifname: &str) -> Option<usize> {
         .trim()
         .parse()
         .ok()
+}
+
+/// An interface's NAPI interrupt-deferral settings (sysfs `napi_defer_hard_irqs`,
+/// `gro_flush_timeout` in ns). With both non-zero, a busy-polling socket
+/// (`SO_PREFER_BUSY_POLL`) keeps the queue to itself: the kernel re-arms a timer instead
+/// of the interrupt / NAPI thread while the application polls, and falls back to them
+/// when it stops polling for longer than the timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NapiDefer {
+    pub hard_irqs: u32,
+    pub gro_flush_timeout_ns: u64,
+}
+
+impl NapiDefer {
+    fn path(ifname: &str, what: &str) -> String {
+        format!("/sys/class/net/{ifname}/{what}")
+    }
+
+    /// The current settings of `ifname`.
+    pub fn read(ifname: &str) -> std::io::Result<NapiDefer> {
+        let get = |what: &str| -> std::io::Result<u64> {
+            std::fs::read_to_string(Self::path(ifname, what))?
+                .trim()
+                .parse()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        };
+        Ok(NapiDefer {
+            hard_irqs: get("napi_defer_hard_irqs")? as u32,
+            gro_flush_timeout_ns: get("gro_flush_timeout")?,
+        })
+    }
+
+    /// Applies these settings to `ifname`.
+    pub fn write(&self, ifname: &str) -> std::io::Result<()> {
+        std::fs::write(
+            Self::path(ifname, "napi_defer_hard_irqs"),
+            self.hard_irqs.to_string(),
+        )?;
+        std::fs::write(
+            Self::path(ifname, "gro_flush_timeout"),
+            self.gro_flush_timeout_ns.to_string(),
+        )
+    }
 }

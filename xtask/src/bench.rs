@@ -1,0 +1,291 @@
+//! `cargo xtask bench`: `--micro` runs the criterion benches (`cargo bench -p benches`);
+//! `--e2e` runs the end-to-end matrix of `bench/` (three network namespaces, napi
+//! steering) for sipnat next to the kernel anchors (forwarding, NAT, nf_nat_sip) and
+//! Kamailio, in one run, and prints the comparison table.
+//!
+//! Everything the harness writes goes under `target/bench/` (`build/`: its C helpers,
+//! `run/`: pid files, pcaps, sipnat's config and log, `results/<timestamp>/`: runs.jsonl,
+//! verify-*.txt, summary.md, e2e.md, e2e.json). The topology is torn down at the end,
+//! also after a failure or Ctrl-C.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::{setup, shell};
+
+/// The systems under test, in table order.
+pub const SUTS: &str = "sipnat kernel-fwd kernel-nat kernel-alg kamailio";
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// End-to-end matrix: sipnat vs kernel forwarding / NAT / nf_nat_sip and Kamailio.
+    #[arg(long)]
+    pub e2e: bool,
+    /// Criterion micro-benchmarks of the rewriter (`cargo bench -p benches`).
+    #[arg(long)]
+    pub micro: bool,
+    /// Short version: 1 run of 2 s per row, rates max and 30 kpps (a few minutes).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds per timed run (default 5; 2 with --quick).
+    #[arg(long)]
+    pub seconds: Option<u32>,
+    /// Runs per row (default 3; 1 with --quick).
+    #[arg(long)]
+    pub runs: Option<u32>,
+    /// Systems under test (hooks bench/sut-NAME.sh), space separated.
+    #[arg(long, default_value = SUTS)]
+    pub suts: String,
+    /// Flow counts, space separated.
+    #[arg(long, default_value = "1 4096")]
+    pub flows: String,
+    /// Load generator: kagen (AF_PACKET), or NAME for a hook bench/gen-NAME.sh.
+    #[arg(long, default_value = "kagen")]
+    pub gen: String,
+    /// Overload row: sipnat at this many times its measured capacity (0: no row).
+    #[arg(long, default_value_t = 2.0)]
+    pub overload: f64,
+    /// Results directory (default target/bench/results/<UTC timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Extra arguments for every load.sh run (after `--`), e.g. `-- --max-wait 30`.
+    #[arg(last = true)]
+    pub load_args: Vec<String>,
+}
+
+pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
+    if !a.e2e && !a.micro {
+        bail!("say what to run: --e2e (end-to-end matrix) and/or --micro (criterion)");
+    }
+    if a.micro {
+        micro(a.quick)?;
+    }
+    if a.e2e {
+        e2e(a)?;
+    }
+    Ok(())
+}
+
+fn micro(quick: bool) -> anyhow::Result<()> {
+    shell::step("micro-benchmarks (cargo bench -p benches)");
+    let mut c = shell::cargo();
+    c.args(["bench", "-p", "benches"]);
+    if quick {
+        c.args(["--", "--quick"]);
+    }
+    shell::run(&mut c)
+}
+
+/// Rates per SUT: (default rates, per-SUT overrides).
+fn rates(quick: bool) -> (&'static str, Vec<(&'static str, &'static str)>) {
+    if quick {
+        ("max,30000", vec![])
+    } else {
+        (
+            "max,15000,30000,100000,300000",
+            vec![
+                ("kernel-alg", "max,15000,30000"),
+                ("kamailio", "max,15000,30000"),
+            ],
+        )
+    }
+}
+
+fn e2e(a: &BenchArgs) -> anyhow::Result<()> {
+    if !shell::is_root() {
+        bail!("the end-to-end bench creates network namespaces and attaches XDP: run it as root");
+    }
+    let root = shell::workspace_root();
+    let bench = root.join("bench");
+    let target = root.join("target/bench");
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+
+    setup::run(true)?;
+    shell::step("build sipnat (release)");
+    shell::run(shell::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "nat-userspace",
+        "--bin",
+        "sipnat",
+    ]))?;
+    let sipnat = root.join("target/release/sipnat");
+    let envs = [
+        ("KA_BUILD_DIR", target.join("build")),
+        ("KA_RUN_DIR", target.join("run")),
+        ("SIPNAT", sipnat.clone()),
+    ];
+    shell::step("build the harness's C helpers (bench/build.sh)");
+    shell::run(Command::new(bench.join("build.sh")).envs(envs.iter().cloned()))?;
+
+    let stamp = utc_stamp()?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| target.join("results").join(&stamp));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let seconds = a.seconds.unwrap_or(if a.quick { 2 } else { 5 });
+    let runs = a.runs.unwrap_or(if a.quick { 1 } else { 3 });
+    let (rates, rates_for) = rates(a.quick);
+
+    let mut m = Command::new(bench.join("run-matrix.sh"));
+    m.envs(envs.iter().cloned())
+        .arg("--out")
+        .arg(&out)
+        .args(["--suts", &a.suts, "--flows", &a.flows, "--steer", "napi"])
+        .args([
+            "--runs",
+            &runs.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .args(["--rates", rates, "--gen", &a.gen]);
+    for (s, r) in rates_for {
+        m.args(["--rates-for", &format!("{s}={r}")]);
+    }
+    if a.overload > 0.0 && a.suts.split_whitespace().any(|s| s == "sipnat") {
+        m.args(["--overload", &format!("sipnat={}", a.overload)]);
+    }
+    m.arg("--");
+    if a.quick {
+        // A few minutes in all: short waits for a quiet host, no reruns of noisy runs
+        // (they are marked and counted in the table).
+        m.args(["--max-wait", "20", "--retry-noisy", "0"]);
+    } else {
+        m.args(["--retry-noisy", "1"]);
+    }
+    m.args(&a.load_args);
+
+    shell::step(&format!(
+        "end-to-end matrix ({}; {runs} run(s) x {seconds} s per row; results in {})",
+        a.suts,
+        out.display()
+    ));
+    let res = run_interruptible(&mut m, &stop);
+    // Whatever happened: nothing of the bench stays up.
+    shell::step("teardown (sipnat down, topo.sh down)");
+    let _ = Command::new(bench.join("sut-sipnat.sh"))
+        .arg("down")
+        .envs(envs.iter().cloned())
+        .status();
+    let _ = Command::new(bench.join("topo.sh"))
+        .arg("down")
+        .envs(envs.iter().cloned())
+        .status();
+    if stop.load(Ordering::Relaxed) {
+        bail!(
+            "interrupted (topology removed; partial results in {})",
+            out.display()
+        );
+    }
+    res?;
+
+    shell::step("comparison");
+    let runs_file = out.join("runs.jsonl");
+    if !runs_file.exists() {
+        bail!("no runs recorded in {}", runs_file.display());
+    }
+    let mut rep = Command::new("python3");
+    rep.arg(bench.join("tools/e2e_report.py"))
+        .arg(&runs_file)
+        .arg("--md")
+        .arg(out.join("e2e.md"))
+        .arg("--json")
+        .arg(out.join("e2e.json"));
+    for (k, v) in meta(&root, &stamp, a, runs, seconds) {
+        rep.args(["--meta", &format!("{k}={v}")]);
+    }
+    shell::run(&mut rep)?;
+    println!("results: {}", out.display());
+    Ok(())
+}
+
+/// Runs `c` in a process group of its own and forwards SIGINT/SIGTERM (seen through
+/// `stop`) to that group (run-matrix.sh, load.sh, the generator, ...).
+fn run_interruptible(c: &mut Command, stop: &AtomicBool) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let mut child = c
+        .process_group(0)
+        .spawn()
+        .context("starting bench/run-matrix.sh")?;
+    let mut signalled = false;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            if !st.success() {
+                bail!("bench/run-matrix.sh failed ({st})");
+            }
+            return Ok(());
+        }
+        if stop.load(Ordering::Relaxed) && !signalled {
+            signalled = true;
+            // SAFETY: kill(2) on the process group we created (its id is our child's PID).
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn utc_stamp() -> anyhow::Result<String> {
+    let o = shell::output(Command::new("date").args(["-u", "+%Y%m%d-%H%M%S"]))?;
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// Header lines of the report: when, where, what.
+fn meta(
+    root: &Path,
+    stamp: &str,
+    a: &BenchArgs,
+    runs: u32,
+    seconds: u32,
+) -> Vec<(&'static str, String)> {
+    let git = |args: &[&str]| {
+        shell::output(Command::new("git").current_dir(root).args(args))
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let ncpu = std::thread::available_parallelism().map_or(0, |n| n.get());
+    vec![
+        ("date (UTC)", stamp.to_string()),
+        (
+            "commit",
+            format!(
+                "{}{}",
+                git(&["rev-parse", "--short", "HEAD"]),
+                if dirty { " (modified)" } else { "" }
+            ),
+        ),
+        ("machine", format!("{ncpu} CPU(s), {cpu}")),
+        (
+            "command",
+            format!(
+                "cargo xtask bench --e2e{} (runs {runs} x {seconds} s, flows {}, gen {})",
+                if a.quick { " --quick" } else { "" },
+                a.flows,
+                a.gen
+            ),
+        ),
+    ]
+}

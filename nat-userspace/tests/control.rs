@@ -378,6 +378,28 @@ fn status_enable_disable_reload_from_the_cli() {
         sipnat.ctl(&["reload"]).unwrap().contains("reloaded"),
         "reload"
     );
+    // A new static external address is applied and shown; keys that need a restart are
+    // named in the reply instead of being ignored silently.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("external_ip = \"{EXT_IP}\""),
+        "external_ip = \"198.51.100.9\"",
+    ) + "\n[datapath]\nbatch = 32\n";
+    std::fs::write(&cfg, text).unwrap();
+    let reply = sipnat.ctl(&["reload"]).unwrap();
+    assert!(
+        reply.contains("reloaded")
+            && reply.contains("changed [datapath]")
+            && reply.contains("next start"),
+        "{reply}"
+    );
+    let status = sipnat.ctl(&["status"]).unwrap();
+    assert!(
+        status.contains("external:  198.51.100.9 (source static 198.51.100.9"),
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&sipnat.ctl(&["status", "--json"]).unwrap()).unwrap();
+    assert_eq!(json["external"]["addresses"]["v4"], "198.51.100.9");
     let bad = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("inside = \"gwin\"", "inside = \"gwx\"");

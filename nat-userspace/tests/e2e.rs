@@ -1122,6 +1122,7 @@ fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
     });
     std::thread::sleep(Duration::from_millis(1500));
     // Handover: A leaves the program attached and pinned; the failure mode covers the gap.
+    let a_log = a.log.clone();
     assert_eq!(a.signal_and_wait(libc::SIGUSR2), Some(0), "handover exit");
     assert!(!t.bpffs.pinned().is_empty(), "handover keeps the pins");
     std::thread::sleep(Duration::from_millis(1000));
@@ -1141,7 +1142,13 @@ fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
         - before;
     eprintln!("restart: sent {sent}, rewritten by sipnat {nat}, passed by the kernel during the gap {raw} (XDP pass_no_socket {passed})");
     assert_eq!(other, 0);
-    assert_eq!(nat + raw, sent, "nothing lost across the restart");
+    assert_eq!(
+        nat + raw,
+        sent,
+        "nothing lost across the restart\nA log:\n{}\nB stats: {}",
+        std::fs::read_to_string(&a_log).unwrap_or_default(),
+        b.stats()
+    );
     assert!(raw > 0 && nat > 0);
     assert_eq!(
         raw, passed,

@@ -278,7 +278,7 @@ impl Default for Control {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Datapath {
     /// UMEM frames per worker (4 KiB each).

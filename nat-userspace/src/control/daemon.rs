@@ -116,6 +116,62 @@ fn static_external(cfg: &Config) -> ExternalAddrs {
     e
 }
 
+/// How `status` names the configured external-address source(s).
+fn source_label(cfg: &Config) -> String {
+    match cfg.external_sources() {
+        (a, ExternalSource::None) => a.to_string(),
+        (ExternalSource::None, b) => b.to_string(),
+        (a, b) => format!("{a} / {b}"),
+    }
+}
+
+/// The keys `reload` reads but cannot apply to running workers: they take effect at the
+/// next start. Returns the ones that differ between `old` and `new`.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o4, o6) = old.external_sources();
+    let (n4, n6) = new.external_sources();
+    let dynamic = |s: &ExternalSource| {
+        matches!(
+            s,
+            ExternalSource::Stun { .. } | ExternalSource::Interface(_)
+        )
+    };
+    let checks = [
+        (
+            old.interfaces.attach_mode != new.interfaces.attach_mode,
+            "interfaces.attach_mode",
+        ),
+        (
+            old.nat.flow_table_size != new.nat.flow_table_size,
+            "nat.flow_table_size",
+        ),
+        (
+            old.nat.flow_idle_timeout != new.nat.flow_idle_timeout,
+            "nat.flow_idle_timeout",
+        ),
+        (
+            o4 != n4 && (dynamic(&o4) || dynamic(&n4)),
+            "nat.external_ip (a stun: or interface: source)",
+        ),
+        (
+            o6 != n6 && (dynamic(&o6) || dynamic(&n6)),
+            "nat.external_ip6 (a stun: or interface: source)",
+        ),
+        (
+            old.control.metrics.get_ref() != new.control.metrics.get_ref(),
+            "control.metrics",
+        ),
+        (old.control.group != new.control.group, "control.group"),
+        (old.control.bpffs != new.control.bpffs, "control.bpffs"),
+        (old.datapath != new.datapath, "[datapath]"),
+        (old.log.level != new.log.level, "log.level"),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(changed, key)| changed.then_some(key))
+        .collect()
+}
+
 impl Daemon {
     /// Starts everything; returns when the daemon is serving.
     pub fn start(config_path: &Path) -> anyhow::Result<Arc<Daemon>> {
@@ -124,12 +180,7 @@ impl Daemon {
         let outside = cfg.interfaces.outside.get_ref().clone();
         let ports = cfg.interfaces.sip_ports.get_ref().clone();
         let external = static_external(&cfg);
-        let (src4, src6) = cfg.external_sources();
-        let source = match (src4, src6) {
-            (a, ExternalSource::None) => a.to_string(),
-            (ExternalSource::None, b) => b.to_string(),
-            (a, b) => format!("{a} / {b}"),
-        };
+        let source = source_label(&cfg);
 
         // XDP first: until workers register, the failure mode applies.
         let mode = match cfg.interfaces.attach_mode {
@@ -476,21 +527,55 @@ impl Daemon {
                 prog.set_config(steering(&new, on))?;
             }
         }
+        let pending = restart_only_changes(&old, &new);
+        // A static external address is applied now; a dynamic source keeps publishing
+        // what it discovers (a changed dynamic source is in `pending`).
         let mut external = self.shared.dataplane.load().external;
-        let fresh = static_external(&new);
-        if !fresh.is_empty() {
-            external = fresh;
+        let (n4, n6) = new.external_sources();
+        let (o4, o6) = old.external_sources();
+        let is_dynamic = |s: &ExternalSource| {
+            matches!(
+                s,
+                ExternalSource::Stun { .. } | ExternalSource::Interface(_)
+            )
+        };
+        match &n4 {
+            ExternalSource::Static(IpAddr::V4(a)) => external.v4 = Some(*a),
+            ExternalSource::None if !is_dynamic(&o4) => external.v4 = None,
+            _ => {}
+        }
+        match &n6 {
+            ExternalSource::Static(IpAddr::V6(a)) => external.v6 = Some(*a),
+            ExternalSource::None if !is_dynamic(&o6) => external.v6 = None,
+            _ => {}
         }
         let rules = new.nat.rule.len();
         self.shared
             .dataplane
             .publish(Dataplane::new(new.rewrite_config(), external));
+        {
+            let mut e = self.external.lock().expect("external lock");
+            if e.addrs != external {
+                tracing::info!("external address {external} (from the reloaded config)");
+                e.addrs = external;
+                e.updated = Some(SystemTime::now());
+                e.stale = false;
+            }
+            if ![&o4, &o6, &n4, &n6].into_iter().any(is_dynamic) {
+                e.source = source_label(&new);
+            }
+        }
         *self.config.lock().expect("config lock") = new;
         tracing::info!("config reloaded from {}", self.config_path.display());
-        Ok(format!(
-            "reloaded {} ({rules} rule(s))",
-            self.config_path.display()
-        ))
+        let mut reply = format!("reloaded {} ({rules} rule(s))", self.config_path.display());
+        if !pending.is_empty() {
+            let keys = pending.join(", ");
+            tracing::warn!("reload: changed {keys}: these take effect at the next start");
+            reply.push_str(&format!(
+                "; changed {keys}: these take effect at the next start (systemctl restart sipnat)"
+            ));
+        }
+        Ok(reply)
     }
 
     /// Removes the pins so the programs detach when the daemon ends (a clean stop leaves
@@ -521,6 +606,10 @@ impl Daemon {
                 }
             }
         }
+        // Packets the XDP program redirected before the slots were cleared may still be
+        // on their way into the RX rings; once a grace period has passed they are all
+        // there, and the workers' drain (until the rings are empty) takes them.
+        crate::sys::synchronize_rcu();
         self.shared.stop.store(true, Ordering::Relaxed);
         for w in self.workers.lock().expect("workers lock").iter_mut() {
             if let Some(h) = w.handle.take() {

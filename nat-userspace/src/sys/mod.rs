@@ -25,6 +25,21 @@ pub fn raise_memlock_limit() {
 }
 
 /// The interface index of `name` in this network namespace.
+/// Waits for an RCU grace period: every XDP program run (and the redirect flush at the
+/// end of its NAPI poll) that started before the call has finished when it returns.
+/// After an XSKMAP slot is cleared, this is the point from which no more packets can
+/// arrive in that socket's RX ring. `membarrier(MEMBARRIER_CMD_GLOBAL)` is
+/// `synchronize_rcu()` in the kernel; where it is refused (nohz_full), a 50 ms pause
+/// (far longer than any NAPI poll) stands in.
+pub fn synchronize_rcu() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes two integer arguments and touches no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if r != 0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub fn if_index(name: &str) -> Option<u32> {
     let c = CString::new(name).ok()?;
     // SAFETY: valid NUL-terminated string.

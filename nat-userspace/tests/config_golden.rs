@@ -125,6 +125,7 @@ const CASES: &[&str] = &[
     "batch_zero",
     "busy_poll_idle_too_long",
     "nice_out_of_range",
+    "rt_priority_out_of_range",
     "batch_too_big",
     "reassembly_memory_too_small",
     "reassembly_timeout_zero",

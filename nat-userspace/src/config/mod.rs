@@ -294,6 +294,9 @@ pub struct Datapath {
     pub busy_poll_idle_us: u32,
     /// Nice value of the worker threads (-20 to 19).
     pub nice: i32,
+    /// SCHED_FIFO priority of the worker threads (1-99); 0: normal scheduling. Ignored
+    /// with busy_poll.
+    pub rt_priority: u32,
     /// Reassembly memory per worker, bytes.
     pub reassembly_memory: u32,
     /// Reassembly timeout, milliseconds.
@@ -311,6 +314,7 @@ impl Default for Datapath {
             busy_poll: false,
             busy_poll_idle_us: 1000,
             nice: 0,
+            rt_priority: 10,
             reassembly_memory: 4 << 20,
             reassembly_timeout_ms: 2000,
             max_fragments: 64,
@@ -508,6 +512,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "busy_poll",
             "busy_poll_idle_us",
             "nice",
+            "rt_priority",
             "reassembly_memory",
             "reassembly_timeout_ms",
             "max_fragments",
@@ -1446,6 +1451,16 @@ impl Config {
                 format!(
                     "datapath.nice {} is out of range: use -20 (highest priority) to 19",
                     d.nice
+                ),
+            );
+        }
+        if d.rt_priority > 99 {
+            let s = p.at(&["datapath", "rt_priority"]);
+            p.add(
+                &s,
+                format!(
+                    "datapath.rt_priority {} is out of range: use 1 to 99 (SCHED_FIFO priority), or 0 for normal scheduling",
+                    d.rt_priority
                 ),
             );
         }

@@ -367,6 +367,7 @@ impl Daemon {
                 },
                 cpu,
                 nice: d.nice,
+                rt_priority: d.rt_priority,
             };
             let stats = Arc::new(WorkerStats::default());
             let (shared, st, txc) = (Arc::clone(&self.shared), Arc::clone(&stats), tx.clone());

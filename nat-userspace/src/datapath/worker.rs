@@ -80,6 +80,8 @@ pub struct WorkerConfig {
     pub cpu: Option<usize>,
     /// Nice value of the worker thread.
     pub nice: i32,
+    /// SCHED_FIFO priority (0: normal scheduling).
+    pub rt_priority: u32,
 }
 
 /// What the worker reports once its sockets are up.
@@ -104,6 +106,19 @@ pub fn run(
     }
     if cfg.nice != 0 {
         crate::sys::set_thread_nice(cfg.nice);
+    }
+    // Real-time scheduling keeps the kernel's receive (NAPI / softirq) on the worker's core
+    // from starving the worker under overload: the worker runs whenever it has packets and
+    // sleeps in poll() when its rings are empty, which is when the kernel receives more.
+    // A spinning (busy_poll) worker must not be real-time: it would starve that receive.
+    if cfg.rt_priority > 0 && !cfg.busy_poll {
+        if let Err(e) = crate::sys::set_thread_fifo(cfg.rt_priority) {
+            tracing::warn!(
+                "queue {}: cannot run the worker at SCHED_FIFO priority {} ({e}; needs CAP_SYS_NICE or RLIMIT_RTPRIO, LimitRTPRIO= in the unit): it runs at normal priority, and under overload the kernel's receive on its core can starve it",
+                cfg.queue,
+                cfg.rt_priority
+            );
+        }
     }
     let mut area = match Area::new(cfg.frames) {
         Ok(a) => a,

@@ -20,7 +20,9 @@
 //!   mounts one at boot).
 //! - CAP_CHOWN: only to hand the control socket to `[control] group` when the daemon is
 //!   not a member of it; the unit's `SupplementaryGroups=` avoids it.
-//! - CAP_SYS_NICE: pinning its own threads to CPUs needs no privilege.
+//! - CAP_SYS_NICE: pinning its own threads to CPUs needs no privilege; the workers'
+//!   SCHED_FIFO priority and negative nice value come from RLIMIT_RTPRIO / RLIMIT_NICE
+//!   (the unit's `LimitRTPRIO=` and `LimitNICE=`).
 //! - CAP_NET_BIND_SERVICE: only for a metrics port below 1024 (default 9560).
 
 /// One capability: its bit (linux/capability.h), name and why sipnat needs it.

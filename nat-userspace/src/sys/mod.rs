@@ -78,6 +78,19 @@ pub fn set_thread_nice(nice: i32) {
     }
 }
 
+/// Moves the calling thread to SCHED_FIFO at `priority` (1-99).
+pub fn set_thread_fifo(priority: u32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority.min(99) as libc::c_int,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The CPUs this process may run on (its affinity mask, e.g. from `taskset`).
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.

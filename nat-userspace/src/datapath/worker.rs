@@ -350,12 +350,23 @@ impl Worker {
             }
         }
         for _ in 0..200 {
-            if self.ports.inside.tx.pending() == 0 && self.ports.outside.tx.pending() == 0 {
+            self.flush_tx();
+            if self.pending.iter().all(|q| q.is_empty())
+                && self.ports.inside.tx.pending() == 0
+                && self.ports.outside.tx.pending() == 0
+            {
                 break;
             }
             let _ = self.ports.inside.kick_tx();
             let _ = self.ports.outside.kick_tx();
             std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Still queued after 200 ms of a stalled kernel: dropped, counted.
+        for i in 0..2 {
+            for d in std::mem::take(&mut self.pending[i]) {
+                self.batch.inc(C::DropTxRingFull);
+                self.free.push(d.addr);
+            }
         }
         self.reap(Side::Inside);
         self.reap(Side::Outside);
@@ -363,22 +374,36 @@ impl Worker {
     }
 
     /// Nothing to do: wait in poll() until a socket has packets (at most 100 ms, to see
-    /// the stop flag).
+    /// the stop flag). With transmissions still queued (the TX ring was full), also wait
+    /// for room in that ring (POLLOUT, which in copy mode also makes the kernel transmit)
+    /// and retry within a millisecond.
     fn sleep(&mut self) {
+        let waiting_tx = |q: &ArrayVec<XdpDesc, { 2 * MAX_BATCH }>| {
+            if q.is_empty() {
+                0
+            } else {
+                libc::POLLOUT
+            }
+        };
         let mut fds = [
             libc::pollfd {
                 fd: self.ports.inside.fd(),
-                events: libc::POLLIN,
+                events: libc::POLLIN | waiting_tx(&self.pending[0]),
                 revents: 0,
             },
             libc::pollfd {
                 fd: self.ports.outside.fd(),
-                events: libc::POLLIN,
+                events: libc::POLLIN | waiting_tx(&self.pending[1]),
                 revents: 0,
             },
         ];
+        let timeout = if self.pending.iter().all(|q| q.is_empty()) {
+            100
+        } else {
+            1
+        };
         // SAFETY: valid array of pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
         self.batch.inc(C::Wakeups);
     }
 
@@ -457,11 +482,10 @@ impl Worker {
                 w.commit();
                 n as usize
             };
-            for d in &pending[sent..] {
-                self.batch.inc(C::DropTxRingFull);
-                self.free.push(d.addr);
-            }
-            pending.clear();
+            // What the ring could not take stays queued (the kernel is behind: a full
+            // socket send buffer or a slow device); it goes first next time. Only a
+            // packet that finds this queue full too is dropped (`queue_tx`).
+            pending.drain(..sent);
             self.batch.add(
                 if side == Side::Inside {
                     C::TxInside

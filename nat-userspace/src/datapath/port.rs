@@ -199,22 +199,9 @@ impl Ports {
         sizes: RingSizes,
     ) -> io::Result<Ports> {
         let attempt = |zero_copy: bool| -> io::Result<Ports> {
-            let cfg = UmemConfig {
-                fill_size: sizes.fill,
-                complete_size: sizes.completion,
-                frame_size: FRAME_SIZE,
-                headroom: 0,
-                flags: 0,
-            };
-            // SAFETY: the area is page aligned and outlives the UMEM (the worker drops
-            // `Ports` before its `Area`).
-            let umem = unsafe { Umem::new(cfg, area.as_nonnull_slice()) }.map_err(errno)?;
-            let mode = if zero_copy {
-                SocketConfig::XDP_BIND_ZEROCOPY
-            } else {
-                SocketConfig::XDP_BIND_COPY
-            };
-            let flags = mode | SocketConfig::XDP_BIND_NEED_WAKEUP;
+            // The worker drops `Ports` before its `Area`.
+            let umem = new_umem(area, sizes)?;
+            let flags = bind_flags(zero_copy);
             let in_sock = Socket::with_shared(&ifinfo(inside, queue)?, &umem).map_err(errno)?;
             let inside_port = open_port(&umem, in_sock, inside, queue, sizes, flags)?;
             // The sharing socket binds with flags 0: it inherits the mode (kernel rule).
@@ -237,6 +224,31 @@ impl Ports {
     }
 }
 
+/// A UMEM of 4 KiB frames over `area` with the given fill and completion ring sizes.
+/// `area` must outlive it.
+fn new_umem(area: &Area, sizes: RingSizes) -> io::Result<Umem> {
+    let cfg = UmemConfig {
+        fill_size: sizes.fill,
+        complete_size: sizes.completion,
+        frame_size: FRAME_SIZE,
+        headroom: 0,
+        flags: 0,
+    };
+    // SAFETY: the area is page aligned, and every caller keeps it alive longer than the
+    // UMEM (sockets and UMEM drop before the `Area`).
+    unsafe { Umem::new(cfg, area.as_nonnull_slice()) }.map_err(errno)
+}
+
+/// Bind flags of the first socket on a UMEM: zero-copy or copy mode, with need_wakeup.
+fn bind_flags(zero_copy: bool) -> u16 {
+    let mode = if zero_copy {
+        SocketConfig::XDP_BIND_ZEROCOPY
+    } else {
+        SocketConfig::XDP_BIND_COPY
+    };
+    mode | SocketConfig::XDP_BIND_NEED_WAKEUP
+}
+
 /// One AF_XDP socket alone on its own UMEM (the load generator's TX socket, its verifier's
 /// RX socket). Zero-copy first, copy mode when the driver refuses it. Drop order: socket,
 /// then UMEM.
@@ -251,30 +263,10 @@ impl SinglePort {
     /// `area` must outlive the returned value.
     pub fn open(area: &Area, ifname: &str, queue: u32, sizes: RingSizes) -> io::Result<SinglePort> {
         let attempt = |zero_copy: bool| -> io::Result<SinglePort> {
-            let cfg = UmemConfig {
-                fill_size: sizes.fill,
-                complete_size: sizes.completion,
-                frame_size: FRAME_SIZE,
-                headroom: 0,
-                flags: 0,
-            };
-            // SAFETY: the area is page aligned and outlives the UMEM (the caller drops
-            // the port before its `Area`).
-            let umem = unsafe { Umem::new(cfg, area.as_nonnull_slice()) }.map_err(errno)?;
-            let mode = if zero_copy {
-                SocketConfig::XDP_BIND_ZEROCOPY
-            } else {
-                SocketConfig::XDP_BIND_COPY
-            };
+            // The caller drops the port before its `Area`.
+            let umem = new_umem(area, sizes)?;
             let sock = Socket::with_shared(&ifinfo(ifname, queue)?, &umem).map_err(errno)?;
-            let port = open_port(
-                &umem,
-                sock,
-                ifname,
-                queue,
-                sizes,
-                mode | SocketConfig::XDP_BIND_NEED_WAKEUP,
-            )?;
+            let port = open_port(&umem, sock, ifname, queue, sizes, bind_flags(zero_copy))?;
             Ok(SinglePort {
                 port,
                 zero_copy,

@@ -347,6 +347,14 @@ pub enum ExternalSource {
 }
 
 impl ExternalSource {
+    /// Discovered at run time (STUN, an interface's address) rather than configured.
+    pub fn is_dynamic(&self) -> bool {
+        matches!(
+            self,
+            ExternalSource::Stun { .. } | ExternalSource::Interface(_)
+        )
+    }
+
     /// Parses `""` (none), an address, `stun:HOST:PORT` (an IPv6 host in brackets) or
     /// `interface:NAME`. The error starts with the offending text in backticks and names
     /// the fix, so that callers can prefix the key: "nat.external_ip `stun:x` has no port: ...".

@@ -130,12 +130,6 @@ fn source_label(cfg: &Config) -> String {
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o4, o6) = old.external_sources();
     let (n4, n6) = new.external_sources();
-    let dynamic = |s: &ExternalSource| {
-        matches!(
-            s,
-            ExternalSource::Stun { .. } | ExternalSource::Interface(_)
-        )
-    };
     let checks = [
         (
             old.interfaces.attach_mode != new.interfaces.attach_mode,
@@ -150,11 +144,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             "nat.flow_idle_timeout",
         ),
         (
-            o4 != n4 && (dynamic(&o4) || dynamic(&n4)),
+            o4 != n4 && (o4.is_dynamic() || n4.is_dynamic()),
             "nat.external_ip (a stun: or interface: source)",
         ),
         (
-            o6 != n6 && (dynamic(&o6) || dynamic(&n6)),
+            o6 != n6 && (o6.is_dynamic() || n6.is_dynamic()),
             "nat.external_ip6 (a stun: or interface: source)",
         ),
         (
@@ -476,13 +470,7 @@ impl Daemon {
     ) -> Option<crate::control::external::ExternalHandle> {
         let cfg = self.config.lock().expect("config lock").clone();
         let (v4, v6) = cfg.external_sources();
-        let dynamic = |s: &ExternalSource| {
-            matches!(
-                s,
-                ExternalSource::Stun { .. } | ExternalSource::Interface(_)
-            )
-        };
-        if !dynamic(&v4) && !dynamic(&v6) {
+        if !v4.is_dynamic() && !v6.is_dynamic() {
             return None;
         }
         let mut opts = crate::control::external::SourceOptions::default();
@@ -534,20 +522,14 @@ impl Daemon {
         let mut external = self.shared.dataplane.load().external;
         let (n4, n6) = new.external_sources();
         let (o4, o6) = old.external_sources();
-        let is_dynamic = |s: &ExternalSource| {
-            matches!(
-                s,
-                ExternalSource::Stun { .. } | ExternalSource::Interface(_)
-            )
-        };
         match &n4 {
             ExternalSource::Static(IpAddr::V4(a)) => external.v4 = Some(*a),
-            ExternalSource::None if !is_dynamic(&o4) => external.v4 = None,
+            ExternalSource::None if !o4.is_dynamic() => external.v4 = None,
             _ => {}
         }
         match &n6 {
             ExternalSource::Static(IpAddr::V6(a)) => external.v6 = Some(*a),
-            ExternalSource::None if !is_dynamic(&o6) => external.v6 = None,
+            ExternalSource::None if !o6.is_dynamic() => external.v6 = None,
             _ => {}
         }
         let rules = new.nat.rule.len();
@@ -562,7 +544,7 @@ impl Daemon {
                 e.updated = Some(SystemTime::now());
                 e.stale = false;
             }
-            if ![&o4, &o6, &n4, &n6].into_iter().any(is_dynamic) {
+            if ![&o4, &o6, &n4, &n6].iter().any(|s| s.is_dynamic()) {
                 e.source = source_label(&new);
             }
         }

@@ -18,8 +18,8 @@ use std::{
 use common::{
     privileged,
     sipcheck::rewritable_addresses,
-    topo::{await_condition, sipnat_bin, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
-    traffic::{blast_template, paced},
+    topo::{await_condition, link_stat, sipnat_bin, snmp, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    traffic::{blast_template, force_rcvbuf, paced},
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -154,6 +154,7 @@ fn with_traffic<T: Send + 'static>(
     during: impl FnOnce() -> T,
 ) -> (u64, u64, u64, T) {
     let car = t.car.name.clone();
+    let overflows_before = snmp(&t.car, "Udp", "RcvbufErrors");
     let stop = Arc::new(AtomicBool::new(false));
     let st = Arc::clone(&stop);
     let rx = std::thread::spawn(move || {
@@ -165,7 +166,6 @@ fn with_traffic<T: Send + 'static>(
             // client threads, a real-time worker): a deep socket buffer keeps a late read
             // from being counted as a data-path loss. Socket overflows are reported.
             force_rcvbuf(&s, 16 << 20);
-            let overflows_before = udp_rcvbuf_errors();
             let (mut got, mut bad, mut idle) = (0u64, 0u64, 0);
             let mut b = [0u8; 4096];
             loop {
@@ -180,10 +180,6 @@ fn with_traffic<T: Send + 'static>(
                     Err(_) => {
                         idle += 1;
                         if st.load(Ordering::Relaxed) && idle > 3 {
-                            let overflows = udp_rcvbuf_errors() - overflows_before;
-                            if overflows > 0 {
-                                eprintln!("receiver: {overflows} datagram(s) dropped by its own socket buffer (UDP RcvbufErrors)");
-                            }
                             return (got, bad);
                         }
                     }
@@ -201,35 +197,13 @@ fn with_traffic<T: Send + 'static>(
     let sent = tx.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let (got, bad) = rx.join().unwrap();
+    let overflows = snmp(&t.car, "Udp", "RcvbufErrors") - overflows_before;
+    if overflows > 0 {
+        eprintln!(
+            "receiver: {overflows} datagram(s) dropped by its own socket buffer (UDP RcvbufErrors)"
+        );
+    }
     (sent, got, bad, r)
-}
-
-/// SO_RCVBUFFORCE (root): a receive buffer of `bytes` regardless of net.core.rmem_max.
-fn force_rcvbuf(s: &std::net::UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: setsockopt on a valid socket with a pointer to a c_int of the given size.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-}
-
-/// UDP RcvbufErrors of the calling thread's network namespace.
-fn udp_rcvbuf_errors() -> u64 {
-    let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
-    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
-    let i = names
-        .split_whitespace()
-        .position(|n| n == "RcvbufErrors")
-        .unwrap();
-    values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
 /// Every rewritable field carries the packet's own IP source (one address, never a mix).
@@ -278,16 +252,10 @@ fn thousand_concurrent_stats_under_traffic_do_not_disturb_it() {
     // The 1000 client threads of this test share the two CPUs with the kernel's receive
     // processing of the veth pairs; the devices' own drop counters tell such losses
     // (outside sipnat) apart from the data path's.
-    let dev_drops = |ns: &common::netns::Netns, path: &str| -> u64 {
-        String::from_utf8_lossy(&ns.exec(&["cat", path]).stdout)
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let veth_drops = dev_drops(&t.ua, "/sys/class/net/ua0/statistics/tx_dropped")
-        + dev_drops(&t.gw, "/sys/class/net/gwin/statistics/rx_dropped")
-        + dev_drops(&t.gw, "/sys/class/net/gwout/statistics/tx_dropped")
-        + dev_drops(&t.car, "/sys/class/net/car0/statistics/rx_dropped");
+    let veth_drops = link_stat(&t.ua, "ua0", "tx", "dropped")
+        + link_stat(&t.gw, "gwin", "rx", "dropped")
+        + link_stat(&t.gw, "gwout", "tx", "dropped")
+        + link_stat(&t.car, "car0", "rx", "dropped");
     let stats = sipnat.stats();
     let drops_in = |v: &serde_json::Value| -> u64 {
         v.as_object()

@@ -92,6 +92,23 @@ pub struct Received {
 
 /// Receives on `bind` until `stop` is set and nothing arrived for 500 ms; every datagram
 /// must come from `from` and equal `expected` (sequence digits masked).
+/// SO_RCVBUFFORCE (needs CAP_NET_ADMIN: root): a receive buffer of `bytes` regardless
+/// of net.core.rmem_max, so that a receiver thread the test's own load delays does not
+/// overflow.
+pub fn force_rcvbuf(s: &UdpSocket, bytes: libc::c_int) {
+    // SAFETY: setsockopt on a valid socket with a pointer to a c_int of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
 pub fn receive(
     bind: (&str, u16),
     from: &str,
@@ -100,17 +117,7 @@ pub fn receive(
     count: Arc<AtomicU64>,
 ) -> Received {
     let s = UdpSocket::bind(bind).unwrap();
-    let big: i32 = 64 << 20;
-    // SAFETY: setsockopt with a local int (RCVBUFFORCE needs CAP_NET_ADMIN: root).
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&big as *const i32).cast(),
-            4,
-        )
-    };
+    force_rcvbuf(&s, 64 << 20);
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let at = seq_offset(expected);

@@ -3,13 +3,15 @@
 //!
 //! `packet`: first input byte = selector (bit 0: inbound, bits 1-2: config, bit 3: inbound
 //! with a flow-table answer), the rest = an Ethernet frame. The frame gets 2048 bytes of
-//! tailroom, is parsed, and a whole UDP datagram goes through `decide` + `rewrite_packet`
-//! as the worker does it. Checked:
-//! - no panic; `Err` leaves the buffer untouched; the returned length fits the buffer;
-//! - `TooBig`: the buffer is untouched;
+//! tailroom and goes through the worker's own per-packet pipeline
+//! (`sipnat::datapath::pipeline::Pipeline::process`: steering by SIP port, decision, flow
+//! table, rewrite, TTL, egress). Checked:
+//! - no panic; every length fits its buffer;
+//! - the kernel gets a packet it did not ask to change byte for byte as it came, and a
+//!   packet redone in the scratch buffer (it outgrew the frame) leaves the frame untouched;
 //! - no payload rewrite and no IP address change: the UDP payload is untouched, and a
 //!   consistent input (UDP length = IP payload length, IPv4 header checksum valid) comes
-//!   out byte for byte (length fields and header checksum are rewritten regardless);
+//!   out byte for byte but for the router hop (TTL / hop limit one less);
 //! - the output parses again as a whole UDP datagram of the returned length;
 //! - UDP checksum valid before and a rewrite happened → valid after; whatever it was, the
 //!   checksum is exactly as wrong after as before (RFC 1624, no "repair"); an IPv4 UDP
@@ -29,11 +31,18 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
-use sipnat::nat::decide::{self, Decision};
+use sipnat::datapath::flow::{FlowKey, FlowTable};
+use sipnat::datapath::pipeline::{Action, At, Egress, Env, Pipeline, Route, Side};
+use sipnat::datapath::reasm::ReasmLimits;
+use sipnat::datapath::stats::{Batch, C};
+use sipnat::datapath::Dataplane;
 use sipnat::nat::{ExternalAddrs, L3Mode, Net, PortMap, RewriteConfig, Rule};
-use sipnat::rewrite::packet::{rewrite_packet, udp_checksum_ok, L3Action, PacketRewrite};
+use sipnat::rewrite::packet::udp_checksum_ok;
 use sipnat::rewrite::{rewrite_message, Context, Direction, Outcome};
-use sipnat::wire::{checksum, ipv4, parse, Layout, Link};
+use sipnat::wire::{checksum, ipv4, ipv6, parse, Layout, Link};
+
+/// The SIP ports of every variant (the seeds use these).
+pub const SIP_PORTS: &[u16] = &[5060, 5061, 5080, 15060];
 
 /// Bytes of room after the packet (the worker's frames have at least this much).
 pub const TAILROOM: usize = 2048;
@@ -172,66 +181,96 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Runs the worker's decision and rewrite on a frame in `buf` (frame in `buf[..frame_len]`,
-/// the rest tailroom). `None` when the frame is not a whole UDP datagram or the decision
-/// is not to rewrite.
-fn decide_and_rewrite(
-    buf: &mut [u8],
-    frame_len: usize,
-    v: &'static Variant,
-    inbound: bool,
-    use_flow: bool,
-) -> Option<(Layout, Context<'static>, L3Action, PacketRewrite)> {
-    let layout = parse(&buf[..frame_len], Link::Ethernet).ok()?;
-    layout.udp(&buf[..frame_len])?;
-    let decision = if inbound {
-        let flow = use_flow.then_some(if layout.ipv6 {
-            IpAddr::V6(v.flow_v6)
-        } else {
-            IpAddr::V4(v.flow_v4)
-        });
-        decide::inbound(&v.config, &v.external, layout.dst, flow)
-    } else {
-        decide::outbound(&v.config, &v.external, layout.src, layout.dst)
+/// The data planes of the variants (rules, external addresses, SIP ports).
+fn dataplanes() -> &'static [Dataplane; 4] {
+    static D: OnceLock<[Dataplane; 4]> = OnceLock::new();
+    D.get_or_init(|| {
+        variants()
+            .each_ref()
+            .map(|v| Dataplane::new(v.config.clone(), v.external, SIP_PORTS))
+    })
+}
+
+/// Every destination is directly reachable, link header kept, MTU 9000.
+struct Direct;
+
+impl Egress for Direct {
+    fn route(&self, _: Side, _: IpAddr) -> Route {
+        Route::Direct {
+            macs: None,
+            mtu: 9000,
+        }
+    }
+}
+
+/// What the pipeline did with one frame.
+pub struct Run {
+    pub action: Action,
+    /// The bytes the action refers to (the frame, or the scratch buffer), whole.
+    pub bytes: Vec<u8>,
+    pub batch: Batch,
+}
+
+/// Runs the worker's pipeline on a frame in `buf` (frame in `buf[..frame_len]`, the rest
+/// tailroom). Inbound with `use_flow`: the flow table knows the packet's flow (to the
+/// variant's internal host).
+fn run_pipeline(buf: &mut [u8], frame_len: usize, i: usize, inbound: bool, use_flow: bool) -> Run {
+    let v = &variants()[i];
+    let flows = FlowTable::new(64, 300);
+    if let (true, true, Ok(l)) = (inbound, use_flow, parse(&buf[..frame_len], Link::Ethernet)) {
+        if let Some((sport, dport, _, _)) = l.udp(&buf[..frame_len]) {
+            let internal = if l.ipv6 {
+                IpAddr::V6(v.flow_v6)
+            } else {
+                IpAddr::V4(v.flow_v4)
+            };
+            flows.insert(FlowKey::new(l.dst, dport, l.src, sport), internal, 0);
+        }
+    }
+    let env = Env {
+        dataplane: &dataplanes()[i],
+        flows: &flows,
+        egress: &Direct,
+        link: Link::Ethernet,
+        now_ms: 0,
     };
+    let mut pipe = Pipeline::new(ReasmLimits::default(), 1);
+    let mut batch = Batch::default();
+    let side = if inbound { Side::Outside } else { Side::Inside };
+    let action = pipe.process(&env, side, buf, frame_len, &mut batch);
     if trace() {
         eprintln!(
-            "{} {}: {decision:?}",
+            "{} {}: {action:?}",
             v.name,
             if inbound { "in" } else { "out" }
         );
     }
-    let Decision::Rewrite {
-        direction,
-        l3,
-        internal,
-    } = decision
-    else {
-        return None;
+    let at = match &action {
+        Action::Tx { at, .. } | Action::Fragment { at, .. } | Action::Kernel { at, .. } => *at,
+        _ => At::Frame,
     };
-    let ctx = Context {
-        config: &v.config,
-        external: v.external,
-        direction,
-        internal,
+    let bytes = match at {
+        At::Frame => buf.to_vec(),
+        At::Scratch => pipe.scratch().to_vec(),
     };
-    let before = buf.to_vec();
-    match rewrite_packet(buf, &layout, &ctx, l3) {
-        Ok(r) => {
-            if trace() {
-                eprintln!("  -> {r:?}");
-            }
-            Some((layout, ctx, l3, r))
-        }
-        Err(e) => {
-            assert_eq!(
-                buf,
-                &before[..],
-                "rewrite_packet returned {e:?} but changed the buffer"
-            );
-            None
-        }
+    Run {
+        action,
+        bytes,
+        batch,
     }
+}
+
+/// `frame` after one router hop (TTL / hop limit one less, IPv4 checksum updated).
+fn hop(frame: &[u8], layout: &Layout) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    if layout.ipv6 {
+        if let Some(mut p) = ipv6::Packet::new_checked(&mut f[layout.l3..]) {
+            p.decrement_hop_limit();
+        }
+    } else if let Some(mut p) = ipv4::Packet::new_checked(&mut f[layout.l3..]) {
+        p.decrement_ttl();
+    }
+    f
 }
 
 /// The `packet` target.
@@ -240,152 +279,187 @@ pub fn packet(data: &[u8]) {
         return;
     };
     let inbound = sel & 1 != 0;
-    let v = &variants()[usize::from((sel >> 1) & 3)];
+    let vi = usize::from((sel >> 1) & 3);
+    let v = &variants()[vi];
     let use_flow = sel & 8 != 0;
 
     let mut buf = with_tailroom(frame, TAILROOM);
+    let run = run_pipeline(&mut buf, frame.len(), vi, inbound, use_flow);
     let Ok(layout) = parse(frame, Link::Ethernet) else {
+        assert!(
+            matches!(run.action, Action::Drop(C::DropBadFrame)),
+            "an unparsable frame was not dropped: {:?}",
+            run.action
+        );
         return;
     };
+    let ctxmsg = |out: &[u8]| {
+        format!(
+            "config {:?}, inbound {inbound}, flow {use_flow}, action {:?}\n in: {}\nout: {}",
+            v.name,
+            run.action,
+            hex(&frame[..layout.ip_end]),
+            hex(out)
+        )
+    };
+    let len = match run.action {
+        Action::Tx { at, len, .. } => {
+            if at == At::Scratch {
+                assert!(
+                    buf[..frame.len()] == *frame,
+                    "redone in the scratch buffer but the frame changed: {}",
+                    ctxmsg(&run.bytes[..len.min(run.bytes.len())])
+                );
+            }
+            len
+        }
+        Action::Kernel { reason, len, .. } => {
+            if !matches!(reason, C::SlowNeighbor | C::SlowOtherInterface) {
+                assert_eq!(len, layout.ip_end);
+                assert!(
+                    run.bytes[..len] == frame[..len],
+                    "the kernel's copy changed: {}",
+                    ctxmsg(&run.bytes[..len])
+                );
+            }
+            return;
+        }
+        _ => return,
+    };
+    assert!(
+        len <= run.bytes.len(),
+        "length past the buffer: {}",
+        ctxmsg(&[])
+    );
+    let out_bytes = &run.bytes[..len];
     let Some((_, _, payload, payload_len)) = layout.udp(frame) else {
-        return;
+        panic!("a non-UDP frame was transmitted: {}", ctxmsg(out_bytes));
     };
+    assert!(
+        len >= layout.l4 + 8,
+        "length cuts the UDP header: {}",
+        ctxmsg(out_bytes)
+    );
     let udp_ok_before = udp_checksum_ok(frame, &layout);
     let udp_residual_before = udp_residual(frame, &layout);
     let udp_check_before = udp_check_field(frame, &layout);
     let ip4_ok_before = !layout.ipv6 && ipv4_header_ok(frame, &layout);
-    let consistent = layout.l4 + 8 + payload_len == layout.ip_end && (layout.ipv6 || ip4_ok_before);
-
-    let Some((_, ctx, l3, r)) = decide_and_rewrite(&mut buf, frame.len(), v, inbound, use_flow)
-    else {
-        return;
-    };
-    let ctxmsg = || {
-        format!(
-            "config {:?}, {:?}, internal {:?}, l3 {l3:?}, result {r:?}\n in: {}\nout: {}",
-            v.name,
-            ctx.direction,
-            ctx.internal,
-            hex(&frame[..layout.ip_end]),
-            hex(&buf[..r.len.min(buf.len())])
-        )
-    };
-    assert!(r.len <= buf.len(), "length past the buffer: {}", ctxmsg());
-    assert!(
-        r.len >= layout.l4 + 8,
-        "length cuts the UDP header: {}",
-        ctxmsg()
-    );
-
-    if r.sip == Outcome::TooBig {
-        assert!(!r.l3_changed, "TooBig with an IP change: {}", ctxmsg());
-        assert_eq!(
-            r.len,
-            layout.ip_end,
-            "TooBig changed the length: {}",
-            ctxmsg()
-        );
+    let consistent =
+        layout.l4 + 8 + payload_len == layout.ip_end && (layout.ipv6 || ip4_ok_before);
+    let rewritten = run.batch.get(C::SipRewritten) > 0;
+    let out = parse(out_bytes, Link::Ethernet)
+        .unwrap_or_else(|e| panic!("output does not parse ({e:?}): {}", ctxmsg(out_bytes)));
+    let ip_changed = out.src != layout.src || out.dst != layout.dst;
+    if !rewritten && !ip_changed {
         assert!(
-            buf[..frame.len()] == *frame,
-            "TooBig changed the buffer: {}",
-            ctxmsg()
-        );
-        return;
-    }
-    let rewritten = matches!(r.sip, Outcome::Rewritten(_));
-    if !rewritten && !r.l3_changed {
-        assert!(
-            buf[payload..payload + payload_len] == frame[payload..payload + payload_len],
+            out_bytes[payload..payload + payload_len] == frame[payload..payload + payload_len],
             "payload changed without a rewrite: {}",
-            ctxmsg()
+            ctxmsg(out_bytes)
         );
         if consistent {
             assert_eq!(
-                r.len,
+                len,
                 layout.ip_end,
                 "length changed without a rewrite: {}",
-                ctxmsg()
+                ctxmsg(out_bytes)
             );
             assert!(
-                buf[..layout.ip_end] == frame[..layout.ip_end],
-                "bytes changed without a rewrite: {}",
-                ctxmsg()
+                *out_bytes == hop(frame, &layout)[..layout.ip_end],
+                "bytes changed without a rewrite (but for the hop): {}",
+                ctxmsg(out_bytes)
             );
         }
     }
-
-    let out = parse(&buf[..r.len], Link::Ethernet)
-        .unwrap_or_else(|e| panic!("output does not parse ({e:?}): {}", ctxmsg()));
     assert_eq!(
         out.ip_end,
-        r.len,
+        len,
         "IP length disagrees with the returned length: {}",
-        ctxmsg()
+        ctxmsg(out_bytes)
     );
-    let Some((_, _, out_payload, out_payload_len)) = out.udp(&buf[..r.len]) else {
-        panic!("output is not a whole UDP datagram: {}", ctxmsg());
+    let Some((_, _, out_payload, out_payload_len)) = out.udp(out_bytes) else {
+        panic!("output is not a whole UDP datagram: {}", ctxmsg(out_bytes));
     };
-    assert_eq!(out_payload, payload, "payload moved: {}", ctxmsg());
+    assert_eq!(out_payload, payload, "payload moved: {}", ctxmsg(out_bytes));
     // An untouched packet is forwarded as it came, trailing bytes past the UDP
     // length included; anything the rewriter touched must come out consistent.
-    if rewritten || r.l3_changed || consistent {
+    if rewritten || ip_changed || consistent {
         assert_eq!(
             out.l4 + 8 + out_payload_len,
-            r.len,
+            len,
             "UDP length != IP payload: {}",
-            ctxmsg()
+            ctxmsg(out_bytes)
         );
     }
     if !out.ipv6 {
         if ip4_ok_before {
             assert!(
-                ipv4_header_ok(&buf, &out),
+                ipv4_header_ok(out_bytes, &out),
                 "IPv4 header checksum broken: {}",
-                ctxmsg()
+                ctxmsg(out_bytes)
             );
         }
         if udp_check_before == 0 {
             assert_eq!(
-                udp_check_field(&buf, &out),
+                udp_check_field(out_bytes, &out),
                 0,
                 "UDP checksum 0 became set: {}",
-                ctxmsg()
+                ctxmsg(out_bytes)
             );
         }
     }
-    if (rewritten || r.l3_changed) && udp_ok_before {
+    if (rewritten || ip_changed) && udp_ok_before {
         assert!(
-            udp_checksum_ok(&buf[..r.len], &out),
+            udp_checksum_ok(out_bytes, &out),
             "UDP checksum broken: {}",
-            ctxmsg()
+            ctxmsg(out_bytes)
         );
     }
     if layout.ipv6 || udp_check_before != 0 {
         assert_eq!(
-            udp_residual(&buf[..r.len], &out),
+            udp_residual(out_bytes, &out),
             udp_residual_before,
             "UDP checksum error changed: {}",
-            ctxmsg()
+            ctxmsg(out_bytes)
         );
     }
 
-    // Idempotence: the output, rewritten again the same way, stays as it is: a rewritten
-    // payload now gives `Unchanged` (not `Malformed`: the output must still parse), any
-    // other outcome repeats; the IP header does not change again.
+    // Idempotence: the output, sent through again the same way, stays as it is but for
+    // one more hop: a rewritten payload now gives `Unchanged` (not `Malformed`: the output
+    // must still parse), any other outcome repeats; the IP header does not change again.
     if !inbound {
-        let first = buf[..r.len].to_vec();
+        let first = out_bytes.to_vec();
         let mut again = with_tailroom(&first, TAILROOM);
-        let second = decide_and_rewrite(&mut again, first.len(), v, false, false);
-        let Some((_, _, _, r2)) = second else {
-            panic!("the output is no longer rewritten at all: {}", ctxmsg());
+        let second = run_pipeline(&mut again, first.len(), vi, false, false);
+        let Action::Tx { len: len2, .. } = second.action else {
+            // The TTL ran out on the second hop: nothing to compare.
+            if second.action == Action::Drop(C::DropTtl) {
+                return;
+            }
+            panic!(
+                "the output is no longer transmitted: {:?}: {}",
+                second.action,
+                ctxmsg(&first)
+            );
         };
-        let same = again[..r2.len] == first[..];
-        let expected = if rewritten { Outcome::Unchanged } else { r.sip };
+        let again_out = &second.bytes[..len2];
+        let same = *again_out == hop(&first, &out)[..];
+        let rewritten2 = second.batch.get(C::SipRewritten) > 0;
+        let unchanged2 = second.batch.get(C::SipUnchanged) > 0;
+        let repeated = C::ALL
+            .iter()
+            .filter(|c| c.name().starts_with("not_sip_") || c.name().starts_with("malformed_"))
+            .all(|&c| (run.batch.get(c) > 0) == (second.batch.get(c) > 0));
+        let outcome_ok = if rewritten {
+            unchanged2 || rewritten2
+        } else {
+            repeated || rewritten2
+        };
         assert!(
-            same && (r2.sip == expected || matches!(r2.sip, Outcome::Rewritten(_))),
-            "second outbound rewrite: {r2:?}, expected {expected:?} and the same bytes:\n{}\nagain: {}",
-            ctxmsg(),
-            hex(&again[..r2.len])
+            same && outcome_ok,
+            "second outbound pass changed the packet or its outcome: {:?}\n{}\nagain: {}",
+            second.action,
+            ctxmsg(&first),
+            hex(again_out)
         );
     }
 }

@@ -1180,3 +1180,108 @@ fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
         "still attached after --cleanup"
     );
 }
+
+/// The IP packets (link header stripped) of a capture, in order, that match `keep`.
+fn ip_packets(file: &std::path::Path, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+    use pcap_file::pcap::PcapReader;
+    let mut r = PcapReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    let mut v = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        let ip = &p.data[14..];
+        if keep(ip) {
+            v.push(ip.to_vec());
+        }
+    }
+    v
+}
+
+/// UDP (IPv4, no options) between ports 5060 and 5060.
+fn is_sip_udp(ip: &[u8]) -> bool {
+    ip.len() > 28 && ip[0] == 0x45 && ip[9] == 17 && ip[20..22] == [0x13, 0xc4]
+}
+
+/// The SIP a capture holds (every UDP payload from port 5060 of an internal phone in
+/// `aaa.pcap`), sent from the UA through the daemon; the daemon's output on the carrier
+/// link equals, byte for byte from the IP header on, what `sipnat rewrite --pcap` makes
+/// of the capture of the same packets on the UA link with the same config.
+#[test]
+fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
+    if !privileged("pcap_sip_through_the_daemon_equals_the_offline_tool") {
+        return;
+    }
+    let _s = serial();
+    let pcap = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/corpus/pcap/aaa.pcap"
+    );
+    let payloads: Vec<Vec<u8>> = ip_packets(std::path::Path::new(pcap), |ip| {
+        is_sip_udp(ip) && ip[12..15] == [192, 168, 1]
+    })
+    .into_iter()
+    .map(|ip| ip[28..].to_vec())
+    .collect();
+    assert!(
+        payloads.len() >= 50,
+        "{} SIP payloads in {pcap}",
+        payloads.len()
+    );
+    let t = Topo::new("offline");
+    // The phone's own addresses in the captured SIP are 192.168.1.x: a rule for them too.
+    let cfg = t.config("gw", "", "[[nat.rule]]\ninternal = \"192.168.1.0/24\"\n");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let inside = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp port 5060");
+    let outside = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp port 5060");
+    let n = payloads.len();
+    t.ua.run(move || {
+        let s = std::net::UdpSocket::bind((UA_IP, 5060)).unwrap();
+        for p in &payloads {
+            s.send_to(p, (CAR_IP, 5060)).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    await_condition("every datagram handled", Duration::from_secs(10), || {
+        sipnat.counter("outbound") >= n as u64
+    });
+    let inside = inside.finish(&t);
+    let outside = outside.finish(&t);
+    let offline = t.dir.path("offline.pcap");
+    let out = std::process::Command::new(common::topo::sipnat_bin())
+        .args(["rewrite", "-c"])
+        .arg(&cfg)
+        .arg("--pcap")
+        .arg(&inside)
+        .arg("--out")
+        .arg(&offline)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_ua = |ip: &[u8]| is_sip_udp(ip) && ip[12..16] == [10, 0, 0, 2];
+    let from_gw = |ip: &[u8]| is_sip_udp(ip) && ip[12..16] == [198, 51, 100, 1];
+    assert_eq!(
+        ip_packets(&inside, from_ua).len(),
+        n,
+        "the UA link saw every datagram"
+    );
+    let daemon = ip_packets(&outside, from_gw);
+    let tool = ip_packets(&offline, from_gw);
+    assert_eq!(daemon.len(), n, "the daemon sent every datagram");
+    assert_eq!(tool.len(), n, "{}", String::from_utf8_lossy(&out.stdout));
+    for (i, (d, o)) in daemon.iter().zip(&tool).enumerate() {
+        assert!(
+            d == o,
+            "datagram {i} differs:\ndaemon:  {}\noffline: {}",
+            String::from_utf8_lossy(&d[28..]),
+            String::from_utf8_lossy(&o[28..])
+        );
+        assert!(
+            !d.windows(9).any(|w| w == b"192.168.1"),
+            "datagram {i} leaks a private address"
+        );
+    }
+    assert_eq!(sipnat.stop(), Some(0));
+}

@@ -21,9 +21,17 @@ use pcap_file::{
 use super::{EXIT_FAILURE, EXIT_USAGE};
 use crate::{
     config::{Config, ExternalSource},
-    nat::{decide, ExternalAddrs, Net, RewriteConfig},
-    rewrite::{packet::rewrite_packet, rewrite_message, Changes, Context, Direction, Outcome},
-    wire::{self, Link},
+    datapath::{
+        flow::{FlowKey, FlowTable},
+        frag,
+        pipeline::{self, Action, At, Egress, Env, Pipeline, Route, Side},
+        reasm::ReasmLimits,
+        stats::{Batch, C},
+        Dataplane,
+    },
+    nat::{ExternalAddrs, L3Mode, Net, RewriteConfig},
+    rewrite::Changes,
+    wire::{self, emit::UdpFrame, Link},
 };
 
 #[derive(Args, Debug)]
@@ -41,13 +49,22 @@ pub struct RewriteArgs {
     /// Direction: out (inside → outside) or in (outside → inside).
     #[arg(long, value_enum, default_value_t = DirectionArg::Out)]
     pub direction: DirectionArg,
-    /// Message mode: the packet's source address (optional).
+    /// Message mode: the datagram's source address. Outbound: an internal host (default:
+    /// the first host of the first rule). Inbound: the far end (default 192.0.2.1).
     #[arg(long, value_name = "IP")]
     pub src: Option<IpAddr>,
-    /// Message mode: the packet's destination. Outbound: a destination inside local_nets
-    /// is internal traffic (not rewritten). Inbound: the internal host it is for.
+    /// Message mode: the datagram's destination. Outbound: the far end (default
+    /// 192.0.2.1; inside local_nets it is internal traffic, not rewritten). Inbound: the
+    /// internal host it is for (a flow from it to --src is assumed).
     #[arg(long, value_name = "IP")]
     pub dst: Option<IpAddr>,
+    /// Quick run without a config: a UDP port that carries SIP (repeatable; default 5060).
+    #[arg(long = "sip-port", value_name = "PORT")]
+    pub sip_ports: Vec<u16>,
+    /// The egress MTU the offline run assumes (larger packets are fragmented or refused
+    /// as the daemon would).
+    #[arg(long, value_name = "BYTES", default_value_t = 1500)]
+    pub mtu: usize,
     /// Also rewrite Record-Route/Route.
     #[arg(long)]
     pub record_route: bool,
@@ -79,21 +96,11 @@ enum Failure {
 
 pub fn run(a: RewriteArgs) -> ExitCode {
     let res = (|| -> Result<(), Failure> {
-        let (cfg, ext) = snapshot(&a).map_err(Failure::Usage)?;
-        let dir = match a.direction {
-            DirectionArg::Out => Direction::Outbound,
-            DirectionArg::In => Direction::Inbound,
-        };
+        let mut off = Offline::new(&a).map_err(Failure::Usage)?;
         match (&a.message, &a.pcap) {
-            (Some(m), _) => message(&a, m, &cfg, ext, dir).map_err(Failure::Input),
-            (None, Some(p)) => pcap(
-                p,
-                a.out.as_deref().expect("clap requires --out"),
-                &cfg,
-                ext,
-                dir,
-            )
-            .map_err(Failure::Input),
+            (Some(m), _) => message(&a, m, &mut off).map_err(Failure::Input),
+            (None, Some(p)) => pcap(p, a.out.as_deref().expect("clap requires --out"), &mut off)
+                .map_err(Failure::Input),
             (None, None) => Err(Failure::Usage(
                 "give --message FILE or --pcap IN --out OUT".into(),
             )),
@@ -112,56 +119,212 @@ pub fn run(a: RewriteArgs) -> ExitCode {
     }
 }
 
-/// The rewrite config and external addresses from `-c` or `--internal/--external`.
-fn snapshot(a: &RewriteArgs) -> Result<(RewriteConfig, ExternalAddrs), String> {
-    let mut ext = ExternalAddrs::default();
-    let mut cfg = match &a.config {
-        Some(path) => {
-            let (c, text) = Config::load(path).map_err(|e| e.to_string())?;
-            let problems = c.validate(&text);
-            if let Some(p) = problems.first() {
-                return Err(format!(
-                    "{}:{}:{}: {}",
-                    path.display(),
-                    p.line,
-                    p.column,
-                    p.message
-                ));
+/// The daemon's per-packet state, offline: the published data plane, a flow table, a
+/// pipeline (reassembler, scratch), and the counters.
+struct Offline {
+    dataplane: Dataplane,
+    flows: FlowTable,
+    pipe: Pipeline,
+    batch: Batch,
+    side: Side,
+    mtu: usize,
+    steer_fragments: bool,
+}
+
+/// Offline egress: every destination is reachable directly, the link header stays as it
+/// is, the MTU is `--mtu`.
+struct OfflineEgress(usize);
+
+impl Egress for OfflineEgress {
+    fn route(&self, _: Side, _: IpAddr) -> Route {
+        Route::Direct {
+            macs: None,
+            mtu: self.0,
+        }
+    }
+}
+
+impl Offline {
+    /// From `-c` or `--internal/--external`.
+    fn new(a: &RewriteArgs) -> Result<Offline, String> {
+        let mut ext = ExternalAddrs::default();
+        let mut sip_ports = vec![5060];
+        let mut flows = (65536, 300);
+        let mut reasm = ReasmLimits::default();
+        let mut steer_fragments = true;
+        let mut cfg = match &a.config {
+            Some(path) => {
+                let (c, text) = Config::load(path).map_err(|e| e.to_string())?;
+                let problems = c.validate(&text);
+                if let Some(p) = problems.first() {
+                    return Err(format!(
+                        "{}:{}:{}: {}",
+                        path.display(),
+                        p.line,
+                        p.column,
+                        p.message
+                    ));
+                }
+                let (v4, v6) = c.external_sources();
+                for src in [v4, v6] {
+                    if let ExternalSource::Static(ip) = src {
+                        set_ext(&mut ext, ip);
+                    }
+                }
+                sip_ports.clone_from(c.interfaces.sip_ports.get_ref());
+                steer_fragments = c.interfaces.steer_fragments;
+                flows = (c.nat.flow_table_size, c.nat.flow_idle_timeout);
+                reasm = c.datapath.reasm_limits();
+                c.rewrite_config()
             }
-            let (v4, v6) = c.external_sources();
-            for src in [v4, v6] {
-                if let ExternalSource::Static(ip) = src {
-                    set_ext(&mut ext, ip);
+            None => {
+                if a.internal.is_empty() || a.external.is_empty() {
+                    return Err("give -c CONFIG, or --internal CIDR and --external IP".into());
+                }
+                let mut c = RewriteConfig::default();
+                for s in &a.internal {
+                    let net = Net::parse(s).ok_or_else(|| {
+                        format!("--internal `{s}` is not a CIDR network or address")
+                    })?;
+                    c.rules.push(crate::nat::Rule {
+                        internal: net,
+                        external: None,
+                        ports: Default::default(),
+                    });
+                }
+                if !a.sip_ports.is_empty() {
+                    sip_ports.clone_from(&a.sip_ports);
+                }
+                c
+            }
+        };
+        for ip in &a.external {
+            set_ext(&mut ext, *ip);
+        }
+        if ext.is_empty() {
+            return Err("no static external address: the config's source is dynamic (STUN/interface); give --external IP".into());
+        }
+        cfg.record_route |= a.record_route;
+        cfg.from_to |= a.from_to;
+        if a.mtu < 68 {
+            return Err(format!("--mtu {} is below the IPv4 minimum of 68", a.mtu));
+        }
+        Ok(Offline {
+            dataplane: Dataplane::new(cfg, ext, &sip_ports),
+            flows: FlowTable::new(flows.0, flows.1),
+            pipe: Pipeline::new(reasm, 0),
+            batch: Batch::default(),
+            side: match a.direction {
+                DirectionArg::Out => Side::Inside,
+                DirectionArg::In => Side::Outside,
+            },
+            mtu: a.mtu,
+            steer_fragments,
+        })
+    }
+
+    /// One frame through the pipeline, as the worker would handle it; `out` gets every
+    /// frame that leaves (transmitted or handed to the kernel), first to last.
+    fn process(
+        &mut self,
+        frame: &mut [u8],
+        len: usize,
+        link: Link,
+        now_ms: u64,
+        out: &mut impl FnMut(&[u8]),
+    ) -> Action {
+        let egress = OfflineEgress(self.mtu);
+        let env = Env {
+            dataplane: &self.dataplane,
+            flows: &self.flows,
+            egress: &egress,
+            link,
+            now_ms,
+        };
+        let action = self
+            .pipe
+            .process(&env, self.side, frame, len, &mut self.batch);
+        let bytes = |at: At| match at {
+            At::Frame => &frame[..],
+            At::Scratch => self.pipe.scratch(),
+        };
+        match &action {
+            Action::Tx { at, len, .. } => out(&bytes(*at)[..*len]),
+            Action::Fragment {
+                at,
+                l3,
+                len,
+                mtu,
+                ident,
+                ..
+            } => {
+                let res = frag::fragment(&bytes(*at)[..*len], *l3, *mtu, *ident, &mut |p| {
+                    out(p);
+                    true
+                });
+                match res {
+                    Ok(n) => {
+                        self.batch.inc(C::Refragmented);
+                        self.batch.add(C::FragTx, n as u64);
+                    }
+                    Err(_) => self.batch.inc(C::DropRefragment),
                 }
             }
-            c.rewrite_config()
-        }
-        None => {
-            if a.internal.is_empty() || a.external.is_empty() {
-                return Err("give -c CONFIG, or --internal CIDR and --external IP".into());
-            }
-            let mut c = RewriteConfig::default();
-            for s in &a.internal {
-                let net = Net::parse(s)
-                    .ok_or_else(|| format!("--internal `{s}` is not a CIDR network or address"))?;
-                c.rules.push(crate::nat::Rule {
-                    internal: net,
-                    external: None,
-                    ports: Default::default(),
+            Action::Kernel {
+                at, l3, len, split, ..
+            } => {
+                // What the kernel is given, link header kept (the offline output is a
+                // capture, not a raw socket).
+                let pkt = &bytes(*at)[..*len];
+                let link_hdr = &pkt[..*l3];
+                let res = pipeline::kernel_pieces(pkt, *l3, *split, &mut |ip: &[u8]| {
+                    let mut v = Vec::with_capacity(link_hdr.len() + ip.len());
+                    v.extend_from_slice(link_hdr);
+                    v.extend_from_slice(ip);
+                    out(&v);
                 });
+                if res.is_err() {
+                    self.batch.inc(C::DropRefragment);
+                }
             }
-            c
+            Action::Consumed | Action::IcmpTooBig { .. } | Action::Drop(_) => {}
         }
-    };
-    for ip in &a.external {
-        set_ext(&mut ext, *ip);
+        action
     }
-    if ext.is_empty() {
-        return Err("no static external address: the config's source is dynamic (STUN/interface); give --external IP".into());
+
+    /// The XDP program's steering, offline: would this frame reach a worker at all?
+    fn steered(&self, data: &[u8], layout: &wire::Layout) -> bool {
+        if layout.fragment.is_some() {
+            return self.steer_fragments;
+        }
+        layout.udp(data).is_some_and(|(s, d, _, _)| {
+            self.dataplane.sip_ports.contains(s) || self.dataplane.sip_ports.contains(d)
+        })
     }
-    cfg.record_route |= a.record_route;
-    cfg.from_to |= a.from_to;
-    Ok((cfg, ext))
+
+    /// Is this packet of the direction being rewritten (outbound: from an internal host;
+    /// inbound: to an external address, or anything under `l3 = "keep"`)?
+    fn our_direction(&self, layout: &wire::Layout) -> bool {
+        let cfg = &self.dataplane.config;
+        match self.side {
+            Side::Inside => cfg.rule_for(layout.src).is_some(),
+            Side::Outside => {
+                cfg.l3 == L3Mode::Keep || cfg.is_external(layout.dst, &self.dataplane.external)
+            }
+        }
+    }
+}
+
+/// A host of `net`: its only one, or the first after the network address.
+fn first_host(net: &Net) -> IpAddr {
+    match *net {
+        Net::V4 { addr, prefix, .. } => {
+            IpAddr::V4(std::net::Ipv4Addr::from(addr + u32::from(prefix < 31)))
+        }
+        Net::V6 { addr, prefix, .. } => {
+            IpAddr::V6(std::net::Ipv6Addr::from(addr + u128::from(prefix < 127)))
+        }
+    }
 }
 
 fn set_ext(ext: &mut ExternalAddrs, ip: IpAddr) {
@@ -174,57 +337,163 @@ fn set_ext(ext: &mut ExternalAddrs, ip: IpAddr) {
 /// Tailroom for a message to grow into.
 const TAILROOM: usize = 4096;
 
-fn message(
-    a: &RewriteArgs,
-    path: &Path,
-    cfg: &RewriteConfig,
-    ext: ExternalAddrs,
-    dir: Direction,
-) -> anyhow::Result<()> {
+/// A far end for message mode when none is given (TEST-NET-1 / the IPv6 documentation
+/// prefix).
+fn default_remote(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1))
+    }
+}
+
+/// Message mode: the message goes through the same pipeline as a packet would, in a UDP
+/// datagram between `--src` and `--dst` on the first SIP port.
+fn message(a: &RewriteArgs, path: &Path, off: &mut Offline) -> anyhow::Result<()> {
     let mut input = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut input))
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let len = input.len();
-    let mut internal = None;
-    if let (Direction::Outbound, Some(dst)) = (dir, a.dst) {
-        if cfg.is_local(dst) {
-            eprintln!("destination {dst} is inside local_nets: internal traffic is not rewritten");
-            return write_or_diff(a, path, &input, &input, None);
-        }
-    }
-    if dir == Direction::Inbound {
-        internal = a.dst;
-    }
-    let mut buf = input.clone();
-    buf.resize(len + TAILROOM, 0);
-    let ctx = Context {
-        config: cfg,
-        external: ext,
-        direction: dir,
-        internal,
+    let dp = &off.dataplane;
+    let port = dp.sip_ports.iter().next().unwrap_or(5060);
+    let v6 = a
+        .src
+        .or(a.dst)
+        .map_or(dp.external.v4.is_none(), |ip| ip.is_ipv6());
+    let ext = |v6: bool| -> anyhow::Result<IpAddr> {
+        let e = if v6 {
+            dp.external.v6.map(IpAddr::V6)
+        } else {
+            dp.external.v4.map(IpAddr::V4)
+        };
+        e.ok_or_else(|| anyhow!("no external address of that family: give --external"))
     };
-    let r = rewrite_message(&mut buf, len, &ctx);
-    buf.truncate(r.len);
-    if r.family_mismatch > 0 {
+    let (src, dst) = match off.side {
+        Side::Inside => {
+            let src = match a.src {
+                Some(s) => s,
+                None => dp
+                    .config
+                    .rules
+                    .iter()
+                    .map(|r| first_host(&r.internal))
+                    .find(|h| h.is_ipv6() == v6)
+                    .ok_or_else(|| anyhow!("no rule of that address family: give --src"))?,
+            };
+            (src, a.dst.unwrap_or_else(|| default_remote(src.is_ipv6())))
+        }
+        Side::Outside => {
+            let remote = a.src.unwrap_or_else(|| default_remote(v6));
+            let to = ext(remote.is_ipv6())?;
+            if let Some(internal) = a.dst {
+                // The daemon learns this from the outbound request; assume it.
+                off.flows
+                    .insert(FlowKey::new(to, port, remote, port), internal, 0);
+            }
+            (remote, to)
+        }
+    };
+    if src.is_ipv6() != dst.is_ipv6() {
+        bail!("--src {src} and --dst {dst} are of different address families");
+    }
+    let frame = UdpFrame {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src: std::net::SocketAddr::new(src, port),
+        dst: std::net::SocketAddr::new(dst, port),
+        ttl: 64,
+        ident: 1,
+    };
+    let mut buf = vec![0u8; input.len() + 62 + TAILROOM];
+    let len = frame
+        .write(&input, &mut buf)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    let action = off.process(&mut buf, len, Link::Ethernet, 0, &mut |p| {
+        sent.push(p.to_vec())
+    });
+    let b = &off.batch;
+    if b.get(C::FamilyMismatch) > 0 {
         eprintln!(
             "note: {} address(es) left alone: no external address of their family",
-            r.family_mismatch
+            b.get(C::FamilyMismatch)
         );
     }
-    match r.outcome {
-        Outcome::Rewritten(ch) => write_or_diff(a, path, &input, &buf, Some(ch)),
-        Outcome::Unchanged => write_or_diff(a, path, &input, &buf, None),
-        Outcome::NotSip(k) => bail!("{} is not a SIP message ({})", path.display(), k.name()),
-        Outcome::Malformed(m) => bail!(
+    match action {
+        Action::Tx { .. } => {}
+        Action::Kernel { reason, .. } => {
+            eprintln!(
+                "{src} -> {dst}: not rewritten, the kernel gets it ({})",
+                reason.help()
+            );
+            return write_or_diff(a, path, &input, &input, None);
+        }
+        Action::Drop(reason) => bail!("{} is dropped: {}", path.display(), reason.help()),
+        other => bail!("{}: {other:?}", path.display()),
+    }
+    let out = sent
+        .first()
+        .ok_or_else(|| anyhow!("{}: nothing was sent", path.display()))?;
+    let layout = wire::parse(out, Link::Ethernet)
+        .map_err(|e| anyhow!("the rewritten frame does not parse: {e:?}"))?;
+    let (_, _, payload, plen) = layout
+        .udp(out)
+        .ok_or_else(|| anyhow!("the rewritten frame is not UDP"))?;
+    let after = &out[payload..payload + plen];
+    if b.get(C::SipRewritten) > 0 {
+        write_or_diff(a, path, &input, after, Some(changes(b)))
+    } else if b.get(C::SipUnchanged) > 0 {
+        write_or_diff(a, path, &input, after, None)
+    } else if let Some(m) = first_nonzero(b, MALFORMED) {
+        bail!(
             "{} is malformed SIP ({}): sipnat forwards it unchanged",
             path.display(),
             m.name()
-        ),
-        Outcome::TooBig => bail!(
-            "the rewritten message would exceed {} bytes",
-            len + TAILROOM
-        ),
+        )
+    } else {
+        bail!("{} is not a SIP message", path.display())
+    }
+}
+
+const NOT_SIP: &[C] = &[
+    C::NotSipEmpty,
+    C::NotSipKeepalive,
+    C::NotSipStun,
+    C::NotSipOther,
+];
+
+const MALFORMED: &[C] = &[
+    C::MalformedBadStartLine,
+    C::MalformedBadVersion,
+    C::MalformedBadHeaderLine,
+    C::MalformedBadContentLength,
+    C::MalformedDuplicateContentLength,
+    C::MalformedTooManyAddresses,
+];
+
+fn first_nonzero(b: &Batch, cs: &[C]) -> Option<C> {
+    cs.iter().copied().find(|&c| b.get(c) > 0)
+}
+
+fn sum(b: &Batch, cs: &[C]) -> u64 {
+    cs.iter().map(|&c| b.get(c)).sum()
+}
+
+/// The rewrite counters as a `Changes` (for the diff's summary line).
+fn changes(b: &Batch) -> Changes {
+    let n = |c: C| b.get(c).min(u64::from(u16::MAX)) as u16;
+    Changes {
+        request_uri: n(C::RwRequestUri),
+        via: n(C::RwVia),
+        contact: n(C::RwContact),
+        route: n(C::RwRoute),
+        record_route: n(C::RwRecordRoute),
+        from_to: n(C::RwFromTo),
+        sdp_connection: n(C::RwSdpConnection),
+        sdp_origin: n(C::RwSdpOrigin),
+        sdp_rtcp: n(C::RwSdpRtcp),
+        sdp_media_port: n(C::RwSdpMediaPort),
+        content_length: n(C::RwContentLength),
     }
 }
 
@@ -282,19 +551,15 @@ fn lines(b: &[u8]) -> Vec<&[u8]> {
     v
 }
 
-/// Counts for the pcap summary.
+/// What the offline tool saw before the pipeline (the pipeline counts the rest).
 #[derive(Default)]
 struct Summary {
     packets: u64,
-    rewritten: u64,
-    unchanged: u64,
-    not_sip: u64,
-    malformed: u64,
-    too_big: u64,
-    fragments: u64,
-    internal: u64,
+    written: u64,
+    not_steered: u64,
     other_direction: u64,
     truncated: u64,
+    no_link: u64,
 }
 
 fn link_of(dl: DataLink) -> Option<Link> {
@@ -307,13 +572,7 @@ fn link_of(dl: DataLink) -> Option<Link> {
     }
 }
 
-fn pcap(
-    input: &Path,
-    out: &Path,
-    cfg: &RewriteConfig,
-    ext: ExternalAddrs,
-    dir: Direction,
-) -> anyhow::Result<()> {
+fn pcap(input: &Path, out: &Path, off: &mut Offline) -> anyhow::Result<()> {
     let mut magic = [0u8; 4];
     File::open(input)
         .and_then(|mut f| f.read_exact(&mut magic))
@@ -323,6 +582,7 @@ fn pcap(
         File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
     );
     let mut s = Summary::default();
+    let mut first_ts = None;
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
         let mut r = PcapNgReader::new(file)
             .map_err(|e| anyhow!("{}: not a pcapng file: {e}", input.display()))?;
@@ -330,25 +590,30 @@ fn pcap(
         while let Some(block) = r.next_block() {
             let block = block.map_err(|e| anyhow!("{}: {e}", input.display()))?;
             match block {
-                Block::EnhancedPacket(mut p) => {
+                Block::EnhancedPacket(p) => {
                     let dl = w
                         .interfaces()
                         .get(p.interface_id as usize)
                         .map(|i| i.linktype)
                         .unwrap_or(DataLink::ETHERNET);
-                    if let Some(data) = packet(
+                    let ts = p.timestamp;
+                    let now_ms = elapsed_ms(&mut first_ts, ts);
+                    let mut frames = Vec::new();
+                    packet(
                         &p.data,
                         p.original_len as usize,
                         link_of(dl),
-                        cfg,
-                        ext,
-                        dir,
+                        now_ms,
+                        off,
                         &mut s,
-                    ) {
-                        p.original_len = data.len() as u32;
-                        p.data = data.into();
+                        &mut frames,
+                    );
+                    for f in frames {
+                        let mut q = p.clone();
+                        q.original_len = f.len() as u32;
+                        q.data = f.into();
+                        w.write_block(&Block::EnhancedPacket(q))?;
                     }
-                    w.write_block(&Block::EnhancedPacket(p))?;
                 }
                 Block::SectionHeader(_) => {}
                 other => {
@@ -365,31 +630,65 @@ fn pcap(
         let mut w = PcapWriter::with_header(sink, header)?;
         while let Some(p) = r.next_packet() {
             let p = p.map_err(|e| anyhow!("{}: {e}", input.display()))?;
-            match packet(&p.data, p.orig_len as usize, link, cfg, ext, dir, &mut s) {
-                Some(data) => {
-                    w.write_packet(&PcapPacket::new(p.timestamp, data.len() as u32, &data))?
-                }
-                None => w.write_packet(&p)?,
-            };
+            let now_ms = elapsed_ms(&mut first_ts, p.timestamp);
+            let mut frames = Vec::new();
+            packet(
+                &p.data,
+                p.orig_len as usize,
+                link,
+                now_ms,
+                off,
+                &mut s,
+                &mut frames,
+            );
+            for f in frames {
+                w.write_packet(&PcapPacket::new(p.timestamp, f.len() as u32, &f))?;
+            }
         }
         w.into_writer().flush()?;
     }
+    let b = &off.batch;
+    let kernel = b.get(C::SlowNotUdp)
+        + b.get(C::SlowNotSipPort)
+        + b.get(C::SlowNoMapping)
+        + b.get(C::SlowCollision);
+    let dropped: u64 = C::ALL
+        .iter()
+        .filter(|c| c.name().starts_with("drop_"))
+        .map(|&c| b.get(c))
+        .sum();
     println!(
-        "{}: {} packets: {} rewritten, {} unchanged, {} not SIP, {} malformed{}{}{}{}{}",
+        "{}: {} packets: {} rewritten, {} unchanged, {} not SIP, {} malformed{}{}{}{}{}{}{}{}{}",
         input.display(),
         s.packets,
-        s.rewritten,
-        s.unchanged,
-        s.not_sip,
-        s.malformed,
-        opt(", too big", s.too_big),
-        opt(", fragments (not reassembled)", s.fragments),
-        opt(", internal (both ends local)", s.internal),
+        b.get(C::SipRewritten),
+        b.get(C::SipUnchanged),
+        sum(b, NOT_SIP),
+        sum(b, MALFORMED),
+        opt(", not steered (not UDP on a SIP port)", s.not_steered),
+        opt(", fragments reassembled", b.get(C::ReasmComplete)),
+        opt(", internal (both ends local)", b.get(C::SlowInternal)),
+        opt(
+            ", to the kernel (no mapping, collision, not UDP/SIP port)",
+            kernel
+        ),
         opt(", other direction", s.other_direction),
+        opt(", dropped", dropped),
         opt(", truncated captures", s.truncated),
+        opt(", unknown link type", s.no_link),
+        opt(
+            ", ICMP too big",
+            b.get(C::IcmpFragNeeded) + b.get(C::IcmpPacketTooBig)
+        ),
     );
-    println!("wrote {}", out.display());
+    println!("wrote {} ({} packets)", out.display(), s.written);
     Ok(())
+}
+
+/// Milliseconds since the first packet's timestamp (the pipeline's clock).
+fn elapsed_ms(first: &mut Option<std::time::Duration>, ts: std::time::Duration) -> u64 {
+    let f = *first.get_or_insert(ts);
+    ts.saturating_sub(f).as_millis() as u64
 }
 
 fn opt(label: &str, n: u64) -> String {
@@ -400,90 +699,52 @@ fn opt(label: &str, n: u64) -> String {
     }
 }
 
-/// Rewrites one captured packet; `None` keeps it as it was.
+/// One captured packet: what the daemon would send for it (nothing, while a fragment
+/// waits for the rest of its datagram); a packet the daemon would not handle comes out as
+/// it went in.
 fn packet(
     data: &[u8],
     orig_len: usize,
     link: Option<Link>,
-    cfg: &RewriteConfig,
-    ext: ExternalAddrs,
-    dir: Direction,
+    now_ms: u64,
+    off: &mut Offline,
     s: &mut Summary,
-) -> Option<Vec<u8>> {
+    frames: &mut Vec<Vec<u8>>,
+) {
     s.packets += 1;
+    let before = frames.len();
+    let unchanged = |frames: &mut Vec<Vec<u8>>| frames.push(data.to_vec());
     let Some(link) = link else {
-        s.not_sip += 1;
-        return None;
+        s.no_link += 1;
+        unchanged(frames);
+        s.written += 1;
+        return;
     };
     if data.len() < orig_len {
         s.truncated += 1;
-        return None;
+        unchanged(frames);
+        s.written += 1;
+        return;
     }
-    let Ok(layout) = wire::parse(data, link) else {
-        s.not_sip += 1;
-        return None;
-    };
-    if layout.fragment.is_some() {
-        s.fragments += 1;
-        return None;
-    }
-    if layout.udp(data).is_none() {
-        s.not_sip += 1;
-        return None;
-    }
-    let decision = match dir {
-        Direction::Outbound => {
-            if cfg.rule_for(layout.src).is_none() {
-                s.other_direction += 1;
-                return None;
-            }
-            decide::outbound(cfg, &ext, layout.src, layout.dst)
-        }
-        Direction::Inbound => {
-            if !cfg.is_external(layout.dst, &ext) && cfg.l3 == crate::nat::L3Mode::Snat {
-                s.other_direction += 1;
-                return None;
-            }
-            decide::inbound(cfg, &ext, layout.dst, None)
+    let layout = match wire::parse(data, link) {
+        Ok(l) if off.steered(data, &l) => l,
+        _ => {
+            s.not_steered += 1;
+            unchanged(frames);
+            s.written += 1;
+            return;
         }
     };
-    let (direction, l3, internal) = match decision {
-        decide::Decision::Rewrite {
-            direction,
-            l3,
-            internal,
-        } => (direction, l3, internal),
-        decide::Decision::Internal => {
-            s.internal += 1;
-            return None;
-        }
-        decide::Decision::NoMapping => {
-            s.other_direction += 1;
-            return None;
-        }
-    };
-    let mut buf = data[..layout.ip_end].to_vec();
-    buf.resize(layout.ip_end + TAILROOM, 0);
-    let ctx = Context {
-        config: cfg,
-        external: ext,
-        direction,
-        internal,
-    };
-    let r = rewrite_packet(&mut buf, &layout, &ctx, l3).ok()?;
-    match r.sip {
-        Outcome::Rewritten(_) => s.rewritten += 1,
-        Outcome::Unchanged => s.unchanged += 1,
-        Outcome::NotSip(_) => s.not_sip += 1,
-        Outcome::Malformed(_) => s.malformed += 1,
-        Outcome::TooBig => {
-            s.too_big += 1;
-            return None;
-        }
+    if !off.our_direction(&layout) {
+        s.other_direction += 1;
+        unchanged(frames);
+        s.written += 1;
+        return;
     }
-    if !matches!(r.sip, Outcome::Rewritten(_)) && !r.l3_changed {
-        return None;
-    }
-    buf.truncate(r.len);
-    Some(buf)
+    let mut buf = data.to_vec();
+    buf.resize(data.len() + TAILROOM, 0);
+    off.process(&mut buf, data.len(), link, now_ms, &mut |f| {
+        frames.push(f.to_vec())
+    });
+    s.written += (frames.len() - before) as u64;
 }

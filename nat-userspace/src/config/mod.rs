@@ -1594,6 +1594,18 @@ pub fn load_checked(path: &Path, system: bool) -> Result<Config, ConfigError> {
     }
 }
 
+impl Datapath {
+    /// The reassembler's limits from this section.
+    pub fn reasm_limits(&self) -> crate::datapath::reasm::ReasmLimits {
+        crate::datapath::reasm::ReasmLimits {
+            memory: self.reassembly_memory as usize,
+            timeout_ms: self.reassembly_timeout_ms,
+            max_fragments: self.max_fragments,
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,6 @@ use crate::{
         flow::FlowTable,
         nexthop::{self, NextHops},
         port::RingSizes,
-        reasm::ReasmLimits,
         slowpath::SlowPath,
         stats::WorkerStats,
         worker::{self, Ready, WorkerConfig},
@@ -225,7 +224,11 @@ impl Daemon {
         let slow = SlowPath::new()
             .context("opening raw sockets for the kernel slow path (needs CAP_NET_RAW)")?;
         let shared = Arc::new(Shared {
-            dataplane: Published::new(Dataplane::new(cfg.rewrite_config(), external)),
+            dataplane: Published::new(Dataplane::new(
+                cfg.rewrite_config(),
+                external,
+                cfg.interfaces.sip_ports.get_ref(),
+            )),
             nexthops,
             flows: FlowTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
             clock: Clock::default(),
@@ -353,12 +356,7 @@ impl Daemon {
                 batch: d.batch,
                 busy_poll: d.busy_poll,
                 busy_poll_idle: Duration::from_micros(u64::from(d.busy_poll_idle_us)),
-                reasm: ReasmLimits {
-                    memory: d.reassembly_memory as usize,
-                    timeout_ms: d.reassembly_timeout_ms,
-                    max_fragments: d.max_fragments,
-                    ..ReasmLimits::default()
-                },
+                reasm: d.reasm_limits(),
                 cpu,
                 nice: d.nice,
                 rt_priority: d.rt_priority,
@@ -437,9 +435,7 @@ impl Daemon {
     pub fn set_external(&self, addrs: ExternalAddrs, source: &str, stale: bool) {
         let cur = self.shared.dataplane.load();
         if cur.external != addrs {
-            self.shared
-                .dataplane
-                .publish(Dataplane::new(cur.config.clone(), addrs));
+            self.shared.dataplane.publish(cur.with_external(addrs));
         }
         {
             let mut e = self.external.lock().expect("external lock");
@@ -533,9 +529,11 @@ impl Daemon {
             _ => {}
         }
         let rules = new.nat.rule.len();
-        self.shared
-            .dataplane
-            .publish(Dataplane::new(new.rewrite_config(), external));
+        self.shared.dataplane.publish(Dataplane::new(
+            new.rewrite_config(),
+            external,
+            new.interfaces.sip_ports.get_ref(),
+        ));
         {
             let mut e = self.external.lock().expect("external lock");
             if e.addrs != external {

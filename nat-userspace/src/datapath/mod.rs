@@ -5,6 +5,7 @@
 pub mod flow;
 pub mod frag;
 pub mod nexthop;
+pub mod pipeline;
 pub mod port;
 pub mod reasm;
 pub mod slowpath;
@@ -33,10 +34,12 @@ pub struct Dataplane {
     pub external: ExternalAddrs,
     /// Some rule's internal side is a network (outbound packets fill the flow table).
     pub network_rules: bool,
+    /// The UDP ports that carry SIP (the XDP program steers a datagram to or from one).
+    pub sip_ports: SipPorts,
 }
 
 impl Dataplane {
-    pub fn new(config: RewriteConfig, external: ExternalAddrs) -> Dataplane {
+    pub fn new(config: RewriteConfig, external: ExternalAddrs, sip_ports: &[u16]) -> Dataplane {
         let network_rules = config
             .rules
             .iter()
@@ -45,7 +48,47 @@ impl Dataplane {
             config,
             external,
             network_rules,
+            sip_ports: SipPorts::new(sip_ports),
         }
+    }
+
+    /// The same rules and ports with other external addresses.
+    pub fn with_external(&self, external: ExternalAddrs) -> Dataplane {
+        Dataplane {
+            external,
+            ..self.clone()
+        }
+    }
+}
+
+/// A set of UDP ports: one bit per port (8 KiB), one load per lookup.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SipPorts {
+    bits: Box<[u64; 1024]>,
+}
+
+impl SipPorts {
+    pub fn new(ports: &[u16]) -> SipPorts {
+        let mut bits = Box::new([0u64; 1024]);
+        for &p in ports {
+            bits[usize::from(p >> 6)] |= 1 << (p & 63);
+        }
+        SipPorts { bits }
+    }
+
+    #[inline]
+    pub fn contains(&self, port: u16) -> bool {
+        self.bits[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..=u16::MAX).filter(|&p| self.contains(p))
+    }
+}
+
+impl std::fmt::Debug for SipPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
     }
 }
 

@@ -68,6 +68,7 @@ counters! {
     SlowOtherInterface = "slow_route_other_interface" : "Kernel slow path: route via another interface",
     SlowCollision = "slow_flow_collision" : "Kernel slow path: flow-table collision",
     SlowNotUdp = "slow_not_udp" : "Kernel slow path: not a whole UDP datagram",
+    SlowNotSipPort = "slow_not_sip_port" : "Kernel slow path: a reassembled UDP datagram on no SIP port (handed back unchanged)",
     SlowSendError = "slow_send_error" : "Kernel slow path send errors",
     // flow table
     FlowInserted = "flow_inserted" : "Flow-table entries inserted",
@@ -170,6 +171,11 @@ impl Batch {
     #[inline]
     pub fn add(&mut self, c: C, n: u64) {
         self.0[c as usize] += n;
+    }
+
+    #[inline]
+    pub fn get(&self, c: C) -> u64 {
+        self.0[c as usize]
     }
 
     pub fn is_empty(&self) -> bool {

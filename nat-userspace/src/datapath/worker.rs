@@ -7,34 +7,22 @@
 //! fragments), handed to the kernel slow path (by reason), consumed into the reassembly
 //! buffer (a fragment), or dropped (by reason).
 
-use std::{
-    net::IpAddr,
-    sync::{atomic::Ordering, Arc},
-};
+use std::sync::{atomic::Ordering, Arc};
 
 use arrayvec::ArrayVec;
 use xdpilone::xdp::XdpDesc;
 
+pub use super::pipeline::Side;
 use super::{
-    flow::{FlowKey, InsertResult},
-    frag,
-    nexthop::NextHops,
+    nexthop::{NextHops, ResolverHandle},
+    pipeline::{self, Action, At, Egress, Env, Pipeline, Route},
     port::{Port, Ports, RingSizes},
-    reasm::{ReasmLimits, Reassembler},
+    reasm::ReasmLimits,
     stats::{Batch, WorkerStats, C},
     umem::{frame_base, Area, FreeFrames, FRAME_SIZE},
     Dataplane, Shared,
 };
-use crate::{
-    nat::{decide, decide::Decision},
-    rewrite::{
-        packet::{rewrite_packet, PacketError},
-        Changes, Context, Direction, Outcome,
-    },
-    sip::message::{Malformed, NotSip},
-    snapshot::Local,
-    wire::{self, checksum, ipv4, ipv6, Layout, Link},
-};
+use crate::{snapshot::Local, wire::Link};
 
 /// Most descriptors handled per ring per batch.
 pub const MAX_BATCH: usize = 256;
@@ -44,24 +32,6 @@ const PREFETCH_AHEAD: usize = 2;
 
 /// Most `sendto` kicks per side per batch (copy mode sends up to 32 frames per kick).
 const MAX_TX_KICKS: u64 = 64;
-
-/// Scratch buffer for packets that do not fit a frame (reassembled or grown too much).
-const SCRATCH: usize = 65536 + 4096;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    Inside,
-    Outside,
-}
-
-impl Side {
-    fn other(self) -> Side {
-        match self {
-            Side::Inside => Side::Outside,
-            Side::Outside => Side::Inside,
-        }
-    }
-}
 
 /// Static parameters of a worker.
 #[derive(Clone, Debug)]
@@ -151,11 +121,11 @@ pub fn run(
             return;
         }
     };
-    let next_ident = (cfg.queue << 24) ^ 0x0051_9700;
+    // Distinct per worker so two workers never reuse an IPv6 fragment identification.
+    let ident_seed = (cfg.queue << 24) ^ 0x0051_9700;
     let mut w = Worker {
         free: FreeFrames::new(cfg.frames),
-        reasm: Reassembler::new(cfg.reasm),
-        scratch: vec![0u8; SCRATCH],
+        pipe: Pipeline::new(cfg.reasm, ident_seed),
         dataplane: Local::new(&shared.dataplane),
         nexthops: Local::new(&shared.nexthops),
         batch: Batch::default(),
@@ -165,9 +135,6 @@ pub fn run(
         stats,
         ports,
         last_expire_ms: 0,
-        reasm_reported: Default::default(),
-        // Distinct per worker so two workers never reuse an identification together.
-        next_ident,
     };
     // Fill rings stocked before the daemon puts our sockets in the XSKMAPs: the first
     // packets steered to us find buffers.
@@ -191,26 +158,14 @@ struct Worker {
     stats: Arc<WorkerStats>,
     ports: Ports,
     free: FreeFrames,
-    reasm: Reassembler,
-    scratch: Vec<u8>,
+    /// The per-packet decision, reassembly and scratch buffer.
+    pipe: Pipeline,
     dataplane: Local<Dataplane>,
     nexthops: Local<NextHops>,
     batch: Batch,
     /// TX descriptors waiting for the end of the batch, per side.
     pending: [ArrayVec<XdpDesc, { 2 * MAX_BATCH }>; 2],
     last_expire_ms: u64,
-    reasm_reported: super::reasm::ReasmStats,
-    /// IPv6 fragment identification for refragmented datagrams.
-    next_ident: u32,
-}
-
-/// Where the packet being handled lives.
-#[derive(Clone, Copy)]
-enum Loc {
-    /// In a UMEM frame: descriptor address (packet start).
-    Frame(u64),
-    /// In the scratch buffer.
-    Scratch,
 }
 
 impl Worker {
@@ -320,8 +275,8 @@ impl Worker {
         self.refill(Side::Outside);
         if now_ms >= self.last_expire_ms + 100 {
             self.last_expire_ms = now_ms;
-            self.reasm.expire(now_ms);
-            self.report_reasm();
+            self.pipe.expire(now_ms, &mut self.batch);
+            self.publish_gauges();
         }
         got
     }
@@ -515,398 +470,143 @@ impl Worker {
         }
     }
 
-    /// Turns the reassembler's monotonic stats into counter increments, and publishes the
-    /// gauges (reassembly memory, frames).
-    fn report_reasm(&mut self) {
-        let s = *self.reasm.stats();
-        let p = std::mem::replace(&mut self.reasm_reported, s);
-        let b = &mut self.batch;
-        b.add(C::ReasmOverlap, s.overlaps - p.overlaps);
-        b.add(C::ReasmTimeout, s.timeouts - p.timeouts);
-        b.add(C::ReasmEvicted, s.evictions - p.evictions);
-        b.add(C::ReasmTooBig, s.too_big - p.too_big);
-        b.add(
-            C::ReasmTooManyFragments,
-            s.too_many_fragments - p.too_many_fragments,
-        );
-        b.add(C::ReasmInconsistent, s.inconsistent - p.inconsistent);
-        b.add(C::ReasmPoisoned, s.poisoned - p.poisoned);
-        b.add(C::ReasmNoSlot, s.no_slot - p.no_slot);
-        b.add(C::ReasmMalformed, s.malformed - p.malformed);
+    /// Publishes the gauges (reassembly memory, frames).
+    fn publish_gauges(&mut self) {
+        let r = self.pipe.reassembler();
         let st = &self.stats;
         st.reasm_memory
-            .store(self.reasm.memory_in_use() as u64, Ordering::Relaxed);
+            .store(r.memory_in_use() as u64, Ordering::Relaxed);
         st.reasm_memory_limit
-            .store(self.reasm.limits().memory as u64, Ordering::Relaxed);
+            .store(r.limits().memory as u64, Ordering::Relaxed);
         st.reasm_in_progress
-            .store(self.reasm.in_progress() as u64, Ordering::Relaxed);
+            .store(r.in_progress() as u64, Ordering::Relaxed);
         st.free_frames
             .store(self.free.len() as u64, Ordering::Relaxed);
     }
 
     fn handle_frame(&mut self, area: &mut Area, side: Side, d: XdpDesc, now_ms: u64) {
-        let base = frame_base(d.addr);
-        let off = (d.addr - base) as usize;
+        let off = (d.addr - frame_base(d.addr)) as usize;
         let Some(frame) = area.frame_mut(d.addr) else {
+            // Not an address of our area: nothing to recycle.
             self.batch.inc(C::DropBadFrame);
             return;
         };
         let len = (d.len as usize).min(FRAME_SIZE as usize - off);
         let buf = &mut frame[off..];
-        let layout = match wire::parse(&buf[..len], Link::Ethernet) {
-            Ok(l) => l,
-            Err(_) => {
-                self.batch.inc(C::DropBadFrame);
-                self.free.push(d.addr);
+        // Reborrow the frame apart from `area`: the actions take other frames from it.
+        let (ptr, cap) = (buf.as_mut_ptr(), buf.len());
+        // SAFETY: `buf` is this frame's memory, exclusively ours until we hand the
+        // descriptor back; `carry_out` only touches `area` through other frames (taken
+        // from the free list, which does not hold this one).
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, cap) };
+        let hops = self.nexthops.current(&self.shared.nexthops);
+        let egress = WorkerEgress {
+            hops,
+            resolver: &self.shared.resolver,
+            inside: (self.ports.inside.ifindex, self.ports.inside.mtu),
+            outside: (self.ports.outside.ifindex, self.ports.outside.mtu),
+        };
+        let env = Env {
+            dataplane: self.dataplane.current(&self.shared.dataplane),
+            flows: &self.shared.flows,
+            egress: &egress,
+            link: Link::Ethernet,
+            now_ms,
+        };
+        let action = self.pipe.process(&env, side, buf, len, &mut self.batch);
+        self.carry_out(area, action, d.addr, buf);
+    }
+
+    /// Does what the pipeline decided for the frame at `addr` (its bytes: `frame`), and
+    /// recycles that frame unless it is transmitted as it is.
+    fn carry_out(&mut self, area: &mut Area, action: Action, addr: u64, frame: &[u8]) {
+        let pipe = &self.pipe;
+        let bytes = |at: At, len: usize| match at {
+            At::Frame => &frame[..len],
+            At::Scratch => &pipe.scratch()[..len],
+        };
+        match action {
+            Action::Tx {
+                at: At::Frame,
+                side,
+                len,
+            } => {
+                self.queue_tx(side, addr, len);
                 return;
             }
-        };
-        if layout.fragment.is_some() {
-            self.batch.inc(C::FragRx);
-            let done = match self.reasm.add(&buf[..len], &layout, now_ms) {
-                Ok(Some(r)) => {
-                    // Scratch holds 64 KiB + 4 KiB: any IP datagram fits.
-                    let bytes = r.bytes();
-                    let n = bytes.len();
-                    self.scratch[..n].copy_from_slice(bytes);
-                    Some((n, r.max_fragment_len()))
+            Action::Tx {
+                at: At::Scratch,
+                side,
+                len,
+            } => {
+                let pkt = &self.pipe.scratch()[..len];
+                if let Some(a) = copy_into_frame(area, &mut self.free, pkt, &mut self.batch) {
+                    self.queue_tx(side, a, len);
                 }
-                Ok(None) => None,
-                Err(_) => None, // counted in the reassembler's stats
-            };
-            self.report_reasm();
-            // The fragment's bytes are copied into the reassembly buffer: frame is free.
-            self.free.push(d.addr);
-            if let Some((n, max_frag)) = done {
-                self.batch.inc(C::ReasmComplete);
-                let mut scratch = std::mem::take(&mut self.scratch);
-                if let Ok(layout) = wire::parse(&scratch[..n], Link::Ethernet) {
-                    self.handle_packet(
-                        area,
-                        side,
-                        &mut scratch,
-                        layout,
-                        Loc::Scratch,
-                        Some(max_frag),
-                    );
-                } else {
-                    self.batch.inc(C::DropBadFrame);
-                }
-                self.scratch = scratch;
             }
-            return;
-        }
-        // Reborrow the frame as an owned-for-now buffer: split the borrow of `area`.
-        let ptr = buf.as_mut_ptr();
-        let cap = buf.len();
-        // SAFETY: `buf` is this frame's memory, exclusively ours until we hand the
-        // descriptor back; `handle_packet` only touches `area` through other frames.
-        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, cap) };
-        self.handle_packet(area, side, buf, layout, Loc::Frame(d.addr), None);
-    }
-
-    /// Decides, rewrites and emits one whole packet in `buf` (packet + tailroom).
-    fn handle_packet(
-        &mut self,
-        area: &mut Area,
-        side: Side,
-        buf: &mut [u8],
-        layout: Layout,
-        loc: Loc,
-        reassembled: Option<usize>,
-    ) {
-        let Some((sport, dport, _, _)) = layout.udp(buf) else {
-            self.slow(buf, &layout, loc, C::SlowNotUdp);
-            return;
-        };
-        let dp = self.dataplane.current(&self.shared.dataplane);
-        let cfg = &dp.config;
-        let ext = dp.external;
-        let snat = cfg.l3 == crate::nat::L3Mode::Snat;
-        let decision = match side {
-            Side::Inside => {
-                self.batch.inc(C::Outbound);
-                decide::outbound(cfg, &ext, layout.src, layout.dst)
-            }
-            Side::Outside => {
-                self.batch.inc(C::Inbound);
-                let flow = if snat && dp.network_rules && cfg.is_external(layout.dst, &ext) {
-                    let key = FlowKey {
-                        external: layout.dst,
-                        local_port: dport,
-                        remote: layout.src,
-                        remote_port: sport,
-                    };
-                    let hit = self.shared.flows.lookup(&key, self.shared.clock.now_s());
-                    self.batch.inc(if hit.is_some() {
-                        C::FlowHit
-                    } else {
-                        C::FlowMiss
-                    });
-                    hit
-                } else {
-                    None
-                };
-                decide::inbound(cfg, &ext, layout.dst, flow)
-            }
-        };
-        let (direction, l3, internal) = match decision {
-            Decision::Rewrite {
-                direction,
+            Action::Fragment {
+                at,
+                side,
                 l3,
-                internal,
-            } => (direction, l3, internal),
-            Decision::Internal => return self.slow(buf, &layout, loc, C::SlowInternal),
-            Decision::NoMapping => return self.slow(buf, &layout, loc, C::SlowNoMapping),
-        };
-        // Outbound through a network rule: remember the mapping for the replies.
-        if let (Direction::Outbound, Some(new_src), true) = (direction, l3.src, dp.network_rules) {
-            if cfg
-                .rule_for(layout.src)
-                .is_some_and(|r| r.internal.single_host().is_none())
-            {
-                let key = FlowKey {
-                    external: new_src,
-                    local_port: sport,
-                    remote: layout.dst,
-                    remote_port: dport,
-                };
-                match self
-                    .shared
-                    .flows
-                    .insert(key, layout.src, self.shared.clock.now_s())
-                {
-                    InsertResult::Inserted => self.batch.inc(C::FlowInserted),
-                    InsertResult::Refreshed => self.batch.inc(C::FlowRefreshed),
-                    InsertResult::Collision { .. } => {
-                        self.batch.inc(C::FlowCollision);
-                        return self.slow(buf, &layout, loc, C::SlowCollision);
+                len,
+                mtu,
+                ident,
+                via_kernel,
+            } => {
+                let frames = fragment(
+                    area,
+                    &mut self.free,
+                    &mut self.batch,
+                    &self.shared.slow,
+                    bytes(at, len),
+                    l3,
+                    (mtu, ident),
+                    via_kernel,
+                );
+                for (a, l) in frames {
+                    self.queue_tx(side, a, l);
+                }
+            }
+            Action::Kernel {
+                at,
+                l3,
+                len,
+                split,
+                reason: _,
+            } => {
+                let pkt = bytes(at, len);
+                let slow = &self.shared.slow;
+                let mut errors = 0u64;
+                let res = pipeline::kernel_pieces(pkt, l3, split, &mut |ip: &[u8]| {
+                    if let Err(e) = slow.send_ip(ip) {
+                        tracing::debug!("slow path send: {e}");
+                        errors += 1;
                     }
-                    InsertResult::Full => self.batch.inc(C::FlowFull),
+                });
+                self.batch.add(C::SlowSendError, errors);
+                if res.is_err() {
+                    self.batch.inc(C::DropRefragment);
                 }
             }
-        }
-        let ctx = Context {
-            config: cfg,
-            external: ext,
-            direction,
-            internal,
-        };
-        let malformed_drop = cfg.malformed == crate::nat::MalformedPolicy::Drop;
-        let r = match rewrite_packet(buf, &layout, &ctx, l3) {
-            Ok(r) => r,
-            Err(PacketError::NotUdp) | Err(PacketError::FamilyMismatch) => {
-                return self.slow(buf, &layout, loc, C::SlowNotUdp);
-            }
-        };
-        self.count_sip(r.sip, r.family_mismatch, r.content_length_short);
-        if reassembled.is_some() && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
-            self.batch.inc(C::ReasmNonSip);
-        }
-        if matches!(r.sip, Outcome::Malformed(_)) && malformed_drop {
-            self.batch.inc(C::DropMalformedPolicy);
-            self.release(loc);
-            return;
-        }
-        if r.sip == Outcome::TooBig {
-            // Does not fit the frame: redo it in the scratch buffer, then fragment.
-            if let Loc::Frame(_) = loc {
-                let n = layout.ip_end;
-                let mut scratch = std::mem::take(&mut self.scratch);
-                scratch[..n].copy_from_slice(&buf[..n]);
-                self.release(loc);
-                self.handle_packet(area, side, &mut scratch, layout, Loc::Scratch, reassembled);
-                self.scratch = scratch;
-            } else {
-                self.batch.inc(C::DropRefragment);
-            }
-            return;
-        }
-        let len = r.len;
-        if !decrement_ttl(buf, &layout) {
-            self.batch.inc(C::DropTtl);
-            self.release(loc);
-            return;
-        }
-        self.emit(area, side.other(), buf, len, &layout, loc, reassembled);
-    }
-
-    fn count_sip(&mut self, o: Outcome, family_mismatch: u16, cl_short: bool) {
-        let b = &mut self.batch;
-        match o {
-            Outcome::Rewritten(ch) => {
-                b.inc(C::SipRewritten);
-                count_changes(b, &ch);
-            }
-            Outcome::Unchanged => b.inc(C::SipUnchanged),
-            Outcome::NotSip(k) => b.inc(match k {
-                NotSip::Empty => C::NotSipEmpty,
-                NotSip::KeepAlive => C::NotSipKeepalive,
-                NotSip::Stun => C::NotSipStun,
-                NotSip::Other => C::NotSipOther,
-            }),
-            Outcome::Malformed(m) => b.inc(match m {
-                Malformed::BadStartLine => C::MalformedBadStartLine,
-                Malformed::BadVersion => C::MalformedBadVersion,
-                Malformed::BadHeaderLine => C::MalformedBadHeaderLine,
-                Malformed::BadContentLength => C::MalformedBadContentLength,
-                Malformed::DuplicateContentLength => C::MalformedDuplicateContentLength,
-                Malformed::TooManyAddresses => C::MalformedTooManyAddresses,
-            }),
-            Outcome::TooBig => b.inc(C::SipTooBig),
-        }
-        b.add(C::FamilyMismatch, u64::from(family_mismatch));
-        if cl_short {
-            b.inc(C::ContentLengthShort);
-        }
-    }
-
-    /// Sends the packet out of `egress`: MACs from the next-hop table (the kernel slow path
-    /// while the neighbour is unknown), fragments when it exceeds the MTU and may be
-    /// fragmented, ICMP to the source otherwise.
-    ///
-    /// `reassembled`: the packet arrived fragmented (largest fragment the sender used); it
-    /// is refragmented whatever its family or DF.
-    #[allow(clippy::too_many_arguments)]
-    fn emit(
-        &mut self,
-        area: &mut Area,
-        egress: Side,
-        buf: &mut [u8],
-        len: usize,
-        layout: &Layout,
-        loc: Loc,
-        reassembled: Option<usize>,
-    ) {
-        let dst = dst_of(buf, layout);
-        let (egress_ifindex, port_mtu) = {
-            let p = self.port(egress);
-            (p.ifindex, p.mtu)
-        };
-        let hop = match self.nexthops.current(&self.shared.nexthops).get(dst) {
-            Some(h) if h.ifindex == egress_ifindex => Some(*h),
-            Some(_) => return self.slow_len(buf, layout, len, loc, C::SlowOtherInterface),
-            None => {
-                self.shared.resolver.request(dst);
-                None
-            }
-        };
-        let ip_len = len - layout.l3;
-        let mtu = hop.map_or(port_mtu, |h| h.mtu as usize);
-        if ip_len <= mtu {
-            let Some(hop) = hop else {
-                return self.slow_len(buf, layout, len, loc, C::SlowNeighbor);
-            };
-            buf[0..6].copy_from_slice(&hop.dst_mac);
-            buf[6..12].copy_from_slice(&hop.src_mac);
-            match loc {
-                Loc::Frame(addr) => self.queue_tx(egress, addr, len),
-                Loc::Scratch => {
-                    let Some(addr) = self.free.pop() else {
-                        self.batch.inc(C::DropNoFrame);
-                        return;
-                    };
-                    let Some(frame) = area.frame_mut(addr) else {
-                        return;
-                    };
-                    frame[..len].copy_from_slice(&buf[..len]);
-                    self.queue_tx(egress, addr, len);
-                }
-            }
-            return;
-        }
-        // Too big for the egress link. A packet that arrived whole and has DF (or is IPv6)
-        // must not be fragmented by a router: tell the source, as the kernel would.
-        if reassembled.is_none() && (layout.ipv6 || frag::ipv4_df(&buf[..len], layout.l3)) {
-            let growth = ip_len.saturating_sub(layout.ip_end - layout.l3);
-            let fit = mtu.saturating_sub(growth);
-            // Quote the packet as the source sent it (its own addresses and lengths), so
-            // its kernel matches the error to its socket and learns the path MTU.
-            let quote = original_quote(buf, layout);
-            let res = match layout.src {
-                IpAddr::V6(to) => {
-                    self.batch.inc(C::IcmpPacketTooBig);
-                    self.shared
-                        .slow
-                        .icmp6_packet_too_big(to, &quote, fit as u32)
-                }
-                IpAddr::V4(to) => {
-                    self.batch.inc(C::IcmpFragNeeded);
-                    self.shared.slow.icmp_frag_needed(
+            Action::IcmpTooBig { to, mtu } => {
+                let quote = self.pipe.quote();
+                let res = match to {
+                    std::net::IpAddr::V6(to) => {
+                        self.shared.slow.icmp6_packet_too_big(to, quote, mtu)
+                    }
+                    std::net::IpAddr::V4(to) => self.shared.slow.icmp_frag_needed(
                         to,
-                        &quote,
-                        fit.min(usize::from(u16::MAX)) as u16,
-                    )
+                        quote,
+                        mtu.min(u32::from(u16::MAX)) as u16,
+                    ),
+                };
+                if res.is_err() {
+                    self.batch.inc(C::SlowSendError);
                 }
-            };
-            if res.is_err() {
-                self.batch.inc(C::SlowSendError);
             }
-            self.batch.inc(C::DropTooBigDf);
-            self.release(loc);
-            return;
+            Action::Consumed | Action::Drop(_) => {}
         }
-        // Fragment like the sender did (never larger than the egress MTU).
-        let mtu = reassembled.map_or(mtu, |m| m.clamp(1280.min(mtu), mtu));
-        let ident = if layout.ipv6 {
-            self.next_ident = self.next_ident.wrapping_add(1);
-            self.next_ident
-        } else {
-            u32::from(ipv4::Packet::new_unchecked(&buf[layout.l3..len]).ident())
-        };
-        if let Some(h) = hop {
-            buf[0..6].copy_from_slice(&h.dst_mac);
-            buf[6..12].copy_from_slice(&h.src_mac);
-        }
-        let mut frames: ArrayVec<(u64, usize), 64> = ArrayVec::new();
-        let mut slow_errors = 0u64;
-        let free = &mut self.free;
-        let slow = &self.shared.slow;
-        let l3 = layout.l3;
-        let res = frag::fragment(&buf[..len], layout.l3, mtu, ident, &mut |piece: &[u8]| {
-            if hop.is_none() {
-                // No neighbour yet: the kernel sends the fragments (and resolves ARP/ND).
-                if slow.send_ip(&piece[l3..]).is_err() {
-                    slow_errors += 1;
-                }
-                return true;
-            }
-            if frames.is_full() {
-                return false;
-            }
-            let Some(addr) = free.pop() else { return false };
-            match area.frame_mut(addr) {
-                Some(f) if piece.len() <= f.len() => {
-                    f[..piece.len()].copy_from_slice(piece);
-                    frames.push((addr, piece.len()));
-                    true
-                }
-                _ => {
-                    free.push(addr);
-                    false
-                }
-            }
-        });
-        self.batch.add(C::SlowSendError, slow_errors);
-        match res {
-            Ok(n) => {
-                self.batch.inc(C::Refragmented);
-                self.batch.add(C::FragTx, n as u64);
-                if hop.is_none() {
-                    self.batch.inc(C::SlowNeighbor);
-                }
-                for (addr, l) in frames {
-                    self.queue_tx(egress, addr, l);
-                }
-            }
-            Err(_) => {
-                self.batch.inc(C::DropRefragment);
-                for (addr, _) in frames {
-                    self.free.push(addr);
-                }
-            }
-        }
-        self.release(loc);
+        self.free.push(addr);
     }
 
     fn queue_tx(&mut self, side: Side, addr: u64, len: usize) {
@@ -925,116 +625,155 @@ impl Worker {
             }
         }
     }
-
-    /// Hands the packet (`buf[..len]`, IP header at `layout.l3`) to the kernel through the
-    /// raw socket and frees its frame.
-    fn slow_len(&mut self, buf: &[u8], layout: &Layout, len: usize, loc: Loc, why: C) {
-        self.batch.inc(why);
-        if let Err(e) = self.shared.slow.send_ip(&buf[layout.l3..len]) {
-            tracing::debug!("slow path send: {e}");
-            self.batch.inc(C::SlowSendError);
-        }
-        self.release(loc);
-    }
-
-    /// The slow path for a packet not modified yet.
-    fn slow(&mut self, buf: &[u8], layout: &Layout, loc: Loc, why: C) {
-        self.slow_len(buf, layout, layout.ip_end, loc, why);
-    }
-
-    fn release(&mut self, loc: Loc) {
-        if let Loc::Frame(addr) = loc {
-            self.free.push(addr);
-        }
-    }
 }
 
-fn count_changes(b: &mut Batch, ch: &Changes) {
-    b.add(C::RwRequestUri, u64::from(ch.request_uri));
-    b.add(C::RwVia, u64::from(ch.via));
-    b.add(C::RwContact, u64::from(ch.contact));
-    b.add(C::RwRoute, u64::from(ch.route));
-    b.add(C::RwRecordRoute, u64::from(ch.record_route));
-    b.add(C::RwFromTo, u64::from(ch.from_to));
-    b.add(C::RwSdpConnection, u64::from(ch.sdp_connection));
-    b.add(C::RwSdpOrigin, u64::from(ch.sdp_origin));
-    b.add(C::RwSdpRtcp, u64::from(ch.sdp_rtcp));
-    b.add(C::RwSdpMediaPort, u64::from(ch.sdp_media_port));
-    b.add(C::RwContentLength, u64::from(ch.content_length));
+/// The worker's egress: the resolver's next hops (unknown ones are requested), the
+/// ports' MTUs.
+struct WorkerEgress<'a> {
+    hops: &'a NextHops,
+    resolver: &'a ResolverHandle,
+    inside: (u32, usize),
+    outside: (u32, usize),
 }
 
-/// The destination address currently in the packet (after the rewrite).
-fn dst_of(buf: &[u8], layout: &Layout) -> IpAddr {
-    let ip = &buf[layout.l3..];
-    if layout.ipv6 {
-        IpAddr::V6(ipv6::Packet::new_unchecked(ip).dst())
-    } else {
-        IpAddr::V4(ipv4::Packet::new_unchecked(ip).dst())
-    }
-}
-
-/// The start of the packet (IP header + 8 bytes, IPv4 at most 68 bytes; IPv6 header,
-/// extension headers and 8 bytes) as it arrived: original addresses and lengths restored
-/// after an in-place rewrite. For ICMP errors about it.
-fn original_quote(buf: &[u8], layout: &Layout) -> ArrayVec<u8, 256> {
-    let mut q = ArrayVec::new();
-    let end = (layout.l4 + 8).min(buf.len());
-    let take = (end - layout.l3).min(q.capacity());
-    let _ = q.try_extend_from_slice(&buf[layout.l3..layout.l3 + take]);
-    let orig_len = layout.ip_end - layout.l3;
-    let udp_len = layout.ip_end - layout.l4;
-    let ul = layout.l4 - layout.l3;
-    match (layout.src, layout.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) if q.len() >= 20 => {
-            q[2..4].copy_from_slice(&(orig_len as u16).to_be_bytes());
-            q[8] = q[8].saturating_add(1); // the TTL before our hop
-            q[12..16].copy_from_slice(&s.octets());
-            q[16..20].copy_from_slice(&d.octets());
-            if q.len() >= ul + 6 {
-                q[ul + 4..ul + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-            }
-            let hl = usize::from(q[0] & 0x0f) * 4;
-            if q.len() >= hl {
-                q[10..12].copy_from_slice(&[0, 0]);
-                let c = checksum::finish(checksum::sum(&q[..hl]));
-                q[10..12].copy_from_slice(&c.to_be_bytes());
+impl Egress for WorkerEgress<'_> {
+    fn route(&self, egress: Side, dst: std::net::IpAddr) -> Route {
+        let (ifindex, mtu) = match egress {
+            Side::Inside => self.inside,
+            Side::Outside => self.outside,
+        };
+        match self.hops.get(dst) {
+            Some(h) if h.ifindex == ifindex => Route::Direct {
+                macs: Some((h.dst_mac, h.src_mac)),
+                mtu: h.mtu as usize,
+            },
+            Some(_) => Route::OtherInterface,
+            None => {
+                self.resolver.request(dst);
+                Route::Unresolved { mtu }
             }
         }
-        (IpAddr::V6(s), IpAddr::V6(d)) if q.len() >= 40 => {
-            q[4..6].copy_from_slice(&((orig_len - 40) as u16).to_be_bytes());
-            q[7] = q[7].saturating_add(1);
-            q[8..24].copy_from_slice(&s.octets());
-            q[24..40].copy_from_slice(&d.octets());
-            if q.len() >= ul + 6 {
-                q[ul + 4..ul + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-            }
-        }
-        _ => {}
     }
-    q
 }
 
-/// Decrements the TTL / hop limit (a router hop); false when it would reach zero.
-fn decrement_ttl(buf: &mut [u8], layout: &Layout) -> bool {
-    let l3 = layout.l3;
-    if layout.ipv6 {
-        let hl = buf[l3 + 7];
-        if hl <= 1 {
+/// Splits `pkt` into fragments of at most `mtu` in free frames (returned, to be queued),
+/// or hands them to the kernel (neighbour unknown). Counted; on failure the frames taken
+/// go back.
+#[allow(clippy::too_many_arguments)]
+fn fragment(
+    area: &mut Area,
+    free: &mut FreeFrames,
+    batch: &mut Batch,
+    slow: &super::slowpath::SlowPath,
+    pkt: &[u8],
+    l3: usize,
+    (mtu, ident): (usize, u32),
+    via_kernel: bool,
+) -> ArrayVec<(u64, usize), 64> {
+    let mut frames: ArrayVec<(u64, usize), 64> = ArrayVec::new();
+    let mut slow_errors = 0u64;
+    let res = super::frag::fragment(pkt, l3, mtu, ident, &mut |piece: &[u8]| {
+        if via_kernel {
+            // No neighbour yet: the kernel sends the fragments (and resolves ARP/ND).
+            if slow.send_ip(&piece[l3..]).is_err() {
+                slow_errors += 1;
+            }
+            return true;
+        }
+        if frames.is_full() {
             return false;
         }
-        buf[l3 + 7] = hl - 1;
-    } else {
-        let ttl = buf[l3 + 8];
-        if ttl <= 1 {
-            return false;
+        let Some(addr) = free.pop() else { return false };
+        match area.frame_mut(addr) {
+            Some(f) if piece.len() <= f.len() => {
+                f[..piece.len()].copy_from_slice(piece);
+                frames.push((addr, piece.len()));
+                true
+            }
+            _ => {
+                free.push(addr);
+                false
+            }
         }
-        let proto = buf[l3 + 9];
-        let old = u64::from(u16::from_be_bytes([ttl, proto]));
-        let new = u64::from(u16::from_be_bytes([ttl - 1, proto]));
-        buf[l3 + 8] = ttl - 1;
-        let c = u16::from_be_bytes([buf[l3 + 10], buf[l3 + 11]]);
-        let c = checksum::update(c, old, new);
-        buf[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    });
+    batch.add(C::SlowSendError, slow_errors);
+    match res {
+        Ok(n) => {
+            batch.inc(C::Refragmented);
+            batch.add(C::FragTx, n as u64);
+            frames
+        }
+        Err(_) => {
+            batch.inc(C::DropRefragment);
+            for (addr, _) in frames {
+                free.push(addr);
+            }
+            ArrayVec::new()
+        }
     }
-    true
+}
+
+/// Copies `pkt` into a free frame and returns its address; counted when none can be had
+/// (`drop_no_free_frame`, or `drop_unparsable_frame` for an address outside the area,
+/// which is not put back: it is not a frame).
+fn copy_into_frame(
+    area: &mut Area,
+    free: &mut FreeFrames,
+    pkt: &[u8],
+    b: &mut Batch,
+) -> Option<u64> {
+    let Some(addr) = free.pop() else {
+        b.inc(C::DropNoFrame);
+        return None;
+    };
+    match area.frame_mut(addr) {
+        Some(f) if pkt.len() <= f.len() => {
+            f[..pkt.len()].copy_from_slice(pkt);
+            Some(addr)
+        }
+        Some(_) => {
+            free.push(addr);
+            b.inc(C::DropRefragment);
+            None
+        }
+        None => {
+            b.inc(C::DropBadFrame);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_bug10_copy_into_frame_never_loses_a_packet_silently() {
+        let mut area = Area::new(2).unwrap();
+        let mut b = Batch::default();
+        // Normal case: a frame is taken and holds the bytes.
+        let mut free = FreeFrames::new(2);
+        let a = copy_into_frame(&mut area, &mut free, b"abc", &mut b).unwrap();
+        assert_eq!(&area.frame_mut(a).unwrap()[..3], b"abc");
+        assert_eq!(free.len(), 1);
+        // A free list that names an address outside the area (the path that used to
+        // return without a count): counted, not put back.
+        let mut free = FreeFrames::new(4);
+        while free.pop().is_some() {}
+        free.push(u64::from(FRAME_SIZE)); // frame 1: in the area
+        free.push(3 * u64::from(FRAME_SIZE)); // frame 3: past its end
+        let before = b.get(C::DropBadFrame);
+        assert_eq!(copy_into_frame(&mut area, &mut free, b"abc", &mut b), None);
+        assert_eq!(b.get(C::DropBadFrame), before + 1);
+        assert_eq!(free.len(), 1);
+        // No frame at all: counted.
+        let mut free = FreeFrames::new(0);
+        assert_eq!(copy_into_frame(&mut area, &mut free, b"abc", &mut b), None);
+        assert_eq!(b.get(C::DropNoFrame), 1);
+        // Too long for a frame: the frame goes back, the drop is counted.
+        let mut free = FreeFrames::new(1);
+        let big = vec![0u8; FRAME_SIZE as usize + 1];
+        assert_eq!(copy_into_frame(&mut area, &mut free, &big, &mut b), None);
+        assert_eq!(free.len(), 1);
+    }
 }

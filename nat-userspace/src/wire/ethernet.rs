@@ -1,4 +1,7 @@
-//! Ethernet II with up to two VLAN tags (802.1ad outer, 802.1Q inner).
+//! Ethernet II with up to [`MAX_VLAN_TAGS`] VLAN tags (802.1ad outer, 802.1Q inner): the
+//! XDP program's limit, from `nat-common`.
+
+pub use nat_common::MAX_VLAN_TAGS;
 
 pub const HEADER_LEN: usize = 14;
 pub const VLAN_TAG_LEN: usize = 4;
@@ -35,12 +38,12 @@ impl<T: AsRef<[u8]>> Frame<T> {
             .expect("checked length")
     }
 
-    /// The L3 offset and ethertype after skipping up to two VLAN tags.
+    /// The L3 offset and ethertype after skipping up to [`MAX_VLAN_TAGS`] VLAN tags.
     pub fn payload(&self) -> Option<(usize, u16)> {
         let b = self.0.as_ref();
         let mut off = HEADER_LEN;
         let mut et = u16::from_be_bytes([b[field::ETHERTYPE.start], b[field::ETHERTYPE.start + 1]]);
-        for _ in 0..2 {
+        for _ in 0..MAX_VLAN_TAGS {
             if et != ETHERTYPE_VLAN && et != ETHERTYPE_QINQ {
                 break;
             }
@@ -78,5 +81,34 @@ mod tests {
         );
         assert!(Frame::new_checked(&f[..10]).is_none());
         assert_eq!(Frame::new_checked(&f[..17]).unwrap().payload(), None);
+    }
+
+    #[test]
+    fn literal_frame_and_mac_setters() {
+        let mut f = [
+            0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00, 0x45, 0,
+        ];
+        let mut fr = Frame::new_checked(&mut f[..]).unwrap();
+        assert_eq!(fr.dst(), [2, 0, 0, 0, 0, 1]);
+        assert_eq!(fr.src(), [2, 0, 0, 0, 0, 2]);
+        assert_eq!(fr.payload(), Some((14, ETHERTYPE_IPV4)));
+        fr.set_dst([0xaa; 6]);
+        fr.set_src([0xbb; 6]);
+        assert_eq!(
+            &f[..12],
+            &[0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb]
+        );
+    }
+
+    #[test]
+    fn deeper_vlan_stack_than_the_xdp_program_walks_is_refused() {
+        // Three tags: one more than MAX_VLAN_TAGS.
+        let mut f = [0u8; 40];
+        f[12..14].copy_from_slice(&ETHERTYPE_QINQ.to_be_bytes());
+        f[16..18].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        f[20..22].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        f[24..26].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        assert_eq!(MAX_VLAN_TAGS, 2);
+        assert_eq!(Frame::new_checked(&f[..]).unwrap().payload(), None);
     }
 }

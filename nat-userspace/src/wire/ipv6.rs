@@ -2,6 +2,8 @@
 
 use core::net::Ipv6Addr;
 
+pub use nat_common::MAX_IPV6_EXT_HEADERS as MAX_EXT_HEADERS;
+
 pub const HEADER_LEN: usize = 40;
 pub const NH_HOPOPTS: u8 = 0;
 pub const NH_ROUTING: u8 = 43;
@@ -104,13 +106,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Walks extension headers (hop-by-hop, routing, destination options, AH, fragment;
-    /// at most 8) to the upper layer.
+    /// at most [`MAX_EXT_HEADERS`], the XDP program's limit) to the upper layer.
     pub fn upper(&self) -> Option<Upper> {
         let b = &self.b()[..self.total_len()];
         let mut nh = self.next_header();
         let mut off = HEADER_LEN;
         let mut fragment = None;
-        for _ in 0..8 {
+        for _ in 0..MAX_EXT_HEADERS {
             match nh {
                 NH_HOPOPTS | NH_ROUTING | NH_DSTOPTS => {
                     let h = b.get(off..off + 2)?;
@@ -165,5 +167,107 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     pub fn set_hop_limit(&mut self, v: u8) {
         self.0.as_mut()[field::HOP_LIMIT] = v;
+    }
+
+    /// One router hop: decrements the hop limit (IPv6 has no header checksum). False,
+    /// and nothing changed, when it would reach zero.
+    pub fn decrement_hop_limit(&mut self) -> bool {
+        let hl = self.hop_limit();
+        if hl <= 1 {
+            return false;
+        }
+        self.set_hop_limit(hl - 1);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IPv6 header (payload 16, next header hop-by-hop, hop limit 64, fd00::2 ->
+    /// 2001:db8::2), an 8-byte hop-by-hop header (next: UDP), an 8-byte UDP header.
+    fn pkt() -> [u8; 56] {
+        let mut b = [0u8; 56];
+        b[0] = 0x60;
+        b[4..6].copy_from_slice(&16u16.to_be_bytes());
+        b[6] = NH_HOPOPTS;
+        b[7] = 64;
+        b[8] = 0xfd;
+        b[23] = 2;
+        b[24..26].copy_from_slice(&[0x20, 0x01]);
+        b[26..28].copy_from_slice(&[0x0d, 0xb8]);
+        b[39] = 2;
+        b[40] = 17; // hop-by-hop: next header UDP, length 0 (8 bytes)
+        b[48..50].copy_from_slice(&5060u16.to_be_bytes());
+        b[52..54].copy_from_slice(&8u16.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn reads_fields_and_walks_to_udp() {
+        let b = pkt();
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.payload_len(), 16);
+        assert_eq!(p.total_len(), 56);
+        assert_eq!(p.hop_limit(), 64);
+        assert_eq!(p.src(), "fd00::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.dst(), "2001:db8::2".parse::<Ipv6Addr>().unwrap());
+        let u = p.upper().unwrap();
+        assert_eq!((u.protocol, u.offset, u.fragment), (17, 48, None));
+        assert!(Packet::new_checked(&b[..55]).is_none());
+    }
+
+    #[test]
+    fn fragment_header_is_read() {
+        let mut b = pkt();
+        b[40] = NH_FRAGMENT;
+        // fragment header at 48: next UDP, offset 185*8 with M, ident 0x01020304
+        let mut f = [0u8; 64];
+        f[..56].copy_from_slice(&b);
+        f[4..6].copy_from_slice(&24u16.to_be_bytes());
+        f[48] = 17;
+        f[50..52].copy_from_slice(&((185u16 << 3) | 1).to_be_bytes());
+        f[52..56].copy_from_slice(&[1, 2, 3, 4]);
+        let u = Packet::new_checked(&f[..]).unwrap().upper().unwrap();
+        let fr = u.fragment.unwrap();
+        assert_eq!(
+            (fr.offset, fr.more, fr.ident, fr.header_offset),
+            (1480, true, 0x0102_0304, 48)
+        );
+    }
+
+    #[test]
+    fn longer_extension_chain_than_the_xdp_program_walks_is_refused() {
+        // MAX_EXT_HEADERS + 1 destination-options headers, then UDP.
+        let n = MAX_EXT_HEADERS + 1;
+        let mut b = vec![0u8; 40 + 8 * n + 8];
+        b[0] = 0x60;
+        b[4..6].copy_from_slice(&((8 * n + 8) as u16).to_be_bytes());
+        b[6] = NH_DSTOPTS;
+        for i in 0..n {
+            b[40 + 8 * i] = if i + 1 == n { 17 } else { NH_DSTOPTS };
+        }
+        let u = Packet::new_checked(&b[..]).unwrap().upper().unwrap();
+        assert_ne!(u.protocol, 17, "walked past the limit");
+    }
+
+    #[test]
+    fn setters_write_literal_bytes() {
+        let mut b = pkt();
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.set_src("2001:db8::10".parse().unwrap());
+        p.set_payload_len(0x0203);
+        assert!(p.decrement_hop_limit());
+        assert_eq!(&b[8..12], &[0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(b[23], 0x10);
+        assert_eq!(&b[4..6], &[0x02, 0x03]);
+        assert_eq!(b[7], 63);
+        let mut b = pkt();
+        b[7] = 1;
+        assert!(!Packet::new_checked(&mut b[..])
+            .unwrap()
+            .decrement_hop_limit());
+        assert_eq!(b[7], 1);
     }
 }

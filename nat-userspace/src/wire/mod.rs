@@ -2,6 +2,7 @@
 //! of bounds) shared by the worker, the offline pcap tool and the load-test verifier.
 
 pub mod checksum;
+pub mod emit;
 pub mod ethernet;
 pub mod ipv4;
 pub mod ipv6;

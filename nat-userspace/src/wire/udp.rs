@@ -66,3 +66,37 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
         self.0.as_mut()[2..4].copy_from_slice(&v.to_be_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_header() {
+        let mut b = [
+            0x13, 0xc4, 0x4e, 0x20, 0x00, 0x0c, 0xab, 0xcd, b'a', b'b', b'c', b'd',
+        ];
+        let d = Datagram::new_checked(&b[..]).unwrap();
+        assert_eq!(
+            (d.src_port(), d.dst_port(), d.len(), d.checksum()),
+            (5060, 20000, 12, 0xabcd)
+        );
+        assert!(!d.is_empty());
+        let mut d = Datagram::new_checked(&mut b[..]).unwrap();
+        d.set_src_port(15060);
+        d.set_dst_port(5060);
+        d.set_len(9);
+        d.set_checksum(0);
+        assert_eq!(&b[..8], &[0x3a, 0xd4, 0x13, 0xc4, 0x00, 0x09, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn checked_refuses_bad_lengths() {
+        assert!(Datagram::new_checked(&[0u8; 7][..]).is_none());
+        let mut b = [0u8; 10];
+        b[5] = 11; // longer than the buffer
+        assert!(Datagram::new_checked(&b[..]).is_none());
+        b[5] = 7; // shorter than the header
+        assert!(Datagram::new_checked(&b[..]).is_none());
+    }
+}

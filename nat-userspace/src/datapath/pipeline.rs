@@ -1,0 +1,1021 @@
+//! The per-packet pipeline: the one place that decides what happens to a received frame.
+//!
+//! Pure: no I/O, no clock read (time is an argument), no allocation, no lock. The worker
+//! (AF_XDP rings), the offline tool (`sipnat rewrite --pcap`) and the fuzz targets all
+//! call [`Pipeline::process`] with the same reassembler and flow table, so the offline
+//! output is what the daemon would send. The caller only carries out the returned
+//! [`Action`] (a ring, the kernel slow path, the fragmenter, an ICMP error).
+//!
+//! Steps, each counted in the caller's [`Batch`]:
+//! 1. parse the link and IP layers (`drop_bad_frame`);
+//! 2. a fragment goes into the reassembler ([`Action::Consumed`]); the fragment that
+//!    completes a datagram continues with the whole datagram in the scratch buffer;
+//! 3. not a whole UDP datagram, or on no SIP port (a reassembled datagram the XDP program
+//!    steered only for being a fragment): the kernel gets it unchanged;
+//! 4. the NAT decision ([`crate::nat::decide`]), with the flow table inbound; outbound
+//!    through a network rule inserts the flow (a collision goes to the kernel);
+//! 5. the rewrite ([`rewrite_packet`]); a message that outgrows the frame is redone once
+//!    in the scratch buffer (the decision is not taken twice);
+//! 6. the malformed policy, the TTL / hop limit (a router hop);
+//! 7. the egress: the next hop's MACs and MTU ([`Egress`]); too big: refragment (a
+//!    reassembled datagram, or IPv4 without DF) or an ICMP error to the source.
+
+use core::net::IpAddr;
+
+use arrayvec::ArrayVec;
+
+use super::{
+    flow::{FlowKey, FlowTable, InsertResult},
+    frag,
+    reasm::{ReasmLimits, ReasmStats, Reassembler},
+    stats::{Batch, C},
+    Dataplane,
+};
+use crate::{
+    nat::{decide, decide::Decision, L3Mode, MalformedPolicy},
+    rewrite::{
+        packet::{rewrite_packet, PacketError},
+        Changes, Context, Direction, Outcome,
+    },
+    sip::message::{Malformed, NotSip},
+    wire::{self, checksum, ethernet, ipv4, ipv6, Layout, Link},
+};
+
+/// Scratch buffer for packets that do not fit a frame (reassembled or grown too much):
+/// any IP datagram plus a link header and room to grow.
+pub const SCRATCH: usize = 65536 + 4096;
+
+/// The interface a packet arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Inside,
+    Outside,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Inside => Side::Outside,
+            Side::Outside => Side::Inside,
+        }
+    }
+}
+
+/// Where a packet goes next, as far as the pipeline needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Transmit on the egress interface. `macs` = (destination, source) to write into an
+    /// Ethernet header; `None` leaves the link header as it is (offline tool).
+    Direct {
+        macs: Option<([u8; 6], [u8; 6])>,
+        mtu: usize,
+    },
+    /// The neighbour is not resolved yet: the kernel sends it (and resolves ARP/ND).
+    Unresolved { mtu: usize },
+    /// The route leaves through another interface: the kernel sends it.
+    OtherInterface,
+}
+
+/// The egress view the pipeline needs: the route to a destination out of a side.
+pub trait Egress {
+    fn route(&self, egress: Side, dst: IpAddr) -> Route;
+}
+
+/// What the pipeline reads per packet.
+pub struct Env<'a, E: Egress> {
+    pub dataplane: &'a Dataplane,
+    pub flows: &'a FlowTable,
+    pub egress: &'a E,
+    /// Link type of the frames (the worker: Ethernet).
+    pub link: Link,
+    /// Milliseconds on the caller's clock (reassembly timeouts; flows use seconds).
+    pub now_ms: u64,
+}
+
+/// Which buffer holds the packet an action refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// The frame the packet arrived in.
+    Frame,
+    /// The pipeline's scratch buffer ([`Pipeline::scratch`]).
+    Scratch,
+}
+
+/// What the caller does with the frame. Every reason is already counted in the batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A fragment, kept by the reassembler (or refused, counted there): the frame is free.
+    Consumed,
+    /// Transmit `[..len]` of `at` on `side` (link header written).
+    Tx { at: At, side: Side, len: usize },
+    /// Split `[..len]` of `at` into fragments of at most `mtu` bytes of IP packet
+    /// ([`frag::fragment`] with `ident`) and transmit them on `side`; `via_kernel`: hand
+    /// each fragment to the kernel instead (neighbour not resolved).
+    Fragment {
+        at: At,
+        side: Side,
+        l3: usize,
+        len: usize,
+        mtu: usize,
+        ident: u32,
+        via_kernel: bool,
+    },
+    /// Hand the IP packet `[l3..len]` of `at` to the kernel. `split`: a datagram that
+    /// arrived fragmented goes back in fragments of at most `mtu` (the kernel refuses a
+    /// raw packet larger than the link MTU), identification `ident`.
+    Kernel {
+        at: At,
+        l3: usize,
+        len: usize,
+        split: Option<(usize, u32)>,
+        reason: C,
+    },
+    /// Too big for the egress link and must not be fragmented: send the source an ICMP
+    /// "fragmentation needed" / "packet too big" with `mtu`, quoting [`Pipeline::quote`];
+    /// the packet is dropped.
+    IcmpTooBig { to: IpAddr, mtu: u32 },
+    /// Dropped for `reason`.
+    Drop(C),
+}
+
+/// One worker's per-packet state: the reassembler, the scratch buffer and the IPv6
+/// fragment identification counter.
+pub struct Pipeline {
+    reasm: Reassembler,
+    scratch: Box<[u8]>,
+    next_ident: u32,
+    reasm_reported: ReasmStats,
+    /// The start of the packet an [`Action::IcmpTooBig`] is about, as it arrived.
+    quote: ArrayVec<u8, 256>,
+}
+
+impl Pipeline {
+    /// `ident_seed`: distinct per worker so two workers never use an IPv6 fragment
+    /// identification together.
+    pub fn new(limits: ReasmLimits, ident_seed: u32) -> Pipeline {
+        Pipeline {
+            reasm: Reassembler::new(limits),
+            scratch: vec![0u8; SCRATCH].into_boxed_slice(),
+            next_ident: ident_seed,
+            reasm_reported: ReasmStats::default(),
+            quote: ArrayVec::new(),
+        }
+    }
+
+    pub fn reassembler(&self) -> &Reassembler {
+        &self.reasm
+    }
+
+    /// What an [`Action::IcmpTooBig`] quotes: the start of the packet as it arrived.
+    pub fn quote(&self) -> &[u8] {
+        &self.quote
+    }
+
+    /// The scratch buffer (for [`At::Scratch`]).
+    pub fn scratch(&self) -> &[u8] {
+        &self.scratch
+    }
+
+    /// Drops timed-out reassemblies and counts what the reassembler did since last time.
+    pub fn expire(&mut self, now_ms: u64, b: &mut Batch) {
+        self.reasm.expire(now_ms);
+        self.report(b);
+    }
+
+    /// Turns the reassembler's monotonic stats into counter increments.
+    fn report(&mut self, b: &mut Batch) {
+        let s = *self.reasm.stats();
+        let p = core::mem::replace(&mut self.reasm_reported, s);
+        b.add(C::ReasmOverlap, s.overlaps - p.overlaps);
+        b.add(C::ReasmTimeout, s.timeouts - p.timeouts);
+        b.add(C::ReasmEvicted, s.evictions - p.evictions);
+        b.add(C::ReasmTooBig, s.too_big - p.too_big);
+        b.add(
+            C::ReasmTooManyFragments,
+            s.too_many_fragments - p.too_many_fragments,
+        );
+        b.add(C::ReasmInconsistent, s.inconsistent - p.inconsistent);
+        b.add(C::ReasmPoisoned, s.poisoned - p.poisoned);
+        b.add(C::ReasmNoSlot, s.no_slot - p.no_slot);
+        b.add(C::ReasmMalformed, s.malformed - p.malformed);
+    }
+
+    /// Decides and rewrites one received frame: `frame[..len]` is the packet, the rest of
+    /// `frame` is tailroom it may grow into. Returns what to do with it.
+    pub fn process<E: Egress>(
+        &mut self,
+        env: &Env<'_, E>,
+        side: Side,
+        frame: &mut [u8],
+        len: usize,
+        b: &mut Batch,
+    ) -> Action {
+        // The scratch buffer is lent out for the call (an empty box is no allocation).
+        let mut scratch = core::mem::take(&mut self.scratch);
+        let action = self.frame(env, side, frame, len, &mut scratch, b);
+        self.scratch = scratch;
+        action
+    }
+
+    fn frame<E: Egress>(
+        &mut self,
+        env: &Env<'_, E>,
+        side: Side,
+        frame: &mut [u8],
+        len: usize,
+        scratch: &mut [u8],
+        b: &mut Batch,
+    ) -> Action {
+        let len = len.min(frame.len());
+        let Ok(layout) = wire::parse(&frame[..len], env.link) else {
+            b.inc(C::DropBadFrame);
+            return Action::Drop(C::DropBadFrame);
+        };
+        if layout.fragment.is_none() {
+            return self.packet(env, side, Some(frame), scratch, layout, None, b);
+        }
+        b.inc(C::FragRx);
+        let done = match self.reasm.add(&frame[..len], &layout, env.now_ms) {
+            Ok(Some(r)) => {
+                // The scratch buffer holds 64 KiB + 4 KiB: any IP datagram fits.
+                let bytes = r.bytes();
+                let n = bytes.len().min(scratch.len());
+                scratch[..n].copy_from_slice(&bytes[..n]);
+                Some((n, r.max_fragment_len()))
+            }
+            Ok(None) | Err(_) => None, // counted in the reassembler's stats
+        };
+        self.report(b);
+        let Some((n, max_frag)) = done else {
+            return Action::Consumed;
+        };
+        b.inc(C::ReasmComplete);
+        match wire::parse(&scratch[..n], env.link) {
+            Ok(layout) => self.packet(env, side, None, scratch, layout, Some(max_frag), b),
+            Err(_) => {
+                b.inc(C::DropBadFrame);
+                Action::Drop(C::DropBadFrame)
+            }
+        }
+    }
+
+    /// One whole packet: in `frame` (`Some`) or in `scratch` (`None`). `reassembled`: it
+    /// arrived fragmented (the largest fragment's IP length).
+    #[allow(clippy::too_many_arguments)]
+    fn packet<E: Egress>(
+        &mut self,
+        env: &Env<'_, E>,
+        side: Side,
+        mut frame: Option<&mut [u8]>,
+        scratch: &mut [u8],
+        layout: Layout,
+        reassembled: Option<usize>,
+        b: &mut Batch,
+    ) -> Action {
+        let mut at = if frame.is_some() {
+            At::Frame
+        } else {
+            At::Scratch
+        };
+        macro_rules! buf {
+            () => {
+                match (at, frame.as_deref_mut()) {
+                    (At::Frame, Some(f)) => &mut *f,
+                    _ => &mut *scratch,
+                }
+            };
+        }
+        let ident = self.ident_for(buf!(), &layout);
+        // The packet goes to the kernel as it came (a reassembled one in fragments again).
+        let kernel = |at: At, reason: C, b: &mut Batch| {
+            b.inc(reason);
+            Action::Kernel {
+                at,
+                l3: layout.l3,
+                len: layout.ip_end,
+                split: reassembled.map(|m| (m, ident)),
+                reason,
+            }
+        };
+        let Some((sport, dport, _, _)) = layout.udp(buf!()) else {
+            return kernel(at, C::SlowNotUdp, b);
+        };
+        let dp = env.dataplane;
+        if !dp.sip_ports.contains(sport) && !dp.sip_ports.contains(dport) {
+            // Only a reassembled datagram gets here in the daemon (XDP steers whole
+            // datagrams by port): it is not ours.
+            return kernel(at, C::SlowNotSipPort, b);
+        }
+        let cfg = &dp.config;
+        let ext = dp.external;
+        let now_s = (env.now_ms / 1000) as u32;
+        let decision = match side {
+            Side::Inside => {
+                b.inc(C::Outbound);
+                decide::outbound(cfg, &ext, layout.src, layout.dst)
+            }
+            Side::Outside => {
+                b.inc(C::Inbound);
+                let flow = if cfg.l3 == L3Mode::Snat
+                    && dp.network_rules
+                    && cfg.is_external(layout.dst, &ext)
+                {
+                    let key = FlowKey::new(layout.dst, dport, layout.src, sport);
+                    let hit = env.flows.lookup(&key, now_s);
+                    b.inc(if hit.is_some() {
+                        C::FlowHit
+                    } else {
+                        C::FlowMiss
+                    });
+                    hit
+                } else {
+                    None
+                };
+                decide::inbound(cfg, &ext, layout.dst, flow)
+            }
+        };
+        let (direction, l3, internal) = match decision {
+            Decision::Rewrite {
+                direction,
+                l3,
+                internal,
+            } => (direction, l3, internal),
+            Decision::Internal => return kernel(at, C::SlowInternal, b),
+            Decision::NoMapping => return kernel(at, C::SlowNoMapping, b),
+        };
+        // Outbound through a network rule: remember the mapping for the replies.
+        if let (Direction::Outbound, Some(new_src), true) = (direction, l3.src, dp.network_rules) {
+            if cfg
+                .rule_for(layout.src)
+                .is_some_and(|r| r.internal.single_host().is_none())
+            {
+                let key = FlowKey::new(new_src, sport, layout.dst, dport);
+                match env.flows.insert(key, layout.src, now_s) {
+                    InsertResult::Inserted => b.inc(C::FlowInserted),
+                    InsertResult::Refreshed => b.inc(C::FlowRefreshed),
+                    InsertResult::Collision { .. } => {
+                        b.inc(C::FlowCollision);
+                        return kernel(at, C::SlowCollision, b);
+                    }
+                    InsertResult::Full => b.inc(C::FlowFull),
+                }
+            }
+        }
+        let ctx = Context {
+            config: cfg,
+            external: ext,
+            direction,
+            internal,
+        };
+        let mut r = match rewrite_packet(buf!(), &layout, &ctx, l3) {
+            Ok(r) => r,
+            Err(PacketError::NotUdp) | Err(PacketError::FamilyMismatch) => {
+                return kernel(at, C::SlowNotUdp, b);
+            }
+        };
+        if r.sip == Outcome::TooBig && at == At::Frame {
+            // Does not fit the frame (nothing was changed): redo the rewrite, and only
+            // the rewrite, in the scratch buffer.
+            b.inc(C::SipTooBig);
+            let n = layout.ip_end;
+            if let Some(f) = frame.as_deref() {
+                scratch[..n].copy_from_slice(&f[..n]);
+            }
+            at = At::Scratch;
+            r = match rewrite_packet(scratch, &layout, &ctx, l3) {
+                Ok(r) => r,
+                Err(_) => return kernel(at, C::SlowNotUdp, b),
+            };
+        }
+        count_sip(b, r.sip, r.family_mismatch, r.content_length_short);
+        if reassembled.is_some() && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
+            b.inc(C::ReasmNonSip);
+        }
+        if r.sip == Outcome::TooBig {
+            // Not even the scratch buffer holds it.
+            b.inc(C::DropRefragment);
+            return Action::Drop(C::DropRefragment);
+        }
+        if matches!(r.sip, Outcome::Malformed(_)) && cfg.malformed == MalformedPolicy::Drop {
+            b.inc(C::DropMalformedPolicy);
+            return Action::Drop(C::DropMalformedPolicy);
+        }
+        let buf = buf!();
+        if !decrement_ttl(buf, &layout) {
+            b.inc(C::DropTtl);
+            return Action::Drop(C::DropTtl);
+        }
+        let action = egress(
+            env,
+            side.other(),
+            buf,
+            at,
+            r.len,
+            &layout,
+            reassembled,
+            ident,
+            b,
+        );
+        if let Action::IcmpTooBig { .. } = action {
+            self.quote = original_quote(buf, &layout);
+        }
+        action
+    }
+
+    /// The identification a refragmented copy of this packet uses: IPv4 keeps its own,
+    /// IPv6 gets the next of this worker's.
+    fn ident_for(&mut self, buf: &[u8], layout: &Layout) -> u32 {
+        if layout.ipv6 {
+            self.next_ident = self.next_ident.wrapping_add(1);
+            self.next_ident
+        } else {
+            buf.get(layout.l3..)
+                .and_then(ipv4::Packet::new_checked)
+                .map_or(0, |p| u32::from(p.ident()))
+        }
+    }
+}
+
+/// Sends the rewritten packet (`buf[..len]`, found at `at`) out of `side`: the next hop's
+/// MACs when it fits the link; too big: fragments (a datagram that arrived fragmented, or
+/// IPv4 without DF; no larger than the sender's) or an ICMP error to the source.
+#[allow(clippy::too_many_arguments)]
+fn egress<E: Egress>(
+    env: &Env<'_, E>,
+    side: Side,
+    buf: &mut [u8],
+    at: At,
+    len: usize,
+    layout: &Layout,
+    reassembled: Option<usize>,
+    ident: u32,
+    b: &mut Batch,
+) -> Action {
+    let dst = dst_of(buf, layout);
+    let (macs, mtu, resolved) = match env.egress.route(side, dst) {
+        Route::Direct { macs, mtu } => (macs, mtu, true),
+        Route::Unresolved { mtu } => (None, mtu, false),
+        Route::OtherInterface => {
+            b.inc(C::SlowOtherInterface);
+            return Action::Kernel {
+                at,
+                l3: layout.l3,
+                len,
+                split: reassembled.map(|m| (m, ident)),
+                reason: C::SlowOtherInterface,
+            };
+        }
+    };
+    if let (Some((dst_mac, src_mac)), Link::Ethernet) = (macs, env.link) {
+        if let Some(mut eth) = ethernet::Frame::new_checked(&mut *buf) {
+            eth.set_dst(dst_mac);
+            eth.set_src(src_mac);
+        }
+    }
+    let ip_len = len - layout.l3;
+    if ip_len <= mtu {
+        if !resolved {
+            b.inc(C::SlowNeighbor);
+            return Action::Kernel {
+                at,
+                l3: layout.l3,
+                len,
+                split: None,
+                reason: C::SlowNeighbor,
+            };
+        }
+        return Action::Tx { at, side, len };
+    }
+    // Too big for the egress link. A packet that arrived whole and has DF (or is IPv6)
+    // must not be fragmented by a router: tell the source, as the kernel would.
+    if reassembled.is_none() && (layout.ipv6 || frag::ipv4_df(&buf[..len], layout.l3)) {
+        let growth = ip_len.saturating_sub(layout.ip_end - layout.l3);
+        let fit = mtu.saturating_sub(growth);
+        b.inc(if layout.ipv6 {
+            C::IcmpPacketTooBig
+        } else {
+            C::IcmpFragNeeded
+        });
+        b.inc(C::DropTooBigDf);
+        let mtu = if layout.ipv6 {
+            fit as u32
+        } else {
+            fit.min(usize::from(u16::MAX)) as u32
+        };
+        return Action::IcmpTooBig {
+            to: layout.src,
+            mtu,
+        };
+    }
+    // Fragment like the sender did (never larger than the egress MTU).
+    let mtu = reassembled.map_or(mtu, |m| m.clamp(1280.min(mtu), mtu));
+    if !resolved {
+        b.inc(C::SlowNeighbor);
+    }
+    Action::Fragment {
+        at,
+        side,
+        l3: layout.l3,
+        len,
+        mtu,
+        ident,
+        via_kernel: !resolved,
+    }
+}
+
+/// The destination address currently in the packet (after the rewrite).
+fn dst_of(buf: &[u8], layout: &Layout) -> IpAddr {
+    let ip = buf.get(layout.l3..).unwrap_or(&[]);
+    if layout.ipv6 {
+        ipv6::Packet::new_checked(ip).map_or(layout.dst, |p| IpAddr::V6(p.dst()))
+    } else {
+        ipv4::Packet::new_checked(ip).map_or(layout.dst, |p| IpAddr::V4(p.dst()))
+    }
+}
+
+/// The start of the packet (IP header + 8 bytes, IPv4 at most 68 bytes; IPv6 header,
+/// extension headers and 8 bytes) as it arrived: original addresses and lengths restored
+/// after an in-place rewrite. For ICMP errors about it.
+fn original_quote(buf: &[u8], layout: &Layout) -> ArrayVec<u8, 256> {
+    let mut q = ArrayVec::new();
+    let end = (layout.l4 + 8).min(buf.len());
+    let take = end.saturating_sub(layout.l3).min(q.capacity());
+    let _ = q.try_extend_from_slice(&buf[layout.l3..layout.l3 + take]);
+    let orig_len = layout.ip_end - layout.l3;
+    let udp_len = layout.ip_end - layout.l4;
+    let ul = layout.l4 - layout.l3;
+    match (layout.src, layout.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) if q.len() >= 20 => {
+            q[2..4].copy_from_slice(&(orig_len as u16).to_be_bytes());
+            q[8] = q[8].saturating_add(1); // the TTL before our hop
+            q[12..16].copy_from_slice(&s.octets());
+            q[16..20].copy_from_slice(&d.octets());
+            if q.len() >= ul + 6 {
+                q[ul + 4..ul + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            }
+            let hl = usize::from(q[0] & 0x0f) * 4;
+            if q.len() >= hl {
+                q[10..12].copy_from_slice(&[0, 0]);
+                let c = checksum::finish(checksum::sum(&q[..hl]));
+                q[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) if q.len() >= 40 => {
+            q[4..6].copy_from_slice(&((orig_len - 40) as u16).to_be_bytes());
+            q[7] = q[7].saturating_add(1);
+            q[8..24].copy_from_slice(&s.octets());
+            q[24..40].copy_from_slice(&d.octets());
+            if q.len() >= ul + 6 {
+                q[ul + 4..ul + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            }
+        }
+        _ => {}
+    }
+    q
+}
+
+/// Decrements the TTL / hop limit (a router hop); false when it would reach zero.
+fn decrement_ttl(buf: &mut [u8], layout: &Layout) -> bool {
+    let Some(ip) = buf.get_mut(layout.l3..) else {
+        return false;
+    };
+    if layout.ipv6 {
+        ipv6::Packet::new_checked(ip).is_some_and(|mut p| p.decrement_hop_limit())
+    } else {
+        ipv4::Packet::new_checked(ip).is_some_and(|mut p| p.decrement_ttl())
+    }
+}
+
+/// Hands each piece of a datagram for the kernel to `send`: the IP packet `packet[l3..]`
+/// whole, or split in fragments of at most `mtu` when it arrived fragmented (`split`). The
+/// kernel refuses a raw packet larger than the link MTU. Returns the pieces given, or the
+/// error.
+pub fn kernel_pieces(
+    packet: &[u8],
+    l3: usize,
+    split: Option<(usize, u32)>,
+    send: &mut impl FnMut(&[u8]),
+) -> Result<usize, frag::FragError> {
+    match split {
+        Some((mtu, ident)) if packet.len().saturating_sub(l3) > mtu => {
+            frag::fragment(packet, l3, mtu, ident, &mut |piece: &[u8]| {
+                send(&piece[l3.min(piece.len())..]);
+                true
+            })
+        }
+        _ => {
+            send(packet.get(l3..).unwrap_or(&[]));
+            Ok(1)
+        }
+    }
+}
+
+fn count_sip(b: &mut Batch, o: Outcome, family_mismatch: u16, cl_short: bool) {
+    match o {
+        Outcome::Rewritten(ch) => {
+            b.inc(C::SipRewritten);
+            count_changes(b, &ch);
+        }
+        Outcome::Unchanged => b.inc(C::SipUnchanged),
+        Outcome::NotSip(k) => b.inc(match k {
+            NotSip::Empty => C::NotSipEmpty,
+            NotSip::KeepAlive => C::NotSipKeepalive,
+            NotSip::Stun => C::NotSipStun,
+            NotSip::Other => C::NotSipOther,
+        }),
+        Outcome::Malformed(m) => b.inc(match m {
+            Malformed::BadStartLine => C::MalformedBadStartLine,
+            Malformed::BadVersion => C::MalformedBadVersion,
+            Malformed::BadHeaderLine => C::MalformedBadHeaderLine,
+            Malformed::BadContentLength => C::MalformedBadContentLength,
+            Malformed::DuplicateContentLength => C::MalformedDuplicateContentLength,
+            Malformed::TooManyAddresses => C::MalformedTooManyAddresses,
+        }),
+        Outcome::TooBig => b.inc(C::SipTooBig),
+    }
+    b.add(C::FamilyMismatch, u64::from(family_mismatch));
+    if cl_short {
+        b.inc(C::ContentLengthShort);
+    }
+}
+
+fn count_changes(b: &mut Batch, ch: &Changes) {
+    b.add(C::RwRequestUri, u64::from(ch.request_uri));
+    b.add(C::RwVia, u64::from(ch.via));
+    b.add(C::RwContact, u64::from(ch.contact));
+    b.add(C::RwRoute, u64::from(ch.route));
+    b.add(C::RwRecordRoute, u64::from(ch.record_route));
+    b.add(C::RwFromTo, u64::from(ch.from_to));
+    b.add(C::RwSdpConnection, u64::from(ch.sdp_connection));
+    b.add(C::RwSdpOrigin, u64::from(ch.sdp_origin));
+    b.add(C::RwSdpRtcp, u64::from(ch.sdp_rtcp));
+    b.add(C::RwSdpMediaPort, u64::from(ch.sdp_media_port));
+    b.add(C::RwContentLength, u64::from(ch.content_length));
+}
+
+#[cfg(test)]
+mod tests {
+    //! Katran-style: a golden input frame, the expected action and output bytes; no NIC.
+    use core::net::SocketAddr;
+
+    use super::*;
+    use crate::{
+        nat::{ExternalAddrs, Net, RewriteConfig},
+        wire::emit::UdpFrame,
+    };
+
+    const EXT: &str = "203.0.113.10";
+    const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
+    const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xbb];
+
+    struct Fixed(Route);
+
+    impl Egress for Fixed {
+        fn route(&self, _: Side, _: IpAddr) -> Route {
+            self.0
+        }
+    }
+
+    fn direct(mtu: usize) -> Fixed {
+        Fixed(Route::Direct {
+            macs: Some((PEER_MAC, GW_MAC)),
+            mtu,
+        })
+    }
+
+    fn dataplane() -> Dataplane {
+        Dataplane::new(
+            RewriteConfig::single(Net::parse("10.0.0.0/24").unwrap()),
+            ExternalAddrs::from_ip(EXT.parse().unwrap()),
+            &[5060],
+        )
+    }
+
+    fn udp(src: &str, dst: &str, ttl: u8, payload: &[u8]) -> Vec<u8> {
+        UdpFrame {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src: src.parse::<SocketAddr>().unwrap(),
+            dst: dst.parse::<SocketAddr>().unwrap(),
+            ttl,
+            ident: 0x4242,
+        }
+        .to_vec(payload)
+        .unwrap()
+    }
+
+    const INVITE: &str = "OPTIONS sip:carrier@198.51.100.2 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK1\r\n\
+        From: <sip:alice@example.com>;tag=1\r\n\
+        To: <sip:carrier@198.51.100.2>\r\n\
+        Call-ID: 1@x\r\n\
+        CSeq: 1 OPTIONS\r\n\
+        Contact: <sip:alice@10.0.0.2:5060>\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    struct Harness {
+        pipe: Pipeline,
+        dp: Dataplane,
+        flows: FlowTable,
+        b: Batch,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            Harness {
+                pipe: Pipeline::new(ReasmLimits::default(), 7),
+                dp: dataplane(),
+                flows: FlowTable::new(64, 300),
+                b: Batch::default(),
+            }
+        }
+
+        /// Runs one frame (with `tailroom`), returns the action and the bytes it names.
+        fn run(
+            &mut self,
+            egress: &impl Egress,
+            side: Side,
+            frame: &[u8],
+            tailroom: usize,
+        ) -> (Action, Vec<u8>) {
+            let mut buf = frame.to_vec();
+            buf.resize(frame.len() + tailroom, 0);
+            let env = Env {
+                dataplane: &self.dp,
+                flows: &self.flows,
+                egress,
+                link: Link::Ethernet,
+                now_ms: 1000,
+            };
+            let a = self
+                .pipe
+                .process(&env, side, &mut buf, frame.len(), &mut self.b);
+            let bytes = match &a {
+                Action::Tx { at, len, .. }
+                | Action::Kernel { at, len, .. }
+                | Action::Fragment { at, len, .. } => match at {
+                    At::Frame => buf[..*len].to_vec(),
+                    At::Scratch => self.pipe.scratch()[..*len].to_vec(),
+                },
+                _ => Vec::new(),
+            };
+            (a, bytes)
+        }
+    }
+
+    #[test]
+    fn outbound_sip_is_rewritten_hopped_and_addressed() {
+        let mut h = Harness::new();
+        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let (a, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
+        let mut want = UdpFrame {
+            src_mac: GW_MAC,
+            dst_mac: PEER_MAC,
+            src: format!("{EXT}:5060").parse().unwrap(),
+            dst: "198.51.100.2:5060".parse().unwrap(),
+            ttl: 63,
+            ident: 0x4242,
+        }
+        .to_vec(INVITE.replace("10.0.0.2", EXT).as_bytes())
+        .unwrap();
+        assert_eq!(
+            a,
+            Action::Tx {
+                at: At::Frame,
+                side: Side::Outside,
+                len: want.len()
+            }
+        );
+        assert_eq!(out, want, "golden output frame");
+        assert_eq!(h.b.get(C::SipRewritten), 1);
+        assert_eq!(h.b.get(C::RwVia), 1);
+        assert_eq!(h.b.get(C::RwContact), 1);
+        assert_eq!(h.b.get(C::FlowInserted), 1);
+        // The reply finds the flow and goes back to the phone.
+        let reply = udp(
+            "198.51.100.2:5060",
+            &format!("{EXT}:5060"),
+            64,
+            b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+        );
+        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Tx {
+                    side: Side::Inside,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        want = udp(
+            "198.51.100.2:5060",
+            "10.0.0.2:5060",
+            63,
+            b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+        );
+        want[0..6].copy_from_slice(&PEER_MAC);
+        want[6..12].copy_from_slice(&GW_MAC);
+        assert_eq!(out, want);
+        assert_eq!(h.b.get(C::FlowHit), 1);
+    }
+
+    #[test]
+    fn not_on_a_sip_port_goes_to_the_kernel_unchanged() {
+        let mut h = Harness::new();
+        let rtp = udp(
+            "10.0.0.2:30000",
+            "198.51.100.2:40000",
+            64,
+            b"\x80\x00rtp 10.0.0.2",
+        );
+        let (a, out) = h.run(&direct(1500), Side::Inside, &rtp, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Kernel {
+                    reason: C::SlowNotSipPort,
+                    split: None,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert_eq!(out, rtp);
+        assert_eq!(h.b.get(C::Outbound), 0, "no decision was taken");
+    }
+
+    #[test]
+    fn internal_unmapped_and_ttl() {
+        let mut h = Harness::new();
+        let internal = udp("10.0.0.2:5060", "10.0.0.9:5060", 64, INVITE.as_bytes());
+        let (a, out) = h.run(&direct(1500), Side::Inside, &internal, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Kernel {
+                    reason: C::SlowInternal,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert_eq!(out, internal);
+        let unmapped = udp(
+            "198.51.100.2:5060",
+            &format!("{EXT}:5060"),
+            64,
+            INVITE.as_bytes(),
+        );
+        let (a, _) = h.run(&direct(1500), Side::Outside, &unmapped, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Kernel {
+                    reason: C::SlowNoMapping,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        let dying = udp("10.0.0.2:5060", "198.51.100.2:5060", 1, INVITE.as_bytes());
+        let (a, _) = h.run(&direct(1500), Side::Inside, &dying, 2048);
+        assert_eq!(a, Action::Drop(C::DropTtl));
+        let (a, _) = h.run(&direct(1500), Side::Inside, &[0u8; 10], 0);
+        assert_eq!(a, Action::Drop(C::DropBadFrame));
+    }
+
+    #[test]
+    fn regression_too_big_is_redone_in_scratch_and_decided_once() {
+        let mut h = Harness::new();
+        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        // No tailroom: the grown message does not fit the frame.
+        let (a, out) = h.run(&direct(1500), Side::Inside, &input, 0);
+        let Action::Tx {
+            at: At::Scratch,
+            side: Side::Outside,
+            len,
+        } = a
+        else {
+            panic!("{a:?}");
+        };
+        assert_eq!(len, input.len() + 8);
+        assert!(String::from_utf8_lossy(&out).contains("Via: SIP/2.0/UDP 203.0.113.10:5060"));
+        assert_eq!(h.b.get(C::SipTooBig), 1);
+        assert_eq!(h.b.get(C::Outbound), 1, "the decision ran once");
+        assert_eq!(h.b.get(C::FlowInserted), 1, "the flow was inserted once");
+        assert_eq!(h.b.get(C::FlowRefreshed), 0);
+        assert_eq!(h.b.get(C::SipRewritten), 1);
+    }
+
+    #[test]
+    fn unresolved_neighbour_and_other_interface_go_to_the_kernel_rewritten() {
+        let mut h = Harness::new();
+        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let (a, out) = h.run(
+            &Fixed(Route::Unresolved { mtu: 1500 }),
+            Side::Inside,
+            &input,
+            2048,
+        );
+        assert!(
+            matches!(
+                a,
+                Action::Kernel {
+                    reason: C::SlowNeighbor,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert!(String::from_utf8_lossy(&out).contains("Contact: <sip:alice@203.0.113.10:5060>"));
+        let (a, _) = h.run(&Fixed(Route::OtherInterface), Side::Inside, &input, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Kernel {
+                    reason: C::SlowOtherInterface,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn too_big_with_df_gets_icmp_without_df_fragments() {
+        let mut h = Harness::new();
+        let mut input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let ip_len = input.len() - 14;
+        // DF set (header checksum refreshed).
+        input[20] |= 0x40;
+        ipv4::Packet::new_checked(&mut input[14..])
+            .unwrap()
+            .fill_checksum();
+        let (a, _) = h.run(&direct(ip_len), Side::Inside, &input, 2048);
+        let Action::IcmpTooBig { to, mtu } = a else {
+            panic!("{a:?}");
+        };
+        let quote = h.pipe.quote();
+        assert_eq!(to, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            mtu as usize,
+            ip_len - 8,
+            "room for the 8 bytes it grew (Via, Contact)"
+        );
+        assert_eq!(&quote[12..16], &[10, 0, 0, 2], "quoted as sent");
+        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let (a, _) = h.run(&direct(ip_len), Side::Inside, &input, 2048);
+        assert!(
+            matches!(a, Action::Fragment { mtu, via_kernel: false, .. } if mtu == ip_len),
+            "{a:?}"
+        );
+    }
+
+    /// Bug 7: a reassembled datagram that goes back to the kernel (here: internal
+    /// destination) was handed over whole, larger than the link MTU, and the kernel
+    /// refused it (EMSGSIZE). It goes back in fragments no larger than the sender's.
+    #[test]
+    fn regression_bug7_reassembled_datagram_for_the_kernel_is_refragmented() {
+        let mut h = Harness::new();
+        let body = vec![b'x'; 3000];
+        let big = udp("10.0.0.2:5060", "10.0.0.9:5060", 64, &body);
+        let mut frags = Vec::new();
+        frag::fragment(&big, 14, 1500, 0, &mut |p: &[u8]| {
+            frags.push(p.to_vec());
+            true
+        })
+        .unwrap();
+        assert_eq!(frags.len(), 3);
+        let mut last = None;
+        for f in &frags {
+            last = Some(h.run(&direct(1500), Side::Inside, f, 0));
+        }
+        assert_eq!(h.b.get(C::ReasmComplete), 1);
+        let (a, bytes) = last.unwrap();
+        let Action::Kernel {
+            l3,
+            split,
+            reason: C::SlowInternal,
+            ..
+        } = a
+        else {
+            panic!("{a:?}");
+        };
+        assert_eq!(split, Some((1500, 0x4242)));
+        let mut pieces = Vec::new();
+        let n =
+            kernel_pieces(&bytes, l3, split, &mut |ip: &[u8]| pieces.push(ip.to_vec())).unwrap();
+        assert_eq!(n, 3);
+        assert!(
+            pieces.iter().all(|p| p.len() <= 1500),
+            "{:?}",
+            pieces.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        // The pieces are the fragments as they came (IP layer).
+        for (p, f) in pieces.iter().zip(&frags) {
+            assert_eq!(p[..], f[14..]);
+        }
+    }
+}

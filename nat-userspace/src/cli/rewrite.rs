@@ -403,6 +403,7 @@ fn message(a: &RewriteArgs, path: &Path, off: &mut Offline) -> anyhow::Result<()
         dst: std::net::SocketAddr::new(dst, port),
         ttl: 64,
         ident: 1,
+        dont_fragment: false,
     };
     let mut buf = vec![0u8; input.len() + 62 + TAILROOM];
     let len = frame

@@ -699,6 +699,7 @@ mod tests {
             dst: dst.parse::<SocketAddr>().unwrap(),
             ttl,
             ident: 0x4242,
+            dont_fragment: false,
         }
         .to_vec(payload)
         .unwrap()
@@ -775,6 +776,7 @@ mod tests {
             dst: "198.51.100.2:5060".parse().unwrap(),
             ttl: 63,
             ident: 0x4242,
+            dont_fragment: false,
         }
         .to_vec(INVITE.replace("10.0.0.2", EXT).as_bytes())
         .unwrap();

@@ -10,7 +10,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-use crate::wire::{checksum, ipv4, ipv6};
+use crate::wire::{emit, ipv4, ipv6};
 
 /// Raw sockets shared by all workers (the kernel serialises sends; no lock here).
 pub struct SlowPath {
@@ -90,15 +90,8 @@ impl SlowPath {
     /// ICMP "fragmentation needed" (type 3 code 4) to `to`, quoting `quote` (the start of
     /// the offending packet as its source sent it), with the next-hop MTU it must fit.
     pub fn icmp_frag_needed(&self, to: Ipv4Addr, quote: &[u8], mtu: u16) -> io::Result<()> {
-        let quote = &quote[..quote.len().min(60 + 8)];
-        let mut msg = [0u8; 8 + 60 + 8];
-        msg[0] = 3;
-        msg[1] = 4;
-        msg[6..8].copy_from_slice(&mtu.to_be_bytes());
-        msg[8..8 + quote.len()].copy_from_slice(quote);
-        let len = 8 + quote.len();
-        let c = checksum::finish(checksum::sum(&msg[..len]));
-        msg[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut msg = [0u8; 8 + emit::ICMP4_QUOTE];
+        let len = emit::icmp4_frag_needed(quote, mtu, &mut msg);
         let fd = self
             .icmp4
             .as_ref()
@@ -108,20 +101,13 @@ impl SlowPath {
 
     /// ICMPv6 "packet too big" to `to` quoting `quote` (the kernel fills the checksum).
     pub fn icmp6_packet_too_big(&self, to: Ipv6Addr, quote: &[u8], mtu: u32) -> io::Result<()> {
-        let quote = &quote[..quote.len().min(1280 - 40 - 8)];
-        let mut msg = [0u8; 1280 - 40];
-        msg[0] = 2;
-        msg[4..8].copy_from_slice(&mtu.max(1280).to_be_bytes());
-        msg[8..8 + quote.len()].copy_from_slice(quote);
+        let mut msg = [0u8; 8 + emit::ICMP6_QUOTE];
+        let len = emit::icmp6_packet_too_big(quote, mtu, &mut msg);
         let fd = self
             .icmp6
             .as_ref()
             .ok_or_else(|| io::Error::other("no ICMPv6 socket"))?;
-        send_to(
-            fd,
-            &msg[..8 + quote.len()],
-            SocketAddr::new(IpAddr::V6(to), 0),
-        )
+        send_to(fd, &msg[..len], SocketAddr::new(IpAddr::V6(to), 0))
     }
 }
 

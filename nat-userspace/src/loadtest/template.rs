@@ -14,9 +14,9 @@
 //!
 //! Every slot has a fixed width, so patching never changes a length.
 
-use core::net::{IpAddr, Ipv4Addr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::wire::checksum;
+use crate::wire::{checksum, emit::UdpFrame};
 
 /// The header the generator stamps into every packet.
 pub const TS_HEADER: &str = "X-Sipnat-Ts";
@@ -546,26 +546,21 @@ impl Template {
         if len > max_frame || len - ETH_LEN > usize::from(u16::MAX) {
             return Err(TemplateError::TooBig(len, max_frame));
         }
-        let mut f = Vec::with_capacity(len);
-        f.extend_from_slice(&ep.dst_mac);
-        f.extend_from_slice(&ep.src_mac);
-        f.extend_from_slice(&0x0800u16.to_be_bytes());
-        let ip_total = (len - ETH_LEN) as u16;
-        let mut ip = [
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        ip[2..4].copy_from_slice(&ip_total.to_be_bytes());
-        ip[12..16].copy_from_slice(&ep.src_ip.octets());
-        ip[16..20].copy_from_slice(&ep.dst_ip.octets());
-        let c = checksum::finish(checksum::sum(&ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-        let udp_len = (UDP_LEN + prepared.payload.len()) as u16;
-        f.extend_from_slice(&0u16.to_be_bytes()); // source port: a slot
-        f.extend_from_slice(&ep.dst_port.to_be_bytes());
-        f.extend_from_slice(&udp_len.to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(&prepared.payload);
+        let mut f = vec![0u8; len];
+        UdpFrame {
+            src_mac: ep.src_mac,
+            dst_mac: ep.dst_mac,
+            // The source port is a slot, written per flow.
+            src: SocketAddr::new(IpAddr::V4(ep.src_ip), 0),
+            dst: SocketAddr::new(IpAddr::V4(ep.dst_ip), ep.dst_port),
+            ttl: 64,
+            ident: 0,
+            dont_fragment: true,
+        }
+        .write(&prepared.payload, &mut f)
+        .map_err(|_| TemplateError::TooBig(len, max_frame))?;
+        // The UDP checksum is set per packet (`patch`), from a base sum without it.
+        f[L4 + 6..L4 + 8].fill(0);
 
         let mut slots = vec![Slot {
             off: L4,
@@ -584,7 +579,7 @@ impl Template {
             &ep.src_ip.octets(),
             &ep.dst_ip.octets(),
             17,
-            u32::from(udp_len),
+            (UDP_LEN + prepared.payload.len()) as u32,
         ) + checksum::sum(&zeroed);
         let private_fields = super::verify::address_fields(&prepared.payload)
             .into_iter()

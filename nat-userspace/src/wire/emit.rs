@@ -1,6 +1,7 @@
 //! Frame builders: an Ethernet + IPv4/IPv6 + UDP frame around a payload, with correct
-//! lengths and checksums. For the offline tool's message mode, the pipeline's tests and
-//! any code that needs a well-formed datagram; not used per packet by the worker.
+//! lengths and checksums (the offline tool's message mode, the load-test templates, the
+//! pipeline's tests), and the ICMP errors a router sends (the kernel slow path). Not used
+//! per packet by the worker.
 
 use core::net::{IpAddr, SocketAddr};
 
@@ -16,6 +17,8 @@ pub struct UdpFrame {
     pub ttl: u8,
     /// IPv4 identification (IPv4 only).
     pub ident: u16,
+    /// IPv4 DF flag (IPv4 only).
+    pub dont_fragment: bool,
 }
 
 /// Why a frame could not be built.
@@ -66,6 +69,9 @@ impl UdpFrame {
                 h[0] = 0x45;
                 h[2..4].copy_from_slice(&((ip_hdr + udp_len) as u16).to_be_bytes());
                 h[4..6].copy_from_slice(&self.ident.to_be_bytes());
+                if self.dont_fragment {
+                    h[6] = 0x40;
+                }
                 h[8] = self.ttl;
                 h[9] = udp::PROTOCOL;
                 h[12..16].copy_from_slice(&s.octets());
@@ -111,6 +117,39 @@ impl UdpFrame {
     }
 }
 
+/// Longest IPv4 quote in an ICMP error: a header with the longest options, 8 bytes more.
+pub const ICMP4_QUOTE: usize = 60 + 8;
+/// Longest IPv6 quote: what fits the minimum MTU (RFC 4443 §2.4).
+pub const ICMP6_QUOTE: usize = 1280 - 40 - 8;
+
+/// ICMP "fragmentation needed" (type 3 code 4, RFC 1191) with the next-hop `mtu`, quoting
+/// the start of the offending packet (cut to [`ICMP4_QUOTE`]); the ICMP message only (the
+/// kernel adds the IP header). Returns its length.
+pub fn icmp4_frag_needed(quote: &[u8], mtu: u16, out: &mut [u8; 8 + ICMP4_QUOTE]) -> usize {
+    let quote = &quote[..quote.len().min(ICMP4_QUOTE)];
+    out.fill(0);
+    out[0] = 3;
+    out[1] = 4;
+    out[6..8].copy_from_slice(&mtu.to_be_bytes());
+    out[8..8 + quote.len()].copy_from_slice(quote);
+    let len = 8 + quote.len();
+    let c = checksum::finish(checksum::sum(&out[..len]));
+    out[2..4].copy_from_slice(&c.to_be_bytes());
+    len
+}
+
+/// ICMPv6 "packet too big" (type 2, RFC 4443) with `mtu` (at least 1280), quoting the
+/// start of the offending packet (cut to [`ICMP6_QUOTE`]); the checksum is left 0 (the
+/// kernel's ICMPv6 socket fills it). Returns its length.
+pub fn icmp6_packet_too_big(quote: &[u8], mtu: u32, out: &mut [u8; 8 + ICMP6_QUOTE]) -> usize {
+    let quote = &quote[..quote.len().min(ICMP6_QUOTE)];
+    out[..8].fill(0);
+    out[0] = 2;
+    out[4..8].copy_from_slice(&mtu.max(1280).to_be_bytes());
+    out[8..8 + quote.len()].copy_from_slice(quote);
+    8 + quote.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +163,7 @@ mod tests {
             dst: dst.parse().unwrap(),
             ttl: 64,
             ident: 0x1234,
+            dont_fragment: false,
         }
     }
 
@@ -162,6 +202,39 @@ mod tests {
         let l = parse(&f, Link::Ethernet).unwrap();
         assert_eq!(l.udp(&f).map(|u| (u.0, u.1, u.3)), Some((5060, 5080, 7)));
         assert!(crate::rewrite::packet::udp_checksum_ok(&f, &l));
+    }
+
+    #[test]
+    fn icmp_literal_bytes() {
+        let mut m = [0u8; 8 + ICMP4_QUOTE];
+        let n = icmp4_frag_needed(&[0x45, 0, 0, 28], 1400, &mut m);
+        assert_eq!(n, 12);
+        let mut want = [3, 4, 0, 0, 0, 0, 0x05, 0x78, 0x45, 0, 0, 28];
+        let c = checksum::finish(checksum::sum(&want));
+        want[2..4].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(m[..n], want);
+        assert_eq!(checksum::fold(checksum::sum(&m[..n])), 0xffff);
+        let long = [7u8; 100];
+        assert_eq!(icmp4_frag_needed(&long, 1400, &mut m), 8 + ICMP4_QUOTE);
+        let mut m6 = [0u8; 8 + ICMP6_QUOTE];
+        let n = icmp6_packet_too_big(&[0x60, 1, 2], 1000, &mut m6);
+        assert_eq!(
+            m6[..n],
+            [2, 0, 0, 0, 0, 0, 0x05, 0x00, 0x60, 1, 2],
+            "MTU raised to 1280"
+        );
+    }
+
+    #[test]
+    fn dont_fragment_flag() {
+        let mut f = frame("10.0.0.2:5060", "198.51.100.2:5060");
+        f.dont_fragment = true;
+        let v = f.to_vec(b"x").unwrap();
+        assert_eq!(v[14 + 6], 0x40);
+        let l = parse(&v, Link::Ethernet).unwrap();
+        assert!(ipv4::Packet::new_checked(&v[l.l3..])
+            .unwrap()
+            .verify_checksum());
     }
 
     #[test]

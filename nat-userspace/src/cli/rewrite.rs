@@ -287,6 +287,15 @@ impl Offline {
                     self.batch.inc(C::DropRefragment);
                 }
             }
+            Action::PassFragments { held, len, .. } => {
+                let (held, len) = (*held, *len);
+                for k in 0..held {
+                    if let Some(f) = self.pipe.held_fragment(k) {
+                        out(f);
+                    }
+                }
+                out(&frame[..len]);
+            }
             Action::Consumed | Action::IcmpTooBig { .. } | Action::Drop(_) => {}
         }
         action

@@ -27,7 +27,7 @@ use arrayvec::ArrayVec;
 use super::{
     flow::{FlowKey, FlowTable, InsertResult},
     frag,
-    reasm::{ReasmLimits, ReasmStats, Reassembler},
+    reasm::{Added, ReasmLimits, ReasmStats, Reassembler},
     stats::{Batch, C},
     Dataplane,
 };
@@ -101,6 +101,15 @@ pub enum At {
     Scratch,
 }
 
+/// What the reassembler made of a fragment.
+enum Frag {
+    /// Complete: its length in the scratch buffer, the largest fragment's IP length.
+    Complete(usize, usize),
+    Held,
+    /// Not ours: the slot holding earlier fragments (if any) and how many.
+    Pass(Option<usize>, usize),
+}
+
 /// What the caller does with the frame. Every reason is already counted in the batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -136,6 +145,10 @@ pub enum Action {
     IcmpTooBig { to: IpAddr, mtu: u32 },
     /// Dropped for `reason`.
     Drop(C),
+    /// A fragment of a datagram that is not ours (no SIP port): the kernel gets the
+    /// `held` fragments kept so far ([`Pipeline::held_fragment`]), then this frame's IP
+    /// packet `[l3..len]`, all exactly as they arrived.
+    PassFragments { held: usize, l3: usize, len: usize },
 }
 
 /// One worker's per-packet state: the reassembler, the scratch buffer and the IPv6
@@ -147,6 +160,8 @@ pub struct Pipeline {
     reasm_reported: ReasmStats,
     /// The start of the packet an [`Action::IcmpTooBig`] is about, as it arrived.
     quote: ArrayVec<u8, 256>,
+    /// The reassembly slot of the last [`Action::PassFragments`].
+    passed_slot: usize,
 }
 
 impl Pipeline {
@@ -159,6 +174,7 @@ impl Pipeline {
             next_ident: ident_seed,
             reasm_reported: ReasmStats::default(),
             quote: ArrayVec::new(),
+            passed_slot: 0,
         }
     }
 
@@ -169,6 +185,15 @@ impl Pipeline {
     /// What an [`Action::IcmpTooBig`] quotes: the start of the packet as it arrived.
     pub fn quote(&self) -> &[u8] {
         &self.quote
+    }
+
+    /// The `k`-th fragment of an [`Action::PassFragments`] as it arrived (link header
+    /// included), in the scratch buffer.
+    pub fn held_fragment(&mut self, k: usize) -> Option<&[u8]> {
+        let n = self
+            .reasm
+            .held_original(self.passed_slot, k, &mut self.scratch)?;
+        Some(&self.scratch[..n])
     }
 
     /// The scratch buffer (for [`At::Scratch`]).
@@ -235,17 +260,46 @@ impl Pipeline {
             return self.packet(env, side, Some(frame), scratch, layout, None, b);
         }
         b.inc(C::FragRx);
-        let done = match self.reasm.add(&frame[..len], &layout, env.now_ms) {
-            Ok(Some(r)) => {
+        // A datagram on no SIP port is not ours (the XDP program steers every UDP
+        // fragment, not knowing its ports): it goes to the kernel as it came.
+        let ports = &env.dataplane.sip_ports;
+        let ours = |protocol: u8, upper: &[u8]| {
+            protocol == crate::wire::udp::PROTOCOL
+                && upper.len() >= 4
+                && (ports.contains(u16::from_be_bytes([upper[0], upper[1]]))
+                    || ports.contains(u16::from_be_bytes([upper[2], upper[3]])))
+        };
+        let step = match self
+            .reasm
+            .add_classified(&frame[..len], &layout, env.now_ms, ours)
+        {
+            Ok(Added::Complete(r)) => {
                 // The scratch buffer holds 64 KiB + 4 KiB: any IP datagram fits.
                 let bytes = r.bytes();
                 let n = bytes.len().min(scratch.len());
                 scratch[..n].copy_from_slice(&bytes[..n]);
-                Some((n, r.max_fragment_len()))
+                Frag::Complete(n, r.max_fragment_len())
             }
-            Ok(None) | Err(_) => None, // counted in the reassembler's stats
+            Ok(Added::Pass { slot, held }) => Frag::Pass(Some(slot), held),
+            Ok(Added::PassThis) => Frag::Pass(None, 0),
+            Ok(Added::Held) | Err(_) => Frag::Held, // counted in the reassembler's stats
         };
         self.report(b);
+        let done = match step {
+            Frag::Complete(n, max_frag) => Some((n, max_frag)),
+            Frag::Held => None,
+            Frag::Pass(slot, held) => {
+                if let Some(slot) = slot {
+                    self.passed_slot = slot;
+                }
+                b.add(C::FragPassed, held as u64 + 1);
+                return Action::PassFragments {
+                    held,
+                    l3: layout.l3,
+                    len: layout.ip_end,
+                };
+            }
+        };
         let Some((n, max_frag)) = done else {
             return Action::Consumed;
         };
@@ -1019,5 +1073,88 @@ mod tests {
         for (p, f) in pieces.iter().zip(&frags) {
             assert_eq!(p[..], f[14..]);
         }
+    }
+
+    /// Hardening 1: a fragmented datagram on no SIP port (the XDP program steers every
+    /// UDP fragment) was reassembled and NATed by the worker, or lost above 16 KiB. Every
+    /// fragment now reaches the kernel exactly as it arrived, whatever the order.
+    #[test]
+    fn regression_non_sip_fragments_reach_the_kernel_as_they_arrived() {
+        let mut h = Harness::new();
+        let big = udp(
+            "10.0.0.2:40000",
+            "198.51.100.2:9999",
+            64,
+            &vec![0x5a; 30_000],
+        );
+        let mut frags = Vec::new();
+        frag::fragment(&big, 14, 1500, 0, &mut |p: &[u8]| {
+            frags.push(p.to_vec());
+            true
+        })
+        .unwrap();
+        // The last fragment first, then the rest.
+        frags.rotate_right(1);
+        let mut to_kernel: Vec<Vec<u8>> = Vec::new();
+        for f in &frags {
+            let (a, _) = h.run(&direct(1500), Side::Inside, f, 0);
+            match a {
+                Action::Consumed => {}
+                Action::PassFragments { held, l3, len } => {
+                    for k in 0..held {
+                        to_kernel.push(h.pipe.held_fragment(k).unwrap().to_vec());
+                    }
+                    assert_eq!((l3, len), (14, f.len()));
+                    to_kernel.push(f.clone());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(to_kernel.len(), frags.len());
+        let mut a = to_kernel.clone();
+        let mut b = frags.clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "every fragment, byte for byte");
+        assert_eq!(h.b.get(C::FragPassed), frags.len() as u64);
+        assert_eq!(h.b.get(C::Outbound), 0, "never NATed");
+        assert_eq!(h.b.get(C::ReasmComplete), 0);
+    }
+
+    /// Hardening 2: SIP above 16 KiB was always dropped; up to 65,507 bytes of UDP
+    /// payload are reassembled, rewritten and refragmented.
+    #[test]
+    fn regression_sip_above_16_kib_is_rewritten() {
+        let mut h = Harness::new();
+        let mut msg = INVITE.replace("Content-Length: 0\r\n\r\n", "");
+        msg.push_str("X-Pad: ");
+        msg.push_str(&"p".repeat(40_000));
+        msg.push_str("\r\nContent-Length: 0\r\n\r\n");
+        let big = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
+        let mut frags = Vec::new();
+        frag::fragment(&big, 14, 1500, 0, &mut |p: &[u8]| {
+            frags.push(p.to_vec());
+            true
+        })
+        .unwrap();
+        let mut last = None;
+        for f in &frags {
+            last = Some(h.run(&direct(1500), Side::Inside, f, 0));
+        }
+        let (a, bytes) = last.unwrap();
+        let Action::Fragment {
+            at: At::Scratch,
+            mtu: 1500,
+            l3,
+            len,
+            ..
+        } = a
+        else {
+            panic!("{a:?}");
+        };
+        assert_eq!(len, big.len() + 8);
+        let text = String::from_utf8_lossy(&bytes[l3 + 28..]);
+        assert!(text.contains("Via: SIP/2.0/UDP 203.0.113.10:5060"));
+        assert_eq!(h.b.get(C::SipRewritten), 1);
     }
 }

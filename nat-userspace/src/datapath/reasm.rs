@@ -15,6 +15,13 @@
 //!   (lazily in `add`, or by [`Reassembler::expire`]).
 //! - No free slot: a poisoned (or abandoned) slot is reused first; otherwise the OLDEST
 //!   in-progress datagram is evicted (counted).
+//! - Classification ([`Reassembler::add_classified`]): when the first fragment (offset 0,
+//!   which holds the upper-layer header) arrives, the caller says whether the datagram is
+//!   its business. If not, it is *passed*: the fragments held so far are given back as
+//!   they arrived ([`Reassembler::held_original`]: each fragment's own headers are kept
+//!   next to its data), the first fragment too, and every later fragment of that key until
+//!   the timeout ([`Added::PassThis`]): a datagram that is not ours reaches the kernel
+//!   exactly as it came, whatever its size.
 //!
 //! Buffer layout of a slot: the fragment data (the datagram's fragmentable part) lives
 //! at `HEADROOM..HEADROOM + total`; the link header and the unfragmentable IP header of
@@ -50,15 +57,32 @@ pub struct ReasmLimits {
     pub max_datagram: usize,
 }
 
+/// The largest fragmentable part an IP datagram can have: no UDP datagram is too big.
+pub const MAX_DATAGRAM: usize = 65535;
+
 impl Default for ReasmLimits {
     fn default() -> Self {
         ReasmLimits {
-            memory: 4 << 20,
+            memory: 16 << 20,
             timeout_ms: 2000,
             max_fragments: 64,
-            max_datagram: 16384,
+            max_datagram: MAX_DATAGRAM,
         }
     }
+}
+
+/// What [`Reassembler::add_classified`] did with a fragment.
+#[derive(Debug)]
+pub enum Added<'a> {
+    /// Kept; the datagram is not complete yet.
+    Held,
+    /// This fragment completed the datagram.
+    Complete(Reassembled<'a>),
+    /// The datagram is not the caller's: pass this fragment on as it is (and, before it,
+    /// the `held` fragments [`Reassembler::held_original`] gives back from `slot`).
+    Pass { slot: usize, held: usize },
+    /// A later fragment of a datagram already passed: pass it on as it is.
+    PassThis,
 }
 
 /// Event counters (monotonic).
@@ -70,6 +94,8 @@ pub struct ReasmStats {
     pub completed: u64,
     /// Datagrams dropped for an overlapping or duplicate fragment.
     pub overlaps: u64,
+    /// Fragments given back unchanged: their datagram is not the caller's.
+    pub passed: u64,
     /// Datagrams dropped for more than `max_fragments` fragments.
     pub too_many_fragments: u64,
     /// Datagrams dropped for exceeding `max_datagram` (or 65535-byte IP length, or
@@ -133,13 +159,19 @@ enum State {
     /// Handed out as [`Reassembled`]; freed when it is dropped. Found in this state by
     /// `add`/`expire` only if the `Reassembled` was leaked: then it is as good as free.
     Complete,
+    /// Not the caller's datagram: later fragments of `key` are passed on until `deadline`.
+    Passing,
 }
 
-/// A fragment range `[start, end)` of the fragmentable part.
+/// A fragment range `[start, end)` of the fragmentable part, and where the fragment's own
+/// headers (link, IP, IPv6 extension and fragment headers) are kept.
 #[derive(Clone, Copy, Debug, Default)]
 struct Range {
     start: u32,
     end: u32,
+    /// Index of its headers in the slot's `orig` table, and their length.
+    hdr: u16,
+    hdr_len: u16,
 }
 
 struct Slot {
@@ -164,6 +196,8 @@ struct Slot {
     ranges: Box<[Range]>,
     nranges: usize,
     buf: Box<[u8]>,
+    /// Each held fragment's headers as they arrived: `max_fragments` × [`HEADROOM`].
+    orig: Box<[u8]>,
 }
 
 impl Slot {
@@ -238,6 +272,7 @@ impl Reassembler {
                 ranges: vec![Range::default(); nfrag].into_boxed_slice(),
                 nranges: 0,
                 buf: vec![0u8; max_datagram + HEADROOM].into_boxed_slice(),
+                orig: vec![0u8; nfrag * HEADROOM].into_boxed_slice(),
             })
             .collect();
         Reassembler {
@@ -289,7 +324,7 @@ impl Reassembler {
                     self.stats.timeouts += 1;
                     s.reset();
                 }
-                State::Poisoned if now_ms >= s.deadline_ms => s.reset(),
+                State::Poisoned | State::Passing if now_ms >= s.deadline_ms => s.reset(),
                 State::Complete => s.reset(),
                 _ => {}
             }
@@ -305,6 +340,22 @@ impl Reassembler {
         layout: &Layout,
         now_ms: u64,
     ) -> Result<Option<Reassembled<'_>>, ReasmError> {
+        match self.add_classified(frame, layout, now_ms, |_, _| true)? {
+            Added::Complete(r) => Ok(Some(r)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Like [`Self::add`], with the datagram classified when its first fragment arrives:
+    /// `ours(protocol, upper)` gets the upper-layer protocol and the first fragment's data
+    /// (the upper-layer header first); false passes the datagram on (see [`Added`]).
+    pub fn add_classified(
+        &mut self,
+        frame: &[u8],
+        layout: &Layout,
+        now_ms: u64,
+        ours: impl FnOnce(u8, &[u8]) -> bool,
+    ) -> Result<Added<'_>, ReasmError> {
         self.expire(now_ms);
         let p = match check(frame, layout) {
             Some(p) => p,
@@ -319,15 +370,55 @@ impl Reassembler {
         };
         self.stats.fragments += 1;
 
-        let found = self
-            .slots
-            .iter()
-            .position(|s| matches!(s.state, State::InProgress | State::Poisoned) && s.key == p.key);
+        let found = self.slots.iter().position(|s| {
+            matches!(
+                s.state,
+                State::InProgress | State::Poisoned | State::Passing
+            ) && s.key == p.key
+        });
         if let Some(i) = found {
-            if self.slots[i].state == State::Poisoned {
-                self.stats.poisoned += 1;
-                return Err(ReasmError::Poisoned);
+            match self.slots[i].state {
+                State::Poisoned => {
+                    self.stats.poisoned += 1;
+                    return Err(ReasmError::Poisoned);
+                }
+                State::Passing => {
+                    self.stats.passed += 1;
+                    return Ok(Added::PassThis);
+                }
+                _ => {}
             }
+        }
+        // The first fragment says whose datagram it is.
+        let protocol = layout.fragment.map_or(0, |f| f.protocol);
+        if p.offset == 0 && !ours(protocol, &frame[p.data..layout.ip_end]) {
+            let i = match found {
+                Some(i) => i,
+                None => {
+                    let Some(i) = self.take_slot() else {
+                        // Nowhere to remember it: this fragment still goes on as it is.
+                        self.stats.passed += 1;
+                        return Ok(Added::PassThis);
+                    };
+                    self.slots[i].reset();
+                    i
+                }
+            };
+            let s = &mut self.slots[i];
+            let held = if s.state == State::InProgress {
+                s.nranges
+            } else {
+                0
+            };
+            if found.is_none() {
+                s.nranges = 0;
+            }
+            s.state = State::Passing;
+            s.key = p.key;
+            s.created_ms = now_ms;
+            s.deadline_ms = now_ms.saturating_add(u64::from(self.limits.timeout_ms));
+            self.stats.passed += 1 + held as u64;
+            return Ok(Added::Pass { slot: i, held });
         }
 
         // Checks on the fragment alone.
@@ -382,7 +473,7 @@ impl Reassembler {
                 Ok((start, end)) => {
                     self.stats.completed += 1;
                     self.slots[i].state = State::Complete;
-                    Ok(Some(Reassembled {
+                    Ok(Added::Complete(Reassembled {
                         r: self,
                         idx: i,
                         start,
@@ -395,13 +486,32 @@ impl Reassembler {
                     Err(e)
                 }
             },
-            Ok(false) => Ok(None),
+            Ok(false) => Ok(Added::Held),
             Err(e) => {
                 self.count(e);
                 self.poison(i, now_ms);
                 Err(e)
             }
         }
+    }
+
+    /// The `k`-th fragment (by offset) that slot `slot` held when its datagram was passed
+    /// ([`Added::Pass`]), exactly as it arrived (link header included), written to `out`;
+    /// its length. Valid until the next call of `add`/`add_classified`.
+    pub fn held_original(&self, slot: usize, k: usize, out: &mut [u8]) -> Option<usize> {
+        let s = self.slots.get(slot)?;
+        if s.state != State::Passing || k >= s.nranges {
+            return None;
+        }
+        let r = s.ranges[k];
+        let h = usize::from(r.hdr) * HEADROOM;
+        let hl = usize::from(r.hdr_len);
+        let (start, end) = (r.start as usize, r.end as usize);
+        let n = hl + (end - start);
+        let out = out.get_mut(..n)?;
+        out[..hl].copy_from_slice(&s.orig[h..h + hl]);
+        out[hl..].copy_from_slice(&s.buf[HEADROOM + start..HEADROOM + end]);
+        Some(n)
     }
 
     fn count(&mut self, e: ReasmError) {
@@ -444,7 +554,10 @@ impl Reassembler {
         if let Some(i) = self.slots.iter().position(Slot::reusable) {
             return Some(i);
         }
-        if let Some(i) = self.oldest(State::Poisoned) {
+        if let Some(i) = self
+            .oldest(State::Poisoned)
+            .or_else(|| self.oldest(State::Passing))
+        {
             return Some(i);
         }
         let i = self.oldest(State::InProgress)?;
@@ -487,12 +600,21 @@ impl Reassembler {
             s.hdr_len = hdr_len;
             s.l3 = layout.l3;
         }
+        // This fragment's own headers, to give it back as it came if the datagram turns
+        // out not to be ours (the n-th fragment held uses the n-th header slot).
+        if p.data > HEADROOM {
+            return Err(ReasmError::TooBig);
+        }
+        let hdr = s.nranges;
+        s.orig[hdr * HEADROOM..hdr * HEADROOM + p.data].copy_from_slice(&frame[..p.data]);
         s.buf[HEADROOM + p.offset..HEADROOM + p.end]
             .copy_from_slice(&frame[p.data..p.data + (p.end - p.offset)]);
         s.ranges.copy_within(at..s.nranges, at + 1);
         s.ranges[at] = Range {
             start: p.offset as u32,
             end: p.end as u32,
+            hdr: hdr as u16,
+            hdr_len: p.data as u16,
         };
         s.nranges += 1;
         s.held += p.end - p.offset;
@@ -1044,6 +1166,7 @@ mod tests {
     fn memory_bound_evicts_oldest() {
         let limits = ReasmLimits {
             memory: 4 * 16384,
+            max_datagram: 16384,
             ..ReasmLimits::default()
         };
         let mut r = Reassembler::new(limits);
@@ -1204,6 +1327,7 @@ mod tests {
     fn reassembled_can_be_edited_and_released() {
         let mut r = Reassembler::new(ReasmLimits {
             memory: 16384,
+            max_datagram: 16384,
             ..ReasmLimits::default()
         });
         let orig = udp_v4(3000, 91);
@@ -1508,5 +1632,87 @@ mod tests {
         assert_eq!(done, firsts);
         assert_eq!(r.memory_in_use(), 0);
         println!("reassembled {done} datagrams from {path}");
+    }
+
+    fn udp_v4_port(n: usize, ident: u16, dport: u16) -> Vec<u8> {
+        let mut h =
+            Ipv4Header::new(0, 64, IpNumber::UDP, [192, 0, 2, 1], [198, 51, 100, 2]).unwrap();
+        h.identification = ident;
+        h.dont_fragment = false;
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ip(IpHeaders::Ipv4(h, Default::default()))
+            .udp(40000, dport);
+        let p = vec![0x5a; n];
+        let mut v = Vec::with_capacity(b.size(p.len()));
+        b.write(&mut v, &p).unwrap();
+        v
+    }
+
+    fn classify(r: &mut Reassembler, f: &[u8], now: u64) -> String {
+        let l = wire::parse(f, Link::Ethernet).unwrap();
+        let ours = |proto: u8, upper: &[u8]| {
+            proto == 17 && upper.len() >= 4 && u16::from_be_bytes([upper[2], upper[3]]) == 5060
+        };
+        match r.add_classified(f, &l, now, ours) {
+            Ok(Added::Held) => "held".into(),
+            Ok(Added::Complete(_)) => "complete".into(),
+            Ok(Added::Pass { slot, held }) => format!("pass {slot} {held}"),
+            Ok(Added::PassThis) => "pass-this".into(),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_datagram_that_is_not_ours_is_given_back_as_it_came() {
+        let mut r = Reassembler::new(ReasmLimits::default());
+        // 30,000 bytes to port 9999: 21 fragments. Two middle ones arrive before the first.
+        let fr = frags(&udp_v4_port(30000, 7, 9999), 1500, 0);
+        assert_eq!(fr.len(), 21);
+        assert_eq!(classify(&mut r, &fr[5], 0), "held");
+        assert_eq!(classify(&mut r, &fr[3], 0), "held");
+        let got = classify(&mut r, &fr[0], 0);
+        let slot: usize = got.split(' ').nth(1).unwrap().parse().unwrap();
+        assert_eq!(got, format!("pass {slot} 2"));
+        let mut out = vec![0u8; 2000];
+        let n = r.held_original(slot, 0, &mut out).unwrap();
+        assert_eq!(
+            out[..n],
+            fr[3][..],
+            "held fragments come back byte for byte, by offset"
+        );
+        let n = r.held_original(slot, 1, &mut out).unwrap();
+        assert_eq!(out[..n], fr[5][..]);
+        assert!(r.held_original(slot, 2, &mut out).is_none());
+        for f in fr[1..].iter().filter(|f| **f != fr[3] && **f != fr[5]) {
+            assert_eq!(classify(&mut r, f, 10), "pass-this");
+        }
+        assert_eq!(r.stats().passed, 21);
+        assert_eq!(r.stats().completed, 0);
+        assert_eq!(r.memory_in_use(), 0);
+        // A SIP datagram of the same size is reassembled (no 16 KiB limit).
+        let sip = frags(&udp_v4_port(30000, 8, 5060), 1500, 0);
+        let last = sip.len() - 1;
+        for f in &sip[..last] {
+            assert_eq!(classify(&mut r, f, 20), "held");
+        }
+        assert_eq!(classify(&mut r, &sip[last], 20), "complete");
+        // After the timeout the passed key is forgotten.
+        r.expire(10_000);
+        assert_eq!(classify(&mut r, &fr[2], 10_000), "held");
+    }
+
+    #[test]
+    fn largest_udp_datagram_is_reassembled() {
+        let mut r = Reassembler::new(ReasmLimits::default());
+        // 65,507 bytes of UDP payload: the IPv4 maximum.
+        let fr = frags(&udp_v4_port(65507, 9, 5060), 1500, 0);
+        let mut done = None;
+        for f in &fr {
+            let l = wire::parse(f, Link::Ethernet).unwrap();
+            if let Ok(Some(d)) = r.add(f, &l, 0) {
+                done = Some(d.bytes().len());
+            }
+        }
+        assert_eq!(done, Some(14 + 20 + 8 + 65507));
     }
 }

@@ -91,6 +91,7 @@ counters! {
     ReasmNoSlot = "reasm_no_slot" : "Fragments dropped: no reassembly slot",
     ReasmMalformed = "reasm_malformed" : "Fragments dropped: malformed",
     FragTx = "frag_tx" : "Fragments transmitted",
+    FragPassed = "frag_passed" : "Fragments of datagrams on no SIP port, handed to the kernel as they arrived",
     Refragmented = "refragmented" : "Packets refragmented for the egress MTU",
     // MTU
     IcmpFragNeeded = "icmp_frag_needed_sent" : "ICMP fragmentation-needed sent (packet grew past the MTU with DF)",

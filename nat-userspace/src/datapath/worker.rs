@@ -22,7 +22,10 @@ use super::{
     umem::{frame_base, Area, FreeFrames, FRAME_SIZE},
     Dataplane, Shared,
 };
-use crate::{snapshot::Local, wire::Link};
+use crate::{
+    snapshot::Local,
+    wire::{self, Link},
+};
 
 /// Most descriptors handled per ring per batch.
 pub const MAX_BATCH: usize = 256;
@@ -603,6 +606,29 @@ impl Worker {
                 if res.is_err() {
                     self.batch.inc(C::SlowSendError);
                 }
+            }
+            Action::PassFragments { held, l3, len } => {
+                let mut errors = 0u64;
+                for k in 0..held {
+                    let Some(f) = self.pipe.held_fragment(k) else {
+                        break;
+                    };
+                    let sent = wire::parse(f, Link::Ethernet)
+                        .ok()
+                        .and_then(|l| f.get(l.l3..l.ip_end))
+                        .map(|ip| self.shared.slow.send_ip(ip));
+                    if !matches!(sent, Some(Ok(()))) {
+                        errors += 1;
+                    }
+                }
+                if frame
+                    .get(l3..len)
+                    .map(|ip| self.shared.slow.send_ip(ip))
+                    .is_none_or(|r| r.is_err())
+                {
+                    errors += 1;
+                }
+                self.batch.add(C::SlowSendError, errors);
             }
             Action::Consumed | Action::Drop(_) => {}
         }

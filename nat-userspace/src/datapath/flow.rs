@@ -19,8 +19,11 @@
 //!   that only *receives* for longer than the idle timeout loses its mapping (SIP user
 //!   agents re-register and send keep-alives, media endpoints send RTP/RTCP, so 300 s is
 //!   far from that).
-//! - A live entry is never overwritten: a second internal host using the same key gets
-//!   [`InsertResult::Collision`] (port translation is a later step).
+//! - A live entry is never overwritten by another internal host of the same key: that one
+//!   gets [`InsertResult::Collision`] (port translation is a later step).
+//! - A full probe sequence makes room: the least recently refreshed live entry in it is
+//!   replaced ([`InsertResult::Evicted`]), so a full table loses its oldest idle flows, not
+//!   the new ones.
 //! - The table keeps no counters. The caller counts what it wants from each
 //!   [`InsertResult`] (inserted, refreshed, collision, full) and from each `lookup` that
 //!   returns `None` (no mapping → kernel); [`FlowTable::live`] is a scan for the control
@@ -120,8 +123,12 @@ pub enum InsertResult {
     /// The key is live with another internal address, which is kept. The packet should go
     /// to the kernel (and be counted).
     Collision { existing: IpAddr },
-    /// No free slot among the key's probe sequence (or, rarely, another worker stalled in
-    /// the middle of writing a slot this key needed). Nothing was stored.
+    /// A new entry, in the slot of the least recently refreshed live entry of the key's
+    /// probe sequence, which had no free slot: that older flow is forgotten (its replies
+    /// now go to the kernel). The caller counts it as an eviction.
+    Evicted,
+    /// Rarely: another worker stalled in the middle of writing a slot this key needed.
+    /// Nothing was stored.
     Full,
 }
 
@@ -238,8 +245,10 @@ impl FlowTable {
         let home = h as usize;
 
         'attempt: for _ in 0..MAX_RESTARTS {
-            // 1. Look for the key (live) and remember the first free slot.
+            // 1. Look for the key (live) and remember the first free slot, and the least
+            //    recently refreshed live entry of another key (evicted if nothing is free).
             let mut free: Option<(usize, u64)> = None;
+            let mut oldest: Option<(usize, u64)> = None;
             for i in 0..self.probes {
                 let slot = &self.slots[home.wrapping_add(i) & self.mask];
                 match self.read_settled(slot, tag) {
@@ -253,7 +262,14 @@ impl FlowTable {
                     Read::Stable(v) => {
                         if !self.holds_live(&v, now_s) {
                             free.get_or_insert((i, v.state));
-                        } else if v.is(&k) {
+                        } else if !v.is(&k) {
+                            let age = now_s.wrapping_sub(v.ts()) as i32;
+                            if oldest
+                                .is_none_or(|(_, st)| age > now_s.wrapping_sub(st as u32) as i32)
+                            {
+                                oldest = Some((i, v.state));
+                            }
+                        } else {
                             if v.internal_words != int_words || v.internal_v6() != int_v6 {
                                 return InsertResult::Collision {
                                     existing: v.internal(),
@@ -267,8 +283,10 @@ impl FlowTable {
                     }
                 }
             }
-            let Some((p, expected)) = free else {
-                return InsertResult::Full;
+            let (evicting, (p, expected)) = match (free, oldest) {
+                (Some(f), _) => (false, f),
+                (None, Some(o)) => (true, o),
+                (None, None) => return InsertResult::Full,
             };
 
             // 2. Claim it.
@@ -309,7 +327,11 @@ impl FlowTable {
             match self.verify_unique(home, p, &k, tag, now_s) {
                 Verdict::Unique => {
                     slot.state.store(pack(done, now_s), Ordering::Release);
-                    return InsertResult::Inserted;
+                    return if evicting {
+                        InsertResult::Evicted
+                    } else {
+                        InsertResult::Inserted
+                    };
                 }
                 verdict => {
                     slot.meta.store(0, Ordering::Relaxed);
@@ -772,38 +794,49 @@ mod tests {
         );
     }
 
+    /// Hardening 7: a full table refused new flows (their replies were lost); it now
+    /// forgets its least recently refreshed flows instead.
     #[test]
-    fn full_small_table() {
+    fn regression_full_table_evicts_least_recently_refreshed() {
         let t = FlowTable::new(8, 300);
         let n = t.slots();
         assert_eq!(n, 16);
-        let keys: Vec<FlowKey> = (0..64).map(nth_key).collect();
-        let mut inserted = Vec::new();
-        let mut full = 0;
-        for k in &keys {
-            match t.insert(*k, legal_internal(k), 10) {
-                InsertResult::Inserted => inserted.push(*k),
-                InsertResult::Full => full += 1,
-                r => panic!("{r:?}"),
-            }
+        let keys: Vec<FlowKey> = (0..n as u32 + 8).map(nth_key).collect();
+        let (first, fresh) = keys.split_at(n);
+        for k in first {
+            assert_eq!(t.insert(*k, legal_internal(k), 10), InsertResult::Inserted);
         }
-        // The probe sequence covers the whole small table: exactly every slot fills.
-        assert_eq!(inserted.len(), n);
-        assert_eq!(full, keys.len() - n);
-        assert_eq!(t.live(10), n);
-        for k in &inserted {
-            assert_eq!(t.lookup(k, 10), Some(legal_internal(k)));
-            assert_eq!(t.insert(*k, legal_internal(k), 11), InsertResult::Refreshed);
+        // Half of them see traffic again later.
+        for k in &first[..n / 2] {
+            assert_eq!(t.insert(*k, legal_internal(k), 20), InsertResult::Refreshed);
         }
-        let rejected = keys.iter().find(|k| !inserted.contains(k)).unwrap();
-        assert_eq!(t.lookup(rejected, 10), None);
-        // Once the entries expire, their slots are reused.
+        // The probe sequence covers the whole small table: every new flow evicts one of
+        // the idle half.
+        for k in fresh {
+            assert_eq!(t.insert(*k, legal_internal(k), 21), InsertResult::Evicted);
+            assert_eq!(t.lookup(k, 21), Some(legal_internal(k)));
+        }
+        for k in &first[..n / 2] {
+            assert_eq!(
+                t.lookup(k, 21),
+                Some(legal_internal(k)),
+                "a recent flow was evicted"
+            );
+        }
         assert_eq!(
-            t.insert(*rejected, legal_internal(rejected), 400),
+            first[n / 2..]
+                .iter()
+                .filter(|k| t.lookup(k, 21).is_none())
+                .count(),
+            8
+        );
+        assert_eq!(t.live(21), n);
+        // Once the entries expire, their slots are reused without evicting.
+        let late = nth_key(999);
+        assert_eq!(
+            t.insert(late, legal_internal(&late), 400),
             InsertResult::Inserted
         );
-        assert_eq!(t.lookup(rejected, 400), Some(legal_internal(rejected)));
-        assert_eq!(t.lookup(&inserted[0], 400), None);
         assert_eq!(t.live(400), 1);
     }
 
@@ -815,7 +848,7 @@ mod tests {
             let k = nth_key(i);
             match t.insert(k, legal_internal(&k), 1) {
                 InsertResult::Inserted => {}
-                InsertResult::Full => full += 1,
+                InsertResult::Full | InsertResult::Evicted => full += 1,
                 r => panic!("{i}: {r:?}"),
             }
         }
@@ -891,7 +924,7 @@ mod tests {
                             let k = nth_key((r >> 32) as u32 % UNIVERSE);
                             if r & 1 == 0 {
                                 match t.insert(k, legal_internal(&k), now) {
-                                    InsertResult::Inserted => c[0] += 1,
+                                    InsertResult::Inserted | InsertResult::Evicted => c[0] += 1,
                                     InsertResult::Refreshed => c[1] += 1,
                                     InsertResult::Full => c[2] += 1,
                                     r @ InsertResult::Collision { .. } => {

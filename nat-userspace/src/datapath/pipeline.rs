@@ -411,6 +411,7 @@ impl Pipeline {
                         b.inc(C::FlowCollision);
                         return kernel(at, C::SlowCollision, b);
                     }
+                    InsertResult::Evicted => b.inc(C::FlowEvicted),
                     InsertResult::Full => b.inc(C::FlowFull),
                 }
             }

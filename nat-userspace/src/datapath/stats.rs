@@ -74,7 +74,8 @@ counters! {
     FlowInserted = "flow_inserted" : "Flow-table entries inserted",
     FlowRefreshed = "flow_refreshed" : "Flow-table entries refreshed",
     FlowCollision = "flow_collision" : "Flow-table collisions (same local port and remote, other host)",
-    FlowFull = "flow_full" : "Flow-table inserts refused (full)",
+    FlowEvicted = "flow_evicted" : "Flow-table entries evicted (least recently refreshed first) to make room for a new flow",
+    FlowFull = "flow_full" : "Flow-table inserts refused (another worker stalled writing the slot)",
     FlowHit = "flow_hit" : "Inbound flow-table hits",
     FlowMiss = "flow_miss" : "Inbound flow-table misses",
     // fragments

@@ -94,9 +94,13 @@ pub mod stat {
     pub const DROP_NO_SOCKET: u32 = 10;
     /// Passed: the config map could not be read (cannot happen once loaded).
     pub const PASS_NO_CONFIG: u32 = 11;
+    /// Steered: an ICMP/ICMPv6 error (destination unreachable, time exceeded, parameter
+    /// problem, packet too big) quoting a UDP datagram to or from a SIP port, redirected
+    /// so that it is translated like the flow it is about.
+    pub const REDIRECT_ICMP_ERROR: u32 = 12;
 
     /// Number of counters (size of the stats map).
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
 
     /// Stable names (used in `sipnat stats`, JSON and Prometheus), indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -112,6 +116,7 @@ pub mod stat {
         "pass_no_socket",
         "drop_no_socket",
         "pass_no_config",
+        "redirect_icmp_error",
     ];
 }
 

@@ -46,6 +46,9 @@ const IPV4_MIN_HDR_LEN: usize = 20;
 const IPV6_HDR_LEN: usize = 40;
 const UDP_HDR_LEN: usize = 8;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+const ICMP_HDR_LEN: usize = 8;
 const IPV6_HOPOPTS: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
@@ -85,6 +88,7 @@ impl Pass {
 enum Steer {
     Sip,
     Fragment,
+    IcmpError,
 }
 
 /// Where the L3 parsers leave off.
@@ -94,6 +98,8 @@ enum L4 {
     Udp(usize),
     /// A UDP fragment (first or later).
     UdpFragment,
+    /// An ICMP error quoting a UDP datagram to or from a SIP port.
+    IcmpError,
 }
 
 #[xdp]
@@ -125,6 +131,7 @@ fn decide(ctx: &XdpContext) -> (u32, u32) {
         Ok(action) if action == xdp_action::XDP_REDIRECT => match steer {
             Steer::Sip => (action, stat::REDIRECT_SIP),
             Steer::Fragment => (action, stat::REDIRECT_FRAGMENT),
+            Steer::IcmpError => (action, stat::REDIRECT_ICMP_ERROR),
         },
         // No socket on this queue: the helper returned the fallback.
         _ if fallback == xdp_action::XDP_DROP => (xdp_action::XDP_DROP, stat::DROP_NO_SOCKET),
@@ -188,6 +195,7 @@ fn classify(ctx: &XdpContext, cfg_flags: u32) -> Result<Steer, Pass> {
     };
     match l4 {
         L4::Udp(off) => udp(ctx, off),
+        L4::IcmpError => Ok(Steer::IcmpError),
         L4::UdpFragment if cfg_flags & flags::STEER_FRAGMENTS != 0 => Ok(Steer::Fragment),
         L4::UdpFragment => Err(Pass::Fragment),
     }
@@ -200,10 +208,13 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Result<L4, Pass> {
     if h[0] >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN {
         return Err(Pass::Malformed);
     }
+    let frag = be16([h[6], h[7]]);
+    if h[9] == IPPROTO_ICMP && frag & 0x3fff == 0 {
+        return icmp4(ctx, l3 + ihl);
+    }
     if h[9] != IPPROTO_UDP {
         return Err(Pass::NotUdp);
     }
-    let frag = be16([h[6], h[7]]);
     let more_fragments = frag & 0x2000 != 0;
     let offset = frag & 0x1fff;
     if more_fragments || offset != 0 {
@@ -225,6 +236,9 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<L4, Pass> {
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         if next == IPPROTO_UDP {
             return Ok(L4::Udp(off));
+        }
+        if next == IPPROTO_ICMPV6 {
+            return icmp6(ctx, off);
         }
         if !matches!(
             next,
@@ -262,6 +276,62 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<L4, Pass> {
         return Ok(L4::Udp(off));
     }
     Err(Pass::Unparsed)
+}
+
+/// An ICMP error (destination unreachable, time exceeded, parameter problem) whose quote
+/// is an IPv4 UDP datagram to or from a SIP port; anything else ICMP is "not UDP".
+#[inline(always)]
+fn icmp4(ctx: &XdpContext, l4: usize) -> Result<L4, Pass> {
+    if l4 > MAX_L4_OFFSET {
+        return Err(Pass::Unparsed);
+    }
+    // The whole 8-byte ICMP header must be there; the type is read.
+    let t = header::<4>(ctx, l4, ICMP_HDR_LEN).ok_or(Pass::Malformed)?;
+    if !matches!(t[0], 3 | 11 | 12) {
+        return Err(Pass::NotUdp);
+    }
+    let q = l4 + ICMP_HDR_LEN;
+    let h = bytes::<IPV4_MIN_HDR_LEN>(ctx, q).ok_or(Pass::NotUdp)?;
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    if h[0] >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN || h[9] != IPPROTO_UDP {
+        return Err(Pass::NotUdp);
+    }
+    quoted_ports(ctx, q + ihl)
+}
+
+/// An ICMPv6 error (types 1-4) whose quote is an IPv6 UDP datagram (no extension
+/// headers) to or from a SIP port.
+#[inline(always)]
+fn icmp6(ctx: &XdpContext, l4: usize) -> Result<L4, Pass> {
+    if l4 > MAX_L4_OFFSET {
+        return Err(Pass::Unparsed);
+    }
+    let t = header::<4>(ctx, l4, ICMP_HDR_LEN).ok_or(Pass::Malformed)?;
+    if !matches!(t[0], 1..=4) {
+        return Err(Pass::NotUdp);
+    }
+    let q = l4 + ICMP_HDR_LEN;
+    let h = bytes::<8>(ctx, q).ok_or(Pass::NotUdp)?;
+    if h[0] >> 4 != 6 || h[6] != IPPROTO_UDP {
+        return Err(Pass::NotUdp);
+    }
+    quoted_ports(ctx, q + IPV6_HDR_LEN)
+}
+
+#[inline(always)]
+fn quoted_ports(ctx: &XdpContext, off: usize) -> Result<L4, Pass> {
+    if off > MAX_L4_OFFSET {
+        return Err(Pass::Unparsed);
+    }
+    // The quote holds at least the UDP header's first 8 bytes (RFC 792); ports suffice.
+    let u = bytes::<4>(ctx, off).ok_or(Pass::NotUdp)?;
+    if SIP_PORTS.get_ptr(be16([u[2], u[3]])).is_some()
+        || SIP_PORTS.get_ptr(be16([u[0], u[1]])).is_some()
+    {
+        Ok(L4::IcmpError)
+    } else {
+        Err(Pass::NotUdp)
+    }
 }
 
 #[inline(always)]

@@ -123,6 +123,11 @@ verdict! {
     ipv4_udp_other_port: frames::udp4(40000, 5061), std_setup() => PASS, stat::PASS_NOT_SIP_PORT;
     ipv6_udp_other_port: frames::udp6(53, 40000), std_setup() => PASS, stat::PASS_NOT_SIP_PORT;
     ipv4_tcp_5060_passes: frames::tcp4(40000, 5060), std_setup() => PASS, stat::PASS_NOT_UDP;
+    icmp4_error_about_sip_steered: frames::icmp4_port_unreachable(5060, 5060), std_setup() => REDIRECT, stat::REDIRECT_ICMP_ERROR;
+    icmp4_error_about_other_port_passes: frames::icmp4_port_unreachable(40000, 53), std_setup() => PASS, stat::PASS_NOT_UDP;
+    icmp4_echo_passes: frames::icmp4_echo(), std_setup() => PASS, stat::PASS_NOT_UDP;
+    icmp6_error_about_sip_steered: frames::icmp6_port_unreachable(40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_ICMP_ERROR;
+    icmp6_error_about_other_port_passes: frames::icmp6_port_unreachable(40000, 53), std_setup() => PASS, stat::PASS_NOT_UDP;
     arp_passes: frames::arp(), std_setup() => PASS, stat::PASS_NOT_IP;
     vlan_ipv4_sip: frames::vlan_udp4(100, 40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     qinq_ipv6_sip: frames::qinq_udp6(200, 100, 40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;

@@ -4,6 +4,7 @@
 
 pub mod flow;
 pub mod frag;
+pub mod icmp;
 pub mod nexthop;
 pub mod pipeline;
 pub mod port;

@@ -26,7 +26,7 @@ use arrayvec::ArrayVec;
 
 use super::{
     flow::{FlowKey, FlowTable, InsertResult},
-    frag,
+    frag, icmp,
     reasm::{Added, ReasmLimits, ReasmStats, Reassembler},
     stats::{Batch, C},
     Dataplane,
@@ -351,6 +351,43 @@ impl Pipeline {
                 reason,
             }
         };
+        if layout.fragment.is_none()
+            && layout.protocol
+                == if layout.ipv6 {
+                    icmp::PROTO_ICMPV6
+                } else {
+                    icmp::PROTO_ICMP
+                }
+        {
+            // An ICMP error about a SIP datagram (the XDP program steers only those).
+            let dp = env.dataplane;
+            let buf = buf!();
+            let now_s = (env.now_ms / 1000) as u32;
+            let inbound = side == Side::Outside;
+            return match icmp::translate(
+                buf,
+                &layout,
+                inbound,
+                &dp.config,
+                &dp.external,
+                env.flows,
+                now_s,
+            ) {
+                Ok(end) => {
+                    b.inc(C::IcmpTranslated);
+                    if !decrement_ttl(buf, &layout) {
+                        b.inc(C::DropTtl);
+                        return Action::Drop(C::DropTtl);
+                    }
+                    egress(env, side.other(), buf, at, end, &layout, None, ident, b)
+                }
+                Err(icmp::Untranslated::Kernel) => kernel(at, C::SlowIcmpNotOurs, b),
+                Err(icmp::Untranslated::Drop) => {
+                    b.inc(C::DropIcmpUntranslatable);
+                    Action::Drop(C::DropIcmpUntranslatable)
+                }
+            };
+        }
         let Some((sport, dport, _, _)) = layout.udp(buf!()) else {
             return kernel(at, C::SlowNotUdp, b);
         };
@@ -1157,5 +1194,131 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes[l3 + 28..]);
         assert!(text.contains("Via: SIP/2.0/UDP 203.0.113.10:5060"));
         assert_eq!(h.b.get(C::SipRewritten), 1);
+    }
+
+    /// An Ethernet + IPv4 ICMP error (`type`, `code`) from `src` to `dst` quoting `quoted`
+    /// (an IP packet), checksums right.
+    fn icmp4_error(src: [u8; 4], dst: [u8; 4], ty: u8, quoted: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = 20 + 8 + quoted.len();
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 1, 0, 0];
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        f.extend_from_slice(&ip);
+        let mut icmp = vec![ty, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(quoted);
+        let c = checksum::finish(checksum::sum(&icmp));
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&icmp);
+        ipv4::Packet::new_checked(&mut f[14..])
+            .unwrap()
+            .fill_checksum();
+        f
+    }
+
+    fn icmp_ok(f: &[u8]) {
+        let l = wire::parse(f, Link::Ethernet).unwrap();
+        assert!(ipv4::Packet::new_checked(&f[14..])
+            .unwrap()
+            .verify_checksum());
+        assert_eq!(
+            checksum::fold(checksum::sum(&f[l.l4..l.ip_end])),
+            0xffff,
+            "ICMP checksum"
+        );
+        let q = &f[l.l4 + 8..];
+        assert!(ipv4::Packet::new_checked(&q[..20]).is_some() || q.len() >= 20);
+        let mut qh = [0u8; 20];
+        qh.copy_from_slice(&q[..20]);
+        assert_eq!(
+            checksum::fold(checksum::sum(&qh)),
+            0xffff,
+            "quoted header checksum"
+        );
+    }
+
+    /// Hardening 10: an ICMP error about a sipnat flow leaked the internal address
+    /// (outbound) or stopped at the gateway (inbound). Both ways are translated now.
+    #[test]
+    fn regression_icmp_errors_of_sipnat_flows_are_translated() {
+        let mut h = Harness::new();
+        // The phone's request creates the flow.
+        let req = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let (a, sent) = h.run(&direct(1500), Side::Inside, &req, 2048);
+        assert!(matches!(a, Action::Tx { .. }));
+        // The carrier's port is closed: its error quotes what it got from us.
+        let err = icmp4_error([198, 51, 100, 2], [203, 0, 113, 10], 3, &sent[14..]);
+        let (a, out) = h.run(&direct(1500), Side::Outside, &err, 0);
+        let Action::Tx {
+            side: Side::Inside,
+            len,
+            ..
+        } = a
+        else {
+            panic!("{a:?}");
+        };
+        assert_eq!(len, err.len());
+        assert_eq!(&out[30..34], &[10, 0, 0, 2], "outer destination: the phone");
+        assert_eq!(
+            &out[42 + 12..42 + 16],
+            &[10, 0, 0, 2],
+            "quoted source: the phone"
+        );
+        icmp_ok(&out);
+        assert_eq!(h.b.get(C::IcmpTranslated), 1);
+
+        // The other way: the carrier's request restored to the phone, whose port is closed.
+        let inbound = udp("198.51.100.2:5060", "10.0.0.2:5060", 63, INVITE.as_bytes());
+        let err = icmp4_error([10, 0, 0, 2], [198, 51, 100, 2], 3, &inbound[14..]);
+        let (a, out) = h.run(&direct(1500), Side::Inside, &err, 0);
+        let Action::Tx {
+            side: Side::Outside,
+            len,
+            ..
+        } = a
+        else {
+            panic!("{a:?}");
+        };
+        assert_eq!(
+            len,
+            14 + 20 + 8 + 28,
+            "the quote is cut after the UDP header"
+        );
+        assert_eq!(
+            &out[26..30],
+            &[203, 0, 113, 10],
+            "outer source: the external address"
+        );
+        assert_eq!(
+            &out[42 + 16..42 + 20],
+            &[203, 0, 113, 10],
+            "quoted destination"
+        );
+        assert!(
+            !out[..len].windows(4).any(|w| w == [10, 0, 0, 2]),
+            "no internal address left"
+        );
+        icmp_ok(&out[..len]);
+
+        // About a flow nobody has: dropped, never forwarded as is.
+        let stray = udp("203.0.113.10:5060", "198.51.100.9:5060", 64, b"x");
+        let err = icmp4_error([198, 51, 100, 9], [203, 0, 113, 10], 3, &stray[14..]);
+        let (a, _) = h.run(&direct(1500), Side::Outside, &err, 0);
+        assert_eq!(a, Action::Drop(C::DropIcmpUntranslatable));
+        // An echo request is not an error: the kernel's.
+        let mut echo = icmp4_error([198, 51, 100, 2], [203, 0, 113, 10], 8, b"ping");
+        echo[34] = 8;
+        let (a, _) = h.run(&direct(1500), Side::Outside, &echo, 0);
+        assert!(
+            matches!(
+                a,
+                Action::Kernel {
+                    reason: C::SlowIcmpNotOurs,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
     }
 }

@@ -68,6 +68,7 @@ counters! {
     SlowOtherInterface = "slow_route_other_interface" : "Kernel slow path: route via another interface",
     SlowCollision = "slow_flow_collision" : "Kernel slow path: flow-table collision",
     SlowNotUdp = "slow_not_udp" : "Kernel slow path: not a whole UDP datagram",
+    SlowIcmpNotOurs = "slow_icmp_not_ours" : "Kernel slow path: an ICMP error not about a sipnat flow",
     SlowNotSipPort = "slow_not_sip_port" : "Kernel slow path: a reassembled UDP datagram on no SIP port (handed back unchanged)",
     SlowSendError = "slow_send_error" : "Kernel slow path send errors",
     // flow table
@@ -95,6 +96,8 @@ counters! {
     FragPassed = "frag_passed" : "Fragments of datagrams on no SIP port, handed to the kernel as they arrived",
     Refragmented = "refragmented" : "Packets refragmented for the egress MTU",
     // MTU
+    IcmpTranslated = "icmp_error_translated" : "ICMP errors about sipnat flows translated (outer and quoted headers) and forwarded",
+    DropIcmpUntranslatable = "drop_icmp_untranslatable" : "Dropped: an ICMP error about sipnat traffic that cannot be translated (no flow, no external address)",
     IcmpFragNeeded = "icmp_frag_needed_sent" : "ICMP fragmentation-needed sent (packet grew past the MTU with DF)",
     IcmpPacketTooBig = "icmp6_packet_too_big_sent" : "ICMPv6 packet-too-big sent",
     // drops, by reason

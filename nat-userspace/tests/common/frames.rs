@@ -318,3 +318,38 @@ fn ext_lens(frame: &[u8], mut off: usize) -> Vec<usize> {
     }
     v
 }
+
+/// ICMP "port unreachable" from the carrier quoting `udp4(sport, dport)`'s IP packet.
+pub fn icmp4_port_unreachable(sport: u16, dport: u16) -> Vec<u8> {
+    use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type};
+    let quoted = udp4(sport, dport)[14..].to_vec();
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(DST4, SRC4, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port));
+    let mut v = Vec::new();
+    b.write(&mut v, &quoted).expect("build icmp frame");
+    v
+}
+
+/// ICMP echo request (not an error).
+pub fn icmp4_echo() -> Vec<u8> {
+    use etherparse::{IcmpEchoHeader, Icmpv4Type};
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(DST4, SRC4, 64)
+        .icmpv4(Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 1, seq: 1 }));
+    let mut v = Vec::new();
+    b.write(&mut v, b"ping").expect("build icmp frame");
+    v
+}
+
+/// ICMPv6 "port unreachable" quoting `udp6(sport, dport)`'s IP packet.
+pub fn icmp6_port_unreachable(sport: u16, dport: u16) -> Vec<u8> {
+    use etherparse::{icmpv6::DestUnreachableCode, Icmpv6Type};
+    let quoted = udp6(sport, dport)[14..].to_vec();
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv6(DST6, SRC6, 64)
+        .icmpv6(Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port));
+    let mut v = Vec::new();
+    b.write(&mut v, &quoted).expect("build icmpv6 frame");
+    v
+}

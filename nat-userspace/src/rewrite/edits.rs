@@ -70,10 +70,6 @@ impl Edits {
         self.items.iter()
     }
 
-    pub fn retain(&mut self, f: impl FnMut(&mut Edit) -> bool) {
-        self.items.retain(f);
-    }
-
     /// Sum of size changes of the edits inside `[start, end)`.
     pub fn delta_within(&self, start: usize, end: usize) -> isize {
         self.items

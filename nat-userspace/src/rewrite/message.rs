@@ -317,12 +317,16 @@ impl<'c, 'a> Rewriter<'c, 'a> {
         }
     }
 
-    /// Rewrites a host[:port] found in the message. `brackets`: IPv6 is written in
-    /// brackets (URIs, Via sent-by); otherwise as the original was written.
+    /// Rewrites a host[:port] found in the message. `default_port`: the port a missing
+    /// one stands for, so that a port map applies; `None` for a host-only field (`maddr`,
+    /// `received`, SDP), which never gets a port. `brackets`: IPv6 is written in brackets
+    /// (URIs, Via sent-by); otherwise as the original was written. Returns the rule when
+    /// the address was rewritten under one (its port map then applies to the ports that
+    /// go with the address).
     fn host(
         &mut self,
         hp: &HostPort,
-        default_port: u16,
+        default_port: Option<u16>,
         brackets: bool,
         field: Field,
     ) -> Option<&'a Rule> {
@@ -333,7 +337,8 @@ impl<'c, 'a> Rewriter<'c, 'a> {
                 None
             }
             Map::To { addr, text, rule } => {
-                let port = self.map_port(rule, hp.port.as_ref().map(|p| p.0), default_port);
+                let port = default_port
+                    .and_then(|d| self.map_port(rule, hp.port.as_ref().map(|p| p.0), d));
                 let bracket = addr.is_ipv6() && (brackets || hp.bracketed);
                 let (t, end) = if !bracket && port.is_none() {
                     (text, hp.host.end)
@@ -361,10 +366,32 @@ impl<'c, 'a> Rewriter<'c, 'a> {
         }
     }
 
-    /// A SIP URI inside `[start, end)`.
+    /// A SIP URI inside `[start, end)`: its host (and port) and its `maddr` parameter
+    /// (host only), each rewritten when it is one of ours (a host name may carry an IP
+    /// `maddr`).
     fn uri(&mut self, msg: &[u8], start: usize, end: usize, field: Field) {
-        if let Some((hp, secure)) = uri::sip_uri_host(msg, start, end) {
-            self.host(&hp, if secure { 5061 } else { 5060 }, true, field);
+        let Some(u) = uri::sip_uri(msg, start, end) else {
+            return;
+        };
+        if let Some(hp) = &u.host {
+            self.host(hp, Some(if u.secure { 5061 } else { 5060 }), true, field);
+        }
+        self.maddr(msg, u.params, field);
+    }
+
+    /// `maddr` (a host, never a port) in the `;params` region `p`.
+    fn maddr(&mut self, msg: &[u8], p: core::ops::Range<usize>, field: Field) {
+        // Most params (`;lr`, `;transport=udp`, `;branch=...;rport`) have no `m` at all:
+        // one search rules the parameter walk out.
+        if memchr::memchr2(b'm', b'M', &msg[p.clone()]).is_none() {
+            return;
+        }
+        for (name, value) in uri::params(msg, p.start, p.end) {
+            if msg[name].eq_ignore_ascii_case(b"maddr") {
+                if let Some(hp) = uri::param_host(msg, value) {
+                    self.host(&hp, None, false, field);
+                }
+            }
         }
     }
 
@@ -391,27 +418,20 @@ impl<'c, 'a> Rewriter<'c, 'a> {
         };
         let default_port = if via.tls { 5061 } else { 5060 };
         if let Some(sb) = &via.sent_by {
-            self.host(sb, default_port, true, Field::Via);
+            self.host(sb, Some(default_port), true, Field::Via);
         }
-        let inbound = self.ctx.direction == super::Direction::Inbound;
-        // Outbound only `maddr` matters: most Vias (`;branch=...;rport`) have no `m` at
-        // all, and one search rules the parameter walk out.
-        if !inbound && memchr::memchr2(b'm', b'M', &msg[via.params.clone()]).is_none() {
+        if self.ctx.direction == super::Direction::Outbound {
+            // Outbound only `maddr` matters.
+            self.maddr(msg, via.params, Field::Via);
             return;
         }
         for (name, value) in uri::params(msg, via.params.start, via.params.end) {
             let n = &msg[name];
-            let received = n.eq_ignore_ascii_case(b"received");
-            if !(n.eq_ignore_ascii_case(b"maddr") || (inbound && received)) {
-                continue;
-            }
-            if let Some(mut hp) = uri::host_port_at(msg, value.start, value.end, received) {
-                // A param value is a host only; never treat what follows as a port.
-                if hp.end() != value.end {
-                    continue;
+            if n.eq_ignore_ascii_case(b"received") || n.eq_ignore_ascii_case(b"maddr") {
+                // A host only (IPv6 with or without brackets), never a port.
+                if let Some(hp) = uri::param_host(msg, value) {
+                    self.host(&hp, None, false, Field::Via);
                 }
-                hp.port = None;
-                self.host(&hp, default_port, false, Field::Via);
             }
         }
     }
@@ -428,6 +448,15 @@ impl<'c, 'a> Rewriter<'c, 'a> {
         if let StartLine::Request { uri, .. } = &start {
             self.uri(msg, uri.start, uri.end, Field::RequestUri);
         }
+        // REGISTER 2xx/3xx responses list the registrar's bindings (dozens of Contacts):
+        // never rewritten, and so never taking an edit. CSeq may follow the Contacts, so
+        // it is looked up first.
+        let bindings = match start {
+            StartLine::Response { code } if (200..400).contains(&code) => {
+                message::cseq_is_register(msg, pos)
+            }
+            _ => false,
+        };
         let mut seen_via = false;
         // The value and every header that states it (equal duplicates are harmless, but each
         // must follow the body, or the output would contradict itself).
@@ -436,7 +465,6 @@ impl<'c, 'a> Rewriter<'c, 'a> {
             arrayvec::ArrayVec::new();
         let mut content_type = None;
         let mut encoded = false;
-        let mut cseq_register = false;
         let body_start = loop {
             let (h, next) = match message::header(msg, pos) {
                 Ok(Some(x)) => x,
@@ -451,7 +479,7 @@ impl<'c, 'a> Rewriter<'c, 'a> {
                     seen_via = true;
                     self.top_via(msg, v);
                 }
-                Kind::Contact => self.uri_list(msg, v, Field::Contact, true),
+                Kind::Contact if !bindings => self.uri_list(msg, v, Field::Contact, true),
                 Kind::From | Kind::To if cfg.from_to => self.uri_list(msg, v, Field::FromTo, false),
                 Kind::Route if cfg.record_route => self.uri_list(msg, v, Field::Route, true),
                 Kind::RecordRoute if cfg.record_route => {
@@ -471,21 +499,9 @@ impl<'c, 'a> Rewriter<'c, 'a> {
                 Kind::ContentEncoding => {
                     encoded = !msg[v].eq_ignore_ascii_case(b"identity");
                 }
-                Kind::CSeq => {
-                    // `CSeq: 1 REGISTER`: the method is the last token.
-                    let m = &msg[v.clone()];
-                    let method = m.rsplit(|&b| b == b' ' || b == b'\t').next().unwrap_or(m);
-                    cseq_register = method.eq_ignore_ascii_case(b"REGISTER");
-                }
                 _ => {}
             }
         };
-        // REGISTER 2xx/3xx responses list the registrar's bindings: never rewritten.
-        if let StartLine::Response { code } = start {
-            if cseq_register && (200..400).contains(&code) {
-                self.edits.retain(|e| e.field != Field::Contact);
-            }
-        }
         let body_end = match content_length {
             Some(n) => {
                 let e = body_start.saturating_add(n);
@@ -538,44 +554,114 @@ impl<'c, 'a> Rewriter<'c, 'a> {
     }
 
     fn sdp(&mut self, msg: &[u8], start: usize, end: usize) {
-        // Port maps in SDP follow the rule of the first address rewritten in it (o=/c=
-        // come before the m= lines).
-        let mut port_rule: Option<&Rule> = None;
+        // Port maps in SDP follow the address each port goes with: an m= port the
+        // connection address of its media section (the media-level c=, else the
+        // session-level one), an a=rtcp port its own address, else that same connection
+        // address. Only a rewritten address brings its rule's port map; another party's
+        // stream (a public c=, a host name) keeps its ports. The m= line comes before its
+        // section's c=, so a section's ports are settled at its end.
+        let mut session: Option<&'a Rule> = None;
+        // The session part first, then each media section.
+        let mut sec = Section::default();
+        let mut in_media = false;
         for item in sdp::items(msg, start, end) {
+            if item.field == sdp::Field::Media {
+                let eff = self.end_section(&sec, session);
+                if !in_media {
+                    session = eff;
+                    in_media = true;
+                }
+                sec = Section {
+                    media_port: item.port.filter(|_| !item.rejected),
+                    ..Section::default()
+                };
+                continue;
+            }
             if item.rejected {
                 continue;
             }
             let field = match item.field {
                 sdp::Field::Connection => Field::SdpConnection,
                 sdp::Field::Origin => Field::SdpOrigin,
-                sdp::Field::Rtcp => Field::SdpRtcp,
-                sdp::Field::Media => Field::SdpMediaPort,
+                _ => Field::SdpRtcp,
             };
-            if let Some(a) = &item.addr {
-                let hp = HostPort {
-                    host: a.range.clone(),
-                    addr: a.addr,
-                    bracketed: false,
-                    port: None,
-                };
-                // An `IN IP6` line needs IPv6 text and an `IN IP4` line IPv4 text:
-                // express_like keeps the family of what was there.
-                if let Some(rule) = self.host(&hp, 0, false, field) {
-                    port_rule.get_or_insert(rule);
-                }
-            }
-            if let (Some((port, range)), Some(rule)) = (&item.port, port_rule) {
-                if let Some(np) = self.map_port(Some(rule), Some(*port), 0) {
-                    let mut t = Text::default();
-                    t.push_u32(u32::from(np));
-                    let f = if item.field == sdp::Field::Rtcp {
-                        Field::SdpRtcp
-                    } else {
-                        Field::SdpMediaPort
+            // An `IN IP6` line needs IPv6 text and an `IN IP4` line IPv4 text:
+            // express_like keeps the family of what was there.
+            let rule = match &item.addr {
+                Some(a) => {
+                    let hp = HostPort {
+                        host: a.range.clone(),
+                        addr: a.addr,
+                        bracketed: false,
+                        port: None,
                     };
-                    self.push(range.start, range.end, t, f);
+                    self.host(&hp, None, false, field)
                 }
+                None => None,
+            };
+            match item.field {
+                sdp::Field::Connection => {
+                    // The first c= of a level is its connection address.
+                    sec.conn.get_or_insert(rule);
+                }
+                sdp::Field::Rtcp => {
+                    let Some((port, range)) = item.port else {
+                        continue;
+                    };
+                    if item.addr.is_some() || item.other_addr {
+                        self.sdp_port(rule, port, range, Field::SdpRtcp);
+                    } else if let Some(conn) = sec.conn {
+                        self.sdp_port(conn, port, range, Field::SdpRtcp);
+                    } else if let Err(e) = sec.rtcp.try_push((port, range)) {
+                        // (More a=rtcp lines before the section's c= than any real SDP
+                        // has: the session's address decides.)
+                        let (port, range) = e.element();
+                        self.sdp_port(session, port, range, Field::SdpRtcp);
+                    }
+                }
+                sdp::Field::Origin | sdp::Field::Media => {}
             }
         }
+        self.end_section(&sec, session);
     }
+
+    /// Settles the ports of a finished SDP section with its connection address (its own
+    /// c=, else the session's `session`); returns that address's rule.
+    fn end_section(&mut self, sec: &Section<'a>, session: Option<&'a Rule>) -> Option<&'a Rule> {
+        let rule = sec.conn.unwrap_or(session);
+        if let Some((port, range)) = &sec.media_port {
+            self.sdp_port(rule, *port, range.clone(), Field::SdpMediaPort);
+        }
+        for (port, range) in &sec.rtcp {
+            self.sdp_port(rule, *port, range.clone(), Field::SdpRtcp);
+        }
+        rule
+    }
+
+    /// An SDP port (m= or a=rtcp), mapped when its address was rewritten under `rule`.
+    fn sdp_port(
+        &mut self,
+        rule: Option<&Rule>,
+        port: u16,
+        range: core::ops::Range<usize>,
+        field: Field,
+    ) {
+        if let Some(np) = self.map_port(rule, Some(port), 0) {
+            let mut t = Text::default();
+            t.push_u32(u32::from(np));
+            self.push(range.start, range.end, t, field);
+        }
+    }
+}
+
+/// One part of an SDP body (the session part, or a media section) while it is scanned.
+#[derive(Default)]
+struct Section<'a> {
+    /// The first c= of the part: `Some(rule)`, the rule being `Some` when its address was
+    /// rewritten under one; `None` while the part has no c=.
+    conn: Option<Option<&'a Rule>>,
+    /// The m= port (media sections that are not rejected).
+    media_port: Option<(u16, core::ops::Range<usize>)>,
+    /// a=rtcp ports without an address of their own, seen before the part's c=.
+    rtcp: arrayvec::ArrayVec<(u16, core::ops::Range<usize>), 2>,
 }

@@ -789,3 +789,273 @@ fn empty_sdp_and_space_after_scheme() {
     assert_eq!(changes(o).contact, 1);
     assert!(m.contains("Contact: <sip: 203.0.113.10:5060>"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Regressions.
+
+/// A port map must never add a port to `maddr` or `received`: both are a host only.
+#[test]
+fn regression_port_map_not_appended_to_maddr() {
+    let mut c = cfg(&["10.0.0.2/32"]);
+    // 5070 = 5060: the default port 5060 maps back to 5070 inbound.
+    c.rules[0].ports = PortMap::new(&[(5060, 15060), (5070, 5060)]).unwrap();
+    let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK1;maddr=10.0.0.2\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out_cfg(&c, msg);
+    assert_eq!(changes(o).via, 2);
+    assert!(
+        m.contains("Via: SIP/2.0/UDP 203.0.113.10:15060;branch=z9hG4bK1;maddr=203.0.113.10\r\n"),
+        "{m}"
+    );
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:15060;branch=z9;received=203.0.113.10;maddr=203.0.113.10;rport=15060\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = inb(&c, None, resp);
+    assert_eq!(changes(o).via, 3);
+    assert!(
+        m.contains(
+            "Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9;received=10.0.0.2;maddr=10.0.0.2;rport=15060\r\n"
+        ),
+        "{m}"
+    );
+}
+
+/// SDP ports follow the address of their own media section: the m= port is mapped only
+/// when the section's connection address (media-level c=, else session-level c=) is
+/// rewritten; an a=rtcp port only when its own address (else that connection address) is.
+#[test]
+fn regression_sdp_port_map_follows_media_address() {
+    let mut c = cfg(&["10.0.0.2/32"]);
+    c.rules[0].ports = PortMap::new(&[(20000, 30000), (20001, 30001)]).unwrap();
+    let invite = |sdp: &str| {
+        with_body(
+            "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\n",
+            sdp,
+        )
+    };
+    // Section 1: another party's stream (its own c=); its a=rtcp names our address.
+    // Section 2: no media c=, the session's (ours) applies. Section 3: theirs again, an
+    // a=rtcp without an address follows the section's c=.
+    let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+m=audio 20000 RTP/AVP 0\r\nc=IN IP4 198.51.100.77\r\na=rtcp:20001 IN IP4 10.0.0.2\r\n\
+m=audio 20000 RTP/AVP 0\r\na=rtcp:20001\r\n\
+m=video 20000 RTP/AVP 96\r\nc=IN IP4 198.51.100.77\r\na=rtcp:20001\r\n";
+    let (m, o) = out_cfg(&c, &invite(sdp));
+    assert!(
+        m.ends_with(
+            "v=0\r\no=- 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 203.0.113.10\r\nt=0 0\r\n\
+m=audio 20000 RTP/AVP 0\r\nc=IN IP4 198.51.100.77\r\na=rtcp:30001 IN IP4 203.0.113.10\r\n\
+m=audio 30000 RTP/AVP 0\r\na=rtcp:30001\r\n\
+m=video 20000 RTP/AVP 96\r\nc=IN IP4 198.51.100.77\r\na=rtcp:20001\r\n"
+        ),
+        "{m}"
+    );
+    let ch = changes(o);
+    assert_eq!(
+        (
+            ch.sdp_origin,
+            ch.sdp_connection,
+            ch.sdp_rtcp,
+            ch.sdp_media_port
+        ),
+        (1, 1, 3, 1)
+    );
+    assert!(cl_ok(&m));
+    // The session's c= is someone else's: our o= does not make the streams ours; a
+    // media-level c= of ours does.
+    let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 198.51.100.77\r\nt=0 0\r\n\
+m=audio 20000 RTP/AVP 0\r\na=rtcp:20001\r\n\
+m=audio 20000 RTP/AVP 0\r\nc=IN IP4 10.0.0.2\r\na=rtcp:20001\r\n";
+    let (m, o) = out_cfg(&c, &invite(sdp));
+    assert!(
+        m.ends_with(
+            "c=IN IP4 198.51.100.77\r\nt=0 0\r\n\
+m=audio 20000 RTP/AVP 0\r\na=rtcp:20001\r\n\
+m=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.10\r\na=rtcp:30001\r\n"
+        ),
+        "{m}"
+    );
+    let ch = changes(o);
+    assert_eq!((ch.sdp_media_port, ch.sdp_rtcp), (1, 1));
+    // A media-level c= with a name (not ours) overrides the session's address of ours.
+    let sdp =
+        "v=0\r\nc=IN IP4 10.0.0.2\r\nm=audio 20000 RTP/AVP 0\r\nc=IN IP4 media.example.com\r\n";
+    let (m, o) = out_cfg(&c, &invite(sdp));
+    assert!(
+        m.ends_with(
+            "c=IN IP4 203.0.113.10\r\nm=audio 20000 RTP/AVP 0\r\nc=IN IP4 media.example.com\r\n"
+        ),
+        "{m}"
+    );
+    assert_eq!(changes(o).sdp_media_port, 0);
+    // Inbound: the restored address brings the reverse map with it, only where it applies.
+    let sdp = "v=0\r\nc=IN IP4 198.51.100.77\r\nm=audio 30000 RTP/AVP 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.10\r\n";
+    let (m, o) = inb(&c, None, &invite(sdp));
+    assert!(
+        m.ends_with("c=IN IP4 198.51.100.77\r\nm=audio 30000 RTP/AVP 0\r\nm=audio 20000 RTP/AVP 0\r\nc=IN IP4 10.0.0.2\r\n"),
+        "{m}"
+    );
+    assert_eq!(changes(o).sdp_media_port, 1);
+}
+
+fn register_200(contacts: &[String]) -> String {
+    let mut msg = String::from(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:5060;branch=z9;received=203.0.113.10;rport=5060\r\n",
+    );
+    for c in contacts {
+        msg.push_str(&format!("Contact: <sip:u@{c}:5060>;expires=60\r\n"));
+    }
+    msg.push_str("CSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n");
+    msg
+}
+
+/// A registrar's 2xx lists every binding (dozens): Contacts that are never rewritten take
+/// no edit slot, so the top Via is still restored.
+#[test]
+fn regression_register_2xx_many_contacts() {
+    let c = cfg(&["10.0.0.5/32"]);
+    let contacts: Vec<String> = (0..70).map(|_| EXT.to_string()).collect();
+    let msg = register_200(&contacts);
+    let (m, o) = inb(&c, None, &msg);
+    let ch = changes(o);
+    assert_eq!((ch.via, ch.contact, ch.total()), (2, 0, 2));
+    assert_eq!(
+        m,
+        msg.replacen(
+            "203.0.113.10:5060;branch=z9;received=203.0.113.10",
+            "10.0.0.5:5060;branch=z9;received=10.0.0.5",
+            1
+        )
+    );
+    // CSeq before the Contacts, and outbound: the same.
+    let moved = msg.replace("CSeq: 2 REGISTER\r\n", "").replacen(
+        "Contact:",
+        "CSeq: 2 REGISTER\r\nContact:",
+        1,
+    );
+    let (m2, o2) = inb(&c, None, &moved);
+    assert_eq!(changes(o2).total(), 2);
+    assert!(m2.contains("Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9;received=10.0.0.5;"));
+    let internal: Vec<String> = (0..70).map(|i| format!("10.0.0.{}", 10 + i)).collect();
+    let out_msg = register_200(&internal).replace(
+        "203.0.113.10:5060;branch=z9;received=203.0.113.10",
+        "10.0.0.5:5060;branch=z9",
+    );
+    let (m3, o3) = out(&out_msg);
+    assert_eq!((changes(o3).via, changes(o3).contact), (1, 0));
+    assert_eq!(
+        m3,
+        out_msg.replacen("10.0.0.5:5060", "203.0.113.10:5060", 1)
+    );
+}
+
+/// Many Contacts, a few of them ours: only those are rewritten (and only they count
+/// against the edit list's capacity).
+#[test]
+fn many_contacts_only_the_rewritten_ones_take_edits() {
+    let mut msg = String::from(
+        "SIP/2.0 300 Multiple Choices\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9\r\nCSeq: 1 INVITE\r\n",
+    );
+    let mut want = msg.replace("10.0.0.5:5060", "203.0.113.10:5060");
+    for i in 0..70 {
+        let (host, new) = if i % 20 == 7 {
+            ("10.0.0.6".to_string(), EXT.to_string())
+        } else {
+            let h = format!("198.51.100.{}", 10 + i);
+            (h.clone(), h)
+        };
+        msg.push_str(&format!("Contact: <sip:u{i}@{host}>;q=0.5\r\n"));
+        want.push_str(&format!("Contact: <sip:u{i}@{new}>;q=0.5\r\n"));
+    }
+    msg.push_str("Content-Length: 0\r\n\r\n");
+    want.push_str("Content-Length: 0\r\n\r\n");
+    let (m, o) = out(&msg);
+    let ch = changes(o);
+    assert_eq!((ch.via, ch.contact, ch.total()), (1, 4, 5));
+    assert_eq!(m, want);
+}
+
+/// `maddr` in a URI is rewritten (host only) wherever URIs are: Contact, Request-URI,
+/// Route/Record-Route and From/To when enabled, inbound too; also with a host name.
+#[test]
+fn regression_uri_maddr_rewritten() {
+    let mut c = cfg(&["10.0.0.0/24"]);
+    c.rules[0].ports = PortMap::new(&[(5060, 15060)]).unwrap();
+    let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nContact: <sip:alice@10.0.0.2:5060;maddr=10.0.0.2>\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = out_cfg(&c, msg);
+    assert_eq!(changes(o).contact, 2);
+    assert!(
+        m.contains("Contact: <sip:alice@203.0.113.10:15060;maddr=203.0.113.10>\r\n"),
+        "{m}"
+    );
+    let mut c = cfg(&["10.0.0.0/24"]);
+    c.record_route = true;
+    c.from_to = true;
+    let msg = "INVITE sip:bob@10.0.0.7;transport=udp;maddr=10.0.0.7 SIP/2.0\r\n\
+Route: <sip:10.0.0.8;lr;maddr=10.0.0.8>\r\n\
+Record-Route: <sip:proxy.example.com;lr;maddr=10.0.0.9>\r\n\
+From: <sip:alice@example.com;maddr=10.0.0.2>;tag=1\r\n\
+To: <sip:bob@198.51.100.2;maddr=198.51.100.3>\r\n\
+Contact: sip:alice@pc.example.com;maddr=10.0.0.2, <sip:a@10.0.0.2;MADDR=10.0.0.2?Subject=x>\r\n\
+Content-Length: 0\r\n\r\n";
+    let (m, o) = out_cfg(&c, msg);
+    let ch = changes(o);
+    assert_eq!(
+        (
+            ch.request_uri,
+            ch.route,
+            ch.record_route,
+            ch.from_to,
+            ch.contact
+        ),
+        (2, 2, 1, 1, 3)
+    );
+    let mut want = msg.to_string();
+    for a in ["10.0.0.2", "10.0.0.7", "10.0.0.8", "10.0.0.9"] {
+        want = want.replace(a, EXT);
+    }
+    assert_eq!(m, want);
+    // Inbound: the external address in maddr goes back with the host.
+    let c = cfg(&["10.0.0.5/32"]);
+    let req =
+        "INVITE sip:alice@203.0.113.10;maddr=203.0.113.10 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+    let (m, o) = inb(&c, None, req);
+    assert_eq!(changes(o).request_uri, 2);
+    assert!(
+        m.starts_with("INVITE sip:alice@10.0.0.5;maddr=10.0.0.5 SIP/2.0\r\n"),
+        "{m}"
+    );
+    // IPv6 maddr in a URI: bracketed stays bracketed.
+    let c6 = cfg(&["fd00::/8"]);
+    let ext = ExternalAddrs {
+        v4: None,
+        v6: Some("2001:db8::10".parse().unwrap()),
+    };
+    let msg = "OPTIONS sip:x@[2001:db8::2] SIP/2.0\r\nContact: <sip:a@[fd00::2];maddr=[fd00::2]>\r\nContent-Length: 0\r\n\r\n";
+    let (b, r) = run_with(&c6, ext, Direction::Outbound, None, msg.as_bytes(), 64);
+    let m = String::from_utf8(b).unwrap();
+    assert_eq!(changes(r.outcome).contact, 2);
+    assert!(
+        m.contains("Contact: <sip:a@[2001:db8::10];maddr=[2001:db8::10]>\r\n"),
+        "{m}"
+    );
+}
+
+/// An unbracketed IPv6 `maddr` in the top Via is rewritten as written (so is a bracketed one).
+#[test]
+fn regression_via_maddr_ipv6_unbracketed() {
+    let c = cfg(&["fd00::/8"]);
+    let ext = ExternalAddrs {
+        v4: Some(EXT.parse().unwrap()),
+        v6: Some("2001:db8::10".parse().unwrap()),
+    };
+    for (maddr, want) in [("fd00::2", "2001:db8::10"), ("[fd00::2]", "[2001:db8::10]")] {
+        let msg = format!("OPTIONS sip:x@[2001:db8::2] SIP/2.0\r\nVia: SIP/2.0/UDP [fd00::2]:5060;branch=z9;maddr={maddr};ttl=1\r\nContent-Length: 0\r\n\r\n");
+        let (b, r) = run_with(&c, ext, Direction::Outbound, None, msg.as_bytes(), 64);
+        let m = String::from_utf8(b).unwrap();
+        assert_eq!(changes(r.outcome).via, 2, "{m}");
+        assert!(
+            m.contains(&format!(
+                "Via: SIP/2.0/UDP [2001:db8::10]:5060;branch=z9;maddr={want};ttl=1\r\n"
+            )),
+            "{m}"
+        );
+    }
+}

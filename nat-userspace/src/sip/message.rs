@@ -305,6 +305,27 @@ pub fn header(msg: &[u8], pos: usize) -> Result<Option<(Header, usize)>, Result<
     )))
 }
 
+/// The method of a CSeq value: its last token (`1 REGISTER`).
+pub fn cseq_method(v: &[u8]) -> &[u8] {
+    v.rsplit(|&b| is_ws(b) || b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or(v)
+}
+
+/// Whether the first CSeq among the headers starting at `pos` names REGISTER. For
+/// responses, whose Contact list means something else for REGISTER (the registrar's
+/// bindings) and may come before CSeq. Stops at that CSeq; false when there is none or
+/// a header line is broken (the caller's own pass reports that).
+pub fn cseq_is_register(msg: &[u8], mut pos: usize) -> bool {
+    while let Ok(Some((h, next))) = header(msg, pos) {
+        if h.kind == Kind::CSeq {
+            return cseq_method(&msg[h.value]).eq_ignore_ascii_case(b"REGISTER");
+        }
+        pos = next;
+    }
+    false
+}
+
 /// Parses a Content-Length value (leading zeros allowed).
 pub fn content_length(v: &[u8]) -> Option<usize> {
     if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
@@ -372,6 +393,18 @@ mod tests {
             header(b"NoColon\r\n", 0),
             Err(Err(Malformed::BadHeaderLine))
         );
+    }
+
+    #[test]
+    fn cseq_register_found_anywhere_in_the_headers() {
+        assert_eq!(cseq_method(b"1 REGISTER"), b"REGISTER");
+        assert_eq!(cseq_method(b"1\t INVITE"), b"INVITE");
+        let m = b"SIP/2.0 200 OK\r\nContact: <sip:a@h>\r\nCSeq: 7 register\r\n\r\n";
+        assert!(cseq_is_register(m, 16));
+        let m = b"SIP/2.0 200 OK\r\nCSeq: 7 INVITE\r\nCSeq: 7 REGISTER\r\n\r\n";
+        assert!(!cseq_is_register(m, 16), "the first CSeq decides");
+        assert!(!cseq_is_register(b"SIP/2.0 200 OK\r\nX: y\r\n\r\n", 16));
+        assert!(!cseq_is_register(b"SIP/2.0 200 OK\r\nbroken\r\n", 16));
     }
 
     #[test]

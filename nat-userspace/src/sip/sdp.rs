@@ -1,5 +1,6 @@
-//! SDP (RFC 8866) lines that carry addresses or ports: `c=` (session and media level),
-//! `o=`, `a=rtcp:PORT [IN IP4 ADDR]` and `m=` ports. Everything else — `a=candidate`
+//! SDP (RFC 8866) lines that carry addresses or ports: `c=` (session and media level,
+//! also when its address is a name: it still says whose the stream is), `o=`,
+//! `a=rtcp:PORT [IN IP4 ADDR]` and `m=` ports. Everything else — `a=candidate`
 //! included — is never reported, so never touched. Line endings are whatever the body
 //! has (CRLF or LF); nothing here changes them.
 
@@ -32,6 +33,9 @@ pub struct Item {
     pub field: Field,
     pub addr: Option<SdpAddr>,
     pub port: Option<(u16, Range<usize>)>,
+    /// The line names an address that is not an IP literal (a host name, another address
+    /// type, junk): `addr` is `None`, yet the line has an address, and it is not ours.
+    pub other_addr: bool,
     /// Inside a media section whose `m=` port is 0 (a rejected stream): leave it alone.
     pub rejected: bool,
 }
@@ -50,16 +54,21 @@ pub fn items(buf: &[u8], start: usize, end: usize) -> impl Iterator<Item = Item>
             }
             let v = line.start + 2..line.end;
             let item = match buf[line.start] {
-                b'c' => conn(buf, v).map(|addr| Item {
-                    field: Field::Connection,
-                    addr: Some(addr),
-                    port: None,
-                    rejected,
-                }),
+                b'c' => {
+                    let addr = conn(buf, v);
+                    Some(Item {
+                        field: Field::Connection,
+                        other_addr: addr.is_none(),
+                        addr,
+                        port: None,
+                        rejected,
+                    })
+                }
                 b'o' => origin(buf, v).map(|addr| Item {
                     field: Field::Origin,
                     addr: Some(addr),
                     port: None,
+                    other_addr: false,
                     rejected: false,
                 }),
                 b'm' => {
@@ -69,6 +78,7 @@ pub fn items(buf: &[u8], start: usize, end: usize) -> impl Iterator<Item = Item>
                         field: Field::Media,
                         addr: None,
                         port: Some(p),
+                        other_addr: false,
                         rejected,
                     })
                 }
@@ -188,12 +198,16 @@ fn rtcp(buf: &[u8], v: Range<usize>, rejected: bool) -> Option<Item> {
     if pe != p.end {
         return None;
     }
-    let addr = match (f.next(), f.next(), f.next()) {
+    // Anything after the port is an address (`IN IP4 addr`), IP literal or not.
+    let rest = (f.next(), f.next(), f.next());
+    let named = rest.0.is_some();
+    let addr = match rest {
         (Some(n), Some(t), Some(a)) => typed_addr(buf, n, t, a),
         _ => None,
     };
     Some(Item {
         field: Field::Rtcp,
+        other_addr: named && addr.is_none(),
         addr,
         port: Some((port, p.start..pe)),
         rejected,
@@ -237,10 +251,21 @@ m=video 0 RTP/AVP 96\r\nc=IN IP4 10.0.0.2\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP6
         // Junk after the address (kamailio sg.sip), an o= with a missing field, FQDN, hold.
         let sdp = b"o=- 1 IN IP4 10.0.0.2\nc=IN IP4 10.0.0.9 UNHOLD UNHOLD\nc=IN IP4 host.example\nc=IN IP4 0.0.0.0\n";
         let it: Vec<Item> = items(sdp, 0, sdp.len()).collect();
-        assert_eq!(it.len(), 3);
+        assert_eq!(it.len(), 4);
         assert_eq!(
             &sdp[it[1].addr.as_ref().unwrap().range.clone()],
             b"10.0.0.9"
         );
+        // The c= with a name is reported (it says whose the stream is), without an address.
+        assert_eq!(it[2].field, Field::Connection);
+        assert!(it[2].addr.is_none() && it[2].other_addr);
+        assert!(!it[3].other_addr);
+        // a=rtcp with and without an address of its own.
+        let sdp = b"m=audio 1 RTP/AVP 0\na=rtcp:9 IN IP4 rtcp.example\na=rtcp:9\na=rtcp:9 IN IP4 10.0.0.2\n";
+        let it: Vec<(bool, bool)> = items(sdp, 0, sdp.len())
+            .skip(1)
+            .map(|i| (i.addr.is_some(), i.other_addr))
+            .collect();
+        assert_eq!(it, vec![(false, true), (false, false), (true, false)]);
     }
 }

@@ -82,9 +82,20 @@ pub fn host_port_at(buf: &[u8], pos: usize, end: usize, bare_v6: bool) -> Option
     })
 }
 
-/// A SIP or SIPS URI in `[start, end)`: its IP host, and whether it is `sips:`.
-/// Other schemes (tel:, mailto:, ...) and host names give `None`.
-pub fn sip_uri_host(buf: &[u8], start: usize, end: usize) -> Option<(HostPort, bool)> {
+/// A SIP or SIPS URI's parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipUri {
+    /// The host when it is an IP literal (host names are never rewritten).
+    pub host: Option<HostPort>,
+    /// `sips:` (default port 5061 instead of 5060).
+    pub secure: bool,
+    /// The `;param` region after host[:port], up to the `?headers` or the end. In an
+    /// addr-spec header value (no angle brackets) it runs on into the header params.
+    pub params: Range<usize>,
+}
+
+/// A SIP or SIPS URI in `[start, end)`. Other schemes (tel:, mailto:, ...) give `None`.
+pub fn sip_uri(buf: &[u8], start: usize, end: usize) -> Option<SipUri> {
     let s = skip_lws(buf, start, end);
     let (secure, after) = if buf.len() >= s + 4 && buf[s..s + 4].eq_ignore_ascii_case(b"sip:") {
         (false, s + 4)
@@ -103,7 +114,46 @@ pub fn sip_uri_host(buf: &[u8], start: usize, end: usize) -> Option<(HostPort, b
         None => after,
     };
     let host_start = skip_lws(buf, host_start, region_end);
-    host_port_at(buf, host_start, region_end, false).map(|h| (h, secure))
+    let host = host_port_at(buf, host_start, region_end, false);
+    let host_end = match &host {
+        Some(h) => h.end(),
+        None => {
+            // A host name (or something unparsable): skip it and a port.
+            let mut e = host_start;
+            if e < region_end && buf[e] == b'[' {
+                e = memchr::memchr(b']', &buf[e..region_end]).map_or(region_end, |i| e + i + 1);
+            } else {
+                while e < region_end && is_host_char(buf[e]) {
+                    e += 1;
+                }
+            }
+            if e < region_end && buf[e] == b':' {
+                e = port_at(buf, e + 1, region_end).map_or(e, |(_, pe)| pe);
+            }
+            e
+        }
+    };
+    let params_end =
+        memchr::memchr(b'?', &buf[host_end..region_end]).map_or(region_end, |i| host_end + i);
+    Some(SipUri {
+        host,
+        secure,
+        params: host_end..params_end,
+    })
+}
+
+/// A SIP or SIPS URI in `[start, end)`: its IP host, and whether it is `sips:`.
+/// Other schemes (tel:, mailto:, ...) and host names give `None`.
+pub fn sip_uri_host(buf: &[u8], start: usize, end: usize) -> Option<(HostPort, bool)> {
+    let u = sip_uri(buf, start, end)?;
+    u.host.map(|h| (h, u.secure))
+}
+
+/// The IP address that is the whole value of a host-only parameter (`maddr=`,
+/// `received=`): IPv4, or IPv6 with or without brackets. Never a port.
+pub fn param_host(buf: &[u8], value: Range<usize>) -> Option<HostPort> {
+    let hp = host_port_at(buf, value.start, value.end, true)?;
+    (hp.port.is_none() && hp.host.end == value.end).then_some(hp)
 }
 
 /// The next comma-separated value in `[pos, end)` (commas inside quotes or `<>` do not

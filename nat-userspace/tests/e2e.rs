@@ -1296,3 +1296,163 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
     }
     assert_eq!(sipnat.stop(), Some(0));
 }
+
+/// IPv6 through the live path (hardening 12): sipp calls over IPv6 (no inside address on
+/// the outside, checksums, Content-Length), a fragmented IPv6 INVITE reassembled,
+/// rewritten and refragmented, and ICMPv6 "packet too big" when a rewrite outgrows the MTU.
+#[test]
+fn ipv6_calls_fragments_and_packet_too_big() {
+    use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
+    if !privileged("ipv6_calls_fragments_and_packet_too_big") {
+        return;
+    }
+    let _s = serial();
+    let mut t = Topo::new("ipv6");
+    t.add_ipv6();
+    let cfg = t.config(
+        "gw",
+        &format!("external_ip6 = \"{EXT_IP6}\""),
+        "[[nat.rule]]\ninternal = \"fd00:88::/64\"\n",
+    );
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
+    sipp_uas(&mut t.car, CAR_IP6, &["-sn", "uas"]);
+    let calls = 20;
+    let (code, log) = sipp(
+        &t.ua,
+        &[
+            "-sf",
+            &scenario("uac_rtcp.xml"),
+            &format!("[{CAR_IP6}]:5060"),
+            "-i",
+            UA_IP6,
+            "-p",
+            "5060",
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "20",
+            "-timeout",
+            "60s",
+            "-mp",
+            "6000",
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(
+        code,
+        0,
+        "sipp over IPv6:\n{log}\nsipnat log:\n{}",
+        sipnat.log_text()
+    );
+
+    // A 3000-byte INVITE: the UA's kernel fragments it; it arrives whole and rewritten.
+    let car = t.car.name.clone();
+    let receiver = std::thread::spawn(move || {
+        common::netns::Netns::attach_existing(&car).run(move || {
+            let s = std::net::UdpSocket::bind((CAR_IP6, 5070)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 8192];
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            (buf[..n].to_vec(), from.ip().to_string())
+        })
+    });
+    std::thread::sleep(Duration::from_millis(200)); // receiver bound (one datagram, no retry)
+    let big = format!(
+        "INVITE sip:carrier@[{CAR_IP6}]:5070 SIP/2.0\r\nVia: SIP/2.0/UDP [{UA_IP6}]:5060;branch=z9hG4bK-v6big\r\n\
+         Call-ID: v6big\r\nCSeq: 1 INVITE\r\nContact: <sip:u@[{UA_IP6}]:5060>\r\nX-Pad: {}\r\nContent-Length: 0\r\n\r\n",
+        "p".repeat(3000)
+    );
+    let b = big.clone();
+    t.ua.run(move || {
+        let s = std::net::UdpSocket::bind((UA_IP6, 5060)).unwrap();
+        s.send_to(b.as_bytes(), (CAR_IP6, 5070)).unwrap();
+    });
+    let (got, from) = receiver.join().unwrap();
+    assert_eq!(from, EXT_IP6);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains(&format!("Via: SIP/2.0/UDP [{EXT_IP6}]:5060")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Contact: <sip:u@[{EXT_IP6}]:5060>")),
+        "{text}"
+    );
+    assert!(!text.contains(UA_IP6), "{text}");
+
+    // Growth past the MTU: IPv6 is never fragmented by a router; ICMPv6 packet too big.
+    let contacts: Vec<String> = (0..40)
+        .map(|_| format!("<sip:u@[{UA_IP6}]:5060>"))
+        .collect();
+    let head = format!(
+        "OPTIONS sip:carrier@[{CAR_IP6}]:5060 SIP/2.0\r\nVia: SIP/2.0/UDP [{UA_IP6}]:5060;branch=z9hG4bK-grow6\r\nCall-ID: grow6\r\nCSeq: 1 OPTIONS\r\nContact: {}\r\nX-Pad: ",
+        contacts.join(", ")
+    );
+    let tail = "\r\nContent-Length: 0\r\n\r\n";
+    let size = 1500 - 40 - 8;
+    let mut grow = head.into_bytes();
+    grow.extend(std::iter::repeat_n(b'p', size - grow.len() - tail.len()));
+    grow.extend_from_slice(tail.as_bytes());
+    t.ua.run(move || {
+        let s = std::net::UdpSocket::bind((UA_IP6, 5062)).unwrap();
+        s.send_to(&grow, (CAR_IP6, 5060)).unwrap();
+    });
+    await_condition("ICMPv6 packet too big", Duration::from_secs(5), || {
+        sipnat.counter("icmp6_packet_too_big_sent") >= 1
+    });
+
+    let outside = out_cap.finish(&t);
+    let sent = tshark(
+        &outside,
+        &[
+            "-Y",
+            &format!("ipv6.dst == {CAR_IP6} && udp.dstport == 5060 && sip"),
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "udp.checksum.status",
+            "-e",
+            "udp.payload",
+        ],
+    );
+    let mut n = 0;
+    for line in sent.lines().filter(|l| !l.is_empty()) {
+        let mut f = line.split('|');
+        let (src, status, hex) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap_or(""));
+        let hex = hex.replace(':', "");
+        let payload: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let text = String::from_utf8_lossy(&payload);
+        assert_eq!(src, EXT_IP6, "source not NATed: {text}");
+        // tshark: 1 = good (validation is on).
+        assert_eq!(
+            status, "1",
+            "UDP checksum not good (tshark status {status}): {text}"
+        );
+        let fields = rewritable_addresses(&payload);
+        for (field, a) in &fields {
+            assert_ne!(a.to_string(), UA_IP6, "{field} still private in\n{text}");
+        }
+        assert!(
+            fields
+                .iter()
+                .any(|(f, a)| f == "via" && a.to_string() == EXT_IP6),
+            "top Via not rewritten:\n{text}"
+        );
+        if text.starts_with("INVITE") {
+            assert!(text.contains(&format!("c=IN IP6 {EXT_IP6}")), "{text}");
+        }
+        if let Some((cl, rest)) = cl_and_rest(&payload) {
+            assert_eq!(cl, rest, "Content-Length wrong:\n{text}");
+        }
+        n += 1;
+    }
+    assert!(n >= 3 * calls, "{n} IPv6 SIP requests seen at the carrier");
+    assert_eq!(sipnat.stop(), Some(0));
+}

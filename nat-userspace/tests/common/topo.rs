@@ -22,6 +22,10 @@ pub const UA_IP: &str = "10.0.0.2";
 pub const GW_IN_IP: &str = "10.0.0.1";
 pub const EXT_IP: &str = "198.51.100.1";
 pub const CAR_IP: &str = "198.51.100.2";
+pub const UA_IP6: &str = "fd00:88::2";
+pub const GW_IN_IP6: &str = "fd00:88::1";
+pub const EXT_IP6: &str = "2001:db8:100::1";
+pub const CAR_IP6: &str = "2001:db8:100::2";
 
 pub fn sipnat_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sipnat")
@@ -153,6 +157,33 @@ impl Topo {
             bpffs: BpfFs::new(tag),
             dir: TempDir::new(tag),
         }
+    }
+
+    /// Adds the IPv6 side of the topology: `fd00:88::/64` inside (UA `::2`, gateway `::1`),
+    /// `2001:db8:100::/64` outside (gateway `::1`, carrier `::2`), routes both ways,
+    /// forwarding on in the gateway; addresses usable at once (no DAD).
+    pub fn add_ipv6(&self) {
+        for (ns, ifname, addr) in [
+            (&self.ua, "ua0", "fd00:88::2/64"),
+            (&self.gw, "gwin", "fd00:88::1/64"),
+            (&self.gw, "gwout", "2001:db8:100::1/64"),
+            (&self.car, "car0", "2001:db8:100::2/64"),
+        ] {
+            // The namespace may inherit "IPv6 disabled" from the host's defaults.
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                &format!("net.ipv6.conf.{ifname}.disable_ipv6=0"),
+            ]);
+            ns.exec(&["ip", "-6", "addr", "add", addr, "dev", ifname, "nodad"]);
+        }
+        self.ua
+            .exec(&["ip", "-6", "route", "add", "default", "via", GW_IN_IP6]);
+        self.car
+            .exec(&["ip", "-6", "route", "add", "fd00:88::/64", "via", EXT_IP6]);
+        self.gw
+            .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
     }
 
     /// Writes a sipnat config (rule 10.0.0.0/24, external 198.51.100.1) with `extra` TOML

@@ -501,3 +501,47 @@ fn stun_source_discovers_the_external_address_and_enables_steering() {
     assert!(sipnat.counter("sip_rewritten") >= sent);
     assert_eq!(sipnat.stop(), Some(0));
 }
+
+/// SIGHUP reloads the config file like `sipnat reload` (it used to terminate the daemon:
+/// the default action of a signal with no handler). A file that cannot be applied is
+/// logged and the daemon keeps running with the previous one.
+#[test]
+fn sighup_reloads_the_config_and_keeps_running() {
+    if !privileged("sighup_reloads_the_config_and_keeps_running") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("hup");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let pid = sipnat.pid();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("external_ip = \"{EXT_IP}\""),
+        "external_ip = \"198.51.100.9\"",
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    // SAFETY: a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    await_condition("the reload on SIGHUP", Duration::from_secs(10), || {
+        sipnat
+            .ctl(&["status"])
+            .is_ok_and(|s| s.contains("external:  198.51.100.9 (source static 198.51.100.9"))
+    });
+    // The same process answers: it was not restarted.
+    let json: serde_json::Value =
+        serde_json::from_str(&sipnat.ctl(&["status", "--json"]).unwrap()).unwrap();
+    assert_eq!(json["pid"], pid, "{json}");
+    // A file that cannot be applied: refused and logged, the daemon keeps running.
+    std::fs::write(&cfg, text.replace("inside = \"gwin\"", "inside = \"gwx\"")).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    await_condition("the failed reload logged", Duration::from_secs(10), || {
+        sipnat
+            .log_text()
+            .contains("SIGHUP: reload failed, still running with the previous config")
+    });
+    let status = sipnat.ctl(&["status"]).expect("still running");
+    assert!(status.contains("external:  198.51.100.9"), "{status}");
+    assert!(sipnat.log_text().contains("gwx"), "{}", sipnat.log_text());
+    assert_eq!(sipnat.stop(), Some(0));
+}

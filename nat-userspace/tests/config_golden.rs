@@ -95,6 +95,9 @@ const CASES: &[&str] = &[
     "external_ip6_is_ipv4",
     "external_ip_private",
     "external_ip_unspecified",
+    "external_ip_loopback",
+    "external_ip_shared",
+    "external_ip6_link_local",
     "no_external_ip",
     "rule_family_without_external",
     "no_rules",
@@ -108,6 +111,7 @@ const CASES: &[&str] = &[
     "port_map_bad_key",
     "port_map_zero",
     "port_map_same_external",
+    "port_map_with_snat",
     "flow_table_size_zero",
     "flow_table_size_too_big",
     "flow_idle_timeout_zero",
@@ -302,9 +306,11 @@ fn check_config_exits_0_on_a_usable_config() {
         return;
     };
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let text = MINIMAL
-        .replace("\"eth1\"", "\"lo\"")
-        .replace("\"eth0\"", &format!("\"{other}\""));
+    // Queue 0 exists everywhere; "all" would need `other` to have lo's single RX queue.
+    let text = MINIMAL.replace("\"eth1\"", "\"lo\"").replace(
+        "outside = \"eth0\"",
+        &format!("outside = \"{other}\"\nqueues = [0]"),
+    );
     std::fs::write(dir.join("config_golden_ok.toml"), text).unwrap();
     let (code, stdout, stderr) = check_config(&dir, "config_golden_ok.toml");
     assert_eq!((code, stderr.as_str()), (Some(0), ""), "stdout: {stdout}");

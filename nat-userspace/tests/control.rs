@@ -501,3 +501,220 @@ fn stun_source_discovers_the_external_address_and_enables_steering() {
     assert!(sipnat.counter("sip_rewritten") >= sent);
     assert_eq!(sipnat.stop(), Some(0));
 }
+
+/// SIGHUP reloads the config file like `sipnat reload` (it used to terminate the daemon:
+/// the default action of a signal with no handler). A file that cannot be applied is
+/// logged and the daemon keeps running with the previous one.
+#[test]
+fn sighup_reloads_the_config_and_keeps_running() {
+    if !privileged("sighup_reloads_the_config_and_keeps_running") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("hup");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let pid = sipnat.pid();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("external_ip = \"{EXT_IP}\""),
+        "external_ip = \"198.51.100.9\"",
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    // SAFETY: a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    await_condition("the reload on SIGHUP", Duration::from_secs(10), || {
+        sipnat
+            .ctl(&["status"])
+            .is_ok_and(|s| s.contains("external:  198.51.100.9 (source static 198.51.100.9"))
+    });
+    // The same process answers: it was not restarted.
+    let json: serde_json::Value =
+        serde_json::from_str(&sipnat.ctl(&["status", "--json"]).unwrap()).unwrap();
+    assert_eq!(json["pid"], pid, "{json}");
+    // A file that cannot be applied: refused and logged, the daemon keeps running.
+    std::fs::write(&cfg, text.replace("inside = \"gwin\"", "inside = \"gwx\"")).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    await_condition("the failed reload logged", Duration::from_secs(10), || {
+        sipnat
+            .log_text()
+            .contains("SIGHUP: reload failed, still running with the previous config")
+    });
+    let status = sipnat.ctl(&["status"]).expect("still running");
+    assert!(status.contains("external:  198.51.100.9"), "{status}");
+    assert!(sipnat.log_text().contains("gwx"), "{}", sipnat.log_text());
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+/// `set external-ip` refuses what cannot be an external address (exit 1, one clear line,
+/// counted in `external.rejected`); a private or shared address only with
+/// `nat.allow_private_external = true`, and then with a warning in the log.
+#[test]
+fn set_external_ip_refuses_unusable_and_private_addresses() {
+    if !privileged("set_external_ip_refuses_unusable_and_private_addresses") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("setext");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let refused = [
+        ("10.9.9.9", "a private address (RFC 1918)", true),
+        ("100.64.0.1", "a shared address", true),
+        ("fd00::1", "a unique local address", true),
+        ("127.0.0.1", "a loopback address", false),
+        ("0.0.0.0", "the unspecified address", false),
+        ("224.0.0.1", "a multicast address", false),
+        ("fe80::1", "a link-local address", false),
+        ("::1", "the loopback address", false),
+    ];
+    for (addr, why, private) in refused {
+        let err = sipnat
+            .ctl(&["set", "external-ip", addr])
+            .expect_err(&format!("{addr} was accepted"));
+        assert!(
+            err.starts_with(&format!("sipnat: refused: {addr} is {why}")),
+            "{addr}: {err}"
+        );
+        assert_eq!(
+            err.contains("nat.allow_private_external = true"),
+            private,
+            "{err}"
+        );
+    }
+    let status = sipnat.ctl(&["status"]).unwrap();
+    assert!(
+        status.contains(&format!("external:  {EXT_IP} (")),
+        "{status}"
+    );
+    assert_eq!(
+        sipnat.stats()["external"]["rejected"].as_u64(),
+        Some(refused.len() as u64)
+    );
+    let table = sipnat.ctl(&["stats"]).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("external") && l.contains("rejected") && l.contains('8')),
+        "{table}"
+    );
+    // Documentation (public) addresses are fine.
+    sipnat.ctl(&["set", "external-ip", "203.0.113.7"]).unwrap();
+    // Allowed: a private address is used, with a warning; loopback still never.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("external_ip = \"{EXT_IP}\""),
+        &format!("external_ip = \"{EXT_IP}\"\nallow_private_external = true"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    assert!(sipnat.ctl(&["reload"]).unwrap().contains("reloaded"));
+    let out = sipnat.ctl(&["set", "external-ip", "10.9.9.9"]).unwrap();
+    assert!(out.contains("external address now 10.9.9.9"), "{out}");
+    assert!(
+        sipnat
+            .log_text()
+            .contains("10.9.9.9 is a private address (RFC 1918); used because nat.allow_private_external = true"),
+        "{}",
+        sipnat.log_text()
+    );
+    assert!(sipnat.ctl(&["set", "external-ip", "127.0.0.1"]).is_err());
+    assert!(sipnat
+        .ctl(&["status"])
+        .unwrap()
+        .contains("external:  10.9.9.9 ("));
+    assert_eq!(
+        sipnat.stats()["external"]["rejected"].as_u64(),
+        Some(refused.len() as u64 + 1)
+    );
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+/// `queues = "all"` with RX queue counts that differ between the interfaces (a worker
+/// serves one queue number on both sides: SIP hashed to a queue only one side has would
+/// pass unrewritten), or a listed queue one interface lacks: `sipnat run` and
+/// `sipnat check-config` refuse, saying why and what to do.
+#[test]
+fn queue_count_mismatch_refuses_to_start() {
+    if !privileged("queue_count_mismatch_refuses_to_start") {
+        return;
+    }
+    let ns = common::netns::Netns::new("qmis");
+    // inside: 2 RX queues; outside: 1.
+    ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "qmin0",
+        "numrxqueues",
+        "2",
+        "numtxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "qmin1",
+        "numrxqueues",
+        "2",
+        "numtxqueues",
+        "2",
+    ]);
+    ns.exec(&[
+        "ip", "link", "add", "qmout0", "type", "veth", "peer", "name", "qmout1",
+    ]);
+    for i in ["qmin0", "qmin1", "qmout0", "qmout1"] {
+        ns.exec(&["ip", "link", "set", i, "up"]);
+    }
+    let bpffs = common::topo::BpfFs::new("qmis");
+    let dir = common::topo::TempDir::new("qmis");
+    let write = |queues: &str| {
+        let p = dir.path("q.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[interfaces]\ninside = \"qmin0\"\noutside = \"qmout0\"\n{queues}\n\n\
+                 [nat]\nexternal_ip = \"{EXT_IP}\"\n\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\n\n\
+                 [control]\nsocket = \"{}\"\nmetrics = \"\"\nbpffs = \"{}/sipnat\"\n",
+                dir.path("q.sock").display(),
+                bpffs.0.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let run = |args: &[&str], cfg: &std::path::Path| {
+        let out = Command::new("timeout")
+            .args(["20", "ip", "netns", "exec", &ns.name, sipnat_bin()])
+            .args(args)
+            .arg(cfg)
+            .env("SIPNAT_LOG", "info")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (queues, want) in [
+        (
+            "",
+            "interfaces.queues is \"all\" but qmin0 has 2 RX queue(s) and qmout0 has 1: SIP arriving on the queues only qmin0 has would get no worker and leave unrewritten; give both the same number of queues (e.g. ethtool -L qmin0 combined 1), or list the queues to serve",
+        ),
+        (
+            "queues = [0, 1]",
+            "interfaces.queues contains queue 1, but qmout0 has only 1 RX queue(s) (0 to 0): list queues that both interfaces have",
+        ),
+    ] {
+        let cfg = write(queues);
+        let (code, err) = run(&["run", "-c"], &cfg);
+        assert_eq!(code, Some(1), "sipnat run with `{queues}`: {err}");
+        assert!(err.contains(want), "sipnat run with `{queues}`: {err}");
+        assert!(!err.contains("ready"), "{err}");
+        let (code, err) = run(&["check-config"], &cfg);
+        assert_eq!(code, Some(1), "check-config with `{queues}`: {err}");
+        assert!(err.contains(want), "check-config with `{queues}`: {err}");
+    }
+    assert!(bpffs.pinned().is_empty(), "{:?}", bpffs.pinned());
+    // Queue 0 exists on both: fine (check-config only; nothing is attached).
+    let (code, err) = run(&["check-config"], &write("queues = [0]"));
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -1,8 +1,9 @@
 //! External-address sources against real servers and a real kernel.
 //!
 //! - In-process STUN responders on loopback (127.0.0.1 / [::1], unprivileged): IPv6
-//!   XOR-MAPPED-ADDRESS, error responses, garbage answers, and the STUN source's
-//!   refresh / change / stale / recovery cycle.
+//!   XOR-MAPPED-ADDRESS, error responses, garbage answers, the STUN source's
+//!   refresh / change / stale / recovery cycle, and its refusal of mapped addresses that
+//!   cannot be external addresses.
 //! - coturn (`turnserver --stun-only`) in a "server" namespace and the sources in a
 //!   "client" namespace, joined by a veth pair (privileged):
 //!
@@ -500,6 +501,7 @@ async fn stun_source_publishes_changes_and_staleness() {
         stun_retry_max: Duration::from_millis(80),
         interface_recheck: Duration::from_secs(5),
         stun: quick(),
+        ..SourceOptions::default()
     };
     let h = external::spawn(
         ExternalSource::Stun {
@@ -578,6 +580,115 @@ async fn stun_source_publishes_changes_and_staleness() {
     assert_eq!(rec.all().len(), n, "stopped sources publish nothing");
     rec.assert_consistent();
     assert!(rec.all().iter().all(|p| p.source == src));
+}
+
+/// A mapped address `check_external` refuses (private without allow_private_external;
+/// loopback, unspecified, multicast always) is never published: it is counted in
+/// `SourceOptions::rejected`, and a known address stays, flagged stale. With
+/// allow_private_external a private one is published.
+#[tokio::test(flavor = "current_thread")]
+async fn stun_source_refuses_unusable_and_private_mapped_addresses() {
+    let r = Responder::start(
+        "127.0.0.1:0",
+        Mode::Mapped("10.9.9.9:5000".parse().unwrap()),
+    )
+    .await;
+    let source = || ExternalSource::Stun {
+        host: "127.0.0.1".into(),
+        port: r.addr.port(),
+    };
+    let opts = SourceOptions {
+        stun_refresh: Duration::from_millis(50),
+        stun_retry_initial: Duration::from_millis(20),
+        stun_retry_max: Duration::from_millis(40),
+        stun: quick(),
+        ..SourceOptions::default()
+    };
+    let rejected = Arc::clone(&opts.rejected);
+    let rec = Recorder::default();
+    let h = external::spawn(
+        source(),
+        ExternalSource::None,
+        opts.clone(),
+        rec.publisher(),
+    );
+    let wait_rejected = |n: u64| {
+        let rejected = Arc::clone(&rejected);
+        async move {
+            let t = Instant::now();
+            while rejected.load(Ordering::Relaxed) < n {
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "fewer than {n} refusals"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // Private: refused at every answer, nothing published.
+    wait_rejected(3).await;
+    assert_eq!(rec.all(), vec![], "a private address was published");
+    // A public (documentation) address is used.
+    r.set(Mode::Mapped("198.51.100.20:5000".parse().unwrap()));
+    rec.wait_for_async(
+        addrs(Some("198.51.100.20"), None),
+        false,
+        Duration::from_secs(5),
+    )
+    .await;
+    // Loopback, unspecified, multicast: refused; the last good address stays, stale.
+    for bad in ["127.0.0.1:5000", "0.0.0.0:5000", "224.0.0.1:5000"] {
+        let before = rejected.load(Ordering::Relaxed);
+        r.set(Mode::Mapped(bad.parse().unwrap()));
+        wait_rejected(before + 2).await;
+        rec.wait_for_async(
+            addrs(Some("198.51.100.20"), None),
+            true,
+            Duration::from_secs(5),
+        )
+        .await;
+        r.set(Mode::Mapped("198.51.100.20:5000".parse().unwrap()));
+        rec.wait_for_async(
+            addrs(Some("198.51.100.20"), None),
+            false,
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+    h.join().await;
+    rec.assert_consistent();
+    let published: Vec<Option<Ipv4Addr>> = rec.all().iter().map(|p| p.addrs.v4).collect();
+    assert!(
+        published
+            .iter()
+            .all(|a| *a == Some(Ipv4Addr::new(198, 51, 100, 20))),
+        "{published:?}"
+    );
+
+    // allow_private_external: the private address is published; loopback still is not.
+    r.set(Mode::Mapped("100.64.0.9:5000".parse().unwrap()));
+    let allowed = SourceOptions {
+        allow_private_external: true,
+        ..opts
+    };
+    let rec = Recorder::default();
+    let h = external::spawn(source(), ExternalSource::None, allowed, rec.publisher());
+    rec.wait_for_async(
+        addrs(Some("100.64.0.9"), None),
+        false,
+        Duration::from_secs(5),
+    )
+    .await;
+    let before = rejected.load(Ordering::Relaxed);
+    r.set(Mode::Mapped("127.0.0.1:5000".parse().unwrap()));
+    wait_rejected(before + 1).await;
+    rec.wait_for_async(
+        addrs(Some("100.64.0.9"), None),
+        true,
+        Duration::from_secs(5),
+    )
+    .await;
+    h.join().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -682,6 +793,7 @@ fn stun_against_coturn() {
             },
             ..StunOptions::default()
         },
+        ..SourceOptions::default()
     };
     let src4 = ExternalSource::parse("stun:198.51.100.2:3478").unwrap();
     let src6 = ExternalSource::parse("stun:[2001:db8:100::2]:3478").unwrap();

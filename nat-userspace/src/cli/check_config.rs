@@ -24,6 +24,12 @@ pub fn run(path: &Path) -> ExitCode {
                 },
                 cfg.interfaces.sip_ports.get_ref(),
             );
+            for (key, a, why) in cfg.private_externals() {
+                eprintln!(
+                    "{}: warning: {key} {a} is {why}; accepted because nat.allow_private_external = true",
+                    path.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -242,6 +242,16 @@ fn table(v: &Value, prev: Option<(f64, &Value)>) -> String {
             }
         }
     }
+    let rejected = v["external"]["rejected"].as_u64().unwrap_or(0);
+    if rejected != 0 {
+        s.push_str(&format!(
+            "{:<10} {:<36} {:>14} {}\n",
+            "external",
+            "rejected",
+            rejected,
+            rate(&["external", "rejected"], rejected)
+        ));
+    }
     s.push_str(&format!(
         "flows live {}, next hops {}, uptime {:.0}s\n",
         v["flows"]["live"],

@@ -1,4 +1,6 @@
-//! `sipnat run -c FILE`: the daemon. Runs until
+//! `sipnat run -c FILE`: the daemon. SIGHUP reloads the config file (like `sipnat
+//! reload`; a file that cannot be applied is logged and the daemon keeps running with
+//! the old one). Runs until
 //! - SIGINT/SIGTERM: clean stop, XDP detached, pins removed (exit 0);
 //! - SIGUSR2: handover for a hitless restart: XDP stays attached and pinned, the failure
 //!   mode covers the gap until the next `sipnat run` adopts it (exit 0);
@@ -14,6 +16,10 @@ use crate::{
 };
 
 pub fn run(config_path: &Path) -> ExitCode {
+    // SIGHUP means reload, never "terminate" (its default action): ignored until the
+    // control loop below handles it.
+    // SAFETY: setting a signal disposition to SIG_IGN; no handler code runs.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     // Log level from the config (SIPNAT_LOG overrides it).
     let level = config::Config::load(config_path)
         .map(|(c, _)| c.log.level)
@@ -62,14 +68,16 @@ pub fn run(config_path: &Path) -> ExitCode {
             tracing::info!("metrics on http://{addr}/metrics");
         }
         let external = daemon.start_external_sources();
+        // Handlers in place before the daemon says it is ready.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let mut hup = signal(SignalKind::hangup())?;
         tracing::info!("ready: control socket {}", socket.display());
         let (tx, mut rx) = tokio::sync::watch::channel(0u8);
         let d = Arc::clone(&daemon);
         let watcher = tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate())?;
-            let mut int = signal(SignalKind::interrupt())?;
-            let mut usr2 = signal(SignalKind::user_defined2())?;
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             let code = loop {
                 tokio::select! {
@@ -79,6 +87,10 @@ pub fn run(config_path: &Path) -> ExitCode {
                         tracing::info!("handover: leaving XDP attached and pinned for the next daemon");
                         break 0u8
                     }
+                    _ = hup.recv() => match d.reload() {
+                        Ok(msg) => tracing::info!("SIGHUP: {msg}"),
+                        Err(e) => tracing::error!("SIGHUP: reload failed, still running with the previous config: {e:#}"),
+                    },
                     _ = tick.tick() => {
                         if let Some(q) = d.dead_worker() {
                             tracing::error!("worker for queue {q} died; exiting so the service restarts (XDP failure mode applies meanwhile)");

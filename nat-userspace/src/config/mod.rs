@@ -24,7 +24,11 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::nat::{L3Mode, MalformedPolicy, Net, PortMap, RewriteConfig, Rule};
+use crate::nat::{
+    addr::canonical,
+    external::{check_external, AddrClass},
+    L3Mode, MalformedPolicy, Net, PortMap, RewriteConfig, Rule,
+};
 
 /// Default path of the config file.
 pub const DEFAULT_PATH: &str = "/etc/sipnat/sipnat.toml";
@@ -117,6 +121,66 @@ impl<'de> Deserialize<'de> for Queues {
     }
 }
 
+/// A problem with `interfaces.queues` on this host; `index`: the list entry at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueProblem {
+    pub index: Option<usize>,
+    pub message: String,
+}
+
+impl Queues {
+    /// The RX queues to serve (one worker each), given the interfaces' names and RX queue
+    /// counts as (inside, outside). A worker serves the same queue number on both sides,
+    /// so a queue that only one interface has would get no worker: SIP the NIC hashes to
+    /// it takes the kernel path unrewritten. `"all"` therefore needs equal counts, and a
+    /// listed queue must exist on both interfaces.
+    pub fn resolve(
+        &self,
+        inside: (&str, u32),
+        outside: (&str, u32),
+    ) -> Result<Vec<u32>, Vec<QueueProblem>> {
+        match self {
+            Queues::All if inside.1 == outside.1 => Ok((0..inside.1).collect()),
+            Queues::All => {
+                let (small, big) = if inside.1 < outside.1 {
+                    (inside, outside)
+                } else {
+                    (outside, inside)
+                };
+                Err(vec![QueueProblem {
+                    index: None,
+                    message: format!(
+                        "interfaces.queues is \"all\" but {} has {} RX queue(s) and {} has {}: SIP arriving on the queues only {} has would get no worker and leave unrewritten; give both the same number of queues (e.g. ethtool -L {} combined {}), or list the queues to serve, e.g. queues = [0], and steer SIP to them",
+                        inside.0, inside.1, outside.0, outside.1, big.0, big.0, small.1
+                    ),
+                }])
+            }
+            Queues::List(l) => {
+                let problems: Vec<QueueProblem> = l
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, &q)| {
+                        let (name, n) = [inside, outside].into_iter().find(|(_, n)| q >= *n)?;
+                        Some(QueueProblem {
+                            index: Some(k),
+                            message: format!(
+                                "interfaces.queues contains queue {q}, but {name} has only {n} RX queue(s) (0 to {}): list queues that both interfaces have (see `ethtool -l {name}`), or add queues (ethtool -L {name} combined {})",
+                                n.saturating_sub(1),
+                                q + 1
+                            ),
+                        })
+                    })
+                    .collect();
+                if problems.is_empty() {
+                    Ok(l.clone())
+                } else {
+                    Err(problems)
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
@@ -141,6 +205,9 @@ pub struct Nat {
     pub external_ip: Spanned<String>,
     /// Optional IPv6 external address (same forms).
     pub external_ip6: Spanned<String>,
+    /// Accept a private (RFC 1918, fc00::/7) or shared (100.64.0.0/10) external address,
+    /// from any source, with a warning; refused otherwise.
+    pub allow_private_external: bool,
     /// `snat` (rewrite IP headers too) or `keep` (payload only, behind a 1:1 NAT).
     pub l3: L3Cfg,
     /// Networks whose traffic is internal (never rewritten between them).
@@ -158,6 +225,7 @@ impl Default for Nat {
         Nat {
             external_ip: Spanned::new(0..0, String::new()),
             external_ip6: Spanned::new(0..0, String::new()),
+            allow_private_external: false,
             l3: L3Cfg::Snat,
             local_nets: crate::nat::rules::DEFAULT_LOCAL_NETS
                 .iter()
@@ -501,6 +569,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         &[
             "external_ip",
             "external_ip6",
+            "allow_private_external",
             "l3",
             "local_nets",
             "rule",
@@ -938,20 +1007,18 @@ fn unknown_key(tree: &SpanTree, here: &str, key: &str, valid: &[&str]) -> String
 }
 
 /// Why `a` cannot be an external address (`None`: it can).
-fn not_public(a: IpAddr, local: &[Net]) -> Option<&'static str> {
-    let c = crate::nat::addr::canonical(a);
-    let why = match c {
-        IpAddr::V4(v) if v.is_unspecified() => "the unspecified address",
-        IpAddr::V4(v) if v.is_loopback() => "a loopback address",
-        IpAddr::V4(v) if v.is_broadcast() => "the broadcast address",
-        IpAddr::V4(v) if v.is_multicast() => "a multicast address",
-        IpAddr::V6(v) if v.is_unspecified() => "the unspecified address",
-        IpAddr::V6(v) if v.is_loopback() => "the loopback address",
-        IpAddr::V6(v) if v.is_multicast() => "a multicast address",
-        _ if local.iter().any(|n| n.contains(c)) => "inside nat.local_nets (a private address)",
-        _ => return None,
-    };
-    Some(why)
+/// Why static external address `a` cannot be used (`None`: it can): the one check every
+/// external-address source goes through ([`check_external`]), then, for a public address,
+/// the configured local networks (traffic to an address inside them counts as internal).
+/// The text follows the key and names the fix.
+fn not_external(a: IpAddr, allow_private: bool, local: &[Net], fix: &str) -> Option<String> {
+    match check_external(a, allow_private) {
+        Err(r) => Some(r.explain(fix)),
+        Ok(None) if local.iter().any(|n| n.contains(canonical(a))) => Some(format!(
+            "{a} is inside nat.local_nets, so traffic to it would count as internal: {fix}, or remove its network from nat.local_nets"
+        )),
+        Ok(_) => None,
+    }
 }
 
 /// Does the group exist (getgrnam_r)?
@@ -1182,8 +1249,10 @@ impl Config {
                     },
                 ),
                 Ok(ExternalSource::Static(a)) => {
-                    if let Some(why) = not_public(a, &local) {
-                        p.add(&s, format!("nat.{key} {a} is {why}: give the public address that peers see"));
+                    let allow = self.nat.allow_private_external;
+                    let fix = "give the public address that peers see";
+                    if let Some(m) = not_external(a, allow, &local, fix) {
+                        p.add(&s, format!("nat.{key} {m}"));
                     }
                 }
                 Ok(_) => {}
@@ -1258,8 +1327,10 @@ impl Config {
                             ),
                         ),
                         Ok(a) => {
-                            if let Some(why) = not_public(a, &local) {
-                                p.add(&s, format!("nat.rule.external {a} is {why}: give the public address these hosts appear as"));
+                            let allow = self.nat.allow_private_external;
+                            let fix = "give the public address these hosts appear as";
+                            if let Some(m) = not_external(a, allow, &local, fix) {
+                                p.add(&s, format!("nat.rule.external {m}"));
                             }
                         }
                     }
@@ -1314,6 +1385,17 @@ impl Config {
                     );
                 }
                 seen.push((ext, key));
+            }
+            // The data path translates addresses only: under snat the UDP ports stay,
+            // so the SIP text would announce ports the packets do not come from.
+            if let (L3Cfg::Snat, Some((int, ext))) = (self.nat.l3, map.iter().next()) {
+                let s = p.at_or(&r.ports.span(), &ports_path);
+                p.add(
+                    &s,
+                    format!(
+                        "nat.rule.ports maps ports, but with nat.l3 = \"snat\" sipnat translates addresses only, never UDP ports: packets would leave from port {int} while the SIP and SDP announce {ext}; use l3 = \"keep\" behind an upstream NAT that forwards the external ports to the internal ones, or remove the port map"
+                    ),
+                );
             }
             nets.push((net, internal_span));
         }
@@ -1486,14 +1568,19 @@ impl Config {
         p.list
     }
 
-    /// Checks against this host: the interfaces exist (in this network namespace), and so
-    /// does the control group.
+    /// Checks against this host: the interfaces exist (in this network namespace), they
+    /// have the queues `interfaces.queues` needs ([`Queues::resolve`]), and the control
+    /// group exists.
     pub fn check_system(&self, text: &str) -> Vec<Problem> {
         let mut p = Problems::new(text);
+        let mut present = 0;
         for (key, i) in [
             ("inside", &self.interfaces.inside),
             ("outside", &self.interfaces.outside),
         ] {
+            if !i.get_ref().is_empty() && crate::sys::if_index(i.get_ref()).is_some() {
+                present += 1;
+            }
             if !i.get_ref().is_empty() && crate::sys::if_index(i.get_ref()).is_none() {
                 let s = p.at_or(&i.span(), &["interfaces", key]);
                 p.add(
@@ -1503,6 +1590,17 @@ impl Config {
                         i.get_ref()
                     ),
                 );
+            }
+        }
+        if present == 2 {
+            if let Err(problems) = self.queues_on_this_host() {
+                for q in problems {
+                    let s = match q.index {
+                        Some(k) => p.at(&["interfaces", "queues", &k.to_string()]),
+                        None => p.at(&["interfaces", "queues"]),
+                    };
+                    p.add(&s, q.message);
+                }
             }
         }
         if let Some(g) = self
@@ -1520,6 +1618,41 @@ impl Config {
             }
         }
         p.list
+    }
+
+    /// The RX queues to serve on this host: [`Queues::resolve`] with the interfaces' RX
+    /// queue counts (sysfs).
+    pub fn queues_on_this_host(&self) -> Result<Vec<u32>, Vec<QueueProblem>> {
+        let inside = self.interfaces.inside.get_ref();
+        let outside = self.interfaces.outside.get_ref();
+        self.interfaces.queues.resolve(
+            (inside, crate::sys::rx_queues(inside)),
+            (outside, crate::sys::rx_queues(outside)),
+        )
+    }
+
+    /// The static external addresses (`nat.external_ip`, `nat.external_ip6`, the rules'
+    /// `external`) that are private or shared, as (key, address, why): usable only with
+    /// `nat.allow_private_external`, and worth a warning then.
+    pub fn private_externals(&self) -> Vec<(&'static str, IpAddr, &'static str)> {
+        let (v4, v6) = self.external_sources();
+        let statics = [("nat.external_ip", v4), ("nat.external_ip6", v6)]
+            .into_iter()
+            .filter_map(|(k, s)| match s {
+                ExternalSource::Static(a) => Some((k, a)),
+                _ => None,
+            });
+        let rules = self.nat.rule.iter().filter_map(|r| {
+            let a = r.external.as_ref()?.get_ref().parse().ok()?;
+            Some(("nat.rule.external", a))
+        });
+        statics
+            .chain(rules)
+            .filter_map(|(k, a)| match crate::nat::external::classify(a) {
+                AddrClass::Private(why) => Some((k, a, why)),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn external_sources(&self) -> (ExternalSource, ExternalSource) {
@@ -1618,6 +1751,7 @@ sip_ports = [5060, 5080]
 
 [nat]
 external_ip = "203.0.113.10"
+l3 = "keep"
 
 [[nat.rule]]
 internal = "10.0.0.0/24"
@@ -1635,6 +1769,151 @@ ports = { 5060 = 15060 }
         assert_eq!(
             c.external_sources().0,
             ExternalSource::Static("203.0.113.10".parse().unwrap())
+        );
+    }
+
+    /// A port map under `l3 = "snat"` is refused: the UDP ports are never translated, so
+    /// the SIP text would name a port the packets do not come from.
+    #[test]
+    fn port_map_with_snat_is_refused() {
+        let text = GOOD.replace("l3 = \"keep\"\n", "");
+        let c = Config::parse(&text).unwrap();
+        let p = c.validate(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].message
+                .starts_with("nat.rule.ports maps ports, but with nat.l3 = \"snat\"")
+                && p[0]
+                    .message
+                    .contains("port 5060 while the SIP and SDP announce 15060")
+                && p[0].message.contains("l3 = \"keep\"")
+                && p[0].message.contains("remove the port map"),
+            "{p:?}"
+        );
+        let line = text.lines().position(|l| l.starts_with("ports")).unwrap() + 1;
+        assert_eq!(p[0].line, line);
+        // Explicit snat: the same; keep: fine (GOOD itself).
+        let explicit = GOOD.replace("l3 = \"keep\"", "l3 = \"snat\"");
+        let c = Config::parse(&explicit).unwrap();
+        assert_eq!(c.validate(&explicit).len(), 1);
+        // No port map: snat is fine.
+        let plain = text.replace("ports = { 5060 = 15060 }\n", "");
+        let c = Config::parse(&plain).unwrap();
+        assert_eq!(c.validate(&plain), vec![]);
+    }
+
+    /// Static external addresses go through `check_external`: loopback, unspecified,
+    /// multicast, link-local never; private and shared only with allow_private_external.
+    #[test]
+    fn static_external_addresses_are_checked() {
+        let with = |ext: &str, allow: bool| {
+            let text = GOOD.replace("203.0.113.10", ext).replace(
+                "l3 = \"keep\"",
+                &format!("l3 = \"keep\"\nallow_private_external = {allow}"),
+            );
+            let c = Config::parse(&text).unwrap();
+            c.validate(&text)
+                .into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+        };
+        for never in ["127.0.0.1", "0.0.0.0", "224.0.0.1", "169.254.0.1"] {
+            for allow in [false, true] {
+                let p = with(never, allow);
+                assert_eq!(p.len(), 1, "{never}: {p:?}");
+                assert!(
+                    p[0].starts_with(&format!("nat.external_ip {never} is ")),
+                    "{p:?}"
+                );
+                assert!(!p[0].contains("allow_private_external"), "{p:?}");
+            }
+        }
+        for private in ["10.9.9.9", "172.16.0.1", "192.168.1.1", "100.64.0.1"] {
+            let p = with(private, false);
+            assert_eq!(p.len(), 1, "{private}: {p:?}");
+            assert!(
+                p[0].contains("nat.allow_private_external = true"),
+                "{private}: {p:?}"
+            );
+            assert_eq!(with(private, true), Vec::<String>::new(), "{private}");
+        }
+        assert_eq!(with("198.51.100.1", false), Vec::<String>::new());
+        // The rule's own external address and IPv6 likewise.
+        let text = GOOD.replace(
+            "internal = \"10.0.0.0/24\"",
+            "internal = \"10.0.0.0/24\"\nexternal = \"10.9.9.9\"",
+        ) + "\n[[nat.rule]]\ninternal = \"fd00::/64\"\nexternal = \"fe80::1\"\n";
+        let c = Config::parse(&text).unwrap();
+        let p: Vec<String> = c.validate(&text).into_iter().map(|p| p.message).collect();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("nat.rule.external 10.9.9.9 is a private address"));
+        assert!(p[1].starts_with("nat.rule.external fe80::1 is a link-local address"));
+        // A public address inside a configured local network is still refused.
+        let text = GOOD.replace(
+            "l3 = \"keep\"",
+            "l3 = \"keep\"\nlocal_nets = [\"10.0.0.0/8\", \"203.0.113.0/24\"]",
+        );
+        let c = Config::parse(&text).unwrap();
+        let p = c.validate(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].message.contains("inside nat.local_nets"), "{p:?}");
+        // The daemon warns about the private ones it accepted.
+        let text = GOOD.replace("203.0.113.10", "100.64.0.1");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(
+            c.private_externals(),
+            vec![(
+                "nat.external_ip",
+                "100.64.0.1".parse().unwrap(),
+                "a shared address (100.64.0.0/10, carrier-grade NAT)"
+            )]
+        );
+    }
+
+    /// `"all"` needs the same RX queue count on both interfaces; a listed queue must
+    /// exist on both (a worker serves one queue number on both sides).
+    #[test]
+    fn queues_resolve_against_the_interfaces() {
+        assert_eq!(
+            Queues::All.resolve(("in0", 4), ("out0", 4)),
+            Ok(vec![0, 1, 2, 3])
+        );
+        assert_eq!(Queues::All.resolve(("in0", 1), ("out0", 1)), Ok(vec![0]));
+        for (a, b) in [(2, 4), (4, 2)] {
+            let e = Queues::All.resolve(("in0", a), ("out0", b)).unwrap_err();
+            assert_eq!(e.len(), 1);
+            assert_eq!(e[0].index, None);
+            let m = &e[0].message;
+            assert!(
+                m.starts_with(&format!(
+                    "interfaces.queues is \"all\" but in0 has {a} RX queue(s) and out0 has {b}: "
+                )),
+                "{m}"
+            );
+            let big = if a > b { "in0" } else { "out0" };
+            assert!(m.contains(&format!("ethtool -L {big} combined 2")), "{m}");
+            assert!(m.contains("list the queues to serve"), "{m}");
+        }
+        let l = Queues::List(vec![1, 0]);
+        assert_eq!(l.resolve(("in0", 2), ("out0", 4)), Ok(vec![1, 0]));
+        let e = Queues::List(vec![0, 3, 1, 2])
+            .resolve(("in0", 4), ("out0", 2))
+            .unwrap_err();
+        assert_eq!(
+            e.iter().map(|p| p.index).collect::<Vec<_>>(),
+            [Some(1), Some(3)]
+        );
+        assert_eq!(
+            e[0].message,
+            "interfaces.queues contains queue 3, but out0 has only 2 RX queue(s) (0 to 1): list queues that both interfaces have (see `ethtool -l out0`), or add queues (ethtool -L out0 combined 4)"
+        );
+        let e = Queues::List(vec![1])
+            .resolve(("in0", 1), ("out0", 8))
+            .unwrap_err();
+        assert!(
+            e[0].message
+                .contains("but in0 has only 1 RX queue(s) (0 to 0)"),
+            "{e:?}"
         );
     }
 

@@ -11,7 +11,7 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc, Mutex,
     },
     thread::JoinHandle,
@@ -21,7 +21,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _};
 
 use crate::{
-    config::{self, AttachModeCfg, Config, ExternalSource, OnFailure, Queues},
+    config::{self, AttachModeCfg, Config, ExternalSource, OnFailure},
     datapath::{
         flow::FlowTable,
         nexthop::{self, NextHops},
@@ -31,7 +31,7 @@ use crate::{
         worker::{self, Ready, WorkerConfig},
         Clock, Dataplane, Shared,
     },
-    nat::ExternalAddrs,
+    nat::{external::check_external, ExternalAddrs},
     snapshot::Published,
     sys::NapiDefer,
     xdp::{AttachMode, AttachedMode, FailureMode, SteeringConfig, SteeringProgram},
@@ -81,6 +81,9 @@ pub struct Daemon {
     pub workers: Mutex<Vec<WorkerInfo>>,
     pub started: Instant,
     pub external: Mutex<ExternalState>,
+    /// Candidate external addresses refused by `check_external` (STUN answers, interface
+    /// addresses, `set external-ip`).
+    pub external_rejected: Arc<AtomicU64>,
     pub enabled: AtomicBool,
     /// Steering held off until a dynamic source delivers the first external address.
     awaiting_external: AtomicBool,
@@ -115,6 +118,14 @@ fn static_external(cfg: &Config) -> ExternalAddrs {
     e
 }
 
+/// Logs each private or shared static external address (accepted only because
+/// `nat.allow_private_external = true`; validation refused them otherwise).
+fn warn_private_externals(cfg: &Config) {
+    for (key, a, why) in cfg.private_externals() {
+        tracing::warn!("{key} {a} is {why}; used because nat.allow_private_external = true");
+    }
+}
+
 /// How `status` names the configured external-address source(s).
 fn source_label(cfg: &Config) -> String {
     match cfg.external_sources() {
@@ -127,6 +138,8 @@ fn source_label(cfg: &Config) -> String {
 /// The keys `reload` reads but cannot apply to running workers: they take effect at the
 /// next start. Returns the ones that differ between `old` and `new`.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    // (`set external-ip` reads nat.allow_private_external at each request; the dynamic
+    // sources were given it at start.)
     let (o4, o6) = old.external_sources();
     let (n4, n6) = new.external_sources();
     let checks = [
@@ -149,6 +162,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             o6 != n6 && (o6.is_dynamic() || n6.is_dynamic()),
             "nat.external_ip6 (a stun: or interface: source)",
+        ),
+        (
+            old.nat.allow_private_external != new.nat.allow_private_external
+                && [&o4, &o6].iter().any(|s| s.is_dynamic()),
+            "nat.allow_private_external (for the stun: or interface: source)",
         ),
         (
             old.control.metrics.get_ref() != new.control.metrics.get_ref(),
@@ -174,6 +192,18 @@ impl Daemon {
         let ports = cfg.interfaces.sip_ports.get_ref().clone();
         let external = static_external(&cfg);
         let source = source_label(&cfg);
+        warn_private_externals(&cfg);
+        // Refuse before touching the interfaces (check_system checked it too; the queue
+        // counts are read again here, where they are used).
+        let queues = cfg.queues_on_this_host().map_err(|p| {
+            anyhow!(
+                "{}",
+                p.into_iter()
+                    .map(|q| q.message)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
 
         // XDP first: until workers register, the failure mode applies.
         let mode = match cfg.interfaces.attach_mode {
@@ -256,6 +286,7 @@ impl Daemon {
                 stale: false,
             }),
             enabled: AtomicBool::new(true),
+            external_rejected: Arc::new(AtomicU64::new(0)),
             awaiting_external: AtomicBool::new(external.is_empty()),
             napi_restore: Mutex::new(Vec::new()),
             threads: Mutex::new(vec![resolver_thread]),
@@ -274,7 +305,7 @@ impl Daemon {
             daemon.set_enabled(false)?;
         }
         daemon.spawn_ticker();
-        if let Err(e) = daemon.spawn_workers(&cfg) {
+        if let Err(e) = daemon.spawn_workers(&cfg, &queues) {
             daemon.shutdown();
             return Err(e);
         }
@@ -331,16 +362,10 @@ impl Daemon {
         self.threads.lock().expect("threads lock").push(h);
     }
 
-    fn spawn_workers(&self, cfg: &Config) -> anyhow::Result<()> {
+    /// One worker per queue of `queues` (from [`Config::queues_on_this_host`]).
+    fn spawn_workers(&self, cfg: &Config, queues: &[u32]) -> anyhow::Result<()> {
         let inside = cfg.interfaces.inside.get_ref().clone();
         let outside = cfg.interfaces.outside.get_ref().clone();
-        let queues: Vec<u32> = match &cfg.interfaces.queues {
-            Queues::All => {
-                let n = crate::sys::rx_queues(&inside).min(crate::sys::rx_queues(&outside));
-                (0..n).collect()
-            }
-            Queues::List(l) => l.clone(),
-        };
         let cpus = crate::sys::allowed_cpus();
         let d = &cfg.datapath;
         let (tx, rx) = mpsc::channel();
@@ -471,12 +496,46 @@ impl Daemon {
         }
         let mut opts = crate::control::external::SourceOptions::default();
         opts.stun.bind_device = Some(cfg.interfaces.outside.get_ref().clone());
+        opts.allow_private_external = cfg.nat.allow_private_external;
+        opts.rejected = Arc::clone(&self.external_rejected);
         let d = Arc::clone(self);
         let publish: crate::control::external::Publisher =
             Arc::new(move |addrs: ExternalAddrs, source: String, stale: bool| {
                 d.set_external(addrs, &source, stale)
             });
         Some(crate::control::external::spawn(v4, v6, opts, publish))
+    }
+
+    /// `sipnat set external-ip`: publishes `ip` as the external address of its family
+    /// when [`check_external`] accepts it (a private one only with
+    /// `nat.allow_private_external`, then with a warning); a refusal is counted and its
+    /// message returned.
+    pub fn set_external_ip(&self, ip: IpAddr) -> Result<ExternalAddrs, String> {
+        let allow = self
+            .config
+            .lock()
+            .expect("config lock")
+            .nat
+            .allow_private_external;
+        match check_external(ip, allow) {
+            Err(r) => {
+                self.external_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("set external-ip: refused {r}");
+                Err(format!("refused: {r}"))
+            }
+            Ok(private) => {
+                if let Some(why) = private {
+                    tracing::warn!("set external-ip: {ip} is {why}; used because nat.allow_private_external = true");
+                }
+                let mut e = self.shared.dataplane.load().external;
+                match ip {
+                    IpAddr::V4(v4) => e.v4 = Some(v4),
+                    IpAddr::V6(v6) => e.v6 = Some(v6),
+                }
+                self.set_external(e, "cli", false);
+                Ok(e)
+            }
+        }
     }
 
     /// Turns steering on or off (off: every packet takes the kernel path).
@@ -493,6 +552,7 @@ impl Daemon {
     /// Re-reads the config file and publishes it without restarting the workers.
     pub fn reload(&self) -> anyhow::Result<String> {
         let new = config::load_checked(&self.config_path, true).map_err(|e| anyhow!("{e}"))?;
+        warn_private_externals(&new);
         let old = self.config.lock().expect("config lock").clone();
         let same = |a: &Config, b: &Config| {
             a.interfaces.inside.get_ref() == b.interfaces.inside.get_ref()

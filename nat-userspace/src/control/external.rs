@@ -1,7 +1,12 @@
-//! External-address sources (SPEC §2 "external address", §4 `external_ip` /
-//! `external_ip6`): tokio tasks that keep the external IPv4 and IPv6 addresses current
-//! and hand every change to a publish callback (the daemon's hitless
-//! `Daemon::set_external`).
+//! External-address sources (`nat.external_ip` / `nat.external_ip6`): tokio tasks that
+//! keep the external IPv4 and IPv6 addresses current and hand every change to a publish
+//! callback (the daemon's hitless `Daemon::set_external`).
+//!
+//! Every candidate (a STUN mapped address, an interface address) goes through
+//! [`check_external`]: an unusable one (loopback, unspecified, link-local, multicast, ...)
+//! and, without `allow_private_external`, a private or shared one is ignored, logged and
+//! counted ([`SourceOptions::rejected`]); a private one that is allowed is used, with a
+//! warning.
 //!
 //! - `Static`: published once, at [`spawn`].
 //! - `stun:HOST:PORT`: an RFC 8489 Binding ([`super::stun`]) at start, retried with
@@ -11,7 +16,7 @@
 //!   error response) the last good address stays, published once flagged stale, and the
 //!   query is retried every `stun_refresh`; the next good answer clears the flag.
 //! - `interface:NAME`: the first usable global-scope address of the family on the
-//!   interface (IPv4 for `external_ip`, IPv6 for `external_ip6`), followed through
+//!   interface (addresses [`check_external`] refuses are skipped) (IPv4 for `external_ip`, IPv6 for `external_ip6`), followed through
 //!   rtnetlink address notifications (RTNLGRP_IPV4_IFADDR / RTNLGRP_IPV6_IFADDR) plus a
 //!   periodic re-check (5 s). When the address goes away the last one stays, flagged
 //!   stale.
@@ -28,7 +33,10 @@ use std::{
     io,
     net::IpAddr,
     os::fd::AsRawFd,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -48,15 +56,18 @@ use tokio::{
 };
 
 use super::stun::{self, Family, StunOptions};
-use crate::{config::ExternalSource, nat::external::ExternalAddrs};
+use crate::{
+    config::ExternalSource,
+    nat::external::{check_external, ExternalAddrs, Refused},
+};
 
 /// Receives every change: the combined addresses, the configured sources as text (e.g.
 /// `stun:stun.example.net:3478 / interface:eth0`), and whether any family's address is
 /// stale (kept after its source stopped confirming it).
 pub type Publisher = Arc<dyn Fn(ExternalAddrs, String, bool) + Send + Sync>;
 
-/// Timing and socket options of the sources.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Timing, socket and address-policy options of the sources.
+#[derive(Clone, Debug)]
 pub struct SourceOptions {
     /// Period of STUN refreshes after a success (and of retries once an address is
     /// known). Default 30 s.
@@ -71,6 +82,12 @@ pub struct SourceOptions {
     /// STUN client socket (SO_BINDTODEVICE of the outside interface, bind address —
     /// used only by the source of its own family) and retransmission budget.
     pub stun: StunOptions,
+    /// `nat.allow_private_external`: accept private and shared candidates (with a
+    /// warning). Default false.
+    pub allow_private_external: bool,
+    /// Counts the candidates refused (each STUN answer; each interface address once per
+    /// appearance). Shared with whoever reports it (the daemon's `external_rejected`).
+    pub rejected: Arc<AtomicU64>,
 }
 
 impl Default for SourceOptions {
@@ -81,6 +98,8 @@ impl Default for SourceOptions {
             stun_retry_max: Duration::from_secs(60),
             interface_recheck: Duration::from_secs(5),
             stun: StunOptions::default(),
+            allow_private_external: false,
+            rejected: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -187,8 +206,13 @@ impl Shared {
     }
 
     /// `what` confirmed address `a` (`detail`: e.g. the STUN server that answered).
-    fn confirm(&self, what: &str, a: IpAddr, detail: &str) {
+    /// `private`: why `a` is only allowed by `allow_private_external` (warned about
+    /// whenever it becomes the address).
+    fn confirm(&self, what: &str, a: IpAddr, detail: &str, private: Option<&str>) {
         let (c, _) = self.apply(|s| s.confirm(a));
+        if let (Change::New(_), Some(why)) = (c, private) {
+            tracing::warn!("{what}: external address {a} is {why}; used because nat.allow_private_external = true");
+        }
         let fam = Family::of(a);
         match c {
             Change::New(None) => tracing::info!("external {fam} address {a} (from {what}{detail})"),
@@ -321,9 +345,10 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|&s| s).await;
 }
 
-/// A mapped address that can serve as an external address.
-fn usable(a: IpAddr) -> bool {
-    !(a.is_unspecified() || a.is_multicast())
+/// Counts and reports a refused candidate.
+fn refuse(opts: &SourceOptions, what: &str, r: &Refused) {
+    opts.rejected.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!("{what}: ignoring candidate external address {r}");
 }
 
 async fn run_stun(
@@ -352,22 +377,26 @@ async fn run_stun(
             r = stun::discover(&host, port, Some(family), &opts.stun) => r,
             _ = stopped(&mut stop) => return,
         };
-        let r = r.and_then(|b| {
-            if usable(b.mapped.ip()) {
-                Ok(b)
-            } else {
-                Err(stun::StunError::Malformed(format!(
-                    "unusable mapped address {}",
-                    b.mapped.ip()
-                )))
-            }
-        });
+        // A refused mapped address counts as a failed query: the last good address (if
+        // any) stays, flagged stale, and the query is repeated.
+        let r = r.and_then(
+            |b| match check_external(b.mapped.ip(), opts.allow_private_external) {
+                Ok(private) => Ok((b, private)),
+                Err(refused) => {
+                    refuse(&opts, &what, &refused);
+                    Err(stun::StunError::Malformed(format!(
+                        "mapped address refused: {refused}"
+                    )))
+                }
+            },
+        );
         let wait = match r {
-            Ok(b) => {
+            Ok((b, private)) => {
                 last_err = None;
                 known = true;
                 backoff = opts.stun_retry_initial;
-                shared.confirm(&what, b.mapped.ip(), &format!(" via {}", b.server));
+                let via = format!(" via {}", b.server);
+                shared.confirm(&what, b.mapped.ip(), &via, private);
                 opts.stun_refresh
             }
             Err(e) => {
@@ -414,17 +443,43 @@ async fn run_interface(
         }
     };
     let mut last_problem: Option<String> = None;
+    // The refused addresses present at the last look: each is counted and logged once
+    // per appearance, not at every re-check.
+    let mut refused_before: Vec<IpAddr> = Vec::new();
     loop {
-        let problem = match interface_address(&name, family) {
-            Ok(Some(a)) => {
-                shared.confirm(&what, a, "");
+        let found = interface_address(&name, family, opts.allow_private_external);
+        if let Ok(p) = &found {
+            for r in p
+                .refused
+                .iter()
+                .filter(|r| !refused_before.contains(&r.addr))
+            {
+                refuse(&opts, &what, r);
+            }
+            refused_before = p.refused.iter().map(|r| r.addr).collect();
+        }
+        let problem = match found {
+            Ok(Picked {
+                addr: Some((a, private)),
+                ..
+            }) => {
+                shared.confirm(&what, a, "", private);
                 None
             }
-            Ok(None) => {
+            Ok(Picked {
+                addr: None,
+                refused,
+            }) => {
                 let why = if crate::sys::if_index(&name).is_none() {
                     "no such interface".to_string()
-                } else {
+                } else if refused.is_empty() {
                     format!("no global {family} address")
+                } else {
+                    let list: Vec<String> = refused.iter().map(|r| r.addr.to_string()).collect();
+                    format!(
+                        "no usable global {family} address (refused: {})",
+                        list.join(", ")
+                    )
                 };
                 shared.lose(&what, family, &why);
                 Some(why)
@@ -528,23 +583,43 @@ const IFA_F_DADFAILED: u32 = 0x08;
 const IFA_F_DEPRECATED: u32 = 0x20;
 const IFA_F_TENTATIVE: u32 = 0x40;
 
+/// What [`pick_address`] found on an interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Picked {
+    /// The external address, and why it is only allowed by `allow_private_external`
+    /// when it is private or shared.
+    pub addr: Option<(IpAddr, Option<&'static str>)>,
+    /// The candidates [`check_external`] refused, in dump order.
+    pub refused: Vec<Refused>,
+}
+
 /// The external address of family `f` on interface `ifindex` among `addrs` (in dump
-/// order): global scope only, never tentative (DAD not done) or DAD-failed; the first
-/// one that is neither deprecated nor secondary/temporary, else the first usable one.
-pub fn pick_address(addrs: &[IfAddr], ifindex: u32, f: Family) -> Option<IpAddr> {
-    let usable = || {
-        addrs.iter().filter(move |a| {
-            a.ifindex == ifindex
-                && Family::of(a.addr) == f
-                && a.scope == 0
-                && a.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0
-                && usable(a.addr)
-        })
-    };
-    usable()
-        .find(|a| a.flags & (IFA_F_DEPRECATED | IFA_F_SECONDARY) == 0)
-        .or_else(|| usable().next())
-        .map(|a| a.addr)
+/// order): global scope only, never tentative (DAD not done) or DAD-failed, and only an
+/// address [`check_external`] accepts; the first one that is neither deprecated nor
+/// secondary/temporary, else the first usable one.
+pub fn pick_address(addrs: &[IfAddr], ifindex: u32, f: Family, allow_private: bool) -> Picked {
+    let mut picked = Picked::default();
+    let mut fallback = None;
+    for a in addrs.iter().filter(|a| {
+        a.ifindex == ifindex
+            && Family::of(a.addr) == f
+            && a.scope == 0
+            && a.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0
+    }) {
+        match check_external(a.addr, allow_private) {
+            Err(r) => picked.refused.push(r),
+            Ok(private) => {
+                let preferred = a.flags & (IFA_F_DEPRECATED | IFA_F_SECONDARY) == 0;
+                if preferred && picked.addr.is_none() {
+                    picked.addr = Some((a.addr, private));
+                } else if fallback.is_none() {
+                    fallback = Some((a.addr, private));
+                }
+            }
+        }
+    }
+    picked.addr = picked.addr.or(fallback);
+    picked
 }
 
 /// The address of an RTM_NEWADDR message (IFA_LOCAL, else IFA_ADDRESS).
@@ -568,14 +643,14 @@ pub fn if_addr_from_message(m: &AddressMessage) -> Option<IfAddr> {
     })
 }
 
-/// The external address of family `f` on interface `name` now (`None`: no such
-/// interface, or no usable address).
-pub fn interface_address(name: &str, f: Family) -> io::Result<Option<IpAddr>> {
+/// The external address of family `f` on interface `name` now (no address: no such
+/// interface, or no usable address), with the candidates refused.
+pub fn interface_address(name: &str, f: Family, allow_private: bool) -> io::Result<Picked> {
     let Some(ifindex) = crate::sys::if_index(name) else {
-        return Ok(None);
+        return Ok(Picked::default());
     };
     let addrs = dump_addresses(f)?;
-    Ok(pick_address(&addrs, ifindex, f))
+    Ok(pick_address(&addrs, ifindex, f, allow_private))
 }
 
 /// RTM_GETADDR dump of one family (all interfaces), retried when the kernel flags it as
@@ -706,6 +781,11 @@ mod tests {
         }
     }
 
+    /// The picked address (any class) without the refusals.
+    fn pick(addrs: &[IfAddr], ifindex: u32, f: Family) -> Option<IpAddr> {
+        pick_address(addrs, ifindex, f, false).addr.map(|(a, _)| a)
+    }
+
     #[test]
     fn picks_the_first_global_usable_address() {
         let addrs = vec![
@@ -720,22 +800,22 @@ mod tests {
             ia(3, "203.0.113.6", 0, 0x80),
         ];
         assert_eq!(
-            pick_address(&addrs, 3, Family::V4),
+            pick(&addrs, 3, Family::V4),
             Some("203.0.113.5".parse().unwrap())
         );
         assert_eq!(
-            pick_address(&addrs, 3, Family::V6),
+            pick(&addrs, 3, Family::V6),
             Some("2001:db8::1".parse().unwrap())
         );
-        assert_eq!(pick_address(&addrs, 2, Family::V6), None);
-        assert_eq!(pick_address(&addrs, 4, Family::V4), None);
+        assert_eq!(pick(&addrs, 2, Family::V6), None);
+        assert_eq!(pick(&addrs, 4, Family::V4), None);
         // Only deprecated/temporary ones left: still used.
         let only = vec![
             ia(3, "2001:db8::7e", 0, IFA_F_SECONDARY),
             ia(3, "2001:db8::01d", 0, IFA_F_DEPRECATED),
         ];
         assert_eq!(
-            pick_address(&only, 3, Family::V6),
+            pick(&only, 3, Family::V6),
             Some("2001:db8::7e".parse().unwrap())
         );
         // DAD failed / tentative never.
@@ -743,7 +823,43 @@ mod tests {
             ia(3, "2001:db8::1", 0, IFA_F_DADFAILED),
             ia(3, "2001:db8::2", 0, IFA_F_TENTATIVE),
         ];
-        assert_eq!(pick_address(&bad, 3, Family::V6), None);
+        assert_eq!(pick(&bad, 3, Family::V6), None);
+    }
+
+    /// Addresses `check_external` refuses are skipped and reported (each once per look);
+    /// private and shared ones are picked only when allowed, and then say why.
+    #[test]
+    fn interface_candidates_go_through_check_external() {
+        let addrs = vec![
+            ia(3, "127.0.0.2", 0, 0x80),
+            ia(3, "10.9.9.9", 0, 0x80),
+            ia(3, "100.64.0.7", 0, 0x80),
+            ia(3, "203.0.113.5", 0, IFA_F_SECONDARY),
+            ia(3, "fd00::5", 0, 0x80),
+            ia(3, "::1", 0, 0x80),
+        ];
+        let p = pick_address(&addrs, 3, Family::V4, false);
+        assert_eq!(p.addr, Some(("203.0.113.5".parse().unwrap(), None)));
+        let refused: Vec<String> = p.refused.iter().map(|r| r.addr.to_string()).collect();
+        assert_eq!(refused, ["127.0.0.2", "10.9.9.9", "100.64.0.7"]);
+        assert!(p.refused[1].private && !p.refused[0].private);
+        // Allowed: the first private one wins over a secondary public one; loopback never.
+        let p = pick_address(&addrs, 3, Family::V4, true);
+        assert_eq!(
+            p.addr,
+            Some((
+                "10.9.9.9".parse().unwrap(),
+                Some("a private address (RFC 1918)")
+            ))
+        );
+        assert_eq!(p.refused.len(), 1);
+        assert_eq!(p.refused[0].addr, "127.0.0.2".parse::<IpAddr>().unwrap());
+        // IPv6: only a unique local address (refused) and loopback: nothing picked.
+        let p = pick_address(&addrs, 3, Family::V6, false);
+        assert_eq!(p.addr, None);
+        assert_eq!(p.refused.len(), 2);
+        let p = pick_address(&addrs, 3, Family::V6, true);
+        assert_eq!(p.addr.map(|(a, _)| a), Some("fd00::5".parse().unwrap()));
     }
 
     #[test]
@@ -837,8 +953,14 @@ mod tests {
         let seen = Arc::new(Mutex::new(0usize));
         let s2 = Arc::clone(&seen);
         let publish: Publisher = Arc::new(move |_, _, _| *s2.lock().unwrap() += 1);
-        assert_eq!(interface_address("lo", Family::V4).unwrap(), None);
-        assert_eq!(interface_address("no-such-if0", Family::V4).unwrap(), None);
+        assert_eq!(
+            interface_address("lo", Family::V4, false).unwrap(),
+            Picked::default()
+        );
+        assert_eq!(
+            interface_address("no-such-if0", Family::V4, false).unwrap(),
+            Picked::default()
+        );
         let h = spawn(
             ExternalSource::Interface("lo".into()),
             ExternalSource::Interface("no-such-if0".into()),

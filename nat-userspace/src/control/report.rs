@@ -88,6 +88,8 @@ pub struct Report {
     pub flows_live: usize,
     pub nexthops: usize,
     pub external: ExternalState,
+    /// Candidate external addresses refused (STUN, interface, `set external-ip`).
+    pub external_rejected: u64,
 }
 
 /// Reads everything once.
@@ -144,6 +146,7 @@ pub fn collect(d: &Daemon) -> Report {
         flows_live: d.shared.flows.live(d.shared.clock.now_s()),
         nexthops: d.shared.nexthops.load().len(),
         external: d.external.lock().expect("external lock").clone(),
+        external_rejected: d.external_rejected.load(Ordering::Relaxed),
     }
 }
 
@@ -202,6 +205,7 @@ impl Report {
                 "source": self.external.source,
                 "age_s": age_s(&self.external),
                 "stale": self.external.stale,
+                "rejected": self.external_rejected,
             },
         })
     }
@@ -344,6 +348,15 @@ impl Report {
                     ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
                 }
             }
+        }
+        {
+            let m = enc.encode_descriptor(
+                "sipnat_external_rejected",
+                "Candidate external addresses refused (loopback, unspecified, link-local, multicast; private or shared without nat.allow_private_external) from STUN, an interface or set external-ip",
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            ConstCounter::new(self.external_rejected).encode(m)?;
         }
         let m = enc.encode_descriptor(
             "sipnat_external_address_age_seconds",

@@ -187,15 +187,10 @@ fn handle(d: &Daemon, cmd: Command) -> Response {
             Err(e) => Response::err(format!("{e:#}")),
         },
         Command::SetExternalIp { addr } => match addr.parse::<IpAddr>() {
-            Ok(ip) => {
-                let mut e = d.shared.dataplane.load().external;
-                match ip {
-                    IpAddr::V4(v4) => e.v4 = Some(v4),
-                    IpAddr::V6(v6) => e.v6 = Some(v6),
-                }
-                d.set_external(e, "cli", false);
-                Response::ok(json!({ "external": addrs_json(&e) }))
-            }
+            Ok(ip) => match d.set_external_ip(ip) {
+                Ok(e) => Response::ok(json!({ "external": addrs_json(&e) })),
+                Err(msg) => Response::err(msg),
+            },
             Err(_) => Response::err(format!("`{addr}` is not an IPv4 or IPv6 address")),
         },
     }

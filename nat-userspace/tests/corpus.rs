@@ -237,10 +237,20 @@ fn every_sip_packet_of_the_captures() {
     );
     // 7 captures, 2 321 frames, as listed in the corpus README; 224 whole SIP messages over
     // UDP (the README's tshark counts, less the IPv6 fragments, which are not parsed here).
-    assert!(captures.len() >= 7, "expected 7 captures, got {}", captures.len());
-    assert!(packets >= 2321, "expected every frame of the captures, got {packets}");
+    assert!(
+        captures.len() >= 7,
+        "expected 7 captures, got {}",
+        captures.len()
+    );
+    assert!(
+        packets >= 2321,
+        "expected every frame of the captures, got {packets}"
+    );
     let sip = t.rewritten + t.unchanged + t.malformed;
-    assert!(sip >= 224, "expected 224 SIP messages in the captures, got {sip}");
+    assert!(
+        sip >= 224,
+        "expected 224 SIP messages in the captures, got {sip}"
+    );
     assert!(t.rewritten >= 50);
     assert!(checked_csum >= 50);
 }

@@ -35,7 +35,13 @@ fn repo_files(root: &Path) -> (Vec<PathBuf>, &'static str) {
     let git = Command::new("git")
         .arg("-C")
         .arg(root)
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .output();
     if let Ok(out) = git {
         if out.status.success() && !out.stdout.is_empty() {
@@ -63,7 +69,9 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
         let e = e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let name = e.file_name();
         let child = rel.join(&name);
-        let ty = e.file_type().unwrap_or_else(|e| panic!("{}: {e}", child.display()));
+        let ty = e
+            .file_type()
+            .unwrap_or_else(|e| panic!("{}: {e}", child.display()));
         if ty.is_dir() {
             if name != ".git" && name != "target" {
                 walk(root, &child, out);
@@ -78,8 +86,28 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
 /// (`.sip`, `.dat`, captures, fuzz seeds) is not: it is third-party bytes or messages.
 fn is_checked_text(rel: &Path, bytes: &[u8]) -> bool {
     const EXT: &[&str] = &[
-        "rs", "sh", "bash", "toml", "py", "md", "yml", "yaml", "txt", "c", "h", "xml", "tmpl",
-        "service", "cfg", "conf", "json", "expected", "dict", "in", "gitignore", "gitattributes",
+        "rs",
+        "sh",
+        "bash",
+        "toml",
+        "py",
+        "md",
+        "yml",
+        "yaml",
+        "txt",
+        "c",
+        "h",
+        "xml",
+        "tmpl",
+        "service",
+        "cfg",
+        "conf",
+        "json",
+        "expected",
+        "dict",
+        "in",
+        "gitignore",
+        "gitattributes",
     ];
     if bytes.contains(&0) {
         return false;
@@ -131,7 +159,9 @@ fn up_chains(line: &str) -> Vec<usize> {
                     k += 1;
                     j += 3;
                 }
-                (true, a) if k > 0 && !a.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'.') => {
+                (true, a)
+                    if k > 0 && !a.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'.') =>
+                {
                     k += 1;
                     j += 2;
                     break;
@@ -240,20 +270,38 @@ fn the_detector_catches_each_kind_of_outside_path() {
     let up2 = "../".repeat(2);
     let old = format!("concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{up2}{sibling}/bench-inputs\")");
     assert!(flagged(rs, &old));
-    assert!(flagged(Path::new("README.md"), &format!("(`../{sibling}/x`)")));
+    assert!(flagged(
+        Path::new("README.md"),
+        &format!("(`../{sibling}/x`)")
+    ));
     assert!(flagged(Path::new("a.sh"), &format!("B=$ROOT/../{sibling}")));
-    assert!(flagged(Path::new("x.py"), &["open(\"/wo", "rk/x\")"].concat()));
+    assert!(flagged(
+        Path::new("x.py"),
+        &["open(\"/wo", "rk/x\")"].concat()
+    ));
     // Climbing above the root without naming anything.
     let up3 = "../".repeat(3);
-    assert!(flagged(Path::new("fuzz/x.py"), &format!("p = HERE + '/{up3}x'")));
-    let manifest_up2 = format!("concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{}x\")", "../".repeat(2));
+    assert!(flagged(
+        Path::new("fuzz/x.py"),
+        &format!("p = HERE + '/{up3}x'")
+    ));
+    let manifest_up2 = format!(
+        "concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{}x\")",
+        "../".repeat(2)
+    );
     assert!(flagged(rs, &manifest_up2));
     assert_eq!(up_chains(&format!("\"{}..\"", "../".repeat(2))), vec![3]);
     // Inside the repository: fine.
     let ok_rs = "concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/../testdata/corpus\")";
     assert!(!flagged(rs, ok_rs), "{:?}", offences(&root, rs, ok_rs));
-    assert!(!flagged(Path::new("fuzz/README.md"), "[up](../README.md) and `a..b`"));
-    assert!(!flagged(Path::new("bench/x.sh"), "source \"$(dirname \"$0\")/../bench/lib.sh\""));
+    assert!(!flagged(
+        Path::new("fuzz/README.md"),
+        "[up](../README.md) and `a..b`"
+    ));
+    assert!(!flagged(
+        Path::new("bench/x.sh"),
+        "source \"$(dirname \"$0\")/../bench/lib.sh\""
+    ));
     assert!(!flagged(rs, "let shared = Arc::new(x); // shared state"));
 }
 
@@ -290,7 +338,10 @@ fn testdata_is_present_and_matches_its_checksums() {
     present.sort();
     let mut listed_sorted: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
     listed_sorted.sort();
-    assert_eq!(present, listed_sorted, "SHA256SUMS lists exactly the corpus files");
+    assert_eq!(
+        present, listed_sorted,
+        "SHA256SUMS lists exactly the corpus files"
+    );
     let out = Command::new("sha256sum")
         .args(["-c", "--quiet", "SHA256SUMS"])
         .current_dir(&corpus)
@@ -303,8 +354,5 @@ fn testdata_is_present_and_matches_its_checksums() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!(
-        "testdata: {} corpus files match SHA256SUMS",
-        listed.len()
-    );
+    eprintln!("testdata: {} corpus files match SHA256SUMS", listed.len());
 }

@@ -68,12 +68,16 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let e = e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let name = e.file_name();
+        // `.git` is a folder in a clone and a file pointing to the main one in a worktree.
+        if name == ".git" {
+            continue;
+        }
         let child = rel.join(&name);
         let ty = e
             .file_type()
             .unwrap_or_else(|e| panic!("{}: {e}", child.display()));
         if ty.is_dir() {
-            if name != ".git" && name != "target" {
+            if name != "target" {
                 walk(root, &child, out);
             }
         } else if ty.is_file() {

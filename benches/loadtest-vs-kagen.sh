@@ -10,12 +10,12 @@
 # softirq runs on the sender's core, as in the harness's "sink on the same core" figure).
 # Rounds alternate kagen / loadtest; printed per round and as medians: offered pps,
 # delivered pps (the sink's counter) and the generator's CPU time per packet.
-# Env: SIPNAT_BENCH_DIR (default ../shared/bench next to the repository), SIPNAT_BIN.
+# Env: SIPNAT_BENCH_DIR (default: the repository's bench/ harness), SIPNAT_BIN.
 set -euo pipefail
 ROUNDS=${1:-5}
 SECS=${2:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BENCH=${SIPNAT_BENCH_DIR:-$ROOT/../shared/bench}
+BENCH=${SIPNAT_BENCH_DIR:-$ROOT/bench}
 BIN=${SIPNAT_BIN:-$ROOT/target/release/sipnat}
 [[ $EUID -eq 0 ]] || { echo "run as root (namespaces, AF_XDP)" >&2; exit 2; }
 [[ -x $BIN ]] || { echo "build first: cargo build --release ($BIN missing)" >&2; exit 2; }

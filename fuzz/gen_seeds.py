@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Regenerates the seed corpora from the shared SIP corpus (stdlib only).
+"""Regenerates the seed corpora from the repository's test data (stdlib only).
 
-    python3 fuzz/gen_seeds.py [SHARED_DIR]      # default: ../../shared from this file
+    python3 fuzz/gen_seeds.py [TESTDATA_DIR]    # default: testdata/ at the repository root
 
 corpus/message/: byte-exact copies of the RFC 4475/5118 torture messages, the project
 messages and the benchmark inputs (named <source>-<file>).
@@ -20,7 +20,7 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "..", "shared")
+TESTDATA = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(HERE), "testdata")
 MSG_OUT = os.path.join(HERE, "corpus", "message")
 PKT_OUT = os.path.join(HERE, "corpus", "packet")
 
@@ -93,7 +93,7 @@ def sel(inbound=False, config=0, flow=False):
 
 
 def read(rel):
-    with open(os.path.join(SHARED, rel), "rb") as f:
+    with open(os.path.join(TESTDATA, rel), "rb") as f:
         return f.read()
 
 
@@ -131,19 +131,19 @@ def copy_messages():
     os.makedirs(MSG_OUT, exist_ok=True)
     n = 0
     sources = [("rfc4475", "corpus/rfc4475"), ("rfc5118", "corpus/rfc5118")]
-    msgs = os.path.join(SHARED, "corpus", "messages")
+    msgs = os.path.join(TESTDATA, "corpus", "messages")
     for proj in sorted(os.listdir(msgs)):
         sources.append((proj, os.path.join("corpus", "messages", proj)))
     for prefix, rel in sources:
-        for name in sorted(os.listdir(os.path.join(SHARED, rel))):
-            shutil.copyfile(os.path.join(SHARED, rel, name),
+        for name in sorted(os.listdir(os.path.join(TESTDATA, rel))):
+            shutil.copyfile(os.path.join(TESTDATA, rel, name),
                             os.path.join(MSG_OUT, f"{prefix}-{name}"))
             n += 1
     for name, data in REGRESSIONS.items():
         with open(os.path.join(MSG_OUT, name), "wb") as f:
             f.write(data)
         n += 1
-    bench = os.path.join(SHARED, "bench-inputs")
+    bench = os.path.join(TESTDATA, "bench-inputs")
     for name in sorted(os.listdir(bench)):
         if name.endswith(".sip"):
             shutil.copyfile(os.path.join(bench, name), os.path.join(MSG_OUT, f"bench-{name}"))

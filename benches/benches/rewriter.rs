@@ -1,4 +1,4 @@
-//! Micro benchmarks of the rewriter core on `../shared/bench-inputs/` (the origin's inputs as
+//! Micro benchmarks of the rewriter core on `testdata/bench-inputs/` (the origin's inputs as
 //! whole SIP messages, plus a carrier INVITE with SDP as a message and as a whole frame).
 //!
 //! Benchmark names follow the origin's Go benchmarks (`HeaderRewriting`, `SDPRewriting`,
@@ -21,7 +21,8 @@
 //! instead, for a machine busy with other work (preemption is then not counted; the ring's
 //! clock reads become syscalls, see `Harness/ring_empty_op`).
 //!
-//! Inputs are read from `$SIPNAT_BENCH_INPUTS`, default `<workspace>/../shared/bench-inputs`.
+//! Inputs are read from `$SIPNAT_BENCH_INPUTS`, default `testdata/bench-inputs` in the
+//! repository.
 
 use std::{
     hint::black_box,
@@ -64,7 +65,7 @@ fn inputs_dir() -> PathBuf {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/bench-inputs"
+            "/../testdata/bench-inputs"
         )),
     }
 }

@@ -15,9 +15,10 @@ use sipnat::{
 
 fn input(name: &str) -> Vec<u8> {
     let dir = std::env::var("SIPNAT_BENCH_INPUTS").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench-inputs").into()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/bench-inputs").into()
     });
-    std::fs::read(format!("{dir}/{name}")).expect("bench input")
+    let path = format!("{dir}/{name}");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("bench input {path}: {e}"))
 }
 
 fn main() {

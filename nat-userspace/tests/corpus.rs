@@ -1,6 +1,7 @@
 //! The rewriter against third-party SIP: every RFC 4475 / RFC 5118 torture message, the
 //! sample messages of other SIP stacks, and every SIP/UDP packet of the real captures in
-//! `../shared/corpus` (read-only; never edited).
+//! `testdata/corpus` (read-only; never edited; `$SIPNAT_CORPUS` overrides the folder). A
+//! missing corpus fails the tests; each prints how many messages and packets it checked.
 //!
 //! Invariants, checked with logic independent of the rewriter's own scanner:
 //! - never panics; the buffer is untouched unless the outcome is `Rewritten`;
@@ -13,7 +14,7 @@
 //! - whole packets: a valid UDP checksum stays valid (checked with etherparse), IP
 //!   lengths are consistent.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pcap_file::{
     pcap::PcapReader,
@@ -28,28 +29,12 @@ use sipnat::{
 
 mod common;
 
-use common::sipcheck::{
-    cl_and_rest, in_rules, only_rewritable_tokens_changed, rewritable_addresses, EXT4, EXT6,
+use common::{
+    sipcheck::{
+        cl_and_rest, in_rules, only_rewritable_tokens_changed, rewritable_addresses, EXT4, EXT6,
+    },
+    testdata::{corpus_dir, entries as files, read},
 };
-
-fn corpus_dir() -> Option<PathBuf> {
-    let p = std::env::var("SIPNAT_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"));
-    if p.is_dir() {
-        return Some(p);
-    }
-    let msg = format!(
-        "SKIP corpus tests: {} not found (set SIPNAT_CORPUS)",
-        p.display()
-    );
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "{msg}; CI=true forbids skipping"
-    );
-    eprintln!("{msg}");
-    None
-}
 
 /// Rules for every private range, so every private address in the corpus is rewritable.
 fn config() -> RewriteConfig {
@@ -80,16 +65,6 @@ fn ext() -> ExternalAddrs {
         v4: Some(EXT4.parse().unwrap()),
         v6: Some(EXT6.parse().unwrap()),
     }
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v
 }
 
 // ---------------------------------------------------------------------------------------
@@ -156,23 +131,32 @@ fn check_message(name: &str, input: &[u8], tally: &mut Tally) {
 
 #[test]
 fn rfc4475_rfc5118_and_stack_messages() {
-    let Some(root) = corpus_dir() else { return };
+    let root = corpus_dir();
     let mut t = Tally::default();
     let mut dirs = vec![root.join("rfc4475"), root.join("rfc5118")];
     dirs.extend(files(&root.join("messages")));
-    for d in dirs {
-        for f in files(&d) {
-            let bytes = std::fs::read(&f).unwrap();
-            check_message(&f.display().to_string(), &bytes, &mut t);
+    let mut present = 0;
+    for d in &dirs {
+        for f in files(d) {
+            present += 1;
+            check_message(&f.display().to_string(), &read(&f), &mut t);
         }
     }
     eprintln!(
-        "messages: {} ({} rewritten, {} unchanged, {} not SIP, {} malformed)",
-        t.messages, t.rewritten, t.unchanged, t.not_sip, t.malformed
+        "corpus {}: checked {} messages from {present} files in {} folders ({} rewritten, {} unchanged, {} not SIP, {} malformed)",
+        root.display(),
+        t.messages,
+        dirs.len(),
+        t.rewritten,
+        t.unchanged,
+        t.not_sip,
+        t.malformed
     );
+    assert_eq!(t.messages, present, "one message per file");
+    // 49 (RFC 4475) + 12 (RFC 5118) + 18 (other stacks), as listed in the corpus README.
     assert!(
         t.messages >= 79,
-        "expected the whole corpus, got {}",
+        "expected the whole corpus (79 messages), got {}",
         t.messages
     );
     assert!(
@@ -184,12 +168,15 @@ fn rfc4475_rfc5118_and_stack_messages() {
 /// Every SIP/UDP packet of every capture, as whole packets (SNAT + payload + checksums).
 #[test]
 fn every_sip_packet_of_the_captures() {
-    let Some(root) = corpus_dir() else { return };
+    let root = corpus_dir();
     let cfg = config();
     let mut t = Tally::default();
     let (mut packets, mut fragments, mut checked_csum) = (0, 0, 0);
-    for f in files(&root.join("pcap")) {
-        for (link, data) in read_capture(&f) {
+    let captures = files(&root.join("pcap"));
+    for f in &captures {
+        let frames = read_capture(f);
+        assert!(!frames.is_empty(), "{}: no packets", f.display());
+        for (link, data) in frames {
             packets += 1;
             let Ok(layout) = wire::parse(&data, link) else {
                 continue;
@@ -239,8 +226,30 @@ fn every_sip_packet_of_the_captures() {
         }
     }
     eprintln!(
-        "captures: {packets} packets, {fragments} fragments skipped, {} SIP/UDP payloads ({} rewritten, {} unchanged, {} not SIP, {} malformed), {checked_csum} checksums verified",
-        t.messages, t.rewritten, t.unchanged, t.not_sip, t.malformed
+        "corpus {}: checked {packets} packets from {} captures, {fragments} fragments skipped, {} UDP payloads checked as messages ({} rewritten, {} unchanged, {} not SIP, {} malformed), {checked_csum} checksums verified",
+        root.display(),
+        captures.len(),
+        t.messages,
+        t.rewritten,
+        t.unchanged,
+        t.not_sip,
+        t.malformed
+    );
+    // 7 captures, 2 321 frames, as listed in the corpus README; 224 whole SIP messages over
+    // UDP (the README's tshark counts, less the IPv6 fragments, which are not parsed here).
+    assert!(
+        captures.len() >= 7,
+        "expected 7 captures, got {}",
+        captures.len()
+    );
+    assert!(
+        packets >= 2321,
+        "expected every frame of the captures, got {packets}"
+    );
+    let sip = t.rewritten + t.unchanged + t.malformed;
+    assert!(
+        sip >= 224,
+        "expected 224 SIP messages in the captures, got {sip}"
     );
     assert!(t.rewritten >= 50);
     assert!(checked_csum >= 50);
@@ -268,7 +277,7 @@ fn etherparse_udp_ok(ip_and_link: &[u8], l3: usize) -> bool {
 }
 
 fn read_capture(path: &Path) -> Vec<(Link, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
+    let bytes = read(path);
     let link_of = |dl: DataLink| match dl {
         DataLink::ETHERNET => Link::Ethernet,
         DataLink::LINUX_SLL => Link::LinuxSll,

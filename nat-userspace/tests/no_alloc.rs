@@ -1,4 +1,4 @@
-//! The rewriter core allocates nothing: every bench input (`../shared/bench-inputs/`, with
+//! The rewriter core allocates nothing: every bench input (`testdata/bench-inputs/`, with
 //! the config its benchmark uses), the whole-packet variant and an inbound run, 1000 calls
 //! each under a counting global allocator.
 //!
@@ -6,14 +6,14 @@
 //! (and the harness itself) cannot add to another test's count. Buffers are prepared while
 //! disarmed; armed, each call restores the input with `copy_from_slice` and rewrites it.
 //!
-//! Inputs are read from `$SIPNAT_BENCH_INPUTS`, default `<workspace>/../shared/bench-inputs`.
+//! Inputs are read from `$SIPNAT_BENCH_INPUTS`, default `testdata/bench-inputs` in the
+//! repository; a missing input fails the test with its path.
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,
     hint::black_box,
     net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
 };
 
 use etherparse::PacketBuilder;
@@ -28,6 +28,11 @@ use sipnat::{
     },
     wire::{self, Link},
 };
+
+// Only the test data paths of the shared helpers (the rest needs no allocator counting).
+#[allow(dead_code)]
+#[path = "common/testdata.rs"]
+mod testdata;
 
 // ---------------------------------------------------------------------------------------
 // The counting allocator.
@@ -98,24 +103,8 @@ const EXT_CARRIER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const CARRIER_HOST: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
 const CARRIER_PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 
-fn inputs_dir() -> PathBuf {
-    match std::env::var_os("SIPNAT_BENCH_INPUTS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/bench-inputs"
-        )),
-    }
-}
-
 fn load(name: &str) -> Vec<u8> {
-    let p = inputs_dir().join(name);
-    std::fs::read(&p).unwrap_or_else(|e| {
-        panic!(
-            "reading {} (set SIPNAT_BENCH_INPUTS to the bench-inputs folder): {e}",
-            p.display()
-        )
-    })
+    testdata::read(&testdata::bench_inputs_dir().join(name))
 }
 
 fn rule(net: &str) -> RewriteConfig {

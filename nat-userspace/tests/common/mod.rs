@@ -1,10 +1,11 @@
-//! Helpers shared by the privileged integration tests: skip policy, network namespaces
+//! Helpers shared by the integration tests: test data paths, skip policy, network namespaces
 //! created and removed by the test, and a minimal AF_XDP receive socket.
 #![allow(dead_code)]
 
 pub mod frames;
 pub mod netns;
 pub mod sipcheck;
+pub mod testdata;
 pub mod topo;
 pub mod traffic;
 pub mod xsk;

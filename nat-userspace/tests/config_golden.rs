@@ -132,6 +132,7 @@ const CASES: &[&str] = &[
     "rt_priority_out_of_range",
     "batch_too_big",
     "reassembly_memory_too_small",
+    "max_datagram_out_of_range",
     "reassembly_timeout_zero",
     "max_fragments_out_of_range",
     "bad_log_level",

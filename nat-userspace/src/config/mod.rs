@@ -371,6 +371,8 @@ pub struct Datapath {
     pub reassembly_timeout_ms: u32,
     /// Most fragments per datagram.
     pub max_fragments: u32,
+    /// Largest IP datagram reassembled (bytes of its fragmentable part).
+    pub max_datagram: u32,
 }
 
 impl Default for Datapath {
@@ -383,9 +385,10 @@ impl Default for Datapath {
             busy_poll_idle_us: 1000,
             nice: 0,
             rt_priority: 10,
-            reassembly_memory: 4 << 20,
+            reassembly_memory: 16 << 20,
             reassembly_timeout_ms: 2000,
             max_fragments: 64,
+            max_datagram: 65535,
         }
     }
 }
@@ -593,6 +596,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "reassembly_memory",
             "reassembly_timeout_ms",
             "max_fragments",
+            "max_datagram",
         ],
     ),
     ("log", &["level"]),
@@ -1495,7 +1499,17 @@ impl Config {
                 ),
             );
         }
-        let datagram = crate::datapath::reasm::ReasmLimits::default().max_datagram;
+        if !(1280..=65535).contains(&d.max_datagram) {
+            let s = p.at(&["datapath", "max_datagram"]);
+            p.add(
+                &s,
+                format!(
+                    "datapath.max_datagram {} is out of range: use 1280 to 65535 (bytes; 65535 takes any UDP datagram)",
+                    d.max_datagram
+                ),
+            );
+        }
+        let datagram = (d.max_datagram as usize).clamp(1280, 65535);
         if (d.reassembly_memory as usize) < datagram {
             let s = p.at(&["datapath", "reassembly_memory"]);
             p.add(
@@ -1734,7 +1748,7 @@ impl Datapath {
             memory: self.reassembly_memory as usize,
             timeout_ms: self.reassembly_timeout_ms,
             max_fragments: self.max_fragments,
-            ..Default::default()
+            max_datagram: self.max_datagram as usize,
         }
     }
 }

@@ -150,3 +150,55 @@ impl Layout {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ethernet + IPv4 (ident 0x0102, MF, offset 0) + the first 8 bytes of UDP.
+    #[rustfmt::skip]
+    const FIRST_FRAGMENT: [u8; 42] = [
+        2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00,
+        0x45, 0, 0, 28, 0x01, 0x02, 0x20, 0x00, 64, 17, 0, 0, 10, 0, 0, 2, 198, 51, 100, 2,
+        0x13, 0xc4, 0x13, 0xc4, 0, 16, 0, 0,
+    ];
+
+    #[test]
+    fn parses_literal_ipv4_fragment() {
+        let l = parse(&FIRST_FRAGMENT, Link::Ethernet).unwrap();
+        assert_eq!(
+            (l.l3, l.l4, l.ip_end, l.protocol, l.ipv6),
+            (14, 34, 42, 17, false)
+        );
+        assert_eq!(l.src, "10.0.0.2".parse::<IpAddr>().unwrap());
+        let f = l.fragment.unwrap();
+        assert_eq!(
+            (f.ident, f.offset, f.more, f.data, f.protocol),
+            (0x0102, 0, true, 34, 17)
+        );
+        // A fragment is not a whole datagram.
+        assert_eq!(l.udp(&FIRST_FRAGMENT), None);
+    }
+
+    #[test]
+    fn parses_literal_whole_datagram_and_other_links() {
+        let mut f = FIRST_FRAGMENT;
+        f[20] = 0; // no MF
+        f[38..40].copy_from_slice(&[0, 8]); // UDP length: header only
+        let l = parse(&f, Link::Ethernet).unwrap();
+        assert_eq!(l.udp(&f), Some((5060, 5060, 42, 0)));
+        // Raw IP: the same packet without the Ethernet header.
+        let raw = parse(&f[14..], Link::RawIp).unwrap();
+        assert_eq!((raw.l3, raw.l4, raw.ip_end), (0, 20, 28));
+        // Linux cooked v1: 16 bytes, protocol at 14..16.
+        let mut sll = vec![0u8; 16];
+        sll[14..16].copy_from_slice(&[0x08, 0x00]);
+        sll.extend_from_slice(&f[14..]);
+        assert_eq!(parse(&sll, Link::LinuxSll).unwrap().l3, 16);
+        // ARP is not IP; a truncated header is malformed.
+        let mut arp = f;
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(parse(&arp, Link::Ethernet), Err(ParseError::NotIp));
+        assert_eq!(parse(&f[..30], Link::Ethernet), Err(ParseError::Malformed));
+    }
+}

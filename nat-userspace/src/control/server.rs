@@ -148,16 +148,15 @@ pub async fn serve(
 /// empty send buffer of a new connection, then it is closed.
 fn busy(stream: &UnixStream, root: bool) {
     let slots = if root {
-        format!("all {MAX_CONNECTIONS}")
+        format!("all {MAX_CONNECTIONS} control connections are in use")
     } else {
         format!(
-            "all {} for non-root clients ({ROOT_SLOTS} more are kept for root)",
+            "all {} control connections open to non-root clients are in use ({ROOT_SLOTS} more \
+             are kept for root)",
             MAX_CONNECTIONS - ROOT_SLOTS
         )
     };
-    let msg = format!(
-        "the daemon is busy: {slots} control connections are in use; try again in a few seconds"
-    );
+    let msg = format!("the daemon is busy: {slots}; try again in a few seconds");
     let _ = stream.try_write(Response::err(msg).line().as_bytes());
 }
 

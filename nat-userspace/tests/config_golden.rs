@@ -65,6 +65,7 @@ const CASES: &[&str] = &[
     "unknown_key_dotted",
     // Enumerations.
     "bad_on_failure",
+    "long_bad_value",
     "bad_attach_mode",
     "bad_l3",
     "bad_malformed",

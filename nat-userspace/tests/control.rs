@@ -718,3 +718,424 @@ fn queue_count_mismatch_refuses_to_start() {
     let (code, err) = run(&["check-config"], &write("queues = [0]"));
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// Runs `sipnat status` (as root, in the gateway namespace) and returns its outcome and
+/// how long it took.
+fn timed_status(sipnat: &Sipnat) -> (Result<String, String>, Duration) {
+    let t0 = std::time::Instant::now();
+    let r = sipnat.ctl(&["status"]);
+    (r, t0.elapsed())
+}
+
+/// CPU time (user + system, in clock ticks) a process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, so split after its ')').
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Stops the daemon with SIGTERM; returns its exit code and how long that took.
+fn timed_stop(sipnat: Sipnat) -> (Option<i32>, Duration) {
+    let t0 = std::time::Instant::now();
+    let code = sipnat.stop();
+    (code, t0.elapsed())
+}
+
+/// Raises this process's soft open-file limit to at least `n` (within the hard limit).
+fn raise_nofile(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < n {
+            lim.rlim_cur = n.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    assert!(lim.rlim_cur >= n, "RLIMIT_NOFILE hard limit below {n}");
+}
+
+/// 1,100 idle TCP connections to the metrics port (an unprivileged local user can open
+/// them) used to exhaust a daemon with the common 1,024-file limit: its accept loop then
+/// spun at 100 % of a core and `sipnat status` failed. The endpoint now serves at most 64
+/// connections (more are closed at once), times idle ones out, and backs off on EMFILE:
+/// root's `status` answers within 1 s, the daemon does not spin, SIGTERM stops it
+/// promptly, and scrapes work again once the flood is gone.
+#[test]
+fn metrics_connection_flood_leaves_status_and_stop_working() {
+    if !privileged("metrics_connection_flood_leaves_status_and_stop_working") {
+        return;
+    }
+    let _s = serial();
+    raise_nofile(4096);
+    let t = Topo::new("mflood");
+    let cfg = t.config_full("gw", "", "metrics = \"127.0.0.1:9561\"", "");
+    let sipnat = Sipnat::start_with_nofile(
+        &t.gw,
+        &cfg,
+        t.dir.path("gw.sock"),
+        t.dir.path("gw.log"),
+        Some(1024),
+    );
+    let conns = t.gw.run(|| {
+        let addr: std::net::SocketAddr = "127.0.0.1:9561".parse().unwrap();
+        (0..1100)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()
+            })
+            .collect::<Vec<_>>()
+    });
+    eprintln!("{} idle metrics connections open", conns.len());
+    std::thread::sleep(Duration::from_secs(1));
+    let (st, took) = timed_status(&sipnat);
+    assert!(
+        st.is_ok() && took < Duration::from_secs(1),
+        "status during the flood: {st:?} after {took:?}\n{}",
+        sipnat.log_text()
+    );
+    let before = cpu_ticks(sipnat.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(sipnat.pid()) - before;
+    assert!(
+        used < 30,
+        "the daemon used {used} ticks of CPU in 1 s while idle connections were held"
+    );
+    assert!(
+        sipnat.log_text().contains("metrics: 64 connections open"),
+        "the refusals are logged:\n{}",
+        sipnat.log_text()
+    );
+    drop(conns);
+    await_condition("a scrape after the flood", Duration::from_secs(5), || {
+        let out =
+            t.gw.exec_any(&["curl", "-sf", "-m", "2", "http://127.0.0.1:9561/metrics"]);
+        String::from_utf8_lossy(&out.stdout).contains("sipnat_worker_sip_rewritten")
+    });
+    let (code, took) = timed_stop(sipnat);
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}");
+}
+
+/// Control-socket connections opened by a non-root member of `[control] group`, in a
+/// child process: each sends `requests` status requests and never reads a reply.
+struct Hog {
+    pid: libc::pid_t,
+    connected: u32,
+}
+
+impl Hog {
+    fn start(socket: &std::path::Path, conns: usize, requests: usize, uid: u32, gid: u32) -> Hog {
+        // Everything the child needs is prepared here: after fork it makes raw system
+        // calls only (the test process has other threads).
+        // SAFETY: zeroed sockaddr_un is valid; the path fits (checked).
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let p = socket.as_os_str().as_encoded_bytes();
+        assert!(p.len() < addr.sun_path.len());
+        for (d, s) in addr.sun_path.iter_mut().zip(p) {
+            *d = *s as libc::c_char;
+        }
+        let req = b"{\"v\":1,\"cmd\":\"status\"}\n".repeat(requests);
+        let timeout = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) into a 2-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: fork; the child only makes async-signal-safe system calls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: raw system calls on values prepared before fork.
+            unsafe {
+                libc::close(fds[0]);
+                if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                    || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                    || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+                {
+                    libc::_exit(2);
+                }
+                let mut ok: u32 = 0;
+                for _ in 0..conns {
+                    let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                    if fd < 0 {
+                        break;
+                    }
+                    // A connect the daemon never accepts gives up after 2 s.
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_SNDTIMEO,
+                        (&timeout as *const libc::timeval).cast(),
+                        std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                    );
+                    let r = libc::connect(
+                        fd,
+                        (&addr as *const libc::sockaddr_un).cast(),
+                        std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                    );
+                    if r == 0 {
+                        libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                        libc::write(fd, req.as_ptr().cast(), req.len());
+                        ok += 1;
+                    }
+                }
+                libc::write(fds[1], (&ok as *const u32).cast(), 4);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        // SAFETY: our pipe ends.
+        unsafe { libc::close(fds[1]) };
+        let mut connected: u32 = 0;
+        // SAFETY: reading 4 bytes into a u32.
+        let n = unsafe { libc::read(fds[0], (&mut connected as *mut u32).cast(), 4) };
+        // SAFETY: our pipe end.
+        unsafe { libc::close(fds[0]) };
+        assert_eq!(n, 4, "the hog process failed to start");
+        Hog { pid, connected }
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        // SAFETY: a child this test forked.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// 300 control connections from a member of `[control] group` that send requests and
+/// never read the replies used to take every connection slot (the daemon blocked writing
+/// to them, forever): root's `status` failed with "Resource temporarily unavailable (os
+/// error 11)" and SIGTERM waited for a free slot. Now writes time out, connections have a
+/// lifetime, slots are kept for root, and a client beyond the limit gets a clear "busy".
+#[test]
+fn control_connections_that_never_read_do_not_lock_root_out() {
+    if !privileged("control_connections_that_never_read_do_not_lock_root_out") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("ctlhog");
+    let cfg = t.config_full("gw", "", "metrics = \"\"\ngroup = \"nogroup\"", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let hog = Hog::start(&sipnat.socket, 300, 400, 65534, 65534);
+    eprintln!("{} hogging control connections open", hog.connected);
+    assert!(hog.connected >= 64, "{}", hog.connected);
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let (st, took) = timed_status(&sipnat);
+        assert!(
+            st.as_ref().is_ok_and(|s| s.contains("steering:  enabled"))
+                && took < Duration::from_secs(1),
+            "root's status while the group's clients hog the socket: {st:?} after {took:?}"
+        );
+    }
+    // A group member beyond the limit: one clear line, at once.
+    let t0 = std::time::Instant::now();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sipnat_bin(),
+            "--socket",
+        ])
+        .arg(&sipnat.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("busy") && err.contains("connections") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let (code, took) = timed_stop(sipnat);
+    assert_eq!(code, Some(0));
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM with hogged connections took {took:?}"
+    );
+    drop(hog);
+}
+
+/// A daemon that accepts the connection but never answers: the CLI says so in one line
+/// instead of "Resource temporarily unavailable (os error 11)".
+#[test]
+fn control_client_reports_a_daemon_that_does_not_answer() {
+    let dir = common::topo::TempDir::new("mute");
+    let path = dir.path("mute.sock");
+    let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let held = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(12));
+        drop(s);
+    });
+    let out = Command::new(sipnat_bin())
+        .arg("--socket")
+        .arg(&path)
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("did not answer within 10 s") && !err.contains("os error"),
+        "{err}"
+    );
+    held.join().unwrap();
+}
+
+/// Started with no `[control] bpffs` under `ip netns exec` (which gives each command a
+/// private mount namespace), the daemon mounts its own bpffs there: it and the pins end
+/// with the process, so a crash detaches XDP and `on_failure` is not applied. The daemon
+/// warns at start and `status` says so; with the test's bpffs (mounted in the host's
+/// mount namespace) it reports that the failure mode survives a crash.
+#[test]
+fn pins_that_cannot_outlive_the_daemon_are_reported() {
+    if !privileged("pins_that_cannot_outlive_the_daemon_are_reported") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("pinns");
+    // The test's own bpffs, in the host's mount namespace: the pins outlive the daemon.
+    let cfg = t.config("host", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("host.sock"), t.dir.path("host.log"));
+    let json: serde_json::Value =
+        serde_json::from_str(&sipnat.ctl(&["status", "--json"]).unwrap()).unwrap();
+    assert_eq!(json["failure_mode_survives_crash"], true, "{json}");
+    assert!(
+        sipnat
+            .ctl(&["status"])
+            .unwrap()
+            .contains("survives a crash"),
+        "{}",
+        sipnat.ctl(&["status"]).unwrap()
+    );
+    assert!(!sipnat.log_text().contains("cannot outlive"));
+    assert_eq!(sipnat.stop(), Some(0));
+    // No bpffs key: /sys/fs/bpf, mounted by sipnat in its private mount namespace.
+    let cfg = t.config("private", "", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&format!("bpffs = \"{}/sipnat\"\n", t.bpffs.0.display()), "");
+    assert!(!text.contains("bpffs"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    let sipnat = Sipnat::start(
+        &t.gw,
+        &cfg,
+        t.dir.path("private.sock"),
+        t.dir.path("private.log"),
+    );
+    let log = sipnat.log_text();
+    assert!(
+        log.contains("WARN")
+            && log.contains("/sys/fs/bpf/sipnat cannot outlive this process")
+            && log.contains("on_failure = \"pass\" does not apply"),
+        "{log}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&sipnat.ctl(&["status", "--json"]).unwrap()).unwrap();
+    assert_eq!(json["failure_mode_survives_crash"], false, "{json}");
+    assert!(
+        json["failure_mode_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("mount namespace")),
+        "{json}"
+    );
+    let text = sipnat.ctl(&["status"]).unwrap();
+    assert!(
+        text.contains("WARNING") && text.contains("on_failure does not survive a crash"),
+        "{text}"
+    );
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+/// `reload` used to read the config file on the control runtime: with a FIFO as the
+/// config path (nothing writing to it) `status` and the metrics stalled until a writer
+/// came. It reads off the runtime now, for at most 5 s: `status` answers meanwhile, a
+/// writer within the time completes the reload, none fails it with a clear message, and
+/// the daemon still stops promptly.
+#[test]
+fn reload_from_a_fifo_does_not_block_status() {
+    if !privileged("reload_from_a_fifo_does_not_block_status") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("fifo");
+    let cfg = t.config("gw", "", "");
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("external_ip = \"{EXT_IP}\""),
+        "external_ip = \"198.51.100.9\"",
+    );
+    std::fs::remove_file(&cfg).unwrap();
+    let c = std::ffi::CString::new(cfg.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reload = |sipnat: &Sipnat| {
+        Command::new("ip")
+            .args(["netns", "exec", &t.gw.name, sipnat_bin(), "--socket"])
+            .arg(&sipnat.socket)
+            .arg("reload")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // 1. A writer comes while the reload waits: status answers meanwhile, then the
+    //    reload completes with what was written.
+    let pending = reload(&sipnat);
+    std::thread::sleep(Duration::from_millis(500));
+    let (st, took) = timed_status(&sipnat);
+    assert!(
+        st.is_ok() && took < Duration::from_secs(1),
+        "status while reload waits on a FIFO: {st:?} after {took:?}"
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let out = pending.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("reloaded"),
+        "{out:?}"
+    );
+    assert!(sipnat
+        .ctl(&["status"])
+        .unwrap()
+        .contains("external:  198.51.100.9"));
+    // 2. No writer: the reload gives up after 5 s, and a second one meanwhile is told
+    //    the first is still reading.
+    let pending = reload(&sipnat);
+    std::thread::sleep(Duration::from_millis(500));
+    let (st, took) = timed_status(&sipnat);
+    assert!(
+        st.is_ok() && took < Duration::from_secs(1),
+        "{st:?} {took:?}"
+    );
+    let err = sipnat.ctl(&["reload"]).unwrap_err();
+    assert!(err.contains("still reading"), "{err}");
+    let out = pending.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not read within 5 s") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(sipnat.ctl(&["status"]).is_ok());
+    // The abandoned read is still waiting on the FIFO: SIGTERM does not wait for it.
+    let (code, took) = timed_stop(sipnat);
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}");
+}

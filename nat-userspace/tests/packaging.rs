@@ -93,6 +93,11 @@ fn unit_has_the_keys_the_daemon_relies_on() {
     // A handover (SIGUSR2) exits 0 and relies on being started again.
     assert_eq!(service(&u, "Restart"), "always");
     assert_eq!(service(&u, "LimitMEMLOCK"), "infinity");
+    // Well above the daemon's bounded use of descriptors (and the common default 1024).
+    assert!(
+        service(&u, "LimitNOFILE").parse::<u64>().unwrap() >= 4096,
+        "LimitNOFILE"
+    );
     // The default control socket lives in the runtime directory.
     let socket = Path::new(sipnat::config::DEFAULT_SOCKET);
     assert_eq!(

@@ -124,6 +124,17 @@ pub fn status(sock: anyhow::Result<PathBuf>, json: bool) -> ExitCode {
                 v["sip_ports"],
                 v["on_failure"].as_str().unwrap_or("?")
             );
+            let pins = v["pins"].as_str().unwrap_or("?");
+            let note = v["failure_mode_note"].as_str().unwrap_or("");
+            match v["failure_mode_survives_crash"].as_bool() {
+                Some(true) => println!("pins:      {pins} (on_failure survives a crash)"),
+                Some(false) => println!(
+                    "pins:      {pins}: WARNING: on_failure does not survive a crash ({note})"
+                ),
+                None => println!(
+                    "pins:      {pins} (unknown whether on_failure survives a crash: {note})"
+                ),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),

@@ -87,10 +87,17 @@ pub fn run(config_path: &Path) -> ExitCode {
                         tracing::info!("handover: leaving XDP attached and pinned for the next daemon");
                         break 0u8
                     }
-                    _ = hup.recv() => match d.reload() {
-                        Ok(msg) => tracing::info!("SIGHUP: {msg}"),
-                        Err(e) => tracing::error!("SIGHUP: reload failed, still running with the previous config: {e:#}"),
-                    },
+                    _ = hup.recv() => {
+                        // Its own task: reading the file may take a while (see
+                        // `Daemon::reload_async`); signals keep being handled meanwhile.
+                        let d = Arc::clone(&d);
+                        tokio::spawn(async move {
+                            match d.reload_async().await {
+                                Ok(msg) => tracing::info!("SIGHUP: {msg}"),
+                                Err(e) => tracing::error!("SIGHUP: reload failed, still running with the previous config: {e:#}"),
+                            }
+                        });
+                    }
                     _ = tick.tick() => {
                         if let Some(q) = d.dead_worker() {
                             tracing::error!("worker for queue {q} died; exiting so the service restarts (XDP failure mode applies meanwhile)");

@@ -518,14 +518,67 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
+            let message = shorten_message(&p.message);
             if p.line == 0 {
-                write!(f, "{}: {}", self.file, p.message)?;
+                write!(f, "{}: {message}", self.file)?;
             } else {
-                write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+                write!(f, "{}:{}:{}: {message}", self.file, p.line, p.column)?;
             }
         }
         Ok(())
     }
+}
+
+/// The most characters of a value (or key) a message quotes; a longer one is cut and
+/// ends in "…".
+pub const MAX_QUOTED: usize = 80;
+/// The most characters of one message, whatever it quotes.
+pub const MAX_MESSAGE: usize = 1000;
+
+/// Cuts what `s` quotes (between backticks or double quotes) to [`MAX_QUOTED`] characters
+/// and the whole to [`MAX_MESSAGE`], each cut marked with "…": a 50 MB value must not be
+/// echoed whole into a terminal, a reply or the log.
+pub fn shorten_message(s: &str) -> std::borrow::Cow<'_, str> {
+    fn cut(out: &mut String, s: &str, max: usize) {
+        match s.char_indices().nth(max) {
+            Some((i, _)) => {
+                out.push_str(&s[..i]);
+                out.push('…');
+            }
+            None => out.push_str(s),
+        }
+    }
+    if s.chars().count() <= MAX_QUOTED {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len().min(MAX_MESSAGE + 8));
+    let mut rest = s;
+    while let Some(i) = rest.find(['`', '"']) {
+        let (before, from) = rest.split_at(i);
+        let q = &from[..1];
+        out.push_str(before);
+        out.push_str(q);
+        let inner = &from[1..];
+        match inner.find(q) {
+            Some(j) => {
+                cut(&mut out, &inner[..j], MAX_QUOTED);
+                out.push_str(q);
+                rest = &inner[j + 1..];
+            }
+            None => {
+                cut(&mut out, inner, MAX_QUOTED);
+                rest = "";
+            }
+        }
+        if out.len() > 4 * MAX_MESSAGE {
+            rest = "";
+            break;
+        }
+    }
+    out.push_str(rest);
+    let mut short = String::with_capacity(MAX_MESSAGE + 4);
+    cut(&mut short, &out, MAX_MESSAGE);
+    short.into()
 }
 
 impl std::error::Error for ConfigError {}
@@ -1756,6 +1809,37 @@ impl Datapath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bad value of megabytes (the attack used 50 MB) used to be echoed whole in the
+    /// error, to the terminal, the reload reply and the log.
+    #[test]
+    fn a_huge_bad_value_is_cut_in_the_message() {
+        let big = "x".repeat(5 << 20);
+        let text =
+            format!("[interfaces]\ninside = \"a\"\noutside = \"b\"\non_failure = \"{big}\"\n");
+        let problems = Config::parse(&text).unwrap_err();
+        let shown = ConfigError {
+            file: "big.toml".into(),
+            problems,
+        }
+        .to_string();
+        assert_eq!(
+            shown,
+            format!(
+                "big.toml:4:14: interfaces.on_failure cannot be `{}…`: use `pass` or `drop`",
+                "x".repeat(MAX_QUOTED)
+            )
+        );
+        // Unquoted, or an unterminated quote: the message as a whole is bounded.
+        for long in ["y ".repeat(5000), format!("value `{}", "z".repeat(5000))] {
+            let m = shorten_message(&long);
+            assert!(
+                m.chars().count() <= MAX_MESSAGE + 1 && m.ends_with('…'),
+                "{m}"
+            );
+        }
+        assert_eq!(shorten_message("short `value`"), "short `value`");
+    }
 
     const GOOD: &str = r#"
 [interfaces]

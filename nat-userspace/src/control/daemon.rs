@@ -34,7 +34,7 @@ use crate::{
     nat::{external::check_external, ExternalAddrs},
     snapshot::Published,
     sys::NapiDefer,
-    xdp::{AttachMode, AttachedMode, FailureMode, SteeringConfig, SteeringProgram},
+    xdp::{AttachMode, AttachedMode, FailureMode, PinLifetime, SteeringConfig, SteeringProgram},
 };
 
 /// NAPI deferral while the workers busy-poll: the kernel's own NAPI for the queue stays
@@ -91,7 +91,18 @@ pub struct Daemon {
     /// (restored on shutdown).
     napi_restore: Mutex<Vec<(String, NapiDefer)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Where the programs are pinned, and whether the pins (and so the failure mode)
+    /// outlive this process.
+    pub pin_root: PathBuf,
+    pub pins: PinLifetime,
+    /// A reload is reading the config file (at most one at a time: a read that never ends,
+    /// e.g. from a FIFO with no writer, holds one thread, not one per request).
+    reload_reading: Arc<AtomicBool>,
 }
+
+/// How long `reload` waits for the config file to be read; then it gives up, and the
+/// daemon keeps running with the config it has.
+pub const RELOAD_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn steering(cfg: &Config, enabled: bool) -> SteeringConfig {
     SteeringConfig {
@@ -215,6 +226,7 @@ impl Daemon {
         // counters continue, no detach; otherwise load, attach and pin a fresh one.
         let pin_root = cfg.control.bpffs.clone();
         crate::xdp::ensure_bpffs(&pin_root)?;
+        let pin_failures = std::cell::RefCell::new(Vec::new());
         let attach = |ifname: &str| -> anyhow::Result<(SteeringProgram, AttachedMode)> {
             let dir = pin_root.join(ifname);
             let mut p = match SteeringProgram::adopt(&dir, ifname)? {
@@ -229,6 +241,7 @@ impl Daemon {
                     p.attach(ifname, mode)?;
                     if let Err(e) = p.pin(&dir) {
                         tracing::warn!("{e}: restarts will detach and re-attach");
+                        pin_failures.borrow_mut().push(format!("{ifname}: {e}"));
                     }
                     p
                 }
@@ -241,6 +254,29 @@ impl Daemon {
         let (inside_prog, inside_mode) = attach(&inside)?;
         let (outside_prog, outside_mode) = attach(&outside)?;
         tracing::info!("XDP attached: {inside} ({inside_mode}), {outside} ({outside_mode}); SIP ports {ports:?}");
+        let failures = pin_failures.into_inner();
+        let pins = if failures.is_empty() {
+            crate::xdp::pin_lifetime(&pin_root)
+        } else {
+            PinLifetime::DiesWithProcess(format!("pinning failed ({})", failures.join("; ")))
+        };
+        let mode = format!("{:?}", cfg.interfaces.on_failure).to_lowercase();
+        match &pins {
+            PinLifetime::Survive => {}
+            PinLifetime::DiesWithProcess(why) => tracing::warn!(
+                "the pins in {} cannot outlive this process: {why}. If sipnat crashes or is \
+                 killed, its XDP programs are detached with them and on_failure = \"{mode}\" \
+                 does not apply: SIP takes the kernel path, unrewritten, until the next start. \
+                 Set [control] bpffs to a directory on a bpffs mounted in the host's mount \
+                 namespace (e.g. `mount -t bpf bpf /run/sipnat-bpf` outside the namespace)",
+                pin_root.display()
+            ),
+            PinLifetime::Unknown(why) => tracing::warn!(
+                "cannot tell whether the pins in {} outlive this process ({why}); if they do \
+                 not, on_failure = \"{mode}\" does not apply after a crash",
+                pin_root.display()
+            ),
+        }
 
         let stop = Arc::new(AtomicBool::new(false));
         let nexthops = Arc::new(Published::new(NextHops::default()));
@@ -291,6 +327,9 @@ impl Daemon {
             napi_restore: Mutex::new(Vec::new()),
             threads: Mutex::new(vec![resolver_thread]),
             config: Mutex::new(cfg.clone()),
+            pin_root: pin_root.clone(),
+            pins,
+            reload_reading: Arc::new(AtomicBool::new(false)),
         });
         if external.is_empty() {
             // Until a source (STUN, interface) delivers an address, SIP takes the kernel
@@ -549,9 +588,54 @@ impl Daemon {
         Ok(())
     }
 
-    /// Re-reads the config file and publishes it without restarting the workers.
+    /// Re-reads the config file and publishes it without restarting the workers. The file
+    /// is read on a thread of its own, for at most [`RELOAD_READ_TIMEOUT`], so that a file
+    /// that blocks (a FIFO with no writer, a hung network file system) never stalls the
+    /// control runtime (status, metrics, signals). One read at a time.
+    pub async fn reload_async(self: &Arc<Self>) -> anyhow::Result<String> {
+        let path = self.config_path.clone();
+        let secs = RELOAD_READ_TIMEOUT.as_secs();
+        if self.reload_reading.swap(true, Ordering::AcqRel) {
+            bail!(
+                "a reload is still reading {} (not read within {secs} s: a FIFO with no writer, \
+                 or a hung file system?); try again once it can be read",
+                path.display()
+            );
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (flag, p) = (Arc::clone(&self.reload_reading), path.clone());
+        let spawned = std::thread::Builder::new()
+            .name("sipnat-reload".into())
+            .spawn(move || {
+                let r = config::load_checked(&p, true);
+                flag.store(false, Ordering::Release);
+                let _ = tx.send(r);
+            });
+        if let Err(e) = spawned {
+            self.reload_reading.store(false, Ordering::Release);
+            bail!("cannot start reading {}: {e}", path.display());
+        }
+        let new = match tokio::time::timeout(RELOAD_READ_TIMEOUT, rx).await {
+            Err(_) => bail!(
+                "{} was not read within {secs} s (a FIFO with no writer, or a hung file \
+                 system?): nothing reloaded, still running with the previous config",
+                path.display()
+            ),
+            Ok(Err(_)) => bail!("reading {} failed", path.display()),
+            Ok(Ok(r)) => r.map_err(|e| anyhow!("{e}"))?,
+        };
+        self.apply(new)
+    }
+
+    /// Re-reads the config file (on this thread) and publishes it without restarting the
+    /// workers.
     pub fn reload(&self) -> anyhow::Result<String> {
         let new = config::load_checked(&self.config_path, true).map_err(|e| anyhow!("{e}"))?;
+        self.apply(new)
+    }
+
+    /// Publishes a loaded and validated config without restarting the workers.
+    fn apply(&self, new: Config) -> anyhow::Result<String> {
         warn_private_externals(&new);
         let old = self.config.lock().expect("config lock").clone();
         let same = |a: &Config, b: &Config| {

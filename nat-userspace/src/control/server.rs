@@ -1,7 +1,9 @@
 //! The control socket server (tokio, off the packet path): Unix socket, mode 0600 (0660
 //! with a configured group), peer credentials checked (SO_PEERCRED), bounded requests,
 //! timeouts; a malformed or hostile request gets an error reply and never disturbs the
-//! daemon.
+//! daemon. At most [`MAX_CONNECTIONS`] connections, [`ROOT_SLOTS`] of them for root only;
+//! each has read and write timeouts and a lifetime, so clients that never read or never
+//! leave cannot lock root out or delay a stop.
 
 use std::{
     net::IpAddr,
@@ -16,18 +18,30 @@ use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
+    sync::Semaphore,
 };
 
 use super::{
     daemon::Daemon,
+    limits::{accept_error, Throttled},
     protocol::{parse_request, Command, Response, MAX_REQUEST},
 };
-use crate::nat::ExternalAddrs;
+use crate::{nat::ExternalAddrs, xdp::PinLifetime};
 
-/// How long a client may take to send a request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most concurrent connections served; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request line (the first, or the next one on the
+/// same connection); then it gets an error reply and the connection is closed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a reply may take to be written (a client that never reads its replies fills
+/// the socket buffer); then the connection is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection lives, whatever it does.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Most connections served at once. Beyond it a new connection gets one "busy" error
+/// line and is closed at once; the accept loop never waits for a slot.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Of [`MAX_CONNECTIONS`], the slots only root (uid 0) may use: members of
+/// `[control] group` cannot take them, so they can never lock root out.
+pub const ROOT_SLOTS: usize = 8;
 
 /// Binds the control socket; refuses when another daemon answers on it.
 pub fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
@@ -69,31 +83,81 @@ pub fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     Ok(l)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves. Never blocks on a client: a slot is taken or the
+/// client is told the socket is busy, so shutdown is never held up by connections.
 pub async fn serve(
     listener: UnixListener,
     daemon: Arc<Daemon>,
     group: Option<u32>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let sem = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let shared = Arc::new(Semaphore::new(MAX_CONNECTIONS - ROOT_SLOTS));
+    let root_only = Arc::new(Semaphore::new(ROOT_SLOTS));
+    let mut refused = Throttled::default();
+    let mut errors = Throttled::default();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let acc = tokio::select! {
             _ = &mut shutdown => break,
-            acc = listener.accept() => {
-                let Ok((stream, _)) = acc else { continue };
-                let Ok(permit) = Arc::clone(&sem).acquire_owned().await else { break };
-                let d = Arc::clone(&daemon);
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Err(e) = connection(stream, d, group).await {
-                        tracing::debug!("control connection: {e}");
-                    }
-                });
+            acc = listener.accept() => acc,
+        };
+        let stream = match acc {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                accept_error("control socket", &e, &mut errors).await;
+                continue;
             }
-        }
+        };
+        let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
+        let permit = Arc::clone(&shared).try_acquire_owned().or_else(|e| {
+            if root {
+                Arc::clone(&root_only).try_acquire_owned()
+            } else {
+                Err(e)
+            }
+        });
+        let Ok(permit) = permit else {
+            busy(&stream, root);
+            if let Some(n) = refused.hit() {
+                tracing::warn!(
+                    "control socket: all {} connection slots{} in use; refused {n} connection(s) \
+                     since the last message",
+                    if root {
+                        MAX_CONNECTIONS
+                    } else {
+                        MAX_CONNECTIONS - ROOT_SLOTS
+                    },
+                    if root { "" } else { " for non-root clients" },
+                );
+            }
+            continue;
+        };
+        let d = Arc::clone(&daemon);
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection(stream, d, group)).await {
+                Ok(Err(e)) => tracing::debug!("control connection: {e}"),
+                Err(_) => tracing::debug!("control connection: closed at the end of its lifetime"),
+                Ok(Ok(())) => {}
+            }
+        });
     }
+}
+
+/// Tells a client there is no slot for it, without waiting: one error line into the
+/// empty send buffer of a new connection, then it is closed.
+fn busy(stream: &UnixStream, root: bool) {
+    let slots = if root {
+        format!("all {MAX_CONNECTIONS} control connections are in use")
+    } else {
+        format!(
+            "all {} control connections open to non-root clients are in use ({ROOT_SLOTS} more \
+             are kept for root)",
+            MAX_CONNECTIONS - ROOT_SLOTS
+        )
+    };
+    let msg = format!("the daemon is busy: {slots}; try again in a few seconds");
+    let _ = stream.try_write(Response::err(msg).line().as_bytes());
 }
 
 /// Root, the daemon's own user, or a member of the configured group.
@@ -152,6 +216,12 @@ async fn connection(
                 "permission denied: the control socket accepts root (or the configured group) only",
             ),
             Ok(Ok(_)) => match parse_request(&line) {
+                // Reading the config file may block (a FIFO, a hung file system): off the
+                // runtime, with a time limit.
+                Ok(Command::Reload) => match daemon.reload_async().await {
+                    Ok(msg) => Response::ok(json!({ "message": msg })),
+                    Err(e) => Response::err(format!("{e:#}")),
+                },
                 Ok(cmd) => handle(&daemon, cmd),
                 Err(e) => Response::err(e),
             },
@@ -163,7 +233,15 @@ async fn connection(
                     || e.starts_with("permission")
                     || e.contains("not terminated")
             }));
-        w.write_all(resp.line().as_bytes()).await?;
+        match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(resp.line().as_bytes())).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client did not read its reply in time",
+                ))
+            }
+        }
         if fatal {
             let _ = w.shutdown().await;
             return Ok(());
@@ -182,10 +260,7 @@ fn handle(d: &Daemon, cmd: Command) -> Response {
                 Err(e) => Response::err(format!("{e:#}")),
             }
         }
-        Command::Reload => match d.reload() {
-            Ok(msg) => Response::ok(json!({ "message": msg })),
-            Err(e) => Response::err(format!("{e:#}")),
-        },
+        Command::Reload => Response::err("internal: reload is handled asynchronously"),
         Command::SetExternalIp { addr } => match addr.parse::<IpAddr>() {
             Ok(ip) => match d.set_external_ip(ip) {
                 Ok(e) => Response::ok(json!({ "external": addrs_json(&e) })),
@@ -227,6 +302,16 @@ fn status(d: &Daemon) -> Value {
         },
         "sip_ports": cfg.interfaces.sip_ports.get_ref(),
         "on_failure": format!("{:?}", cfg.interfaces.on_failure).to_lowercase(),
+        "pins": d.pin_root.display().to_string(),
+        "failure_mode_survives_crash": match &d.pins {
+            PinLifetime::Survive => Some(true),
+            PinLifetime::DiesWithProcess(_) => Some(false),
+            PinLifetime::Unknown(_) => None,
+        },
+        "failure_mode_note": match &d.pins {
+            PinLifetime::Survive => None,
+            PinLifetime::DiesWithProcess(n) | PinLifetime::Unknown(n) => Some(n.clone()),
+        },
         "l3": format!("{:?}", cfg.nat.l3).to_lowercase(),
         "rules": cfg.nat.rule.len(),
         "workers": workers,

@@ -550,6 +550,78 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), XdpError> {
     )))
 }
 
+/// Whether the pins under a directory outlive the daemon's process (so that after a
+/// crash the XDP program stays attached and the failure mode applies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinLifetime {
+    /// The bpffs is mounted in the host's mount namespace (pid 1's): pins stay.
+    Survive,
+    /// The bpffs exists only in a mount namespace pid 1 does not share (e.g. the private
+    /// one `ip netns exec` gives each command): it ends with the process, and the pins and
+    /// the attachment with it. The reason, for the log and `status`.
+    DiesWithProcess(String),
+    /// Could not be determined (the reason).
+    Unknown(String),
+}
+
+/// Decides [`PinLifetime`] for `dir` (on a bpffs, see [`ensure_bpffs`]): its bpffs
+/// instance (device number) must also be mounted in pid 1's mount namespace.
+pub fn pin_lifetime(dir: &Path) -> PinLifetime {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    let dev = match std::fs::metadata(&probe) {
+        Ok(m) => m.dev(),
+        Err(e) => return PinLifetime::Unknown(format!("stat {}: {e}", probe.display())),
+    };
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+    let id = format!("{major}:{minor}");
+    // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE ...
+    let mounts_of = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some(id.as_str()))
+            .filter(|l| {
+                l.split_once(" - ")
+                    .is_some_and(|(_, t)| t.split_whitespace().next() == Some("bpf"))
+            })
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .collect()
+    };
+    let host = match std::fs::read_to_string("/proc/1/mountinfo") {
+        Ok(t) => t,
+        Err(e) => {
+            return PinLifetime::Unknown(format!(
+                "cannot read the host's mounts (/proc/1/mountinfo: {e})"
+            ))
+        }
+    };
+    if !mounts_of(&host).is_empty() {
+        return PinLifetime::Survive;
+    }
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let private = ns("self").is_some() && ns("self") != ns("1");
+    let here = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| mounts_of(&t))
+        .unwrap_or_default();
+    let at = here
+        .first()
+        .map_or_else(|| probe.display().to_string(), |m| m.clone());
+    PinLifetime::DiesWithProcess(if private {
+        format!(
+            "the bpffs at {at} is mounted only in this process's own mount namespace, not in \
+             the host's (as under `ip netns exec`, which gives each command a private mount \
+             namespace and a fresh /sys); it ends when the daemon exits"
+        )
+    } else {
+        format!("the bpffs at {at} is not mounted in the host's mount namespace")
+    })
+}
+
 fn map_err(e: aya::maps::MapError) -> XdpError {
     XdpError::Map(e.to_string())
 }

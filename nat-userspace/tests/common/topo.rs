@@ -225,16 +225,43 @@ pub struct Sipnat {
 impl Sipnat {
     /// Starts `sipnat run -c config` in `gw` and waits until its control socket answers.
     pub fn start(gw: &Netns, config: &Path, socket: PathBuf, log: PathBuf) -> Sipnat {
+        Sipnat::start_with_nofile(gw, config, socket, log, None)
+    }
+
+    /// Like [`Sipnat::start`], with the daemon's open-file limit (soft and hard) set to
+    /// `nofile` (e.g. 1024, a common default) instead of inheriting the test's.
+    pub fn start_with_nofile(
+        gw: &Netns,
+        config: &Path,
+        socket: PathBuf,
+        log: PathBuf,
+        nofile: Option<u64>,
+    ) -> Sipnat {
+        use std::os::unix::process::CommandExt as _;
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &gw.name, sipnat_bin(), "run", "-c"])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &gw.name, sipnat_bin(), "run", "-c"])
             .arg(config)
             .env("SIPNAT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
+            .stderr(out);
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit(2) only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         let mut s = Sipnat {
             child: Some(child),
             socket,

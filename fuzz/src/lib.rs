@@ -561,6 +561,7 @@ pub fn message(msg: &[u8]) {
             external: v.external,
             direction: Direction::Outbound,
             internal: None,
+            local_port: None,
         };
         if let Some(first) = message_once(msg, TAILROOM, &out, v.name) {
             // Idempotence: a second pass over the output changes nothing.

@@ -16,7 +16,8 @@
 //!    through a network rule inserts the flow (a collision goes to the kernel);
 //! 5. the rewrite ([`rewrite_packet`]); a message that outgrows the frame is redone once
 //!    in the scratch buffer (the decision is not taken twice);
-//! 6. the malformed policy, the TTL / hop limit (a router hop);
+//! 6. the malformed policy, the leak policy (an outbound message still holding an
+//!    internal address is dropped by default), the TTL / hop limit (a router hop);
 //! 7. the egress: the next hop's MACs and MTU ([`Egress`]); too big: refragment (a
 //!    reassembled datagram, or IPv4 without DF) or an ICMP error to the source.
 
@@ -32,9 +33,10 @@ use super::{
     Dataplane,
 };
 use crate::{
-    nat::{decide, decide::Decision, L3Mode, MalformedPolicy},
+    nat::{decide, decide::Decision, L3Mode, LeakPolicy, MalformedPolicy},
     rewrite::{
-        packet::{rewrite_packet, PacketError},
+        edits::Edits,
+        packet::{rewrite_packet_in, PacketError},
         Changes, Context, Direction, Outcome,
     },
     sip::message::{Malformed, NotSip},
@@ -162,6 +164,8 @@ pub struct Pipeline {
     quote: ArrayVec<u8, 256>,
     /// The reassembly slot of the last [`Action::PassFragments`].
     passed_slot: usize,
+    /// The rewriter's edit list, allocated once at its full capacity.
+    edits: Edits,
 }
 
 impl Pipeline {
@@ -175,6 +179,7 @@ impl Pipeline {
             reasm_reported: ReasmStats::default(),
             quote: ArrayVec::new(),
             passed_slot: 0,
+            edits: Edits::new(),
         }
     }
 
@@ -240,6 +245,17 @@ impl Pipeline {
         let action = self.frame(env, side, frame, len, &mut scratch, b);
         self.scratch = scratch;
         action
+    }
+
+    /// Rewrites the packet in `buf` with the pipeline's edit list.
+    fn rewrite(
+        &mut self,
+        buf: &mut [u8],
+        layout: &Layout,
+        ctx: &Context<'_>,
+        l3: crate::rewrite::packet::L3Action,
+    ) -> Result<crate::rewrite::packet::PacketRewrite, PacketError> {
+        rewrite_packet_in(buf, layout, ctx, l3, &mut self.edits)
     }
 
     fn frame<E: Egress>(
@@ -458,8 +474,13 @@ impl Pipeline {
             external: ext,
             direction,
             internal,
+            // Our side's port: the UA's, which the SNAT keeps.
+            local_port: Some(match side {
+                Side::Inside => sport,
+                Side::Outside => dport,
+            }),
         };
-        let mut r = match rewrite_packet(buf!(), &layout, &ctx, l3) {
+        let mut r = match self.rewrite(buf!(), &layout, &ctx, l3) {
             Ok(r) => r,
             Err(PacketError::NotUdp) | Err(PacketError::FamilyMismatch) => {
                 return kernel(at, C::SlowNotUdp, b);
@@ -474,12 +495,15 @@ impl Pipeline {
                 scratch[..n].copy_from_slice(&f[..n]);
             }
             at = At::Scratch;
-            r = match rewrite_packet(scratch, &layout, &ctx, l3) {
+            r = match self.rewrite(scratch, &layout, &ctx, l3) {
                 Ok(r) => r,
                 Err(_) => return kernel(at, C::SlowNotUdp, b),
             };
         }
         count_sip(b, r.sip, r.family_mismatch, r.content_length_short);
+        if r.trailing_discarded > 0 {
+            b.inc(C::TrailingDiscarded);
+        }
         if reassembled.is_some() && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
             b.inc(C::ReasmNonSip);
         }
@@ -491,6 +515,11 @@ impl Pipeline {
         if matches!(r.sip, Outcome::Malformed(_)) && cfg.malformed == MalformedPolicy::Drop {
             b.inc(C::DropMalformedPolicy);
             return Action::Drop(C::DropMalformedPolicy);
+        }
+        if r.would_leak && cfg.leak == LeakPolicy::Drop {
+            // An internal address would go out: never forwarded unless chosen.
+            b.inc(C::DropWouldLeak);
+            return Action::Drop(C::DropWouldLeak);
         }
         let buf = buf!();
         if !decrement_ttl(buf, &layout) {

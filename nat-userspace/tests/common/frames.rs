@@ -325,7 +325,9 @@ pub fn icmp4_port_unreachable(sport: u16, dport: u16) -> Vec<u8> {
     let quoted = udp4(sport, dport)[14..].to_vec();
     let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
         .ipv4(DST4, SRC4, 64)
-        .icmpv4(Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port));
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::Port,
+        ));
     let mut v = Vec::new();
     b.write(&mut v, &quoted).expect("build icmp frame");
     v
@@ -348,7 +350,9 @@ pub fn icmp6_port_unreachable(sport: u16, dport: u16) -> Vec<u8> {
     let quoted = udp6(sport, dport)[14..].to_vec();
     let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
         .ipv6(DST6, SRC6, 64)
-        .icmpv6(Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port));
+        .icmpv6(Icmpv6Type::DestinationUnreachable(
+            DestUnreachableCode::Port,
+        ));
     let mut v = Vec::new();
     b.write(&mut v, &quoted).expect("build icmpv6 frame");
     v

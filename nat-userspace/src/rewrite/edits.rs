@@ -60,6 +60,12 @@ pub struct Edits {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
 
+impl Default for Edits {
+    fn default() -> Self {
+        Edits::new()
+    }
+}
+
 impl Edits {
     /// An empty list with room for [`MAX_EDITS`] edits (the one allocation it makes).
     pub fn new() -> Edits {
@@ -148,14 +154,14 @@ impl Edits {
                 let (s, e) = seg(i);
                 buf.copy_within(s..e, s.wrapping_add_signed(d));
             }
-            if i < n {
-                d += edits[i].delta();
+            if let Some(e) = edits.get(i) {
+                d += e.delta();
             }
         }
         let mut d = total;
         for i in (0..=n).rev() {
-            if i < n {
-                d -= edits[i].delta();
+            if let Some(e) = edits.get(i) {
+                d -= e.delta();
             }
             // `d` is now segment i's shift.
             if d > 0 {

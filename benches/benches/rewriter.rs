@@ -97,6 +97,7 @@ fn outbound(config: &RewriteConfig, ext: Ipv4Addr) -> Context<'_> {
         external: ExternalAddrs::v4(ext),
         direction: Direction::Outbound,
         internal: None,
+        local_port: None,
     }
 }
 
@@ -494,6 +495,7 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
             external: **handle.load(),
             direction: Direction::Outbound,
             internal: None,
+            local_port: None,
         };
         rewrite_message(b, len, &ctx)
     };

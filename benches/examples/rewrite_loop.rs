@@ -57,6 +57,7 @@ fn main() {
         external: ExternalAddrs::from_ip(ext_ip),
         direction: Direction::Outbound,
         internal: None,
+        local_port: None,
     };
     let msg = input(file);
     if which == "packet" {

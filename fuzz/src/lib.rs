@@ -18,15 +18,19 @@
 //!   checksum of 0 (none) stays 0;
 //! - IPv4 header checksum valid before → valid after;
 //! - outbound: a second rewrite of the output gives `Unchanged` and no IP change, or
-//!   exactly the same bytes (an output that no longer parses is a failure too).
+//!   exactly the same bytes (an output that no longer parses is a failure too);
+//! - a message dropped for leaking an internal address (`drop_would_leak`) is outbound;
+//!   one that was transmitted is transmitted again on the second pass (never dropped then).
 //!
 //! `message`: the whole input is one SIP message; every config, both directions (inbound
 //! with and without a known internal host), 2048 bytes of tailroom, plus outbound with no
 //! tailroom (to reach `TooBig`). Checked: no panic; length within the buffer; every outcome
 //! but `Rewritten` leaves the buffer untouched (tailroom included); a rewrite keeps the
 //! difference between Content-Length and the real body length (when the message has one
-//! plain Content-Length header and CRLF line ends); outbound, a second pass over the output
-//! gives `Unchanged` or exactly the same bytes.
+//! plain Content-Length header and CRLF line ends), but for bytes past the declared body,
+//! which are discarded (the body is then exactly Content-Length long); outbound, a second
+//! pass over the output gives `Unchanged` or exactly the same bytes and discards nothing;
+//! inbound never reports a leak.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
@@ -324,6 +328,10 @@ pub fn packet(data: &[u8]) {
             }
             return;
         }
+        Action::Drop(C::DropWouldLeak) => {
+            assert!(!inbound, "an inbound message dropped as a leak: {}", ctxmsg(&[]));
+            return;
+        }
         _ => return,
     };
     assert!(
@@ -526,12 +534,18 @@ fn message_once(msg: &[u8], tailroom: usize, ctx: &Context<'_>, what: &str) -> O
         );
     }
     assert!(r.len <= buf.len(), "{what}: length past the buffer: {r:?}");
+    if ctx.direction == Direction::Inbound {
+        assert!(!r.would_leak, "{what}: inbound reported a leak: {r:?}");
+    }
     if let Outcome::Rewritten(_) = r.outcome {
         let out = buf[..r.len].to_vec();
         if let Some((n, body)) = content_length(msg) {
             let after = content_length(&out);
+            // Bytes past the declared body are discarded: the body is then exactly as long
+            // as its Content-Length says.
+            let excess = (n - body).max(0);
             assert!(
-                after.is_some_and(|(n2, body2)| n2 - body2 == n - body),
+                after.is_some_and(|(n2, body2)| n2 - body2 == excess),
                 "{what}: Content-Length {n} for a body of {body} became {after:?} \
                  (Content-Length, body):\n in: {}\nout: {}",
                 hex(msg),
@@ -561,6 +575,7 @@ pub fn message(msg: &[u8]) {
             external: v.external,
             direction: Direction::Outbound,
             internal: None,
+            local_port: None,
         };
         if let Some(first) = message_once(msg, TAILROOM, &out, v.name) {
             // Idempotence: a second pass over the output changes nothing.
@@ -570,6 +585,11 @@ pub fn message(msg: &[u8]) {
                 eprintln!("{} second pass: {r2:?}", v.name);
             }
             assert!(r2.len <= buf.len());
+            assert_eq!(
+                r2.trailing_discarded, 0,
+                "{}: the output still had bytes past its body",
+                v.name
+            );
             // Unchanged; or a rewrite to the very same bytes. Not Malformed: the output
             // of a rewrite must parse as well as its input did.
             let same = buf[..r2.len] == first[..];
@@ -593,6 +613,8 @@ pub fn message(msg: &[u8]) {
             let inb = Context {
                 direction: Direction::Inbound,
                 internal,
+                // A REGISTER 2xx naming this port gets the UA's own binding restored.
+                local_port: Some(5060),
                 ..out
             };
             message_once(msg, TAILROOM, &inb, v.name);

@@ -69,6 +69,7 @@ const CASES: &[&str] = &[
     "bad_attach_mode",
     "bad_l3",
     "bad_malformed",
+    "bad_leak",
     "bad_queues_string",
     "bad_queues_number",
     "bad_queues_empty",

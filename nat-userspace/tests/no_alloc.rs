@@ -129,6 +129,7 @@ fn ctx(config: &RewriteConfig, ext: Ipv4Addr, direction: Direction) -> Context<'
         external: ExternalAddrs::v4(ext),
         direction,
         internal: None,
+        local_port: None,
     }
 }
 

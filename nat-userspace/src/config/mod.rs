@@ -27,7 +27,7 @@ use toml::Spanned;
 use crate::nat::{
     addr::canonical,
     external::{check_external, AddrClass},
-    L3Mode, MalformedPolicy, Net, PortMap, RewriteConfig, Rule,
+    L3Mode, LeakPolicy, MalformedPolicy, Net, PortMap, RewriteConfig, Rule,
 };
 
 /// Default path of the config file.
@@ -311,6 +311,16 @@ pub struct RewriteOptions {
     pub from_to: bool,
     /// Malformed SIP: `forward` unchanged or `drop`.
     pub malformed: MalformedCfg,
+    /// An outbound message still holding an internal address: `drop` or `forward`.
+    pub leak: LeakCfg,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LeakCfg {
+    #[default]
+    Drop,
+    Forward,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -634,7 +644,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("nat.rule", &["internal", "external", "ports"]),
-    ("rewrite", &["record_route", "from_to", "malformed"]),
+    ("rewrite", &["record_route", "from_to", "malformed", "leak"]),
     ("control", &["socket", "metrics", "group", "bpffs"]),
     (
         "datapath",
@@ -1769,6 +1779,10 @@ impl Config {
             malformed: match self.rewrite.malformed {
                 MalformedCfg::Forward => MalformedPolicy::Forward,
                 MalformedCfg::Drop => MalformedPolicy::Drop,
+            },
+            leak: match self.rewrite.leak {
+                LeakCfg::Drop => LeakPolicy::Drop,
+                LeakCfg::Forward => LeakPolicy::Forward,
             },
             enabled: true,
         }

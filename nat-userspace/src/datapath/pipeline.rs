@@ -16,7 +16,8 @@
 //!    through a network rule inserts the flow (a collision goes to the kernel);
 //! 5. the rewrite ([`rewrite_packet`]); a message that outgrows the frame is redone once
 //!    in the scratch buffer (the decision is not taken twice);
-//! 6. the malformed policy, the TTL / hop limit (a router hop);
+//! 6. the malformed policy, the leak policy (an outbound message still holding an
+//!    internal address is dropped by default), the TTL / hop limit (a router hop);
 //! 7. the egress: the next hop's MACs and MTU ([`Egress`]); too big: refragment (a
 //!    reassembled datagram, or IPv4 without DF) or an ICMP error to the source.
 
@@ -32,9 +33,10 @@ use super::{
     Dataplane,
 };
 use crate::{
-    nat::{decide, decide::Decision, L3Mode, MalformedPolicy},
+    nat::{decide, decide::Decision, L3Mode, LeakPolicy, MalformedPolicy},
     rewrite::{
-        packet::{rewrite_packet, PacketError},
+        edits::Edits,
+        packet::{rewrite_packet_in, PacketError},
         Changes, Context, Direction, Outcome,
     },
     sip::message::{Malformed, NotSip},
@@ -162,6 +164,8 @@ pub struct Pipeline {
     quote: ArrayVec<u8, 256>,
     /// The reassembly slot of the last [`Action::PassFragments`].
     passed_slot: usize,
+    /// The rewriter's edit list, allocated once at its full capacity.
+    edits: Edits,
 }
 
 impl Pipeline {
@@ -175,6 +179,7 @@ impl Pipeline {
             reasm_reported: ReasmStats::default(),
             quote: ArrayVec::new(),
             passed_slot: 0,
+            edits: Edits::new(),
         }
     }
 
@@ -240,6 +245,17 @@ impl Pipeline {
         let action = self.frame(env, side, frame, len, &mut scratch, b);
         self.scratch = scratch;
         action
+    }
+
+    /// Rewrites the packet in `buf` with the pipeline's edit list.
+    fn rewrite(
+        &mut self,
+        buf: &mut [u8],
+        layout: &Layout,
+        ctx: &Context<'_>,
+        l3: crate::rewrite::packet::L3Action,
+    ) -> Result<crate::rewrite::packet::PacketRewrite, PacketError> {
+        rewrite_packet_in(buf, layout, ctx, l3, &mut self.edits)
     }
 
     fn frame<E: Egress>(
@@ -458,8 +474,13 @@ impl Pipeline {
             external: ext,
             direction,
             internal,
+            // Our side's port: the UA's, which the SNAT keeps.
+            local_port: Some(match side {
+                Side::Inside => sport,
+                Side::Outside => dport,
+            }),
         };
-        let mut r = match rewrite_packet(buf!(), &layout, &ctx, l3) {
+        let mut r = match self.rewrite(buf!(), &layout, &ctx, l3) {
             Ok(r) => r,
             Err(PacketError::NotUdp) | Err(PacketError::FamilyMismatch) => {
                 return kernel(at, C::SlowNotUdp, b);
@@ -474,12 +495,15 @@ impl Pipeline {
                 scratch[..n].copy_from_slice(&f[..n]);
             }
             at = At::Scratch;
-            r = match rewrite_packet(scratch, &layout, &ctx, l3) {
+            r = match self.rewrite(scratch, &layout, &ctx, l3) {
                 Ok(r) => r,
                 Err(_) => return kernel(at, C::SlowNotUdp, b),
             };
         }
         count_sip(b, r.sip, r.family_mismatch, r.content_length_short);
+        if r.trailing_discarded > 0 {
+            b.inc(C::TrailingDiscarded);
+        }
         if reassembled.is_some() && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
             b.inc(C::ReasmNonSip);
         }
@@ -491,6 +515,11 @@ impl Pipeline {
         if matches!(r.sip, Outcome::Malformed(_)) && cfg.malformed == MalformedPolicy::Drop {
             b.inc(C::DropMalformedPolicy);
             return Action::Drop(C::DropMalformedPolicy);
+        }
+        if r.would_leak && cfg.leak == LeakPolicy::Drop {
+            // An internal address would go out: never forwarded unless chosen.
+            b.inc(C::DropWouldLeak);
+            return Action::Drop(C::DropWouldLeak);
         }
         let buf = buf!();
         if !decrement_ttl(buf, &layout) {
@@ -1320,5 +1349,118 @@ mod tests {
             ),
             "{a:?}"
         );
+    }
+
+    fn payload_of(frame: &[u8]) -> String {
+        let l = wire::parse(frame, Link::Ethernet).unwrap();
+        let (_, _, p, n) = l.udp(frame).unwrap();
+        String::from_utf8_lossy(&frame[p..p + n]).into_owned()
+    }
+
+    /// Hardening 4: a malformed outbound message (conflicting Content-Lengths) went out
+    /// with its private Via and Contact under the default policies. Dropped and counted
+    /// now (`leak = "drop"`, the default); `leak = "forward"` sends it as before.
+    #[test]
+    fn regression_malformed_outbound_with_internal_addresses_is_dropped() {
+        let msg = INVITE.replace(
+            "Content-Length: 0\r\n",
+            "Content-Length: 0\r\nContent-Length: 12\r\n",
+        );
+        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
+        let mut h = Harness::new();
+        let (a, _) = h.run(&direct(1500), Side::Inside, &input, 2048);
+        assert_eq!(a, Action::Drop(C::DropWouldLeak));
+        assert_eq!(h.b.get(C::DropWouldLeak), 1);
+        assert_eq!(h.b.get(C::MalformedDuplicateContentLength), 1);
+        // Only public addresses in it: forwarded (malformed = "forward").
+        let public = msg
+            .replace("10.0.0.2:5060;", "198.51.100.9:5060;")
+            .replace("alice@10.0.0.2", "alice@198.51.100.9");
+        let input2 = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, public.as_bytes());
+        let (a, _) = h.run(&direct(1500), Side::Inside, &input2, 2048);
+        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        // The old behaviour, chosen.
+        h.dp.config.leak = LeakPolicy::Forward;
+        let (a, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
+        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        assert!(payload_of(&out).contains("Via: SIP/2.0/UDP 10.0.0.2:5060"));
+        assert_eq!(h.b.get(C::DropWouldLeak), 1);
+    }
+
+    /// Hardening 4: a second request appended after the body Content-Length declares went
+    /// out unchanged, private addresses and all. It is discarded: the datagram shortened,
+    /// lengths and checksum right.
+    #[test]
+    fn regression_bytes_after_content_length_are_discarded() {
+        let second = "INVITE sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060\r\nContact: <sip:alice@10.0.0.2>\r\nContent-Length: 0\r\n\r\n";
+        let msg = format!("{INVITE}{second}");
+        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
+        let mut h = Harness::new();
+        let (a, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
+        let want = udp(
+            &format!("{EXT}:5060"),
+            "198.51.100.2:5060",
+            63,
+            INVITE.replace("10.0.0.2", EXT).as_bytes(),
+        );
+        assert_eq!(
+            a,
+            Action::Tx {
+                at: At::Frame,
+                side: Side::Outside,
+                len: want.len()
+            }
+        );
+        assert_eq!(out[12..], want[12..], "golden output (but for the MACs)");
+        assert_eq!(h.b.get(C::TrailingDiscarded), 1);
+        let l = wire::parse(&out, Link::Ethernet).unwrap();
+        assert!(crate::rewrite::packet::udp_checksum_ok(&out, &l));
+    }
+
+    /// Hardening 11: the registrar's 200 OK to the UA's REGISTER lists its binding at the
+    /// external address and port; the UA never found it. Restored inbound, only that one.
+    #[test]
+    fn regression_register_200_restores_the_uas_own_binding() {
+        let mut h = Harness::new();
+        let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK7\r\n\
+            From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: r@x\r\n\
+            CSeq: 2 REGISTER\r\nContact: <sip:alice@10.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n";
+        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, reg.as_bytes());
+        let (a, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
+        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        assert!(payload_of(&out).contains("Contact: <sip:alice@203.0.113.10:5060>"));
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:5060;branch=z9hG4bK7;received={EXT}\r\n\
+             From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>;tag=9\r\nCall-ID: r@x\r\n\
+             CSeq: 2 REGISTER\r\nContact: <sip:alice@{EXT}:5060>;expires=3600\r\n\
+             Contact: <sip:alice@{EXT}:5070>;expires=60\r\nContent-Length: 0\r\n\r\n"
+        );
+        let reply = udp(
+            "198.51.100.2:5060",
+            &format!("{EXT}:5060"),
+            64,
+            ok.as_bytes(),
+        );
+        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Tx {
+                    side: Side::Inside,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        let text = payload_of(&out);
+        assert!(
+            text.contains("Contact: <sip:alice@10.0.0.2:5060>;expires=3600\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Contact: <sip:alice@203.0.113.10:5070>;expires=60\r\n"),
+            "another binding stays: {text}"
+        );
+        assert_eq!(h.b.get(C::RwContact), 2, "one each way");
     }
 }

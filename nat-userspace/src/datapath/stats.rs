@@ -49,6 +49,7 @@ counters! {
     SipTooBig = "sip_too_big" : "SIP messages that did not fit their frame after growth (redone in a larger buffer)",
     ContentLengthShort = "content_length_short" : "SIP messages whose Content-Length exceeded the datagram",
     FamilyMismatch = "family_mismatch" : "Addresses left alone for lack of an external address of their family",
+    TrailingDiscarded = "trailing_bytes_discarded" : "SIP messages whose bytes after the body Content-Length declares were discarded (the datagram shortened)",
     // rewrites by kind
     RwRequestUri = "rewrite_request_uri" : "Rewritten Request-URIs",
     RwVia = "rewrite_via" : "Rewritten top-Via addresses",
@@ -106,6 +107,7 @@ counters! {
     DropNoFrame = "drop_no_free_frame" : "Dropped: no free UMEM frame",
     DropBadFrame = "drop_unparsable_frame" : "Dropped: unparsable frame",
     DropMalformedPolicy = "drop_malformed_policy" : "Dropped: malformed SIP with malformed = drop",
+    DropWouldLeak = "drop_would_leak" : "Dropped: an outbound SIP message still holding an internal address (leak = drop)",
     DropTooBigDf = "drop_too_big_df" : "Dropped: too big for the MTU with DF (ICMP sent)",
     DropRefragment = "drop_refragment_failed" : "Dropped: refragmentation failed",
     // rings

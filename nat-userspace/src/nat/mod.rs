@@ -7,4 +7,4 @@ pub mod external;
 pub mod rules;
 
 pub use external::ExternalAddrs;
-pub use rules::{L3Mode, MalformedPolicy, Net, PortMap, RewriteConfig, Rule};
+pub use rules::{L3Mode, LeakPolicy, MalformedPolicy, Net, PortMap, RewriteConfig, Rule};

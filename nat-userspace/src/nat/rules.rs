@@ -208,6 +208,18 @@ pub enum MalformedPolicy {
     Drop,
 }
 
+/// What to do with an outbound message that still holds an address of a rule's internal
+/// network after the rewrite (it could not be rewritten: unparsable, no external address
+/// of its family, more addresses than the edit list holds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LeakPolicy {
+    /// Dropped (`drop_would_leak`).
+    #[default]
+    Drop,
+    /// Forwarded as it is (the internal address goes out).
+    Forward,
+}
+
 /// The immutable rewrite configuration. Published to workers as a whole (never mutated).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RewriteConfig {
@@ -219,6 +231,8 @@ pub struct RewriteConfig {
     /// Rewrite From/To.
     pub from_to: bool,
     pub malformed: MalformedPolicy,
+    /// An outbound message that would leak an internal address.
+    pub leak: LeakPolicy,
     /// Rewriting disabled: every message is left alone (the origin's "fast path").
     pub enabled: bool,
 }
@@ -232,6 +246,7 @@ impl Default for RewriteConfig {
             record_route: false,
             from_to: false,
             malformed: MalformedPolicy::Forward,
+            leak: LeakPolicy::Drop,
             enabled: true,
         }
     }

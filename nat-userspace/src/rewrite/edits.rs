@@ -1,13 +1,23 @@
 //! A bounded list of byte-range replacements, applied in place in one pass over the
-//! buffer (the message may grow into its tailroom or shrink). No allocation: the list lives
-//! on the stack; replacement texts are short (addresses, ports, a length).
+//! buffer (the message may grow into its tailroom or shrink). No allocation per message:
+//! the list's storage is allocated once, at its full capacity, by its owner (a worker's
+//! pipeline, or one per thread for [`super::rewrite_message`]) and reused; replacement
+//! texts are short (addresses, ports, a length).
 
-use arrayvec::ArrayVec;
+use alloc::vec::Vec;
 
 use crate::nat::addr::Text;
 
-/// Most replacements one message may need (addresses in rewritable fields + Content-Length).
-pub const MAX_EDITS: usize = 64;
+/// The longest message the capacity is sized for: a UDP payload is at most 65,527 bytes.
+pub const MAX_MESSAGE: usize = 65_536;
+
+/// Most replacements one message may need. Every edit replaces at least 4 bytes of syntax
+/// of its own that no other edit shares (`sip:` and a host for a URI, `a=rtcp:` and a
+/// digit for a port, the digits and their header for a Content-Length, ...), so a message
+/// of [`MAX_MESSAGE`] bytes never fills the list: no real message is refused for having
+/// too many addresses. (16,384 edits of 68 bytes: 1.1 MB of address space per list, of
+/// which only the pages a message uses are ever touched.)
+pub const MAX_EDITS: usize = MAX_MESSAGE / 4;
 
 /// What an edit rewrites (counted per kind in [`super::Changes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,26 +50,58 @@ impl Edit {
     }
 }
 
-#[derive(Default)]
+/// The edit list. Its storage has [`MAX_EDITS`] slots from the start: pushing never
+/// reallocates.
 pub struct Edits {
-    items: ArrayVec<Edit, MAX_EDITS>,
+    items: Vec<Edit>,
 }
 
 /// The list is full.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full;
 
+impl Default for Edits {
+    fn default() -> Self {
+        Edits::new()
+    }
+}
+
 impl Edits {
+    /// An empty list with room for [`MAX_EDITS`] edits (the one allocation it makes).
+    pub fn new() -> Edits {
+        Edits {
+            items: Vec::with_capacity(MAX_EDITS),
+        }
+    }
+
+    /// A list without storage, standing in while the real one is lent out: it refuses
+    /// every edit. Allocates nothing.
+    pub const fn unallocated() -> Edits {
+        Edits { items: Vec::new() }
+    }
+
+    /// Empties the list (the storage stays).
+    #[inline]
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
     #[inline]
     pub fn push(&mut self, start: usize, end: usize, text: Text, field: Field) -> Result<(), Full> {
-        self.items
-            .try_push(Edit {
-                start: start as u32,
-                end: end as u32,
-                text,
-                field,
-            })
-            .map_err(|_| Full)
+        if self.items.len() >= MAX_EDITS.min(self.items.capacity()) {
+            return Err(Full);
+        }
+        self.items.push(Edit {
+            start: start as u32,
+            end: end as u32,
+            text,
+            field,
+        });
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,28 +146,34 @@ impl Edits {
             let e = if i == n { len } else { edits[i].start as usize };
             (s, e)
         };
-        let mut shift = [0isize; MAX_EDITS + 1];
-        let mut acc = 0isize;
-        for (i, e) in edits.iter().enumerate() {
-            acc += e.delta();
-            shift[i + 1] = acc;
-        }
-        for (i, &d) in shift.iter().enumerate().take(n + 1) {
+        // Segment i moves by the sum of the deltas of edits 0..i (its shift): running sums,
+        // front to back for the left moves, back to front (from the total) for the right.
+        let mut d = 0isize;
+        for i in 0..=n {
             if d < 0 {
                 let (s, e) = seg(i);
                 buf.copy_within(s..e, s.wrapping_add_signed(d));
             }
+            if let Some(e) = edits.get(i) {
+                d += e.delta();
+            }
         }
+        let mut d = total;
         for i in (0..=n).rev() {
-            let d = shift[i];
+            if let Some(e) = edits.get(i) {
+                d -= e.delta();
+            }
+            // `d` is now segment i's shift.
             if d > 0 {
                 let (s, e) = seg(i);
                 buf.copy_within(s..e, s.wrapping_add_signed(d));
             }
         }
-        for (i, e) in edits.iter().enumerate() {
-            let at = (e.start as usize).wrapping_add_signed(shift[i]);
+        let mut d = 0isize;
+        for e in edits {
+            let at = (e.start as usize).wrapping_add_signed(d);
             buf[at..at + e.text.len()].copy_from_slice(e.text.as_bytes());
+            d += e.delta();
         }
         Some(new_len)
     }
@@ -144,7 +192,7 @@ mod tests {
     fn run(input: &str, edits: &[(usize, usize, &str)], cap: usize) -> Option<String> {
         let mut buf = vec![0u8; cap];
         buf[..input.len()].copy_from_slice(input.as_bytes());
-        let mut e = Edits::default();
+        let mut e = Edits::new();
         for (s, en, txt) in edits {
             e.push(*s, *en, t(txt), Field::Via).unwrap();
         }

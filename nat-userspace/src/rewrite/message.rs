@@ -38,6 +38,11 @@ pub struct Context<'a> {
     /// Inbound: the internal address this packet is for, when the caller knows it (flow
     /// table, or the packet's rewritten destination). Otherwise 1:1 rules decide.
     pub internal: Option<IpAddr>,
+    /// The UDP port on this NAT's side of the packet: inbound its destination port (the
+    /// external port the packet was sent to), outbound its source port. Inbound, a
+    /// REGISTER 2xx Contact naming the external address and this port is the UA's own
+    /// binding and is restored; `None` (unknown) restores no binding.
+    pub local_port: Option<u16>,
 }
 
 /// How many fields of each kind were rewritten.
@@ -136,38 +141,88 @@ pub struct Rewrite {
     /// body is taken to run to the end of the datagram and Content-Length keeps its
     /// difference from the real length (it moves with the body). Counted by the caller.
     pub content_length_short: bool,
+    /// Bytes after the body that Content-Length declares, discarded (RFC 3261 section
+    /// 18.3: they are not part of the message; a second message appended in the datagram
+    /// would otherwise go out unrewritten). The outcome is then `Rewritten`, `len` the
+    /// shorter length. Counted by the caller.
+    pub trailing_discarded: usize,
+    /// Outbound: an address inside a rule's internal network is still in the message — in
+    /// a field the rewriter rewrites but could not (no external address of its family, the
+    /// edit list full), or anywhere in a message it could not parse (`Malformed`). The
+    /// caller applies the leak policy (drop by default).
+    pub would_leak: bool,
+}
+
+std::thread_local! {
+    /// The edit list of [`rewrite_message`] on this thread (allocated on first use).
+    static EDITS: core::cell::RefCell<Edits> = core::cell::RefCell::new(Edits::new());
 }
 
 /// Rewrites the SIP message in `buf[..len]` in place; it may grow into `buf[len..]`.
 /// On every outcome but `Rewritten` the buffer is untouched and `len` is returned.
+/// Uses this thread's edit list (allocated by the thread's first call); a caller that owns
+/// one (a worker's pipeline) calls [`rewrite_message_in`].
 #[inline]
 pub fn rewrite_message(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite {
-    // Checked before the rewriter's (large, stack-held) edit list exists.
     if !ctx.config.enabled {
-        return Rewrite {
-            outcome: Outcome::Unchanged,
-            len,
-            family_mismatch: 0,
-            content_length_short: false,
-        };
+        return unchanged(len);
     }
-    rewrite_enabled(buf, len, ctx)
+    EDITS.with(|e| match e.try_borrow_mut() {
+        Ok(mut e) => rewrite_enabled(buf, len, ctx, &mut e),
+        // (Only a rewrite nested in a rewrite on one thread could get here: none is.)
+        Err(_) => rewrite_enabled(buf, len, ctx, &mut Edits::new()),
+    })
+}
+
+/// [`rewrite_message`] with the caller's edit list (cleared first; allocates nothing).
+#[inline]
+pub fn rewrite_message_in(
+    buf: &mut [u8],
+    len: usize,
+    ctx: &Context<'_>,
+    edits: &mut Edits,
+) -> Rewrite {
+    if !ctx.config.enabled {
+        return unchanged(len);
+    }
+    rewrite_enabled(buf, len, ctx, edits)
+}
+
+fn unchanged(len: usize) -> Rewrite {
+    Rewrite {
+        outcome: Outcome::Unchanged,
+        len,
+        family_mismatch: 0,
+        content_length_short: false,
+        trailing_discarded: 0,
+        would_leak: false,
+    }
 }
 
 #[inline(never)]
-fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite {
+fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Edits) -> Rewrite {
+    edits.clear();
+    let len = len.min(buf.len());
     let mut r = Rewriter {
         ctx,
-        edits: Edits::default(),
+        edits,
         cache: arrayvec::ArrayVec::new(),
         family_mismatch: 0,
         full: false,
         cl_short: false,
+        msg_end: len,
     };
-    let outcome = match r.scan(&buf[..len]) {
+    let outbound = ctx.direction == Direction::Outbound;
+    let scanned = r.scan(&buf[..len]);
+    let family_mismatch = r.family_mismatch;
+    let cl_short = r.cl_short;
+    // An address of ours that a field the rewriter handles still names (outbound every
+    // family mismatch is one); a full list leaves all of them.
+    let mut would_leak = outbound && (family_mismatch > 0 || r.full);
+    let outcome = match scanned {
         Ok(()) if r.full => Outcome::Malformed(Malformed::TooManyAddresses),
-        Ok(()) if r.edits.is_empty() => Outcome::Unchanged,
-        Ok(()) => match r.edits.apply(buf, len) {
+        Ok(()) if r.edits.is_empty() && r.msg_end == len => Outcome::Unchanged,
+        Ok(()) => match r.edits.apply(buf, r.msg_end) {
             Some(new_len) => {
                 let mut changes = Changes::default();
                 for e in r.edits.iter() {
@@ -176,19 +231,31 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite {
                 return Rewrite {
                     outcome: Outcome::Rewritten(changes),
                     len: new_len,
-                    family_mismatch: r.family_mismatch,
-                    content_length_short: r.cl_short,
+                    family_mismatch,
+                    content_length_short: cl_short,
+                    trailing_discarded: len - r.msg_end,
+                    would_leak,
                 };
             }
             None => Outcome::TooBig,
         },
-        Err(o) => o,
+        Err(o) => {
+            if outbound && matches!(o, Outcome::Malformed(_)) {
+                // Not parsed: any address of ours anywhere in it.
+                let cfg = ctx.config;
+                would_leak =
+                    crate::sip::scan::any_address(buf, 0, len, |a| cfg.rule_for(a).is_some());
+            }
+            o
+        }
     };
     Rewrite {
         outcome,
         len,
-        family_mismatch: r.family_mismatch,
-        content_length_short: r.cl_short,
+        family_mismatch,
+        content_length_short: cl_short,
+        trailing_discarded: 0,
+        would_leak,
     }
 }
 
@@ -227,16 +294,19 @@ fn express_like(orig: IpAddr, new: IpAddr) -> Option<IpAddr> {
     }
 }
 
-struct Rewriter<'c, 'a> {
+struct Rewriter<'c, 'a, 'e> {
     ctx: &'c Context<'a>,
-    edits: Edits,
+    edits: &'e mut Edits,
     cache: arrayvec::ArrayVec<(IpAddr, Map<'a>), MAP_CACHE>,
     family_mismatch: u16,
     full: bool,
     cl_short: bool,
+    /// Where the message ends: the end of the body Content-Length declares, else the end
+    /// of the datagram. Bytes after it are discarded.
+    msg_end: usize,
 }
 
-impl<'c, 'a> Rewriter<'c, 'a> {
+impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     /// What `addr` becomes in this direction, from the per-message cache when it was
     /// seen before.
     #[inline]
@@ -408,6 +478,60 @@ impl<'c, 'a> Rewriter<'c, 'a> {
         }
     }
 
+    /// The Contacts of a REGISTER 2xx/3xx (the registrar's bindings of the address of
+    /// record). Inbound, a binding naming the external address this packet was sent to
+    /// and the UA's port (the packet's destination port, through the rule's port map) is
+    /// the UA's own, as it registered it: restored, so that the UA finds its Contact in
+    /// the answer (RFC 3261 section 10.2.4). Every other binding is left as it is (and
+    /// takes no edit).
+    fn bindings(&mut self, msg: &[u8], v: core::ops::Range<usize>) {
+        let Some(local_port) = self.ctx.local_port else {
+            return;
+        };
+        if self.ctx.direction != super::Direction::Inbound {
+            return;
+        }
+        let mut pos = v.start;
+        while let Some((val, next)) = uri::next_value(msg, pos, v.end) {
+            let u = uri::value_uri(msg, val);
+            if let Some((hp, secure)) = uri::sip_uri_host(msg, u.start, u.end) {
+                if self.is_own_binding(&hp, secure, local_port) {
+                    self.host(
+                        &hp,
+                        Some(if secure { 5061 } else { 5060 }),
+                        true,
+                        Field::Contact,
+                    );
+                }
+            }
+            if next >= v.end {
+                break;
+            }
+            pos = next;
+        }
+    }
+
+    /// Whether a binding's host and port are this flow's external address and port.
+    fn is_own_binding(&mut self, hp: &HostPort, secure: bool, local_port: u16) -> bool {
+        let Map::To {
+            addr: internal,
+            rule: Some(rule),
+            ..
+        } = self.map(hp.addr)
+        else {
+            return false;
+        };
+        let cfg = self.ctx.config;
+        if cfg.external_of(rule, internal, &self.ctx.external) != Some(canonical(hp.addr)) {
+            return false;
+        }
+        let port = hp
+            .port
+            .as_ref()
+            .map_or(if secure { 5061 } else { 5060 }, |p| p.0);
+        port == rule.ports.outbound(local_port).unwrap_or(local_port)
+    }
+
     /// The top Via value: sent-by and `maddr`; inbound also `received`.
     fn top_via(&mut self, msg: &[u8], v: core::ops::Range<usize>) {
         let Some((val, _)) = uri::next_value(msg, v.start, v.end) else {
@@ -449,8 +573,8 @@ impl<'c, 'a> Rewriter<'c, 'a> {
             self.uri(msg, uri.start, uri.end, Field::RequestUri);
         }
         // REGISTER 2xx/3xx responses list the registrar's bindings (dozens of Contacts):
-        // never rewritten, and so never taking an edit. CSeq may follow the Contacts, so
-        // it is looked up first.
+        // never rewritten, and so never taking an edit, but for the UA's own binding
+        // inbound (see `binding`). CSeq may follow the Contacts, so it is looked up first.
         let bindings = match start {
             StartLine::Response { code } if (200..400).contains(&code) => {
                 message::cseq_is_register(msg, pos)
@@ -480,6 +604,7 @@ impl<'c, 'a> Rewriter<'c, 'a> {
                     self.top_via(msg, v);
                 }
                 Kind::Contact if !bindings => self.uri_list(msg, v, Field::Contact, true),
+                Kind::Contact => self.bindings(msg, v),
                 Kind::From | Kind::To if cfg.from_to => self.uri_list(msg, v, Field::FromTo, false),
                 Kind::Route if cfg.record_route => self.uri_list(msg, v, Field::Route, true),
                 Kind::RecordRoute if cfg.record_route => {
@@ -509,6 +634,8 @@ impl<'c, 'a> Rewriter<'c, 'a> {
                     self.cl_short = true;
                     msg.len()
                 } else {
+                    // The message ends with its body: what follows is discarded.
+                    self.msg_end = e;
                     e
                 }
             }

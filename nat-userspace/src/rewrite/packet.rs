@@ -9,7 +9,9 @@
 
 use core::net::IpAddr;
 
-use super::{rewrite_message, Context, Outcome};
+use super::{
+    edits::Edits, message::rewrite_message_in, rewrite_message, Context, Outcome, Rewrite,
+};
 use crate::wire::{checksum, ipv4, ipv6, udp, Layout};
 
 /// Address changes in the IP header, decided by the caller (NAT rules, flow table).
@@ -32,6 +34,10 @@ pub struct PacketRewrite {
     pub family_mismatch: u16,
     /// Content-Length promised more than the datagram held (see `Rewrite`).
     pub content_length_short: bool,
+    /// Bytes after the declared body, discarded (see `Rewrite`).
+    pub trailing_discarded: usize,
+    /// Outbound: an internal address is still in the message (see `Rewrite`).
+    pub would_leak: bool,
 }
 
 /// Why a packet was not handled at all.
@@ -47,11 +53,35 @@ pub enum PacketError {
 /// `buf[..layout.ip_end]`, the rest is tailroom). On `TooBig` (or a payload outcome other
 /// than `Rewritten`) the payload is untouched; the L3 action is applied unless the SIP
 /// outcome is `TooBig` (the caller then takes the slow path with a bigger buffer).
+///
+/// Uses this thread's edit list, as [`rewrite_message`] does; [`rewrite_packet_in`] takes
+/// the caller's.
 pub fn rewrite_packet(
     buf: &mut [u8],
     layout: &Layout,
     ctx: &Context<'_>,
     l3: L3Action,
+) -> Result<PacketRewrite, PacketError> {
+    rewrite_packet_with(buf, layout, l3, |b, n| rewrite_message(b, n, ctx))
+}
+
+/// [`rewrite_packet`] with the caller's edit list (allocates nothing).
+pub fn rewrite_packet_in(
+    buf: &mut [u8],
+    layout: &Layout,
+    ctx: &Context<'_>,
+    l3: L3Action,
+    edits: &mut Edits,
+) -> Result<PacketRewrite, PacketError> {
+    rewrite_packet_with(buf, layout, l3, |b, n| rewrite_message_in(b, n, ctx, edits))
+}
+
+#[inline]
+fn rewrite_packet_with(
+    buf: &mut [u8],
+    layout: &Layout,
+    l3: L3Action,
+    message: impl FnOnce(&mut [u8], usize) -> Rewrite,
 ) -> Result<PacketRewrite, PacketError> {
     let (_, _, payload, payload_len) = layout.udp(buf).ok_or(PacketError::NotUdp)?;
     for a in [l3.src, l3.dst].into_iter().flatten() {
@@ -73,7 +103,7 @@ pub fn rewrite_packet(
         (0, 0)
     };
 
-    let r = rewrite_message(&mut buf[payload..], payload_len, ctx);
+    let r = message(&mut buf[payload..], payload_len);
     if r.outcome == Outcome::TooBig {
         return Ok(PacketRewrite {
             sip: r.outcome,
@@ -81,6 +111,8 @@ pub fn rewrite_packet(
             l3_changed: false,
             family_mismatch: r.family_mismatch,
             content_length_short: r.content_length_short,
+            trailing_discarded: 0,
+            would_leak: r.would_leak,
         });
     }
     let payload_changed = matches!(r.outcome, Outcome::Rewritten(_));
@@ -100,6 +132,8 @@ pub fn rewrite_packet(
             l3_changed: false,
             family_mismatch: r.family_mismatch,
             content_length_short: r.content_length_short,
+            trailing_discarded: 0,
+            would_leak: r.would_leak,
         });
     }
     let l3_changed = [
@@ -116,6 +150,8 @@ pub fn rewrite_packet(
             l3_changed: false,
             family_mismatch: r.family_mismatch,
             content_length_short: r.content_length_short,
+            trailing_discarded: 0,
+            would_leak: r.would_leak,
         });
     }
     let ip = &mut buf[layout.l3..];
@@ -174,6 +210,8 @@ pub fn rewrite_packet(
         l3_changed,
         family_mismatch: r.family_mismatch,
         content_length_short: r.content_length_short,
+        trailing_discarded: r.trailing_discarded,
+        would_leak: r.would_leak,
     })
 }
 

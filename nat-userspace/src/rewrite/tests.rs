@@ -40,6 +40,18 @@ fn run_with(
     msg: &[u8],
     tail: usize,
 ) -> (Vec<u8>, Rewrite) {
+    run_port(c, ext, dir, internal, None, msg, tail)
+}
+
+fn run_port(
+    c: &RewriteConfig,
+    ext: ExternalAddrs,
+    dir: Direction,
+    internal: Option<IpAddr>,
+    local_port: Option<u16>,
+    msg: &[u8],
+    tail: usize,
+) -> (Vec<u8>, Rewrite) {
     let mut buf = msg.to_vec();
     buf.resize(msg.len() + tail, 0xEE);
     let ctx = Context {
@@ -47,6 +59,7 @@ fn run_with(
         external: ext,
         direction: dir,
         internal,
+        local_port,
     };
     let r = rewrite_message(&mut buf, msg.len(), &ctx);
     buf.truncate(r.len);
@@ -525,13 +538,42 @@ fn content_length_with_leading_zeros_is_rewritten_as_a_plain_number() {
     assert!(m2.contains("Content-Length: 00019\r\n"));
 }
 
+/// Hardening 4: bytes after the body Content-Length declares went out unchanged (a second
+/// request appended in the datagram, with private addresses). They are discarded (RFC 3261
+/// section 18.3), both ways; the message is `Rewritten` even when nothing else changed.
 #[test]
-fn bytes_after_the_declared_body_are_not_rewritten() {
+fn regression_bytes_after_the_declared_body_are_discarded() {
+    let c = cfg(&["10.0.0.0/24"]);
     let msg = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: 19\r\n\r\nc=IN IP4 10.0.0.5\r\nc=IN IP4 10.0.0.5\r\n";
-    let (m, o) = out(msg);
-    assert_eq!(changes(o).sdp_connection, 1);
-    assert!(m.ends_with("\r\n\r\nc=IN IP4 203.0.113.10\r\nc=IN IP4 10.0.0.5\r\n"));
-    assert!(m.contains("Content-Length: 23\r\n"));
+    let (b, r) = run_with(&c, ext4(), Direction::Outbound, None, msg.as_bytes(), 512);
+    assert_eq!(changes(r.outcome).sdp_connection, 1);
+    assert_eq!(
+        String::from_utf8(b).unwrap(),
+        "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: 23\r\n\r\nc=IN IP4 203.0.113.10\r\n"
+    );
+    assert_eq!(r.trailing_discarded, 19);
+    // Nothing to rewrite in the first message: the second is cut all the same.
+    let first = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.9\r\nContent-Length: 0\r\n\r\n";
+    let second = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060\r\nContact: <sip:a@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
+    let msg = format!("{first}{second}");
+    for dir in [Direction::Outbound, Direction::Inbound] {
+        let (b, r) = run_with(&c, ext4(), dir, Some(ip("10.0.0.5")), msg.as_bytes(), 0);
+        assert_eq!(r.outcome, Outcome::Rewritten(Changes::default()), "{dir:?}");
+        assert_eq!(b, first.as_bytes(), "{dir:?}");
+        assert_eq!(r.trailing_discarded, second.len());
+        assert!(!r.would_leak);
+    }
+    // Without Content-Length the body runs to the end of the datagram: nothing is cut.
+    let (b, r) = run_with(
+        &c,
+        ext4(),
+        Direction::Outbound,
+        None,
+        b"OPTIONS sip:x@198.51.100.2 SIP/2.0\r\n\r\nhello",
+        0,
+    );
+    assert_eq!((r.outcome, r.trailing_discarded), (Outcome::Unchanged, 0));
+    assert!(b.ends_with(b"hello"));
 }
 
 #[test]
@@ -770,16 +812,90 @@ fn per_rule_external_address() {
     assert!(m.contains("Contact: <sip:a@203.0.113.10>, <sip:b@203.0.113.11>"));
 }
 
+/// Past the edit list's capacity (more than a 64 KiB datagram can hold) the message is
+/// left whole, reported, and flagged as leaking outbound.
 #[test]
 fn too_many_addresses_is_reported_not_truncated() {
-    let mut msg = String::from("OPTIONS sip:x@198.51.100.2 SIP/2.0\r\n");
-    for _ in 0..80 {
-        msg.push_str("Contact: <sip:a@10.0.0.5>\r\n");
+    let mut msg = String::from("OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nm: ");
+    for i in 0..=super::edits::MAX_EDITS {
+        if i > 0 {
+            msg.push(',');
+        }
+        msg.push_str("sip:10.0.0.5");
     }
-    msg.push_str("Content-Length: 0\r\n\r\n");
+    msg.push_str("\r\nContent-Length: 0\r\n\r\n");
+    let c = cfg(&["10.0.0.0/24"]);
+    let (b, r) = run_with(&c, ext4(), Direction::Outbound, None, msg.as_bytes(), 4096);
+    assert_eq!(r.outcome, Outcome::Malformed(Malformed::TooManyAddresses));
+    assert_eq!(b, msg.as_bytes());
+    assert!(r.would_leak);
+}
+
+/// Hardening 3: an INVITE with a Via, SDP `o=`/`c=` and 61 Contacts at an internal
+/// address (65 edits with Content-Length) was left untouched (`too_many_addresses`), every
+/// private address in it. All are rewritten now.
+#[test]
+fn regression_61_contacts_via_and_sdp_are_all_rewritten() {
+    let mut h = String::from(
+        "INVITE sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9\r\n",
+    );
+    for i in 0..61 {
+        h.push_str(&format!("Contact: <sip:u{i}@10.0.0.5:5060>\r\n"));
+    }
+    h.push_str("Content-Type: application/sdp\r\n");
+    let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let msg = with_body(&h, body);
     let (m, o) = out(&msg);
-    assert_eq!(o, Outcome::Malformed(Malformed::TooManyAddresses));
-    assert_eq!(m, msg);
+    let ch = changes(o);
+    assert_eq!(
+        (
+            ch.via,
+            ch.contact,
+            ch.sdp_origin,
+            ch.sdp_connection,
+            ch.content_length
+        ),
+        (1, 61, 1, 1, 1)
+    );
+    assert!(!m.contains("10.0.0.5"), "{m}");
+    let new_body = body.replace("10.0.0.5", EXT);
+    assert_eq!(
+        m,
+        msg.replace("10.0.0.5", EXT).replace(
+            &format!("Content-Length: {}", body.len()),
+            &format!("Content-Length: {}", new_body.len())
+        )
+    );
+    assert!(cl_ok(&m));
+}
+
+/// The densest message a datagram can carry: every address in a 64 KiB Contact list is
+/// rewritten.
+#[test]
+fn contacts_filling_a_64_kib_datagram_are_all_rewritten() {
+    let mut msg = String::from("OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nm:");
+    let mut n = 0;
+    while msg.len() + 40 < 65_507 {
+        if n > 0 {
+            msg.push(',');
+        }
+        msg.push_str("sip:10.0.0.5");
+        n += 1;
+    }
+    msg.push_str("\r\nl:0\r\n\r\n");
+    let c = cfg(&["10.0.0.0/24"]);
+    let (m, r) = run_with(
+        &c,
+        ext4(),
+        Direction::Outbound,
+        None,
+        msg.as_bytes(),
+        65_536,
+    );
+    assert_eq!(usize::from(changes(r.outcome).contact), n);
+    let m = String::from_utf8(m).unwrap();
+    assert!(n > 5000);
+    assert!(!m.contains("10.0.0.5"));
 }
 
 #[test]
@@ -1058,4 +1174,145 @@ fn regression_via_maddr_ipv6_unbracketed() {
             "{m}"
         );
     }
+}
+
+/// Hardening 4: outbound, an address of ours left in the message is flagged (the caller
+/// drops it by default): anywhere in a message that could not be parsed, in a rewritten
+/// field that could not be rewritten (no external address of its family). Inbound never;
+/// an unparsable message naming only other addresses neither; nor fields never rewritten.
+#[test]
+fn regression_leftover_internal_addresses_are_flagged_outbound() {
+    let c = cfg(&["10.0.0.0/24", "fd00::/64"]);
+    let conflicting = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9\r\nContact: <sip:a@10.0.0.5>\r\nContent-Length: 4\r\nContent-Length: 400\r\n\r\nbody";
+    let (b, r) = run_with(
+        &c,
+        ext4(),
+        Direction::Outbound,
+        None,
+        conflicting.as_bytes(),
+        64,
+    );
+    assert_eq!(
+        r.outcome,
+        Outcome::Malformed(Malformed::DuplicateContentLength)
+    );
+    assert_eq!(
+        b,
+        conflicting.as_bytes(),
+        "left as it is: the caller decides"
+    );
+    assert!(r.would_leak);
+    let (_, r) = run_with(
+        &c,
+        ext4(),
+        Direction::Inbound,
+        Some(ip("10.0.0.5")),
+        conflicting.as_bytes(),
+        64,
+    );
+    assert!(
+        !r.would_leak,
+        "inbound messages carry internal addresses by design"
+    );
+    let public = conflicting.replace("10.0.0.5", "198.51.100.5");
+    let (_, r) = run_with(&c, ext4(), Direction::Outbound, None, public.as_bytes(), 64);
+    assert!(!r.would_leak);
+    let bad_line = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP [fd00::5]:5060\r\nno colon here\r\n\r\n";
+    let (_, r) = run_with(
+        &c,
+        ext4(),
+        Direction::Outbound,
+        None,
+        bad_line.as_bytes(),
+        64,
+    );
+    assert_eq!(r.outcome, Outcome::Malformed(Malformed::BadHeaderLine));
+    assert!(r.would_leak, "IPv6 too");
+    // An IPv6 Contact with only an IPv4 external address stays: a leak.
+    let v6 = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5\r\nContact: <sip:a@[fd00::5]>\r\nContent-Length: 0\r\n\r\n";
+    let (_, r) = run_with(&c, ext4(), Direction::Outbound, None, v6.as_bytes(), 64);
+    assert_eq!((changes(r.outcome).via, r.family_mismatch), (1, 1));
+    assert!(r.would_leak);
+    // Call-ID, branch, tags, lower Vias, From/To (not enabled): by design, no leak.
+    let (_, r) = run_with(
+        &c,
+        ext4(),
+        Direction::Outbound,
+        None,
+        INVITE.as_bytes(),
+        512,
+    );
+    assert!(matches!(r.outcome, Outcome::Rewritten(_)));
+    assert!(!r.would_leak);
+}
+
+fn register_200_to(contacts: &str) -> String {
+    format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:5060;branch=z9;received=203.0.113.10\r\n\
+Contact: {contacts}\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Hardening 11: the registrar's 200 to a REGISTER returns the UA's binding at the
+/// external address; it was never restored, and the UA never found its own Contact.
+/// Inbound, the bindings naming the external address and the UA's port are restored (the
+/// port through the rule's map); other bindings of the address of record stay.
+#[test]
+fn regression_register_2xx_own_binding_restored_inbound() {
+    let c = cfg(&["10.0.0.0/24"]);
+    let msg = register_200_to(
+        "<sip:alice@203.0.113.10:5060>;expires=3600, <sip:alice@203.0.113.10:5062>;expires=99, \
+<sip:alice@198.51.100.7:5060>;expires=50, <sip:alice@203.0.113.10>;expires=20",
+    );
+    let run = |c: &RewriteConfig, msg: &str, port| {
+        let (b, r) = run_port(
+            c,
+            ext4(),
+            Direction::Inbound,
+            Some(ip("10.0.0.2")),
+            port,
+            msg.as_bytes(),
+            512,
+        );
+        (String::from_utf8(b).unwrap(), r.outcome)
+    };
+    let (m, o) = run(&c, &msg, Some(5060));
+    let ch = changes(o);
+    assert_eq!((ch.via, ch.contact), (2, 2));
+    assert!(
+        m.contains(
+            "Contact: <sip:alice@10.0.0.2:5060>;expires=3600, <sip:alice@203.0.113.10:5062>;expires=99, \
+<sip:alice@198.51.100.7:5060>;expires=50, <sip:alice@10.0.0.2>;expires=20\r\n"
+        ),
+        "{m}"
+    );
+    // Another UA behind the same address (port 5062) gets its own binding only.
+    let (m, o) = run(&c, &msg, Some(5062));
+    assert_eq!(changes(o).contact, 1);
+    assert!(m.contains("<sip:alice@10.0.0.2:5062>;expires=99"), "{m}");
+    assert!(m.contains("<sip:alice@203.0.113.10:5060>;expires=3600"));
+    // The port unknown: nothing restored (the bindings take no edit).
+    let (_, o) = run(&c, &msg, None);
+    assert_eq!(changes(o).contact, 0);
+    // With a port map the binding carries the mapped port and gets the UA's back.
+    let mut pm = cfg(&["10.0.0.0/24"]);
+    pm.rules[0].ports = PortMap::new(&[(5060, 15060)]).unwrap();
+    let msg = register_200_to("<sip:alice@203.0.113.10:15060>, <sip:alice@203.0.113.10:5060>");
+    let (m, o) = run(&pm, &msg, Some(5060));
+    assert_eq!(changes(o).contact, 1);
+    assert!(
+        m.contains("Contact: <sip:alice@10.0.0.2:5060>, <sip:alice@203.0.113.10:5060>\r\n"),
+        "{m}"
+    );
+    // Outbound, a registrar's 200 is left alone as before.
+    let (_, o) = run_port(
+        &c,
+        ext4(),
+        Direction::Outbound,
+        None,
+        Some(5060),
+        register_200_to("<sip:a@10.0.0.9:5060>").as_bytes(),
+        64,
+    );
+    assert_eq!(o.outcome, Outcome::Unchanged);
 }

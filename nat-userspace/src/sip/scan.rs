@@ -5,6 +5,10 @@
 //! parser would build header maps and strings per message; we only need to find a handful
 //! of byte ranges and must never change a byte we do not rewrite.
 
+use core::net::IpAddr;
+
+use crate::nat::addr::{parse_ipv4, parse_ipv6};
+
 /// The end of the line starting at `pos`: `(content_end, next_line_start)`. Accepts CRLF,
 /// LF and bare CR as terminators (real traffic has all three), and `CR CR LF` as one
 /// terminator (seen from real UAs; reading it as CR + empty line would end the headers
@@ -174,9 +178,118 @@ pub fn find_unquoted(buf: &[u8], mut pos: usize, end: usize, targets: &[u8]) -> 
     None
 }
 
+/// Whether `pred` holds for an IP address written as a whole token in `buf[start..end]`,
+/// wherever it is: dotted-quad IPv4 not touching another letter or digit (`10.0.0.2` in
+/// `sip:a@10.0.0.2:5060` or `[10.0.0.2]`, not in `110.0.0.2`, `10.0.0.23` or `x10.0.0.2`),
+/// and IPv6 (a run of hex digits, colons and dots that parses as one, bracketed or not,
+/// IPv4-mapped included). For text the parser could not read: no allocation, no state.
+pub fn any_address(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    mut pred: impl FnMut(IpAddr) -> bool,
+) -> bool {
+    let end = end.min(buf.len());
+    let in_run = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
+    let word = |b: u8| b.is_ascii_alphanumeric();
+    let mut i = start;
+    while i < end {
+        if !in_run(buf[i]) {
+            i += 1;
+            continue;
+        }
+        let rs = i;
+        let mut re = i;
+        while re < end && in_run(buf[re]) {
+            re += 1;
+        }
+        i = re;
+        // IPv6: the whole run, but for the colon of a scheme before it (`sip:fd00::1`)
+        // and dots after it (the end of a sentence).
+        let mut a = rs;
+        if buf[a] == b':' && buf.get(a + 1) != Some(&b':') {
+            a += 1;
+        }
+        let mut b = re;
+        while b > a && buf[b - 1] == b'.' {
+            b -= 1;
+        }
+        let before_ok = a > rs || rs == start || !word(buf[rs - 1]);
+        let after_ok = re == end || !word(buf[re]);
+        if before_ok && after_ok {
+            if let Some(v6) = parse_ipv6(&buf[a..b]) {
+                if pred(IpAddr::V6(v6)) {
+                    return true;
+                }
+                continue;
+            }
+        }
+        // IPv4: each run of digits and dots in it that touches no letter or digit.
+        let mut j = rs;
+        while j < re {
+            if !buf[j].is_ascii_digit() {
+                j += 1;
+                continue;
+            }
+            let ss = j;
+            while j < re && (buf[j].is_ascii_digit() || buf[j] == b'.') {
+                j += 1;
+            }
+            let mut se = j;
+            let post_ok = se == end || !word(buf[se]);
+            while se > ss && buf[se - 1] == b'.' {
+                se -= 1;
+            }
+            let pre_ok = ss == start || !word(buf[ss - 1]);
+            if pre_ok && post_ok {
+                if let Some(v4) = parse_ipv4(&buf[ss..se]) {
+                    if pred(IpAddr::V4(v4)) {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn all(text: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        let b = text.as_bytes();
+        any_address(b, 0, b.len(), |a| {
+            v.push(a.to_string());
+            false
+        });
+        v
+    }
+
+    #[test]
+    fn addresses_as_whole_tokens_anywhere() {
+        assert_eq!(
+            all("Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9\r\nContact: <sip:a@10.0.0.3>"),
+            ["10.0.0.2", "10.0.0.3"]
+        );
+        assert_eq!(all("c=IN IP4 192.168.1.10\r\n"), ["192.168.1.10"]);
+        assert_eq!(
+            all("<sip:[fd00::2]:5060>, sip:fd00::3, ::ffff:10.0.0.9."),
+            ["fd00::2", "fd00::3", "::ffff:10.0.0.9"]
+        );
+        // Parts of other tokens are not addresses.
+        assert!(all("110.0.0.2x 10.0.0.2.5 a10.0.0.2 SIP/2.0 1.2.3 deadbeef").is_empty());
+        assert_eq!(all("10.0.0.2"), ["10.0.0.2"]);
+        let b = b"x 10.0.0.2 10.0.0.3";
+        let mut seen = 0;
+        assert!(any_address(b, 0, b.len(), |a| {
+            seen += 1;
+            a == IpAddr::from([10, 0, 0, 2])
+        }));
+        assert_eq!(seen, 1, "stops at the first match");
+        assert!(!any_address(b, 0, 6, |_| true), "within the range only");
+    }
 
     #[test]
     fn line_ends() {

@@ -167,6 +167,7 @@ pub fn expected_rewrite(msg: &[u8]) -> Vec<u8> {
         external: ExternalAddrs::from_ip(EXT_IP.parse().unwrap()),
         direction: Direction::Outbound,
         internal: None,
+        local_port: None,
     };
     let mut buf = msg.to_vec();
     buf.resize(msg.len() + 4096, 0);

@@ -2,7 +2,8 @@
 //!
 //! 1. `cargo build --release -p nat-userspace --bin sipnat`;
 //! 2. the man pages (`sipnat.8` and one per subcommand) and the bash/zsh/fish completions,
-//!    generated from the clap definitions (`nat-userspace/examples/gen-assets.rs`), and the
+//!    generated from the clap definitions (`nat-userspace/examples/gen-assets.rs`; the
+//!    pages gzipped as Debian policy wants), and the
 //!    packaged unit (`packaging/sipnat.service` with the binary at `/usr/sbin/sipnat`), all
 //!    into `<target>/release/deb-assets/`;
 //! 3. `cargo deb -p nat-userspace --no-build` with `[package.metadata.deb]` of
@@ -67,6 +68,16 @@ pub fn build() -> anyhow::Result<PathBuf> {
             ])
             .arg(&assets),
     )?;
+    // Debian policy: compressed man pages (cargo-deb leaves files from target/ alone).
+    for e in std::fs::read_dir(assets.join("man"))?.filter_map(Result::ok) {
+        if e.path().extension().is_some_and(|x| x == "8") {
+            shell::run(
+                std::process::Command::new("gzip")
+                    .args(["-9nf"])
+                    .arg(e.path()),
+            )?;
+        }
+    }
     let unit = shell::workspace_root().join("packaging/sipnat.service");
     let text =
         std::fs::read_to_string(&unit).with_context(|| format!("reading {}", unit.display()))?;

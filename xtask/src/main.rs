@@ -94,7 +94,7 @@ pub fn build() -> anyhow::Result<()> {
 
 /// Loads the XDP program (verifier) and prints its instruction count (needs root).
 pub fn xdp_info() -> anyhow::Result<()> {
-    let bin = shell::workspace_root().join("target/release/sipnat");
+    let bin = deb::target_dir().join("release/sipnat");
     if !shell::is_root() {
         println!("note: loading the XDP program into the verifier needs root; skipped (not root)");
         return Ok(());

@@ -221,7 +221,7 @@ fn every_dashboard_expression_names_an_exported_metric() {
     for s in [
         "sipnat_worker_rx_inside_total",
         "sipnat_xdp_verdicts_total",
-        "sipnat_worker_cpu_seconds_total",
+        "sipnat_queue_cpu_seconds_total",
         "sipnat_flow_table_capacity",
         "sipnat_external_address_age_seconds",
     ] {
@@ -248,7 +248,7 @@ fn every_dashboard_expression_names_an_exported_metric() {
     for must in [
         "sipnat_worker_sip_rewritten_total",
         "sipnat_worker_rewrite_via_total",
-        "sipnat_worker_cpu_seconds_total",
+        "sipnat_queue_cpu_seconds_total",
         "sipnat_flows_live",
         "sipnat_flow_table_capacity",
         "sipnat_external_address_info",

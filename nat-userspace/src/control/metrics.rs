@@ -51,8 +51,8 @@ impl Extra {
     fn encode(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         {
             let mut m = enc.encode_descriptor(
-                "sipnat_worker_cpu_seconds",
-                "CPU time (user + system) of the worker thread",
+                "sipnat_queue_cpu_seconds",
+                "CPU time (user + system) of the worker thread serving the queue",
                 None,
                 ConstCounter::new(0.0f64).metric_type(),
             )?;

@@ -106,6 +106,7 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
     let t = Topo::new("lt");
     let cfg = t.config("gw", "", "");
     let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let report_dir = t.dir.path("report");
     let out = loadtest(
         &t,
         &[
@@ -117,6 +118,8 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
             "64",
             "--template",
             "invite",
+            "--report",
+            report_dir.to_str().unwrap(),
         ],
     );
     let r = report(&out);
@@ -161,6 +164,55 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
         rewritten >= verified,
         "sipnat rewrote {rewritten} messages, the receiver verified {verified}"
     );
+    check_report_dir(&report_dir, &r);
+}
+
+/// `--report DIR`: report.json is the printed report plus per-second samples that add up
+/// to it, report.svg plots them.
+fn check_report_dir(dir: &std::path::Path, printed: &Value) {
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
+    let file: Value = serde_json::from_str(&text).expect("report.json parses");
+    for k in ["sent", "verified", "correct", "incorrect", "received"] {
+        assert_eq!(file[k], printed[k], "report.json {k}");
+    }
+    let per_second = file["per_second"].as_array().expect("per_second samples");
+    // 2 s of sending: whole seconds 1 and 2, then the end of the run (drain included).
+    assert!(per_second.len() >= 2, "{per_second:#?}");
+    let last = per_second.last().unwrap();
+    assert_eq!(
+        last["sent"], file["sent"],
+        "the last sample is the whole run"
+    );
+    assert_eq!(last["verified"], file["verified"]);
+    let mut t_prev = 0.0;
+    for s in per_second {
+        let t = s["t_s"].as_f64().expect("t_s");
+        assert!(t > t_prev, "samples in time order: {per_second:#?}");
+        t_prev = t;
+    }
+    let first = &per_second[0];
+    assert!(
+        first["offered_pps"].as_f64().unwrap() > 10_000.0,
+        "first second offered ~20 kpps: {first:#}"
+    );
+    let lat = &first["latency_ns"];
+    assert!(
+        lat["count"].as_u64().unwrap() > 0 && lat["p50"].as_u64().unwrap() > 0,
+        "first second's latency: {first:#}"
+    );
+    let svg = std::fs::read_to_string(dir.join("report.svg")).expect("report.svg");
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(100)]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+    for series in sipnat::loadtest::report::SVG_RATE_SERIES
+        .iter()
+        .chain(&sipnat::loadtest::report::SVG_LATENCY_SERIES)
+    {
+        assert!(
+            svg.contains(&format!(">\n{series}\n</text>")),
+            "series {series} not in the SVG"
+        );
+    }
+    assert!(svg.matches("<polyline").count() >= 6, "six series drawn");
 }
 
 #[test]

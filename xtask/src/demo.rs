@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: setup, build, a three-namespace topology, the sipnat daemon on the
 //! gateway, a short sipp call flow from the UA to the carrier (captured on both sides, one
 //! INVITE shown before/after as a diff), the `sipnat stats` table, then a short
-//! `sipnat loadtest` through the gateway with its report. Everything is removed at the end
+//! `sipnat loadtest` through the gateway with its report (JSON and SVG kept in
+//! `<target>/demo/loadtest-report/`). Everything else is removed at the end
 //! — namespaces, processes (by PID), the demo's private bpffs with sipnat's pins — also
 //! after Ctrl-C and on error.
 
@@ -98,7 +99,8 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     setup::run(true)?;
     crate::build()?;
     let started = Instant::now();
-    let sipnat = shell::workspace_root().join("target/release/sipnat");
+    // CARGO_TARGET_DIR too (cargo builds there).
+    let sipnat = crate::deb::target_dir().join("release/sipnat");
     let sipnat = sipnat.to_str().context("path")?.to_string();
 
     shell::step("topology: ua (10.0.0.2) -- [gwin | gw | gwout] -- carrier (198.51.100.2)");
@@ -285,6 +287,9 @@ fn demo(
     shell::step(
         "sipnat loadtest: 3 s at 50 kpps, 256 flows, ua0 -> sipnat -> car0, every packet verified",
     );
+    // Kept after the demo (the scratch directory is removed): the JSON and the SVG plot.
+    let report_dir = crate::deb::target_dir().join("demo/loadtest-report");
+    let report_s = report_dir.to_string_lossy().into_owned();
     let st = topo::in_ns(
         topo::UA,
         &[
@@ -308,8 +313,8 @@ fn demo(
             topo::CARRIER,
             "--expect-external",
             topo::GW_OUT_IP,
-            "--json-out",
-            scratch.path("loadtest.json").to_str().unwrap_or(""),
+            "--report",
+            &report_s,
         ],
     )
     .stdin(Stdio::null())
@@ -321,6 +326,19 @@ fn demo(
         Some(3) => bail!("loadtest: sipnat produced incorrect packets (see above)"),
         _ => bail!("loadtest failed ({st})"),
     }
+    for f in ["report.json", "report.svg"] {
+        let p = report_dir.join(f);
+        anyhow::ensure!(
+            p.is_file(),
+            "sipnat loadtest --report wrote no {}",
+            p.display()
+        );
+    }
+    println!(
+        "    load-test report (kept): {0}/report.json (numbers, per-second samples), \
+         {0}/report.svg (rate and latency over time; open it in a browser)",
+        report_dir.display()
+    );
     shell::run(&mut topo::in_ns(
         topo::GW,
         &[sipnat, "--socket", &sock_s, "stats"],

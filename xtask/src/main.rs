@@ -3,6 +3,7 @@
 //! Each step says what it does before doing it; failures name the step and the fix.
 
 mod bench;
+mod deb;
 mod demo;
 mod fuzz;
 mod setup;
@@ -29,8 +30,8 @@ enum Cmd {
     },
     /// Build everything (release) and print the XDP program's instruction count.
     Build,
-    /// Setup, then fmt check, clippy, every test (privileged ones too when root), and a
-    /// bounded fuzz run (SIPNAT_FUZZ_SECONDS per target, default 30; 0 skips).
+    /// Setup, then fmt check, clippy, the Debian package (`deb`), every test (privileged ones
+    /// too when root), and a bounded fuzz run (SIPNAT_FUZZ_SECONDS per target, default 30; 0 skips).
     Test {
         /// Only run tests whose name contains this filter (passed to cargo test).
         filter: Option<String>,
@@ -47,6 +48,9 @@ enum Cmd {
     /// Benchmarks: `--e2e` (sipnat vs the kernel and Kamailio on a namespace topology,
     /// bench/), `--micro` (criterion). Not part of `test`.
     Bench(bench::BenchArgs),
+    /// Build the Debian package (cargo-deb): binary, unit, config, man pages, completions,
+    /// Grafana dashboard; the .deb lands in <target>/debian/.
+    Deb,
     /// Build, create a namespace topology, run sipnat on it with traffic, show the result.
     Demo {
         /// Seconds of traffic.
@@ -62,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Build => setup::run(false).and_then(|_| build()),
         Cmd::Test { filter } => test::run(filter.as_deref()),
         Cmd::Fuzz { seconds, target } => fuzz::run(seconds, &target),
+        Cmd::Deb => deb::build().map(|_| ()),
         Cmd::Demo { seconds } => demo::run(seconds),
         Cmd::Bench(a) => bench::run(&a),
     };
@@ -89,7 +94,7 @@ pub fn build() -> anyhow::Result<()> {
 
 /// Loads the XDP program (verifier) and prints its instruction count (needs root).
 pub fn xdp_info() -> anyhow::Result<()> {
-    let bin = shell::workspace_root().join("target/release/sipnat");
+    let bin = deb::target_dir().join("release/sipnat");
     if !shell::is_root() {
         println!("note: loading the XDP program into the verifier needs root; skipped (not root)");
         return Ok(());

@@ -7,6 +7,7 @@
 //!   llvm-22`;
 //! - `cargo-fuzz` (`cargo install cargo-fuzz --locked --version ...`), for the fuzz targets
 //!   in `fuzz/`;
+//! - `cargo-deb` (`cargo install cargo-deb --locked --version ...`), for `cargo xtask deb`;
 //! - when root on Debian: the packages listed in `xtask/debian-packages.txt`.
 
 use std::{fs, path::PathBuf, process::Command};
@@ -17,6 +18,7 @@ use crate::shell::{self, output, step, succeeds};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 pub fn run(packages: bool) -> anyhow::Result<()> {
     step("setup: toolchain for the eBPF build");
@@ -24,6 +26,7 @@ pub fn run(packages: bool) -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     cargo_fuzz()?;
+    cargo_deb()?;
     if packages {
         step("setup: Debian packages for tests, demo and benchmarks");
         debian_packages()?;
@@ -139,6 +142,26 @@ pub fn cargo_fuzz() -> anyhow::Result<()> {
             "cargo-fuzz was installed but `cargo-fuzz fuzz --version` fails (is ~/.cargo/bin \
              on PATH?)"
         );
+    }
+    Ok(())
+}
+
+/// cargo-deb (`cargo deb`, found on PATH as `cargo-deb`), for `cargo xtask deb`.
+pub fn cargo_deb() -> anyhow::Result<()> {
+    if succeeds(Command::new("cargo-deb").arg("--version")) {
+        println!("    cargo-deb: installed");
+        return Ok(());
+    }
+    println!("    cargo-deb: missing, installing (about two minutes)");
+    shell::run(Command::new("cargo").args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]))?;
+    if !succeeds(Command::new("cargo-deb").arg("--version")) {
+        bail!("cargo-deb was installed but `cargo-deb --version` fails (is ~/.cargo/bin on PATH?)");
     }
     Ok(())
 }

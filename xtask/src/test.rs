@@ -29,6 +29,9 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
         "warnings",
     ]))?;
 
+    // tests/deb.rs installs and purges this package (root only).
+    crate::deb::build().context("building the Debian package for tests/deb.rs")?;
+
     if !shell::is_root() {
         println!(
             "\nnote: not root: privileged tests (XDP verdicts, namespaces, end to end) will \

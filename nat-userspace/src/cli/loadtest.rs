@@ -129,7 +129,11 @@ pub struct LoadtestArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub json_out: Option<PathBuf>,
-    /// No live progress line (it shows only when stderr is a terminal anyway).
+    /// Write report.json (the report plus per-second samples) and report.svg (rate and
+    /// latency over time) into this directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// No live progress line (it shows only when stdout and stderr are terminals anyway).
     #[arg(long)]
     pub no_progress: bool,
 }
@@ -234,6 +238,12 @@ fn options(a: &LoadtestArgs) -> Result<Options, String> {
     })
 }
 
+/// The live line is for a person watching: only when both stdout (where the report goes)
+/// and stderr (where the line goes) are terminals, and not with --no-progress.
+fn show_progress(disabled: bool, stdout_tty: bool, stderr_tty: bool) -> bool {
+    !disabled && stdout_tty && stderr_tty
+}
+
 pub fn run(a: LoadtestArgs) -> ExitCode {
     let o = match options(&a) {
         Ok(o) => o,
@@ -246,7 +256,12 @@ pub fn run(a: LoadtestArgs) -> ExitCode {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(sig, Arc::clone(&stop));
     }
-    let bar = (!a.no_progress && std::io::stderr().is_terminal()).then(|| {
+    let bar = show_progress(
+        a.no_progress,
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+    )
+    .then(|| {
         let b = indicatif::ProgressBar::new_spinner();
         b.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
@@ -293,10 +308,26 @@ pub fn run(a: LoadtestArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_FAILURE);
         }
     }
+    let files = match &a.report {
+        Some(dir) => match loadtest::report::write_dir(&report, dir) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!(
+                    "sipnat loadtest: cannot write the report into {}: {e}",
+                    dir.display()
+                );
+                return ExitCode::from(super::EXIT_FAILURE);
+            }
+        },
+        None => None,
+    };
     if a.json {
         println!("{json}");
     } else {
         print!("{}", report.human());
+        if let Some((j, s)) = files {
+            println!("  report     {}, {}", j.display(), s.display());
+        }
     }
     if report.incorrect > 0 {
         ExitCode::from(EXIT_INCORRECT)
@@ -319,5 +350,14 @@ mod tests {
         assert_eq!(builtin("200ok"), Some(Builtin::Ok200));
         assert_eq!(builtin("INVITE"), Some(Builtin::Invite));
         assert_eq!(builtin("nope.sip"), None);
+    }
+
+    #[test]
+    fn progress_line_only_on_a_terminal() {
+        assert!(show_progress(false, true, true));
+        // Output piped or redirected (a script, `| tee`, the demo): no live line.
+        assert!(!show_progress(false, false, true));
+        assert!(!show_progress(false, true, false));
+        assert!(!show_progress(true, true, true));
     }
 }

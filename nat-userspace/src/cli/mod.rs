@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod check_config;
 mod control;
@@ -116,6 +116,13 @@ pub enum SetCommand {
 pub struct CheckConfigArgs {
     /// Config file to check.
     pub file: PathBuf,
+}
+
+/// The whole grammar as a [`clap::Command`]: what `sipnat --help` prints, and what the
+/// man pages and shell completions of the package are generated from
+/// (`examples/gen-assets.rs`, run by `cargo xtask deb`).
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 pub fn main() -> ExitCode {

@@ -21,7 +21,7 @@ use std::{
     os::unix::fs::MetadataExt,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc,
     },
     time::{Duration, Instant},
@@ -29,7 +29,7 @@ use std::{
 
 use self::{
     gen::{TxCounters, TxPlan},
-    report::{IncorrectPacket, Latency, Report},
+    report::{IncorrectPacket, Interval, Latency, Report},
     rx::{RxCounters, RxPlan},
     template::{Builtin, Endpoints, Template},
     verify::{Expect, Reason},
@@ -412,6 +412,7 @@ pub fn run(
     // Receive side first: nothing sent before it listens.
     let rx_counters = Arc::new(RxCounters::default());
     let rx_stop = Arc::new(AtomicBool::new(false));
+    let origin_ns = Arc::new(AtomicU64::new(0));
     let mut rx_handle = None;
     if let Some(r) = &o.rx {
         let plan = RxPlan {
@@ -424,6 +425,7 @@ pub fn run(
             cpu: r.cpu,
             expect: expect.clone(),
             samples: o.samples,
+            origin_ns: Arc::clone(&origin_ns),
         };
         let (tx, rxc) = mpsc::channel();
         let (c, s) = (Arc::clone(&rx_counters), Arc::clone(&rx_stop));
@@ -517,28 +519,39 @@ pub fn run(
         stop_rx(rx_handle);
         return Err(LoadtestError::Setup(errors.join("; ")));
     }
+    origin_ns.store(gen::now_ns(), Ordering::Relaxed);
     go.store(true, Ordering::Release);
 
-    // Progress while sending.
+    // Progress while sending, every 250 ms; a mark at each whole second and at the end
+    // (the per-second samples of the report).
     let started = Instant::now();
-    let (mut last_t, mut last_sent, mut last_rx) = (started, 0u64, 0u64);
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
-        let sent: u64 = counters
+    let total_sent = || -> u64 {
+        counters
             .iter()
             .map(|c| c.sent.load(Ordering::Relaxed))
-            .sum();
+            .sum()
+    };
+    let mut marks = Marks::new(started);
+    let (mut last_t, mut last_sent, mut last_rx) = (started, 0u64, 0u64);
+    let mut tick = 0u32;
+    loop {
+        tick += 1;
+        let due = started + Duration::from_millis(250) * tick;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let sent = total_sent();
         let verified = rx_counters.verified.load(Ordering::Relaxed);
+        let incorrect = rx_counters.incorrect.load(Ordering::Relaxed);
         let now = Instant::now();
         let dt = now.duration_since(last_t).as_secs_f64().max(1e-6);
         progress(&Progress {
             elapsed: started.elapsed(),
             sent,
             verified,
-            incorrect: rx_counters.incorrect.load(Ordering::Relaxed),
+            incorrect,
             offered_pps: (sent - last_sent) as f64 / dt,
             delivered_pps: verified.saturating_sub(last_rx) as f64 / dt,
         });
+        marks.whole_second(now, sent, verified, incorrect);
         (last_t, last_sent, last_rx) = (now, sent, verified);
         if counters.iter().all(|c| c.done.load(Ordering::Acquire)) {
             break;
@@ -548,8 +561,34 @@ pub fn run(
         let _ = h.join();
     }
     if rx_handle.is_some() {
-        rx::await_quiet(&rx_counters, o.drain, Duration::from_secs(5));
+        // Until nothing arrived for `drain` (at most 5 s), still marking seconds.
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut last = rx_counters.received.load(Ordering::Relaxed);
+        let mut last_change = Instant::now();
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = rx_counters.received.load(Ordering::Relaxed);
+            let at = Instant::now();
+            marks.whole_second(
+                at,
+                total_sent(),
+                rx_counters.verified.load(Ordering::Relaxed),
+                rx_counters.incorrect.load(Ordering::Relaxed),
+            );
+            if now != last {
+                last = now;
+                last_change = at;
+            } else if at.duration_since(last_change) >= o.drain {
+                break;
+            }
+        }
     }
+    marks.end(
+        Instant::now(),
+        total_sent(),
+        rx_counters.verified.load(Ordering::Relaxed),
+        rx_counters.incorrect.load(Ordering::Relaxed),
+    );
     let rx_result = stop_rx(rx_handle);
 
     // The report.
@@ -629,5 +668,66 @@ pub fn run(
             .as_ref()
             .map(|r| r.samples.iter().map(IncorrectPacket::from_sample).collect())
             .unwrap_or_default(),
+        per_second: marks.intervals(rx_result.as_ref().map_or(&[][..], |r| &r.windows)),
     })
+}
+
+/// Cumulative counts at whole seconds since sending started, and at the end.
+struct Marks {
+    started: Instant,
+    /// (seconds since start, sent, verified, incorrect); starts with the origin.
+    at: Vec<(f64, u64, u64, u64)>,
+    next_second: u64,
+}
+
+impl Marks {
+    fn new(started: Instant) -> Marks {
+        Marks {
+            started,
+            at: vec![(0.0, 0, 0, 0)],
+            next_second: 1,
+        }
+    }
+
+    /// Records a mark if `now` is past the next whole second.
+    fn whole_second(&mut self, now: Instant, sent: u64, verified: u64, incorrect: u64) {
+        let t = now.duration_since(self.started).as_secs_f64();
+        if t >= self.next_second as f64 {
+            self.at.push((t, sent, verified, incorrect));
+            self.next_second = t.floor() as u64 + 1;
+        }
+    }
+
+    /// The final mark (unless the last one was just taken).
+    fn end(&mut self, now: Instant, sent: u64, verified: u64, incorrect: u64) {
+        let t = now.duration_since(self.started).as_secs_f64();
+        if self.at.last().is_some_and(|l| t - l.0 > 0.01) {
+            self.at.push((t, sent, verified, incorrect));
+        }
+    }
+
+    /// The intervals between marks, each with the latency window of the second it starts
+    /// in (`windows`: second index → percentiles, from the receive thread).
+    fn intervals(&self, windows: &[(u64, report::WindowLatency)]) -> Vec<Interval> {
+        self.at
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                let dt = (b.0 - a.0).max(1e-6);
+                let second = a.0.floor() as u64;
+                Interval {
+                    t_s: b.0,
+                    sent: b.1,
+                    verified: b.2,
+                    incorrect: b.3,
+                    offered_pps: b.1.saturating_sub(a.1) as f64 / dt,
+                    delivered_pps: b.2.saturating_sub(a.2) as f64 / dt,
+                    latency_ns: windows
+                        .iter()
+                        .find(|(s, _)| *s == second)
+                        .map(|(_, l)| l.clone()),
+                }
+            })
+            .collect()
+    }
 }

@@ -1,7 +1,8 @@
 //! The receive side: the steering XDP program on the receive interface (SIP port set =
 //! the generator's destination port, failure mode pass) redirecting into AF_XDP sockets,
 //! one per receive queue, and a thread verifying every frame (see [`super::verify`]) and
-//! recording one-way latency into a histogram.
+//! recording one-way latency into a histogram (the whole run's, and one per second of the
+//! run for the report's per-second samples).
 //!
 //! The receive interface may live in another network namespace (`--rx-netns`): the thread
 //! enters it with `setns(2)` before it looks the interface up, attaches XDP and binds its
@@ -15,7 +16,6 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
 };
 
 use hdrhistogram::Histogram;
@@ -47,7 +47,13 @@ pub struct RxPlan {
     pub expect: Expect,
     /// Incorrect packets kept for the report.
     pub samples: usize,
+    /// CLOCK_MONOTONIC ns when sending started (0 before): second `k` of the per-second
+    /// latency windows starts `k` s after it.
+    pub origin_ns: Arc<AtomicU64>,
 }
+
+/// Most per-second latency windows kept (an hour).
+pub const MAX_WINDOWS: usize = 3600;
 
 /// Live counters.
 #[derive(Debug, Default)]
@@ -75,6 +81,8 @@ pub struct Sample {
 pub struct RxResult {
     pub latency: Histogram<u64>,
     pub samples: Vec<Sample>,
+    /// Latency per second of the run: (second since sending started, percentiles).
+    pub windows: Vec<(u64, super::report::WindowLatency)>,
     /// The XDP attach mode and whether the sockets are zero-copy.
     pub xdp_mode: String,
     pub zero_copy: bool,
@@ -173,6 +181,10 @@ pub fn run(
     let _ = ready.send(Ok(()));
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, 120_000_000_000, 3).expect("static bounds");
+    let mut second =
+        Histogram::<u64>::new_with_bounds(1, 120_000_000_000, 3).expect("static bounds");
+    let mut windows = Vec::with_capacity(MAX_WINDOWS);
+    let mut window: Option<u64> = None;
     let mut samples = Vec::new();
     let batch = plan.batch.clamp(1, 1024);
     let mut local = Local::default();
@@ -184,11 +196,40 @@ pub fn run(
             revents: 0,
         })
         .collect();
+    // Closes the current second's window when the clock has moved past it.
+    let mut roll = |second: &mut Histogram<u64>, window: &mut Option<u64>, force: bool| {
+        let origin = plan.origin_ns.load(Ordering::Relaxed);
+        if origin == 0 {
+            return;
+        }
+        let now = (now_ns().saturating_sub(origin)) / 1_000_000_000;
+        if *window != Some(now) || force {
+            if let (Some(w), Some(l)) = (
+                *window,
+                super::report::WindowLatency::from_histogram(second),
+            ) {
+                if windows.len() < MAX_WINDOWS {
+                    windows.push((w, l));
+                }
+            }
+            second.reset();
+            *window = Some(now);
+        }
+    };
     loop {
         let mut got = 0;
         for q in &mut queues {
-            got += receive(q, batch, &plan, &mut local, &mut latency, &mut samples);
+            got += receive(
+                q,
+                batch,
+                &plan,
+                &mut local,
+                &mut latency,
+                &mut second,
+                &mut samples,
+            );
         }
+        roll(&mut second, &mut window, false);
         if got > 0 {
             local.publish(&counters);
             continue;
@@ -203,6 +244,7 @@ pub fn run(
         // SAFETY: a valid pollfd array.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 20) };
     }
+    roll(&mut second, &mut window, true);
     let dropped: u64 = queues
         .iter()
         .filter_map(|q| q.sp.port.kernel_stats())
@@ -218,6 +260,7 @@ pub fn run(
     }
     Some(RxResult {
         latency,
+        windows,
         samples,
         xdp_mode,
         zero_copy,
@@ -254,6 +297,7 @@ fn receive(
     plan: &RxPlan,
     l: &mut Local,
     latency: &mut Histogram<u64>,
+    second: &mut Histogram<u64>,
     samples: &mut Vec<Sample>,
 ) -> usize {
     let mut addrs = [0u64; 1024];
@@ -284,7 +328,9 @@ fn receive(
                 } => {
                     l.verified += 1;
                     if now >= ts_ns {
-                        latency.saturating_record((now - ts_ns).max(1));
+                        let v = (now - ts_ns).max(1);
+                        latency.saturating_record(v);
+                        second.saturating_record(v);
                     }
                     if reasons.is_empty() {
                         l.correct += 1;
@@ -313,21 +359,4 @@ fn receive(
         w.commit();
     }
     n
-}
-
-/// Waits (bounded) until `received` stops growing for `quiet`.
-pub fn await_quiet(c: &RxCounters, quiet: Duration, max: Duration) {
-    let start = std::time::Instant::now();
-    let mut last = c.received.load(Ordering::Relaxed);
-    let mut last_change = std::time::Instant::now();
-    while start.elapsed() < max {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = c.received.load(Ordering::Relaxed);
-        if now != last {
-            last = now;
-            last_change = std::time::Instant::now();
-        } else if last_change.elapsed() >= quiet {
-            break;
-        }
-    }
 }

@@ -125,15 +125,32 @@ impl Drop for BpfFs {
 
 impl Topo {
     pub fn new(tag: &str) -> Topo {
+        Topo::with_queues(tag, 1)
+    }
+
+    /// The same topology with `queues` RX and TX queues on every veth (both ends). A veth
+    /// delivers a frame sent on its TX queue `q` to its peer's RX queue `q`, so a sender
+    /// picks the queue the gateway receives on (AF_XDP: the socket's queue; a UDP socket:
+    /// the kernel's hash of its flow).
+    pub fn with_queues(tag: &str, queues: u32) -> Topo {
         let ua = Netns::new(&format!("{tag}-ua"));
         let gw = Netns::new(&format!("{tag}-gw"));
         let car = Netns::new(&format!("{tag}-car"));
-        ua.exec(&[
-            "ip", "link", "add", "ua0", "type", "veth", "peer", "name", "gwin", "netns", &gw.name,
-        ]);
-        car.exec(&[
-            "ip", "link", "add", "car0", "type", "veth", "peer", "name", "gwout", "netns", &gw.name,
-        ]);
+        let q = queues.to_string();
+        // One queue: the kernel's default veth (one real RX and TX queue).
+        let qargs: &[&str] = if queues > 1 {
+            &["numrxqueues", q.as_str(), "numtxqueues", q.as_str()]
+        } else {
+            &[]
+        };
+        for (ns, a, b) in [(&ua, "ua0", "gwin"), (&car, "car0", "gwout")] {
+            let mut argv = vec!["ip", "link", "add", a];
+            argv.extend(qargs);
+            argv.extend(["type", "veth", "peer", "name", b]);
+            argv.extend(qargs);
+            argv.extend(["netns", gw.name.as_str()]);
+            ns.exec(&argv);
+        }
         for (ns, ifname, addr) in [
             (&ua, "ua0", "10.0.0.2/24"),
             (&gw, "gwin", "10.0.0.1/24"),

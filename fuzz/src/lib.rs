@@ -238,7 +238,15 @@ fn run_pipeline(buf: &mut [u8], frame_len: usize, i: usize, inbound: bool, use_f
         link: Link::Ethernet,
         now_ms: 0,
     };
-    let mut pipe = Pipeline::new(ReasmLimits::default(), 1);
+    // Two reassembly slots: a fuzz input is one frame (a fresh pipeline per input keeps
+    // runs reproducible; the default 16 MiB would make each run slow).
+    let mut pipe = Pipeline::new(
+        ReasmLimits {
+            memory: 2 * 65535,
+            ..ReasmLimits::default()
+        },
+        1,
+    );
     let mut batch = Batch::default();
     let side = if inbound { Side::Outside } else { Side::Inside };
     let action = pipe.process(&env, side, buf, frame_len, &mut batch);

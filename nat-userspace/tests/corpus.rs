@@ -151,7 +151,7 @@ fn rfc4475_rfc5118_and_stack_messages() {
             check_message(&f.display().to_string(), &read(&f), &mut t);
         }
     }
-    eprintln!(
+    common::report(&format!(
         "corpus {}: checked {} messages from {present} files in {} folders ({} rewritten, {} unchanged, {} not SIP, {} malformed)",
         root.display(),
         t.messages,
@@ -160,7 +160,7 @@ fn rfc4475_rfc5118_and_stack_messages() {
         t.unchanged,
         t.not_sip,
         t.malformed
-    );
+    ));
     assert_eq!(t.messages, present, "one message per file");
     // 49 (RFC 4475) + 12 (RFC 5118) + 18 (other stacks), as listed in the corpus README.
     assert!(
@@ -235,7 +235,7 @@ fn every_sip_packet_of_the_captures() {
             }
         }
     }
-    eprintln!(
+    common::report(&format!(
         "corpus {}: checked {packets} packets from {} captures, {fragments} fragments skipped, {} UDP payloads checked as messages ({} rewritten, {} unchanged, {} not SIP, {} malformed), {checked_csum} checksums verified",
         root.display(),
         captures.len(),
@@ -244,7 +244,7 @@ fn every_sip_packet_of_the_captures() {
         t.unchanged,
         t.not_sip,
         t.malformed
-    );
+    ));
     // 7 captures, 2 321 frames, as listed in the corpus README; 224 whole SIP messages over
     // UDP (the README's tshark counts, less the IPv6 fragments, which are not parsed here).
     assert!(

@@ -40,6 +40,8 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     }
     let skip_log = root.join("target/test-skips.log");
     let _ = std::fs::remove_file(&skip_log);
+    let report_log = root.join("target/test-reports.log");
+    let _ = std::fs::remove_file(&report_log);
 
     shell::step("tests (cargo test --release)");
     let mut cmd = shell::cargo();
@@ -55,6 +57,7 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
         cmd.args(["--", f]);
     }
     cmd.env("SIPNAT_SKIP_LOG", &skip_log);
+    cmd.env("SIPNAT_REPORT_LOG", &report_log);
     let summary = run_and_collect(cmd)?;
 
     shell::step("summary");
@@ -83,6 +86,13 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
         );
         for (name, res) in v {
             println!("    {res:<6} {name}");
+        }
+    }
+    let reports = std::fs::read_to_string(&report_log).unwrap_or_default();
+    if !reports.is_empty() {
+        println!("\n  what the data-driven tests checked:");
+        for l in reports.lines() {
+            println!("    {l}");
         }
     }
     let skips = std::fs::read_to_string(&skip_log).unwrap_or_default();

@@ -36,3 +36,20 @@ pub fn privileged(test: &str) -> bool {
     }
     false
 }
+
+/// Prints a line about what a test checked, and appends it to `$SIPNAT_REPORT_LOG` when
+/// set: `cargo xtask test` lists those lines in its summary (a passing test's own output
+/// is captured by the test harness).
+pub fn report(line: &str) {
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("SIPNAT_REPORT_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}

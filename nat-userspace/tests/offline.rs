@@ -2,6 +2,8 @@
 //! touches only what the daemon would see (UDP to or from a SIP port, fragments) and
 //! leaves everything else byte for byte as it was.
 
+mod common;
+
 use std::process::Command;
 
 use pcap_file::pcap::PcapReader;
@@ -75,20 +77,7 @@ fn rtp_and_other_ports_come_out_byte_identical() {
             Some((s, d)) if s == 5060 || d == 5060 => {
                 if x != y {
                     sip_changed += 1;
-                    // As an address (after `@`, a space, `=` or `<`), not inside a token
-                    // such as a branch parameter, and not in the opaque Call-ID.
-                    let text = String::from_utf8_lossy(y);
-                    let leak = text
-                        .lines()
-                        .filter(|l| {
-                            let l = l.to_ascii_lowercase();
-                            !l.starts_with("call-id") && !l.starts_with("i:")
-                        })
-                        .any(|l| {
-                            ["@", " ", "=", "<"]
-                                .iter()
-                                .any(|p| l.contains(&format!("{p}192.168.1.2")))
-                        });
+                    let leak = common::sipcheck::names_address(y, "192.168.1.2");
                     assert!(
                         !leak,
                         "packet {i}: a private address is left in rewritten SIP"

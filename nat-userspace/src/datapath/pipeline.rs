@@ -826,6 +826,17 @@ mod tests {
         .unwrap()
     }
 
+    /// `pkt` (Ethernet) in IPv4/IPv6 fragments of at most 1500 bytes.
+    fn fragments(pkt: &[u8]) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        frag::fragment(pkt, 14, 1500, 0, &mut |p: &[u8]| {
+            v.push(p.to_vec());
+            true
+        })
+        .unwrap();
+        v
+    }
+
     const INVITE: &str = "OPTIONS sip:carrier@198.51.100.2 SIP/2.0\r\n\
         Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK1\r\n\
         From: <sip:alice@example.com>;tag=1\r\n\
@@ -1104,12 +1115,7 @@ mod tests {
         let mut h = Harness::new();
         let body = vec![b'x'; 3000];
         let big = udp("10.0.0.2:5060", "10.0.0.9:5060", 64, &body);
-        let mut frags = Vec::new();
-        frag::fragment(&big, 14, 1500, 0, &mut |p: &[u8]| {
-            frags.push(p.to_vec());
-            true
-        })
-        .unwrap();
+        let frags = fragments(&big);
         assert_eq!(frags.len(), 3);
         let mut last = None;
         for f in &frags {
@@ -1154,12 +1160,7 @@ mod tests {
             64,
             &vec![0x5a; 30_000],
         );
-        let mut frags = Vec::new();
-        frag::fragment(&big, 14, 1500, 0, &mut |p: &[u8]| {
-            frags.push(p.to_vec());
-            true
-        })
-        .unwrap();
+        let mut frags = fragments(&big);
         // The last fragment first, then the rest.
         frags.rotate_right(1);
         let mut to_kernel: Vec<Vec<u8>> = Vec::new();
@@ -1198,12 +1199,7 @@ mod tests {
         msg.push_str(&"p".repeat(40_000));
         msg.push_str("\r\nContent-Length: 0\r\n\r\n");
         let big = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
-        let mut frags = Vec::new();
-        frag::fragment(&big, 14, 1500, 0, &mut |p: &[u8]| {
-            frags.push(p.to_vec());
-            true
-        })
-        .unwrap();
+        let frags = fragments(&big);
         let mut last = None;
         for f in &frags {
             last = Some(h.run(&direct(1500), Side::Inside, f, 0));

@@ -330,3 +330,20 @@ pub fn cl_and_rest(msg: &[u8]) -> Option<(usize, usize)> {
     })?;
     Some((cl, t.len() - p))
 }
+
+/// Does `msg` name an address starting with `prefix` as an address (after `@`, a space,
+/// `=` or `<`), outside the opaque Call-ID? (Inside a token such as a branch parameter it
+/// is no address.)
+pub fn names_address(msg: &[u8], prefix: &str) -> bool {
+    String::from_utf8_lossy(msg)
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.starts_with("call-id") && !l.starts_with("i:")
+        })
+        .any(|l| {
+            ["@", " ", "=", "<"]
+                .iter()
+                .any(|p| l.contains(&format!("{p}{prefix}")))
+        })
+}

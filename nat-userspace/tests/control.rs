@@ -942,7 +942,7 @@ fn control_connections_that_never_read_do_not_lock_root_out() {
             "root's status while the group's clients hog the socket: {st:?} after {took:?}"
         );
     }
-    // A group member beyond the limit: one clear line, at once.
+    // A group member beyond the limit: one clear line, after waiting a second for a slot.
     let t0 = std::time::Instant::now();
     let out = Command::new("setpriv")
         .args([

@@ -246,8 +246,8 @@ fn sipp_calls_are_rewritten_both_ways() {
 }
 
 #[test]
-fn register_with_digest_auth_and_registrar_contacts_untouched() {
-    if !privileged("register_with_digest_auth_and_registrar_contacts_untouched") {
+fn register_with_digest_auth_and_only_the_uas_own_binding_restored() {
+    if !privileged("register_with_digest_auth_and_only_the_uas_own_binding_restored") {
         return;
     }
     let _s = serial();
@@ -298,7 +298,9 @@ fn register_with_digest_auth_and_registrar_contacts_untouched() {
             "{text}"
         );
     }
-    // The 200 OK's Contact list arrives at the UA exactly as the registrar sent it.
+    // The 200 OK's Contact list arrives at the UA as the registrar sent it, but for the
+    // UA's own binding (the external address and its port), restored so that the UA finds
+    // it (RFC 3261 §10.2.4); the other binding of the same address-of-record is untouched.
     let ok_out: Vec<String> = udp_packets(
         &outside,
         "sip.Status-Code == 200 && sip.CSeq.method == \"REGISTER\"",
@@ -314,12 +316,20 @@ fn register_with_digest_auth_and_registrar_contacts_untouched() {
     .map(|p| contact_lines(&p.payload))
     .collect();
     assert_eq!(ok_out.len(), 5);
+    let own = format!("<sip:alice@{EXT_IP}:5060>");
+    let restored: Vec<String> = ok_out
+        .iter()
+        .map(|l| {
+            assert!(l.contains(&own), "{l}");
+            l.replace(&own, &format!("<sip:alice@{UA_IP}:5060>"))
+        })
+        .collect();
     assert_eq!(
-        ok_in, ok_out,
-        "REGISTER 200 Contact list must not be rewritten"
+        ok_in, restored,
+        "REGISTER 200: only the UA's own binding is restored"
     );
     assert!(
-        ok_in[0].contains(&format!("<sip:alice@{EXT_IP}:5060>"))
+        ok_in[0].contains(&format!("<sip:alice@{UA_IP}:5060>"))
             && ok_in[0].contains("<sip:alice@10.0.0.99:5070>"),
         "{}",
         ok_in[0]

@@ -5,6 +5,7 @@
 //! each has read and write timeouts and a lifetime, so clients that never read or never
 //! leave cannot lock root out or delay a stop.
 
+use std::sync::atomic::Ordering;
 use std::{
     net::IpAddr,
     os::unix::fs::PermissionsExt,
@@ -36,9 +37,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a connection lives, whatever it does.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
-/// Most connections served at once. Beyond it a new connection gets one "busy" error
-/// line and is closed at once; the accept loop never waits for a slot.
+/// Most connections served at once. Beyond it a new connection waits for a slot (at most
+/// [`SLOT_WAIT`], at most [`MAX_WAITING`] of them; the accept loop itself never waits),
+/// then gets one "busy" error line and is closed.
 pub const MAX_CONNECTIONS: usize = 64;
+/// How long a connection beyond [`MAX_CONNECTIONS`] waits for a slot: a burst of quick
+/// requests (a thousand `stats` at once) is served; clients that hold their slots are not
+/// waited for long.
+pub const SLOT_WAIT: Duration = Duration::from_secs(1);
+/// Most connections waiting for a slot; beyond it "busy" at once.
+pub const MAX_WAITING: usize = 1024;
 /// Of [`MAX_CONNECTIONS`], the slots only root (uid 0) may use: members of
 /// `[control] group` cannot take them, so they can never lock root out.
 pub const ROOT_SLOTS: usize = 8;
@@ -83,8 +91,9 @@ pub fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     Ok(l)
 }
 
-/// Serves until `shutdown` resolves. Never blocks on a client: a slot is taken or the
-/// client is told the socket is busy, so shutdown is never held up by connections.
+/// Serves until `shutdown` resolves. The accept loop never blocks on a client: a slot is
+/// taken, or the connection waits for one in its own task (bounded in time and number)
+/// or is told the socket is busy, so shutdown is never held up by connections.
 pub async fn serve(
     listener: UnixListener,
     daemon: Arc<Daemon>,
@@ -92,6 +101,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let shared = Arc::new(Semaphore::new(MAX_CONNECTIONS - ROOT_SLOTS));
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let root_only = Arc::new(Semaphore::new(ROOT_SLOTS));
     let mut refused = Throttled::default();
     let mut errors = Throttled::default();
@@ -116,31 +126,69 @@ pub async fn serve(
                 Err(e)
             }
         });
-        let Ok(permit) = permit else {
-            busy(&stream, root);
-            if let Some(n) = refused.hit() {
-                tracing::warn!(
-                    "control socket: all {} connection slots{} in use; refused {n} connection(s) \
-                     since the last message",
-                    if root {
-                        MAX_CONNECTIONS
-                    } else {
-                        MAX_CONNECTIONS - ROOT_SLOTS
-                    },
-                    if root { "" } else { " for non-root clients" },
-                );
-            }
-            continue;
-        };
         let d = Arc::clone(&daemon);
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(CONNECTION_LIFETIME, connection(stream, d, group)).await {
-                Ok(Err(e)) => tracing::debug!("control connection: {e}"),
-                Err(_) => tracing::debug!("control connection: closed at the end of its lifetime"),
-                Ok(Ok(())) => {}
+        match permit {
+            Ok(permit) => {
+                tokio::spawn(serve_connection(stream, d, group, permit));
             }
-        });
+            Err(_) if waiting.load(Ordering::Relaxed) < MAX_WAITING => {
+                // Wait for a slot in a task of its own; the accept loop goes on.
+                waiting.fetch_add(1, Ordering::Relaxed);
+                let (shared, root_only, waiting) = (
+                    Arc::clone(&shared),
+                    Arc::clone(&root_only),
+                    Arc::clone(&waiting),
+                );
+                tokio::spawn(async move {
+                    let slot = async {
+                        if root {
+                            tokio::select! {
+                                p = shared.acquire_owned() => p,
+                                p = root_only.acquire_owned() => p,
+                            }
+                        } else {
+                            shared.acquire_owned().await
+                        }
+                    };
+                    let got = tokio::time::timeout(SLOT_WAIT, slot).await;
+                    waiting.fetch_sub(1, Ordering::Relaxed);
+                    match got {
+                        Ok(Ok(permit)) => serve_connection(stream, d, group, permit).await,
+                        _ => busy(&stream, root),
+                    }
+                });
+            }
+            Err(_) => {
+                busy(&stream, root);
+                if let Some(n) = refused.hit() {
+                    tracing::warn!(
+                        "control socket: all {} connection slots{} in use and {MAX_WAITING} \
+                         connections waiting; refused {n} connection(s) since the last message",
+                        if root {
+                            MAX_CONNECTIONS
+                        } else {
+                            MAX_CONNECTIONS - ROOT_SLOTS
+                        },
+                        if root { "" } else { " for non-root clients" },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One connection, holding its slot, for at most [`CONNECTION_LIFETIME`].
+async fn serve_connection(
+    stream: UnixStream,
+    d: Arc<Daemon>,
+    group: Option<u32>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    match tokio::time::timeout(CONNECTION_LIFETIME, connection(stream, d, group)).await {
+        Ok(Err(e)) => tracing::debug!("control connection: {e}"),
+        Err(_) => tracing::debug!("control connection: closed at the end of its lifetime"),
+        Ok(Ok(())) => {}
     }
 }
 

@@ -410,9 +410,6 @@ impl Reassembler {
             } else {
                 0
             };
-            if found.is_none() {
-                s.nranges = 0;
-            }
             s.state = State::Passing;
             s.key = p.key;
             s.created_ms = now_ms;

@@ -27,11 +27,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// Runs `sipnat loadtest` in the UA namespace, receiving on car0 in the carrier namespace.
 fn loadtest(t: &Topo, extra: &[&str]) -> Output {
+    loadtest_between(t, [UA_IP, CAR_IP, EXT_IP], extra)
+}
+
+/// [`loadtest`] with the UA, carrier and external addresses given (IPv4 or IPv6).
+fn loadtest_between(t: &Topo, [ua, car, ext]: [&str; 3], extra: &[&str]) -> Output {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", &t.ua.name, sipnat_bin(), "loadtest"])
-        .args(["--interface", "ua0", "--src-ip", UA_IP, "--dst-ip", CAR_IP])
+        .args(["--interface", "ua0", "--src-ip", ua, "--dst-ip", car])
         .args(["--rx-interface", "car0", "--rx-netns", &t.car.name])
-        .args(["--expect-external", EXT_IP, "--json", "--no-progress"])
+        .args(["--expect-external", ext, "--json", "--no-progress"])
         .args(extra);
     c.output().expect("run sipnat loadtest")
 }
@@ -165,6 +170,62 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
         "sipnat rewrote {rewritten} messages, the receiver verified {verified}"
     );
     check_report_dir(&report_dir, &r);
+}
+
+/// The same over IPv6 (inside fd00:88::/64, external 2001:db8:100::1): every received
+/// packet verified (UDP checksum over the IPv6 pseudo-header, no fd00::/7 address left,
+/// the external address in every field), and sipnat counted them as rewritten.
+#[test]
+fn loadtest_over_ipv6_verifies_every_received_packet() {
+    use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
+    if !privileged("loadtest_over_ipv6_verifies_every_received_packet") {
+        return;
+    }
+    let _s = serial();
+    let t = Topo::new("lt6");
+    t.add_ipv6();
+    let cfg = t.config(
+        "gw",
+        &format!("external_ip6 = \"{EXT_IP6}\""),
+        "[[nat.rule]]\ninternal = \"fd00:88::/64\"\n",
+    );
+    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    for template in ["invite", "register", "200ok"] {
+        let before = sipnat.counter("sip_rewritten");
+        let out = loadtest_between(
+            &t,
+            [UA_IP6, CAR_IP6, EXT_IP6],
+            &["--rate", "5000", "--count", "5000", "--flows", "64", "--template", template],
+        );
+        let r = report(&out);
+        let (sent, received, verified) = (u(&r, "sent"), u(&r, "received"), u(&r, "verified"));
+        eprintln!("loadtest over IPv6, {template}: sent {sent}, received {received}, verified {verified}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{template}: {r:#}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(sent, 5000, "{template}");
+        assert_eq!(
+            u(&r, "incorrect"),
+            0,
+            "{template}: incorrect packets through sipnat over IPv6:\n{:#}",
+            r["first_incorrect"]
+        );
+        assert_eq!(verified, received, "{template}: every received packet is verified");
+        assert_eq!(u(&r, "foreign"), 0, "{template}: {r:#}");
+        assert!(
+            verified * 2 >= sent,
+            "{template}: more than half lost at 5 kpps: {verified} of {sent}\n{}",
+            sipnat.log_text()
+        );
+        let rewritten = sipnat.counter("sip_rewritten") - before;
+        assert!(
+            rewritten >= verified,
+            "{template}: sipnat rewrote {rewritten}, the receiver verified {verified}"
+        );
+    }
 }
 
 /// `--report DIR`: report.json is the printed report plus per-second samples that add up

@@ -6,7 +6,7 @@
 
 use std::{
     io::IsTerminal,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::PathBuf,
     process::ExitCode,
     sync::{atomic::AtomicBool, Arc},
@@ -62,12 +62,12 @@ pub struct LoadtestArgs {
     /// CPUs to pin the TX threads to (comma-separated, in queue order).
     #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
     pub cpus: Vec<usize>,
-    /// Source IPv4 address of the generated packets (the private side).
+    /// Source address of the generated packets (the private side), IPv4 or IPv6.
     #[arg(long, value_name = "ADDR")]
-    pub src_ip: Ipv4Addr,
-    /// Destination IPv4 address.
+    pub src_ip: IpAddr,
+    /// Destination address (the same family as --src-ip).
     #[arg(long, value_name = "ADDR")]
-    pub dst_ip: Ipv4Addr,
+    pub dst_ip: IpAddr,
     /// Source MAC (default: the interface's).
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     pub src_mac: Option<[u8; 6]>,
@@ -100,7 +100,7 @@ pub struct LoadtestArgs {
     #[arg(long, value_name = "ADDR")]
     pub expect_src: Option<IpAddr>,
     /// Private network that must not be left in any address field (repeatable; default
-    /// 10/8, 172.16/12, 192.168/16, 100.64/10). The source address always counts.
+    /// 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7). The source address always counts.
     #[arg(long, value_name = "NET", value_parser = parse_net)]
     pub private: Vec<Net>,
     /// Allow sending on an interface of the root network namespace.

@@ -17,7 +17,7 @@ pub mod template;
 pub mod verify;
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     os::unix::fs::MetadataExt,
     path::PathBuf,
     sync::{
@@ -69,8 +69,9 @@ pub struct Options {
     pub rate: Option<f64>,
     pub duration: Option<Duration>,
     pub count: Option<u64>,
-    pub src_ip: Ipv4Addr,
-    pub dst_ip: Ipv4Addr,
+    /// Both IPv4 or both IPv6.
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
     pub src_mac: Option<[u8; 6]>,
     pub dst_mac: Option<[u8; 6]>,
     pub src_port: u16,
@@ -78,7 +79,7 @@ pub struct Options {
     pub rx: Option<RxOptions>,
     pub expect_external: Option<IpAddr>,
     pub expect_src: Option<IpAddr>,
-    /// Networks no address may be left in (default: the RFC 1918 nets and 100.64/10).
+    /// Networks no address may be left in (default: the RFC 1918 nets, 100.64/10 and fc00::/7).
     pub private: Vec<Net>,
     pub i_own_this_link: bool,
     pub batch: u32,
@@ -121,6 +122,7 @@ pub fn default_private() -> Vec<Net> {
         "172.16.0.0/12",
         "192.168.0.0/16",
         "100.64.0.0/10",
+        "fc00::/7",
     ]
     .iter()
     .filter_map(|n| Net::parse(n))
@@ -180,11 +182,11 @@ fn mac_of(ifindex: u32) -> Option<[u8; 6]> {
 
 /// The next hop's MAC for `dst` out of `ifindex`: the neighbour table, else one UDP datagram
 /// to the discard port of the next hop (bound to the interface) makes the kernel resolve it.
-fn resolve_dst_mac(ifname: &str, ifindex: u32, dst: Ipv4Addr) -> Result<[u8; 6], String> {
+fn resolve_dst_mac(ifname: &str, ifindex: u32, dst: IpAddr) -> Result<[u8; 6], String> {
     let mut s = crate::sys::netlink::RtnlSocket::open().map_err(|e| format!("netlink: {e}"))?;
-    let hop = match s.route_get(IpAddr::V4(dst)) {
-        Ok(Some(r)) if r.oif == ifindex => r.gateway.unwrap_or(IpAddr::V4(dst)),
-        _ => IpAddr::V4(dst),
+    let hop = match s.route_get(dst) {
+        Ok(Some(r)) if r.oif == ifindex => r.gateway.unwrap_or(dst),
+        _ => dst,
     };
     let lookup = |s: &mut crate::sys::netlink::RtnlSocket| -> Option<[u8; 6]> {
         s.neighbours(ifindex)
@@ -196,7 +198,8 @@ fn resolve_dst_mac(ifname: &str, ifindex: u32, dst: Ipv4Addr) -> Result<[u8; 6],
     if let Some(m) = lookup(&mut s) {
         return Ok(m);
     }
-    if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
+    let any = if hop.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    if let Ok(sock) = std::net::UdpSocket::bind(any) {
         use std::os::fd::AsRawFd;
         let name = ifname.as_bytes();
         // SAFETY: setsockopt with the interface name bytes.
@@ -303,7 +306,7 @@ pub fn build_templates(
     let msgs: Vec<(String, Vec<u8>)> = match &o.source {
         TemplateSource::Builtin(b) => vec![(
             b.name().to_string(),
-            b.message(IpAddr::V4(o.src_ip), IpAddr::V4(o.dst_ip)),
+            b.message(o.src_ip, o.dst_ip),
         )],
         TemplateSource::File(p) => {
             let m = std::fs::read(p).map_err(|e| {
@@ -363,6 +366,13 @@ pub fn run(
     if o.queues.is_empty() {
         return Err(LoadtestError::Usage("no TX queue".into()));
     }
+    if o.src_ip.is_ipv6() != o.dst_ip.is_ipv6() {
+        return Err(LoadtestError::Usage(format!(
+            "--src-ip {} and --dst-ip {} are of different families; give two IPv4 or two IPv6 \
+             addresses",
+            o.src_ip, o.dst_ip
+        )));
+    }
     let tx_queues = tx_queue_count(&o.interface);
     if let Some(q) = o.queues.iter().find(|q| **q >= tx_queues) {
         return Err(LoadtestError::Usage(format!(
@@ -401,7 +411,7 @@ pub fn run(
         } else {
             o.private.clone()
         },
-        private_hosts: vec![IpAddr::V4(o.src_ip)],
+        private_hosts: vec![o.src_ip],
         fields: Vec::new(),
         dst_port: o.dst_port,
     };

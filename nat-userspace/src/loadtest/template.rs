@@ -14,7 +14,7 @@
 //!
 //! Every slot has a fixed width, so patching never changes a length.
 
-use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 
 use crate::wire::{checksum, emit::UdpFrame};
 
@@ -44,12 +44,20 @@ impl Builtin {
     }
 
     /// The message text, from `src` (the private side) to `dst`.
-    pub fn message(self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    /// IPv6 addresses are written `[...]` in SIP URIs and Via, `IN IP6 ...` in SDP.
+    pub fn message(self, src_ip: IpAddr, dst_ip: IpAddr) -> Vec<u8> {
+        let sdp_addr = src_ip;
+        let ipv = if src_ip.is_ipv6() { "IP6" } else { "IP4" };
+        let host = |a: IpAddr| match a {
+            IpAddr::V4(v) => v.to_string(),
+            IpAddr::V6(v) => format!("[{v}]"),
+        };
+        let (src, dst) = (host(src_ip), host(dst_ip));
         let sdp = || {
             format!(
-                "v=0\r\no=alice 2890844526 2890844526 IN IP4 {src}\r\ns=-\r\nc=IN IP4 {src}\r\nt=0 0\r\n\
+                "v=0\r\no=alice 2890844526 2890844526 IN {ipv} {sdp_addr}\r\ns=-\r\nc=IN {ipv} {sdp_addr}\r\nt=0 0\r\n\
                  m=audio 20000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-                 a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:20001 IN IP4 {src}\r\n\
+                 a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=rtcp:20001 IN {ipv} {sdp_addr}\r\n\
                  a=ptime:20\r\na=sendrecv\r\n"
             )
         };
@@ -217,6 +225,8 @@ pub enum TemplateError {
     NoTimestamp,
     #[error("the frame would be {0} bytes; at most {1} fit a UMEM frame")]
     TooBig(usize, usize),
+    #[error("the source and destination addresses are of different families (IPv4 and IPv6)")]
+    MixedFamilies,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -445,8 +455,9 @@ fn hex4(v: u16) -> [u8; 4] {
 pub struct Endpoints {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub src_ip: Ipv4Addr,
-    pub dst_ip: Ipv4Addr,
+    /// Both of one family (IPv4 or IPv6).
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
     /// Source port of flow 0; flow `f` uses `src_port + f` (wrapping above 65535 back to
     /// `src_port`).
     pub src_port: u16,
@@ -467,10 +478,12 @@ pub fn media_port(flow: u32) -> u32 {
 }
 
 const ETH_LEN: usize = 14;
-const IP_LEN: usize = 20;
 const UDP_LEN: usize = 8;
-const L4: usize = ETH_LEN + IP_LEN;
-const PAYLOAD: usize = L4 + UDP_LEN;
+
+/// Frame offset of the UDP header (no IPv4 options, no IPv6 extension headers).
+fn l4_offset(ip: IpAddr) -> usize {
+    ETH_LEN + if ip.is_ipv6() { 40 } else { 20 }
+}
 
 /// A ready frame and how to patch it.
 #[derive(Clone, Debug)]
@@ -490,6 +503,8 @@ pub struct Template {
     /// external address there after the rewrite).
     pub private_fields: FieldSet,
     pub endpoints: Endpoints,
+    /// Frame offset of the UDP header.
+    l4: usize,
 }
 
 /// One's-complement sum of `b` placed at an even (`odd == false`) or odd offset of the
@@ -542,7 +557,12 @@ impl Template {
         private: &dyn Fn(IpAddr) -> bool,
         max_frame: usize,
     ) -> Result<Template, TemplateError> {
-        let len = PAYLOAD + prepared.payload.len();
+        if ep.src_ip.is_ipv6() != ep.dst_ip.is_ipv6() {
+            return Err(TemplateError::MixedFamilies);
+        }
+        let l4 = l4_offset(ep.src_ip);
+        let payload_off = l4 + UDP_LEN;
+        let len = payload_off + prepared.payload.len();
         if len > max_frame || len - ETH_LEN > usize::from(u16::MAX) {
             return Err(TemplateError::TooBig(len, max_frame));
         }
@@ -551,8 +571,8 @@ impl Template {
             src_mac: ep.src_mac,
             dst_mac: ep.dst_mac,
             // The source port is a slot, written per flow.
-            src: SocketAddr::new(IpAddr::V4(ep.src_ip), 0),
-            dst: SocketAddr::new(IpAddr::V4(ep.dst_ip), ep.dst_port),
+            src: SocketAddr::new(ep.src_ip, 0),
+            dst: SocketAddr::new(ep.dst_ip, ep.dst_port),
             ttl: 64,
             ident: 0,
             dont_fragment: true,
@@ -560,27 +580,28 @@ impl Template {
         .write(&prepared.payload, &mut f)
         .map_err(|_| TemplateError::TooBig(len, max_frame))?;
         // The UDP checksum is set per packet (`patch`), from a base sum without it.
-        f[L4 + 6..L4 + 8].fill(0);
+        f[l4 + 6..l4 + 8].fill(0);
 
         let mut slots = vec![Slot {
-            off: L4,
+            off: l4,
             kind: SlotKind::SrcPort,
         }];
         slots.extend(prepared.slots.iter().map(|s| Slot {
-            off: s.off + PAYLOAD,
+            off: s.off + payload_off,
             kind: s.kind,
         }));
         // Base sum: slot bytes count as zero.
-        let mut zeroed = f[L4..].to_vec();
+        let mut zeroed = f[l4..].to_vec();
         for s in &slots {
-            zeroed[s.off - L4..s.off - L4 + s.kind.width()].fill(0);
+            zeroed[s.off - l4..s.off - l4 + s.kind.width()].fill(0);
         }
-        let base_sum = checksum::pseudo_v4(
-            &ep.src_ip.octets(),
-            &ep.dst_ip.octets(),
-            17,
-            (UDP_LEN + prepared.payload.len()) as u32,
-        ) + checksum::sum(&zeroed);
+        let udp_len = (UDP_LEN + prepared.payload.len()) as u32;
+        let pseudo = match (ep.src_ip, ep.dst_ip) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_v4(&s.octets(), &d.octets(), 17, udp_len),
+            (IpAddr::V6(s), IpAddr::V6(d)) => checksum::pseudo_v6(&s.octets(), &d.octets(), 17, udp_len),
+            _ => return Err(TemplateError::MixedFamilies),
+        };
+        let base_sum = pseudo + checksum::sum(&zeroed);
         let private_fields = super::verify::address_fields(&prepared.payload)
             .into_iter()
             .filter(|(_, a)| private(*a))
@@ -602,6 +623,7 @@ impl Template {
             base_sum,
             private_fields,
             endpoints: ep,
+            l4,
         })
     }
 
@@ -644,7 +666,7 @@ impl Template {
                 }
                 SlotKind::Timestamp | SlotKind::Sequence => continue,
             }
-            s += sum_at(dst, (slot.off - L4) % 2 == 1);
+            s += sum_at(dst, (slot.off - self.l4) % 2 == 1);
         }
         Some(s)
     }
@@ -665,7 +687,7 @@ impl Template {
             let (hi, lo) = ((digits >> 64) as u64, digits as u64);
             let sum =
                 checksum::fold((hi >> 32) + (hi & 0xffff_ffff) + (lo >> 32) + (lo & 0xffff_ffff));
-            s += u64::from(if (off - L4) % 2 == 1 {
+            s += u64::from(if (off - self.l4) % 2 == 1 {
                 sum.swap_bytes()
             } else {
                 sum
@@ -675,7 +697,7 @@ impl Template {
         if c == 0 {
             c = 0xffff; // a computed zero is sent as all ones (RFC 768)
         }
-        match frame.get_mut(L4 + 6..L4 + 8) {
+        match frame.get_mut(self.l4 + 6..self.l4 + 8) {
             Some(dst) => {
                 dst.copy_from_slice(&c.to_be_bytes());
                 true
@@ -688,13 +710,17 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::net::Ipv4Addr;
+
+    const L4: usize = ETH_LEN + 20;
+    const PAYLOAD: usize = L4 + UDP_LEN;
 
     fn ep() -> Endpoints {
         Endpoints {
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
-            src_ip: Ipv4Addr::new(10, 0, 0, 2),
-            dst_ip: Ipv4Addr::new(198, 51, 100, 2),
+            src_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            dst_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
             src_port: 5060,
             dst_port: 5060,
         }
@@ -706,7 +732,7 @@ mod tests {
 
     fn build(b: Builtin) -> Template {
         let e = ep();
-        let msg = b.message(e.src_ip.into(), e.dst_ip.into());
+        let msg = b.message(e.src_ip, e.dst_ip);
         let p = prepare(&msg, 0).unwrap();
         Template::build(b.name(), &p, e, &private, 4096).unwrap()
     }
@@ -759,6 +785,57 @@ mod tests {
                 assert!(checksums_valid(&frame), "{b:?} flow {flow} seq {seq}");
             }
         }
+    }
+
+    /// IPv6 endpoints: a 40-byte IP header, the IPv6 pseudo-header in the UDP checksum,
+    /// bracketed hosts in the SIP text and `IN IP6` in the SDP; every private field found.
+    #[test]
+    fn ipv6_templates_have_valid_checksums_and_v6_text() {
+        use core::net::Ipv6Addr;
+        let ua: Ipv6Addr = "fd00:88::2".parse().unwrap();
+        let car: Ipv6Addr = "2001:db8:100::2".parse().unwrap();
+        let e = Endpoints {
+            src_ip: IpAddr::V6(ua),
+            dst_ip: IpAddr::V6(car),
+            ..ep()
+        };
+        let private = |a: IpAddr| a == IpAddr::V6(ua);
+        for b in [Builtin::Invite, Builtin::Register, Builtin::Options, Builtin::Ok200] {
+            let msg = b.message(e.src_ip, e.dst_ip);
+            let p = prepare(&msg, 0).unwrap();
+            let t = Template::build(b.name(), &p, e, &private, 4096).unwrap();
+            let mut f = t.frame.clone();
+            for (flow, seq) in [(0u32, 0u64), (1, 1), (70000, u64::MAX)] {
+                assert!(t.patch(&mut f, flow, 7, seq, 0x1234_5678));
+                let s = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+                let Some(etherparse::NetSlice::Ipv6(ip)) = &s.net else {
+                    panic!("{}: not IPv6", b.name());
+                };
+                let Some(etherparse::TransportSlice::Udp(u)) = &s.transport else {
+                    panic!("{}: not UDP", b.name());
+                };
+                let uh = u.to_header();
+                let want = uh
+                    .calc_checksum_ipv6(&ip.header().to_header(), u.payload())
+                    .unwrap();
+                assert_eq!(uh.checksum, want, "{} flow {flow}", b.name());
+            }
+            let text = String::from_utf8_lossy(&f[ETH_LEN + 40 + UDP_LEN..]).into_owned();
+            assert!(text.contains("[fd00:88::2]"), "{text}");
+            if text.contains("v=0") {
+                assert!(text.contains("c=IN IP6 fd00:88::2"), "{text}");
+            }
+            assert!(!t.private_fields.iter().next().is_none(), "{}", b.name());
+        }
+        let mixed = Endpoints {
+            dst_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
+            ..e
+        };
+        let p = prepare(&Builtin::Options.message(e.src_ip, e.src_ip), 0).unwrap();
+        assert!(matches!(
+            Template::build("x", &p, mixed, &private, 4096),
+            Err(TemplateError::MixedFamilies)
+        ));
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! have produced. Written independently of the rewriter's scanner (plain line and token
 //! logic), so a scanner bug cannot hide itself. No allocation per packet.
 //!
-//! A frame is *verified* when it is an IPv4/UDP datagram to the SIP port carrying the
-//! generator's `X-Sipnat-Ts` header; anything else on the socket is *foreign* (not ours).
+//! A frame is *verified* when it is an unfragmented IPv4 or IPv6 UDP datagram to the SIP
+//! port carrying the generator's `X-Sipnat-Ts` header; anything else on the socket is *foreign* (not ours).
 //! A verified frame is *correct* when all of these hold, else *incorrect* (each failing
 //! check counted under its reason):
-//! - the IPv4 header checksum is valid;
+//! - the IPv4 header checksum is valid (IPv6 has none);
 //! - the UDP checksum is present and valid;
 //! - the IP source is the expected one (`--expect-src`, default the external address);
 //! - `Content-Length` (when present) equals the body length;
@@ -20,7 +20,7 @@ use core::net::IpAddr;
 use super::template::{Field, FieldSet, TS_HEADER};
 use crate::{
     nat::Net,
-    wire::{self, checksum, ipv4, Link},
+    wire::{self, checksum, ipv4, ipv6, Link},
 };
 
 /// Why a verified packet is incorrect.
@@ -291,7 +291,7 @@ pub fn verify(frame: &[u8], e: &Expect) -> Verdict {
     let Ok(layout) = wire::parse(frame, Link::Ethernet) else {
         return Verdict::Foreign;
     };
-    if layout.ipv6 || layout.fragment.is_some() {
+    if layout.fragment.is_some() {
         return Verdict::Foreign;
     }
     let Some((_, dport, start, len)) = layout.udp(frame) else {
@@ -308,16 +308,20 @@ pub fn verify(frame: &[u8], e: &Expect) -> Verdict {
     };
     let mut reasons = Reasons::default();
     let mut field = None;
-    let ip = ipv4::Packet::new_unchecked(&frame[layout.l3..layout.ip_end]);
-    if !ip.verify_checksum() {
-        reasons.insert(Reason::IpChecksum);
-    }
     let udp = &frame[layout.l4..layout.ip_end];
+    let pseudo = if layout.ipv6 {
+        let ip = ipv6::Packet::new_unchecked(&frame[layout.l3..layout.ip_end]);
+        checksum::pseudo_v6(ip.src_bytes(), ip.dst_bytes(), 17, udp.len() as u32)
+    } else {
+        let ip = ipv4::Packet::new_unchecked(&frame[layout.l3..layout.ip_end]);
+        if !ip.verify_checksum() {
+            reasons.insert(Reason::IpChecksum);
+        }
+        checksum::pseudo_v4(ip.src_bytes(), ip.dst_bytes(), 17, udp.len() as u32)
+    };
+    // A zero UDP checksum (none) is allowed for IPv4 only, and the generator always sets one.
     let udp_ok = udp.get(6..8).is_some_and(|c| c != [0, 0])
-        && checksum::fold(
-            checksum::pseudo_v4(ip.src_bytes(), ip.dst_bytes(), 17, udp.len() as u32)
-                + checksum::sum(udp),
-        ) == 0xffff;
+        && checksum::fold(pseudo + checksum::sum(udp)) == 0xffff;
     if !udp_ok {
         reasons.insert(Reason::UdpChecksum);
     }
@@ -368,8 +372,8 @@ mod tests {
         let ep = Endpoints {
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
-            src_ip: UA,
-            dst_ip: CAR,
+            src_ip: IpAddr::V4(UA),
+            dst_ip: IpAddr::V4(CAR),
             src_port: 5060,
             dst_port: 5060,
         };

@@ -195,11 +195,22 @@ fn loadtest_over_ipv6_verifies_every_received_packet() {
         let out = loadtest_between(
             &t,
             [UA_IP6, CAR_IP6, EXT_IP6],
-            &["--rate", "5000", "--count", "5000", "--flows", "64", "--template", template],
+            &[
+                "--rate",
+                "5000",
+                "--count",
+                "5000",
+                "--flows",
+                "64",
+                "--template",
+                template,
+            ],
         );
         let r = report(&out);
         let (sent, received, verified) = (u(&r, "sent"), u(&r, "received"), u(&r, "verified"));
-        eprintln!("loadtest over IPv6, {template}: sent {sent}, received {received}, verified {verified}");
+        eprintln!(
+            "loadtest over IPv6, {template}: sent {sent}, received {received}, verified {verified}"
+        );
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -213,7 +224,10 @@ fn loadtest_over_ipv6_verifies_every_received_packet() {
             "{template}: incorrect packets through sipnat over IPv6:\n{:#}",
             r["first_incorrect"]
         );
-        assert_eq!(verified, received, "{template}: every received packet is verified");
+        assert_eq!(
+            verified, received,
+            "{template}: every received packet is verified"
+        );
         assert_eq!(u(&r, "foreign"), 0, "{template}: {r:#}");
         assert!(
             verified * 2 >= sent,

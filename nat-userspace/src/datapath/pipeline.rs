@@ -462,6 +462,13 @@ impl Pipeline {
                     InsertResult::Refreshed => b.inc(C::FlowRefreshed),
                     InsertResult::Collision { .. } => {
                         b.inc(C::FlowCollision);
+                        // Another host holds this port towards this remote: without port
+                        // translation the datagram could only leave with its internal
+                        // source and addresses (the kernel path), so it does not leave.
+                        if cfg.leak == LeakPolicy::Drop {
+                            b.inc(C::DropWouldLeak);
+                            return Action::Drop(C::DropWouldLeak);
+                        }
                         return kernel(at, C::SlowCollision, b);
                     }
                     InsertResult::Evicted => b.inc(C::FlowEvicted),
@@ -1381,6 +1388,35 @@ mod tests {
         assert!(matches!(a, Action::Tx { .. }), "{a:?}");
         assert!(payload_of(&out).contains("Via: SIP/2.0/UDP 10.0.0.2:5060"));
         assert_eq!(h.b.get(C::DropWouldLeak), 1);
+    }
+
+    /// Two hosts behind the gateway, one port, one remote: the second host's SIP went to
+    /// the kernel unrewritten (`slow_flow_collision`) and left with its private addresses.
+    /// Under `leak = "drop"` it is dropped and counted; `"forward"` keeps the old path.
+    #[test]
+    fn regression_flow_collision_is_dropped_not_leaked() {
+        let mut h = Harness::new();
+        let first = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let (a, _) = h.run(&direct(1500), Side::Inside, &first, 2048);
+        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        let other = INVITE.replace("10.0.0.2", "10.0.0.3");
+        let second = udp("10.0.0.3:5060", "198.51.100.2:5060", 64, other.as_bytes());
+        let (a, _) = h.run(&direct(1500), Side::Inside, &second, 2048);
+        assert_eq!(a, Action::Drop(C::DropWouldLeak));
+        assert_eq!(h.b.get(C::FlowCollision), 1);
+        assert_eq!(h.b.get(C::SlowCollision), 0);
+        h.dp.config.leak = LeakPolicy::Forward;
+        let (a, _) = h.run(&direct(1500), Side::Inside, &second, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Kernel {
+                    reason: C::SlowCollision,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
     }
 
     /// Hardening 4: a second request appended after the body Content-Length declares went

@@ -304,10 +304,7 @@ pub fn build_templates(
     expect: &mut Expect,
 ) -> Result<Vec<Template>, LoadtestError> {
     let msgs: Vec<(String, Vec<u8>)> = match &o.source {
-        TemplateSource::Builtin(b) => vec![(
-            b.name().to_string(),
-            b.message(o.src_ip, o.dst_ip),
-        )],
+        TemplateSource::Builtin(b) => vec![(b.name().to_string(), b.message(o.src_ip, o.dst_ip))],
         TemplateSource::File(p) => {
             let m = std::fs::read(p).map_err(|e| {
                 LoadtestError::Usage(format!("cannot read template {}: {e}", p.display()))

@@ -597,8 +597,12 @@ impl Template {
         }
         let udp_len = (UDP_LEN + prepared.payload.len()) as u32;
         let pseudo = match (ep.src_ip, ep.dst_ip) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_v4(&s.octets(), &d.octets(), 17, udp_len),
-            (IpAddr::V6(s), IpAddr::V6(d)) => checksum::pseudo_v6(&s.octets(), &d.octets(), 17, udp_len),
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                checksum::pseudo_v4(&s.octets(), &d.octets(), 17, udp_len)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                checksum::pseudo_v6(&s.octets(), &d.octets(), 17, udp_len)
+            }
             _ => return Err(TemplateError::MixedFamilies),
         };
         let base_sum = pseudo + checksum::sum(&zeroed);
@@ -800,7 +804,12 @@ mod tests {
             ..ep()
         };
         let private = |a: IpAddr| a == IpAddr::V6(ua);
-        for b in [Builtin::Invite, Builtin::Register, Builtin::Options, Builtin::Ok200] {
+        for b in [
+            Builtin::Invite,
+            Builtin::Register,
+            Builtin::Options,
+            Builtin::Ok200,
+        ] {
             let msg = b.message(e.src_ip, e.dst_ip);
             let p = prepare(&msg, 0).unwrap();
             let t = Template::build(b.name(), &p, e, &private, 4096).unwrap();
@@ -825,7 +834,7 @@ mod tests {
             if text.contains("v=0") {
                 assert!(text.contains("c=IN IP6 fd00:88::2"), "{text}");
             }
-            assert!(!t.private_fields.iter().next().is_none(), "{}", b.name());
+            assert!(t.private_fields.iter().next().is_some(), "{}", b.name());
         }
         let mixed = Endpoints {
             dst_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
@@ -943,11 +952,7 @@ mod tests {
             prepare(b"hello\r\n\r\n", 0).unwrap_err(),
             TemplateError::NotSip
         );
-        let p = prepare(
-            &Builtin::Invite.message(ep().src_ip.into(), ep().dst_ip.into()),
-            0,
-        )
-        .unwrap();
+        let p = prepare(&Builtin::Invite.message(ep().src_ip, ep().dst_ip), 0).unwrap();
         assert!(matches!(
             Template::build("x", &p, ep(), &private, 200),
             Err(TemplateError::TooBig(..))

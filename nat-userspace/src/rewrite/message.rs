@@ -210,6 +210,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
         family_mismatch: 0,
         full: false,
         cl_short: false,
+        untyped_body_leaks: false,
         msg_end: len,
     };
     let outbound = ctx.direction == Direction::Outbound;
@@ -218,7 +219,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
     let cl_short = r.cl_short;
     // An address of ours that a field the rewriter handles still names (outbound every
     // family mismatch is one); a full list leaves all of them.
-    let mut would_leak = outbound && (family_mismatch > 0 || r.full);
+    let mut would_leak = outbound && (family_mismatch > 0 || r.full || r.untyped_body_leaks);
     let outcome = match scanned {
         Ok(()) if r.full => Outcome::Malformed(Malformed::TooManyAddresses),
         Ok(()) if r.edits.is_empty() && r.msg_end == len => Outcome::Unchanged,
@@ -301,6 +302,8 @@ struct Rewriter<'c, 'a, 'e> {
     family_mismatch: u16,
     full: bool,
     cl_short: bool,
+    /// Outbound: a body without Content-Type names an address of ours.
+    untyped_body_leaks: bool,
     /// Where the message ends: the end of the body Content-Length declares, else the end
     /// of the datagram. Bytes after it are discarded.
     msg_end: usize,
@@ -641,9 +644,20 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             }
             None => msg.len(),
         };
-        if let (Some(ct), false) = (content_type, encoded) {
-            let kind = body::kind(msg, ct);
-            self.body(msg, body_start, body_end, kind, 0);
+        match (content_type, encoded) {
+            (Some(ct), false) => {
+                let kind = body::kind(msg, ct);
+                self.body(msg, body_start, body_end, kind, 0);
+            }
+            // A body without Content-Type (RFC 3261 §20.15 requires one) is not parsed:
+            // outbound, an address of ours anywhere in it would leave as it is.
+            (None, _) if self.ctx.direction == Direction::Outbound && body_end > body_start => {
+                self.untyped_body_leaks =
+                    crate::sip::scan::any_address(msg, body_start, body_end, |a| {
+                        cfg.rule_for(a).is_some()
+                    });
+            }
+            _ => {}
         }
         // Content-Length follows the body when the body changed size; absent stays absent.
         if let Some(n) = content_length {

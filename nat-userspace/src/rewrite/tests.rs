@@ -1246,6 +1246,39 @@ fn regression_leftover_internal_addresses_are_flagged_outbound() {
     assert!(!r.would_leak);
 }
 
+/// Found by the attack test: an SDP body without Content-Type is not parsed (it is no
+/// SDP to the rewriter), so its `c=` went out with the internal address. Outbound, a
+/// body without Content-Type naming an address of ours is flagged; one naming none is
+/// not, and inbound never.
+#[test]
+fn regression_untyped_body_naming_an_internal_address_is_flagged() {
+    let c = cfg(&["10.0.0.0/24"]);
+    let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\nc=IN IP4 10.0.0.5\r\n";
+    let msg = format!(
+        "INVITE sip:b@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (_, r) = run_with(&c, ext4(), Direction::Outbound, None, msg.as_bytes(), 64);
+    assert!(
+        matches!(r.outcome, Outcome::Rewritten(_)),
+        "{:?}",
+        r.outcome
+    );
+    assert!(r.would_leak);
+    let (_, r) = run_with(
+        &c,
+        ext4(),
+        Direction::Inbound,
+        Some(ip("10.0.0.5")),
+        msg.as_bytes(),
+        64,
+    );
+    assert!(!r.would_leak);
+    let public = msg.replace("IN IP4 10.0.0.5", "IN IP4 198.51.100.9");
+    let (_, r) = run_with(&c, ext4(), Direction::Outbound, None, public.as_bytes(), 64);
+    assert!(!r.would_leak);
+}
+
 fn register_200_to(contacts: &str) -> String {
     format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:5060;branch=z9;received=203.0.113.10\r\n\

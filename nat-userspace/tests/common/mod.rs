@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod frames;
+pub mod hog;
 pub mod netns;
 pub mod sipcheck;
 pub mod testdata;

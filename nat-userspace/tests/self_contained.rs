@@ -252,6 +252,9 @@ fn no_file_refers_to_a_path_outside_the_repository() {
     for must in [
         "nat-userspace/tests/self_contained.rs",
         "README.md",
+        "ARCHITECTURE.md",
+        "docs/deploy.md",
+        "docs/config.md",
         "testdata/README.md",
         "fuzz/gen_seeds.py",
         "benches/loadtest-vs-kagen.sh",

@@ -1,4 +1,4 @@
-//! The inbound NAT flow table (SPEC §2, `l3 = "snat"`, a rule whose internal side is a
+//! The inbound NAT flow table (`l3 = "snat"`, a rule whose internal side is a
 //! whole network sharing one external address).
 //!
 //! Outbound packets fill it: (external address, local port, remote address, remote port)

@@ -1,6 +1,7 @@
 //! Per-packet NAT decisions from the IP addresses: is this packet outbound, inbound or
 //! internal, which IP header changes apply, and which internal host an inbound packet is
-//! for. Shared by the worker, the offline pcap tool and the load-test verifier.
+//! for. Called by the per-packet pipeline (`datapath/pipeline.rs`), which the workers,
+//! `sipnat rewrite` and the fuzz target `packet` share.
 
 use core::net::IpAddr;
 

@@ -1,4 +1,5 @@
-//! Rule-by-rule and edge-case tests of the message rewrite (SPEC §3, §8).
+//! Rule-by-rule and edge-case tests of the message rewrite: each rule of docs/config.md
+//! ("What is rewritten") and the edge cases of real SIP.
 
 use core::net::IpAddr;
 

@@ -6,7 +6,23 @@
 use core::net::IpAddr;
 
 use super::{ExternalAddrs, L3Mode, RewriteConfig};
-use crate::rewrite::{packet::L3Action, Direction};
+
+/// Which way the packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Inside → outside: private addresses become the external address.
+    Outbound,
+    /// Outside → inside: the external address becomes the mapped private address.
+    Inbound,
+}
+
+/// Address changes in the IP header, decided from the NAT rules and the flow table and
+/// applied by the packet rewrite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L3Action {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+}
 
 /// What to do with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use core::net::IpAddr;
 
 use super::*;
 use crate::{
-    nat::{ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
+    nat::{Direction, ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
     sip::message::{Malformed, NotSip},
 };
 

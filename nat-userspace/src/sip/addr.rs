@@ -1,5 +1,5 @@
-//! Addresses as they appear in SIP text: fast parsing from bytes, formatting into a fixed
-//! buffer, and the classes that decide whether an address may ever be rewritten.
+//! Addresses as they appear in SIP text: fast parsing from bytes and formatting into a
+//! fixed buffer. (Which addresses may be rewritten is the NAT rules' business: `nat::addr`.)
 //!
 //! Hand-written for the hot path: std's parsers take `&str` (UTF-8 validation first) and
 //! its formatters go through `core::fmt`; an IPv4 parse here is a dozen instructions.
@@ -71,28 +71,6 @@ pub fn parse_ip(tok: &[u8]) -> Option<IpAddr> {
     parse_ipv4(tok)
         .map(IpAddr::V4)
         .or_else(|| parse_ipv6(tok).map(IpAddr::V6))
-}
-
-/// Addresses that are never rewritten whatever the rules say: loopback, unspecified (SDP
-/// hold), and (for IPv4-mapped IPv6) the same classes of the embedded IPv4 address.
-#[inline]
-pub fn never_rewritten(a: IpAddr) -> bool {
-    match canonical(a) {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_broadcast(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified(),
-    }
-}
-
-/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is classified by its IPv4 address.
-#[inline]
-pub fn canonical(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => a,
-        },
-        v4 => v4,
-    }
 }
 
 /// Longest text we ever write for one address (plus brackets and a port):
@@ -242,27 +220,14 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_and_mapped() {
-        let a = parse_ip(b"::ffff:10.0.0.5").unwrap();
-        assert_eq!(canonical(a), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)));
+    fn ipv6() {
+        assert_eq!(
+            parse_ip(b"::ffff:10.0.0.5"),
+            Some(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 5).to_ipv6_mapped()))
+        );
         assert!(parse_ip(b"2001:db8::1").is_some());
         assert!(parse_ip(b"2001:db8:::192.0.2.1").is_none());
         assert!(parse_ip(b"example.com").is_none());
-    }
-
-    #[test]
-    fn never_rewritten_classes() {
-        for a in [
-            "127.0.0.1",
-            "127.8.9.1",
-            "0.0.0.0",
-            "::1",
-            "::",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(never_rewritten(a.parse().unwrap()), "{a}");
-        }
-        assert!(!never_rewritten("10.0.0.1".parse().unwrap()));
     }
 
     #[test]

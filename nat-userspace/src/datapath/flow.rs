@@ -20,7 +20,8 @@
 //!   agents re-register and send keep-alives, media endpoints send RTP/RTCP, so 300 s is
 //!   far from that).
 //! - A live entry is never overwritten by another internal host of the same key: that one
-//!   gets [`InsertResult::Collision`] (port translation is a later step).
+//!   gets [`InsertResult::Collision`] (sipnat translates no ports: the caller counts it and
+//!   hands the packet to the kernel).
 //! - A full probe sequence makes room: the least recently refreshed live entry in it is
 //!   replaced ([`InsertResult::Evicted`]), so a full table loses its oldest idle flows, not
 //!   the new ones.

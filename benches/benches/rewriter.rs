@@ -39,14 +39,12 @@ use criterion::{
 };
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TransportHeader};
 use sipnat::{
-    nat::{
-        addr::{never_rewritten, parse_ip},
-        ExternalAddrs, Net, RewriteConfig,
-    },
+    nat::{addr::never_rewritten, Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
     rewrite::{
-        packet::{rewrite_packet, udp_checksum_ok, L3Action, PacketRewrite},
-        rewrite_message, Changes, Context, Direction, Outcome, Rewrite,
+        packet::{rewrite_packet, udp_checksum_ok, PacketRewrite},
+        rewrite_message, Changes, Context, Outcome, Rewrite,
     },
+    sip::addr::parse_ip,
     wire::{self, Link},
 };
 

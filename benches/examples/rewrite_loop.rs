@@ -5,11 +5,8 @@
 use std::{hint::black_box, net::IpAddr};
 
 use sipnat::{
-    nat::{ExternalAddrs, Net, RewriteConfig},
-    rewrite::{
-        packet::{rewrite_packet, L3Action},
-        rewrite_message, Context, Direction,
-    },
+    nat::{Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
+    rewrite::{packet::rewrite_packet, rewrite_message, Context},
     wire::{self, Link},
 };
 

@@ -40,9 +40,9 @@ use sipnat::datapath::pipeline::{Action, At, Egress, Env, Pipeline, Route, Side}
 use sipnat::datapath::reasm::ReasmLimits;
 use sipnat::datapath::stats::{Batch, C};
 use sipnat::datapath::Dataplane;
-use sipnat::nat::{ExternalAddrs, L3Mode, Net, PortMap, RewriteConfig, Rule};
+use sipnat::nat::{Direction, ExternalAddrs, L3Mode, Net, PortMap, RewriteConfig, Rule};
 use sipnat::rewrite::packet::udp_checksum_ok;
-use sipnat::rewrite::{rewrite_message, Context, Direction, Outcome};
+use sipnat::rewrite::{rewrite_message, Context, Outcome};
 use sipnat::wire::{checksum, ipv4, ipv6, parse, Layout, Link};
 
 /// The SIP ports of every variant (the seeds use these).

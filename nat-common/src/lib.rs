@@ -8,26 +8,26 @@
 //! below exists once per interface; the counters are therefore per interface for free.
 #![cfg_attr(not(test), no_std)]
 
-/// Map names, as the loader looks them up in the object file.
+/// Map names, as the loader looks them up in the object file. Who writes and who reads
+/// each map is in one place: ARCHITECTURE.md, "BPF maps: who writes and reads each".
 pub mod maps {
-    /// `Array<XdpConfig>`, 1 entry. Written by userspace (loader, `enable`/`disable`,
-    /// `reload`); read by the XDP program once per packet.
+    /// `Array<XdpConfig>`, 1 entry: the steering flags.
     pub const CONFIG: &str = "SIPNAT_CONFIG";
     /// `HashMap<u16 (host order), u8>` with at most [`super::MAX_SIP_PORTS`] entries: the SIP
-    /// port set. Written by userspace; read by the XDP program for UDP packets.
+    /// port set.
     pub const SIP_PORTS: &str = "SIPNAT_PORTS";
-    /// `XskMap` indexed by the RX queue index. Written by the userspace workers (their
-    /// AF_XDP socket for that queue); read by the XDP program's redirect.
+    /// `XskMap` indexed by the RX queue index: the AF_XDP socket that serves the queue.
     pub const XSKS: &str = "SIPNAT_XSKS";
     /// `PerCpuArray<u64>` with [`super::stat::COUNT`] entries: one counter per verdict and
-    /// reason. Written by the XDP program; read (summed over CPUs) by userspace.
+    /// reason.
     pub const STATS: &str = "SIPNAT_STATS";
 }
 
 /// The XDP program's section/function name.
 pub const PROGRAM_NAME: &str = "sipnat_steer";
 
-/// Upper bound of the SIP port set (SPEC §2: "a set of up to 64 ports").
+/// Upper bound of the SIP port set (`[interfaces] sip_ports`: 1 to 64 ports), the size of
+/// the XDP program's port hash map.
 pub const MAX_SIP_PORTS: u32 = 64;
 
 /// Size of the XSKMAP: the highest RX queue index sipnat can serve, plus one.

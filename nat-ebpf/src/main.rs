@@ -20,19 +20,20 @@ use aya_ebpf::{
 };
 use nat_common::{flags, stat, XdpConfig, MAX_IPV6_EXT_HEADERS, MAX_QUEUES, MAX_SIP_PORTS};
 
-/// Written by userspace (loader, enable/disable, reload); read here once per packet.
+/// The steering flags, read once per packet. (Who writes and reads each map:
+/// ARCHITECTURE.md, "BPF maps: who writes and reads each".)
 #[map(name = "SIPNAT_CONFIG")]
 static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
 
-/// The SIP port set (host-order u16 keys). Written by userspace; read here.
+/// The SIP port set (host-order u16 keys), read for UDP packets.
 #[map(name = "SIPNAT_PORTS")]
 static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_SIP_PORTS, 0);
 
-/// AF_XDP socket per RX queue. Written by the userspace workers; read by the redirect.
+/// The AF_XDP socket serving each RX queue, for the redirect.
 #[map(name = "SIPNAT_XSKS")]
 static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
 
-/// One counter per verdict/reason. Written here; summed over CPUs by userspace.
+/// One counter per verdict/reason, incremented here.
 #[map(name = "SIPNAT_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 

@@ -1,14 +1,18 @@
 //! sipnat: a kernel-bypass SIP NAT rewriter.
 //!
-//! Module map (see ARCHITECTURE.md):
+//! Module map (see ARCHITECTURE.md; layers point only down, `tests/module_graph.rs`):
 //! - [`datapath`]: AF_XDP workers, reassembly, flow table, next hops, slow path.
-//! - [`nat`]: address classification, NAT rules, external-address snapshot.
-//! - [`sip`]: the zero-copy SIP/SDP scanner (finds byte ranges, changes nothing).
+//! - [`wire`]: packet header views, checksums, frame builders.
+//! - [`nat`]: address classification, NAT rules and decisions (`Direction`, `L3Action`),
+//!   external-address snapshot.
+//! - [`sip`]: the zero-copy SIP/SDP scanner (finds byte ranges, changes nothing) and the
+//!   IP-address text parser it uses.
 //! - [`rewrite`]: the pure rewrite of a SIP message / whole packet.
 //! - [`snapshot`]: lock-free publication of config/address snapshots to the workers.
 //! - [`xdp`]: the XDP steering program seen from userspace (load, attach, maps, counters).
 //! - [`sys`]: OS wrappers (privileges, limits, interfaces).
-//! - [`control`]: the daemon lifecycle and the control socket.
+//! - [`config`]: the TOML config file, its validation and lowering.
+//! - [`control`]: the daemon lifecycle, the control socket, external sources, metrics.
 //! - [`loadtest`]: `sipnat loadtest`, the AF_XDP SIP generator and verifying receiver.
 //! - [`cli`]: the `sipnat` command line, one module per subcommand.
 

@@ -1,5 +1,5 @@
 //! Golden tests for every problem `sipnat check-config` reports, plus the shipped example
-//! config (`packaging/sipnat.toml`) and the key reference (`README.md`).
+//! config (`packaging/sipnat.toml`) and the key reference (`docs/config.md`).
 //!
 //! Each `tests/config/NAME.toml` is a tiny config with one mistake (its first line says
 //! which); `NAME.expected` next to it is exactly what `sipnat check-config NAME.toml`
@@ -162,7 +162,7 @@ fn example_path() -> PathBuf {
 }
 
 fn docs_path() -> PathBuf {
-    manifest_dir().join("../README.md")
+    manifest_dir().join("../docs/config.md")
 }
 
 fn blessing() -> bool {
@@ -429,11 +429,11 @@ fn without_spans(s: &str) -> String {
     out
 }
 
-/// README.md lists every key, and its default column (when it is a TOML value in
+/// docs/config.md lists every key, and its default column (when it is a TOML value in
 /// backticks) is the default in the code.
 #[test]
 fn docs_match_the_code() {
-    let text = std::fs::read_to_string(docs_path()).expect("README.md");
+    let text = std::fs::read_to_string(docs_path()).expect("docs/config.md");
     let mut documented = BTreeSet::new();
     let mut wrong = Vec::new();
     let default_dbg = without_spans(&format!("{:?}", Config::default()));
@@ -472,18 +472,33 @@ fn docs_match_the_code() {
     }
     let undocumented: Vec<_> = expected.difference(&documented).collect();
     let unknown: Vec<_> = documented.difference(&expected).collect();
-    assert!(undocumented.is_empty(), "README.md lacks {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "docs/config.md lacks {undocumented:?}"
+    );
     assert!(
         unknown.is_empty(),
-        "README.md documents unknown keys {unknown:?}"
+        "docs/config.md documents unknown keys {unknown:?}"
     );
-    assert!(wrong.is_empty(), "README.md: {wrong:#?}");
+    assert!(wrong.is_empty(), "docs/config.md: {wrong:#?}");
 }
 
-/// Every ```toml example in README.md is a valid config.
+/// Every ```toml example in README.md and docs/*.md is a valid config.
 #[test]
 fn docs_examples_are_valid() {
-    let text = std::fs::read_to_string(docs_path()).expect("README.md");
+    let mut text = std::fs::read_to_string(manifest_dir().join("../README.md")).expect("README.md");
+    let dir = manifest_dir().join("../docs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("docs/")
+        .map(|e| e.expect("docs/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.sort();
+    for f in files {
+        text.push_str(
+            &std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())),
+        );
+    }
     let mut blocks = 0;
     let mut rest = text.as_str();
     while let Some(i) = rest.find("```toml\n") {
@@ -496,7 +511,7 @@ fn docs_examples_are_valid() {
         rest = &body[end + 3..];
     }
     assert!(
-        blocks >= 2,
-        "the two deployment examples, found {blocks} blocks"
+        blocks >= 3,
+        "the README's minimal config and the two deployment examples, found {blocks} blocks"
     );
 }

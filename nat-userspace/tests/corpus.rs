@@ -22,8 +22,8 @@ use pcap_file::{
     DataLink,
 };
 use sipnat::{
-    nat::{decide, ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
-    rewrite::{packet::rewrite_packet, rewrite_message, Context, Direction, Outcome},
+    nat::{decide, Direction, ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
+    rewrite::{packet::rewrite_packet, rewrite_message, Context, Outcome},
     wire::{self, Link},
 };
 

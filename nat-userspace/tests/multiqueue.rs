@@ -4,7 +4,7 @@
 //! shares one flow-table entry whichever queue carries it, out and back; `sipnat status`
 //! lists the workers with their queues and CPUs. `two_workers_against_one` measures the
 //! delivered rate of one worker (one queue) against two (two queues) in one run and prints
-//! it (README "Deploy", "CPUs": the numbers and this command).
+//! it (docs/deploy.md, "Multi-queue NICs": the numbers and this command).
 
 mod common;
 

@@ -18,14 +18,12 @@ use std::{
 
 use etherparse::PacketBuilder;
 use sipnat::{
-    nat::{
-        addr::{never_rewritten, parse_ip},
-        ExternalAddrs, Net, RewriteConfig,
-    },
+    nat::{addr::never_rewritten, Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
     rewrite::{
-        packet::{rewrite_packet, udp_checksum_ok, L3Action},
-        rewrite_message, Changes, Context, Direction, Outcome,
+        packet::{rewrite_packet, udp_checksum_ok},
+        rewrite_message, Changes, Context, Outcome,
     },
+    sip::addr::parse_ip,
     wire::{self, Link},
 };
 

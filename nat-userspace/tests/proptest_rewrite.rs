@@ -12,8 +12,8 @@ use common::sipcheck::{
 };
 use proptest::prelude::*;
 use sipnat::{
-    nat::{ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
-    rewrite::{rewrite_message, Context, Direction, Outcome},
+    nat::{Direction, ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
+    rewrite::{rewrite_message, Context, Outcome},
 };
 
 fn config() -> RewriteConfig {

@@ -18,13 +18,18 @@ mod testdata;
 use testdata::workspace_root;
 
 /// Substrings that name a place outside the repository: the folder the test data used to
-/// live in (a sibling of the repository) and the development machine's work folder.
-fn needles() -> [String; 3] {
+/// live in (a sibling of the repository), the development machine's work folder, and the
+/// specification the project was written from, which is not in the repository (a comment
+/// citing one of its sections sends the reader to a document they do not have).
+fn needles() -> [String; 5] {
     let sibling = ["sha", "red"].concat();
+    let spec = ["SP", "EC"].concat();
     [
         format!("../{sibling}"),
         format!("{sibling}/"),
         ["/wo", "rk/"].concat(),
+        format!("{spec} \u{a7}"),
+        format!("{spec}.md"),
     ]
 }
 
@@ -252,6 +257,9 @@ fn no_file_refers_to_a_path_outside_the_repository() {
     for must in [
         "nat-userspace/tests/self_contained.rs",
         "README.md",
+        "ARCHITECTURE.md",
+        "docs/deploy.md",
+        "docs/config.md",
         "testdata/README.md",
         "fuzz/gen_seeds.py",
         "benches/loadtest-vs-kagen.sh",
@@ -307,6 +315,20 @@ fn the_detector_catches_each_kind_of_outside_path() {
         "source \"$(dirname \"$0\")/../bench/lib.sh\""
     ));
     assert!(!flagged(rs, "let shared = Arc::new(x); // shared state"));
+    // A section of a specification that is not in the repository.
+    let spec = ["SP", "EC"].concat();
+    assert!(flagged(
+        rs,
+        &format!("/// The default (\u{a7}3 of {spec}.md).")
+    ));
+    assert!(flagged(
+        rs,
+        &format!("//! The flow table ({spec} \u{a7}2).")
+    ));
+    assert!(!flagged(
+        Path::new("bench/ab.sh"),
+        &format!("NAMES=() declare -A {spec}=()")
+    ));
 }
 
 /// The test data is in the repository and byte-exact: every corpus file is listed in

@@ -9,7 +9,7 @@
 //! is missing). serde's and toml's own messages are rewritten into that form
 //! ([`explain`]); positions for fields that are not `Spanned` come from a second,
 //! best-effort parse of the text into a tree of spans ([`SpanTree`]). The golden tests in
-//! `tests/config_golden.rs` pin every message; README.md (Configuration) documents every key.
+//! `tests/config_golden.rs` pin every message; docs/config.md documents every key.
 //!
 //! The data path never sees this module: `Config::rewrite_config()` turns it into the
 //! immutable [`RewriteConfig`] snapshot the workers read.

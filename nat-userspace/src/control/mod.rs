@@ -1,6 +1,8 @@
-//! The control plane: the daemon's lifecycle, the control socket (protocol, server, client)
-//! and, later, external-address sources and metrics. Runs on tokio, off the packet path;
-//! it reaches the data path only through published snapshots and counters.
+//! The control plane: the daemon's lifecycle (`daemon`), the control socket (`protocol`,
+//! `server`, `client`, with `limits` against floods), the external-address sources
+//! (`external`, `stun`), one reading of every counter (`report`) and the Prometheus endpoint
+//! (`metrics`). Runs on tokio, off the packet path; it reaches the data path only through
+//! published snapshots and counters.
 
 pub mod client;
 pub mod daemon;

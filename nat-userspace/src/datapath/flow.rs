@@ -1,4 +1,4 @@
-//! The inbound NAT flow table (SPEC §2, `l3 = "snat"`, a rule whose internal side is a
+//! The inbound NAT flow table (`l3 = "snat"`, a rule whose internal side is a
 //! whole network sharing one external address).
 //!
 //! Outbound packets fill it: (external address, local port, remote address, remote port)
@@ -20,7 +20,8 @@
 //!   agents re-register and send keep-alives, media endpoints send RTP/RTCP, so 300 s is
 //!   far from that).
 //! - A live entry is never overwritten by another internal host of the same key: that one
-//!   gets [`InsertResult::Collision`] (port translation is a later step).
+//!   gets [`InsertResult::Collision`] (sipnat translates no ports: the caller counts it and
+//!   hands the packet to the kernel).
 //! - A full probe sequence makes room: the least recently refreshed live entry in it is
 //!   replaced ([`InsertResult::Evicted`]), so a full table loses its oldest idle flows, not
 //!   the new ones.

@@ -33,11 +33,11 @@ use super::{
     Dataplane,
 };
 use crate::{
-    nat::{decide, decide::Decision, L3Mode, LeakPolicy, MalformedPolicy},
+    nat::{decide, decide::Decision, Direction, L3Action, L3Mode, LeakPolicy, MalformedPolicy},
     rewrite::{
         edits::Edits,
         packet::{rewrite_packet_in, PacketError},
-        Changes, Context, Direction, Outcome,
+        Changes, Context, Outcome,
     },
     sip::message::{Malformed, NotSip},
     wire::{self, checksum, ethernet, ipv4, ipv6, Layout, Link},
@@ -253,7 +253,7 @@ impl Pipeline {
         buf: &mut [u8],
         layout: &Layout,
         ctx: &Context<'_>,
-        l3: crate::rewrite::packet::L3Action,
+        l3: L3Action,
     ) -> Result<crate::rewrite::packet::PacketRewrite, PacketError> {
         rewrite_packet_in(buf, layout, ctx, l3, &mut self.edits)
     }

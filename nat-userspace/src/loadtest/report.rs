@@ -1,5 +1,5 @@
-//! The load-test report: JSON with stable field names (documented in README "Load
-//! testing"), a human summary, and an SVG of the per-second samples (offered and
+//! The load-test report: JSON with stable field names (documented in
+//! docs/loadtest.md), a human summary, and an SVG of the per-second samples (offered and
 //! delivered rate, latency percentiles) drawn with plotters' SVG backend: no font
 //! library, text is emitted as SVG `<text>` for the viewer to render.
 

@@ -1,77 +1,8 @@
-//! Addresses as they appear in SIP text: fast parsing from bytes, formatting into a fixed
-//! buffer, and the classes that decide whether an address may ever be rewritten.
-//!
-//! Hand-written for the hot path: std's parsers take `&str` (UTF-8 validation first) and
-//! its formatters go through `core::fmt`; an IPv4 parse here is a dozen instructions.
+//! Address classes that hold whatever the rules say: an address that is never rewritten,
+//! and IPv4-mapped IPv6 classified by its IPv4 address. (Parsing and formatting addresses
+//! as SIP text: `sip::addr`.)
 
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-/// Parses a whole token as a dotted-quad IPv4 address (no leading `+`, no empty octets,
-/// each octet ≤ 255, at most 3 digits). The token must be exactly the address.
-#[inline]
-pub fn parse_ipv4(tok: &[u8]) -> Option<Ipv4Addr> {
-    if tok.len() < 7 || tok.len() > 15 {
-        return None;
-    }
-    match parse_ipv4_prefix(tok) {
-        Some((a, n)) if n == tok.len() => Some(a),
-        _ => None,
-    }
-}
-
-/// Parses a dotted-quad IPv4 address at the start of `b`: the address and the bytes it
-/// took. What follows is not looked at (callers decide whether it may follow).
-#[inline]
-pub fn parse_ipv4_prefix(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
-    let mut octets = [0u8; 4];
-    let mut i = 0usize;
-    for (n, slot) in octets.iter_mut().enumerate() {
-        if n > 0 {
-            if b.get(i) != Some(&b'.') {
-                return None;
-            }
-            i += 1;
-        }
-        let d = *b.get(i)?;
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let mut v = u32::from(d - b'0');
-        i += 1;
-        for _ in 0..2 {
-            match b.get(i) {
-                Some(&d) if d.is_ascii_digit() => {
-                    v = v * 10 + u32::from(d - b'0');
-                    i += 1;
-                }
-                _ => break,
-            }
-        }
-        if v > 255 {
-            return None;
-        }
-        *slot = v as u8;
-    }
-    Some((Ipv4Addr::from(octets), i))
-}
-
-/// Parses a whole token as an IPv6 address (no brackets), including the IPv4-embedded forms.
-#[inline]
-pub fn parse_ipv6(tok: &[u8]) -> Option<Ipv6Addr> {
-    if tok.len() < 2 || tok.len() > 45 || !tok.contains(&b':') {
-        return None;
-    }
-    let s = core::str::from_utf8(tok).ok()?;
-    s.parse().ok()
-}
-
-/// IPv4 or IPv6 (bare, no brackets).
-#[inline]
-pub fn parse_ip(tok: &[u8]) -> Option<IpAddr> {
-    parse_ipv4(tok)
-        .map(IpAddr::V4)
-        .or_else(|| parse_ipv6(tok).map(IpAddr::V6))
-}
+use core::net::IpAddr;
 
 /// Addresses that are never rewritten whatever the rules say: loopback, unspecified (SDP
 /// hold), and (for IPv4-mapped IPv6) the same classes of the embedded IPv4 address.
@@ -95,159 +26,20 @@ pub fn canonical(a: IpAddr) -> IpAddr {
     }
 }
 
-/// Longest text we ever write for one address (plus brackets and a port):
-/// `[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535` is 54 bytes.
-pub const TEXT_CAP: usize = 56;
-
-/// A small fixed-capacity byte string for formatted addresses and numbers.
-#[derive(Clone, Copy)]
-pub struct Text {
-    buf: [u8; TEXT_CAP],
-    len: u8,
-}
-
-impl Default for Text {
-    fn default() -> Self {
-        Text {
-            buf: [0; TEXT_CAP],
-            len: 0,
-        }
-    }
-}
-
-impl core::fmt::Debug for Text {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "{:?}",
-            core::str::from_utf8(self.as_bytes()).unwrap_or("<bin>")
-        )
-    }
-}
-
-impl PartialEq for Text {
-    fn eq(&self, o: &Self) -> bool {
-        self.as_bytes() == o.as_bytes()
-    }
-}
-
-impl Text {
-    #[inline]
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..usize::from(self.len)]
-    }
-
-    #[inline]
-    pub fn len(&self) -> usize {
-        usize::from(self.len)
-    }
-
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Appends; silently truncates at capacity (callers size inputs below it).
-    #[inline]
-    pub fn push(&mut self, b: &[u8]) {
-        let l = usize::from(self.len);
-        let n = b.len().min(TEXT_CAP - l);
-        self.buf[l..l + n].copy_from_slice(&b[..n]);
-        self.len = (l + n) as u8;
-    }
-
-    #[inline]
-    pub fn push_byte(&mut self, b: u8) {
-        self.push(&[b]);
-    }
-
-    /// Appends a decimal number.
-    #[inline]
-    pub fn push_u32(&mut self, mut v: u32) {
-        let mut tmp = [0u8; 10];
-        let mut i = tmp.len();
-        loop {
-            i -= 1;
-            tmp[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.push(&tmp[i..]);
-    }
-
-    #[inline]
-    pub fn push_ipv4(&mut self, a: Ipv4Addr) {
-        let o = a.octets();
-        for (i, b) in o.iter().enumerate() {
-            if i > 0 {
-                self.push_byte(b'.');
-            }
-            self.push_u32(u32::from(*b));
-        }
-    }
-
-    /// RFC 5952 text of an IPv6 address (std's formatter, into this buffer).
-    pub fn push_ipv6(&mut self, a: Ipv6Addr) {
-        use core::fmt::Write as _;
-        let _ = write!(self, "{a}");
-    }
-
-    pub fn push_ip(&mut self, a: IpAddr) {
-        match a {
-            IpAddr::V4(v4) => self.push_ipv4(v4),
-            IpAddr::V6(v6) => self.push_ipv6(v6),
-        }
-    }
-
-    pub fn from_ip(a: IpAddr) -> Text {
-        let mut t = Text::default();
-        t.push_ip(a);
-        t
-    }
-}
-
-impl core::fmt::Write for Text {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.push(s.as_bytes());
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use core::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
-    fn ipv4_whole_token_only() {
-        assert_eq!(
-            parse_ipv4(b"192.168.1.10"),
-            Some(Ipv4Addr::new(192, 168, 1, 10))
-        );
-        assert_eq!(parse_ipv4(b"0.0.0.0"), Some(Ipv4Addr::UNSPECIFIED));
-        for bad in [
-            &b"192.168.1.256"[..],
-            b"192.168.1",
-            b"192.168.1.10.",
-            b"192.168..1",
-            b"1923.1.1.1",
-            b"a.b.c.d",
-            b"192.168.1.10x",
-            b" 192.168.1.1",
-            b"",
-        ] {
-            assert_eq!(parse_ipv4(bad), None, "{:?}", core::str::from_utf8(bad));
-        }
-    }
-
-    #[test]
-    fn ipv6_and_mapped() {
-        let a = parse_ip(b"::ffff:10.0.0.5").unwrap();
+    fn mapped_is_classified_by_its_ipv4_address() {
+        let a = "::ffff:10.0.0.5".parse().unwrap();
         assert_eq!(canonical(a), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)));
-        assert!(parse_ip(b"2001:db8::1").is_some());
-        assert!(parse_ip(b"2001:db8:::192.0.2.1").is_none());
-        assert!(parse_ip(b"example.com").is_none());
+        assert_eq!(
+            canonical("2001:db8::1".parse().unwrap()),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -263,19 +55,5 @@ mod tests {
             assert!(never_rewritten(a.parse().unwrap()), "{a}");
         }
         assert!(!never_rewritten("10.0.0.1".parse().unwrap()));
-    }
-
-    #[test]
-    fn text_formatting() {
-        let mut t = Text::default();
-        t.push_ipv4(Ipv4Addr::new(203, 0, 113, 10));
-        t.push_byte(b':');
-        t.push_u32(5060);
-        assert_eq!(t.as_bytes(), b"203.0.113.10:5060");
-        let t = Text::from_ip("2001:db8::1".parse().unwrap());
-        assert_eq!(t.as_bytes(), b"2001:db8::1");
-        let mut t = Text::default();
-        t.push_u32(0);
-        assert_eq!(t.as_bytes(), b"0");
     }
 }

@@ -1,11 +1,28 @@
 //! Per-packet NAT decisions from the IP addresses: is this packet outbound, inbound or
 //! internal, which IP header changes apply, and which internal host an inbound packet is
-//! for. Shared by the worker, the offline pcap tool and the load-test verifier.
+//! for. Called by the per-packet pipeline (`datapath/pipeline.rs`), which the workers,
+//! `sipnat rewrite` and the fuzz target `packet` share.
 
 use core::net::IpAddr;
 
 use super::{ExternalAddrs, L3Mode, RewriteConfig};
-use crate::rewrite::{packet::L3Action, Direction};
+
+/// Which way the packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Inside → outside: private addresses become the external address.
+    Outbound,
+    /// Outside → inside: the external address becomes the mapped private address.
+    Inbound,
+}
+
+/// Address changes in the IP header, decided from the NAT rules and the flow table and
+/// applied by the packet rewrite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L3Action {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+}
 
 /// What to do with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,5 +6,6 @@ pub mod decide;
 pub mod external;
 pub mod rules;
 
+pub use decide::{Direction, L3Action};
 pub use external::ExternalAddrs;
 pub use rules::{L3Mode, LeakPolicy, MalformedPolicy, Net, PortMap, RewriteConfig, Rule};

@@ -113,7 +113,8 @@ impl core::fmt::Display for Net {
     }
 }
 
-/// The default `local_nets` (SPEC §3).
+/// The default `local_nets` (documented in docs/config.md): RFC 1918, shared address space
+/// (RFC 6598), link-local, unique-local (RFC 4193) and IPv6 link-local.
 pub const DEFAULT_LOCAL_NETS: [&str; 7] = [
     "10.0.0.0/8",
     "172.16.0.0/12",

@@ -6,7 +6,7 @@
 
 use alloc::vec::Vec;
 
-use crate::nat::addr::Text;
+use crate::sip::addr::Text;
 
 /// The longest message the capacity is sized for: a UDP payload is at most 65,527 bytes.
 pub const MAX_MESSAGE: usize = 65_536;

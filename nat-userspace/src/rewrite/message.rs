@@ -7,26 +7,15 @@ use core::net::IpAddr;
 
 use super::edits::{Edits, Field};
 use crate::{
-    nat::{
-        addr::{canonical, Text},
-        ExternalAddrs, RewriteConfig, Rule,
-    },
+    nat::{addr::canonical, Direction, ExternalAddrs, RewriteConfig, Rule},
     sip::{
+        addr::Text,
         body::{self, BodyKind},
         message::{self, Kind, Malformed, NotSip, StartLine},
         sdp,
         uri::{self, HostPort},
     },
 };
-
-/// Which way the packet goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Inside → outside: private addresses become the external address.
-    Outbound,
-    /// Outside → inside: the external address becomes the mapped private address.
-    Inbound,
-}
 
 /// Everything the rewrite depends on besides the bytes.
 #[derive(Clone, Copy, Debug)]
@@ -330,7 +319,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         let cfg: &'a RewriteConfig = self.ctx.config;
         let ext = &self.ctx.external;
         let (new, rule) = match self.ctx.direction {
-            super::Direction::Outbound => {
+            Direction::Outbound => {
                 let Some(rule) = cfg.rule_for(addr) else {
                     return Map::Keep;
                 };
@@ -342,7 +331,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                 };
                 (new, Some(rule))
             }
-            super::Direction::Inbound => {
+            Direction::Inbound => {
                 if !cfg.is_external(addr, ext) {
                     return Map::Keep;
                 }
@@ -378,8 +367,8 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         }
         let eff = port.unwrap_or(default_port);
         match self.ctx.direction {
-            super::Direction::Outbound => rule.ports.outbound(eff),
-            super::Direction::Inbound => rule.ports.inbound(eff),
+            Direction::Outbound => rule.ports.outbound(eff),
+            Direction::Inbound => rule.ports.inbound(eff),
         }
         .filter(|&np| np != eff)
     }
@@ -491,7 +480,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         let Some(local_port) = self.ctx.local_port else {
             return;
         };
-        if self.ctx.direction != super::Direction::Inbound {
+        if self.ctx.direction != Direction::Inbound {
             return;
         }
         let mut pos = v.start;
@@ -547,7 +536,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         if let Some(sb) = &via.sent_by {
             self.host(sb, Some(default_port), true, Field::Via);
         }
-        if self.ctx.direction == super::Direction::Outbound {
+        if self.ctx.direction == Direction::Outbound {
             // Outbound only `maddr` matters.
             self.maddr(msg, via.params, Field::Via);
             return;

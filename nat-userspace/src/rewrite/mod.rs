@@ -8,9 +8,7 @@ pub mod edits;
 pub mod message;
 pub mod packet;
 
-pub use message::{
-    rewrite_message, rewrite_message_in, Changes, Context, Direction, Outcome, Rewrite,
-};
+pub use message::{rewrite_message, rewrite_message_in, Changes, Context, Outcome, Rewrite};
 
 #[cfg(test)]
 mod tests;

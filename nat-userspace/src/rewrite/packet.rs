@@ -12,14 +12,10 @@ use core::net::IpAddr;
 use super::{
     edits::Edits, message::rewrite_message_in, rewrite_message, Context, Outcome, Rewrite,
 };
-use crate::wire::{checksum, ipv4, ipv6, udp, Layout};
-
-/// Address changes in the IP header, decided by the caller (NAT rules, flow table).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct L3Action {
-    pub src: Option<IpAddr>,
-    pub dst: Option<IpAddr>,
-}
+use crate::{
+    nat::L3Action,
+    wire::{checksum, ipv4, ipv6, udp, Layout},
+};
 
 /// Result of a whole-packet rewrite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

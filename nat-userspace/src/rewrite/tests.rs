@@ -1,10 +1,11 @@
-//! Rule-by-rule and edge-case tests of the message rewrite (SPEC §3, §8).
+//! Rule-by-rule and edge-case tests of the message rewrite: each rule of docs/config.md
+//! ("What is rewritten") and the edge cases of real SIP.
 
 use core::net::IpAddr;
 
 use super::*;
 use crate::{
-    nat::{ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
+    nat::{Direction, ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
     sip::message::{Malformed, NotSip},
 };
 

@@ -1,6 +1,8 @@
 //! The SIP/SDP scanner: zero-copy, allocation-free, results as offsets into the message.
-//! It finds things; `crate::rewrite` decides what to change.
+//! It finds things; the rewrite decides what to change. `addr` parses and formats the IP
+//! addresses it finds, so the scanner needs nothing above it.
 
+pub mod addr;
 pub mod body;
 pub mod message;
 pub mod scan;

@@ -7,7 +7,7 @@
 
 use core::net::IpAddr;
 
-use crate::nat::addr::{parse_ipv4, parse_ipv6};
+use super::addr::{parse_ipv4, parse_ipv6};
 
 /// The end of the line starting at `pos`: `(content_end, next_line_start)`. Accepts CRLF,
 /// LF and bare CR as terminators (real traffic has all three), and `CR CR LF` as one

@@ -6,8 +6,8 @@
 
 use core::{net::IpAddr, ops::Range};
 
+use super::addr::{parse_ipv4, parse_ipv6};
 use super::scan::{line_end, port_at};
-use crate::nat::addr::{parse_ipv4, parse_ipv6};
 
 /// Which SDP field an item comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,8 +7,8 @@
 
 use core::{net::IpAddr, ops::Range};
 
+use super::addr::{parse_ipv4, parse_ipv4_prefix, parse_ipv6};
 use super::scan::{find_unquoted, is_host_char, is_lws, port_at, skip_lws, trim_end};
-use crate::nat::addr::{parse_ipv4, parse_ipv4_prefix, parse_ipv6};
 
 /// An IP host (and port) found in the message.
 #[derive(Clone, Debug, PartialEq, Eq)]

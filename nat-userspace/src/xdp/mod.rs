@@ -299,7 +299,8 @@ impl SteeringProgram {
         Ok(v)
     }
 
-    /// The XSKMAP, for workers to register their AF_XDP socket per queue.
+    /// The XSKMAP, to register the AF_XDP socket that serves each queue (the daemon for its
+    /// workers, the load test for its receiver).
     pub fn xsk_map(&mut self) -> Result<XskMap<&mut MapData>, XdpError> {
         self.map_mut(maps::XSKS)
     }

@@ -158,8 +158,8 @@ pub fn receive(
 /// What sipnat should make of `msg` (the library's own rewrite, outbound).
 pub fn expected_rewrite(msg: &[u8]) -> Vec<u8> {
     use sipnat::{
-        nat::{ExternalAddrs, Net, RewriteConfig},
-        rewrite::{rewrite_message, Context, Direction},
+        nat::{Direction, ExternalAddrs, Net, RewriteConfig},
+        rewrite::{rewrite_message, Context},
     };
     let cfg = RewriteConfig::single(Net::parse("10.0.0.0/24").unwrap());
     let ctx = Context {

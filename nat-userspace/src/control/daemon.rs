@@ -21,7 +21,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _};
 
 use crate::{
-    config::{self, AttachModeCfg, Config, ExternalSource, OnFailure},
+    config::{self, Config, ExternalSource},
     datapath::{
         flow::FlowTable,
         nexthop::{self, NextHops},
@@ -34,7 +34,7 @@ use crate::{
     nat::{external::check_external, ExternalAddrs},
     snapshot::Published,
     sys::NapiDefer,
-    xdp::{AttachMode, AttachedMode, FailureMode, PinLifetime, SteeringConfig, SteeringProgram},
+    xdp::{AttachedMode, PinLifetime, SteeringConfig, SteeringProgram},
 };
 
 /// NAPI deferral while the workers busy-poll: the kernel's own NAPI for the queue stays
@@ -107,10 +107,7 @@ pub const RELOAD_READ_TIMEOUT: Duration = Duration::from_secs(5);
 fn steering(cfg: &Config, enabled: bool) -> SteeringConfig {
     SteeringConfig {
         enabled,
-        on_failure: match cfg.interfaces.on_failure {
-            OnFailure::Pass => FailureMode::Pass,
-            OnFailure::Drop => FailureMode::Drop,
-        },
+        on_failure: cfg.interfaces.on_failure,
         steer_fragments: cfg.interfaces.steer_fragments,
     }
 }
@@ -217,11 +214,7 @@ impl Daemon {
         })?;
 
         // XDP first: until workers register, the failure mode applies.
-        let mode = match cfg.interfaces.attach_mode {
-            AttachModeCfg::Auto => AttachMode::Auto,
-            AttachModeCfg::Native => AttachMode::Native,
-            AttachModeCfg::Generic => AttachMode::Generic,
-        };
+        let mode = cfg.interfaces.attach_mode;
         // A program a previous daemon left pinned is adopted (hitless restart): same maps,
         // counters continue, no detach; otherwise load, attach and pin a fresh one.
         let pin_root = cfg.control.bpffs.clone();

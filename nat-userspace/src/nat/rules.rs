@@ -192,7 +192,8 @@ pub struct Rule {
 }
 
 /// What happens to IP headers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum L3Mode {
     /// Source NAT outbound, destination restored inbound.
     #[default]
@@ -202,7 +203,8 @@ pub enum L3Mode {
 }
 
 /// What to do with a malformed SIP message.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MalformedPolicy {
     #[default]
     Forward,
@@ -212,7 +214,8 @@ pub enum MalformedPolicy {
 /// What to do with an outbound message that still holds an address of a rule's internal
 /// network after the rewrite (it could not be rewritten: unparsable, no external address
 /// of its family, more addresses than the edit list holds).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LeakPolicy {
     /// Dropped (`drop_would_leak`).
     #[default]

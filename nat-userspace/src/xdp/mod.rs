@@ -31,9 +31,11 @@ use crate::sys;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipnat-xdp"));
 
 /// How to attach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Native (driver) mode; fall back to generic (skb) mode with a warning.
+    #[default]
     Auto,
     /// Native mode or fail.
     Native,
@@ -58,7 +60,8 @@ impl std::fmt::Display for AttachedMode {
 }
 
 /// XDP verdict when the queue has no AF_XDP socket.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FailureMode {
     /// The kernel forwards the packet unrewritten (fail open).
     #[default]

@@ -34,7 +34,7 @@ use sipnat::{
     config::ExternalSource,
     control::{
         external::{self, Publisher, SourceOptions},
-        stun::{self, Family, Retransmit, StunError, StunOptions},
+        stun::{self, DecodeError, Family, Retransmit, StunError, StunOptions},
     },
     nat::external::ExternalAddrs,
 };
@@ -437,7 +437,7 @@ async fn stun_error_response_is_reported_at_once() {
     };
     let t = Instant::now();
     match stun::query(r.addr, &opts).await {
-        Err(StunError::ErrorResponse { code, reason }) => {
+        Err(StunError::Decode(DecodeError::ErrorResponse { code, reason })) => {
             assert_eq!(code, 500);
             assert_eq!(reason, "Server Error");
         }

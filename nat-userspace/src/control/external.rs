@@ -384,9 +384,10 @@ async fn run_stun(
                 Ok(private) => Ok((b, private)),
                 Err(refused) => {
                     refuse(&opts, &what, &refused);
-                    Err(stun::StunError::Malformed(format!(
-                        "mapped address refused: {refused}"
-                    )))
+                    Err(
+                        stun::DecodeError::Malformed(format!("mapped address refused: {refused}"))
+                            .into(),
+                    )
                 }
             },
         );

@@ -6,6 +6,7 @@ pub mod emit;
 pub mod ethernet;
 pub mod ipv4;
 pub mod ipv6;
+pub mod stun;
 pub mod udp;
 
 use core::net::IpAddr;

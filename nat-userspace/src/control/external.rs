@@ -32,7 +32,6 @@
 use std::{
     io,
     net::IpAddr,
-    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -40,15 +39,10 @@ use std::{
     time::Duration,
 };
 
-use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_REQUEST,
-};
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
-    AddressFamily, RouteNetlinkMessage,
+    AddressFamily,
 };
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr as NlAddr};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::watch,
@@ -59,6 +53,7 @@ use super::stun::{self, Family, StunOptions};
 use crate::{
     config::ExternalSource,
     nat::external::{check_external, ExternalAddrs, Refused},
+    sys::netlink::{groups, EventSocket, RtnlSocket},
 };
 
 /// Receives every change: the combined addresses, the configured sources as text (e.g.
@@ -516,51 +511,34 @@ async fn next_event(ev: &mut Option<AddrEvents>) -> io::Result<()> {
 }
 
 /// An rtnetlink socket subscribed to the address group of one family. Notifications are
-/// not decoded: any of them triggers a re-read (cheap, and a lost notification
+/// not decoded further: any of them triggers a re-read (cheap, and a lost notification
 /// (ENOBUFS) is handled the same way).
 struct AddrEvents {
-    fd: AsyncFd<Socket>,
-    buf: Vec<u8>,
+    fd: AsyncFd<EventSocket>,
 }
 
 impl AddrEvents {
     fn open(family: Family) -> io::Result<AddrEvents> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
-        sock.bind_auto()?;
-        sock.add_membership(match family {
-            Family::V4 => libc::RTNLGRP_IPV4_IFADDR,
-            Family::V6 => libc::RTNLGRP_IPV6_IFADDR,
-        })?;
+        let addrs = match family {
+            Family::V4 => groups::IPV4_IFADDR,
+            Family::V6 => groups::IPV6_IFADDR,
+        };
         // Interface removal/rename: the address list is re-read too.
-        sock.add_membership(libc::RTNLGRP_LINK)?;
-        sock.set_non_blocking(true)?;
+        let sock = EventSocket::open(&[addrs, groups::LINK])?;
         // SAFETY: the socket owns its fd for its whole life and always reports that one;
         // the AsyncFd owns the socket.
         let fd = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }?;
-        Ok(AddrEvents {
-            fd,
-            buf: vec![0; 64 * 1024],
-        })
+        Ok(AddrEvents { fd })
     }
 
     /// Waits until at least one notification arrived, then drains the socket.
     async fn wait(&mut self) -> io::Result<()> {
         loop {
-            let mut guard = self.fd.readable().await?;
+            let mut guard = self.fd.readable_mut().await?;
             let mut got = false;
-            loop {
-                match guard.get_inner().recv(&mut &mut self.buf[..], 0) {
-                    Ok(_) => got = true,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        guard.clear_ready();
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    // Notifications were lost: a re-read covers them.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => got = true,
-                    Err(e) => return Err(e),
-                }
-            }
+            guard.get_inner_mut().drain(&mut |_| got = true)?;
+            // `drain` returns once the socket would block.
+            guard.clear_ready();
             if got {
                 return Ok(());
             }
@@ -669,102 +647,12 @@ pub fn dump_addresses(f: Family) -> io::Result<Vec<IfAddr>> {
 }
 
 fn dump_once(f: Family) -> io::Result<Vec<IfAddr>> {
-    let mut sock = Socket::new(NETLINK_ROUTE)?;
-    sock.bind_auto()?;
-    sock.connect(&NlAddr::new(0, 0))?;
-    let tv = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
-    };
-    // SAFETY: valid fd, pointer to a local of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-
-    const SEQ: u32 = 1;
-    let mut msg = AddressMessage::default();
-    msg.header.family = match f {
+    let family = match f {
         Family::V4 => AddressFamily::Inet,
         Family::V6 => AddressFamily::Inet6,
     };
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    header.sequence_number = SEQ;
-    let mut req = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(RouteNetlinkMessage::GetAddress(msg)),
-    );
-    req.finalize();
-    let mut out = vec![0u8; req.buffer_len()];
-    req.serialize(&mut out);
-    sock.send(&out, 0)?;
-
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut addrs = Vec::new();
-    let mut interrupted = false;
-    loop {
-        let n = loop {
-            match sock.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r?,
-            }
-        };
-        if n > buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("netlink datagram of {n} bytes truncated"),
-            ));
-        }
-        let mut off = 0usize;
-        while off < n {
-            let nb = NetlinkBuffer::new_checked(&buf[off..n]).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("malformed netlink message: {e}"),
-                )
-            })?;
-            let len = nb.length() as usize;
-            let (seq, flags) = (nb.sequence_number(), nb.flags());
-            let bytes = &buf[off..off + len];
-            off += (len + 3) & !3;
-            if seq != SEQ {
-                continue;
-            }
-            interrupted |= flags & NLM_F_DUMP_INTR != 0;
-            let Ok(parsed) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) else {
-                continue; // one undecodable entry does not spoil the dump
-            };
-            match parsed.payload {
-                NetlinkPayload::Done(d) => {
-                    if d.code != 0 {
-                        return Err(io::Error::from_raw_os_error(d.code.saturating_abs()));
-                    }
-                    if interrupted {
-                        return Err(io::Error::new(
-                            io::ErrorKind::Interrupted,
-                            "address dump interrupted by a concurrent change",
-                        ));
-                    }
-                    return Ok(addrs);
-                }
-                NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => {
-                    addrs.extend(if_addr_from_message(&m));
-                }
-                NetlinkPayload::Overrun(_) => return Err(io::Error::other("netlink overrun")),
-                _ => {}
-            }
-        }
-    }
+    let msgs = RtnlSocket::open()?.addresses(family)?;
+    Ok(msgs.iter().filter_map(if_addr_from_message).collect())
 }
 
 #[cfg(test)]

@@ -353,6 +353,7 @@ impl Resolver {
                 flags = (true, true, true);
             }
             Event::Lost => flags = (true, true, true),
+            Event::Address => {}
         });
         self.allowed = allowed;
         if let Err(e) = r {

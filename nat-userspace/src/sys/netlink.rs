@@ -1,5 +1,6 @@
-//! Synchronous rtnetlink plumbing for the control plane: one request socket for queries
-//! (`ip route get`, neighbour dumps, link lookups) and one event socket subscribed to
+//! Synchronous rtnetlink plumbing for the control plane, the one netlink client of the
+//! daemon: one request socket for queries (`ip route get`, neighbour and address dumps,
+//! link lookups) and one event socket subscribed to
 //! multicast groups. The message format is `netlink-packet-route`'s; this module only
 //! frames requests, matches replies by sequence number and maps kernel errors.
 //!
@@ -20,6 +21,7 @@ use netlink_packet_core::{
     NLM_F_REQUEST,
 };
 use netlink_packet_route::{
+    address::AddressMessage,
     link::{LinkAttribute, LinkFlags, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteType, RouteVia},
@@ -30,6 +32,8 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 /// Multicast groups (`RTNLGRP_*`, linux/rtnetlink.h) for [`EventSocket::open`].
 pub mod groups {
     pub const LINK: u32 = libc::RTNLGRP_LINK;
+    pub const IPV4_IFADDR: u32 = libc::RTNLGRP_IPV4_IFADDR;
+    pub const IPV6_IFADDR: u32 = libc::RTNLGRP_IPV6_IFADDR;
     pub const NEIGH: u32 = libc::RTNLGRP_NEIGH;
     pub const IPV4_ROUTE: u32 = libc::RTNLGRP_IPV4_ROUTE;
     pub const IPV6_ROUTE: u32 = libc::RTNLGRP_IPV6_ROUTE;
@@ -110,6 +114,8 @@ pub enum Event {
     Neighbour { ifindex: Option<u32> },
     /// RTM_NEWROUTE / RTM_DELROUTE (either family).
     Route,
+    /// RTM_NEWADDR / RTM_DELADDR (either family).
+    Address,
     /// The kernel dropped notifications (ENOBUFS): resynchronise everything.
     Lost,
 }
@@ -387,6 +393,21 @@ impl RtnlSocket {
         Ok(out)
     }
 
+    /// Every address of `family` (`Inet` or `Inet6`), all interfaces (RTM_GETADDR
+    /// dump). A dump the kernel flags as interrupted by a concurrent change fails with
+    /// [`io::ErrorKind::Interrupted`]: ask again.
+    pub fn addresses(&mut self, family: AddressFamily) -> io::Result<Vec<AddressMessage>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = family;
+        let mut out = Vec::new();
+        self.transact(RouteNetlinkMessage::GetAddress(msg), true, &mut |m| {
+            if let RouteNetlinkMessage::NewAddress(a) = m {
+                out.push(a);
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Interface `ifindex`, or `None` when there is no such interface.
     pub fn link(&mut self, ifindex: u32) -> io::Result<Option<Link>> {
         let mut msg = LinkMessage::default();
@@ -569,6 +590,7 @@ fn classify(mtype: u16, bytes: &[u8]) -> Option<Event> {
             Some(Event::Link { ifindex })
         }
         libc::RTM_NEWROUTE | libc::RTM_DELROUTE => Some(Event::Route),
+        libc::RTM_NEWADDR | libc::RTM_DELADDR => Some(Event::Address),
         _ => None,
     }
 }

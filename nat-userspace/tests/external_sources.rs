@@ -43,12 +43,8 @@ use tokio::net::UdpSocket;
 // ---------------------------------------------------------------------------------------
 // Publication recorder
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Publication {
-    addrs: ExternalAddrs,
-    source: String,
-    stale: bool,
-}
+/// What a source hands to the daemon.
+use sipnat::control::writer::ExternalUpdate as Publication;
 
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<Publication>>>);
@@ -56,13 +52,7 @@ struct Recorder(Arc<Mutex<Vec<Publication>>>);
 impl Recorder {
     fn publisher(&self) -> Publisher {
         let log = Arc::clone(&self.0);
-        Arc::new(move |addrs, source, stale| {
-            log.lock().unwrap().push(Publication {
-                addrs,
-                source,
-                stale,
-            })
-        })
+        Arc::new(move |u| log.lock().unwrap().push(u))
     }
 
     fn all(&self) -> Vec<Publication> {

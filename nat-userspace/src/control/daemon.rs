@@ -37,6 +37,9 @@ use crate::{
     xdp::{AttachedMode, PinLifetime, SteeringConfig, SteeringProgram},
 };
 
+pub use super::writer::ExternalState;
+use super::writer::{DataplaneWriter, ExternalUpdate};
+
 /// NAPI deferral while the workers busy-poll: the kernel's own NAPI for the queue stays
 /// off for two rounds of up to 1 ms after each poll; if the workers stop polling (stuck,
 /// stopped), it takes over within that time.
@@ -64,15 +67,6 @@ pub struct Programs {
     pub outside_mode: AttachedMode,
 }
 
-/// Where the external address came from and when.
-#[derive(Clone, Debug)]
-pub struct ExternalState {
-    pub source: String,
-    pub addrs: ExternalAddrs,
-    pub updated: Option<SystemTime>,
-    pub stale: bool,
-}
-
 pub struct Daemon {
     pub config_path: PathBuf,
     pub config: Mutex<Config>,
@@ -80,7 +74,8 @@ pub struct Daemon {
     pub programs: Mutex<Programs>,
     pub workers: Mutex<Vec<WorkerInfo>>,
     pub started: Instant,
-    pub external: Mutex<ExternalState>,
+    /// The one writer of `shared.dataplane`, and the external address's provenance.
+    pub dataplane: DataplaneWriter,
     /// Candidate external addresses refused by `check_external` (STUN answers, interface
     /// addresses, `set external-ip`).
     pub external_rejected: Arc<AtomicU64>,
@@ -308,12 +303,7 @@ impl Daemon {
             }),
             workers: Mutex::new(Vec::new()),
             started: Instant::now(),
-            external: Mutex::new(ExternalState {
-                source,
-                addrs: external,
-                updated: (!external.is_empty()).then(SystemTime::now),
-                stale: false,
-            }),
+            dataplane: DataplaneWriter::new(Arc::clone(&shared), source),
             enabled: AtomicBool::new(true),
             external_rejected: Arc::new(AtomicU64::new(0)),
             awaiting_external: AtomicBool::new(external.is_empty()),
@@ -327,12 +317,7 @@ impl Daemon {
         if external.is_empty() {
             // Until a source (STUN, interface) delivers an address, SIP takes the kernel
             // path: there is nothing to rewrite it to.
-            let src = daemon
-                .external
-                .lock()
-                .expect("external lock")
-                .source
-                .clone();
+            let src = daemon.dataplane.external().source;
             tracing::info!("waiting for the external address from {src}: steering off until then");
             daemon.set_enabled(false)?;
         }
@@ -489,26 +474,14 @@ impl Daemon {
     /// Publishes a new external address (hitless: the next packet uses it). `stale`: the
     /// source failed and this is its last good value. The first address known turns
     /// steering on when it was held off waiting for one.
-    pub fn set_external(&self, addrs: ExternalAddrs, source: &str, stale: bool) {
-        let cur = self.shared.dataplane.load();
-        if cur.external != addrs {
-            self.shared.dataplane.publish(cur.with_external(addrs));
-        }
-        {
-            let mut e = self.external.lock().expect("external lock");
-            if e.addrs != addrs {
-                tracing::info!("external address {addrs} (from {source})");
-            }
-            if stale && !e.stale {
-                tracing::warn!("external address source {source} failed; keeping {addrs} (stale)");
-            }
-            e.addrs = addrs;
-            e.source = source.to_string();
-            if !stale {
-                e.updated = Some(SystemTime::now());
-            }
-            e.stale = stale;
-        }
+    pub fn set_external(&self, u: ExternalUpdate) {
+        let addrs = u.addrs;
+        self.dataplane.update(|dp, e| record_external(dp, e, u));
+        self.external_known(addrs);
+    }
+
+    /// Turns steering on at the first external address when it was held off for one.
+    fn external_known(&self, addrs: ExternalAddrs) {
         if !addrs.is_empty() && self.awaiting_external.swap(false, Ordering::Relaxed) {
             if let Err(e) = self.set_enabled(true) {
                 tracing::error!("enabling steering: {e}");
@@ -532,9 +505,7 @@ impl Daemon {
         opts.rejected = Arc::clone(&self.external_rejected);
         let d = Arc::clone(self);
         let publish: crate::control::external::Publisher =
-            Arc::new(move |addrs: ExternalAddrs, source: String, stale: bool| {
-                d.set_external(addrs, &source, stale)
-            });
+            Arc::new(move |u: ExternalUpdate| d.set_external(u));
         Some(crate::control::external::spawn(v4, v6, opts, publish))
     }
 
@@ -559,12 +530,23 @@ impl Daemon {
                 if let Some(why) = private {
                     tracing::warn!("set external-ip: {ip} is {why}; used because nat.allow_private_external = true");
                 }
-                let mut e = self.shared.dataplane.load().external;
-                match ip {
-                    IpAddr::V4(v4) => e.v4 = Some(v4),
-                    IpAddr::V6(v6) => e.v6 = Some(v6),
-                }
-                self.set_external(e, "cli", false);
+                // One update: a source publishing at the same time cannot undo the other
+                // family's address.
+                let e = self.dataplane.update(|dp, state| {
+                    let mut addrs = dp.external;
+                    match ip {
+                        IpAddr::V4(v4) => addrs.v4 = Some(v4),
+                        IpAddr::V6(v6) => addrs.v6 = Some(v6),
+                    }
+                    let u = ExternalUpdate {
+                        addrs,
+                        source: "cli".to_string(),
+                        stale: false,
+                    };
+                    record_external(dp, state, u);
+                    addrs
+                });
+                self.external_known(e);
                 Ok(e)
             }
         }
@@ -652,37 +634,35 @@ impl Daemon {
         let pending = restart_only_changes(&old, &new);
         // A static external address is applied now; a dynamic source keeps publishing
         // what it discovers (a changed dynamic source is in `pending`).
-        let mut external = self.shared.dataplane.load().external;
         let (n4, n6) = new.external_sources();
         let (o4, o6) = old.external_sources();
-        match &n4 {
-            ExternalSource::Static(IpAddr::V4(a)) => external.v4 = Some(*a),
-            ExternalSource::None if !o4.is_dynamic() => external.v4 = None,
-            _ => {}
-        }
-        match &n6 {
-            ExternalSource::Static(IpAddr::V6(a)) => external.v6 = Some(*a),
-            ExternalSource::None if !o6.is_dynamic() => external.v6 = None,
-            _ => {}
-        }
         let rules = new.nat.rule.len();
-        self.shared.dataplane.publish(Dataplane::new(
-            new.rewrite_config(),
-            external,
-            new.interfaces.sip_ports.get_ref(),
-        ));
-        {
-            let mut e = self.external.lock().expect("external lock");
+        self.dataplane.update(|dp, e| {
+            let mut external = dp.external;
+            match &n4 {
+                ExternalSource::Static(IpAddr::V4(a)) => external.v4 = Some(*a),
+                ExternalSource::None if !o4.is_dynamic() => external.v4 = None,
+                _ => {}
+            }
+            match &n6 {
+                ExternalSource::Static(IpAddr::V6(a)) => external.v6 = Some(*a),
+                ExternalSource::None if !o6.is_dynamic() => external.v6 = None,
+                _ => {}
+            }
+            *dp = Dataplane::new(
+                new.rewrite_config(),
+                external,
+                new.interfaces.sip_ports.get_ref(),
+            );
             if e.addrs != external {
                 tracing::info!("external address {external} (from the reloaded config)");
-                e.addrs = external;
                 e.updated = Some(SystemTime::now());
                 e.stale = false;
             }
             if ![&o4, &o6, &n4, &n6].iter().any(|s| s.is_dynamic()) {
                 e.source = source_label(&new);
             }
-        }
+        });
         *self.config.lock().expect("config lock") = new;
         tracing::info!("config reloaded from {}", self.config_path.display());
         let mut reply = format!("reloaded {} ({rules} rule(s))", self.config_path.display());
@@ -744,4 +724,26 @@ impl Daemon {
         }
         tracing::info!("workers stopped");
     }
+}
+
+/// Puts a new external address into the snapshot and its provenance (logged when it
+/// changes or goes stale).
+fn record_external(dp: &mut Dataplane, e: &mut ExternalState, u: ExternalUpdate) {
+    let ExternalUpdate {
+        addrs,
+        source,
+        stale,
+    } = u;
+    if e.addrs != addrs {
+        tracing::info!("external address {addrs} (from {source})");
+    }
+    if stale && !e.stale {
+        tracing::warn!("external address source {source} failed; keeping {addrs} (stale)");
+    }
+    dp.external = addrs;
+    e.source = source;
+    if !stale {
+        e.updated = Some(SystemTime::now());
+    }
+    e.stale = stale;
 }

@@ -52,14 +52,13 @@ use tokio::{
 use super::stun::{self, Family, StunOptions};
 use crate::{
     config::ExternalSource,
+    control::writer::ExternalUpdate,
     nat::external::{check_external, ExternalAddrs, Refused},
     sys::netlink::{groups, EventSocket, RtnlSocket},
 };
 
-/// Receives every change: the combined addresses, the configured sources as text (e.g.
-/// `stun:stun.example.net:3478 / interface:eth0`), and whether any family's address is
-/// stale (kept after its source stopped confirming it).
-pub type Publisher = Arc<dyn Fn(ExternalAddrs, String, bool) + Send + Sync>;
+/// Receives every change of the combined addresses (or of their staleness).
+pub type Publisher = Arc<dyn Fn(ExternalUpdate) + Send + Sync>;
 
 /// Timing, socket and address-policy options of the sources.
 #[derive(Clone, Debug)]
@@ -195,7 +194,11 @@ impl Shared {
         let now = (st.snap.addrs, st.snap.stale());
         if c != Change::None && st.published != Some(now) {
             st.published = Some(now);
-            (self.publish)(now.0, self.source_text.clone(), now.1);
+            (self.publish)(ExternalUpdate {
+                addrs: now.0,
+                source: self.source_text.clone(),
+                stale: now.1,
+            });
         }
         (c, st.snap)
     }
@@ -816,8 +819,9 @@ mod tests {
     async fn statics_publish_once() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = Arc::clone(&seen);
-        let publish: Publisher =
-            Arc::new(move |a, src, stale| s2.lock().unwrap().push((a, src, stale)));
+        let publish: Publisher = Arc::new(move |u: ExternalUpdate| {
+            s2.lock().unwrap().push((u.addrs, u.source, u.stale))
+        });
         let h = spawn(
             ExternalSource::Static("203.0.113.10".parse().unwrap()),
             ExternalSource::Static("2001:db8::10".parse().unwrap()),
@@ -841,7 +845,7 @@ mod tests {
     async fn interface_without_global_address_publishes_nothing() {
         let seen = Arc::new(Mutex::new(0usize));
         let s2 = Arc::clone(&seen);
-        let publish: Publisher = Arc::new(move |_, _, _| *s2.lock().unwrap() += 1);
+        let publish: Publisher = Arc::new(move |_| *s2.lock().unwrap() += 1);
         assert_eq!(
             interface_address("lo", Family::V4, false).unwrap(),
             Picked::default()

@@ -13,3 +13,4 @@ pub mod protocol;
 pub mod report;
 pub mod server;
 pub mod stun;
+pub mod writer;

@@ -145,7 +145,7 @@ pub fn collect(d: &Daemon) -> Report {
         totals: C::ALL.iter().map(|c| c.name()).zip(total).collect(),
         flows_live: d.shared.flows.live(d.shared.clock.now_s()),
         nexthops: d.shared.nexthops.load().len(),
-        external: d.external.lock().expect("external lock").clone(),
+        external: d.dataplane.external(),
         external_rejected: d.external_rejected.load(Ordering::Relaxed),
     }
 }

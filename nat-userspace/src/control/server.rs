@@ -326,7 +326,7 @@ fn addrs_json(e: &ExternalAddrs) -> Value {
 fn status(d: &Daemon) -> Value {
     let cfg = d.config.lock().expect("config lock").clone();
     let p = d.programs.lock().expect("programs lock");
-    let ext = d.external.lock().expect("external lock").clone();
+    let ext = d.dataplane.external();
     let workers: Vec<Value> = d
         .workers
         .lock()

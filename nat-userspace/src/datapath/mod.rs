@@ -28,8 +28,9 @@ use crate::{
 };
 
 /// What the workers rewrite with; published as a whole (config reload, external address
-/// change) and read once per packet.
-#[derive(Clone, Debug)]
+/// change) and read once per packet. Written only through
+/// [`DataplaneWriter`](crate::control::writer::DataplaneWriter) in the daemon.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Dataplane {
     pub config: RewriteConfig,
     pub external: ExternalAddrs,
@@ -50,14 +51,6 @@ impl Dataplane {
             external,
             network_rules,
             sip_ports: SipPorts::new(sip_ports),
-        }
-    }
-
-    /// The same rules and ports with other external addresses.
-    pub fn with_external(&self, external: ExternalAddrs) -> Dataplane {
-        Dataplane {
-            external,
-            ..self.clone()
         }
     }
 }

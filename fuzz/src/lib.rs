@@ -35,9 +35,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
-use sipnat::datapath::flow::{FlowKey, FlowTable};
+use sipnat::nat::flow::{FlowKey, FlowTable};
 use sipnat::datapath::pipeline::{Action, At, Egress, Env, Pipeline, Route, Side};
-use sipnat::datapath::reasm::ReasmLimits;
+use sipnat::ip::reasm::ReasmLimits;
 use sipnat::datapath::stats::{Batch, C};
 use sipnat::datapath::Dataplane;
 use sipnat::nat::{Direction, ExternalAddrs, L3Mode, Net, PortMap, RewriteConfig, Rule};

@@ -1,10 +1,11 @@
 //! sipnat: a kernel-bypass SIP NAT rewriter.
 //!
 //! Module map (see ARCHITECTURE.md; layers point only down, `tests/module_graph.rs`):
-//! - [`datapath`]: AF_XDP workers, reassembly, flow table, next hops, slow path.
-//! - [`wire`]: packet header views, checksums, frame builders.
+//! - [`datapath`]: AF_XDP umem, ports, workers, the pipeline, next hops, slow path.
+//! - [`wire`]: packet header views, checksums, frame builders, the STUN codec.
+//! - [`ip`]: IP fragment reassembly and refragmentation (pure).
 //! - [`nat`]: address classification, NAT rules and decisions (`Direction`, `L3Action`),
-//!   external-address snapshot.
+//!   the inbound flow table, external-address snapshot.
 //! - [`sip`]: the zero-copy SIP/SDP scanner (finds byte ranges, changes nothing) and the
 //!   IP-address text parser it uses.
 //! - [`rewrite`]: the pure rewrite of a SIP message / whole packet.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod ip;
 pub mod loadtest;
 pub mod nat;
 pub mod rewrite;

@@ -22,14 +22,15 @@ use super::{EXIT_FAILURE, EXIT_USAGE};
 use crate::{
     config::{Config, ExternalSource},
     datapath::{
-        flow::{FlowKey, FlowTable},
-        frag,
         pipeline::{self, Action, At, Egress, Env, Pipeline, Route, Side},
-        reasm::ReasmLimits,
         stats::{Batch, C},
         Dataplane,
     },
-    nat::{ExternalAddrs, L3Mode, Net, RewriteConfig},
+    ip::{frag, reasm::ReasmLimits},
+    nat::{
+        flow::{FlowKey, FlowTable},
+        ExternalAddrs, L3Mode, Net, RewriteConfig,
+    },
     rewrite::Changes,
     wire::{self, emit::UdpFrame, Link},
 };

@@ -81,8 +81,8 @@ impl Config {
 
 impl Datapath {
     /// The reassembler's limits from this section.
-    pub fn reasm_limits(&self) -> crate::datapath::reasm::ReasmLimits {
-        crate::datapath::reasm::ReasmLimits {
+    pub fn reasm_limits(&self) -> crate::ip::reasm::ReasmLimits {
+        crate::ip::reasm::ReasmLimits {
             memory: self.reassembly_memory as usize,
             timeout_ms: self.reassembly_timeout_ms,
             max_fragments: self.max_fragments,

@@ -23,7 +23,6 @@ use anyhow::{anyhow, bail, Context as _};
 use crate::{
     config::{self, Config, ExternalSource},
     datapath::{
-        flow::FlowTable,
         nexthop::{self, NextHops},
         port::RingSizes,
         slowpath::SlowPath,
@@ -31,7 +30,7 @@ use crate::{
         worker::{self, Ready, WorkerConfig},
         Clock, Dataplane, Shared,
     },
-    nat::{external::check_external, ExternalAddrs},
+    nat::{external::check_external, flow::FlowTable, ExternalAddrs},
     snapshot::Published,
     sys::NapiDefer,
     xdp::{AttachedMode, PinLifetime, SteeringConfig, SteeringProgram},

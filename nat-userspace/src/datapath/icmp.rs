@@ -18,7 +18,7 @@
 
 use core::net::IpAddr;
 
-use super::flow::{FlowKey, FlowTable};
+use crate::nat::flow::{FlowKey, FlowTable};
 use crate::{
     nat::{ExternalAddrs, L3Mode, RewriteConfig},
     wire::{checksum, ipv4, ipv6, udp, Layout},

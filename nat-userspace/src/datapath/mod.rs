@@ -1,14 +1,12 @@
-//! The AF_XDP data path: UMEM and rings, workers, IP fragment reassembly and
-//! refragmentation, the inbound flow table, next-hop resolution, the kernel slow path.
-//! Knows nothing of config files: it receives snapshots.
+//! The AF_XDP data path: UMEM and rings, workers, the per-packet pipeline, next-hop
+//! resolution, ICMP errors, the kernel slow path. The pure algorithms it runs are
+//! elsewhere: reassembly and refragmentation in [`crate::ip`], the flow table in
+//! [`crate::nat::flow`]. Knows nothing of config files: it receives snapshots.
 
-pub mod flow;
-pub mod frag;
 pub mod icmp;
 pub mod nexthop;
 pub mod pipeline;
 pub mod port;
-pub mod reasm;
 pub mod slowpath;
 pub mod stats;
 pub mod umem;
@@ -124,7 +122,7 @@ impl Clock {
 pub struct Shared {
     pub dataplane: Published<Dataplane>,
     pub nexthops: Arc<Published<nexthop::NextHops>>,
-    pub flows: flow::FlowTable,
+    pub flows: crate::nat::flow::FlowTable,
     pub clock: Clock,
     pub stop: Arc<AtomicBool>,
     pub slow: slowpath::SlowPath,

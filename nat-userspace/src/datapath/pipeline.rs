@@ -26,14 +26,21 @@ use core::net::IpAddr;
 use arrayvec::ArrayVec;
 
 use super::{
-    flow::{FlowKey, FlowTable, InsertResult},
-    frag, icmp,
-    reasm::{Added, ReasmLimits, ReasmStats, Reassembler},
+    icmp,
     stats::{Batch, C},
     Dataplane,
 };
 use crate::{
-    nat::{decide, decide::Decision, Direction, L3Action, L3Mode, LeakPolicy, MalformedPolicy},
+    ip::{
+        frag,
+        reasm::{Added, ReasmLimits, ReasmStats, Reassembler},
+    },
+    nat::{
+        decide,
+        decide::Decision,
+        flow::{FlowKey, FlowTable, InsertResult},
+        Direction, L3Action, L3Mode, LeakPolicy, MalformedPolicy,
+    },
     rewrite::{
         edits::Edits,
         packet::{rewrite_packet_in, PacketError},

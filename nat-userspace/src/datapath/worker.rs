@@ -17,11 +17,11 @@ use super::{
     nexthop::{NextHops, ResolverHandle},
     pipeline::{self, Action, At, Egress, Env, Pipeline, Route},
     port::{Port, Ports, RingSizes},
-    reasm::ReasmLimits,
     stats::{Batch, WorkerStats, C},
     umem::{frame_base, Area, FreeFrames, FRAME_SIZE},
     Dataplane, Shared,
 };
+use crate::ip::reasm::ReasmLimits;
 use crate::{
     snapshot::Local,
     wire::{self, Link},
@@ -698,7 +698,7 @@ fn fragment(
 ) -> ArrayVec<(u64, usize), 64> {
     let mut frames: ArrayVec<(u64, usize), 64> = ArrayVec::new();
     let mut slow_errors = 0u64;
-    let res = super::frag::fragment(pkt, l3, mtu, ident, &mut |piece: &[u8]| {
+    let res = crate::ip::frag::fragment(pkt, l3, mtu, ident, &mut |piece: &[u8]| {
         if via_kernel {
             // No neighbour yet: the kernel sends the fragments (and resolves ARP/ND).
             if slow.send_ip(&piece[l3..]).is_err() {

@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod decide;
 pub mod external;
+pub mod flow;
 pub mod rules;
 
 pub use decide::{Direction, L3Action};

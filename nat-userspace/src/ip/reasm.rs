@@ -812,7 +812,7 @@ impl Drop for Reassembled<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::frag::fragment;
+    use crate::ip::frag::fragment;
     use crate::wire::{self, checksum, Link};
     use etherparse::{
         IpHeaders, IpNumber, Ipv4Header, Ipv6Header, NetHeaders, NetSlice, PacketBuilder,

@@ -113,15 +113,7 @@ fn e2e(a: &BenchArgs) -> anyhow::Result<()> {
     }
 
     setup::run(true)?;
-    shell::step("build sipnat (release)");
-    shell::run(shell::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "nat-userspace",
-        "--bin",
-        "sipnat",
-    ]))?;
+    shell::build_sipnat_release("build sipnat (release)")?;
     let sipnat = root.join("target/release/sipnat");
     let envs = [
         ("KA_BUILD_DIR", target.join("build")),

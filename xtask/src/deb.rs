@@ -42,15 +42,7 @@ pub fn packaged_unit(text: &str) -> String {
 /// Builds the package; returns the path of the .deb.
 pub fn build() -> anyhow::Result<PathBuf> {
     crate::setup::cargo_deb()?;
-    shell::step("deb: build sipnat (release)");
-    shell::run(shell::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "nat-userspace",
-        "--bin",
-        "sipnat",
-    ]))?;
+    shell::build_sipnat_release("deb: build sipnat (release)")?;
 
     let assets = target_dir().join("release/deb-assets");
     shell::step("deb: man pages and completions from the clap definitions");

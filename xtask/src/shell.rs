@@ -21,6 +21,19 @@ pub fn cargo() -> Command {
     c
 }
 
+/// `cargo build --release -p nat-userspace --bin sipnat`, announced as `what`.
+pub fn build_sipnat_release(what: &str) -> anyhow::Result<()> {
+    step(what);
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "nat-userspace",
+        "--bin",
+        "sipnat",
+    ]))
+}
+
 pub fn is_root() -> bool {
     // SAFETY-free: read the effective uid from /proc.
     std::fs::read_to_string("/proc/self/status")

@@ -27,6 +27,7 @@ use crate::{
         Dataplane,
     },
     ip::{frag, reasm::ReasmLimits},
+    loadtest::link_of,
     nat::{
         flow::{FlowKey, FlowTable},
         ExternalAddrs, L3Mode, Net, RewriteConfig,
@@ -571,16 +572,6 @@ struct Summary {
     other_direction: u64,
     truncated: u64,
     no_link: u64,
-}
-
-fn link_of(dl: DataLink) -> Option<Link> {
-    match dl {
-        DataLink::ETHERNET => Some(Link::Ethernet),
-        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(Link::RawIp),
-        DataLink::LINUX_SLL => Some(Link::LinuxSll),
-        DataLink::LINUX_SLL2 => Some(Link::LinuxSll2),
-        _ => None,
-    }
 }
 
 fn pcap(input: &Path, out: &Path, off: &mut Offline) -> anyhow::Result<()> {

@@ -593,78 +593,27 @@ mod tests {
         let mut routes = FxHashMap::default();
         let mut neigh = FxHashMap::default();
         let mut links = FxHashMap::default();
-        links.insert(
-            2,
-            LinkFacts {
-                mac: [2, 0, 0, 0, 0, 0x22],
-                mtu: 1500,
-            },
-        );
-        links.insert(
-            3,
-            LinkFacts {
-                mac: [2, 0, 0, 0, 0, 0x33],
-                mtu: 9000,
-            },
-        );
+        let route = |oif, gateway, mtu| Some(Route { oif, gateway, mtu });
+        let link = |mac, mtu| LinkFacts { mac, mtu };
+        links.insert(2, link([2, 0, 0, 0, 0, 0x22], 1500));
+        links.insert(3, link([2, 0, 0, 0, 0, 0x33], 9000));
         // Direct: next hop is the destination.
-        routes.insert(
-            ip("10.0.0.1"),
-            Some(Route {
-                oif: 2,
-                gateway: None,
-                mtu: None,
-            }),
-        );
+        routes.insert(ip("10.0.0.1"), route(2, None, None));
         neigh.insert((2, ip("10.0.0.1")), [2, 0, 0, 0, 0, 0xa1]);
         // Via a gateway on ifindex 3, route MTU lower than the link's.
-        routes.insert(
-            ip("8.8.8.8"),
-            Some(Route {
-                oif: 3,
-                gateway: Some(ip("10.1.0.1")),
-                mtu: Some(1400),
-            }),
-        );
+        routes.insert(ip("8.8.8.8"), route(3, Some(ip("10.1.0.1")), Some(1400)));
         neigh.insert((3, ip("10.1.0.1")), [2, 0, 0, 0, 0, 0xb1]);
         // Gateway neighbour known on another interface only: not usable.
-        routes.insert(
-            ip("9.9.9.9"),
-            Some(Route {
-                oif: 2,
-                gateway: Some(ip("10.1.0.1")),
-                mtu: None,
-            }),
-        );
+        routes.insert(ip("9.9.9.9"), route(2, Some(ip("10.1.0.1")), None));
         // Not allowed interface.
-        routes.insert(
-            ip("10.2.0.1"),
-            Some(Route {
-                oif: 4,
-                gateway: None,
-                mtu: None,
-            }),
-        );
+        routes.insert(ip("10.2.0.1"), route(4, None, None));
         neigh.insert((4, ip("10.2.0.1")), [2, 0, 0, 0, 0, 0xc1]);
-        links.insert(
-            4,
-            LinkFacts {
-                mac: [2, 0, 0, 0, 0, 0x44],
-                mtu: 1500,
-            },
-        );
+        links.insert(4, link([2, 0, 0, 0, 0, 0x44], 1500));
         // No route.
         routes.insert(ip("192.0.2.1"), None);
         // IPv6 via link-local gateway.
         let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 5));
-        routes.insert(
-            v6,
-            Some(Route {
-                oif: 2,
-                gateway: Some(ip("fe80::1")),
-                mtu: None,
-            }),
-        );
+        routes.insert(v6, route(2, Some(ip("fe80::1")), None));
         neigh.insert((2, ip("fe80::1")), [2, 0, 0, 0, 0, 0xd1]);
 
         let dsts = [

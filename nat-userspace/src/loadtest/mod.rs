@@ -227,7 +227,8 @@ fn resolve_dst_mac(ifname: &str, ifindex: u32, dst: IpAddr) -> Result<[u8; 6], S
     ))
 }
 
-fn link_of(dl: pcap_file::DataLink) -> Option<crate::wire::Link> {
+/// The link type of a pcap data link (`None`: not one sipnat reads).
+pub fn link_of(dl: pcap_file::DataLink) -> Option<crate::wire::Link> {
     use crate::wire::Link;
     use pcap_file::DataLink;
     match dl {

@@ -709,22 +709,14 @@ mod tests {
         assert_eq!(t.lookup(&k, 1000), Some(a));
         assert_eq!(t.live(1000), 1);
         // Any field different: another key.
-        assert_eq!(
-            t.lookup(&key("203.0.113.10", 5061, "198.51.100.7", 5080), 1000),
-            None
-        );
-        assert_eq!(
-            t.lookup(&key("203.0.113.10", 5060, "198.51.100.7", 5081), 1000),
-            None
-        );
-        assert_eq!(
-            t.lookup(&key("203.0.113.10", 5060, "198.51.100.8", 5080), 1000),
-            None
-        );
-        assert_eq!(
-            t.lookup(&key("203.0.113.11", 5060, "198.51.100.7", 5080), 1000),
-            None
-        );
+        for other in [
+            key("203.0.113.10", 5061, "198.51.100.7", 5080),
+            key("203.0.113.10", 5060, "198.51.100.7", 5081),
+            key("203.0.113.10", 5060, "198.51.100.8", 5080),
+            key("203.0.113.11", 5060, "198.51.100.7", 5080),
+        ] {
+            assert_eq!(t.lookup(&other, 1000), None);
+        }
         // Still live at exactly the timeout, expired one second later.
         assert_eq!(t.lookup(&k, 1300), Some(a));
         assert_eq!(t.lookup(&k, 1301), None);

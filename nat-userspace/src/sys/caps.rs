@@ -36,30 +36,41 @@ pub struct Capability {
     sys_admin_implies: bool,
 }
 
-pub const CAP_NET_ADMIN: Capability = Capability {
-    bit: 12,
-    name: "CAP_NET_ADMIN",
-    why: "attach XDP to the interfaces, create the XSKMAP",
-    sys_admin_implies: true,
-};
-pub const CAP_NET_RAW: Capability = Capability {
-    bit: 13,
-    name: "CAP_NET_RAW",
-    why: "open the AF_XDP sockets and the slow path's raw IP/ICMP sockets",
-    sys_admin_implies: false,
-};
-pub const CAP_PERFMON: Capability = Capability {
-    bit: 38,
-    name: "CAP_PERFMON",
-    why: "the verifier accepts the XDP program's packet-pointer arithmetic only with it",
-    sys_admin_implies: true,
-};
-pub const CAP_BPF: Capability = Capability {
-    bit: 39,
-    name: "CAP_BPF",
-    why: "load the XDP program, create and update its maps",
-    sys_admin_implies: true,
-};
+impl Capability {
+    const fn new(bit: u32, name: &'static str, why: &'static str, sys_admin_implies: bool) -> Self {
+        Capability {
+            bit,
+            name,
+            why,
+            sys_admin_implies,
+        }
+    }
+}
+
+pub const CAP_NET_ADMIN: Capability = Capability::new(
+    12,
+    "CAP_NET_ADMIN",
+    "attach XDP to the interfaces, create the XSKMAP",
+    true,
+);
+pub const CAP_NET_RAW: Capability = Capability::new(
+    13,
+    "CAP_NET_RAW",
+    "open the AF_XDP sockets and the slow path's raw IP/ICMP sockets",
+    false,
+);
+pub const CAP_PERFMON: Capability = Capability::new(
+    38,
+    "CAP_PERFMON",
+    "the verifier accepts the XDP program's packet-pointer arithmetic only with it",
+    true,
+);
+pub const CAP_BPF: Capability = Capability::new(
+    39,
+    "CAP_BPF",
+    "load the XDP program, create and update its maps",
+    true,
+);
 const CAP_SYS_ADMIN: u32 = 21;
 
 /// What loading and attaching the XDP program needs (`sipnat xdp info|watch`).

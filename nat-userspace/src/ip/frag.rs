@@ -277,50 +277,21 @@ fn fragment_v6(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ip::test_frames as frames;
     use crate::wire::{self, Link};
-    use etherparse::{IpHeaders, IpNumber, Ipv4Header, Ipv6Header, PacketBuilder};
 
     const ETH: usize = 14;
 
     fn payload(n: usize) -> Vec<u8> {
-        let mut p = b"INVITE sip:bob@example.com SIP/2.0\r\n".to_vec();
-        let mut i = 0u32;
-        while p.len() < n {
-            p.push(b'a' + (i % 26) as u8);
-            i += 1;
-        }
-        p.truncate(n);
-        p
+        frames::payload(b"INVITE sip:bob@example.com SIP/2.0\r\n", n)
     }
 
     fn udp_v4(n: usize, ident: u16, df: bool) -> Vec<u8> {
-        let mut h =
-            Ipv4Header::new(0, 64, IpNumber::UDP, [192, 0, 2, 1], [198, 51, 100, 2]).unwrap();
-        h.identification = ident;
-        h.dont_fragment = df;
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ip(IpHeaders::Ipv4(h, Default::default()))
-            .udp(5060, 5060);
-        let p = payload(n);
-        let mut v = Vec::with_capacity(b.size(p.len()));
-        b.write(&mut v, &p).unwrap();
-        v
+        frames::udp_v4(&payload(n), ident, df)
     }
 
     fn udp_v6(n: usize) -> Vec<u8> {
-        let h = Ipv6Header {
-            hop_limit: 64,
-            source: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            destination: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-            ..Default::default()
-        };
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ip(IpHeaders::Ipv6(h, Default::default()))
-            .udp(5060, 5060);
-        let p = payload(n);
-        let mut v = Vec::with_capacity(b.size(p.len()));
-        b.write(&mut v, &p).unwrap();
-        v
+        frames::udp_v6(&payload(n), 2)
     }
 
     /// Inserts extension headers (type, total length) right after the IPv6 header.

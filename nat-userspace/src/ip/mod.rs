@@ -4,3 +4,6 @@
 
 pub mod frag;
 pub mod reasm;
+
+#[cfg(test)]
+mod test_frames;

@@ -812,55 +812,28 @@ impl Drop for Reassembled<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ip::frag::fragment;
+    use crate::ip::{frag::fragment, test_frames as frames};
     use crate::wire::{self, checksum, Link};
     use etherparse::{
-        IpHeaders, IpNumber, Ipv4Header, Ipv6Header, NetHeaders, NetSlice, PacketBuilder,
-        PacketHeaders, SlicedPacket, TransportHeader, TransportSlice,
+        IpHeaders, IpNumber, Ipv4Header, NetHeaders, NetSlice, PacketBuilder, PacketHeaders,
+        SlicedPacket, TransportHeader, TransportSlice,
     };
 
     const ETH: usize = 14;
 
     fn sip_payload(n: usize) -> Vec<u8> {
-        let mut p =
-            b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060\r\n".to_vec();
-        let mut i = 0u32;
-        while p.len() < n {
-            p.push(b'a' + (i % 26) as u8);
-            i += 1;
-        }
-        p.truncate(n);
-        p
+        frames::payload(
+            b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060\r\n",
+            n,
+        )
     }
 
     fn udp_v4(n: usize, ident: u16) -> Vec<u8> {
-        let mut h =
-            Ipv4Header::new(0, 64, IpNumber::UDP, [192, 0, 2, 1], [198, 51, 100, 2]).unwrap();
-        h.identification = ident;
-        h.dont_fragment = false;
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ip(IpHeaders::Ipv4(h, Default::default()))
-            .udp(5060, 5060);
-        let p = sip_payload(n);
-        let mut v = Vec::with_capacity(b.size(p.len()));
-        b.write(&mut v, &p).unwrap();
-        v
+        frames::udp_v4(&sip_payload(n), ident, false)
     }
 
     fn udp_v6(n: usize, last: u8) -> Vec<u8> {
-        let h = Ipv6Header {
-            hop_limit: 64,
-            source: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            destination: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last],
-            ..Default::default()
-        };
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ip(IpHeaders::Ipv6(h, Default::default()))
-            .udp(5060, 5060);
-        let p = sip_payload(n);
-        let mut v = Vec::with_capacity(b.size(p.len()));
-        b.write(&mut v, &p).unwrap();
-        v
+        frames::udp_v6(&sip_payload(n), last)
     }
 
     fn frags(packet: &[u8], mtu: usize, ident: u32) -> Vec<Vec<u8>> {

@@ -595,6 +595,12 @@ impl<'a> Problems<'a> {
         });
     }
 
+    /// A problem at the value at `path` ([`Problems::at`]).
+    pub(crate) fn add_at(&mut self, path: &[&str], message: String) {
+        let span = self.at(path);
+        self.add(&span, message);
+    }
+
     /// The value at `path`; if it is not in the file, the nearest enclosing table that is
     /// (its header); else no position.
     pub(crate) fn at(&self, path: &[&str]) -> Span {

@@ -37,9 +37,8 @@ pub(super) fn check(p: &mut Problems, c: &Control) {
         );
     }
     if c.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
-        let s = p.at(&["control", "group"]);
-        p.add(
-            &s,
+        p.add_at(
+            &["control", "group"],
             "control.group is empty: name a group, or remove the key".into(),
         );
     }

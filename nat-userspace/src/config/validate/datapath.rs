@@ -9,9 +9,8 @@ use super::super::{
 pub(super) fn check(p: &mut Problems, d: &Datapath, log: &Log) {
     let ring_ok = d.ring_size.is_power_of_two() && (64..=16384).contains(&d.ring_size);
     if !ring_ok {
-        let s = p.at(&["datapath", "ring_size"]);
-        p.add(
-            &s,
+        p.add_at(
+            &["datapath", "ring_size"],
             format!(
                 "datapath.ring_size {} is not a power of two from 64 to 16384: use e.g. 1024",
                 d.ring_size
@@ -33,89 +32,80 @@ pub(super) fn check(p: &mut Problems, d: &Datapath, log: &Log) {
             ),
         );
     }
-    if ring_ok && (d.batch == 0 || d.batch > d.ring_size) {
-        let s = p.at(&["datapath", "batch"]);
-        p.add(
-            &s,
+    let datagram = (d.max_datagram as usize).clamp(1280, 65535);
+    let max_frags = datagram / 8;
+    // (key, out of range, message), in file order of the checks.
+    let limits = [
+        (
+            "batch",
+            ring_ok && (d.batch == 0 || d.batch > d.ring_size),
             format!(
                 "datapath.batch {} is out of range: use 1 to ring_size ({})",
                 d.batch, d.ring_size
             ),
-        );
-    }
-    if !(1280..=65535).contains(&d.max_datagram) {
-        let s = p.at(&["datapath", "max_datagram"]);
-        p.add(
-            &s,
+        ),
+        (
+            "max_datagram",
+            !(1280..=65535).contains(&d.max_datagram),
             format!(
                 "datapath.max_datagram {} is out of range: use 1280 to 65535 (bytes; 65535 takes any UDP datagram)",
                 d.max_datagram
             ),
-        );
-    }
-    let datagram = (d.max_datagram as usize).clamp(1280, 65535);
-    if (d.reassembly_memory as usize) < datagram {
-        let s = p.at(&["datapath", "reassembly_memory"]);
-        p.add(
-            &s,
+        ),
+        (
+            "reassembly_memory",
+            (d.reassembly_memory as usize) < datagram,
             format!(
                 "datapath.reassembly_memory {} is less than one datagram, so no fragmented message could be reassembled: use at least {datagram} (bytes)",
                 d.reassembly_memory
             ),
-        );
-    }
-    if d.reassembly_timeout_ms == 0 {
-        let s = p.at(&["datapath", "reassembly_timeout_ms"]);
-        p.add(
-            &s,
+        ),
+        (
+            "reassembly_timeout_ms",
+            d.reassembly_timeout_ms == 0,
             "datapath.reassembly_timeout_ms is 0, so every fragmented message would be dropped: use e.g. 2000 (milliseconds)".into(),
-        );
-    }
-    let max_frags = datagram / 8;
-    if d.max_fragments < 2 || d.max_fragments as usize > max_frags {
-        let s = p.at(&["datapath", "max_fragments"]);
-        p.add(
-            &s,
+        ),
+        (
+            "max_fragments",
+            d.max_fragments < 2 || d.max_fragments as usize > max_frags,
             format!(
                 "datapath.max_fragments {} is out of range: use 2 to {max_frags} (a {datagram}-byte datagram has at most {max_frags} fragments)",
                 d.max_fragments
             ),
-        );
-    }
-    if d.busy_poll_idle_us > 1_000_000 {
-        let s = p.at(&["datapath", "busy_poll_idle_us"]);
-        p.add(
-            &s,
+        ),
+        (
+            "busy_poll_idle_us",
+            d.busy_poll_idle_us > 1_000_000,
             format!(
                 "datapath.busy_poll_idle_us {} is more than a second: use 0 (never sleep) to 1000000 (microseconds), e.g. 1000",
                 d.busy_poll_idle_us
             ),
-        );
-    }
-    if !(-20..=19).contains(&d.nice) {
-        let s = p.at(&["datapath", "nice"]);
-        p.add(
-            &s,
+        ),
+        (
+            "nice",
+            !(-20..=19).contains(&d.nice),
             format!(
                 "datapath.nice {} is out of range: use -20 (highest priority) to 19",
                 d.nice
             ),
-        );
-    }
-    if d.rt_priority > 99 {
-        let s = p.at(&["datapath", "rt_priority"]);
-        p.add(
-            &s,
+        ),
+        (
+            "rt_priority",
+            d.rt_priority > 99,
             format!(
                 "datapath.rt_priority {} is out of range: use 1 to 99 (SCHED_FIFO priority), or 0 for normal scheduling",
                 d.rt_priority
             ),
-        );
+        ),
+    ];
+    for (key, bad, message) in limits {
+        if bad {
+            p.add_at(&["datapath", key], message);
+        }
     }
     if !["error", "warn", "info", "debug", "trace"].contains(&log.level.as_str()) {
-        let s = p.at(&["log", "level"]);
-        p.add(
-            &s,
+        p.add_at(
+            &["log", "level"],
             format!(
                 "log.level `{}` is not a level: use error, warn, info, debug or trace",
                 log.level

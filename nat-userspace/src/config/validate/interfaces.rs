@@ -51,9 +51,8 @@ pub(super) fn check(p: &mut Problems, i: &Interfaces) {
         );
     }
     for (k, _) in ports.iter().enumerate().filter(|(_, &port)| port == 0) {
-        let s = p.at(&["interfaces", "sip_ports", &k.to_string()]);
-        p.add(
-            &s,
+        p.add_at(
+            &["interfaces", "sip_ports", &k.to_string()],
             "interfaces.sip_ports contains 0, which is not a port: use port numbers from 1 to 65535".into(),
         );
     }

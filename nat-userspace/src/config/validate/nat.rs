@@ -20,9 +20,8 @@ pub(super) fn check(p: &mut Problems, n: &Nat) {
         rule(p, n, &local, &k.to_string(), r, &mut nets);
     }
     if n.flow_table_size == 0 || n.flow_table_size > 1 << 24 {
-        let s = p.at(&["nat", "flow_table_size"]);
-        p.add(
-            &s,
+        p.add_at(
+            &["nat", "flow_table_size"],
             format!(
                 "nat.flow_table_size {} is out of range: use 1 to 16777216 (flows)",
                 n.flow_table_size
@@ -30,9 +29,8 @@ pub(super) fn check(p: &mut Problems, n: &Nat) {
         );
     }
     if n.flow_idle_timeout == 0 {
-        let s = p.at(&["nat", "flow_idle_timeout"]);
-        p.add(
-            &s,
+        p.add_at(
+            &["nat", "flow_idle_timeout"],
             "nat.flow_idle_timeout is 0: use at least 1 (seconds), e.g. 300".into(),
         );
     }
@@ -87,16 +85,14 @@ fn externals(p: &mut Problems, n: &Nat, local: &[Net]) {
     let no_v6 = n.external_ip6.get_ref().trim().is_empty();
     let any_rule_external = n.rule.iter().any(|r| r.external.is_some());
     if no_v4 && no_v6 && !any_rule_external {
-        let s = p.at(&["nat"]);
-        p.add(
-            &s,
+        p.add_at(
+            &["nat"],
             "nat.external_ip is not set: give the public address (e.g. external_ip = \"203.0.113.10\"), stun:HOST:PORT or interface:NAME".into(),
         );
     }
     if n.rule.is_empty() {
-        let s = p.at(&["nat"]);
-        p.add(
-            &s,
+        p.add_at(
+            &["nat"],
             "there is no [[nat.rule]], so nothing would be rewritten: add one, e.g. [[nat.rule]] with internal = \"10.0.0.0/24\"".into(),
         );
     }

@@ -48,9 +48,8 @@ impl Config {
             .filter(|g| !g.trim().is_empty())
         {
             if !group_exists(g) {
-                let s = p.at(&["control", "group"]);
-                p.add(
-                    &s,
+                p.add_at(
+                    &["control", "group"],
                     format!("control.group `{g}` does not exist on this host: create it (groupadd {g}) or remove the key"),
                 );
             }

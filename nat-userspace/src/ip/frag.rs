@@ -114,6 +114,20 @@ fn later_header_v4(hdr: &[u8], into: &mut [u8; 60]) -> usize {
     padded
 }
 
+/// Sends `packet[..end]` whole when it is no longer than `max`.
+fn fits(
+    packet: &[u8],
+    end: usize,
+    max: usize,
+    out: &mut impl FnMut(&[u8]) -> bool,
+) -> Result<bool, FragError> {
+    if end > max {
+        return Ok(false);
+    }
+    emit(out, &packet[..end])?;
+    Ok(true)
+}
+
 fn fragment_v4(
     packet: &[u8],
     l3: usize,
@@ -122,8 +136,7 @@ fn fragment_v4(
 ) -> Result<usize, FragError> {
     let p = ipv4::Packet::new_checked(&packet[l3..]).ok_or(FragError::Malformed)?;
     let tl = p.total_len();
-    if tl <= mtu {
-        emit(out, &packet[..l3 + tl])?;
+    if fits(packet, l3 + tl, mtu + l3, out)? {
         return Ok(1);
     }
     if p.dont_fragment() {
@@ -184,8 +197,7 @@ fn fragment_v6(
 ) -> Result<usize, FragError> {
     let p = ipv6::Packet::new_checked(&packet[l3..]).ok_or(FragError::Malformed)?;
     let tl = p.total_len();
-    if tl <= mtu {
-        emit(out, &packet[..l3 + tl])?;
+    if fits(packet, l3 + tl, mtu + l3, out)? {
         return Ok(1);
     }
     if l3 > MAX_LINK {
@@ -277,7 +289,7 @@ fn fragment_v6(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ip::test_frames as frames;
+    use crate::ip::test_frames::{self as frames, XorShift};
     use crate::wire::{self, Link};
 
     const ETH: usize = 14;
@@ -575,19 +587,6 @@ mod tests {
         let orig = udp_v6(20000);
         let frags = collect(&orig, ETH, 16000, 1).unwrap();
         check_fragments(&orig, &frags, MAX_FRAGMENT, ETH + 40);
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     #[test]

@@ -812,7 +812,10 @@ impl Drop for Reassembled<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ip::{frag::fragment, test_frames as frames};
+    use crate::ip::{
+        frag::fragment,
+        test_frames::{self as frames, XorShift},
+    };
     use crate::wire::{self, checksum, Link};
     use etherparse::{
         IpHeaders, IpNumber, Ipv4Header, NetHeaders, NetSlice, PacketBuilder, PacketHeaders,
@@ -844,24 +847,6 @@ mod tests {
         })
         .unwrap();
         v
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-        fn shuffle<T>(&mut self, v: &mut [T]) {
-            for i in (1..v.len()).rev() {
-                v.swap(i, self.below(i + 1));
-            }
-        }
     }
 
     /// The reassembled packet (and the fragment count and largest fragment) if the last

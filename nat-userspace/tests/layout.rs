@@ -26,7 +26,6 @@ const ALLOWED: &[(&str, &str)] = &[
     ("nat-userspace/src/control/report.rs", "encode"),
     ("nat-userspace/src/ip/reasm.rs", "add_classified"),
     ("nat-userspace/src/loadtest/mod.rs", "run"),
-    ("nat-userspace/src/loadtest/report.rs", "svg"),
     ("nat-userspace/src/loadtest/rx.rs", "run"),
     ("nat-userspace/src/loadtest/template.rs", "prepare"),
     ("xtask/src/demo.rs", "demo"),

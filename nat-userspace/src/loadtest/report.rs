@@ -294,6 +294,43 @@ pub fn write_dir(
 pub const SVG_RATE_SERIES: [&str; 2] = ["offered", "delivered"];
 pub const SVG_LATENCY_SERIES: [&str; 4] = ["p50", "p99", "p99.9", "max"];
 
+/// One line of a chart: legend text, points, colour.
+type Line = (&'static str, Vec<(f64, f64)>, plotters::style::RGBColor);
+
+/// Draws `lines` (2 px wide) with their legend at `at`.
+fn draw_lines<'a, DB, Y>(
+    c: &mut plotters::chart::ChartContext<
+        'a,
+        DB,
+        plotters::coord::cartesian::Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    lines: Vec<Line>,
+    at: plotters::chart::SeriesLabelPosition,
+) -> Result<(), String>
+where
+    DB: plotters::prelude::DrawingBackend + 'a,
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+{
+    use plotters::prelude::*;
+    for (name, data, colour) in lines {
+        c.draw_series(LineSeries::new(data, colour.stroke_width(2)))
+            .map_err(|x| x.to_string())?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(at)
+        .draw()
+        .map_err(|x| x.to_string())
+}
+
+type Area<'a> =
+    plotters::drawing::DrawingArea<plotters::prelude::SVGBackend<'a>, plotters::coord::Shift>;
+
 impl Report {
     /// The SVG: offered and delivered packets per second (top) and latency percentiles
     /// (bottom, logarithmic) over the run's per-second samples.
@@ -324,128 +361,112 @@ impl Report {
                 .map_or(1.0, |s| s.t_s)
                 .max(self.duration_s)
                 .max(1e-3);
-            let pts = |f: fn(&Interval) -> f64| -> Vec<(f64, f64)> {
-                let mut v = Vec::with_capacity(self.per_second.len() + 1);
-                let mut prev = 0.0;
-                for s in &self.per_second {
-                    // Each rate holds over its interval: a step line.
-                    v.push((prev, f(s)));
-                    v.push((s.t_s, f(s)));
-                    prev = s.t_s;
-                }
-                v
-            };
-            let offered = pts(|s| s.offered_pps);
-            let delivered = pts(|s| s.delivered_pps);
-            let y_max = offered
-                .iter()
-                .chain(&delivered)
-                .map(|p| p.1)
-                .fold(0.0f64, f64::max)
-                .max(1.0)
-                * 1.1;
-            let mut c = ChartBuilder::on(&top)
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(80)
-                .caption("packets per second", ("sans-serif", 16))
-                .build_cartesian_2d(0.0..t_max, 0.0..y_max)
-                .map_err(|x| e(&x))?;
-            c.configure_mesh()
-                .x_desc("seconds")
-                .y_desc("pps")
-                .y_label_formatter(&|v| fmt_rate(*v))
-                .draw()
-                .map_err(|x| e(&x))?;
-            for (name, data, colour) in [
-                (SVG_RATE_SERIES[0], &offered, BLUE),
-                (SVG_RATE_SERIES[1], &delivered, GREEN),
-            ] {
-                c.draw_series(LineSeries::new(
-                    data.iter().copied(),
-                    colour.stroke_width(2),
-                ))
-                .map_err(|x| e(&x))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
-            }
-            c.configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()
-                .map_err(|x| e(&x))?;
-
-            // Latency, µs, on a log scale; intervals without packets are left out.
-            let lat = |f: fn(&WindowLatency) -> u64| -> Vec<(f64, f64)> {
-                let mut v = Vec::new();
-                let mut prev = 0.0;
-                for s in &self.per_second {
-                    if let Some(l) = &s.latency_ns {
-                        let us = (f(l) as f64 / 1e3).max(0.1);
-                        v.push((prev, us));
-                        v.push((s.t_s, us));
-                    }
-                    prev = s.t_s;
-                }
-                v
-            };
-            let series = [
-                (SVG_LATENCY_SERIES[0], lat(|l| l.p50), GREEN),
-                (SVG_LATENCY_SERIES[1], lat(|l| l.p99), BLUE),
-                (SVG_LATENCY_SERIES[2], lat(|l| l.p999), MAGENTA),
-                (SVG_LATENCY_SERIES[3], lat(|l| l.max), RED),
-            ];
-            let hi = series
-                .iter()
-                .flat_map(|s| s.1.iter().map(|p| p.1))
-                .fold(1.0f64, f64::max)
-                * 2.0;
-            let lo = series
-                .iter()
-                .flat_map(|s| s.1.iter().map(|p| p.1))
-                .fold(hi, f64::min)
-                .min(hi / 4.0)
-                / 2.0;
-            let mut c = ChartBuilder::on(&bottom)
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(80)
-                .caption(
-                    if self.receive {
-                        "one-way latency (µs, log scale)"
-                    } else {
-                        "one-way latency: no receive side (--rx-interface)"
-                    },
-                    ("sans-serif", 16),
-                )
-                .build_cartesian_2d(0.0..t_max, (lo.max(0.05)..hi).log_scale())
-                .map_err(|x| e(&x))?;
-            c.configure_mesh()
-                .x_desc("seconds")
-                .y_desc("µs")
-                .y_label_formatter(&|v| format!("{v:.0}"))
-                .draw()
-                .map_err(|x| e(&x))?;
-            for (name, data, colour) in series {
-                c.draw_series(LineSeries::new(data, colour.stroke_width(2)))
-                    .map_err(|x| e(&x))?
-                    .label(name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                    });
-            }
-            c.configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(|x| e(&x))?;
+            self.draw_rates(&top, t_max)?;
+            self.draw_latency(&bottom, t_max)?;
             root.present().map_err(|x| e(&x))?;
         }
         Ok(out)
+    }
+
+    /// Offered and delivered packets per second, as step lines.
+    fn draw_rates(&self, area: &Area<'_>, t_max: f64) -> Result<(), String> {
+        use plotters::prelude::*;
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let pts = |f: fn(&Interval) -> f64| -> Vec<(f64, f64)> {
+            let mut v = Vec::with_capacity(self.per_second.len() + 1);
+            let mut prev = 0.0;
+            for s in &self.per_second {
+                // Each rate holds over its interval: a step line.
+                v.push((prev, f(s)));
+                v.push((s.t_s, f(s)));
+                prev = s.t_s;
+            }
+            v
+        };
+        let offered = pts(|s| s.offered_pps);
+        let delivered = pts(|s| s.delivered_pps);
+        let y_max = offered
+            .iter()
+            .chain(&delivered)
+            .map(|p| p.1)
+            .fold(0.0f64, f64::max)
+            .max(1.0)
+            * 1.1;
+        let mut c = ChartBuilder::on(area)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(80)
+            .caption("packets per second", ("sans-serif", 16))
+            .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+            .map_err(|x| e(&x))?;
+        c.configure_mesh()
+            .x_desc("seconds")
+            .y_desc("pps")
+            .y_label_formatter(&|v| fmt_rate(*v))
+            .draw()
+            .map_err(|x| e(&x))?;
+        let lines = vec![
+            (SVG_RATE_SERIES[0], offered, BLUE),
+            (SVG_RATE_SERIES[1], delivered, GREEN),
+        ];
+        draw_lines(&mut c, lines, SeriesLabelPosition::LowerRight)
+    }
+
+    /// Latency percentiles, µs, on a log scale; intervals without packets are left out.
+    fn draw_latency(&self, area: &Area<'_>, t_max: f64) -> Result<(), String> {
+        use plotters::prelude::*;
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let lat = |f: fn(&WindowLatency) -> u64| -> Vec<(f64, f64)> {
+            let mut v = Vec::new();
+            let mut prev = 0.0;
+            for s in &self.per_second {
+                if let Some(l) = &s.latency_ns {
+                    let us = (f(l) as f64 / 1e3).max(0.1);
+                    v.push((prev, us));
+                    v.push((s.t_s, us));
+                }
+                prev = s.t_s;
+            }
+            v
+        };
+        let series = vec![
+            (SVG_LATENCY_SERIES[0], lat(|l| l.p50), GREEN),
+            (SVG_LATENCY_SERIES[1], lat(|l| l.p99), BLUE),
+            (SVG_LATENCY_SERIES[2], lat(|l| l.p999), MAGENTA),
+            (SVG_LATENCY_SERIES[3], lat(|l| l.max), RED),
+        ];
+        let hi = series
+            .iter()
+            .flat_map(|s| s.1.iter().map(|p| p.1))
+            .fold(1.0f64, f64::max)
+            * 2.0;
+        let lo = series
+            .iter()
+            .flat_map(|s| s.1.iter().map(|p| p.1))
+            .fold(hi, f64::min)
+            .min(hi / 4.0)
+            / 2.0;
+        let mut c = ChartBuilder::on(area)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(80)
+            .caption(
+                if self.receive {
+                    "one-way latency (µs, log scale)"
+                } else {
+                    "one-way latency: no receive side (--rx-interface)"
+                },
+                ("sans-serif", 16),
+            )
+            .build_cartesian_2d(0.0..t_max, (lo.max(0.05)..hi).log_scale())
+            .map_err(|x| e(&x))?;
+        c.configure_mesh()
+            .x_desc("seconds")
+            .y_desc("µs")
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(|x| e(&x))?;
+        draw_lines(&mut c, series, SeriesLabelPosition::UpperRight)
     }
 }
 

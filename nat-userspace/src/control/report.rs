@@ -212,6 +212,12 @@ impl Report {
 
     /// Prometheus families (text exposition through prometheus-client).
     pub fn encode(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_counters(enc)?;
+        self.encode_gauges(enc)
+    }
+
+    /// The counter families: XDP verdicts, worker counters, AF_XDP socket statistics.
+    fn encode_counters(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // XDP verdicts, per interface.
         {
             let mut m = enc.encode_descriptor(
@@ -266,6 +272,11 @@ impl Report {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The gauges (and the external address's families).
+    fn encode_gauges(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let gauges: [Gauge; 4] = [
             (
                 "sipnat_reassembly_memory_bytes",

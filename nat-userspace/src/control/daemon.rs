@@ -185,13 +185,86 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         .collect()
 }
 
+/// Adopts the XDP programs a previous daemon left pinned on both interfaces (hitless
+/// restart), or loads, attaches and pins fresh ones; returns them with the pin directory
+/// and whether the pins outlive this process (warned about when not).
+fn attach_programs(cfg: &Config) -> anyhow::Result<(Programs, PathBuf, PinLifetime)> {
+    let inside = cfg.interfaces.inside.get_ref();
+    let outside = cfg.interfaces.outside.get_ref();
+    let ports = cfg.interfaces.sip_ports.get_ref();
+    let mode = cfg.interfaces.attach_mode;
+    // A program a previous daemon left pinned is adopted (hitless restart): same maps,
+    // counters continue, no detach; otherwise load, attach and pin a fresh one.
+    let pin_root = cfg.control.bpffs.clone();
+    crate::xdp::ensure_bpffs(&pin_root)?;
+    let pin_failures = std::cell::RefCell::new(Vec::new());
+    let attach = |ifname: &str| -> anyhow::Result<(SteeringProgram, AttachedMode)> {
+        let dir = pin_root.join(ifname);
+        let mut p = match SteeringProgram::adopt(&dir, ifname)? {
+            Some(p) => {
+                tracing::info!("adopted the pinned XDP program on {ifname} (hitless restart)");
+                p
+            }
+            None => {
+                let mut p = SteeringProgram::load()?;
+                p.set_config(steering(cfg, true))?;
+                p.set_ports(ports)?;
+                p.attach(ifname, mode)?;
+                if let Err(e) = p.pin(&dir) {
+                    tracing::warn!("{e}: restarts will detach and re-attach");
+                    pin_failures.borrow_mut().push(format!("{ifname}: {e}"));
+                }
+                p
+            }
+        };
+        p.set_config(steering(cfg, true))?;
+        p.set_ports(ports)?;
+        let m = p.attached().map(|(_, m)| m).unwrap_or(AttachedMode::Native);
+        Ok((p, m))
+    };
+    let (inside_prog, inside_mode) = attach(inside)?;
+    let (outside_prog, outside_mode) = attach(outside)?;
+    tracing::info!(
+        "XDP attached: {inside} ({inside_mode}), {outside} ({outside_mode}); SIP ports {ports:?}"
+    );
+    let failures = pin_failures.into_inner();
+    let pins = if failures.is_empty() {
+        crate::xdp::pin_lifetime(&pin_root)
+    } else {
+        PinLifetime::DiesWithProcess(format!("pinning failed ({})", failures.join("; ")))
+    };
+    let mode = format!("{:?}", cfg.interfaces.on_failure).to_lowercase();
+    match &pins {
+        PinLifetime::Survive => {}
+        PinLifetime::DiesWithProcess(why) => tracing::warn!(
+            "the pins in {} cannot outlive this process: {why}. If sipnat crashes or is \
+             killed, its XDP programs are detached with them and on_failure = \"{mode}\" \
+             does not apply: SIP takes the kernel path, unrewritten, until the next start. \
+             Set [control] bpffs to a directory on a bpffs mounted in the host's mount \
+             namespace (e.g. `mount -t bpf bpf /run/sipnat-bpf` outside the namespace)",
+            pin_root.display()
+        ),
+        PinLifetime::Unknown(why) => tracing::warn!(
+            "cannot tell whether the pins in {} outlive this process ({why}); if they do \
+             not, on_failure = \"{mode}\" does not apply after a crash",
+            pin_root.display()
+        ),
+    }
+    let programs = Programs {
+        inside: inside_prog,
+        outside: outside_prog,
+        inside_mode,
+        outside_mode,
+    };
+    Ok((programs, pin_root, pins))
+}
+
 impl Daemon {
     /// Starts everything; returns when the daemon is serving.
     pub fn start(config_path: &Path) -> anyhow::Result<Arc<Daemon>> {
         let cfg = config::load_checked(config_path, true).map_err(|e| anyhow!("{e}"))?;
         let inside = cfg.interfaces.inside.get_ref().clone();
         let outside = cfg.interfaces.outside.get_ref().clone();
-        let ports = cfg.interfaces.sip_ports.get_ref().clone();
         let external = static_external(&cfg);
         let source = source_label(&cfg);
         warn_private_externals(&cfg);
@@ -208,62 +281,7 @@ impl Daemon {
         })?;
 
         // XDP first: until workers register, the failure mode applies.
-        let mode = cfg.interfaces.attach_mode;
-        // A program a previous daemon left pinned is adopted (hitless restart): same maps,
-        // counters continue, no detach; otherwise load, attach and pin a fresh one.
-        let pin_root = cfg.control.bpffs.clone();
-        crate::xdp::ensure_bpffs(&pin_root)?;
-        let pin_failures = std::cell::RefCell::new(Vec::new());
-        let attach = |ifname: &str| -> anyhow::Result<(SteeringProgram, AttachedMode)> {
-            let dir = pin_root.join(ifname);
-            let mut p = match SteeringProgram::adopt(&dir, ifname)? {
-                Some(p) => {
-                    tracing::info!("adopted the pinned XDP program on {ifname} (hitless restart)");
-                    p
-                }
-                None => {
-                    let mut p = SteeringProgram::load()?;
-                    p.set_config(steering(&cfg, true))?;
-                    p.set_ports(&ports)?;
-                    p.attach(ifname, mode)?;
-                    if let Err(e) = p.pin(&dir) {
-                        tracing::warn!("{e}: restarts will detach and re-attach");
-                        pin_failures.borrow_mut().push(format!("{ifname}: {e}"));
-                    }
-                    p
-                }
-            };
-            p.set_config(steering(&cfg, true))?;
-            p.set_ports(&ports)?;
-            let m = p.attached().map(|(_, m)| m).unwrap_or(AttachedMode::Native);
-            Ok((p, m))
-        };
-        let (inside_prog, inside_mode) = attach(&inside)?;
-        let (outside_prog, outside_mode) = attach(&outside)?;
-        tracing::info!("XDP attached: {inside} ({inside_mode}), {outside} ({outside_mode}); SIP ports {ports:?}");
-        let failures = pin_failures.into_inner();
-        let pins = if failures.is_empty() {
-            crate::xdp::pin_lifetime(&pin_root)
-        } else {
-            PinLifetime::DiesWithProcess(format!("pinning failed ({})", failures.join("; ")))
-        };
-        let mode = format!("{:?}", cfg.interfaces.on_failure).to_lowercase();
-        match &pins {
-            PinLifetime::Survive => {}
-            PinLifetime::DiesWithProcess(why) => tracing::warn!(
-                "the pins in {} cannot outlive this process: {why}. If sipnat crashes or is \
-                 killed, its XDP programs are detached with them and on_failure = \"{mode}\" \
-                 does not apply: SIP takes the kernel path, unrewritten, until the next start. \
-                 Set [control] bpffs to a directory on a bpffs mounted in the host's mount \
-                 namespace (e.g. `mount -t bpf bpf /run/sipnat-bpf` outside the namespace)",
-                pin_root.display()
-            ),
-            PinLifetime::Unknown(why) => tracing::warn!(
-                "cannot tell whether the pins in {} outlive this process ({why}); if they do \
-                 not, on_failure = \"{mode}\" does not apply after a crash",
-                pin_root.display()
-            ),
-        }
+        let (programs, pin_root, pins) = attach_programs(&cfg)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let nexthops = Arc::new(Published::new(NextHops::default()));
@@ -294,12 +312,7 @@ impl Daemon {
         let daemon = Arc::new(Daemon {
             config_path: config_path.to_path_buf(),
             shared: Arc::clone(&shared),
-            programs: Mutex::new(Programs {
-                inside: inside_prog,
-                outside: outside_prog,
-                inside_mode,
-                outside_mode,
-            }),
+            programs: Mutex::new(programs),
             workers: Mutex::new(Vec::new()),
             started: Instant::now(),
             dataplane: DataplaneWriter::new(Arc::clone(&shared), source),
@@ -309,7 +322,7 @@ impl Daemon {
             napi_restore: Mutex::new(Vec::new()),
             threads: Mutex::new(vec![resolver_thread]),
             config: Mutex::new(cfg.clone()),
-            pin_root: pin_root.clone(),
+            pin_root,
             pins,
             reload_reading: Arc::new(AtomicBool::new(false)),
         });

@@ -392,30 +392,7 @@ impl Reassembler {
         // The first fragment says whose datagram it is.
         let protocol = layout.fragment.map_or(0, |f| f.protocol);
         if p.offset == 0 && !ours(protocol, &frame[p.data..layout.ip_end]) {
-            let i = match found {
-                Some(i) => i,
-                None => {
-                    let Some(i) = self.take_slot() else {
-                        // Nowhere to remember it: this fragment still goes on as it is.
-                        self.stats.passed += 1;
-                        return Ok(Added::PassThis);
-                    };
-                    self.slots[i].reset();
-                    i
-                }
-            };
-            let s = &mut self.slots[i];
-            let held = if s.state == State::InProgress {
-                s.nranges
-            } else {
-                0
-            };
-            s.state = State::Passing;
-            s.key = p.key;
-            s.created_ms = now_ms;
-            s.deadline_ms = now_ms.saturating_add(u64::from(self.limits.timeout_ms));
-            self.stats.passed += 1 + held as u64;
-            return Ok(Added::Pass { slot: i, held });
+            return Ok(self.start_passing(found, p.key, now_ms));
         }
 
         // Checks on the fragment alone.
@@ -428,22 +405,7 @@ impl Reassembler {
         };
         if let Err(e) = alone {
             self.count(e);
-            match found {
-                Some(i) => self.poison(i, now_ms),
-                None => {
-                    // Poison the key if a slot is to be had without evicting anything.
-                    if let Some(i) = self
-                        .slots
-                        .iter()
-                        .position(Slot::reusable)
-                        .or_else(|| self.oldest(State::Poisoned))
-                    {
-                        self.slots[i].reset();
-                        self.slots[i].key = p.key;
-                        self.poison(i, now_ms);
-                    }
-                }
-            }
+            self.poison_key(found, p.key, now_ms);
             return Err(e);
         }
 
@@ -488,6 +450,56 @@ impl Reassembler {
                 self.count(e);
                 self.poison(i, now_ms);
                 Err(e)
+            }
+        }
+    }
+
+    /// The first fragment of a datagram that is not ours (`add_classified`'s `ours`): its
+    /// key is remembered as passing (slot `found` if it had one), so the fragments held so
+    /// far and those still to come go on as they are.
+    fn start_passing(&mut self, found: Option<usize>, key: Key, now_ms: u64) -> Added<'_> {
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let Some(i) = self.take_slot() else {
+                    // Nowhere to remember it: this fragment still goes on as it is.
+                    self.stats.passed += 1;
+                    return Added::PassThis;
+                };
+                self.slots[i].reset();
+                i
+            }
+        };
+        let s = &mut self.slots[i];
+        let held = if s.state == State::InProgress {
+            s.nranges
+        } else {
+            0
+        };
+        s.state = State::Passing;
+        s.key = key;
+        s.created_ms = now_ms;
+        s.deadline_ms = now_ms.saturating_add(u64::from(self.limits.timeout_ms));
+        self.stats.passed += 1 + held as u64;
+        Added::Pass { slot: i, held }
+    }
+
+    /// Poisons `key` after a bad fragment: its slot `found`, else a slot that is to be had
+    /// without evicting anything (or none).
+    fn poison_key(&mut self, found: Option<usize>, key: Key, now_ms: u64) {
+        match found {
+            Some(i) => self.poison(i, now_ms),
+            None => {
+                if let Some(i) = self
+                    .slots
+                    .iter()
+                    .position(Slot::reusable)
+                    .or_else(|| self.oldest(State::Poisoned))
+                {
+                    self.slots[i].reset();
+                    self.slots[i].key = key;
+                    self.poison(i, now_ms);
+                }
             }
         }
     }

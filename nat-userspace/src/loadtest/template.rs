@@ -279,6 +279,21 @@ pub fn prepare(msg: &[u8], template_index: u16) -> Result<Prepared, TemplateErro
     };
 
     // Body first: its length goes into Content-Length.
+    let b = body_out(body);
+    let h = head_out(head, eol, b.buf.len(), template_index);
+    let body_off = h.buf.len();
+    let mut slots = h.slots;
+    slots.extend(b.slots.iter().map(|s| Slot {
+        off: s.off + body_off,
+        kind: s.kind,
+    }));
+    let mut payload = h.buf;
+    payload.extend_from_slice(&b.buf);
+    Ok(Prepared { payload, slots })
+}
+
+/// The body with slots: each SDP `m=` port (and its `a=rtcp:` port) becomes a media port.
+fn body_out(body: &[u8]) -> Out {
     let mut b = Out {
         buf: Vec::with_capacity(body.len() + 64),
         slots: Vec::new(),
@@ -335,7 +350,12 @@ pub fn prepare(msg: &[u8], template_index: u16) -> Result<Prepared, TemplateErro
             b.put(line);
         }
     }
+    b
+}
 
+/// The header with slots: flow ids in Call-ID, the first Via's branch and the From tag,
+/// Content-Length set to `body_len`, and our timestamp header last.
+fn head_out(head: &[u8], eol: &[u8], body_len: usize, template_index: u16) -> Out {
     let mut h = Out {
         buf: Vec::with_capacity(head.len() + 128),
         slots: Vec::new(),
@@ -412,7 +432,7 @@ pub fn prepare(msg: &[u8], template_index: u16) -> Result<Prepared, TemplateErro
             }
         } else if is(b"content-length") || is(b"l") {
             h.put(&line[..value_start]);
-            h.put(b.buf.len().to_string().as_bytes());
+            h.put(body_len.to_string().as_bytes());
             h.put(&line[content_end..]);
         } else if is(TS_HEADER.as_bytes()) {
             // Replaced by ours below.
@@ -430,16 +450,7 @@ pub fn prepare(msg: &[u8], template_index: u16) -> Result<Prepared, TemplateErro
     h.put(&hex4(template_index));
     h.put(eol);
     h.put(eol);
-
-    let body_off = h.buf.len();
-    let mut slots = h.slots;
-    slots.extend(b.slots.iter().map(|s| Slot {
-        off: s.off + body_off,
-        kind: s.kind,
-    }));
-    let mut payload = h.buf;
-    payload.extend_from_slice(&b.buf);
-    Ok(Prepared { payload, slots })
+    h
 }
 
 fn hex4(v: u16) -> [u8; 4] {

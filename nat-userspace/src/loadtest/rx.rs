@@ -119,59 +119,7 @@ pub fn run(
     if let Some(cpu) = plan.cpu {
         crate::sys::pin_to_cpu(cpu);
     }
-    let setup = || -> Result<(SteeringProgram, Vec<Queue>, String, bool), String> {
-        if let Some(ns) = &plan.netns {
-            enter_netns(ns).map_err(|e| format!("cannot enter {e}"))?;
-        }
-        if crate::sys::if_index(&plan.ifname).is_none() {
-            return Err(format!(
-                "receive interface `{}` does not exist{}",
-                plan.ifname,
-                plan.netns
-                    .as_deref()
-                    .map(|n| format!(" in network namespace {n}"))
-                    .unwrap_or_default()
-            ));
-        }
-        let mut prog = SteeringProgram::load().map_err(|e| e.to_string())?;
-        prog.set_config(SteeringConfig {
-            enabled: true,
-            on_failure: FailureMode::Pass,
-            steer_fragments: false,
-        })
-        .map_err(|e| e.to_string())?;
-        prog.set_ports(&[plan.expect.dst_port])
-            .map_err(|e| e.to_string())?;
-        let mode = prog
-            .attach(&plan.ifname, AttachMode::Auto)
-            .map_err(|e| e.to_string())?;
-        let mut queues = Vec::new();
-        let mut zero_copy = true;
-        for &q in &plan.queues {
-            let area = Area::new(plan.frames_per_queue)
-                .map_err(|e| format!("cannot map receive UMEM: {e}"))?;
-            let sizes = RingSizes::new(plan.ring);
-            let mut sp = SinglePort::open(&area, &plan.ifname, q, sizes).map_err(|e| {
-                format!(
-                    "cannot open an AF_XDP socket on {} queue {q}: {e}",
-                    plan.ifname
-                )
-            })?;
-            zero_copy &= sp.zero_copy;
-            let n = sizes.fill.min(plan.frames_per_queue);
-            let mut w = sp.port.fill.fill(n);
-            w.insert((0..n).map(|i| u64::from(i) * u64::from(FRAME_SIZE)));
-            w.commit();
-            drop(w);
-            prog.xsk_map()
-                .map_err(|e| e.to_string())?
-                .set(q, sp.port.fd(), 0)
-                .map_err(|e| format!("registering the receive socket: {e}"))?;
-            queues.push(Queue { sp, area });
-        }
-        Ok((prog, queues, mode.to_string(), zero_copy))
-    };
-    let (prog, mut queues, xdp_mode, zero_copy) = match setup() {
+    let (prog, mut queues, xdp_mode, zero_copy) = match setup(&plan) {
         Ok(v) => v,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -265,6 +213,62 @@ pub fn run(
         xdp_mode,
         zero_copy,
     })
+}
+
+/// Enters the namespace, loads and attaches the XDP program on the receive interface and
+/// opens one AF_XDP socket per queue (fill ring full): the program, the queues, the attach
+/// mode, whether every socket is zero-copy.
+fn setup(plan: &RxPlan) -> Result<(SteeringProgram, Vec<Queue>, String, bool), String> {
+    if let Some(ns) = &plan.netns {
+        enter_netns(ns).map_err(|e| format!("cannot enter {e}"))?;
+    }
+    if crate::sys::if_index(&plan.ifname).is_none() {
+        return Err(format!(
+            "receive interface `{}` does not exist{}",
+            plan.ifname,
+            plan.netns
+                .as_deref()
+                .map(|n| format!(" in network namespace {n}"))
+                .unwrap_or_default()
+        ));
+    }
+    let mut prog = SteeringProgram::load().map_err(|e| e.to_string())?;
+    prog.set_config(SteeringConfig {
+        enabled: true,
+        on_failure: FailureMode::Pass,
+        steer_fragments: false,
+    })
+    .map_err(|e| e.to_string())?;
+    prog.set_ports(&[plan.expect.dst_port])
+        .map_err(|e| e.to_string())?;
+    let mode = prog
+        .attach(&plan.ifname, AttachMode::Auto)
+        .map_err(|e| e.to_string())?;
+    let mut queues = Vec::new();
+    let mut zero_copy = true;
+    for &q in &plan.queues {
+        let area = Area::new(plan.frames_per_queue)
+            .map_err(|e| format!("cannot map receive UMEM: {e}"))?;
+        let sizes = RingSizes::new(plan.ring);
+        let mut sp = SinglePort::open(&area, &plan.ifname, q, sizes).map_err(|e| {
+            format!(
+                "cannot open an AF_XDP socket on {} queue {q}: {e}",
+                plan.ifname
+            )
+        })?;
+        zero_copy &= sp.zero_copy;
+        let n = sizes.fill.min(plan.frames_per_queue);
+        let mut w = sp.port.fill.fill(n);
+        w.insert((0..n).map(|i| u64::from(i) * u64::from(FRAME_SIZE)));
+        w.commit();
+        drop(w);
+        prog.xsk_map()
+            .map_err(|e| e.to_string())?
+            .set(q, sp.port.fd(), 0)
+            .map_err(|e| format!("registering the receive socket: {e}"))?;
+        queues.push(Queue { sp, area });
+    }
+    Ok((prog, queues, mode.to_string(), zero_copy))
 }
 
 /// Counters accumulated locally and published once per batch.

@@ -352,67 +352,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Report, LoadtestError> {
-    if in_root_netns() && !o.i_own_this_link {
-        return Err(LoadtestError::RootNetns(o.interface.clone()));
-    }
-    let ifindex = crate::sys::if_index(&o.interface).ok_or_else(|| {
-        LoadtestError::Usage(format!(
-            "interface `{}` does not exist in this network namespace; check the name with `ip link`",
-            o.interface
-        ))
-    })?;
-    if o.queues.is_empty() {
-        return Err(LoadtestError::Usage("no TX queue".into()));
-    }
-    if o.src_ip.is_ipv6() != o.dst_ip.is_ipv6() {
-        return Err(LoadtestError::Usage(format!(
-            "--src-ip {} and --dst-ip {} are of different families; give two IPv4 or two IPv6 \
-             addresses",
-            o.src_ip, o.dst_ip
-        )));
-    }
-    let tx_queues = tx_queue_count(&o.interface);
-    if let Some(q) = o.queues.iter().find(|q| **q >= tx_queues) {
-        return Err(LoadtestError::Usage(format!(
-            "`{}` has {tx_queues} TX queue{}: queue {q} does not exist; use fewer --cores \
-             or pick --queues below {tx_queues}",
-            o.interface,
-            if tx_queues == 1 { "" } else { "s" }
-        )));
-    }
-    if o.duration.is_none() && o.count.is_none() {
-        return Err(LoadtestError::Usage("give --duration or --count".into()));
-    }
-    let src_mac = match o.src_mac {
-        Some(m) => m,
-        None => mac_of(ifindex).ok_or_else(|| {
-            LoadtestError::Setup(format!("cannot read the MAC address of {}", o.interface))
-        })?,
-    };
-    let dst_mac = match o.dst_mac {
-        Some(m) => m,
-        None => resolve_dst_mac(&o.interface, ifindex, o.dst_ip).map_err(LoadtestError::Setup)?,
-    };
-    let ep = Endpoints {
-        src_mac,
-        dst_mac,
-        src_ip: o.src_ip,
-        dst_ip: o.dst_ip,
-        src_port: o.src_port,
-        dst_port: o.dst_port,
-    };
-    let mut expect = Expect {
-        external: o.expect_external,
-        src: o.expect_src.or(o.expect_external),
-        private: if o.private.is_empty() {
-            default_private()
-        } else {
-            o.private.clone()
-        },
-        private_hosts: vec![o.src_ip],
-        fields: Vec::new(),
-        dst_port: o.dst_port,
-    };
+    let (ep, mut expect) = endpoints(o)?;
     let templates = build_templates(o, ep, &mut expect)?;
     expect.fields = templates.iter().map(|t| t.private_fields).collect();
     let templates = Arc::new(templates);
@@ -421,40 +361,7 @@ pub fn run(
     let rx_counters = Arc::new(RxCounters::default());
     let rx_stop = Arc::new(AtomicBool::new(false));
     let origin_ns = Arc::new(AtomicU64::new(0));
-    let mut rx_handle = None;
-    if let Some(r) = &o.rx {
-        let plan = RxPlan {
-            ifname: r.interface.clone(),
-            netns: r.netns.clone(),
-            queues: r.queues.clone(),
-            frames_per_queue: 2 * RX_RING,
-            ring: RX_RING,
-            batch: o.batch.max(64),
-            cpu: r.cpu,
-            expect: expect.clone(),
-            samples: o.samples,
-            origin_ns: Arc::clone(&origin_ns),
-        };
-        let (tx, rxc) = mpsc::channel();
-        let (c, s) = (Arc::clone(&rx_counters), Arc::clone(&rx_stop));
-        let h = std::thread::Builder::new()
-            .name("loadtest-rx".into())
-            .spawn(move || rx::run(plan, c, s, tx))
-            .map_err(|e| LoadtestError::Setup(format!("spawning the receive thread: {e}")))?;
-        match rxc.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(())) => rx_handle = Some(h),
-            Ok(Err(e)) => {
-                let _ = h.join();
-                return Err(LoadtestError::Setup(e));
-            }
-            Err(_) => {
-                rx_stop.store(true, Ordering::Relaxed);
-                return Err(LoadtestError::Setup(
-                    "the receive side did not start within 30 s".into(),
-                ));
-            }
-        }
-    }
+    let rx_handle = start_rx(o, &expect, &rx_counters, &rx_stop, &origin_ns)?;
     let stop_rx = |h: Option<std::thread::JoinHandle<Option<rx::RxResult>>>| {
         rx_stop.store(true, Ordering::Relaxed);
         h.and_then(|h| h.join().ok().flatten())
@@ -469,24 +376,7 @@ pub fn run(
     let mut handles = Vec::new();
     let mut counters = Vec::new();
     for (i, &q) in o.queues.iter().enumerate() {
-        let count = o
-            .count
-            .map(|c| c / n as u64 + u64::from((i as u64) < c % n as u64));
-        let plan = TxPlan {
-            ifname: o.interface.clone(),
-            queue: q,
-            cpu: o.cpus.get(i).copied(),
-            frames,
-            ring: o.ring,
-            batch: o.batch,
-            rate_pps: o.rate.map(|r| r / n as f64),
-            count,
-            duration: o.duration,
-            flows: o.flows.max(1),
-            seq_start: i as u64,
-            seq_step: n as u64,
-            salt,
-        };
+        let plan = tx_plan(o, i, q, frames, salt);
         let c = Arc::new(TxCounters::default());
         counters.push(Arc::clone(&c));
         let (t, s, g, txc) = (
@@ -540,13 +430,73 @@ pub fn run(
             .sum()
     };
     let mut marks = Marks::new(started);
+    progress_until_sent(started, &counters, &rx_counters, progress, &mut marks);
+    for h in handles {
+        let _ = h.join();
+    }
+    if rx_handle.is_some() {
+        drain(o, &rx_counters, &mut marks, &total_sent);
+    }
+    marks.end(
+        Instant::now(),
+        total_sent(),
+        rx_counters.verified.load(Ordering::Relaxed),
+        rx_counters.incorrect.load(Ordering::Relaxed),
+    );
+    let rx_result = stop_rx(rx_handle);
+
+    Ok(report(
+        o,
+        &templates,
+        &counters,
+        &rx_counters,
+        rx_result,
+        &marks,
+        tx_zero_copy,
+    ))
+}
+
+/// The plan of TX thread `i` (queue `q`): its share of the count and of the rate.
+fn tx_plan(o: &Options, i: usize, q: u32, frames: u32, salt: u32) -> TxPlan {
+    let n = o.queues.len();
+    let count = o
+        .count
+        .map(|c| c / n as u64 + u64::from((i as u64) < c % n as u64));
+    TxPlan {
+        ifname: o.interface.clone(),
+        queue: q,
+        cpu: o.cpus.get(i).copied(),
+        frames,
+        ring: o.ring,
+        batch: o.batch,
+        rate_pps: o.rate.map(|r| r / n as f64),
+        count,
+        duration: o.duration,
+        flows: o.flows.max(1),
+        seq_start: i as u64,
+        seq_step: n as u64,
+        salt,
+    }
+}
+
+/// Reports progress every 250 ms and marks whole seconds until every TX thread is done.
+fn progress_until_sent(
+    started: Instant,
+    counters: &[Arc<TxCounters>],
+    rx_counters: &RxCounters,
+    progress: &mut dyn FnMut(&Progress),
+    marks: &mut Marks,
+) {
     let (mut last_t, mut last_sent, mut last_rx) = (started, 0u64, 0u64);
     let mut tick = 0u32;
     loop {
         tick += 1;
         let due = started + Duration::from_millis(250) * tick;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let sent = total_sent();
+        let sent = counters
+            .iter()
+            .map(|c| c.sent.load(Ordering::Relaxed))
+            .sum::<u64>();
         let verified = rx_counters.verified.load(Ordering::Relaxed);
         let incorrect = rx_counters.incorrect.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -565,41 +515,158 @@ pub fn run(
             break;
         }
     }
-    for h in handles {
-        let _ = h.join();
+}
+
+/// Checks the options against this host and works out both ends (MACs, addresses,
+/// ports) and what the receiver expects.
+fn endpoints(o: &Options) -> Result<(Endpoints, Expect), LoadtestError> {
+    if in_root_netns() && !o.i_own_this_link {
+        return Err(LoadtestError::RootNetns(o.interface.clone()));
     }
-    if rx_handle.is_some() {
-        // Until nothing arrived for `drain` (at most 5 s), still marking seconds.
-        let end = Instant::now() + Duration::from_secs(5);
-        let mut last = rx_counters.received.load(Ordering::Relaxed);
-        let mut last_change = Instant::now();
-        while Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-            let now = rx_counters.received.load(Ordering::Relaxed);
-            let at = Instant::now();
-            marks.whole_second(
-                at,
-                total_sent(),
-                rx_counters.verified.load(Ordering::Relaxed),
-                rx_counters.incorrect.load(Ordering::Relaxed),
-            );
-            if now != last {
-                last = now;
-                last_change = at;
-            } else if at.duration_since(last_change) >= o.drain {
-                break;
+    let ifindex = crate::sys::if_index(&o.interface).ok_or_else(|| {
+        LoadtestError::Usage(format!(
+            "interface `{}` does not exist in this network namespace; check the name with `ip link`",
+            o.interface
+        ))
+    })?;
+    if o.queues.is_empty() {
+        return Err(LoadtestError::Usage("no TX queue".into()));
+    }
+    if o.src_ip.is_ipv6() != o.dst_ip.is_ipv6() {
+        return Err(LoadtestError::Usage(format!(
+            "--src-ip {} and --dst-ip {} are of different families; give two IPv4 or two IPv6 \
+             addresses",
+            o.src_ip, o.dst_ip
+        )));
+    }
+    let tx_queues = tx_queue_count(&o.interface);
+    if let Some(q) = o.queues.iter().find(|q| **q >= tx_queues) {
+        return Err(LoadtestError::Usage(format!(
+            "`{}` has {tx_queues} TX queue{}: queue {q} does not exist; use fewer --cores \
+             or pick --queues below {tx_queues}",
+            o.interface,
+            if tx_queues == 1 { "" } else { "s" }
+        )));
+    }
+    if o.duration.is_none() && o.count.is_none() {
+        return Err(LoadtestError::Usage("give --duration or --count".into()));
+    }
+    let src_mac = match o.src_mac {
+        Some(m) => m,
+        None => mac_of(ifindex).ok_or_else(|| {
+            LoadtestError::Setup(format!("cannot read the MAC address of {}", o.interface))
+        })?,
+    };
+    let dst_mac = match o.dst_mac {
+        Some(m) => m,
+        None => resolve_dst_mac(&o.interface, ifindex, o.dst_ip).map_err(LoadtestError::Setup)?,
+    };
+    let ep = Endpoints {
+        src_mac,
+        dst_mac,
+        src_ip: o.src_ip,
+        dst_ip: o.dst_ip,
+        src_port: o.src_port,
+        dst_port: o.dst_port,
+    };
+    let expect = Expect {
+        external: o.expect_external,
+        src: o.expect_src.or(o.expect_external),
+        private: if o.private.is_empty() {
+            default_private()
+        } else {
+            o.private.clone()
+        },
+        private_hosts: vec![o.src_ip],
+        fields: Vec::new(),
+        dst_port: o.dst_port,
+    };
+    Ok((ep, expect))
+}
+
+type RxHandle = std::thread::JoinHandle<Option<rx::RxResult>>;
+
+/// Starts the receive side (with `--rx-interface`) and waits until it listens.
+fn start_rx(
+    o: &Options,
+    expect: &Expect,
+    rx_counters: &Arc<RxCounters>,
+    rx_stop: &Arc<AtomicBool>,
+    origin_ns: &Arc<AtomicU64>,
+) -> Result<Option<RxHandle>, LoadtestError> {
+    let Some(r) = &o.rx else {
+        return Ok(None);
+    };
+    {
+        let plan = RxPlan {
+            ifname: r.interface.clone(),
+            netns: r.netns.clone(),
+            queues: r.queues.clone(),
+            frames_per_queue: 2 * RX_RING,
+            ring: RX_RING,
+            batch: o.batch.max(64),
+            cpu: r.cpu,
+            expect: expect.clone(),
+            samples: o.samples,
+            origin_ns: Arc::clone(origin_ns),
+        };
+        let (tx, rxc) = mpsc::channel();
+        let (c, s) = (Arc::clone(rx_counters), Arc::clone(rx_stop));
+        let h = std::thread::Builder::new()
+            .name("loadtest-rx".into())
+            .spawn(move || rx::run(plan, c, s, tx))
+            .map_err(|e| LoadtestError::Setup(format!("spawning the receive thread: {e}")))?;
+        match rxc.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => Ok(Some(h)),
+            Ok(Err(e)) => {
+                let _ = h.join();
+                Err(LoadtestError::Setup(e))
+            }
+            Err(_) => {
+                rx_stop.store(true, Ordering::Relaxed);
+                Err(LoadtestError::Setup(
+                    "the receive side did not start within 30 s".into(),
+                ))
             }
         }
     }
-    marks.end(
-        Instant::now(),
-        total_sent(),
-        rx_counters.verified.load(Ordering::Relaxed),
-        rx_counters.incorrect.load(Ordering::Relaxed),
-    );
-    let rx_result = stop_rx(rx_handle);
+}
 
-    // The report.
+/// Waits until nothing arrived for `o.drain` (at most 5 s), still marking seconds.
+fn drain(o: &Options, rx_counters: &RxCounters, marks: &mut Marks, total_sent: &dyn Fn() -> u64) {
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut last = rx_counters.received.load(Ordering::Relaxed);
+    let mut last_change = Instant::now();
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = rx_counters.received.load(Ordering::Relaxed);
+        let at = Instant::now();
+        marks.whole_second(
+            at,
+            total_sent(),
+            rx_counters.verified.load(Ordering::Relaxed),
+            rx_counters.incorrect.load(Ordering::Relaxed),
+        );
+        if now != last {
+            last = now;
+            last_change = at;
+        } else if at.duration_since(last_change) >= o.drain {
+            break;
+        }
+    }
+}
+
+/// The report from the TX and RX counters and the receive side's result.
+fn report(
+    o: &Options,
+    templates: &[Template],
+    counters: &[Arc<TxCounters>],
+    rx_counters: &RxCounters,
+    rx_result: Option<rx::RxResult>,
+    marks: &Marks,
+    tx_zero_copy: bool,
+) -> Report {
+    let n = o.queues.len();
     let sum = |f: fn(&TxCounters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
     let sent = sum(|c| c.sent.load(Ordering::Relaxed));
     let start = counters
@@ -626,7 +693,7 @@ pub fn run(
     } else {
         0
     };
-    Ok(Report {
+    Report {
         tool: "sipnat-loadtest".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         template: templates
@@ -677,7 +744,7 @@ pub fn run(
             .map(|r| r.samples.iter().map(IncorrectPacket::from_sample).collect())
             .unwrap_or_default(),
         per_second: marks.intervals(rx_result.as_ref().map_or(&[][..], |r| &r.windows)),
-    })
+    }
 }
 
 /// Cumulative counts at whole seconds since sending started, and at the end.

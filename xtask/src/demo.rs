@@ -207,6 +207,40 @@ fn demo(
     shell::step(&format!(
         "SIP calls for ~{seconds} s: sipp ua -> carrier, captured on both sides"
     ));
+    let (inside, outside) = sip_calls(t, scratch, seconds, stop)?;
+
+    shell::step("one INVITE before (ua0) and after (car0) sipnat");
+    match invite_diff(&inside, &outside) {
+        Ok(d) => print!("{d}"),
+        Err(e) => println!("    (no INVITE pair to show: {e:#})"),
+    }
+
+    shell::step("sipnat stats");
+    shell::run(&mut topo::in_ns(
+        topo::GW,
+        &[sipnat, "--socket", &sock_s, "stats"],
+    ))?;
+    check_stop(stop)?;
+
+    shell::step(
+        "sipnat loadtest: 3 s at 50 kpps, 256 flows, ua0 -> sipnat -> car0, every packet verified",
+    );
+    loadtest(sipnat, stop)?;
+    shell::run(&mut topo::in_ns(
+        topo::GW,
+        &[sipnat, "--socket", &sock_s, "stats"],
+    ))?;
+    Ok(())
+}
+
+/// Calls from the UA to the carrier through sipnat for about `seconds`, captured on both
+/// sides: the two capture files.
+fn sip_calls(
+    t: &mut Topology,
+    scratch: &Scratch,
+    seconds: u64,
+    stop: &AtomicBool,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let inside = scratch.path("inside.pcap");
     let outside = scratch.path("outside.pcap");
     let cap_in = t.capture(topo::UA, "ua0", &inside, "udp port 5060")?;
@@ -270,23 +304,11 @@ fn demo(
         Some(st) => println!("    sipp: some calls failed ({st})"),
         None => println!("    sipp: did not finish in time"),
     }
+    Ok((inside, outside))
+}
 
-    shell::step("one INVITE before (ua0) and after (car0) sipnat");
-    match invite_diff(&inside, &outside) {
-        Ok(d) => print!("{d}"),
-        Err(e) => println!("    (no INVITE pair to show: {e:#})"),
-    }
-
-    shell::step("sipnat stats");
-    shell::run(&mut topo::in_ns(
-        topo::GW,
-        &[sipnat, "--socket", &sock_s, "stats"],
-    ))?;
-    check_stop(stop)?;
-
-    shell::step(
-        "sipnat loadtest: 3 s at 50 kpps, 256 flows, ua0 -> sipnat -> car0, every packet verified",
-    );
+/// `sipnat loadtest` through the gateway, every packet verified; the report is kept.
+fn loadtest(sipnat: &str, stop: &AtomicBool) -> anyhow::Result<()> {
     // Kept after the demo (the scratch directory is removed): the JSON and the SVG plot.
     let report_dir = crate::deb::target_dir().join("demo/loadtest-report");
     let report_s = report_dir.to_string_lossy().into_owned();
@@ -339,10 +361,6 @@ fn demo(
          {0}/report.svg (rate and latency over time; open it in a browser)",
         report_dir.display()
     );
-    shell::run(&mut topo::in_ns(
-        topo::GW,
-        &[sipnat, "--socket", &sock_s, "stats"],
-    ))?;
     Ok(())
 }
 

@@ -1869,6 +1869,17 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
         })
         .collect();
     assert_eq!(directions, ["a=sendrecv", "a=sendonly", "a=sendrecv"]);
+    // The UA itself wrote its own address: the external one is sipnat's doing.
+    let d_in = dialog(&inside, id_out);
+    let invites_in: Vec<&String> = d_in
+        .iter()
+        .filter(|(s, t)| s == UA_IP && t.starts_with("INVITE "))
+        .map(|(_, t)| t)
+        .collect();
+    assert!(invites_in.len() >= 3, "{d_in:?}");
+    for t in invites_in {
+        assert!(t.contains(&format!("c=IN IP4 {UA_IP}\r\n")), "{t}");
+    }
 
     // 5. Stale binding: the INVITE reached the UA's address, its kernel said port
     // unreachable, and that error left translated (from the external address, quoting the

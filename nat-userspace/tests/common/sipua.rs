@@ -145,15 +145,17 @@ impl Baresip {
         let home = dir.join(name);
         std::fs::create_dir_all(&home).unwrap();
         let ctrl = format!("{ctrl_ip}:4444");
-        // RTP ports of their own per UA (both may share no address, but keep them apart
-        // in captures); 48 kHz stereo is what the sine source produces.
+        // G.711 only; the sine source produces 48 kHz stereo only, so baresip resamples.
+        // No player: received audio is decoded and dropped.
+        let modules = baresip_modules();
         let config = format!(
             "poll_method\tepoll\nsip_listen\t{sip_listen}\ncall_local_timeout\t120\n\
              call_max_calls\t4\naudio_player\t\naudio_source\tausine,440\naudio_alert\t\n\
              ausrc_srate\t48000\nauplay_srate\t48000\nausrc_channels\t2\nauplay_channels\t2\n\
-             rtp_ports\t10000-10099\nrtp_stats\tno\nmodule_path\t/usr/lib/baresip/modules\n\
+             rtp_ports\t10000-10099\nrtp_stats\tno\nmodule_path\t{modules}\n\
              module\tg711.so\nmodule\tausine.so\nmodule\tctrl_tcp.so\nmodule_app\tmenu.so\n\
-             ctrl_tcp_listen\t{ctrl}\n"
+             ctrl_tcp_listen\t{ctrl}\n",
+            modules = modules.display()
         );
         std::fs::write(home.join("config"), config).unwrap();
         std::fs::write(home.join("accounts"), "").unwrap();
@@ -307,6 +309,22 @@ impl Baresip {
             end_child(&mut c, libc::SIGKILL, Duration::from_secs(10));
         }
     }
+}
+
+/// The directory of baresip's modules (baresip's default is its working directory).
+fn baresip_modules() -> PathBuf {
+    ["/usr/lib/baresip/modules", "/usr/local/lib/baresip/modules"]
+        .iter()
+        .map(PathBuf::from)
+        .chain(
+            std::fs::read_dir("/usr/lib")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("baresip/modules")),
+        )
+        .find(|d| d.join("ctrl_tcp.so").is_file())
+        .expect("baresip's modules (ctrl_tcp.so) not found")
 }
 
 impl Drop for Baresip {

@@ -1535,9 +1535,10 @@ fn frames(file: &std::path::Path) -> Vec<Vec<u8>> {
     v
 }
 
-/// The SIP messages of one dialog (Call-ID) in a capture: (ip.src, text).
+/// The SIP messages of one dialog (Call-ID) in a capture: (ip.src, text); not the start
+/// of one quoted in an ICMP error.
 fn dialog(file: &std::path::Path, call_id: &str) -> Vec<(String, String)> {
-    udp_packets(file, &format!("sip.Call-ID == \"{call_id}\""))
+    udp_packets(file, &format!("sip.Call-ID == \"{call_id}\" && !icmp"))
         .into_iter()
         .map(|p| (p.src, String::from_utf8_lossy(&p.payload).into_owned()))
         .collect()
@@ -1604,9 +1605,10 @@ fn register_directly(car: &common::netns::Netns, contact: &str, cseq: u32, expir
 /// baresip on the carrier side calls it through Kamailio and is called by it directly.
 /// Register (the registrar stores the external address; the UA finds its own binding in
 /// the 200 and takes the granted expiry from it), a call in, a call out with hold and
-/// resume, then the UA is killed without unregistering and called again: its kernel's
-/// port unreachable is translated by sipnat and the caller gets a 408. Not one internal
-/// address crosses the outside link, in IP headers, ICMP quotes or SIP text.
+/// resume, a call to a closed port (the carrier's port unreachable reaches the UA
+/// translated), then the UA is killed without unregistering and called again: its
+/// kernel's port unreachable is translated by sipnat and the caller gets a 408. Not one
+/// internal address crosses the outside link, in IP headers, ICMP quotes or SIP text.
 #[test]
 fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
     use common::sipua::{Baresip, Kamailio};
@@ -1697,6 +1699,17 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
     alice.await_event("CALL_CLOSED", 2, wait);
     bob.await_event("CALL_CLOSED", 2, wait);
 
+    // The other way: the UA's INVITE to a closed port on the outside; the carrier's port
+    // unreachable, about a datagram from the external address, is translated and reaches
+    // the UA (baresip's unconnected socket does not act on it: the UA hangs up).
+    let translated = sipnat.counter("icmp_error_translated");
+    alice.command("dial", &format!("sip:nobody@{CAR_IP}:5080"));
+    await_condition("the carrier's port unreachable translated", wait, || {
+        sipnat.counter("icmp_error_translated") > translated
+    });
+    alice.command("hangup", "");
+    alice.await_event("CALL_CLOSED", 3, wait);
+
     // 5. Stale binding: alice dies without unregistering; Kamailio still routes her AOR
     // to the external address, sipnat restores the INVITE to her address, her kernel
     // answers port unreachable: translated, and bob gets Kamailio's 408.
@@ -1753,7 +1766,7 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
     );
     // Every SIP message of the UA: source, Via, Contact and SDP at the external address,
     // Content-Length right.
-    let from_ua = udp_packets(&outside, &format!("sip && ip.src == {EXT_IP}"));
+    let from_ua = udp_packets(&outside, &format!("sip && !icmp && ip.src == {EXT_IP}"));
     assert!(
         from_ua.len() >= 11,
         "{} SIP messages from the UA",
@@ -1778,8 +1791,8 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
 
     // 1. The registrar stored, and returned, the external address; the UA got its own
     // binding back restored, the rest of the 200 as sent.
-    let reg_out = udp_packets(&outside, "sip.CSeq.method == \"REGISTER\"");
-    let reg_in = udp_packets(&inside, "sip.CSeq.method == \"REGISTER\"");
+    let reg_out = udp_packets(&outside, "sip.CSeq.method == \"REGISTER\" && !icmp");
+    let reg_in = udp_packets(&inside, "sip.CSeq.method == \"REGISTER\" && !icmp");
     let (req_out, ok_out): (Vec<_>, Vec<_>) = reg_out
         .iter()
         .partition(|p| p.payload.starts_with(b"REGISTER"));
@@ -1910,6 +1923,32 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
         !icmp_in.trim().is_empty(),
         "the UA's kernel sent no port unreachable"
     );
+    // The carrier's port unreachable for the UA's INVITE to port 5080 reached the UA,
+    // addressed to it and quoting its datagram as the UA sent it.
+    let refused = tshark(
+        &inside,
+        &[
+            "-Y",
+            "icmp.type == 3 && icmp.code == 3 && udp.dstport == 5080",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+        ],
+    );
+    let refused: Vec<&str> = refused.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!refused.is_empty(), "no port unreachable reached the UA");
+    for l in &refused {
+        assert_eq!(
+            *l,
+            format!("{CAR_IP},{UA_IP}|{UA_IP},{CAR_IP}"),
+            "inbound ICMP error"
+        );
+    }
     let icmp_out = tshark(
         &outside,
         &[

@@ -286,19 +286,22 @@ impl Baresip {
             if ev.len() >= n {
                 return ev[n - 1].clone();
             }
-            assert!(
-                Instant::now() < end,
-                "baresip {}: event {ty} #{n} not seen within {timeout:?}; events: {:?}\nlog:\n{}",
-                self.name,
-                self.messages
+            if Instant::now() >= end {
+                // Described first: no lock held while panicking.
+                let seen: Vec<String> = self
+                    .messages
                     .lock()
                     .unwrap()
                     .iter()
                     .filter(|v| v["event"] == true)
                     .map(|v| format!("{} {}", v["type"], v["param"]))
-                    .collect::<Vec<_>>(),
-                self.log_text()
-            );
+                    .collect();
+                panic!(
+                    "baresip {}: event {ty} #{n} not seen within {timeout:?}; events: {seen:?}\nlog:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

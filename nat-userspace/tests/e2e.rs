@@ -1735,12 +1735,6 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
     let stats = sipnat.stats();
     let outside = out_cap.finish(&t);
     let inside = in_cap.finish(&t);
-    common::report(&format!(
-        "real UA: baresip registered through sipnat to Kamailio, called in and out, held \
-         and resumed; {} ICMP errors translated; stats: {}",
-        stats["total"]["icmp_error_translated"], stats["total"]
-    ));
-
     // Not one internal address on the outside: no IP header (outer or quoted in an ICMP
     // error) and no byte string naming the inside network, in any frame.
     let leaks = tshark(&outside, &["-Y", "ip.addr == 10.0.0.0/24"]);
@@ -1983,6 +1977,15 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
         let lens: Vec<u32> = f[2].split(',').map(|n| n.parse().unwrap()).collect();
         assert!(lens[0] == 56 && lens[1] > 500, "translated ICMP error: {l}");
     }
+    common::report(&format!(
+        "real UA: baresip registered through sipnat to Kamailio (own binding restored), \
+         called in, called out with hold and resume, stale binding: {} ICMP errors \
+         translated, {} SIP messages of the UA checked, {} frames on the outside, none \
+         naming the inside network",
+        stats["total"]["icmp_error_translated"],
+        from_ua.len(),
+        all.len()
+    ));
     drop(alice);
     drop(bob);
     assert_eq!(sipnat.stop(), Some(0));

@@ -20,11 +20,6 @@ use common::{
     },
 };
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// One captured UDP packet: (ip.src, payload).
 struct Pkt {
@@ -99,38 +94,13 @@ fn first_line(p: &[u8]) -> String {
 
 #[test]
 fn sipp_calls_are_rewritten_both_ways() {
-    if !privileged("sipp_calls_are_rewritten_both_ways") {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("sipp_calls_are_rewritten_both_ways", "calls", "", "") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("calls");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
-    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
-    let in_cap = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp");
+    };
+    let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let calls = 100;
-    let (code, log) = sipp(
-        &t.ua,
-        &[
-            "-sf",
-            &scenario("uac_rtcp.xml"),
-            &format!("{CAR_IP}:5060"),
-            "-i",
-            UA_IP,
-            "-p",
-            "5060",
-            "-m",
-            &calls.to_string(),
-            "-r",
-            "50",
-            "-timeout",
-            "60s",
-            "-mp",
-            "6000",
-        ],
-        Duration::from_secs(90),
-    );
+    let (code, log) = sipp_uac(&t.ua, "uac_rtcp.xml", &format!("{CAR_IP}:5060"), UA_IP, calls, 50, 60, &[]);
     assert_eq!(
         code,
         0,
@@ -247,35 +217,12 @@ fn sipp_calls_are_rewritten_both_ways() {
 
 #[test]
 fn register_with_digest_auth_and_only_the_uas_own_binding_restored() {
-    if !privileged("register_with_digest_auth_and_only_the_uas_own_binding_restored") {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("register_with_digest_auth_and_only_the_uas_own_binding_restored", "reg", "", "") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("reg");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
-    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
-    let in_cap = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp");
+    };
+    let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sf", &scenario("reg_uas.xml")]);
-    let (code, log) = sipp(
-        &t.ua,
-        &[
-            "-sf",
-            &scenario("reg_uac.xml"),
-            &format!("{CAR_IP}:5060"),
-            "-i",
-            UA_IP,
-            "-p",
-            "5060",
-            "-m",
-            "5",
-            "-r",
-            "5",
-            "-timeout",
-            "30s",
-        ],
-        Duration::from_secs(60),
-    );
+    let (code, log) = sipp_uac(&t.ua, "reg_uac.xml", &format!("{CAR_IP}:5060"), UA_IP, 5, 5, 30, &[]);
     assert_eq!(
         code,
         0,
@@ -348,37 +295,13 @@ fn contact_lines(p: &[u8]) -> String {
 
 #[test]
 fn big_invite_is_reassembled_rewritten_and_refragmented() {
-    if !privileged("big_invite_is_reassembled_rewritten_and_refragmented") {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("big_invite_is_reassembled_rewritten_and_refragmented", "frag", "", "") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("frag");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let calls = 10;
-    let (code, log) = sipp(
-        &t.ua,
-        &[
-            "-sf",
-            &scenario("uac_big.xml"),
-            &format!("{CAR_IP}:5060"),
-            "-i",
-            UA_IP,
-            "-p",
-            "5060",
-            "-m",
-            &calls.to_string(),
-            "-r",
-            "10",
-            "-timeout",
-            "30s",
-            "-mp",
-            "6000",
-        ],
-        Duration::from_secs(60),
-    );
+    let (code, log) = sipp_uac(&t.ua, "uac_big.xml", &format!("{CAR_IP}:5060"), UA_IP, calls, 10, 30, &[]);
     assert_eq!(code, 0, "big INVITEs failed:\n{log}\n{}", sipnat.log_text());
     let outside = out_cap.finish(&t);
     let total = &sipnat.stats()["total"];
@@ -425,18 +348,16 @@ fn big_invite_is_reassembled_rewritten_and_refragmented() {
 
 #[test]
 fn bad_fragment_trains_are_dropped_counted_and_bounded() {
-    if !privileged("bad_fragment_trains_are_dropped_counted_and_bounded") {
+    let Some((_s, t)) = privileged_topo("bad_fragment_trains_are_dropped_counted_and_bounded", "badfrag") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("badfrag");
+    };
     // 64 KiB of reassembly memory = 4 datagrams of 16 KiB; 500 ms timeout.
     let cfg = t.config(
         "gw",
         "",
         "[datapath]\nreassembly_memory = 65536\nreassembly_timeout_ms = 500",
     );
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let out_cap = Capture::start(
         &t.car,
         "car0",
@@ -514,13 +435,9 @@ fn bad_fragment_trains_are_dropped_counted_and_bounded() {
 
 #[test]
 fn non_sip_traffic_passes_unchanged_and_is_counted() {
-    if !privileged("non_sip_traffic_passes_unchanged_and_is_counted") {
+    let Some((_s, t, sipnat)) = privileged_gateway("non_sip_traffic_passes_unchanged_and_is_counted", "nonsip", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("nonsip");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     stun.extend_from_slice(&[0x5a; 12]);
     // Carrier listeners: UDP 5060, UDP 5061, TCP 5060.
@@ -650,28 +567,21 @@ fn set_pmtudisc(s: &std::net::UdpSocket, v: i32) {
 
 #[test]
 fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
-    if !privileged("growth_past_the_mtu_is_fragmented_or_answered_with_icmp") {
+    let Some((_s, t, sipnat)) = privileged_gateway("growth_past_the_mtu_is_fragmented_or_answered_with_icmp", "mtu", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("mtu");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     // 1460 bytes of SIP (a 1488-byte IP packet) that grow by 31 × 4 = 124 bytes: 1612 > 1500.
     let msg = growing_message(30, 1460);
     let want = expected_rewrite(&msg);
     assert_eq!(want.len(), 1584); // Via + 30 Contacts, 4 bytes each
     let car = t.car.name.clone();
+    let s = common::topo::udp_socket_in(&car, (CAR_IP, 5060));
     let receiver = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&car).run(move || {
-            let s = std::net::UdpSocket::bind((CAR_IP, 5060)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut buf = [0u8; 4096];
-            let (n, from) = s.recv_from(&mut buf).unwrap();
-            (buf[..n].to_vec(), from.to_string())
-        })
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from.to_string())
     });
-    std::thread::sleep(Duration::from_millis(200));
     // DF clear: sipnat refragments and the datagram is delivered whole.
     let m = msg.clone();
     t.ua.run(move || {
@@ -732,37 +642,13 @@ fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
 
 #[test]
 fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
-    if !privileged("sigkill_fails_open_and_a_restart_resumes_rewriting") {
+    let Some((_s, mut t)) = privileged_topo("sigkill_fails_open_and_a_restart_resumes_rewriting", "kill") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("kill");
+    };
     let cfg = t.config("gw", "", "");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let uac = |t: &Topo, calls: u32| {
-        sipp(
-            &t.ua,
-            &[
-                "-sf",
-                &scenario("uac_rtcp.xml"),
-                &format!("{CAR_IP}:5060"),
-                "-i",
-                UA_IP,
-                "-p",
-                "5060",
-                "-m",
-                &calls.to_string(),
-                "-r",
-                "20",
-                "-timeout",
-                "40s",
-                "-mp",
-                "6000",
-                "-recv_timeout",
-                "3000",
-            ],
-            Duration::from_secs(60),
-        )
+        sipp_uac(&t.ua, "uac_rtcp.xml", &format!("{CAR_IP}:5060"), UA_IP, calls, 20, 40, &["-recv_timeout", "3000"])
     };
     let invite_sources = |file: &std::path::Path| -> Vec<String> {
         tshark(
@@ -781,7 +667,7 @@ fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
         .collect()
     };
     // 1. Running: calls are rewritten.
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let cap = Capture::start(&t.car, "car0", t.dir.path("a.pcap"), "udp");
     let (code, log) = uac(&t, 10);
     assert_eq!(code, 0, "{log}");
@@ -888,10 +774,10 @@ fn throughput_smoke_every_packet_correct_or_counted() {
         atomic::{AtomicBool, AtomicU64},
         Arc,
     };
-    let _s = serial();
+    let _s = common::serial();
     let t = Topo::new("smoke");
     let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let template = blast_template();
     let expected = expected_rewrite(&template);
     // Warm up: the next hop resolves via the slow path, then everything is fast path.
@@ -987,50 +873,22 @@ fn throughput_smoke_every_packet_correct_or_counted() {
 
 #[test]
 fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
-    if !privileged("keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched") {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched", "keep", "l3 = \"keep\"", "") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("keep");
-    let cfg = t.config("gw", "l3 = \"keep\"", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
-    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
-    let in_cap = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp");
+    };
+    let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
-    let (code, log) = sipp(
-        &t.ua,
-        &[
-            "-sf",
-            &scenario("uac_rtcp.xml"),
-            &format!("{CAR_IP}:5060"),
-            "-i",
-            UA_IP,
-            "-p",
-            "5060",
-            "-m",
-            "10",
-            "-r",
-            "10",
-            "-timeout",
-            "30s",
-            "-mp",
-            "6000",
-        ],
-        Duration::from_secs(60),
-    );
+    let (code, log) = sipp_uac(&t.ua, "uac_rtcp.xml", &format!("{CAR_IP}:5060"), UA_IP, 10, 10, 30, &[]);
     assert_eq!(code, 0, "{log}\n{}", sipnat.log_text());
     // Internal traffic (to the gateway's own inside address) is handed to the kernel as is.
     let gw = t.gw.name.clone();
+    let s = common::topo::udp_socket_in(&gw, ("10.0.0.1", 5060));
     let listener = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&gw).run(|| {
-            let s = std::net::UdpSocket::bind(("10.0.0.1", 5060)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut b = [0u8; 2048];
-            let (n, from) = s.recv_from(&mut b).unwrap();
-            (b[..n].to_vec(), from.to_string())
-        })
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 2048];
+        let (n, from) = s.recv_from(&mut b).unwrap();
+        (b[..n].to_vec(), from.to_string())
     });
-    std::thread::sleep(Duration::from_millis(200));
     let internal_msg = b"OPTIONS sip:gw@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5070\r\nContact: <sip:ua@10.0.0.2:5070>\r\nContent-Length: 0\r\n\r\n".to_vec();
     let m = internal_msg.clone();
     t.ua.run(move || {
@@ -1082,11 +940,9 @@ fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
 
 #[test]
 fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
-    if !privileged("hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing") {
+    let Some((_s, t)) = privileged_topo("hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing", "restart") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("restart");
+    };
     let cfg = t.config("gw", "", "");
     let a = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("a.log"));
     let before = a.stats()["xdp"]["inside"]["pass_no_socket"]
@@ -1096,9 +952,9 @@ fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
     let car = t.car.name.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let st = std::sync::Arc::clone(&stop);
+    let s = common::topo::udp_socket_in(&car, (CAR_IP, 5060));
     let rx = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&car).run(move || {
-            let s = std::net::UdpSocket::bind((CAR_IP, 5060)).unwrap();
+        {
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .unwrap();
             let (mut nat, mut raw, mut other) = (0u64, 0u64, 0u64);
@@ -1122,7 +978,7 @@ fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
                     }
                 }
             }
-        })
+        }
     });
     let template = blast_template();
     let ua = t.ua.name.clone();
@@ -1220,7 +1076,7 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
     if !privileged("pcap_sip_through_the_daemon_equals_the_offline_tool") {
         return;
     }
-    let _s = serial();
+    let _s = common::serial();
     let pcap = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../testdata/corpus/pcap/aaa.pcap"
@@ -1239,7 +1095,7 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
     let t = Topo::new("offline");
     // The phone's own addresses in the captured SIP are 192.168.1.x: a rule for them too.
     let cfg = t.config("gw", "", "[[nat.rule]]\ninternal = \"192.168.1.0/24\"\n");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let inside = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp");
     let outside = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
     let n = payloads.len();
@@ -1301,42 +1157,15 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
 #[test]
 fn ipv6_calls_fragments_and_packet_too_big() {
     use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
-    if !privileged("ipv6_calls_fragments_and_packet_too_big") {
+    let Some((_s, mut t)) = privileged_topo("ipv6_calls_fragments_and_packet_too_big", "ipv6") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("ipv6");
-    t.add_ipv6();
-    let cfg = t.config(
-        "gw",
-        &format!("external_ip6 = \"{EXT_IP6}\""),
-        "[[nat.rule]]\ninternal = \"fd00:88::/64\"\n",
-    );
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
+    let cfg = t.dual_stack_config();
+    let sipnat = t.start_sipnat(&cfg);
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
     sipp_uas(&mut t.car, CAR_IP6, &["-sn", "uas"]);
     let calls = 20;
-    let (code, log) = sipp(
-        &t.ua,
-        &[
-            "-sf",
-            &scenario("uac_rtcp.xml"),
-            &format!("[{CAR_IP6}]:5060"),
-            "-i",
-            UA_IP6,
-            "-p",
-            "5060",
-            "-m",
-            &calls.to_string(),
-            "-r",
-            "20",
-            "-timeout",
-            "60s",
-            "-mp",
-            "6000",
-        ],
-        Duration::from_secs(90),
-    );
+    let (code, log) = sipp_uac(&t.ua, "uac_rtcp.xml", &format!("[{CAR_IP6}]:5060"), UA_IP6, calls, 20, 60, &[]);
     assert_eq!(
         code,
         0,
@@ -1346,16 +1175,13 @@ fn ipv6_calls_fragments_and_packet_too_big() {
 
     // A 3000-byte INVITE: the UA's kernel fragments it; it arrives whole and rewritten.
     let car = t.car.name.clone();
+    let s = common::topo::udp_socket_in(&car, (CAR_IP6, 5070));
     let receiver = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&car).run(move || {
-            let s = std::net::UdpSocket::bind((CAR_IP6, 5070)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut buf = [0u8; 8192];
-            let (n, from) = s.recv_from(&mut buf).unwrap();
-            (buf[..n].to_vec(), from.ip().to_string())
-        })
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 8192];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from.ip().to_string())
     });
-    std::thread::sleep(Duration::from_millis(200)); // receiver bound (one datagram, no retry)
     let big = format!(
         "INVITE sip:carrier@[{CAR_IP6}]:5070 SIP/2.0\r\nVia: SIP/2.0/UDP [{UA_IP6}]:5060;branch=z9hG4bK-v6big\r\n\
          Call-ID: v6big\r\nCSeq: 1 INVITE\r\nContact: <sip:u@[{UA_IP6}]:5060>\r\nX-Pad: {}\r\nContent-Length: 0\r\n\r\n",
@@ -1625,7 +1451,7 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
     {
         return;
     }
-    let _s = serial();
+    let _s = common::serial();
     let t = Topo::new("realua");
     // Media is not SIP: it takes the kernel's path, which needs the gateway's own NAT
     // (as a deployment has it). Steered SIP never meets this rule; an ICMP error about a
@@ -1638,7 +1464,7 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
         ),
     ]);
     let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "");
     let in_cap = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp or icmp");
     let mut kamailio = Kamailio::start(&t.car, &t.dir.0, CAR_IP, &kamailio_registrar_cfg(&t.dir.0));

@@ -70,6 +70,32 @@ fn skip(test: &str, reason: &str) -> bool {
     false
 }
 
+/// A command's stdout parsed as JSON; panics with its stdout and stderr when it does not
+/// parse.
+pub fn json_stdout(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "the output is no JSON ({e}):\nstdout:\n{text}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The count `v[k]`; panics naming the field when it is missing or not a count.
+pub fn count(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("field `{k}` missing or not a count in {v:#}"))
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serialises the privileged tests of one test binary: each builds its own namespaces, but
+/// they share two cores, and timing-sensitive checks must not compete with a neighbour.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Prints a line about what a test checked, and appends it to `$SIPNAT_REPORT_LOG` when
 /// set: `cargo xtask test` lists those lines in its summary (a passing test's own output
 /// is captured by the test harness).

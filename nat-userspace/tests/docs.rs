@@ -16,7 +16,7 @@ use std::{
 use clap::{CommandFactory, Parser};
 use common::{
     privileged,
-    topo::{await_condition, Sipnat, Topo},
+    topo::{await_condition, Topo},
 };
 use sipnat::{cli::Cli, datapath::stats::C};
 

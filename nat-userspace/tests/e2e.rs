@@ -9,17 +9,16 @@ mod common;
 
 use common::traffic::{blast_template, expected_rewrite, paced};
 
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use common::{
     privileged,
     sipcheck::{cl_and_rest, rewritable_addresses},
     topo::{
-        await_condition, scenario, sipp, sipp_uas, tshark, Capture, Sipnat, Topo, CAR_IP, EXT_IP,
-        UA_IP,
+        await_condition, privileged_gateway, privileged_topo, scenario, sipp_uac, sipp_uas, tshark,
+        Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP,
     },
 };
-
 
 /// One captured UDP packet: (ip.src, payload).
 struct Pkt {
@@ -94,13 +93,24 @@ fn first_line(p: &[u8]) -> String {
 
 #[test]
 fn sipp_calls_are_rewritten_both_ways() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway("sipp_calls_are_rewritten_both_ways", "calls", "", "") else {
+    let Some((_s, mut t, sipnat)) =
+        privileged_gateway("sipp_calls_are_rewritten_both_ways", "calls", "", "")
+    else {
         return;
     };
     let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let calls = 100;
-    let (code, log) = sipp_uac(&t.ua, "uac_rtcp.xml", &format!("{CAR_IP}:5060"), UA_IP, calls, 50, 60, &[]);
+    let (code, log) = sipp_uac(
+        &t.ua,
+        "uac_rtcp.xml",
+        &format!("{CAR_IP}:5060"),
+        UA_IP,
+        calls,
+        50,
+        60,
+        &[],
+    );
     assert_eq!(
         code,
         0,
@@ -117,7 +127,7 @@ fn sipp_calls_are_rewritten_both_ways() {
         &format!("ip.dst == {CAR_IP} && udp.dstport == 5060"),
     );
     assert!(
-        sent.len() >= 3 * calls,
+        sent.len() >= 3 * calls as usize,
         "expected ≥ {} requests at the carrier, saw {}",
         3 * calls,
         sent.len()
@@ -173,7 +183,7 @@ fn sipp_calls_are_rewritten_both_ways() {
         &format!("ip.dst == {UA_IP} && udp.srcport == 5060"),
     );
     assert!(
-        back.len() >= 3 * calls,
+        back.len() >= 3 * calls as usize,
         "expected ≥ {} responses at the UA, saw {}",
         3 * calls,
         back.len()
@@ -217,12 +227,26 @@ fn sipp_calls_are_rewritten_both_ways() {
 
 #[test]
 fn register_with_digest_auth_and_only_the_uas_own_binding_restored() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway("register_with_digest_auth_and_only_the_uas_own_binding_restored", "reg", "", "") else {
+    let Some((_s, mut t, sipnat)) = privileged_gateway(
+        "register_with_digest_auth_and_only_the_uas_own_binding_restored",
+        "reg",
+        "",
+        "",
+    ) else {
         return;
     };
     let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sf", &scenario("reg_uas.xml")]);
-    let (code, log) = sipp_uac(&t.ua, "reg_uac.xml", &format!("{CAR_IP}:5060"), UA_IP, 5, 5, 30, &[]);
+    let (code, log) = sipp_uac(
+        &t.ua,
+        "reg_uac.xml",
+        &format!("{CAR_IP}:5060"),
+        UA_IP,
+        5,
+        5,
+        30,
+        &[],
+    );
     assert_eq!(
         code,
         0,
@@ -295,21 +319,38 @@ fn contact_lines(p: &[u8]) -> String {
 
 #[test]
 fn big_invite_is_reassembled_rewritten_and_refragmented() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway("big_invite_is_reassembled_rewritten_and_refragmented", "frag", "", "") else {
+    let Some((_s, mut t, sipnat)) = privileged_gateway(
+        "big_invite_is_reassembled_rewritten_and_refragmented",
+        "frag",
+        "",
+        "",
+    ) else {
         return;
     };
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let calls = 10;
-    let (code, log) = sipp_uac(&t.ua, "uac_big.xml", &format!("{CAR_IP}:5060"), UA_IP, calls, 10, 30, &[]);
+    let (code, log) = sipp_uac(
+        &t.ua,
+        "uac_big.xml",
+        &format!("{CAR_IP}:5060"),
+        UA_IP,
+        calls,
+        10,
+        30,
+        &[],
+    );
     assert_eq!(code, 0, "big INVITEs failed:\n{log}\n{}", sipnat.log_text());
     let outside = out_cap.finish(&t);
     let total = &sipnat.stats()["total"];
     assert!(
-        total["reasm_complete"].as_u64().unwrap() >= calls,
+        total["reasm_complete"].as_u64().unwrap() >= u64::from(calls),
         "{total}"
     );
-    assert!(total["refragmented"].as_u64().unwrap() >= calls, "{total}");
+    assert!(
+        total["refragmented"].as_u64().unwrap() >= u64::from(calls),
+        "{total}"
+    );
     // At the carrier: IPv4 fragments from the external address, reassembled by tshark into
     // INVITEs that are rewritten, with valid checksums.
     let frags = tshark(
@@ -348,7 +389,10 @@ fn big_invite_is_reassembled_rewritten_and_refragmented() {
 
 #[test]
 fn bad_fragment_trains_are_dropped_counted_and_bounded() {
-    let Some((_s, t)) = privileged_topo("bad_fragment_trains_are_dropped_counted_and_bounded", "badfrag") else {
+    let Some((_s, t)) = privileged_topo(
+        "bad_fragment_trains_are_dropped_counted_and_bounded",
+        "badfrag",
+    ) else {
         return;
     };
     // 64 KiB of reassembly memory = 4 datagrams of 16 KiB; 500 ms timeout.
@@ -435,7 +479,12 @@ fn bad_fragment_trains_are_dropped_counted_and_bounded() {
 
 #[test]
 fn non_sip_traffic_passes_unchanged_and_is_counted() {
-    let Some((_s, t, sipnat)) = privileged_gateway("non_sip_traffic_passes_unchanged_and_is_counted", "nonsip", "", "") else {
+    let Some((_s, t, sipnat)) = privileged_gateway(
+        "non_sip_traffic_passes_unchanged_and_is_counted",
+        "nonsip",
+        "",
+        "",
+    ) else {
         return;
     };
     let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
@@ -567,7 +616,12 @@ fn set_pmtudisc(s: &std::net::UdpSocket, v: i32) {
 
 #[test]
 fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
-    let Some((_s, t, sipnat)) = privileged_gateway("growth_past_the_mtu_is_fragmented_or_answered_with_icmp", "mtu", "", "") else {
+    let Some((_s, t, sipnat)) = privileged_gateway(
+        "growth_past_the_mtu_is_fragmented_or_answered_with_icmp",
+        "mtu",
+        "",
+        "",
+    ) else {
         return;
     };
     // 1460 bytes of SIP (a 1488-byte IP packet) that grow by 31 × 4 = 124 bytes: 1612 > 1500.
@@ -642,13 +696,24 @@ fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
 
 #[test]
 fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
-    let Some((_s, mut t)) = privileged_topo("sigkill_fails_open_and_a_restart_resumes_rewriting", "kill") else {
+    let Some((_s, mut t)) =
+        privileged_topo("sigkill_fails_open_and_a_restart_resumes_rewriting", "kill")
+    else {
         return;
     };
     let cfg = t.config("gw", "", "");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let uac = |t: &Topo, calls: u32| {
-        sipp_uac(&t.ua, "uac_rtcp.xml", &format!("{CAR_IP}:5060"), UA_IP, calls, 20, 40, &["-recv_timeout", "3000"])
+        sipp_uac(
+            &t.ua,
+            "uac_rtcp.xml",
+            &format!("{CAR_IP}:5060"),
+            UA_IP,
+            calls,
+            20,
+            40,
+            &["-recv_timeout", "3000"],
+        )
     };
     let invite_sources = |file: &std::path::Path| -> Vec<String> {
         tshark(
@@ -873,12 +938,26 @@ fn throughput_smoke_every_packet_correct_or_counted() {
 
 #[test]
 fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway("keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched", "keep", "l3 = \"keep\"", "") else {
+    let Some((_s, mut t, sipnat)) = privileged_gateway(
+        "keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched",
+        "keep",
+        "l3 = \"keep\"",
+        "",
+    ) else {
         return;
     };
     let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
-    let (code, log) = sipp_uac(&t.ua, "uac_rtcp.xml", &format!("{CAR_IP}:5060"), UA_IP, 10, 10, 30, &[]);
+    let (code, log) = sipp_uac(
+        &t.ua,
+        "uac_rtcp.xml",
+        &format!("{CAR_IP}:5060"),
+        UA_IP,
+        10,
+        10,
+        30,
+        &[],
+    );
     assert_eq!(code, 0, "{log}\n{}", sipnat.log_text());
     // Internal traffic (to the gateway's own inside address) is handed to the kernel as is.
     let gw = t.gw.name.clone();
@@ -940,7 +1019,10 @@ fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
 
 #[test]
 fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
-    let Some((_s, t)) = privileged_topo("hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing", "restart") else {
+    let Some((_s, t)) = privileged_topo(
+        "hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing",
+        "restart",
+    ) else {
         return;
     };
     let cfg = t.config("gw", "", "");
@@ -954,27 +1036,25 @@ fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
     let st = std::sync::Arc::clone(&stop);
     let s = common::topo::udp_socket_in(&car, (CAR_IP, 5060));
     let rx = std::thread::spawn(move || {
-        {
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let (mut nat, mut raw, mut other) = (0u64, 0u64, 0u64);
-            let mut idle = 0;
-            let mut b = [0u8; 4096];
-            loop {
-                match s.recv_from(&mut b) {
-                    Ok((_, from)) => {
-                        idle = 0;
-                        match from.ip().to_string().as_str() {
-                            EXT_IP => nat += 1,
-                            UA_IP => raw += 1,
-                            _ => other += 1,
-                        }
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (mut nat, mut raw, mut other) = (0u64, 0u64, 0u64);
+        let mut idle = 0;
+        let mut b = [0u8; 4096];
+        loop {
+            match s.recv_from(&mut b) {
+                Ok((_, from)) => {
+                    idle = 0;
+                    match from.ip().to_string().as_str() {
+                        EXT_IP => nat += 1,
+                        UA_IP => raw += 1,
+                        _ => other += 1,
                     }
-                    Err(_) => {
-                        idle += 1;
-                        if st.load(std::sync::atomic::Ordering::Relaxed) && idle > 3 {
-                            return (nat, raw, other);
-                        }
+                }
+                Err(_) => {
+                    idle += 1;
+                    if st.load(std::sync::atomic::Ordering::Relaxed) && idle > 3 {
+                        return (nat, raw, other);
                     }
                 }
             }
@@ -1157,7 +1237,8 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
 #[test]
 fn ipv6_calls_fragments_and_packet_too_big() {
     use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
-    let Some((_s, mut t)) = privileged_topo("ipv6_calls_fragments_and_packet_too_big", "ipv6") else {
+    let Some((_s, mut t)) = privileged_topo("ipv6_calls_fragments_and_packet_too_big", "ipv6")
+    else {
         return;
     };
     let cfg = t.dual_stack_config();
@@ -1165,7 +1246,16 @@ fn ipv6_calls_fragments_and_packet_too_big() {
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
     sipp_uas(&mut t.car, CAR_IP6, &["-sn", "uas"]);
     let calls = 20;
-    let (code, log) = sipp_uac(&t.ua, "uac_rtcp.xml", &format!("[{CAR_IP6}]:5060"), UA_IP6, calls, 20, 60, &[]);
+    let (code, log) = sipp_uac(
+        &t.ua,
+        "uac_rtcp.xml",
+        &format!("[{CAR_IP6}]:5060"),
+        UA_IP6,
+        calls,
+        20,
+        60,
+        &[],
+    );
     assert_eq!(
         code,
         0,

@@ -545,12 +545,33 @@ async fn stun_source_publishes_changes_and_staleness() {
     }
     assert_eq!(rec.all().len(), 1);
 
-    answer_then_expect(&r, &rec, Mode::Mapped("198.51.100.20:5000".parse().unwrap()), "198.51.100.20", false).await;
-    answer_then_expect(&r, &rec, Mode::Mapped("198.51.100.21:5000".parse().unwrap()), "198.51.100.21", false).await;
+    answer_then_expect(
+        &r,
+        &rec,
+        Mode::Mapped("198.51.100.20:5000".parse().unwrap()),
+        "198.51.100.20",
+        false,
+    )
+    .await;
+    answer_then_expect(
+        &r,
+        &rec,
+        Mode::Mapped("198.51.100.21:5000".parse().unwrap()),
+        "198.51.100.21",
+        false,
+    )
+    .await;
     answer_then_expect(&r, &rec, Mode::Silent, "198.51.100.21", true).await;
     let snap = h.current();
     assert!(snap.stale_v4 && !snap.stale_v6);
-    answer_then_expect(&r, &rec, Mode::Mapped("198.51.100.21:5000".parse().unwrap()), "198.51.100.21", false).await;
+    answer_then_expect(
+        &r,
+        &rec,
+        Mode::Mapped("198.51.100.21:5000".parse().unwrap()),
+        "198.51.100.21",
+        false,
+    )
+    .await;
     // Garbage is a failure like silence: stale, the address kept.
     answer_then_expect(&r, &rec, Mode::Garbage, "198.51.100.21", true).await;
     h.join().await;

@@ -8,7 +8,6 @@ mod common;
 
 use std::{
     process::{Command, Output},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -16,9 +15,8 @@ use serde_json::Value;
 
 use common::{
     privileged,
-    topo::{sipnat_bin, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    topo::{privileged_gateway, privileged_topo, sipnat_bin, Topo, CAR_IP, EXT_IP, UA_IP},
 };
-
 
 /// Runs `sipnat loadtest` in the UA namespace, receiving on car0 in the carrier namespace.
 fn loadtest(t: &Topo, extra: &[&str]) -> Output {
@@ -84,7 +82,12 @@ fn check_documented_fields(r: &Value) {
 
 #[test]
 fn loadtest_through_sipnat_verifies_every_received_packet() {
-    let Some((_s, t, sipnat)) = privileged_gateway("loadtest_through_sipnat_verifies_every_received_packet", "lt", "", "") else {
+    let Some((_s, t, sipnat)) = privileged_gateway(
+        "loadtest_through_sipnat_verifies_every_received_packet",
+        "lt",
+        "",
+        "",
+    ) else {
         return;
     };
     let report_dir = t.dir.path("report");
@@ -105,7 +108,11 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
     );
     let r = common::json_stdout(&out);
     check_documented_fields(&r);
-    let (sent, received, verified) = (common::count(&r, "sent"), common::count(&r, "received"), common::count(&r, "verified"));
+    let (sent, received, verified) = (
+        common::count(&r, "sent"),
+        common::count(&r, "received"),
+        common::count(&r, "verified"),
+    );
     eprintln!(
         "loadtest: sent {sent}, received {received}, verified {verified}, offered {:.0} pps, \
          delivered {:.0} pps, p50 {} ns, p99 {} ns",
@@ -154,7 +161,8 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
 #[test]
 fn loadtest_over_ipv6_verifies_every_received_packet() {
     use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
-    let Some((_s, t)) = privileged_topo("loadtest_over_ipv6_verifies_every_received_packet", "lt6") else {
+    let Some((_s, t)) = privileged_topo("loadtest_over_ipv6_verifies_every_received_packet", "lt6")
+    else {
         return;
     };
     let cfg = t.dual_stack_config();
@@ -176,7 +184,11 @@ fn loadtest_over_ipv6_verifies_every_received_packet() {
             ],
         );
         let r = common::json_stdout(&out);
-        let (sent, received, verified) = (common::count(&r, "sent"), common::count(&r, "received"), common::count(&r, "verified"));
+        let (sent, received, verified) = (
+            common::count(&r, "sent"),
+            common::count(&r, "received"),
+            common::count(&r, "verified"),
+        );
         eprintln!(
             "loadtest over IPv6, {template}: sent {sent}, received {received}, verified {verified}"
         );
@@ -261,7 +273,12 @@ fn check_report_dir(dir: &std::path::Path, printed: &Value) {
 
 #[test]
 fn loadtest_catches_a_gateway_that_does_not_rewrite() {
-    let Some((_s, t, sipnat)) = privileged_gateway("loadtest_catches_a_gateway_that_does_not_rewrite", "ltneg", "", "") else {
+    let Some((_s, t, sipnat)) = privileged_gateway(
+        "loadtest_catches_a_gateway_that_does_not_rewrite",
+        "ltneg",
+        "",
+        "",
+    ) else {
         return;
     };
     // Steering off: the kernel forwards SIP unrewritten (no NAT configured either).

@@ -8,19 +8,14 @@
 
 mod common;
 
-use std::{
-    collections::BTreeSet,
-    process::{Command, Output},
-    sync::Mutex,
-};
+use std::{collections::BTreeSet, process::Command};
 
 use serde_json::Value;
 
 use common::{
     privileged,
-    topo::{link_stat, sipnat_bin, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    topo::{link_stat, sipnat_bin, Topo, CAR_IP, EXT_IP, UA_IP},
 };
-
 
 /// `sipnat loadtest` from the UA through the gateway, verified on car0 (all of `rx_queues`).
 fn loadtest(t: &Topo, rx_queues: &str, extra: &[&str]) -> Value {
@@ -40,7 +35,12 @@ fn per_queue(stats: &Value, counter: &str) -> Vec<(u64, u64)> {
         .as_array()
         .expect("workers")
         .iter()
-        .map(|w| (common::count(w, "queue"), common::count(&w["counters"], counter)))
+        .map(|w| {
+            (
+                common::count(w, "queue"),
+                common::count(&w["counters"], counter),
+            )
+        })
         .collect()
 }
 
@@ -269,7 +269,9 @@ fn two_workers_against_one() {
             let after = sipnat.stats();
             assert_eq!(after["workers"].as_array().unwrap().len(), queues as usize);
             assert_eq!(common::count(&after["xdp"]["inside"], "pass_no_socket"), 0);
-            let d = |side: &str, c: &str| common::count(&after["xdp"][side], c) - common::count(&before["xdp"][side], c);
+            let d = |side: &str, c: &str| {
+                common::count(&after["xdp"][side], c) - common::count(&before["xdp"][side], c)
+            };
             let rx: u64 = per_queue(&after, "rx_inside")
                 .iter()
                 .map(|x| x.1)

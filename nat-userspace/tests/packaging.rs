@@ -8,13 +8,12 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
 };
 
 use common::{
     privileged,
-    topo::{sipnat_bin, sipp, sipp_uas, Topo, CAR_IP, UA_IP},
+    topo::{sipnat_bin, sipp_uac, sipp_uas, Launch, Sipnat, Topo, CAR_IP, UA_IP},
 };
 use sipnat::sys::caps;
 
@@ -242,7 +241,13 @@ fn daemon(t: &Topo, config: &Path, log: &Path, journal: bool) -> Sipnat {
         journal,
         ..Launch::default()
     };
-    Sipnat::launch(&t.gw, config, t.dir.path("gw.sock"), log.to_path_buf(), &how)
+    Sipnat::launch(
+        &t.gw,
+        config,
+        t.dir.path("gw.sock"),
+        log.to_path_buf(),
+        &how,
+    )
 }
 
 fn effective_caps(pid: u32) -> u64 {

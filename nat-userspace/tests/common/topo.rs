@@ -262,7 +262,10 @@ impl Topo {
 /// The start of a privileged test on the topology: `None` when it must skip (see
 /// [`crate::common::privileged`]); else the test's turn ([`crate::common::serial`]) and a
 /// fresh topology tagged `tag`.
-pub fn privileged_topo(test: &str, tag: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Topo)> {
+pub fn privileged_topo(
+    test: &str,
+    tag: &str,
+) -> Option<(std::sync::MutexGuard<'static, ()>, Topo)> {
     if !super::privileged(test) {
         return None;
     }
@@ -326,7 +329,13 @@ impl Sipnat {
     }
 
     /// Starts the daemon as `how` says and waits until its control socket answers.
-    pub fn launch(gw: &Netns, config: &Path, socket: PathBuf, log: PathBuf, how: &Launch) -> Sipnat {
+    pub fn launch(
+        gw: &Netns,
+        config: &Path,
+        socket: PathBuf,
+        log: PathBuf,
+        how: &Launch,
+    ) -> Sipnat {
         use std::os::unix::process::CommandExt as _;
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new("ip");
@@ -683,7 +692,11 @@ pub fn ip(s: &str) -> IpAddr {
 /// total length) from inside `ns`.
 pub fn send_raw_ipv4(ns: &Netns, packets: Vec<Vec<u8>>) {
     let n = packets.len() as u64;
-    assert_eq!(send_raw_ipv4_paced(ns, packets, u64::MAX), n, "raw sends failed");
+    assert_eq!(
+        send_raw_ipv4_paced(ns, packets, u64::MAX),
+        n,
+        "raw sends failed"
+    );
 }
 
 /// [`send_raw_ipv4`] at about `rate` packets per second (bursts of 64, then a pause:

@@ -41,12 +41,7 @@ fn raw_request(socket: &std::path::Path, bytes: &[u8], half_close: bool) -> Stri
 
 #[test]
 fn peers_are_checked_and_hostile_requests_get_errors() {
-    let Some((_s, _t, sipnat)) = privileged_gateway(
-        "peers_are_checked_and_hostile_requests_get_errors",
-        "ctl",
-        "",
-        "",
-    ) else {
+    let Some((_s, _t, sipnat)) = privileged_gateway("ctl", "", "") else {
         return;
     };
     let sock = sipnat.socket.clone();
@@ -214,12 +209,7 @@ fn consistent(src: &str, payload: &[u8]) -> bool {
 
 #[test]
 fn thousand_concurrent_stats_under_traffic_do_not_disturb_it() {
-    let Some((_s, t, sipnat)) = privileged_gateway(
-        "thousand_concurrent_stats_under_traffic_do_not_disturb_it",
-        "ctl1000",
-        "",
-        "",
-    ) else {
+    let Some((_s, t, sipnat)) = privileged_gateway("ctl1000", "", "") else {
         return;
     };
     let sock = sipnat.socket.clone();
@@ -288,12 +278,7 @@ fn thousand_concurrent_stats_under_traffic_do_not_disturb_it() {
 
 #[test]
 fn external_address_changes_are_hitless_and_never_mixed() {
-    let Some((_s, t, sipnat)) = privileged_gateway(
-        "external_address_changes_are_hitless_and_never_mixed",
-        "extchg",
-        "",
-        "",
-    ) else {
+    let Some((_s, t, sipnat)) = privileged_gateway("extchg", "", "") else {
         return;
     };
     // Warm the next hop so every packet takes the fast path.
@@ -331,7 +316,7 @@ fn external_address_changes_are_hitless_and_never_mixed() {
 
 #[test]
 fn metrics_are_scraped_and_move() {
-    let Some((_s, t)) = privileged_topo("metrics_are_scraped_and_move", "metrics") else {
+    let Some((_s, t)) = privileged_topo("metrics") else {
         return;
     };
     let cfg = t.config_full("gw", "", "metrics = \"127.0.0.1:9560\"", "");
@@ -380,9 +365,7 @@ fn metrics_are_scraped_and_move() {
 
 #[test]
 fn status_enable_disable_reload_from_the_cli() {
-    let Some((_s, t, sipnat)) =
-        privileged_gateway("status_enable_disable_reload_from_the_cli", "cli", "", "")
-    else {
+    let Some((_s, t, sipnat)) = privileged_gateway("cli", "", "") else {
         return;
     };
     let cfg = t.dir.path("gw.toml");
@@ -455,10 +438,7 @@ fn status_enable_disable_reload_from_the_cli() {
 
 #[test]
 fn stun_source_discovers_the_external_address_and_enables_steering() {
-    let Some((_s, mut t)) = privileged_topo(
-        "stun_source_discovers_the_external_address_and_enables_steering",
-        "stun",
-    ) else {
+    let Some((_s, mut t)) = privileged_topo("stun") else {
         return;
     };
     let pidfile = t.dir.path("turn.pid");
@@ -488,9 +468,7 @@ fn stun_source_discovers_the_external_address_and_enables_steering() {
 /// logged and the daemon keeps running with the previous one.
 #[test]
 fn sighup_reloads_the_config_and_keeps_running() {
-    let Some((_s, t, sipnat)) =
-        privileged_gateway("sighup_reloads_the_config_and_keeps_running", "hup", "", "")
-    else {
+    let Some((_s, t, sipnat)) = privileged_gateway("hup", "", "") else {
         return;
     };
     let cfg = t.dir.path("gw.toml");
@@ -531,12 +509,7 @@ fn sighup_reloads_the_config_and_keeps_running() {
 /// `nat.allow_private_external = true`, and then with a warning in the log.
 #[test]
 fn set_external_ip_refuses_unusable_and_private_addresses() {
-    let Some((_s, t, sipnat)) = privileged_gateway(
-        "set_external_ip_refuses_unusable_and_private_addresses",
-        "setext",
-        "",
-        "",
-    ) else {
+    let Some((_s, t, sipnat)) = privileged_gateway("setext", "", "") else {
         return;
     };
     let cfg = t.dir.path("gw.toml");
@@ -812,10 +785,7 @@ fn metrics_connection_flood_leaves_status_and_stop_working() {
 /// lifetime, slots are kept for root, and a client beyond the limit gets a clear "busy".
 #[test]
 fn control_connections_that_never_read_do_not_lock_root_out() {
-    let Some((_s, t)) = privileged_topo(
-        "control_connections_that_never_read_do_not_lock_root_out",
-        "ctlhog",
-    ) else {
+    let Some((_s, t)) = privileged_topo("ctlhog") else {
         return;
     };
     let cfg = t.config_full("gw", "", "metrics = \"\"\ngroup = \"nogroup\"", "");
@@ -897,9 +867,7 @@ fn control_client_reports_a_daemon_that_does_not_answer() {
 /// mount namespace) it reports that the failure mode survives a crash.
 #[test]
 fn pins_that_cannot_outlive_the_daemon_are_reported() {
-    let Some((_s, t)) =
-        privileged_topo("pins_that_cannot_outlive_the_daemon_are_reported", "pinns")
-    else {
+    let Some((_s, t)) = privileged_topo("pinns") else {
         return;
     };
     // The test's own bpffs, in the host's mount namespace: the pins outlive the daemon.
@@ -962,9 +930,7 @@ fn pins_that_cannot_outlive_the_daemon_are_reported() {
 /// the daemon still stops promptly.
 #[test]
 fn reload_from_a_fifo_does_not_block_status() {
-    let Some((_s, t, sipnat)) =
-        privileged_gateway("reload_from_a_fifo_does_not_block_status", "fifo", "", "")
-    else {
+    let Some((_s, t, sipnat)) = privileged_gateway("fifo", "", "") else {
         return;
     };
     let cfg = t.dir.path("gw.toml");

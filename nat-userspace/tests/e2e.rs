@@ -16,7 +16,7 @@ use common::{
     sipcheck::{cl_and_rest, rewritable_addresses},
     topo::{
         await_condition, privileged_gateway, privileged_topo, scenario, sipp_uac, sipp_uas, tshark,
-        Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP,
+        tshark_fields, Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP,
     },
 };
 
@@ -27,23 +27,7 @@ struct Pkt {
 }
 
 fn udp_packets(file: &std::path::Path, filter: &str) -> Vec<Pkt> {
-    let out = tshark(
-        file,
-        &[
-            "-Y",
-            filter,
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.dst",
-            "-e",
-            "udp.payload",
-        ],
-    );
+    let out = tshark_fields(file, filter, &["ip.src", "ip.dst", "udp.payload"]);
     out.lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -93,9 +77,7 @@ fn first_line(p: &[u8]) -> String {
 
 #[test]
 fn sipp_calls_are_rewritten_both_ways() {
-    let Some((_s, mut t, sipnat)) =
-        privileged_gateway("sipp_calls_are_rewritten_both_ways", "calls", "", "")
-    else {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("calls", "", "") else {
         return;
     };
     let (out_cap, in_cap) = t.capture_both("udp");
@@ -227,12 +209,7 @@ fn sipp_calls_are_rewritten_both_ways() {
 
 #[test]
 fn register_with_digest_auth_and_only_the_uas_own_binding_restored() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway(
-        "register_with_digest_auth_and_only_the_uas_own_binding_restored",
-        "reg",
-        "",
-        "",
-    ) else {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("reg", "", "") else {
         return;
     };
     let (out_cap, in_cap) = t.capture_both("udp");
@@ -319,12 +296,7 @@ fn contact_lines(p: &[u8]) -> String {
 
 #[test]
 fn big_invite_is_reassembled_rewritten_and_refragmented() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway(
-        "big_invite_is_reassembled_rewritten_and_refragmented",
-        "frag",
-        "",
-        "",
-    ) else {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("frag", "", "") else {
         return;
     };
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "");
@@ -389,10 +361,7 @@ fn big_invite_is_reassembled_rewritten_and_refragmented() {
 
 #[test]
 fn bad_fragment_trains_are_dropped_counted_and_bounded() {
-    let Some((_s, t)) = privileged_topo(
-        "bad_fragment_trains_are_dropped_counted_and_bounded",
-        "badfrag",
-    ) else {
+    let Some((_s, t)) = privileged_topo("badfrag") else {
         return;
     };
     // 64 KiB of reassembly memory = 4 datagrams of 16 KiB; 500 ms timeout.
@@ -479,12 +448,7 @@ fn bad_fragment_trains_are_dropped_counted_and_bounded() {
 
 #[test]
 fn non_sip_traffic_passes_unchanged_and_is_counted() {
-    let Some((_s, t, sipnat)) = privileged_gateway(
-        "non_sip_traffic_passes_unchanged_and_is_counted",
-        "nonsip",
-        "",
-        "",
-    ) else {
+    let Some((_s, t, sipnat)) = privileged_gateway("nonsip", "", "") else {
         return;
     };
     let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
@@ -616,12 +580,7 @@ fn set_pmtudisc(s: &std::net::UdpSocket, v: i32) {
 
 #[test]
 fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
-    let Some((_s, t, sipnat)) = privileged_gateway(
-        "growth_past_the_mtu_is_fragmented_or_answered_with_icmp",
-        "mtu",
-        "",
-        "",
-    ) else {
+    let Some((_s, t, sipnat)) = privileged_gateway("mtu", "", "") else {
         return;
     };
     // 1460 bytes of SIP (a 1488-byte IP packet) that grow by 31 × 4 = 124 bytes: 1612 > 1500.
@@ -696,9 +655,7 @@ fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
 
 #[test]
 fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
-    let Some((_s, mut t)) =
-        privileged_topo("sigkill_fails_open_and_a_restart_resumes_rewriting", "kill")
-    else {
+    let Some((_s, mut t)) = privileged_topo("kill") else {
         return;
     };
     let cfg = t.config("gw", "", "");
@@ -938,12 +895,7 @@ fn throughput_smoke_every_packet_correct_or_counted() {
 
 #[test]
 fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway(
-        "keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched",
-        "keep",
-        "l3 = \"keep\"",
-        "",
-    ) else {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("keep", "l3 = \"keep\"", "") else {
         return;
     };
     let (out_cap, in_cap) = t.capture_both("udp");
@@ -1019,10 +971,7 @@ fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
 
 #[test]
 fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
-    let Some((_s, t)) = privileged_topo(
-        "hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing",
-        "restart",
-    ) else {
+    let Some((_s, t)) = privileged_topo("restart") else {
         return;
     };
     let cfg = t.config("gw", "", "");
@@ -1237,8 +1186,7 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
 #[test]
 fn ipv6_calls_fragments_and_packet_too_big() {
     use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
-    let Some((_s, mut t)) = privileged_topo("ipv6_calls_fragments_and_packet_too_big", "ipv6")
-    else {
+    let Some((_s, mut t)) = privileged_topo("ipv6") else {
         return;
     };
     let cfg = t.dual_stack_config();
@@ -1317,22 +1265,10 @@ fn ipv6_calls_fragments_and_packet_too_big() {
     });
 
     let outside = out_cap.finish(&t);
-    let sent = tshark(
+    let sent = tshark_fields(
         &outside,
-        &[
-            "-Y",
-            &format!("ipv6.dst == {CAR_IP6} && udp.dstport == 5060 && sip"),
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "ipv6.src",
-            "-e",
-            "udp.checksum.status",
-            "-e",
-            "udp.payload",
-        ],
+        &format!("ipv6.dst == {CAR_IP6} && udp.dstport == 5060 && sip"),
+        &["ipv6.src", "udp.checksum.status", "udp.payload"],
     );
     let mut n = 0;
     for line in sent.lines().filter(|l| !l.is_empty()) {
@@ -1835,20 +1771,10 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
     );
     // The carrier's port unreachable for the UA's INVITE to port 5080 reached the UA,
     // addressed to it and quoting its datagram as the UA sent it.
-    let refused = tshark(
+    let refused = tshark_fields(
         &inside,
-        &[
-            "-Y",
-            "icmp.type == 3 && icmp.code == 3 && udp.dstport == 5080",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.dst",
-        ],
+        "icmp.type == 3 && icmp.code == 3 && udp.dstport == 5080",
+        &["ip.src", "ip.dst"],
     );
     let refused: Vec<&str> = refused.lines().filter(|l| !l.is_empty()).collect();
     assert!(!refused.is_empty(), "no port unreachable reached the UA");
@@ -1859,22 +1785,10 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
             "inbound ICMP error"
         );
     }
-    let icmp_out = tshark(
+    let icmp_out = tshark_fields(
         &outside,
-        &[
-            "-Y",
-            "icmp.type == 3 && icmp.code == 3 && udp.srcport == 5060 && udp.dstport == 5060",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.dst",
-            "-e",
-            "ip.len",
-        ],
+        "icmp.type == 3 && icmp.code == 3 && udp.srcport == 5060 && udp.dstport == 5060",
+        &["ip.src", "ip.dst", "ip.len"],
     );
     let icmps: Vec<&str> = icmp_out.lines().filter(|l| !l.is_empty()).collect();
     assert!(

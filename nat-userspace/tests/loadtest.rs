@@ -82,12 +82,7 @@ fn check_documented_fields(r: &Value) {
 
 #[test]
 fn loadtest_through_sipnat_verifies_every_received_packet() {
-    let Some((_s, t, sipnat)) = privileged_gateway(
-        "loadtest_through_sipnat_verifies_every_received_packet",
-        "lt",
-        "",
-        "",
-    ) else {
+    let Some((_s, t, sipnat)) = privileged_gateway("lt", "", "") else {
         return;
     };
     let report_dir = t.dir.path("report");
@@ -161,8 +156,7 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
 #[test]
 fn loadtest_over_ipv6_verifies_every_received_packet() {
     use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
-    let Some((_s, t)) = privileged_topo("loadtest_over_ipv6_verifies_every_received_packet", "lt6")
-    else {
+    let Some((_s, t)) = privileged_topo("lt6") else {
         return;
     };
     let cfg = t.dual_stack_config();
@@ -273,12 +267,7 @@ fn check_report_dir(dir: &std::path::Path, printed: &Value) {
 
 #[test]
 fn loadtest_catches_a_gateway_that_does_not_rewrite() {
-    let Some((_s, t, sipnat)) = privileged_gateway(
-        "loadtest_catches_a_gateway_that_does_not_rewrite",
-        "ltneg",
-        "",
-        "",
-    ) else {
+    let Some((_s, t, sipnat)) = privileged_gateway("ltneg", "", "") else {
         return;
     };
     // Steering off: the kernel forwards SIP unrewritten (no NAT configured either).

@@ -88,6 +88,14 @@ pub fn count(v: &serde_json::Value, k: &str) -> u64 {
         .unwrap_or_else(|| panic!("field `{k}` missing or not a count in {v:#}"))
 }
 
+/// The running test's name: libtest runs each test on a thread named after it.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string()
+}
+
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Serialises the privileged tests of one test binary: each builds its own namespaces, but

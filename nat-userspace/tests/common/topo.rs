@@ -262,11 +262,8 @@ impl Topo {
 /// The start of a privileged test on the topology: `None` when it must skip (see
 /// [`crate::common::privileged`]); else the test's turn ([`crate::common::serial`]) and a
 /// fresh topology tagged `tag`.
-pub fn privileged_topo(
-    test: &str,
-    tag: &str,
-) -> Option<(std::sync::MutexGuard<'static, ()>, Topo)> {
-    if !super::privileged(test) {
+pub fn privileged_topo(tag: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Topo)> {
+    if !super::privileged(&super::test_name()) {
         return None;
     }
     let turn = super::serial();
@@ -275,12 +272,11 @@ pub fn privileged_topo(
 
 /// [`privileged_topo`], then sipnat on its gateway with [`Topo::config`]`(nat_extra, rest)`.
 pub fn privileged_gateway(
-    test: &str,
     tag: &str,
     nat_extra: &str,
     rest: &str,
 ) -> Option<(std::sync::MutexGuard<'static, ()>, Topo, Sipnat)> {
-    let (turn, t) = privileged_topo(test, tag)?;
+    let (turn, t) = privileged_topo(tag)?;
     let sipnat = t.start_sipnat(&t.config("gw", nat_extra, rest));
     Some((turn, t, sipnat))
 }
@@ -586,6 +582,17 @@ pub fn tshark(file: &Path, args: &[&str]) -> String {
         .output()
         .expect("run tshark");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `tshark -r file -Y filter -T fields -E separator=| -e f1 -e f2 ...`: one line per
+/// packet, the fields separated by `|` (repeated fields, e.g. inner and outer IP headers,
+/// by `,`).
+pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> String {
+    let mut args = vec!["-Y", filter, "-T", "fields", "-E", "separator=|"];
+    for f in fields {
+        args.extend(["-e", f]);
+    }
+    tshark(file, &args)
 }
 
 /// Runs sipp to completion inside `ns`; returns (exit code, stdout+stderr).

@@ -1,0 +1,555 @@
+//! The fast path in front of the exact rewriter ([`super::reference`]): the same parsers,
+//! run only where an address of ours can be.
+//!
+//! An address can only be rewritten when the rules (outbound) or the external addresses
+//! (inbound) claim it, and every IPv4 address they can claim is written with one of a
+//! few first octets. Its text then holds that octet's decimal digits followed by `.`
+//! (leading zeros keep it: `010.` still ends in `10.`). A [`Gate`], computed once per
+//! published snapshot, is the set of those first octets. One SSE2 sweep over the message
+//! finds every `.` whose 1-3 preceding digits are an octet of the set, and every `ffff`
+//! (any case: an IPv4-mapped IPv6 address always has it); these *candidates* are the only
+//! places an address of ours can start. A header value, the request URI, an SDP body or
+//! an SDP line without a candidate cannot produce an edit, a family mismatch or a port
+//! change, so its exact parse is skipped. The framing (start line, every header line,
+//! Content-Length, Content-Type/Encoding, CSeq, the first Via, the end of the message)
+//! always runs, so `NotSip` / `Malformed` and the discarded trailing bytes are those of
+//! the reference.
+//!
+//! What a candidate cannot rule out goes through the full parse: IPv6 rules (outbound)
+//! and IPv6 external addresses (inbound) make every region a candidate, a message with
+//! more candidates than [`MAX_CANDS`] too; SDP with port maps is parsed whole when it has
+//! a candidate (a port follows the address of its section); multipart bodies are parsed
+//! whole. A rule shorter than /8 adds all its first octets. The `differential` test and
+//! fuzz target compare this path with the reference byte for byte.
+//!
+//! Why a hand-written sweep and not `memchr::memmem` / `aho-corasick` over the needles
+//! `10.`, `192.`, ...: the needle set is a set of byte values, tested with one table
+//! lookup per `.` (a SIP message has a few dozen), so the gate is 32 bytes that need no
+//! allocation to build — it can be built per call when the caller has none — and one
+//! pass finds both kinds of candidates.
+
+use core::ops::Range;
+
+use super::{
+    edits::{Edits, Field},
+    message::{unchanged, Changes, Context, Direction, Outcome, Rewrite, Rewriter},
+};
+use crate::{
+    nat::{addr::Text, ExternalAddrs, Net, RewriteConfig},
+    sip::{
+        body::{self, BodyKind},
+        message::{self, Kind, Malformed, StartLine},
+        scan::line_end,
+        sdp,
+    },
+};
+
+/// The first octets of the IPv4 addresses that may be rewritten in one direction, or
+/// "everything" when a needle cannot rule an address out (IPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gate {
+    octets: [u64; 4],
+    all: bool,
+}
+
+impl Gate {
+    /// A gate that lets everything through (the full parse everywhere).
+    pub const ALL: Gate = Gate {
+        octets: [u64::MAX; 4],
+        all: true,
+    };
+
+    /// The gate of one direction under `config` and `external`.
+    pub fn new(config: &RewriteConfig, external: &ExternalAddrs, direction: Direction) -> Gate {
+        let mut g = Gate {
+            octets: [0; 4],
+            all: false,
+        };
+        match direction {
+            Direction::Outbound => {
+                for r in &config.rules {
+                    match r.internal {
+                        Net::V4 { addr, mask, .. } => {
+                            let (first, m) = ((addr >> 24) as u8, (mask >> 24) as u8);
+                            for o in 0..=255u8 {
+                                if o & m == first & m {
+                                    g.add(o);
+                                }
+                            }
+                        }
+                        Net::V6 { .. } => g.all = true,
+                    }
+                }
+            }
+            Direction::Inbound => {
+                if external.v6.is_some() {
+                    g.all = true;
+                }
+                if let Some(v4) = external.v4 {
+                    g.add(v4.octets()[0]);
+                }
+                for r in &config.rules {
+                    match r.external {
+                        Some(core::net::IpAddr::V4(v4)) => g.add(v4.octets()[0]),
+                        Some(core::net::IpAddr::V6(_)) => g.all = true,
+                        None => {}
+                    }
+                }
+            }
+        }
+        if g.all {
+            return Gate::ALL;
+        }
+        g
+    }
+
+    /// The gate for `ctx` (computed from its config: O(rules)).
+    pub fn of(ctx: &Context<'_>) -> Gate {
+        Gate::new(ctx.config, &ctx.external, ctx.direction)
+    }
+
+    #[inline]
+    fn add(&mut self, o: u8) {
+        self.octets[usize::from(o >> 6)] |= 1 << (o & 63);
+    }
+
+    #[inline]
+    fn has(&self, v: u32) -> bool {
+        v < 256 && self.octets[(v >> 6) as usize] & (1 << (v & 63)) != 0
+    }
+
+    /// No IPv4 address can be ours, nor any other.
+    #[inline]
+    fn is_empty(&self) -> bool {
+        !self.all && self.octets == [0; 4]
+    }
+
+    /// Whether this gate lets everything through.
+    pub fn is_all(&self) -> bool {
+        self.all
+    }
+}
+
+/// Most candidates remembered per message; more make every region a candidate.
+pub const MAX_CANDS: usize = 96;
+
+/// The candidate positions of one message, ascending.
+pub(super) struct Cands {
+    pos: [u32; MAX_CANDS],
+    n: usize,
+    all: bool,
+}
+
+impl Cands {
+    /// Whether a candidate lies in `[start, end)`.
+    #[inline]
+    pub(super) fn any(&self, start: usize, end: usize) -> bool {
+        if self.all {
+            return true;
+        }
+        let p = &self.pos[..self.n];
+        let i = p.partition_point(|&x| (x as usize) < start);
+        i < p.len() && (p[i] as usize) < end
+    }
+
+    /// Finds the candidates of `msg` under `gate`.
+    #[inline(never)]
+    pub(super) fn find(msg: &[u8], gate: &Gate) -> Cands {
+        let mut c = Cands {
+            pos: [0; MAX_CANDS],
+            n: 0,
+            all: gate.all,
+        };
+        if c.all || gate.is_empty() {
+            return c;
+        }
+        // Bit i: byte i of the block is `f`/`F` (`fs`) or `.` (`dots`).
+        let mut at = 0usize;
+        // The `f` bits of the 3 bytes before the block (a `ffff` across blocks).
+        let mut carry: u32 = 0;
+        while at < msg.len() {
+            let (dots, fs) = if at + 16 <= msg.len() {
+                masks(&msg[at..at + 16])
+            } else {
+                let mut tail = [0u8; 16];
+                tail[..msg.len() - at].copy_from_slice(&msg[at..]);
+                masks(&tail)
+            };
+            let mut hit: u32 = 0;
+            if fs != 0 || carry != 0 {
+                // 19 bits: the 3 before the block, then the block's 16.
+                let w = (fs << 3) | carry;
+                let quad = w & (w >> 1) & (w >> 2) & (w >> 3);
+                // quad bit j: bytes j..j+4 of the window are `f`; its last byte is
+                // block byte j.
+                hit |= quad & 0xffff;
+            }
+            carry = (fs >> 13) & 0b111;
+            let mut d = dots;
+            while d != 0 {
+                let i = d.trailing_zeros() as usize;
+                d &= d - 1;
+                if dot_candidate(msg, at + i, gate) {
+                    hit |= 1 << i;
+                }
+            }
+            while hit != 0 {
+                let i = hit.trailing_zeros() as usize;
+                hit &= hit - 1;
+                if c.n == MAX_CANDS {
+                    c.all = true;
+                    return c;
+                }
+                c.pos[c.n] = (at + i) as u32;
+                c.n += 1;
+            }
+            at += 16;
+        }
+        c
+    }
+}
+
+/// Whether the `.` at `p` follows the 1, 2 or 3 digits of a first octet of the gate.
+#[inline]
+fn dot_candidate(msg: &[u8], p: usize, gate: &Gate) -> bool {
+    let digit = |k: usize| -> Option<u32> {
+        let b = *msg.get(p.checked_sub(k)?)?;
+        b.is_ascii_digit().then(|| u32::from(b - b'0'))
+    };
+    let Some(d1) = digit(1) else {
+        return false;
+    };
+    if gate.has(d1) {
+        return true;
+    }
+    let Some(d2) = digit(2) else {
+        return false;
+    };
+    let v2 = d2 * 10 + d1;
+    if gate.has(v2) {
+        return true;
+    }
+    match digit(3) {
+        Some(d3) => gate.has(d3 * 100 + v2),
+        None => false,
+    }
+}
+
+/// The `.` and `f`/`F` bits of 16 bytes.
+#[inline(always)]
+fn masks(b: &[u8]) -> (u32, u32) {
+    debug_assert!(b.len() >= 16);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+            _mm_set1_epi8,
+        };
+        let b = &b[..16];
+        // SAFETY: `b` has 16 bytes (sliced above); SSE2 is part of the x86-64 baseline;
+        // `loadu` has no alignment requirement.
+        unsafe {
+            let v = _mm_loadu_si128(b.as_ptr().cast::<__m128i>());
+            let dots = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8));
+            let fs = _mm_cmpeq_epi8(
+                _mm_or_si128(v, _mm_set1_epi8(0x20)),
+                _mm_set1_epi8(b'f' as i8),
+            );
+            (_mm_movemask_epi8(dots) as u32, _mm_movemask_epi8(fs) as u32)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let (mut dots, mut fs) = (0u32, 0u32);
+        for (i, &c) in b[..16].iter().enumerate() {
+            dots |= u32::from(c == b'.') << i;
+            fs |= u32::from(c | 0x20 == b'f') << i;
+        }
+        (dots, fs)
+    }
+}
+
+/// [`super::rewrite_message`] on the fast path, with the thread's edit list and a gate
+/// computed for the call.
+#[inline]
+pub fn rewrite_message(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite {
+    if !ctx.config.enabled {
+        return unchanged(len);
+    }
+    let gate = Gate::of(ctx);
+    super::message::EDITS.with(|e| match e.try_borrow_mut() {
+        Ok(mut e) => rewrite(buf, len, ctx, &gate, &mut e, None),
+        Err(_) => rewrite(buf, len, ctx, &gate, &mut Edits::new(), None),
+    })
+}
+
+/// [`rewrite_message`] with the caller's edit list and gate (allocates nothing).
+#[inline]
+pub fn rewrite_message_in(
+    buf: &mut [u8],
+    len: usize,
+    ctx: &Context<'_>,
+    gate: &Gate,
+    edits: &mut Edits,
+) -> Rewrite {
+    if !ctx.config.enabled {
+        return unchanged(len);
+    }
+    rewrite(buf, len, ctx, gate, edits, None)
+}
+
+/// Sums of the payload bytes that changed, for the UDP checksum: `from` (even) is where
+/// the first change is; `old` is the one's-complement sum of `payload[from..old_len]`
+/// before the edits, `new` of `payload[from..new_len]` after.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Sums {
+    pub old: u64,
+    pub new: u64,
+}
+
+/// The rewrite; `sums`, when given, receives the sums of the changed bytes when the
+/// outcome is `Rewritten`.
+#[inline(never)]
+pub(super) fn rewrite(
+    buf: &mut [u8],
+    len: usize,
+    ctx: &Context<'_>,
+    gate: &Gate,
+    edits: &mut Edits,
+    sums: Option<&mut Sums>,
+) -> Rewrite {
+    edits.clear();
+    let len = len.min(buf.len());
+    let mut r = Rewriter {
+        ctx,
+        edits,
+        cache: arrayvec::ArrayVec::new(),
+        family_mismatch: 0,
+        full: false,
+        cl_short: false,
+        msg_end: len,
+    };
+    let outbound = ctx.direction == Direction::Outbound;
+    let scanned = scan(&mut r, &buf[..len], gate);
+    let family_mismatch = r.family_mismatch;
+    let cl_short = r.cl_short;
+    let mut would_leak = outbound && (family_mismatch > 0 || r.full);
+    let outcome = match scanned {
+        Ok(()) if r.full => Outcome::Malformed(Malformed::TooManyAddresses),
+        Ok(()) if r.edits.is_empty() && r.msg_end == len => Outcome::Unchanged,
+        Ok(()) => {
+            let msg_end = r.msg_end;
+            // The first changed byte: the first edit, or the discarded tail.
+            let from = r
+                .edits
+                .iter()
+                .map(|e| e.start as usize)
+                .min()
+                .unwrap_or(msg_end)
+                .min(msg_end)
+                & !1;
+            let old = match sums {
+                Some(_) => crate::wire::checksum::sum(&buf[from..len]),
+                None => 0,
+            };
+            match r.edits.apply(buf, msg_end) {
+                Some(new_len) => {
+                    if let Some(s) = sums {
+                        s.old = old;
+                        s.new = crate::wire::checksum::sum(&buf[from..new_len]);
+                    }
+                    let mut changes = Changes::default();
+                    for e in r.edits.iter() {
+                        changes.count(e.field);
+                    }
+                    return Rewrite {
+                        outcome: Outcome::Rewritten(changes),
+                        len: new_len,
+                        family_mismatch,
+                        content_length_short: cl_short,
+                        trailing_discarded: len - msg_end,
+                        would_leak,
+                    };
+                }
+                None => Outcome::TooBig,
+            }
+        }
+        Err(o) => {
+            if outbound && matches!(o, Outcome::Malformed(_)) {
+                let cfg = ctx.config;
+                would_leak =
+                    crate::sip::scan::any_address(buf, 0, len, |a| cfg.rule_for(a).is_some());
+            }
+            o
+        }
+    };
+    Rewrite {
+        outcome,
+        len,
+        family_mismatch,
+        content_length_short: cl_short,
+        trailing_discarded: 0,
+        would_leak,
+    }
+}
+
+/// The reference's `Rewriter::scan`, with each exact parse behind a candidate check.
+fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Outcome> {
+    if let Some(ns) = message::not_sip(msg) {
+        return Err(Outcome::NotSip(ns));
+    }
+    let (start, mut pos) = message::start_line(msg).map_err(|e| match e {
+        Ok(ns) => Outcome::NotSip(ns),
+        Err(m) => Outcome::Malformed(m),
+    })?;
+    let cands = Cands::find(msg, gate);
+    let cfg = r.ctx.config;
+    if let StartLine::Request { uri, .. } = &start {
+        if cands.any(uri.start, uri.end) {
+            r.uri(msg, uri.start, uri.end, Field::RequestUri);
+        }
+    }
+    let bindings = match start {
+        StartLine::Response { code } if (200..400).contains(&code) => {
+            message::cseq_is_register(msg, pos)
+        }
+        _ => false,
+    };
+    let mut seen_via = false;
+    let mut content_length: Option<usize> = None;
+    let mut cl_digits: arrayvec::ArrayVec<Range<usize>, 4> = arrayvec::ArrayVec::new();
+    let mut content_type = None;
+    let mut encoded = false;
+    let body_start = loop {
+        let (h, next) = match message::header(msg, pos) {
+            Ok(Some(x)) => x,
+            Ok(None) => unreachable!("header() reports the end as Err(Ok)"),
+            Err(Ok(body)) => break body,
+            Err(Err(m)) => return Err(Outcome::Malformed(m)),
+        };
+        pos = next;
+        let v = h.value;
+        match h.kind {
+            Kind::Via if !seen_via => {
+                seen_via = true;
+                if cands.any(v.start, v.end) {
+                    r.top_via(msg, v);
+                }
+            }
+            Kind::Contact if !bindings => {
+                if cands.any(v.start, v.end) {
+                    r.uri_list(msg, v, Field::Contact, true);
+                }
+            }
+            Kind::Contact => {
+                if cands.any(v.start, v.end) {
+                    r.bindings(msg, v);
+                }
+            }
+            Kind::From | Kind::To if cfg.from_to => {
+                if cands.any(v.start, v.end) {
+                    r.uri_list(msg, v, Field::FromTo, false);
+                }
+            }
+            Kind::Route if cfg.record_route => {
+                if cands.any(v.start, v.end) {
+                    r.uri_list(msg, v, Field::Route, true);
+                }
+            }
+            Kind::RecordRoute if cfg.record_route => {
+                if cands.any(v.start, v.end) {
+                    r.uri_list(msg, v, Field::RecordRoute, true);
+                }
+            }
+            Kind::ContentLength => {
+                let n = message::content_length(&msg[v.clone()])
+                    .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
+                if content_length.is_some_and(|prev| prev != n) || cl_digits.try_push(v).is_err() {
+                    return Err(Outcome::Malformed(Malformed::DuplicateContentLength));
+                }
+                content_length = Some(n);
+            }
+            Kind::ContentType => content_type = Some(v),
+            Kind::ContentEncoding => {
+                encoded = !msg[v].eq_ignore_ascii_case(b"identity");
+            }
+            _ => {}
+        }
+    };
+    let body_end = match content_length {
+        Some(n) => {
+            let e = body_start.saturating_add(n);
+            if e > msg.len() {
+                r.cl_short = true;
+                msg.len()
+            } else {
+                r.msg_end = e;
+                e
+            }
+        }
+        None => msg.len(),
+    };
+    if let (Some(ct), false) = (content_type, encoded) {
+        if cands.any(body_start, body_end) {
+            match body::kind(msg, ct) {
+                BodyKind::Sdp if !port_maps(cfg) => sdp(r, msg, body_start, body_end, &cands),
+                kind => r.body(msg, body_start, body_end, kind, 0),
+            }
+        }
+    }
+    if let Some(n) = content_length {
+        let delta = r.edits.delta_within(body_start, body_end);
+        if delta != 0 {
+            let mut t = Text::default();
+            t.push_u32(n.wrapping_add_signed(delta) as u32);
+            for digits in cl_digits {
+                r.push(digits.start, digits.end, t, Field::ContentLength);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether any rule maps ports (then SDP ports follow their section's address, and the
+/// SDP is parsed whole).
+#[inline]
+fn port_maps(cfg: &RewriteConfig) -> bool {
+    cfg.rules.iter().any(|r| !r.ports.is_empty())
+}
+
+/// SDP without port maps: only the addresses of `c=`, `o=` and `a=rtcp` lines change, in
+/// sections that are not rejected; only lines with a candidate are parsed (and every `m=`
+/// line, which decides whether its section is rejected).
+fn sdp(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], start: usize, end: usize, cands: &Cands) {
+    let mut pos = start;
+    let mut rejected = false;
+    while pos < end {
+        let (ce, next) = line_end(msg, pos, end);
+        let line = pos..ce;
+        pos = next;
+        let is_m = msg.get(line.start) == Some(&b'm');
+        if !is_m && !cands.any(line.start, line.end) {
+            continue;
+        }
+        let Some(item) = sdp::line_item(msg, line, &mut rejected) else {
+            continue;
+        };
+        if item.rejected || item.field == sdp::Field::Media {
+            continue;
+        }
+        let field = match item.field {
+            sdp::Field::Connection => Field::SdpConnection,
+            sdp::Field::Origin => Field::SdpOrigin,
+            _ => Field::SdpRtcp,
+        };
+        if let Some(a) = &item.addr {
+            let hp = crate::sip::uri::HostPort {
+                host: a.range.clone(),
+                addr: a.addr,
+                bracketed: false,
+                port: None,
+            };
+            r.host(&hp, None, false, field);
+        }
+    }
+}

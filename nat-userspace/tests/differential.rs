@@ -3,7 +3,7 @@
 //! included) and the same result for
 //! - every message of the corpus (RFC 4475, RFC 5118, other stacks) and the bench inputs;
 //! - every packet of the captures (as a whole packet and its payload as a message);
-//! - every entry of the fuzz corpus (`fuzz/corpus/message`, `fuzz/corpus/packet`);
+//! - every entry of the fuzz corpus (`fuzz/corpus/{message,packet,differential}`);
 //! - generated messages (proptest) whose addresses sit at the edges of the rule sets;
 //! - random mutations of all of those (1,000,000 in a release build, as `cargo xtask
 //!   test` runs the tests; 50,000 in a debug build; `SIPNAT_DIFF_MUTATIONS` overrides);
@@ -144,14 +144,31 @@ fn fuzz_corpus_fast_equals_reference() {
             c.message_everywhere(name, pl, &sets);
         }
     }
+    let diff = fuzz_corpus("differential");
+    for (name, d) in &diff {
+        // Selector byte (bit 5: a frame), then the message or the frame.
+        let Some((&sel, rest)) = d.split_first() else {
+            continue;
+        };
+        if sel & 0x20 == 0 {
+            c.message_everywhere(name, rest, &sets);
+        } else {
+            for s in &sets {
+                for ctx in contexts(s) {
+                    c.packet(name, rest, Link::Ethernet, &ctx);
+                }
+            }
+        }
+    }
     common::report(&format!(
-        "differential: {} + {} fuzz corpus entries, {} message and {} packet checks, fast == reference",
+        "differential: {} + {} + {} fuzz corpus entries, {} message and {} packet checks, fast == reference",
         messages.len(),
         packets.len(),
+        diff.len(),
         c.messages,
         c.packets
     ));
-    assert!(messages.len() + packets.len() >= 100);
+    assert!(messages.len() + packets.len() + diff.len() >= 200);
 }
 
 /// A small deterministic generator (splitmix64): the mutations are the same every run.

@@ -17,7 +17,7 @@
 //!
 //! What a candidate cannot rule out goes through the full parse: IPv6 rules (outbound)
 //! and IPv6 external addresses (inbound) make every region a candidate, a message with
-//! more candidates than [`MAX_CANDS`] too; SDP with port maps is parsed whole when it has
+//! a message longer than [`MAX_INDEXED`] too; SDP with port maps is parsed whole when it has
 //! a candidate (a port follows the address of its section); multipart bodies are parsed
 //! whole. A rule shorter than /8 adds all its first octets. The `differential` test and
 //! fuzz target compare this path with the reference byte for byte.
@@ -39,7 +39,7 @@ use crate::{
     sip::{
         body::{self, BodyKind},
         message::{self, Kind, Malformed, StartLine},
-        scan::line_end,
+        scan::{is_ws, skip_ws, trim_end},
         sdp,
     },
 };
@@ -49,6 +49,8 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gate {
     octets: [u64; 4],
+    /// Bit d: some octet of the set ends in the digit d.
+    last_digits: u16,
     all: bool,
 }
 
@@ -56,6 +58,7 @@ impl Gate {
     /// A gate that lets everything through (the full parse everywhere).
     pub const ALL: Gate = Gate {
         octets: [u64::MAX; 4],
+        last_digits: 0x3ff,
         all: true,
     };
 
@@ -63,6 +66,7 @@ impl Gate {
     pub fn new(config: &RewriteConfig, external: &ExternalAddrs, direction: Direction) -> Gate {
         let mut g = Gate {
             octets: [0; 4],
+            last_digits: 0,
             all: false,
         };
         match direction {
@@ -111,6 +115,7 @@ impl Gate {
     #[inline]
     fn add(&mut self, o: u8) {
         self.octets[usize::from(o >> 6)] |= 1 << (o & 63);
+        self.last_digits |= 1 << (o % 10);
     }
 
     #[inline]
@@ -130,13 +135,18 @@ impl Gate {
     }
 }
 
-/// Most candidates remembered per message; more make every region a candidate.
-pub const MAX_CANDS: usize = 96;
+/// Longest message that gets a candidate index (64 bitmap words); a longer one (a
+/// reassembled datagram: rare) is parsed whole.
+pub const MAX_INDEXED: usize = 4096;
+const WORDS: usize = MAX_INDEXED / 64;
 
-/// The candidate positions of one message, ascending.
+/// The index of one message: its candidate positions and its line ends (CR or LF);
+/// bit `i` of word `w` is byte `64 * w + i`.
 pub(super) struct Cands {
-    pos: [u32; MAX_CANDS],
-    n: usize,
+    bits: [u64; WORDS],
+    eol: [u64; WORDS],
+    /// `eol` covers the message (it is at most [`MAX_INDEXED`] bytes long).
+    indexed: bool,
     all: bool,
 }
 
@@ -147,44 +157,67 @@ impl Cands {
         if self.all {
             return true;
         }
-        let p = &self.pos[..self.n];
-        let i = p.partition_point(|&x| (x as usize) < start);
-        i < p.len() && (p[i] as usize) < end
+        if start >= end {
+            return false;
+        }
+        let (ws, we) = (start / 64, (end - 1) / 64);
+        let Some(words) = self.bits.get(ws..=we) else {
+            return false;
+        };
+        let lo = u64::MAX << (start % 64);
+        let hi = u64::MAX >> (63 - (end - 1) % 64);
+        match words {
+            [one] => one & lo & hi != 0,
+            [first, mid @ .., last] => {
+                first & lo != 0 || mid.iter().any(|&w| w != 0) || last & hi != 0
+            }
+            [] => false,
+        }
     }
 
-    /// Finds the candidates of `msg` under `gate`.
+    /// Indexes `msg` under `gate`: one pass, 64 bytes at a time.
     #[inline(never)]
     pub(super) fn find(msg: &[u8], gate: &Gate) -> Cands {
+        let indexed = msg.len() <= MAX_INDEXED;
         let mut c = Cands {
-            pos: [0; MAX_CANDS],
-            n: 0,
-            all: gate.all,
+            bits: [0; WORDS],
+            eol: [0; WORDS],
+            indexed,
+            all: gate.all || !indexed,
         };
-        if c.all || gate.is_empty() {
+        if !indexed {
             return c;
         }
-        // Bit i: byte i of the block is `f`/`F` (`fs`) or `.` (`dots`).
-        let mut at = 0usize;
-        // The `f` bits of the 3 bytes before the block (a `ffff` across blocks).
-        let mut carry: u32 = 0;
-        while at < msg.len() {
-            let (dots, fs) = if at + 16 <= msg.len() {
-                masks(&msg[at..at + 16])
-            } else {
-                let mut tail = [0u8; 16];
-                tail[..msg.len() - at].copy_from_slice(&msg[at..]);
-                masks(&tail)
-            };
-            let mut hit: u32 = 0;
-            if fs != 0 || carry != 0 {
-                // 19 bits: the 3 before the block, then the block's 16.
-                let w = (fs << 3) | carry;
-                let quad = w & (w >> 1) & (w >> 2) & (w >> 3);
-                // quad bit j: bytes j..j+4 of the window are `f`; its last byte is
-                // block byte j.
-                hit |= quad & 0xffff;
+        let want = !c.all && !gate.is_empty();
+        // The `f` bits of the 3 bytes before the chunk (a `ffff` across chunks).
+        let mut carry: u64 = 0;
+        for (w, (slot, eol)) in c.bits.iter_mut().zip(c.eol.iter_mut()).enumerate() {
+            let at = w * 64;
+            if at >= msg.len() {
+                break;
             }
-            carry = (fs >> 13) & 0b111;
+            let [dots, fs, ends] = match msg.get(at..at + 64) {
+                Some(chunk) => masks64(chunk),
+                None => {
+                    let mut tail = [0u8; 64];
+                    tail[..msg.len() - at].copy_from_slice(&msg[at..]);
+                    masks64(&tail)
+                }
+            };
+            *eol = ends;
+            if !want {
+                continue;
+            }
+            let mut hit: u64 = 0;
+            if fs != 0 {
+                // Bit j: bytes j-3..=j of the chunk (the first three reaching into the
+                // chunk before) are `f`.
+                let w3 = (fs << 3) | carry;
+                let w2 = (fs << 2) | (carry >> 1);
+                let w1 = (fs << 1) | (carry >> 2);
+                hit |= fs & w1 & w2 & w3;
+            }
+            carry = fs >> 61;
             let mut d = dots;
             while d != 0 {
                 let i = d.trailing_zeros() as usize;
@@ -193,19 +226,97 @@ impl Cands {
                     hit |= 1 << i;
                 }
             }
-            while hit != 0 {
-                let i = hit.trailing_zeros() as usize;
-                hit &= hit - 1;
-                if c.n == MAX_CANDS {
-                    c.all = true;
-                    return c;
-                }
-                c.pos[c.n] = (at + i) as u32;
-                c.n += 1;
-            }
-            at += 16;
+            *slot = hit;
         }
         c
+    }
+
+    /// The first CR or LF in `msg[pos..end]` (`end` ≤ the message's length), from the
+    /// index ([`crate::sip::scan::find_eol`] for a message too long for it).
+    #[inline(always)]
+    fn find_eol(&self, msg: &[u8], pos: usize, end: usize) -> Option<usize> {
+        if !self.indexed {
+            return crate::sip::scan::find_eol(msg, pos, end);
+        }
+        if pos >= end {
+            return None;
+        }
+        let mut w = pos / 64;
+        let mut bits = *self.eol.get(w)? & (u64::MAX << (pos % 64));
+        loop {
+            if bits != 0 {
+                let at = w * 64 + bits.trailing_zeros() as usize;
+                return (at < end).then_some(at);
+            }
+            w += 1;
+            if w * 64 >= end {
+                return None;
+            }
+            bits = *self.eol.get(w)?;
+        }
+    }
+
+    /// [`crate::sip::scan::line_end`] from the index.
+    #[inline(always)]
+    pub(super) fn line_end(&self, buf: &[u8], pos: usize, end: usize) -> (usize, usize) {
+        match self.find_eol(buf, pos, end) {
+            Some(at) => {
+                if buf[at] == b'\n' {
+                    (at, at + 1)
+                } else if at + 1 < end && buf[at + 1] == b'\n' {
+                    (at, at + 2)
+                } else if at + 2 < end && buf[at + 1] == b'\r' && buf[at + 2] == b'\n' {
+                    (at, at + 3)
+                } else {
+                    (at, at + 1)
+                }
+            }
+            None => (end, end),
+        }
+    }
+
+    /// [`message::header`] with the line ends from the index.
+    #[allow(clippy::type_complexity)]
+    #[inline]
+    fn header(
+        &self,
+        msg: &[u8],
+        pos: usize,
+    ) -> Result<(message::Header, usize), Result<usize, Malformed>> {
+        let end = msg.len();
+        if pos >= end {
+            return Err(Ok(end));
+        }
+        let (mut ce, mut next) = self.line_end(msg, pos, end);
+        if ce == pos {
+            return Err(Ok(next));
+        }
+        let name_end = msg[pos..ce]
+            .iter()
+            .position(|&b| !message::is_token_char(b))
+            .map_or(ce, |i| pos + i);
+        let mut colon = name_end;
+        while colon < ce && is_ws(msg[colon]) {
+            colon += 1;
+        }
+        if name_end == pos || colon >= ce || msg[colon] != b':' {
+            return Err(Err(Malformed::BadHeaderLine));
+        }
+        while next < end && is_ws(msg[next]) {
+            let (c2, n2) = self.line_end(msg, next, end);
+            ce = c2;
+            next = n2;
+        }
+        let v_start = skip_ws(msg, colon + 1, ce);
+        let v_end = trim_end(msg, v_start, ce).max(v_start);
+        Ok((
+            message::Header {
+                kind: Kind::of(&msg[pos..name_end]),
+                name: pos..name_end,
+                value: v_start..v_end,
+            },
+            next,
+        ))
     }
 }
 
@@ -219,6 +330,10 @@ fn dot_candidate(msg: &[u8], p: usize, gate: &Gate) -> bool {
     let Some(d1) = digit(1) else {
         return false;
     };
+    // Most dots end no octet of the gate: its last digit rules them out.
+    if gate.last_digits & (1 << d1) == 0 {
+        return false;
+    }
     if gate.has(d1) {
         return true;
     }
@@ -235,9 +350,22 @@ fn dot_candidate(msg: &[u8], p: usize, gate: &Gate) -> bool {
     }
 }
 
-/// The `.` and `f`/`F` bits of 16 bytes.
+/// The `.`, `f`/`F` and CR-or-LF bits of 64 bytes.
 #[inline(always)]
-fn masks(b: &[u8]) -> (u32, u32) {
+fn masks64(b: &[u8]) -> [u64; 3] {
+    let b = &b[..64];
+    let mut m = [0u64; 3];
+    for (k, q) in b.chunks_exact(16).enumerate() {
+        for (acc, v) in m.iter_mut().zip(masks(q)) {
+            *acc |= u64::from(v) << (16 * k);
+        }
+    }
+    m
+}
+
+/// The `.`, `f`/`F` and CR-or-LF bits of 16 bytes.
+#[inline(always)]
+fn masks(b: &[u8]) -> [u32; 3] {
     debug_assert!(b.len() >= 16);
     #[cfg(target_arch = "x86_64")]
     {
@@ -255,17 +383,26 @@ fn masks(b: &[u8]) -> (u32, u32) {
                 _mm_or_si128(v, _mm_set1_epi8(0x20)),
                 _mm_set1_epi8(b'f' as i8),
             );
-            (_mm_movemask_epi8(dots) as u32, _mm_movemask_epi8(fs) as u32)
+            let eol = _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)),
+            );
+            [
+                _mm_movemask_epi8(dots) as u32,
+                _mm_movemask_epi8(fs) as u32,
+                _mm_movemask_epi8(eol) as u32,
+            ]
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let (mut dots, mut fs) = (0u32, 0u32);
+        let mut m = [0u32; 3];
         for (i, &c) in b[..16].iter().enumerate() {
-            dots |= u32::from(c == b'.') << i;
-            fs |= u32::from(c | 0x20 == b'f') << i;
+            m[0] |= u32::from(c == b'.') << i;
+            m[1] |= u32::from(c | 0x20 == b'f') << i;
+            m[2] |= u32::from(c == b'\r' || c == b'\n') << i;
         }
-        (dots, fs)
+        m
     }
 }
 
@@ -421,9 +558,8 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
     let mut content_type = None;
     let mut encoded = false;
     let body_start = loop {
-        let (h, next) = match message::header(msg, pos) {
-            Ok(Some(x)) => x,
-            Ok(None) => unreachable!("header() reports the end as Err(Ok)"),
+        let (h, next) = match cands.header(msg, pos) {
+            Ok(x) => x,
             Err(Ok(body)) => break body,
             Err(Err(m)) => return Err(Outcome::Malformed(m)),
         };
@@ -524,7 +660,7 @@ fn sdp(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], start: usize, end: usize, cands
     let mut pos = start;
     let mut rejected = false;
     while pos < end {
-        let (ce, next) = line_end(msg, pos, end);
+        let (ce, next) = cands.line_end(msg, pos, end);
         let line = pos..ce;
         pos = next;
         let is_m = msg.get(line.start) == Some(&b'm');

@@ -119,7 +119,9 @@ fn main() {
             true,
             true,
         ),
-        other => panic!("input {other:?}: header sdp concurrent fastpath private memory carrier packet"),
+        other => {
+            panic!("input {other:?}: header sdp concurrent fastpath private memory carrier packet")
+        }
     };
     let mut cfg = RewriteConfig::single(Net::parse(net).unwrap());
     cfg.record_route = rr;
@@ -174,7 +176,9 @@ fn main() {
                 continue;
             }
             Mode::Fast => rewrite_message_in(&mut buf, len, black_box(&ctx), &gate, &mut edits),
-            Mode::Reference => reference::rewrite_message_in(&mut buf, len, black_box(&ctx), &mut edits),
+            Mode::Reference => {
+                reference::rewrite_message_in(&mut buf, len, black_box(&ctx), &mut edits)
+            }
         };
         black_box(r.len);
     }

@@ -46,7 +46,8 @@ enum Cmd {
         target: String,
     },
     /// Benchmarks: `--e2e` (sipnat vs the kernel and Kamailio on a namespace topology,
-    /// bench/), `--micro` (criterion). Not part of `test`.
+    /// bench/), `--micro` (criterion), `--instructions` (callgrind: instructions per
+    /// message, fast path and reference). Not part of `test`.
     Bench(bench::BenchArgs),
     /// Build the Debian package (cargo-deb): binary, unit, config, man pages, completions,
     /// Grafana dashboard; the .deb lands in <target>/debian/.

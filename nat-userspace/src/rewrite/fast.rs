@@ -17,7 +17,7 @@
 //!
 //! What a candidate cannot rule out goes through the full parse: IPv6 rules (outbound)
 //! and IPv6 external addresses (inbound) make every region a candidate, a message with
-//! a message longer than [`MAX_INDEXED`] too; SDP with port maps is parsed whole when it has
+//! a message longer than [`MAX_INDEXED`] (2 KiB) too; SDP with port maps is parsed whole when it has
 //! a candidate (a port follows the address of its section); multipart bodies are parsed
 //! whole. A rule shorter than /8 adds all its first octets. The `differential` test and
 //! fuzz target compare this path with the reference byte for byte.
@@ -137,7 +137,7 @@ impl Gate {
 
 /// Longest message that gets a candidate index (64 bitmap words); a longer one (a
 /// reassembled datagram: rare) is parsed whole.
-pub const MAX_INDEXED: usize = 4096;
+pub const MAX_INDEXED: usize = 2048;
 const WORDS: usize = MAX_INDEXED / 64;
 
 /// The index of one message: its candidate positions and its line ends (CR or LF);
@@ -311,12 +311,57 @@ impl Cands {
         let v_end = trim_end(msg, v_start, ce).max(v_start);
         Ok((
             message::Header {
-                kind: Kind::of(&msg[pos..name_end]),
+                kind: kind_of(&msg[pos..name_end]),
                 name: pos..name_end,
                 value: v_start..v_end,
             },
             next,
         ))
+    }
+}
+
+/// [`Kind::of`] with word-wide compares. `name` holds token characters only, for which
+/// setting bit 5 lowercases a letter and leaves `-`, digits and every other token
+/// character off the lowercase letters: OR-ing 0x20 and comparing with the lowercase name
+/// is the case-insensitive compare.
+#[inline]
+fn kind_of(name: &[u8]) -> Kind {
+    #[inline(always)]
+    fn eq(name: &[u8], lower: &[u8]) -> bool {
+        debug_assert_eq!(name.len(), lower.len());
+        let n = name.len();
+        let word = |b: &[u8], at: usize| {
+            u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes")) | 0x2020_2020_2020_2020
+        };
+        if n >= 8 {
+            // Two (overlapping) words cover 8 to 16 bytes.
+            word(name, 0) == word(lower, 0) && word(name, n - 8) == word(lower, n - 8)
+        } else {
+            name.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+        }
+    }
+    match name.len() {
+        1 => match name[0] | 0x20 {
+            b'v' => Kind::Via,
+            b'm' => Kind::Contact,
+            b'f' => Kind::From,
+            b't' => Kind::To,
+            b'l' => Kind::ContentLength,
+            b'c' => Kind::ContentType,
+            b'e' => Kind::ContentEncoding,
+            _ => Kind::Other,
+        },
+        2 if eq(name, b"to") => Kind::To,
+        3 if eq(name, b"via") => Kind::Via,
+        4 if eq(name, b"from") => Kind::From,
+        4 if eq(name, b"cseq") => Kind::CSeq,
+        5 if eq(name, b"route") => Kind::Route,
+        7 if eq(name, b"contact") => Kind::Contact,
+        12 if eq(name, b"content-type") => Kind::ContentType,
+        12 if eq(name, b"record-route") => Kind::RecordRoute,
+        14 if eq(name, b"content-length") => Kind::ContentLength,
+        16 if eq(name, b"content-encoding") => Kind::ContentEncoding,
+        _ => Kind::Other,
     }
 }
 
@@ -353,14 +398,15 @@ fn dot_candidate(msg: &[u8], p: usize, gate: &Gate) -> bool {
 /// The `.`, `f`/`F` and CR-or-LF bits of 64 bytes.
 #[inline(always)]
 fn masks64(b: &[u8]) -> [u64; 3] {
-    let b = &b[..64];
-    let mut m = [0u64; 3];
-    for (k, q) in b.chunks_exact(16).enumerate() {
-        for (acc, v) in m.iter_mut().zip(masks(q)) {
-            *acc |= u64::from(v) << (16 * k);
-        }
-    }
-    m
+    let b: &[u8; 64] = b[..64].try_into().expect("64 bytes");
+    let m0 = masks(&b[0..16]);
+    let m1 = masks(&b[16..32]);
+    let m2 = masks(&b[32..48]);
+    let m3 = masks(&b[48..64]);
+    let join = |k: usize| {
+        u64::from(m0[k]) | u64::from(m1[k]) << 16 | u64::from(m2[k]) << 32 | u64::from(m3[k]) << 48
+    };
+    [join(0), join(1), join(2)]
 }
 
 /// The `.`, `f`/`F` and CR-or-LF bits of 16 bytes.
@@ -686,6 +732,136 @@ fn sdp(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], start: usize, end: usize, cands
                 port: None,
             };
             r.host(&hp, None, false, field);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::{Net, RewriteConfig};
+
+    #[test]
+    fn kind_of_equals_the_scanners() {
+        let names: &[&[u8]] = &[
+            b"v",
+            b"V",
+            b"m",
+            b"f",
+            b"t",
+            b"l",
+            b"c",
+            b"e",
+            b"i",
+            b"x",
+            b"to",
+            b"TO",
+            b"tO",
+            b"via",
+            b"VIA",
+            b"Via",
+            b"vIa",
+            b"from",
+            b"cseq",
+            b"CSeq",
+            b"route",
+            b"contact",
+            b"Contact",
+            b"content-type",
+            b"Content-Type",
+            b"record-route",
+            b"Record-Route",
+            b"content-length",
+            b"CONTENT-LENGTH",
+            b"content-encoding",
+            b"Content-Encoding",
+            b"X-Via",
+            b"vi`",
+            b"contacT",
+            b"content_type",
+            b"content-typ3",
+            b"recorD-route",
+            b"content-lengtH",
+            b"Content-Encodin9",
+            b"fr0m",
+            b"cse~",
+            b"rout!",
+            b"To!",
+        ];
+        for n in names {
+            assert_eq!(kind_of(n), Kind::of(n), "{}", String::from_utf8_lossy(n));
+        }
+        // Every token character in every position of every name's length.
+        let tokens: Vec<u8> = (0..=255u8).filter(|&b| message::is_token_char(b)).collect();
+        for n in names {
+            for i in 0..n.len() {
+                for &t in &tokens {
+                    let mut v = n.to_vec();
+                    v[i] = t;
+                    assert_eq!(kind_of(&v), Kind::of(&v), "{}", String::from_utf8_lossy(&v));
+                }
+            }
+        }
+    }
+
+    fn gate(nets: &[&str]) -> Gate {
+        let mut c = RewriteConfig::default();
+        c.rules = nets
+            .iter()
+            .map(|n| crate::nat::Rule {
+                internal: Net::parse(n).unwrap(),
+                external: None,
+                ports: Default::default(),
+            })
+            .collect();
+        Gate::new(&c, &ExternalAddrs::default(), Direction::Outbound)
+    }
+
+    fn cands(msg: &[u8], g: &Gate) -> Vec<usize> {
+        let c = Cands::find(msg, g);
+        (0..msg.len()).filter(|&i| c.any(i, i + 1)).collect()
+    }
+
+    #[test]
+    fn candidates_mark_first_octets_and_mapped_addresses() {
+        let g = gate(&["10.0.0.0/8"]);
+        assert!(!g.is_all());
+        let m = b"a 10.0.0.1 010.1.1.1 110.2.2.2 9.10.3.3 SIP/2.0 [::FfFf:a00:1]";
+        // Every `10.`, leading zeros and longer octets included (110. ends in 10.), and
+        // the last f of ffff.
+        assert_eq!(cands(m, &g), vec![4, 14, 24, 35, 54]);
+        assert!(
+            Cands::find(m, &gate(&["fd00::/8"])).any(0, 1),
+            "IPv6 rule: everything"
+        );
+        assert_eq!(
+            cands(m, &gate(&[])),
+            Vec::<usize>::new(),
+            "no rules: nothing"
+        );
+        // A /4 marks each of its 16 first octets.
+        let g4 = gate(&["160.0.0.0/4"]);
+        assert_eq!(cands(b"159.1 160.1 175.1 176.1", &g4), vec![9, 15]);
+        // `ffff` across a 64-byte chunk boundary.
+        let mut long = vec![b'x'; 130];
+        long[62..66].copy_from_slice(b"ffFF");
+        assert_eq!(cands(&long, &g), vec![65]);
+        // Longer than the index: everything.
+        assert!(Cands::find(&vec![b'x'; MAX_INDEXED + 1], &g).any(0, 1));
+    }
+
+    #[test]
+    fn line_ends_from_the_index_equal_the_scanners() {
+        let m = b"a\r\nb\nc\rd\r\r\ne\r\n\r\n".repeat(9);
+        let c = Cands::find(&m, &gate(&["10.0.0.0/8"]));
+        for pos in 0..m.len() {
+            for end in pos..=m.len() {
+                assert_eq!(
+                    c.line_end(&m, pos, end),
+                    crate::sip::scan::line_end(&m, pos, end),
+                    "[{pos},{end})"
+                );
+            }
         }
     }
 }

@@ -327,7 +327,7 @@ fn mutations_fast_equals_reference() {
         .flat_map(|s| contexts(s).into_iter().map(move |c| (s, c)))
         .collect();
     let n = mutation_count();
-    let mut rng = Rng(0x5eed_0f_d1ff);
+    let mut rng = Rng(0x005e_ed0f_d1ff);
     let mut c = Checker::default();
     let mut m = Vec::new();
     let mut packets = 0usize;

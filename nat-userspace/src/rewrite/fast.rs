@@ -611,6 +611,11 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         };
         pos = next;
         let v = h.value;
+        // A rewritable header without a candidate: nothing to parse.
+        let skip = matches!(
+            h.kind,
+            Kind::Contact | Kind::From | Kind::To | Kind::Route | Kind::RecordRoute
+        ) && !cands.any(v.start, v.end);
         match h.kind {
             Kind::Via if !seen_via => {
                 seen_via = true;
@@ -618,31 +623,12 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
                     r.top_via(msg, v);
                 }
             }
-            Kind::Contact if !bindings => {
-                if cands.any(v.start, v.end) {
-                    r.uri_list(msg, v, Field::Contact, true);
-                }
-            }
-            Kind::Contact => {
-                if cands.any(v.start, v.end) {
-                    r.bindings(msg, v);
-                }
-            }
-            Kind::From | Kind::To if cfg.from_to => {
-                if cands.any(v.start, v.end) {
-                    r.uri_list(msg, v, Field::FromTo, false);
-                }
-            }
-            Kind::Route if cfg.record_route => {
-                if cands.any(v.start, v.end) {
-                    r.uri_list(msg, v, Field::Route, true);
-                }
-            }
-            Kind::RecordRoute if cfg.record_route => {
-                if cands.any(v.start, v.end) {
-                    r.uri_list(msg, v, Field::RecordRoute, true);
-                }
-            }
+            _ if skip => {}
+            Kind::Contact if !bindings => r.uri_list(msg, v, Field::Contact, true),
+            Kind::Contact => r.bindings(msg, v),
+            Kind::From | Kind::To if cfg.from_to => r.uri_list(msg, v, Field::FromTo, false),
+            Kind::Route if cfg.record_route => r.uri_list(msg, v, Field::Route, true),
+            Kind::RecordRoute if cfg.record_route => r.uri_list(msg, v, Field::RecordRoute, true),
             Kind::ContentLength => {
                 let n = message::content_length(&msg[v.clone()])
                     .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
@@ -805,15 +791,17 @@ mod tests {
     }
 
     fn gate(nets: &[&str]) -> Gate {
-        let mut c = RewriteConfig::default();
-        c.rules = nets
-            .iter()
-            .map(|n| crate::nat::Rule {
-                internal: Net::parse(n).unwrap(),
-                external: None,
-                ports: Default::default(),
-            })
-            .collect();
+        let c = RewriteConfig {
+            rules: nets
+                .iter()
+                .map(|n| crate::nat::Rule {
+                    internal: Net::parse(n).unwrap(),
+                    external: None,
+                    ports: Default::default(),
+                })
+                .collect(),
+            ..RewriteConfig::default()
+        };
         Gate::new(&c, &ExternalAddrs::default(), Direction::Outbound)
     }
 

@@ -398,15 +398,19 @@ fn dot_candidate(msg: &[u8], p: usize, gate: &Gate) -> bool {
 /// The `.`, `f`/`F` and CR-or-LF bits of 64 bytes.
 #[inline(always)]
 fn masks64(b: &[u8]) -> [u64; 3] {
-    let b: &[u8; 64] = b[..64].try_into().expect("64 bytes");
-    let m0 = masks(&b[0..16]);
-    let m1 = masks(&b[16..32]);
-    let m2 = masks(&b[32..48]);
-    let m3 = masks(&b[48..64]);
-    let join = |k: usize| {
-        u64::from(m0[k]) | u64::from(m1[k]) << 16 | u64::from(m2[k]) << 32 | u64::from(m3[k]) << 48
+    let b = &b[..64];
+    let [d0, f0, e0] = masks(&b[0..16]);
+    let [d1, f1, e1] = masks(&b[16..32]);
+    let [d2, f2, e2] = masks(&b[32..48]);
+    let [d3, f3, e3] = masks(&b[48..64]);
+    let join = |a: u32, b: u32, c: u32, d: u32| {
+        u64::from(a) | u64::from(b) << 16 | u64::from(c) << 32 | u64::from(d) << 48
     };
-    [join(0), join(1), join(2)]
+    [
+        join(d0, d1, d2, d3),
+        join(f0, f1, f2, f3),
+        join(e0, e1, e2, e3),
+    ]
 }
 
 /// The `.`, `f`/`F` and CR-or-LF bits of 16 bytes.

@@ -41,7 +41,7 @@ enum Cmd {
         /// Seconds per target.
         #[arg(long, default_value_t = fuzz::TEST_SECONDS)]
         seconds: u64,
-        /// Which target: packet, message or all.
+        /// Which target: packet, message, differential or all.
         #[arg(long, default_value = "all")]
         target: String,
     },

@@ -37,7 +37,9 @@ pub struct Dataplane {
     pub network_rules: bool,
     /// The UDP ports that carry SIP (the XDP program steers a datagram to or from one).
     pub sip_ports: SipPorts,
-    /// The rewriter's fast-path gates (outbound, inbound), built with the snapshot.
+    /// The rewriter's fast-path gates (outbound, inbound), built from `config` and
+    /// `external` by [`Dataplane::new`] / [`Dataplane::with_external`]: a changed rule set
+    /// or external address is a new `Dataplane` made by one of them, never a field write.
     pub gates: [crate::rewrite::Gate; 2],
 }
 

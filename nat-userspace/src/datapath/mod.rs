@@ -37,6 +37,10 @@ pub struct Dataplane {
     pub network_rules: bool,
     /// The UDP ports that carry SIP (the XDP program steers a datagram to or from one).
     pub sip_ports: SipPorts,
+    /// The rewriter's fast-path gates (outbound, inbound), built from `config` and
+    /// `external` by [`Dataplane::new`] / [`Dataplane::with_external`]: a changed rule set
+    /// or external address is a new `Dataplane` made by one of them, never a field write.
+    pub gates: [crate::rewrite::Gate; 2],
 }
 
 impl Dataplane {
@@ -45,11 +49,30 @@ impl Dataplane {
             .rules
             .iter()
             .any(|r| r.internal.single_host().is_none());
+        let gates = Dataplane::gates(&config, &external);
         Dataplane {
             config,
             external,
             network_rules,
             sip_ports: SipPorts::new(sip_ports),
+            gates,
+        }
+    }
+
+    fn gates(config: &RewriteConfig, external: &ExternalAddrs) -> [crate::rewrite::Gate; 2] {
+        use crate::{nat::Direction, rewrite::Gate};
+        [
+            Gate::new(config, external, Direction::Outbound),
+            Gate::new(config, external, Direction::Inbound),
+        ]
+    }
+
+    /// The fast-path gate of `direction`.
+    #[inline]
+    pub fn gate(&self, direction: crate::nat::Direction) -> &crate::rewrite::Gate {
+        match direction {
+            crate::nat::Direction::Outbound => &self.gates[0],
+            crate::nat::Direction::Inbound => &self.gates[1],
         }
     }
 
@@ -57,6 +80,7 @@ impl Dataplane {
     pub fn with_external(&self, external: ExternalAddrs) -> Dataplane {
         Dataplane {
             external,
+            gates: Dataplane::gates(&self.config, &external),
             ..self.clone()
         }
     }

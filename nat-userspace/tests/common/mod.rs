@@ -2,6 +2,7 @@
 //! created and removed by the test, and a minimal AF_XDP receive socket.
 #![allow(dead_code)]
 
+pub mod differential;
 pub mod frames;
 pub mod hog;
 pub mod netns;

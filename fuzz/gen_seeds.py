@@ -10,6 +10,9 @@ src/lib.rs) followed by an Ethernet frame carrying one of those messages over UD
 valid IPv4 header and UDP checksums (plus a few framing variants: VLAN tag, IPv4 options,
 no UDP checksum, IPv6 hop-by-hop header, Ethernet padding, a corrupt UDP checksum).
 Both also get the REGRESSIONS below: inputs that made a target fail once.
+corpus/differential/: every message seed and every packet seed behind a selector byte
+(bits 0-2 rule set, bits 3-4 direction, bit 5 frame; see src/lib.rs), rule sets and
+directions taken in turn.
 """
 
 import ipaddress
@@ -23,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTDATA = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(HERE), "testdata")
 MSG_OUT = os.path.join(HERE, "corpus", "message")
 PKT_OUT = os.path.join(HERE, "corpus", "packet")
+DIFF_OUT = os.path.join(HERE, "corpus", "differential")
 
 
 def csum_sum(data: bytes) -> int:
@@ -217,6 +221,28 @@ def packets():
     return len(p)
 
 
+def differential():
+    """The message and packet seeds behind a differential selector byte."""
+    os.makedirs(DIFF_OUT, exist_ok=True)
+    n = 0
+    for i, name in enumerate(sorted(os.listdir(MSG_OUT))):
+        with open(os.path.join(MSG_OUT, name), "rb") as f:
+            data = f.read()
+        sel_byte = (i % 6) | (((i // 6) % 3) << 3)
+        with open(os.path.join(DIFF_OUT, "msg-" + name), "wb") as f:
+            f.write(bytes([sel_byte]) + data)
+        n += 1
+    for i, name in enumerate(sorted(os.listdir(PKT_OUT))):
+        with open(os.path.join(PKT_OUT, name), "rb") as f:
+            data = f.read()
+        sel_byte = 0x20 | (i % 6) | (((i // 6) % 3) << 3)
+        with open(os.path.join(DIFF_OUT, "pkt-" + name), "wb") as f:
+            f.write(bytes([sel_byte]) + data[1:])
+        n += 1
+    return n
+
+
 if __name__ == "__main__":
     print(f"{copy_messages()} message seeds in {MSG_OUT}")
     print(f"{packets()} packet seeds in {PKT_OUT}")
+    print(f"{differential()} differential seeds in {DIFF_OUT}")

@@ -41,8 +41,9 @@ use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, Transpo
 use sipnat::{
     nat::{addr::never_rewritten, Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
     rewrite::{
-        packet::{rewrite_packet, udp_checksum_ok, PacketRewrite},
-        rewrite_message, Changes, Context, Outcome, Rewrite,
+        edits::Edits,
+        packet::{rewrite_packet, rewrite_packet_gated, udp_checksum_ok, PacketRewrite},
+        reference, rewrite_message, rewrite_message_in, Changes, Context, Gate, Outcome, Rewrite,
     },
     sip::addr::parse_ip,
     wire::{self, Link},
@@ -301,6 +302,32 @@ fn packet_op(buf: &mut [u8], ctx: &Context<'_>, l3: L3Action) -> PacketRewrite {
     }
 }
 
+fn packet_op_fast(
+    buf: &mut [u8],
+    ctx: &Context<'_>,
+    gate: &Gate,
+    edits: &mut Edits,
+    l3: L3Action,
+) -> usize {
+    let Ok(layout) = wire::parse(buf, Link::Ethernet) else {
+        panic!("frame does not parse")
+    };
+    match rewrite_packet_gated(buf, &layout, ctx, l3, gate, edits) {
+        Ok(r) => r.len,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+fn packet_op_reference(buf: &mut [u8], ctx: &Context<'_>, l3: L3Action) -> usize {
+    let Ok(layout) = wire::parse(buf, Link::Ethernet) else {
+        panic!("frame does not parse")
+    };
+    match reference::rewrite_packet(buf, &layout, ctx, l3) {
+        Ok(r) => r.len,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
 fn check_packet(frame: &[u8], ctx: &Context<'_>, l3: L3Action, want_payload: &[u8]) {
     let mut buf = vec![0u8; frame.len() + TAILROOM];
     buf[..frame.len()].copy_from_slice(frame);
@@ -455,15 +482,27 @@ fn bench_ring<C: Clock, R>(
 // ---------------------------------------------------------------------------------------
 // The benchmarks.
 
+/// `NAME/fast` (the fast path with its gate built once, as a worker's snapshot does, and
+/// its own edit list, as the pipeline's) and `NAME/reference` (the reference rewriter)
+/// on the same input, one after the other in the same run.
+fn both<C: Clock>(c: &mut Criterion<C>, name: &str, input: &[u8], ctx: &Context<'_>) {
+    let len = input.len();
+    let gate = Gate::of(ctx);
+    let mut edits = Edits::new();
+    bench_ring(c, &format!("{name}/fast"), input, |b| {
+        rewrite_message_in(b, len, black_box(ctx), &gate, &mut edits)
+    });
+    bench_ring(c, &format!("{name}/reference"), input, |b| {
+        reference::rewrite_message(b, len, black_box(ctx))
+    });
+}
+
 fn header_rewriting<C: Clock>(c: &mut Criterion<C>) {
     let input = load("header-rewriting.sip");
     let config = header_config();
     let ctx = outbound(&config, EXT_ORIGIN);
     check_header(&input, &ctx);
-    let len = input.len();
-    bench_ring(c, "HeaderRewriting", &input, |b| {
-        rewrite_message(b, len, black_box(&ctx))
-    });
+    both(c, "HeaderRewriting", &input, &ctx);
 }
 
 fn sdp_rewriting<C: Clock>(c: &mut Criterion<C>) {
@@ -471,23 +510,20 @@ fn sdp_rewriting<C: Clock>(c: &mut Criterion<C>) {
     let config = rule("192.168.1.100/32");
     let ctx = outbound(&config, EXT_ORIGIN);
     check_sdp(&input, &ctx);
-    let len = input.len();
-    bench_ring(c, "SDPRewriting", &input, |b| {
-        rewrite_message(b, len, black_box(&ctx))
-    });
+    both(c, "SDPRewriting", &input, &ctx);
 }
 
 /// Two threads share one config and one external-address handle (read once per message,
 /// as a worker does). Reported time is wall time per message: the busier thread's timed
 /// total over all messages of both threads (the restores are excluded, as elsewhere).
 fn concurrent<C: Clock>(c: &mut Criterion<C>) {
-    const THREADS: u64 = 2;
     let input = load("concurrent.sip");
     let config = header_config();
     let handle = ArcSwap::from_pointee(ExternalAddrs::v4(EXT_ORIGIN));
     check_concurrent(&input, &outbound(&config, EXT_ORIGIN));
     let len = input.len();
-    let op = |b: &mut [u8]| {
+    let gate = Gate::of(&outbound(&config, EXT_ORIGIN));
+    let fast = |b: &mut [u8]| {
         let ctx = Context {
             config: &config,
             external: **handle.load(),
@@ -495,10 +531,42 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
             internal: None,
             local_port: None,
         };
-        rewrite_message(b, len, &ctx)
+        // The thread's edit list, as the reference's: no per-thread setup in the bench.
+        rewrite_message_fast_tls(b, len, &ctx, &gate)
     };
+    let reference = |b: &mut [u8]| {
+        let ctx = Context {
+            config: &config,
+            external: **handle.load(),
+            direction: Direction::Outbound,
+            internal: None,
+            local_port: None,
+        };
+        reference::rewrite_message(b, len, &ctx)
+    };
+    concurrent_row(c, "Concurrent/fast", &input, fast);
+    concurrent_row(c, "Concurrent/reference", &input, reference);
+}
+
+std::thread_local! {
+    static FAST_EDITS: std::cell::RefCell<Edits> = std::cell::RefCell::new(Edits::new());
+}
+
+/// The fast path with a prebuilt gate and this thread's edit list.
+fn rewrite_message_fast_tls(b: &mut [u8], len: usize, ctx: &Context<'_>, gate: &Gate) -> Rewrite {
+    FAST_EDITS.with(|e| rewrite_message_in(b, len, ctx, gate, &mut e.borrow_mut()))
+}
+
+fn concurrent_row<C: Clock>(
+    c: &mut Criterion<C>,
+    name: &str,
+    input: &[u8],
+    op: impl Fn(&mut [u8]) -> Rewrite + Copy + Send,
+) {
+    const THREADS: u64 = 2;
+    let len = input.len();
     let mut rings: Vec<Vec<Vec<u8>>> = (0..THREADS).map(|_| ring(len)).collect();
-    c.bench_function("Concurrent", |b| {
+    c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let barrier = Arc::new(Barrier::new(THREADS as usize));
             std::thread::scope(|s| {
@@ -507,7 +575,7 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
                     .enumerate()
                     .map(|(i, bufs)| {
                         let n = iters / THREADS + u64::from((i as u64) < iters % THREADS);
-                        let (barrier, input, mut op) = (barrier.clone(), &input, op);
+                        let (barrier, mut op) = (barrier.clone(), op);
                         s.spawn(move || {
                             let clock = C::make();
                             barrier.wait();
@@ -538,9 +606,26 @@ fn fast_path<C: Clock>(c: &mut Criterion<C>) {
     assert_eq!(r.len, input.len());
     assert_eq!(&buf[..input.len()], &input[..]);
     let len = input.len();
-    c.bench_function("FastPath", |b| {
-        b.iter(|| rewrite_message(black_box(&mut buf), black_box(len), black_box(&ctx)))
+    let gate = Gate::of(&ctx);
+    let mut edits = Edits::new();
+    // Only the returned length leaves through `black_box`: copying the whole result out
+    // is a cost of the harness, not of the rewriter.
+    c.bench_function("FastPath/fast", |b| {
+        b.iter(|| {
+            rewrite_message_in(
+                black_box(&mut buf),
+                black_box(len),
+                black_box(&ctx),
+                &gate,
+                &mut edits,
+            )
+            .len
+        })
     });
+    c.bench_function("FastPath/reference", |b| {
+        b.iter(|| reference::rewrite_message(black_box(&mut buf), black_box(len), black_box(&ctx)))
+    });
+    c.bench_function("FastPath/empty_closure", |b| b.iter(|| {}));
     assert_eq!(
         &buf[..input.len()],
         &input[..],
@@ -603,10 +688,7 @@ fn memory_efficiency<C: Clock>(c: &mut Criterion<C>) {
     let config = rule("192.168.1.0/24");
     let ctx = outbound(&config, EXT_ORIGIN);
     check_memory(&input, &ctx);
-    let len = input.len();
-    bench_ring(c, "MemoryEfficiency", &input, |b| {
-        rewrite_message(b, len, black_box(&ctx))
-    });
+    both(c, "MemoryEfficiency", &input, &ctx);
 }
 
 fn carrier_config() -> RewriteConfig {
@@ -621,10 +703,7 @@ fn carrier_invite_sdp<C: Clock>(c: &mut Criterion<C>) {
     let config = carrier_config();
     let ctx = outbound(&config, EXT_CARRIER);
     check_carrier(&input, &ctx);
-    let len = input.len();
-    bench_ring(c, "CarrierInviteSdp", &input, |b| {
-        rewrite_message(b, len, black_box(&ctx))
-    });
+    both(c, "CarrierInviteSdp", &input, &ctx);
 }
 
 /// The carrier INVITE as an Ethernet/IPv4/UDP frame: parse the layers, rewrite the
@@ -640,8 +719,13 @@ fn carrier_invite_sdp_packet<C: Clock>(c: &mut Criterion<C>) {
         dst: None,
     };
     check_packet(&frame, &ctx, l3, &want_payload);
-    bench_ring(c, "CarrierInviteSdpPacket", &frame, |b| {
-        packet_op(b, black_box(&ctx), l3)
+    let gate = Gate::of(&ctx);
+    let mut edits = Edits::new();
+    bench_ring(c, "CarrierInviteSdpPacket/fast", &frame, |b| {
+        packet_op_fast(b, black_box(&ctx), &gate, &mut edits, l3)
+    });
+    bench_ring(c, "CarrierInviteSdpPacket/reference", &frame, |b| {
+        packet_op_reference(b, black_box(&ctx), l3)
     });
 }
 

@@ -1,12 +1,26 @@
-//! Runs one rewrite in a loop, for profilers (`valgrind --tool=callgrind`, `perf record`):
-//! `cargo run --release -p benches --example rewrite_loop -- carrier|header|sdp|packet N`.
-//! Instruction counts from callgrind are repeatable whatever the machine's load.
+//! Runs one bench input through the rewriter in a loop, for profilers and instruction
+//! counts (`valgrind --tool=callgrind`, `perf record`; `cargo xtask bench --instructions`
+//! runs it under callgrind for every input and both paths):
+//!
+//! `cargo run --release -p benches --example rewrite_loop -- INPUT N [fast|reference|copy]`
+//!
+//! INPUT: `header` (HeaderRewriting), `sdp` (SDPRewriting), `concurrent` (Concurrent's
+//! message, one thread), `fastpath` (rewriting disabled), `private` (PrivateIPDetection:
+//! classify the six addresses), `memory` (MemoryEfficiency), `carrier`
+//! (CarrierInviteSdp), `packet` (CarrierInviteSdpPacket: the whole frame). Each of the N
+//! iterations restores the input (a copy) and rewrites it once; `copy` only restores, so
+//! that the rewrite's own cost is the difference. `fast` (default) uses the fast path
+//! with its gate built once, as a worker's snapshot does; `reference` the reference
+//! rewriter. Instruction counts from callgrind are repeatable whatever the machine's load.
 
 use std::{hint::black_box, net::IpAddr};
 
 use sipnat::{
-    nat::{Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
-    rewrite::{packet::rewrite_packet, rewrite_message, Context},
+    nat::{addr::never_rewritten, Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
+    rewrite::{
+        edits::Edits, packet::rewrite_packet_gated, reference, rewrite_message_in, Context, Gate,
+    },
+    sip::addr::parse_ip,
     wire::{self, Link},
 };
 
@@ -18,17 +32,64 @@ fn input(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("bench input {path}: {e}"))
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Fast,
+    Reference,
+    Copy,
+}
+
+/// The criterion benches' private-address check (`PrivateIPDetection`): parse, then the
+/// classes. The fast path has no other code here: both modes run it.
+fn classify(config: &RewriteConfig, text: &[u8]) -> u32 {
+    match parse_ip(text) {
+        None => 0,
+        Some(a) if never_rewritten(a) => 1,
+        Some(a) if config.is_local(a) => 2,
+        Some(_) => 3,
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "carrier".into());
     let n: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let (file, net, ext, rr, from_to) = match which.as_str() {
-        "header" => (
-            "header-rewriting.sip",
+    let mode = match args.next().as_deref() {
+        None | Some("fast") => Mode::Fast,
+        Some("reference") => Mode::Reference,
+        Some("copy") => Mode::Copy,
+        Some(m) => panic!("mode {m:?}: fast, reference or copy"),
+    };
+    if which == "private" {
+        let file = String::from_utf8(input("private-ip-detection.txt")).expect("UTF-8");
+        let addrs: Vec<&[u8]> = file
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(a, _)| a.as_bytes()))
+            .collect();
+        let cfg = RewriteConfig::default();
+        for _ in 0..n {
+            let mut acc = 0u32;
+            if mode != Mode::Copy {
+                for a in black_box(&addrs[..]) {
+                    acc = acc << 2 | classify(black_box(&cfg), a);
+                }
+            }
+            black_box(acc);
+        }
+        return;
+    }
+    let (file, net, ext, rr, from_to, enabled) = match which.as_str() {
+        "header" | "concurrent" | "fastpath" => (
+            match which.as_str() {
+                "header" => "header-rewriting.sip",
+                "concurrent" => "concurrent.sip",
+                _ => "fast-path.sip",
+            },
             "192.168.1.100/32",
             "203.0.113.10",
             true,
             false,
+            which != "fastpath",
         ),
         "sdp" => (
             "sdp-rewriting.sip",
@@ -36,18 +97,32 @@ fn main() {
             "203.0.113.10",
             false,
             false,
+            true,
         ),
-        _ => (
+        "memory" => (
+            "memory-efficiency.sip",
+            "192.168.1.0/24",
+            "203.0.113.10",
+            false,
+            false,
+            true,
+        ),
+        "carrier" | "packet" => (
             "carrier-invite-sdp.sip",
             "10.88.0.0/24",
             "198.51.100.1",
             false,
             true,
+            true,
         ),
+        other => {
+            panic!("input {other:?}: header sdp concurrent fastpath private memory carrier packet")
+        }
     };
     let mut cfg = RewriteConfig::single(Net::parse(net).unwrap());
     cfg.record_route = rr;
     cfg.from_to = from_to;
+    cfg.enabled = enabled;
     let ext_ip: IpAddr = ext.parse().unwrap();
     let ctx = Context {
         config: &cfg,
@@ -56,6 +131,9 @@ fn main() {
         internal: None,
         local_port: None,
     };
+    // Built once, as the worker's snapshot does.
+    let gate = Gate::of(&ctx);
+    let mut edits = Edits::new();
     let msg = input(file);
     if which == "packet" {
         let mut frame = Vec::new();
@@ -65,27 +143,39 @@ fn main() {
             .write(&mut frame, &msg)
             .unwrap();
         let mut buf = vec![0u8; 4096];
+        let l3 = L3Action {
+            src: Some(ext_ip),
+            dst: None,
+        };
         for _ in 0..n {
             buf[..frame.len()].copy_from_slice(&frame);
-            let layout = wire::parse(&buf[..frame.len()], Link::Ethernet).unwrap();
-            black_box(
-                rewrite_packet(
-                    &mut buf,
-                    &layout,
-                    &ctx,
-                    L3Action {
-                        src: Some(ext_ip),
-                        dst: None,
-                    },
-                )
-                .unwrap(),
-            );
+            if mode == Mode::Copy {
+                black_box(&mut buf);
+                continue;
+            }
+            let layout = wire::parse(black_box(&buf[..frame.len()]), Link::Ethernet).unwrap();
+            let r = match mode {
+                Mode::Fast => rewrite_packet_gated(&mut buf, &layout, &ctx, l3, &gate, &mut edits),
+                _ => reference::rewrite_packet_in(&mut buf, &layout, &ctx, l3, &mut edits),
+            };
+            black_box(r.unwrap().len);
         }
         return;
     }
     let mut buf = vec![0u8; msg.len() + 1024];
     for _ in 0..n {
         buf[..msg.len()].copy_from_slice(&msg);
-        black_box(rewrite_message(&mut buf, msg.len(), black_box(&ctx)));
+        let len = black_box(msg.len());
+        let r = match mode {
+            Mode::Copy => {
+                black_box(&mut buf);
+                continue;
+            }
+            Mode::Fast => rewrite_message_in(&mut buf, len, black_box(&ctx), &gate, &mut edits),
+            Mode::Reference => {
+                reference::rewrite_message_in(&mut buf, len, black_box(&ctx), &mut edits)
+            }
+        };
+        black_box(r.len);
     }
 }

@@ -22,6 +22,13 @@
 //! - a message dropped for leaking an internal address (`drop_would_leak`) is outbound;
 //!   one that was transmitted is transmitted again on the second pass (never dropped then).
 //!
+//! `differential`: the fast path against the reference rewriter
+//! (`sipnat::rewrite::reference`). First input byte = selector (bits 0-2: rule set, bits
+//! 3-4: outbound / inbound / inbound with a known internal host, bit 5: the rest is an
+//! Ethernet frame (whole-packet rewrite, with an L3 action) rather than one SIP message,
+//! bit 6: no tailroom). Checked: the same output bytes (tailroom included) and the same
+//! result.
+//!
 //! `message`: the whole input is one SIP message; every config, both directions (inbound
 //! with and without a known internal host), 2048 bytes of tailroom, plus outbound with no
 //! tailroom (to reach `TooBig`). Checked: no panic; length within the buffer; every outcome
@@ -40,9 +47,9 @@ use sipnat::datapath::pipeline::{Action, At, Egress, Env, Pipeline, Route, Side}
 use sipnat::ip::reasm::ReasmLimits;
 use sipnat::datapath::stats::{Batch, C};
 use sipnat::datapath::Dataplane;
-use sipnat::nat::{Direction, ExternalAddrs, L3Mode, Net, PortMap, RewriteConfig, Rule};
-use sipnat::rewrite::packet::udp_checksum_ok;
-use sipnat::rewrite::{rewrite_message, Context, Outcome};
+use sipnat::nat::{Direction, ExternalAddrs, L3Action, L3Mode, Net, PortMap, RewriteConfig, Rule};
+use sipnat::rewrite::packet::{rewrite_packet, udp_checksum_ok};
+use sipnat::rewrite::{reference, rewrite_message, Context, Outcome};
 use sipnat::wire::{checksum, ipv4, ipv6, parse, Layout, Link};
 
 /// The SIP ports of every variant (the seeds use these).
@@ -337,7 +344,11 @@ pub fn packet(data: &[u8]) {
             return;
         }
         Action::Drop(C::DropWouldLeak) => {
-            assert!(!inbound, "an inbound message dropped as a leak: {}", ctxmsg(&[]));
+            assert!(
+                !inbound,
+                "an inbound message dropped as a leak: {}",
+                ctxmsg(&[])
+            );
             return;
         }
         _ => return,
@@ -360,8 +371,7 @@ pub fn packet(data: &[u8]) {
     let udp_residual_before = udp_residual(frame, &layout);
     let udp_check_before = udp_check_field(frame, &layout);
     let ip4_ok_before = !layout.ipv6 && ipv4_header_ok(frame, &layout);
-    let consistent =
-        layout.l4 + 8 + payload_len == layout.ip_end && (layout.ipv6 || ip4_ok_before);
+    let consistent = layout.l4 + 8 + payload_len == layout.ip_end && (layout.ipv6 || ip4_ok_before);
     let rewritten = run.batch.get(C::SipRewritten) > 0;
     let out = parse(out_bytes, Link::Ethernet)
         .unwrap_or_else(|e| panic!("output does not parse ({e:?}): {}", ctxmsg(out_bytes)));
@@ -627,5 +637,119 @@ pub fn message(msg: &[u8]) {
             };
             message_once(msg, TAILROOM, &inb, v.name);
         }
+    }
+}
+
+/// The rule sets of the `differential` target: the four variants, several /8s, and a /4
+/// with a /6 (first octets the fast path's gate must enumerate).
+fn differential_sets() -> &'static [(RewriteConfig, ExternalAddrs, IpAddr); 6] {
+    static S: OnceLock<[(RewriteConfig, ExternalAddrs, IpAddr); 6]> = OnceLock::new();
+    S.get_or_init(|| {
+        let v = variants();
+        let rules = |nets: &[&str]| RewriteConfig {
+            rules: nets
+                .iter()
+                .map(|n| Rule {
+                    internal: net(n),
+                    external: None,
+                    ports: PortMap::default(),
+                })
+                .collect(),
+            record_route: true,
+            from_to: true,
+            ..RewriteConfig::default()
+        };
+        [
+            (v[0].config.clone(), v[0].external, IpAddr::V4(v[0].flow_v4)),
+            (v[1].config.clone(), v[1].external, IpAddr::V4(v[1].flow_v4)),
+            (v[2].config.clone(), v[2].external, IpAddr::V4(v[2].flow_v4)),
+            (v[3].config.clone(), v[3].external, IpAddr::V4(v[3].flow_v4)),
+            (
+                rules(&[
+                    "10.0.0.0/8",
+                    "172.16.0.0/12",
+                    "192.168.0.0/16",
+                    "11.0.0.0/8",
+                ]),
+                ExternalAddrs::v4(EXT_V4),
+                IpAddr::V4(Ipv4Addr::new(192, 168, 1, 100)),
+            ),
+            (
+                rules(&["160.0.0.0/4", "8.0.0.0/6"]),
+                ExternalAddrs::v4(EXT_V4),
+                IpAddr::V4(Ipv4Addr::new(172, 16, 0, 9)),
+            ),
+        ]
+    })
+}
+
+/// The `differential` target: the fast path and the reference give the same bytes and
+/// the same result.
+pub fn differential(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let sets = differential_sets();
+    let (config, external, host) = &sets[usize::from(sel & 7) % sets.len()];
+    let (direction, internal) = match (sel >> 3) & 3 {
+        0 | 3 => (Direction::Outbound, None),
+        1 => (Direction::Inbound, None),
+        _ => (Direction::Inbound, Some(*host)),
+    };
+    let ctx = Context {
+        config,
+        external: *external,
+        direction,
+        internal,
+        local_port: Some(5060),
+    };
+    let tailroom = if sel & 0x40 != 0 { 0 } else { TAILROOM };
+    let mut fast = with_tailroom(rest, tailroom);
+    let mut refr = fast.clone();
+    if sel & 0x20 == 0 {
+        let f = rewrite_message(&mut fast, rest.len(), &ctx);
+        let r = reference::rewrite_message(&mut refr, rest.len(), &ctx);
+        assert_eq!(f, r, "message: fast path result differs from the reference");
+        assert!(
+            fast == refr,
+            "message: fast path bytes differ from the reference\n{}",
+            hex(rest)
+        );
+        return;
+    }
+    let Ok(layout) = parse(rest, Link::Ethernet) else {
+        return;
+    };
+    if layout.udp(rest).is_none() {
+        return;
+    }
+    let other = |a: IpAddr| match a {
+        IpAddr::V4(_) => IpAddr::V4(EXT_V4),
+        IpAddr::V6(_) => IpAddr::V6(EXT_V6),
+    };
+    for l3 in [
+        L3Action::default(),
+        L3Action {
+            src: Some(other(layout.src)),
+            dst: None,
+        },
+        L3Action {
+            src: None,
+            dst: Some(other(layout.dst)),
+        },
+    ] {
+        let mut f_buf = fast.clone();
+        let mut r_buf = refr.clone();
+        let f = rewrite_packet(&mut f_buf, &layout, &ctx, l3);
+        let r = reference::rewrite_packet(&mut r_buf, &layout, &ctx, l3);
+        assert_eq!(
+            f, r,
+            "packet: fast path result differs from the reference ({l3:?})"
+        );
+        assert!(
+            f_buf == r_buf,
+            "packet: fast path bytes differ from the reference ({l3:?})\n{}",
+            hex(rest)
+        );
     }
 }

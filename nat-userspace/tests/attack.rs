@@ -31,9 +31,9 @@ use serde_json::Value;
 
 use common::{
     privileged, report,
-    sipcheck::rewritable_addresses,
+    sipcheck::{names_address_exactly, rewritable_addresses},
     testdata,
-    topo::{tshark, Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    topo::{send_raw_ipv4_paced, tshark, Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
     traffic::force_rcvbuf,
 };
 
@@ -193,25 +193,7 @@ fn leaks_or_mixes(src: &str, payload: &[u8]) -> bool {
     rewritable_addresses(payload)
         .iter()
         .any(|(_, a)| a.to_string().starts_with("10.0.0."))
-        || names_exactly(payload, other)
-}
-
-/// Does `msg` name exactly `addr` as an address (after `@`, a space, `=` or `<`, outside
-/// the Call-ID, not followed by another digit)?
-fn names_exactly(msg: &[u8], addr: &str) -> bool {
-    String::from_utf8_lossy(msg)
-        .lines()
-        .filter(|l| {
-            let l = l.to_ascii_lowercase();
-            !l.starts_with("call-id") && !l.starts_with("i:")
-        })
-        .any(|l| {
-            ["@", " ", "=", "<"].iter().any(|p| {
-                let needle = format!("{p}{addr}");
-                l.match_indices(&needle)
-                    .any(|(i, _)| !l[i + needle.len()..].starts_with(|c: char| c.is_ascii_digit()))
-            })
-        })
+        || names_address_exactly(payload, other)
 }
 
 /// One row of the table.
@@ -284,12 +266,12 @@ impl Run {
 
     fn print(&self) {
         let mut out = format!(
-            "\n{:<44} {:>8} {:>10} {:>8} {:>6}  {}\n",
+            "\n{:<56} {:>8} {:>10} {:>8} {:>6}  {}\n",
             "case", "sent", "delivered", "drops", "leaks", "accounted / note"
         );
         for r in &self.rows {
             out += &format!(
-                "{:<44} {:>8} {:>10} {:>8} {:>6}  {}{}\n",
+                "{:<56} {:>8} {:>10} {:>8} {:>6}  {}{}\n",
                 r.case,
                 r.sent,
                 r.delivered,
@@ -389,50 +371,6 @@ fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
 const UA4: [u8; 4] = [10, 0, 0, 2];
 const CAR4: [u8; 4] = [198, 51, 100, 2];
 
-/// Sends raw IPv4 packets from `ns`, about `rate` per second.
-fn send_raw(ns: &common::netns::Netns, packets: Vec<Vec<u8>>, rate: u64) -> u64 {
-    ns.run(move || {
-        // SAFETY: plain socket(2); checked.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        let t0 = Instant::now();
-        let mut sent = 0;
-        for (i, p) in packets.iter().enumerate() {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes([p[16], p[17], p[18], p[19]]),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: valid fd, buffer and sockaddr.
-            let r = unsafe {
-                libc::sendto(
-                    fd,
-                    p.as_ptr().cast(),
-                    p.len(),
-                    0,
-                    (&sin as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as u32,
-                )
-            };
-            if r >= 0 {
-                sent += 1;
-            }
-            if i % 64 == 63 {
-                let due = t0 + Duration::from_secs_f64((i + 1) as f64 / rate as f64);
-                if let Some(d) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(d);
-                }
-            }
-        }
-        // SAFETY: our fd.
-        unsafe { libc::close(fd) };
-        sent
-    })
-}
-
 /// Deterministic pseudo-random bytes (xorshift).
 struct Rng(u64);
 
@@ -481,7 +419,7 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
         ),
     )
     .unwrap();
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let capture = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "ip");
     let car = Endpoint::bind(&t.car, ("0.0.0.0", 5060), true);
     let ua = Endpoint::bind(&t.ua, (UA_IP, 5060), false);
@@ -531,19 +469,28 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
         "Content-Length: 1e9\r\n",
         "Content-Length: 5\r\nContent-Length: 7\r\n",
         "l: 100000\r\n",
+        // No Content-Type: the SDP body is not parsed (and names the UA).
+        "",
     ]
     .iter()
     .flat_map(|cl| {
         let m = String::from_utf8(invite("", 0)).unwrap();
-        let head_end = m.find("Content-Type").unwrap();
+        let cl_at = m.find("Content-Length").unwrap();
         let body = &m[m.find("\r\n\r\n").unwrap() + 4..];
-        let msg = format!("{}{cl}\r\n{body}", &m[..head_end]).into_bytes();
-        std::iter::repeat_n(msg, 10)
+        let msg = if cl.is_empty() {
+            let ct = m.find("Content-Type").unwrap();
+            format!("{}{}", &m[..ct], &m[cl_at..])
+        } else {
+            format!("{}{cl}\r\n{body}", &m[..cl_at])
+        };
+        std::iter::repeat_n(msg.into_bytes(), 10)
     })
     .collect();
-    run.case("absurd/conflicting Content-Length ×60", true, |r| {
-        r.ua.send_all(&absurd, car_addr, 1000)
-    });
+    run.case(
+        "absurd/conflicting Content-Length, no Content-Type ×70",
+        true,
+        |r| r.ua.send_all(&absurd, car_addr, 1000),
+    );
     let trailing: Vec<Vec<u8>> = (0..20)
         .map(|_| [invite("", 0), invite("", 7)].concat())
         .collect();
@@ -594,7 +541,7 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
     assert!(tiny.len() <= 64, "{} tiny fragments", tiny.len());
     trains.extend(tiny);
     run.case("fragment trains: overlap, dup, conflict, tiny", true, |r| {
-        send_raw(&r.t.ua, trains, 5000);
+        send_raw_ipv4_paced(&r.t.ua, trains, 5000);
         4
     });
 
@@ -615,7 +562,7 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
         })
         .collect();
     run.case("100,000 first fragments (never completed)", true, |r| {
-        send_raw(&r.t.ua, flood, 50_000)
+        send_raw_ipv4_paced(&r.t.ua, flood, 50_000)
     });
 
     // 8. 200,000 flows (50,000 ports of the UA × 4 carrier addresses) against a
@@ -634,7 +581,7 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
         .collect();
     let evicted0 = total(&run.sipnat.stats(), "flow_evicted");
     run.case("200,000 flows (table of 65,536)", true, |r| {
-        send_raw(&r.t.ua, flows, 50_000)
+        send_raw_ipv4_paced(&r.t.ua, flows, 50_000)
     });
     let st = run.sipnat.stats();
     let evicted = total(&st, "flow_evicted") - evicted0;

@@ -10,7 +10,7 @@ use std::{
     process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::Duration,
 };
@@ -18,15 +18,12 @@ use std::{
 use common::{
     privileged,
     sipcheck::rewritable_addresses,
-    topo::{await_condition, link_stat, sipnat_bin, snmp, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    topo::{
+        await_condition, link_stat, privileged_gateway, privileged_topo, sipnat_bin, snmp,
+        stun_server, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP,
+    },
     traffic::{blast_template, force_rcvbuf, paced},
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Sends raw bytes on the control socket (optionally half-closing) and returns the reply.
 fn raw_request(socket: &std::path::Path, bytes: &[u8], half_close: bool) -> String {
@@ -44,13 +41,9 @@ fn raw_request(socket: &std::path::Path, bytes: &[u8], half_close: bool) -> Stri
 
 #[test]
 fn peers_are_checked_and_hostile_requests_get_errors() {
-    if !privileged("peers_are_checked_and_hostile_requests_get_errors") {
+    let Some((_s, _t, sipnat)) = privileged_gateway("ctl", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("ctl");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     let sock = sipnat.socket.clone();
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "control socket mode");
@@ -157,9 +150,9 @@ fn with_traffic<T: Send + 'static>(
     let overflows_before = snmp(&t.car, "Udp", "RcvbufErrors");
     let stop = Arc::new(AtomicBool::new(false));
     let st = Arc::clone(&stop);
+    let s = common::topo::udp_socket_in(&car, (CAR_IP, 5060));
     let rx = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&car).run(move || {
-            let s = std::net::UdpSocket::bind((CAR_IP, 5060)).unwrap();
+        {
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .unwrap();
             // This thread competes for the CPU with the load the test creates (1000
@@ -185,9 +178,8 @@ fn with_traffic<T: Send + 'static>(
                     }
                 }
             }
-        })
+        }
     });
-    std::thread::sleep(Duration::from_millis(200));
     let template = blast_template();
     let ua = t.ua.name.clone();
     let tx = std::thread::spawn(move || {
@@ -217,13 +209,9 @@ fn consistent(src: &str, payload: &[u8]) -> bool {
 
 #[test]
 fn thousand_concurrent_stats_under_traffic_do_not_disturb_it() {
-    if !privileged("thousand_concurrent_stats_under_traffic_do_not_disturb_it") {
+    let Some((_s, t, sipnat)) = privileged_gateway("ctl1000", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("ctl1000");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     let sock = sipnat.socket.clone();
     let (sent, got, bad, ok) =
         with_traffic(&t, 2000, Duration::from_secs(4), consistent, move || {
@@ -290,13 +278,9 @@ fn thousand_concurrent_stats_under_traffic_do_not_disturb_it() {
 
 #[test]
 fn external_address_changes_are_hitless_and_never_mixed() {
-    if !privileged("external_address_changes_are_hitless_and_never_mixed") {
+    let Some((_s, t, sipnat)) = privileged_gateway("extchg", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("extchg");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     // Warm the next hop so every packet takes the fast path.
     let tpl = blast_template();
     t.ua.run(move || paced(&tpl, 100, Duration::from_millis(300)));
@@ -332,13 +316,11 @@ fn external_address_changes_are_hitless_and_never_mixed() {
 
 #[test]
 fn metrics_are_scraped_and_move() {
-    if !privileged("metrics_are_scraped_and_move") {
+    let Some((_s, t)) = privileged_topo("metrics") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("metrics");
+    };
     let cfg = t.config_full("gw", "", "metrics = \"127.0.0.1:9560\"", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let scrape = || -> String {
         let out = t.gw.exec(&["curl", "-sf", "http://127.0.0.1:9560/metrics"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -383,13 +365,10 @@ fn metrics_are_scraped_and_move() {
 
 #[test]
 fn status_enable_disable_reload_from_the_cli() {
-    if !privileged("status_enable_disable_reload_from_the_cli") {
+    let Some((_s, t, sipnat)) = privileged_gateway("cli", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("cli");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
+    let cfg = t.dir.path("gw.toml");
     let status = sipnat.ctl(&["status"]).unwrap();
     for want in [
         "steering:  enabled",
@@ -459,29 +438,11 @@ fn status_enable_disable_reload_from_the_cli() {
 
 #[test]
 fn stun_source_discovers_the_external_address_and_enables_steering() {
-    if !privileged("stun_source_discovers_the_external_address_and_enables_steering") {
+    let Some((_s, mut t)) = privileged_topo("stun") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("stun");
+    };
     let pidfile = t.dir.path("turn.pid");
-    t.car.spawn_quiet(&[
-        "turnserver",
-        "-n",
-        "--listening-ip",
-        CAR_IP,
-        "--listening-port",
-        "3478",
-        "--stun-only",
-        "--no-cli",
-        "--no-tls",
-        "--no-dtls",
-        "--log-file",
-        "stdout",
-        "--simple-log",
-        "--pidfile",
-        pidfile.to_str().unwrap(),
-    ]);
+    stun_server(&mut t.car, &[CAR_IP], pidfile.to_str().unwrap());
     // The config names no address: the gateway asks the carrier-side STUN server.
     let cfg = t.config("gw", "", "");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
@@ -489,7 +450,7 @@ fn stun_source_discovers_the_external_address_and_enables_steering() {
         &format!("external_ip = \"stun:{CAR_IP}:3478\""),
     );
     std::fs::write(&cfg, text).unwrap();
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     await_condition("STUN discovery", Duration::from_secs(15), || {
         let s = sipnat.ctl(&["status"]).unwrap_or_default();
         s.contains(&format!("external:  {EXT_IP} (source stun:{CAR_IP}:3478"))
@@ -507,13 +468,10 @@ fn stun_source_discovers_the_external_address_and_enables_steering() {
 /// logged and the daemon keeps running with the previous one.
 #[test]
 fn sighup_reloads_the_config_and_keeps_running() {
-    if !privileged("sighup_reloads_the_config_and_keeps_running") {
+    let Some((_s, t, sipnat)) = privileged_gateway("hup", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("hup");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
+    let cfg = t.dir.path("gw.toml");
     let pid = sipnat.pid();
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         &format!("external_ip = \"{EXT_IP}\""),
@@ -551,13 +509,10 @@ fn sighup_reloads_the_config_and_keeps_running() {
 /// `nat.allow_private_external = true`, and then with a warning in the log.
 #[test]
 fn set_external_ip_refuses_unusable_and_private_addresses() {
-    if !privileged("set_external_ip_refuses_unusable_and_private_addresses") {
+    let Some((_s, t, sipnat)) = privileged_gateway("setext", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("setext");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
+    let cfg = t.dir.path("gw.toml");
     let refused = [
         ("10.9.9.9", "a private address (RFC 1918)", true),
         ("100.64.0.1", "a shared address", true),
@@ -773,7 +728,7 @@ fn metrics_connection_flood_leaves_status_and_stop_working() {
     if !privileged("metrics_connection_flood_leaves_status_and_stop_working") {
         return;
     }
-    let _s = serial();
+    let _s = common::serial();
     raise_nofile(4096);
     let t = Topo::new("mflood");
     let cfg = t.config_full("gw", "", "metrics = \"127.0.0.1:9561\"", "");
@@ -830,13 +785,11 @@ fn metrics_connection_flood_leaves_status_and_stop_working() {
 /// lifetime, slots are kept for root, and a client beyond the limit gets a clear "busy".
 #[test]
 fn control_connections_that_never_read_do_not_lock_root_out() {
-    if !privileged("control_connections_that_never_read_do_not_lock_root_out") {
+    let Some((_s, t)) = privileged_topo("ctlhog") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("ctlhog");
+    };
     let cfg = t.config_full("gw", "", "metrics = \"\"\ngroup = \"nogroup\"", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let hog = common::hog::Hog::start(&sipnat.socket, 300, 400, 65534, 65534);
     eprintln!("{} hogging control connections open", hog.connected);
     assert!(hog.connected >= 64, "{}", hog.connected);
@@ -914,11 +867,9 @@ fn control_client_reports_a_daemon_that_does_not_answer() {
 /// mount namespace) it reports that the failure mode survives a crash.
 #[test]
 fn pins_that_cannot_outlive_the_daemon_are_reported() {
-    if !privileged("pins_that_cannot_outlive_the_daemon_are_reported") {
+    let Some((_s, t)) = privileged_topo("pinns") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("pinns");
+    };
     // The test's own bpffs, in the host's mount namespace: the pins outlive the daemon.
     let cfg = t.config("host", "", "");
     let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("host.sock"), t.dir.path("host.log"));
@@ -979,13 +930,10 @@ fn pins_that_cannot_outlive_the_daemon_are_reported() {
 /// the daemon still stops promptly.
 #[test]
 fn reload_from_a_fifo_does_not_block_status() {
-    if !privileged("reload_from_a_fifo_does_not_block_status") {
+    let Some((_s, t, sipnat)) = privileged_gateway("fifo", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("fifo");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
+    let cfg = t.dir.path("gw.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         &format!("external_ip = \"{EXT_IP}\""),
         "external_ip = \"198.51.100.9\"",

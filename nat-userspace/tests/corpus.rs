@@ -14,17 +14,10 @@
 //! - whole packets: a valid UDP checksum stays valid (checked with etherparse), IP
 //!   lengths are consistent.
 
-use std::path::Path;
-
-use pcap_file::{
-    pcap::PcapReader,
-    pcapng::{Block, PcapNgReader},
-    DataLink,
-};
 use sipnat::{
     nat::{decide, Direction, ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
     rewrite::{packet::rewrite_packet, rewrite_message, Context, Outcome},
-    wire::{self, Link},
+    wire,
 };
 
 mod common;
@@ -33,7 +26,7 @@ use common::{
     sipcheck::{
         cl_and_rest, in_rules, only_rewritable_tokens_changed, rewritable_addresses, EXT4, EXT6,
     },
-    testdata::{corpus_dir, entries as files, read},
+    testdata::{corpus_dir, entries as files, read, read_capture},
 };
 
 /// Rules for every private range, so every private address in the corpus is rewritable.
@@ -284,36 +277,4 @@ fn etherparse_udp_ok(ip_and_link: &[u8], l3: usize) -> bool {
         _ => return false,
     };
     calc.is_ok_and(|c| c == hdr.checksum)
-}
-
-fn read_capture(path: &Path) -> Vec<(Link, Vec<u8>)> {
-    let bytes = read(path);
-    let link_of = |dl: DataLink| match dl {
-        DataLink::ETHERNET => Link::Ethernet,
-        DataLink::LINUX_SLL => Link::LinuxSll,
-        DataLink::LINUX_SLL2 => Link::LinuxSll2,
-        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Link::RawIp,
-        other => panic!("{}: link type {other:?}", path.display()),
-    };
-    let mut out = Vec::new();
-    if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
-        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
-        let mut links = Vec::new();
-        while let Some(b) = r.next_block() {
-            match b.unwrap() {
-                Block::InterfaceDescription(i) => links.push(link_of(i.linktype)),
-                Block::EnhancedPacket(p) => {
-                    out.push((links[p.interface_id as usize], p.data.to_vec()))
-                }
-                _ => {}
-            }
-        }
-    } else {
-        let mut r = PcapReader::new(&bytes[..]).unwrap();
-        let link = link_of(r.header().datalink);
-        while let Some(p) = r.next_packet() {
-            out.push((link, p.unwrap().data.to_vec()));
-        }
-    }
-    out
 }

@@ -16,7 +16,7 @@ use std::{
 use clap::{CommandFactory, Parser};
 use common::{
     privileged,
-    topo::{await_condition, Sipnat, Topo},
+    topo::{await_condition, Topo},
 };
 use sipnat::{cli::Cli, datapath::stats::C};
 
@@ -163,7 +163,7 @@ fn every_metric_family_is_described() {
     }
     let t = Topo::new("docs");
     let cfg = t.config_full("gw", "", "metrics = \"127.0.0.1:9560\"", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let mut body = String::new();
     await_condition("metrics served", Duration::from_secs(10), || {
         let out =

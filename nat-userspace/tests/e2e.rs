@@ -9,22 +9,16 @@ mod common;
 
 use common::traffic::{blast_template, expected_rewrite, paced};
 
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use common::{
     privileged,
     sipcheck::{cl_and_rest, rewritable_addresses},
     topo::{
-        await_condition, scenario, sipp, sipp_uas, tshark, Capture, Sipnat, Topo, CAR_IP, EXT_IP,
-        UA_IP,
+        await_condition, privileged_gateway, privileged_topo, scenario, sipp_uac, sipp_uas, tshark,
+        tshark_fields, Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP,
     },
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// One captured UDP packet: (ip.src, payload).
 struct Pkt {
@@ -33,23 +27,7 @@ struct Pkt {
 }
 
 fn udp_packets(file: &std::path::Path, filter: &str) -> Vec<Pkt> {
-    let out = tshark(
-        file,
-        &[
-            "-Y",
-            filter,
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.dst",
-            "-e",
-            "udp.payload",
-        ],
-    );
+    let out = tshark_fields(file, filter, &["ip.src", "ip.dst", "udp.payload"]);
     out.lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -99,37 +77,21 @@ fn first_line(p: &[u8]) -> String {
 
 #[test]
 fn sipp_calls_are_rewritten_both_ways() {
-    if !privileged("sipp_calls_are_rewritten_both_ways") {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("calls", "", "") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("calls");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
-    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
-    let in_cap = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp");
+    };
+    let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let calls = 100;
-    let (code, log) = sipp(
+    let (code, log) = sipp_uac(
         &t.ua,
-        &[
-            "-sf",
-            &scenario("uac_rtcp.xml"),
-            &format!("{CAR_IP}:5060"),
-            "-i",
-            UA_IP,
-            "-p",
-            "5060",
-            "-m",
-            &calls.to_string(),
-            "-r",
-            "50",
-            "-timeout",
-            "60s",
-            "-mp",
-            "6000",
-        ],
-        Duration::from_secs(90),
+        "uac_rtcp.xml",
+        &format!("{CAR_IP}:5060"),
+        UA_IP,
+        calls,
+        50,
+        60,
+        &[],
     );
     assert_eq!(
         code,
@@ -147,7 +109,7 @@ fn sipp_calls_are_rewritten_both_ways() {
         &format!("ip.dst == {CAR_IP} && udp.dstport == 5060"),
     );
     assert!(
-        sent.len() >= 3 * calls,
+        sent.len() >= 3 * calls as usize,
         "expected ≥ {} requests at the carrier, saw {}",
         3 * calls,
         sent.len()
@@ -203,7 +165,7 @@ fn sipp_calls_are_rewritten_both_ways() {
         &format!("ip.dst == {UA_IP} && udp.srcport == 5060"),
     );
     assert!(
-        back.len() >= 3 * calls,
+        back.len() >= 3 * calls as usize,
         "expected ≥ {} responses at the UA, saw {}",
         3 * calls,
         back.len()
@@ -247,34 +209,20 @@ fn sipp_calls_are_rewritten_both_ways() {
 
 #[test]
 fn register_with_digest_auth_and_only_the_uas_own_binding_restored() {
-    if !privileged("register_with_digest_auth_and_only_the_uas_own_binding_restored") {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("reg", "", "") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("reg");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
-    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
-    let in_cap = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp");
+    };
+    let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sf", &scenario("reg_uas.xml")]);
-    let (code, log) = sipp(
+    let (code, log) = sipp_uac(
         &t.ua,
-        &[
-            "-sf",
-            &scenario("reg_uac.xml"),
-            &format!("{CAR_IP}:5060"),
-            "-i",
-            UA_IP,
-            "-p",
-            "5060",
-            "-m",
-            "5",
-            "-r",
-            "5",
-            "-timeout",
-            "30s",
-        ],
-        Duration::from_secs(60),
+        "reg_uac.xml",
+        &format!("{CAR_IP}:5060"),
+        UA_IP,
+        5,
+        5,
+        30,
+        &[],
     );
     assert_eq!(
         code,
@@ -348,45 +296,33 @@ fn contact_lines(p: &[u8]) -> String {
 
 #[test]
 fn big_invite_is_reassembled_rewritten_and_refragmented() {
-    if !privileged("big_invite_is_reassembled_rewritten_and_refragmented") {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("frag", "", "") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("frag");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let calls = 10;
-    let (code, log) = sipp(
+    let (code, log) = sipp_uac(
         &t.ua,
-        &[
-            "-sf",
-            &scenario("uac_big.xml"),
-            &format!("{CAR_IP}:5060"),
-            "-i",
-            UA_IP,
-            "-p",
-            "5060",
-            "-m",
-            &calls.to_string(),
-            "-r",
-            "10",
-            "-timeout",
-            "30s",
-            "-mp",
-            "6000",
-        ],
-        Duration::from_secs(60),
+        "uac_big.xml",
+        &format!("{CAR_IP}:5060"),
+        UA_IP,
+        calls,
+        10,
+        30,
+        &[],
     );
     assert_eq!(code, 0, "big INVITEs failed:\n{log}\n{}", sipnat.log_text());
     let outside = out_cap.finish(&t);
     let total = &sipnat.stats()["total"];
     assert!(
-        total["reasm_complete"].as_u64().unwrap() >= calls,
+        total["reasm_complete"].as_u64().unwrap() >= u64::from(calls),
         "{total}"
     );
-    assert!(total["refragmented"].as_u64().unwrap() >= calls, "{total}");
+    assert!(
+        total["refragmented"].as_u64().unwrap() >= u64::from(calls),
+        "{total}"
+    );
     // At the carrier: IPv4 fragments from the external address, reassembled by tshark into
     // INVITEs that are rewritten, with valid checksums.
     let frags = tshark(
@@ -425,18 +361,16 @@ fn big_invite_is_reassembled_rewritten_and_refragmented() {
 
 #[test]
 fn bad_fragment_trains_are_dropped_counted_and_bounded() {
-    if !privileged("bad_fragment_trains_are_dropped_counted_and_bounded") {
+    let Some((_s, t)) = privileged_topo("badfrag") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("badfrag");
+    };
     // 64 KiB of reassembly memory = 4 datagrams of 16 KiB; 500 ms timeout.
     let cfg = t.config(
         "gw",
         "",
         "[datapath]\nreassembly_memory = 65536\nreassembly_timeout_ms = 500",
     );
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let out_cap = Capture::start(
         &t.car,
         "car0",
@@ -514,13 +448,9 @@ fn bad_fragment_trains_are_dropped_counted_and_bounded() {
 
 #[test]
 fn non_sip_traffic_passes_unchanged_and_is_counted() {
-    if !privileged("non_sip_traffic_passes_unchanged_and_is_counted") {
+    let Some((_s, t, sipnat)) = privileged_gateway("nonsip", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("nonsip");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     stun.extend_from_slice(&[0x5a; 12]);
     // Carrier listeners: UDP 5060, UDP 5061, TCP 5060.
@@ -650,28 +580,21 @@ fn set_pmtudisc(s: &std::net::UdpSocket, v: i32) {
 
 #[test]
 fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
-    if !privileged("growth_past_the_mtu_is_fragmented_or_answered_with_icmp") {
+    let Some((_s, t, sipnat)) = privileged_gateway("mtu", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("mtu");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     // 1460 bytes of SIP (a 1488-byte IP packet) that grow by 31 × 4 = 124 bytes: 1612 > 1500.
     let msg = growing_message(30, 1460);
     let want = expected_rewrite(&msg);
     assert_eq!(want.len(), 1584); // Via + 30 Contacts, 4 bytes each
     let car = t.car.name.clone();
+    let s = common::topo::udp_socket_in(&car, (CAR_IP, 5060));
     let receiver = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&car).run(move || {
-            let s = std::net::UdpSocket::bind((CAR_IP, 5060)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut buf = [0u8; 4096];
-            let (n, from) = s.recv_from(&mut buf).unwrap();
-            (buf[..n].to_vec(), from.to_string())
-        })
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from.to_string())
     });
-    std::thread::sleep(Duration::from_millis(200));
     // DF clear: sipnat refragments and the datagram is delivered whole.
     let m = msg.clone();
     t.ua.run(move || {
@@ -732,36 +655,21 @@ fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
 
 #[test]
 fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
-    if !privileged("sigkill_fails_open_and_a_restart_resumes_rewriting") {
+    let Some((_s, mut t)) = privileged_topo("kill") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("kill");
+    };
     let cfg = t.config("gw", "", "");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let uac = |t: &Topo, calls: u32| {
-        sipp(
+        sipp_uac(
             &t.ua,
-            &[
-                "-sf",
-                &scenario("uac_rtcp.xml"),
-                &format!("{CAR_IP}:5060"),
-                "-i",
-                UA_IP,
-                "-p",
-                "5060",
-                "-m",
-                &calls.to_string(),
-                "-r",
-                "20",
-                "-timeout",
-                "40s",
-                "-mp",
-                "6000",
-                "-recv_timeout",
-                "3000",
-            ],
-            Duration::from_secs(60),
+            "uac_rtcp.xml",
+            &format!("{CAR_IP}:5060"),
+            UA_IP,
+            calls,
+            20,
+            40,
+            &["-recv_timeout", "3000"],
         )
     };
     let invite_sources = |file: &std::path::Path| -> Vec<String> {
@@ -781,7 +689,7 @@ fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
         .collect()
     };
     // 1. Running: calls are rewritten.
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let cap = Capture::start(&t.car, "car0", t.dir.path("a.pcap"), "udp");
     let (code, log) = uac(&t, 10);
     assert_eq!(code, 0, "{log}");
@@ -888,10 +796,10 @@ fn throughput_smoke_every_packet_correct_or_counted() {
         atomic::{AtomicBool, AtomicU64},
         Arc,
     };
-    let _s = serial();
+    let _s = common::serial();
     let t = Topo::new("smoke");
     let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let template = blast_template();
     let expected = expected_rewrite(&template);
     // Warm up: the next hop resolves via the slow path, then everything is fast path.
@@ -987,50 +895,31 @@ fn throughput_smoke_every_packet_correct_or_counted() {
 
 #[test]
 fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
-    if !privileged("keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched") {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("keep", "l3 = \"keep\"", "") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("keep");
-    let cfg = t.config("gw", "l3 = \"keep\"", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
-    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
-    let in_cap = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp");
+    };
+    let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
-    let (code, log) = sipp(
+    let (code, log) = sipp_uac(
         &t.ua,
-        &[
-            "-sf",
-            &scenario("uac_rtcp.xml"),
-            &format!("{CAR_IP}:5060"),
-            "-i",
-            UA_IP,
-            "-p",
-            "5060",
-            "-m",
-            "10",
-            "-r",
-            "10",
-            "-timeout",
-            "30s",
-            "-mp",
-            "6000",
-        ],
-        Duration::from_secs(60),
+        "uac_rtcp.xml",
+        &format!("{CAR_IP}:5060"),
+        UA_IP,
+        10,
+        10,
+        30,
+        &[],
     );
     assert_eq!(code, 0, "{log}\n{}", sipnat.log_text());
     // Internal traffic (to the gateway's own inside address) is handed to the kernel as is.
     let gw = t.gw.name.clone();
+    let s = common::topo::udp_socket_in(&gw, ("10.0.0.1", 5060));
     let listener = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&gw).run(|| {
-            let s = std::net::UdpSocket::bind(("10.0.0.1", 5060)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut b = [0u8; 2048];
-            let (n, from) = s.recv_from(&mut b).unwrap();
-            (b[..n].to_vec(), from.to_string())
-        })
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 2048];
+        let (n, from) = s.recv_from(&mut b).unwrap();
+        (b[..n].to_vec(), from.to_string())
     });
-    std::thread::sleep(Duration::from_millis(200));
     let internal_msg = b"OPTIONS sip:gw@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5070\r\nContact: <sip:ua@10.0.0.2:5070>\r\nContent-Length: 0\r\n\r\n".to_vec();
     let m = internal_msg.clone();
     t.ua.run(move || {
@@ -1082,11 +971,9 @@ fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
 
 #[test]
 fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
-    if !privileged("hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing") {
+    let Some((_s, t)) = privileged_topo("restart") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("restart");
+    };
     let cfg = t.config("gw", "", "");
     let a = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("a.log"));
     let before = a.stats()["xdp"]["inside"]["pass_no_socket"]
@@ -1096,33 +983,31 @@ fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
     let car = t.car.name.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let st = std::sync::Arc::clone(&stop);
+    let s = common::topo::udp_socket_in(&car, (CAR_IP, 5060));
     let rx = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&car).run(move || {
-            let s = std::net::UdpSocket::bind((CAR_IP, 5060)).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let (mut nat, mut raw, mut other) = (0u64, 0u64, 0u64);
-            let mut idle = 0;
-            let mut b = [0u8; 4096];
-            loop {
-                match s.recv_from(&mut b) {
-                    Ok((_, from)) => {
-                        idle = 0;
-                        match from.ip().to_string().as_str() {
-                            EXT_IP => nat += 1,
-                            UA_IP => raw += 1,
-                            _ => other += 1,
-                        }
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (mut nat, mut raw, mut other) = (0u64, 0u64, 0u64);
+        let mut idle = 0;
+        let mut b = [0u8; 4096];
+        loop {
+            match s.recv_from(&mut b) {
+                Ok((_, from)) => {
+                    idle = 0;
+                    match from.ip().to_string().as_str() {
+                        EXT_IP => nat += 1,
+                        UA_IP => raw += 1,
+                        _ => other += 1,
                     }
-                    Err(_) => {
-                        idle += 1;
-                        if st.load(std::sync::atomic::Ordering::Relaxed) && idle > 3 {
-                            return (nat, raw, other);
-                        }
+                }
+                Err(_) => {
+                    idle += 1;
+                    if st.load(std::sync::atomic::Ordering::Relaxed) && idle > 3 {
+                        return (nat, raw, other);
                     }
                 }
             }
-        })
+        }
     });
     let template = blast_template();
     let ua = t.ua.name.clone();
@@ -1220,7 +1105,7 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
     if !privileged("pcap_sip_through_the_daemon_equals_the_offline_tool") {
         return;
     }
-    let _s = serial();
+    let _s = common::serial();
     let pcap = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../testdata/corpus/pcap/aaa.pcap"
@@ -1239,7 +1124,7 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
     let t = Topo::new("offline");
     // The phone's own addresses in the captured SIP are 192.168.1.x: a rule for them too.
     let cfg = t.config("gw", "", "[[nat.rule]]\ninternal = \"192.168.1.0/24\"\n");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
     let inside = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp");
     let outside = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
     let n = payloads.len();
@@ -1301,41 +1186,23 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
 #[test]
 fn ipv6_calls_fragments_and_packet_too_big() {
     use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
-    if !privileged("ipv6_calls_fragments_and_packet_too_big") {
+    let Some((_s, mut t)) = privileged_topo("ipv6") else {
         return;
-    }
-    let _s = serial();
-    let mut t = Topo::new("ipv6");
-    t.add_ipv6();
-    let cfg = t.config(
-        "gw",
-        &format!("external_ip6 = \"{EXT_IP6}\""),
-        "[[nat.rule]]\ninternal = \"fd00:88::/64\"\n",
-    );
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
+    let cfg = t.dual_stack_config();
+    let sipnat = t.start_sipnat(&cfg);
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
     sipp_uas(&mut t.car, CAR_IP6, &["-sn", "uas"]);
     let calls = 20;
-    let (code, log) = sipp(
+    let (code, log) = sipp_uac(
         &t.ua,
-        &[
-            "-sf",
-            &scenario("uac_rtcp.xml"),
-            &format!("[{CAR_IP6}]:5060"),
-            "-i",
-            UA_IP6,
-            "-p",
-            "5060",
-            "-m",
-            &calls.to_string(),
-            "-r",
-            "20",
-            "-timeout",
-            "60s",
-            "-mp",
-            "6000",
-        ],
-        Duration::from_secs(90),
+        "uac_rtcp.xml",
+        &format!("[{CAR_IP6}]:5060"),
+        UA_IP6,
+        calls,
+        20,
+        60,
+        &[],
     );
     assert_eq!(
         code,
@@ -1346,16 +1213,13 @@ fn ipv6_calls_fragments_and_packet_too_big() {
 
     // A 3000-byte INVITE: the UA's kernel fragments it; it arrives whole and rewritten.
     let car = t.car.name.clone();
+    let s = common::topo::udp_socket_in(&car, (CAR_IP6, 5070));
     let receiver = std::thread::spawn(move || {
-        common::netns::Netns::attach_existing(&car).run(move || {
-            let s = std::net::UdpSocket::bind((CAR_IP6, 5070)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut buf = [0u8; 8192];
-            let (n, from) = s.recv_from(&mut buf).unwrap();
-            (buf[..n].to_vec(), from.ip().to_string())
-        })
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 8192];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from.ip().to_string())
     });
-    std::thread::sleep(Duration::from_millis(200)); // receiver bound (one datagram, no retry)
     let big = format!(
         "INVITE sip:carrier@[{CAR_IP6}]:5070 SIP/2.0\r\nVia: SIP/2.0/UDP [{UA_IP6}]:5060;branch=z9hG4bK-v6big\r\n\
          Call-ID: v6big\r\nCSeq: 1 INVITE\r\nContact: <sip:u@[{UA_IP6}]:5060>\r\nX-Pad: {}\r\nContent-Length: 0\r\n\r\n",
@@ -1401,22 +1265,10 @@ fn ipv6_calls_fragments_and_packet_too_big() {
     });
 
     let outside = out_cap.finish(&t);
-    let sent = tshark(
+    let sent = tshark_fields(
         &outside,
-        &[
-            "-Y",
-            &format!("ipv6.dst == {CAR_IP6} && udp.dstport == 5060 && sip"),
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "ipv6.src",
-            "-e",
-            "udp.checksum.status",
-            "-e",
-            "udp.payload",
-        ],
+        &format!("ipv6.dst == {CAR_IP6} && udp.dstport == 5060 && sip"),
+        &["ipv6.src", "udp.checksum.status", "udp.payload"],
     );
     let mut n = 0;
     for line in sent.lines().filter(|l| !l.is_empty()) {
@@ -1452,5 +1304,519 @@ fn ipv6_calls_fragments_and_packet_too_big() {
         n += 1;
     }
     assert!(n >= 3 * calls, "{n} IPv6 SIP requests seen at the carrier");
+    assert_eq!(sipnat.stop(), Some(0));
+}
+
+/// The registrar of [`real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing`]:
+/// registrar + usrloc + tm + sl + rr, no nathelper (it stores the Contact it receives).
+/// Bindings are granted for at most 300 s, less than the UA asks for, so that the UA's
+/// view of its binding shows whether it found it in the 200 OK. A transaction without any
+/// answer ends in 2 s with a 408.
+fn kamailio_registrar_cfg(dir: &std::path::Path) -> String {
+    format!(
+        r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=2
+disable_tcp=yes
+disable_sctp=yes
+auto_aliases=no
+listen=udp:{CAR_IP}:5060
+alias="{CAR_IP}"
+rundir="{dir}"
+
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+
+modparam("usrloc", "db_mode", 0)
+modparam("registrar", "max_expires", 300)
+modparam("tm", "fr_timer", 2000)
+modparam("tm", "fr_inv_timer", 10000)
+
+request_route {{
+    if (method == "OPTIONS" && $rU == $null) {{
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    if (method == "REGISTER") {{
+        if (!save("location")) {{
+            sl_reply_error();
+        }}
+        exit;
+    }}
+    if ($tt != $null) {{
+        if (loose_route()) {{
+            t_relay();
+            exit;
+        }}
+        if (method == "ACK" && t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    if (method == "CANCEL") {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    record_route();
+    if (!lookup("location")) {{
+        sl_send_reply("404", "Not Found");
+        exit;
+    }}
+    t_relay();
+}}
+"#,
+        dir = dir.display()
+    )
+}
+
+/// Every frame of a capture (link layer included).
+fn frames(file: &std::path::Path) -> Vec<Vec<u8>> {
+    use pcap_file::pcap::PcapReader;
+    let mut r = PcapReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    let mut v = Vec::new();
+    while let Some(p) = r.next_packet() {
+        v.push(p.unwrap().data.into_owned());
+    }
+    v
+}
+
+/// The SIP messages of one dialog (Call-ID) in a capture: (ip.src, text); not the start
+/// of one quoted in an ICMP error.
+fn dialog(file: &std::path::Path, call_id: &str) -> Vec<(String, String)> {
+    udp_packets(file, &format!("sip.Call-ID == \"{call_id}\" && !icmp"))
+        .into_iter()
+        .map(|p| (p.src, String::from_utf8_lossy(&p.payload).into_owned()))
+        .collect()
+}
+
+/// What a dialog's messages sent from `src` were, in order: the method of a request, the
+/// status code and CSeq method of a response (`200 INVITE`); a retransmission counts once.
+fn summary(msgs: &[(String, String)], src: &str) -> Vec<String> {
+    let mut sent: Vec<&str> = msgs
+        .iter()
+        .filter(|(s, _)| s == src)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    sent.dedup();
+    sent.iter()
+        .map(|t| {
+            let first = t.lines().next().unwrap_or("");
+            let cseq = t
+                .lines()
+                .find(|l| l.starts_with("CSeq:"))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .unwrap_or("");
+            if first.starts_with("SIP/2.0") {
+                format!("{} {cseq}", first.split_whitespace().nth(1).unwrap_or(""))
+            } else {
+                first.split_whitespace().next().unwrap_or("").to_string()
+            }
+        })
+        .collect()
+}
+
+/// Registers (or with `expires` 0 removes) `contact` for alice at the registrar, from the
+/// carrier namespace itself (not through sipnat); returns the 200's Contact lines.
+fn register_directly(car: &common::netns::Netns, contact: &str, cseq: u32, expires: u32) -> String {
+    let req = format!(
+        "REGISTER sip:{CAR_IP} SIP/2.0\r\nVia: SIP/2.0/UDP {CAR_IP}:5099;branch=z9hG4bK-direct{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{CAR_IP}>;tag=direct\r\nTo: <sip:alice@{CAR_IP}>\r\n\
+         Call-ID: direct-binding\r\nCSeq: {cseq} REGISTER\r\nContact: <{contact}>;expires={expires}\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let reply = car.run(move || {
+        let s = std::net::UdpSocket::bind((CAR_IP, 5099)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        for _ in 0..10 {
+            s.send_to(req.as_bytes(), (CAR_IP, 5060)).unwrap();
+            if let Ok(n) = s.recv(&mut buf) {
+                return buf[..n].to_vec();
+            }
+        }
+        Vec::new()
+    });
+    assert!(
+        reply.starts_with(b"SIP/2.0 200"),
+        "direct REGISTER: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    contact_lines(&reply)
+}
+
+/// A real UA and a real registrar (hardening 10 and 11). baresip registers from the UA
+/// namespace through sipnat to Kamailio (no nathelper) in the carrier namespace; a second
+/// baresip on the carrier side calls it through Kamailio and is called by it directly.
+/// Register (the registrar stores the external address; the UA finds its own binding in
+/// the 200 and takes the granted expiry from it), a call in, a call out with hold and
+/// resume, a call to a closed port (the carrier's port unreachable reaches the UA
+/// translated), then the UA is killed without unregistering and called again: its
+/// kernel's port unreachable is translated by sipnat and the caller gets a 408. Not one
+/// internal address crosses the outside link, in IP headers, ICMP quotes or SIP text.
+#[test]
+fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
+    use common::sipua::{Baresip, Kamailio};
+    let test = "real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing";
+    if !privileged(test)
+        || !common::installed(
+            test,
+            &[
+                ("baresip", "baresip-core"),
+                ("kamailio", "kamailio"),
+                ("nft", "nftables"),
+            ],
+        )
+    {
+        return;
+    }
+    let _s = common::serial();
+    let t = Topo::new("realua");
+    // Media is not SIP: it takes the kernel's path, which needs the gateway's own NAT
+    // (as a deployment has it). Steered SIP never meets this rule; an ICMP error about a
+    // flow the kernel never saw has no conntrack entry, so this rule does not apply to it.
+    t.gw.exec(&[
+        "nft",
+        &format!(
+            "add table ip media; add chain ip media post {{ type nat hook postrouting priority srcnat; }}; \
+             add rule ip media post oifname \"gwout\" ip saddr 10.0.0.0/24 snat to {EXT_IP}"
+        ),
+    ]);
+    let cfg = t.config("gw", "", "");
+    let sipnat = t.start_sipnat(&cfg);
+    let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "");
+    let in_cap = Capture::start(&t.ua, "ua0", t.dir.path("inside.pcap"), "udp or icmp");
+    let mut kamailio = Kamailio::start(&t.car, &t.dir.0, CAR_IP, &kamailio_registrar_cfg(&t.dir.0));
+    let mut bob = Baresip::start(&t.car, &t.dir.0, "bob", &format!("{CAR_IP}:5070"), CAR_IP);
+    let mut alice = Baresip::start(&t.ua, &t.dir.0, "alice", &format!("{UA_IP}:5060"), UA_IP);
+    let wait = Duration::from_secs(15);
+
+    // 1. Register (asking for 600 s; the registrar grants 300). The address-of-record has
+    // another binding at the external address but another port: it is not the UA's and
+    // must reach the UA as the registrar sent it.
+    let other = format!("sip:alice@{EXT_IP}:5070");
+    register_directly(&t.car, &other, 1, 300);
+    bob.command(
+        "uanew",
+        &format!("<sip:bob@{CAR_IP}:5070>;regint=0;answermode=auto"),
+    );
+    alice.command(
+        "uanew",
+        &format!("<sip:alice@{CAR_IP}>;regint=600;answermode=auto"),
+    );
+    let reg = alice.await_event("REGISTER_OK", 1, wait);
+    assert!(
+        reg["param"].as_str().unwrap_or("").starts_with("200"),
+        "{reg}"
+    );
+    // baresip takes the expiry from the Contact in the 200 that equals its own (its
+    // address and port): found only if sipnat restored it (RFC 3261 §10.2.4).
+    let info = alice.command("reginfo", "");
+    assert!(
+        info.contains("Expires 300s"),
+        "the UA did not find its own binding in the REGISTER 200: {info}"
+    );
+
+    // The other binding goes (so that calls to the AOR are not forked to it).
+    let left = register_directly(&t.car, &other, 2, 0);
+    assert!(!left.contains(&other) && left.contains("alice"), "{left}");
+
+    // 2. Call in: bob → Kamailio (location lookup) → sipnat → alice, auto-answered.
+    bob.command("dial", &format!("sip:alice@{CAR_IP}"));
+    let call_in = alice.await_event("CALL_ESTABLISHED", 1, wait);
+    bob.await_event("CALL_ESTABLISHED", 1, wait);
+    assert_eq!(call_in["direction"], "incoming", "{call_in}");
+    bob.command("hangup", "");
+    alice.await_event("CALL_CLOSED", 1, wait);
+    bob.await_event("CALL_CLOSED", 1, wait);
+
+    // 3 and 4. Call out, directly to bob, put on hold and resumed (re-INVITEs), hung up.
+    alice.command("dial", &format!("sip:bob@{CAR_IP}:5070"));
+    let call_out = alice.await_event("CALL_ESTABLISHED", 2, wait);
+    bob.await_event("CALL_ESTABLISHED", 2, wait);
+    assert_eq!(call_out["direction"], "outgoing", "{call_out}");
+    let answers = alice.events("CALL_REMOTE_SDP").len();
+    alice.command("hold", "");
+    alice.await_event("CALL_REMOTE_SDP", answers + 1, wait);
+    alice.command("resume", "");
+    alice.await_event("CALL_REMOTE_SDP", answers + 2, wait);
+    alice.command("hangup", "");
+    alice.await_event("CALL_CLOSED", 2, wait);
+    bob.await_event("CALL_CLOSED", 2, wait);
+
+    // The other way: the UA's INVITE to a closed port on the outside; the carrier's port
+    // unreachable, about a datagram from the external address, is translated and reaches
+    // the UA (baresip's unconnected socket does not act on it: the UA hangs up).
+    let translated = sipnat.counter("icmp_error_translated");
+    alice.command("dial", &format!("sip:nobody@{CAR_IP}:5080"));
+    await_condition("the carrier's port unreachable translated", wait, || {
+        sipnat.counter("icmp_error_translated") > translated
+    });
+    alice.command("hangup", "");
+    alice.await_event("CALL_CLOSED", 3, wait);
+
+    // 5. Stale binding: alice dies without unregistering; Kamailio still routes her AOR
+    // to the external address, sipnat restores the INVITE to her address, her kernel
+    // answers port unreachable: translated, and bob gets Kamailio's 408.
+    let translated = sipnat.counter("icmp_error_translated");
+    let alice_pid = alice.pid();
+    alice.kill9();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{alice_pid}")).exists(),
+        "baresip {alice_pid} still running"
+    );
+    bob.command("dial", &format!("sip:alice@{CAR_IP}"));
+    let stale = bob.await_event("CALL_CLOSED", 3, wait);
+    assert!(
+        stale["param"].as_str().unwrap_or("").starts_with("408"),
+        "the caller of a stale binding gets a 408: {stale}"
+    );
+    await_condition("the UA's port unreachable translated", wait, || {
+        sipnat.counter("icmp_error_translated") > translated
+    });
+    assert_eq!(sipnat.counter("drop_icmp_untranslatable"), 0);
+
+    kamailio.stop();
+    let stats = sipnat.stats();
+    let outside = out_cap.finish(&t);
+    let inside = in_cap.finish(&t);
+    // Not one internal address on the outside: no IP header (outer or quoted in an ICMP
+    // error) and no byte string naming the inside network, in any frame.
+    let leaks = tshark(&outside, &["-Y", "ip.addr == 10.0.0.0/24"]);
+    assert!(
+        leaks.trim().is_empty(),
+        "internal address on the outside:\n{leaks}"
+    );
+    let all = frames(&outside);
+    assert!(all.len() >= 40, "{} frames on the outside", all.len());
+    for (i, f) in all.iter().enumerate() {
+        assert!(
+            !f.windows(7).any(|w| w == b"10.0.0."),
+            "frame {} on the outside names the inside network:\n{}",
+            i + 1,
+            String::from_utf8_lossy(f)
+        );
+    }
+    checksums_ok(&outside, 20);
+    let bad_icmp = tshark(&outside, &["-Y", "icmp.checksum.status == \"Bad\""]);
+    assert!(
+        bad_icmp.trim().is_empty(),
+        "bad ICMP checksums:\n{bad_icmp}"
+    );
+    // Every SIP message of the UA: source, Via, Contact and SDP at the external address,
+    // Content-Length right.
+    let from_ua = udp_packets(&outside, &format!("sip && !icmp && ip.src == {EXT_IP}"));
+    assert!(
+        from_ua.len() >= 11,
+        "{} SIP messages from the UA",
+        from_ua.len()
+    );
+    for p in &from_ua {
+        let text = String::from_utf8_lossy(&p.payload);
+        let fields = rewritable_addresses(&p.payload);
+        assert!(fields.iter().all(|(_, a)| a.to_string() != UA_IP), "{text}");
+        if text.contains("\r\nContact:") {
+            assert!(
+                fields
+                    .iter()
+                    .any(|(f, a)| f == "contact" && a.to_string() == EXT_IP),
+                "Contact not at the external address:\n{text}"
+            );
+        }
+        if let Some((cl, rest)) = cl_and_rest(&p.payload) {
+            assert_eq!(cl, rest, "Content-Length wrong:\n{text}");
+        }
+    }
+
+    // 1. The registrar stored, and returned, the external address; the UA got its own
+    // binding back restored, the rest of the 200 as sent.
+    let reg_out = udp_packets(&outside, "sip.CSeq.method == \"REGISTER\" && !icmp");
+    let reg_in = udp_packets(&inside, "sip.CSeq.method == \"REGISTER\" && !icmp");
+    let (req_out, ok_out): (Vec<_>, Vec<_>) = reg_out
+        .iter()
+        .partition(|p| p.payload.starts_with(b"REGISTER"));
+    let ok_in: Vec<_> = reg_in
+        .iter()
+        .filter(|p| p.payload.starts_with(b"SIP/2.0 200"))
+        .collect();
+    assert!(!req_out.is_empty() && !ok_out.is_empty() && !ok_in.is_empty());
+    let contact = contact_lines(&req_out[0].payload);
+    assert!(contact.contains(&format!("@{EXT_IP}:5060>")), "{contact}");
+    let granted = contact_lines(&ok_out[0].payload);
+    assert!(
+        granted.contains(&format!("@{EXT_IP}:5060>;expires=300")),
+        "the registrar's binding: {granted}"
+    );
+    assert!(granted.contains(&format!("<{other}>")), "{granted}");
+    assert_eq!(
+        contact_lines(&ok_in[0].payload),
+        granted.replace(&format!("@{EXT_IP}:5060>"), &format!("@{UA_IP}:5060>")),
+        "REGISTER 200 at the UA: its own binding restored, the other one untouched"
+    );
+
+    // 2. Call in: Kamailio's INVITE used the stored binding (the external address) and
+    // reached the UA at its own address; answered, acknowledged, hung up.
+    let id_in = call_in["id"].as_str().unwrap();
+    let d = dialog(&outside, id_in);
+    let invite = d
+        .iter()
+        .find(|(s, t)| s == CAR_IP && t.starts_with("INVITE "))
+        .expect("INVITE from the registrar");
+    assert!(
+        invite
+            .1
+            .lines()
+            .next()
+            .unwrap()
+            .contains(&format!("@{EXT_IP}:5060 ")),
+        "{}",
+        invite.1
+    );
+    assert_eq!(
+        summary(&d, EXT_IP),
+        ["180 INVITE", "200 INVITE", "200 BYE"],
+        "{d:?}"
+    );
+    assert_eq!(summary(&d, CAR_IP), ["INVITE", "ACK", "BYE"], "{d:?}");
+    let d_in = dialog(&inside, id_in);
+    assert!(
+        d_in.iter().any(|(_, t)| t.starts_with("INVITE ")
+            && t.lines()
+                .next()
+                .unwrap()
+                .contains(&format!("@{UA_IP}:5060 "))),
+        "{d_in:?}"
+    );
+
+    // 3 and 4. Call out with hold: three INVITEs (sendrecv, sendonly, sendrecv), each
+    // answered and acknowledged; their SDP names the external address only.
+    let id_out = call_out["id"].as_str().unwrap();
+    let d = dialog(&outside, id_out);
+    assert_eq!(
+        summary(&d, EXT_IP),
+        ["INVITE", "ACK", "INVITE", "ACK", "INVITE", "ACK", "BYE"],
+        "{d:?}"
+    );
+    assert_eq!(
+        summary(&d, CAR_IP),
+        [
+            "180 INVITE",
+            "200 INVITE",
+            "200 INVITE",
+            "200 INVITE",
+            "200 BYE"
+        ],
+        "{d:?}"
+    );
+    let directions: Vec<&str> = d
+        .iter()
+        .filter(|(s, t)| s == EXT_IP && t.starts_with("INVITE "))
+        .map(|(_, t)| {
+            assert!(t.contains(&format!("c=IN IP4 {EXT_IP}\r\n")), "{t}");
+            assert!(t.contains(&format!(" IN IP4 {EXT_IP}\r\n")), "{t}");
+            ["a=sendrecv", "a=sendonly", "a=inactive"]
+                .into_iter()
+                .find(|a| t.contains(&format!("{a}\r\n")))
+                .unwrap_or("none")
+        })
+        .collect();
+    assert_eq!(directions, ["a=sendrecv", "a=sendonly", "a=sendrecv"]);
+    // The UA itself wrote its own address: the external one is sipnat's doing.
+    let d_in = dialog(&inside, id_out);
+    let invites_in: Vec<&String> = d_in
+        .iter()
+        .filter(|(s, t)| s == UA_IP && t.starts_with("INVITE "))
+        .map(|(_, t)| t)
+        .collect();
+    assert!(invites_in.len() >= 3, "{d_in:?}");
+    for t in invites_in {
+        assert!(t.contains(&format!("c=IN IP4 {UA_IP}\r\n")), "{t}");
+    }
+
+    // 5. Stale binding: the INVITE reached the UA's address, its kernel said port
+    // unreachable, and that error left translated (from the external address, quoting the
+    // datagram as the registrar sent it, cut after the UDP header); the 408 went to bob.
+    let id_stale = stale["id"].as_str().unwrap();
+    let d = dialog(&outside, id_stale);
+    assert!(summary(&d, EXT_IP).is_empty(), "a dead UA answered: {d:?}");
+    assert_eq!(summary(&d, CAR_IP), ["INVITE"], "{d:?}");
+    let d_in = dialog(&inside, id_stale);
+    assert!(
+        d_in.iter().any(|(_, t)| t.starts_with("INVITE ")
+            && t.lines()
+                .next()
+                .unwrap()
+                .contains(&format!("@{UA_IP}:5060 "))),
+        "the registrar's INVITE did not reach the UA's address: {d_in:?}"
+    );
+    let icmp_in = tshark(
+        &inside,
+        &[
+            "-Y",
+            &format!(
+                "icmp.type == 3 && icmp.code == 3 && ip.src == {UA_IP} && udp.srcport == 5060"
+            ),
+        ],
+    );
+    assert!(
+        !icmp_in.trim().is_empty(),
+        "the UA's kernel sent no port unreachable"
+    );
+    // The carrier's port unreachable for the UA's INVITE to port 5080 reached the UA,
+    // addressed to it and quoting its datagram as the UA sent it.
+    let refused = tshark_fields(
+        &inside,
+        "icmp.type == 3 && icmp.code == 3 && udp.dstport == 5080",
+        &["ip.src", "ip.dst"],
+    );
+    let refused: Vec<&str> = refused.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!refused.is_empty(), "no port unreachable reached the UA");
+    for l in &refused {
+        assert_eq!(
+            *l,
+            format!("{CAR_IP},{UA_IP}|{UA_IP},{CAR_IP}"),
+            "inbound ICMP error"
+        );
+    }
+    let icmp_out = tshark_fields(
+        &outside,
+        "icmp.type == 3 && icmp.code == 3 && udp.srcport == 5060 && udp.dstport == 5060",
+        &["ip.src", "ip.dst", "ip.len"],
+    );
+    let icmps: Vec<&str> = icmp_out.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        !icmps.is_empty(),
+        "no translated port unreachable on the outside"
+    );
+    for l in &icmps {
+        // Outer EXT → CAR, 56 bytes (20 + 8, then the quote cut to 20 + 8); quoted CAR →
+        // EXT, its header as sent (the whole INVITE's length).
+        let f: Vec<&str> = l.split('|').collect();
+        assert_eq!(
+            f[..2],
+            [format!("{EXT_IP},{CAR_IP}"), format!("{CAR_IP},{EXT_IP}")],
+            "{l}"
+        );
+        let lens: Vec<u32> = f[2].split(',').map(|n| n.parse().unwrap()).collect();
+        assert!(lens[0] == 56 && lens[1] > 500, "translated ICMP error: {l}");
+    }
+    common::report(&format!(
+        "real UA: baresip registered through sipnat to Kamailio (own binding restored), \
+         called in, called out with hold and resume, stale binding: {} ICMP errors \
+         translated, {} SIP messages of the UA checked, {} frames on the outside, none \
+         naming the inside network",
+        stats["total"]["icmp_error_translated"],
+        from_ua.len(),
+        all.len()
+    ));
+    drop(alice);
+    drop(bob);
     assert_eq!(sipnat.stop(), Some(0));
 }

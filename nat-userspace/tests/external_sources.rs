@@ -246,6 +246,18 @@ enum Mode {
     WrongTidThenMapped(SocketAddr),
 }
 
+/// Sets what the responder answers, then waits until the source published `v4` (with the
+/// IPv6 address `2001:db8::1` kept) flagged `stale` or not.
+async fn answer_then_expect(r: &Responder, rec: &Recorder, mode: Mode, v4: &str, stale: bool) {
+    r.set(mode);
+    rec.wait_for_async(
+        addrs(Some(v4), Some("2001:db8::1")),
+        stale,
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
 struct Responder {
     addr: SocketAddr,
     mode: Arc<Mutex<Mode>>,
@@ -523,44 +535,35 @@ async fn stun_source_publishes_changes_and_staleness() {
     }
     assert_eq!(rec.all().len(), 1);
 
-    r.set(Mode::Mapped("198.51.100.20:5000".parse().unwrap()));
-    rec.wait_for_async(
-        addrs(Some("198.51.100.20"), Some("2001:db8::1")),
+    answer_then_expect(
+        &r,
+        &rec,
+        Mode::Mapped("198.51.100.20:5000".parse().unwrap()),
+        "198.51.100.20",
         false,
-        Duration::from_secs(5),
     )
     .await;
-    r.set(Mode::Mapped("198.51.100.21:5000".parse().unwrap()));
-    rec.wait_for_async(
-        addrs(Some("198.51.100.21"), Some("2001:db8::1")),
+    answer_then_expect(
+        &r,
+        &rec,
+        Mode::Mapped("198.51.100.21:5000".parse().unwrap()),
+        "198.51.100.21",
         false,
-        Duration::from_secs(5),
     )
     .await;
-    r.set(Mode::Silent);
-    rec.wait_for_async(
-        addrs(Some("198.51.100.21"), Some("2001:db8::1")),
-        true,
-        Duration::from_secs(5),
-    )
-    .await;
+    answer_then_expect(&r, &rec, Mode::Silent, "198.51.100.21", true).await;
     let snap = h.current();
     assert!(snap.stale_v4 && !snap.stale_v6);
-    r.set(Mode::Mapped("198.51.100.21:5000".parse().unwrap()));
-    rec.wait_for_async(
-        addrs(Some("198.51.100.21"), Some("2001:db8::1")),
+    answer_then_expect(
+        &r,
+        &rec,
+        Mode::Mapped("198.51.100.21:5000".parse().unwrap()),
+        "198.51.100.21",
         false,
-        Duration::from_secs(5),
     )
     .await;
     // Garbage is a failure like silence: stale, the address kept.
-    r.set(Mode::Garbage);
-    rec.wait_for_async(
-        addrs(Some("198.51.100.21"), Some("2001:db8::1")),
-        true,
-        Duration::from_secs(5),
-    )
-    .await;
+    answer_then_expect(&r, &rec, Mode::Garbage, "198.51.100.21", true).await;
     h.join().await;
     let n = rec.all().len();
     r.set(Mode::Mapped("198.51.100.22:5000".parse().unwrap()));
@@ -746,25 +749,7 @@ fn stun_against_coturn() {
     cli.exec(&["sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1"]);
     let pidfile = RemoveOnDrop(std::env::temp_dir().join(format!("sipnat-turn-{}.pid", srv.name)));
     let pidfile = pidfile.0.to_str().unwrap();
-    let turn = srv.spawn_quiet(&[
-        "turnserver",
-        "-n",
-        "--listening-ip",
-        "198.51.100.2",
-        "--listening-ip",
-        "2001:db8:100::2",
-        "--listening-port",
-        "3478",
-        "--stun-only",
-        "--no-cli",
-        "--no-tls",
-        "--no-dtls",
-        "--log-file",
-        "stdout",
-        "--simple-log",
-        "--pidfile",
-        pidfile,
-    ]);
+    let turn = common::topo::stun_server(&mut srv, &["198.51.100.2", "2001:db8:100::2"], pidfile);
 
     let rec = Recorder::default();
     let opts = SourceOptions {

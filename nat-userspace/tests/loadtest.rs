@@ -8,7 +8,6 @@ mod common;
 
 use std::{
     process::{Command, Output},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -16,14 +15,8 @@ use serde_json::Value;
 
 use common::{
     privileged,
-    topo::{sipnat_bin, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    topo::{privileged_gateway, privileged_topo, sipnat_bin, Topo, CAR_IP, EXT_IP, UA_IP},
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Runs `sipnat loadtest` in the UA namespace, receiving on car0 in the carrier namespace.
 fn loadtest(t: &Topo, extra: &[&str]) -> Output {
@@ -39,21 +32,6 @@ fn loadtest_between(t: &Topo, [ua, car, ext]: [&str; 3], extra: &[&str]) -> Outp
         .args(["--expect-external", ext, "--json", "--no-progress"])
         .args(extra);
     c.output().expect("run sipnat loadtest")
-}
-
-fn report(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "loadtest JSON does not parse ({e}):\nstdout:\n{text}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("field `{k}` missing or not a count in {v:#}"))
 }
 
 fn f(v: &Value, k: &str) -> f64 {
@@ -76,13 +54,13 @@ fn check_documented_fields(r: &Value) {
         "frame_bytes",
         "templates",
     ] {
-        u(r, k);
+        common::count(r, k);
     }
     for k in ["offered_pps", "delivered_pps", "loss_pct", "duration_s"] {
         f(r, k);
     }
     for k in ["count", "min", "p50", "p90", "p99", "p999", "max"] {
-        u(&r["latency_ns"], k);
+        common::count(&r["latency_ns"], k);
     }
     let reasons = r["incorrect_by_reason"]
         .as_object()
@@ -104,13 +82,9 @@ fn check_documented_fields(r: &Value) {
 
 #[test]
 fn loadtest_through_sipnat_verifies_every_received_packet() {
-    if !privileged("loadtest_through_sipnat_verifies_every_received_packet") {
+    let Some((_s, t, sipnat)) = privileged_gateway("lt", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("lt");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     let report_dir = t.dir.path("report");
     let out = loadtest(
         &t,
@@ -127,16 +101,20 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
             report_dir.to_str().unwrap(),
         ],
     );
-    let r = report(&out);
+    let r = common::json_stdout(&out);
     check_documented_fields(&r);
-    let (sent, received, verified) = (u(&r, "sent"), u(&r, "received"), u(&r, "verified"));
+    let (sent, received, verified) = (
+        common::count(&r, "sent"),
+        common::count(&r, "received"),
+        common::count(&r, "verified"),
+    );
     eprintln!(
         "loadtest: sent {sent}, received {received}, verified {verified}, offered {:.0} pps, \
          delivered {:.0} pps, p50 {} ns, p99 {} ns",
         f(&r, "offered_pps"),
         f(&r, "delivered_pps"),
-        u(&r["latency_ns"], "p50"),
-        u(&r["latency_ns"], "p99")
+        common::count(&r["latency_ns"], "p50"),
+        common::count(&r["latency_ns"], "p99")
     );
     // Loose bounds: the VM is shared; these catch a generator or a gateway that stalls.
     assert!(
@@ -149,19 +127,19 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
         sipnat.log_text()
     );
     assert_eq!(
-        u(&r, "incorrect"),
+        common::count(&r, "incorrect"),
         0,
         "incorrect packets through sipnat:\n{:#}",
         r["first_incorrect"]
     );
     assert_eq!(verified, received, "every received packet is verified");
-    assert_eq!(u(&r, "correct"), verified);
+    assert_eq!(common::count(&r, "correct"), verified);
     assert!(
         verified * 2 >= sent,
         "more than half lost at 20 kpps: {verified} of {sent}"
     );
-    assert_eq!(u(&r["latency_ns"], "count"), verified);
-    assert!(u(&r["latency_ns"], "p50") > 0);
+    assert_eq!(common::count(&r["latency_ns"], "count"), verified);
+    assert!(common::count(&r["latency_ns"], "p50") > 0);
     assert_eq!(out.status.code(), Some(0));
     // sipnat rewrote them (the receiver would have flagged unrewritten ones anyway).
     let rewritten = sipnat.counter("sip_rewritten");
@@ -178,18 +156,11 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
 #[test]
 fn loadtest_over_ipv6_verifies_every_received_packet() {
     use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
-    if !privileged("loadtest_over_ipv6_verifies_every_received_packet") {
+    let Some((_s, t)) = privileged_topo("lt6") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("lt6");
-    t.add_ipv6();
-    let cfg = t.config(
-        "gw",
-        &format!("external_ip6 = \"{EXT_IP6}\""),
-        "[[nat.rule]]\ninternal = \"fd00:88::/64\"\n",
-    );
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
+    let cfg = t.dual_stack_config();
+    let sipnat = t.start_sipnat(&cfg);
     for template in ["invite", "register", "200ok"] {
         let before = sipnat.counter("sip_rewritten");
         let out = loadtest_between(
@@ -206,8 +177,12 @@ fn loadtest_over_ipv6_verifies_every_received_packet() {
                 template,
             ],
         );
-        let r = report(&out);
-        let (sent, received, verified) = (u(&r, "sent"), u(&r, "received"), u(&r, "verified"));
+        let r = common::json_stdout(&out);
+        let (sent, received, verified) = (
+            common::count(&r, "sent"),
+            common::count(&r, "received"),
+            common::count(&r, "verified"),
+        );
         eprintln!(
             "loadtest over IPv6, {template}: sent {sent}, received {received}, verified {verified}"
         );
@@ -219,7 +194,7 @@ fn loadtest_over_ipv6_verifies_every_received_packet() {
         );
         assert_eq!(sent, 5000, "{template}");
         assert_eq!(
-            u(&r, "incorrect"),
+            common::count(&r, "incorrect"),
             0,
             "{template}: incorrect packets through sipnat over IPv6:\n{:#}",
             r["first_incorrect"]
@@ -228,7 +203,7 @@ fn loadtest_over_ipv6_verifies_every_received_packet() {
             verified, received,
             "{template}: every received packet is verified"
         );
-        assert_eq!(u(&r, "foreign"), 0, "{template}: {r:#}");
+        assert_eq!(common::count(&r, "foreign"), 0, "{template}: {r:#}");
         assert!(
             verified * 2 >= sent,
             "{template}: more than half lost at 5 kpps: {verified} of {sent}\n{}",
@@ -292,13 +267,9 @@ fn check_report_dir(dir: &std::path::Path, printed: &Value) {
 
 #[test]
 fn loadtest_catches_a_gateway_that_does_not_rewrite() {
-    if !privileged("loadtest_catches_a_gateway_that_does_not_rewrite") {
+    let Some((_s, t, sipnat)) = privileged_gateway("ltneg", "", "") else {
         return;
-    }
-    let _s = serial();
-    let t = Topo::new("ltneg");
-    let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    };
     // Steering off: the kernel forwards SIP unrewritten (no NAT configured either).
     sipnat.ctl(&["disable"]).expect("sipnat disable");
     let out = loadtest(
@@ -314,21 +285,21 @@ fn loadtest_catches_a_gateway_that_does_not_rewrite() {
             "2",
         ],
     );
-    let r = report(&out);
+    let r = common::json_stdout(&out);
     check_documented_fields(&r);
-    let verified = u(&r, "verified");
+    let verified = common::count(&r, "verified");
     assert!(verified > 0, "the kernel forwarded nothing:\n{r:#}");
     assert_eq!(
-        u(&r, "incorrect"),
+        common::count(&r, "incorrect"),
         verified,
         "every unrewritten packet is incorrect"
     );
     let reasons = &r["incorrect_by_reason"];
-    assert_eq!(u(reasons, "wrong_source"), verified);
-    assert_eq!(u(reasons, "private_address_left"), verified);
-    assert_eq!(u(reasons, "external_address_missing"), verified);
+    assert_eq!(common::count(reasons, "wrong_source"), verified);
+    assert_eq!(common::count(reasons, "private_address_left"), verified);
+    assert_eq!(common::count(reasons, "external_address_missing"), verified);
     assert_eq!(
-        u(reasons, "udp_checksum"),
+        common::count(reasons, "udp_checksum"),
         0,
         "the kernel forwards valid checksums"
     );

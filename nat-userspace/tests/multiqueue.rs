@@ -8,24 +8,14 @@
 
 mod common;
 
-use std::{
-    collections::BTreeSet,
-    process::{Command, Output},
-    sync::Mutex,
-};
+use std::{collections::BTreeSet, process::Command};
 
 use serde_json::Value;
 
 use common::{
     privileged,
-    topo::{link_stat, sipnat_bin, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
+    topo::{link_stat, sipnat_bin, Topo, CAR_IP, EXT_IP, UA_IP},
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// `sipnat loadtest` from the UA through the gateway, verified on car0 (all of `rx_queues`).
 fn loadtest(t: &Topo, rx_queues: &str, extra: &[&str]) -> Value {
@@ -36,22 +26,7 @@ fn loadtest(t: &Topo, rx_queues: &str, extra: &[&str]) -> Value {
         .args(["--rx-queues", rx_queues])
         .args(["--expect-external", EXT_IP, "--json", "--no-progress"])
         .args(extra);
-    json(&c.output().expect("run sipnat loadtest"))
-}
-
-fn json(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "loadtest JSON does not parse ({e}):\nstdout:\n{text}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn n(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("`{k}` missing in {v:#}"))
+    common::json_stdout(&c.output().expect("run sipnat loadtest"))
 }
 
 /// A worker counter per queue.
@@ -60,7 +35,12 @@ fn per_queue(stats: &Value, counter: &str) -> Vec<(u64, u64)> {
         .as_array()
         .expect("workers")
         .iter()
-        .map(|w| (n(w, "queue"), n(&w["counters"], counter)))
+        .map(|w| {
+            (
+                common::count(w, "queue"),
+                common::count(&w["counters"], counter),
+            )
+        })
         .collect()
 }
 
@@ -104,26 +84,26 @@ fn multi_queue_workers_serve_every_queue_and_agree_on_flows() {
     if !privileged("multi_queue_workers_serve_every_queue_and_agree_on_flows") {
         return;
     }
-    let _s = serial();
+    let _s = common::serial();
     let t = Topo::with_queues("mq", 2);
     // Equal queue counts on both interfaces: "all" = queues 0 and 1.
     assert_eq!(rx_queue_count(&t, &t.gw, "gwin"), 2);
     assert_eq!(rx_queue_count(&t, &t.gw, "gwout"), 2);
     let cfg = t.config("gw", "", "");
-    let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+    let sipnat = t.start_sipnat(&cfg);
 
     // Status: one worker per queue, each on its own CPU, pinned there.
     let status: Value = serde_json::from_str(&sipnat.ctl(&["status", "--json"]).unwrap()).unwrap();
     let workers = status["workers"].as_array().expect("workers");
-    let queues: BTreeSet<u64> = workers.iter().map(|w| n(w, "queue")).collect();
+    let queues: BTreeSet<u64> = workers.iter().map(|w| common::count(w, "queue")).collect();
     assert_eq!(queues, BTreeSet::from([0, 1]), "{status:#}");
-    let cpus: BTreeSet<u64> = workers.iter().map(|w| n(w, "cpu")).collect();
+    let cpus: BTreeSet<u64> = workers.iter().map(|w| common::count(w, "cpu")).collect();
     let allowed = sipnat::sys::allowed_cpus();
     if allowed.len() >= 2 {
         assert_eq!(cpus.len(), 2, "one CPU per worker: {status:#}");
     }
     for w in workers {
-        let (q, cpu) = (n(w, "queue"), n(w, "cpu"));
+        let (q, cpu) = (common::count(w, "queue"), common::count(w, "cpu"));
         assert_eq!(
             thread_affinity(sipnat.pid(), &format!("sipnat-q{q}")),
             Some(cpu.to_string()),
@@ -155,9 +135,9 @@ fn multi_queue_workers_serve_every_queue_and_agree_on_flows() {
             "64",
         ],
     );
-    let (sent, verified) = (n(&r, "sent"), n(&r, "verified"));
+    let (sent, verified) = (common::count(&r, "sent"), common::count(&r, "verified"));
     eprintln!("spread over 2 queues: sent {sent}, verified {verified}");
-    assert_eq!(n(&r, "incorrect"), 0, "{r:#}");
+    assert_eq!(common::count(&r, "incorrect"), 0, "{r:#}");
     assert!(sent >= 20_000 && verified > sent / 2, "{r:#}");
     let stats = sipnat.stats();
     for (q, rx) in per_queue(&stats, "rx_inside") {
@@ -171,13 +151,13 @@ fn multi_queue_workers_serve_every_queue_and_agree_on_flows() {
     }
     for side in ["inside", "outside"] {
         assert_eq!(
-            n(&stats["xdp"][side], "pass_no_socket"),
+            common::count(&stats["xdp"][side], "pass_no_socket"),
             0,
             "a queue on {side} had no worker: {:#}",
             stats["xdp"]
         );
     }
-    assert!(n(&stats["xdp"]["inside"], "redirect_sip") >= verified);
+    assert!(common::count(&stats["xdp"]["inside"], "redirect_sip") >= verified);
 
     // One flow (source port 6000), first on queue 0, then on queue 1: both workers
     // rewrite it correctly and share its one flow-table entry.
@@ -199,16 +179,16 @@ fn multi_queue_workers_serve_every_queue_and_agree_on_flows() {
                 "3000",
             ],
         );
-        assert_eq!(n(&r, "sent"), 300, "{r:#}");
-        assert_eq!(n(&r, "incorrect"), 0, "queue {q}: {r:#}");
-        assert!(n(&r, "verified") >= 290, "queue {q}: {r:#}");
+        assert_eq!(common::count(&r, "sent"), 300, "{r:#}");
+        assert_eq!(common::count(&r, "incorrect"), 0, "queue {q}: {r:#}");
+        assert!(common::count(&r, "verified") >= 290, "queue {q}: {r:#}");
     }
     let after = sipnat.stats();
     for q in [0, 1] {
         let d = queue_counter(&after, q, "rx_inside") - queue_counter(&before, q, "rx_inside");
         assert!(d >= 300, "queue {q} carried {d} of the flow's packets");
     }
-    let delta = |c: &str| n(&after["total"], c) - n(&before["total"], c);
+    let delta = |c: &str| common::count(&after["total"], c) - common::count(&before["total"], c);
     assert_eq!(
         delta("flow_inserted"),
         1,
@@ -231,19 +211,19 @@ fn multi_queue_workers_serve_every_queue_and_agree_on_flows() {
             .args(["--json", "--no-progress"])
             .output()
             .unwrap();
-        let r = json(&out);
-        assert_eq!(n(&r, "sent"), 200, "{r:#}");
+        let r = common::json_stdout(&out);
+        assert_eq!(common::count(&r, "sent"), 200, "{r:#}");
         let after = sipnat.stats();
         let hits = queue_counter(&after, q, "flow_hit") - queue_counter(&before, q, "flow_hit");
         assert!(hits >= 195, "queue {q}: {hits} flow hits for 200 replies");
         assert_eq!(
-            n(&after["total"], "slow_inbound_no_mapping"),
-            n(&before["total"], "slow_inbound_no_mapping"),
+            common::count(&after["total"], "slow_inbound_no_mapping"),
+            common::count(&before["total"], "slow_inbound_no_mapping"),
             "queue {q}: replies without a mapping"
         );
         let got = link_stat(&t.ua, "ua0", "rx", "packets") - ua_rx;
         assert!(got >= 195, "queue {q}: the UA got {got} of 200 replies");
-        assert_eq!(n(&after["xdp"]["outside"], "pass_no_socket"), 0);
+        assert_eq!(common::count(&after["xdp"]["outside"], "pass_no_socket"), 0);
     }
     assert_eq!(sipnat.stop(), Some(0));
 }
@@ -258,12 +238,12 @@ fn two_workers_against_one() {
     if !privileged("two_workers_against_one") {
         return;
     }
-    let _s = serial();
+    let _s = common::serial();
     let mut rows = Vec::new();
     for queues in [1u32, 2] {
         let t = Topo::with_queues(&format!("mqb{queues}"), queues);
         let cfg = t.config("gw", "", "");
-        let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("gw.log"));
+        let sipnat = t.start_sipnat(&cfg);
         let list = (0..queues)
             .map(|q| q.to_string())
             .collect::<Vec<_>>()
@@ -284,12 +264,14 @@ fn two_workers_against_one() {
                     "256",
                 ],
             );
-            assert_eq!(n(&r, "incorrect"), 0, "{r:#}");
-            assert!(n(&r, "verified") > 0, "{r:#}");
+            assert_eq!(common::count(&r, "incorrect"), 0, "{r:#}");
+            assert!(common::count(&r, "verified") > 0, "{r:#}");
             let after = sipnat.stats();
             assert_eq!(after["workers"].as_array().unwrap().len(), queues as usize);
-            assert_eq!(n(&after["xdp"]["inside"], "pass_no_socket"), 0);
-            let d = |side: &str, c: &str| n(&after["xdp"][side], c) - n(&before["xdp"][side], c);
+            assert_eq!(common::count(&after["xdp"]["inside"], "pass_no_socket"), 0);
+            let d = |side: &str, c: &str| {
+                common::count(&after["xdp"][side], c) - common::count(&before["xdp"][side], c)
+            };
             let rx: u64 = per_queue(&after, "rx_inside")
                 .iter()
                 .map(|x| x.1)
@@ -303,8 +285,8 @@ fn two_workers_against_one() {
                 r["offered_pps"].as_f64().unwrap(),
                 r["delivered_pps"].as_f64().unwrap(),
                 r["loss_pct"].as_f64().unwrap(),
-                n(&r["latency_ns"], "p50") / 1000,
-                n(&r["latency_ns"], "p99") / 1000,
+                common::count(&r["latency_ns"], "p50") / 1000,
+                common::count(&r["latency_ns"], "p99") / 1000,
                 d("inside", "redirect_sip").saturating_sub(rx),
             ));
         }

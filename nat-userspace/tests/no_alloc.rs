@@ -1,6 +1,8 @@
 //! The rewriter core allocates nothing: every bench input (`testdata/bench-inputs/`, with
 //! the config its benchmark uses), the whole-packet variant and an inbound run, 1000 calls
-//! each under a counting global allocator.
+//! each under a counting global allocator — through the fast path as everything calls it
+//! (`rewrite_message` / `rewrite_packet`: a gate per call, the thread's edit list), as the
+//! pipeline calls it (a gate built once, the caller's edit list), and the reference.
 //!
 //! The counter and its "armed" flag are thread-local, so tests running in parallel threads
 //! (and the harness itself) cannot add to another test's count. Buffers are prepared while
@@ -20,8 +22,9 @@ use etherparse::PacketBuilder;
 use sipnat::{
     nat::{addr::never_rewritten, Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
     rewrite::{
-        packet::{rewrite_packet, udp_checksum_ok},
-        rewrite_message, Changes, Context, Outcome,
+        edits::Edits,
+        packet::{rewrite_packet, rewrite_packet_gated, udp_checksum_ok},
+        reference, rewrite_message, rewrite_message_in, Changes, Context, Gate, Outcome,
     },
     sip::addr::parse_ip,
     wire::{self, Link},
@@ -173,10 +176,18 @@ fn message_case(name: &str, input: &[u8], ctx: &Context<'_>, want: Outcome) -> (
     let r = rewrite_message(&mut buf, input.len(), ctx);
     assert_eq!(r.outcome, want, "{name}: unexpected outcome");
     let len = input.len();
+    let gate = Gate::of(ctx);
+    let mut edits = Edits::new();
     let counts = counted(|| {
         for _ in 0..CALLS {
             buf[..len].copy_from_slice(input);
             let r = rewrite_message(black_box(&mut buf), len, black_box(ctx));
+            assert_eq!(r.outcome, want);
+            buf[..len].copy_from_slice(input);
+            let r = rewrite_message_in(black_box(&mut buf), len, black_box(ctx), &gate, &mut edits);
+            assert_eq!(r.outcome, want);
+            buf[..len].copy_from_slice(input);
+            let r = reference::rewrite_message(black_box(&mut buf), len, black_box(ctx));
             assert_eq!(r.outcome, want);
         }
     });
@@ -395,11 +406,19 @@ fn packet_case(
     let out_layout = wire::parse(&rewritten, Link::Ethernet).expect("output parses");
     assert!(udp_checksum_ok(&rewritten, &out_layout), "{name}: checksum");
     let len = frame.len();
+    let gate = Gate::of(ctx);
+    let mut edits = Edits::new();
     let counts = counted(|| {
         for _ in 0..CALLS {
             buf[..len].copy_from_slice(frame);
             let layout = wire::parse(black_box(&buf), Link::Ethernet).expect("parses");
             let r = rewrite_packet(black_box(&mut buf), &layout, black_box(ctx), l3);
+            assert_eq!(r.map(|r| r.sip), Ok(want));
+            buf[..len].copy_from_slice(frame);
+            let r = rewrite_packet_gated(&mut buf, &layout, black_box(ctx), l3, &gate, &mut edits);
+            assert_eq!(r.map(|r| r.sip), Ok(want));
+            buf[..len].copy_from_slice(frame);
+            let r = reference::rewrite_packet(black_box(&mut buf), &layout, black_box(ctx), l3);
             assert_eq!(r.map(|r| r.sip), Ok(want));
         }
     });

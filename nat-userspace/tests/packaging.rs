@@ -8,13 +8,12 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
 };
 
 use common::{
     privileged,
-    topo::{sipnat_bin, sipp, sipp_uas, Topo, CAR_IP, UA_IP},
+    topo::{sipnat_bin, sipp_uac, sipp_uas, Launch, Sipnat, Topo, CAR_IP, UA_IP},
 };
 use sipnat::sys::caps;
 
@@ -233,102 +232,22 @@ fn each_missing_capability_is_named() {
     );
 }
 
-/// `sipnat run` in the gateway namespace under `setpriv` with exactly the unit's set.
-struct Daemon {
-    child: Option<Child>,
-    socket: PathBuf,
-    gw: String,
-}
-
-impl Daemon {
-    fn start(t: &Topo, config: &Path, socket: PathBuf, log: &Path, journal: bool) -> Daemon {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &t.gw.name])
-            .args(only_caps(caps::DAEMON))
-            .args([sipnat_bin(), "run", "-c"])
-            .arg(config)
-            .env_remove("SIPNAT_LOG")
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap());
-        if journal {
-            // What systemd sets when stderr goes to the journal (device:inode).
-            cmd.env("JOURNAL_STREAM", "8:424242");
-        }
-        let mut d = Daemon {
-            child: Some(cmd.spawn().unwrap()),
-            socket,
-            gw: t.gw.name.clone(),
-        };
-        let end = Instant::now() + Duration::from_secs(20);
-        while d.ctl(&["status"]).is_err() {
-            if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "sipnat exited ({st}) during start:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < end, "sipnat not ready within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn ctl(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.gw, sipnat_bin(), "--socket"])
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn total(&self, name: &str) -> u64 {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.ctl(&["stats", "--json"]).unwrap()).unwrap();
-        v["total"][name].as_u64().unwrap()
-    }
-
-    /// SIGTERM (what `systemctl stop` sends); the exit code.
-    fn stop(mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st.code();
-            }
-            if Instant::now() > end {
-                let _ = c.kill();
-                return c.wait().ok().and_then(|s| s.code());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: a signal to our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            std::thread::sleep(Duration::from_millis(500));
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// The daemon as the unit runs it: exactly the unit's capabilities, the service's
+/// environment, stderr to `log` (as the journal when `journal`).
+fn daemon(t: &Topo, config: &Path, log: &Path, journal: bool) -> Sipnat {
+    let how = Launch {
+        wrapper: only_caps(caps::DAEMON),
+        service_env: true,
+        journal,
+        ..Launch::default()
+    };
+    Sipnat::launch(
+        &t.gw,
+        config,
+        t.dir.path("gw.sock"),
+        log.to_path_buf(),
+        &how,
+    )
 }
 
 fn effective_caps(pid: u32) -> u64 {
@@ -367,7 +286,7 @@ fn daemon_rewrites_calls_with_exactly_the_units_capabilities() {
     };
     let cfg = t.config("gw", "", &datapath);
     let log = t.dir.path("journal.log");
-    let d = Daemon::start(&t, &cfg, t.dir.path("gw.sock"), &log, true);
+    let d = daemon(&t, &cfg, &log, true);
     let want = caps::DAEMON.iter().fold(0u64, |m, c| m | (1 << c.bit));
     assert_eq!(
         effective_caps(d.pid()),
@@ -376,33 +295,22 @@ fn daemon_rewrites_calls_with_exactly_the_units_capabilities() {
         caps::list(caps::DAEMON)
     );
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
-    let (code, out) = sipp(
+    let (code, out) = sipp_uac(
         &t.ua,
-        &[
-            "-sn",
-            "uac",
-            &format!("{CAR_IP}:5060"),
-            "-i",
-            UA_IP,
-            "-p",
-            "5060",
-            "-m",
-            "5",
-            "-r",
-            "5",
-            "-timeout",
-            "30s",
-            "-recv_timeout",
-            "5000",
-        ],
-        Duration::from_secs(60),
+        "uac_rtcp.xml",
+        &format!("{CAR_IP}:5060"),
+        UA_IP,
+        5,
+        5,
+        30,
+        &["-recv_timeout", "5000"],
     );
     assert_eq!(code, 0, "sipp calls through sipnat: {out}");
     // INVITE, ACK, BYE out and 100/180/200/200 back, per call; the first packets to an
     // unresolved neighbour went through the raw sockets of the slow path.
-    assert!(d.total("sip_rewritten") >= 5 * 3, "rewritten");
-    assert!(d.total("slow_neighbor_unknown") >= 1, "slow path used");
-    assert_eq!(d.total("slow_send_error"), 0, "raw sockets work");
+    assert!(d.counter("sip_rewritten") >= 5 * 3, "rewritten");
+    assert!(d.counter("slow_neighbor_unknown") >= 1, "slow path used");
+    assert_eq!(d.counter("slow_send_error"), 0, "raw sockets work");
     assert_eq!(d.stop(), Some(0), "clean stop");
     let attached = String::from_utf8_lossy(&t.gw.exec(&["ip", "-d", "link", "show"]).stdout)
         .contains("prog/xdp");
@@ -422,7 +330,7 @@ fn daemon_rewrites_calls_with_exactly_the_units_capabilities() {
 
     // Not a terminal and not journald (a file): plain lines, no colours, no timestamps.
     let log = t.dir.path("plain.log");
-    let d = Daemon::start(&t, &cfg, t.dir.path("gw.sock"), &log, false);
+    let d = daemon(&t, &cfg, &log, false);
     assert_eq!(d.stop(), Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().any(|l| l.starts_with(" INFO ")), "{text}");

@@ -1,4 +1,6 @@
 //! `cargo xtask bench`: `--micro` runs the criterion benches (`cargo bench -p benches`);
+//! `--instructions` counts the instructions per message of every bench input under
+//! callgrind (`benches/examples/rewrite_loop.rs`), fast path and reference side by side;
 //! `--e2e` runs the end-to-end matrix of `bench/` (three network namespaces, napi
 //! steering) for sipnat next to the kernel anchors (forwarding, NAT, nf_nat_sip) and
 //! Kamailio, in one run, and prints the comparison table.
@@ -33,6 +35,10 @@ pub struct BenchArgs {
     /// Criterion micro-benchmarks of the rewriter (`cargo bench -p benches`).
     #[arg(long)]
     pub micro: bool,
+    /// Instructions per message of every bench input under callgrind, fast path and
+    /// reference side by side (deterministic, whatever the machine's load).
+    #[arg(long)]
+    pub instructions: bool,
     /// Short version: 1 run of 2 s per row, rates max and 30 kpps (a few minutes).
     #[arg(long)]
     pub quick: bool,
@@ -63,11 +69,17 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
-    if !a.e2e && !a.micro {
-        bail!("say what to run: --e2e (end-to-end matrix) and/or --micro (criterion)");
+    if !a.e2e && !a.micro && !a.instructions {
+        bail!(
+            "say what to run: --e2e (end-to-end matrix), --micro (criterion) and/or \
+             --instructions (callgrind)"
+        );
     }
     if a.micro {
         micro(a.quick)?;
+    }
+    if a.instructions {
+        instructions()?;
     }
     if a.e2e {
         e2e(a)?;
@@ -83,6 +95,91 @@ fn micro(quick: bool) -> anyhow::Result<()> {
         c.args(["--", "--quick"]);
     }
     shell::run(&mut c)
+}
+
+/// The inputs of `rewrite_loop` (bench row, example argument, target instructions per
+/// message for the fast path, when the issue set one).
+const INPUTS: [(&str, &str, Option<u64>); 8] = [
+    ("CarrierInviteSdp", "carrier", Some(4_500)),
+    ("CarrierInviteSdpPacket", "packet", None),
+    ("HeaderRewriting", "header", Some(1_100)),
+    ("SDPRewriting", "sdp", Some(1_300)),
+    ("Concurrent (one thread)", "concurrent", None),
+    ("MemoryEfficiency", "memory", None),
+    ("FastPath (disabled)", "fastpath", None),
+    ("PrivateIPDetection (6 addresses)", "private", None),
+];
+
+/// Iterations of the two runs whose difference is measured (startup cancels out).
+const SHORT: u64 = 100;
+const LONG: u64 = 1_100;
+
+/// `--instructions`: each input under `valgrind --tool=callgrind`, `SHORT` and `LONG`
+/// iterations; instructions per message = the difference / (LONG - SHORT), less the same
+/// for the `copy` mode (the restore of the input each iteration does).
+fn instructions() -> anyhow::Result<()> {
+    if !shell::succeeds(Command::new("valgrind").arg("--version")) {
+        bail!(
+            "valgrind is not installed (it is in xtask/debian-packages.txt: `cargo xtask \
+             setup` as root installs it, or `apt-get install valgrind`)"
+        );
+    }
+    shell::step("instructions per message (callgrind, benches/examples/rewrite_loop.rs)");
+    shell::run(shell::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "benches",
+        "--example",
+        "rewrite_loop",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| shell::workspace_root().join("target"));
+    let exe = target.join("release/examples/rewrite_loop");
+    let count = |input: &str, n: u64, mode: &str| -> anyhow::Result<u64> {
+        let o = shell::output(
+            Command::new("valgrind")
+                .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+                .arg(&exe)
+                .args([input, &n.to_string(), mode])
+                .env(
+                    "SIPNAT_BENCH_INPUTS",
+                    shell::workspace_root().join("testdata/bench-inputs"),
+                ),
+        )?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        if !o.status.success() {
+            bail!("callgrind {input} {mode} failed ({}):\n{err}", o.status);
+        }
+        err.lines()
+            .find_map(|l| l.split("Collected : ").nth(1))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no instruction count from callgrind:\n{err}"))
+    };
+    let per = |input: &str, mode: &str| -> anyhow::Result<u64> {
+        let (a, b) = (count(input, SHORT, mode)?, count(input, LONG, mode)?);
+        Ok(b.saturating_sub(a) / (LONG - SHORT))
+    };
+    println!(
+        "\n    {:<34} {:>9} {:>11} {:>7} {:>8}",
+        "input", "fast", "reference", "ratio", "target"
+    );
+    for (row, input, goal) in INPUTS {
+        let copy = per(input, "copy")?;
+        let fast = per(input, "fast")?.saturating_sub(copy);
+        let reference = per(input, "reference")?.saturating_sub(copy);
+        let ratio = reference as f64 / fast.max(1) as f64;
+        let goal = goal.map_or(String::new(), |g| {
+            format!("≤ {g}{}", if fast <= g { "" } else { " (missed)" })
+        });
+        println!("    {row:<34} {fast:>9} {reference:>11} {ratio:>6.2}x {goal}");
+    }
+    println!(
+        "\n    instructions per message (callgrind Ir), the restore of the input (copy mode) \
+         subtracted; {SHORT} and {LONG} iterations, their difference"
+    );
+    Ok(())
 }
 
 /// Rates per SUT: (default rates, per-SUT overrides).

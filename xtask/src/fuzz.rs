@@ -2,7 +2,9 @@
 //! nightly toolchain, built into `fuzz/target`, its own workspace).
 //!
 //! - `packet`: whole-frame rewrite (`decide` + `rewrite_packet`), checksums, idempotence;
-//! - `message`: one SIP message (`rewrite_message`) with every config, both directions.
+//! - `message`: one SIP message (`rewrite_message`) with every config, both directions;
+//! - `differential`: the fast path against the reference rewriter (same bytes, same
+//!   result), messages and whole frames.
 //!
 //! Seeds are read from `fuzz/corpus/<target>` (committed, never written); what a run finds
 //! goes to `fuzz/target/corpus/<target>`, crashes to `fuzz/artifacts/<target>/`. Built
@@ -24,7 +26,7 @@ use anyhow::{bail, Context as _};
 use crate::{setup, shell};
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: [&str; 2] = ["packet", "message"];
+pub const TARGETS: [&str; 3] = ["packet", "message", "differential"];
 
 /// Seconds per target in `cargo xtask test`.
 pub const TEST_SECONDS: u64 = 30;

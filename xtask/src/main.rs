@@ -41,12 +41,13 @@ enum Cmd {
         /// Seconds per target.
         #[arg(long, default_value_t = fuzz::TEST_SECONDS)]
         seconds: u64,
-        /// Which target: packet, message or all.
+        /// Which target: packet, message, differential or all.
         #[arg(long, default_value = "all")]
         target: String,
     },
     /// Benchmarks: `--e2e` (sipnat vs the kernel and Kamailio on a namespace topology,
-    /// bench/), `--micro` (criterion). Not part of `test`.
+    /// bench/), `--micro` (criterion), `--instructions` (callgrind: instructions per
+    /// message, fast path and reference). Not part of `test`.
     Bench(bench::BenchArgs),
     /// Build the Debian package (cargo-deb): binary, unit, config, man pages, completions,
     /// Grafana dashboard; the .deb lands in <target>/debian/.

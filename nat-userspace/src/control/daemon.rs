@@ -752,7 +752,7 @@ fn record_external(dp: &mut Dataplane, e: &mut ExternalState, u: ExternalUpdate)
     if stale && !e.stale {
         tracing::warn!("external address source {source} failed; keeping {addrs} (stale)");
     }
-    dp.external = addrs;
+    *dp = dp.with_external(addrs);
     e.source = source;
     if !stale {
         e.updated = Some(SystemTime::now());

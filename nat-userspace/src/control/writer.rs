@@ -70,7 +70,9 @@ impl DataplaneWriter {
 
     /// Runs `f` on a copy of the current snapshot and on the external address's state
     /// (whose `addrs` are the snapshot's before the change), then publishes the copy when
-    /// it differs. Writers are serialised; `f` must not call back into the writer.
+    /// it differs. Writers are serialised; `f` must not call back into the writer. `f`
+    /// replaces the snapshot (`Dataplane::new`, `Dataplane::with_external`) rather than
+    /// writing its fields: the rewriter's gates are built from them.
     pub fn update<R>(&self, f: impl FnOnce(&mut Dataplane, &mut ExternalState) -> R) -> R {
         let mut state = self.external.lock().expect("dataplane writer lock");
         let cur = self.shared.dataplane.load();
@@ -78,7 +80,7 @@ impl DataplaneWriter {
         state.addrs = cur.external;
         let r = f(&mut next, &mut state);
         state.addrs = next.external;
-        if next != *cur {
+        if !next.same_as(&cur) {
             self.shared.dataplane.publish(next);
         }
         r

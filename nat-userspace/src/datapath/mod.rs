@@ -28,7 +28,7 @@ use crate::{
 /// What the workers rewrite with; published as a whole (config reload, external address
 /// change) and read once per packet. Written only through
 /// [`DataplaneWriter`](crate::control::writer::DataplaneWriter) in the daemon.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Dataplane {
     pub config: RewriteConfig,
     pub external: ExternalAddrs,
@@ -36,6 +36,10 @@ pub struct Dataplane {
     pub network_rules: bool,
     /// The UDP ports that carry SIP (the XDP program steers a datagram to or from one).
     pub sip_ports: SipPorts,
+    /// The rewriter's fast-path gates (outbound, inbound), built from `config` and
+    /// `external` by [`Dataplane::new`] / [`Dataplane::with_external`]: a changed rule set
+    /// or external address is a new `Dataplane` made by one of them, never a field write.
+    pub gates: [crate::rewrite::Gate; 2],
 }
 
 impl Dataplane {
@@ -44,12 +48,47 @@ impl Dataplane {
             .rules
             .iter()
             .any(|r| r.internal.single_host().is_none());
+        let gates = Dataplane::gates(&config, &external);
         Dataplane {
             config,
             external,
             network_rules,
             sip_ports: SipPorts::new(sip_ports),
+            gates,
         }
+    }
+
+    fn gates(config: &RewriteConfig, external: &ExternalAddrs) -> [crate::rewrite::Gate; 2] {
+        use crate::{nat::Direction, rewrite::Gate};
+        [
+            Gate::new(config, external, Direction::Outbound),
+            Gate::new(config, external, Direction::Inbound),
+        ]
+    }
+
+    /// The fast-path gate of `direction`.
+    #[inline]
+    pub fn gate(&self, direction: crate::nat::Direction) -> &crate::rewrite::Gate {
+        match direction {
+            crate::nat::Direction::Outbound => &self.gates[0],
+            crate::nat::Direction::Inbound => &self.gates[1],
+        }
+    }
+
+    /// The same rules and ports with other external addresses.
+    pub fn with_external(&self, external: ExternalAddrs) -> Dataplane {
+        Dataplane {
+            external,
+            gates: Dataplane::gates(&self.config, &external),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `self` and `other` rewrite alike (the gates follow from the rest).
+    pub fn same_as(&self, other: &Dataplane) -> bool {
+        self.config == other.config
+            && self.external == other.external
+            && self.sip_ports == other.sip_ports
     }
 }
 

@@ -43,8 +43,8 @@ use crate::{
     },
     rewrite::{
         edits::Edits,
-        packet::{rewrite_packet_in, PacketError},
-        Changes, Context, Outcome,
+        packet::{rewrite_packet_gated, PacketError},
+        Changes, Context, Gate, Outcome,
     },
     sip::message::{Malformed, NotSip},
     wire::{self, checksum, ethernet, ipv4, ipv6, Layout, Link},
@@ -260,9 +260,10 @@ impl Pipeline {
         buf: &mut [u8],
         layout: &Layout,
         ctx: &Context<'_>,
+        gate: &Gate,
         l3: L3Action,
     ) -> Result<crate::rewrite::packet::PacketRewrite, PacketError> {
-        rewrite_packet_in(buf, layout, ctx, l3, &mut self.edits)
+        rewrite_packet_gated(buf, layout, ctx, l3, gate, &mut self.edits)
     }
 
     fn frame<E: Egress>(
@@ -483,6 +484,7 @@ impl Pipeline {
                 }
             }
         }
+        let gate = dp.gate(direction);
         let ctx = Context {
             config: cfg,
             external: ext,
@@ -494,7 +496,7 @@ impl Pipeline {
                 Side::Outside => dport,
             }),
         };
-        let mut r = match self.rewrite(buf!(), &layout, &ctx, l3) {
+        let mut r = match self.rewrite(buf!(), &layout, &ctx, gate, l3) {
             Ok(r) => r,
             Err(PacketError::NotUdp) | Err(PacketError::FamilyMismatch) => {
                 return kernel(at, C::SlowNotUdp, b);
@@ -509,7 +511,7 @@ impl Pipeline {
                 scratch[..n].copy_from_slice(&f[..n]);
             }
             at = At::Scratch;
-            r = match self.rewrite(scratch, &layout, &ctx, l3) {
+            r = match self.rewrite(scratch, &layout, &ctx, gate, l3) {
                 Ok(r) => r,
                 Err(_) => return kernel(at, C::SlowNotUdp, b),
             };

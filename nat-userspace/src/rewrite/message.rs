@@ -87,7 +87,7 @@ impl Changes {
         ]
     }
 
-    fn count(&mut self, f: Field) {
+    pub(super) fn count(&mut self, f: Field) {
         let c = match f {
             Field::RequestUri => &mut self.request_uri,
             Field::Via => &mut self.via,
@@ -143,8 +143,9 @@ pub struct Rewrite {
 }
 
 std::thread_local! {
-    /// The edit list of [`rewrite_message`] on this thread (allocated on first use).
-    static EDITS: core::cell::RefCell<Edits> = core::cell::RefCell::new(Edits::new());
+    /// The edit list of [`rewrite_message`] (and of the fast path's) on this thread
+    /// (allocated on first use).
+    pub(super) static EDITS: core::cell::RefCell<Edits> = core::cell::RefCell::new(Edits::new());
 }
 
 /// Rewrites the SIP message in `buf[..len]` in place; it may grow into `buf[len..]`.
@@ -177,7 +178,7 @@ pub fn rewrite_message_in(
     rewrite_enabled(buf, len, ctx, edits)
 }
 
-fn unchanged(len: usize) -> Rewrite {
+pub(super) fn unchanged(len: usize) -> Rewrite {
     Rewrite {
         outcome: Outcome::Unchanged,
         len,
@@ -251,7 +252,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
 
 /// What happens to one address (its port is decided separately, by the rule).
 #[derive(Clone, Copy)]
-enum Map<'a> {
+pub(super) enum Map<'a> {
     /// Becomes `addr`, rendered as `text` (no brackets, no port).
     To {
         addr: IpAddr,
@@ -284,18 +285,18 @@ fn express_like(orig: IpAddr, new: IpAddr) -> Option<IpAddr> {
     }
 }
 
-struct Rewriter<'c, 'a, 'e> {
-    ctx: &'c Context<'a>,
-    edits: &'e mut Edits,
-    cache: arrayvec::ArrayVec<(IpAddr, Map<'a>), MAP_CACHE>,
-    family_mismatch: u16,
-    full: bool,
-    cl_short: bool,
+pub(super) struct Rewriter<'c, 'a, 'e> {
+    pub(super) ctx: &'c Context<'a>,
+    pub(super) edits: &'e mut Edits,
+    pub(super) cache: arrayvec::ArrayVec<(IpAddr, Map<'a>), MAP_CACHE>,
+    pub(super) family_mismatch: u16,
+    pub(super) full: bool,
+    pub(super) cl_short: bool,
     /// Outbound: a body without Content-Type names an address of ours.
-    untyped_body_leaks: bool,
+    pub(super) untyped_body_leaks: bool,
     /// Where the message ends: the end of the body Content-Length declares, else the end
     /// of the datagram. Bytes after it are discarded.
-    msg_end: usize,
+    pub(super) msg_end: usize,
 }
 
 impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
@@ -373,7 +374,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         .filter(|&np| np != eff)
     }
 
-    fn push(&mut self, start: usize, end: usize, text: Text, field: Field) {
+    pub(super) fn push(&mut self, start: usize, end: usize, text: Text, field: Field) {
         if self.edits.push(start, end, text, field).is_err() {
             self.full = true;
         }
@@ -385,7 +386,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     /// (URIs, Via sent-by); otherwise as the original was written. Returns the rule when
     /// the address was rewritten under one (its port map then applies to the ports that
     /// go with the address).
-    fn host(
+    pub(super) fn host(
         &mut self,
         hp: &HostPort,
         default_port: Option<u16>,
@@ -431,7 +432,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     /// A SIP URI inside `[start, end)`: its host (and port) and its `maddr` parameter
     /// (host only), each rewritten when it is one of ours (a host name may carry an IP
     /// `maddr`).
-    fn uri(&mut self, msg: &[u8], start: usize, end: usize, field: Field) {
+    pub(super) fn uri(&mut self, msg: &[u8], start: usize, end: usize, field: Field) {
         let Some(u) = uri::sip_uri(msg, start, end) else {
             return;
         };
@@ -442,7 +443,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 
     /// `maddr` (a host, never a port) in the `;params` region `p`.
-    fn maddr(&mut self, msg: &[u8], p: core::ops::Range<usize>, field: Field) {
+    pub(super) fn maddr(&mut self, msg: &[u8], p: core::ops::Range<usize>, field: Field) {
         // Most params (`;lr`, `;transport=udp`, `;branch=...;rport`) have no `m` at all:
         // one search rules the parameter walk out.
         if memchr::memchr2(b'm', b'M', &msg[p.clone()]).is_none() {
@@ -458,7 +459,13 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 
     /// Every comma-separated name-addr / addr-spec value of a header.
-    fn uri_list(&mut self, msg: &[u8], v: core::ops::Range<usize>, field: Field, all: bool) {
+    pub(super) fn uri_list(
+        &mut self,
+        msg: &[u8],
+        v: core::ops::Range<usize>,
+        field: Field,
+        all: bool,
+    ) {
         let mut pos = v.start;
         while let Some((val, next)) = uri::next_value(msg, pos, v.end) {
             let u = uri::value_uri(msg, val);
@@ -476,7 +483,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     /// the UA's own, as it registered it: restored, so that the UA finds its Contact in
     /// the answer (RFC 3261 section 10.2.4). Every other binding is left as it is (and
     /// takes no edit).
-    fn bindings(&mut self, msg: &[u8], v: core::ops::Range<usize>) {
+    pub(super) fn bindings(&mut self, msg: &[u8], v: core::ops::Range<usize>) {
         let Some(local_port) = self.ctx.local_port else {
             return;
         };
@@ -525,7 +532,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 
     /// The top Via value: sent-by and `maddr`; inbound also `received`.
-    fn top_via(&mut self, msg: &[u8], v: core::ops::Range<usize>) {
+    pub(super) fn top_via(&mut self, msg: &[u8], v: core::ops::Range<usize>) {
         let Some((val, _)) = uri::next_value(msg, v.start, v.end) else {
             return;
         };
@@ -665,7 +672,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 
     /// SDP, or each part of a multipart body (nested up to 4 levels).
-    fn body(&mut self, msg: &[u8], start: usize, end: usize, kind: BodyKind, depth: u8) {
+    pub(super) fn body(&mut self, msg: &[u8], start: usize, end: usize, kind: BodyKind, depth: u8) {
         match kind {
             BodyKind::Sdp => self.sdp(msg, start, end),
             BodyKind::Multipart { boundary } if depth < 4 => {
@@ -683,7 +690,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         }
     }
 
-    fn sdp(&mut self, msg: &[u8], start: usize, end: usize) {
+    pub(super) fn sdp(&mut self, msg: &[u8], start: usize, end: usize) {
         // Port maps in SDP follow the address each port goes with: an m= port the
         // connection address of its media section (the media-level c=, else the
         // session-level one), an a=rtcp port its own address, else that same connection
@@ -757,7 +764,11 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
 
     /// Settles the ports of a finished SDP section with its connection address (its own
     /// c=, else the session's `session`); returns that address's rule.
-    fn end_section(&mut self, sec: &Section<'a>, session: Option<&'a Rule>) -> Option<&'a Rule> {
+    pub(super) fn end_section(
+        &mut self,
+        sec: &Section<'a>,
+        session: Option<&'a Rule>,
+    ) -> Option<&'a Rule> {
         let rule = sec.conn.unwrap_or(session);
         if let Some((port, range)) = &sec.media_port {
             self.sdp_port(rule, *port, range.clone(), Field::SdpMediaPort);
@@ -769,7 +780,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 
     /// An SDP port (m= or a=rtcp), mapped when its address was rewritten under `rule`.
-    fn sdp_port(
+    pub(super) fn sdp_port(
         &mut self,
         rule: Option<&Rule>,
         port: u16,
@@ -786,7 +797,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
 
 /// One part of an SDP body (the session part, or a media section) while it is scanned.
 #[derive(Default)]
-struct Section<'a> {
+pub(super) struct Section<'a> {
     /// The first c= of the part: `Some(rule)`, the rule being `Some` when its address was
     /// rewritten under one; `None` while the part has no c=.
     conn: Option<Option<&'a Rule>>,

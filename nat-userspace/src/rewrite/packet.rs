@@ -10,7 +10,10 @@
 use core::net::IpAddr;
 
 use super::{
-    edits::Edits, message::rewrite_message_in, rewrite_message, Context, Outcome, Rewrite,
+    edits::Edits,
+    fast::{self, Gate, Sums},
+    message::{self, unchanged},
+    Context, Outcome, Rewrite,
 };
 use crate::{
     nat::L3Action,
@@ -50,15 +53,20 @@ pub enum PacketError {
 /// than `Rewritten`) the payload is untouched; the L3 action is applied unless the SIP
 /// outcome is `TooBig` (the caller then takes the slow path with a bigger buffer).
 ///
-/// Uses this thread's edit list, as [`rewrite_message`] does; [`rewrite_packet_in`] takes
-/// the caller's.
+/// The fast path ([`super::fast`]) with a gate computed for the call and this thread's
+/// edit list, as [`super::rewrite_message`] does; [`rewrite_packet_in`] takes the
+/// caller's, [`rewrite_packet_gated`] its gate too.
 pub fn rewrite_packet(
     buf: &mut [u8],
     layout: &Layout,
     ctx: &Context<'_>,
     l3: L3Action,
 ) -> Result<PacketRewrite, PacketError> {
-    rewrite_packet_with(buf, layout, l3, |b, n| rewrite_message(b, n, ctx))
+    let gate = Gate::of(ctx);
+    message::EDITS.with(|e| match e.try_borrow_mut() {
+        Ok(mut e) => rewrite_packet_gated(buf, layout, ctx, l3, &gate, &mut e),
+        Err(_) => rewrite_packet_gated(buf, layout, ctx, l3, &gate, &mut Edits::new()),
+    })
 }
 
 /// [`rewrite_packet`] with the caller's edit list (allocates nothing).
@@ -69,7 +77,183 @@ pub fn rewrite_packet_in(
     l3: L3Action,
     edits: &mut Edits,
 ) -> Result<PacketRewrite, PacketError> {
-    rewrite_packet_with(buf, layout, l3, |b, n| rewrite_message_in(b, n, ctx, edits))
+    rewrite_packet_gated(buf, layout, ctx, l3, &Gate::of(ctx), edits)
+}
+
+/// [`rewrite_packet`] with the caller's gate (built once per snapshot, see
+/// [`Gate::new`]) and edit list. The UDP checksum is updated from the sums of the bytes
+/// that changed (RFC 1624): from the first edit to the end of the payload, before and
+/// after; a packet whose payload did not change is not summed at all.
+pub fn rewrite_packet_gated(
+    buf: &mut [u8],
+    layout: &Layout,
+    ctx: &Context<'_>,
+    l3: L3Action,
+    gate: &Gate,
+    edits: &mut Edits,
+) -> Result<PacketRewrite, PacketError> {
+    let (_, _, payload, payload_len) = layout.udp(buf).ok_or(PacketError::NotUdp)?;
+    for a in [l3.src, l3.dst].into_iter().flatten() {
+        if a.is_ipv6() != layout.ipv6 {
+            return Err(PacketError::FamilyMismatch);
+        }
+    }
+    let l4 = layout.l4;
+    let old_check = u16::from_be_bytes([buf[l4 + 6], buf[l4 + 7]]);
+    let has_check = layout.ipv6 || old_check != 0;
+    let mut sums = Sums::default();
+    let r = if ctx.config.enabled {
+        fast::rewrite(
+            &mut buf[payload..],
+            payload_len,
+            ctx,
+            gate,
+            edits,
+            has_check.then_some(&mut sums),
+        )
+    } else {
+        unchanged(payload_len)
+    };
+    let payload_changed = matches!(r.outcome, Outcome::Rewritten(_));
+    let Some((new_udp_len, new_ip_len)) = lengths(layout, &r) else {
+        return Ok(not_rewritten(layout, &r, Outcome::TooBig));
+    };
+    let l3_changed = l3_changes(layout, l3);
+    if !payload_changed && !l3_changed {
+        return Ok(not_rewritten(layout, &r, r.outcome));
+    }
+    // The covered words that change besides the payload: the pseudo header and the UDP
+    // length (in the header), before and after.
+    let old_udp_len = udp::HEADER_LEN + payload_len;
+    let (old_fixed, new_fixed);
+    if has_check {
+        old_fixed = pseudo(buf, layout, old_udp_len) + u64::from(old_udp_len as u16);
+    } else {
+        old_fixed = 0;
+    }
+    set_l3(buf, layout, l3, new_ip_len, new_udp_len);
+    if has_check {
+        new_fixed = pseudo(buf, layout, new_udp_len) + u64::from(new_udp_len as u16);
+        let mut c = checksum::update(old_check, old_fixed + sums.old, new_fixed + sums.new);
+        if c == 0 {
+            c = 0xffff;
+        }
+        buf[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(PacketRewrite {
+        sip: r.outcome,
+        len: packet_len(layout, new_ip_len),
+        l3_changed,
+        family_mismatch: r.family_mismatch,
+        content_length_short: r.content_length_short,
+        trailing_discarded: r.trailing_discarded,
+        would_leak: r.would_leak,
+    })
+}
+
+/// The new UDP and IP lengths after the message became `r.len` long (`None`: they would
+/// not fit the length fields), or `None` when the message did not fit the buffer.
+#[inline]
+fn lengths(layout: &Layout, r: &Rewrite) -> Option<(usize, usize)> {
+    if r.outcome == Outcome::TooBig {
+        return None;
+    }
+    let new_udp_len = udp::HEADER_LEN + r.len;
+    let new_ip_len = if layout.ipv6 {
+        new_udp_len + (layout.l4 - layout.l3 - ipv6::HEADER_LEN)
+    } else {
+        (layout.l4 - layout.l3) + new_udp_len
+    };
+    // A 64 KiB message cannot occur in a 4 KiB frame; treated as too big.
+    (new_udp_len <= usize::from(u16::MAX) && new_ip_len <= usize::from(u16::MAX))
+        .then_some((new_udp_len, new_ip_len))
+}
+
+/// Whether the L3 action changes an address.
+#[inline]
+fn l3_changes(layout: &Layout, l3: L3Action) -> bool {
+    l3.src.is_some_and(|a| a != layout.src) || l3.dst.is_some_and(|a| a != layout.dst)
+}
+
+/// The result when the packet is left exactly as it came.
+#[inline]
+fn not_rewritten(layout: &Layout, r: &Rewrite, sip: Outcome) -> PacketRewrite {
+    PacketRewrite {
+        sip,
+        len: layout.ip_end,
+        l3_changed: false,
+        family_mismatch: r.family_mismatch,
+        content_length_short: r.content_length_short,
+        trailing_discarded: 0,
+        would_leak: r.would_leak,
+    }
+}
+
+/// Writes the addresses and the IP and UDP lengths (IPv4 header checksum updated over the
+/// words that change).
+#[inline]
+fn set_l3(buf: &mut [u8], layout: &Layout, l3: L3Action, new_ip_len: usize, new_udp_len: usize) {
+    let ip = &mut buf[layout.l3..];
+    if layout.ipv6 {
+        let mut p = ipv6::Packet::new_unchecked(ip);
+        if let Some(IpAddr::V6(a)) = l3.src {
+            p.set_src(a);
+        }
+        if let Some(IpAddr::V6(a)) = l3.dst {
+            p.set_dst(a);
+        }
+        p.set_payload_len(new_ip_len as u16);
+    } else {
+        let words = |h: &[u8]| checksum::sum(&h[2..4]) + checksum::sum(&h[12..20]);
+        let old = words(ip);
+        let old_check = u16::from_be_bytes([ip[10], ip[11]]);
+        let mut p = ipv4::Packet::new_unchecked(&mut *ip);
+        if let Some(IpAddr::V4(a)) = l3.src {
+            p.set_src(a);
+        }
+        if let Some(IpAddr::V4(a)) = l3.dst {
+            p.set_dst(a);
+        }
+        p.set_total_len(new_ip_len as u16);
+        let c = checksum::update(old_check, old, words(ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    let mut d = udp::Datagram::new_unchecked(&mut buf[layout.l4..]);
+    d.set_len(new_udp_len as u16);
+}
+
+/// The packet's length with an IP length of `ip_len`.
+#[inline]
+fn packet_len(layout: &Layout, ip_len: usize) -> usize {
+    if layout.ipv6 {
+        layout.l3 + ipv6::HEADER_LEN + ip_len
+    } else {
+        layout.l3 + ip_len
+    }
+}
+
+/// The reference whole-packet rewrite ([`super::reference`]): the reference message
+/// rewrite, the UDP checksum over the whole datagram before and after.
+pub fn reference_rewrite_packet(
+    buf: &mut [u8],
+    layout: &Layout,
+    ctx: &Context<'_>,
+    l3: L3Action,
+) -> Result<PacketRewrite, PacketError> {
+    rewrite_packet_with(buf, layout, l3, |b, n| message::rewrite_message(b, n, ctx))
+}
+
+/// [`reference_rewrite_packet`] with the caller's edit list.
+pub fn reference_rewrite_packet_in(
+    buf: &mut [u8],
+    layout: &Layout,
+    ctx: &Context<'_>,
+    l3: L3Action,
+    edits: &mut Edits,
+) -> Result<PacketRewrite, PacketError> {
+    rewrite_packet_with(buf, layout, l3, |b, n| {
+        message::rewrite_message_in(b, n, ctx, edits)
+    })
 }
 
 #[inline]

@@ -256,7 +256,7 @@ static TOKEN: [bool; 256] = {
 };
 
 #[inline]
-fn is_token_char(b: u8) -> bool {
+pub fn is_token_char(b: u8) -> bool {
     TOKEN[usize::from(b)]
 }
 

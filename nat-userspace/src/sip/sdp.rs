@@ -49,50 +49,55 @@ pub fn items(buf: &[u8], start: usize, end: usize) -> impl Iterator<Item = Item>
             let (ce, next) = line_end(buf, pos, end);
             let line = pos..ce;
             pos = next;
-            if line.len() < 2 || buf[line.start + 1] != b'=' {
-                continue;
-            }
-            let v = line.start + 2..line.end;
-            let item = match buf[line.start] {
-                b'c' => {
-                    let addr = conn(buf, v);
-                    Some(Item {
-                        field: Field::Connection,
-                        other_addr: addr.is_none(),
-                        addr,
-                        port: None,
-                        rejected,
-                    })
-                }
-                b'o' => origin(buf, v).map(|addr| Item {
-                    field: Field::Origin,
-                    addr: Some(addr),
-                    port: None,
-                    other_addr: false,
-                    rejected: false,
-                }),
-                b'm' => {
-                    let port = media_port(buf, v);
-                    rejected = port.as_ref().is_some_and(|(p, _)| *p == 0);
-                    port.map(|p| Item {
-                        field: Field::Media,
-                        addr: None,
-                        port: Some(p),
-                        other_addr: false,
-                        rejected,
-                    })
-                }
-                b'a' if buf[v.clone()].starts_with(b"rtcp:") => {
-                    rtcp(buf, v.start + 5..v.end, rejected)
-                }
-                _ => None,
-            };
+            let item = line_item(buf, line, &mut rejected);
             if item.is_some() {
                 return item;
             }
         }
         None
     })
+}
+
+/// The item of one SDP line (without its line break), if it has one. `rejected`: whether
+/// the current media section is rejected; an `m=` line sets it for the lines after it.
+#[inline]
+pub fn line_item(buf: &[u8], line: Range<usize>, rejected: &mut bool) -> Option<Item> {
+    if line.len() < 2 || buf[line.start + 1] != b'=' {
+        return None;
+    }
+    let v = line.start + 2..line.end;
+    match buf[line.start] {
+        b'c' => {
+            let addr = conn(buf, v);
+            Some(Item {
+                field: Field::Connection,
+                other_addr: addr.is_none(),
+                addr,
+                port: None,
+                rejected: *rejected,
+            })
+        }
+        b'o' => origin(buf, v).map(|addr| Item {
+            field: Field::Origin,
+            addr: Some(addr),
+            port: None,
+            other_addr: false,
+            rejected: false,
+        }),
+        b'm' => {
+            let port = media_port(buf, v);
+            *rejected = port.as_ref().is_some_and(|(p, _)| *p == 0);
+            port.map(|p| Item {
+                field: Field::Media,
+                addr: None,
+                port: Some(p),
+                other_addr: false,
+                rejected: *rejected,
+            })
+        }
+        b'a' if buf[v.clone()].starts_with(b"rtcp:") => rtcp(buf, v.start + 5..v.end, *rejected),
+        _ => None,
+    }
 }
 
 /// Splits `[start, end)` at single spaces (SDP uses exactly one SP between fields).

@@ -2,10 +2,12 @@
 //! created and removed by the test, and a minimal AF_XDP receive socket.
 #![allow(dead_code)]
 
+pub mod differential;
 pub mod frames;
 pub mod hog;
 pub mod netns;
 pub mod sipcheck;
+pub mod sipua;
 pub mod testdata;
 pub mod topo;
 pub mod traffic;
@@ -16,10 +18,41 @@ pub mod xsk;
 pub fn privileged(test: &str) -> bool {
     // SAFETY: trivial libc call.
     let root = unsafe { libc::geteuid() } == 0;
-    if root {
-        return true;
+    root || skip(test, "needs root (BPF, XDP, network namespaces)")
+}
+
+/// True when every `(binary, Debian package)` is installed (on `PATH`, or in `/usr/sbin`
+/// or `/sbin`); otherwise prints which one is missing and skips, or fails under `CI=true`
+/// (`xtask/debian-packages.txt` lists them; `cargo xtask setup` installs them).
+pub fn installed(test: &str, tools: &[(&str, &str)]) -> bool {
+    for (bin, package) in tools {
+        if find_binary(bin).is_none() {
+            return skip(
+                test,
+                &format!("`{bin}` is not installed (Debian package {package})"),
+            );
+        }
     }
-    let msg = format!("SKIP {test}: needs root (BPF, XDP, network namespaces)");
+    true
+}
+
+/// The path of an executable named `bin` on `PATH`, or in `/usr/sbin` or `/sbin` (root's
+/// tools, absent from some users' `PATH`).
+pub fn find_binary(bin: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(bin))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Skips `test` for `reason` (printed, and logged for `cargo xtask test`'s summary) and
+/// returns false; under `CI=true` a skip is a failure: panics instead.
+fn skip(test: &str, reason: &str) -> bool {
+    let msg = format!("SKIP {test}: {reason}");
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}; CI=true forbids skipping");
     }
@@ -36,6 +69,40 @@ pub fn privileged(test: &str) -> bool {
         }
     }
     false
+}
+
+/// A command's stdout parsed as JSON; panics with its stdout and stderr when it does not
+/// parse.
+pub fn json_stdout(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "the output is no JSON ({e}):\nstdout:\n{text}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The count `v[k]`; panics naming the field when it is missing or not a count.
+pub fn count(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("field `{k}` missing or not a count in {v:#}"))
+}
+
+/// The running test's name: libtest runs each test on a thread named after it.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string()
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serialises the privileged tests of one test binary: each builds its own namespaces, but
+/// they share two cores, and timing-sensitive checks must not compete with a neighbour.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Prints a line about what a test checked, and appends it to `$SIPNAT_REPORT_LOG` when

@@ -335,6 +335,15 @@ pub fn cl_and_rest(msg: &[u8]) -> Option<(usize, usize)> {
 /// `=` or `<`), outside the opaque Call-ID? (Inside a token such as a branch parameter it
 /// is no address.)
 pub fn names_address(msg: &[u8], prefix: &str) -> bool {
+    names(msg, prefix, false)
+}
+
+/// [`names_address`] for exactly `addr` (not followed by another digit).
+pub fn names_address_exactly(msg: &[u8], addr: &str) -> bool {
+    names(msg, addr, true)
+}
+
+fn names(msg: &[u8], text: &str, whole: bool) -> bool {
     String::from_utf8_lossy(msg)
         .lines()
         .filter(|l| {
@@ -342,8 +351,11 @@ pub fn names_address(msg: &[u8], prefix: &str) -> bool {
             !l.starts_with("call-id") && !l.starts_with("i:")
         })
         .any(|l| {
-            ["@", " ", "=", "<"]
-                .iter()
-                .any(|p| l.contains(&format!("{p}{prefix}")))
+            ["@", " ", "=", "<"].iter().any(|p| {
+                let needle = format!("{p}{text}");
+                l.match_indices(&needle).any(|(i, _)| {
+                    !whole || !l[i + needle.len()..].starts_with(|c: char| c.is_ascii_digit())
+                })
+            })
         })
 }

@@ -4,6 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use pcap_file::{
+    pcap::PcapReader,
+    pcapng::{Block, PcapNgReader},
+    DataLink,
+};
+use sipnat::wire::Link;
+
 /// The workspace root (the parent of this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,4 +64,37 @@ pub fn entries(dir: &Path) -> Vec<PathBuf> {
     );
     v.sort();
     v
+}
+
+/// The frames of a pcap or pcapng capture, with their link type.
+pub fn read_capture(path: &Path) -> Vec<(Link, Vec<u8>)> {
+    let bytes = read(path);
+    let link_of = |dl: DataLink| match dl {
+        DataLink::ETHERNET => Link::Ethernet,
+        DataLink::LINUX_SLL => Link::LinuxSll,
+        DataLink::LINUX_SLL2 => Link::LinuxSll2,
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Link::RawIp,
+        other => panic!("{}: link type {other:?}", path.display()),
+    };
+    let mut out = Vec::new();
+    if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+        let mut links = Vec::new();
+        while let Some(b) = r.next_block() {
+            match b.unwrap() {
+                Block::InterfaceDescription(i) => links.push(link_of(i.linktype)),
+                Block::EnhancedPacket(p) => {
+                    out.push((links[p.interface_id as usize], p.data.to_vec()))
+                }
+                _ => {}
+            }
+        }
+    } else {
+        let mut r = PcapReader::new(&bytes[..]).unwrap();
+        let link = link_of(r.header().datalink);
+        while let Some(p) = r.next_packet() {
+            out.push((link, p.unwrap().data.to_vec()));
+        }
+    }
+    out
 }

@@ -203,6 +203,34 @@ impl Topo {
             .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
     }
 
+    /// Captures `filter` on the outside (car0) and the inside (ua0) links.
+    pub fn capture_both(&self, filter: &str) -> (Capture, Capture) {
+        (
+            Capture::start(&self.car, "car0", self.dir.path("outside.pcap"), filter),
+            Capture::start(&self.ua, "ua0", self.dir.path("inside.pcap"), filter),
+        )
+    }
+
+    /// `sipnat run -c config` on the gateway, its socket and log in the scratch folder.
+    pub fn start_sipnat(&self, config: &Path) -> Sipnat {
+        Sipnat::start(
+            &self.gw,
+            config,
+            self.dir.path("gw.sock"),
+            self.dir.path("gw.log"),
+        )
+    }
+
+    /// [`Topo::add_ipv6`], then a config that also rewrites `fd00:88::/64` to `EXT_IP6`.
+    pub fn dual_stack_config(&self) -> PathBuf {
+        self.add_ipv6();
+        self.config(
+            "gw",
+            &format!("external_ip6 = \"{EXT_IP6}\""),
+            "[[nat.rule]]\ninternal = \"fd00:88::/64\"\n",
+        )
+    }
+
     /// Writes a sipnat config (rule 10.0.0.0/24, external 198.51.100.1) with `extra` TOML
     /// appended to the [nat] table, and returns its path.
     pub fn config(&self, name: &str, nat_extra: &str, rest: &str) -> PathBuf {
@@ -231,12 +259,47 @@ impl Topo {
     }
 }
 
+/// The start of a privileged test on the topology: `None` when it must skip (see
+/// [`crate::common::privileged`]); else the test's turn ([`crate::common::serial`]) and a
+/// fresh topology tagged `tag`.
+pub fn privileged_topo(tag: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Topo)> {
+    if !super::privileged(&super::test_name()) {
+        return None;
+    }
+    let turn = super::serial();
+    Some((turn, Topo::new(tag)))
+}
+
+/// [`privileged_topo`], then sipnat on its gateway with [`Topo::config`]`(nat_extra, rest)`.
+pub fn privileged_gateway(
+    tag: &str,
+    nat_extra: &str,
+    rest: &str,
+) -> Option<(std::sync::MutexGuard<'static, ()>, Topo, Sipnat)> {
+    let (turn, t) = privileged_topo(tag)?;
+    let sipnat = t.start_sipnat(&t.config("gw", nat_extra, rest));
+    Some((turn, t, sipnat))
+}
+
 /// sipnat running in the gateway namespace.
 pub struct Sipnat {
     child: Option<Child>,
     pub socket: PathBuf,
     pub log: PathBuf,
     gw: String,
+}
+
+/// How [`Sipnat::launch`] starts the daemon.
+#[derive(Default)]
+pub struct Launch {
+    /// The open-file limit (soft and hard); `None`: the test's.
+    pub nofile: Option<u64>,
+    /// A command the daemon runs under (e.g. `setpriv` limiting capabilities).
+    pub wrapper: Vec<String>,
+    /// The environment of the service: no log-level variables (the defaults apply).
+    pub service_env: bool,
+    /// Pretend stderr is the journal (`JOURNAL_STREAM`), as under systemd.
+    pub journal: bool,
 }
 
 impl Sipnat {
@@ -254,16 +317,43 @@ impl Sipnat {
         log: PathBuf,
         nofile: Option<u64>,
     ) -> Sipnat {
+        let how = Launch {
+            nofile,
+            ..Launch::default()
+        };
+        Sipnat::launch(gw, config, socket, log, &how)
+    }
+
+    /// Starts the daemon as `how` says and waits until its control socket answers.
+    pub fn launch(
+        gw: &Netns,
+        config: &Path,
+        socket: PathBuf,
+        log: PathBuf,
+        how: &Launch,
+    ) -> Sipnat {
         use std::os::unix::process::CommandExt as _;
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &gw.name, sipnat_bin(), "run", "-c"])
+        cmd.args(["netns", "exec", &gw.name])
+            .args(&how.wrapper)
+            .args([sipnat_bin(), "run", "-c"])
             .arg(config)
-            .env("SIPNAT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
-        if let Some(n) = nofile {
+        if how.service_env {
+            cmd.env_remove("SIPNAT_LOG")
+                .env_remove("RUST_LOG")
+                .env_remove("JOURNAL_STREAM");
+        } else {
+            cmd.env("SIPNAT_LOG", "info");
+        }
+        if how.journal {
+            // What systemd sets when stderr goes to the journal (device:inode).
+            cmd.env("JOURNAL_STREAM", "8:424242");
+        }
+        if let Some(n) = how.nofile {
             // SAFETY: setrlimit(2) only, between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
@@ -494,6 +584,17 @@ pub fn tshark(file: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `tshark -r file -Y filter -T fields -E separator=| -e f1 -e f2 ...`: one line per
+/// packet, the fields separated by `|` (repeated fields, e.g. inner and outer IP headers,
+/// by `,`).
+pub fn tshark_fields(file: &Path, filter: &str, fields: &[&str]) -> String {
+    let mut args = vec!["-Y", filter, "-T", "fields", "-E", "separator=|"];
+    for f in fields {
+        args.extend(["-e", f]);
+    }
+    tshark(file, &args)
+}
+
 /// Runs sipp to completion inside `ns`; returns (exit code, stdout+stderr).
 pub fn sipp(ns: &Netns, args: &[&str], timeout: Duration) -> (i32, String) {
     let out = Command::new("timeout")
@@ -512,6 +613,65 @@ pub fn sipp(ns: &Netns, args: &[&str], timeout: Duration) -> (i32, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// A UDP socket bound to `addr` in the namespace named `ns`: bound before the test sends
+/// anything, so no datagram can arrive at a port nobody listens on yet.
+pub fn udp_socket_in(ns: &str, addr: (&'static str, u16)) -> std::net::UdpSocket {
+    super::netns::Netns::attach_existing(ns).run(move || {
+        std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr:?}: {e}"))
+    })
+}
+
+/// One sipp UAC run in `ns`: `scenario` (from tests/scenarios) to `target`, from `ip`
+/// port 5060, `calls` calls at `rate` per second, media port 6000, sipp's own timeout
+/// `timeout_s` (the run is killed 30 s after it), then `extra` arguments.
+#[allow(clippy::too_many_arguments)]
+pub fn sipp_uac(
+    ns: &Netns,
+    scenario_file: &str,
+    target: &str,
+    ip: &str,
+    calls: u32,
+    rate: u32,
+    timeout_s: u64,
+    extra: &[&str],
+) -> (i32, String) {
+    let (sf, calls, rate, timeout) = (
+        scenario(scenario_file),
+        calls.to_string(),
+        rate.to_string(),
+        format!("{timeout_s}s"),
+    );
+    let mut args = vec![
+        "-sf", &sf, target, "-i", ip, "-p", "5060", "-m", &calls, "-r", &rate, "-timeout",
+        &timeout, "-mp", "6000",
+    ];
+    args.extend_from_slice(extra);
+    sipp(ns, &args, Duration::from_secs(timeout_s + 30))
+}
+
+/// Starts coturn as a STUN-only server (port 3478) on `ips` in `ns`; ended by PID when
+/// the namespace is dropped.
+pub fn stun_server(ns: &mut Netns, ips: &[&str], pidfile: &str) -> u32 {
+    let mut argv = vec!["turnserver", "-n"];
+    for ip in ips {
+        argv.extend(["--listening-ip", ip]);
+    }
+    argv.extend([
+        "--listening-port",
+        "3478",
+        "--stun-only",
+        "--no-cli",
+        "--no-tls",
+        "--no-dtls",
+        "--log-file",
+        "stdout",
+        "--simple-log",
+        "--pidfile",
+        pidfile,
+    ]);
+    ns.spawn_quiet(&argv)
 }
 
 /// Starts a sipp UAS (background) in `ns`; ended by PID when the namespace is dropped.
@@ -538,17 +698,29 @@ pub fn ip(s: &str) -> IpAddr {
 /// Sends raw IPv4 packets (header included; the kernel fills the header checksum and
 /// total length) from inside `ns`.
 pub fn send_raw_ipv4(ns: &Netns, packets: Vec<Vec<u8>>) {
+    let n = packets.len() as u64;
+    assert_eq!(
+        send_raw_ipv4_paced(ns, packets, u64::MAX),
+        n,
+        "raw sends failed"
+    );
+}
+
+/// [`send_raw_ipv4`] at about `rate` packets per second (bursts of 64, then a pause:
+/// pacing, not synchronisation); returns how many were sent.
+pub fn send_raw_ipv4_paced(ns: &Netns, packets: Vec<Vec<u8>>, rate: u64) -> u64 {
     ns.run(move || {
         // SAFETY: plain socket(2); checked.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
         assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        for p in &packets {
-            let dst = [p[16], p[17], p[18], p[19]];
+        let t0 = Instant::now();
+        let mut sent = 0;
+        for (i, p) in packets.iter().enumerate() {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: 0,
                 sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(dst),
+                    s_addr: u32::from_ne_bytes([p[16], p[17], p[18], p[19]]),
                 },
                 sin_zero: [0; 8],
             };
@@ -563,11 +735,20 @@ pub fn send_raw_ipv4(ns: &Netns, packets: Vec<Vec<u8>>) {
                     std::mem::size_of::<libc::sockaddr_in>() as u32,
                 )
             };
-            assert!(r >= 0, "raw send: {}", std::io::Error::last_os_error());
+            if r >= 0 {
+                sent += 1;
+            }
+            if i % 64 == 63 && rate != u64::MAX {
+                let due = t0 + Duration::from_secs_f64((i + 1) as f64 / rate as f64);
+                if let Some(d) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
         }
         // SAFETY: our fd.
         unsafe { libc::close(fd) };
-    });
+        sent
+    })
 }
 
 /// An IPv4 fragment 10.0.0.2 → 198.51.100.2, protocol UDP.

@@ -1,0 +1,293 @@
+//! The fast path against the reference rewriter: the same bytes (tailroom included) and
+//! the same result, for one message or one packet, under rule sets that exercise the
+//! fast path's gating (one /24, several /8s, an IPv6 rule, a /4, port maps, 1:1 rules
+//! with their own external addresses, none) in both directions.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sipnat::{
+    nat::{Direction, ExternalAddrs, L3Action, Net, PortMap, RewriteConfig, Rule},
+    rewrite::{packet::rewrite_packet_gated, reference, rewrite_message_in, Context, Gate},
+    wire::{self, Link},
+};
+
+/// One rule set with its external addresses.
+pub struct RuleSet {
+    pub name: &'static str,
+    pub config: RewriteConfig,
+    pub external: ExternalAddrs,
+    /// An internal host of the rule set (the flow table's answer inbound).
+    pub host: IpAddr,
+}
+
+fn rule(net: &str, external: Option<&str>, ports: &[(u16, u16)]) -> Rule {
+    Rule {
+        internal: Net::parse(net).expect("valid net"),
+        external: external.map(|e| e.parse().expect("valid address")),
+        ports: PortMap::new(ports).expect("port map"),
+    }
+}
+
+fn set(rules: Vec<Rule>, rr_ft: bool) -> RewriteConfig {
+    RewriteConfig {
+        rules,
+        record_route: rr_ft,
+        from_to: rr_ft,
+        ..RewriteConfig::default()
+    }
+}
+
+const EXT4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const EXT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+
+/// The rule sets of the differential checks.
+pub fn rule_sets() -> Vec<RuleSet> {
+    let v4 = ExternalAddrs::v4(EXT4);
+    vec![
+        RuleSet {
+            name: "one /24",
+            config: set(vec![rule("10.88.0.0/24", None, &[])], true),
+            external: ExternalAddrs::v4(Ipv4Addr::new(198, 51, 100, 1)),
+            host: "10.88.0.2".parse().unwrap(),
+        },
+        RuleSet {
+            name: "several /8s (and /12, /16, /10)",
+            config: set(
+                vec![
+                    rule("10.0.0.0/8", None, &[]),
+                    rule("172.16.0.0/12", None, &[]),
+                    rule("192.168.0.0/16", None, &[]),
+                    rule("100.64.0.0/10", None, &[]),
+                    rule("11.0.0.0/8", None, &[]),
+                ],
+                true,
+            ),
+            external: v4,
+            host: "192.168.1.100".parse().unwrap(),
+        },
+        RuleSet {
+            name: "IPv4 + IPv6 rules, both externals",
+            config: set(
+                vec![
+                    rule("192.168.0.0/16", None, &[]),
+                    rule("fd00::/8", None, &[]),
+                ],
+                true,
+            ),
+            external: ExternalAddrs {
+                v4: Some(EXT4),
+                v6: Some(EXT6),
+            },
+            host: "192.168.1.7".parse().unwrap(),
+        },
+        RuleSet {
+            name: "a /4 and a /6",
+            config: set(
+                vec![rule("160.0.0.0/4", None, &[]), rule("8.0.0.0/6", None, &[])],
+                false,
+            ),
+            external: v4,
+            host: "172.16.0.9".parse().unwrap(),
+        },
+        RuleSet {
+            name: "port maps, own external",
+            config: set(
+                vec![
+                    rule(
+                        "10.0.0.0/8",
+                        Some("198.51.100.20"),
+                        &[(5060, 15060), (20000, 30000)],
+                    ),
+                    rule("192.168.1.10/32", None, &[]),
+                ],
+                true,
+            ),
+            external: v4,
+            host: "10.0.0.7".parse().unwrap(),
+        },
+        RuleSet {
+            name: "1:1 hosts with own externals",
+            config: set(
+                vec![
+                    rule("192.168.1.100/32", Some("198.51.100.7"), &[]),
+                    rule("10.0.0.5/32", None, &[(5060, 5070)]),
+                ],
+                true,
+            ),
+            external: v4,
+            host: "192.168.1.100".parse().unwrap(),
+        },
+        RuleSet {
+            name: "IPv6 external for an IPv4 rule",
+            config: set(vec![rule("10.0.0.0/8", Some("2001:db8::99"), &[])], false),
+            external: ExternalAddrs {
+                v4: None,
+                v6: Some(EXT6),
+            },
+            host: "10.0.0.7".parse().unwrap(),
+        },
+        RuleSet {
+            name: "no rules",
+            config: set(vec![], true),
+            external: v4,
+            host: "10.0.0.7".parse().unwrap(),
+        },
+    ]
+}
+
+/// Every way a message is rewritten under `s`: outbound, inbound without and with a
+/// known internal host.
+pub fn contexts(s: &RuleSet) -> [Context<'_>; 3] {
+    [
+        Context {
+            config: &s.config,
+            external: s.external,
+            direction: Direction::Outbound,
+            internal: None,
+            local_port: Some(5060),
+        },
+        Context {
+            config: &s.config,
+            external: s.external,
+            direction: Direction::Inbound,
+            internal: None,
+            local_port: Some(5060),
+        },
+        Context {
+            config: &s.config,
+            external: s.external,
+            direction: Direction::Inbound,
+            internal: Some(s.host),
+            local_port: Some(15060),
+        },
+    ]
+}
+
+/// Scratch state reused across checks (no allocation per check but the first).
+pub struct Checker {
+    fast: Vec<u8>,
+    reference: Vec<u8>,
+    edits: sipnat::rewrite::edits::Edits,
+    pub messages: u64,
+    pub packets: u64,
+    pub rewritten: u64,
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Checker {
+            fast: Vec::new(),
+            reference: Vec::new(),
+            edits: sipnat::rewrite::edits::Edits::new(),
+            messages: 0,
+            packets: 0,
+            rewritten: 0,
+        }
+    }
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Checker {
+    /// One message under `ctx`, with `tailroom` bytes after it: panics, naming `what`,
+    /// when the fast path and the reference differ.
+    pub fn message(&mut self, what: &str, input: &[u8], ctx: &Context<'_>, tailroom: usize) {
+        self.messages += 1;
+        let n = input.len();
+        for b in [&mut self.fast, &mut self.reference] {
+            b.clear();
+            b.extend_from_slice(input);
+            b.resize(n + tailroom, 0xa5);
+        }
+        let gate = Gate::of(ctx);
+        let f = rewrite_message_in(&mut self.fast, n, ctx, &gate, &mut self.edits);
+        let r = reference::rewrite_message(&mut self.reference, n, ctx);
+        if f != r || self.fast != self.reference {
+            panic!(
+                "{what}: fast path differs from the reference ({:?}, {} internal, tailroom {tailroom})\n\
+                 fast:      {f:?}\nreference: {r:?}\ninput:\n{}\nfast output:\n{}\nreference output:\n{}",
+                ctx.direction,
+                ctx.internal.map_or("no".into(), |a| a.to_string()),
+                show(input),
+                show(&self.fast[..f.len.min(self.fast.len())]),
+                show(&self.reference[..r.len.min(self.reference.len())]),
+            );
+        }
+        if matches!(f.outcome, sipnat::rewrite::Outcome::Rewritten(_)) {
+            self.rewritten += 1;
+        }
+    }
+
+    /// One message under every context of every rule set, with room to grow and without.
+    pub fn message_everywhere(&mut self, what: &str, input: &[u8], sets: &[RuleSet]) {
+        for s in sets {
+            for ctx in contexts(s) {
+                for tailroom in [1024, 0] {
+                    self.message(&format!("{what} [{}]", s.name), input, &ctx, tailroom);
+                }
+            }
+        }
+    }
+
+    /// One frame (`link`) under `ctx`, with the L3 actions a NAT would take (none, the
+    /// source or the destination changed): same bytes, same result. Frames that are not
+    /// whole UDP datagrams are skipped (false).
+    pub fn packet(&mut self, what: &str, frame: &[u8], link: Link, ctx: &Context<'_>) -> bool {
+        let Ok(layout) = wire::parse(frame, link) else {
+            return false;
+        };
+        if layout.udp(frame).is_none() || layout.ip_end > frame.len() {
+            return false;
+        }
+        let v6 = layout.ipv6;
+        let ext: IpAddr = if v6 {
+            IpAddr::V6(EXT6)
+        } else {
+            IpAddr::V4(EXT4)
+        };
+        let host: IpAddr = match (v6, ctx.internal) {
+            (false, Some(h @ IpAddr::V4(_))) | (true, Some(h @ IpAddr::V6(_))) => h,
+            (false, _) => IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+            (true, _) => IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 7)),
+        };
+        let gate = Gate::of(ctx);
+        for l3 in [
+            L3Action::default(),
+            L3Action {
+                src: Some(ext),
+                dst: None,
+            },
+            L3Action {
+                src: None,
+                dst: Some(host),
+            },
+            L3Action {
+                src: Some(layout.src),
+                dst: None,
+            },
+        ] {
+            for tailroom in [2048, 0] {
+                self.packets += 1;
+                let n = layout.ip_end;
+                for b in [&mut self.fast, &mut self.reference] {
+                    b.clear();
+                    b.extend_from_slice(&frame[..n]);
+                    b.resize(n + tailroom, 0x5a);
+                }
+                let f =
+                    rewrite_packet_gated(&mut self.fast, &layout, ctx, l3, &gate, &mut self.edits);
+                let r = reference::rewrite_packet(&mut self.reference, &layout, ctx, l3);
+                if f != r || self.fast != self.reference {
+                    panic!(
+                        "{what}: fast packet path differs from the reference ({:?}, {l3:?}, tailroom {tailroom})\n\
+                         fast:      {f:?}\nreference: {r:?}\nframe: {frame:02x?}",
+                        ctx.direction
+                    );
+                }
+            }
+        }
+        true
+    }
+}

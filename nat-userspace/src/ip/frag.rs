@@ -69,10 +69,20 @@ pub fn fragment(
     out: &mut impl FnMut(&[u8]) -> bool,
 ) -> Result<usize, FragError> {
     let ip = packet.get(l3..).ok_or(FragError::Malformed)?;
-    match ip.first().map(|b| b >> 4) {
-        Some(4) => fragment_v4(packet, l3, mtu, out),
-        Some(6) => fragment_v6(packet, l3, mtu, ident, out),
-        _ => Err(FragError::Malformed),
+    let total_len = match ip.first().map(|b| b >> 4) {
+        Some(4) => ipv4::Packet::new_checked(ip).map(|p| p.total_len()),
+        Some(6) => ipv6::Packet::new_checked(ip).map(|p| p.total_len()),
+        _ => None,
+    };
+    let tl = total_len.ok_or(FragError::Malformed)?;
+    if tl <= mtu {
+        emit(out, &packet[..l3 + tl])?;
+        return Ok(1);
+    }
+    if ip[0] >> 4 == 4 {
+        fragment_v4(packet, l3, mtu, out)
+    } else {
+        fragment_v6(packet, l3, tl, mtu, ident, out)
     }
 }
 
@@ -114,31 +124,15 @@ fn later_header_v4(hdr: &[u8], into: &mut [u8; 60]) -> usize {
     padded
 }
 
-/// Sends `packet[..end]` whole when it is no longer than `max`.
-fn fits(
-    packet: &[u8],
-    end: usize,
-    max: usize,
-    out: &mut impl FnMut(&[u8]) -> bool,
-) -> Result<bool, FragError> {
-    if end > max {
-        return Ok(false);
-    }
-    emit(out, &packet[..end])?;
-    Ok(true)
-}
-
 fn fragment_v4(
     packet: &[u8],
     l3: usize,
     mtu: usize,
     out: &mut impl FnMut(&[u8]) -> bool,
 ) -> Result<usize, FragError> {
+    // Checked by `fragment`, which sent it whole if it fit.
     let p = ipv4::Packet::new_checked(&packet[l3..]).ok_or(FragError::Malformed)?;
     let tl = p.total_len();
-    if fits(packet, l3 + tl, mtu + l3, out)? {
-        return Ok(1);
-    }
     if p.dont_fragment() {
         return Err(FragError::DontFragment);
     }
@@ -188,18 +182,15 @@ fn fragment_v4(
     Ok(count)
 }
 
+/// IPv6 packet of total length `tl` (checked by `fragment`) that does not fit `mtu`.
 fn fragment_v6(
     packet: &[u8],
     l3: usize,
+    tl: usize,
     mtu: usize,
     ident: u32,
     out: &mut impl FnMut(&[u8]) -> bool,
 ) -> Result<usize, FragError> {
-    let p = ipv6::Packet::new_checked(&packet[l3..]).ok_or(FragError::Malformed)?;
-    let tl = p.total_len();
-    if fits(packet, l3 + tl, mtu + l3, out)? {
-        return Ok(1);
-    }
     if l3 > MAX_LINK {
         return Err(FragError::Malformed);
     }

@@ -31,15 +31,7 @@ use common::{
 
 /// Rules for every private range, so every private address in the corpus is rewritable.
 fn config() -> RewriteConfig {
-    let nets = [
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "169.254.0.0/16",
-        "fc00::/7",
-        "fe80::/10",
-    ];
+    let nets = sipnat::nat::rules::DEFAULT_LOCAL_NETS;
     RewriteConfig {
         rules: nets
             .iter()

@@ -629,24 +629,19 @@ mod tests {
             i == 2 || i == 3
         });
         assert_eq!(h.len(), 3);
-        assert_eq!(
-            h.get(ip("10.0.0.1")),
-            Some(&Hop {
-                ifindex: 2,
-                src_mac: [2, 0, 0, 0, 0, 0x22],
-                dst_mac: [2, 0, 0, 0, 0, 0xa1],
-                mtu: 1500
-            })
-        );
-        assert_eq!(
-            h.get(ip("8.8.8.8")),
-            Some(&Hop {
-                ifindex: 3,
-                src_mac: [2, 0, 0, 0, 0, 0x33],
-                dst_mac: [2, 0, 0, 0, 0, 0xb1],
-                mtu: 1400
-            })
-        );
+        // (destination, ifindex, last byte of source and destination MAC, MTU)
+        for (dst, ifindex, src, dst_mac, mtu) in [
+            ("10.0.0.1", 2, 0x22, 0xa1, 1500),
+            ("8.8.8.8", 3, 0x33, 0xb1, 1400),
+        ] {
+            let hop = Hop {
+                ifindex,
+                src_mac: [2, 0, 0, 0, 0, src],
+                dst_mac: [2, 0, 0, 0, 0, dst_mac],
+                mtu,
+            };
+            assert_eq!(h.get(ip(dst)), Some(&hop), "{dst}");
+        }
         assert_eq!(h.get(v6).map(|h| h.dst_mac[5]), Some(0xd1));
         assert!(h.get(ip("9.9.9.9")).is_none());
         assert!(h.get(ip("10.2.0.1")).is_none());

@@ -1319,15 +1319,21 @@ mod tests {
         assert_eq!(feed(&mut r, &fr, 3).unwrap().0, orig);
     }
 
+    /// Limits for datagrams of up to 4096 bytes: `slots` of them, `timeout_ms`,
+    /// `max_fragments`.
+    fn limits_4k(slots: usize, timeout_ms: u32, max_fragments: u32) -> ReasmLimits {
+        ReasmLimits {
+            memory: slots * 4096,
+            timeout_ms,
+            max_fragments,
+            max_datagram: 4096,
+        }
+    }
+
     #[test]
     fn random_fragment_trains_never_panic() {
         let mut rng = XorShift(0xdead_beef_cafe_f00d);
-        let limits = ReasmLimits {
-            memory: 8 * 4096,
-            timeout_ms: 50,
-            max_fragments: 8,
-            max_datagram: 4096,
-        };
+        let limits = limits_4k(8, 50, 8);
         let mut r = Reassembler::new(limits);
         let templates = [udp_v4(4000, 1), udp_v6(4000, 1)];
         let mut now = 0u64;
@@ -1447,12 +1453,7 @@ mod tests {
     #[test]
     fn random_mutated_trains_reassemble_consistently() {
         let mut rng = XorShift(0x0bad_5eed_1234_4321);
-        let limits = ReasmLimits {
-            memory: 6 * 4096,
-            timeout_ms: 40,
-            max_fragments: 16,
-            max_datagram: 4096,
-        };
+        let limits = limits_4k(6, 40, 16);
         let mut r = Reassembler::new(limits);
         let pat: Vec<u8> = (0..8192u32).map(|i| (i * 7 + (i >> 8)) as u8).collect();
         let mut now = 0u64;

@@ -381,88 +381,60 @@ mod tests {
         0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
     ];
 
+    /// The bytes of hex strings, concatenated (at compile time).
+    const fn hex<const N: usize>(parts: &[&str]) -> [u8; N] {
+        const fn nibble(c: u8) -> u8 {
+            match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => panic!("not a lower-case hex digit"),
+            }
+        }
+        let mut out = [0u8; N];
+        let (mut n, mut k) = (0, 0);
+        while k < parts.len() {
+            let s = parts[k].as_bytes();
+            let mut i = 0;
+            while i < s.len() {
+                out[n] = nibble(s[i]) << 4 | nibble(s[i + 1]);
+                n += 1;
+                i += 2;
+            }
+            k += 1;
+        }
+        assert!(n == N, "wrong length");
+        out
+    }
+
     /// RFC 5769 §2.2 "Sample IPv4 Response" (mapped 192.0.2.1:32853).
-    const IPV4_RESPONSE: [u8; 80] = [
-        0x01, 0x01, 0x00, 0x3c, // Response type and message length
-        0x21, 0x12, 0xa4, 0x42, // Magic cookie
-        0xb7, 0xe7, 0xa7, 0x01, // }
-        0xbc, 0x34, 0xd6, 0x86, // }  Transaction ID
-        0xfa, 0x87, 0xdf, 0xae, // }
-        0x80, 0x22, 0x00, 0x0b, // SOFTWARE attribute header
-        0x74, 0x65, 0x73, 0x74, // }
-        0x20, 0x76, 0x65, 0x63, // }  UTF-8 server name
-        0x74, 0x6f, 0x72, 0x20, // }
-        0x00, 0x20, 0x00, 0x08, // XOR-MAPPED-ADDRESS attribute header
-        0x00, 0x01, 0xa1, 0x47, // Address family (IPv4) and xor'd mapped port number
-        0xe1, 0x12, 0xa6, 0x43, // Xor'd mapped IPv4 address
-        0x00, 0x08, 0x00, 0x14, // MESSAGE-INTEGRITY attribute header
-        0x2b, 0x91, 0xf5, 0x99, // }
-        0xfd, 0x9e, 0x90, 0xc3, // }
-        0x8c, 0x74, 0x89, 0xf9, // }  HMAC-SHA1 fingerprint
-        0x2a, 0xf9, 0xba, 0x53, // }
-        0xf0, 0x6b, 0xe7, 0xd7, // }
-        0x80, 0x28, 0x00, 0x04, // FINGERPRINT attribute header
-        0xc0, 0x7d, 0x4c, 0x96, // CRC32 fingerprint
-    ];
+    const IPV4_RESPONSE: [u8; 80] = hex(&[
+        "0101003c2112a442b7e7a701bc34d686fa87dfae", // header, magic cookie, transaction id
+        "8022000b7465737420766563746f7220",         // SOFTWARE
+        "002000080001a147e112a643",                 // XOR-MAPPED-ADDRESS
+        "000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7", // MESSAGE-INTEGRITY
+        "80280004c07d4c96",                         // FINGERPRINT
+    ]);
 
     /// RFC 5769 §2.3 "Sample IPv6 Response" (mapped
     /// [2001:db8:1234:5678:11:2233:4455:6677]:32853).
-    const IPV6_RESPONSE: [u8; 92] = [
-        0x01, 0x01, 0x00, 0x48, // Response type and message length
-        0x21, 0x12, 0xa4, 0x42, // Magic cookie
-        0xb7, 0xe7, 0xa7, 0x01, // }
-        0xbc, 0x34, 0xd6, 0x86, // }  Transaction ID
-        0xfa, 0x87, 0xdf, 0xae, // }
-        0x80, 0x22, 0x00, 0x0b, // SOFTWARE attribute header
-        0x74, 0x65, 0x73, 0x74, // }
-        0x20, 0x76, 0x65, 0x63, // }  UTF-8 server name
-        0x74, 0x6f, 0x72, 0x20, // }
-        0x00, 0x20, 0x00, 0x14, // XOR-MAPPED-ADDRESS attribute header
-        0x00, 0x02, 0xa1, 0x47, // Address family (IPv6) and xor'd mapped port number
-        0x01, 0x13, 0xa9, 0xfa, // }
-        0xa5, 0xd3, 0xf1, 0x79, // }  Xor'd mapped IPv6 address
-        0xbc, 0x25, 0xf4, 0xb5, // }
-        0xbe, 0xd2, 0xb9, 0xd9, // }
-        0x00, 0x08, 0x00, 0x14, // MESSAGE-INTEGRITY attribute header
-        0xa3, 0x82, 0x95, 0x4e, // }
-        0x4b, 0xe6, 0x7b, 0xf1, // }
-        0x17, 0x84, 0xc9, 0x7c, // }  HMAC-SHA1 fingerprint
-        0x82, 0x92, 0xc2, 0x75, // }
-        0xbf, 0xe3, 0xed, 0x41, // }
-        0x80, 0x28, 0x00, 0x04, // FINGERPRINT attribute header
-        0xc8, 0xfb, 0x0b, 0x4c, // CRC32 fingerprint
-    ];
+    const IPV6_RESPONSE: [u8; 92] = hex(&[
+        "010100482112a442b7e7a701bc34d686fa87dfae", // header, magic cookie, transaction id
+        "8022000b7465737420766563746f7220",         // SOFTWARE
+        "002000140002a1470113a9faa5d3f179bc25f4b5bed2b9d9", // XOR-MAPPED-ADDRESS
+        "00080014a382954e4be67bf11784c97c8292c275bfe3ed41", // MESSAGE-INTEGRITY
+        "80280004c8fb0b4c",                         // FINGERPRINT
+    ]);
 
     /// RFC 5769 §2.1 "Sample Request" (its FINGERPRINT checks our CRC).
-    const REQUEST: [u8; 108] = [
-        0x00, 0x01, 0x00, 0x58, // Request type and message length
-        0x21, 0x12, 0xa4, 0x42, // Magic cookie
-        0xb7, 0xe7, 0xa7, 0x01, // }
-        0xbc, 0x34, 0xd6, 0x86, // }  Transaction ID
-        0xfa, 0x87, 0xdf, 0xae, // }
-        0x80, 0x22, 0x00, 0x10, // SOFTWARE attribute header
-        0x53, 0x54, 0x55, 0x4e, // }
-        0x20, 0x74, 0x65, 0x73, // }  User-agent...
-        0x74, 0x20, 0x63, 0x6c, // }  ...name
-        0x69, 0x65, 0x6e, 0x74, // }
-        0x00, 0x24, 0x00, 0x04, // PRIORITY attribute header
-        0x6e, 0x00, 0x01, 0xff, // ICE priority value
-        0x80, 0x29, 0x00, 0x08, // ICE-CONTROLLED attribute header
-        0x93, 0x2f, 0xf9, 0xb1, // }  Pseudo-random tie breaker...
-        0x51, 0x26, 0x3b, 0x36, // }   ...for ICE control
-        0x00, 0x06, 0x00, 0x09, // USERNAME attribute header
-        0x65, 0x76, 0x74, 0x6a, // }
-        0x3a, 0x68, 0x36, 0x76, // }  Username (9 bytes) and padding (3 bytes)
-        0x59, 0x20, 0x20, 0x20, // }
-        0x00, 0x08, 0x00, 0x14, // MESSAGE-INTEGRITY attribute header
-        0x9a, 0xea, 0xa7, 0x0c, // }
-        0xbf, 0xd8, 0xcb, 0x56, // }
-        0x78, 0x1e, 0xf2, 0xb5, // }  HMAC-SHA1 fingerprint
-        0xb2, 0xd3, 0xf2, 0x49, // }
-        0xc1, 0xb5, 0x71, 0xa2, // }
-        0x80, 0x28, 0x00, 0x04, // FINGERPRINT attribute header
-        0xe5, 0x7a, 0x3b, 0xcf, // CRC32 fingerprint
-    ];
+    const REQUEST: [u8; 108] = hex(&[
+        "000100582112a442b7e7a701bc34d686fa87dfae", // header, magic cookie, transaction id
+        "802200105354554e207465737420636c69656e74", // SOFTWARE
+        "002400046e0001ff",                         // PRIORITY
+        "80290008932ff9b151263b36",                 // ICE-CONTROLLED
+        "000600096576746a3a68367659202020",         // USERNAME
+        "000800149aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a2", // MESSAGE-INTEGRITY
+        "80280004e57a3bcf",                         // FINGERPRINT
+    ]);
 
     fn v4_mapped() -> SocketAddr {
         "192.0.2.1:32853".parse().unwrap()

@@ -1,6 +1,6 @@
 //! The attack run, replayed against one live daemon in one topology: torture and corpus
 //! messages both ways, random datagrams, absurd Content-Lengths, thousands of headers and
-//! addresses, 19–65 KB fragmented SIP, bad fragment trains, a first-fragment flood, a
+//! addresses, 19–65 KB fragmented SIP, bad fragment trains, a 400,000-first-fragment flood, a
 //! flow-table flood, non-SIP fragments both ways, ICMP errors, metrics and control-socket
 //! floods, broken reloads, reload signals and external-address flips under load.
 //!
@@ -547,8 +547,8 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
 
     // 7. A flood of first fragments (never completed): reassembly memory stays bounded,
     // every one is evicted, timed out or counted at the ring.
-    // Two sources, so that no (source, ID) pair repeats.
-    let flood: Vec<Vec<u8>> = (0..100_000u32)
+    // Seven sources, so that no (source, ID) pair repeats.
+    let flood: Vec<Vec<u8>> = (0..400_000u32)
         .map(|i| {
             let src = [10, 0, 0, 2 + (i / 60_000) as u8];
             raw4(
@@ -557,11 +557,11 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
                 (i % 60_000) as u16,
                 0,
                 true,
-                &udp(5060, 5060, &[b'f'; 1000])[..1008],
+                &udp(5060, 5060, &[b'f'; 1000])[..200],
             )
         })
         .collect();
-    run.case("100,000 first fragments (never completed)", true, |r| {
+    run.case("400,000 first fragments (never completed)", true, |r| {
         send_raw_ipv4_paced(&r.t.ua, flood, 50_000)
     });
 
@@ -743,8 +743,9 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
     // 13. Reload signals and external-address flips under traffic: every packet arrives
     // or is counted, none mixes addresses (the sink flags any internal one).
     let load: Vec<Vec<u8>> = (0..40_000).map(|i| invite("", i % 8)).collect();
+    let fast_load: Vec<Vec<u8>> = (0..100_000).map(|i| invite("", i % 8)).collect();
     let pid = run.sipnat.pid() as libc::pid_t;
-    run.case("40,000 INVITEs at 20 kpps, 20 SIGHUPs", true, |r| {
+    run.case("100,000 INVITEs at 50 kpps, 20 SIGHUPs", true, |r| {
         let h = std::thread::spawn(move || {
             for _ in 0..20 {
                 std::thread::sleep(Duration::from_millis(90));
@@ -752,7 +753,7 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
                 unsafe { libc::kill(pid, libc::SIGHUP) };
             }
         });
-        let n = r.ua.send_all(&load, car_addr, 20_000);
+        let n = r.ua.send_all(&fast_load, car_addr, 50_000);
         h.join().unwrap();
         n
     });

@@ -384,32 +384,9 @@ impl Pipeline {
                 }
         {
             // An ICMP error about a SIP datagram (the XDP program steers only those).
-            let dp = env.dataplane;
-            let buf = buf!();
-            let now_s = (env.now_ms / 1000) as u32;
-            let inbound = side == Side::Outside;
-            return match icmp::translate(
-                buf,
-                &layout,
-                inbound,
-                &dp.config,
-                &dp.external,
-                env.flows,
-                now_s,
-            ) {
-                Ok(end) => {
-                    b.inc(C::IcmpTranslated);
-                    if !decrement_ttl(buf, &layout) {
-                        b.inc(C::DropTtl);
-                        return Action::Drop(C::DropTtl);
-                    }
-                    egress(env, side.other(), buf, at, end, &layout, None, ident, b)
-                }
-                Err(icmp::Untranslated::Kernel) => kernel(at, C::SlowIcmpNotOurs, b),
-                Err(icmp::Untranslated::Drop) => {
-                    b.inc(C::DropIcmpUntranslatable);
-                    Action::Drop(C::DropIcmpUntranslatable)
-                }
+            return match icmp_error(env, side, buf!(), at, &layout, ident, b) {
+                Ok(action) => action,
+                Err(reason) => kernel(at, reason, b),
             };
         }
         let Some((sport, dport, _, _)) = layout.udp(buf!()) else {
@@ -423,67 +400,11 @@ impl Pipeline {
         }
         let cfg = &dp.config;
         let ext = dp.external;
-        let now_s = (env.now_ms / 1000) as u32;
-        let decision = match side {
-            Side::Inside => {
-                b.inc(C::Outbound);
-                decide::outbound(cfg, &ext, layout.src, layout.dst)
-            }
-            Side::Outside => {
-                b.inc(C::Inbound);
-                let flow = if cfg.l3 == L3Mode::Snat
-                    && dp.network_rules
-                    && cfg.is_external(layout.dst, &ext)
-                {
-                    let key = FlowKey::new(layout.dst, dport, layout.src, sport);
-                    let hit = env.flows.lookup(&key, now_s);
-                    b.inc(if hit.is_some() {
-                        C::FlowHit
-                    } else {
-                        C::FlowMiss
-                    });
-                    hit
-                } else {
-                    None
-                };
-                decide::inbound(cfg, &ext, layout.dst, flow)
-            }
+        let (direction, l3, internal) = match decide_and_map(env, side, &layout, sport, dport, b) {
+            Ok(d) => d,
+            Err(Early::Kernel(reason)) => return kernel(at, reason, b),
+            Err(Early::Drop(reason)) => return Action::Drop(reason),
         };
-        let (direction, l3, internal) = match decision {
-            Decision::Rewrite {
-                direction,
-                l3,
-                internal,
-            } => (direction, l3, internal),
-            Decision::Internal => return kernel(at, C::SlowInternal, b),
-            Decision::NoMapping => return kernel(at, C::SlowNoMapping, b),
-        };
-        // Outbound through a network rule: remember the mapping for the replies.
-        if let (Direction::Outbound, Some(new_src), true) = (direction, l3.src, dp.network_rules) {
-            if cfg
-                .rule_for(layout.src)
-                .is_some_and(|r| r.internal.single_host().is_none())
-            {
-                let key = FlowKey::new(new_src, sport, layout.dst, dport);
-                match env.flows.insert(key, layout.src, now_s) {
-                    InsertResult::Inserted => b.inc(C::FlowInserted),
-                    InsertResult::Refreshed => b.inc(C::FlowRefreshed),
-                    InsertResult::Collision { .. } => {
-                        b.inc(C::FlowCollision);
-                        // Another host holds this port towards this remote: without port
-                        // translation the datagram could only leave with its internal
-                        // source and addresses (the kernel path), so it does not leave.
-                        if cfg.leak == LeakPolicy::Drop {
-                            b.inc(C::DropWouldLeak);
-                            return Action::Drop(C::DropWouldLeak);
-                        }
-                        return kernel(at, C::SlowCollision, b);
-                    }
-                    InsertResult::Evicted => b.inc(C::FlowEvicted),
-                    InsertResult::Full => b.inc(C::FlowFull),
-                }
-            }
-        }
         let gate = dp.gate(direction);
         let ctx = Context {
             config: cfg,
@@ -491,10 +412,7 @@ impl Pipeline {
             direction,
             internal,
             // Our side's port: the UA's, which the SNAT keeps.
-            local_port: Some(match side {
-                Side::Inside => sport,
-                Side::Outside => dport,
-            }),
+            local_port: Some(if side == Side::Inside { sport } else { dport }),
         };
         let mut r = match self.rewrite(buf!(), &layout, &ctx, gate, l3) {
             Ok(r) => r,
@@ -516,26 +434,8 @@ impl Pipeline {
                 Err(_) => return kernel(at, C::SlowNotUdp, b),
             };
         }
-        count_sip(b, r.sip, r.family_mismatch, r.content_length_short);
-        if r.trailing_discarded > 0 {
-            b.inc(C::TrailingDiscarded);
-        }
-        if reassembled.is_some() && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
-            b.inc(C::ReasmNonSip);
-        }
-        if r.sip == Outcome::TooBig {
-            // Not even the scratch buffer holds it.
-            b.inc(C::DropRefragment);
-            return Action::Drop(C::DropRefragment);
-        }
-        if matches!(r.sip, Outcome::Malformed(_)) && cfg.malformed == MalformedPolicy::Drop {
-            b.inc(C::DropMalformedPolicy);
-            return Action::Drop(C::DropMalformedPolicy);
-        }
-        if r.would_leak && cfg.leak == LeakPolicy::Drop {
-            // An internal address would go out: never forwarded unless chosen.
-            b.inc(C::DropWouldLeak);
-            return Action::Drop(C::DropWouldLeak);
+        if let Some(drop) = counted_outcome(&r, cfg, reassembled.is_some(), b) {
+            return drop;
         }
         let buf = buf!();
         if !decrement_ttl(buf, &layout) {
@@ -745,6 +645,170 @@ pub fn kernel_pieces(
             Ok(1)
         }
     }
+}
+
+/// Why a packet leaves the rewrite path before its payload is rewritten.
+enum Early {
+    /// To the kernel as it came, counted under this reason.
+    Kernel(C),
+    /// Dropped (already counted).
+    Drop(C),
+}
+
+/// An ICMP error about a SIP datagram: translated and sent on, dropped, or (`Err`) to the
+/// kernel for this reason.
+fn icmp_error<E: Egress>(
+    env: &Env<'_, E>,
+    side: Side,
+    buf: &mut [u8],
+    at: At,
+    layout: &Layout,
+    ident: u32,
+    b: &mut Batch,
+) -> Result<Action, C> {
+    let dp = env.dataplane;
+    let now_s = (env.now_ms / 1000) as u32;
+    let inbound = side == Side::Outside;
+    match icmp::translate(
+        buf,
+        layout,
+        inbound,
+        &dp.config,
+        &dp.external,
+        env.flows,
+        now_s,
+    ) {
+        Ok(end) => {
+            b.inc(C::IcmpTranslated);
+            if !decrement_ttl(buf, layout) {
+                b.inc(C::DropTtl);
+                return Ok(Action::Drop(C::DropTtl));
+            }
+            Ok(egress(
+                env,
+                side.other(),
+                buf,
+                at,
+                end,
+                layout,
+                None,
+                ident,
+                b,
+            ))
+        }
+        Err(icmp::Untranslated::Kernel) => Err(C::SlowIcmpNotOurs),
+        Err(icmp::Untranslated::Drop) => {
+            b.inc(C::DropIcmpUntranslatable);
+            Ok(Action::Drop(C::DropIcmpUntranslatable))
+        }
+    }
+}
+
+/// The NAT decision for a SIP datagram, with the flow table: looked up inbound, and an
+/// outbound flow through a network rule remembered for its replies.
+fn decide_and_map<E: Egress>(
+    env: &Env<'_, E>,
+    side: Side,
+    layout: &Layout,
+    sport: u16,
+    dport: u16,
+    b: &mut Batch,
+) -> Result<(Direction, L3Action, Option<IpAddr>), Early> {
+    let dp = env.dataplane;
+    let cfg = &dp.config;
+    let ext = dp.external;
+    let now_s = (env.now_ms / 1000) as u32;
+    let decision = match side {
+        Side::Inside => {
+            b.inc(C::Outbound);
+            decide::outbound(cfg, &ext, layout.src, layout.dst)
+        }
+        Side::Outside => {
+            b.inc(C::Inbound);
+            let flow = if cfg.l3 == L3Mode::Snat
+                && dp.network_rules
+                && cfg.is_external(layout.dst, &ext)
+            {
+                let key = FlowKey::new(layout.dst, dport, layout.src, sport);
+                let hit = env.flows.lookup(&key, now_s);
+                b.inc(if hit.is_some() {
+                    C::FlowHit
+                } else {
+                    C::FlowMiss
+                });
+                hit
+            } else {
+                None
+            };
+            decide::inbound(cfg, &ext, layout.dst, flow)
+        }
+    };
+    let (direction, l3, internal) = match decision {
+        Decision::Rewrite {
+            direction,
+            l3,
+            internal,
+        } => (direction, l3, internal),
+        Decision::Internal => return Err(Early::Kernel(C::SlowInternal)),
+        Decision::NoMapping => return Err(Early::Kernel(C::SlowNoMapping)),
+    };
+    // Outbound through a network rule: remember the mapping for the replies.
+    if let (Direction::Outbound, Some(new_src), true) = (direction, l3.src, dp.network_rules) {
+        if cfg
+            .rule_for(layout.src)
+            .is_some_and(|r| r.internal.single_host().is_none())
+        {
+            let key = FlowKey::new(new_src, sport, layout.dst, dport);
+            match env.flows.insert(key, layout.src, now_s) {
+                InsertResult::Inserted => b.inc(C::FlowInserted),
+                InsertResult::Refreshed => b.inc(C::FlowRefreshed),
+                InsertResult::Collision { .. } => {
+                    b.inc(C::FlowCollision);
+                    // Another host holds this port towards this remote: without port
+                    // translation the datagram could only leave with its internal
+                    // source and addresses (the kernel path), so it does not leave.
+                    if cfg.leak == LeakPolicy::Drop {
+                        b.inc(C::DropWouldLeak);
+                        return Err(Early::Drop(C::DropWouldLeak));
+                    }
+                    return Err(Early::Kernel(C::SlowCollision));
+                }
+                InsertResult::Evicted => b.inc(C::FlowEvicted),
+                InsertResult::Full => b.inc(C::FlowFull),
+            }
+        }
+    }
+    Ok((direction, l3, internal))
+}
+
+/// Counts what the rewrite found; the drop its outcome calls for under the policies, if
+/// any (counted).
+fn counted_outcome(
+    r: &crate::rewrite::packet::PacketRewrite,
+    cfg: &crate::nat::RewriteConfig,
+    reassembled: bool,
+    b: &mut Batch,
+) -> Option<Action> {
+    count_sip(b, r.sip, r.family_mismatch, r.content_length_short);
+    if r.trailing_discarded > 0 {
+        b.inc(C::TrailingDiscarded);
+    }
+    if reassembled && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
+        b.inc(C::ReasmNonSip);
+    }
+    let drop = if r.sip == Outcome::TooBig {
+        // Not even the scratch buffer holds it.
+        C::DropRefragment
+    } else if matches!(r.sip, Outcome::Malformed(_)) && cfg.malformed == MalformedPolicy::Drop {
+        C::DropMalformedPolicy
+    } else if r.would_leak && cfg.leak == LeakPolicy::Drop {
+        // An internal address would go out: never forwarded unless chosen.
+        C::DropWouldLeak
+    } else {
+        return None;
+    };
+    b.inc(drop);
+    Some(Action::Drop(drop))
 }
 
 fn count_sip(b: &mut Batch, o: Outcome, family_mismatch: u16, cl_short: bool) {

@@ -285,86 +285,18 @@ fn rewrite_packet_with(
 
     let r = message(&mut buf[payload..], payload_len);
     if r.outcome == Outcome::TooBig {
-        return Ok(PacketRewrite {
-            sip: r.outcome,
-            len: layout.ip_end,
-            l3_changed: false,
-            family_mismatch: r.family_mismatch,
-            content_length_short: r.content_length_short,
-            trailing_discarded: 0,
-            would_leak: r.would_leak,
-        });
+        return Ok(not_rewritten(layout, &r, r.outcome));
     }
     let payload_changed = matches!(r.outcome, Outcome::Rewritten(_));
-    let new_udp_len = udp::HEADER_LEN + r.len;
-    let header_len = l4 - layout.l3;
-    let new_ip_len = if layout.ipv6 {
-        new_udp_len + (l4 - layout.l3 - ipv6::HEADER_LEN)
-    } else {
-        header_len + new_udp_len
+    let Some((new_udp_len, new_ip_len)) = lengths(layout, &r) else {
+        return Ok(not_rewritten(layout, &r, Outcome::TooBig));
     };
-    if new_udp_len > usize::from(u16::MAX) || new_ip_len > usize::from(u16::MAX) {
-        // Cannot be expressed in the length fields: undo is impossible in place, but a
-        // 64 KiB message cannot occur in a 4 KiB frame; treat as too big.
-        return Ok(PacketRewrite {
-            sip: Outcome::TooBig,
-            len: layout.ip_end,
-            l3_changed: false,
-            family_mismatch: r.family_mismatch,
-            content_length_short: r.content_length_short,
-            trailing_discarded: 0,
-            would_leak: r.would_leak,
-        });
-    }
-    let l3_changed = [
-        l3.src.filter(|a| *a != layout.src),
-        l3.dst.filter(|a| *a != layout.dst),
-    ]
-    .iter()
-    .any(Option::is_some);
+    let l3_changed = l3_changes(layout, l3);
     if !payload_changed && !l3_changed {
         // Nothing to do: leave every byte as it came (a wrong checksum stays wrong).
-        return Ok(PacketRewrite {
-            sip: r.outcome,
-            len: layout.ip_end,
-            l3_changed: false,
-            family_mismatch: r.family_mismatch,
-            content_length_short: r.content_length_short,
-            trailing_discarded: 0,
-            would_leak: r.would_leak,
-        });
+        return Ok(not_rewritten(layout, &r, r.outcome));
     }
-    let ip = &mut buf[layout.l3..];
-    if layout.ipv6 {
-        let mut p = ipv6::Packet::new_unchecked(ip);
-        if let Some(IpAddr::V6(a)) = l3.src {
-            p.set_src(a);
-        }
-        if let Some(IpAddr::V6(a)) = l3.dst {
-            p.set_dst(a);
-        }
-        p.set_payload_len(new_ip_len as u16);
-    } else {
-        // IPv4 header checksum updated incrementally over the words that change (length,
-        // addresses): a correct checksum stays correct, a wrong one stays as wrong.
-        let words = |h: &[u8]| checksum::sum(&h[2..4]) + checksum::sum(&h[12..20]);
-        let old = words(ip);
-        let old_check = u16::from_be_bytes([ip[10], ip[11]]);
-        let mut p = ipv4::Packet::new_unchecked(&mut *ip);
-        if let Some(IpAddr::V4(a)) = l3.src {
-            p.set_src(a);
-        }
-        if let Some(IpAddr::V4(a)) = l3.dst {
-            p.set_dst(a);
-        }
-        p.set_total_len(new_ip_len as u16);
-        let c = checksum::update(old_check, old, words(ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-    }
-    {
-        let mut d = udp::Datagram::new_unchecked(&mut buf[l4..]);
-        d.set_len(new_udp_len as u16);
-    }
+    set_l3(buf, layout, l3, new_ip_len, new_udp_len);
     if has_check && (payload_changed || l3_changed) {
         let new_pseudo = pseudo(buf, layout, new_udp_len);
         // Unchanged payload: only the pseudo header moved; skip re-summing the body.
@@ -379,14 +311,9 @@ fn rewrite_packet_with(
         }
         buf[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
     }
-    let len = if layout.ipv6 {
-        layout.l3 + ipv6::HEADER_LEN + new_ip_len
-    } else {
-        layout.l3 + new_ip_len
-    };
     Ok(PacketRewrite {
         sip: r.outcome,
-        len,
+        len: packet_len(layout, new_ip_len),
         l3_changed,
         family_mismatch: r.family_mismatch,
         content_length_short: r.content_length_short,

@@ -28,15 +28,12 @@
 //! allocation to build — it can be built per call when the caller has none — and one
 //! pass finds both kinds of candidates.
 
-use core::ops::Range;
-
 use super::{
     edits::{Edits, Field},
-    message::{unchanged, Changes, Context, Outcome, Rewrite, Rewriter},
+    message::{unchanged, BodyHeaders, Changes, Context, Outcome, Rewrite, Rewriter},
 };
 use crate::{
     nat::{Direction, ExternalAddrs, Net, RewriteConfig},
-    sip::addr::Text,
     sip::{
         body::{self, BodyKind},
         message::{self, Kind, Malformed, StartLine},
@@ -605,10 +602,7 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         _ => false,
     };
     let mut seen_via = false;
-    let mut content_length: Option<usize> = None;
-    let mut cl_digits: arrayvec::ArrayVec<Range<usize>, 4> = arrayvec::ArrayVec::new();
-    let mut content_type = None;
-    let mut encoded = false;
+    let mut framing = BodyHeaders::default();
     let body_start = loop {
         let (h, next) = match cands.header(msg, pos) {
             Ok(x) => x,
@@ -635,62 +629,22 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             Kind::From | Kind::To if cfg.from_to => r.uri_list(msg, v, Field::FromTo, false),
             Kind::Route if cfg.record_route => r.uri_list(msg, v, Field::Route, true),
             Kind::RecordRoute if cfg.record_route => r.uri_list(msg, v, Field::RecordRoute, true),
-            Kind::ContentLength => {
-                let n = message::content_length(&msg[v.clone()])
-                    .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
-                if content_length.is_some_and(|prev| prev != n) || cl_digits.try_push(v).is_err() {
-                    return Err(Outcome::Malformed(Malformed::DuplicateContentLength));
-                }
-                content_length = Some(n);
-            }
-            Kind::ContentType => content_type = Some(v),
-            Kind::ContentEncoding => {
-                encoded = !msg[v].eq_ignore_ascii_case(b"identity");
-            }
+            kind => framing.note(msg, kind, v)?,
+        }
+    };
+    let body_end = r.body_end(msg.len(), body_start, &framing);
+    // A body without a candidate holds no address of ours: nothing to parse or check.
+    if cands.any(body_start, body_end) {
+        match (framing.content_type.clone(), framing.encoded) {
+            (Some(ct), false) => match body::kind(msg, ct) {
+                BodyKind::Sdp if !port_maps(cfg) => sdp(r, msg, body_start, body_end, &cands),
+                kind => r.body(msg, body_start, body_end, kind, 0),
+            },
+            (None, _) => r.untyped_body(msg, body_start, body_end),
             _ => {}
         }
-    };
-    let body_end = match content_length {
-        Some(n) => {
-            let e = body_start.saturating_add(n);
-            if e > msg.len() {
-                r.cl_short = true;
-                msg.len()
-            } else {
-                r.msg_end = e;
-                e
-            }
-        }
-        None => msg.len(),
-    };
-    match (content_type, encoded) {
-        (Some(ct), false) if cands.any(body_start, body_end) => match body::kind(msg, ct) {
-            BodyKind::Sdp if !port_maps(cfg) => sdp(r, msg, body_start, body_end, &cands),
-            kind => r.body(msg, body_start, body_end, kind, 0),
-        },
-        // As the reference: an untyped body is not parsed; outbound, an address of ours in
-        // it is a leak. No candidate in it: no address of ours.
-        (None, _)
-            if r.ctx.direction == Direction::Outbound
-                && body_end > body_start
-                && cands.any(body_start, body_end) =>
-        {
-            r.untyped_body_leaks = crate::sip::scan::any_address(msg, body_start, body_end, |a| {
-                cfg.rule_for(a).is_some()
-            });
-        }
-        _ => {}
     }
-    if let Some(n) = content_length {
-        let delta = r.edits.delta_within(body_start, body_end);
-        if delta != 0 {
-            let mut t = Text::default();
-            t.push_u32(n.wrapping_add_signed(delta) as u32);
-            for digits in cl_digits {
-                r.push(digits.start, digits.end, t, Field::ContentLength);
-            }
-        }
-    }
+    r.follow_content_length(framing, body_start, body_end);
     Ok(())
 }
 

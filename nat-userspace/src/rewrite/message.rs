@@ -285,6 +285,46 @@ fn express_like(orig: IpAddr, new: IpAddr) -> Option<IpAddr> {
     }
 }
 
+/// What the header section says about the body, noted header by header.
+#[derive(Default)]
+pub(super) struct BodyHeaders {
+    /// The value, and every header that states it (equal duplicates are harmless, but each
+    /// must follow the body, or the output would contradict itself).
+    content_length: Option<usize>,
+    cl_digits: arrayvec::ArrayVec<core::ops::Range<usize>, 4>,
+    pub(super) content_type: Option<core::ops::Range<usize>>,
+    pub(super) encoded: bool,
+}
+
+impl BodyHeaders {
+    /// Notes a Content-Length, Content-Type or Content-Encoding header (value `v`); other
+    /// kinds are not its concern. A bad or conflicting Content-Length: the message is
+    /// malformed.
+    pub(super) fn note(
+        &mut self,
+        msg: &[u8],
+        kind: Kind,
+        v: core::ops::Range<usize>,
+    ) -> Result<(), Outcome> {
+        match kind {
+            Kind::ContentLength => {
+                let n = message::content_length(&msg[v.clone()])
+                    .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
+                if self.content_length.is_some_and(|prev| prev != n)
+                    || self.cl_digits.try_push(v).is_err()
+                {
+                    return Err(Outcome::Malformed(Malformed::DuplicateContentLength));
+                }
+                self.content_length = Some(n);
+            }
+            Kind::ContentType => self.content_type = Some(v),
+            Kind::ContentEncoding => self.encoded = !msg[v].eq_ignore_ascii_case(b"identity"),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 pub(super) struct Rewriter<'c, 'a, 'e> {
     pub(super) ctx: &'c Context<'a>,
     pub(super) edits: &'e mut Edits,
@@ -581,13 +621,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             _ => false,
         };
         let mut seen_via = false;
-        // The value and every header that states it (equal duplicates are harmless, but each
-        // must follow the body, or the output would contradict itself).
-        let mut content_length: Option<usize> = None;
-        let mut cl_digits: arrayvec::ArrayVec<core::ops::Range<usize>, 4> =
-            arrayvec::ArrayVec::new();
-        let mut content_type = None;
-        let mut encoded = false;
+        let mut framing = BodyHeaders::default();
         let body_start = loop {
             let (h, next) = match message::header(msg, pos) {
                 Ok(Some(x)) => x,
@@ -609,66 +643,67 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                 Kind::RecordRoute if cfg.record_route => {
                     self.uri_list(msg, v, Field::RecordRoute, true)
                 }
-                Kind::ContentLength => {
-                    let n = message::content_length(&msg[v.clone()])
-                        .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
-                    if content_length.is_some_and(|prev| prev != n)
-                        || cl_digits.try_push(v).is_err()
-                    {
-                        return Err(Outcome::Malformed(Malformed::DuplicateContentLength));
-                    }
-                    content_length = Some(n);
-                }
-                Kind::ContentType => content_type = Some(v),
-                Kind::ContentEncoding => {
-                    encoded = !msg[v].eq_ignore_ascii_case(b"identity");
-                }
-                _ => {}
+                kind => framing.note(msg, kind, v)?,
             }
         };
-        let body_end = match content_length {
-            Some(n) => {
-                let e = body_start.saturating_add(n);
-                if e > msg.len() {
-                    self.cl_short = true;
-                    msg.len()
-                } else {
-                    // The message ends with its body: what follows is discarded.
-                    self.msg_end = e;
-                    e
-                }
-            }
-            None => msg.len(),
-        };
-        match (content_type, encoded) {
+        let body_end = self.body_end(msg.len(), body_start, &framing);
+        match (framing.content_type.clone(), framing.encoded) {
             (Some(ct), false) => {
                 let kind = body::kind(msg, ct);
                 self.body(msg, body_start, body_end, kind, 0);
             }
-            // A body without Content-Type (RFC 3261 §20.15 requires one) is not parsed:
-            // outbound, an address of ours anywhere in it would leave as it is.
-            (None, _) if self.ctx.direction == Direction::Outbound && body_end > body_start => {
-                self.untyped_body_leaks =
-                    crate::sip::scan::any_address(msg, body_start, body_end, |a| {
-                        cfg.rule_for(a).is_some()
-                    });
-            }
+            (None, _) => self.untyped_body(msg, body_start, body_end),
             _ => {}
         }
-        // Content-Length follows the body when the body changed size; absent stays absent.
-        if let Some(n) = content_length {
-            let delta = self.edits.delta_within(body_start, body_end);
-            // (A delta that would take a too-large Content-Length below zero cannot occur:
-            // it is at least the real body length.)
-            if delta != 0 {
-                let mut t = Text::default();
-                t.push_u32(n.wrapping_add_signed(delta) as u32);
-                for digits in cl_digits {
-                    self.push(digits.start, digits.end, t, Field::ContentLength);
+        self.follow_content_length(framing, body_start, body_end);
+        Ok(())
+    }
+
+    /// Where the body ends: where Content-Length says, and then the message ends there too
+    /// (what follows is discarded); without Content-Length, or when it claims more than
+    /// the datagram holds (`cl_short`), the end of the datagram.
+    pub(super) fn body_end(&mut self, msg_len: usize, body_start: usize, f: &BodyHeaders) -> usize {
+        match f.content_length {
+            Some(n) => {
+                let e = body_start.saturating_add(n);
+                if e > msg_len {
+                    self.cl_short = true;
+                    msg_len
+                } else {
+                    self.msg_end = e;
+                    e
                 }
             }
+            None => msg_len,
         }
-        Ok(())
+    }
+
+    /// A body without Content-Type (RFC 3261 §20.15 requires one) is not parsed: outbound,
+    /// an address of ours anywhere in it would leave as it is (`untyped_body_leaks`).
+    pub(super) fn untyped_body(&mut self, msg: &[u8], start: usize, end: usize) {
+        if self.ctx.direction == Direction::Outbound && end > start {
+            let cfg = self.ctx.config;
+            self.untyped_body_leaks =
+                crate::sip::scan::any_address(msg, start, end, |a| cfg.rule_for(a).is_some());
+        }
+    }
+
+    /// Content-Length follows the body when the body changed size, in every header that
+    /// states it; absent stays absent.
+    pub(super) fn follow_content_length(&mut self, f: BodyHeaders, start: usize, end: usize) {
+        let Some(n) = f.content_length else {
+            return;
+        };
+        let delta = self.edits.delta_within(start, end);
+        // (A delta that would take a too-large Content-Length below zero cannot occur: it
+        // is at least the real body length.)
+        if delta != 0 {
+            let mut t = Text::default();
+            t.push_u32(n.wrapping_add_signed(delta) as u32);
+            for digits in f.cl_digits {
+                self.push(digits.start, digits.end, t, Field::ContentLength);
+            }
+        }
     }
 
     /// SDP, or each part of a multipart body (nested up to 4 levels).

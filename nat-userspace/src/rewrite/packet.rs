@@ -134,21 +134,10 @@ pub fn rewrite_packet_gated(
     set_l3(buf, layout, l3, new_ip_len, new_udp_len);
     if has_check {
         new_fixed = pseudo(buf, layout, new_udp_len) + u64::from(new_udp_len as u16);
-        let mut c = checksum::update(old_check, old_fixed + sums.old, new_fixed + sums.new);
-        if c == 0 {
-            c = 0xffff;
-        }
-        buf[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+        let c = checksum::update(old_check, old_fixed + sums.old, new_fixed + sums.new);
+        put_udp_checksum(buf, l4, c);
     }
-    Ok(PacketRewrite {
-        sip: r.outcome,
-        len: packet_len(layout, new_ip_len),
-        l3_changed,
-        family_mismatch: r.family_mismatch,
-        content_length_short: r.content_length_short,
-        trailing_discarded: r.trailing_discarded,
-        would_leak: r.would_leak,
-    })
+    Ok(rewritten(layout, &r, l3_changed, new_ip_len))
 }
 
 /// The new UDP and IP lengths after the message became `r.len` long (`None`: they would
@@ -220,6 +209,29 @@ fn set_l3(buf: &mut [u8], layout: &Layout, l3: L3Action, new_ip_len: usize, new_
     }
     let mut d = udp::Datagram::new_unchecked(&mut buf[layout.l4..]);
     d.set_len(new_udp_len as u16);
+}
+
+/// The result for a packet whose message was rewritten (or whose IP header was), now
+/// `new_ip_len` long at the IP layer.
+#[inline]
+fn rewritten(layout: &Layout, r: &Rewrite, l3_changed: bool, new_ip_len: usize) -> PacketRewrite {
+    PacketRewrite {
+        sip: r.outcome,
+        len: packet_len(layout, new_ip_len),
+        l3_changed,
+        family_mismatch: r.family_mismatch,
+        content_length_short: r.content_length_short,
+        trailing_discarded: r.trailing_discarded,
+        would_leak: r.would_leak,
+    }
+}
+
+/// Stores a computed UDP checksum at the UDP header at `l4`; a computed zero is sent as
+/// all ones (RFC 768: zero means "no checksum").
+#[inline]
+fn put_udp_checksum(buf: &mut [u8], l4: usize, c: u16) {
+    let c = if c == 0 { 0xffff } else { c };
+    buf[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
 }
 
 /// The packet's length with an IP length of `ip_len`.
@@ -305,21 +317,10 @@ fn rewrite_packet_with(
         } else {
             old_body
         };
-        let mut c = checksum::update(old_check, old_pseudo + old_body, new_pseudo + new_body);
-        if c == 0 {
-            c = 0xffff;
-        }
-        buf[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+        let c = checksum::update(old_check, old_pseudo + old_body, new_pseudo + new_body);
+        put_udp_checksum(buf, l4, c);
     }
-    Ok(PacketRewrite {
-        sip: r.outcome,
-        len: packet_len(layout, new_ip_len),
-        l3_changed,
-        family_mismatch: r.family_mismatch,
-        content_length_short: r.content_length_short,
-        trailing_discarded: r.trailing_discarded,
-        would_leak: r.would_leak,
-    })
+    Ok(rewritten(layout, &r, l3_changed, new_ip_len))
 }
 
 /// Pseudo-header sum with the addresses currently in the buffer.

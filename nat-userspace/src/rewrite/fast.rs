@@ -258,17 +258,7 @@ impl Cands {
     #[inline(always)]
     pub(super) fn line_end(&self, buf: &[u8], pos: usize, end: usize) -> (usize, usize) {
         match self.find_eol(buf, pos, end) {
-            Some(at) => {
-                if buf[at] == b'\n' {
-                    (at, at + 1)
-                } else if at + 1 < end && buf[at + 1] == b'\n' {
-                    (at, at + 2)
-                } else if at + 2 < end && buf[at + 1] == b'\r' && buf[at + 2] == b'\n' {
-                    (at, at + 3)
-                } else {
-                    (at, at + 1)
-                }
-            }
+            Some(at) => crate::sip::scan::terminator(buf, at, end),
             None => (end, end),
         }
     }

@@ -16,18 +16,23 @@ use super::addr::{parse_ipv4, parse_ipv6};
 #[inline]
 pub fn line_end(buf: &[u8], pos: usize, end: usize) -> (usize, usize) {
     match find_eol(buf, pos, end) {
-        Some(at) => {
-            if buf[at] == b'\n' {
-                (at, at + 1)
-            } else if at + 1 < end && buf[at + 1] == b'\n' {
-                (at, at + 2)
-            } else if at + 2 < end && buf[at + 1] == b'\r' && buf[at + 2] == b'\n' {
-                (at, at + 3)
-            } else {
-                (at, at + 1)
-            }
-        }
+        Some(at) => terminator(buf, at, end),
         None => (end, end),
+    }
+}
+
+/// `(at, next_line_start)` for the line terminator whose first byte (CR or LF) is at `at`:
+/// LF, CRLF, `CR CR LF` or a bare CR.
+#[inline(always)]
+pub fn terminator(buf: &[u8], at: usize, end: usize) -> (usize, usize) {
+    if buf[at] == b'\n' {
+        (at, at + 1)
+    } else if at + 1 < end && buf[at + 1] == b'\n' {
+        (at, at + 2)
+    } else if at + 2 < end && buf[at + 1] == b'\r' && buf[at + 2] == b'\n' {
+        (at, at + 3)
+    } else {
+        (at, at + 1)
     }
 }
 

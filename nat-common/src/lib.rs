@@ -21,7 +21,79 @@ pub mod maps {
     /// `PerCpuArray<u64>` with [`super::stat::COUNT`] entries: one counter per verdict and
     /// reason.
     pub const STATS: &str = "SIPNAT_STATS";
+    /// `HashMap<MediaKey, MediaNat>` with at most [`super::MAX_MEDIA_BINDINGS`] entries: the
+    /// RTP/RTCP bindings this interface translates in XDP (media NAT).
+    ///
+    /// - On the **inside** interface the key is the internal (address, port) a packet comes
+    ///   *from*; the value is the external (address, port) it must leave *from* (source
+    ///   translation).
+    /// - On the **outside** interface the key is the external (address, port) a packet is
+    ///   sent *to*; the value is the internal (address, port) it is delivered *to*
+    ///   (destination translation).
+    ///
+    /// Userspace inserts and removes entries (one binding = one entry in each of the two
+    /// interfaces' maps); XDP only reads them and stamps [`super::MediaNat::last_seen_ns`]
+    /// and [`super::MediaNat::packets`].
+    pub const MEDIA: &str = "SIPNAT_MEDIA";
+    /// `DevMapHash` keyed by ifindex: the interfaces translated media may be redirected to
+    /// (the other sipnat interface). A next hop on any other interface gets `XDP_PASS`
+    /// after the translation, so the kernel routes the already translated packet.
+    pub const EGRESS: &str = "SIPNAT_EGRESS";
 }
+
+/// Size of each interface's media binding map ([`maps::MEDIA`]).
+pub const MAX_MEDIA_BINDINGS: u32 = 65536;
+
+/// Address family tags in [`MediaKey::family`] and [`MediaNat::family`].
+pub mod family {
+    /// IPv4: the address is in the first 4 bytes of `addr`, the other 12 are zero.
+    pub const V4: u8 = 4;
+    /// IPv6: all 16 bytes of `addr`.
+    pub const V6: u8 = 6;
+}
+
+/// Key of the media binding map: one transport address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MediaKey {
+    /// The address in network byte order (IPv4: first 4 bytes, rest zero).
+    pub addr: [u8; 16],
+    /// The UDP port in network byte order (as it is in the packet).
+    pub port: u16,
+    /// [`family::V4`] or [`family::V6`].
+    pub family: u8,
+    /// Must be zero (hash keys compare every byte).
+    pub _pad: u8,
+}
+
+/// Value of the media binding map: the transport address to translate to, and what XDP
+/// saw of the binding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaNat {
+    /// The translated address in network byte order (IPv4: first 4 bytes, rest zero).
+    pub addr: [u8; 16],
+    /// The translated UDP port, network byte order.
+    pub port: u16,
+    /// [`family::V4`] or [`family::V6`]; always the key's family (no NAT46).
+    pub family: u8,
+    /// Reserved, zero.
+    pub flags: u8,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet XDP translated with this
+    /// entry; 0 = none yet. Written by XDP, read by the reaper.
+    pub last_seen_ns: u64,
+    /// Packets XDP translated with this entry (best effort: not atomic across CPUs).
+    pub packets: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)` plain data: 16 + 2 + 1 + 1 = 20 bytes, no padding, valid for any bits.
+unsafe impl aya::Pod for MediaKey {}
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)` plain data: 16 + 2 + 1 + 1 + 4 + 8 + 8 = 40 bytes, no padding.
+unsafe impl aya::Pod for MediaNat {}
 
 /// The XDP program's section/function name.
 pub const PROGRAM_NAME: &str = "sipnat_steer";
@@ -49,6 +121,9 @@ pub mod flags {
     /// Steer every UDP fragment (first and later fragments alike, keyed on L3 only) to
     /// the queue's worker for reassembly. When clear, fragments go to the kernel.
     pub const STEER_FRAGMENTS: u32 = 1 << 2;
+    /// Look UDP packets that are not steered up in the media binding map and translate
+    /// the ones that match (RTP/RTCP NAT in XDP).
+    pub const MEDIA_NAT: u32 = 1 << 3;
 }
 
 /// Value of the single entry of the config map.
@@ -131,5 +206,11 @@ mod tests {
                 assert_ne!(a, b);
             }
         }
+    }
+
+    #[test]
+    fn media_map_layouts_have_no_padding() {
+        assert_eq!(core::mem::size_of::<super::MediaKey>(), 20);
+        assert_eq!(core::mem::size_of::<super::MediaNat>(), 40);
     }
 }

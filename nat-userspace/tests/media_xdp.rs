@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::topo::{privileged_topo, sipnat_bin, tshark_fields, udp_socket_in, CAR_IP, EXT_IP};
+use common::topo::{
+    privileged_topo, sipnat_bin, tshark_fields, udp_socket_in, Sipnat, Topo, CAR_IP, EXT_IP,
+};
 
 const N: usize = 50;
 
@@ -28,19 +30,13 @@ fn forwarded(gw: &common::netns::Netns) -> u64 {
     vals.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
-#[test]
-fn media_binding_translates_both_ways_in_xdp() {
-    let Some((_turn, t)) = privileged_topo("mediax") else {
-        return;
-    };
-    let cfg = t.config("gw", "", "");
-    let sipnat = t.start_sipnat(&cfg);
-    // XDP_REDIRECT into a veth needs the receiving end in NAPI mode: GRO on (or an XDP
-    // program there). The gateway's own ends run sipnat's program.
+/// What the redirect needs on the veth topology: the receiving ends in NAPI mode (GRO
+/// on, see docs/deploy.md; the gateway's own ends run sipnat's program) and the gateway's
+/// neighbours known, so that the FIB lookup in XDP succeeds from the first packet
+/// (without, the first packets are translated and passed to the kernel to resolve).
+fn redirect_ready(t: &Topo) {
     t.ua.exec(&["ethtool", "-K", "ua0", "gro", "on"]);
     t.car.exec(&["ethtool", "-K", "car0", "gro", "on"]);
-    // Neighbours known, so that the FIB lookup in XDP succeeds from the first packet
-    // (without, the first packets are translated and passed to the kernel to resolve).
     for (ns, ifname, ip, gw_if) in [
         (&t.car, "car0", CAR_IP, "gwout"),
         (&t.ua, "ua0", "10.0.0.2", "gwin"),
@@ -60,6 +56,16 @@ fn media_binding_translates_both_ways_in_xdp() {
             "permanent",
         ]);
     }
+}
+
+#[test]
+fn media_binding_translates_both_ways_in_xdp() {
+    let Some((_turn, t)) = privileged_topo("mediax") else {
+        return;
+    };
+    let cfg = t.config("gw", "", "");
+    let sipnat = t.start_sipnat(&cfg);
+    redirect_ready(&t);
 
     let internal: SocketAddr = "10.0.0.2:4000".parse().unwrap();
     let external: SocketAddr = format!("{EXT_IP}:30000").parse().unwrap();
@@ -177,4 +183,69 @@ fn media_binding_translates_both_ways_in_xdp() {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(sipnat);
+}
+
+/// The bindings live in the pinned maps: across a hitless restart (SIGUSR2, a new daemon
+/// adopting the pins) media keeps being translated — also in the gap, when no daemon runs
+/// at all — and the counts continue.
+#[test]
+fn media_binding_survives_a_hitless_restart() {
+    let Some((_turn, t)) = privileged_topo("mediar") else {
+        return;
+    };
+    let cfg = t.config("gw", "", "");
+    let a = t.start_sipnat(&cfg);
+    redirect_ready(&t);
+    let add = t.gw.exec(&[
+        sipnat_bin(),
+        "xdp",
+        "media",
+        "add",
+        "-c",
+        cfg.to_str().unwrap(),
+        "10.0.0.2:4000",
+        &format!("{EXT_IP}:30000"),
+    ]);
+    assert!(add.status.success());
+    let external: SocketAddr = format!("{EXT_IP}:30000").parse().unwrap();
+    let ua = udp_socket_in(&t.ua.name, ("10.0.0.2", 4000));
+    let car = udp_socket_in(&t.car.name, (CAR_IP, 40000));
+    car.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let burst = |n: usize| {
+        let mut buf = [0u8; 512];
+        for i in 0..n {
+            ua.send_to(format!("m{i}").as_bytes(), (CAR_IP, 40000))
+                .unwrap();
+            let (_, from) = car.recv_from(&mut buf).expect("carrier receives");
+            assert_eq!(from, external);
+        }
+    };
+    burst(5);
+    assert_eq!(a.signal_and_wait(libc::SIGUSR2), Some(0), "handover exit");
+    // No daemon: the pinned program still translates.
+    burst(5);
+    let b = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("b.log"));
+    assert!(
+        b.log_text()
+            .contains("adopted the pinned XDP program on gwin"),
+        "{}",
+        b.log_text()
+    );
+    burst(5);
+    assert_eq!(
+        b.stats()["xdp"]["inside"]["redirect_media"].as_u64(),
+        Some(15)
+    );
+    let list = t.gw.exec(&[
+        sipnat_bin(),
+        "xdp",
+        "media",
+        "list",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v[0]["packets_out"].as_u64(), Some(15), "{v}");
+    drop(b);
 }

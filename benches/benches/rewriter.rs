@@ -97,6 +97,7 @@ fn outbound(config: &RewriteConfig, ext: Ipv4Addr) -> Context<'_> {
         direction: Direction::Outbound,
         internal: None,
         local_port: None,
+        napt: None,
     }
 }
 
@@ -530,6 +531,7 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
             direction: Direction::Outbound,
             internal: None,
             local_port: None,
+            napt: None,
         };
         // The thread's edit list, as the reference's: no per-thread setup in the bench.
         rewrite_message_fast_tls(b, len, &ctx, &gate)
@@ -541,6 +543,7 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
             direction: Direction::Outbound,
             internal: None,
             local_port: None,
+            napt: None,
         };
         reference::rewrite_message(b, len, &ctx)
     };

@@ -130,6 +130,7 @@ fn main() {
         direction: Direction::Outbound,
         internal: None,
         local_port: None,
+        napt: None,
     };
     // Built once, as the worker's snapshot does.
     let gate = Gate::of(&ctx);

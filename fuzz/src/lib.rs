@@ -228,6 +228,7 @@ pub struct Run {
 fn run_pipeline(buf: &mut [u8], frame_len: usize, i: usize, inbound: bool, use_flow: bool) -> Run {
     let v = &variants()[i];
     let flows = FlowTable::new(64, 300);
+    let napt = sipnat::nat::napt::NaptTable::new(64, 300);
     if let (true, true, Ok(l)) = (inbound, use_flow, parse(&buf[..frame_len], Link::Ethernet)) {
         if let Some((sport, dport, _, _)) = l.udp(&buf[..frame_len]) {
             let internal = if l.ipv6 {
@@ -241,6 +242,7 @@ fn run_pipeline(buf: &mut [u8], frame_len: usize, i: usize, inbound: bool, use_f
     let env = Env {
         dataplane: &dataplanes()[i],
         flows: &flows,
+        napt: &napt,
         egress: &Direct,
         link: Link::Ethernet,
         now_ms: 0,
@@ -594,6 +596,7 @@ pub fn message(msg: &[u8]) {
             direction: Direction::Outbound,
             internal: None,
             local_port: None,
+            napt: None,
         };
         if let Some(first) = message_once(msg, TAILROOM, &out, v.name) {
             // Idempotence: a second pass over the output changes nothing.
@@ -633,6 +636,7 @@ pub fn message(msg: &[u8]) {
                 internal,
                 // A REGISTER 2xx naming this port gets the UA's own binding restored.
                 local_port: Some(5060),
+                napt: None,
                 ..out
             };
             message_once(msg, TAILROOM, &inb, v.name);
@@ -702,6 +706,7 @@ pub fn differential(data: &[u8]) {
         direction,
         internal,
         local_port: Some(5060),
+        napt: None,
     };
     let tailroom = if sel & 0x40 != 0 { 0 } else { TAILROOM };
     let mut fast = with_tailroom(rest, tailroom);

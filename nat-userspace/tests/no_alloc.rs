@@ -131,6 +131,7 @@ fn ctx(config: &RewriteConfig, ext: Ipv4Addr, direction: Direction) -> Context<'
         direction,
         internal: None,
         local_port: None,
+        napt: None,
     }
 }
 

@@ -30,6 +30,7 @@ use crate::{
     loadtest::link_of,
     nat::{
         flow::{FlowKey, FlowTable},
+        napt::NaptTable,
         ExternalAddrs, L3Mode, Net, RewriteConfig,
     },
     rewrite::Changes,
@@ -126,6 +127,7 @@ pub fn run(a: RewriteArgs) -> ExitCode {
 struct Offline {
     dataplane: Dataplane,
     flows: FlowTable,
+    napt: NaptTable,
     pipe: Pipeline,
     batch: Batch,
     side: Side,
@@ -152,6 +154,7 @@ impl Offline {
         let mut ext = ExternalAddrs::default();
         let mut sip_ports = vec![5060];
         let mut flows = (65536, 300);
+        let mut napt = None;
         let mut reasm = ReasmLimits::default();
         let mut steer_fragments = true;
         let mut cfg = match &a.config {
@@ -176,6 +179,7 @@ impl Offline {
                 sip_ports.clone_from(c.interfaces.sip_ports.get_ref());
                 steer_fragments = c.interfaces.steer_fragments;
                 flows = (c.nat.flow_table_size, c.nat.flow_idle_timeout);
+                napt = c.nat.napt_range();
                 reasm = c.datapath.reasm_limits();
                 c.rewrite_config()
             }
@@ -212,8 +216,9 @@ impl Offline {
             return Err(format!("--mtu {} is below the IPv4 minimum of 68", a.mtu));
         }
         Ok(Offline {
-            dataplane: Dataplane::new(cfg, ext, &sip_ports),
+            dataplane: Dataplane::new(cfg, ext, &sip_ports).with_napt(napt),
             flows: FlowTable::new(flows.0, flows.1),
+            napt: NaptTable::new(flows.0, flows.1),
             pipe: Pipeline::new(reasm, 0),
             batch: Batch::default(),
             side: match a.direction {
@@ -239,6 +244,7 @@ impl Offline {
         let env = Env {
             dataplane: &self.dataplane,
             flows: &self.flows,
+            napt: &self.napt,
             egress: &egress,
             link,
             now_ms,

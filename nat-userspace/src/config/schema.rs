@@ -178,6 +178,9 @@ pub struct Nat {
     pub flow_table_size: u32,
     /// Idle timeout of a flow-table entry, seconds.
     pub flow_idle_timeout: u32,
+    /// Port translation (NAPT) of network rules: `"FIRST-LAST"`, the external ports for
+    /// internal endpoints whose own port is taken; `""`: off (ports kept).
+    pub port_range: Spanned<String>,
 }
 
 impl Default for Nat {
@@ -194,6 +197,7 @@ impl Default for Nat {
             rule: Vec::new(),
             flow_table_size: 65536,
             flow_idle_timeout: 300,
+            port_range: Spanned::new(0..0, "20000-29999".into()),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::{
         worker::{self, Ready, WorkerConfig},
         Clock, Dataplane, Shared,
     },
-    nat::{external::check_external, flow::FlowTable, ExternalAddrs},
+    nat::{external::check_external, flow::FlowTable, napt::NaptTable, ExternalAddrs},
     snapshot::Published,
     sys::NapiDefer,
     xdp::{AttachedMode, PinLifetime, SteeringConfig, SteeringProgram},
@@ -295,13 +295,17 @@ impl Daemon {
         let slow = SlowPath::new()
             .context("opening raw sockets for the kernel slow path (needs CAP_NET_RAW)")?;
         let shared = Arc::new(Shared {
-            dataplane: Published::new(Dataplane::new(
-                cfg.rewrite_config(),
-                external,
-                cfg.interfaces.sip_ports.get_ref(),
-            )),
+            dataplane: Published::new(
+                Dataplane::new(
+                    cfg.rewrite_config(),
+                    external,
+                    cfg.interfaces.sip_ports.get_ref(),
+                )
+                .with_napt(cfg.nat.napt_range()),
+            ),
             nexthops,
             flows: FlowTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
+            napt: NaptTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
             clock: Clock::default(),
             stop,
             slow,
@@ -665,7 +669,8 @@ impl Daemon {
                 new.rewrite_config(),
                 external,
                 new.interfaces.sip_ports.get_ref(),
-            );
+            )
+            .with_napt(new.nat.napt_range());
             if e.addrs != external {
                 tracing::info!("external address {external} (from the reloaded config)");
                 e.updated = Some(SystemTime::now());

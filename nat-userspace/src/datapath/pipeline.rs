@@ -39,12 +39,13 @@ use crate::{
         decide,
         decide::Decision,
         flow::{FlowKey, FlowTable, InsertResult},
+        napt::{Bound, NaptTable},
         Direction, L3Action, L3Mode, LeakPolicy, MalformedPolicy,
     },
     rewrite::{
         edits::Edits,
         packet::{rewrite_packet_gated, PacketError},
-        Changes, Context, Gate, Outcome,
+        Changes, Context, Gate, Napt, Outcome,
     },
     sip::message::{Malformed, NotSip},
     wire::{self, checksum, ethernet, ipv4, ipv6, Layout, Link},
@@ -94,6 +95,8 @@ pub trait Egress {
 pub struct Env<'a, E: Egress> {
     pub dataplane: &'a Dataplane,
     pub flows: &'a FlowTable,
+    /// NAPT bindings (used when the snapshot has a port range).
+    pub napt: &'a NaptTable,
     pub egress: &'a E,
     /// Link type of the frames (the worker: Ethernet).
     pub link: Link,
@@ -400,23 +403,31 @@ impl Pipeline {
         }
         let cfg = &dp.config;
         let ext = dp.external;
-        let (direction, l3, internal) = match decide_and_map(env, side, &layout, sport, dport, b) {
-            Ok(d) => d,
-            Err(Early::Kernel(reason)) => return kernel(at, reason, b),
-            Err(Early::Drop(reason)) => return Action::Drop(reason),
-        };
+        let (direction, l3, internal, napt) =
+            match decide_and_map(env, side, &layout, sport, dport, b) {
+                Ok(d) => d,
+                Err(Early::Kernel(reason)) => return kernel(at, reason, b),
+                Err(Early::Drop(reason)) => return Action::Drop(reason),
+            };
         let gate = dp.gate(direction);
         let ctx = Context {
             config: cfg,
             external: ext,
             direction,
             internal,
-            // Our side's port: the UA's, which the SNAT keeps.
+            // Our side's port: outbound the UA's, inbound the external one.
             local_port: Some(if side == Side::Inside { sport } else { dport }),
+            napt,
         };
         let mut r = match self.rewrite(buf!(), &layout, &ctx, gate, l3) {
             Ok(r) => r,
             Err(PacketError::NotUdp) | Err(PacketError::FamilyMismatch) => {
+                if napt.is_some() {
+                    // (Cannot happen: decided from this packet's UDP header.) Never to
+                    // the kernel with its internal port.
+                    b.inc(C::DropWouldLeak);
+                    return Action::Drop(C::DropWouldLeak);
+                }
                 return kernel(at, C::SlowNotUdp, b);
             }
         };
@@ -436,6 +447,9 @@ impl Pipeline {
         }
         if let Some(drop) = counted_outcome(&r, cfg, reassembled.is_some(), b) {
             return drop;
+        }
+        if napt.is_some() {
+            b.inc(C::NaptTranslated);
         }
         let buf = buf!();
         if !decrement_ttl(buf, &layout) {
@@ -713,11 +727,12 @@ fn decide_and_map<E: Egress>(
     sport: u16,
     dport: u16,
     b: &mut Batch,
-) -> Result<(Direction, L3Action, Option<IpAddr>), Early> {
+) -> Result<(Direction, L3Action, Option<IpAddr>, Option<Napt>), Early> {
     let dp = env.dataplane;
     let cfg = &dp.config;
     let ext = dp.external;
     let now_s = (env.now_ms / 1000) as u32;
+    let mut napt = None;
     let decision = match side {
         Side::Inside => {
             b.inc(C::Outbound);
@@ -730,13 +745,28 @@ fn decide_and_map<E: Egress>(
                 && cfg.is_external(layout.dst, &ext)
             {
                 let key = FlowKey::new(layout.dst, dport, layout.src, sport);
-                let hit = env.flows.lookup(&key, now_s);
+                let mut hit = env.flows.lookup_port(&key, now_s);
                 b.inc(if hit.is_some() {
                     C::FlowHit
                 } else {
                     C::FlowMiss
                 });
-                hit
+                if hit.is_none() && dp.napt.is_some() {
+                    // Endpoint-independent: a binding takes packets from any remote (a
+                    // call from another proxy to a registered phone).
+                    hit = env.napt.inbound(layout.dst, dport, now_s);
+                    if hit.is_some() {
+                        b.inc(C::NaptHit);
+                    }
+                }
+                if let Some((internal, port)) = hit.filter(|&(_, p)| p != dport) {
+                    napt = Some(Napt {
+                        internal,
+                        internal_port: port,
+                        external_port: dport,
+                    });
+                }
+                hit.map(|(a, _)| a)
             } else {
                 None
             };
@@ -758,12 +788,45 @@ fn decide_and_map<E: Egress>(
             .rule_for(layout.src)
             .is_some_and(|r| r.internal.single_host().is_none())
         {
-            let key = FlowKey::new(new_src, sport, layout.dst, dport);
-            match env.flows.insert(key, layout.src, now_s) {
+            let mut ext_port = sport;
+            if let Some(range) = dp.napt {
+                match env.napt.outbound(new_src, layout.src, sport, range, now_s) {
+                    Bound::Existing(p) => ext_port = p,
+                    Bound::Preserved(p) => {
+                        b.inc(C::NaptPreserved);
+                        ext_port = p;
+                    }
+                    Bound::Allocated(p) => {
+                        b.inc(C::NaptAllocated);
+                        ext_port = p;
+                    }
+                    Bound::Exhausted => {
+                        // Without a port of its own it could only leave with another
+                        // host's port or its internal one: it does not leave.
+                        b.inc(C::DropNatPortsExhausted);
+                        return Err(Early::Drop(C::DropNatPortsExhausted));
+                    }
+                }
+                if ext_port != sport {
+                    napt = Some(Napt {
+                        internal: crate::nat::addr::canonical(layout.src),
+                        internal_port: sport,
+                        external_port: ext_port,
+                    });
+                }
+            }
+            let key = FlowKey::new(new_src, ext_port, layout.dst, dport);
+            match env.flows.insert_port(key, layout.src, sport, now_s) {
                 InsertResult::Inserted => b.inc(C::FlowInserted),
                 InsertResult::Refreshed => b.inc(C::FlowRefreshed),
                 InsertResult::Collision { .. } => {
                     b.inc(C::FlowCollision);
+                    if napt.is_some() {
+                        // (A stale flow of the port's previous owner.) Never to the
+                        // kernel untranslated.
+                        b.inc(C::DropWouldLeak);
+                        return Err(Early::Drop(C::DropWouldLeak));
+                    }
                     // Another host holds this port towards this remote: without port
                     // translation the datagram could only leave with its internal
                     // source and addresses (the kernel path), so it does not leave.
@@ -778,7 +841,7 @@ fn decide_and_map<E: Egress>(
             }
         }
     }
-    Ok((direction, l3, internal))
+    Ok((direction, l3, internal, napt))
 }
 
 /// Counts what the rewrite found; the drop its outcome calls for under the policies, if
@@ -930,6 +993,7 @@ mod tests {
         pipe: Pipeline,
         dp: Dataplane,
         flows: FlowTable,
+        napt: NaptTable,
         b: Batch,
     }
 
@@ -939,6 +1003,7 @@ mod tests {
                 pipe: Pipeline::new(ReasmLimits::default(), 7),
                 dp: dataplane(),
                 flows: FlowTable::new(64, 300),
+                napt: NaptTable::new(64, 300),
                 b: Batch::default(),
             }
         }
@@ -956,6 +1021,7 @@ mod tests {
             let env = Env {
                 dataplane: &self.dp,
                 flows: &self.flows,
+                napt: &self.napt,
                 egress,
                 link: Link::Ethernet,
                 now_ms: 1000,
@@ -1567,5 +1633,135 @@ mod tests {
             "another binding stays: {text}"
         );
         assert_eq!(h.b.get(C::RwContact), 2, "one each way");
+    }
+
+    /// NAPT: two hosts on port 5060 towards one remote. The first keeps 5060, the second
+    /// gets a port of the range, in its UDP source port and in its Via and Contact; the
+    /// reply to that port is restored (port and text, `rport` included) to the second
+    /// host. With the range exhausted a third host is dropped and counted, never sent.
+    #[test]
+    fn napt_second_host_gets_a_port_of_the_range_and_its_replies_back() {
+        let mut h = Harness::new();
+        let range = crate::nat::napt::PortRange {
+            first: 20000,
+            last: 20000,
+        };
+        h.dp = dataplane().with_napt(Some(range));
+        let first = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let (a, out) = h.run(&direct(1500), Side::Inside, &first, 2048);
+        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        assert_eq!(
+            wire::parse(&out, Link::Ethernet)
+                .unwrap()
+                .udp(&out)
+                .unwrap()
+                .0,
+            5060
+        );
+        let other = INVITE
+            .replace("10.0.0.2", "10.0.0.3")
+            .replace("branch=z9hG4bK1", "rport;branch=z9hG4bK1");
+        let second = udp("10.0.0.3:5060", "198.51.100.2:5060", 64, other.as_bytes());
+        let (a, out) = h.run(&direct(1500), Side::Inside, &second, 2048);
+        let want = UdpFrame {
+            src_mac: GW_MAC,
+            dst_mac: PEER_MAC,
+            src: format!("{EXT}:20000").parse().unwrap(),
+            dst: "198.51.100.2:5060".parse().unwrap(),
+            ttl: 63,
+            ident: 0x4242,
+            dont_fragment: false,
+        }
+        .to_vec(
+            other
+                .replace("10.0.0.3:5060", &format!("{EXT}:20000"))
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            Action::Tx {
+                at: At::Frame,
+                side: Side::Outside,
+                len: want.len()
+            }
+        );
+        assert_eq!(payload_of(&out), payload_of(&want));
+        assert_eq!(out, want, "golden output");
+        assert_eq!(
+            (h.b.get(C::NaptPreserved), h.b.get(C::NaptAllocated)),
+            (1, 1)
+        );
+        // The reply, as a carrier following RFC 3581 sends it.
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:20000;rport=20000;received={EXT};branch=z9hG4bK1\r\n\
+             From: <sip:alice@example.com>;tag=1\r\nTo: <sip:carrier@198.51.100.2>;tag=2\r\n\
+             Call-ID: 1@x\r\nCSeq: 1 OPTIONS\r\nContact: <sip:carrier@198.51.100.2>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let reply = udp(
+            "198.51.100.2:5060",
+            &format!("{EXT}:20000"),
+            64,
+            ok.as_bytes(),
+        );
+        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Tx {
+                    side: Side::Inside,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        let l = wire::parse(&out, Link::Ethernet).unwrap();
+        assert_eq!((l.dst, l.udp(&out).unwrap().1), (ip4("10.0.0.3"), 5060));
+        assert!(crate::rewrite::packet::udp_checksum_ok(&out, &l));
+        assert!(
+            payload_of(&out).contains(
+                "Via: SIP/2.0/UDP 10.0.0.3:5060;rport=5060;received=10.0.0.3;branch=z9hG4bK1\r\n"
+            ),
+            "{}",
+            payload_of(&out)
+        );
+        // From another remote (endpoint-independent): still the second host.
+        let from_other = udp(
+            "198.51.100.7:5060",
+            &format!("{EXT}:20000"),
+            64,
+            ok.as_bytes(),
+        );
+        let (a, out) = h.run(&direct(1500), Side::Outside, &from_other, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Tx {
+                    side: Side::Inside,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert_eq!(
+            wire::parse(&out, Link::Ethernet).unwrap().dst,
+            ip4("10.0.0.3")
+        );
+        assert_eq!(h.b.get(C::NaptHit), 1);
+        // Range exhausted: a third host does not leave.
+        let third = udp(
+            "10.0.0.4:5060",
+            "198.51.100.2:5060",
+            64,
+            INVITE.replace("10.0.0.2", "10.0.0.4").as_bytes(),
+        );
+        let (a, _) = h.run(&direct(1500), Side::Inside, &third, 2048);
+        assert_eq!(a, Action::Drop(C::DropNatPortsExhausted));
+        assert_eq!(h.b.get(C::DropNatPortsExhausted), 1);
+    }
+
+    fn ip4(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 }

@@ -512,6 +512,7 @@ impl Worker {
         let env = Env {
             dataplane: self.dataplane.current(&self.shared.dataplane),
             flows: &self.shared.flows,
+            napt: &self.shared.napt,
             egress: &egress,
             link: Link::Ethernet,
             now_ms,

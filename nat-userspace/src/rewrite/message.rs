@@ -32,6 +32,36 @@ pub struct Context<'a> {
     /// REGISTER 2xx Contact naming the external address and this port is the UA's own
     /// binding and is restored; `None` (unknown) restores no binding.
     pub local_port: Option<u16>,
+    /// Port translation (NAPT) of this packet's internal host: the UDP port on our side
+    /// and every SIP `host:port` of that host (Via sent-by, Contact, Request-URI, Route,
+    /// From/To when rewritten) change between its internal and its external port; inbound
+    /// also the top Via's `rport` when its `received` or sent-by was restored. SDP ports
+    /// are not SIP ports and never change by it. `None`: ports are kept (or follow the
+    /// rule's static port map).
+    pub napt: Option<Napt>,
+}
+
+/// A NAPT binding, as the rewrite of one packet needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Napt {
+    /// The internal host (outbound: the packet's source; inbound: its restored destination).
+    pub internal: IpAddr,
+    pub internal_port: u16,
+    pub external_port: u16,
+}
+
+impl Napt {
+    /// The port `port` of address `orig` (before the rewrite) that became `new` takes in
+    /// `direction`, when the binding changes it.
+    #[inline]
+    pub fn map(&self, direction: Direction, orig: IpAddr, new: IpAddr, port: u16) -> Option<u16> {
+        match direction {
+            Direction::Outbound => (canonical(orig) == self.internal && port == self.internal_port)
+                .then_some(self.external_port),
+            Direction::Inbound => (canonical(new) == self.internal && port == self.external_port)
+                .then_some(self.internal_port),
+        }
+    }
 }
 
 /// How many fields of each kind were rewritten.
@@ -440,8 +470,15 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                 None
             }
             Map::To { addr, text, rule } => {
-                let port = default_port
-                    .and_then(|d| self.map_port(rule, hp.port.as_ref().map(|p| p.0), d));
+                let port = default_port.and_then(|d| {
+                    let written = hp.port.as_ref().map(|p| p.0);
+                    match self.ctx.napt {
+                        Some(n) => n
+                            .map(self.ctx.direction, hp.addr, addr, written.unwrap_or(d))
+                            .or_else(|| self.map_port(rule, written, d)),
+                        None => self.map_port(rule, written, d),
+                    }
+                });
                 let bracket = addr.is_ipv6() && (brackets || hp.bracketed);
                 let (t, end) = if !bracket && port.is_none() {
                     (text, hp.host.end)
@@ -588,13 +625,38 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             self.maddr(msg, via.params, Field::Via);
             return;
         }
+        let mut restored = via
+            .sent_by
+            .as_ref()
+            .is_some_and(|sb| matches!(self.map(sb.addr), Map::To { .. }));
+        let mut rport = None;
         for (name, value) in uri::params(msg, via.params.start, via.params.end) {
             let n = &msg[name];
             if n.eq_ignore_ascii_case(b"received") || n.eq_ignore_ascii_case(b"maddr") {
                 // A host only (IPv6 with or without brackets), never a port.
                 if let Some(hp) = uri::param_host(msg, value) {
                     self.host(&hp, None, false, Field::Via);
+                    restored |= matches!(self.map(hp.addr), Map::To { .. });
                 }
+            } else if n.eq_ignore_ascii_case(b"rport") {
+                rport = Some(value);
+            }
+        }
+        // RFC 3581: `rport` is the source port the server saw, our external port. Where
+        // the address next to it is restored, so is the port (the UA sees its own).
+        if let (Some(n), Some(value), true) = (self.ctx.napt, rport, restored) {
+            let digits = &msg[value.clone()];
+            if !digits.is_empty()
+                && digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && core::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse::<u16>().ok())
+                    == Some(n.external_port)
+            {
+                let mut t = Text::default();
+                t.push_u32(u32::from(n.internal_port));
+                self.push(value.start, value.end, t, Field::Via);
             }
         }
     }

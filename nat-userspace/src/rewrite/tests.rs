@@ -61,6 +61,7 @@ fn run_port(
         direction: dir,
         internal,
         local_port,
+        napt: None,
     };
     let r = rewrite_message(&mut buf, msg.len(), &ctx);
     buf.truncate(r.len);

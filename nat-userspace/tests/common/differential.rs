@@ -145,6 +145,7 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 3] {
             direction: Direction::Outbound,
             internal: None,
             local_port: Some(5060),
+            napt: None,
         },
         Context {
             config: &s.config,
@@ -152,6 +153,7 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 3] {
             direction: Direction::Inbound,
             internal: None,
             local_port: Some(5060),
+            napt: None,
         },
         Context {
             config: &s.config,
@@ -159,6 +161,7 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 3] {
             direction: Direction::Inbound,
             internal: Some(s.host),
             local_port: Some(15060),
+            napt: None,
         },
     ]
 }

@@ -138,6 +138,7 @@ pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
             "rule",
             "flow_table_size",
             "flow_idle_timeout",
+            "port_range",
         ],
     ),
     ("nat.rule", &["internal", "external", "ports"]),

@@ -1,0 +1,294 @@
+//! NAPT end to end: many SIP user agents behind one external address, all on port 5060,
+//! calling one carrier at the same time through sipnat (`[nat] port_range`). Every call
+//! must complete, each UA must leave from its own external port (its Via and Contact
+//! saying the same port), and no private address may cross the outside link.
+//!
+//! Privileged (network namespaces, XDP); run one at a time like the other e2e tests.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::{Command, Stdio},
+};
+
+use common::topo::{
+    privileged_gateway, scenario, sipp_uas, tshark, tshark_fields, Topo, CAR_IP, EXT_IP,
+};
+
+/// The inside addresses of `n` UAs: 10.0.0.2, 10.0.0.3, ...
+fn ua_ips(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("10.0.0.{}", 2 + i)).collect()
+}
+
+/// Puts the UAs' addresses (beyond the topology's own 10.0.0.2) on the inside veth.
+fn add_ua_addresses(t: &Topo, ips: &[String]) {
+    for a in ips.iter().skip(1) {
+        t.ua.exec(&["ip", "addr", "add", &format!("{a}/24"), "dev", "ua0"]);
+    }
+}
+
+/// Runs one sipp UAC per address at the same time (each `calls` calls of `uac_napt.xml`
+/// from ADDRESS:5060 to the carrier); returns each one's (address, exit code, output).
+fn calls_at_once(t: &Topo, ips: &[String], calls: u32) -> Vec<(String, i32, String)> {
+    let sf = scenario("uac_napt.xml");
+    let children: Vec<_> = ips
+        .iter()
+        .map(|a| {
+            let child = Command::new("timeout")
+                .args(["90", "ip", "netns", "exec", &t.ua.name, "sipp"])
+                .args(["-sf", &sf, &format!("{CAR_IP}:5060"), "-i", a, "-p", "5060"])
+                .args(["-m", &calls.to_string(), "-r", "20", "-timeout", "60s"])
+                .args(["-mp", "6000", "-cid_str", "napt-%u-%p", "-nostdin"])
+                .current_dir(std::env::temp_dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run sipp");
+            (a.clone(), child)
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|(a, c)| {
+            let out = c.wait_with_output().expect("wait for sipp");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (a, out.status.code().unwrap_or(-1), text)
+        })
+        .collect()
+}
+
+/// The port after `host:` in `text` (`host` followed by `:PORT`), if written.
+fn port_after(text: &str, host: &str) -> Option<u16> {
+    let i = text.find(&format!("{host}:"))? + host.len() + 1;
+    let digits: String = text[i..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.split("\r\n")
+        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+}
+
+fn hex_payload(hex: &str) -> String {
+    let hex = hex.replace(':', "");
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn many_uas_on_port_5060(tag: &str, n: usize) {
+    let Some((_s, mut t, sipnat)) = privileged_gateway(tag, "port_range = \"20000-29999\"", "")
+    else {
+        return;
+    };
+    let ips = ua_ips(n);
+    add_ua_addresses(&t, &ips);
+    let (out_cap, in_cap) = t.capture_both("udp");
+    sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
+    let calls = 5;
+    let results = calls_at_once(&t, &ips, calls);
+    for (a, code, log) in &results {
+        assert_eq!(
+            *code,
+            0,
+            "sipp UAC {a}: not every call succeeded:\n{log}\nsipnat log:\n{}",
+            sipnat.log_text()
+        );
+    }
+    let stats = sipnat.stats();
+    let total = &stats["total"];
+    let outside = out_cap.finish(&t);
+    let inside = in_cap.finish(&t);
+
+    // Outside: every SIP packet from the gateway leaves from the external address; each
+    // UA from its own port, and its Via and Contact name that port.
+    let lines = tshark_fields(
+        &outside,
+        &format!("ip.src == {EXT_IP} && udp.dstport == 5060"),
+        &["udp.srcport", "udp.payload"],
+    );
+    let mut port_of_call: BTreeMap<String, u16> = BTreeMap::new();
+    let mut requests = 0;
+    for l in lines.lines().filter(|l| !l.is_empty()) {
+        let (sport, hex) = l.split_once('|').expect("two fields");
+        let sport: u16 = sport.parse().expect("a port");
+        let text = hex_payload(hex);
+        requests += 1;
+        let via = header(&text, "via").unwrap_or_else(|| panic!("no Via in\n{text}"));
+        assert_eq!(
+            port_after(via, EXT_IP),
+            Some(sport),
+            "Via port differs from the UDP source port:\n{text}"
+        );
+        let contact = header(&text, "contact").unwrap_or_else(|| panic!("no Contact in\n{text}"));
+        assert_eq!(
+            port_after(contact, EXT_IP),
+            Some(sport),
+            "Contact port differs from the UDP source port:\n{text}"
+        );
+        let call = header(&text, "call-id").expect("Call-ID").to_string();
+        // The sipp process (its pid in the Call-ID) is one UA: one port for all its calls.
+        let ua = call.rsplit('-').next().unwrap_or("").to_string();
+        let prev = port_of_call.insert(ua.clone(), sport);
+        assert!(
+            prev.is_none_or(|p| p == sport),
+            "UA {ua} left from ports {prev:?} and {sport}"
+        );
+    }
+    assert!(
+        requests >= 3 * calls as usize * n,
+        "expected ≥ {} requests at the carrier, saw {requests}",
+        3 * calls as usize * n
+    );
+    let ports: BTreeSet<u16> = port_of_call.values().copied().collect();
+    assert_eq!(
+        (port_of_call.len(), ports.len()),
+        (n, n),
+        "{n} UAs, distinct external ports: {port_of_call:?}"
+    );
+    assert!(
+        ports.contains(&5060),
+        "the first UA keeps its port: {ports:?}"
+    );
+    assert!(
+        ports
+            .iter()
+            .all(|&p| p == 5060 || (20000..=29999).contains(&p)),
+        "{ports:?}"
+    );
+
+    // Not one private address on the outside link, in any header or payload (the capture's
+    // own end markers, sent by the test through the kernel to port 9, aside).
+    let leaked = tshark(
+        &outside,
+        &[
+            "-Y",
+            "(ip.addr == 10.0.0.0/24 || udp contains \"10.0.0.\") && !(udp.dstport == 9)",
+        ],
+    );
+    assert!(
+        leaked.trim().is_empty(),
+        "private addresses outside:\n{leaked}"
+    );
+    let bad = tshark(
+        &outside,
+        &[
+            "-Y",
+            "ip.checksum.status == \"Bad\" || udp.checksum.status == \"Bad\"",
+        ],
+    );
+    assert!(bad.trim().is_empty(), "bad checksums outside:\n{bad}");
+
+    // Inside: every reply reaches its UA on port 5060, restored.
+    let replies = tshark_fields(
+        &inside,
+        &format!("ip.src == {CAR_IP} && udp.srcport == 5060"),
+        &["ip.dst", "udp.dstport", "udp.payload"],
+    );
+    let mut reached = BTreeSet::new();
+    for l in replies.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = l.split('|').collect();
+        assert_eq!(f[1], "5060", "reply to another port: {l}");
+        let text = hex_payload(f[2]);
+        let via = header(&text, "via").expect("Via");
+        assert!(
+            via.contains(&format!("{}:5060", f[0])),
+            "Via not restored for {}:\n{text}",
+            f[0]
+        );
+        reached.insert(f[0].to_string());
+    }
+    assert_eq!(reached.len(), n, "replies reached {reached:?}");
+
+    let count = |name: &str| total[name].as_u64().unwrap_or_else(|| panic!("no {name}"));
+    assert_eq!(count("napt_preserved"), 1, "{total}");
+    assert_eq!(count("napt_allocated"), n as u64 - 1, "{total}");
+    assert!(count("napt_translated") > 0);
+    assert_eq!(count("drop_nat_ports_exhausted"), 0);
+    assert_eq!(count("drop_would_leak"), 0);
+    println!(
+        "{n} UAs: {requests} requests out, external ports {ports:?}, napt_translated {}",
+        count("napt_translated")
+    );
+    let _ = sipnat.stop();
+}
+
+#[test]
+fn two_uas_on_port_5060_call_at_once() {
+    many_uas_on_port_5060("napt2", 2);
+}
+
+#[test]
+fn ten_uas_on_port_5060_call_at_once() {
+    many_uas_on_port_5060("napt10", 10);
+}
+
+/// A range of one port: the first UA keeps 5060, the second gets the range's port, the
+/// third finds none: its packets are dropped and counted, never sent (not with its own
+/// port, not with another UA's).
+#[test]
+fn exhausted_range_drops_and_counts() {
+    let Some((_s, mut t, sipnat)) = privileged_gateway("naptx", "port_range = \"20000-20000\"", "")
+    else {
+        return;
+    };
+    let ips = ua_ips(3);
+    add_ua_addresses(&t, &ips);
+    let (out_cap, _in_cap) = t.capture_both("udp");
+    sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
+    let ok = calls_at_once(&t, &ips[..2], 2);
+    for (a, code, log) in &ok {
+        assert_eq!(*code, 0, "sipp UAC {a}:\n{log}");
+    }
+    // The third UA: one call, which cannot complete.
+    let sf = scenario("uac_napt.xml");
+    let out = Command::new("timeout")
+        .args(["30", "ip", "netns", "exec", &t.ua.name, "sipp"])
+        .args([
+            "-sf",
+            &sf,
+            &format!("{CAR_IP}:5060"),
+            "-i",
+            &ips[2],
+            "-p",
+            "5060",
+        ])
+        .args(["-m", "1", "-timeout", "4s", "-timeout_error", "-nostdin"])
+        .args(["-mp", "6000", "-cid_str", "napt-%u-%p"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "the third UA's call completed");
+    let dropped = sipnat.counter("drop_nat_ports_exhausted");
+    assert!(dropped >= 1, "no exhaustion drop counted");
+    let outside = out_cap.finish(&t);
+    let srcports = tshark_fields(
+        &outside,
+        &format!("ip.src == {EXT_IP} && udp.dstport == 5060"),
+        &["udp.srcport"],
+    );
+    let ports: BTreeSet<&str> = srcports.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        ports,
+        BTreeSet::from(["20000", "5060"]),
+        "only the two bound ports leave"
+    );
+    let third = tshark(&outside, &["-Y", &format!("udp contains \"{}\"", ips[2])]);
+    assert!(third.trim().is_empty(), "{third}");
+    let invites = tshark_fields(&outside, "sip.Method == \"INVITE\"", &["sip.Call-ID"]);
+    let invites: BTreeSet<&str> = invites.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        invites.len(),
+        4,
+        "two calls each of the two bound UAs, the third's none: {invites:?}"
+    );
+    println!("exhausted: drop_nat_ports_exhausted {dropped}");
+    let _ = sipnat.stop();
+}

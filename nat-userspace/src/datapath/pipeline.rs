@@ -451,6 +451,21 @@ impl Pipeline {
         if napt.is_some() {
             b.inc(C::NaptTranslated);
         }
+        if let (Some(expires), true) = (r.registered_s, dp.napt.is_some()) {
+            // A registration through a NAPT binding: the binding lives as long.
+            if let Some(internal) = internal {
+                let now_s = (env.now_ms / 1000) as u32;
+                let port = napt.map_or(dport, |n| n.internal_port);
+                env.napt.extend(
+                    layout.dst,
+                    dport,
+                    internal,
+                    port,
+                    now_s,
+                    now_s.saturating_add(expires),
+                );
+            }
+        }
         let buf = buf!();
         if !decrement_ttl(buf, &layout) {
             b.inc(C::DropTtl);
@@ -1759,6 +1774,69 @@ mod tests {
         let (a, _) = h.run(&direct(1500), Side::Inside, &third, 2048);
         assert_eq!(a, Action::Drop(C::DropNatPortsExhausted));
         assert_eq!(h.b.get(C::DropNatPortsExhausted), 1);
+    }
+
+    /// NAPT and registration: the REGISTER's 200 lists the UA's binding with
+    /// `expires=3600`; its NAPT binding then outlives the idle timeout (300 s) until the
+    /// registration ends.
+    #[test]
+    fn napt_binding_lives_as_long_as_the_registration() {
+        let mut h = Harness::new();
+        let range = crate::nat::napt::PortRange {
+            first: 20000,
+            last: 20009,
+        };
+        h.dp = dataplane().with_napt(Some(range));
+        // Port 5060 taken by another host first: this UA gets 20000.
+        let other = udp(
+            "10.0.0.9:5060",
+            "198.51.100.2:5060",
+            64,
+            INVITE.replace("10.0.0.2", "10.0.0.9").as_bytes(),
+        );
+        h.run(&direct(1500), Side::Inside, &other, 2048);
+        let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK7\r\n\
+            From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: r@x\r\n\
+            CSeq: 2 REGISTER\r\nContact: <sip:alice@10.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n";
+        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, reg.as_bytes());
+        let (_, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
+        assert!(payload_of(&out).contains(&format!("Contact: <sip:alice@{EXT}:20000>")));
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:20000;branch=z9hG4bK7;received={EXT}\r\n\
+             From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>;tag=9\r\nCall-ID: r@x\r\n\
+             CSeq: 2 REGISTER\r\nContact: <sip:alice@{EXT}:20000>;expires=3600\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let reply = udp(
+            "198.51.100.2:5060",
+            &format!("{EXT}:20000"),
+            64,
+            ok.as_bytes(),
+        );
+        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Tx {
+                    side: Side::Inside,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert!(
+            payload_of(&out).contains("Contact: <sip:alice@10.0.0.2:5060>;expires=3600\r\n"),
+            "{}",
+            payload_of(&out)
+        );
+        let ext: IpAddr = EXT.parse().unwrap();
+        let at = |s: u32| h.napt.inbound(ext, 20000, s);
+        // now = 1 s in the harness: idle timeout 300 s, registration until 3601 s.
+        assert_eq!(at(1000), Some((ip4("10.0.0.2"), 5060)));
+        assert_eq!(at(3601), Some((ip4("10.0.0.2"), 5060)));
+        assert_eq!(at(3602), None);
+        // The other host's binding (no registration) is gone after the idle timeout.
+        assert_eq!(h.napt.inbound(ext, 5060, 302), None);
     }
 
     fn ip4(s: &str) -> IpAddr {

@@ -504,6 +504,7 @@ pub(super) fn rewrite(
         cl_short: false,
         untyped_body_leaks: false,
         msg_end: len,
+        registered: None,
     };
     let outbound = ctx.direction == Direction::Outbound;
     let scanned = scan(&mut r, &buf[..len], gate);
@@ -545,6 +546,7 @@ pub(super) fn rewrite(
                         content_length_short: cl_short,
                         trailing_discarded: len - msg_end,
                         would_leak,
+                        registered_s: r.registered,
                     };
                 }
                 None => Outcome::TooBig,
@@ -566,6 +568,7 @@ pub(super) fn rewrite(
         content_length_short: cl_short,
         trailing_discarded: 0,
         would_leak,
+        registered_s: r.registered,
     }
 }
 

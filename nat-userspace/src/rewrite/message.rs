@@ -170,6 +170,9 @@ pub struct Rewrite {
     /// edit list full), or anywhere in a message it could not parse (`Malformed`). The
     /// caller applies the leak policy (drop by default).
     pub would_leak: bool,
+    /// Inbound REGISTER 2xx/3xx: the `expires` of the UA's own binding (the one restored),
+    /// seconds; the caller keeps the UA's NAPT binding that long.
+    pub registered_s: Option<u32>,
 }
 
 std::thread_local! {
@@ -216,6 +219,7 @@ pub(super) fn unchanged(len: usize) -> Rewrite {
         content_length_short: false,
         trailing_discarded: 0,
         would_leak: false,
+        registered_s: None,
     }
 }
 
@@ -232,6 +236,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
         cl_short: false,
         untyped_body_leaks: false,
         msg_end: len,
+        registered: None,
     };
     let outbound = ctx.direction == Direction::Outbound;
     let scanned = r.scan(&buf[..len]);
@@ -256,6 +261,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
                     content_length_short: cl_short,
                     trailing_discarded: len - r.msg_end,
                     would_leak,
+                    registered_s: r.registered,
                 };
             }
             None => Outcome::TooBig,
@@ -277,6 +283,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
         content_length_short: cl_short,
         trailing_discarded: 0,
         would_leak,
+        registered_s: r.registered,
     }
 }
 
@@ -367,6 +374,8 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
     /// Where the message ends: the end of the body Content-Length declares, else the end
     /// of the datagram. Bytes after it are discarded.
     pub(super) msg_end: usize,
+    /// The `expires` of the UA's own binding in a REGISTER 2xx/3xx (inbound).
+    pub(super) registered: Option<u32>,
 }
 
 impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
@@ -569,9 +578,16 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         }
         let mut pos = v.start;
         while let Some((val, next)) = uri::next_value(msg, pos, v.end) {
-            let u = uri::value_uri(msg, val);
+            let u = uri::value_uri(msg, val.clone());
             if let Some((hp, secure)) = uri::sip_uri_host(msg, u.start, u.end) {
                 if self.is_own_binding(&hp, secure, local_port) {
+                    for (name, value) in uri::params(msg, u.end, val.end) {
+                        if msg[name].eq_ignore_ascii_case(b"expires") {
+                            self.registered = core::str::from_utf8(&msg[value])
+                                .ok()
+                                .and_then(|d| d.trim().parse().ok());
+                        }
+                    }
                     self.host(
                         &hp,
                         Some(if secure { 5061 } else { 5060 }),

@@ -37,6 +37,8 @@ pub struct PacketRewrite {
     pub trailing_discarded: usize,
     /// Outbound: an internal address is still in the message (see `Rewrite`).
     pub would_leak: bool,
+    /// The registration's lifetime in a REGISTER 2xx (see `Rewrite`).
+    pub registered_s: Option<u32>,
 }
 
 /// Why a packet was not handled at all.
@@ -208,6 +210,7 @@ fn not_rewritten(layout: &Layout, r: &Rewrite, sip: Outcome) -> PacketRewrite {
         content_length_short: r.content_length_short,
         trailing_discarded: 0,
         would_leak: r.would_leak,
+        registered_s: r.registered_s,
     }
 }
 
@@ -256,6 +259,7 @@ fn rewritten(layout: &Layout, r: &Rewrite, l3_changed: bool, new_ip_len: usize) 
         content_length_short: r.content_length_short,
         trailing_discarded: r.trailing_discarded,
         would_leak: r.would_leak,
+        registered_s: r.registered_s,
     }
 }
 

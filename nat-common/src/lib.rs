@@ -124,6 +124,10 @@ pub mod flags {
     /// Look UDP packets that are not steered up in the media binding map and translate
     /// the ones that match (RTP/RTCP NAT in XDP).
     pub const MEDIA_NAT: u32 = 1 << 3;
+    /// Which side of the gateway this program instance is on, for the media NAT: set =
+    /// the **outside** interface (a binding translates the *destination*), clear = the
+    /// **inside** interface (a binding translates the *source*). Set by the loader.
+    pub const MEDIA_OUTSIDE: u32 = 1 << 4;
 }
 
 /// Value of the single entry of the config map.
@@ -173,9 +177,27 @@ pub mod stat {
     /// problem, packet too big) quoting a UDP datagram to or from a SIP port, redirected
     /// so that it is translated like the flow it is about.
     pub const REDIRECT_ICMP_ERROR: u32 = 12;
+    /// Media NAT: UDP matching a media binding, translated (address, port, checksums, TTL)
+    /// and redirected to the egress interface the kernel's FIB names (in `SIPNAT_EGRESS`).
+    pub const REDIRECT_MEDIA: u32 = 13;
+    /// Media NAT: translated, then passed to the kernel, which routes it: the FIB had no
+    /// neighbour entry yet, or named an interface not in `SIPNAT_EGRESS`, or the frame was
+    /// VLAN-tagged, or the FIB lookup failed otherwise.
+    pub const PASS_MEDIA_TRANSLATED: u32 = 14;
+    /// Media NAT: a binding matched but the TTL / hop limit is 1 or 0: passed
+    /// untranslated, so that the kernel answers with ICMP Time Exceeded.
+    pub const PASS_MEDIA_TTL: u32 = 15;
+    /// Media NAT: a binding matched but the packet is malformed (IPv4 total length shorter
+    /// than its headers or longer than the frame) or the binding's family is not the
+    /// packet's: passed untranslated (the kernel drops a malformed packet).
+    pub const PASS_MEDIA_MALFORMED: u32 = 16;
+    /// Media NAT: translated and addressed to the next hop, but the egress interface left
+    /// `SIPNAT_EGRESS` between its lookup and the redirect (an interface going away):
+    /// dropped.
+    pub const DROP_MEDIA_NO_EGRESS: u32 = 17;
 
     /// Number of counters (size of the stats map).
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 18;
 
     /// Stable names (used in `sipnat stats`, JSON and Prometheus), indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -192,6 +214,11 @@ pub mod stat {
         "drop_no_socket",
         "pass_no_config",
         "redirect_icmp_error",
+        "redirect_media",
+        "pass_media_translated",
+        "pass_media_ttl",
+        "pass_media_malformed",
+        "drop_media_no_egress",
     ];
 }
 

@@ -1,7 +1,8 @@
 //! sipnat's XDP steering program.
 //!
 //! Decides, per received frame, whether it goes to the queue's AF_XDP socket (SIP over UDP
-//! and UDP fragments) or stays on the kernel's path (everything else). It parses headers
+//! and UDP fragments), is translated here and forwarded (RTP/RTCP matching a media binding,
+//! `media.rs`), or stays on the kernel's path (everything else). It parses headers
 //! only as far as needed for that decision and never looks at the SIP payload: all SIP work
 //! happens in userspace. Every verdict increments exactly one per-CPU counter
 //! (`nat_common::stat`).
@@ -11,6 +12,8 @@
 //! would have done without sipnat.
 #![no_std]
 #![no_main]
+
+mod media;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -37,16 +40,16 @@ static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);
 #[map(name = "SIPNAT_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-const ETH_HDR_LEN: usize = 14;
+pub(crate) const ETH_HDR_LEN: usize = 14;
 const VLAN_HDR_LEN: usize = 4;
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
-const IPV4_MIN_HDR_LEN: usize = 20;
+pub(crate) const IPV4_MIN_HDR_LEN: usize = 20;
 const IPV6_HDR_LEN: usize = 40;
-const UDP_HDR_LEN: usize = 8;
-const IPPROTO_UDP: u8 = 17;
+pub(crate) const UDP_HDR_LEN: usize = 8;
+pub(crate) const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 const ICMP_HDR_LEN: usize = 8;
@@ -90,6 +93,12 @@ enum Steer {
     Sip,
     Fragment,
     IcmpError,
+    /// Not steered, but a candidate for the media NAT: IPv4 UDP, not a SIP port, with the
+    /// IP header at `l3` and the UDP header at `l4`.
+    Media {
+        l3: usize,
+        l4: usize,
+    },
 }
 
 /// Where the L3 parsers leave off.
@@ -120,6 +129,10 @@ fn decide(ctx: &XdpContext) -> (u32, u32) {
         return (xdp_action::XDP_PASS, stat::PASS_DISABLED);
     }
     let steer = match classify(ctx, cfg_flags) {
+        Ok(Steer::Media { l3, l4 }) => {
+            return media::nat4(ctx, cfg_flags, l3, l4)
+                .unwrap_or((xdp_action::XDP_PASS, stat::PASS_NOT_SIP_PORT))
+        }
         Ok(s) => s,
         Err(p) => return (xdp_action::XDP_PASS, p.counter()),
     };
@@ -133,6 +146,7 @@ fn decide(ctx: &XdpContext) -> (u32, u32) {
             Steer::Sip => (action, stat::REDIRECT_SIP),
             Steer::Fragment => (action, stat::REDIRECT_FRAGMENT),
             Steer::IcmpError => (action, stat::REDIRECT_ICMP_ERROR),
+            Steer::Media { .. } => (xdp_action::XDP_PASS, stat::PASS_NOT_SIP_PORT),
         },
         // No socket on this queue: the helper returned the fallback.
         _ if fallback == xdp_action::XDP_DROP => (xdp_action::XDP_DROP, stat::DROP_NO_SOCKET),
@@ -165,14 +179,32 @@ fn header<const N: usize>(ctx: &XdpContext, off: usize, need: usize) -> Option<[
     Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
 }
 
+/// Bounds-checked write of `N` bytes at `off`; `None` (nothing written) when the frame is
+/// shorter than `off + N`.
+#[inline(always)]
+pub(crate) fn store<const N: usize>(ctx: &XdpContext, off: usize, v: [u8; N]) -> Option<()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if off > MAX_L4_OFFSET + ETH_HDR_LEN + 2 * VLAN_HDR_LEN {
+        return None;
+    }
+    let p = start + off;
+    if p + N > end {
+        return None;
+    }
+    // SAFETY: [p, p+N) ⊆ [data, data_end), checked above.
+    unsafe { core::ptr::write_unaligned(p as *mut [u8; N], v) };
+    Some(())
+}
+
 /// Bounds-checked read of `N` bytes at `off`.
 #[inline(always)]
-fn bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
+pub(crate) fn bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
     header::<N>(ctx, off, N)
 }
 
 #[inline(always)]
-fn be16(b: [u8; 2]) -> u16 {
+pub(crate) fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
@@ -195,7 +227,14 @@ fn classify(ctx: &XdpContext, cfg_flags: u32) -> Result<Steer, Pass> {
         _ => return Err(Pass::NotIp),
     };
     match l4 {
-        L4::Udp(off) => udp(ctx, off),
+        L4::Udp(off) => match udp(ctx, off) {
+            Err(Pass::NotSipPort)
+                if cfg_flags & flags::MEDIA_NAT != 0 && ethertype == ETH_P_IPV4 =>
+            {
+                Ok(Steer::Media { l3, l4: off })
+            }
+            r => r,
+        },
         L4::IcmpError => Ok(Steer::IcmpError),
         L4::UdpFragment if cfg_flags & flags::STEER_FRAGMENTS != 0 => Ok(Steer::Fragment),
         L4::UdpFragment => Err(Pass::Fragment),

@@ -273,3 +273,549 @@ fn truncated_ipv6_ext_headers_at_every_boundary() {
         frames::udp6_with_three_ext(40000, 5060),
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Media NAT (RTP/RTCP translated in XDP).
+//
+// One binding, internal 10.0.0.2:4000 ↔ external 203.0.113.1:30000. The test's namespace
+// gives the kernel's FIB two interfaces: `mout` (198.51.100.0/24, the "outside",
+// neighbour 198.51.100.2 permanent) and `min` (10.0.0.0/24, the "inside", neighbour
+// 10.0.0.2 permanent), and forwarding on. BPF_PROG_TEST_RUN runs the program as if the
+// frame arrived on `lo`, so `bpf_fib_lookup` really runs; the redirect itself is not
+// carried out by a (non-live) test run: what is observable is the verdict, the counter
+// and the frame as the program left it (translation, TTL, MACs). The delivery is tested
+// on veths in tests/xdp_netns.rs.
+
+use std::net::SocketAddr;
+
+use etherparse::{PacketBuilder, SlicedPacket};
+use sipnat::xdp::{media::MediaMaps, Side};
+
+const INTERNAL: &str = "10.0.0.2:4000";
+const EXTERNAL: &str = "203.0.113.1:30000";
+const REMOTE: &str = "198.51.100.2:40000";
+const OUT_NEIGH_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x02];
+const IN_NEIGH_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x02];
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn v4(a: SocketAddr) -> [u8; 4] {
+    match a.ip() {
+        std::net::IpAddr::V4(v) => v.octets(),
+        _ => unreachable!(),
+    }
+}
+
+/// An RTP-sized IPv4/UDP frame (172-byte payload: 214-byte IP packet).
+fn rtp4(src: &str, dst: &str, ttl: u8) -> Vec<u8> {
+    let (s, d) = (sa(src), sa(dst));
+    let b = PacketBuilder::ethernet2(frames::SRC_MAC, frames::DST_MAC)
+        .ipv4(v4(s), v4(d), ttl)
+        .udp(s.port(), d.port());
+    let payload: Vec<u8> = (0..172u32).map(|i| (i * 7 + 3) as u8).collect();
+    let mut v = Vec::new();
+    b.write(&mut v, &payload).unwrap();
+    v
+}
+
+#[derive(Clone)]
+struct MediaSetup {
+    side: Side,
+    media_nat: bool,
+    /// Both interfaces in the egress devmap.
+    egress: bool,
+    /// Permanent neighbours for the next hops.
+    neighbours: bool,
+    steer_fragments: bool,
+    bindings: Vec<(SocketAddr, SocketAddr)>,
+}
+
+fn media_setup(side: Side) -> MediaSetup {
+    MediaSetup {
+        side,
+        media_nat: true,
+        egress: true,
+        neighbours: true,
+        steer_fragments: true,
+        bindings: vec![(sa(INTERNAL), sa(EXTERNAL))],
+    }
+}
+
+struct MediaOut {
+    action: u32,
+    counter: &'static str,
+    frame: Vec<u8>,
+    /// MACs of `mout` and `min`, for the checks of the rewritten Ethernet header.
+    macs: ([u8; 6], [u8; 6]),
+}
+
+fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
+    let out = ns.exec(&["cat", &format!("/sys/class/net/{ifname}/address")]);
+    let s = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<u8> = s
+        .trim()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
+
+fn media_run(frames: Vec<Vec<u8>>, setup: MediaSetup) -> Vec<MediaOut> {
+    let ns = Netns::new("media");
+    // veth pairs with both ends here (this kernel may have no dummy driver).
+    ns.exec(&[
+        "ip", "link", "add", "mout", "type", "veth", "peer", "name", "mout-p",
+    ]);
+    ns.exec(&[
+        "ip", "link", "add", "min", "type", "veth", "peer", "name", "min-p",
+    ]);
+    ns.exec(&["ip", "link", "set", "mout-p", "up"]);
+    ns.exec(&["ip", "link", "set", "min-p", "up"]);
+    ns.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "mout"]);
+    ns.exec(&["ip", "addr", "add", "10.0.0.1/24", "dev", "min"]);
+    ns.exec(&["ip", "link", "set", "mout", "up"]);
+    ns.exec(&["ip", "link", "set", "min", "up"]);
+    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    if setup.neighbours {
+        let mac = |m: [u8; 6]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        ns.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            "198.51.100.2",
+            "lladdr",
+            &mac(OUT_NEIGH_MAC),
+            "dev",
+            "mout",
+            "nud",
+            "permanent",
+        ]);
+        ns.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            "10.0.0.2",
+            "lladdr",
+            &mac(IN_NEIGH_MAC),
+            "dev",
+            "min",
+            "nud",
+            "permanent",
+        ]);
+    }
+    let macs = (mac_of(&ns, "mout"), mac_of(&ns, "min"));
+    ns.run(move || {
+        let mut prog = SteeringProgram::load().expect("load XDP program");
+        // The other side's program: only its media map is used (a binding is two halves).
+        let other = SteeringProgram::load().expect("load XDP program");
+        prog.set_config(SteeringConfig {
+            steer_fragments: setup.steer_fragments,
+            ..SteeringConfig::default()
+        })
+        .unwrap();
+        prog.set_ports(&[5060]).unwrap();
+        prog.set_side(setup.side).unwrap();
+        prog.set_media_nat(setup.media_nat).unwrap();
+        if setup.egress {
+            let ids: Vec<u32> = ["mout", "min"]
+                .iter()
+                .map(|n| sipnat::sys::if_index(n).unwrap())
+                .collect();
+            prog.set_egress(&ids).unwrap();
+            assert_eq!(prog.egress().unwrap().len(), 2);
+        }
+        let media = match setup.side {
+            Side::Inside => MediaMaps::new(prog.media_map().unwrap(), other.media_map().unwrap()),
+            Side::Outside => MediaMaps::new(other.media_map().unwrap(), prog.media_map().unwrap()),
+        }
+        .unwrap();
+        for (i, e) in &setup.bindings {
+            media.install(*i, *e).unwrap();
+        }
+        let xsk = RxSocket::bind("lo");
+        prog.xsk_map().unwrap().set(0, xsk.fd(), 0).unwrap();
+        let out = frames
+            .iter()
+            .map(|frame| {
+                let before = prog.counters().unwrap();
+                let mut buf = vec![0u8; frame.len() + 256];
+                let res = prog
+                    .program()
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        data_out: Some(&mut buf),
+                        ..Default::default()
+                    })
+                    .expect("BPF_PROG_TEST_RUN");
+                buf.truncate(res.data_size_out as usize);
+                let after = prog.counters().unwrap();
+                let moved: Vec<usize> = (0..after.len())
+                    .filter(|&i| after[i] != before[i])
+                    .collect();
+                assert_eq!(moved.len(), 1, "exactly one counter must move: {moved:?}");
+                MediaOut {
+                    action: res.return_value,
+                    counter: stat::NAMES[moved[0]],
+                    frame: buf,
+                    macs,
+                }
+            })
+            .collect();
+        drop(xsk);
+        out
+    })
+}
+
+/// The IPv4 and UDP checksums of `frame` recomputed from scratch equal the ones in it
+/// (UDP checksum 0 = none is accepted as is); returns (src, dst, ttl, udp checksum).
+fn parsed(frame: &[u8]) -> (SocketAddr, SocketAddr, u8, u16) {
+    let p = SlicedPacket::from_ethernet(frame).expect("parse output frame");
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let Some(etherparse::TransportSlice::Udp(u)) = &p.transport else {
+        panic!("not UDP")
+    };
+    let uh = u.to_header();
+    if uh.checksum != 0 {
+        let want = uh.calc_checksum_ipv4(&h, u.payload()).unwrap();
+        assert_eq!(uh.checksum, want, "UDP checksum");
+    }
+    (
+        SocketAddr::from((h.source, uh.source_port)),
+        SocketAddr::from((h.destination, uh.destination_port)),
+        h.time_to_live,
+        uh.checksum,
+    )
+}
+
+fn media_privileged(name: &str) -> bool {
+    privileged(name)
+}
+
+#[test]
+fn media_inside_hit_source_translated_and_redirected() {
+    if !media_privileged("media_inside_hit_source_translated_and_redirected") {
+        return;
+    }
+    let input = rtp4(INTERNAL, REMOTE, 64);
+    let r = &media_run(vec![input.clone()], media_setup(Side::Inside))[0];
+    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+    let (src, dst, ttl, _) = parsed(&r.frame);
+    assert_eq!((src, dst, ttl), (sa(EXTERNAL), sa(REMOTE), 63));
+    // MACs from the FIB: the next hop's and the egress interface's.
+    assert_eq!(&r.frame[0..6], &OUT_NEIGH_MAC);
+    assert_eq!(&r.frame[6..12], &r.macs.0);
+    // The payload is untouched.
+    assert_eq!(&r.frame[42..], &input[42..]);
+}
+
+#[test]
+fn media_outside_hit_destination_translated_and_redirected() {
+    if !media_privileged("media_outside_hit_destination_translated_and_redirected") {
+        return;
+    }
+    let r = &media_run(vec![rtp4(REMOTE, EXTERNAL, 64)], media_setup(Side::Outside))[0];
+    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+    let (src, dst, ttl, _) = parsed(&r.frame);
+    assert_eq!((src, dst, ttl), (sa(REMOTE), sa(INTERNAL), 63));
+    assert_eq!(&r.frame[0..6], &IN_NEIGH_MAC);
+    assert_eq!(&r.frame[6..12], &r.macs.1);
+}
+
+/// Checksums stay right for many address/port pairs (carries through the fold, both
+/// directions), and packets/last_seen are stamped in the binding.
+#[test]
+fn media_checksums_over_many_bindings() {
+    if !media_privileged("media_checksums_over_many_bindings") {
+        return;
+    }
+    let mut bindings = Vec::new();
+    let mut inputs = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..40u32 {
+        let x = i.wrapping_mul(2_654_435_761);
+        let internal: SocketAddr = format!("10.0.0.2:{}", 1024 + (x % 60000)).parse().unwrap();
+        let external: SocketAddr = format!(
+            "{}.{}.{}.{}:{}",
+            1 + (x >> 24) % 223,
+            (x >> 16) & 0xff,
+            (x >> 8) & 0xff,
+            x & 0xff,
+            1024 + (x >> 7) % 64000
+        )
+        .parse()
+        .unwrap();
+        if internal.port() == 5060 || bindings.iter().any(|(a, _)| *a == internal) {
+            continue;
+        }
+        bindings.push((internal, external));
+        inputs.push(rtp4(&internal.to_string(), REMOTE, 64));
+        want.push(external);
+    }
+    let mut setup = media_setup(Side::Inside);
+    setup.bindings = bindings;
+    let out = media_run(inputs, setup);
+    for (r, ext) in out.iter().zip(&want) {
+        assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+        let (src, _, _, csum) = parsed(&r.frame);
+        assert_eq!(src, *ext);
+        assert_ne!(csum, 0, "a computed UDP checksum is never sent as 0");
+    }
+}
+
+#[test]
+fn media_miss_is_unchanged() {
+    if !media_privileged("media_miss_is_unchanged") {
+        return;
+    }
+    // Another port of the bound host, and a bound port of another host.
+    let frames = vec![
+        rtp4("10.0.0.2:4002", REMOTE, 64),
+        rtp4("10.0.0.3:4000", REMOTE, 64),
+    ];
+    let out = media_run(frames.clone(), media_setup(Side::Inside));
+    for (r, f) in out.iter().zip(&frames) {
+        assert_eq!((r.action, r.counter), (PASS, "pass_not_sip_port"));
+        assert_eq!(&r.frame, f);
+    }
+    // The outside program translates destinations only: a packet *from* the external
+    // address arriving outside is not a hit.
+    let f = rtp4(EXTERNAL, REMOTE, 64);
+    let r = &media_run(vec![f.clone()], media_setup(Side::Outside))[0];
+    assert_eq!(
+        (r.action, r.counter, &r.frame),
+        (PASS, "pass_not_sip_port", &f)
+    );
+}
+
+#[test]
+fn media_nat_off_leaves_bound_flow_alone() {
+    if !media_privileged("media_nat_off_leaves_bound_flow_alone") {
+        return;
+    }
+    let f = rtp4(INTERNAL, REMOTE, 64);
+    let mut s = media_setup(Side::Inside);
+    s.media_nat = false;
+    let r = &media_run(vec![f.clone()], s)[0];
+    assert_eq!(
+        (r.action, r.counter, &r.frame),
+        (PASS, "pass_not_sip_port", &f)
+    );
+}
+
+#[test]
+fn media_udp_checksum_zero_stays_zero() {
+    if !media_privileged("media_udp_checksum_zero_stays_zero") {
+        return;
+    }
+    let mut f = rtp4(INTERNAL, REMOTE, 64);
+    f[40] = 0;
+    f[41] = 0;
+    let r = &media_run(vec![f], media_setup(Side::Inside))[0];
+    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+    let (src, _, _, csum) = parsed(&r.frame);
+    assert_eq!((src, csum), (sa(EXTERNAL), 0));
+}
+
+#[test]
+fn media_ttl_1_passes_untranslated() {
+    if !media_privileged("media_ttl_1_passes_untranslated") {
+        return;
+    }
+    let frames = vec![rtp4(INTERNAL, REMOTE, 1), rtp4(INTERNAL, REMOTE, 0)];
+    let out = media_run(frames.clone(), media_setup(Side::Inside));
+    for (r, f) in out.iter().zip(&frames) {
+        assert_eq!((r.action, r.counter, &r.frame), (PASS, "pass_media_ttl", f));
+    }
+    // TTL 2 is forwarded with TTL 1.
+    let r = &media_run(vec![rtp4(INTERNAL, REMOTE, 2)], media_setup(Side::Inside))[0];
+    assert_eq!((r.action, parsed(&r.frame).2), (REDIRECT, 1));
+}
+
+/// Cut inside the UDP header (ports present, header incomplete): the old malformed verdict,
+/// untranslated.
+#[test]
+fn media_truncated_udp_header_untranslated() {
+    if !media_privileged("media_truncated_udp_header_untranslated") {
+        return;
+    }
+    let f = rtp4(INTERNAL, REMOTE, 64);
+    let cuts: Vec<Vec<u8>> = [34 + 4, 34 + 7].iter().map(|&l| f[..l].to_vec()).collect();
+    let out = media_run(cuts.clone(), media_setup(Side::Inside));
+    for (r, c) in out.iter().zip(&cuts) {
+        assert_eq!((r.action, r.counter, &r.frame), (PASS, "pass_malformed", c));
+    }
+}
+
+/// IPv4 total length beyond the frame (a lying header) or shorter than IP + UDP headers:
+/// untranslated, counted.
+#[test]
+fn media_bad_total_length_untranslated() {
+    if !media_privileged("media_bad_total_length_untranslated") {
+        return;
+    }
+    let mut long = rtp4(INTERNAL, REMOTE, 64);
+    long[16..18].copy_from_slice(&1000u16.to_be_bytes());
+    let mut short = rtp4(INTERNAL, REMOTE, 64);
+    short[16..18].copy_from_slice(&27u16.to_be_bytes());
+    let frames = vec![long, short];
+    let out = media_run(frames.clone(), media_setup(Side::Inside));
+    for (r, f) in out.iter().zip(&frames) {
+        assert_eq!(
+            (r.action, r.counter, &r.frame),
+            (PASS, "pass_media_malformed", f)
+        );
+    }
+}
+
+/// Fragments of a bound flow are never translated in XDP (only the first carries the
+/// ports): they are steered to the worker for reassembly (fragment steering on) or passed
+/// to the kernel (off), untranslated.
+#[test]
+fn media_fragment_of_bound_flow_not_translated() {
+    if !media_privileged("media_fragment_of_bound_flow_not_translated") {
+        return;
+    }
+    let frags = frames::udp4_fragments(4000, 40000);
+    // frames::SRC4 is 10.0.0.2: the first fragment carries the bound source port.
+    let out = media_run(frags.to_vec(), media_setup(Side::Inside));
+    for (r, f) in out.iter().zip(&frags) {
+        assert_eq!((r.action, r.counter), (REDIRECT, "redirect_fragment"));
+        assert_eq!(&r.frame, f);
+    }
+    let mut s = media_setup(Side::Inside);
+    s.steer_fragments = false;
+    let out = media_run(frags.to_vec(), s);
+    for (r, f) in out.iter().zip(&frags) {
+        assert_eq!((r.action, r.counter, &r.frame), (PASS, "pass_fragment", f));
+    }
+}
+
+/// No neighbour entry for the next hop yet, or an egress outside the devmap: translated
+/// and passed to the kernel (which resolves/routes it and decrements the TTL itself), MACs
+/// and TTL untouched.
+#[test]
+fn media_no_neighbour_or_foreign_egress_passes_translated() {
+    if !media_privileged("media_no_neighbour_or_foreign_egress_passes_translated") {
+        return;
+    }
+    let f = rtp4(INTERNAL, REMOTE, 64);
+    let mut no_neigh = media_setup(Side::Inside);
+    no_neigh.neighbours = false;
+    let mut no_egress = media_setup(Side::Inside);
+    no_egress.egress = false;
+    for s in [no_neigh, no_egress] {
+        let r = &media_run(vec![f.clone()], s)[0];
+        assert_eq!((r.action, r.counter), (PASS, "pass_media_translated"));
+        let (src, dst, ttl, _) = parsed(&r.frame);
+        assert_eq!((src, dst, ttl), (sa(EXTERNAL), sa(REMOTE), 64));
+        assert_eq!(&r.frame[..12], &f[..12]);
+    }
+}
+
+/// A VLAN-tagged hit is translated and left to the kernel (its VLAN device is the real
+/// ingress; the egress may need another tag).
+#[test]
+fn media_vlan_hit_passes_translated() {
+    if !media_privileged("media_vlan_hit_passes_translated") {
+        return;
+    }
+    let mut f = rtp4(INTERNAL, REMOTE, 64);
+    f.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+    let r = &media_run(vec![f.clone()], media_setup(Side::Inside))[0];
+    assert_eq!((r.action, r.counter), (PASS, "pass_media_translated"));
+    // Parse past the tag.
+    let (src, dst, ttl, _) = parsed(&r.frame);
+    assert_eq!((src, dst, ttl), (sa(EXTERNAL), sa(REMOTE), 64));
+    assert_eq!(&r.frame[..16], &f[..16]);
+}
+
+/// IPv6 media is not translated in XDP (IPv4 only): even with an IPv6 binding installed the
+/// packet keeps its old path.
+#[test]
+fn media_ipv6_not_translated() {
+    if !media_privileged("media_ipv6_not_translated") {
+        return;
+    }
+    let f = frames::udp6(4000, 40000);
+    let mut s = media_setup(Side::Inside);
+    s.bindings = vec![(sa("[fd00::2]:4000"), sa("[2001:db8::1]:30000"))];
+    let r = &media_run(vec![f.clone()], s)[0];
+    assert_eq!(
+        (r.action, r.counter, &r.frame),
+        (PASS, "pass_not_sip_port", &f)
+    );
+}
+
+/// The userspace API: install writes both halves, seen() reads XDP's stamps, a binding
+/// replacing another removes the stale half, remove() deletes both, list() shows them.
+#[test]
+fn media_maps_install_seen_replace_remove() {
+    if !privileged("media_maps_install_seen_replace_remove") {
+        return;
+    }
+    let ns = Netns::new("mmaps");
+    ns.run(|| {
+        let mut inside = SteeringProgram::load().unwrap();
+        let outside = SteeringProgram::load().unwrap();
+        inside.set_ports(&[5060]).unwrap();
+        inside.set_side(Side::Inside).unwrap();
+        inside.set_media_nat(true).unwrap();
+        let m = MediaMaps::new(inside.media_map().unwrap(), outside.media_map().unwrap()).unwrap();
+        let (i, e) = (sa(INTERNAL), sa(EXTERNAL));
+        assert_eq!(m.seen(i, e), None);
+        m.install(i, e).unwrap();
+        assert_eq!(m.seen(i, e), Some(sipnat::xdp::media::MediaSeen::default()));
+        // Two packets through the inside program stamp the inside half.
+        for _ in 0..2 {
+            inside
+                .program()
+                .test_run(TestRunOptions {
+                    data_in: Some(&rtp4(INTERNAL, REMOTE, 64)),
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        let seen = m.seen(i, e).unwrap();
+        assert_eq!(seen.packets, 2);
+        assert!(seen.last_seen_ns > 0);
+        // Re-installing keeps the stamps.
+        m.install(i, e).unwrap();
+        assert_eq!(m.seen(i, e).unwrap().packets, 2);
+        let l = m.list().unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!((l[0].internal, l[0].external), (i, e));
+        assert_eq!((l[0].packets_out, l[0].packets_in), (Some(2), Some(0)));
+        // Same internal address, new external: the old external half is gone.
+        let e2 = sa("203.0.113.1:30002");
+        m.install(i, e2).unwrap();
+        let l = m.list().unwrap();
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l[0].external, e2);
+        assert_eq!(
+            m.seen(i, e).map(|s| s.packets),
+            Some(0),
+            "only the new halves"
+        );
+        // Mixed families are refused.
+        assert!(m.install(i, sa("[2001:db8::1]:1")).is_err());
+        assert!(!m.remove(i, e).unwrap(), "not this binding's halves");
+        assert!(m.remove(i, e2).unwrap());
+        assert!(m.list().unwrap().is_empty());
+        assert_eq!(m.seen(i, e2), None);
+    });
+}

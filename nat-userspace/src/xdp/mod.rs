@@ -8,7 +8,11 @@
 //! the failure mode applies), and the next daemon [`adopts`](SteeringProgram::adopt) it —
 //! same maps, counters continuing — instead of detaching and re-attaching.
 //!
-//! One [`SteeringProgram`] per interface: its maps (XSKMAP, counters) are that interface's.
+//! One [`SteeringProgram`] per interface: its maps (XSKMAP, counters, media bindings) are
+//! that interface's. The media NAT's bindings of both interfaces are reached through
+//! [`media::MediaMaps`].
+
+pub mod media;
 
 use std::{
     io,
@@ -16,7 +20,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, XskMap},
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, XskMap},
     programs::{
         links::{FdLink, PinnedLink},
         ProgramError, Xdp, XdpMode,
@@ -147,18 +151,37 @@ pub enum XdpError {
     Pin(String),
 }
 
+/// Which side of the gateway a program is on: decides what a media binding translates
+/// (inside: the source of packets from the internal host; outside: the destination of
+/// packets to the external address).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Side {
+    #[default]
+    Inside,
+    Outside,
+}
+
 /// The steering program, loaded (verified) and optionally attached to one interface.
 pub struct SteeringProgram {
     /// The loaded object (`None` when adopted from pins: the program lives on in the kernel).
     ebpf: Option<Ebpf>,
-    /// The four maps, owned here (taken from the object or opened from their pins).
+    /// The maps, owned here (taken from the object or opened from their pins).
     maps: Vec<(&'static str, Map)>,
+    /// The media NAT flags (`MEDIA_NAT`, `MEDIA_OUTSIDE`) kept across `set_config`.
+    media_flags: u32,
     attached: Option<(String, AttachedMode)>,
     link: Option<aya::programs::xdp::XdpLinkId>,
     pinned: Option<(PathBuf, PinnedLink)>,
 }
 
-const MAP_NAMES: [&str; 4] = [maps::CONFIG, maps::SIP_PORTS, maps::XSKS, maps::STATS];
+const MAP_NAMES: [&str; 6] = [
+    maps::CONFIG,
+    maps::SIP_PORTS,
+    maps::XSKS,
+    maps::STATS,
+    maps::MEDIA,
+    maps::EGRESS,
+];
 
 /// The pinned link's file name records what it is attached to (bpffs holds only BPF
 /// objects and directories, no plain files): `link-<ifindex>-<native|generic>`.
@@ -211,6 +234,7 @@ impl SteeringProgram {
         let mut this = SteeringProgram {
             ebpf: Some(ebpf),
             maps: taken,
+            media_flags: 0,
             attached: None,
             link: None,
             pinned: None,
@@ -255,10 +279,75 @@ impl SteeringProgram {
         Ok((xlated, info.verified_instruction_count()))
     }
 
-    /// Writes the config map (takes effect on the next packet).
+    /// Writes the config map (takes effect on the next packet). The media NAT flags set
+    /// with [`Self::set_media_nat`] / [`Self::set_side`] are kept.
     pub fn set_config(&mut self, cfg: SteeringConfig) -> Result<(), XdpError> {
+        let mut v = cfg.to_map_value();
+        v.flags |= self.media_flags;
         let mut map: Array<&mut MapData, XdpConfig> = self.map_mut(maps::CONFIG)?;
-        map.set(0, cfg.to_map_value(), 0).map_err(map_err)
+        map.set(0, v, 0).map_err(map_err)
+    }
+
+    /// Rewrites only the media NAT bits of the config map.
+    fn write_media_flags(&mut self) -> Result<(), XdpError> {
+        let mut v = self.config()?;
+        v.flags = (v.flags & !(flags::MEDIA_NAT | flags::MEDIA_OUTSIDE)) | self.media_flags;
+        let mut map: Array<&mut MapData, XdpConfig> = self.map_mut(maps::CONFIG)?;
+        map.set(0, v, 0).map_err(map_err)
+    }
+
+    /// Turns the media NAT on or off (takes effect on the next packet): on, UDP that is not
+    /// steered is looked up in the media binding map and translated on a match.
+    pub fn set_media_nat(&mut self, on: bool) -> Result<(), XdpError> {
+        if on {
+            self.media_flags |= flags::MEDIA_NAT;
+        } else {
+            self.media_flags &= !flags::MEDIA_NAT;
+        }
+        self.write_media_flags()
+    }
+
+    /// Tells the program which side it is on (what a media binding translates).
+    pub fn set_side(&mut self, side: Side) -> Result<(), XdpError> {
+        match side {
+            Side::Inside => self.media_flags &= !flags::MEDIA_OUTSIDE,
+            Side::Outside => self.media_flags |= flags::MEDIA_OUTSIDE,
+        }
+        self.write_media_flags()
+    }
+
+    /// This interface's media binding map (for [`media::MediaMaps::new`]).
+    pub fn media_map(&self) -> Result<&MapData, XdpError> {
+        match self.maps.iter().find(|(n, _)| *n == maps::MEDIA) {
+            Some((_, Map::HashMap(d))) => Ok(d),
+            _ => Err(XdpError::Map(format!("map {} missing", maps::MEDIA))),
+        }
+    }
+
+    /// Replaces the set of interfaces translated media may be redirected to (by ifindex).
+    pub fn set_egress(&mut self, ifindexes: &[u32]) -> Result<(), XdpError> {
+        let mut map: DevMapHash<&mut MapData> = self.map_mut(maps::EGRESS)?;
+        for &i in ifindexes {
+            map.insert(i, i, None, 0)
+                .map_err(|e| XdpError::Map(format!("{}: {e}", maps::EGRESS)))?;
+        }
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !ifindexes.contains(k))
+            .collect();
+        for k in stale {
+            map.remove(k).map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    /// The interfaces in the egress devmap, sorted.
+    pub fn egress(&self) -> Result<Vec<u32>, XdpError> {
+        let map: DevMapHash<&MapData> = self.map(maps::EGRESS)?;
+        let mut v: Vec<u32> = map.keys().filter_map(Result::ok).collect();
+        v.sort_unstable();
+        Ok(v)
     }
 
     /// Reads the config map back.
@@ -404,7 +493,11 @@ impl SteeringProgram {
             .map_err(|e| XdpError::Pin(format!("creating {}: {e}", dir.display())))?;
         for (name, m) in &self.maps {
             let data: &MapData = match m {
-                Map::Array(d) | Map::HashMap(d) | Map::XskMap(d) | Map::PerCpuArray(d) => d,
+                Map::Array(d)
+                | Map::HashMap(d)
+                | Map::XskMap(d)
+                | Map::PerCpuArray(d)
+                | Map::DevMapHash(d) => d,
                 _ => return Err(XdpError::Pin(format!("unexpected map type for {name}"))),
             };
             let p = dir.join(name);
@@ -449,6 +542,17 @@ impl SteeringProgram {
             remove_pins(dir)?;
             return Ok(None);
         }
+        if let Some(missing) = MAP_NAMES.iter().find(|n| !dir.join(n).exists()) {
+            // Pinned by a sipnat without that map (an upgrade): not adoptable; the old
+            // program is detached and a fresh one attached (one non-hitless restart).
+            tracing::warn!(
+                "the XDP program pinned in {} has no map {missing} (an older sipnat): \
+                 replacing it",
+                dir.display()
+            );
+            remove_pins(dir)?;
+            return Ok(None);
+        }
         let link = PinnedLink::from_pin(&lp)
             .map_err(|e| XdpError::Pin(format!("opening {}: {e}", lp.display())))?;
         let mut maps = Vec::new();
@@ -460,17 +564,23 @@ impl SteeringProgram {
                 maps::CONFIG => Map::Array(data),
                 maps::SIP_PORTS => Map::HashMap(data),
                 maps::XSKS => Map::XskMap(data),
+                maps::MEDIA => Map::HashMap(data),
+                maps::EGRESS => Map::DevMapHash(data),
                 _ => Map::PerCpuArray(data),
             };
             maps.push((name, m));
         }
-        Ok(Some(SteeringProgram {
+        let mut this = SteeringProgram {
             ebpf: None,
             maps,
+            media_flags: 0,
             attached: Some((iface.to_string(), mode)),
             link: None,
             pinned: Some((dir.to_path_buf(), link)),
-        }))
+        };
+        // The media NAT keeps running as the previous daemon left it until told otherwise.
+        this.media_flags = this.config()?.flags & (flags::MEDIA_NAT | flags::MEDIA_OUTSIDE);
+        Ok(Some(this))
     }
 
     /// Is this program pinned (it will outlive the process)?

@@ -1,0 +1,204 @@
+//! RTP/RTCP NAT in XDP: a UDP packet that is not steered to a worker and matches a media
+//! binding (`SIPNAT_MEDIA`, written by userspace from the SDP it rewrites) is translated
+//! here — address and port, incremental checksums (RFC 1624), TTL — and redirected to the
+//! egress interface the kernel's FIB names, with no userspace hop and no conntrack.
+//!
+//! The inside program translates the **source** (key = where the packet comes from), the
+//! outside program the **destination** (key = where it goes); the loader says which side
+//! with `flags::MEDIA_OUTSIDE`. IPv4 only: IPv6 media is not looked up (it takes the path
+//! it took before, `pass_not_sip_port`).
+//!
+//! Order of the checks, so that a bound packet never leaves untranslated:
+//! 1. no binding → the caller's old verdict (`pass_not_sip_port`);
+//! 2. malformed (total length) or a binding of another family → pass untranslated (the
+//!    kernel drops a malformed packet);
+//! 3. TTL ≤ 1 → pass untranslated: the kernel answers Time Exceeded to the real sender;
+//! 4. translate in place (addresses, port, IPv4 and UDP checksums), stamp the binding;
+//! 5. FIB lookup; on success with the egress in `SIPNAT_EGRESS` and an untagged frame:
+//!    decrement the TTL, write the MACs, `XDP_REDIRECT`. Anything else: `XDP_PASS` of the
+//!    translated packet (the kernel routes it and decrements the TTL itself).
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_ns},
+    macros::map,
+    maps::{DevMapHash, HashMap},
+    programs::XdpContext,
+    EbpfContext as _,
+};
+use nat_common::{family, flags, stat, MediaKey, MediaNat, MAX_MEDIA_BINDINGS, MAX_QUEUES};
+
+use crate::{be16, bytes, store, ETH_HDR_LEN, IPPROTO_UDP, IPV4_MIN_HDR_LEN, UDP_HDR_LEN};
+
+/// The media bindings of this interface (userspace writes, XDP reads and stamps).
+#[map(name = "SIPNAT_MEDIA")]
+static MEDIA: HashMap<MediaKey, MediaNat> = HashMap::with_max_entries(MAX_MEDIA_BINDINGS, 0);
+
+/// The interfaces translated media may be redirected to, keyed by ifindex.
+#[map(name = "SIPNAT_EGRESS")]
+static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_QUEUES, 0);
+
+const AF_INET: u8 = 2;
+
+/// Ones' complement sum folded to 16 bits.
+#[inline(always)]
+fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+/// RFC 1624 eqn. 3: the checksum `hc` after the 16-bit words `old` became `new`
+/// (`HC' = ~(~HC + ~m + m')`), for an address (two words) and a port (one word).
+#[inline(always)]
+fn csum_update(hc: u16, old: [u16; 3], new: [u16; 3]) -> u16 {
+    let mut s = u32::from(!hc);
+    s += u32::from(!old[0]) + u32::from(!old[1]) + u32::from(!old[2]);
+    s += u32::from(new[0]) + u32::from(new[1]) + u32::from(new[2]);
+    !fold(s)
+}
+
+#[inline(always)]
+fn words(a: [u8; 4], port: [u8; 2]) -> [u16; 3] {
+    [be16([a[0], a[1]]), be16([a[2], a[3]]), be16(port)]
+}
+
+/// Media NAT of the IPv4 UDP datagram whose IP header is at `l3` and UDP header at `l4`.
+/// Returns `None` when no binding matches (the caller keeps its verdict), else the
+/// action and its counter.
+#[inline(always)]
+pub fn nat4(ctx: &XdpContext, cfg_flags: u32, l3: usize, l4: usize) -> Option<(u32, u32)> {
+    let ip = bytes::<IPV4_MIN_HDR_LEN>(ctx, l3)?;
+    let udp = bytes::<UDP_HDR_LEN>(ctx, l4)?;
+    let outside = cfg_flags & flags::MEDIA_OUTSIDE != 0;
+    // Inside: the source is translated; outside: the destination.
+    let (a_off, p_off) = if outside { (16, 2) } else { (12, 0) };
+    let old_addr = [ip[a_off], ip[a_off + 1], ip[a_off + 2], ip[a_off + 3]];
+    let old_port = [udp[p_off], udp[p_off + 1]];
+    let key = MediaKey {
+        addr: [
+            old_addr[0],
+            old_addr[1],
+            old_addr[2],
+            old_addr[3],
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ],
+        port: u16::from_ne_bytes(old_port),
+        family: family::V4,
+        _pad: 0,
+    };
+    let v = MEDIA.get_ptr_mut(&key)?;
+    // SAFETY: a pointer into the map value the helper returned; read by value.
+    let (new_addr, new_port, fam) = unsafe {
+        let n = &*v;
+        (
+            [n.addr[0], n.addr[1], n.addr[2], n.addr[3]],
+            n.port.to_ne_bytes(),
+            n.family,
+        )
+    };
+    let pass = xdp_action::XDP_PASS;
+    let tot_len = usize::from(be16([ip[2], ip[3]]));
+    let frame_len = ctx.data_end() - ctx.data();
+    if fam != family::V4 || tot_len < (l4 - l3) + UDP_HDR_LEN || l3 + tot_len > frame_len {
+        return Some((pass, stat::PASS_MEDIA_MALFORMED));
+    }
+    let ttl = ip[8];
+    if ttl <= 1 {
+        return Some((pass, stat::PASS_MEDIA_TTL));
+    }
+
+    // Translate: address and IPv4 header checksum, port and UDP checksum (0 = none: stays).
+    let old_w = words(old_addr, old_port);
+    let new_w = words(new_addr, new_port);
+    let ip_csum = csum_update(
+        be16([ip[10], ip[11]]),
+        [old_w[0], old_w[1], 0],
+        [new_w[0], new_w[1], 0],
+    );
+    let udp_csum = be16([udp[6], udp[7]]);
+    let udp_csum = if udp_csum == 0 {
+        0
+    } else {
+        match csum_update(udp_csum, old_w, new_w) {
+            0 => 0xffff,
+            c => c,
+        }
+    };
+    store(ctx, l3 + a_off, new_addr)?;
+    store(ctx, l3 + 10, ip_csum.to_be_bytes())?;
+    store(ctx, l4 + p_off, new_port)?;
+    store(ctx, l4 + 6, udp_csum.to_be_bytes())?;
+    // SAFETY: the map value; best-effort stamps (a racing CPU may lose an increment).
+    unsafe {
+        (*v).last_seen_ns = bpf_ktime_get_ns();
+        (*v).packets += 1;
+    }
+
+    // Where to: the kernel's FIB (egress interface, MACs). A tagged frame is left to the
+    // kernel (its VLAN device is the real ingress and the egress may need another tag).
+    let translated = Some((pass, stat::PASS_MEDIA_TRANSLATED));
+    if l3 != ETH_HDR_LEN {
+        return translated;
+    }
+    let (src, dst) = if outside {
+        ([ip[12], ip[13], ip[14], ip[15]], new_addr)
+    } else {
+        (new_addr, [ip[16], ip[17], ip[18], ip[19]])
+    };
+    let (sport, dport) = if outside {
+        ([udp[0], udp[1]], new_port)
+    } else {
+        (new_port, [udp[2], udp[3]])
+    };
+    // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of them).
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = IPPROTO_UDP;
+    p.sport = u16::from_ne_bytes(sport);
+    p.dport = u16::from_ne_bytes(dport);
+    p.__bindgen_anon_1.tot_len = tot_len as u16;
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.__bindgen_anon_2.tos = ip[1];
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    // SAFETY: the helper reads and writes `p` (its size passed), reads the context.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            &mut p,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || EGRESS.get_ifindex(p.ifindex).is_none() {
+        return translated;
+    }
+    // Forwarding ourselves: TTL - 1 (RFC 1624 on the TTL/protocol word), MACs.
+    let ip_csum = csum_update(
+        ip_csum,
+        [u16::from_be_bytes([ttl, ip[9]]), 0, 0],
+        [u16::from_be_bytes([ttl - 1, ip[9]]), 0, 0],
+    );
+    store(ctx, l3 + 8, [ttl - 1])?;
+    store(ctx, l3 + 10, ip_csum.to_be_bytes())?;
+    store(ctx, 0, p.dmac)?;
+    store(ctx, 6, p.smac)?;
+    match EGRESS.redirect(p.ifindex, 0) {
+        Ok(a) if a == xdp_action::XDP_REDIRECT => Some((a, stat::REDIRECT_MEDIA)),
+        // Removed from the devmap since the lookup just above: the frame now carries the
+        // next hop's MAC, so the kernel would not take it; drop it, counted.
+        _ => Some((xdp_action::XDP_DROP, stat::DROP_MEDIA_NO_EGRESS)),
+    }
+}

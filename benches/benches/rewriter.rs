@@ -532,6 +532,7 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
             internal: None,
             local_port: None,
             napt: None,
+            media: None,
         };
         // The thread's edit list, as the reference's: no per-thread setup in the bench.
         rewrite_message_fast_tls(b, len, &ctx, &gate)
@@ -544,6 +545,7 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
             internal: None,
             local_port: None,
             napt: None,
+            media: None,
         };
         reference::rewrite_message(b, len, &ctx)
     };

@@ -131,6 +131,7 @@ fn main() {
         internal: None,
         local_port: None,
         napt: None,
+        media: None,
     };
     // Built once, as the worker's snapshot does.
     let gate = Gate::of(&ctx);

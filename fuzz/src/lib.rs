@@ -243,6 +243,7 @@ fn run_pipeline(buf: &mut [u8], frame_len: usize, i: usize, inbound: bool, use_f
         dataplane: &dataplanes()[i],
         flows: &flows,
         napt: &napt,
+        media: None,
         egress: &Direct,
         link: Link::Ethernet,
         now_ms: 0,
@@ -597,6 +598,7 @@ pub fn message(msg: &[u8]) {
             internal: None,
             local_port: None,
             napt: None,
+            media: None,
         };
         if let Some(first) = message_once(msg, TAILROOM, &out, v.name) {
             // Idempotence: a second pass over the output changes nothing.
@@ -707,6 +709,7 @@ pub fn differential(data: &[u8]) {
         internal,
         local_port: Some(5060),
         napt: None,
+        media: None,
     };
     let tailroom = if sel & 0x40 != 0 { 0 } else { TAILROOM };
     let mut fast = with_tailroom(rest, tailroom);

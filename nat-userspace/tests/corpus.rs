@@ -74,6 +74,7 @@ fn check_message(name: &str, input: &[u8], tally: &mut Tally) {
         internal: None,
         local_port: None,
         napt: None,
+        media: None,
     };
     let r = rewrite_message(&mut buf, input.len(), &ctx);
     tally.messages += 1;
@@ -208,6 +209,7 @@ fn every_sip_packet_of_the_captures() {
                 internal,
                 local_port: None,
                 napt: None,
+                media: None,
             };
             let r = rewrite_packet(&mut buf, &layout, &ctx, l3).expect("whole UDP datagram");
             buf.truncate(r.len);

@@ -86,6 +86,13 @@ impl Nat {
     }
 }
 
+impl super::schema::Media {
+    /// The media port range (`None`: invalid — `validate` reports that).
+    pub fn range(&self) -> Option<crate::nat::napt::PortRange> {
+        crate::nat::napt::PortRange::parse(self.port_range.get_ref())
+    }
+}
+
 impl Datapath {
     /// The reassembler's limits from this section.
     pub fn reasm_limits(&self) -> crate::ip::reasm::ReasmLimits {

@@ -273,10 +273,10 @@ fn attach_programs(cfg: &Config) -> anyhow::Result<(Programs, PathBuf, PinLifeti
     Ok((programs, pin_root, pins))
 }
 
-/// Whether XDP translates media matching a binding (RTP/RTCP NAT in XDP). Always on for
-/// now: with no binding installed it changes nothing (a miss keeps today's verdict).
-fn set_media_nat(p: &mut SteeringProgram, _cfg: &Config) -> anyhow::Result<()> {
-    p.set_media_nat(true)?;
+/// Whether XDP translates media matching a binding (RTP/RTCP NAT in XDP): `[media]
+/// enabled`. With no binding installed it changes nothing (a miss keeps today's verdict).
+fn set_media_nat(p: &mut SteeringProgram, cfg: &Config) -> anyhow::Result<()> {
+    p.set_media_nat(cfg.media.enabled)?;
     Ok(())
 }
 
@@ -327,6 +327,7 @@ impl Daemon {
             nexthops,
             flows: FlowTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
             napt: NaptTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
+            media: crate::control::media::shared_media(&cfg, &programs.media),
             clock: Clock::default(),
             stop,
             slow,
@@ -359,6 +360,9 @@ impl Daemon {
             daemon.set_enabled(false)?;
         }
         daemon.spawn_ticker();
+        let reaper = crate::control::media::spawn_reaper(Arc::clone(&daemon.shared))
+            .context("spawning the media reaper")?;
+        daemon.threads.lock().expect("threads lock").push(reaper);
         if let Err(e) = daemon.spawn_workers(&cfg, &queues) {
             daemon.shutdown();
             return Err(e);

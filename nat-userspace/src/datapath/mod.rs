@@ -171,6 +171,24 @@ impl Clock {
     }
 }
 
+/// The media binding registry and its sink, shared like the flow table.
+pub struct SharedMedia {
+    pub registry: crate::nat::media::MediaRegistry,
+    pub sink: Arc<dyn crate::nat::media::MediaBindings>,
+    /// `[media] idle_timeout`, seconds (the control plane's reaper).
+    pub idle_timeout_s: u32,
+}
+
+impl SharedMedia {
+    /// The pipeline's view.
+    pub fn env(&self) -> pipeline::MediaEnv<'_> {
+        pipeline::MediaEnv {
+            registry: &self.registry,
+            sink: &*self.sink,
+        }
+    }
+}
+
 /// State shared by the workers and the control plane.
 pub struct Shared {
     pub dataplane: Published<Dataplane>,
@@ -178,6 +196,8 @@ pub struct Shared {
     pub flows: crate::nat::flow::FlowTable,
     /// NAPT bindings (internal endpoint ↔ external port), shared like `flows`.
     pub napt: crate::nat::napt::NaptTable,
+    /// Media bindings learned from SDP (`[media] enabled`).
+    pub media: Option<SharedMedia>,
     pub clock: Clock,
     pub stop: Arc<AtomicBool>,
     pub slow: slowpath::SlowPath,

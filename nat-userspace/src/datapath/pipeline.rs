@@ -39,13 +39,14 @@ use crate::{
         decide,
         decide::Decision,
         flow::{FlowKey, FlowTable, InsertResult},
+        media::{MediaBindings, MediaRegistry},
         napt::{Bound, NaptTable},
         Direction, L3Action, L3Mode, LeakPolicy, MalformedPolicy,
     },
     rewrite::{
         edits::Edits,
         packet::{rewrite_packet_gated, PacketError},
-        Changes, Context, Gate, Napt, Outcome,
+        Changes, Context, Gate, MediaPorts, Napt, Outcome,
     },
     sip::message::{Malformed, NotSip},
     wire::{self, checksum, ethernet, ipv4, ipv6, Layout, Link},
@@ -97,11 +98,89 @@ pub struct Env<'a, E: Egress> {
     pub flows: &'a FlowTable,
     /// NAPT bindings (used when the snapshot has a port range).
     pub napt: &'a NaptTable,
+    /// Media bindings learned from SDP (`[media] enabled`); `None`: SDP ports are kept.
+    pub media: Option<MediaEnv<'a>>,
     pub egress: &'a E,
     /// Link type of the frames (the worker: Ethernet).
     pub link: Link,
     /// Milliseconds on the caller's clock (reassembly timeouts; flows use seconds).
     pub now_ms: u64,
+}
+
+/// The media binding registry and where its bindings are installed.
+#[derive(Clone, Copy)]
+pub struct MediaEnv<'a> {
+    pub registry: &'a MediaRegistry,
+    pub sink: &'a dyn MediaBindings,
+}
+
+/// The rewrite's [`MediaPorts`] for one SIP message of dialog `call`: binds in the
+/// registry (the dialog's SDP generation begun at the first port).
+struct MediaAlloc<'a> {
+    env: MediaEnv<'a>,
+    dataplane: &'a Dataplane,
+    call: u64,
+    now_s: u32,
+    generation: core::cell::Cell<Option<u32>>,
+}
+
+impl core::fmt::Debug for MediaAlloc<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MediaAlloc")
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaPorts for MediaAlloc<'_> {
+    fn media_port(&self, internal: core::net::SocketAddr) -> Option<u16> {
+        let cfg = &self.dataplane.config;
+        let external = cfg
+            .rule_for(internal.ip())
+            .and_then(|r| cfg.external_of(r, internal.ip(), &self.dataplane.external))?;
+        let g = match self.generation.get() {
+            Some(g) => g,
+            None => {
+                let g = self.env.registry.begin_sdp(self.call);
+                self.generation.set(Some(g));
+                g
+            }
+        };
+        self.env.registry.bind(
+            self.call,
+            g,
+            internal,
+            crate::nat::addr::canonical(external),
+            self.env.sink,
+            self.now_s,
+        )
+    }
+}
+
+/// What the media bindings need to know of a SIP message: its dialog and whether it ends
+/// the dialog (BYE, CANCEL, an error final response to INVITE).
+fn dialog_of(msg: &[u8]) -> Option<(u64, bool)> {
+    use crate::sip::message::{self as m, StartLine};
+    let (start, mut pos) = m::start_line(msg).ok()?;
+    let mut call = None;
+    let mut cseq_invite = false;
+    while let Ok(Some((h, next))) = m::header(msg, pos) {
+        let name = &msg[h.name.clone()];
+        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+            call.get_or_insert(crate::nat::media::call_hash(&msg[h.value.clone()]));
+        } else if h.kind == m::Kind::CSeq {
+            cseq_invite = m::cseq_method(&msg[h.value.clone()]).eq_ignore_ascii_case(b"INVITE");
+        }
+        pos = next;
+    }
+    let ends = match start {
+        StartLine::Request { method, .. } => {
+            let me = &msg[method];
+            me.eq_ignore_ascii_case(b"BYE") || me.eq_ignore_ascii_case(b"CANCEL")
+        }
+        StartLine::Response { code } => code >= 300 && cseq_invite,
+    };
+    Some((call?, ends))
 }
 
 /// Which buffer holds the packet an action refers to.
@@ -410,6 +489,21 @@ impl Pipeline {
                 Err(Early::Drop(reason)) => return Action::Drop(reason),
             };
         let gate = dp.gate(direction);
+        // Media bindings: the message's dialog, and an allocator for its outbound SDP.
+        let dialog = match (env.media, layout.udp(buf!())) {
+            (Some(_), Some((_, _, p, n))) => buf!().get(p..p + n).and_then(dialog_of),
+            _ => None,
+        };
+        let alloc = match (env.media, dialog, direction) {
+            (Some(m), Some((call, _)), Direction::Outbound) => Some(MediaAlloc {
+                env: m,
+                dataplane: dp,
+                call,
+                now_s: (env.now_ms / 1000) as u32,
+                generation: core::cell::Cell::new(None),
+            }),
+            _ => None,
+        };
         let ctx = Context {
             config: cfg,
             external: ext,
@@ -418,6 +512,7 @@ impl Pipeline {
             // Our side's port: outbound the UA's, inbound the external one.
             local_port: Some(if side == Side::Inside { sport } else { dport }),
             napt,
+            media: alloc.as_ref().map(|a| a as &dyn MediaPorts),
         };
         let mut r = match self.rewrite(buf!(), &layout, &ctx, gate, l3) {
             Ok(r) => r,
@@ -450,6 +545,14 @@ impl Pipeline {
         }
         if napt.is_some() {
             b.inc(C::NaptTranslated);
+        }
+        if let (Some(m), Some((call, ends))) = (env.media, dialog) {
+            if ends {
+                m.registry.end_call(call, m.sink);
+            } else if let Some(g) = alloc.as_ref().and_then(|a| a.generation.get()) {
+                // This SDP named the dialog's media: the bindings it no longer names go.
+                m.registry.end_sdp(call, g, m.sink);
+            }
         }
         if let (Some(expires), true) = (r.registered_s, dp.napt.is_some()) {
             // A registration through a NAPT binding: the binding lives as long.
@@ -1009,6 +1112,7 @@ mod tests {
         dp: Dataplane,
         flows: FlowTable,
         napt: NaptTable,
+        media: Option<(MediaRegistry, crate::nat::media::InMemoryBindings)>,
         b: Batch,
     }
 
@@ -1019,6 +1123,7 @@ mod tests {
                 dp: dataplane(),
                 flows: FlowTable::new(64, 300),
                 napt: NaptTable::new(64, 300),
+                media: None,
                 b: Batch::default(),
             }
         }
@@ -1037,6 +1142,10 @@ mod tests {
                 dataplane: &self.dp,
                 flows: &self.flows,
                 napt: &self.napt,
+                media: self.media.as_ref().map(|(r, s)| MediaEnv {
+                    registry: r,
+                    sink: s,
+                }),
                 egress,
                 link: Link::Ethernet,
                 now_ms: 1000,
@@ -1837,6 +1946,103 @@ mod tests {
         assert_eq!(at(3602), None);
         // The other host's binding (no registration) is gone after the idle timeout.
         assert_eq!(h.napt.inbound(ext, 5060, 302), None);
+    }
+
+    /// Media bindings: an outbound INVITE's SDP gets an external port pair of the media
+    /// range in `m=` and `a=rtcp` (and the binding installed, RTP and RTCP); its
+    /// retransmission the same pair; a re-INVITE moving the media a new one (the old goes);
+    /// the BYE removes the dialog's bindings.
+    #[test]
+    fn media_ports_from_sdp_are_bound_and_end_with_the_dialog() {
+        use crate::nat::media::InMemoryBindings;
+        let mut h = Harness::new();
+        h.media = Some((
+            MediaRegistry::new(crate::nat::napt::PortRange {
+                first: 30000,
+                last: 30099,
+            }),
+            InMemoryBindings::default(),
+        ));
+        let sdp = |port: u16| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+                 m=audio {port} RTP/AVP 0\r\na=rtcp:{} IN IP4 10.0.0.2\r\n",
+                port + 1
+            )
+        };
+        let invite = |port: u16, cseq: u32| {
+            let body = sdp(port);
+            format!(
+                "INVITE sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK{cseq}\r\n\
+                 From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@198.51.100.2>\r\nCall-ID: m1@x\r\n\
+                 CSeq: {cseq} INVITE\r\nContact: <sip:alice@10.0.0.2:5060>\r\n\
+                 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let send = |h: &mut Harness, msg: &str| {
+            let f = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
+            let (a, out) = h.run(&direct(1500), Side::Inside, &f, 2048);
+            assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+            payload_of(&out)
+        };
+        let bound = |h: &Harness| h.media.as_ref().unwrap().1.list();
+        let sa = |s: &str| s.parse::<core::net::SocketAddr>().unwrap();
+        let out = send(&mut h, &invite(6000, 1));
+        assert!(
+            out.contains("m=audio 30000 RTP/AVP 0\r\na=rtcp:30001 IN IP4 203.0.113.10\r\n")
+                && out.contains("c=IN IP4 203.0.113.10"),
+            "{out}"
+        );
+        let want = [
+            (sa("10.0.0.2:6000"), sa("203.0.113.10:30000")),
+            (sa("10.0.0.2:6001"), sa("203.0.113.10:30001")),
+        ];
+        assert_eq!(bound(&h), want);
+        assert_eq!(send(&mut h, &invite(6000, 1)), out, "a retransmission");
+        assert_eq!(bound(&h), want);
+        // A re-INVITE moving the media: a new pair, the old one removed.
+        let out = send(&mut h, &invite(7000, 2));
+        assert!(out.contains("m=audio 30002 RTP/AVP 0"), "{out}");
+        assert_eq!(
+            bound(&h),
+            [
+                (sa("10.0.0.2:7000"), sa("203.0.113.10:30002")),
+                (sa("10.0.0.2:7001"), sa("203.0.113.10:30003")),
+            ]
+        );
+        // An inbound answer (public media) changes nothing.
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:5060;branch=z9hG4bK2\r\nCall-ID: m1@x\r\n\
+             CSeq: 2 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 44\r\n\r\n\
+             c=IN IP4 198.51.100.2\r\nm=audio 8000 RTP/AVP 0\r\n"
+        );
+        let f = udp(
+            "198.51.100.2:5060",
+            &format!("{EXT}:5060"),
+            64,
+            ok.as_bytes(),
+        );
+        h.run(&direct(1500), Side::Outside, &f, 2048);
+        assert_eq!(bound(&h).len(), 2);
+        let bye = "BYE sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK3\r\n\
+            From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@198.51.100.2>;tag=2\r\ni: m1@x\r\n\
+            CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+        send(&mut h, bye);
+        assert!(bound(&h).is_empty());
+        let reg = &h.media.as_ref().unwrap().0;
+        assert_eq!(reg.live(), 0);
+        assert_eq!(
+            (
+                reg.counters
+                    .installed
+                    .load(core::sync::atomic::Ordering::Relaxed),
+                reg.counters
+                    .removed
+                    .load(core::sync::atomic::Ordering::Relaxed)
+            ),
+            (2, 2)
+        );
     }
 
     fn ip4(s: &str) -> IpAddr {

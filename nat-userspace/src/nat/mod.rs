@@ -5,6 +5,7 @@ pub mod addr;
 pub mod decide;
 pub mod external;
 pub mod flow;
+pub mod media;
 pub mod napt;
 pub mod rules;
 

@@ -630,7 +630,9 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
     if cands.any(body_start, body_end) {
         match (framing.content_type.clone(), framing.encoded) {
             (Some(ct), false) => match body::kind(msg, ct) {
-                BodyKind::Sdp if !port_maps(cfg) => sdp(r, msg, body_start, body_end, &cands),
+                BodyKind::Sdp if !port_maps(cfg) && r.ctx.media.is_none() => {
+                    sdp(r, msg, body_start, body_end, &cands)
+                }
                 kind => r.body(msg, body_start, body_end, kind, 0),
             },
             (None, _) => r.untyped_body(msg, body_start, body_end),

@@ -39,6 +39,10 @@ pub struct Context<'a> {
     /// are not SIP ports and never change by it. `None`: ports are kept (or follow the
     /// rule's static port map).
     pub napt: Option<Napt>,
+    /// Media bindings: outbound, the `m=` and `a=rtcp` ports of a rewritten connection
+    /// address become the external ports this allocates. `None`: SDP ports are kept (or
+    /// follow the rule's static port map).
+    pub media: Option<&'a dyn MediaPorts>,
 }
 
 /// A NAPT binding, as the rewrite of one packet needs it.
@@ -810,7 +814,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         // address. Only a rewritten address brings its rule's port map; another party's
         // stream (a public c=, a host name) keeps its ports. The m= line comes before its
         // section's c=, so a section's ports are settled at its end.
-        let mut session: Option<&'a Rule> = None;
+        let mut session = Conn::default();
         // The session part first, then each media section.
         let mut sec = Section::default();
         let mut in_media = false;
@@ -845,9 +849,15 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                         bracketed: false,
                         port: None,
                     };
-                    self.host(&hp, None, false, field)
+                    let rule = self.host(&hp, None, false, field);
+                    Conn {
+                        rule,
+                        from: rule
+                            .filter(|_| self.ctx.direction == Direction::Outbound)
+                            .map(|_| a.addr),
+                    }
                 }
-                None => None,
+                None => Conn::default(),
             };
             match item.field {
                 sdp::Field::Connection => {
@@ -877,11 +887,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
 
     /// Settles the ports of a finished SDP section with its connection address (its own
     /// c=, else the session's `session`); returns that address's rule.
-    pub(super) fn end_section(
-        &mut self,
-        sec: &Section<'a>,
-        session: Option<&'a Rule>,
-    ) -> Option<&'a Rule> {
+    pub(super) fn end_section(&mut self, sec: &Section<'a>, session: Conn<'a>) -> Conn<'a> {
         let rule = sec.conn.unwrap_or(session);
         if let Some((port, range)) = &sec.media_port {
             self.sdp_port(rule, *port, range.clone(), Field::SdpMediaPort);
@@ -892,15 +898,28 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         rule
     }
 
-    /// An SDP port (m= or a=rtcp), mapped when its address was rewritten under `rule`.
+    /// An SDP port (m= or a=rtcp), mapped when its address was rewritten under a rule:
+    /// outbound with media bindings (`Context::media`) to the external port of the
+    /// address's RTP/RTCP pair, else by the rule's port map.
     pub(super) fn sdp_port(
         &mut self,
-        rule: Option<&Rule>,
+        conn: Conn<'_>,
         port: u16,
         range: core::ops::Range<usize>,
         field: Field,
     ) {
-        if let Some(np) = self.map_port(rule, Some(port), 0) {
+        let np = match (self.ctx.media, conn.from) {
+            (Some(media), Some(addr)) if port != 0 => {
+                let rtcp = matches!(field, Field::SdpRtcp);
+                let rtp = if rtcp { port.wrapping_sub(1) } else { port };
+                media
+                    .media_port(core::net::SocketAddr::new(addr, rtp))
+                    .map(|e| if rtcp { e.wrapping_add(1) } else { e })
+                    .filter(|&e| e != port)
+            }
+            _ => self.map_port(conn.rule, Some(port), 0),
+        };
+        if let Some(np) = np {
             let mut t = Text::default();
             t.push_u32(u32::from(np));
             self.push(range.start, range.end, t, field);
@@ -908,12 +927,29 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 }
 
+/// A connection address of an SDP part as the port rewrite needs it.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Conn<'a> {
+    /// The rule it was rewritten under.
+    rule: Option<&'a Rule>,
+    /// Outbound: the internal address it was rewritten from (its media ports are ours).
+    from: Option<IpAddr>,
+}
+
+/// Allocates media ports: the pipeline's view of the media binding registry, for the one
+/// message being rewritten.
+pub trait MediaPorts: core::fmt::Debug {
+    /// The external RTP port for the internal RTP address `internal` (RTCP: the next port
+    /// of each); `None` keeps the port.
+    fn media_port(&self, internal: core::net::SocketAddr) -> Option<u16>;
+}
+
 /// One part of an SDP body (the session part, or a media section) while it is scanned.
 #[derive(Default)]
 pub(super) struct Section<'a> {
-    /// The first c= of the part: `Some(rule)`, the rule being `Some` when its address was
+    /// The first c= of the part: `Some(conn)`, its rule being `Some` when its address was
     /// rewritten under one; `None` while the part has no c=.
-    conn: Option<Option<&'a Rule>>,
+    conn: Option<Conn<'a>>,
     /// The m= port (media sections that are not rejected).
     media_port: Option<(u16, core::ops::Range<usize>)>,
     /// a=rtcp ports without an address of their own, seen before the part's c=.

@@ -17,7 +17,7 @@ pub mod message;
 pub mod packet;
 
 pub use fast::{rewrite_message, rewrite_message_in, Gate};
-pub use message::{Changes, Context, Napt, Outcome, Rewrite};
+pub use message::{Changes, Context, MediaPorts, Napt, Outcome, Rewrite};
 
 /// The exact rewriter without the fast path: every field that could hold an address is
 /// parsed, the UDP checksum is summed over the whole datagram before and after. Same

@@ -62,6 +62,7 @@ fn run_port(
         internal,
         local_port,
         napt: None,
+        media: None,
     };
     let r = rewrite_message(&mut buf, msg.len(), &ctx);
     buf.truncate(r.len);
@@ -1373,6 +1374,7 @@ fn register_200_reports_the_own_bindings_expires() {
             internal_port: 5060,
             external_port: 20000,
         }),
+        media: None,
     };
     for rewrite in [super::rewrite_message, super::reference::rewrite_message] {
         let mut buf = msg.clone().into_bytes();

@@ -169,6 +169,7 @@ pub fn expected_rewrite(msg: &[u8]) -> Vec<u8> {
         internal: None,
         local_port: None,
         napt: None,
+        media: None,
     };
     let mut buf = msg.to_vec();
     buf.resize(msg.len() + 4096, 0);

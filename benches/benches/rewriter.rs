@@ -98,6 +98,7 @@ fn outbound(config: &RewriteConfig, ext: Ipv4Addr) -> Context<'_> {
         internal: None,
         local_port: None,
         napt: None,
+        media: None,
     }
 }
 

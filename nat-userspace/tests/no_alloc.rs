@@ -136,6 +136,7 @@ fn ctx(config: &RewriteConfig, ext: Ipv4Addr, direction: Direction) -> Context<'
         internal: None,
         local_port: None,
         napt: None,
+        media: None,
     }
 }
 

@@ -121,7 +121,18 @@ struct MediaAlloc<'a> {
     dataplane: &'a Dataplane,
     call: u64,
     now_s: u32,
-    generation: core::cell::Cell<Option<u32>>,
+    /// The dialog's SDP generation + 1 once begun (0: not yet).
+    generation: core::sync::atomic::AtomicU64,
+}
+
+impl MediaAlloc<'_> {
+    /// The generation begun by this message's SDP, if it named media of ours.
+    fn generation(&self) -> Option<u32> {
+        match self.generation.load(core::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            g => Some((g - 1) as u32),
+        }
+    }
 }
 
 impl core::fmt::Debug for MediaAlloc<'_> {
@@ -138,11 +149,12 @@ impl MediaPorts for MediaAlloc<'_> {
         let external = cfg
             .rule_for(internal.ip())
             .and_then(|r| cfg.external_of(r, internal.ip(), &self.dataplane.external))?;
-        let g = match self.generation.get() {
+        let g = match self.generation() {
             Some(g) => g,
             None => {
                 let g = self.env.registry.begin_sdp(self.call);
-                self.generation.set(Some(g));
+                self.generation
+                    .store(u64::from(g) + 1, core::sync::atomic::Ordering::Relaxed);
                 g
             }
         };
@@ -500,7 +512,7 @@ impl Pipeline {
                 dataplane: dp,
                 call,
                 now_s: (env.now_ms / 1000) as u32,
-                generation: core::cell::Cell::new(None),
+                generation: core::sync::atomic::AtomicU64::new(0),
             }),
             _ => None,
         };
@@ -549,7 +561,7 @@ impl Pipeline {
         if let (Some(m), Some((call, ends))) = (env.media, dialog) {
             if ends {
                 m.registry.end_call(call, m.sink);
-            } else if let Some(g) = alloc.as_ref().and_then(|a| a.generation.get()) {
+            } else if let Some(g) = alloc.as_ref().and_then(MediaAlloc::generation) {
                 // This SDP named the dialog's media: the bindings it no longer names go.
                 m.registry.end_sdp(call, g, m.sink);
             }

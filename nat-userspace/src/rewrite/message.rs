@@ -938,7 +938,7 @@ pub(super) struct Conn<'a> {
 
 /// Allocates media ports: the pipeline's view of the media binding registry, for the one
 /// message being rewritten.
-pub trait MediaPorts: core::fmt::Debug {
+pub trait MediaPorts: core::fmt::Debug + Sync {
     /// The external RTP port for the internal RTP address `internal` (RTCP: the next port
     /// of each); `None` keeps the port.
     fn media_port(&self, internal: core::net::SocketAddr) -> Option<u16>;

@@ -152,6 +152,7 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
             internal: None,
             local_port: Some(5060),
             napt: None,
+            media: None,
         },
         Context {
             config: &s.config,
@@ -160,6 +161,7 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
             internal: None,
             local_port: Some(5060),
             napt: None,
+            media: None,
         },
         Context {
             config: &s.config,
@@ -168,6 +170,7 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
             internal: Some(s.host),
             local_port: Some(15060),
             napt: None,
+            media: None,
         },
         Context {
             config: &s.config,
@@ -176,6 +179,7 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
             internal: None,
             local_port: Some(5060),
             napt,
+            media: None,
         },
         Context {
             config: &s.config,
@@ -184,6 +188,7 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
             internal: Some(s.host),
             local_port: Some(20001),
             napt,
+            media: None,
         },
     ]
 }

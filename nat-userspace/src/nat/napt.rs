@@ -126,12 +126,14 @@ fn external_key(external: IpAddr, port: u16) -> FlowKey {
 }
 
 impl NaptTable {
-    /// Room for about `capacity` bindings, idle timeout `idle_timeout_s`; both tables are
-    /// allocated here, once.
+    /// Room for `capacity` bindings, idle timeout `idle_timeout_s`; both tables are
+    /// allocated here, once, with four slots per binding (twice a flow table's): they
+    /// never evict, so a probe sequence must rarely be full even at capacity (load ≤ 1/4).
     pub fn new(capacity: u32, idle_timeout_s: u32) -> NaptTable {
+        let slots = capacity.saturating_mul(2);
         NaptTable {
-            by_internal: FlowTable::without_eviction(capacity, idle_timeout_s),
-            by_external: FlowTable::without_eviction(capacity, idle_timeout_s),
+            by_internal: FlowTable::without_eviction(slots, idle_timeout_s),
+            by_external: FlowTable::without_eviction(slots, idle_timeout_s),
             cursor: AtomicU32::new(0),
             exhausted_at: AtomicU32::new(0),
         }
@@ -141,9 +143,9 @@ impl NaptTable {
         self.by_external.idle_timeout_s()
     }
 
-    /// Bindings the table has room for (about: half its slots).
+    /// Bindings the table has room for (a quarter of its slots).
     pub fn capacity(&self) -> usize {
-        self.by_external.slots() / 2
+        self.by_external.slots() / 4
     }
 
     /// The external port of (`internal`, `port`) on `external`: its live binding,

@@ -420,9 +420,10 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
          add chain ip attack_nat post { type nat hook postrouting priority 100; }; \
          add rule ip attack_nat post oifname \"gwout\" ip saddr 10.0.0.0/24 masquerade",
     ]);
+    // The NAPT range apart from the ports the 200,000-flow case's UA preserves.
     let cfg = t.config_full(
         "gw",
-        "",
+        "port_range = \"60000-60999\"",
         "metrics = \"127.0.0.1:9562\"\ngroup = \"nogroup\"",
         "[datapath]\nreassembly_timeout_ms = 1000\n",
     );

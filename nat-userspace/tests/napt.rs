@@ -13,7 +13,8 @@ use std::{
 };
 
 use common::topo::{
-    privileged_gateway, scenario, sipp_uas, tshark, tshark_fields, Topo, CAR_IP, EXT_IP,
+    await_condition, privileged_gateway, scenario, sipp_uas, tshark, tshark_fields, Sipnat, Topo,
+    CAR_IP, EXT_IP,
 };
 
 /// The inside addresses of `n` UAs: 10.0.0.2, 10.0.0.3, ...
@@ -290,5 +291,221 @@ fn exhausted_range_drops_and_counts() {
         "two calls each of the two bound UAs, the third's none: {invites:?}"
     );
     println!("exhausted: drop_nat_ports_exhausted {dropped}");
+    let _ = sipnat.stop();
+}
+
+/// The G.711 capture sipp's Debian package ships (`dpkg -L sip-tester`), for
+/// `play_pcap_audio`.
+fn sipp_audio_pcap() -> String {
+    let out = Command::new("dpkg")
+        .args(["-L", "sip-tester"])
+        .output()
+        .expect("dpkg -L sip-tester");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.ends_with("/g711a.pcap"))
+        .expect("sip-tester ships g711a.pcap")
+        .to_string()
+}
+
+/// `uac_napt.xml` with `extra` after the ACK (in place of its short pause), written to
+/// `t`'s scratch folder.
+fn uac_scenario(t: &Topo, name: &str, extra: &str, bye: bool) -> String {
+    let mut s = std::fs::read_to_string(scenario("uac_napt.xml")).unwrap();
+    let pause = "  <pause milliseconds=\"20\"/>\n";
+    let i = s.find(pause).expect("the pause after the ACK");
+    let tail = if bye {
+        s[i + pause.len()..].to_string()
+    } else {
+        "</scenario>\n".to_string()
+    };
+    s.truncate(i);
+    s.push_str(extra);
+    s.push_str(&tail);
+    let p = t.dir.path(name);
+    std::fs::write(&p, s).unwrap();
+    p.display().to_string()
+}
+
+/// One sipp UAC per address at the same time running `sf`; all must succeed.
+fn run_uacs(t: &Topo, sipnat: &Sipnat, sf: &str, ips: &[String]) {
+    let children: Vec<_> = ips
+        .iter()
+        .map(|a| {
+            Command::new("timeout")
+                .args(["60", "ip", "netns", "exec", &t.ua.name, "sipp"])
+                .args(["-sf", sf, &format!("{CAR_IP}:5060"), "-i", a, "-p", "5060"])
+                .args(["-m", "1", "-timeout", "30s", "-mp", "6000"])
+                .args(["-cid_str", "napt-%u-%p", "-nostdin"])
+                .current_dir(std::env::temp_dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run sipp")
+        })
+        .collect();
+    for (a, c) in ips.iter().zip(children) {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "sipp UAC {a}:\n{}{}\nsipnat log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            sipnat.log_text()
+        );
+    }
+}
+
+fn xdp_counter(st: &serde_json::Value, side: &str, name: &str) -> u64 {
+    st["xdp"][side][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no XDP counter {side}/{name} in {}", st["xdp"]))
+}
+
+/// Two UAs on port 5060 with the same RTP port (6000) call at once and play G.711 to a
+/// UAS that echoes it: RTP flows both ways through the XDP media NAT (its counters, not
+/// the kernel: no kernel NAT is configured), the outside sees only the external address
+/// and the media ports sipnat allocated, and the BYE removes each call's binding.
+#[test]
+fn rtp_of_two_uas_is_translated_by_xdp_both_ways() {
+    let Some((_s, mut t, sipnat)) = privileged_gateway(
+        "naptrtp",
+        "port_range = \"20000-29999\"",
+        "[media]\nenabled = true\nport_range = \"30000-39999\"\n",
+    ) else {
+        return;
+    };
+    let ips = ua_ips(2);
+    add_ua_addresses(&t, &ips);
+    let (out_cap, in_cap) = t.capture_both("udp");
+    sipp_uas(
+        &mut t.car,
+        CAR_IP,
+        &["-sn", "uas", "-rtp_echo", "-mp", "6000"],
+    );
+    let play = format!(
+        "  <nop>\n    <action>\n      <exec play_pcap_audio=\"{}\"/>\n    </action>\n  </nop>\n  <pause milliseconds=\"2500\"/>\n",
+        sipp_audio_pcap()
+    );
+    let sf = uac_scenario(&t, "uac_rtp.xml", &play, true);
+    let before = sipnat.stats();
+    run_uacs(&t, &sipnat, &sf, &ips);
+    let st = sipnat.stats();
+    let outside = out_cap.finish(&t);
+    let inside = in_cap.finish(&t);
+
+    // RTP out: from the external address and an allocated even port, one per UA.
+    let rtp_out = tshark_fields(
+        &outside,
+        &format!("ip.dst == {CAR_IP} && udp.dstport == 6000"),
+        &["ip.src", "udp.srcport"],
+    );
+    let mut out_ports = BTreeSet::new();
+    let mut n_out = 0;
+    for l in rtp_out.lines().filter(|l| !l.is_empty()) {
+        let (src, port) = l.split_once('|').unwrap();
+        assert_eq!(src, EXT_IP, "RTP left from {src}");
+        let port: u16 = port.parse().unwrap();
+        assert!(
+            (30000..=39999).contains(&port) && port % 2 == 0,
+            "RTP from port {port}"
+        );
+        out_ports.insert(port);
+        n_out += 1;
+    }
+    assert_eq!(out_ports.len(), 2, "one media port per UA: {out_ports:?}");
+    // RTP back: the echo reaches both UAs on the inside, at their own port 6000.
+    let rtp_in = tshark_fields(
+        &inside,
+        &format!("ip.src == {CAR_IP} && udp.srcport == 6000"),
+        &["ip.dst", "udp.dstport"],
+    );
+    let mut reached = BTreeSet::new();
+    let mut n_in = 0;
+    for l in rtp_in.lines().filter(|l| !l.is_empty()) {
+        let (dst, port) = l.split_once('|').unwrap();
+        assert_eq!(port, "6000", "echo to port {port}");
+        reached.insert(dst.to_string());
+        n_in += 1;
+    }
+    assert_eq!(reached.len(), 2, "echo reached {reached:?}");
+    assert!(n_out >= 100 && n_in >= 100, "RTP out {n_out}, back {n_in}");
+    // Not one private address outside (the capture's end markers aside), SIP or RTP.
+    let leaked = tshark(
+        &outside,
+        &[
+            "-Y",
+            "(ip.addr == 10.0.0.0/24 || udp contains \"10.0.0.\") && !(udp.dstport == 9)",
+        ],
+    );
+    assert!(
+        leaked.trim().is_empty(),
+        "private addresses outside:\n{leaked}"
+    );
+    // Translated by XDP, both ways.
+    let d = |side: &str| {
+        xdp_counter(&st, side, "redirect_media") - xdp_counter(&before, side, "redirect_media")
+    };
+    let (xin, xout) = (d("inside"), d("outside"));
+    println!("RTP: {n_out} out, {n_in} back; XDP redirect_media inside {xin}, outside {xout}");
+    assert!(
+        xin >= n_out as u64 && xout >= n_in as u64,
+        "XDP redirect_media {xin}/{xout}"
+    );
+    // The BYEs removed both bindings.
+    let b = &st["bindings"];
+    assert_eq!(b["media_installed"], 2, "{b}");
+    assert_eq!(b["media_removed"], 2, "{b}");
+    assert_eq!(b["media_live"], 0, "{b}");
+    let flows = sipnat.ctl(&["flows", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&flows).unwrap();
+    assert_eq!(v["media"].as_array().map(Vec::len), Some(0), "{v}");
+    assert_eq!(v["sip"].as_array().map(Vec::len), Some(2), "{v}");
+    let _ = sipnat.stop();
+}
+
+/// A call that never ends (no BYE) and never sends media: its binding is reaped after
+/// media.idle_timeout by the control plane, counted; and a media range of one pair is
+/// exhausted by a second call at the same time: counted, that call's SDP keeps its port.
+#[test]
+fn idle_media_binding_is_reaped_and_a_tiny_range_is_exhausted() {
+    let Some((_s, mut t, sipnat)) = privileged_gateway(
+        "naptreap",
+        "port_range = \"20000-29999\"",
+        "[media]\nenabled = true\nport_range = \"30000-30001\"\nidle_timeout = 2\n",
+    ) else {
+        return;
+    };
+    let ips = ua_ips(2);
+    add_ua_addresses(&t, &ips);
+    sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
+    let sf = uac_scenario(
+        &t,
+        "uac_nobye.xml",
+        "  <pause milliseconds=\"20\"/>\n",
+        false,
+    );
+    run_uacs(&t, &sipnat, &sf, &ips[..1]);
+    let b = sipnat.stats()["bindings"].clone();
+    assert_eq!(
+        (b["media_installed"].as_u64(), b["media_live"].as_u64()),
+        (Some(1), Some(1)),
+        "{b}"
+    );
+    let flows = sipnat.ctl(&["flows", "--addr", &ips[0]]).unwrap();
+    assert!(flows.contains(&format!("{}:6000", ips[0])), "{flows}");
+    // The second UA while the pair is taken: exhausted, counted.
+    run_uacs(&t, &sipnat, &sf, &ips[1..]);
+    assert_eq!(sipnat.stats()["bindings"]["media_exhausted"], 1);
+    await_condition(
+        "the idle binding reaped",
+        std::time::Duration::from_secs(20),
+        || sipnat.stats()["bindings"]["media_reaped"] == 1,
+    );
+    let b = sipnat.stats()["bindings"].clone();
+    assert_eq!(b["media_live"], 0, "{b}");
+    assert_eq!(b["media_removed"], 1, "{b}");
     let _ = sipnat.stop();
 }

@@ -507,13 +507,16 @@ impl Pipeline {
             _ => None,
         };
         let alloc = match (env.media, dialog, direction) {
-            (Some(m), Some((call, _)), Direction::Outbound) => Some(MediaAlloc {
-                env: m,
-                dataplane: dp,
-                call,
-                now_s: (env.now_ms / 1000) as u32,
-                generation: core::sync::atomic::AtomicU64::new(0),
-            }),
+            // (Behind a 1:1 NAT, `l3 = "keep"`, the provider translates media.)
+            (Some(m), Some((call, _)), Direction::Outbound) if cfg.l3 == L3Mode::Snat => {
+                Some(MediaAlloc {
+                    env: m,
+                    dataplane: dp,
+                    call,
+                    now_s: (env.now_ms / 1000) as u32,
+                    generation: core::sync::atomic::AtomicU64::new(0),
+                })
+            }
             _ => None,
         };
         let ctx = Context {
@@ -820,6 +823,7 @@ fn icmp_error<E: Egress>(
         &dp.config,
         &dp.external,
         env.flows,
+        dp.napt.map(|_| env.napt),
         now_s,
     ) {
         Ok(end) => {

@@ -238,6 +238,19 @@ impl NaptTable {
         None
     }
 
+    /// The external port bound to (`internal`, `port`) on `external`, if any. Read-only.
+    pub fn external_port(
+        &self,
+        external: IpAddr,
+        internal: IpAddr,
+        port: u16,
+        now_s: u32,
+    ) -> Option<u16> {
+        self.by_internal
+            .lookup_port(&internal_key(external, internal, port), now_s)
+            .map(|(_, p)| p)
+    }
+
     /// The internal endpoint bound to `external`:`external_port`. Read-only.
     pub fn inbound(
         &self,

@@ -379,6 +379,10 @@ fn rtp_of_two_uas_is_translated_by_xdp_both_ways() {
     };
     let ips = ua_ips(2);
     add_ua_addresses(&t, &ips);
+    // A veth receives frames redirected to its peer by XDP (ndo_xdp_xmit) only with NAPI
+    // on: GRO enables it (a real NIC needs nothing).
+    t.ua.exec(&["ethtool", "-K", "ua0", "gro", "on"]);
+    t.car.exec(&["ethtool", "-K", "car0", "gro", "on"]);
     let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(
         &mut t.car,
@@ -498,7 +502,8 @@ fn idle_media_binding_is_reaped_and_a_tiny_range_is_exhausted() {
     assert!(flows.contains(&format!("{}:6000", ips[0])), "{flows}");
     // The second UA while the pair is taken: exhausted, counted.
     run_uacs(&t, &sipnat, &sf, &ips[1..]);
-    assert_eq!(sipnat.stats()["bindings"]["media_exhausted"], 1);
+    // (Once per INVITE it sent: a retransmission asks again.)
+    assert!(sipnat.stats()["bindings"]["media_exhausted"].as_u64() >= Some(1));
     await_condition(
         "the idle binding reaped",
         std::time::Duration::from_secs(20),

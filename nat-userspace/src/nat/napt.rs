@@ -105,6 +105,9 @@ pub struct NaptTable {
     cursor: AtomicU32,
     /// `now_s + 1` of the last allocation that found the range exhausted (0: never).
     exhausted_at: AtomicU32,
+    /// [`NaptTable::live`]'s last scan: (`now_s + 1`, count), so that many readers in one
+    /// second (a `stats` flood) scan the table once.
+    live_cache: (AtomicU32, core::sync::atomic::AtomicU64),
 }
 
 impl core::fmt::Debug for NaptTable {
@@ -136,6 +139,7 @@ impl NaptTable {
             by_external: FlowTable::without_eviction(slots, idle_timeout_s),
             cursor: AtomicU32::new(0),
             exhausted_at: AtomicU32::new(0),
+            live_cache: Default::default(),
         }
     }
 
@@ -301,9 +305,17 @@ impl NaptTable {
             .remove(&external_key(external, p), internal, port)
     }
 
-    /// Live bindings (a scan, control plane).
+    /// Live bindings (a scan, control plane; at most one per second, the count of the
+    /// second's first call is returned to the others).
     pub fn live(&self, now_s: u32) -> usize {
-        self.by_external.live(now_s)
+        let key = now_s.wrapping_add(1);
+        if self.live_cache.0.load(Ordering::Acquire) == key {
+            return self.live_cache.1.load(Ordering::Relaxed) as usize;
+        }
+        let n = self.by_external.live(now_s);
+        self.live_cache.1.store(n as u64, Ordering::Relaxed);
+        self.live_cache.0.store(key, Ordering::Release);
+        n
     }
 
     /// Every live binding (a scan, control plane).

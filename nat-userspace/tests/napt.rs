@@ -514,3 +514,113 @@ fn idle_media_binding_is_reaped_and_a_tiny_range_is_exhausted() {
     assert_eq!(b["media_removed"], 1, "{b}");
     let _ = sipnat.stop();
 }
+
+/// SIP text from `host:port` (Via, Contact) with `method` and `extra` headers.
+fn request(method: &str, host: &str, port: u16, call: &str, extra: &str) -> String {
+    format!(
+        "{method} sip:registrar@{CAR_IP} SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{port};rport;branch=z9hG4bK{call}\r\n\
+         From: <sip:u@example.com>;tag=1\r\nTo: <sip:u@example.com>\r\nCall-ID: {call}\r\nCSeq: 1 {method}\r\n\
+         Contact: <sip:u@{host}:{port}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Registration expiry frees the SIP port: with a range of one port and a 2 s idle
+/// timeout, a UA whose REGISTER the registrar accepts for 4 s keeps its port past the
+/// idle timeout (another endpoint that needs it is dropped and counted), and loses it when
+/// the registration ends (then the other endpoint gets it).
+#[test]
+fn registration_keeps_the_port_until_it_expires() {
+    let Some((_s, t, sipnat)) = privileged_gateway(
+        "naptreg",
+        "port_range = \"20000-20000\"\nflow_idle_timeout = 2",
+        "",
+    ) else {
+        return;
+    };
+    add_ua_addresses(&t, &ua_ips(3));
+    let sock = common::topo::udp_socket_in;
+    let car = sock(&t.car.name, (CAR_IP, 5060));
+    car.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let a = sock(&t.ua.name, ("10.0.0.2", 5060));
+    let b = sock(&t.ua.name, ("10.0.0.3", 5060));
+    b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let c = sock(&t.ua.name, ("10.0.0.4", 20000));
+    let mut buf = vec![0u8; 4096];
+    let mut at_car = |what: &str| {
+        let (n, from) = car
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        (from, String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    // A takes 5060, B registers and gets the range's one port.
+    a.send_to(
+        request("OPTIONS", "10.0.0.2", 5060, "a1", "").as_bytes(),
+        (CAR_IP, 5060),
+    )
+    .unwrap();
+    assert_eq!(at_car("A").0, format!("{EXT_IP}:5060").parse().unwrap());
+    b.send_to(
+        request("REGISTER", "10.0.0.3", 5060, "b1", "Expires: 4\r\n").as_bytes(),
+        (CAR_IP, 5060),
+    )
+    .unwrap();
+    let (from, text) = at_car("B's REGISTER");
+    assert_eq!(from, format!("{EXT_IP}:20000").parse().unwrap());
+    assert!(
+        text.contains(&format!("Contact: <sip:u@{EXT_IP}:20000>")),
+        "{text}"
+    );
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT_IP}:20000;rport=20000;received={EXT_IP};branch=z9hG4bKb1\r\n\
+         From: <sip:u@example.com>;tag=1\r\nTo: <sip:u@example.com>;tag=2\r\nCall-ID: b1\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:u@{EXT_IP}:20000>;expires=4\r\nContent-Length: 0\r\n\r\n"
+    );
+    car.send_to(ok.as_bytes(), from).unwrap();
+    let mut rb = vec![0u8; 4096];
+    let n = b.recv(&mut rb).expect("B's 200");
+    let back = String::from_utf8_lossy(&rb[..n]).into_owned();
+    assert!(
+        back.contains("Contact: <sip:u@10.0.0.3:5060>;expires=4"),
+        "{back}"
+    );
+    assert!(back.contains("rport=5060;received=10.0.0.3"), "{back}");
+    let exhausted = || sipnat.counter("drop_nat_ports_exhausted");
+    let try_c = |n: u32| {
+        c.send_to(
+            request("OPTIONS", "10.0.0.4", 20000, &format!("c{n}"), "").as_bytes(),
+            (CAR_IP, 5060),
+        )
+        .unwrap();
+    };
+    // C wants port 20000 (its own, and the range's only one): taken by B.
+    try_c(1);
+    await_condition("C dropped", std::time::Duration::from_secs(5), || {
+        exhausted() == 1
+    });
+    // Past the idle timeout A's binding is gone, B's (registered) is not: still taken.
+    let bindings = |who: &str| sipnat.ctl(&["flows", "--addr", who]).unwrap();
+    await_condition(
+        "A's binding idle",
+        std::time::Duration::from_secs(10),
+        || !bindings("10.0.0.2").contains("10.0.0.2:5060"),
+    );
+    assert!(bindings("10.0.0.3").contains(&format!("{EXT_IP}:20000")));
+    try_c(2);
+    await_condition("C dropped again", std::time::Duration::from_secs(5), || {
+        exhausted() == 2
+    });
+    // The registration ends: the port is free, C gets it.
+    await_condition(
+        "B's registration over",
+        std::time::Duration::from_secs(10),
+        || !bindings("10.0.0.3").contains("10.0.0.3:5060"),
+    );
+    try_c(3);
+    let (from, text) = at_car("C after B's registration");
+    assert_eq!(from, format!("{EXT_IP}:20000").parse().unwrap(), "{text}");
+    assert!(text.contains("Call-ID: c3"), "{text}");
+    assert_eq!(exhausted(), 2);
+    let _ = sipnat.stop();
+}

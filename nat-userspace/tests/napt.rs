@@ -413,7 +413,7 @@ fn rtp_of_two_uas_is_translated_by_xdp_both_ways() {
         assert_eq!(src, EXT_IP, "RTP left from {src}");
         let port: u16 = port.parse().unwrap();
         assert!(
-            (30000..=39999).contains(&port) && port % 2 == 0,
+            (30000..=39999).contains(&port) && port.is_multiple_of(2),
             "RTP from port {port}"
         );
         out_ports.insert(port);

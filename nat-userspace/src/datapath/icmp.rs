@@ -102,6 +102,7 @@ fn quote(buf: &[u8], layout: &Layout) -> Option<Quote> {
 
 /// Translates the ICMP error in `buf` (the IP packet at `layout.l3..layout.ip_end`)
 /// arriving on the outside (`inbound`) or the inside. Returns the new packet end.
+#[allow(clippy::too_many_arguments)]
 pub fn translate(
     buf: &mut [u8],
     layout: &Layout,

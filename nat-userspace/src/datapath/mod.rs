@@ -3,6 +3,7 @@
 //! elsewhere: reassembly and refragmentation in [`crate::ip`], the flow table in
 //! [`crate::nat::flow`]. Knows nothing of config files: it receives snapshots.
 
+mod bindings;
 pub mod icmp;
 pub mod nexthop;
 pub mod pipeline;

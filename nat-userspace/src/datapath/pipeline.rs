@@ -12,8 +12,10 @@
 //!    completes a datagram continues with the whole datagram in the scratch buffer;
 //! 3. not a whole UDP datagram, or on no SIP port (a reassembled datagram the XDP program
 //!    steered only for being a fragment): the kernel gets it unchanged;
-//! 4. the NAT decision ([`crate::nat::decide`]), with the flow table inbound; outbound
-//!    through a network rule inserts the flow (a collision goes to the kernel);
+//! 4. the NAT decision ([`crate::nat::decide`]), with the flow table inbound (then the
+//!    NAPT bindings); outbound through a network rule binds the source endpoint to an
+//!    external port (NAPT, [`super::bindings`]; none free: dropped) and inserts the flow;
+//!    media NAT: the message's dialog and an allocator for its SDP's media ports;
 //! 5. the rewrite ([`rewrite_packet`]); a message that outgrows the frame is redone once
 //!    in the scratch buffer (the decision is not taken twice);
 //! 6. the malformed policy, the leak policy (an outbound message still holding an
@@ -25,8 +27,9 @@ use core::net::IpAddr;
 
 use arrayvec::ArrayVec;
 
+pub use super::bindings::MediaEnv;
 use super::{
-    icmp,
+    bindings, icmp,
     stats::{Batch, C},
     Dataplane,
 };
@@ -39,8 +42,7 @@ use crate::{
         decide,
         decide::Decision,
         flow::{FlowKey, FlowTable, InsertResult},
-        media::{MediaBindings, MediaRegistry},
-        napt::{Bound, NaptTable},
+        napt::NaptTable,
         Direction, L3Action, L3Mode, LeakPolicy, MalformedPolicy,
     },
     rewrite::{
@@ -105,94 +107,6 @@ pub struct Env<'a, E: Egress> {
     pub link: Link,
     /// Milliseconds on the caller's clock (reassembly timeouts; flows use seconds).
     pub now_ms: u64,
-}
-
-/// The media binding registry and where its bindings are installed.
-#[derive(Clone, Copy)]
-pub struct MediaEnv<'a> {
-    pub registry: &'a MediaRegistry,
-    pub sink: &'a dyn MediaBindings,
-}
-
-/// The rewrite's [`MediaPorts`] for one SIP message of dialog `call`: binds in the
-/// registry (the dialog's SDP generation begun at the first port).
-struct MediaAlloc<'a> {
-    env: MediaEnv<'a>,
-    dataplane: &'a Dataplane,
-    call: u64,
-    now_s: u32,
-    /// The dialog's SDP generation + 1 once begun (0: not yet).
-    generation: core::sync::atomic::AtomicU64,
-}
-
-impl MediaAlloc<'_> {
-    /// The generation begun by this message's SDP, if it named media of ours.
-    fn generation(&self) -> Option<u32> {
-        match self.generation.load(core::sync::atomic::Ordering::Relaxed) {
-            0 => None,
-            g => Some((g - 1) as u32),
-        }
-    }
-}
-
-impl core::fmt::Debug for MediaAlloc<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("MediaAlloc")
-            .field("call", &self.call)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MediaPorts for MediaAlloc<'_> {
-    fn media_port(&self, internal: core::net::SocketAddr) -> Option<u16> {
-        let cfg = &self.dataplane.config;
-        let external = cfg
-            .rule_for(internal.ip())
-            .and_then(|r| cfg.external_of(r, internal.ip(), &self.dataplane.external))?;
-        let g = match self.generation() {
-            Some(g) => g,
-            None => {
-                let g = self.env.registry.begin_sdp(self.call);
-                self.generation
-                    .store(u64::from(g) + 1, core::sync::atomic::Ordering::Relaxed);
-                g
-            }
-        };
-        self.env.registry.bind(
-            self.call,
-            g,
-            internal,
-            crate::nat::addr::canonical(external),
-            self.env.sink,
-            self.now_s,
-        )
-    }
-}
-
-/// What the media bindings need to know of a SIP message: its dialog and whether it ends
-/// the dialog (BYE, CANCEL, an error final response to INVITE).
-fn dialog_of(msg: &[u8]) -> Option<(u64, bool)> {
-    use crate::sip::message::{self as m, StartLine};
-    let (start, mut pos) = m::start_line(msg).ok()?;
-    let mut call = None;
-    let mut cseq_invite = false;
-    while let Ok(Some((h, next))) = m::header(msg, pos) {
-        let name = &msg[h.name.clone()];
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            call.get_or_insert(crate::nat::media::call_hash(&msg[h.value.clone()]));
-        } else if h.kind == m::Kind::CSeq {
-            cseq_invite = m::cseq_method(&msg[h.value.clone()]).eq_ignore_ascii_case(b"INVITE");
-        }
-        pos = next;
-    }
-    let ends = match start {
-        StartLine::Request { method, .. } => {
-            let me = &msg[method];
-            me.eq_ignore_ascii_case(b"BYE") || me.eq_ignore_ascii_case(b"CANCEL")
-        }
-        StartLine::Response { code } => code >= 300 && cseq_invite,
-    };
-    Some((call?, ends))
 }
 
 /// Which buffer holds the packet an action refers to.
@@ -492,36 +406,17 @@ impl Pipeline {
             // datagrams by port): it is not ours.
             return kernel(at, C::SlowNotSipPort, b);
         }
-        let cfg = &dp.config;
-        let ext = dp.external;
-        let (direction, l3, internal, napt) =
-            match decide_and_map(env, side, &layout, sport, dport, b) {
-                Ok(d) => d,
-                Err(Early::Kernel(reason)) => return kernel(at, reason, b),
-                Err(Early::Drop(reason)) => return Action::Drop(reason),
-            };
+        let ports = (sport, dport);
+        let (direction, l3, internal, napt) = match decide_and_map(env, side, &layout, ports, b) {
+            Ok(d) => d,
+            Err(Early::Kernel(reason)) => return kernel(at, reason, b),
+            Err(Early::Drop(reason)) => return Action::Drop(reason),
+        };
         let gate = dp.gate(direction);
-        // Media bindings: the message's dialog, and an allocator for its outbound SDP.
-        let dialog = match (env.media, layout.udp(buf!())) {
-            (Some(_), Some((_, _, p, n))) => buf!().get(p..p + n).and_then(dialog_of),
-            _ => None,
-        };
-        let alloc = match (env.media, dialog, direction) {
-            // (Behind a 1:1 NAT, `l3 = "keep"`, the provider translates media.)
-            (Some(m), Some((call, _)), Direction::Outbound) if cfg.l3 == L3Mode::Snat => {
-                Some(MediaAlloc {
-                    env: m,
-                    dataplane: dp,
-                    call,
-                    now_s: (env.now_ms / 1000) as u32,
-                    generation: core::sync::atomic::AtomicU64::new(0),
-                })
-            }
-            _ => None,
-        };
+        let (dialog, alloc) = bindings::media_alloc(env, direction, buf!(), &layout);
         let ctx = Context {
-            config: cfg,
-            external: ext,
+            config: &dp.config,
+            external: dp.external,
             direction,
             internal,
             // Our side's port: outbound the UA's, inbound the external one.
@@ -531,15 +426,8 @@ impl Pipeline {
         };
         let mut r = match self.rewrite(buf!(), &layout, &ctx, gate, l3) {
             Ok(r) => r,
-            Err(PacketError::NotUdp) | Err(PacketError::FamilyMismatch) => {
-                if napt.is_some() {
-                    // (Cannot happen: decided from this packet's UDP header.) Never to
-                    // the kernel with its internal port.
-                    b.inc(C::DropWouldLeak);
-                    return Action::Drop(C::DropWouldLeak);
-                }
-                return kernel(at, C::SlowNotUdp, b);
-            }
+            Err(_) if napt.is_some() => return counted_drop(C::DropWouldLeak, b), // no internal port out
+            Err(_) => return kernel(at, C::SlowNotUdp, b),
         };
         if r.sip == Outcome::TooBig && at == At::Frame {
             // Does not fit the frame (nothing was changed): redo the rewrite, and only
@@ -555,39 +443,13 @@ impl Pipeline {
                 Err(_) => return kernel(at, C::SlowNotUdp, b),
             };
         }
-        if let Some(drop) = counted_outcome(&r, cfg, reassembled.is_some(), b) {
+        if let Some(drop) = counted_outcome(&r, &dp.config, reassembled.is_some(), b) {
             return drop;
         }
-        if napt.is_some() {
-            b.inc(C::NaptTranslated);
-        }
-        if let (Some(m), Some((call, ends))) = (env.media, dialog) {
-            if ends {
-                m.registry.end_call(call, m.sink);
-            } else if let Some(g) = alloc.as_ref().and_then(MediaAlloc::generation) {
-                // This SDP named the dialog's media: the bindings it no longer names go.
-                m.registry.end_sdp(call, g, m.sink);
-            }
-        }
-        if let (Some(expires), true) = (r.registered_s, dp.napt.is_some()) {
-            // A registration through a NAPT binding: the binding lives as long.
-            if let Some(internal) = internal {
-                let now_s = (env.now_ms / 1000) as u32;
-                let port = napt.map_or(dport, |n| n.internal_port);
-                env.napt.extend(
-                    layout.dst,
-                    dport,
-                    internal,
-                    port,
-                    now_s,
-                    now_s.saturating_add(expires),
-                );
-            }
-        }
+        bindings::after_rewrite(env, &layout, dport, internal, napt, &r, dialog, &alloc, b);
         let buf = buf!();
         if !decrement_ttl(buf, &layout) {
-            b.inc(C::DropTtl);
-            return Action::Drop(C::DropTtl);
+            return counted_drop(C::DropTtl, b);
         }
         let action = egress(
             env,
@@ -795,7 +657,7 @@ pub fn kernel_pieces(
 }
 
 /// Why a packet leaves the rewrite path before its payload is rewritten.
-enum Early {
+pub(super) enum Early {
     /// To the kernel as it came, counted under this reason.
     Kernel(C),
     /// Dropped (already counted).
@@ -858,8 +720,7 @@ fn decide_and_map<E: Egress>(
     env: &Env<'_, E>,
     side: Side,
     layout: &Layout,
-    sport: u16,
-    dport: u16,
+    (sport, dport): (u16, u16),
     b: &mut Batch,
 ) -> Result<(Direction, L3Action, Option<IpAddr>, Option<Napt>), Early> {
     let dp = env.dataplane;
@@ -922,33 +783,8 @@ fn decide_and_map<E: Egress>(
             .rule_for(layout.src)
             .is_some_and(|r| r.internal.single_host().is_none())
         {
-            let mut ext_port = sport;
-            if let Some(range) = dp.napt {
-                match env.napt.outbound(new_src, layout.src, sport, range, now_s) {
-                    Bound::Existing(p) => ext_port = p,
-                    Bound::Preserved(p) => {
-                        b.inc(C::NaptPreserved);
-                        ext_port = p;
-                    }
-                    Bound::Allocated(p) => {
-                        b.inc(C::NaptAllocated);
-                        ext_port = p;
-                    }
-                    Bound::Exhausted => {
-                        // Without a port of its own it could only leave with another
-                        // host's port or its internal one: it does not leave.
-                        b.inc(C::DropNatPortsExhausted);
-                        return Err(Early::Drop(C::DropNatPortsExhausted));
-                    }
-                }
-                if ext_port != sport {
-                    napt = Some(Napt {
-                        internal: crate::nat::addr::canonical(layout.src),
-                        internal_port: sport,
-                        external_port: ext_port,
-                    });
-                }
-            }
+            let (ext_port, bound) = bindings::napt_bind(env, new_src, layout.src, sport, now_s, b)?;
+            napt = bound;
             let key = FlowKey::new(new_src, ext_port, layout.dst, dport);
             match env.flows.insert_port(key, layout.src, sport, now_s) {
                 InsertResult::Inserted => b.inc(C::FlowInserted),
@@ -976,6 +812,12 @@ fn decide_and_map<E: Egress>(
         }
     }
     Ok((direction, l3, internal, napt))
+}
+
+/// Counts `reason` and drops.
+fn counted_drop(reason: C, b: &mut Batch) -> Action {
+    b.inc(reason);
+    Action::Drop(reason)
 }
 
 /// Counts what the rewrite found; the drop its outcome calls for under the policies, if
@@ -1058,7 +900,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        nat::{ExternalAddrs, Net, RewriteConfig},
+        nat::{media::MediaRegistry, ExternalAddrs, Net, RewriteConfig},
         wire::emit::UdpFrame,
     };
 

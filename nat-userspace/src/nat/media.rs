@@ -145,7 +145,7 @@ impl MediaRegistry {
     pub fn new(range: PortRange) -> MediaRegistry {
         let first = range.first.saturating_add(range.first & 1);
         let pairs = if range.last > first {
-            (usize::from(range.last - first) + 1) / 2
+            usize::from(range.last - first).div_ceil(2)
         } else {
             0
         };
@@ -306,15 +306,12 @@ impl MediaRegistry {
         let mut g = lock(&self.inner);
         let mut n = 0;
         // No allocation: walk a snapshot of keys one at a time.
-        loop {
-            let Some((internal, e)) = g
-                .by_internal
-                .iter()
-                .find(|(i, e)| f(**i, e))
-                .map(|(i, e)| (*i, *e))
-            else {
-                break;
-            };
+        while let Some((internal, e)) = g
+            .by_internal
+            .iter()
+            .find(|(i, e)| f(**i, e))
+            .map(|(i, e)| (*i, *e))
+        {
             g.by_internal.remove(&internal);
             self.release(&mut g, internal, e.external, sink);
             n += 1;

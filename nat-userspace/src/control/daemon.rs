@@ -179,6 +179,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         (old.control.group != new.control.group, "control.group"),
         (old.control.bpffs != new.control.bpffs, "control.bpffs"),
         (old.datapath != new.datapath, "[datapath]"),
+        (
+            old.media.enabled != new.media.enabled
+                || old.media.port_range.get_ref() != new.media.port_range.get_ref()
+                || old.media.idle_timeout != new.media.idle_timeout,
+            "[media]",
+        ),
         (old.log.level != new.log.level, "log.level"),
     ];
     checks

@@ -97,6 +97,8 @@ fn outbound(config: &RewriteConfig, ext: Ipv4Addr) -> Context<'_> {
         direction: Direction::Outbound,
         internal: None,
         local_port: None,
+        napt: None,
+        media: None,
     }
 }
 
@@ -530,6 +532,8 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
             direction: Direction::Outbound,
             internal: None,
             local_port: None,
+            napt: None,
+            media: None,
         };
         // The thread's edit list, as the reference's: no per-thread setup in the bench.
         rewrite_message_fast_tls(b, len, &ctx, &gate)
@@ -541,6 +545,8 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
             direction: Direction::Outbound,
             internal: None,
             local_port: None,
+            napt: None,
+            media: None,
         };
         reference::rewrite_message(b, len, &ctx)
     };

@@ -130,6 +130,8 @@ fn main() {
         direction: Direction::Outbound,
         internal: None,
         local_port: None,
+        napt: None,
+        media: None,
     };
     // Built once, as the worker's snapshot does.
     let gate = Gate::of(&ctx);

@@ -220,6 +220,7 @@ pub struct Run {
 fn run_pipeline(buf: &mut [u8], frame_len: usize, i: usize, inbound: bool, use_flow: bool) -> Run {
     let v = &variants()[i];
     let flows = FlowTable::new(64, 300);
+    let napt = sipnat::nat::napt::NaptTable::new(64, 300);
     if let (true, true, Ok(l)) = (inbound, use_flow, parse(&buf[..frame_len], Link::Ethernet)) {
         if let Some((sport, dport, _, _)) = l.udp(&buf[..frame_len]) {
             let internal = if l.ipv6 {
@@ -233,6 +234,8 @@ fn run_pipeline(buf: &mut [u8], frame_len: usize, i: usize, inbound: bool, use_f
     let env = Env {
         dataplane: &dataplanes()[i],
         flows: &flows,
+        napt: &napt,
+        media: None,
         egress: &Direct,
         link: Link::Ethernet,
         now_ms: 0,
@@ -586,6 +589,8 @@ pub fn message(msg: &[u8]) {
             direction: Direction::Outbound,
             internal: None,
             local_port: None,
+            napt: None,
+            media: None,
         };
         if let Some(first) = message_once(msg, TAILROOM, &out, v.name) {
             // Idempotence: a second pass over the output changes nothing.
@@ -625,6 +630,7 @@ pub fn message(msg: &[u8]) {
                 internal,
                 // A REGISTER 2xx naming this port gets the UA's own binding restored.
                 local_port: Some(5060),
+                napt: None,
                 ..out
             };
             message_once(msg, TAILROOM, &inb, v.name);
@@ -687,6 +693,8 @@ pub fn differential(data: &[u8]) {
         direction,
         internal,
         local_port: Some(5060),
+        napt: None,
+        media: None,
     };
     let tailroom = if sel & 0x40 != 0 { 0 } else { TAILROOM };
     let mut fast = with_tailroom(rest, tailroom);

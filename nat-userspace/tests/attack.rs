@@ -420,9 +420,10 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
          add chain ip attack_nat post { type nat hook postrouting priority 100; }; \
          add rule ip attack_nat post oifname \"gwout\" ip saddr 10.0.0.0/24 masquerade",
     ]);
+    // The NAPT range apart from the ports the 200,000-flow case's UA preserves.
     let cfg = t.config_full(
         "gw",
-        "",
+        "port_range = \"60000-60999\"",
         "metrics = \"127.0.0.1:9562\"\ngroup = \"nogroup\"",
         "[datapath]\nreassembly_timeout_ms = 1000\n",
     );
@@ -635,6 +636,33 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
     // The table has 2 × flow_table_size slots (load ≤ 0.5): at least the excess is evicted.
     let evictions_ok = evicted >= 200_000 - 2 * 65_536;
 
+    // 8b. What was a flow collision: 50 hosts of the inside network send from one port
+    // to one remote. With NAPT each leaves from a port of its own (the first keeps its
+    // port, the others get one of nat.port_range), rewritten; none unrewritten (the car
+    // endpoint counts a leak for any internal address), none lost.
+    let st = run.sipnat.stats();
+    let (pres0, alloc0) = (total(&st, "napt_preserved"), total(&st, "napt_allocated"));
+    let hosts: Vec<Vec<u8>> = (0..50u8)
+        .map(|h| {
+            let src = [10, 0, 0, 100 + h];
+            let msg = format!(
+                "OPTIONS sip:{CAR_IP} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.{}:5070;rport;branch=z9hG4bKn{h}\r\n\
+                 Contact: <sip:u@10.0.0.{}:5070>\r\nCall-ID: n{h}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                100 + h,
+                100 + h
+            );
+            raw4(src, CAR4, 7000 + u16::from(h), 0, false, &udp(5070, 5060, msg.as_bytes()))
+        })
+        .collect();
+    run.case("50 hosts, one port, one remote (NAPT)", true, |r| {
+        send_raw_ipv4_paced(&r.t.ua, hosts, 5_000)
+    });
+    let st = run.sipnat.stats();
+    let napt_ok = (
+        total(&st, "napt_preserved") - pres0,
+        total(&st, "napt_allocated") - alloc0,
+    ) == (1, 49);
+
     // 9. Non-SIP fragmented UDP, both ways: handed to the kernel exactly as it arrived.
     let non_sip_out = Endpoint::bind(&run.t.car, (CAR_IP, 9999), false);
     let non_sip_in = Endpoint::bind(&run.t.ua, (UA_IP, 9999), false);
@@ -826,6 +854,10 @@ fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
             run.car.first_leak.lock().unwrap()
         );
     }
+    assert!(
+        napt_ok,
+        "50 hosts on one port: expected 1 port preserved and 49 allocated (napt_preserved, napt_allocated)"
+    );
     assert!(
         evictions_ok,
         "{evicted} flow evictions counted, expected ≥ {}",

@@ -117,6 +117,8 @@ const CASES: &[&str] = &[
     "flow_table_size_zero",
     "flow_table_size_too_big",
     "flow_idle_timeout_zero",
+    "port_range_bad",
+    "media_port_range_overlaps",
     // [control].
     "bad_metrics",
     "socket_empty",

@@ -54,6 +54,8 @@ fn check_message(name: &str, input: &[u8], tally: &mut Tally) {
         direction: Direction::Outbound,
         internal: None,
         local_port: None,
+        napt: None,
+        media: None,
     };
     let r = rewrite_message(&mut buf, input.len(), &ctx);
     tally.messages += 1;
@@ -187,6 +189,8 @@ fn every_sip_packet_of_the_captures() {
                 direction,
                 internal,
                 local_port: None,
+                napt: None,
+                media: None,
             };
             let r = rewrite_packet(&mut buf, &layout, &ctx, l3).expect("whole UDP datagram");
             buf.truncate(r.len);

@@ -60,6 +60,7 @@ fn exposition() -> String {
         }],
         totals: C::ALL.iter().map(|c| (c.name(), 1)).collect(),
         flows_live: 1,
+        bindings: Default::default(),
         external_rejected: 1,
         nexthops: 1,
         external: ExternalState {

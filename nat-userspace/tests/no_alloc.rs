@@ -20,11 +20,15 @@ use std::{
 
 use etherparse::PacketBuilder;
 use sipnat::{
-    nat::{addr::never_rewritten, Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
+    nat::{
+        addr::never_rewritten,
+        napt::{Bound, NaptTable, PortRange},
+        Direction, ExternalAddrs, L3Action, Net, RewriteConfig,
+    },
     rewrite::{
         edits::Edits,
         packet::{rewrite_packet, rewrite_packet_gated, udp_checksum_ok},
-        reference, rewrite_message, rewrite_message_in, Changes, Context, Gate, Outcome,
+        reference, rewrite_message, rewrite_message_in, Changes, Context, Gate, Napt, Outcome,
     },
     sip::addr::parse_ip,
     wire::{self, Link},
@@ -131,6 +135,8 @@ fn ctx(config: &RewriteConfig, ext: Ipv4Addr, direction: Direction) -> Context<'
         direction,
         internal: None,
         local_port: None,
+        napt: None,
+        media: None,
     }
 }
 
@@ -379,6 +385,86 @@ fn rewriter_allocates_nothing() {
         "CarrierInviteSdp inbound",
         message_case("CarrierInviteSdp inbound", &back_payload, &inbound, want),
     ));
+
+    // NAPT: the INVITE from a host whose port 5060 is bound to external port 20001 (UDP
+    // source port and SIP ports translated), and back; and the binding table's calls of a
+    // packet of a bound endpoint (lookup, refresh; inbound lookup).
+    let napt = Some(Napt {
+        internal: IpAddr::V4(CARRIER_HOST),
+        internal_port: 5060,
+        external_port: 20001,
+    });
+    let out_napt = Context { napt, ..out };
+    let napt_want = {
+        let mut buf = work(&f);
+        let layout = wire::parse(&buf, Link::Ethernet).expect("parses");
+        let r = rewrite_packet(&mut buf, &layout, &out_napt, snat).expect("UDP");
+        let out = wire::parse(&buf[..r.len], Link::Ethernet).expect("parses");
+        assert_eq!(out.udp(&buf[..r.len]).expect("udp").0, 20001, "source port");
+        r.sip
+    };
+    assert!(matches!(napt_want, Outcome::Rewritten(_)));
+    let (counts, translated) = packet_case(
+        "CarrierInviteSdpPacket napt",
+        &f,
+        &out_napt,
+        snat,
+        napt_want,
+    );
+    results.push(("CarrierInviteSdpPacket napt", counts));
+    let layout = wire::parse(&translated, Link::Ethernet).expect("parses");
+    let (_, _, p, n) = layout.udp(&translated).expect("udp");
+    let back = frame(CARRIER_PEER, EXT_CARRIER, &translated[p..p + n]);
+    let mut back = back;
+    // To the external port.
+    let l = wire::parse(&back, Link::Ethernet).expect("parses");
+    back[l.l4 + 2..l.l4 + 4].copy_from_slice(&20001u16.to_be_bytes());
+    back[l.l4 + 6..l.l4 + 8].copy_from_slice(&[0, 0]);
+    let in_napt = Context {
+        napt,
+        local_port: Some(20001),
+        ..inbound
+    };
+    let (counts, restored) = packet_case(
+        "CarrierInviteSdpPacket napt inbound",
+        &back,
+        &in_napt,
+        restore,
+        want,
+    );
+    let layout = wire::parse(&restored, Link::Ethernet).expect("parses");
+    let (_, dport, p, n) = layout.udp(&restored).expect("udp");
+    assert_eq!(dport, 5060);
+    // Restored, but for the port a URI left out (the default 5060, which NAPT
+    // translated): it comes back written.
+    let want_back =
+        String::from_utf8_lossy(&invite).replace("alice@10.88.0.2>", "alice@10.88.0.2:5060>");
+    assert_eq!(
+        String::from_utf8_lossy(&restored[p..p + n]),
+        want_back,
+        "NAPT inbound restores it"
+    );
+    results.push(("CarrierInviteSdpPacket napt inbound", counts));
+    let table = NaptTable::new(1024, 300);
+    let range = PortRange {
+        first: 20000,
+        last: 29999,
+    };
+    let (e, h) = (IpAddr::V4(EXT_CARRIER), IpAddr::V4(CARRIER_HOST));
+    table.outbound(e, IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 5060, range, 1);
+    assert_eq!(
+        table.outbound(e, h, 5060, range, 1),
+        Bound::Allocated(20000)
+    );
+    let counts = counted(|| {
+        for i in 0..CALLS {
+            let now = 1 + (i / 100) as u32;
+            let b = table.outbound(black_box(e), black_box(h), 5060, range, now);
+            assert_eq!(b, Bound::Existing(20000));
+            assert_eq!(table.inbound(e, 20000, now), Some((h, 5060)));
+        }
+    });
+    results.push(("NaptTable outbound + inbound", counts));
 
     println!("\nallocations per op:");
     for (name, (n, _)) in &results {

@@ -143,6 +143,8 @@ fn rewrite(cfg: &RewriteConfig, input: &[u8]) -> (Vec<u8>, Outcome, u16) {
         direction: Direction::Outbound,
         internal: None,
         local_port: None,
+        napt: None,
+        media: None,
     };
     let r = rewrite_message(&mut buf, input.len(), &ctx);
     buf.truncate(r.len);
@@ -182,7 +184,7 @@ proptest! {
         let cfg = config();
         let mut buf = bytes.clone();
         buf.resize(bytes.len() + tail, 0);
-        let ctx = Context { config: &cfg, external: ext(), direction: Direction::Outbound, internal: None , local_port: None };
+        let ctx = Context { config: &cfg, external: ext(), direction: Direction::Outbound, internal: None , local_port: None, napt: None, media: None };
         let r = rewrite_message(&mut buf, bytes.len(), &ctx);
         prop_assert!(r.len <= buf.len());
         if !matches!(r.outcome, Outcome::Rewritten(_)) {

@@ -170,7 +170,8 @@ fn demo(
         format!(
             "[interfaces]\ninside = \"gwin\"\noutside = \"gwout\"\nsip_ports = [5060]\n\n\
              [nat]\nexternal_ip = \"{ext}\"\n\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\n\n\
-             [control]\nsocket = \"{sock}\"\nmetrics = \"\"\nbpffs = \"{pins}/sipnat\"\n",
+             [control]\nsocket = \"{sock}\"\nmetrics = \"\"\nbpffs = \"{pins}/sipnat\"\n\n\
+             [media]\n# The load test verifies SDP byte for byte, media ports included.\nenabled = false\n",
             ext = topo::GW_OUT_IP,
             sock = sock.display(),
             pins = scratch.bpffs.display()

@@ -55,6 +55,68 @@ pub fn simple(sock: anyhow::Result<PathBuf>, cmd: Command) -> ExitCode {
     }
 }
 
+/// `sipnat flows`: the NAPT bindings and the media bindings, as tables or JSON.
+pub fn flows(sock: anyhow::Result<PathBuf>, addr: Option<String>, json: bool) -> ExitCode {
+    match sock.and_then(|s| call(&s, Command::Flows { addr })) {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", flows_table(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// The two tables of `sipnat flows`.
+fn flows_table(v: &Value) -> String {
+    let mut out = String::new();
+    let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let s = |x: &Value| match x {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let sip = rows("sip");
+    out.push_str(&format!(
+        "SIP (NAPT) bindings: {}\n{:<44} {:<44} {:>10}\n",
+        sip.len(),
+        "internal",
+        "external",
+        "expires_s"
+    ));
+    for b in &sip {
+        out.push_str(&format!(
+            "{:<44} {:<44} {:>10}\n",
+            s(&b["internal"]),
+            s(&b["external"]),
+            s(&b["expires_in_s"])
+        ));
+    }
+    let media = rows("media");
+    out.push_str(&format!(
+        "media bindings (RTP; RTCP on the next port): {}\n{:<44} {:<44} {:>7} {:>7}  call\n",
+        media.len(),
+        "internal",
+        "external",
+        "age_s",
+        "idle_s"
+    ));
+    for m in &media {
+        out.push_str(&format!(
+            "{:<44} {:<44} {:>7} {:>7}  {}\n",
+            s(&m["internal"]),
+            s(&m["external"]),
+            s(&m["age_s"]),
+            s(&m["idle_s"]),
+            s(&m["call"])
+        ));
+    }
+    out
+}
+
 pub fn status(sock: anyhow::Result<PathBuf>, json: bool) -> ExitCode {
     match sock.and_then(|s| call(&s, Command::Status)) {
         Ok(v) if json => {
@@ -264,8 +326,10 @@ fn table(v: &Value, prev: Option<(f64, &Value)>) -> String {
         ));
     }
     s.push_str(&format!(
-        "flows live {}, next hops {}, uptime {:.0}s\n",
+        "flows live {}, NAPT bindings {}, media bindings {}, next hops {}, uptime {:.0}s\n",
         v["flows"]["live"],
+        v["bindings"]["napt_live"],
+        v["bindings"]["media_live"],
         v["nexthops"],
         v["uptime_s"].as_f64().unwrap_or(0.0)
     ));

@@ -42,6 +42,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Per-interface and per-worker counters, rewrites by kind, drops by reason, pps.
     Stats(StatsArgs),
+    /// NAPT bindings of SIP endpoints and media bindings learned from SDP.
+    Flows(FlowsArgs),
     /// Change a setting of the running daemon.
     #[command(subcommand)]
     Set(SetCommand),
@@ -102,6 +104,18 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct FlowsArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Only the bindings with this internal or external address.
+    #[arg(long, value_name = "IP")]
+    pub addr: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum SetCommand {
     /// Publish a new external address to the workers (hitless).
@@ -137,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(&a.config),
         Command::Status(a) => control::status(control::socket(g, &a.control), a.json),
         Command::Stats(a) => control::stats(control::socket(g, &a.control), a.watch, a.json),
+        Command::Flows(a) => control::flows(control::socket(g, &a.control), a.addr, a.json),
         Command::Set(SetCommand::ExternalIp { addr, control: c }) => control::simple(
             control::socket(g, &c),
             crate::control::protocol::Command::SetExternalIp { addr },

@@ -22,7 +22,7 @@ use super::{EXIT_FAILURE, EXIT_USAGE};
 use crate::{
     config::{Config, ExternalSource},
     datapath::{
-        pipeline::{self, Action, At, Egress, Env, Pipeline, Route, Side},
+        pipeline::{self, Action, At, Egress, Env, MediaEnv, Pipeline, Route, Side},
         stats::{Batch, C},
         Dataplane,
     },
@@ -30,6 +30,8 @@ use crate::{
     loadtest::link_of,
     nat::{
         flow::{FlowKey, FlowTable},
+        media::{InMemoryBindings, MediaRegistry},
+        napt::NaptTable,
         ExternalAddrs, L3Mode, Net, RewriteConfig,
     },
     rewrite::Changes,
@@ -126,6 +128,9 @@ pub fn run(a: RewriteArgs) -> ExitCode {
 struct Offline {
     dataplane: Dataplane,
     flows: FlowTable,
+    napt: NaptTable,
+    /// Media bindings (`[media]` of `-c`), installed in memory.
+    media: Option<(MediaRegistry, InMemoryBindings)>,
     pipe: Pipeline,
     batch: Batch,
     side: Side,
@@ -152,6 +157,8 @@ impl Offline {
         let mut ext = ExternalAddrs::default();
         let mut sip_ports = vec![5060];
         let mut flows = (65536, 300);
+        let mut napt = None;
+        let mut media = None;
         let mut reasm = ReasmLimits::default();
         let mut steer_fragments = true;
         let mut cfg = match &a.config {
@@ -176,6 +183,12 @@ impl Offline {
                 sip_ports.clone_from(c.interfaces.sip_ports.get_ref());
                 steer_fragments = c.interfaces.steer_fragments;
                 flows = (c.nat.flow_table_size, c.nat.flow_idle_timeout);
+                napt = c.nat.napt_range();
+                media = c
+                    .media
+                    .range()
+                    .filter(|_| c.media.enabled)
+                    .map(|r| (MediaRegistry::new(r), InMemoryBindings::default()));
                 reasm = c.datapath.reasm_limits();
                 c.rewrite_config()
             }
@@ -212,8 +225,10 @@ impl Offline {
             return Err(format!("--mtu {} is below the IPv4 minimum of 68", a.mtu));
         }
         Ok(Offline {
-            dataplane: Dataplane::new(cfg, ext, &sip_ports),
+            dataplane: Dataplane::new(cfg, ext, &sip_ports).with_napt(napt),
             flows: FlowTable::new(flows.0, flows.1),
+            napt: NaptTable::new(flows.0, flows.1),
+            media,
             pipe: Pipeline::new(reasm, 0),
             batch: Batch::default(),
             side: match a.direction {
@@ -239,6 +254,11 @@ impl Offline {
         let env = Env {
             dataplane: &self.dataplane,
             flows: &self.flows,
+            napt: &self.napt,
+            media: self.media.as_ref().map(|(r, s)| MediaEnv {
+                registry: r,
+                sink: s,
+            }),
             egress: &egress,
             link,
             now_ms,

@@ -113,7 +113,15 @@ pub(crate) fn sort_problems(list: &mut [Problem]) {
 pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
     (
         "",
-        &["interfaces", "nat", "rewrite", "control", "datapath", "log"],
+        &[
+            "interfaces",
+            "nat",
+            "rewrite",
+            "media",
+            "control",
+            "datapath",
+            "log",
+        ],
     ),
     (
         "interfaces",
@@ -138,6 +146,7 @@ pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
             "rule",
             "flow_table_size",
             "flow_idle_timeout",
+            "port_range",
         ],
     ),
     ("nat.rule", &["internal", "external", "ports"]),
@@ -159,6 +168,7 @@ pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
             "max_datagram",
         ],
     ),
+    ("media", &["enabled", "port_range", "idle_timeout"]),
     ("log", &["level"]),
 ];
 

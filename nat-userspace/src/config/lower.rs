@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::schema::{Config, Datapath, ExternalSource};
+use super::schema::{Config, Datapath, ExternalSource, Nat};
 use crate::nat::{external::AddrClass, Net, PortMap, RewriteConfig, Rule};
 
 impl Config {
@@ -76,6 +76,20 @@ impl Config {
             leak: self.rewrite.leak,
             enabled: true,
         }
+    }
+}
+
+impl Nat {
+    /// The NAPT port range (`None`: off, or invalid — `validate` reports that).
+    pub fn napt_range(&self) -> Option<crate::nat::napt::PortRange> {
+        crate::nat::napt::PortRange::parse(self.port_range.get_ref())
+    }
+}
+
+impl super::schema::Media {
+    /// The media port range (`None`: invalid — `validate` reports that).
+    pub fn range(&self) -> Option<crate::nat::napt::PortRange> {
+        crate::nat::napt::PortRange::parse(self.port_range.get_ref())
     }
 }
 

@@ -20,6 +20,7 @@ pub struct Config {
     pub interfaces: Interfaces,
     pub nat: Nat,
     pub rewrite: RewriteOptions,
+    pub media: Media,
     pub control: Control,
     pub datapath: Datapath,
     pub log: Log,
@@ -178,6 +179,9 @@ pub struct Nat {
     pub flow_table_size: u32,
     /// Idle timeout of a flow-table entry, seconds.
     pub flow_idle_timeout: u32,
+    /// Port translation (NAPT) of network rules: `"FIRST-LAST"`, the external ports for
+    /// internal endpoints whose own port is taken; `""`: off (ports kept).
+    pub port_range: Spanned<String>,
 }
 
 impl Default for Nat {
@@ -194,6 +198,7 @@ impl Default for Nat {
             rule: Vec::new(),
             flow_table_size: 65536,
             flow_idle_timeout: 300,
+            port_range: Spanned::new(0..0, "20000-29999".into()),
         }
     }
 }
@@ -335,6 +340,27 @@ impl Default for Datapath {
             reassembly_timeout_ms: 2000,
             max_fragments: 64,
             max_datagram: 65535,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// Media NAT: bindings learned from SDP, RTP/RTCP translated by the XDP program.
+    pub enabled: bool,
+    /// External media ports, `"FIRST-LAST"`: RTP on the even ones, RTCP the odd one after.
+    pub port_range: Spanned<String>,
+    /// Seconds without a packet after which a binding is removed.
+    pub idle_timeout: u32,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            enabled: true,
+            port_range: Spanned::new(0..0, "30000-39999".into()),
+            idle_timeout: 60,
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::{
         worker::{self, Ready, WorkerConfig},
         Clock, Dataplane, Shared,
     },
-    nat::{external::check_external, flow::FlowTable, ExternalAddrs},
+    nat::{external::check_external, flow::FlowTable, napt::NaptTable, ExternalAddrs},
     snapshot::Published,
     sys::NapiDefer,
     xdp::{media::MediaMaps, AttachedMode, PinLifetime, Side, SteeringConfig, SteeringProgram},
@@ -179,6 +179,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         (old.control.group != new.control.group, "control.group"),
         (old.control.bpffs != new.control.bpffs, "control.bpffs"),
         (old.datapath != new.datapath, "[datapath]"),
+        (
+            old.media.enabled != new.media.enabled
+                || old.media.port_range.get_ref() != new.media.port_range.get_ref()
+                || old.media.idle_timeout != new.media.idle_timeout,
+            "[media]",
+        ),
         (old.log.level != new.log.level, "log.level"),
     ];
     checks
@@ -273,10 +279,10 @@ fn attach_programs(cfg: &Config) -> anyhow::Result<(Programs, PathBuf, PinLifeti
     Ok((programs, pin_root, pins))
 }
 
-/// Whether XDP translates media matching a binding (RTP/RTCP NAT in XDP). Always on for
-/// now: with no binding installed it changes nothing (a miss keeps today's verdict).
-fn set_media_nat(p: &mut SteeringProgram, _cfg: &Config) -> anyhow::Result<()> {
-    p.set_media_nat(true)?;
+/// Whether XDP translates media matching a binding (RTP/RTCP NAT in XDP): `[media]
+/// enabled`. With no binding installed it changes nothing (a miss keeps today's verdict).
+fn set_media_nat(p: &mut SteeringProgram, cfg: &Config) -> anyhow::Result<()> {
+    p.set_media_nat(cfg.media.enabled)?;
     Ok(())
 }
 
@@ -316,13 +322,18 @@ impl Daemon {
         let slow = SlowPath::new()
             .context("opening raw sockets for the kernel slow path (needs CAP_NET_RAW)")?;
         let shared = Arc::new(Shared {
-            dataplane: Published::new(Dataplane::new(
-                cfg.rewrite_config(),
-                external,
-                cfg.interfaces.sip_ports.get_ref(),
-            )),
+            dataplane: Published::new(
+                Dataplane::new(
+                    cfg.rewrite_config(),
+                    external,
+                    cfg.interfaces.sip_ports.get_ref(),
+                )
+                .with_napt(cfg.nat.napt_range()),
+            ),
             nexthops,
             flows: FlowTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
+            napt: NaptTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
+            media: crate::control::media::shared_media(&cfg, &programs.media),
             clock: Clock::default(),
             stop,
             slow,
@@ -355,6 +366,9 @@ impl Daemon {
             daemon.set_enabled(false)?;
         }
         daemon.spawn_ticker();
+        let reaper = crate::control::media::spawn_reaper(Arc::clone(&daemon.shared))
+            .context("spawning the media reaper")?;
+        daemon.threads.lock().expect("threads lock").push(reaper);
         if let Err(e) = daemon.spawn_workers(&cfg, &queues) {
             daemon.shutdown();
             return Err(e);
@@ -686,7 +700,8 @@ impl Daemon {
                 new.rewrite_config(),
                 external,
                 new.interfaces.sip_ports.get_ref(),
-            );
+            )
+            .with_napt(new.nat.napt_range());
             if e.addrs != external {
                 tracing::info!("external address {external} (from the reloaded config)");
                 e.updated = Some(SystemTime::now());

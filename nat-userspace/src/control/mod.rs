@@ -9,6 +9,7 @@ pub mod client;
 pub mod daemon;
 pub mod external;
 pub mod limits;
+pub mod media;
 pub mod metrics;
 pub mod protocol;
 pub mod report;

@@ -20,7 +20,14 @@ pub enum Command {
     Enable,
     Disable,
     Reload,
-    SetExternalIp { addr: String },
+    SetExternalIp {
+        addr: String,
+    },
+    /// NAPT and media bindings; `addr`: only those with this internal or external address.
+    Flows {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +104,16 @@ mod tests {
             Ok(Command::SetExternalIp {
                 addr: "1.2.3.4".into()
             })
+        );
+        assert_eq!(
+            parse_request(br#"{"v":1,"cmd":"flows","addr":"10.0.0.2"}"#),
+            Ok(Command::Flows {
+                addr: Some("10.0.0.2".into())
+            })
+        );
+        assert_eq!(
+            parse_request(br#"{"v":1,"cmd":"flows"}"#),
+            Ok(Command::Flows { addr: None })
         );
         assert!(parse_request(br#"{"v":2,"cmd":"stats"}"#)
             .unwrap_err()

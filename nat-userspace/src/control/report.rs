@@ -86,10 +86,100 @@ pub struct Report {
     pub workers: Vec<WorkerReport>,
     pub totals: Vec<(&'static str, u64)>,
     pub flows_live: usize,
+    /// NAPT and media bindings.
+    pub bindings: BindingReport,
     pub nexthops: usize,
     pub external: ExternalState,
     /// Candidate external addresses refused (STUN, interface, `set external-ip`).
     pub external_rejected: u64,
+}
+
+/// NAPT and media bindings: how many live, and the media registry's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindingReport {
+    pub napt_live: u64,
+    pub media_live: u64,
+    pub media_installed: u64,
+    pub media_removed: u64,
+    pub media_reaped: u64,
+    pub media_exhausted: u64,
+    pub media_install_failed: u64,
+}
+
+impl BindingReport {
+    fn read(shared: &crate::datapath::Shared) -> BindingReport {
+        let now_s = shared.clock.now_s();
+        let mut b = BindingReport {
+            napt_live: shared.napt.live(now_s) as u64,
+            ..BindingReport::default()
+        };
+        if let Some(m) = &shared.media {
+            let c = &m.registry.counters;
+            let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            b.media_live = m.registry.live() as u64;
+            b.media_installed = g(&c.installed);
+            b.media_removed = g(&c.removed);
+            b.media_reaped = g(&c.reaped);
+            b.media_exhausted = g(&c.exhausted);
+            b.media_install_failed = g(&c.install_failed);
+        }
+        b
+    }
+
+    /// (JSON name, Prometheus family, help, value, is a gauge).
+    pub fn fields(&self) -> [(&'static str, &'static str, &'static str, u64, bool); 7] {
+        [
+            (
+                "napt_live",
+                "sipnat_napt_bindings_live",
+                "Live NAPT bindings (internal SIP endpoint to external port)",
+                self.napt_live,
+                true,
+            ),
+            (
+                "media_live",
+                "sipnat_media_bindings_live",
+                "Live media bindings (RTP/RTCP pairs learned from SDP)",
+                self.media_live,
+                true,
+            ),
+            (
+                "media_installed",
+                "sipnat_media_bindings_installed",
+                "Media bindings installed",
+                self.media_installed,
+                false,
+            ),
+            (
+                "media_removed",
+                "sipnat_media_bindings_removed",
+                "Media bindings removed (dialog ended, media moved, reaped)",
+                self.media_removed,
+                false,
+            ),
+            (
+                "media_reaped",
+                "sipnat_media_bindings_reaped",
+                "Media bindings removed for being idle (media.idle_timeout)",
+                self.media_reaped,
+                false,
+            ),
+            (
+                "media_exhausted",
+                "sipnat_media_bindings_exhausted",
+                "SDP media ports left as they were: no free pair in media.port_range",
+                self.media_exhausted,
+                false,
+            ),
+            (
+                "media_install_failed",
+                "sipnat_media_bindings_install_failed",
+                "Media bindings the XDP maps refused (full, or an error)",
+                self.media_install_failed,
+                false,
+            ),
+        ]
+    }
 }
 
 /// Reads everything once.
@@ -144,6 +234,7 @@ pub fn collect(d: &Daemon) -> Report {
         workers,
         totals: C::ALL.iter().map(|c| c.name()).zip(total).collect(),
         flows_live: d.shared.flows.live(d.shared.clock.now_s()),
+        bindings: BindingReport::read(&d.shared),
         nexthops: d.shared.nexthops.load().len(),
         external: d.dataplane.external(),
         external_rejected: d.external_rejected.load(Ordering::Relaxed),
@@ -198,6 +289,7 @@ impl Report {
             "total": object(&self.totals),
             "workers": workers,
             "flows": { "live": self.flows_live },
+            "bindings": object(&self.bindings.fields().map(|(k, _, _, v, _)| (k, v))),
             "nexthops": self.nexthops,
             "external": {
                 "v4": self.external.addrs.v4.map(|a| a.to_string()),
@@ -337,6 +429,17 @@ impl Report {
         for (name, help, v) in single {
             let m = enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
             ConstGauge::new(v).encode(m)?;
+        }
+        for (_, name, help, v, gauge) in self.bindings.fields() {
+            if gauge {
+                let m =
+                    enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+                ConstGauge::new(v as i64).encode(m)?;
+            } else {
+                let m =
+                    enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+                ConstCounter::new(v).encode(m)?;
+            }
         }
         {
             let mut m = enc.encode_descriptor(

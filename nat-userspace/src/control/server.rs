@@ -316,7 +316,62 @@ fn handle(d: &Daemon, cmd: Command) -> Response {
             },
             Err(_) => Response::err(format!("`{addr}` is not an IPv4 or IPv6 address")),
         },
+        Command::Flows { addr } => match addr.as_deref().map(str::parse::<IpAddr>) {
+            Some(Err(_)) => Response::err(format!(
+                "`{}` is not an IPv4 or IPv6 address",
+                addr.unwrap_or_default()
+            )),
+            Some(Ok(a)) => Response::ok(flows(d, Some(a))),
+            None => Response::ok(flows(d, None)),
+        },
     }
+}
+
+/// The NAPT bindings and the media bindings (`filter`: those naming this address), for
+/// `sipnat flows`.
+fn flows(d: &Daemon, filter: Option<IpAddr>) -> Value {
+    let now_s = d.shared.clock.now_s();
+    let keep = |a: IpAddr, b: IpAddr| filter.is_none_or(|f| f == a || f == b);
+    let sip: Vec<Value> = d
+        .shared
+        .napt
+        .bindings(now_s)
+        .into_iter()
+        .filter(|b| keep(b.internal, b.external))
+        .map(|b| {
+            json!({
+                "internal": std::net::SocketAddr::new(b.internal, b.internal_port).to_string(),
+                "external": std::net::SocketAddr::new(b.external, b.external_port).to_string(),
+                "expires_in_s": b.expires_in_s,
+            })
+        })
+        .collect();
+    let media: Vec<Value> = d
+        .shared
+        .media
+        .as_ref()
+        .map(|m| {
+            m.registry
+                .list()
+                .into_iter()
+                .filter(|e| keep(e.internal.ip(), e.external.ip()))
+                .map(|e| {
+                    let seen = m.sink.last_seen_ns(e.internal, e.external);
+                    let idle = seen.filter(|&ns| ns > 0).map(|ns| {
+                        crate::control::media::monotonic_ns().saturating_sub(ns) / 1_000_000_000
+                    });
+                    json!({
+                        "internal": e.internal.to_string(),
+                        "external": e.external.to_string(),
+                        "call": format!("{:016x}", e.call),
+                        "age_s": now_s.wrapping_sub(e.created_s),
+                        "idle_s": idle,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({ "sip": sip, "media": media })
 }
 
 fn addrs_json(e: &ExternalAddrs) -> Value {

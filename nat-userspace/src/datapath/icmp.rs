@@ -102,6 +102,7 @@ fn quote(buf: &[u8], layout: &Layout) -> Option<Quote> {
 
 /// Translates the ICMP error in `buf` (the IP packet at `layout.l3..layout.ip_end`)
 /// arriving on the outside (`inbound`) or the inside. Returns the new packet end.
+#[allow(clippy::too_many_arguments)]
 pub fn translate(
     buf: &mut [u8],
     layout: &Layout,
@@ -109,6 +110,7 @@ pub fn translate(
     cfg: &RewriteConfig,
     ext: &ExternalAddrs,
     flows: &FlowTable,
+    napt: Option<&crate::nat::napt::NaptTable>,
     now_s: u32,
 ) -> Result<usize, Untranslated> {
     let q = quote(buf, layout).ok_or(Untranslated::Kernel)?;
@@ -122,13 +124,18 @@ pub fn translate(
             return Err(Untranslated::Kernel);
         }
         let key = FlowKey::new(q.src, q.sport, q.dst, q.dport);
-        let internal = flows
-            .lookup(&key, now_s)
-            .or_else(|| cfg.inbound_static_target(q.src, ext).map(|(_, t)| t))
-            .filter(|t| t.is_ipv6() == layout.ipv6)
+        let (internal, port) = flows
+            .lookup_port(&key, now_s)
+            .or_else(|| {
+                cfg.inbound_static_target(q.src, ext)
+                    .map(|(_, t)| (t, q.sport))
+            })
+            .filter(|(t, _)| t.is_ipv6() == layout.ipv6)
             .ok_or(Untranslated::Drop)?;
         set_addr(buf, layout.l3, layout.ipv6, false, internal);
         set_quoted(buf, &q, layout.ipv6, true, internal);
+        // NAPT: the quoted source port back to the host's own.
+        set_quoted_port(buf, &q, layout.ipv6, true, port);
         Ok(finish(buf, layout, layout.ip_end))
     } else {
         // About an inbound datagram we restored: quoted destination = the internal host.
@@ -145,6 +152,10 @@ pub fn translate(
             .ok_or(Untranslated::Drop)?;
         set_addr(buf, layout.l3, layout.ipv6, true, external);
         set_quoted(buf, &q, layout.ipv6, false, external);
+        // NAPT: the quoted destination port to the host's external one.
+        if let Some(p) = napt.and_then(|n| n.external_port(external, host, q.dport, now_s)) {
+            set_quoted_port(buf, &q, layout.ipv6, false, p);
+        }
         // Cut the quote after the UDP header: the restored SIP text names the host.
         let end = q.at + q.hl + 8;
         Ok(finish(buf, layout, end))
@@ -200,6 +211,26 @@ fn set_quoted(buf: &mut [u8], q: &Quote, v6: bool, src: bool, a: IpAddr) {
     let c = u16::from_be_bytes([buf[uc], buf[uc + 1]]);
     if c != 0 || v6 {
         let mut c = checksum::update(c, old_sum, new_sum);
+        if c == 0 {
+            c = 0xffff;
+        }
+        buf[uc..uc + 2].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// Sets the quoted source (`src`) or destination port, keeping the quoted UDP checksum
+/// right (incrementally; none stays none in IPv4).
+fn set_quoted_port(buf: &mut [u8], q: &Quote, v6: bool, src: bool, port: u16) {
+    let at = q.at + q.hl + if src { 0 } else { 2 };
+    let old = u16::from_be_bytes([buf[at], buf[at + 1]]);
+    if old == port {
+        return;
+    }
+    buf[at..at + 2].copy_from_slice(&port.to_be_bytes());
+    let uc = q.at + q.hl + 6;
+    let c = u16::from_be_bytes([buf[uc], buf[uc + 1]]);
+    if c != 0 || v6 {
+        let mut c = checksum::update(c, u64::from(old), u64::from(port));
         if c == 0 {
             c = 0xffff;
         }

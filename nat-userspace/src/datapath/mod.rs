@@ -3,6 +3,7 @@
 //! elsewhere: reassembly and refragmentation in [`crate::ip`], the flow table in
 //! [`crate::nat::flow`]. Knows nothing of config files: it receives snapshots.
 
+mod bindings;
 pub mod icmp;
 pub mod nexthop;
 pub mod pipeline;
@@ -40,6 +41,10 @@ pub struct Dataplane {
     /// `external` by [`Dataplane::new`] / [`Dataplane::with_external`]: a changed rule set
     /// or external address is a new `Dataplane` made by one of them, never a field write.
     pub gates: [crate::rewrite::Gate; 2],
+    /// Port translation of network rules (`l3 = "snat"`): new bindings keep the internal
+    /// port when free, else take one of this range. `None`: ports are kept (a second host
+    /// on the same port and remote is a flow collision).
+    pub napt: Option<crate::nat::napt::PortRange>,
 }
 
 impl Dataplane {
@@ -55,6 +60,15 @@ impl Dataplane {
             network_rules,
             sip_ports: SipPorts::new(sip_ports),
             gates,
+            napt: None,
+        }
+    }
+
+    /// The same, with port translation from `range` (`None`: off).
+    pub fn with_napt(self, range: Option<crate::nat::napt::PortRange>) -> Dataplane {
+        Dataplane {
+            napt: range,
+            ..self
         }
     }
 
@@ -89,6 +103,7 @@ impl Dataplane {
         self.config == other.config
             && self.external == other.external
             && self.sip_ports == other.sip_ports
+            && self.napt == other.napt
     }
 }
 
@@ -157,11 +172,33 @@ impl Clock {
     }
 }
 
+/// The media binding registry and its sink, shared like the flow table.
+pub struct SharedMedia {
+    pub registry: crate::nat::media::MediaRegistry,
+    pub sink: Arc<dyn crate::nat::media::MediaBindings>,
+    /// `[media] idle_timeout`, seconds (the control plane's reaper).
+    pub idle_timeout_s: u32,
+}
+
+impl SharedMedia {
+    /// The pipeline's view.
+    pub fn env(&self) -> pipeline::MediaEnv<'_> {
+        pipeline::MediaEnv {
+            registry: &self.registry,
+            sink: &*self.sink,
+        }
+    }
+}
+
 /// State shared by the workers and the control plane.
 pub struct Shared {
     pub dataplane: Published<Dataplane>,
     pub nexthops: Arc<Published<nexthop::NextHops>>,
     pub flows: crate::nat::flow::FlowTable,
+    /// NAPT bindings (internal endpoint ↔ external port), shared like `flows`.
+    pub napt: crate::nat::napt::NaptTable,
+    /// Media bindings learned from SDP (`[media] enabled`).
+    pub media: Option<SharedMedia>,
     pub clock: Clock,
     pub stop: Arc<AtomicBool>,
     pub slow: slowpath::SlowPath,

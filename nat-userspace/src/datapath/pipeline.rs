@@ -12,8 +12,10 @@
 //!    completes a datagram continues with the whole datagram in the scratch buffer;
 //! 3. not a whole UDP datagram, or on no SIP port (a reassembled datagram the XDP program
 //!    steered only for being a fragment): the kernel gets it unchanged;
-//! 4. the NAT decision ([`crate::nat::decide`]), with the flow table inbound; outbound
-//!    through a network rule inserts the flow (a collision goes to the kernel);
+//! 4. the NAT decision ([`crate::nat::decide`]), with the flow table inbound (then the
+//!    NAPT bindings); outbound through a network rule binds the source endpoint to an
+//!    external port (NAPT, [`super::bindings`]; none free: dropped) and inserts the flow;
+//!    media NAT: the message's dialog and an allocator for its SDP's media ports;
 //! 5. the rewrite ([`rewrite_packet`]); a message that outgrows the frame is redone once
 //!    in the scratch buffer (the decision is not taken twice);
 //! 6. the malformed policy, the leak policy (an outbound message still holding an
@@ -25,8 +27,9 @@ use core::net::IpAddr;
 
 use arrayvec::ArrayVec;
 
+pub use super::bindings::MediaEnv;
 use super::{
-    icmp,
+    bindings, icmp,
     stats::{Batch, C},
     Dataplane,
 };
@@ -39,12 +42,13 @@ use crate::{
         decide,
         decide::Decision,
         flow::{FlowKey, FlowTable, InsertResult},
+        napt::NaptTable,
         Direction, L3Action, L3Mode, LeakPolicy, MalformedPolicy,
     },
     rewrite::{
         edits::Edits,
         packet::{rewrite_packet_gated, PacketError},
-        Changes, Context, Gate, Outcome,
+        Changes, Context, Gate, MediaPorts, Napt, Outcome,
     },
     sip::message::{Malformed, NotSip},
     wire::{self, checksum, ethernet, ipv4, ipv6, Layout, Link},
@@ -94,6 +98,10 @@ pub trait Egress {
 pub struct Env<'a, E: Egress> {
     pub dataplane: &'a Dataplane,
     pub flows: &'a FlowTable,
+    /// NAPT bindings (used when the snapshot has a port range).
+    pub napt: &'a NaptTable,
+    /// Media bindings learned from SDP (`[media] enabled`); `None`: SDP ports are kept.
+    pub media: Option<MediaEnv<'a>>,
     pub egress: &'a E,
     /// Link type of the frames (the worker: Ethernet).
     pub link: Link,
@@ -398,27 +406,28 @@ impl Pipeline {
             // datagrams by port): it is not ours.
             return kernel(at, C::SlowNotSipPort, b);
         }
-        let cfg = &dp.config;
-        let ext = dp.external;
-        let (direction, l3, internal) = match decide_and_map(env, side, &layout, sport, dport, b) {
+        let ports = (sport, dport);
+        let (direction, l3, internal, napt) = match decide_and_map(env, side, &layout, ports, b) {
             Ok(d) => d,
             Err(Early::Kernel(reason)) => return kernel(at, reason, b),
             Err(Early::Drop(reason)) => return Action::Drop(reason),
         };
         let gate = dp.gate(direction);
+        let (dialog, alloc) = bindings::media_alloc(env, direction, buf!(), &layout);
         let ctx = Context {
-            config: cfg,
-            external: ext,
+            config: &dp.config,
+            external: dp.external,
             direction,
             internal,
-            // Our side's port: the UA's, which the SNAT keeps.
+            // Our side's port: outbound the UA's, inbound the external one.
             local_port: Some(if side == Side::Inside { sport } else { dport }),
+            napt,
+            media: alloc.as_ref().map(|a| a as &dyn MediaPorts),
         };
         let mut r = match self.rewrite(buf!(), &layout, &ctx, gate, l3) {
             Ok(r) => r,
-            Err(PacketError::NotUdp) | Err(PacketError::FamilyMismatch) => {
-                return kernel(at, C::SlowNotUdp, b);
-            }
+            Err(_) if napt.is_some() => return counted_drop(C::DropWouldLeak, b), // no internal port out
+            Err(_) => return kernel(at, C::SlowNotUdp, b),
         };
         if r.sip == Outcome::TooBig && at == At::Frame {
             // Does not fit the frame (nothing was changed): redo the rewrite, and only
@@ -434,13 +443,13 @@ impl Pipeline {
                 Err(_) => return kernel(at, C::SlowNotUdp, b),
             };
         }
-        if let Some(drop) = counted_outcome(&r, cfg, reassembled.is_some(), b) {
+        if let Some(drop) = counted_outcome(&r, &dp.config, reassembled.is_some(), b) {
             return drop;
         }
+        bindings::after_rewrite(env, &layout, dport, internal, napt, &r, dialog, &alloc, b);
         let buf = buf!();
         if !decrement_ttl(buf, &layout) {
-            b.inc(C::DropTtl);
-            return Action::Drop(C::DropTtl);
+            return counted_drop(C::DropTtl, b);
         }
         let action = egress(
             env,
@@ -648,7 +657,7 @@ pub fn kernel_pieces(
 }
 
 /// Why a packet leaves the rewrite path before its payload is rewritten.
-enum Early {
+pub(super) enum Early {
     /// To the kernel as it came, counted under this reason.
     Kernel(C),
     /// Dropped (already counted).
@@ -676,6 +685,7 @@ fn icmp_error<E: Egress>(
         &dp.config,
         &dp.external,
         env.flows,
+        dp.napt.map(|_| env.napt),
         now_s,
     ) {
         Ok(end) => {
@@ -710,14 +720,14 @@ fn decide_and_map<E: Egress>(
     env: &Env<'_, E>,
     side: Side,
     layout: &Layout,
-    sport: u16,
-    dport: u16,
+    (sport, dport): (u16, u16),
     b: &mut Batch,
-) -> Result<(Direction, L3Action, Option<IpAddr>), Early> {
+) -> Result<(Direction, L3Action, Option<IpAddr>, Option<Napt>), Early> {
     let dp = env.dataplane;
     let cfg = &dp.config;
     let ext = dp.external;
     let now_s = (env.now_ms / 1000) as u32;
+    let mut napt = None;
     let decision = match side {
         Side::Inside => {
             b.inc(C::Outbound);
@@ -730,13 +740,28 @@ fn decide_and_map<E: Egress>(
                 && cfg.is_external(layout.dst, &ext)
             {
                 let key = FlowKey::new(layout.dst, dport, layout.src, sport);
-                let hit = env.flows.lookup(&key, now_s);
+                let mut hit = env.flows.lookup_port(&key, now_s);
                 b.inc(if hit.is_some() {
                     C::FlowHit
                 } else {
                     C::FlowMiss
                 });
-                hit
+                if hit.is_none() && dp.napt.is_some() {
+                    // Endpoint-independent: a binding takes packets from any remote (a
+                    // call from another proxy to a registered phone).
+                    hit = env.napt.inbound(layout.dst, dport, now_s);
+                    if hit.is_some() {
+                        b.inc(C::NaptHit);
+                    }
+                }
+                if let Some((internal, port)) = hit.filter(|&(_, p)| p != dport) {
+                    napt = Some(Napt {
+                        internal,
+                        internal_port: port,
+                        external_port: dport,
+                    });
+                }
+                hit.map(|(a, _)| a)
             } else {
                 None
             };
@@ -758,12 +783,20 @@ fn decide_and_map<E: Egress>(
             .rule_for(layout.src)
             .is_some_and(|r| r.internal.single_host().is_none())
         {
-            let key = FlowKey::new(new_src, sport, layout.dst, dport);
-            match env.flows.insert(key, layout.src, now_s) {
+            let (ext_port, bound) = bindings::napt_bind(env, new_src, layout.src, sport, now_s, b)?;
+            napt = bound;
+            let key = FlowKey::new(new_src, ext_port, layout.dst, dport);
+            match env.flows.insert_port(key, layout.src, sport, now_s) {
                 InsertResult::Inserted => b.inc(C::FlowInserted),
                 InsertResult::Refreshed => b.inc(C::FlowRefreshed),
                 InsertResult::Collision { .. } => {
                     b.inc(C::FlowCollision);
+                    if napt.is_some() {
+                        // (A stale flow of the port's previous owner.) Never to the
+                        // kernel untranslated.
+                        b.inc(C::DropWouldLeak);
+                        return Err(Early::Drop(C::DropWouldLeak));
+                    }
                     // Another host holds this port towards this remote: without port
                     // translation the datagram could only leave with its internal
                     // source and addresses (the kernel path), so it does not leave.
@@ -778,7 +811,13 @@ fn decide_and_map<E: Egress>(
             }
         }
     }
-    Ok((direction, l3, internal))
+    Ok((direction, l3, internal, napt))
+}
+
+/// Counts `reason` and drops.
+fn counted_drop(reason: C, b: &mut Batch) -> Action {
+    b.inc(reason);
+    Action::Drop(reason)
 }
 
 /// Counts what the rewrite found; the drop its outcome calls for under the policies, if
@@ -861,7 +900,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        nat::{ExternalAddrs, Net, RewriteConfig},
+        nat::{media::MediaRegistry, ExternalAddrs, Net, RewriteConfig},
         wire::emit::UdpFrame,
     };
 
@@ -930,6 +969,8 @@ mod tests {
         pipe: Pipeline,
         dp: Dataplane,
         flows: FlowTable,
+        napt: NaptTable,
+        media: Option<(MediaRegistry, crate::nat::media::InMemoryBindings)>,
         b: Batch,
     }
 
@@ -939,6 +980,8 @@ mod tests {
                 pipe: Pipeline::new(ReasmLimits::default(), 7),
                 dp: dataplane(),
                 flows: FlowTable::new(64, 300),
+                napt: NaptTable::new(64, 300),
+                media: None,
                 b: Batch::default(),
             }
         }
@@ -956,6 +999,11 @@ mod tests {
             let env = Env {
                 dataplane: &self.dp,
                 flows: &self.flows,
+                napt: &self.napt,
+                media: self.media.as_ref().map(|(r, s)| MediaEnv {
+                    registry: r,
+                    sink: s,
+                }),
                 egress,
                 link: Link::Ethernet,
                 now_ms: 1000,
@@ -1567,5 +1615,295 @@ mod tests {
             "another binding stays: {text}"
         );
         assert_eq!(h.b.get(C::RwContact), 2, "one each way");
+    }
+
+    /// NAPT: two hosts on port 5060 towards one remote. The first keeps 5060, the second
+    /// gets a port of the range, in its UDP source port and in its Via and Contact; the
+    /// reply to that port is restored (port and text, `rport` included) to the second
+    /// host. With the range exhausted a third host is dropped and counted, never sent.
+    #[test]
+    fn napt_second_host_gets_a_port_of_the_range_and_its_replies_back() {
+        let mut h = Harness::new();
+        let range = crate::nat::napt::PortRange {
+            first: 20000,
+            last: 20000,
+        };
+        h.dp = dataplane().with_napt(Some(range));
+        let first = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let (a, out) = h.run(&direct(1500), Side::Inside, &first, 2048);
+        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        assert_eq!(
+            wire::parse(&out, Link::Ethernet)
+                .unwrap()
+                .udp(&out)
+                .unwrap()
+                .0,
+            5060
+        );
+        let other = INVITE
+            .replace("10.0.0.2", "10.0.0.3")
+            .replace("branch=z9hG4bK1", "rport;branch=z9hG4bK1");
+        let second = udp("10.0.0.3:5060", "198.51.100.2:5060", 64, other.as_bytes());
+        let (a, out) = h.run(&direct(1500), Side::Inside, &second, 2048);
+        let want = UdpFrame {
+            src_mac: GW_MAC,
+            dst_mac: PEER_MAC,
+            src: format!("{EXT}:20000").parse().unwrap(),
+            dst: "198.51.100.2:5060".parse().unwrap(),
+            ttl: 63,
+            ident: 0x4242,
+            dont_fragment: false,
+        }
+        .to_vec(
+            other
+                .replace("10.0.0.3:5060", &format!("{EXT}:20000"))
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            Action::Tx {
+                at: At::Frame,
+                side: Side::Outside,
+                len: want.len()
+            }
+        );
+        assert_eq!(payload_of(&out), payload_of(&want));
+        assert_eq!(out, want, "golden output");
+        assert_eq!(
+            (h.b.get(C::NaptPreserved), h.b.get(C::NaptAllocated)),
+            (1, 1)
+        );
+        // The reply, as a carrier following RFC 3581 sends it.
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:20000;rport=20000;received={EXT};branch=z9hG4bK1\r\n\
+             From: <sip:alice@example.com>;tag=1\r\nTo: <sip:carrier@198.51.100.2>;tag=2\r\n\
+             Call-ID: 1@x\r\nCSeq: 1 OPTIONS\r\nContact: <sip:carrier@198.51.100.2>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let reply = udp(
+            "198.51.100.2:5060",
+            &format!("{EXT}:20000"),
+            64,
+            ok.as_bytes(),
+        );
+        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Tx {
+                    side: Side::Inside,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        let l = wire::parse(&out, Link::Ethernet).unwrap();
+        assert_eq!((l.dst, l.udp(&out).unwrap().1), (ip4("10.0.0.3"), 5060));
+        assert!(crate::rewrite::packet::udp_checksum_ok(&out, &l));
+        assert!(
+            payload_of(&out).contains(
+                "Via: SIP/2.0/UDP 10.0.0.3:5060;rport=5060;received=10.0.0.3;branch=z9hG4bK1\r\n"
+            ),
+            "{}",
+            payload_of(&out)
+        );
+        // From another remote (endpoint-independent): still the second host.
+        let from_other = udp(
+            "198.51.100.7:5060",
+            &format!("{EXT}:20000"),
+            64,
+            ok.as_bytes(),
+        );
+        let (a, out) = h.run(&direct(1500), Side::Outside, &from_other, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Tx {
+                    side: Side::Inside,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert_eq!(
+            wire::parse(&out, Link::Ethernet).unwrap().dst,
+            ip4("10.0.0.3")
+        );
+        assert_eq!(h.b.get(C::NaptHit), 1);
+        // Range exhausted: a third host does not leave.
+        let third = udp(
+            "10.0.0.4:5060",
+            "198.51.100.2:5060",
+            64,
+            INVITE.replace("10.0.0.2", "10.0.0.4").as_bytes(),
+        );
+        let (a, _) = h.run(&direct(1500), Side::Inside, &third, 2048);
+        assert_eq!(a, Action::Drop(C::DropNatPortsExhausted));
+        assert_eq!(h.b.get(C::DropNatPortsExhausted), 1);
+    }
+
+    /// NAPT and registration: the REGISTER's 200 lists the UA's binding with
+    /// `expires=3600`; its NAPT binding then outlives the idle timeout (300 s) until the
+    /// registration ends.
+    #[test]
+    fn napt_binding_lives_as_long_as_the_registration() {
+        let mut h = Harness::new();
+        let range = crate::nat::napt::PortRange {
+            first: 20000,
+            last: 20009,
+        };
+        h.dp = dataplane().with_napt(Some(range));
+        // Port 5060 taken by another host first: this UA gets 20000.
+        let other = udp(
+            "10.0.0.9:5060",
+            "198.51.100.2:5060",
+            64,
+            INVITE.replace("10.0.0.2", "10.0.0.9").as_bytes(),
+        );
+        h.run(&direct(1500), Side::Inside, &other, 2048);
+        let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK7\r\n\
+            From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: r@x\r\n\
+            CSeq: 2 REGISTER\r\nContact: <sip:alice@10.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n";
+        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, reg.as_bytes());
+        let (_, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
+        assert!(payload_of(&out).contains(&format!("Contact: <sip:alice@{EXT}:20000>")));
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:20000;branch=z9hG4bK7;received={EXT}\r\n\
+             From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>;tag=9\r\nCall-ID: r@x\r\n\
+             CSeq: 2 REGISTER\r\nContact: <sip:alice@{EXT}:20000>;expires=3600\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let reply = udp(
+            "198.51.100.2:5060",
+            &format!("{EXT}:20000"),
+            64,
+            ok.as_bytes(),
+        );
+        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        assert!(
+            matches!(
+                a,
+                Action::Tx {
+                    side: Side::Inside,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert!(
+            payload_of(&out).contains("Contact: <sip:alice@10.0.0.2:5060>;expires=3600\r\n"),
+            "{}",
+            payload_of(&out)
+        );
+        let ext: IpAddr = EXT.parse().unwrap();
+        let at = |s: u32| h.napt.inbound(ext, 20000, s);
+        // now = 1 s in the harness: idle timeout 300 s, registration until 3601 s.
+        assert_eq!(at(1000), Some((ip4("10.0.0.2"), 5060)));
+        assert_eq!(at(3601), Some((ip4("10.0.0.2"), 5060)));
+        assert_eq!(at(3602), None);
+        // The other host's binding (no registration) is gone after the idle timeout.
+        assert_eq!(h.napt.inbound(ext, 5060, 302), None);
+    }
+
+    /// Media bindings: an outbound INVITE's SDP gets an external port pair of the media
+    /// range in `m=` and `a=rtcp` (and the binding installed, RTP and RTCP); its
+    /// retransmission the same pair; a re-INVITE moving the media a new one (the old goes);
+    /// the BYE removes the dialog's bindings.
+    #[test]
+    fn media_ports_from_sdp_are_bound_and_end_with_the_dialog() {
+        use crate::nat::media::InMemoryBindings;
+        let mut h = Harness::new();
+        h.media = Some((
+            MediaRegistry::new(crate::nat::napt::PortRange {
+                first: 30000,
+                last: 30099,
+            }),
+            InMemoryBindings::default(),
+        ));
+        let sdp = |port: u16| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+                 m=audio {port} RTP/AVP 0\r\na=rtcp:{} IN IP4 10.0.0.2\r\n",
+                port + 1
+            )
+        };
+        let invite = |port: u16, cseq: u32| {
+            let body = sdp(port);
+            format!(
+                "INVITE sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK{cseq}\r\n\
+                 From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@198.51.100.2>\r\nCall-ID: m1@x\r\n\
+                 CSeq: {cseq} INVITE\r\nContact: <sip:alice@10.0.0.2:5060>\r\n\
+                 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let send = |h: &mut Harness, msg: &str| {
+            let f = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
+            let (a, out) = h.run(&direct(1500), Side::Inside, &f, 2048);
+            assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+            payload_of(&out)
+        };
+        let bound = |h: &Harness| h.media.as_ref().unwrap().1.list();
+        let sa = |s: &str| s.parse::<core::net::SocketAddr>().unwrap();
+        let out = send(&mut h, &invite(6000, 1));
+        assert!(
+            out.contains("m=audio 30000 RTP/AVP 0\r\na=rtcp:30001 IN IP4 203.0.113.10\r\n")
+                && out.contains("c=IN IP4 203.0.113.10"),
+            "{out}"
+        );
+        let want = [
+            (sa("10.0.0.2:6000"), sa("203.0.113.10:30000")),
+            (sa("10.0.0.2:6001"), sa("203.0.113.10:30001")),
+        ];
+        assert_eq!(bound(&h), want);
+        assert_eq!(send(&mut h, &invite(6000, 1)), out, "a retransmission");
+        assert_eq!(bound(&h), want);
+        // A re-INVITE moving the media: a new pair, the old one removed.
+        let out = send(&mut h, &invite(7000, 2));
+        assert!(out.contains("m=audio 30002 RTP/AVP 0"), "{out}");
+        assert_eq!(
+            bound(&h),
+            [
+                (sa("10.0.0.2:7000"), sa("203.0.113.10:30002")),
+                (sa("10.0.0.2:7001"), sa("203.0.113.10:30003")),
+            ]
+        );
+        // An inbound answer (public media) changes nothing.
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:5060;branch=z9hG4bK2\r\nCall-ID: m1@x\r\n\
+             CSeq: 2 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 44\r\n\r\n\
+             c=IN IP4 198.51.100.2\r\nm=audio 8000 RTP/AVP 0\r\n"
+        );
+        let f = udp(
+            "198.51.100.2:5060",
+            &format!("{EXT}:5060"),
+            64,
+            ok.as_bytes(),
+        );
+        h.run(&direct(1500), Side::Outside, &f, 2048);
+        assert_eq!(bound(&h).len(), 2);
+        let bye = "BYE sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK3\r\n\
+            From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@198.51.100.2>;tag=2\r\ni: m1@x\r\n\
+            CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+        send(&mut h, bye);
+        assert!(bound(&h).is_empty());
+        let reg = &h.media.as_ref().unwrap().0;
+        assert_eq!(reg.live(), 0);
+        assert_eq!(
+            (
+                reg.counters
+                    .installed
+                    .load(core::sync::atomic::Ordering::Relaxed),
+                reg.counters
+                    .removed
+                    .load(core::sync::atomic::Ordering::Relaxed)
+            ),
+            (2, 2)
+        );
+    }
+
+    fn ip4(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 }

@@ -80,6 +80,11 @@ counters! {
     FlowFull = "flow_full" : "Flow-table inserts refused (another worker stalled writing the slot)",
     FlowHit = "flow_hit" : "Inbound flow-table hits",
     FlowMiss = "flow_miss" : "Inbound flow-table misses",
+    // NAPT (port translation)
+    NaptPreserved = "napt_preserved" : "NAPT bindings made keeping the internal port (free on the external address)",
+    NaptAllocated = "napt_allocated" : "NAPT bindings made with a port from nat.port_range",
+    NaptTranslated = "napt_translated" : "Packets whose UDP port and SIP ports were translated by a NAPT binding",
+    NaptHit = "napt_hit" : "Inbound packets mapped by a NAPT binding without a flow of their remote",
     // fragments
     FragRx = "frag_rx" : "IP fragments received",
     ReasmComplete = "reasm_complete" : "Datagrams reassembled",
@@ -108,6 +113,7 @@ counters! {
     DropBadFrame = "drop_unparsable_frame" : "Dropped: unparsable frame",
     DropMalformedPolicy = "drop_malformed_policy" : "Dropped: malformed SIP with malformed = drop",
     DropWouldLeak = "drop_would_leak" : "Dropped: an outbound SIP message still holding an internal address (leak = drop)",
+    DropNatPortsExhausted = "drop_nat_ports_exhausted" : "Dropped: outbound from a new internal endpoint, no free port in nat.port_range (never forwarded untranslated)",
     DropTooBigDf = "drop_too_big_df" : "Dropped: too big for the MTU with DF (ICMP sent)",
     DropRefragment = "drop_refragment_failed" : "Dropped: refragmentation failed",
     // rings

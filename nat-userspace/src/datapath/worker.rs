@@ -512,6 +512,8 @@ impl Worker {
         let env = Env {
             dataplane: self.dataplane.current(&self.shared.dataplane),
             flows: &self.shared.flows,
+            napt: &self.shared.napt,
+            media: self.shared.media.as_ref().map(|m| m.env()),
             egress: &egress,
             link: Link::Ethernet,
             now_ms,

@@ -38,8 +38,9 @@
 //!
 //! ```text
 //! state    u64  seq (high 32) | ts (low 32, published) or key tag (low 32, while writing)
-//! meta     u64  bit 63 occupied | bit 34 internal is v6 | bit 33 remote is v6
-//!               | bit 32 external is v6 | local port << 16 | remote port
+//! meta     u64  bit 63 occupied | internal port << 40 | bit 34 internal is v6
+//!               | bit 33 remote is v6 | bit 32 external is v6 | local port << 16
+//!               | remote port
 //! external u64×2, remote u64×2, internal u64×2   (addresses as u128, IPv4 in the low 32 bits)
 //! ```
 //!
@@ -85,6 +86,8 @@ const SPIN_LIMIT: u32 = 1 << 12;
 const MAX_RESTARTS: u32 = 8;
 
 const OCCUPIED: u64 = 1 << 63;
+/// The value's port: `meta` bits 40..56.
+const INTERNAL_PORT_SHIFT: u32 = 40;
 const INTERNAL_V6: u64 = 1 << 34;
 const REMOTE_V6: u64 = 1 << 33;
 const EXTERNAL_V6: u64 = 1 << 32;
@@ -159,6 +162,9 @@ pub struct FlowTable {
     /// Idle timeout in seconds, ≤ `i32::MAX` (ages are compared as signed differences).
     idle_timeout: i32,
     seed: u64,
+    /// A full probe sequence refuses the insert (`Full`) instead of evicting a live entry
+    /// (the NAPT binding table: an evicted binding would free a port still in use).
+    no_evict: bool,
     /// Fault injection for the tests: spins (reader, writer) between the key and the value
     /// accesses, to widen the window a torn read would need.
     #[cfg(test)]
@@ -193,8 +199,18 @@ impl FlowTable {
             // Per-table random seed: remote parties choose remote addresses and ports, so
             // they must not be able to aim many flows at one probe sequence.
             seed: RandomState::new().hash_one(0x5195_a77e_u64),
+            no_evict: false,
             #[cfg(test)]
             pause: (0, 0),
+        }
+    }
+
+    /// [`FlowTable::new`] whose full probe sequences refuse new entries (`Full`) instead
+    /// of evicting live ones.
+    pub fn without_eviction(capacity: u32, idle_timeout_s: u32) -> Self {
+        FlowTable {
+            no_evict: true,
+            ..FlowTable::new(capacity, idle_timeout_s)
         }
     }
 
@@ -220,6 +236,11 @@ impl FlowTable {
     /// The internal address of `key`'s live entry. Read-only: inbound traffic does not
     /// refresh the entry (see the module documentation).
     pub fn lookup(&self, key: &FlowKey, now_s: u32) -> Option<IpAddr> {
+        self.lookup_port(key, now_s).map(|(a, _)| a)
+    }
+
+    /// [`Self::lookup`] with the entry's internal port.
+    pub fn lookup_port(&self, key: &FlowKey, now_s: u32) -> Option<(IpAddr, u16)> {
         let k = Packed::new(key);
         let h = self.hash(&k);
         let tag = tag_of(h);
@@ -227,7 +248,7 @@ impl FlowTable {
             match self.read_settled(&self.slots[(h as usize).wrapping_add(i) & self.mask], tag) {
                 Read::NeverUsed => return None,
                 Read::Stable(v) if v.is(&k) && self.is_live(v.ts(), now_s) => {
-                    return Some(v.internal())
+                    return Some((v.internal(), v.internal_port()))
                 }
                 _ => {}
             }
@@ -239,6 +260,32 @@ impl FlowTable {
     /// case, `Refreshed`, writes nothing unless the entry's timestamp is older than
     /// `now_s`.
     pub fn insert(&self, key: FlowKey, internal: IpAddr, now_s: u32) -> InsertResult {
+        self.insert_port(key, internal, key.local_port, now_s)
+    }
+
+    /// [`Self::insert`] of the value (`internal`, `internal_port`): an entry of the key
+    /// with another address *or port* is a `Collision`.
+    pub fn insert_port(
+        &self,
+        key: FlowKey,
+        internal: IpAddr,
+        internal_port: u16,
+        now_s: u32,
+    ) -> InsertResult {
+        self.insert_until(key, internal, internal_port, now_s, now_s)
+    }
+
+    /// [`Self::insert_port`] whose entry's timestamp is `ts_s` (≥ `now_s`): it stays live
+    /// until `ts_s` + the idle timeout (a registration's lifetime). A refresh never moves a
+    /// timestamp back.
+    pub fn insert_until(
+        &self,
+        key: FlowKey,
+        internal: IpAddr,
+        internal_port: u16,
+        now_s: u32,
+        ts_s: u32,
+    ) -> InsertResult {
         let k = Packed::new(&key);
         let (int_words, int_v6) = addr_words(internal);
         let h = self.hash(&k);
@@ -271,12 +318,15 @@ impl FlowTable {
                                 oldest = Some((i, v.state));
                             }
                         } else {
-                            if v.internal_words != int_words || v.internal_v6() != int_v6 {
+                            if v.internal_words != int_words
+                                || v.internal_v6() != int_v6
+                                || v.internal_port() != internal_port
+                            {
                                 return InsertResult::Collision {
                                     existing: v.internal(),
                                 };
                             }
-                            if refresh(slot, v.state, now_s) {
+                            if refresh(slot, v.state, ts_s) {
                                 return InsertResult::Refreshed;
                             }
                             continue 'attempt;
@@ -286,8 +336,8 @@ impl FlowTable {
             }
             let (evicting, (p, expected)) = match (free, oldest) {
                 (Some(f), _) => (false, f),
-                (None, Some(o)) => (true, o),
-                (None, None) => return InsertResult::Full,
+                (None, Some(o)) if !self.no_evict => (true, o),
+                (None, _) => return InsertResult::Full,
             };
 
             // 2. Claim it.
@@ -309,7 +359,7 @@ impl FlowTable {
             // half: of two writers claiming slots for one key, at least one sees the
             // other's claim in step 3.
             fence(Ordering::SeqCst);
-            let mut meta = OCCUPIED | k.meta;
+            let mut meta = OCCUPIED | k.meta | (u64::from(internal_port) << INTERNAL_PORT_SHIFT);
             if int_v6 {
                 meta |= INTERNAL_V6;
             }
@@ -327,7 +377,7 @@ impl FlowTable {
             let done = next_published(busy);
             match self.verify_unique(home, p, &k, tag, now_s) {
                 Verdict::Unique => {
-                    slot.state.store(pack(done, now_s), Ordering::Release);
+                    slot.state.store(pack(done, ts_s), Ordering::Release);
                     return if evicting {
                         InsertResult::Evicted
                     } else {
@@ -344,6 +394,62 @@ impl FlowTable {
             }
         }
         InsertResult::Full
+    }
+
+    /// Forgets `key`'s entry if it holds (`internal`, `internal_port`); `true` when one was
+    /// removed. Control plane and the NAPT allocation path, not per packet.
+    pub fn remove(&self, key: &FlowKey, internal: IpAddr, internal_port: u16) -> bool {
+        let k = Packed::new(key);
+        let (int_words, int_v6) = addr_words(internal);
+        let h = self.hash(&k);
+        let tag = tag_of(h);
+        for i in 0..self.probes {
+            let slot = &self.slots[(h as usize).wrapping_add(i) & self.mask];
+            match self.read_settled(slot, tag) {
+                Read::NeverUsed => return false,
+                Read::Stable(v)
+                    if v.is(&k)
+                        && v.internal_words == int_words
+                        && v.internal_v6() == int_v6
+                        && v.internal_port() == internal_port =>
+                {
+                    let busy = seq(v.state).wrapping_add(1);
+                    if slot
+                        .state
+                        .compare_exchange(
+                            v.state,
+                            pack(busy, tag),
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_err()
+                    {
+                        // Refreshed or rewritten meanwhile: try this slot again once more
+                        // through the caller (rare); report not removed.
+                        return false;
+                    }
+                    fence(Ordering::SeqCst);
+                    slot.meta.store(0, Ordering::Relaxed);
+                    slot.state
+                        .store(pack(next_published(busy), 0), Ordering::Release);
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Every live entry at `now_s` as (key, internal address, internal port, timestamp):
+    /// a scan for the control plane (`sipnat flows`), O(slots).
+    pub fn entries(&self, now_s: u32, mut f: impl FnMut(FlowKey, IpAddr, u16, u32)) {
+        for s in self.slots.iter() {
+            if let Read::Stable(v) = self.read(s) {
+                if self.holds_live(&v, now_s) {
+                    f(v.key(), v.internal(), v.internal_port(), v.ts());
+                }
+            }
+        }
     }
 
     /// Step 3 of `insert`, while owning the slot at probe index `p`.
@@ -527,6 +633,19 @@ impl View {
 
     fn internal_v6(&self) -> bool {
         self.meta & INTERNAL_V6 != 0
+    }
+
+    fn internal_port(&self) -> u16 {
+        (self.meta >> INTERNAL_PORT_SHIFT) as u16
+    }
+
+    fn key(&self) -> FlowKey {
+        FlowKey {
+            external: words_addr(self.external, self.meta & EXTERNAL_V6 != 0),
+            local_port: (self.meta >> 16) as u16,
+            remote: words_addr(self.remote, self.meta & REMOTE_V6 != 0),
+            remote_port: self.meta as u16,
+        }
     }
 
     fn internal(&self) -> IpAddr {

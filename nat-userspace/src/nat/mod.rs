@@ -5,6 +5,8 @@ pub mod addr;
 pub mod decide;
 pub mod external;
 pub mod flow;
+pub mod media;
+pub mod napt;
 pub mod rules;
 
 pub use decide::{Direction, L3Action};

@@ -504,6 +504,7 @@ pub(super) fn rewrite(
         cl_short: false,
         untyped_body_leaks: false,
         msg_end: len,
+        registered: None,
     };
     let outbound = ctx.direction == Direction::Outbound;
     let scanned = scan(&mut r, &buf[..len], gate);
@@ -545,6 +546,7 @@ pub(super) fn rewrite(
                         content_length_short: cl_short,
                         trailing_discarded: len - msg_end,
                         would_leak,
+                        registered_s: r.registered,
                     };
                 }
                 None => Outcome::TooBig,
@@ -566,6 +568,7 @@ pub(super) fn rewrite(
         content_length_short: cl_short,
         trailing_discarded: 0,
         would_leak,
+        registered_s: r.registered,
     }
 }
 
@@ -627,7 +630,9 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
     if cands.any(body_start, body_end) {
         match (framing.content_type.clone(), framing.encoded) {
             (Some(ct), false) => match body::kind(msg, ct) {
-                BodyKind::Sdp if !port_maps(cfg) => sdp(r, msg, body_start, body_end, &cands),
+                BodyKind::Sdp if !port_maps(cfg) && r.ctx.media.is_none() => {
+                    sdp(r, msg, body_start, body_end, &cands)
+                }
                 kind => r.body(msg, body_start, body_end, kind, 0),
             },
             (None, _) => r.untyped_body(msg, body_start, body_end),

@@ -5,9 +5,10 @@
 
 use core::net::IpAddr;
 
+pub use super::context::{Context, MediaPorts, Napt};
 use super::edits::{Edits, Field};
 use crate::{
-    nat::{addr::canonical, Direction, ExternalAddrs, RewriteConfig, Rule},
+    nat::{addr::canonical, Direction, RewriteConfig, Rule},
     sip::{
         addr::Text,
         body::{self, BodyKind},
@@ -16,23 +17,6 @@ use crate::{
         uri::{self, HostPort},
     },
 };
-
-/// Everything the rewrite depends on besides the bytes.
-#[derive(Clone, Copy, Debug)]
-pub struct Context<'a> {
-    pub config: &'a RewriteConfig,
-    /// Read once per packet from the published snapshot.
-    pub external: ExternalAddrs,
-    pub direction: Direction,
-    /// Inbound: the internal address this packet is for, when the caller knows it (flow
-    /// table, or the packet's rewritten destination). Otherwise 1:1 rules decide.
-    pub internal: Option<IpAddr>,
-    /// The UDP port on this NAT's side of the packet: inbound its destination port (the
-    /// external port the packet was sent to), outbound its source port. Inbound, a
-    /// REGISTER 2xx Contact naming the external address and this port is the UA's own
-    /// binding and is restored; `None` (unknown) restores no binding.
-    pub local_port: Option<u16>,
-}
 
 /// How many fields of each kind were rewritten.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,6 +124,9 @@ pub struct Rewrite {
     /// edit list full), or anywhere in a message it could not parse (`Malformed`). The
     /// caller applies the leak policy (drop by default).
     pub would_leak: bool,
+    /// Inbound REGISTER 2xx/3xx: the `expires` of the UA's own binding (the one restored),
+    /// seconds; the caller keeps the UA's NAPT binding that long.
+    pub registered_s: Option<u32>,
 }
 
 std::thread_local! {
@@ -186,6 +173,7 @@ pub(super) fn unchanged(len: usize) -> Rewrite {
         content_length_short: false,
         trailing_discarded: 0,
         would_leak: false,
+        registered_s: None,
     }
 }
 
@@ -202,6 +190,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
         cl_short: false,
         untyped_body_leaks: false,
         msg_end: len,
+        registered: None,
     };
     let outbound = ctx.direction == Direction::Outbound;
     let scanned = r.scan(&buf[..len]);
@@ -226,6 +215,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
                     content_length_short: cl_short,
                     trailing_discarded: len - r.msg_end,
                     would_leak,
+                    registered_s: r.registered,
                 };
             }
             None => Outcome::TooBig,
@@ -247,6 +237,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
         content_length_short: cl_short,
         trailing_discarded: 0,
         would_leak,
+        registered_s: r.registered,
     }
 }
 
@@ -337,6 +328,8 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
     /// Where the message ends: the end of the body Content-Length declares, else the end
     /// of the datagram. Bytes after it are discarded.
     pub(super) msg_end: usize,
+    /// The `expires` of the UA's own binding in a REGISTER 2xx/3xx (inbound).
+    pub(super) registered: Option<u32>,
 }
 
 impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
@@ -440,8 +433,15 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                 None
             }
             Map::To { addr, text, rule } => {
-                let port = default_port
-                    .and_then(|d| self.map_port(rule, hp.port.as_ref().map(|p| p.0), d));
+                let port = default_port.and_then(|d| {
+                    let written = hp.port.as_ref().map(|p| p.0);
+                    match self.ctx.napt {
+                        Some(n) => n
+                            .map(self.ctx.direction, hp.addr, addr, written.unwrap_or(d))
+                            .or_else(|| self.map_port(rule, written, d)),
+                        None => self.map_port(rule, written, d),
+                    }
+                });
                 let bracket = addr.is_ipv6() && (brackets || hp.bracketed);
                 let (t, end) = if !bracket && port.is_none() {
                     (text, hp.host.end)
@@ -532,9 +532,16 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         }
         let mut pos = v.start;
         while let Some((val, next)) = uri::next_value(msg, pos, v.end) {
-            let u = uri::value_uri(msg, val);
+            let u = uri::value_uri(msg, val.clone());
             if let Some((hp, secure)) = uri::sip_uri_host(msg, u.start, u.end) {
                 if self.is_own_binding(&hp, secure, local_port) {
+                    for (name, value) in uri::params(msg, u.end, val.end) {
+                        if msg[name].eq_ignore_ascii_case(b"expires") {
+                            self.registered = core::str::from_utf8(&msg[value])
+                                .ok()
+                                .and_then(|d| d.trim().parse().ok());
+                        }
+                    }
                     self.host(
                         &hp,
                         Some(if secure { 5061 } else { 5060 }),
@@ -588,13 +595,38 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             self.maddr(msg, via.params, Field::Via);
             return;
         }
+        let mut restored = via
+            .sent_by
+            .as_ref()
+            .is_some_and(|sb| matches!(self.map(sb.addr), Map::To { .. }));
+        let mut rport = None;
         for (name, value) in uri::params(msg, via.params.start, via.params.end) {
             let n = &msg[name];
             if n.eq_ignore_ascii_case(b"received") || n.eq_ignore_ascii_case(b"maddr") {
                 // A host only (IPv6 with or without brackets), never a port.
                 if let Some(hp) = uri::param_host(msg, value) {
                     self.host(&hp, None, false, Field::Via);
+                    restored |= matches!(self.map(hp.addr), Map::To { .. });
                 }
+            } else if n.eq_ignore_ascii_case(b"rport") {
+                rport = Some(value);
+            }
+        }
+        // RFC 3581: `rport` is the source port the server saw, our external port. Where
+        // the address next to it is restored, so is the port (the UA sees its own).
+        if let (Some(n), Some(value), true) = (self.ctx.napt, rport, restored) {
+            let digits = &msg[value.clone()];
+            if !digits.is_empty()
+                && digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && core::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse::<u16>().ok())
+                    == Some(n.external_port)
+            {
+                let mut t = Text::default();
+                t.push_u32(u32::from(n.internal_port));
+                self.push(value.start, value.end, t, Field::Via);
             }
         }
     }
@@ -732,7 +764,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         // address. Only a rewritten address brings its rule's port map; another party's
         // stream (a public c=, a host name) keeps its ports. The m= line comes before its
         // section's c=, so a section's ports are settled at its end.
-        let mut session: Option<&'a Rule> = None;
+        let mut session = Conn::default();
         // The session part first, then each media section.
         let mut sec = Section::default();
         let mut in_media = false;
@@ -767,9 +799,15 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                         bracketed: false,
                         port: None,
                     };
-                    self.host(&hp, None, false, field)
+                    let rule = self.host(&hp, None, false, field);
+                    Conn {
+                        rule,
+                        from: rule
+                            .filter(|_| self.ctx.direction == Direction::Outbound)
+                            .map(|_| a.addr),
+                    }
                 }
-                None => None,
+                None => Conn::default(),
             };
             match item.field {
                 sdp::Field::Connection => {
@@ -799,11 +837,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
 
     /// Settles the ports of a finished SDP section with its connection address (its own
     /// c=, else the session's `session`); returns that address's rule.
-    pub(super) fn end_section(
-        &mut self,
-        sec: &Section<'a>,
-        session: Option<&'a Rule>,
-    ) -> Option<&'a Rule> {
+    pub(super) fn end_section(&mut self, sec: &Section<'a>, session: Conn<'a>) -> Conn<'a> {
         let rule = sec.conn.unwrap_or(session);
         if let Some((port, range)) = &sec.media_port {
             self.sdp_port(rule, *port, range.clone(), Field::SdpMediaPort);
@@ -814,15 +848,28 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         rule
     }
 
-    /// An SDP port (m= or a=rtcp), mapped when its address was rewritten under `rule`.
+    /// An SDP port (m= or a=rtcp), mapped when its address was rewritten under a rule:
+    /// outbound with media bindings (`Context::media`) to the external port of the
+    /// address's RTP/RTCP pair, else by the rule's port map.
     pub(super) fn sdp_port(
         &mut self,
-        rule: Option<&Rule>,
+        conn: Conn<'_>,
         port: u16,
         range: core::ops::Range<usize>,
         field: Field,
     ) {
-        if let Some(np) = self.map_port(rule, Some(port), 0) {
+        let np = match (self.ctx.media, conn.from) {
+            (Some(media), Some(addr)) if port != 0 => {
+                let rtcp = matches!(field, Field::SdpRtcp);
+                let rtp = if rtcp { port.wrapping_sub(1) } else { port };
+                media
+                    .media_port(core::net::SocketAddr::new(addr, rtp))
+                    .map(|e| if rtcp { e.wrapping_add(1) } else { e })
+                    .filter(|&e| e != port)
+            }
+            _ => self.map_port(conn.rule, Some(port), 0),
+        };
+        if let Some(np) = np {
             let mut t = Text::default();
             t.push_u32(u32::from(np));
             self.push(range.start, range.end, t, field);
@@ -830,12 +877,21 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 }
 
+/// A connection address of an SDP part as the port rewrite needs it.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Conn<'a> {
+    /// The rule it was rewritten under.
+    rule: Option<&'a Rule>,
+    /// Outbound: the internal address it was rewritten from (its media ports are ours).
+    from: Option<IpAddr>,
+}
+
 /// One part of an SDP body (the session part, or a media section) while it is scanned.
 #[derive(Default)]
 pub(super) struct Section<'a> {
-    /// The first c= of the part: `Some(rule)`, the rule being `Some` when its address was
+    /// The first c= of the part: `Some(conn)`, its rule being `Some` when its address was
     /// rewritten under one; `None` while the part has no c=.
-    conn: Option<Option<&'a Rule>>,
+    conn: Option<Conn<'a>>,
     /// The m= port (media sections that are not rejected).
     media_port: Option<(u16, core::ops::Range<usize>)>,
     /// a=rtcp ports without an address of their own, seen before the part's c=.

@@ -11,13 +11,14 @@
 //!   checksum summed over the whole datagram), kept to prove the fast path exact (the
 //!   `differential` test and fuzz target) and to measure it against (benches).
 
+pub mod context;
 pub mod edits;
 pub mod fast;
 pub mod message;
 pub mod packet;
 
 pub use fast::{rewrite_message, rewrite_message_in, Gate};
-pub use message::{Changes, Context, Outcome, Rewrite};
+pub use message::{Changes, Context, MediaPorts, Napt, Outcome, Rewrite};
 
 /// The exact rewriter without the fast path: every field that could hold an address is
 /// parsed, the UDP checksum is summed over the whole datagram before and after. Same

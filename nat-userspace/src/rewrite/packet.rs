@@ -37,6 +37,8 @@ pub struct PacketRewrite {
     pub trailing_discarded: usize,
     /// Outbound: an internal address is still in the message (see `Rewrite`).
     pub would_leak: bool,
+    /// The registration's lifetime in a REGISTER 2xx (see `Rewrite`).
+    pub registered_s: Option<u32>,
 }
 
 /// Why a packet was not handled at all.
@@ -118,26 +120,59 @@ pub fn rewrite_packet_gated(
     let Some((new_udp_len, new_ip_len)) = lengths(layout, &r) else {
         return Ok(not_rewritten(layout, &r, Outcome::TooBig));
     };
-    let l3_changed = l3_changes(layout, l3);
+    let port = napt_port(buf, layout, ctx);
+    let l3_changed = l3_changes(layout, l3) || port.is_some();
     if !payload_changed && !l3_changed {
         return Ok(not_rewritten(layout, &r, r.outcome));
     }
-    // The covered words that change besides the payload: the pseudo header and the UDP
-    // length (in the header), before and after.
+    // The covered words that change besides the payload: the pseudo header, the UDP
+    // length and a translated port (in the header), before and after.
     let old_udp_len = udp::HEADER_LEN + payload_len;
     let (old_fixed, new_fixed);
     if has_check {
-        old_fixed = pseudo(buf, layout, old_udp_len) + u64::from(old_udp_len as u16);
+        old_fixed = pseudo(buf, layout, old_udp_len)
+            + u64::from(old_udp_len as u16)
+            + port.map_or(0, |(at, _)| port_word(buf, layout, at));
     } else {
         old_fixed = 0;
     }
     set_l3(buf, layout, l3, new_ip_len, new_udp_len);
+    set_port(buf, layout, port);
     if has_check {
-        new_fixed = pseudo(buf, layout, new_udp_len) + u64::from(new_udp_len as u16);
+        new_fixed = pseudo(buf, layout, new_udp_len)
+            + u64::from(new_udp_len as u16)
+            + port.map_or(0, |(at, _)| port_word(buf, layout, at));
         let c = checksum::update(old_check, old_fixed + sums.old, new_fixed + sums.new);
         put_udp_checksum(buf, l4, c);
     }
     Ok(rewritten(layout, &r, l3_changed, new_ip_len))
+}
+
+/// The UDP port NAPT changes in this packet: (offset in the UDP header: 0 source, 2
+/// destination; the new port). Outbound the internal host's source port becomes its
+/// external port, inbound the external destination port its internal port.
+#[inline]
+fn napt_port(buf: &[u8], layout: &Layout, ctx: &Context<'_>) -> Option<(usize, u16)> {
+    let n = ctx.napt?;
+    let (sport, dport, _, _) = layout.udp(buf)?;
+    let (at, old, from, to) = match ctx.direction {
+        crate::nat::Direction::Outbound => (0, sport, n.internal_port, n.external_port),
+        crate::nat::Direction::Inbound => (2, dport, n.external_port, n.internal_port),
+    };
+    (old == from && from != to).then_some((at, to))
+}
+
+/// The UDP header word at `at` (0: source port, 2: destination port), as a checksum sum.
+#[inline]
+fn port_word(buf: &[u8], layout: &Layout, at: usize) -> u64 {
+    checksum::sum(&buf[layout.l4 + at..layout.l4 + at + 2])
+}
+
+#[inline]
+fn set_port(buf: &mut [u8], layout: &Layout, port: Option<(usize, u16)>) {
+    if let Some((at, p)) = port {
+        buf[layout.l4 + at..layout.l4 + at + 2].copy_from_slice(&p.to_be_bytes());
+    }
 }
 
 /// The new UDP and IP lengths after the message became `r.len` long (`None`: they would
@@ -175,6 +210,7 @@ fn not_rewritten(layout: &Layout, r: &Rewrite, sip: Outcome) -> PacketRewrite {
         content_length_short: r.content_length_short,
         trailing_discarded: 0,
         would_leak: r.would_leak,
+        registered_s: r.registered_s,
     }
 }
 
@@ -223,6 +259,7 @@ fn rewritten(layout: &Layout, r: &Rewrite, l3_changed: bool, new_ip_len: usize) 
         content_length_short: r.content_length_short,
         trailing_discarded: r.trailing_discarded,
         would_leak: r.would_leak,
+        registered_s: r.registered_s,
     }
 }
 
@@ -252,7 +289,10 @@ pub fn reference_rewrite_packet(
     ctx: &Context<'_>,
     l3: L3Action,
 ) -> Result<PacketRewrite, PacketError> {
-    rewrite_packet_with(buf, layout, l3, |b, n| message::rewrite_message(b, n, ctx))
+    let port = napt_port(buf, layout, ctx);
+    rewrite_packet_with(buf, layout, l3, port, |b, n| {
+        message::rewrite_message(b, n, ctx)
+    })
 }
 
 /// [`reference_rewrite_packet`] with the caller's edit list.
@@ -263,7 +303,8 @@ pub fn reference_rewrite_packet_in(
     l3: L3Action,
     edits: &mut Edits,
 ) -> Result<PacketRewrite, PacketError> {
-    rewrite_packet_with(buf, layout, l3, |b, n| {
+    let port = napt_port(buf, layout, ctx);
+    rewrite_packet_with(buf, layout, l3, port, |b, n| {
         message::rewrite_message_in(b, n, ctx, edits)
     })
 }
@@ -273,6 +314,7 @@ fn rewrite_packet_with(
     buf: &mut [u8],
     layout: &Layout,
     l3: L3Action,
+    port: Option<(usize, u16)>,
     message: impl FnOnce(&mut [u8], usize) -> Rewrite,
 ) -> Result<PacketRewrite, PacketError> {
     let (_, _, payload, payload_len) = layout.udp(buf).ok_or(PacketError::NotUdp)?;
@@ -303,16 +345,18 @@ fn rewrite_packet_with(
     let Some((new_udp_len, new_ip_len)) = lengths(layout, &r) else {
         return Ok(not_rewritten(layout, &r, Outcome::TooBig));
     };
-    let l3_changed = l3_changes(layout, l3);
+    let l3_changed = l3_changes(layout, l3) || port.is_some();
     if !payload_changed && !l3_changed {
         // Nothing to do: leave every byte as it came (a wrong checksum stays wrong).
         return Ok(not_rewritten(layout, &r, r.outcome));
     }
     set_l3(buf, layout, l3, new_ip_len, new_udp_len);
+    set_port(buf, layout, port);
     if has_check && (payload_changed || l3_changed) {
         let new_pseudo = pseudo(buf, layout, new_udp_len);
-        // Unchanged payload: only the pseudo header moved; skip re-summing the body.
-        let new_body = if payload_changed {
+        // Unchanged payload and ports: only the pseudo header moved; skip re-summing the
+        // body.
+        let new_body = if payload_changed || port.is_some() {
             udp_sum(buf, l4, new_udp_len)
         } else {
             old_body

@@ -51,6 +51,8 @@ fn run_port(
         direction: dir,
         internal,
         local_port,
+        napt: None,
+        media: None,
     };
     let r = rewrite_message(&mut buf, msg.len(), &ctx);
     buf.truncate(r.len);
@@ -1339,4 +1341,45 @@ fn regression_register_2xx_own_binding_restored_inbound() {
         64,
     );
     assert_eq!(o.outcome, Outcome::Unchanged);
+}
+
+/// The `expires` of the UA's own binding in a REGISTER 200 is reported (the caller keeps
+/// the UA's NAPT binding that long); another binding's is not.
+#[test]
+fn register_200_reports_the_own_bindings_expires() {
+    let c = cfg(&["10.0.0.0/24"]);
+    let msg = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:20000;branch=z9\r\nCSeq: 2 REGISTER\r\n\
+         Contact: <sip:u@{EXT}:20007>;expires=60\r\nContact: <sip:u@{EXT}:20000>;expires=3600\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let ctx = |local_port| Context {
+        config: &c,
+        external: ext4(),
+        direction: Direction::Inbound,
+        internal: Some(ip("10.0.0.2")),
+        local_port: Some(local_port),
+        napt: Some(Napt {
+            internal: ip("10.0.0.2"),
+            internal_port: 5060,
+            external_port: 20000,
+        }),
+        media: None,
+    };
+    for rewrite in [super::rewrite_message, super::reference::rewrite_message] {
+        let mut buf = msg.clone().into_bytes();
+        buf.resize(msg.len() + 256, 0);
+        let r = rewrite(&mut buf, msg.len(), &ctx(20000));
+        assert_eq!(r.registered_s, Some(3600));
+        let text = String::from_utf8_lossy(&buf[..r.len]).into_owned();
+        assert!(
+            text.contains("Contact: <sip:u@10.0.0.2:5060>;expires=3600\r\n")
+                && text.contains(&format!("Contact: <sip:u@{EXT}:20007>;expires=60\r\n"))
+                && text.contains("Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9"),
+            "{text}"
+        );
+        let mut buf = msg.clone().into_bytes();
+        buf.resize(msg.len() + 256, 0);
+        assert_eq!(rewrite(&mut buf, msg.len(), &ctx(20001)).registered_s, None);
+    }
 }

@@ -136,8 +136,14 @@ pub fn rule_sets() -> Vec<RuleSet> {
 }
 
 /// Every way a message is rewritten under `s`: outbound, inbound without and with a
-/// known internal host.
-pub fn contexts(s: &RuleSet) -> [Context<'_>; 3] {
+/// known internal host, and both ways under a NAPT binding of the host (internal port
+/// 5060, external port 20001).
+pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
+    let napt = Some(sipnat::rewrite::Napt {
+        internal: s.host,
+        internal_port: 5060,
+        external_port: 20001,
+    });
     [
         Context {
             config: &s.config,
@@ -145,6 +151,8 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 3] {
             direction: Direction::Outbound,
             internal: None,
             local_port: Some(5060),
+            napt: None,
+            media: None,
         },
         Context {
             config: &s.config,
@@ -152,6 +160,8 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 3] {
             direction: Direction::Inbound,
             internal: None,
             local_port: Some(5060),
+            napt: None,
+            media: None,
         },
         Context {
             config: &s.config,
@@ -159,6 +169,26 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 3] {
             direction: Direction::Inbound,
             internal: Some(s.host),
             local_port: Some(15060),
+            napt: None,
+            media: None,
+        },
+        Context {
+            config: &s.config,
+            external: s.external,
+            direction: Direction::Outbound,
+            internal: None,
+            local_port: Some(5060),
+            napt,
+            media: None,
+        },
+        Context {
+            config: &s.config,
+            external: s.external,
+            direction: Direction::Inbound,
+            internal: Some(s.host),
+            local_port: Some(20001),
+            napt,
+            media: None,
         },
     ]
 }

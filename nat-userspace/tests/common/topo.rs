@@ -259,10 +259,18 @@ impl Topo {
         rest: &str,
     ) -> PathBuf {
         let socket = self.dir.path(&format!("{name}.sock"));
+        // Media NAT (on by default) gives SDP ports of its range; the tests that check
+        // SDP byte for byte (the throughput smoke test, the load test's verifier) expect
+        // them kept: off unless a test configures [media] itself.
+        let media = if rest.contains("[media]") {
+            ""
+        } else {
+            "[media]\nenabled = false\n\n"
+        };
         let text = format!(
             "[interfaces]\ninside = \"gwin\"\noutside = \"gwout\"\nsip_ports = [5060]\non_failure = \"pass\"\n\n\
              [nat]\nexternal_ip = \"{EXT_IP}\"\n{nat_extra}\n\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\n\n\
-             [control]\nsocket = \"{}\"\n{control_extra}\nbpffs = \"{}/sipnat\"\n\n{rest}\n",
+             [control]\nsocket = \"{}\"\n{control_extra}\nbpffs = \"{}/sipnat\"\n\n{media}{rest}\n",
             socket.display(),
             self.bpffs.0.display()
         );

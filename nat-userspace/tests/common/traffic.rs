@@ -168,6 +168,8 @@ pub fn expected_rewrite(msg: &[u8]) -> Vec<u8> {
         direction: Direction::Outbound,
         internal: None,
         local_port: None,
+        napt: None,
+        media: None,
     };
     let mut buf = msg.to_vec();
     buf.resize(msg.len() + 4096, 0);

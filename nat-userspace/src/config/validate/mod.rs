@@ -13,6 +13,7 @@ use crate::nat::{addr::canonical, external::check_external, Net};
 mod control;
 mod datapath;
 mod interfaces;
+mod media;
 mod nat;
 mod system;
 
@@ -23,6 +24,7 @@ impl Config {
         let mut p = Problems::new(text);
         interfaces::check(&mut p, &self.interfaces);
         nat::check(&mut p, &self.nat);
+        media::check(&mut p, &self.media, &self.nat);
         control::check(&mut p, &self.control);
         datapath::check(&mut p, &self.datapath, &self.log);
         sort_problems(&mut p.list);

@@ -10,7 +10,7 @@ use super::{
     },
     not_external,
 };
-use crate::nat::{L3Mode, Net};
+use crate::nat::{napt::PortRange, L3Mode, Net};
 
 pub(super) fn check(p: &mut Problems, n: &Nat) {
     let local = local_nets(p, n);
@@ -25,6 +25,16 @@ pub(super) fn check(p: &mut Problems, n: &Nat) {
             format!(
                 "nat.flow_table_size {} is out of range: use 1 to 16777216 (flows)",
                 n.flow_table_size
+            ),
+        );
+    }
+    let range = n.port_range.get_ref();
+    if !range.trim().is_empty() && PortRange::parse(range).is_none() {
+        let s = p.at_or(&n.port_range.span(), &["nat", "port_range"]);
+        p.add(
+            &s,
+            format!(
+                "nat.port_range `{range}` is not a port range: write FIRST-LAST with 1 <= FIRST <= LAST <= 65535, e.g. \"20000-29999\", or \"\" for no port translation"
             ),
         );
     }

@@ -1,0 +1,215 @@
+//! The pipeline's bindings: NAPT of SIP endpoints (the binding of an outbound packet's
+//! source, its registration lifetime) and media bindings learned from SDP (the allocator
+//! handed to the rewrite, the dialog's end). Pure like the pipeline: the tables and the
+//! sink come in through [`Env`].
+
+use core::net::IpAddr;
+
+use super::{
+    pipeline::{Early, Egress, Env},
+    stats::{Batch, C},
+    Dataplane,
+};
+use crate::{
+    nat::{
+        media::{MediaBindings, MediaRegistry},
+        napt::Bound,
+        Direction, L3Mode,
+    },
+    rewrite::{packet::PacketRewrite, MediaPorts, Napt},
+    wire::Layout,
+};
+
+/// The media binding registry and where its bindings are installed.
+#[derive(Clone, Copy)]
+pub struct MediaEnv<'a> {
+    pub registry: &'a MediaRegistry,
+    pub sink: &'a dyn MediaBindings,
+}
+
+/// The rewrite's [`MediaPorts`] for one SIP message of dialog `call`: binds in the
+/// registry (the dialog's SDP generation begun at the first port).
+pub(super) struct MediaAlloc<'a> {
+    env: MediaEnv<'a>,
+    dataplane: &'a Dataplane,
+    call: u64,
+    now_s: u32,
+    /// The dialog's SDP generation + 1 once begun (0: not yet).
+    generation: core::sync::atomic::AtomicU64,
+}
+
+impl MediaAlloc<'_> {
+    /// The generation begun by this message's SDP, if it named media of ours.
+    fn generation(&self) -> Option<u32> {
+        match self.generation.load(core::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            g => Some((g - 1) as u32),
+        }
+    }
+}
+
+impl core::fmt::Debug for MediaAlloc<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MediaAlloc")
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaPorts for MediaAlloc<'_> {
+    fn media_port(&self, internal: core::net::SocketAddr) -> Option<u16> {
+        let cfg = &self.dataplane.config;
+        let external = cfg
+            .rule_for(internal.ip())
+            .and_then(|r| cfg.external_of(r, internal.ip(), &self.dataplane.external))?;
+        let g = match self.generation() {
+            Some(g) => g,
+            None => {
+                let g = self.env.registry.begin_sdp(self.call);
+                self.generation
+                    .store(u64::from(g) + 1, core::sync::atomic::Ordering::Relaxed);
+                g
+            }
+        };
+        self.env.registry.bind(
+            self.call,
+            g,
+            internal,
+            crate::nat::addr::canonical(external),
+            self.env.sink,
+            self.now_s,
+        )
+    }
+}
+
+/// What the media bindings need to know of a SIP message: its dialog and whether it ends
+/// the dialog (BYE, CANCEL, an error final response to INVITE).
+fn dialog_of(msg: &[u8]) -> Option<(u64, bool)> {
+    use crate::sip::message::{self as m, StartLine};
+    let (start, mut pos) = m::start_line(msg).ok()?;
+    let mut call = None;
+    let mut cseq_invite = false;
+    while let Ok(Some((h, next))) = m::header(msg, pos) {
+        let name = &msg[h.name.clone()];
+        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+            call.get_or_insert(crate::nat::media::call_hash(&msg[h.value.clone()]));
+        } else if h.kind == m::Kind::CSeq {
+            cseq_invite = m::cseq_method(&msg[h.value.clone()]).eq_ignore_ascii_case(b"INVITE");
+        }
+        pos = next;
+    }
+    let ends = match start {
+        StartLine::Request { method, .. } => {
+            let me = &msg[method];
+            me.eq_ignore_ascii_case(b"BYE") || me.eq_ignore_ascii_case(b"CANCEL")
+        }
+        StartLine::Response { code } => code >= 300 && cseq_invite,
+    };
+    Some((call?, ends))
+}
+
+/// The dialog of a SIP message and, outbound under `l3 = "snat"` with media NAT on, the
+/// allocator of its SDP's media ports. (Behind a 1:1 NAT, `l3 = "keep"`, the provider
+/// translates media.)
+pub(super) fn media_alloc<'a, E: Egress>(
+    env: &Env<'a, E>,
+    direction: Direction,
+    buf: &[u8],
+    layout: &Layout,
+) -> (Option<(u64, bool)>, Option<MediaAlloc<'a>>) {
+    let Some(m) = env.media else {
+        return (None, None);
+    };
+    let msg = layout.udp(buf).and_then(|(_, _, p, n)| buf.get(p..p + n));
+    let dialog = msg.and_then(dialog_of);
+    let dp = env.dataplane;
+    let alloc = match dialog {
+        Some((call, _)) if direction == Direction::Outbound && dp.config.l3 == L3Mode::Snat => {
+            Some(MediaAlloc {
+                env: m,
+                dataplane: dp,
+                call,
+                now_s: (env.now_ms / 1000) as u32,
+                generation: core::sync::atomic::AtomicU64::new(0),
+            })
+        }
+        _ => None,
+    };
+    (dialog, alloc)
+}
+
+/// After a rewrite that is sent on: counts the NAPT translation, ends the dialog's media
+/// bindings (BYE, CANCEL, error) or those its new SDP no longer names, and keeps a NAPT
+/// binding as long as the registration a REGISTER 2xx grants it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn after_rewrite<E: Egress>(
+    env: &Env<'_, E>,
+    layout: &Layout,
+    dport: u16,
+    internal: Option<IpAddr>,
+    napt: Option<Napt>,
+    r: &PacketRewrite,
+    dialog: Option<(u64, bool)>,
+    alloc: &Option<MediaAlloc<'_>>,
+    b: &mut Batch,
+) {
+    if napt.is_some() {
+        b.inc(C::NaptTranslated);
+    }
+    if let (Some(m), Some((call, ends))) = (env.media, dialog) {
+        if ends {
+            m.registry.end_call(call, m.sink);
+        } else if let Some(g) = alloc.as_ref().and_then(MediaAlloc::generation) {
+            // This SDP named the dialog's media: the bindings it no longer names go.
+            m.registry.end_sdp(call, g, m.sink);
+        }
+    }
+    if let (Some(expires), true, Some(internal)) =
+        (r.registered_s, env.dataplane.napt.is_some(), internal)
+    {
+        let now_s = (env.now_ms / 1000) as u32;
+        let port = napt.map_or(dport, |n| n.internal_port);
+        let until = now_s.saturating_add(expires);
+        env.napt
+            .extend(layout.dst, dport, internal, port, now_s, until);
+    }
+}
+
+/// The external port of an outbound packet's source (`src`:`sport`) on `new_src` under
+/// NAPT (the snapshot's range; without one the port is kept), and the binding for the
+/// rewrite when the port changes. No port free: dropped and counted.
+pub(super) fn napt_bind<E: Egress>(
+    env: &Env<'_, E>,
+    new_src: IpAddr,
+    src: IpAddr,
+    sport: u16,
+    now_s: u32,
+    b: &mut Batch,
+) -> Result<(u16, Option<Napt>), Early> {
+    let Some(range) = env.dataplane.napt else {
+        return Ok((sport, None));
+    };
+    let ext_port = match env.napt.outbound(new_src, src, sport, range, now_s) {
+        Bound::Existing(p) => p,
+        Bound::Preserved(p) => {
+            b.inc(C::NaptPreserved);
+            p
+        }
+        Bound::Allocated(p) => {
+            b.inc(C::NaptAllocated);
+            p
+        }
+        Bound::Exhausted => {
+            // Without a port of its own it could only leave with another host's port or
+            // its internal one: it does not leave.
+            b.inc(C::DropNatPortsExhausted);
+            return Err(Early::Drop(C::DropNatPortsExhausted));
+        }
+    };
+    let napt = (ext_port != sport).then(|| Napt {
+        internal: crate::nat::addr::canonical(src),
+        internal_port: sport,
+        external_port: ext_port,
+    });
+    Ok((ext_port, napt))
+}

@@ -100,6 +100,13 @@ impl Edits {
         Ok(())
     }
 
+    /// Drops the edits after the first `n` (a parse that pushed some and then gave way
+    /// to another takes them back).
+    #[inline]
+    pub fn truncate(&mut self, n: usize) {
+        self.items.truncate(n);
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }

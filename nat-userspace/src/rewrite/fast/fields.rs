@@ -6,15 +6,17 @@
 //! [`Rewriter::top_via`], [`Rewriter::uri`], [`sdp::line_item`]). Each shortcut below says
 //! why it finds what the reference finds.
 
-use core::{net::IpAddr, ops::Range};
+use core::{
+    net::{IpAddr, Ipv4Addr},
+    ops::Range,
+};
 
 use super::index::Cands;
 use crate::{
     nat::Direction,
     rewrite::{edits::Field, message::Rewriter},
     sip::{
-        addr::{parse_ipv4, parse_ipv4_prefix},
-        scan::{skip_lws, skip_ws},
+        scan::{is_host_char, port_at, skip_lws, skip_ws},
         sdp,
         uri::{host_port_at, HostPort},
     },
@@ -120,7 +122,7 @@ fn angle_uri(
         .iter()
         .position(|&c| c == b'@')
         .map_or(after, |i| after + i + 1);
-    let Some(hp) = host_port_at(msg, skip_lws(msg, host_start, e), e, false) else {
+    let Some(hp) = host_port(msg, skip_lws(msg, host_start, e), e) else {
         // A host name (a numeric maddr may follow it) or something odd.
         return r.uri(msg, s, e, field);
     };
@@ -156,7 +158,7 @@ pub(super) fn top_via(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], v: Range<usize>,
         p += 1;
     }
     let tls = msg[t..p].eq_ignore_ascii_case(b"TLS");
-    let hp = host_port_at(msg, skip_lws(msg, p, v.end), v.end, false);
+    let hp = host_port(msg, skip_lws(msg, p, v.end), v.end);
     match hp {
         Some(hp) if !cands.any(hp.end(), v.end) => {
             r.host(&hp, Some(if tls { 5061 } else { 5060 }), true, Field::Via);
@@ -174,10 +176,9 @@ pub(super) fn sdp_line(
     line: Range<usize>,
     rejected: &mut bool,
 ) {
-    let (field, addr) = match plain_sdp_addr(msg, line.clone()) {
-        Some((b'c', _)) if *rejected => return,
-        Some((b'c', a)) => (Field::SdpConnection, a),
-        Some((_, a)) => (Field::SdpOrigin, a),
+    let (field, host, addr) = match plain_sdp(msg, line.clone(), rejected) {
+        Some(Some(x)) => x,
+        Some(None) => return,
         None => {
             let Some(item) = sdp::line_item(msg, line, rejected) else {
                 return;
@@ -191,52 +192,166 @@ pub(super) fn sdp_line(
                 _ => Field::SdpRtcp,
             };
             match item.addr {
-                Some(a) => (field, (a.range, a.addr)),
+                Some(a) => (field, a.range, a.addr),
                 None => return,
             }
         }
     };
     let hp = HostPort {
-        host: addr.0,
-        addr: addr.1,
+        host,
+        addr,
         bracketed: false,
         port: None,
     };
     r.host(&hp, None, false, field);
 }
 
-/// The IPv4 address of a `c=IN IP4 a.b.c.d[/ttl| ...]` or `o=... IN IP4 a.b.c.d` line,
-/// with the line's letter; `None` when the line is not in that form (or not certainly).
-/// Why this is `sdp::line_item`'s reading: it splits the line at spaces and reads the
-/// address (up to a `/`) from the third field of `c=` and the last of `o=`, after the
-/// fields `IN` and `IP4`. Here `c=IN IP4 ` with a non-space after it makes the third
-/// field start right there, and an address followed by the line's end, a space or a `/`
-/// is that field's address text. In `o=`, a last field preceded by exactly ` IN IP4 `
-/// (and more before it) is the address field after `IN` and `IP4`.
-fn plain_sdp_addr(msg: &[u8], line: Range<usize>) -> Option<(u8, (Range<usize>, IpAddr))> {
+/// An SDP line in its plain form, read as `sdp::line_item` reads it: `Some(Some(..))` the
+/// address to rewrite, `Some(None)` nothing to rewrite (an `m=` line sets `rejected`),
+/// `None` not certain (the caller asks `line_item`). `line_item` splits a line at spaces
+/// (runs of them count as one) and reads fixed fields; each form below starts every
+/// field it reads with a non-space after exactly one space, so its fields are the
+/// bytes between those spaces:
+/// - `c=IN IP4 ADDR...`: the third field's address (a rejected section: nothing);
+/// - `o=... IN IP4 ADDR`: the last field, after ` IN IP4 ` (any section);
+/// - `a=rtcp:PORT[ IN IP4 ADDR...]`: the port field must be a port, then the address as
+///   in `c=` (without one, only the port, which changes only under port maps);
+/// - `m=MEDIA PORT[/n] ...`: the section is rejected when the port is 0.
+fn plain_sdp(
+    msg: &[u8],
+    line: Range<usize>,
+    rejected: &mut bool,
+) -> Option<Option<(Field, Range<usize>, IpAddr)>> {
     let l = msg.get(line.clone())?;
-    match l.first()? {
+    let at = line.start;
+    if l.len() < 3 || l[1] != b'=' || l[2] == b' ' {
+        return None;
+    }
+    match l[0] {
         b'c' => {
-            let rest = l.strip_prefix(b"c=IN IP4 ")?;
-            let (a, n) = parse_ipv4_prefix(rest)?;
-            let at = line.start + 9;
-            match rest.get(n) {
-                None | Some(b' ') | Some(b'/') => Some((b'c', (at..at + n, IpAddr::V4(a)))),
-                _ => None,
-            }
+            let a = l.strip_prefix(b"c=IN IP4 ")?;
+            let (host, addr) = typed_v4(a, at + 9)?;
+            Some((!*rejected).then_some((Field::SdpConnection, host, addr)))
         }
-        b'o' if l.get(1) == Some(&b'=') && l.last() != Some(&b' ') => {
+        b'o' if l.last() != Some(&b' ') => {
             // The last field: at most 15 bytes for an IPv4 address.
             let sp = l.len() - 1 - l.iter().rev().take(16).position(|&c| c == b' ')?;
             if sp < 9 || &l[sp - 7..=sp] != b" IN IP4 " {
                 return None;
             }
-            let field = &l[sp + 1..];
-            let text = field.split(|&c| c == b'/').next()?;
-            let a = parse_ipv4(text)?;
-            let at = line.start + sp + 1;
-            Some((b'o', (at..at + text.len(), IpAddr::V4(a))))
+            let text = l[sp + 1..].split(|&c| c == b'/').next()?;
+            match ipv4_at(text) {
+                Some((a, n)) if n == text.len() => {
+                    let h = at + sp + 1;
+                    Some(Some((Field::SdpOrigin, h..h + n, IpAddr::V4(a))))
+                }
+                _ => None,
+            }
+        }
+        b'a' => {
+            let rest = l.strip_prefix(b"a=rtcp:")?;
+            let p_end = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
+            match port_at(rest, 0, p_end) {
+                Some((_, pe)) if pe == p_end => {}
+                // `rtcp` reads no item: nothing.
+                _ => return (rest.first() != Some(&b' ')).then_some(None),
+            }
+            if p_end == rest.len() {
+                return Some(None);
+            }
+            let a = rest[p_end..].strip_prefix(b" IN IP4 ")?;
+            let (host, addr) = typed_v4(a, at + 7 + p_end + 8)?;
+            Some((!*rejected).then_some((Field::SdpRtcp, host, addr)))
+        }
+        b'm' => {
+            let v = &l[2..];
+            let s = v.iter().position(|&c| c == b' ')?;
+            let p = v
+                .get(s + 1..)
+                .filter(|p| p.first().is_some_and(|&c| c != b' '))?;
+            let p_end = p.iter().position(|&c| c == b' ').unwrap_or(p.len());
+            *rejected = match port_at(p, 0, p_end) {
+                Some((port, pe)) if pe == p_end || p[pe] == b'/' => port == 0,
+                _ => false,
+            };
+            Some(None)
         }
         _ => None,
     }
+}
+
+/// An SDP address field `a` (at `at` in the message) that starts with an IPv4 address
+/// followed by its end, a space or a `/`: the address text `typed_addr` reads from it.
+#[inline]
+fn typed_v4(a: &[u8], at: usize) -> Option<(Range<usize>, IpAddr)> {
+    let (addr, n) = ipv4_at(a)?;
+    matches!(a.get(n), None | Some(b' ') | Some(b'/')).then_some((at..at + n, IpAddr::V4(addr)))
+}
+
+/// [`host_port_at`] without bare IPv6 (URI hosts, Via sent-by), its IPv4 case read from a
+/// 16-byte window; a `[` goes to `host_port_at`. Like it, anything but an IPv4 address
+/// that is a whole token is `None` (a host name), and a `:port` may follow after LWS.
+#[inline]
+fn host_port(msg: &[u8], pos: usize, end: usize) -> Option<HostPort> {
+    let end = end.min(msg.len());
+    if pos < end && msg[pos] == b'[' {
+        return host_port_at(msg, pos, end, false);
+    }
+    let (a, n) = ipv4_at(msg.get(pos..end)?)?;
+    let he = pos + n;
+    if he < end && is_host_char(msg[he]) {
+        return None;
+    }
+    let q = skip_lws(msg, he, end);
+    let port = if q < end && msg[q] == b':' {
+        let p = skip_lws(msg, q + 1, end);
+        port_at(msg, p, end).map(|(v, pe)| (v, p..pe))
+    } else {
+        None
+    };
+    Some(HostPort {
+        host: pos..he,
+        addr: IpAddr::V4(a),
+        bracketed: false,
+        port,
+    })
+}
+
+/// [`crate::sip::addr::parse_ipv4_prefix`] of `b`, read from a zero-padded 16-byte copy
+/// of its start (an address is at most 15 bytes; a zero is neither a digit nor a dot, so
+/// the padding ends the address as the end of `b` does).
+#[inline]
+fn ipv4_at(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let mut w = [0u8; 16];
+    let n = b.len().min(16);
+    w[..n].copy_from_slice(&b[..n]);
+    let digit = |i: usize| -> Option<u32> {
+        let d = w[i & 15].wrapping_sub(b'0');
+        (d <= 9).then_some(u32::from(d))
+    };
+    let mut i = 0;
+    let mut out = 0u32;
+    for k in 0..4 {
+        if k > 0 {
+            if w[i & 15] != b'.' {
+                return None;
+            }
+            i += 1;
+        }
+        let mut v = digit(i)?;
+        i += 1;
+        if let Some(d) = digit(i) {
+            v = v * 10 + d;
+            i += 1;
+            if let Some(d) = digit(i) {
+                v = v * 10 + d;
+                i += 1;
+            }
+        }
+        if v > 255 {
+            return None;
+        }
+        out = out << 8 | v;
+    }
+    Some((Ipv4Addr::from(out), i))
 }

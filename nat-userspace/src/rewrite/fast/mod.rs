@@ -325,7 +325,7 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
     // A body without a candidate holds no address of ours: nothing to parse or check.
     if cands.any(body_start, body_end) {
         match (framing.content_type.clone(), framing.encoded) {
-            (Some(ct), false) => match body::kind(msg, ct) {
+            (Some(ct), false) => match body_kind(msg, ct) {
                 BodyKind::Sdp if !port_maps(cfg) => sdp(r, msg, body_start, body_end, &cands),
                 kind => r.body(msg, body_start, body_end, kind, 0),
             },
@@ -335,6 +335,16 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
     }
     r.follow_content_length(framing, body_start, body_end);
     Ok(())
+}
+
+/// [`body::kind`], the usual `application/sdp` (no parameters) told first.
+#[inline]
+fn body_kind(msg: &[u8], ct: core::ops::Range<usize>) -> BodyKind {
+    if msg[ct.clone()].eq_ignore_ascii_case(b"application/sdp") {
+        BodyKind::Sdp
+    } else {
+        body::kind(msg, ct)
+    }
 }
 
 /// Whether any rule maps ports (then SDP ports follow their section's address, and the

@@ -235,7 +235,13 @@ fn plain_sdp(
         }
         b'o' if l.last() != Some(&b' ') => {
             // The last field: at most 15 bytes for an IPv4 address.
-            let sp = l.len() - 1 - l.iter().rev().take(16).position(|&c| c == b' ')?;
+            let mut sp = l.len() - 1;
+            while l[sp] != b' ' {
+                if sp + 16 < l.len() || sp == 0 {
+                    return None;
+                }
+                sp -= 1;
+            }
             if sp < 9 || &l[sp - 7..=sp] != b" IN IP4 " {
                 return None;
             }
@@ -317,18 +323,29 @@ fn host_port(msg: &[u8], pos: usize, end: usize) -> Option<HostPort> {
     })
 }
 
+/// The first 16 bytes of `b` (shorter than that), zero-padded. (Out of line: inlined,
+/// the copy of a whole window above becomes a call to `memcpy` too.)
+#[cold]
+#[inline(never)]
+fn padded(b: &[u8]) -> [u8; 16] {
+    let mut w = [0u8; 16];
+    let n = b.len().min(16);
+    w[..n].copy_from_slice(&b[..n]);
+    w
+}
+
 /// [`crate::sip::addr::parse_ipv4_prefix`] of `b`, read from a zero-padded 16-byte copy
 /// of its start (an address is at most 15 bytes; a zero is neither a digit nor a dot, so
 /// the padding ends the address as the end of `b` does).
 #[inline]
 fn ipv4_at(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
-    let mut w = [0u8; 16];
-    let n = b.len().min(16);
-    w[..n].copy_from_slice(&b[..n]);
-    let digit = |i: usize| -> Option<u32> {
-        let d = w[i & 15].wrapping_sub(b'0');
-        (d <= 9).then_some(u32::from(d))
+    let w: [u8; 16] = match b.first_chunk::<16>() {
+        Some(w) => *w,
+        None => padded(b),
     };
+    // (Indexes masked to the window: an octet starts at 12 at the latest, so its three
+    // digits are within it.)
+    let d = |i: usize| u32::from(w[i & 15].wrapping_sub(b'0'));
     let mut i = 0;
     let mut out = 0u32;
     for k in 0..4 {
@@ -338,20 +355,21 @@ fn ipv4_at(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
             }
             i += 1;
         }
-        let mut v = digit(i)?;
-        i += 1;
-        if let Some(d) = digit(i) {
-            v = v * 10 + d;
-            i += 1;
-            if let Some(d) = digit(i) {
-                v = v * 10 + d;
-                i += 1;
-            }
-        }
+        let (d0, d1, d2) = (d(i), d(i + 1), d(i + 2));
+        let (v, n) = if d0 > 9 {
+            return None;
+        } else if d1 > 9 {
+            (d0, 1)
+        } else if d2 > 9 {
+            (d0 * 10 + d1, 2)
+        } else {
+            (d0 * 100 + d1 * 10 + d2, 3)
+        };
         if v > 255 {
             return None;
         }
         out = out << 8 | v;
+        i += n;
     }
     Some((Ipv4Addr::from(out), i))
 }

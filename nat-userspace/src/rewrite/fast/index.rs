@@ -202,10 +202,7 @@ impl Cands {
         if ce == pos {
             return Err(Ok(next));
         }
-        let name_end = msg[pos..ce]
-            .iter()
-            .position(|&b| !message::is_token_char(b))
-            .map_or(ce, |i| pos + i);
+        let name_end = token_end(msg, pos, ce);
         let mut colon = name_end;
         while colon < ce && is_ws(msg[colon]) {
             colon += 1;
@@ -229,6 +226,22 @@ impl Cands {
             next,
         ))
     }
+}
+
+/// The end of the run of token characters at `i` (before `end`): four at a time.
+#[inline(always)]
+fn token_end(msg: &[u8], mut i: usize, end: usize) -> usize {
+    let t = |b: u8| message::is_token_char(b);
+    while let Some(&[a, b, c, d]) = msg.get(i..end).and_then(|r| r.first_chunk::<4>()) {
+        if !(t(a) & t(b) & t(c) & t(d)) {
+            break;
+        }
+        i += 4;
+    }
+    while i < end && t(msg[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// [`Kind::of`] with word-wide compares. `name` holds token characters only, for which

@@ -35,7 +35,7 @@ pub(super) fn name_addrs(
     cands: &Cands,
 ) {
     let saved = (r.edits.len(), r.family_mismatch, r.full);
-    if plain_values(r, msg, v.clone(), field, all, cands).is_none() {
+    if plain_values(r, msg, v.clone(), (field, all), cands).is_none() {
         r.edits.truncate(saved.0);
         (r.family_mismatch, r.full) = (saved.1, saved.2);
         r.uri_list(msg, v, field, all);
@@ -54,8 +54,7 @@ fn plain_values(
     r: &mut Rewriter<'_, '_, '_>,
     msg: &[u8],
     v: Range<usize>,
-    field: Field,
-    all: bool,
+    (field, all): (Field, bool),
     cands: &Cands,
 ) -> Option<()> {
     let first_of = |from: usize, a: u8, b: u8| -> Option<usize> {

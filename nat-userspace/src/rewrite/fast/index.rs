@@ -3,10 +3,7 @@
 //! from it.
 
 use super::Gate;
-use crate::sip::{
-    message::{self, Kind, Malformed},
-    scan::{is_ws, skip_ws, trim_end},
-};
+use crate::sip::message::{self, Kind, Malformed};
 
 /// Longest message that gets a candidate index (64 bitmap words); a longer one (a
 /// reassembled datagram: rare) is parsed whole.
@@ -194,98 +191,7 @@ impl Cands {
         msg: &[u8],
         pos: usize,
     ) -> Result<(message::Header, usize), Result<usize, Malformed>> {
-        let end = msg.len();
-        if pos >= end {
-            return Err(Ok(end));
-        }
-        let (mut ce, mut next) = self.line_end(msg, pos, end);
-        if ce == pos {
-            return Err(Ok(next));
-        }
-        let name_end = token_end(msg, pos, ce);
-        let mut colon = name_end;
-        while colon < ce && is_ws(msg[colon]) {
-            colon += 1;
-        }
-        if name_end == pos || colon >= ce || msg[colon] != b':' {
-            return Err(Err(Malformed::BadHeaderLine));
-        }
-        while next < end && is_ws(msg[next]) {
-            let (c2, n2) = self.line_end(msg, next, end);
-            ce = c2;
-            next = n2;
-        }
-        let v_start = skip_ws(msg, colon + 1, ce);
-        let v_end = trim_end(msg, v_start, ce).max(v_start);
-        Ok((
-            message::Header {
-                kind: kind_of(&msg[pos..name_end]),
-                name: pos..name_end,
-                value: v_start..v_end,
-            },
-            next,
-        ))
-    }
-}
-
-/// The end of the run of token characters at `i` (before `end`): four at a time.
-#[inline(always)]
-fn token_end(msg: &[u8], mut i: usize, end: usize) -> usize {
-    let t = |b: u8| message::is_token_char(b);
-    while let Some(&[a, b, c, d]) = msg.get(i..end).and_then(|r| r.first_chunk::<4>()) {
-        if !(t(a) & t(b) & t(c) & t(d)) {
-            break;
-        }
-        i += 4;
-    }
-    while i < end && t(msg[i]) {
-        i += 1;
-    }
-    i
-}
-
-/// [`Kind::of`] with word-wide compares. `name` holds token characters only, for which
-/// setting bit 5 lowercases a letter and leaves `-`, digits and every other token
-/// character off the lowercase letters: OR-ing 0x20 and comparing with the lowercase name
-/// is the case-insensitive compare.
-#[inline]
-fn kind_of(name: &[u8]) -> Kind {
-    #[inline(always)]
-    fn eq(name: &[u8], lower: &[u8]) -> bool {
-        debug_assert_eq!(name.len(), lower.len());
-        let n = name.len();
-        let word = |b: &[u8], at: usize| {
-            u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes")) | 0x2020_2020_2020_2020
-        };
-        if n >= 8 {
-            // Two (overlapping) words cover 8 to 16 bytes.
-            word(name, 0) == word(lower, 0) && word(name, n - 8) == word(lower, n - 8)
-        } else {
-            name.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
-        }
-    }
-    match name.len() {
-        1 => match name[0] | 0x20 {
-            b'v' => Kind::Via,
-            b'm' => Kind::Contact,
-            b'f' => Kind::From,
-            b't' => Kind::To,
-            b'l' => Kind::ContentLength,
-            b'c' => Kind::ContentType,
-            b'e' => Kind::ContentEncoding,
-            _ => Kind::Other,
-        },
-        2 if eq(name, b"to") => Kind::To,
-        3 if eq(name, b"via") => Kind::Via,
-        4 if eq(name, b"from") => Kind::From,
-        4 if eq(name, b"cseq") => Kind::CSeq,
-        5 if eq(name, b"route") => Kind::Route,
-        7 if eq(name, b"contact") => Kind::Contact,
-        12 if eq(name, b"content-type") => Kind::ContentType,
-        12 if eq(name, b"record-route") => Kind::RecordRoute,
-        14 if eq(name, b"content-length") => Kind::ContentLength,
-        16 if eq(name, b"content-encoding") => Kind::ContentEncoding,
-        _ => Kind::Other,
+        message::header_with(msg, pos, |p, e| self.line_end(msg, p, e), Kind::of_token)
     }
 }
 
@@ -508,69 +414,6 @@ fn masks(b: &[u8]) -> [u32; 3] {
 mod tests {
     use super::*;
     use crate::nat::{Direction, ExternalAddrs, Net, RewriteConfig};
-
-    #[test]
-    fn kind_of_equals_the_scanners() {
-        let names: &[&[u8]] = &[
-            b"v",
-            b"V",
-            b"m",
-            b"f",
-            b"t",
-            b"l",
-            b"c",
-            b"e",
-            b"i",
-            b"x",
-            b"to",
-            b"TO",
-            b"tO",
-            b"via",
-            b"VIA",
-            b"Via",
-            b"vIa",
-            b"from",
-            b"cseq",
-            b"CSeq",
-            b"route",
-            b"contact",
-            b"Contact",
-            b"content-type",
-            b"Content-Type",
-            b"record-route",
-            b"Record-Route",
-            b"content-length",
-            b"CONTENT-LENGTH",
-            b"content-encoding",
-            b"Content-Encoding",
-            b"X-Via",
-            b"vi`",
-            b"contacT",
-            b"content_type",
-            b"content-typ3",
-            b"recorD-route",
-            b"content-lengtH",
-            b"Content-Encodin9",
-            b"fr0m",
-            b"cse~",
-            b"rout!",
-            b"To!",
-        ];
-        for n in names {
-            assert_eq!(kind_of(n), Kind::of(n), "{}", String::from_utf8_lossy(n));
-        }
-        // Every token character in every position of every name's length.
-        let tokens: Vec<u8> = (0..=255u8).filter(|&b| message::is_token_char(b)).collect();
-        for n in names {
-            for i in 0..n.len() {
-                for &t in &tokens {
-                    let mut v = n.to_vec();
-                    v[i] = t;
-                    assert_eq!(kind_of(&v), Kind::of(&v), "{}", String::from_utf8_lossy(&v));
-                }
-            }
-        }
-    }
 
     fn gate(nets: &[&str]) -> Gate {
         let c = RewriteConfig {

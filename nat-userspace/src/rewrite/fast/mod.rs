@@ -5,19 +5,21 @@
 //! (inbound) claim it, and every IPv4 address they can claim is written with one of a
 //! few first octets. Its text then holds that octet's decimal digits followed by `.`
 //! (leading zeros keep it: `010.` still ends in `10.`). A [`Gate`], computed once per
-//! published snapshot, is the set of those first octets. One SSE2 sweep over the message
-//! finds every `.` whose 1-3 preceding digits are an octet of the set, and every `ffff`
-//! (any case: an IPv4-mapped IPv6 address always has it); these *candidates* are the only
-//! places an address of ours can start. A header value, the request URI, an SDP body or
-//! an SDP line without a candidate cannot produce an edit, a family mismatch or a port
-//! change, so its exact parse is skipped. The framing (start line, every header line,
+//! published snapshot, is the set of those first octets. One SIMD sweep over the message
+//! ([`index`]: AVX2, or SSE2 without it) finds every `.` whose 1-3 preceding digits are an
+//! octet of the set, and every `ffff` (any case: an IPv4-mapped IPv6 address always has
+//! it); these *candidates* are the only places an address of ours can start. A header
+//! value, the request URI, an SDP body or an SDP line without a candidate cannot produce
+//! an edit, a family mismatch or a port change, so its exact parse is skipped; one with a
+//! candidate is read in its plain form where that is certain ([`fields`]), by the
+//! reference's parsers otherwise. The framing (start line, every header line,
 //! Content-Length, Content-Type/Encoding, CSeq, the first Via, the end of the message)
 //! always runs, so `NotSip` / `Malformed` and the discarded trailing bytes are those of
 //! the reference.
 //!
 //! What a candidate cannot rule out goes through the full parse: IPv6 rules (outbound)
-//! and IPv6 external addresses (inbound) make every region a candidate, a message with
-//! a message longer than [`MAX_INDEXED`] (2 KiB) too; SDP with port maps is parsed whole when it has
+//! and IPv6 external addresses (inbound) make every region a candidate, a message
+//! longer than [`MAX_INDEXED`] (2 KiB) too; SDP with port maps is parsed whole when it has
 //! a candidate (a port follows the address of its section); multipart bodies are parsed
 //! whole. A rule shorter than /8 adds all its first octets. The `differential` test and
 //! fuzz target compare this path with the reference byte for byte.
@@ -30,13 +32,15 @@
 
 use super::{
     edits::{Edits, Field},
-    message::{unchanged, BodyHeaders, Changes, Context, Outcome, Rewrite, Rewriter},
+    message::{
+        rewrite_with, scan_start, unchanged, BodyHeaders, Context, Outcome, Rewrite, Rewriter,
+    },
 };
 use crate::{
     nat::{Direction, ExternalAddrs, Net, RewriteConfig},
     sip::{
         body::{self, BodyKind},
-        message::{self, Kind, Malformed, StartLine},
+        message::{Kind, StartLine},
     },
 };
 
@@ -188,31 +192,15 @@ pub(super) fn rewrite(
     edits: &mut Edits,
     sums: Option<&mut Sums>,
 ) -> Rewrite {
-    edits.clear();
-    let len = len.min(buf.len());
-    let mut r = Rewriter {
+    rewrite_with(
+        buf,
+        len,
         ctx,
         edits,
-        cache: arrayvec::ArrayVec::new(),
-        family_mismatch: 0,
-        full: false,
-        cl_short: false,
-        untyped_body_leaks: false,
-        msg_end: len,
-    };
-    let outbound = ctx.direction == Direction::Outbound;
-    let scanned = scan(&mut r, &buf[..len], gate);
-    let family_mismatch = r.family_mismatch;
-    let cl_short = r.cl_short;
-    let mut would_leak = outbound && (family_mismatch > 0 || r.full || r.untyped_body_leaks);
-    let outcome = match scanned {
-        Ok(()) if r.full => Outcome::Malformed(Malformed::TooManyAddresses),
-        Ok(()) if r.edits.is_empty() && r.msg_end == len => Outcome::Unchanged,
-        Ok(()) => {
-            let msg_end = r.msg_end;
+        |r, msg| scan(r, msg, gate),
+        |edits, buf, msg_end, len| {
             // The first changed byte: the first edit, or the discarded tail.
-            let from = r
-                .edits
+            let from = edits
                 .iter()
                 .map(|e| e.start as usize)
                 .min()
@@ -223,56 +211,19 @@ pub(super) fn rewrite(
                 Some(_) => crate::wire::checksum::sum(&buf[from..len]),
                 None => 0,
             };
-            match r.edits.apply(buf, msg_end) {
-                Some(new_len) => {
-                    if let Some(s) = sums {
-                        s.old = old;
-                        s.new = crate::wire::checksum::sum(&buf[from..new_len]);
-                    }
-                    let mut changes = Changes::default();
-                    for e in r.edits.iter() {
-                        changes.count(e.field);
-                    }
-                    return Rewrite {
-                        outcome: Outcome::Rewritten(changes),
-                        len: new_len,
-                        family_mismatch,
-                        content_length_short: cl_short,
-                        trailing_discarded: len - msg_end,
-                        would_leak,
-                    };
-                }
-                None => Outcome::TooBig,
+            let new_len = edits.apply(buf, msg_end)?;
+            if let Some(s) = sums {
+                s.old = old;
+                s.new = crate::wire::checksum::sum(&buf[from..new_len]);
             }
-        }
-        Err(o) => {
-            if outbound && matches!(o, Outcome::Malformed(_)) {
-                let cfg = ctx.config;
-                would_leak =
-                    crate::sip::scan::any_address(buf, 0, len, |a| cfg.rule_for(a).is_some());
-            }
-            o
-        }
-    };
-    Rewrite {
-        outcome,
-        len,
-        family_mismatch,
-        content_length_short: cl_short,
-        trailing_discarded: 0,
-        would_leak,
-    }
+            Some(new_len)
+        },
+    )
 }
 
 /// The reference's `Rewriter::scan`, with each exact parse behind a candidate check.
 fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Outcome> {
-    if let Some(ns) = message::not_sip(msg) {
-        return Err(Outcome::NotSip(ns));
-    }
-    let (start, mut pos) = message::start_line(msg).map_err(|e| match e {
-        Ok(ns) => Outcome::NotSip(ns),
-        Err(m) => Outcome::Malformed(m),
-    })?;
+    let (start, mut pos, bindings) = scan_start(msg)?;
     let cands = Cands::find(msg, gate);
     let cfg = r.ctx.config;
     if let StartLine::Request { uri, .. } = &start {
@@ -280,12 +231,6 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             r.uri(msg, uri.start, uri.end, Field::RequestUri);
         }
     }
-    let bindings = match start {
-        StartLine::Response { code } if (200..400).contains(&code) => {
-            message::cseq_is_register(msg, pos)
-        }
-        _ => false,
-    };
     let mut seen_via = false;
     let mut framing = BodyHeaders::default();
     let body_start = loop {

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use nat_common::stat;
 
 use super::fail;
@@ -53,33 +53,9 @@ pub enum XdpCommand {
 #[derive(Subcommand, Debug)]
 pub enum MediaCommand {
     /// Install bindings: INTERNAL leaves as EXTERNAL, packets to EXTERNAL reach INTERNAL.
-    Add {
-        /// The running daemon's config file (its interfaces and [control] bpffs).
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-        /// Internal transport address, e.g. 10.0.0.2:4000.
-        #[arg(required_unless_present = "file")]
-        internal: Option<SocketAddr>,
-        /// External transport address, e.g. 203.0.113.1:30000.
-        #[arg(required_unless_present = "file")]
-        external: Option<SocketAddr>,
-        /// Batch: one `INTERNAL EXTERNAL` pair per line (`-` = stdin; `#` comments).
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["internal", "external"])]
-        file: Option<PathBuf>,
-    },
+    Add(Bindings),
     /// Remove bindings (each only if it is still installed as given).
-    Del {
-        /// The running daemon's config file.
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-        #[arg(required_unless_present = "file")]
-        internal: Option<SocketAddr>,
-        #[arg(required_unless_present = "file")]
-        external: Option<SocketAddr>,
-        /// Batch: one `INTERNAL EXTERNAL` pair per line (`-` = stdin).
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["internal", "external"])]
-        file: Option<PathBuf>,
-    },
+    Del(Bindings),
     /// List the installed bindings with XDP's packet counts.
     List {
         /// The running daemon's config file.
@@ -89,6 +65,31 @@ pub enum MediaCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The bindings `sipnat xdp media add` and `del` work on.
+#[derive(Args, Debug)]
+pub struct Bindings {
+    /// The running daemon's config file (its interfaces and [control] bpffs).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: PathBuf,
+    /// Internal transport address, e.g. 10.0.0.2:4000.
+    #[arg(required_unless_present = "file")]
+    internal: Option<SocketAddr>,
+    /// External transport address, e.g. 203.0.113.1:30000.
+    #[arg(required_unless_present = "file")]
+    external: Option<SocketAddr>,
+    /// Batch: one `INTERNAL EXTERNAL` pair per line (`-` = stdin; `#` comments).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["internal", "external"])]
+    file: Option<PathBuf>,
+}
+
+impl Bindings {
+    /// The pairs given, and the daemon's media maps.
+    fn open(self) -> anyhow::Result<(Vec<(SocketAddr, SocketAddr)>, MediaMaps)> {
+        let todo = pairs(self.internal, self.external, self.file)?;
+        Ok((todo, media_maps(&self.config)?))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -265,27 +266,15 @@ fn pairs(
 
 fn media(cmd: MediaCommand) -> anyhow::Result<()> {
     match cmd {
-        MediaCommand::Add {
-            config,
-            internal,
-            external,
-            file,
-        } => {
-            let todo = pairs(internal, external, file)?;
-            let m = media_maps(&config)?;
+        MediaCommand::Add(b) => {
+            let (todo, m) = b.open()?;
             for (i, e) in &todo {
                 m.install(*i, *e)?;
             }
             println!("installed {} media binding(s)", todo.len());
         }
-        MediaCommand::Del {
-            config,
-            internal,
-            external,
-            file,
-        } => {
-            let todo = pairs(internal, external, file)?;
-            let m = media_maps(&config)?;
+        MediaCommand::Del(b) => {
+            let (todo, m) = b.open()?;
             let mut removed = 0;
             for (i, e) in &todo {
                 if m.remove(*i, *e)? {

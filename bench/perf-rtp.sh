@@ -52,13 +52,13 @@ for s in $SUTS; do
       echo
       perf report -i "$f.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
       echo
-      # symbols of the gateway's own work only (NAPI threads, softirq, the daemon, idle
-      # context): other builds on a shared host run on this core too
+      # symbols of the packet path only (NAPI threads, softirq, idle context): other builds
+      # on a shared host run on this core too, and so do the hook's sipnat CLI calls
       comms=$(perf report -i "$f.data" --no-children --sort comm --stdio -g none 2>/dev/null \
-        | awk '$1 ~ /%$/ {print $2}' | grep -E '^(napi/|ksoftirqd/|sipnat|swapper)' | paste -sd, -)
+        | awk '$1 ~ /%$/ {print $2}' | grep -E '^(napi/|ksoftirqd/|swapper)' | paste -sd, -)
       echo
-      echo "# symbols, tasks: $comms (percent of all samples on the core)"
-      perf report -i "$f.data" --no-children --comms "$comms" --sort sym --stdio -g none 2>/dev/null \
+      echo "# symbols, tasks: $comms (percent of these tasks' samples)"
+      perf report -i "$f.data" --no-children --comms "$comms" --percentage relative --sort sym --stdio -g none 2>/dev/null \
         | grep -v '^#' | grep -v '^$' | head -"$TOP"
       set -o pipefail; } > "$f.txt"
     log "profile: $f.txt"

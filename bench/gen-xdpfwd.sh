@@ -34,7 +34,8 @@ case "${1:-}" in
     ensure_built
     ip netns exec "$ns" nice -n -15 "$BUILD_DIR/kagen" "${args[@]}"
     ip -n "$ns" link set $G1 xdpdrv off
-    rm -f "$fs/xdpfwd" ;;
+    rm -f "$fs/xdpfwd"
+    umount "$fs" 2>/dev/null || true ;;
   info) echo "kagen (AF_PACKET) via ka-gen0/ka-gen1 and an XDP redirect into ka-in0: the gateway receives XDP frames (ndo_xdp_xmit)" ;;
   *) echo "usage: $0 run --pcap P --msg M --flows K --seconds S --pps N --ns NS --if IF --cpu C --dst IP --dport PORT | info" >&2; exit 2 ;;
 esac

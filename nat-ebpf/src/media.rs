@@ -46,16 +46,18 @@ static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_QUEUES, 0);
 #[map(name = "SIPNAT_FIB")]
 static FIB: PerCpuArray<FibParams> = PerCpuArray::with_max_entries(1, 0);
 
-/// The zeroed per-CPU FIB parameter block.
+/// This CPU's FIB parameter block, as the previous lookup left it: not zeroed (that was a
+/// 64-byte `memset` subprogram call per packet). `nat4` and `nat6` write every field
+/// `bpf_fib_lookup` reads with flags 0 — family, l4_protocol, sport, dport, tot_len,
+/// ifindex, tos (IPv4: the low byte of the tos/flowinfo union is all it reads) or
+/// flowinfo, and the addresses; the VLAN/tbid and mark/MAC unions are outputs, read only
+/// with the TBID or MARK flags. A new flag must write its inputs too.
 #[inline(always)]
 fn fib_params() -> Option<&'static mut FibParams> {
     let p = FIB.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot of a per-CPU array, used by one program run at a time (XDP
-    // is not preempted); all-zero is a valid bpf_fib_lookup (integers and unions of them).
-    unsafe {
-        core::ptr::write_bytes(p, 0, 1);
-        Some(&mut *p)
-    }
+    // is not preempted); any bit pattern is a valid bpf_fib_lookup (integers and unions).
+    Some(unsafe { &mut *p })
 }
 
 const AF_INET: u8 = 2;

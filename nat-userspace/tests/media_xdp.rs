@@ -58,12 +58,15 @@ fn redirect_ready(t: &Topo) {
     }
 }
 
+/// The test topology's config turns the media NAT off unless a test configures [media].
+const MEDIA_ON: &str = "[media]\nenabled = true\n";
+
 #[test]
 fn media_binding_translates_both_ways_in_xdp() {
     let Some((_turn, t)) = privileged_topo("mediax") else {
         return;
     };
-    let cfg = t.config("gw", "", "[media]\nenabled = true\n");
+    let cfg = t.config("gw", "", MEDIA_ON);
     let sipnat = t.start_sipnat(&cfg);
     redirect_ready(&t);
 
@@ -193,7 +196,7 @@ fn media_binding_survives_a_hitless_restart() {
     let Some((_turn, t)) = privileged_topo("mediar") else {
         return;
     };
-    let cfg = t.config("gw", "", "[media]\nenabled = true\n");
+    let cfg = t.config("gw", "", MEDIA_ON);
     let a = t.start_sipnat(&cfg);
     redirect_ready(&t);
     let add = t.gw.exec(&[

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# perf-rtp.sh: where the gateway's CPU goes during the RTP run. For each system and
+# generator: topology up (--steer napi), system up, one max-rate RTP run (load.sh --rtp)
+# and, from its 2nd second, `perf record -C GW_CPU -g` for SECONDS-3 seconds (the gateway
+# core only: its NAPI threads, softirqs and whatever else ran there), then the top of
+# `perf report --no-children` by task, by shared object and by symbol.
+#   perf-rtp.sh --out DIR [--suts "sipnat-media kernel-masq"] [--gens "kagen xdpfwd"]
+#               [--seconds 6] [--flows 4096] [--top 25]
+# Results: DIR/perf-SUT-GEN.data, DIR/perf-SUT-GEN.txt (the report), DIR/runs.jsonl.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+OUT="" SUTS="sipnat-media kernel-masq" GENS="kagen xdpfwd" SECS=6 FLOWS=4096 TOP=25
+while (($#)); do
+  case $1 in
+    --out) OUT=$2; shift ;;
+    --suts) SUTS=$2; shift ;;
+    --gens) GENS=$2; shift ;;
+    --seconds) SECS=$2; shift ;;
+    --flows) FLOWS=$2; shift ;;
+    --top) TOP=$2; shift ;;
+    *) die "unknown option $1" ;;
+  esac
+  shift
+done
+[[ -n $OUT ]] || die "--out DIR is required"
+((SECS >= 4)) || die "--seconds must be at least 4"
+command -v perf >/dev/null || die "perf not found (linux-perf)"
+mkdir -p "$OUT/raw"
+OUT=$(cd "$OUT" && pwd)
+ensure_built
+CUR=""
+cleanup() { [[ -n $CUR ]] && "$(sut_script "$CUR")" down || true; "$BENCH_DIR/topo.sh" down || true; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$BENCH_DIR/topo.sh" up --steer napi
+for s in $SUTS; do
+  hook=$(sut_script "$s")
+  CUR=$s; "$hook" up
+  for g in $GENS; do
+    f=$OUT/perf-$s-$g
+    "$BENCH_DIR/load.sh" --sut "$s" --pps-max --seconds "$SECS" --flows "$FLOWS" --rtp 186 --gen "$g" \
+      --label "perf" --raw-dir "$OUT/raw" --json-out "$OUT/runs.jsonl" --max-wait 0 --retry-noisy 0 \
+      >/dev/null &
+    lp=$!
+    sleep 2
+    perf record -q -C "$GW_CPU" -g -o "$f.data" -- sleep $((SECS - 3)) 2>/dev/null
+    wait $lp || log "run failed: $s $g"
+    { set +o pipefail  # head closes the pipe early
+      echo "# $s, generator $g: perf record -C $GW_CPU -g, $((SECS - 3)) s"
+      perf report -i "$f.data" --no-children --sort comm --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+      echo
+      perf report -i "$f.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+      echo
+      # symbols of the packet path only (NAPI threads, softirq, idle context): other builds
+      # on a shared host run on this core too, and so do the hook's sipnat CLI calls
+      comms=$(perf report -i "$f.data" --no-children --sort comm --stdio -g none 2>/dev/null \
+        | awk '$1 ~ /%$/ {print $2}' | grep -E '^(napi/|ksoftirqd/|swapper)' | paste -sd, -)
+      echo
+      echo "# symbols, tasks: $comms (percent of these tasks' samples)"
+      perf report -i "$f.data" --no-children --comms "$comms" --percentage relative --sort sym --stdio -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -"$TOP"
+      set -o pipefail; } > "$f.txt"
+    log "profile: $f.txt"
+  done
+  "$hook" down; CUR=""
+done

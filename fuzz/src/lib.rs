@@ -92,16 +92,8 @@ pub fn variants() -> &'static [Variant; 4] {
                 name: "192.168/16 + fd00::/8, v4+v6, record_route+from_to",
                 config: RewriteConfig {
                     rules: vec![
-                        Rule {
-                            internal: net("192.168.0.0/16"),
-                            external: None,
-                            ports: PortMap::default(),
-                        },
-                        Rule {
-                            internal: net("fd00::/8"),
-                            external: None,
-                            ports: PortMap::default(),
-                        },
+                        Rule::new(net("192.168.0.0/16")),
+                        Rule::new(net("fd00::/8")),
                     ],
                     record_route: true,
                     from_to: true,
@@ -653,14 +645,7 @@ fn differential_sets() -> &'static [(RewriteConfig, ExternalAddrs, IpAddr); 6] {
     S.get_or_init(|| {
         let v = variants();
         let rules = |nets: &[&str]| RewriteConfig {
-            rules: nets
-                .iter()
-                .map(|n| Rule {
-                    internal: net(n),
-                    external: None,
-                    ports: PortMap::default(),
-                })
-                .collect(),
+            rules: nets.iter().map(|n| Rule::new(net(n))).collect(),
             record_route: true,
             from_to: true,
             ..RewriteConfig::default()

@@ -187,9 +187,10 @@ pub mod stat {
     /// Media NAT: a binding matched but the TTL / hop limit is 1 or 0: passed
     /// untranslated, so that the kernel answers with ICMP Time Exceeded.
     pub const PASS_MEDIA_TTL: u32 = 15;
-    /// Media NAT: a binding matched but the packet is malformed (IPv4 total length shorter
-    /// than its headers or longer than the frame) or the binding's family is not the
-    /// packet's: passed untranslated (the kernel drops a malformed packet).
+    /// Media NAT: a binding matched but the packet is malformed (IPv4 total length / IPv6
+    /// payload length shorter than its headers or longer than the frame; an IPv6 UDP
+    /// checksum of 0) or the binding's family is not the packet's: passed untranslated
+    /// (the kernel drops a malformed packet).
     pub const PASS_MEDIA_MALFORMED: u32 = 16;
     /// Media NAT: translated and addressed to the next hop, but the egress interface left
     /// `SIPNAT_EGRESS` between its lookup and the redirect (an interface going away):

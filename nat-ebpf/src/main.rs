@@ -47,7 +47,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 pub(crate) const IPV4_MIN_HDR_LEN: usize = 20;
-const IPV6_HDR_LEN: usize = 40;
+pub(crate) const IPV6_HDR_LEN: usize = 40;
 pub(crate) const UDP_HDR_LEN: usize = 8;
 pub(crate) const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMP: u8 = 1;
@@ -93,11 +93,12 @@ enum Steer {
     Sip,
     Fragment,
     IcmpError,
-    /// Not steered, but a candidate for the media NAT: IPv4 UDP, not a SIP port, with the
-    /// IP header at `l3` and the UDP header at `l4`.
+    /// Not steered, but a candidate for the media NAT: UDP, not a SIP port, with the IP
+    /// header at `l3` and the UDP header at `l4` (IPv6: right after the fixed header).
     Media {
         l3: usize,
         l4: usize,
+        v6: bool,
     },
 }
 
@@ -129,9 +130,13 @@ fn decide(ctx: &XdpContext) -> (u32, u32) {
         return (xdp_action::XDP_PASS, stat::PASS_DISABLED);
     }
     let steer = match classify(ctx, cfg_flags) {
-        Ok(Steer::Media { l3, l4 }) => {
-            return media::nat4(ctx, cfg_flags, l3, l4)
-                .unwrap_or((xdp_action::XDP_PASS, stat::PASS_NOT_SIP_PORT))
+        Ok(Steer::Media { l3, l4, v6 }) => {
+            let hit = if v6 {
+                media::nat6(ctx, cfg_flags, l3, l4)
+            } else {
+                media::nat4(ctx, cfg_flags, l3, l4)
+            };
+            return hit.unwrap_or((xdp_action::XDP_PASS, stat::PASS_NOT_SIP_PORT));
         }
         Ok(s) => s,
         Err(p) => return (xdp_action::XDP_PASS, p.counter()),
@@ -229,9 +234,15 @@ fn classify(ctx: &XdpContext, cfg_flags: u32) -> Result<Steer, Pass> {
     match l4 {
         L4::Udp(off) => match udp(ctx, off) {
             Err(Pass::NotSipPort)
-                if cfg_flags & flags::MEDIA_NAT != 0 && ethertype == ETH_P_IPV4 =>
+                if cfg_flags & flags::MEDIA_NAT != 0
+                    && (ethertype == ETH_P_IPV4
+                        || (ethertype == ETH_P_IPV6 && off == l3 + IPV6_HDR_LEN)) =>
             {
-                Ok(Steer::Media { l3, l4: off })
+                Ok(Steer::Media {
+                    l3,
+                    l4: off,
+                    v6: ethertype == ETH_P_IPV6,
+                })
             }
             r => r,
         },

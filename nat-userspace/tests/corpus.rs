@@ -15,7 +15,7 @@
 //!   lengths are consistent.
 
 use sipnat::{
-    nat::{decide, Direction, ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
+    nat::{decide, Direction, Net, RewriteConfig},
     rewrite::{packet::rewrite_packet, rewrite_message, Context, Outcome},
     wire,
 };
@@ -23,33 +23,14 @@ use sipnat::{
 mod common;
 
 use common::{
-    sipcheck::{
-        cl_and_rest, in_rules, only_rewritable_tokens_changed, rewritable_addresses, EXT4, EXT6,
-    },
+    sipcheck::{cl_and_rest, ext, in_rules, only_rewritable_tokens_changed, rewritable_addresses},
     testdata::{corpus_dir, entries as files, read, read_capture},
 };
 
 /// Rules for every private range, so every private address in the corpus is rewritable.
 fn config() -> RewriteConfig {
     let nets = sipnat::nat::rules::DEFAULT_LOCAL_NETS;
-    RewriteConfig {
-        rules: nets
-            .iter()
-            .map(|n| Rule {
-                internal: Net::parse(n).unwrap(),
-                external: None,
-                ports: PortMap::default(),
-            })
-            .collect(),
-        ..RewriteConfig::default()
-    }
-}
-
-fn ext() -> ExternalAddrs {
-    ExternalAddrs {
-        v4: Some(EXT4.parse().unwrap()),
-        v6: Some(EXT6.parse().unwrap()),
-    }
+    RewriteConfig::networks(nets.iter().map(|n| Net::parse(n).unwrap()))
 }
 
 // ---------------------------------------------------------------------------------------

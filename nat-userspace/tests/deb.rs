@@ -201,16 +201,7 @@ fn deb_installs_runs_and_purges_cleanly() {
             .replace("/usr/local/bin/sipnat", "/usr/sbin/sipnat")
     );
     assert!(unit.contains("\nExecStart=/usr/sbin/sipnat run -c /etc/sipnat/sipnat.toml\n"));
-    let out = run(&["systemd-analyze", "verify", UNIT]);
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "systemd-analyze verify {UNIT}: {report}"
-    );
+    common::assert_systemd_verifies(std::path::Path::new(UNIT));
     // Installed, not enabled, not started.
     for wants in [
         "/etc/systemd/system/multi-user.target.wants/sipnat.service",

@@ -258,6 +258,21 @@ const SNIPPETS: &[&[u8]] = &[
     b"--xx\r\n",
     b"5060",
     b"0",
+    // The fast path's plain forms and what breaks them.
+    b"\"Al\\\"ice\" <sip:a@10.0.0.7>",
+    b"\"B\" <sips:10.0.0.8:5061;maddr=10.0.0.9?x=1>",
+    b", <sip:c@10.0.0.10>",
+    b"<sip:d@",
+    b"?",
+    b"\\",
+    b"SIP/2.0/UDP ",
+    b"SIP/2.0/TLS 10.0.0.11;maddr=10.0.0.12",
+    b"c=IN IP4  10.0.0.13\r\n",
+    b"c=IN IP4 10.0.0.14/127\r\n",
+    b"o=x 1 1  IN IP4 10.0.0.15\r\n",
+    b" IN IP4 10.0.0.16 ",
+    b"/",
+    b"m=",
 ];
 
 /// One random mutation of `base` into `out`: 1 to 4 edits (replace, insert, delete,

@@ -43,6 +43,37 @@ fn udp_packets(file: &std::path::Path, filter: &str) -> Vec<Pkt> {
         .collect()
 }
 
+/// SIP over UDP to the carrier's port 5060 in the capture `outside`.
+fn to_carrier(outside: &std::path::Path) -> Vec<Pkt> {
+    udp_packets(
+        outside,
+        &format!("ip.dst == {CAR_IP} && udp.dstport == 5060"),
+    )
+}
+
+/// SIP over UDP from port 5060 to the UA in the capture `inside`.
+fn to_ua(inside: &std::path::Path) -> Vec<Pkt> {
+    udp_packets(inside, &format!("ip.dst == {UA_IP} && udp.srcport == 5060"))
+}
+
+/// `pkts`, after checking there are at least `n` of them.
+fn at_least(pkts: Vec<Pkt>, n: u32, what: &str) -> Vec<Pkt> {
+    assert!(
+        pkts.len() >= n as usize,
+        "expected ≥ {n} {what}, saw {}",
+        pkts.len()
+    );
+    pkts
+}
+
+/// The address of the top Via's sent-by.
+fn top_via(p: &Pkt) -> std::net::IpAddr {
+    let fields = rewritable_addresses(&p.payload);
+    let via = fields.iter().find(|(f, _)| f == "via");
+    via.unwrap_or_else(|| panic!("no top Via in\n{}", String::from_utf8_lossy(&p.payload)))
+        .1
+}
+
 /// No packet in the capture has a bad IP or UDP checksum, and `expect_good` packets were
 /// verified good (so validation really ran).
 fn checksums_ok(file: &std::path::Path, expect_good: usize) {
@@ -104,16 +135,7 @@ fn sipp_calls_are_rewritten_both_ways() {
     let inside = in_cap.finish(&t);
 
     // Outside: everything from the UA is source-NATed and rewritten.
-    let sent = udp_packets(
-        &outside,
-        &format!("ip.dst == {CAR_IP} && udp.dstport == 5060"),
-    );
-    assert!(
-        sent.len() >= 3 * calls as usize,
-        "expected ≥ {} requests at the carrier, saw {}",
-        3 * calls,
-        sent.len()
-    );
+    let sent = at_least(to_carrier(&outside), 3 * calls, "requests at the carrier");
     let mut invites = 0;
     for p in &sent {
         assert_eq!(
@@ -131,8 +153,7 @@ fn sipp_calls_are_rewritten_both_ways() {
         for (field, a) in &fields {
             assert_ne!(a.to_string(), UA_IP, "{field} still private in\n{text}");
         }
-        let via = fields.iter().find(|(f, _)| f == "via").expect("a top Via");
-        assert_eq!(via.1.to_string(), EXT_IP);
+        assert_eq!(top_via(p).to_string(), EXT_IP);
         assert!(
             fields
                 .iter()
@@ -160,26 +181,10 @@ fn sipp_calls_are_rewritten_both_ways() {
     checksums_ok(&outside, sent.len());
 
     // Inside: the carrier's responses reach the UA with its own address back in the top Via.
-    let back = udp_packets(
-        &inside,
-        &format!("ip.dst == {UA_IP} && udp.srcport == 5060"),
-    );
-    assert!(
-        back.len() >= 3 * calls as usize,
-        "expected ≥ {} responses at the UA, saw {}",
-        3 * calls,
-        back.len()
-    );
+    let back = at_least(to_ua(&inside), 3 * calls, "responses at the UA");
     for p in &back {
         assert_eq!(p.src, CAR_IP);
-        let fields = rewritable_addresses(&p.payload);
-        let via = fields.iter().find(|(f, _)| f == "via").expect("a top Via");
-        assert_eq!(
-            via.1.to_string(),
-            UA_IP,
-            "top Via not restored:\n{}",
-            String::from_utf8_lossy(&p.payload)
-        );
+        assert_eq!(top_via(p).to_string(), UA_IP, "top Via not restored");
     }
     checksums_ok(&inside, back.len());
 
@@ -934,11 +939,7 @@ fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
     let outside = out_cap.finish(&t);
     let inside = in_cap.finish(&t);
     // Outbound: IP source kept (an upstream 1:1 NAT translates it), payload rewritten.
-    let sent = udp_packets(
-        &outside,
-        &format!("ip.dst == {CAR_IP} && udp.dstport == 5060"),
-    );
-    assert!(sent.len() >= 30);
+    let sent = at_least(to_carrier(&outside), 30, "requests at the carrier");
     for p in &sent {
         assert_eq!(p.src, UA_IP, "keep mode must not touch the IP source");
         for (field, a) in rewritable_addresses(&p.payload) {
@@ -946,22 +947,9 @@ fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
         }
     }
     // Inbound: the external address in the payload goes back to our own address.
-    let back = udp_packets(
-        &inside,
-        &format!("ip.dst == {UA_IP} && udp.srcport == 5060"),
-    );
-    assert!(back.len() >= 30);
+    let back = at_least(to_ua(&inside), 30, "responses at the UA");
     for p in &back {
-        let fields = rewritable_addresses(&p.payload);
-        assert_eq!(
-            fields
-                .iter()
-                .find(|(f, _)| f == "via")
-                .unwrap()
-                .1
-                .to_string(),
-            UA_IP
-        );
+        assert_eq!(top_via(p).to_string(), UA_IP);
     }
     checksums_ok(&outside, sent.len());
     checksums_ok(&inside, back.len());

@@ -66,20 +66,31 @@ impl Recorder {
     /// Polls until the latest publication is `addrs` with `stale`; panics with the whole
     /// history after `timeout`.
     fn wait_for(&self, addrs: ExternalAddrs, stale: bool, timeout: Duration) -> Publication {
-        let t = Instant::now();
+        let since = Instant::now();
         loop {
-            if let Some(p) = self.last() {
-                if p.addrs == addrs && p.stale == stale {
-                    return p;
-                }
+            if let Some(p) = self.latest_is(addrs, stale, since, timeout) {
+                return p;
             }
-            assert!(
-                t.elapsed() < timeout,
-                "no publication of {addrs} stale={stale} within {timeout:?}; got {:#?}",
-                self.all()
-            );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The latest publication if it is `addrs` with `stale`; panics with the whole history
+    /// once `timeout` has passed since `since`.
+    fn latest_is(
+        &self,
+        addrs: ExternalAddrs,
+        stale: bool,
+        since: Instant,
+        timeout: Duration,
+    ) -> Option<Publication> {
+        let p = self.last().filter(|p| p.addrs == addrs && p.stale == stale);
+        assert!(
+            p.is_some() || since.elapsed() < timeout,
+            "no publication of {addrs} stale={stale} within {timeout:?}; got {:#?}",
+            self.all()
+        );
+        p
     }
 
     async fn wait_for_async(
@@ -88,20 +99,19 @@ impl Recorder {
         stale: bool,
         timeout: Duration,
     ) -> Publication {
-        let t = Instant::now();
+        let since = Instant::now();
         loop {
-            if let Some(p) = self.last() {
-                if p.addrs == addrs && p.stale == stale {
-                    return p;
-                }
+            if let Some(p) = self.latest_is(addrs, stale, since, timeout) {
+                return p;
             }
-            assert!(
-                t.elapsed() < timeout,
-                "no publication of {addrs} stale={stale} within {timeout:?}; got {:#?}",
-                self.all()
-            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// [`Recorder::wait_for_async`] of the IPv4 address `a` alone, for 5 s.
+    async fn wait_v4(&self, a: &str, stale: bool) -> Publication {
+        self.wait_for_async(addrs(Some(a), None), stale, Duration::from_secs(5))
+            .await
     }
 
     /// A family that once had an address never went back to none; no two consecutive
@@ -535,33 +545,17 @@ async fn stun_source_publishes_changes_and_staleness() {
     }
     assert_eq!(rec.all().len(), 1);
 
-    answer_then_expect(
-        &r,
-        &rec,
-        Mode::Mapped("198.51.100.20:5000".parse().unwrap()),
-        "198.51.100.20",
-        false,
-    )
-    .await;
-    answer_then_expect(
-        &r,
-        &rec,
-        Mode::Mapped("198.51.100.21:5000".parse().unwrap()),
-        "198.51.100.21",
-        false,
-    )
-    .await;
-    answer_then_expect(&r, &rec, Mode::Silent, "198.51.100.21", true).await;
+    let mapped = |a: &str| Mode::Mapped(format!("{a}:5000").parse().unwrap());
+    for (mode, expect, stale) in [
+        (mapped("198.51.100.20"), "198.51.100.20", false),
+        (mapped("198.51.100.21"), "198.51.100.21", false),
+        (Mode::Silent, "198.51.100.21", true),
+    ] {
+        answer_then_expect(&r, &rec, mode, expect, stale).await;
+    }
     let snap = h.current();
     assert!(snap.stale_v4 && !snap.stale_v6);
-    answer_then_expect(
-        &r,
-        &rec,
-        Mode::Mapped("198.51.100.21:5000".parse().unwrap()),
-        "198.51.100.21",
-        false,
-    )
-    .await;
+    answer_then_expect(&r, &rec, mapped("198.51.100.21"), "198.51.100.21", false).await;
     // Garbage is a failure like silence: stale, the address kept.
     answer_then_expect(&r, &rec, Mode::Garbage, "198.51.100.21", true).await;
     h.join().await;
@@ -623,30 +617,15 @@ async fn stun_source_refuses_unusable_and_private_mapped_addresses() {
     assert_eq!(rec.all(), vec![], "a private address was published");
     // A public (documentation) address is used.
     r.set(Mode::Mapped("198.51.100.20:5000".parse().unwrap()));
-    rec.wait_for_async(
-        addrs(Some("198.51.100.20"), None),
-        false,
-        Duration::from_secs(5),
-    )
-    .await;
+    rec.wait_v4("198.51.100.20", false).await;
     // Loopback, unspecified, multicast: refused; the last good address stays, stale.
     for bad in ["127.0.0.1:5000", "0.0.0.0:5000", "224.0.0.1:5000"] {
         let before = rejected.load(Ordering::Relaxed);
         r.set(Mode::Mapped(bad.parse().unwrap()));
         wait_rejected(before + 2).await;
-        rec.wait_for_async(
-            addrs(Some("198.51.100.20"), None),
-            true,
-            Duration::from_secs(5),
-        )
-        .await;
+        rec.wait_v4("198.51.100.20", true).await;
         r.set(Mode::Mapped("198.51.100.20:5000".parse().unwrap()));
-        rec.wait_for_async(
-            addrs(Some("198.51.100.20"), None),
-            false,
-            Duration::from_secs(5),
-        )
-        .await;
+        rec.wait_v4("198.51.100.20", false).await;
     }
     h.join().await;
     rec.assert_consistent();
@@ -666,21 +645,11 @@ async fn stun_source_refuses_unusable_and_private_mapped_addresses() {
     };
     let rec = Recorder::default();
     let h = external::spawn(source(), ExternalSource::None, allowed, rec.publisher());
-    rec.wait_for_async(
-        addrs(Some("100.64.0.9"), None),
-        false,
-        Duration::from_secs(5),
-    )
-    .await;
+    rec.wait_v4("100.64.0.9", false).await;
     let before = rejected.load(Ordering::Relaxed);
     r.set(Mode::Mapped("127.0.0.1:5000".parse().unwrap()));
     wait_rejected(before + 1).await;
-    rec.wait_for_async(
-        addrs(Some("100.64.0.9"), None),
-        true,
-        Duration::from_secs(5),
-    )
-    .await;
+    rec.wait_v4("100.64.0.9", true).await;
     h.join().await;
 }
 
@@ -783,18 +752,12 @@ fn stun_against_coturn() {
     assert_eq!(p.source, src);
 
     // The client's addresses change: the server now sees the new ones.
-    cli.exec(&["ip", "addr", "add", "198.51.100.11/24", "dev", "stC0"]);
-    cli.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "2001:db8:100::11/64",
-        "dev",
+    swap_addrs(
+        &cli,
         "stC0",
-        "nodad",
-    ]);
-    cli.exec(&["ip", "addr", "del", "198.51.100.10/24", "dev", "stC0"]);
-    cli.exec(&["ip", "addr", "del", "2001:db8:100::10/64", "dev", "stC0"]);
+        ["198.51.100.11/24", "2001:db8:100::11/64"],
+        &["198.51.100.10/24", "2001:db8:100::10/64"],
+    );
     rec.wait_for(
         addrs(Some("198.51.100.11"), Some("2001:db8:100::11")),
         false,
@@ -811,6 +774,16 @@ fn stun_against_coturn() {
     );
     drop(running);
     rec.assert_consistent();
+}
+
+/// Adds `new` (an IPv4 and an IPv6 address, with their prefix lengths) to `dev` in `ns`,
+/// then deletes `old`.
+fn swap_addrs(ns: &Netns, dev: &str, new: [&str; 2], old: &[&str]) {
+    ns.exec(&["ip", "addr", "add", new[0], "dev", dev]);
+    ns.exec(&["ip", "addr", "add", new[1], "dev", dev, "nodad"]);
+    for a in old {
+        ns.exec(&["ip", "addr", "del", a, "dev", dev]);
+    }
 }
 
 /// A file removed when the test ends (also on failure).
@@ -863,16 +836,7 @@ fn interface_source_follows_addresses() {
         "scope",
         "link",
     ]);
-    ns.exec(&["ip", "addr", "add", "203.0.113.5/24", "dev", "xe0"]);
-    ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "2001:db8:5::5/64",
-        "dev",
-        "xe0",
-        "nodad",
-    ]);
+    swap_addrs(&ns, "xe0", ["203.0.113.5/24", "2001:db8:5::5/64"], &[]);
     let p = rec.wait_for(
         addrs(Some("203.0.113.5"), Some("2001:db8:5::5")),
         false,
@@ -881,18 +845,12 @@ fn interface_source_follows_addresses() {
     assert_eq!(p.source, "interface:xe0 / interface:xe0");
 
     // A new address, then the old one removed: the new one is published.
-    ns.exec(&["ip", "addr", "add", "192.0.2.77/24", "dev", "xe0"]);
-    ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        "2001:db8:6::6/64",
-        "dev",
+    swap_addrs(
+        &ns,
         "xe0",
-        "nodad",
-    ]);
-    ns.exec(&["ip", "addr", "del", "203.0.113.5/24", "dev", "xe0"]);
-    ns.exec(&["ip", "addr", "del", "2001:db8:5::5/64", "dev", "xe0"]);
+        ["192.0.2.77/24", "2001:db8:6::6/64"],
+        &["203.0.113.5/24", "2001:db8:5::5/64"],
+    );
     rec.wait_for(
         addrs(Some("192.0.2.77"), Some("2001:db8:6::6")),
         false,

@@ -19,19 +19,8 @@ use common::{
 };
 
 /// Runs `sipnat loadtest` in the UA namespace, receiving on car0 in the carrier namespace.
-fn loadtest(t: &Topo, extra: &[&str]) -> Output {
-    loadtest_between(t, [UA_IP, CAR_IP, EXT_IP], extra)
-}
-
-/// [`loadtest`] with the UA, carrier and external addresses given (IPv4 or IPv6).
-fn loadtest_between(t: &Topo, [ua, car, ext]: [&str; 3], extra: &[&str]) -> Output {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &t.ua.name, sipnat_bin(), "loadtest"])
-        .args(["--interface", "ua0", "--src-ip", ua, "--dst-ip", car])
-        .args(["--rx-interface", "car0", "--rx-netns", &t.car.name])
-        .args(["--expect-external", ext, "--json", "--no-progress"])
-        .args(extra);
-    c.output().expect("run sipnat loadtest")
+fn loadtest(t: &Topo, args: &str) -> Output {
+    t.loadtest([UA_IP, CAR_IP, EXT_IP], args)
 }
 
 fn f(v: &Value, k: &str) -> f64 {
@@ -88,18 +77,10 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
     let report_dir = t.dir.path("report");
     let out = loadtest(
         &t,
-        &[
-            "--rate",
-            "20000",
-            "--duration",
-            "2",
-            "--flows",
-            "64",
-            "--template",
-            "invite",
-            "--report",
-            report_dir.to_str().unwrap(),
-        ],
+        &format!(
+            "--rate 20000 --duration 2 --flows 64 --template invite --report {}",
+            report_dir.display()
+        ),
     );
     let r = common::json_stdout(&out);
     check_documented_fields(&r);
@@ -163,19 +144,9 @@ fn loadtest_over_ipv6_verifies_every_received_packet() {
     let sipnat = t.start_sipnat(&cfg);
     for template in ["invite", "register", "200ok"] {
         let before = sipnat.counter("sip_rewritten");
-        let out = loadtest_between(
-            &t,
+        let out = t.loadtest(
             [UA_IP6, CAR_IP6, EXT_IP6],
-            &[
-                "--rate",
-                "5000",
-                "--count",
-                "5000",
-                "--flows",
-                "64",
-                "--template",
-                template,
-            ],
+            &format!("--rate 5000 --count 5000 --flows 64 --template {template}"),
         );
         let r = common::json_stdout(&out);
         let (sent, received, verified) = (
@@ -272,19 +243,7 @@ fn loadtest_catches_a_gateway_that_does_not_rewrite() {
     };
     // Steering off: the kernel forwards SIP unrewritten (no NAT configured either).
     sipnat.ctl(&["disable"]).expect("sipnat disable");
-    let out = loadtest(
-        &t,
-        &[
-            "--rate",
-            "5000",
-            "--duration",
-            "1",
-            "--flows",
-            "8",
-            "--samples",
-            "2",
-        ],
-    );
+    let out = loadtest(&t, "--rate 5000 --duration 1 --flows 8 --samples 2");
     let r = common::json_stdout(&out);
     check_documented_fields(&r);
     let verified = common::count(&r, "verified");

@@ -18,15 +18,9 @@ use common::{
 };
 
 /// `sipnat loadtest` from the UA through the gateway, verified on car0 (all of `rx_queues`).
-fn loadtest(t: &Topo, rx_queues: &str, extra: &[&str]) -> Value {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &t.ua.name, sipnat_bin(), "loadtest"])
-        .args(["--interface", "ua0", "--src-ip", UA_IP, "--dst-ip", CAR_IP])
-        .args(["--rx-interface", "car0", "--rx-netns", &t.car.name])
-        .args(["--rx-queues", rx_queues])
-        .args(["--expect-external", EXT_IP, "--json", "--no-progress"])
-        .args(extra);
-    common::json_stdout(&c.output().expect("run sipnat loadtest"))
+fn loadtest(t: &Topo, rx_queues: &str, args: &str) -> Value {
+    let args = format!("--rx-queues {rx_queues} {args}");
+    common::json_stdout(&t.loadtest([UA_IP, CAR_IP, EXT_IP], &args))
 }
 
 /// A worker counter per queue.
@@ -124,16 +118,7 @@ fn multi_queue_workers_serve_every_queue_and_agree_on_flows() {
     let r = loadtest(
         &t,
         "0,1",
-        &[
-            "--queues",
-            "0,1",
-            "--rate",
-            "20000",
-            "--duration",
-            "2",
-            "--flows",
-            "64",
-        ],
+        "--queues 0,1 --rate 20000 --duration 2 --flows 64",
     );
     let (sent, verified) = (common::count(&r, "sent"), common::count(&r, "verified"));
     eprintln!("spread over 2 queues: sent {sent}, verified {verified}");
@@ -166,18 +151,7 @@ fn multi_queue_workers_serve_every_queue_and_agree_on_flows() {
         let r = loadtest(
             &t,
             "0,1",
-            &[
-                "--queues",
-                q,
-                "--flows",
-                "1",
-                "--src-port",
-                "6000",
-                "--count",
-                "300",
-                "--rate",
-                "3000",
-            ],
+            &format!("--queues {q} --flows 1 --src-port 6000 --count 300 --rate 3000"),
         );
         assert_eq!(common::count(&r, "sent"), 300, "{r:#}");
         assert_eq!(common::count(&r, "incorrect"), 0, "queue {q}: {r:#}");
@@ -253,16 +227,7 @@ fn two_workers_against_one() {
             let r = loadtest(
                 &t,
                 &list,
-                &[
-                    "--queues",
-                    &list,
-                    "--rate",
-                    rate,
-                    "--duration",
-                    "2",
-                    "--flows",
-                    "256",
-                ],
+                &format!("--queues {list} --rate {rate} --duration 2 --flows 256"),
             );
             assert_eq!(common::count(&r, "incorrect"), 0, "{r:#}");
             assert!(common::count(&r, "verified") > 0, "{r:#}");

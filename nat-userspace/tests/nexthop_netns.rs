@@ -61,6 +61,14 @@ fn mac_of(ns: &str, ifname: &str) -> [u8; 6] {
     parse_mac(&json[start..end])
 }
 
+/// `ip route replace default via VIA dev DEV` in the namespace `ns`.
+fn default_route(ns: &str, via: &str, dev: &str) {
+    ip_in(
+        ns,
+        &["ip", "route", "replace", "default", "via", via, "dev", dev],
+    );
+}
+
 fn ip_in(ns: &str, argv: &[&str]) {
     common::netns::run_ok(
         std::process::Command::new("ip")
@@ -223,19 +231,7 @@ fn resolver_follows_routes_and_neighbours() {
         assert_eq!(h.len(), 3, "{}", show(&h));
 
         // A route change moves 8.8.8.8 to the direct neighbour on nhG0, then back.
-        ip_in(
-            &gw_name,
-            &[
-                "ip",
-                "route",
-                "replace",
-                "default",
-                "via",
-                "10.90.0.1",
-                "dev",
-                "nhG0",
-            ],
-        );
+        default_route(&gw_name, "10.90.0.1", "nhG0");
         await_hops(&published, "8.8.8.8 via 10.90.0.1 on nhG0", |h| {
             h.get(remote)
                 == Some(&Hop {
@@ -245,19 +241,7 @@ fn resolver_follows_routes_and_neighbours() {
                     mtu: 1500,
                 })
         });
-        ip_in(
-            &gw_name,
-            &[
-                "ip",
-                "route",
-                "replace",
-                "default",
-                "via",
-                "10.91.0.1",
-                "dev",
-                "nhG1",
-            ],
-        );
+        default_route(&gw_name, "10.91.0.1", "nhG1");
         await_hops(&published, "8.8.8.8 back via 10.91.0.1", |h| {
             h.get(remote) == Some(&hop_remote)
         });

@@ -152,20 +152,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
         .replace("/usr/local/bin/sipnat", sipnat_bin());
     let path = dir.path("sipnat.service");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "systemd-analyze verify: {report}"
-    );
+    common::assert_systemd_verifies(&path);
 }
 
 /// `setpriv` arguments that leave exactly `keep` (bounding set; as uid 0 the effective set

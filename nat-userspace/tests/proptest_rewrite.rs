@@ -8,33 +8,20 @@
 mod common;
 
 use common::sipcheck::{
-    cl_and_rest, in_rules, only_rewritable_tokens_changed, rewritable_addresses, EXT4, EXT6,
+    cl_and_rest, ext, in_rules, only_rewritable_tokens_changed, rewritable_addresses,
 };
 use proptest::prelude::*;
 use sipnat::{
-    nat::{Direction, ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
+    nat::{Direction, Net, RewriteConfig},
     rewrite::{rewrite_message, Context, Outcome},
 };
 
 fn config() -> RewriteConfig {
-    RewriteConfig {
-        rules: ["10.0.0.0/24", "fd00::/8"]
+    RewriteConfig::networks(
+        ["10.0.0.0/24", "fd00::/8"]
             .iter()
-            .map(|n| Rule {
-                internal: Net::parse(n).unwrap(),
-                external: None,
-                ports: PortMap::default(),
-            })
-            .collect(),
-        ..RewriteConfig::default()
-    }
-}
-
-fn ext() -> ExternalAddrs {
-    ExternalAddrs {
-        v4: Some(EXT4.parse().unwrap()),
-        v6: Some(EXT6.parse().unwrap()),
-    }
+            .map(|n| Net::parse(n).unwrap()),
+    )
 }
 
 /// An address as written in a URI / Via: inside a rule, private but outside, public,

@@ -378,6 +378,37 @@ fn media_run(frames: Vec<Vec<u8>>, setup: MediaSetup) -> Vec<MediaOut> {
     ns.exec(&["ip", "link", "set", "mout", "up"]);
     ns.exec(&["ip", "link", "set", "min", "up"]);
     ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    // IPv6 too (the namespace starts with it disabled); `lo` is where a test run's frame
+    // "arrives", so it needs IPv6 and forwarding for the FIB lookup.
+    ns.exec(&[
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=0",
+        "net.ipv6.conf.lo.disable_ipv6=0",
+        "net.ipv6.conf.mout.disable_ipv6=0",
+        "net.ipv6.conf.min.disable_ipv6=0",
+        "net.ipv6.conf.all.forwarding=1",
+    ]);
+    ns.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:100::1/64",
+        "dev",
+        "mout",
+        "nodad",
+    ]);
+    ns.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00::1/64",
+        "dev",
+        "min",
+        "nodad",
+    ]);
     if setup.neighbours {
         let mac = |m: [u8; 6]| {
             m.iter()
@@ -409,6 +440,24 @@ fn media_run(frames: Vec<Vec<u8>>, setup: MediaSetup) -> Vec<MediaOut> {
             "nud",
             "permanent",
         ]);
+        for (ip, m, dev) in [
+            ("2001:db8:100::2", OUT_NEIGH_MAC, "mout"),
+            ("fd00::2", IN_NEIGH_MAC, "min"),
+        ] {
+            ns.exec(&[
+                "ip",
+                "-6",
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                &mac(m),
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
+        }
     }
     let macs = (mac_of(&ns, "mout"), mac_of(&ns, "min"));
     ns.run(move || {
@@ -744,20 +793,116 @@ fn media_vlan_hit_passes_translated() {
     assert_eq!(&r.frame[..16], &f[..16]);
 }
 
-/// IPv6 media is not translated in XDP (IPv4 only): even with an IPv6 binding installed the
-/// packet keeps its old path.
+const INTERNAL6: &str = "[fd00::2]:4000";
+const EXTERNAL6: &str = "[2001:db8:1::1]:30000";
+const REMOTE6: &str = "[2001:db8:100::2]:40000";
+
+fn v6(a: SocketAddr) -> [u8; 16] {
+    match a.ip() {
+        std::net::IpAddr::V6(v) => v.octets(),
+        _ => unreachable!(),
+    }
+}
+
+/// An RTP-sized IPv6/UDP frame.
+fn rtp6(src: &str, dst: &str, hops: u8) -> Vec<u8> {
+    let (s, d) = (sa(src), sa(dst));
+    let b = PacketBuilder::ethernet2(frames::SRC_MAC, frames::DST_MAC)
+        .ipv6(v6(s), v6(d), hops)
+        .udp(s.port(), d.port());
+    let payload: Vec<u8> = (0..172u32).map(|i| (i * 5 + 1) as u8).collect();
+    let mut v = Vec::new();
+    b.write(&mut v, &payload).unwrap();
+    v
+}
+
+/// As [`parsed`], for IPv6: (src, dst, hop limit), the UDP checksum recomputed.
+fn parsed6(frame: &[u8]) -> (SocketAddr, SocketAddr, u8) {
+    let p = SlicedPacket::from_ethernet(frame).expect("parse output frame");
+    let Some(etherparse::NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6")
+    };
+    let h = ip.header().to_header();
+    let Some(etherparse::TransportSlice::Udp(u)) = &p.transport else {
+        panic!("not UDP")
+    };
+    let uh = u.to_header();
+    assert_eq!(
+        uh.checksum,
+        uh.calc_checksum_ipv6(&h, u.payload()).unwrap(),
+        "UDP checksum"
+    );
+    (
+        SocketAddr::from((h.source, uh.source_port)),
+        SocketAddr::from((h.destination, uh.destination_port)),
+        h.hop_limit,
+    )
+}
+
+fn media_setup6(side: Side) -> MediaSetup {
+    MediaSetup {
+        bindings: vec![(sa(INTERNAL6), sa(EXTERNAL6))],
+        ..media_setup(side)
+    }
+}
+
 #[test]
-fn media_ipv6_not_translated() {
-    if !media_privileged("media_ipv6_not_translated") {
+fn media_ipv6_inside_and_outside_hits() {
+    if !media_privileged("media_ipv6_inside_and_outside_hits") {
         return;
     }
-    let f = frames::udp6(4000, 40000);
-    let mut s = media_setup(Side::Inside);
-    s.bindings = vec![(sa("[fd00::2]:4000"), sa("[2001:db8::1]:30000"))];
-    let r = &media_run(vec![f.clone()], s)[0];
+    let r = &media_run(
+        vec![rtp6(INTERNAL6, REMOTE6, 64)],
+        media_setup6(Side::Inside),
+    )[0];
+    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+    assert_eq!(parsed6(&r.frame), (sa(EXTERNAL6), sa(REMOTE6), 63));
+    assert_eq!(&r.frame[0..6], &OUT_NEIGH_MAC);
+    assert_eq!(&r.frame[6..12], &r.macs.0);
+    let r = &media_run(
+        vec![rtp6(REMOTE6, EXTERNAL6, 64)],
+        media_setup6(Side::Outside),
+    )[0];
+    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+    assert_eq!(parsed6(&r.frame), (sa(REMOTE6), sa(INTERNAL6), 63));
+    assert_eq!(&r.frame[0..6], &IN_NEIGH_MAC);
+    // No neighbour: translated, passed, hop limit left to the kernel.
+    let mut s = media_setup6(Side::Inside);
+    s.neighbours = false;
+    let r = &media_run(vec![rtp6(INTERNAL6, REMOTE6, 64)], s)[0];
+    assert_eq!((r.action, r.counter), (PASS, "pass_media_translated"));
+    assert_eq!(parsed6(&r.frame), (sa(EXTERNAL6), sa(REMOTE6), 64));
+}
+
+/// Hop limit 1, a UDP checksum of 0 (invalid in IPv6), a payload length beyond the frame:
+/// untranslated, counted. An extension header before UDP: not looked up (old verdict).
+#[test]
+fn media_ipv6_untranslated_cases() {
+    if !media_privileged("media_ipv6_untranslated_cases") {
+        return;
+    }
+    let hop1 = rtp6(INTERNAL6, REMOTE6, 1);
+    let mut csum0 = rtp6(INTERNAL6, REMOTE6, 64);
+    csum0[14 + 40 + 6] = 0;
+    csum0[14 + 40 + 7] = 0;
+    let mut long = rtp6(INTERNAL6, REMOTE6, 64);
+    long[18..20].copy_from_slice(&1000u16.to_be_bytes());
+    let frames = vec![hop1, csum0, long];
+    let want = [
+        "pass_media_ttl",
+        "pass_media_malformed",
+        "pass_media_malformed",
+    ];
+    let out = media_run(frames.clone(), media_setup6(Side::Inside));
+    for ((r, f), w) in out.iter().zip(&frames).zip(want) {
+        assert_eq!((r.action, r.counter, &r.frame), (PASS, w, f));
+    }
+    // frames::udp6_with_two_ext is from [fd00::2]:4000 too, behind extension headers.
+    let ext = frames::udp6_with_two_ext(4000, 40000);
+    let r = &media_run(vec![ext.clone()], media_setup6(Side::Inside))[0];
     assert_eq!(
         (r.action, r.counter, &r.frame),
-        (PASS, "pass_not_sip_port", &f)
+        (PASS, "pass_not_sip_port", &ext)
     );
 }
 

@@ -3,7 +3,9 @@
 //! callgrind (`benches/examples/rewrite_loop.rs`), fast path and reference side by side;
 //! `--e2e` runs the end-to-end matrix of `bench/` (three network namespaces, napi
 //! steering) for sipnat next to the kernel anchors (forwarding, NAT, nf_nat_sip) and
-//! Kamailio, in one run, and prints the comparison table.
+//! Kamailio, in one run, and prints the comparison table. `--e2e --rtp` runs the RTP
+//! comparison instead (`bench/run-rtp.sh`): sipnat's media NAT in XDP (4096 static
+//! bindings) vs the kernel's NAT (nftables masquerade), interleaved rounds, medians.
 //!
 //! Everything the harness writes goes under `target/bench/` (`build/`: its C helpers,
 //! `run/`: pid files, pcaps, sipnat's config and log, `results/<timestamp>/`: runs.jsonl,
@@ -39,7 +41,12 @@ pub struct BenchArgs {
     /// reference side by side (deterministic, whatever the machine's load).
     #[arg(long)]
     pub instructions: bool,
-    /// Short version: 1 run of 2 s per row, rates max and 30 kpps (a few minutes).
+    /// With --e2e: the RTP media NAT comparison (sipnat's XDP media NAT vs nftables
+    /// masquerade, 214-byte IP packets, 4096 flows) instead of the SIP matrix.
+    #[arg(long)]
+    pub rtp: bool,
+    /// Short version: 1 run of 2 s per row, rates max and 30 kpps (a few minutes); with
+    /// --rtp: 3 rounds of 2 s.
     #[arg(long)]
     pub quick: bool,
     /// Seconds per timed run (default 5; 2 with --quick).
@@ -81,9 +88,83 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     if a.instructions {
         instructions()?;
     }
-    if a.e2e {
+    if a.e2e && a.rtp {
+        e2e_rtp(a)?;
+    } else if a.e2e {
         e2e(a)?;
+    } else if a.rtp {
+        bail!("--rtp goes with --e2e");
     }
+    Ok(())
+}
+
+/// The directory cargo builds into (`CARGO_TARGET_DIR`, else `target/`).
+fn cargo_target(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// `--e2e --rtp`: bench/run-rtp.sh (sipnat-media vs kernel-masq, interleaved rounds).
+fn e2e_rtp(a: &BenchArgs) -> anyhow::Result<()> {
+    if !shell::is_root() {
+        bail!("the end-to-end bench creates network namespaces and attaches XDP: run it as root");
+    }
+    let root = shell::workspace_root();
+    let bench = root.join("bench");
+    let target = cargo_target(&root);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    setup::run(true)?;
+    shell::build_sipnat_release("build sipnat (release)")?;
+    let envs = [
+        ("KA_BUILD_DIR", target.join("bench/build")),
+        ("KA_RUN_DIR", target.join("bench/run")),
+        ("SIPNAT", target.join("release/sipnat")),
+    ];
+    shell::step("build the harness's C helpers (bench/build.sh)");
+    shell::run(Command::new(bench.join("build.sh")).envs(envs.iter().cloned()))?;
+    let stamp = utc_stamp()?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| target.join("bench/results").join(format!("rtp-{stamp}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let seconds = a.seconds.unwrap_or(if a.quick { 2 } else { 5 });
+    let rounds = a.runs.unwrap_or(3).max(1);
+    let mut m = Command::new(bench.join("run-rtp.sh"));
+    m.envs(envs.iter().cloned())
+        .arg("--out")
+        .arg(&out)
+        .args(["--rounds", &rounds.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--flows", "4096"])
+        .arg("--");
+    if a.quick {
+        m.args(["--max-wait", "20", "--retry-noisy", "0"]);
+    } else {
+        m.args(["--retry-noisy", "1"]);
+    }
+    m.args(&a.load_args);
+    shell::step(&format!(
+        "RTP comparison (sipnat-media vs kernel-masq; {rounds} round(s) x {seconds} s; results in {})",
+        out.display()
+    ));
+    let res = run_interruptible(&mut m, &stop);
+    let _ = Command::new(bench.join("topo.sh"))
+        .arg("down")
+        .envs(envs.iter().cloned())
+        .status();
+    if stop.load(Ordering::Relaxed) {
+        bail!(
+            "interrupted (topology removed; partial results in {})",
+            out.display()
+        );
+    }
+    res?;
+    println!("results: {}", out.display());
     Ok(())
 }
 

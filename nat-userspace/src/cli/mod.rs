@@ -59,7 +59,8 @@ pub enum Command {
     Rewrite(rewrite::RewriteArgs),
     /// Line-rate SIP load generator and verifier over AF_XDP.
     Loadtest(Box<loadtest::LoadtestArgs>),
-    /// Diagnostics for the XDP steering program (verifier check, live verdict counters).
+    /// Diagnostics for the XDP program (verifier check, live verdict counters) and its
+    /// static media NAT bindings.
     #[command(subcommand)]
     Xdp(xdp::XdpCommand),
 }

@@ -191,6 +191,17 @@ pub struct Rule {
     pub ports: PortMap,
 }
 
+impl Rule {
+    /// A rule `internal` → the global external address of its family, without a port map.
+    pub fn new(internal: Net) -> Rule {
+        Rule {
+            internal,
+            external: None,
+            ports: PortMap::default(),
+        }
+    }
+}
+
 /// What happens to IP headers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -259,12 +270,13 @@ impl Default for RewriteConfig {
 impl RewriteConfig {
     /// A config with one rule `internal` → the global external address.
     pub fn single(internal: Net) -> RewriteConfig {
+        RewriteConfig::networks([internal])
+    }
+
+    /// A config with one rule per network, in order, each → the global external address.
+    pub fn networks(nets: impl IntoIterator<Item = Net>) -> RewriteConfig {
         RewriteConfig {
-            rules: alloc::vec![Rule {
-                internal,
-                external: None,
-                ports: PortMap::default()
-            }],
+            rules: nets.into_iter().map(Rule::new).collect(),
             ..RewriteConfig::default()
         }
     }

@@ -100,6 +100,13 @@ impl Edits {
         Ok(())
     }
 
+    /// Drops the edits after the first `n` (a parse that pushed some and then gave way
+    /// to another takes them back).
+    #[inline]
+    pub fn truncate(&mut self, n: usize) {
+        self.items.truncate(n);
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -126,56 +133,110 @@ impl Edits {
     /// result would not fit. Edits must not overlap.
     pub fn apply(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
         // Collected in scan order, which is nearly sorted (Content-Length comes last).
-        self.items.sort_unstable_by_key(|e| e.start);
+        if self.items.windows(2).any(|w| w[0].start > w[1].start) {
+            self.items.sort_unstable_by_key(|e| e.start);
+        }
         let edits = &self.items[..];
-        let total: isize = edits.iter().map(Edit::delta).sum();
+        // The running sums of the deltas: where the segment after each edit moves.
+        let (mut total, mut ever_left, mut ever_right) = (0isize, false, false);
+        for (i, e) in edits.iter().enumerate() {
+            if i > 0 && edits[i - 1].end > e.start {
+                return None;
+            }
+            total += e.delta();
+            ever_left |= total < 0;
+            ever_right |= total > 0;
+        }
         let new_len = len.checked_add_signed(total)?;
         if new_len > buf.len() || edits.last().is_some_and(|e| e.end as usize > len) {
             return None;
         }
-        if edits.windows(2).any(|w| w[0].end > w[1].start) {
-            return None;
-        }
-        // Unchanged segments between edits move by the sum of the deltas before them.
-        // Segments moving left are moved front to back, segments moving right back to
-        // front; neither can overwrite a segment that has not moved yet (their targets
-        // lie past every unmoved source in the direction of travel).
-        let n = edits.len();
-        let seg = |i: usize| -> (usize, usize) {
-            let s = if i == 0 { 0 } else { edits[i - 1].end as usize };
-            let e = if i == n { len } else { edits[i].start as usize };
-            (s, e)
-        };
-        // Segment i moves by the sum of the deltas of edits 0..i (its shift): running sums,
-        // front to back for the left moves, back to front (from the total) for the right.
-        let mut d = 0isize;
-        for i in 0..=n {
-            if d < 0 {
-                let (s, e) = seg(i);
-                buf.copy_within(s..e, s.wrapping_add_signed(d));
-            }
-            if let Some(e) = edits.get(i) {
-                d += e.delta();
-            }
-        }
-        let mut d = total;
-        for i in (0..=n).rev() {
-            if let Some(e) = edits.get(i) {
-                d -= e.delta();
-            }
-            // `d` is now segment i's shift.
-            if d > 0 {
-                let (s, e) = seg(i);
-                buf.copy_within(s..e, s.wrapping_add_signed(d));
-            }
-        }
-        let mut d = 0isize;
-        for e in edits {
-            let at = (e.start as usize).wrapping_add_signed(d);
-            buf[at..at + e.text.len()].copy_from_slice(e.text.as_bytes());
-            d += e.delta();
+        match (ever_left, ever_right) {
+            (_, false) => forward(edits, buf, len),
+            (false, true) => backward(edits, buf, len, total),
+            (true, true) => mixed(edits, buf, len, total),
         }
         Some(new_len)
+    }
+}
+
+/// Applies sorted, disjoint `edits` when no segment moves right: front to back, each
+/// segment moved, then the edit after it written (which ends at or before the next,
+/// unmoved, segment's start).
+fn forward(edits: &[Edit], buf: &mut [u8], len: usize) {
+    let (mut d, mut src) = (0isize, 0usize);
+    for e in edits {
+        let s = e.start as usize;
+        if d != 0 {
+            buf.copy_within(src..s, src.wrapping_add_signed(d));
+        }
+        let at = s.wrapping_add_signed(d);
+        buf[at..at + e.text.len()].copy_from_slice(e.text.as_bytes());
+        d += e.delta();
+        src = e.end as usize;
+    }
+    if d != 0 {
+        buf.copy_within(src..len, src.wrapping_add_signed(d));
+    }
+}
+
+/// Applies sorted, disjoint `edits` when no segment moves left: back to front, each
+/// segment moved, then the edit before it written (which starts at or after its old
+/// start, past every unmoved byte).
+fn backward(edits: &[Edit], buf: &mut [u8], len: usize, total: isize) {
+    let (mut d, mut src_end) = (total, len);
+    for e in edits.iter().rev() {
+        let end = e.end as usize;
+        if d != 0 {
+            buf.copy_within(end..src_end, end.wrapping_add_signed(d));
+        }
+        d -= e.delta();
+        let at = (e.start as usize).wrapping_add_signed(d);
+        buf[at..at + e.text.len()].copy_from_slice(e.text.as_bytes());
+        src_end = e.start as usize;
+    }
+}
+
+/// Applies sorted, disjoint `edits` whose segments move both ways: three passes.
+fn mixed(edits: &[Edit], buf: &mut [u8], len: usize, total: isize) {
+    // Unchanged segments between edits move by the sum of the deltas before them.
+    // Segments moving left are moved front to back, segments moving right back to
+    // front; neither can overwrite a segment that has not moved yet (their targets
+    // lie past every unmoved source in the direction of travel).
+    let n = edits.len();
+    let seg = |i: usize| -> (usize, usize) {
+        let s = if i == 0 { 0 } else { edits[i - 1].end as usize };
+        let e = if i == n { len } else { edits[i].start as usize };
+        (s, e)
+    };
+    // Segment i moves by the sum of the deltas of edits 0..i (its shift): running sums,
+    // front to back for the left moves, back to front (from the total) for the right.
+    let mut d = 0isize;
+    for i in 0..=n {
+        if d < 0 {
+            let (s, e) = seg(i);
+            buf.copy_within(s..e, s.wrapping_add_signed(d));
+        }
+        if let Some(e) = edits.get(i) {
+            d += e.delta();
+        }
+    }
+    let mut d = total;
+    for i in (0..=n).rev() {
+        if let Some(e) = edits.get(i) {
+            d -= e.delta();
+        }
+        // `d` is now segment i's shift.
+        if d > 0 {
+            let (s, e) = seg(i);
+            buf.copy_within(s..e, s.wrapping_add_signed(d));
+        }
+    }
+    let mut d = 0isize;
+    for e in edits {
+        let at = (e.start as usize).wrapping_add_signed(d);
+        buf[at..at + e.text.len()].copy_from_slice(e.text.as_bytes());
+        d += e.delta();
     }
 }
 

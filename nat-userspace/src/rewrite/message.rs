@@ -179,6 +179,28 @@ pub(super) fn unchanged(len: usize) -> Rewrite {
 
 #[inline(never)]
 fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Edits) -> Rewrite {
+    rewrite_with(
+        buf,
+        len,
+        ctx,
+        edits,
+        |r, msg| r.scan(msg),
+        |e, buf, msg_end, _| e.apply(buf, msg_end),
+    )
+}
+
+/// The rewrite around a `scan` of the message (the reference's, or the fast path's) that
+/// collects the edits: the outcome, and the edits applied by `apply(edits, buf, msg_end,
+/// len)` (which returns the new length, `None` when it does not fit).
+#[inline(always)]
+pub(super) fn rewrite_with<'a>(
+    buf: &mut [u8],
+    len: usize,
+    ctx: &Context<'a>,
+    edits: &mut Edits,
+    scan: impl FnOnce(&mut Rewriter<'_, 'a, '_>, &[u8]) -> Result<(), Outcome>,
+    apply: impl FnOnce(&mut Edits, &mut [u8], usize, usize) -> Option<usize>,
+) -> Rewrite {
     edits.clear();
     let len = len.min(buf.len());
     let mut r = Rewriter {
@@ -193,7 +215,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
         registered: None,
     };
     let outbound = ctx.direction == Direction::Outbound;
-    let scanned = r.scan(&buf[..len]);
+    let scanned = scan(&mut r, &buf[..len]);
     let family_mismatch = r.family_mismatch;
     let cl_short = r.cl_short;
     // An address of ours that a field the rewriter handles still names (outbound every
@@ -202,7 +224,7 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
     let outcome = match scanned {
         Ok(()) if r.full => Outcome::Malformed(Malformed::TooManyAddresses),
         Ok(()) if r.edits.is_empty() && r.msg_end == len => Outcome::Unchanged,
-        Ok(()) => match r.edits.apply(buf, r.msg_end) {
+        Ok(()) => match apply(r.edits, buf, r.msg_end, len) {
             Some(new_len) => {
                 let mut changes = Changes::default();
                 for e in r.edits.iter() {
@@ -239,6 +261,28 @@ fn rewrite_enabled(buf: &mut [u8], len: usize, ctx: &Context<'_>, edits: &mut Ed
         would_leak,
         registered_s: r.registered,
     }
+}
+
+/// The start of a scan: `NotSip`, the start line, where the headers start, and whether
+/// the Contacts are a registrar's bindings. REGISTER 2xx/3xx responses list them (dozens
+/// of Contacts): never rewritten, and so never taking an edit, but for the UA's own
+/// binding inbound (see `Rewriter::bindings`). CSeq may follow the Contacts, so it is
+/// looked up first.
+pub(super) fn scan_start(msg: &[u8]) -> Result<(StartLine, usize, bool), Outcome> {
+    if let Some(ns) = message::not_sip(msg) {
+        return Err(Outcome::NotSip(ns));
+    }
+    let (start, pos) = message::start_line(msg).map_err(|e| match e {
+        Ok(ns) => Outcome::NotSip(ns),
+        Err(m) => Outcome::Malformed(m),
+    })?;
+    let bindings = match start {
+        StartLine::Response { code } if (200..400).contains(&code) => {
+            message::cseq_is_register(msg, pos)
+        }
+        _ => false,
+    };
+    Ok((start, pos, bindings))
 }
 
 /// What happens to one address (its port is decided separately, by the rule).
@@ -632,26 +676,11 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 
     fn scan(&mut self, msg: &[u8]) -> Result<(), Outcome> {
-        if let Some(ns) = message::not_sip(msg) {
-            return Err(Outcome::NotSip(ns));
-        }
-        let (start, mut pos) = message::start_line(msg).map_err(|e| match e {
-            Ok(ns) => Outcome::NotSip(ns),
-            Err(m) => Outcome::Malformed(m),
-        })?;
+        let (start, mut pos, bindings) = scan_start(msg)?;
         let cfg = self.ctx.config;
         if let StartLine::Request { uri, .. } = &start {
             self.uri(msg, uri.start, uri.end, Field::RequestUri);
         }
-        // REGISTER 2xx/3xx responses list the registrar's bindings (dozens of Contacts):
-        // never rewritten, and so never taking an edit, but for the UA's own binding
-        // inbound (see `binding`). CSeq may follow the Contacts, so it is looked up first.
-        let bindings = match start {
-            StartLine::Response { code } if (200..400).contains(&code) => {
-                message::cseq_is_register(msg, pos)
-            }
-            _ => false,
-        };
         let mut seen_via = false;
         let mut framing = BodyHeaders::default();
         let body_start = loop {

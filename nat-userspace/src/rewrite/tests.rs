@@ -5,7 +5,7 @@ use core::net::IpAddr;
 
 use super::*;
 use crate::{
-    nat::{Direction, ExternalAddrs, Net, PortMap, RewriteConfig, Rule},
+    nat::{Direction, ExternalAddrs, Net, PortMap, RewriteConfig},
     sip::message::{Malformed, NotSip},
 };
 
@@ -16,17 +16,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn cfg(nets: &[&str]) -> RewriteConfig {
-    RewriteConfig {
-        rules: nets
-            .iter()
-            .map(|n| Rule {
-                internal: Net::parse(n).unwrap(),
-                external: None,
-                ports: PortMap::default(),
-            })
-            .collect(),
-        ..RewriteConfig::default()
-    }
+    RewriteConfig::networks(nets.iter().map(|n| Net::parse(n).unwrap()))
 }
 
 fn ext4() -> ExternalAddrs {

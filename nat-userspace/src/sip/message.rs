@@ -109,7 +109,33 @@ impl Kind {
     /// Header name → kind; case-insensitive, compact forms included (RFC 3261 §7.3.3).
     #[inline]
     pub fn of(name: &[u8]) -> Kind {
-        let eq = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        Kind::classify(name, |name, lower| name.eq_ignore_ascii_case(lower))
+    }
+
+    /// [`Kind::of`] of a name made of token characters only (as [`header`] reads them),
+    /// with word-wide compares: for token characters, setting bit 5 lowercases a letter
+    /// and leaves `-`, digits and every other one off the lowercase letters, so OR-ing
+    /// 0x20 and comparing with the lowercase name is the case-insensitive compare.
+    #[inline]
+    pub fn of_token(name: &[u8]) -> Kind {
+        Kind::classify(name, |name, lower| {
+            let n = name.len();
+            let word = |b: &[u8], at: usize| {
+                u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+                    | 0x2020_2020_2020_2020
+            };
+            if n >= 8 {
+                // Two (overlapping) words cover 8 to 16 bytes.
+                word(name, 0) == word(lower, 0) && word(name, n - 8) == word(lower, n - 8)
+            } else {
+                name.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+            }
+        })
+    }
+
+    /// The kind of `name`, `eq(name, lowercase name)` comparing names of equal length.
+    #[inline(always)]
+    fn classify(name: &[u8], eq: impl Fn(&[u8], &[u8]) -> bool) -> Kind {
         match name.len() {
             1 => match name[0].to_ascii_lowercase() {
                 b'v' => Kind::Via,
@@ -121,16 +147,16 @@ impl Kind {
                 b'e' => Kind::ContentEncoding,
                 _ => Kind::Other,
             },
-            2 if eq(b"to") => Kind::To,
-            3 if eq(b"via") => Kind::Via,
-            4 if eq(b"from") => Kind::From,
-            4 if eq(b"cseq") => Kind::CSeq,
-            5 if eq(b"route") => Kind::Route,
-            7 if eq(b"contact") => Kind::Contact,
-            12 if eq(b"content-type") => Kind::ContentType,
-            12 if eq(b"record-route") => Kind::RecordRoute,
-            14 if eq(b"content-length") => Kind::ContentLength,
-            16 if eq(b"content-encoding") => Kind::ContentEncoding,
+            2 if eq(name, b"to") => Kind::To,
+            3 if eq(name, b"via") => Kind::Via,
+            4 if eq(name, b"from") => Kind::From,
+            4 if eq(name, b"cseq") => Kind::CSeq,
+            5 if eq(name, b"route") => Kind::Route,
+            7 if eq(name, b"contact") => Kind::Contact,
+            12 if eq(name, b"content-type") => Kind::ContentType,
+            12 if eq(name, b"record-route") => Kind::RecordRoute,
+            14 if eq(name, b"content-length") => Kind::ContentLength,
+            16 if eq(name, b"content-encoding") => Kind::ContentEncoding,
             _ => Kind::Other,
         }
     }
@@ -265,21 +291,32 @@ pub fn is_token_char(b: u8) -> bool {
 /// such messages; RFC 4475 baddn.dat): the body is then empty.
 #[inline]
 pub fn header(msg: &[u8], pos: usize) -> Result<Option<(Header, usize)>, Result<usize, Malformed>> {
+    header_with(msg, pos, |p, e| line_end(msg, p, e), Kind::of_token).map(Some)
+}
+
+/// [`header`] with the caller's `line_end(pos, end)` (as [`line_end`] computes it) and name
+/// classification (as [`Kind::of_token`]): the rewriter's fast path reads its line ends
+/// from its index.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+pub fn header_with(
+    msg: &[u8],
+    pos: usize,
+    line_end: impl Fn(usize, usize) -> (usize, usize),
+    kind: impl Fn(&[u8]) -> Kind,
+) -> Result<(Header, usize), Result<usize, Malformed>> {
     let end = msg.len();
     if pos >= end {
         return Err(Ok(end));
     }
-    let (mut ce, mut next) = line_end(msg, pos, end);
+    let (mut ce, mut next) = line_end(pos, end);
     if ce == pos {
         // Empty line: end of headers; `next` is where the body starts.
         return Err(Ok(next));
     }
     // The name: token characters, then optional whitespace, then the colon. One pass, no
     // separate search for the colon (header names are short).
-    let name_end = msg[pos..ce]
-        .iter()
-        .position(|&b| !is_token_char(b))
-        .map_or(ce, |i| pos + i);
+    let name_end = token_end(msg, pos, ce);
     let mut colon = name_end;
     while colon < ce && is_ws(msg[colon]) {
         colon += 1;
@@ -289,20 +326,33 @@ pub fn header(msg: &[u8], pos: usize) -> Result<Option<(Header, usize)>, Result<
     }
     // Continuation lines (folding) belong to this header.
     while next < end && is_ws(msg[next]) {
-        let (c2, n2) = line_end(msg, next, end);
-        ce = c2;
-        next = n2;
+        (ce, next) = line_end(next, end);
     }
     let v_start = skip_ws(msg, colon + 1, ce);
     let v_end = trim_end(msg, v_start, ce).max(v_start);
-    Ok(Some((
+    Ok((
         Header {
-            kind: Kind::of(&msg[pos..name_end]),
+            kind: kind(&msg[pos..name_end]),
             name: pos..name_end,
             value: v_start..v_end,
         },
         next,
-    )))
+    ))
+}
+
+/// The end of the run of token characters at `i` (before `end`), four at a time.
+#[inline(always)]
+fn token_end(msg: &[u8], mut i: usize, end: usize) -> usize {
+    while let Some(&[a, b, c, d]) = msg.get(i..end).and_then(|r| r.first_chunk::<4>()) {
+        if !(is_token_char(a) & is_token_char(b) & is_token_char(c) & is_token_char(d)) {
+            break;
+        }
+        i += 4;
+    }
+    while i < end && is_token_char(msg[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// The method of a CSeq value: its last token (`1 REGISTER`).
@@ -405,6 +455,79 @@ mod tests {
         assert!(!cseq_is_register(m, 16), "the first CSeq decides");
         assert!(!cseq_is_register(b"SIP/2.0 200 OK\r\nX: y\r\n\r\n", 16));
         assert!(!cseq_is_register(b"SIP/2.0 200 OK\r\nbroken\r\n", 16));
+    }
+
+    #[test]
+    fn kind_of_token_equals_kind_of() {
+        let names: &[&[u8]] = &[
+            b"v",
+            b"V",
+            b"m",
+            b"f",
+            b"t",
+            b"l",
+            b"c",
+            b"e",
+            b"i",
+            b"x",
+            b"to",
+            b"TO",
+            b"tO",
+            b"via",
+            b"VIA",
+            b"Via",
+            b"vIa",
+            b"from",
+            b"cseq",
+            b"CSeq",
+            b"route",
+            b"contact",
+            b"Contact",
+            b"content-type",
+            b"Content-Type",
+            b"record-route",
+            b"Record-Route",
+            b"content-length",
+            b"CONTENT-LENGTH",
+            b"content-encoding",
+            b"Content-Encoding",
+            b"X-Via",
+            b"vi`",
+            b"contacT",
+            b"content_type",
+            b"content-typ3",
+            b"recorD-route",
+            b"content-lengtH",
+            b"Content-Encodin9",
+            b"fr0m",
+            b"cse~",
+            b"rout!",
+            b"To!",
+        ];
+        for n in names {
+            assert_eq!(
+                Kind::of_token(n),
+                Kind::of(n),
+                "{}",
+                String::from_utf8_lossy(n)
+            );
+        }
+        // Every token character in every position of every name's length.
+        let tokens: Vec<u8> = (0..=255u8).filter(|&b| is_token_char(b)).collect();
+        for n in names {
+            for i in 0..n.len() {
+                for &t in &tokens {
+                    let mut v = n.to_vec();
+                    v[i] = t;
+                    assert_eq!(
+                        Kind::of_token(&v),
+                        Kind::of(&v),
+                        "{}",
+                        String::from_utf8_lossy(&v)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

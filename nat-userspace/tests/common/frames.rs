@@ -104,20 +104,27 @@ pub fn udp4_with_options(sport: u16, dport: u16) -> Vec<u8> {
 
 /// IPv6 with hop-by-hop options and destination options before UDP.
 pub fn udp6_with_two_ext(sport: u16, dport: u16) -> Vec<u8> {
-    let ip = ipv6_hdr();
-    let exts = Ipv6Extensions {
-        hop_by_hop_options: Some(
-            Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 4, 0, 0, 0, 0]).unwrap(),
-        ),
-        destination_options: Some(
-            Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-                .unwrap(),
-        ),
-        ..Default::default()
-    };
+    udp6_with(
+        Ipv6Extensions {
+            hop_by_hop_options: Some(ext_hdr(&[1, 4, 0, 0, 0, 0])),
+            destination_options: Some(ext_hdr(&[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
+            ..Default::default()
+        },
+        sport,
+        dport,
+    )
+}
+
+/// An IPv6 extension header's raw bytes (next header filled in by the builder).
+fn ext_hdr(payload: &[u8]) -> Ipv6RawExtHeader {
+    Ipv6RawExtHeader::new_raw(IpNumber(0), payload).unwrap()
+}
+
+/// IPv6 with the extension headers `exts` before UDP.
+fn udp6_with(exts: Ipv6Extensions, sport: u16, dport: u16) -> Vec<u8> {
     write(
         PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-            .ip(IpHeaders::Ipv6(ip, exts))
+            .ip(IpHeaders::Ipv6(ipv6_hdr(), exts))
             .udp(sport, dport),
         SIP,
     )
@@ -125,25 +132,18 @@ pub fn udp6_with_two_ext(sport: u16, dport: u16) -> Vec<u8> {
 
 /// IPv6 with hop-by-hop, routing and a final destination-options header before UDP.
 pub fn udp6_with_three_ext(sport: u16, dport: u16) -> Vec<u8> {
-    let ip = ipv6_hdr();
-    let exts = Ipv6Extensions {
-        hop_by_hop_options: Some(
-            Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 4, 0, 0, 0, 0]).unwrap(),
-        ),
-        routing: Some(Ipv6RoutingExtensions {
-            // Type 4-like segment routing stub with segments left 0: 6 bytes payload.
-            routing: Ipv6RawExtHeader::new_raw(IpNumber(0), &[4, 0, 0, 0, 0, 0]).unwrap(),
-            final_destination_options: Some(
-                Ipv6RawExtHeader::new_raw(IpNumber(0), &[1, 4, 0, 0, 0, 0]).unwrap(),
-            ),
-        }),
-        ..Default::default()
-    };
-    write(
-        PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-            .ip(IpHeaders::Ipv6(ip, exts))
-            .udp(sport, dport),
-        SIP,
+    udp6_with(
+        Ipv6Extensions {
+            hop_by_hop_options: Some(ext_hdr(&[1, 4, 0, 0, 0, 0])),
+            routing: Some(Ipv6RoutingExtensions {
+                // Type 4-like segment routing stub with segments left 0: 6 bytes payload.
+                routing: ext_hdr(&[4, 0, 0, 0, 0, 0]),
+                final_destination_options: Some(ext_hdr(&[1, 4, 0, 0, 0, 0])),
+            }),
+            ..Default::default()
+        },
+        sport,
+        dport,
     )
 }
 

@@ -13,6 +13,25 @@ pub mod topo;
 pub mod traffic;
 pub mod xsk;
 
+/// Runs `systemd-analyze verify UNIT` and fails unless it succeeds with nothing to say.
+pub fn assert_systemd_verifies(unit: &std::path::Path) {
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit)
+        .output()
+        .expect("run systemd-analyze");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "systemd-analyze verify {}: {report}",
+        unit.display()
+    );
+}
+
 /// True when the test may run; prints why it is skipped otherwise. Under `CI=true` a
 /// privileged test must not be skipped: it fails instead.
 pub fn privileged(test: &str) -> bool {

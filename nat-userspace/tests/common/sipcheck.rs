@@ -8,6 +8,14 @@ use sipnat::nat::{ExternalAddrs, RewriteConfig};
 pub const EXT4: &str = "203.0.113.10";
 pub const EXT6: &str = "2001:db8::10";
 
+/// Both external addresses, [`EXT4`] and [`EXT6`].
+pub fn ext() -> sipnat::nat::ExternalAddrs {
+    sipnat::nat::ExternalAddrs {
+        v4: Some(EXT4.parse().unwrap()),
+        v6: Some(EXT6.parse().unwrap()),
+    }
+}
+
 pub fn lines(b: &[u8]) -> Vec<&[u8]> {
     // Lines split at LF, CR LF, CR (terminators excluded).
     let mut out = Vec::new();

@@ -124,6 +124,19 @@ impl Drop for BpfFs {
 }
 
 impl Topo {
+    /// Runs `sipnat loadtest` in the UA namespace from `ua` to `car`, receiving on car0 in
+    /// the carrier namespace and expecting the external address `ext`; `args` are the
+    /// further options, separated by spaces.
+    pub fn loadtest(&self, [ua, car, ext]: [&str; 3], args: &str) -> std::process::Output {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ua.name, sipnat_bin(), "loadtest"])
+            .args(["--interface", "ua0", "--src-ip", ua, "--dst-ip", car])
+            .args(["--rx-interface", "car0", "--rx-netns", &self.car.name])
+            .args(["--expect-external", ext, "--json", "--no-progress"])
+            .args(args.split_whitespace());
+        c.output().expect("run sipnat loadtest")
+    }
+
     pub fn new(tag: &str) -> Topo {
         Topo::with_queues(tag, 1)
     }

@@ -1,0 +1,374 @@
+//! Candidate-driven parsing of the fields that hold addresses: each field's plainest form
+//! (`<sip:user@host:port;params>` values, a `SIP/2.0/UDP host:port` top Via, `c=IN IP4
+//! addr` / `o=... IN IP4 addr` SDP lines) is read with a few byte compares, and only the
+//! parts of it that hold a candidate are parsed; whenever the plain form is not certain,
+//! the field goes through the reference's exact parser instead ([`Rewriter::uri_list`],
+//! [`Rewriter::top_via`], [`Rewriter::uri`], [`sdp::line_item`]). Each shortcut below says
+//! why it finds what the reference finds.
+
+use core::{
+    net::{IpAddr, Ipv4Addr},
+    ops::Range,
+};
+
+use super::index::Cands;
+use crate::{
+    nat::Direction,
+    rewrite::{edits::Field, message::Rewriter},
+    sip::{
+        scan::{is_host_char, port_at, skip_lws, skip_ws},
+        sdp,
+        uri::{host_port_at, HostPort},
+    },
+};
+
+/// The name-addr values of a Contact / From / To / Route / Record-Route header `v` (all of
+/// them, or only the first): [`Rewriter::uri_list`], read from the candidates. A header
+/// whose values are not all in the plain form goes to `uri_list` whole (what the plain
+/// reading pushed is taken back first).
+pub(super) fn name_addrs(
+    r: &mut Rewriter<'_, '_, '_>,
+    msg: &[u8],
+    v: Range<usize>,
+    field: Field,
+    all: bool,
+    cands: &Cands,
+) {
+    let saved = (r.edits.len(), r.family_mismatch, r.full);
+    if plain_values(r, msg, v.clone(), (field, all), cands).is_none() {
+        r.edits.truncate(saved.0);
+        (r.family_mismatch, r.full) = (saved.1, saved.2);
+        r.uri_list(msg, v, field, all);
+    }
+}
+
+/// The values of `v` when each is `<uri>` or `"quoted name" <uri>` (no `\` in the name, no
+/// `"` in the URI), separated by commas; `None` (not certain) otherwise. Why this is
+/// `uri_list`'s reading: its value splitter (`next_value`) stops, outside quotes and
+/// brackets, only at `"`, `<` and `,`, and inside `<...>` only at `>` and `"`; its URI
+/// locator (`value_uri`) takes the first unquoted `<` up to the next `>`. With no `\` in
+/// the quoted name and no `"` in the brackets both see the same `<` and `>` as the bytes
+/// checked here, and the value ends at the first `,` after the `>` when no `"` or `<`
+/// comes before it.
+fn plain_values(
+    r: &mut Rewriter<'_, '_, '_>,
+    msg: &[u8],
+    v: Range<usize>,
+    (field, all): (Field, bool),
+    cands: &Cands,
+) -> Option<()> {
+    let first_of = |from: usize, a: u8, b: u8| -> Option<usize> {
+        let i = msg
+            .get(from..v.end)?
+            .iter()
+            .position(|&c| c == a || c == b)?;
+        Some(from + i)
+    };
+    let mut pos = v.start;
+    while pos < v.end {
+        let lt = match msg[pos] {
+            b'<' => pos,
+            b'"' => {
+                let q = first_of(pos + 1, b'"', b'\\')?;
+                let p = skip_ws(msg, q + 1, v.end);
+                (msg[q] == b'"' && p < v.end && msg[p] == b'<').then_some(p)?
+            }
+            _ => return None,
+        };
+        let gt = first_of(lt + 1, b'>', b'"')?;
+        if msg[gt] != b'>' {
+            return None;
+        }
+        if cands.any(lt + 1, gt) {
+            angle_uri(r, msg, lt + 1, gt, field, cands);
+        }
+        if !all {
+            break;
+        }
+        let rest = msg[gt + 1..v.end]
+            .iter()
+            .position(|&c| matches!(c, b',' | b'"' | b'<'));
+        match rest {
+            None => break,
+            Some(i) if msg[gt + 1 + i] == b',' => pos = skip_lws(msg, gt + 2 + i, v.end),
+            Some(_) => return None,
+        }
+    }
+    Some(())
+}
+
+/// The URI between `<` and `>` (`[s, e)`, no `"` in it): [`Rewriter::uri`] for the plain
+/// `sip:` / `sips:` form with an IP host, the reference for anything else. The host
+/// starts after the first `@` (the reference's URI region ends at the first `"` or `>`,
+/// which is `e` here); `maddr` is looked for only when a candidate lies after the host.
+fn angle_uri(
+    r: &mut Rewriter<'_, '_, '_>,
+    msg: &[u8],
+    s: usize,
+    e: usize,
+    field: Field,
+    cands: &Cands,
+) {
+    let b = &msg[s..e];
+    let (secure, after) = if b.len() >= 4 && b[..4].eq_ignore_ascii_case(b"sip:") {
+        (false, s + 4)
+    } else if b.len() >= 5 && b[..5].eq_ignore_ascii_case(b"sips:") {
+        (true, s + 5)
+    } else {
+        return r.uri(msg, s, e, field);
+    };
+    let host_start = msg[after..e]
+        .iter()
+        .position(|&c| c == b'@')
+        .map_or(after, |i| after + i + 1);
+    let Some(hp) = host_port(msg, skip_lws(msg, host_start, e), e) else {
+        // A host name (a numeric maddr may follow it) or something odd.
+        return r.uri(msg, s, e, field);
+    };
+    r.host(&hp, Some(if secure { 5061 } else { 5060 }), true, field);
+    let host_end = hp.end();
+    if cands.any(host_end, e) {
+        let params_end = msg[host_end..e]
+            .iter()
+            .position(|&c| c == b'?')
+            .map_or(e, |i| host_end + i);
+        r.maddr(msg, host_end..params_end, field);
+    }
+}
+
+/// The top Via `v` (it has a candidate): outbound, a value starting `SIP/2.0/` exactly
+/// with an IP sent-by and no candidate after it is only its sent-by; everything else goes
+/// to [`Rewriter::top_via`]. Why this is `top_via`'s reading: its `via` finds the two `/`
+/// of `SIP/2.0/`, skips LWS, the transport's letters and digits and LWS, then reads
+/// host[:port]; none of those bytes can be the `,` `"` or `<` that end the first value
+/// early, so bounding the read by the header's end instead of the first value's end
+/// reads the same sent-by. Outbound only `maddr` follows it, which needs a candidate.
+/// (Inbound, `received` and the ports that go with it are the reference's.)
+pub(super) fn top_via(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], v: Range<usize>, cands: &Cands) {
+    let plain = r.ctx.direction == Direction::Outbound
+        && v.start + 8 <= v.end
+        && msg.get(v.start..v.start + 8) == Some(&b"SIP/2.0/"[..]);
+    if !plain {
+        return r.top_via(msg, v);
+    }
+    let mut p = skip_lws(msg, v.start + 8, v.end);
+    let t = p;
+    while p < v.end && msg[p].is_ascii_alphanumeric() {
+        p += 1;
+    }
+    let tls = msg[t..p].eq_ignore_ascii_case(b"TLS");
+    let hp = host_port(msg, skip_lws(msg, p, v.end), v.end);
+    match hp {
+        Some(hp) if !cands.any(hp.end(), v.end) => {
+            r.host(&hp, Some(if tls { 5061 } else { 5060 }), true, Field::Via);
+        }
+        _ => r.top_via(msg, v),
+    }
+}
+
+/// One SDP line with a candidate or an `m=` (no port maps): the address of a `c=`, `o=`
+/// or `a=rtcp` line is rewritten, in sections that are not rejected (an `o=` always);
+/// an `m=` line decides whether its section is rejected.
+pub(super) fn sdp_line(
+    r: &mut Rewriter<'_, '_, '_>,
+    msg: &[u8],
+    line: Range<usize>,
+    rejected: &mut bool,
+) {
+    let (field, host, addr) = match plain_sdp(msg, line.clone(), rejected) {
+        Some(Some(x)) => x,
+        Some(None) => return,
+        None => {
+            let Some(item) = sdp::line_item(msg, line, rejected) else {
+                return;
+            };
+            if item.rejected || item.field == sdp::Field::Media {
+                return;
+            }
+            let field = match item.field {
+                sdp::Field::Connection => Field::SdpConnection,
+                sdp::Field::Origin => Field::SdpOrigin,
+                _ => Field::SdpRtcp,
+            };
+            match item.addr {
+                Some(a) => (field, a.range, a.addr),
+                None => return,
+            }
+        }
+    };
+    let hp = HostPort {
+        host,
+        addr,
+        bracketed: false,
+        port: None,
+    };
+    r.host(&hp, None, false, field);
+}
+
+/// An SDP line in its plain form, read as `sdp::line_item` reads it: `Some(Some(..))` the
+/// address to rewrite, `Some(None)` nothing to rewrite (an `m=` line sets `rejected`),
+/// `None` not certain (the caller asks `line_item`). `line_item` splits a line at spaces
+/// (runs of them count as one) and reads fixed fields; each form below starts every
+/// field it reads with a non-space after exactly one space, so its fields are the
+/// bytes between those spaces:
+/// - `c=IN IP4 ADDR...`: the third field's address (a rejected section: nothing);
+/// - `o=... IN IP4 ADDR`: the last field, after ` IN IP4 ` (any section);
+/// - `a=rtcp:PORT[ IN IP4 ADDR...]`: the port field must be a port, then the address as
+///   in `c=` (without one, only the port, which changes only under port maps);
+/// - `m=MEDIA PORT[/n] ...`: the section is rejected when the port is 0.
+fn plain_sdp(
+    msg: &[u8],
+    line: Range<usize>,
+    rejected: &mut bool,
+) -> Option<Option<(Field, Range<usize>, IpAddr)>> {
+    let l = msg.get(line.clone())?;
+    let at = line.start;
+    if l.len() < 3 || l[1] != b'=' || l[2] == b' ' {
+        return None;
+    }
+    match l[0] {
+        b'c' => {
+            let a = l.strip_prefix(b"c=IN IP4 ")?;
+            let (host, addr) = typed_v4(a, at + 9)?;
+            Some((!*rejected).then_some((Field::SdpConnection, host, addr)))
+        }
+        b'o' if l.last() != Some(&b' ') => {
+            // The last field: at most 15 bytes for an IPv4 address.
+            let mut sp = l.len() - 1;
+            while l[sp] != b' ' {
+                if sp + 16 < l.len() || sp == 0 {
+                    return None;
+                }
+                sp -= 1;
+            }
+            if sp < 9 || &l[sp - 7..=sp] != b" IN IP4 " {
+                return None;
+            }
+            let text = l[sp + 1..].split(|&c| c == b'/').next()?;
+            match ipv4_at(text) {
+                Some((a, n)) if n == text.len() => {
+                    let h = at + sp + 1;
+                    Some(Some((Field::SdpOrigin, h..h + n, IpAddr::V4(a))))
+                }
+                _ => None,
+            }
+        }
+        b'a' => {
+            let rest = l.strip_prefix(b"a=rtcp:")?;
+            let p_end = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
+            match port_at(rest, 0, p_end) {
+                Some((_, pe)) if pe == p_end => {}
+                // `rtcp` reads no item: nothing.
+                _ => return (rest.first() != Some(&b' ')).then_some(None),
+            }
+            if p_end == rest.len() {
+                return Some(None);
+            }
+            let a = rest[p_end..].strip_prefix(b" IN IP4 ")?;
+            let (host, addr) = typed_v4(a, at + 7 + p_end + 8)?;
+            Some((!*rejected).then_some((Field::SdpRtcp, host, addr)))
+        }
+        b'm' => {
+            let v = &l[2..];
+            let s = v.iter().position(|&c| c == b' ')?;
+            let p = v
+                .get(s + 1..)
+                .filter(|p| p.first().is_some_and(|&c| c != b' '))?;
+            let p_end = p.iter().position(|&c| c == b' ').unwrap_or(p.len());
+            *rejected = match port_at(p, 0, p_end) {
+                Some((port, pe)) if pe == p_end || p[pe] == b'/' => port == 0,
+                _ => false,
+            };
+            Some(None)
+        }
+        _ => None,
+    }
+}
+
+/// An SDP address field `a` (at `at` in the message) that starts with an IPv4 address
+/// followed by its end, a space or a `/`: the address text `typed_addr` reads from it.
+#[inline]
+fn typed_v4(a: &[u8], at: usize) -> Option<(Range<usize>, IpAddr)> {
+    let (addr, n) = ipv4_at(a)?;
+    matches!(a.get(n), None | Some(b' ') | Some(b'/')).then_some((at..at + n, IpAddr::V4(addr)))
+}
+
+/// [`host_port_at`] without bare IPv6 (URI hosts, Via sent-by), its IPv4 case read from a
+/// 16-byte window; a `[` goes to `host_port_at`. Like it, anything but an IPv4 address
+/// that is a whole token is `None` (a host name), and a `:port` may follow after LWS.
+#[inline]
+fn host_port(msg: &[u8], pos: usize, end: usize) -> Option<HostPort> {
+    let end = end.min(msg.len());
+    if pos < end && msg[pos] == b'[' {
+        return host_port_at(msg, pos, end, false);
+    }
+    let (a, n) = ipv4_at(msg.get(pos..end)?)?;
+    let he = pos + n;
+    if he < end && is_host_char(msg[he]) {
+        return None;
+    }
+    let q = skip_lws(msg, he, end);
+    let port = if q < end && msg[q] == b':' {
+        let p = skip_lws(msg, q + 1, end);
+        port_at(msg, p, end).map(|(v, pe)| (v, p..pe))
+    } else {
+        None
+    };
+    Some(HostPort {
+        host: pos..he,
+        addr: IpAddr::V4(a),
+        bracketed: false,
+        port,
+    })
+}
+
+/// The first 16 bytes of `b` (shorter than that), zero-padded. (Out of line: inlined,
+/// the copy of a whole window above becomes a call to `memcpy` too.)
+#[cold]
+#[inline(never)]
+fn padded(b: &[u8]) -> [u8; 16] {
+    let mut w = [0u8; 16];
+    let n = b.len().min(16);
+    w[..n].copy_from_slice(&b[..n]);
+    w
+}
+
+/// [`crate::sip::addr::parse_ipv4_prefix`] of `b`, read from a zero-padded 16-byte copy
+/// of its start (an address is at most 15 bytes; a zero is neither a digit nor a dot, so
+/// the padding ends the address as the end of `b` does).
+#[inline]
+fn ipv4_at(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let w: [u8; 16] = match b.first_chunk::<16>() {
+        Some(w) => *w,
+        None => padded(b),
+    };
+    // (Indexes masked to the window: an octet starts at 12 at the latest, so its three
+    // digits are within it.)
+    let d = |i: usize| u32::from(w[i & 15].wrapping_sub(b'0'));
+    let mut i = 0;
+    let mut out = 0u32;
+    for k in 0..4 {
+        if k > 0 {
+            if w[i & 15] != b'.' {
+                return None;
+            }
+            i += 1;
+        }
+        let (d0, d1, d2) = (d(i), d(i + 1), d(i + 2));
+        let (v, n) = if d0 > 9 {
+            return None;
+        } else if d1 > 9 {
+            (d0, 1)
+        } else if d2 > 9 {
+            (d0 * 10 + d1, 2)
+        } else {
+            (d0 * 100 + d1 * 10 + d2, 3)
+        };
+        if v > 255 {
+            return None;
+        }
+        out = out << 8 | v;
+        i += n;
+    }
+    Some((Ipv4Addr::from(out), i))
+}

@@ -1,0 +1,312 @@
+//! The fast path in front of the exact rewriter ([`super::reference`]): the same parsers,
+//! run only where an address of ours can be.
+//!
+//! An address can only be rewritten when the rules (outbound) or the external addresses
+//! (inbound) claim it, and every IPv4 address they can claim is written with one of a
+//! few first octets. Its text then holds that octet's decimal digits followed by `.`
+//! (leading zeros keep it: `010.` still ends in `10.`). A [`Gate`], computed once per
+//! published snapshot, is the set of those first octets. One SIMD sweep over the message
+//! ([`index`]: AVX2, or SSE2 without it) finds every `.` whose 1-3 preceding digits are an
+//! octet of the set, and every `ffff` (any case: an IPv4-mapped IPv6 address always has
+//! it); these *candidates* are the only places an address of ours can start. A header
+//! value, the request URI, an SDP body or an SDP line without a candidate cannot produce
+//! an edit, a family mismatch or a port change, so its exact parse is skipped; one with a
+//! candidate is read in its plain form where that is certain ([`fields`]), by the
+//! reference's parsers otherwise. The framing (start line, every header line,
+//! Content-Length, Content-Type/Encoding, CSeq, the first Via, the end of the message)
+//! always runs, so `NotSip` / `Malformed` and the discarded trailing bytes are those of
+//! the reference.
+//!
+//! What a candidate cannot rule out goes through the full parse: IPv6 rules (outbound)
+//! and IPv6 external addresses (inbound) make every region a candidate, a message
+//! longer than [`MAX_INDEXED`] (2 KiB) too; SDP with port maps is parsed whole when it has
+//! a candidate (a port follows the address of its section); multipart bodies are parsed
+//! whole. A rule shorter than /8 adds all its first octets. The `differential` test and
+//! fuzz target compare this path with the reference byte for byte.
+//!
+//! Why a hand-written sweep and not `memchr::memmem` / `aho-corasick` over the needles
+//! `10.`, `192.`, ...: the needle set is a set of byte values, tested with one table
+//! lookup per `.` (a SIP message has a few dozen), so the gate is 32 bytes that need no
+//! allocation to build — it can be built per call when the caller has none — and one
+//! pass finds both kinds of candidates.
+
+use super::{
+    edits::{Edits, Field},
+    message::{
+        rewrite_with, scan_start, unchanged, BodyHeaders, Context, Outcome, Rewrite, Rewriter,
+    },
+};
+use crate::{
+    nat::{Direction, ExternalAddrs, Net, RewriteConfig},
+    sip::{
+        body::{self, BodyKind},
+        message::{Kind, StartLine},
+    },
+};
+
+/// The first octets of the IPv4 addresses that may be rewritten in one direction, or
+/// "everything" when a needle cannot rule an address out (IPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gate {
+    octets: [u64; 4],
+    /// Bit d: some octet of the set ends in the digit d.
+    last_digits: u16,
+    all: bool,
+}
+
+impl Gate {
+    /// A gate that lets everything through (the full parse everywhere).
+    pub const ALL: Gate = Gate {
+        octets: [u64::MAX; 4],
+        last_digits: 0x3ff,
+        all: true,
+    };
+
+    /// The gate of one direction under `config` and `external`.
+    pub fn new(config: &RewriteConfig, external: &ExternalAddrs, direction: Direction) -> Gate {
+        let mut g = Gate {
+            octets: [0; 4],
+            last_digits: 0,
+            all: false,
+        };
+        match direction {
+            Direction::Outbound => {
+                for r in &config.rules {
+                    match r.internal {
+                        Net::V4 { addr, mask, .. } => {
+                            let (first, m) = ((addr >> 24) as u8, (mask >> 24) as u8);
+                            for o in 0..=255u8 {
+                                if o & m == first & m {
+                                    g.add(o);
+                                }
+                            }
+                        }
+                        Net::V6 { .. } => g.all = true,
+                    }
+                }
+            }
+            Direction::Inbound => {
+                if external.v6.is_some() {
+                    g.all = true;
+                }
+                if let Some(v4) = external.v4 {
+                    g.add(v4.octets()[0]);
+                }
+                for r in &config.rules {
+                    match r.external {
+                        Some(core::net::IpAddr::V4(v4)) => g.add(v4.octets()[0]),
+                        Some(core::net::IpAddr::V6(_)) => g.all = true,
+                        None => {}
+                    }
+                }
+            }
+        }
+        if g.all {
+            return Gate::ALL;
+        }
+        g
+    }
+
+    /// The gate for `ctx` (computed from its config: O(rules)).
+    pub fn of(ctx: &Context<'_>) -> Gate {
+        Gate::new(ctx.config, &ctx.external, ctx.direction)
+    }
+
+    #[inline]
+    fn add(&mut self, o: u8) {
+        self.octets[usize::from(o >> 6)] |= 1 << (o & 63);
+        self.last_digits |= 1 << (o % 10);
+    }
+
+    #[inline]
+    fn has(&self, v: u32) -> bool {
+        v < 256 && self.octets[(v >> 6) as usize] & (1 << (v & 63)) != 0
+    }
+
+    /// No IPv4 address can be ours, nor any other.
+    #[inline]
+    fn is_empty(&self) -> bool {
+        !self.all && self.octets == [0; 4]
+    }
+
+    /// Whether this gate lets everything through.
+    pub fn is_all(&self) -> bool {
+        self.all
+    }
+}
+
+mod fields;
+mod index;
+
+use fields::name_addrs;
+
+use index::Cands;
+pub use index::MAX_INDEXED;
+
+/// [`super::rewrite_message`] on the fast path, with the thread's edit list and a gate
+/// computed for the call.
+#[inline]
+pub fn rewrite_message(buf: &mut [u8], len: usize, ctx: &Context<'_>) -> Rewrite {
+    if !ctx.config.enabled {
+        return unchanged(len);
+    }
+    let gate = Gate::of(ctx);
+    super::message::EDITS.with(|e| match e.try_borrow_mut() {
+        Ok(mut e) => rewrite(buf, len, ctx, &gate, &mut e, None),
+        Err(_) => rewrite(buf, len, ctx, &gate, &mut Edits::new(), None),
+    })
+}
+
+/// [`rewrite_message`] with the caller's edit list and gate (allocates nothing).
+#[inline]
+pub fn rewrite_message_in(
+    buf: &mut [u8],
+    len: usize,
+    ctx: &Context<'_>,
+    gate: &Gate,
+    edits: &mut Edits,
+) -> Rewrite {
+    if !ctx.config.enabled {
+        return unchanged(len);
+    }
+    rewrite(buf, len, ctx, gate, edits, None)
+}
+
+/// Sums of the payload bytes that changed, for the UDP checksum: `from` (even) is where
+/// the first change is; `old` is the one's-complement sum of `payload[from..old_len]`
+/// before the edits, `new` of `payload[from..new_len]` after.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Sums {
+    pub old: u64,
+    pub new: u64,
+}
+
+/// The rewrite; `sums`, when given, receives the sums of the changed bytes when the
+/// outcome is `Rewritten`.
+#[inline(never)]
+pub(super) fn rewrite(
+    buf: &mut [u8],
+    len: usize,
+    ctx: &Context<'_>,
+    gate: &Gate,
+    edits: &mut Edits,
+    sums: Option<&mut Sums>,
+) -> Rewrite {
+    rewrite_with(
+        buf,
+        len,
+        ctx,
+        edits,
+        |r, msg| scan(r, msg, gate),
+        |edits, buf, msg_end, len| {
+            // The first changed byte: the first edit, or the discarded tail.
+            let from = edits
+                .iter()
+                .map(|e| e.start as usize)
+                .min()
+                .unwrap_or(msg_end)
+                .min(msg_end)
+                & !1;
+            let old = match sums {
+                Some(_) => crate::wire::checksum::sum(&buf[from..len]),
+                None => 0,
+            };
+            let new_len = edits.apply(buf, msg_end)?;
+            if let Some(s) = sums {
+                s.old = old;
+                s.new = crate::wire::checksum::sum(&buf[from..new_len]);
+            }
+            Some(new_len)
+        },
+    )
+}
+
+/// The reference's `Rewriter::scan`, with each exact parse behind a candidate check.
+fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Outcome> {
+    let (start, mut pos, bindings) = scan_start(msg)?;
+    let cands = Cands::find(msg, gate);
+    let cfg = r.ctx.config;
+    if let StartLine::Request { uri, .. } = &start {
+        if cands.any(uri.start, uri.end) {
+            r.uri(msg, uri.start, uri.end, Field::RequestUri);
+        }
+    }
+    let mut seen_via = false;
+    let mut framing = BodyHeaders::default();
+    let body_start = loop {
+        let (h, next) = match cands.header(msg, pos) {
+            Ok(x) => x,
+            Err(Ok(body)) => break body,
+            Err(Err(m)) => return Err(Outcome::Malformed(m)),
+        };
+        pos = next;
+        let v = h.value;
+        // A rewritable header without a candidate: nothing to parse.
+        let skip = matches!(
+            h.kind,
+            Kind::Contact | Kind::From | Kind::To | Kind::Route | Kind::RecordRoute
+        ) && !cands.any(v.start, v.end);
+        match h.kind {
+            Kind::Via if !seen_via => {
+                seen_via = true;
+                if cands.any(v.start, v.end) {
+                    fields::top_via(r, msg, v, &cands);
+                }
+            }
+            _ if skip => {}
+            Kind::Contact if !bindings => name_addrs(r, msg, v, Field::Contact, true, &cands),
+            Kind::Contact => r.bindings(msg, v),
+            Kind::From | Kind::To if cfg.from_to => {
+                name_addrs(r, msg, v, Field::FromTo, false, &cands)
+            }
+            Kind::Route if cfg.record_route => name_addrs(r, msg, v, Field::Route, true, &cands),
+            Kind::RecordRoute if cfg.record_route => {
+                name_addrs(r, msg, v, Field::RecordRoute, true, &cands)
+            }
+            kind => framing.note(msg, kind, v)?,
+        }
+    };
+    let body_end = r.body_end(msg.len(), body_start, &framing);
+    // A body without a candidate holds no address of ours: nothing to parse or check.
+    if cands.any(body_start, body_end) {
+        match (framing.content_type.clone(), framing.encoded) {
+            (Some(ct), false) => match body_kind(msg, ct) {
+                BodyKind::Sdp if !port_maps(cfg) && r.ctx.media.is_none() => {
+                    sdp(r, msg, body_start, body_end, &cands)
+                }
+                kind => r.body(msg, body_start, body_end, kind, 0),
+            },
+            (None, _) => r.untyped_body(msg, body_start, body_end),
+            _ => {}
+        }
+    }
+    r.follow_content_length(framing, body_start, body_end);
+    Ok(())
+}
+
+/// [`body::kind`], the usual `application/sdp` (no parameters) told first.
+#[inline]
+fn body_kind(msg: &[u8], ct: core::ops::Range<usize>) -> BodyKind {
+    if msg[ct.clone()].eq_ignore_ascii_case(b"application/sdp") {
+        BodyKind::Sdp
+    } else {
+        body::kind(msg, ct)
+    }
+}
+
+/// Whether any rule maps ports (then SDP ports follow their section's address, and the
+/// SDP is parsed whole).
+#[inline]
+fn port_maps(cfg: &RewriteConfig) -> bool {
+    cfg.rules.iter().any(|r| !r.ports.is_empty())
+}
+
+/// SDP without port maps: only the addresses of `c=`, `o=` and `a=rtcp` lines change, in
+/// sections that are not rejected; only lines with a candidate are parsed (and every `m=`
+/// line, which decides whether its section is rejected).
+fn sdp(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], start: usize, end: usize, cands: &Cands) {
+    let mut rejected = false;
+    cands.marked_lines(msg, start, end, |line| {
+        fields::sdp_line(r, msg, line, &mut rejected)
+    });
+}

@@ -63,7 +63,8 @@ fn media_binding_translates_both_ways_in_xdp() {
     let Some((_turn, t)) = privileged_topo("mediax") else {
         return;
     };
-    let cfg = t.config("gw", "", "");
+    // (Media NAT on: the fixture turns it off for the tests that check SDP ports.)
+    let cfg = t.config("gw", "", "[media]\nenabled = true\n");
     let sipnat = t.start_sipnat(&cfg);
     redirect_ready(&t);
 
@@ -193,7 +194,8 @@ fn media_binding_survives_a_hitless_restart() {
     let Some((_turn, t)) = privileged_topo("mediar") else {
         return;
     };
-    let cfg = t.config("gw", "", "");
+    // (Media NAT on: the fixture turns it off for the tests that check SDP ports.)
+    let cfg = t.config("gw", "", "[media]\nenabled = true\n");
     let a = t.start_sipnat(&cfg);
     redirect_ready(&t);
     let add = t.gw.exec(&[

@@ -305,18 +305,25 @@ impl MediaRegistry {
     ) -> usize {
         let mut g = lock(&self.inner);
         let mut n = 0;
-        // No allocation: walk a snapshot of keys one at a time.
-        while let Some((internal, e)) = g
-            .by_internal
-            .iter()
-            .find(|(i, e)| f(**i, e))
-            .map(|(i, e)| (*i, *e))
-        {
-            g.by_internal.remove(&internal);
-            self.release(&mut g, internal, e.external, sink);
-            n += 1;
+        // No allocation: one scan collects up to a batch of matches, which are removed;
+        // another scan only when the batch was full.
+        loop {
+            let mut batch = arrayvec::ArrayVec::<(SocketAddr, Entry), 64>::new();
+            for (i, e) in &g.by_internal {
+                if f(*i, e) && batch.try_push((*i, *e)).is_err() {
+                    break;
+                }
+            }
+            let full = batch.is_full();
+            for (internal, e) in batch {
+                g.by_internal.remove(&internal);
+                self.release(&mut g, internal, e.external, sink);
+                n += 1;
+            }
+            if !full {
+                return n;
+            }
         }
-        n
     }
 
     fn release(

@@ -11,6 +11,7 @@
 //!   checksum summed over the whole datagram), kept to prove the fast path exact (the
 //!   `differential` test and fuzz target) and to measure it against (benches).
 
+pub mod changes;
 pub mod context;
 pub mod edits;
 pub mod fast;

@@ -364,20 +364,29 @@ fn xdp_counter(st: &serde_json::Value, side: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no XDP counter {side}/{name} in {}", st["xdp"]))
 }
 
-/// Two UAs on port 5060 with the same RTP port (6000) call at once and play G.711 to a
+#[test]
+fn rtp_of_two_uas_is_translated_by_xdp_both_ways() {
+    rtp_of_uas_is_translated_by_xdp_both_ways("naptrtp", 2);
+}
+
+#[test]
+fn rtp_of_ten_uas_is_translated_by_xdp_both_ways() {
+    rtp_of_uas_is_translated_by_xdp_both_ways("naptrtp10", 10);
+}
+
+/// `n` UAs on port 5060 with the same RTP port (6000) call at once and play G.711 to a
 /// UAS that echoes it: RTP flows both ways through the XDP media NAT (its counters, not
 /// the kernel: no kernel NAT is configured), the outside sees only the external address
 /// and the media ports sipnat allocated, and the BYE removes each call's binding.
-#[test]
-fn rtp_of_two_uas_is_translated_by_xdp_both_ways() {
+fn rtp_of_uas_is_translated_by_xdp_both_ways(tag: &str, n: usize) {
     let Some((_s, mut t, sipnat)) = privileged_gateway(
-        "naptrtp",
+        tag,
         "port_range = \"20000-29999\"",
         "[media]\nenabled = true\nport_range = \"30000-39999\"\n",
     ) else {
         return;
     };
-    let ips = ua_ips(2);
+    let ips = ua_ips(n);
     add_ua_addresses(&t, &ips);
     // A veth receives frames redirected to its peer by XDP (ndo_xdp_xmit) only with NAPI
     // on: GRO enables it (a real NIC needs nothing).
@@ -419,7 +428,7 @@ fn rtp_of_two_uas_is_translated_by_xdp_both_ways() {
         out_ports.insert(port);
         n_out += 1;
     }
-    assert_eq!(out_ports.len(), 2, "one media port per UA: {out_ports:?}");
+    assert_eq!(out_ports.len(), n, "one media port per UA: {out_ports:?}");
     // RTP back: the echo reaches both UAs on the inside, at their own port 6000.
     let rtp_in = tshark_fields(
         &inside,
@@ -434,8 +443,11 @@ fn rtp_of_two_uas_is_translated_by_xdp_both_ways() {
         reached.insert(dst.to_string());
         n_in += 1;
     }
-    assert_eq!(reached.len(), 2, "echo reached {reached:?}");
-    assert!(n_out >= 100 && n_in >= 100, "RTP out {n_out}, back {n_in}");
+    assert_eq!(reached.len(), n, "echo reached {reached:?}");
+    assert!(
+        n_out >= 50 * n && n_in >= 50 * n,
+        "RTP out {n_out}, back {n_in}"
+    );
     // Not one private address outside (the capture's end markers aside), SIP or RTP.
     let leaked = tshark(
         &outside,
@@ -453,20 +465,22 @@ fn rtp_of_two_uas_is_translated_by_xdp_both_ways() {
         xdp_counter(&st, side, "redirect_media") - xdp_counter(&before, side, "redirect_media")
     };
     let (xin, xout) = (d("inside"), d("outside"));
-    println!("RTP: {n_out} out, {n_in} back; XDP redirect_media inside {xin}, outside {xout}");
+    println!(
+        "{n} UAs, RTP: {n_out} out, {n_in} back; XDP redirect_media inside {xin}, outside {xout}"
+    );
     assert!(
         xin >= n_out as u64 && xout >= n_in as u64,
         "XDP redirect_media {xin}/{xout}"
     );
-    // The BYEs removed both bindings.
+    // The BYEs removed every binding.
     let b = &st["bindings"];
-    assert_eq!(b["media_installed"], 2, "{b}");
-    assert_eq!(b["media_removed"], 2, "{b}");
+    assert_eq!(b["media_installed"], n, "{b}");
+    assert_eq!(b["media_removed"], n, "{b}");
     assert_eq!(b["media_live"], 0, "{b}");
     let flows = sipnat.ctl(&["flows", "--json"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&flows).unwrap();
     assert_eq!(v["media"].as_array().map(Vec::len), Some(0), "{v}");
-    assert_eq!(v["sip"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["sip"].as_array().map(Vec::len), Some(n), "{v}");
     let _ = sipnat.stop();
 }
 

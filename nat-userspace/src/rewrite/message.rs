@@ -207,6 +207,8 @@ pub(super) fn rewrite_with<'a>(
         ctx,
         edits,
         cache: arrayvec::ArrayVec::new(),
+        texts: [Text::default(); MAP_CACHE],
+        evict: 0,
         family_mismatch: 0,
         full: false,
         cl_short: false,
@@ -285,13 +287,15 @@ pub(super) fn scan_start(msg: &[u8]) -> Result<(StartLine, usize, bool), Outcome
     Ok((start, pos, bindings))
 }
 
-/// What happens to one address (its port is decided separately, by the rule).
+/// What happens to one address (its port is decided separately, by the rule): a small
+/// record, copied on every cache hit; the rendered text of the new address is kept once
+/// per message in the rewriter's table ([`Rewriter::texts`]).
 #[derive(Clone, Copy)]
 pub(super) enum Map<'a> {
-    /// Becomes `addr`, rendered as `text` (no brackets, no port).
+    /// Becomes `addr`, rendered as `texts[text]` (no brackets, no port).
     To {
         addr: IpAddr,
-        text: Text,
+        text: u8,
         rule: Option<&'a Rule>,
     },
     Keep,
@@ -364,6 +368,10 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
     pub(super) ctx: &'c Context<'a>,
     pub(super) edits: &'e mut Edits,
     pub(super) cache: arrayvec::ArrayVec<(IpAddr, Map<'a>), MAP_CACHE>,
+    /// The rendered new address of each cache slot that maps one (`Map::To::text`).
+    pub(super) texts: [Text; MAP_CACHE],
+    /// The slot a miss replaces once the cache is full (the oldest entry).
+    pub(super) evict: u8,
     pub(super) family_mismatch: u16,
     pub(super) full: bool,
     pub(super) cl_short: bool,
@@ -384,11 +392,32 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         if let Some((_, m)) = self.cache.iter().find(|(a, _)| *a == addr) {
             return *m;
         }
-        let m = self.decide(addr);
-        if self.cache.is_full() {
-            self.cache.pop();
+        self.map_new(addr)
+    }
+
+    /// [`Self::map`] of an address not in the cache: decided, its new address rendered
+    /// into the slot's text, and remembered (in place of the oldest entry when full).
+    #[inline(never)]
+    fn map_new(&mut self, addr: IpAddr) -> Map<'a> {
+        let slot = if self.cache.is_full() {
+            let s = usize::from(self.evict) % MAP_CACHE;
+            self.evict = ((s + 1) % MAP_CACHE) as u8;
+            s
+        } else {
+            self.cache.len()
+        };
+        let mut m = self.decide(addr);
+        if let Map::To {
+            addr: new, text, ..
+        } = &mut m
+        {
+            self.texts[slot] = Text::from_ip(*new);
+            *text = slot as u8;
         }
-        self.cache.insert(0, (addr, m));
+        match self.cache.get_mut(slot) {
+            Some(e) => *e = (addr, m),
+            None => self.cache.push((addr, m)),
+        }
         m
     }
 
@@ -430,7 +459,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         };
         Map::To {
             addr: new,
-            text: Text::from_ip(new),
+            text: 0,
             rule,
         }
     }
@@ -486,10 +515,20 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                         None => self.map_port(rule, written, d),
                     }
                 });
+                let text = &self.texts[usize::from(text) % MAP_CACHE];
                 let bracket = addr.is_ipv6() && (brackets || hp.bracketed);
-                let (t, end) = if !bracket && port.is_none() {
-                    (text, hp.host.end)
-                } else {
+                if !bracket && port.is_none() {
+                    // The usual case: the rendered address as it is, copied once.
+                    if self
+                        .edits
+                        .push_ref(hp.host.start, hp.host.end, text, field)
+                        .is_err()
+                    {
+                        self.full = true;
+                    }
+                    return rule;
+                }
+                let (t, end) = {
                     let mut t = Text::default();
                     if bracket {
                         t.push_byte(b'[');

@@ -377,3 +377,35 @@ fn ipv4_at(msg: &[u8], pos: usize, end: usize) -> Option<(Ipv4Addr, usize)> {
     }
     Some((Ipv4Addr::from(out), i))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ipv4_at;
+    use crate::sip::addr::parse_ipv4_prefix;
+
+    /// The window read (one load masked at the field's end, or the padded copy near the
+    /// message's end) parses what `parse_ipv4_prefix` parses of `msg[pos..end]`, for
+    /// every field inside messages that hold addresses at their start, middle and end.
+    #[test]
+    fn ipv4_from_the_window_equals_the_prefix_parse() {
+        let msgs: [&[u8]; 4] = [
+            b"c=IN IP4 10.0.0.1\r\nx 192.168.100.200:5060;y 1.2.3.4",
+            b"255.255.255.255 256.1.1.1 01.002.3.4 9.9.9.99999",
+            b"10.0.0.10",
+            b"a 10.1.2.3",
+        ];
+        for msg in msgs {
+            for pos in 0..=msg.len() {
+                for end in pos..=msg.len() {
+                    assert_eq!(
+                        ipv4_at(msg, pos, end),
+                        parse_ipv4_prefix(&msg[pos..end]),
+                        "{:?} [{pos},{end})",
+                        core::str::from_utf8(msg)
+                    );
+                }
+            }
+        }
+        assert_eq!(ipv4_at(b"10.0.0.1", 9, 9), None);
+    }
+}

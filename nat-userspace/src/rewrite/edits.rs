@@ -88,13 +88,25 @@ impl Edits {
 
     #[inline]
     pub fn push(&mut self, start: usize, end: usize, text: Text, field: Field) -> Result<(), Full> {
+        self.push_ref(start, end, &text, field)
+    }
+
+    /// [`Self::push`] of a text the caller keeps (copied once, into the list).
+    #[inline]
+    pub fn push_ref(
+        &mut self,
+        start: usize,
+        end: usize,
+        text: &Text,
+        field: Field,
+    ) -> Result<(), Full> {
         if self.items.len() >= MAX_EDITS.min(self.items.capacity()) {
             return Err(Full);
         }
         self.items.push(Edit {
             start: start as u32,
             end: end as u32,
-            text,
+            text: *text,
             field,
         });
         Ok(())

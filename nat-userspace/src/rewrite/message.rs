@@ -7,9 +7,12 @@ use core::net::IpAddr;
 
 pub use super::changes::Changes;
 pub use super::context::{Context, MediaPorts, Napt};
-use super::edits::{Edits, Field};
+use super::{
+    decide::{Map, MAP_CACHE},
+    edits::{Edits, Field},
+};
 use crate::{
-    nat::{addr::canonical, Direction, RewriteConfig, Rule},
+    nat::{addr::canonical, Direction, Rule},
     sip::{
         addr::Text,
         body::{self, BodyKind},
@@ -137,6 +140,8 @@ pub(super) fn rewrite_with<'a>(
         ctx,
         edits,
         cache: arrayvec::ArrayVec::new(),
+        texts: [Text::default(); MAP_CACHE],
+        evict: 0,
         family_mismatch: 0,
         full: false,
         cl_short: false,
@@ -215,41 +220,6 @@ pub(super) fn scan_start(msg: &[u8]) -> Result<(StartLine, usize, bool), Outcome
     Ok((start, pos, bindings))
 }
 
-/// What happens to one address (its port is decided separately, by the rule).
-#[derive(Clone, Copy)]
-pub(super) enum Map<'a> {
-    /// Becomes `addr`, rendered as `text` (no brackets, no port).
-    To {
-        addr: IpAddr,
-        text: Text,
-        rule: Option<&'a Rule>,
-    },
-    Keep,
-    /// A rule applies, but no external address of the family is configured.
-    FamilyMismatch,
-}
-
-/// Distinct addresses remembered per message: a message names the same one or two
-/// addresses many times (Via, Contact, o=, c=, a=rtcp), and deciding and rendering an
-/// address costs more than the lookup.
-const MAP_CACHE: usize = 4;
-
-/// `new` written in the form of `orig`: an IPv4 address replacing an IPv4-mapped IPv6
-/// address is written mapped too. `None` when the families cannot match.
-#[inline]
-fn express_like(orig: IpAddr, new: IpAddr) -> Option<IpAddr> {
-    match (orig, new) {
-        (IpAddr::V4(_), IpAddr::V4(_)) => Some(new),
-        (IpAddr::V6(o), IpAddr::V4(n)) if o.to_ipv4_mapped().is_some() => {
-            Some(IpAddr::V6(n.to_ipv6_mapped()))
-        }
-        (IpAddr::V6(o), IpAddr::V6(n)) => {
-            (o.to_ipv4_mapped().is_some() == n.to_ipv4_mapped().is_some()).then_some(new)
-        }
-        _ => None,
-    }
-}
-
 /// What the header section says about the body, noted header by header.
 #[derive(Default)]
 pub(super) struct BodyHeaders {
@@ -294,6 +264,10 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
     pub(super) ctx: &'c Context<'a>,
     pub(super) edits: &'e mut Edits,
     pub(super) cache: arrayvec::ArrayVec<(IpAddr, Map<'a>), MAP_CACHE>,
+    /// The rendered new address of each cache slot that maps one (`Map::To::text`).
+    pub(super) texts: [Text; MAP_CACHE],
+    /// The slot a miss replaces once the cache is full (the oldest entry).
+    pub(super) evict: u8,
     pub(super) family_mismatch: u16,
     pub(super) full: bool,
     pub(super) cl_short: bool,
@@ -307,80 +281,6 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
 }
 
 impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
-    /// What `addr` becomes in this direction, from the per-message cache when it was
-    /// seen before.
-    #[inline]
-    fn map(&mut self, addr: IpAddr) -> Map<'a> {
-        if let Some((_, m)) = self.cache.iter().find(|(a, _)| *a == addr) {
-            return *m;
-        }
-        let m = self.decide(addr);
-        if self.cache.is_full() {
-            self.cache.pop();
-        }
-        self.cache.insert(0, (addr, m));
-        m
-    }
-
-    /// The rule governing `addr` and the address it becomes, in this direction.
-    fn decide(&self, addr: IpAddr) -> Map<'a> {
-        let cfg: &'a RewriteConfig = self.ctx.config;
-        let ext = &self.ctx.external;
-        let (new, rule) = match self.ctx.direction {
-            Direction::Outbound => {
-                let Some(rule) = cfg.rule_for(addr) else {
-                    return Map::Keep;
-                };
-                let Some(new) = cfg
-                    .external_of(rule, addr, ext)
-                    .and_then(|e| express_like(addr, e))
-                else {
-                    return Map::FamilyMismatch;
-                };
-                (new, Some(rule))
-            }
-            Direction::Inbound => {
-                if !cfg.is_external(addr, ext) {
-                    return Map::Keep;
-                }
-                let target = match self.ctx.internal {
-                    Some(t) => Some((cfg.rule_of_internal(t), t)),
-                    None => cfg
-                        .inbound_static_target(addr, ext)
-                        .map(|(r, t)| (Some(r), t)),
-                };
-                let Some((rule, target)) = target else {
-                    return Map::Keep;
-                };
-                let Some(new) = express_like(addr, canonical(target)) else {
-                    return Map::FamilyMismatch;
-                };
-                (new, rule)
-            }
-        };
-        Map::To {
-            addr: new,
-            text: Text::from_ip(new),
-            rule,
-        }
-    }
-
-    /// The port `port` (or the default, when none is written) becomes under `rule`, when
-    /// it changes.
-    #[inline]
-    fn map_port(&self, rule: Option<&Rule>, port: Option<u16>, default_port: u16) -> Option<u16> {
-        let rule = rule?;
-        if rule.ports.is_empty() {
-            return None;
-        }
-        let eff = port.unwrap_or(default_port);
-        match self.ctx.direction {
-            Direction::Outbound => rule.ports.outbound(eff),
-            Direction::Inbound => rule.ports.inbound(eff),
-        }
-        .filter(|&np| np != eff)
-    }
-
     pub(super) fn push(&mut self, start: usize, end: usize, text: Text, field: Field) {
         if self.edits.push(start, end, text, field).is_err() {
             self.full = true;
@@ -416,10 +316,20 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                         None => self.map_port(rule, written, d),
                     }
                 });
+                let text = &self.texts[usize::from(text) % MAP_CACHE];
                 let bracket = addr.is_ipv6() && (brackets || hp.bracketed);
-                let (t, end) = if !bracket && port.is_none() {
-                    (text, hp.host.end)
-                } else {
+                if !bracket && port.is_none() {
+                    // The usual case: the rendered address as it is, copied once.
+                    if self
+                        .edits
+                        .push_ref(hp.host.start, hp.host.end, text, field)
+                        .is_err()
+                    {
+                        self.full = true;
+                    }
+                    return rule;
+                }
+                let (t, end) = {
                     let mut t = Text::default();
                     if bracket {
                         t.push_byte(b'[');

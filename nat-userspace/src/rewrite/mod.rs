@@ -6,6 +6,7 @@
 //!   only where an address of ours can be (a [`Gate`] per snapshot and direction).
 //! - [`message`]: one SIP message (a UDP payload) in a buffer with tailroom: the exact
 //!   scanner and rewriter.
+//! - `decide`: what each address of a message becomes (decided once per message).
 //! - [`packet`]: a whole frame or IP packet: L2/L3/L4 framing, SNAT, lengths, checksums.
 //! - [`reference`]: the rewriter without the fast path (every field parsed, the UDP
 //!   checksum summed over the whole datagram), kept to prove the fast path exact (the
@@ -13,6 +14,7 @@
 
 pub mod changes;
 pub mod context;
+mod decide;
 pub mod edits;
 pub mod fast;
 pub mod message;

@@ -223,12 +223,11 @@ pub fn start_line(msg: &[u8]) -> Result<(StartLine, usize), Result<NotSip, Malfo
     }
     // Request line: Method SP Request-URI SP SIP-Version (extra whitespace tolerated).
     let end = trim_end(line, 0, line.len());
-    let m_end = line.iter().position(|&b| is_ws(b)).unwrap_or(line.len());
+    // (memchr: the request line is 40-100 bytes, a byte loop over it twice was ~4
+    // instructions a byte.)
+    let m_end = memchr::memchr2(b' ', b'\t', line).unwrap_or(line.len());
     let method_ok = m_end > 0 && line[..m_end].iter().all(|&b| is_token_char(b));
-    let v_start = line[..end]
-        .iter()
-        .rposition(|&b| is_ws(b))
-        .map_or(0, |i| i + 1);
+    let v_start = memchr::memrchr2(b' ', b'\t', &line[..end]).map_or(0, |i| i + 1);
     if !method_ok || m_end >= end || v_start <= m_end {
         return Err(if contains_ci(line, b"SIP/") {
             Err(Malformed::BadStartLine)

@@ -58,10 +58,7 @@ fn plain_values(
     cands: &Cands,
 ) -> Option<()> {
     let first_of = |from: usize, a: u8, b: u8| -> Option<usize> {
-        let i = msg
-            .get(from..v.end)?
-            .iter()
-            .position(|&c| c == a || c == b)?;
+        let i = memchr::memchr2(a, b, msg.get(from..v.end)?)?;
         Some(from + i)
     };
     let mut pos = v.start;
@@ -85,9 +82,7 @@ fn plain_values(
         if !all {
             break;
         }
-        let rest = msg[gt + 1..v.end]
-            .iter()
-            .position(|&c| matches!(c, b',' | b'"' | b'<'));
+        let rest = memchr::memchr3(b',', b'"', b'<', &msg[gt + 1..v.end]);
         match rest {
             None => break,
             Some(i) if msg[gt + 1 + i] == b',' => pos = skip_lws(msg, gt + 2 + i, v.end),
@@ -117,10 +112,7 @@ fn angle_uri(
     } else {
         return r.uri(msg, s, e, field);
     };
-    let host_start = msg[after..e]
-        .iter()
-        .position(|&c| c == b'@')
-        .map_or(after, |i| after + i + 1);
+    let host_start = memchr::memchr(b'@', &msg[after..e]).map_or(after, |i| after + i + 1);
     let Some(hp) = host_port(msg, skip_lws(msg, host_start, e), e) else {
         // A host name (a numeric maddr may follow it) or something odd.
         return r.uri(msg, s, e, field);
@@ -228,8 +220,8 @@ fn plain_sdp(
     }
     match l[0] {
         b'c' => {
-            let a = l.strip_prefix(b"c=IN IP4 ")?;
-            let (host, addr) = typed_v4(a, at + 9)?;
+            l.strip_prefix(b"c=IN IP4 ")?;
+            let (host, addr) = typed_v4(msg, at + 9, line.end)?;
             Some((!*rejected).then_some((Field::SdpConnection, host, addr)))
         }
         b'o' if l.last() != Some(&b' ') => {
@@ -245,9 +237,9 @@ fn plain_sdp(
                 return None;
             }
             let text = l[sp + 1..].split(|&c| c == b'/').next()?;
-            match ipv4_at(text) {
+            let h = at + sp + 1;
+            match ipv4_at(msg, h, h + text.len()) {
                 Some((a, n)) if n == text.len() => {
-                    let h = at + sp + 1;
                     Some(Some((Field::SdpOrigin, h..h + n, IpAddr::V4(a))))
                 }
                 _ => None,
@@ -264,8 +256,8 @@ fn plain_sdp(
             if p_end == rest.len() {
                 return Some(None);
             }
-            let a = rest[p_end..].strip_prefix(b" IN IP4 ")?;
-            let (host, addr) = typed_v4(a, at + 7 + p_end + 8)?;
+            rest[p_end..].strip_prefix(b" IN IP4 ")?;
+            let (host, addr) = typed_v4(msg, at + 7 + p_end + 8, line.end)?;
             Some((!*rejected).then_some((Field::SdpRtcp, host, addr)))
         }
         b'm' => {
@@ -285,12 +277,13 @@ fn plain_sdp(
     }
 }
 
-/// An SDP address field `a` (at `at` in the message) that starts with an IPv4 address
-/// followed by its end, a space or a `/`: the address text `typed_addr` reads from it.
+/// An SDP address field `msg[at..end]` that starts with an IPv4 address followed by its
+/// end, a space or a `/`: the address text `typed_addr` reads from it.
 #[inline]
-fn typed_v4(a: &[u8], at: usize) -> Option<(Range<usize>, IpAddr)> {
-    let (addr, n) = ipv4_at(a)?;
-    matches!(a.get(n), None | Some(b' ') | Some(b'/')).then_some((at..at + n, IpAddr::V4(addr)))
+fn typed_v4(msg: &[u8], at: usize, end: usize) -> Option<(Range<usize>, IpAddr)> {
+    let (addr, n) = ipv4_at(msg, at, end)?;
+    let after = (at + n < end).then(|| msg.get(at + n)).flatten();
+    matches!(after, None | Some(b' ') | Some(b'/')).then_some((at..at + n, IpAddr::V4(addr)))
 }
 
 /// [`host_port_at`] without bare IPv6 (URI hosts, Via sent-by), its IPv4 case read from a
@@ -302,7 +295,7 @@ fn host_port(msg: &[u8], pos: usize, end: usize) -> Option<HostPort> {
     if pos < end && msg[pos] == b'[' {
         return host_port_at(msg, pos, end, false);
     }
-    let (a, n) = ipv4_at(msg.get(pos..end)?)?;
+    let (a, n) = ipv4_at(msg, pos, end)?;
     let he = pos + n;
     if he < end && is_host_char(msg[he]) {
         return None;
@@ -333,15 +326,27 @@ fn padded(b: &[u8]) -> [u8; 16] {
     w
 }
 
-/// [`crate::sip::addr::parse_ipv4_prefix`] of `b`, read from a zero-padded 16-byte copy
-/// of its start (an address is at most 15 bytes; a zero is neither a digit nor a dot, so
-/// the padding ends the address as the end of `b` does).
+/// The 16 bytes of `msg` from `pos`, those at or after `end` zeroed: read from the
+/// message in one load when it has 16 bytes there (the usual case: a field rarely ends
+/// the message), else copied ([`padded`]). `None` when `pos` is past `end` or the
+/// message.
 #[inline]
-fn ipv4_at(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
-    let w: [u8; 16] = match b.first_chunk::<16>() {
-        Some(w) => *w,
-        None => padded(b),
-    };
+fn window(msg: &[u8], pos: usize, end: usize) -> Option<[u8; 16]> {
+    let end = end.min(msg.len());
+    let n = end.checked_sub(pos)?;
+    Some(match msg.get(pos..).and_then(|b| b.first_chunk::<16>()) {
+        Some(w) if n >= 16 => *w,
+        Some(w) => (u128::from_le_bytes(*w) & ((1u128 << (8 * n)) - 1)).to_le_bytes(),
+        None => padded(&msg[pos..end]),
+    })
+}
+
+/// [`crate::sip::addr::parse_ipv4_prefix`] of `msg[pos..end]`, read from its zero-padded
+/// 16-byte [`window`] (an address is at most 15 bytes; a zero is neither a digit nor a
+/// dot, so the padding ends the address as `end` does).
+#[inline]
+fn ipv4_at(msg: &[u8], pos: usize, end: usize) -> Option<(Ipv4Addr, usize)> {
+    let w = window(msg, pos, end)?;
     // (Indexes masked to the window: an octet starts at 12 at the latest, so its three
     // digits are within it.)
     let d = |i: usize| u32::from(w[i & 15].wrapping_sub(b'0'));
@@ -371,4 +376,36 @@ fn ipv4_at(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
         i += n;
     }
     Some((Ipv4Addr::from(out), i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ipv4_at;
+    use crate::sip::addr::parse_ipv4_prefix;
+
+    /// The window read (one load masked at the field's end, or the padded copy near the
+    /// message's end) parses what `parse_ipv4_prefix` parses of `msg[pos..end]`, for
+    /// every field inside messages that hold addresses at their start, middle and end.
+    #[test]
+    fn ipv4_from_the_window_equals_the_prefix_parse() {
+        let msgs: [&[u8]; 4] = [
+            b"c=IN IP4 10.0.0.1\r\nx 192.168.100.200:5060;y 1.2.3.4",
+            b"255.255.255.255 256.1.1.1 01.002.3.4 9.9.9.99999",
+            b"10.0.0.10",
+            b"a 10.1.2.3",
+        ];
+        for msg in msgs {
+            for pos in 0..=msg.len() {
+                for end in pos..=msg.len() {
+                    assert_eq!(
+                        ipv4_at(msg, pos, end),
+                        parse_ipv4_prefix(&msg[pos..end]),
+                        "{:?} [{pos},{end})",
+                        core::str::from_utf8(msg)
+                    );
+                }
+            }
+        }
+        assert_eq!(ipv4_at(b"10.0.0.1", 9, 9), None);
+    }
 }

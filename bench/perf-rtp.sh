@@ -22,16 +22,9 @@ while (($#)); do
   esac
   shift
 done
-[[ -n $OUT ]] || die "--out DIR is required"
 ((SECS >= 4)) || die "--seconds must be at least 4"
 command -v perf >/dev/null || die "perf not found (linux-perf)"
-mkdir -p "$OUT/raw"
-OUT=$(cd "$OUT" && pwd)
-ensure_built
-CUR=""
-cleanup() { [[ -n $CUR ]] && "$(sut_script "$CUR")" down || true; "$BENCH_DIR/topo.sh" down || true; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_run
 
 "$BENCH_DIR/topo.sh" up --steer napi
 for s in $SUTS; do

@@ -27,14 +27,7 @@ while (($#)); do
   esac
   shift
 done
-[[ -n $OUT ]] || die "--out DIR is required"
-mkdir -p "$OUT/raw"
-OUT=$(cd "$OUT" && pwd)
-ensure_built
-CUR=""
-cleanup() { [[ -n $CUR ]] && "$(sut_script "$CUR")" down || true; "$BENCH_DIR/topo.sh" down || true; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_run
 
 "$BENCH_DIR/topo.sh" up --steer napi
 for r in $(seq "$ROUNDS"); do

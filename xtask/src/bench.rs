@@ -107,37 +107,94 @@ fn cargo_target(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
+/// What both end-to-end benches (`--e2e`, `--e2e --rtp`) stand on: root, the Ctrl-C flag,
+/// the tools, a release sipnat and the harness's C helpers, built once before the run.
+struct Harness {
+    root: PathBuf,
+    bench: PathBuf,
+    /// `target/bench` (under `CARGO_TARGET_DIR` when set).
+    target: PathBuf,
+    stop: Arc<AtomicBool>,
+    envs: [(&'static str, PathBuf); 3],
+    /// UTC start time, the default name of the results folder.
+    stamp: String,
+}
+
+impl Harness {
+    fn prepare() -> anyhow::Result<Harness> {
+        if !shell::is_root() {
+            bail!(
+                "the end-to-end bench creates network namespaces and attaches XDP: run it as root"
+            );
+        }
+        let root = shell::workspace_root();
+        let bench = root.join("bench");
+        let cargo = cargo_target(&root);
+        let target = cargo.join("bench");
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&stop))?;
+        }
+        setup::run(true)?;
+        shell::build_sipnat_release("build sipnat (release)")?;
+        let envs = [
+            ("KA_BUILD_DIR", target.join("build")),
+            ("KA_RUN_DIR", target.join("run")),
+            ("SIPNAT", cargo.join("release/sipnat")),
+        ];
+        shell::step("build the harness's C helpers (bench/build.sh)");
+        shell::run(Command::new(bench.join("build.sh")).envs(envs.iter().cloned()))?;
+        let stamp = utc_stamp()?;
+        Ok(Harness {
+            root,
+            bench,
+            target,
+            stop,
+            envs,
+            stamp,
+        })
+    }
+
+    /// `--out`, or `target/bench/results/NAME`; created.
+    fn out_dir(&self, a: &BenchArgs, name: &str) -> anyhow::Result<PathBuf> {
+        let out = a
+            .out
+            .clone()
+            .unwrap_or_else(|| self.target.join("results").join(name));
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        Ok(out)
+    }
+
+    /// Runs the bench script `m` (Ctrl-C forwarded to it), then, whatever happened, takes
+    /// down the bench scripts `downs` and the topology: nothing of the bench stays up.
+    fn run(&self, m: &mut Command, downs: &[&str], out: &Path) -> anyhow::Result<()> {
+        let res = run_interruptible(m, &self.stop);
+        let scripts: Vec<&str> = downs.iter().copied().chain(["topo.sh"]).collect();
+        shell::step(&format!("teardown ({} down)", scripts.join(" down, ")));
+        for script in scripts {
+            let _ = Command::new(self.bench.join(script))
+                .arg("down")
+                .envs(self.envs.iter().cloned())
+                .status();
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            bail!(
+                "interrupted (topology removed; partial results in {})",
+                out.display()
+            );
+        }
+        res
+    }
+}
+
 /// `--e2e --rtp`: bench/run-rtp.sh (sipnat-media vs kernel-masq, interleaved rounds).
 fn e2e_rtp(a: &BenchArgs) -> anyhow::Result<()> {
-    if !shell::is_root() {
-        bail!("the end-to-end bench creates network namespaces and attaches XDP: run it as root");
-    }
-    let root = shell::workspace_root();
-    let bench = root.join("bench");
-    let target = cargo_target(&root);
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
-    }
-    setup::run(true)?;
-    shell::build_sipnat_release("build sipnat (release)")?;
-    let envs = [
-        ("KA_BUILD_DIR", target.join("bench/build")),
-        ("KA_RUN_DIR", target.join("bench/run")),
-        ("SIPNAT", target.join("release/sipnat")),
-    ];
-    shell::step("build the harness's C helpers (bench/build.sh)");
-    shell::run(Command::new(bench.join("build.sh")).envs(envs.iter().cloned()))?;
-    let stamp = utc_stamp()?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| target.join("bench/results").join(format!("rtp-{stamp}")));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let h = Harness::prepare()?;
+    let out = h.out_dir(a, &format!("rtp-{}", h.stamp))?;
     let seconds = a.seconds.unwrap_or(if a.quick { 2 } else { 5 });
     let rounds = a.runs.unwrap_or(3).max(1);
-    let mut m = Command::new(bench.join("run-rtp.sh"));
-    m.envs(envs.iter().cloned())
+    let mut m = Command::new(h.bench.join("run-rtp.sh"));
+    m.envs(h.envs.iter().cloned())
         .arg("--out")
         .arg(&out)
         .args(["--rounds", &rounds.to_string()])
@@ -156,18 +213,7 @@ fn e2e_rtp(a: &BenchArgs) -> anyhow::Result<()> {
         "RTP comparison (sipnat-media vs kernel-masq; {rounds} round(s) x {seconds} s; results in {})",
         out.display()
     ));
-    let res = run_interruptible(&mut m, &stop);
-    let _ = Command::new(bench.join("topo.sh"))
-        .arg("down")
-        .envs(envs.iter().cloned())
-        .status();
-    if stop.load(Ordering::Relaxed) {
-        bail!(
-            "interrupted (topology removed; partial results in {})",
-            out.display()
-        );
-    }
-    res?;
+    h.run(&mut m, &[], &out)?;
     println!("results: {}", out.display());
     Ok(())
 }
@@ -283,40 +329,14 @@ fn rates(quick: bool) -> (&'static str, Vec<(&'static str, &'static str)>) {
 }
 
 fn e2e(a: &BenchArgs) -> anyhow::Result<()> {
-    if !shell::is_root() {
-        bail!("the end-to-end bench creates network namespaces and attaches XDP: run it as root");
-    }
-    let root = shell::workspace_root();
-    let bench = root.join("bench");
-    let target = root.join("target/bench");
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
-    }
-
-    setup::run(true)?;
-    shell::build_sipnat_release("build sipnat (release)")?;
-    let sipnat = root.join("target/release/sipnat");
-    let envs = [
-        ("KA_BUILD_DIR", target.join("build")),
-        ("KA_RUN_DIR", target.join("run")),
-        ("SIPNAT", sipnat.clone()),
-    ];
-    shell::step("build the harness's C helpers (bench/build.sh)");
-    shell::run(Command::new(bench.join("build.sh")).envs(envs.iter().cloned()))?;
-
-    let stamp = utc_stamp()?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| target.join("results").join(&stamp));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let h = Harness::prepare()?;
+    let out = h.out_dir(a, &h.stamp)?;
     let seconds = a.seconds.unwrap_or(if a.quick { 2 } else { 5 });
     let runs = a.runs.unwrap_or(if a.quick { 1 } else { 3 });
     let (rates, rates_for) = rates(a.quick);
 
-    let mut m = Command::new(bench.join("run-matrix.sh"));
-    m.envs(envs.iter().cloned())
+    let mut m = Command::new(h.bench.join("run-matrix.sh"));
+    m.envs(h.envs.iter().cloned())
         .arg("--out")
         .arg(&out)
         .args(["--suts", &a.suts, "--flows", &a.flows, "--steer", "napi"])
@@ -348,24 +368,7 @@ fn e2e(a: &BenchArgs) -> anyhow::Result<()> {
         a.suts,
         out.display()
     ));
-    let res = run_interruptible(&mut m, &stop);
-    // Whatever happened: nothing of the bench stays up.
-    shell::step("teardown (sipnat down, topo.sh down)");
-    let _ = Command::new(bench.join("sut-sipnat.sh"))
-        .arg("down")
-        .envs(envs.iter().cloned())
-        .status();
-    let _ = Command::new(bench.join("topo.sh"))
-        .arg("down")
-        .envs(envs.iter().cloned())
-        .status();
-    if stop.load(Ordering::Relaxed) {
-        bail!(
-            "interrupted (topology removed; partial results in {})",
-            out.display()
-        );
-    }
-    res?;
+    h.run(&mut m, &["sut-sipnat.sh"], &out)?;
 
     shell::step("comparison");
     let runs_file = out.join("runs.jsonl");
@@ -373,13 +376,13 @@ fn e2e(a: &BenchArgs) -> anyhow::Result<()> {
         bail!("no runs recorded in {}", runs_file.display());
     }
     let mut rep = Command::new("python3");
-    rep.arg(bench.join("tools/e2e_report.py"))
+    rep.arg(h.bench.join("tools/e2e_report.py"))
         .arg(&runs_file)
         .arg("--md")
         .arg(out.join("e2e.md"))
         .arg("--json")
         .arg(out.join("e2e.json"));
-    for (k, v) in meta(&root, &stamp, a, runs, seconds) {
+    for (k, v) in meta(&h.root, &h.stamp, a, runs, seconds) {
         rep.args(["--meta", &format!("{k}={v}")]);
     }
     shell::run(&mut rep)?;
@@ -391,15 +394,16 @@ fn e2e(a: &BenchArgs) -> anyhow::Result<()> {
 /// `stop`) to that group (run-matrix.sh, load.sh, the generator, ...).
 fn run_interruptible(c: &mut Command, stop: &AtomicBool) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
+    let script = c.get_program().to_string_lossy().into_owned();
     let mut child = c
         .process_group(0)
         .spawn()
-        .context("starting bench/run-matrix.sh")?;
+        .with_context(|| format!("starting {script}"))?;
     let mut signalled = false;
     loop {
         if let Some(st) = child.try_wait()? {
             if !st.success() {
-                bail!("bench/run-matrix.sh failed ({st})");
+                bail!("{script} failed ({st})");
             }
             return Ok(());
         }

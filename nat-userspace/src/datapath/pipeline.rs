@@ -1061,16 +1061,7 @@ mod tests {
             b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
         );
         let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
-        assert!(
-            matches!(
-                a,
-                Action::Tx {
-                    side: Side::Inside,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(tx_to(&a, Side::Inside), "{a:?}");
         want = udp(
             "198.51.100.2:5060",
             "10.0.0.2:5060",
@@ -1113,16 +1104,7 @@ mod tests {
         let mut h = Harness::new();
         let internal = udp("10.0.0.2:5060", "10.0.0.9:5060", 64, INVITE.as_bytes());
         let (a, out) = h.run(&direct(1500), Side::Inside, &internal, 2048);
-        assert!(
-            matches!(
-                a,
-                Action::Kernel {
-                    reason: C::SlowInternal,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(to_kernel(&a, C::SlowInternal), "{a:?}");
         assert_eq!(out, internal);
         let unmapped = udp(
             "198.51.100.2:5060",
@@ -1131,16 +1113,7 @@ mod tests {
             INVITE.as_bytes(),
         );
         let (a, _) = h.run(&direct(1500), Side::Outside, &unmapped, 2048);
-        assert!(
-            matches!(
-                a,
-                Action::Kernel {
-                    reason: C::SlowNoMapping,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(to_kernel(&a, C::SlowNoMapping), "{a:?}");
         let dying = udp("10.0.0.2:5060", "198.51.100.2:5060", 1, INVITE.as_bytes());
         let (a, _) = h.run(&direct(1500), Side::Inside, &dying, 2048);
         assert_eq!(a, Action::Drop(C::DropTtl));
@@ -1181,28 +1154,10 @@ mod tests {
             &input,
             2048,
         );
-        assert!(
-            matches!(
-                a,
-                Action::Kernel {
-                    reason: C::SlowNeighbor,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(to_kernel(&a, C::SlowNeighbor), "{a:?}");
         assert!(String::from_utf8_lossy(&out).contains("Contact: <sip:alice@203.0.113.10:5060>"));
         let (a, _) = h.run(&Fixed(Route::OtherInterface), Side::Inside, &input, 2048);
-        assert!(
-            matches!(
-                a,
-                Action::Kernel {
-                    reason: C::SlowOtherInterface,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(to_kernel(&a, C::SlowOtherInterface), "{a:?}");
     }
 
     #[test]
@@ -1463,16 +1418,17 @@ mod tests {
         let mut echo = icmp4_error([198, 51, 100, 2], [203, 0, 113, 10], 8, b"ping");
         echo[34] = 8;
         let (a, _) = h.run(&direct(1500), Side::Outside, &echo, 0);
-        assert!(
-            matches!(
-                a,
-                Action::Kernel {
-                    reason: C::SlowIcmpNotOurs,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(to_kernel(&a, C::SlowIcmpNotOurs), "{a:?}");
+    }
+
+    /// Is `a` a transmit on `side`?
+    fn tx_to(a: &Action, side: Side) -> bool {
+        matches!(a, Action::Tx { side: s, .. } if *s == side)
+    }
+
+    /// Is `a` a hand-over to the kernel for `reason`?
+    fn to_kernel(a: &Action, reason: C) -> bool {
+        matches!(a, Action::Kernel { reason: r, .. } if *r == reason)
     }
 
     fn payload_of(frame: &[u8]) -> String {
@@ -1528,16 +1484,7 @@ mod tests {
         assert_eq!(h.b.get(C::SlowCollision), 0);
         h.dp.config.leak = LeakPolicy::Forward;
         let (a, _) = h.run(&direct(1500), Side::Inside, &second, 2048);
-        assert!(
-            matches!(
-                a,
-                Action::Kernel {
-                    reason: C::SlowCollision,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(to_kernel(&a, C::SlowCollision), "{a:?}");
     }
 
     /// Hardening 4: a second request appended after the body Content-Length declares went
@@ -1595,16 +1542,7 @@ mod tests {
             ok.as_bytes(),
         );
         let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
-        assert!(
-            matches!(
-                a,
-                Action::Tx {
-                    side: Side::Inside,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(tx_to(&a, Side::Inside), "{a:?}");
         let text = payload_of(&out);
         assert!(
             text.contains("Contact: <sip:alice@10.0.0.2:5060>;expires=3600\r\n"),
@@ -1688,16 +1626,7 @@ mod tests {
             ok.as_bytes(),
         );
         let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
-        assert!(
-            matches!(
-                a,
-                Action::Tx {
-                    side: Side::Inside,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(tx_to(&a, Side::Inside), "{a:?}");
         let l = wire::parse(&out, Link::Ethernet).unwrap();
         assert_eq!((l.dst, l.udp(&out).unwrap().1), (ip4("10.0.0.3"), 5060));
         assert!(crate::rewrite::packet::udp_checksum_ok(&out, &l));
@@ -1716,16 +1645,7 @@ mod tests {
             ok.as_bytes(),
         );
         let (a, out) = h.run(&direct(1500), Side::Outside, &from_other, 2048);
-        assert!(
-            matches!(
-                a,
-                Action::Tx {
-                    side: Side::Inside,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(tx_to(&a, Side::Inside), "{a:?}");
         assert_eq!(
             wire::parse(&out, Link::Ethernet).unwrap().dst,
             ip4("10.0.0.3")
@@ -1781,16 +1701,7 @@ mod tests {
             ok.as_bytes(),
         );
         let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
-        assert!(
-            matches!(
-                a,
-                Action::Tx {
-                    side: Side::Inside,
-                    ..
-                }
-            ),
-            "{a:?}"
-        );
+        assert!(tx_to(&a, Side::Inside), "{a:?}");
         assert!(
             payload_of(&out).contains("Contact: <sip:alice@10.0.0.2:5060>;expires=3600\r\n"),
             "{}",

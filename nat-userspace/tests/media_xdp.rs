@@ -61,6 +61,14 @@ fn redirect_ready(t: &Topo) {
 /// The test topology's config turns the media NAT off unless a test configures [media].
 const MEDIA_ON: &str = "[media]\nenabled = true\n";
 
+/// `sipnat xdp media ARGS -c CFG` in the gateway namespace.
+fn media_cli(t: &Topo, cfg: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let cfg = cfg.to_str().unwrap();
+    let mut argv = vec![sipnat_bin(), "xdp", "media", args[0], "-c", cfg];
+    argv.extend_from_slice(&args[1..]);
+    t.gw.exec(&argv)
+}
+
 #[test]
 fn media_binding_translates_both_ways_in_xdp() {
     let Some((_turn, t)) = privileged_topo("mediax") else {
@@ -72,16 +80,11 @@ fn media_binding_translates_both_ways_in_xdp() {
 
     let internal: SocketAddr = "10.0.0.2:4000".parse().unwrap();
     let external: SocketAddr = format!("{EXT_IP}:30000").parse().unwrap();
-    let add = t.gw.exec(&[
-        sipnat_bin(),
-        "xdp",
-        "media",
-        "add",
-        "-c",
-        cfg.to_str().unwrap(),
-        &internal.to_string(),
-        &external.to_string(),
-    ]);
+    let add = media_cli(
+        &t,
+        &cfg,
+        &["add", &internal.to_string(), &external.to_string()],
+    );
     assert!(
         String::from_utf8_lossy(&add.stdout).contains("installed 1"),
         "{add:?}"
@@ -129,15 +132,7 @@ fn media_binding_translates_both_ways_in_xdp() {
         "the kernel forwarded none of them"
     );
     // The binding's stamps, through the CLI.
-    let list = t.gw.exec(&[
-        sipnat_bin(),
-        "xdp",
-        "media",
-        "list",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--json",
-    ]);
+    let list = media_cli(&t, &cfg, &["list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v[0]["packets_out"].as_u64(), Some(N as u64));
@@ -166,16 +161,11 @@ fn media_binding_translates_both_ways_in_xdp() {
     assert!(!in_rows.contains(EXT_IP), "{in_rows}");
 
     // Deleted: the next packet takes the kernel's path, untranslated.
-    let del = t.gw.exec(&[
-        sipnat_bin(),
-        "xdp",
-        "media",
-        "del",
-        "-c",
-        cfg.to_str().unwrap(),
-        &internal.to_string(),
-        &external.to_string(),
-    ]);
+    let del = media_cli(
+        &t,
+        &cfg,
+        &["del", &internal.to_string(), &external.to_string()],
+    );
     assert!(String::from_utf8_lossy(&del.stdout).contains("removed 1"));
     ua.send_to(b"after", (CAR_IP, 40000)).unwrap();
     let (n, from) = car.recv_from(&mut buf).expect("forwarded by the kernel");
@@ -199,16 +189,11 @@ fn media_binding_survives_a_hitless_restart() {
     let cfg = t.config("gw", "", MEDIA_ON);
     let a = t.start_sipnat(&cfg);
     redirect_ready(&t);
-    let add = t.gw.exec(&[
-        sipnat_bin(),
-        "xdp",
-        "media",
-        "add",
-        "-c",
-        cfg.to_str().unwrap(),
-        "10.0.0.2:4000",
-        &format!("{EXT_IP}:30000"),
-    ]);
+    let add = media_cli(
+        &t,
+        &cfg,
+        &["add", "10.0.0.2:4000", &format!("{EXT_IP}:30000")],
+    );
     assert!(add.status.success());
     let external: SocketAddr = format!("{EXT_IP}:30000").parse().unwrap();
     let ua = udp_socket_in(&t.ua.name, ("10.0.0.2", 4000));
@@ -239,15 +224,7 @@ fn media_binding_survives_a_hitless_restart() {
         b.stats()["xdp"]["inside"]["redirect_media"].as_u64(),
         Some(15)
     );
-    let list = t.gw.exec(&[
-        sipnat_bin(),
-        "xdp",
-        "media",
-        "list",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--json",
-    ]);
+    let list = media_cli(&t, &cfg, &["list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(v[0]["packets_out"].as_u64(), Some(15), "{v}");
     drop(b);

@@ -18,6 +18,22 @@ use common::topo::{
 };
 
 /// The inside addresses of `n` UAs: 10.0.0.2, 10.0.0.3, ...
+/// Not one packet of the capture names 10.0.0.0/24, in a header or the payload (the
+/// capture's own end markers, sent by the test through the kernel to port 9, aside).
+fn assert_no_private_address(capture: &std::path::Path) {
+    let leaked = tshark(
+        capture,
+        &[
+            "-Y",
+            "(ip.addr == 10.0.0.0/24 || udp contains \"10.0.0.\") && !(udp.dstport == 9)",
+        ],
+    );
+    assert!(
+        leaked.trim().is_empty(),
+        "private addresses outside:\n{leaked}"
+    );
+}
+
 fn ua_ips(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("10.0.0.{}", 2 + i)).collect()
 }
@@ -165,19 +181,7 @@ fn many_uas_on_port_5060(tag: &str, n: usize) {
         "{ports:?}"
     );
 
-    // Not one private address on the outside link, in any header or payload (the capture's
-    // own end markers, sent by the test through the kernel to port 9, aside).
-    let leaked = tshark(
-        &outside,
-        &[
-            "-Y",
-            "(ip.addr == 10.0.0.0/24 || udp contains \"10.0.0.\") && !(udp.dstport == 9)",
-        ],
-    );
-    assert!(
-        leaked.trim().is_empty(),
-        "private addresses outside:\n{leaked}"
-    );
+    assert_no_private_address(&outside);
     let bad = tshark(
         &outside,
         &[
@@ -448,18 +452,8 @@ fn rtp_of_uas_is_translated_by_xdp_both_ways(tag: &str, n: usize) {
         n_out >= 50 * n && n_in >= 50 * n,
         "RTP out {n_out}, back {n_in}"
     );
-    // Not one private address outside (the capture's end markers aside), SIP or RTP.
-    let leaked = tshark(
-        &outside,
-        &[
-            "-Y",
-            "(ip.addr == 10.0.0.0/24 || udp contains \"10.0.0.\") && !(udp.dstport == 9)",
-        ],
-    );
-    assert!(
-        leaked.trim().is_empty(),
-        "private addresses outside:\n{leaked}"
-    );
+    // SIP or RTP.
+    assert_no_private_address(&outside);
     // Translated by XDP, both ways.
     let d = |side: &str| {
         xdp_counter(&st, side, "redirect_media") - xdp_counter(&before, side, "redirect_media")

@@ -94,15 +94,13 @@ pub fn rewrite_packet_gated(
     gate: &Gate,
     edits: &mut Edits,
 ) -> Result<PacketRewrite, PacketError> {
-    let (_, _, payload, payload_len) = layout.udp(buf).ok_or(PacketError::NotUdp)?;
-    for a in [l3.src, l3.dst].into_iter().flatten() {
-        if a.is_ipv6() != layout.ipv6 {
-            return Err(PacketError::FamilyMismatch);
-        }
-    }
-    let l4 = layout.l4;
-    let old_check = u16::from_be_bytes([buf[l4 + 6], buf[l4 + 7]]);
-    let has_check = layout.ipv6 || old_check != 0;
+    let UdpView {
+        l4,
+        payload,
+        payload_len,
+        old_check,
+        has_check,
+    } = UdpView::of(buf, layout, l3)?;
     let mut sums = Sums::default();
     let r = if ctx.config.enabled {
         fast::rewrite(
@@ -309,6 +307,39 @@ pub fn reference_rewrite_packet_in(
     })
 }
 
+/// The UDP datagram both packet paths start from, once the IP header changes are known
+/// to be of its family.
+struct UdpView {
+    l4: usize,
+    payload: usize,
+    payload_len: usize,
+    /// The UDP checksum as received.
+    old_check: u16,
+    /// IPv6, or IPv4 with a checksum (0 = none, kept none).
+    has_check: bool,
+}
+
+impl UdpView {
+    #[inline]
+    fn of(buf: &[u8], layout: &Layout, l3: L3Action) -> Result<UdpView, PacketError> {
+        let (_, _, payload, payload_len) = layout.udp(buf).ok_or(PacketError::NotUdp)?;
+        for a in [l3.src, l3.dst].into_iter().flatten() {
+            if a.is_ipv6() != layout.ipv6 {
+                return Err(PacketError::FamilyMismatch);
+            }
+        }
+        let l4 = layout.l4;
+        let old_check = u16::from_be_bytes([buf[l4 + 6], buf[l4 + 7]]);
+        Ok(UdpView {
+            l4,
+            payload,
+            payload_len,
+            old_check,
+            has_check: layout.ipv6 || old_check != 0,
+        })
+    }
+}
+
 #[inline]
 fn rewrite_packet_with(
     buf: &mut [u8],
@@ -317,16 +348,14 @@ fn rewrite_packet_with(
     port: Option<(usize, u16)>,
     message: impl FnOnce(&mut [u8], usize) -> Rewrite,
 ) -> Result<PacketRewrite, PacketError> {
-    let (_, _, payload, payload_len) = layout.udp(buf).ok_or(PacketError::NotUdp)?;
-    for a in [l3.src, l3.dst].into_iter().flatten() {
-        if a.is_ipv6() != layout.ipv6 {
-            return Err(PacketError::FamilyMismatch);
-        }
-    }
-    let l4 = layout.l4;
+    let UdpView {
+        l4,
+        payload,
+        payload_len,
+        old_check,
+        has_check,
+    } = UdpView::of(buf, layout, l3)?;
     let old_udp_len = udp::HEADER_LEN + payload_len;
-    let old_check = u16::from_be_bytes([buf[l4 + 6], buf[l4 + 7]]);
-    let has_check = layout.ipv6 || old_check != 0;
     // Sum of everything the UDP checksum covers, before (checksum field excluded).
     let (old_pseudo, old_body) = if has_check {
         (

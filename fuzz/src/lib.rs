@@ -45,8 +45,8 @@ use std::sync::OnceLock;
 use sipnat::nat::flow::{FlowKey, FlowTable};
 use sipnat::datapath::pipeline::{Action, At, Egress, Env, Pipeline, Route, Side};
 use sipnat::ip::reasm::ReasmLimits;
-use sipnat::datapath::stats::{Batch, C};
-use sipnat::datapath::Dataplane;
+use sipnat::datapath::stats::{Batch, Counter};
+use sipnat::datapath::DataplaneSnapshot;
 use sipnat::nat::{Direction, ExternalAddrs, L3Action, L3Mode, Net, PortMap, RewriteConfig, Rule};
 use sipnat::rewrite::packet::{rewrite_packet, udp_checksum_ok};
 use sipnat::rewrite::{reference, rewrite_message, Context, Outcome};
@@ -185,12 +185,12 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// The data planes of the variants (rules, external addresses, SIP ports).
-fn dataplanes() -> &'static [Dataplane; 4] {
-    static D: OnceLock<[Dataplane; 4]> = OnceLock::new();
+fn dataplanes() -> &'static [DataplaneSnapshot; 4] {
+    static D: OnceLock<[DataplaneSnapshot; 4]> = OnceLock::new();
     D.get_or_init(|| {
         variants()
             .each_ref()
-            .map(|v| Dataplane::new(v.config.clone(), v.external, SIP_PORTS))
+            .map(|v| DataplaneSnapshot::new(v.config.clone(), v.external, SIP_PORTS))
     })
 }
 
@@ -301,7 +301,7 @@ pub fn packet(data: &[u8]) {
     let run = run_pipeline(&mut buf, frame.len(), vi, inbound, use_flow);
     let Ok(layout) = parse(frame, Link::Ethernet) else {
         assert!(
-            matches!(run.action, Action::Drop(C::DropBadFrame)),
+            matches!(run.action, Action::Drop(Counter::DropBadFrame)),
             "an unparsable frame was not dropped: {:?}",
             run.action
         );
@@ -328,7 +328,7 @@ pub fn packet(data: &[u8]) {
             len
         }
         Action::Kernel { reason, len, .. } => {
-            if !matches!(reason, C::SlowNeighbor | C::SlowOtherInterface) {
+            if !matches!(reason, Counter::SlowNeighbor | Counter::SlowOtherInterface) {
                 assert_eq!(len, layout.ip_end);
                 assert!(
                     run.bytes[..len] == frame[..len],
@@ -338,7 +338,7 @@ pub fn packet(data: &[u8]) {
             }
             return;
         }
-        Action::Drop(C::DropWouldLeak) => {
+        Action::Drop(Counter::DropWouldLeak) => {
             assert!(
                 !inbound,
                 "an inbound message dropped as a leak: {}",
@@ -367,7 +367,7 @@ pub fn packet(data: &[u8]) {
     let udp_check_before = udp_check_field(frame, &layout);
     let ip4_ok_before = !layout.ipv6 && ipv4_header_ok(frame, &layout);
     let consistent = layout.l4 + 8 + payload_len == layout.ip_end && (layout.ipv6 || ip4_ok_before);
-    let rewritten = run.batch.get(C::SipRewritten) > 0;
+    let rewritten = run.batch.get(Counter::SipRewritten) > 0;
     let out = parse(out_bytes, Link::Ethernet)
         .unwrap_or_else(|e| panic!("output does not parse ({e:?}): {}", ctxmsg(out_bytes)));
     let ip_changed = out.src != layout.src || out.dst != layout.dst;
@@ -453,7 +453,7 @@ pub fn packet(data: &[u8]) {
         let second = run_pipeline(&mut again, first.len(), vi, false, false);
         let Action::Tx { len: len2, .. } = second.action else {
             // The TTL ran out on the second hop: nothing to compare.
-            if second.action == Action::Drop(C::DropTtl) {
+            if second.action == Action::Drop(Counter::DropTtl) {
                 return;
             }
             panic!(
@@ -464,9 +464,9 @@ pub fn packet(data: &[u8]) {
         };
         let again_out = &second.bytes[..len2];
         let same = *again_out == hop(&first, &out)[..];
-        let rewritten2 = second.batch.get(C::SipRewritten) > 0;
-        let unchanged2 = second.batch.get(C::SipUnchanged) > 0;
-        let repeated = C::ALL
+        let rewritten2 = second.batch.get(Counter::SipRewritten) > 0;
+        let unchanged2 = second.batch.get(Counter::SipUnchanged) > 0;
+        let repeated = Counter::ALL
             .iter()
             .filter(|c| c.name().starts_with("not_sip_") || c.name().starts_with("malformed_"))
             .all(|&c| (run.batch.get(c) > 0) == (second.batch.get(c) > 0));

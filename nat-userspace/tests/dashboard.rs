@@ -16,7 +16,7 @@ use sipnat::{
         metrics::{render_report, Extra},
         report::{Report, WorkerReport, XskStats},
     },
-    datapath::stats::C,
+    datapath::stats::Counter,
     nat::ExternalAddrs,
 };
 
@@ -50,7 +50,7 @@ fn exposition() -> String {
         ],
         workers: vec![WorkerReport {
             queue: 0,
-            counters: C::ALL.iter().map(|c| (c.name(), 1)).collect(),
+            counters: Counter::ALL.iter().map(|c| (c.name(), 1)).collect(),
             xsk_inside: xsk,
             xsk_outside: xsk,
             reasm_memory: 0,
@@ -58,7 +58,7 @@ fn exposition() -> String {
             reasm_in_progress: 0,
             free_frames: 1,
         }],
-        totals: C::ALL.iter().map(|c| (c.name(), 1)).collect(),
+        totals: Counter::ALL.iter().map(|c| (c.name(), 1)).collect(),
         flows_live: 1,
         bindings: Default::default(),
         external_rejected: 1,
@@ -260,7 +260,10 @@ fn every_dashboard_expression_names_an_exported_metric() {
         assert!(used.contains(must), "dashboard lacks {must}");
     }
     // Every rewrite field has its series.
-    for c in C::ALL.iter().filter(|c| c.name().starts_with("rewrite_")) {
+    for c in Counter::ALL
+        .iter()
+        .filter(|c| c.name().starts_with("rewrite_"))
+    {
         let s = format!("sipnat_worker_{}_total", c.name());
         assert!(used.contains(&s), "rewrites by field: {s} missing");
     }
@@ -276,7 +279,7 @@ fn every_drop_counter_is_on_the_dashboard() {
         .join("\n");
     let mut missing = Vec::new();
     // Worker counters that count a lost packet, fragment or datagram.
-    for c in C::ALL {
+    for c in Counter::ALL {
         let help = c.help().to_ascii_lowercase();
         let drop =
             c.name().starts_with("drop_") || help.contains("dropped") || help.contains("evicted");

@@ -18,7 +18,7 @@ use common::{
     privileged,
     topo::{await_condition, Topo},
 };
-use sipnat::{cli::Cli, datapath::stats::C};
+use sipnat::{cli::Cli, datapath::stats::Counter};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -141,7 +141,7 @@ fn every_command_and_option_is_documented() {
 fn every_counter_is_described() {
     let text = doc("docs/metrics.md");
     let mut missing = Vec::new();
-    for c in C::ALL {
+    for c in Counter::ALL {
         let row = format!("| `{}` | {} |", c.name(), c.help());
         if !text.contains(&row) {
             missing.push(row);
@@ -176,7 +176,7 @@ fn every_metric_family_is_described() {
         .filter_map(|l| l.strip_prefix("# HELP "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert!(families.len() > C::COUNT, "{body}");
+    assert!(families.len() > Counter::COUNT, "{body}");
     let text = doc("docs/metrics.md");
     let undocumented: Vec<&str> = families
         .iter()

@@ -23,8 +23,8 @@ use crate::{
     config::{Config, ExternalSource},
     datapath::{
         pipeline::{self, Action, At, Egress, Env, MediaEnv, Pipeline, Route, Side},
-        stats::{Batch, C},
-        Dataplane,
+        stats::{Batch, Counter},
+        DataplaneSnapshot,
     },
     ip::{frag, reasm::ReasmLimits},
     loadtest::link_of,
@@ -126,7 +126,7 @@ pub fn run(a: RewriteArgs) -> ExitCode {
 /// The daemon's per-packet state, offline: the published data plane, a flow table, a
 /// pipeline (reassembler, scratch), and the counters.
 struct Offline {
-    dataplane: Dataplane,
+    dataplane: DataplaneSnapshot,
     flows: FlowTable,
     napt: NaptTable,
     /// Media bindings (`[media]` of `-c`), installed in memory.
@@ -225,7 +225,7 @@ impl Offline {
             return Err(format!("--mtu {} is below the IPv4 minimum of 68", a.mtu));
         }
         Ok(Offline {
-            dataplane: Dataplane::new(cfg, ext, &sip_ports).with_napt(napt),
+            dataplane: DataplaneSnapshot::new(cfg, ext, &sip_ports).with_napt(napt),
             flows: FlowTable::new(flows.0, flows.1),
             napt: NaptTable::new(flows.0, flows.1),
             media,
@@ -286,10 +286,10 @@ impl Offline {
                 });
                 match res {
                     Ok(n) => {
-                        self.batch.inc(C::Refragmented);
-                        self.batch.add(C::FragTx, n as u64);
+                        self.batch.inc(Counter::Refragmented);
+                        self.batch.add(Counter::FragTx, n as u64);
                     }
-                    Err(_) => self.batch.inc(C::DropRefragment),
+                    Err(_) => self.batch.inc(Counter::DropRefragment),
                 }
             }
             Action::Kernel {
@@ -306,7 +306,7 @@ impl Offline {
                     out(&v);
                 });
                 if res.is_err() {
-                    self.batch.inc(C::DropRefragment);
+                    self.batch.inc(Counter::DropRefragment);
                 }
             }
             Action::PassFragments { held, len, .. } => {
@@ -445,10 +445,10 @@ fn message(a: &RewriteArgs, path: &Path, off: &mut Offline) -> anyhow::Result<()
         sent.push(p.to_vec())
     });
     let b = &off.batch;
-    if b.get(C::FamilyMismatch) > 0 {
+    if b.get(Counter::FamilyMismatch) > 0 {
         eprintln!(
             "note: {} address(es) left alone: no external address of their family",
-            b.get(C::FamilyMismatch)
+            b.get(Counter::FamilyMismatch)
         );
     }
     match action {
@@ -472,9 +472,9 @@ fn message(a: &RewriteArgs, path: &Path, off: &mut Offline) -> anyhow::Result<()
         .udp(out)
         .ok_or_else(|| anyhow!("the rewritten frame is not UDP"))?;
     let after = &out[payload..payload + plen];
-    if b.get(C::SipRewritten) > 0 {
+    if b.get(Counter::SipRewritten) > 0 {
         write_or_diff(a, path, &input, after, Some(changes(b)))
-    } else if b.get(C::SipUnchanged) > 0 {
+    } else if b.get(Counter::SipUnchanged) > 0 {
         write_or_diff(a, path, &input, after, None)
     } else if let Some(m) = first_nonzero(b, MALFORMED) {
         bail!(
@@ -487,45 +487,45 @@ fn message(a: &RewriteArgs, path: &Path, off: &mut Offline) -> anyhow::Result<()
     }
 }
 
-const NOT_SIP: &[C] = &[
-    C::NotSipEmpty,
-    C::NotSipKeepalive,
-    C::NotSipStun,
-    C::NotSipOther,
+const NOT_SIP: &[Counter] = &[
+    Counter::NotSipEmpty,
+    Counter::NotSipKeepalive,
+    Counter::NotSipStun,
+    Counter::NotSipOther,
 ];
 
-const MALFORMED: &[C] = &[
-    C::MalformedBadStartLine,
-    C::MalformedBadVersion,
-    C::MalformedBadHeaderLine,
-    C::MalformedBadContentLength,
-    C::MalformedDuplicateContentLength,
-    C::MalformedTooManyAddresses,
+const MALFORMED: &[Counter] = &[
+    Counter::MalformedBadStartLine,
+    Counter::MalformedBadVersion,
+    Counter::MalformedBadHeaderLine,
+    Counter::MalformedBadContentLength,
+    Counter::MalformedDuplicateContentLength,
+    Counter::MalformedTooManyAddresses,
 ];
 
-fn first_nonzero(b: &Batch, cs: &[C]) -> Option<C> {
+fn first_nonzero(b: &Batch, cs: &[Counter]) -> Option<Counter> {
     cs.iter().copied().find(|&c| b.get(c) > 0)
 }
 
-fn sum(b: &Batch, cs: &[C]) -> u64 {
+fn sum(b: &Batch, cs: &[Counter]) -> u64 {
     cs.iter().map(|&c| b.get(c)).sum()
 }
 
 /// The rewrite counters as a `Changes` (for the diff's summary line).
 fn changes(b: &Batch) -> Changes {
-    let n = |c: C| b.get(c).min(u64::from(u16::MAX)) as u16;
+    let n = |c: Counter| b.get(c).min(u64::from(u16::MAX)) as u16;
     Changes {
-        request_uri: n(C::RwRequestUri),
-        via: n(C::RwVia),
-        contact: n(C::RwContact),
-        route: n(C::RwRoute),
-        record_route: n(C::RwRecordRoute),
-        from_to: n(C::RwFromTo),
-        sdp_connection: n(C::RwSdpConnection),
-        sdp_origin: n(C::RwSdpOrigin),
-        sdp_rtcp: n(C::RwSdpRtcp),
-        sdp_media_port: n(C::RwSdpMediaPort),
-        content_length: n(C::RwContentLength),
+        request_uri: n(Counter::RwRequestUri),
+        via: n(Counter::RwVia),
+        contact: n(Counter::RwContact),
+        route: n(Counter::RwRoute),
+        record_route: n(Counter::RwRecordRoute),
+        from_to: n(Counter::RwFromTo),
+        sdp_connection: n(Counter::RwSdpConnection),
+        sdp_origin: n(Counter::RwSdpOrigin),
+        sdp_rtcp: n(Counter::RwSdpRtcp),
+        sdp_media_port: n(Counter::RwSdpMediaPort),
+        content_length: n(Counter::RwContentLength),
     }
 }
 
@@ -670,11 +670,11 @@ fn pcap(input: &Path, out: &Path, off: &mut Offline) -> anyhow::Result<()> {
         w.into_writer().flush()?;
     }
     let b = &off.batch;
-    let kernel = b.get(C::SlowNotUdp)
-        + b.get(C::SlowNotSipPort)
-        + b.get(C::SlowNoMapping)
-        + b.get(C::SlowCollision);
-    let dropped: u64 = C::ALL
+    let kernel = b.get(Counter::SlowNotUdp)
+        + b.get(Counter::SlowNotSipPort)
+        + b.get(Counter::SlowNoMapping)
+        + b.get(Counter::SlowCollision);
+    let dropped: u64 = Counter::ALL
         .iter()
         .filter(|c| c.name().starts_with("drop_"))
         .map(|&c| b.get(c))
@@ -683,13 +683,13 @@ fn pcap(input: &Path, out: &Path, off: &mut Offline) -> anyhow::Result<()> {
         "{}: {} packets: {} rewritten, {} unchanged, {} not SIP, {} malformed{}{}{}{}{}{}{}{}{}",
         input.display(),
         s.packets,
-        b.get(C::SipRewritten),
-        b.get(C::SipUnchanged),
+        b.get(Counter::SipRewritten),
+        b.get(Counter::SipUnchanged),
         sum(b, NOT_SIP),
         sum(b, MALFORMED),
         opt(", not steered (not UDP on a SIP port)", s.not_steered),
-        opt(", fragments reassembled", b.get(C::ReasmComplete)),
-        opt(", internal (both ends local)", b.get(C::SlowInternal)),
+        opt(", fragments reassembled", b.get(Counter::ReasmComplete)),
+        opt(", internal (both ends local)", b.get(Counter::SlowInternal)),
         opt(
             ", to the kernel (no mapping, collision, not UDP/SIP port)",
             kernel
@@ -700,7 +700,7 @@ fn pcap(input: &Path, out: &Path, off: &mut Offline) -> anyhow::Result<()> {
         opt(", unknown link type", s.no_link),
         opt(
             ", ICMP too big",
-            b.get(C::IcmpFragNeeded) + b.get(C::IcmpPacketTooBig)
+            b.get(Counter::IcmpFragNeeded) + b.get(Counter::IcmpPacketTooBig)
         ),
     );
     println!("wrote {} ({} packets)", out.display(), s.written);

@@ -28,7 +28,7 @@ use crate::{
         slowpath::SlowPath,
         stats::WorkerStats,
         worker::{self, Ready, WorkerConfig},
-        Clock, Dataplane, Shared,
+        Clock, DatapathState, DataplaneSnapshot,
     },
     nat::{external::check_external, flow::FlowTable, napt::NaptTable, ExternalAddrs},
     snapshot::Published,
@@ -71,7 +71,7 @@ pub struct Programs {
 pub struct Daemon {
     pub config_path: PathBuf,
     pub config: Mutex<Config>,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<DatapathState>,
     pub programs: Mutex<Programs>,
     pub workers: Mutex<Vec<WorkerInfo>>,
     pub started: Instant,
@@ -321,9 +321,9 @@ impl Daemon {
                 .context("starting the next-hop resolver")?;
         let slow = SlowPath::new()
             .context("opening raw sockets for the kernel slow path (needs CAP_NET_RAW)")?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(DatapathState {
             dataplane: Published::new(
-                Dataplane::new(
+                DataplaneSnapshot::new(
                     cfg.rewrite_config(),
                     external,
                     cfg.interfaces.sip_ports.get_ref(),
@@ -696,7 +696,7 @@ impl Daemon {
                 ExternalSource::None if !o6.is_dynamic() => external.v6 = None,
                 _ => {}
             }
-            *dp = Dataplane::new(
+            *dp = DataplaneSnapshot::new(
                 new.rewrite_config(),
                 external,
                 new.interfaces.sip_ports.get_ref(),
@@ -776,7 +776,7 @@ impl Daemon {
 
 /// Puts a new external address into the snapshot and its provenance (logged when it
 /// changes or goes stale).
-fn record_external(dp: &mut Dataplane, e: &mut ExternalState, u: ExternalUpdate) {
+fn record_external(dp: &mut DataplaneSnapshot, e: &mut ExternalState, u: ExternalUpdate) {
     let ExternalUpdate {
         addrs,
         source,

@@ -80,7 +80,7 @@ pub struct SourceOptions {
     /// warning). Default false.
     pub allow_private_external: bool,
     /// Counts the candidates refused (each STUN answer; each interface address once per
-    /// appearance). Shared with whoever reports it (the daemon's `external_rejected`).
+    /// appearance). ExternalShared with whoever reports it (the daemon's `external_rejected`).
     pub rejected: Arc<AtomicU64>,
 }
 
@@ -168,7 +168,7 @@ enum Change {
 
 /// State shared by the tasks: the snapshot and the publisher. Publications happen under
 /// the lock, so the callback sees them in order (it must not call back into us).
-struct Shared {
+struct ExternalShared {
     state: Mutex<State>,
     publish: Publisher,
     source_text: String,
@@ -181,7 +181,7 @@ struct State {
     published: Option<(ExternalAddrs, bool)>,
 }
 
-impl Shared {
+impl ExternalShared {
     fn snapshot(&self) -> Snapshot {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).snap
     }
@@ -240,7 +240,7 @@ impl Shared {
 pub struct ExternalHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    shared: Arc<Shared>,
+    shared: Arc<ExternalShared>,
 }
 
 impl ExternalHandle {
@@ -289,7 +289,7 @@ pub fn spawn(
     opts: SourceOptions,
     publish: Publisher,
 ) -> ExternalHandle {
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ExternalShared {
         state: Mutex::new(State::default()),
         publish,
         source_text: describe(&v4, &v6),
@@ -354,7 +354,7 @@ async fn run_stun(
     port: u16,
     family: Family,
     opts: SourceOptions,
-    shared: Arc<Shared>,
+    shared: Arc<ExternalShared>,
     mut stop: watch::Receiver<bool>,
 ) {
     let what = ExternalSource::Stun {
@@ -427,7 +427,7 @@ async fn run_interface(
     name: String,
     family: Family,
     opts: SourceOptions,
-    shared: Arc<Shared>,
+    shared: Arc<ExternalShared>,
     mut stop: watch::Receiver<bool>,
 ) {
     let what = format!("interface:{name}");

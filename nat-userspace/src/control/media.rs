@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use crate::{
     config::Config,
-    datapath::{Shared, SharedMedia},
+    datapath::{DatapathState, SharedMedia},
     nat::media::{MediaBindings, MediaRegistry},
     xdp::media::MediaMaps,
 };
@@ -55,7 +55,7 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// Removes idle media bindings once a second until the daemon stops.
-pub fn spawn_reaper(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn_reaper(shared: Arc<DatapathState>) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("sipnat-reaper".into())
         .spawn(move || {

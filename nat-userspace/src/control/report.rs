@@ -12,7 +12,7 @@ use prometheus_client::{
 use serde_json::{json, Map, Value};
 
 use super::daemon::{Daemon, ExternalState};
-use crate::datapath::stats::C;
+use crate::datapath::stats::Counter;
 
 /// Kernel statistics of one AF_XDP socket (XDP_STATISTICS).
 #[derive(Clone, Copy, Debug, Default)]
@@ -107,7 +107,7 @@ pub struct BindingReport {
 }
 
 impl BindingReport {
-    fn read(shared: &crate::datapath::Shared) -> BindingReport {
+    fn read(shared: &crate::datapath::DatapathState) -> BindingReport {
         let now_s = shared.clock.now_s();
         let mut b = BindingReport {
             napt_live: shared.napt.live(now_s) as u64,
@@ -203,7 +203,7 @@ pub fn collect(d: &Daemon) -> Report {
             ("outside", names.1, read(&p.outside)),
         ]
     };
-    let mut total = vec![0u64; C::COUNT];
+    let mut total = vec![0u64; Counter::COUNT];
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let workers = d
         .workers
@@ -232,7 +232,7 @@ pub fn collect(d: &Daemon) -> Report {
         enabled: d.enabled.load(Ordering::Relaxed),
         xdp,
         workers,
-        totals: C::ALL.iter().map(|c| c.name()).zip(total).collect(),
+        totals: Counter::ALL.iter().map(|c| c.name()).zip(total).collect(),
         flows_live: d.shared.flows.live(d.shared.clock.now_s()),
         bindings: BindingReport::read(&d.shared),
         nexthops: d.shared.nexthops.load().len(),
@@ -330,7 +330,7 @@ impl Report {
             }
         }
         // Worker counters: one family each, labelled by queue.
-        for (i, c) in C::ALL.iter().enumerate() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
             let name = format!("sipnat_worker_{}", c.name());
             let mut m = enc.encode_descriptor(
                 &name,

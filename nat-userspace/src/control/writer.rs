@@ -1,4 +1,4 @@
-//! The one writer of the data-plane snapshot ([`Dataplane`]): every change (a new external
+//! The one writer of the data-plane snapshot ([`DataplaneSnapshot`]): every change (a new external
 //! address from a source or `set external-ip`, a reloaded config) is a load-modify-publish
 //! under one mutex, so two writers never publish over each other's change whatever
 //! runtime or thread they run on. The mutex is on the writer side only: the workers keep
@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    datapath::{Dataplane, Shared},
+    datapath::{DatapathState, DataplaneSnapshot},
     nat::ExternalAddrs,
 };
 
@@ -38,14 +38,14 @@ pub struct ExternalUpdate {
 }
 
 pub struct DataplaneWriter {
-    shared: Arc<Shared>,
+    shared: Arc<DatapathState>,
     /// Held for the whole load-modify-publish.
     external: Mutex<ExternalState>,
 }
 
 impl DataplaneWriter {
     /// The writer of `shared.dataplane`; `source` names the configured external source.
-    pub fn new(shared: Arc<Shared>, source: String) -> DataplaneWriter {
+    pub fn new(shared: Arc<DatapathState>, source: String) -> DataplaneWriter {
         let addrs = shared.dataplane.load().external;
         DataplaneWriter {
             shared,
@@ -59,7 +59,7 @@ impl DataplaneWriter {
     }
 
     /// The published snapshot.
-    pub fn current(&self) -> Arc<Dataplane> {
+    pub fn current(&self) -> Arc<DataplaneSnapshot> {
         self.shared.dataplane.load()
     }
 
@@ -71,9 +71,9 @@ impl DataplaneWriter {
     /// Runs `f` on a copy of the current snapshot and on the external address's state
     /// (whose `addrs` are the snapshot's before the change), then publishes the copy when
     /// it differs. Writers are serialised; `f` must not call back into the writer. `f`
-    /// replaces the snapshot (`Dataplane::new`, `Dataplane::with_external`) rather than
+    /// replaces the snapshot (`DataplaneSnapshot::new`, `DataplaneSnapshot::with_external`) rather than
     /// writing its fields: the rewriter's gates are built from them.
-    pub fn update<R>(&self, f: impl FnOnce(&mut Dataplane, &mut ExternalState) -> R) -> R {
+    pub fn update<R>(&self, f: impl FnOnce(&mut DataplaneSnapshot, &mut ExternalState) -> R) -> R {
         let mut state = self.external.lock().expect("dataplane writer lock");
         let cur = self.shared.dataplane.load();
         let mut next = (*cur).clone();

@@ -7,8 +7,8 @@ use core::net::IpAddr;
 
 use super::{
     pipeline::{Early, Egress, Env},
-    stats::{Batch, C},
-    Dataplane,
+    stats::{Batch, Counter},
+    DataplaneSnapshot,
 };
 use crate::{
     nat::{
@@ -31,7 +31,7 @@ pub struct MediaEnv<'a> {
 /// registry (the dialog's SDP generation begun at the first port).
 pub(super) struct MediaAlloc<'a> {
     env: MediaEnv<'a>,
-    dataplane: &'a Dataplane,
+    dataplane: &'a DataplaneSnapshot,
     call: u64,
     now_s: u32,
     /// The dialog's SDP generation + 1 once begun (0: not yet).
@@ -154,7 +154,7 @@ pub(super) fn after_rewrite<E: Egress>(
     b: &mut Batch,
 ) {
     if napt.is_some() {
-        b.inc(C::NaptTranslated);
+        b.inc(Counter::NaptTranslated);
     }
     if let (Some(m), Some((call, ends))) = (env.media, dialog) {
         if ends {
@@ -192,18 +192,18 @@ pub(super) fn napt_bind<E: Egress>(
     let ext_port = match env.napt.outbound(new_src, src, sport, range, now_s) {
         Bound::Existing(p) => p,
         Bound::Preserved(p) => {
-            b.inc(C::NaptPreserved);
+            b.inc(Counter::NaptPreserved);
             p
         }
         Bound::Allocated(p) => {
-            b.inc(C::NaptAllocated);
+            b.inc(Counter::NaptAllocated);
             p
         }
         Bound::Exhausted => {
             // Without a port of its own it could only leave with another host's port or
             // its internal one: it does not leave.
-            b.inc(C::DropNatPortsExhausted);
-            return Err(Early::Drop(C::DropNatPortsExhausted));
+            b.inc(Counter::DropNatPortsExhausted);
+            return Err(Early::Drop(Counter::DropNatPortsExhausted));
         }
     };
     let napt = (ext_port != sport).then(|| Napt {

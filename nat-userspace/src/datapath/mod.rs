@@ -30,7 +30,7 @@ use crate::{
 /// change) and read once per packet. Written only through
 /// [`DataplaneWriter`](crate::control::writer::DataplaneWriter) in the daemon.
 #[derive(Clone, Debug)]
-pub struct Dataplane {
+pub struct DataplaneSnapshot {
     pub config: RewriteConfig,
     pub external: ExternalAddrs,
     /// Some rule's internal side is a network (outbound packets fill the flow table).
@@ -38,8 +38,8 @@ pub struct Dataplane {
     /// The UDP ports that carry SIP (the XDP program steers a datagram to or from one).
     pub sip_ports: SipPorts,
     /// The rewriter's fast-path gates (outbound, inbound), built from `config` and
-    /// `external` by [`Dataplane::new`] / [`Dataplane::with_external`]: a changed rule set
-    /// or external address is a new `Dataplane` made by one of them, never a field write.
+    /// `external` by [`DataplaneSnapshot::new`] / [`DataplaneSnapshot::with_external`]: a changed rule set
+    /// or external address is a new `DataplaneSnapshot` made by one of them, never a field write.
     pub gates: [crate::rewrite::Gate; 2],
     /// Port translation of network rules (`l3 = "snat"`): new bindings keep the internal
     /// port when free, else take one of this range. `None`: ports are kept (a second host
@@ -47,14 +47,18 @@ pub struct Dataplane {
     pub napt: Option<crate::nat::napt::PortRange>,
 }
 
-impl Dataplane {
-    pub fn new(config: RewriteConfig, external: ExternalAddrs, sip_ports: &[u16]) -> Dataplane {
+impl DataplaneSnapshot {
+    pub fn new(
+        config: RewriteConfig,
+        external: ExternalAddrs,
+        sip_ports: &[u16],
+    ) -> DataplaneSnapshot {
         let network_rules = config
             .rules
             .iter()
             .any(|r| r.internal.single_host().is_none());
-        let gates = Dataplane::gates(&config, &external);
-        Dataplane {
+        let gates = DataplaneSnapshot::gates(&config, &external);
+        DataplaneSnapshot {
             config,
             external,
             network_rules,
@@ -65,8 +69,8 @@ impl Dataplane {
     }
 
     /// The same, with port translation from `range` (`None`: off).
-    pub fn with_napt(self, range: Option<crate::nat::napt::PortRange>) -> Dataplane {
-        Dataplane {
+    pub fn with_napt(self, range: Option<crate::nat::napt::PortRange>) -> DataplaneSnapshot {
+        DataplaneSnapshot {
             napt: range,
             ..self
         }
@@ -90,16 +94,16 @@ impl Dataplane {
     }
 
     /// The same rules and ports with other external addresses.
-    pub fn with_external(&self, external: ExternalAddrs) -> Dataplane {
-        Dataplane {
+    pub fn with_external(&self, external: ExternalAddrs) -> DataplaneSnapshot {
+        DataplaneSnapshot {
             external,
-            gates: Dataplane::gates(&self.config, &external),
+            gates: DataplaneSnapshot::gates(&self.config, &external),
             ..self.clone()
         }
     }
 
     /// Whether `self` and `other` rewrite alike (the gates follow from the rest).
-    pub fn same_as(&self, other: &Dataplane) -> bool {
+    pub fn same_as(&self, other: &DataplaneSnapshot) -> bool {
         self.config == other.config
             && self.external == other.external
             && self.sip_ports == other.sip_ports
@@ -191,8 +195,8 @@ impl SharedMedia {
 }
 
 /// State shared by the workers and the control plane.
-pub struct Shared {
-    pub dataplane: Published<Dataplane>,
+pub struct DatapathState {
+    pub dataplane: Published<DataplaneSnapshot>,
     pub nexthops: Arc<Published<nexthop::NextHops>>,
     pub flows: crate::nat::flow::FlowTable,
     /// NAPT bindings (internal endpoint ↔ external port), shared like `flows`.

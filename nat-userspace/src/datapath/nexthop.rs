@@ -94,7 +94,7 @@ impl FromIterator<(IpAddr, Hop)> for NextHops {
 }
 
 /// State shared by the resolver and the handles.
-struct Shared {
+struct ResolverShared {
     queue: ArrayQueue<IpAddr>,
     /// Destinations already handed to the resolver, by hash slot (0 = empty). A hit means
     /// the resolver has (or will have) the destination in its list: nothing to do.
@@ -102,7 +102,7 @@ struct Shared {
     waker: Waker,
 }
 
-/// Slot and tag of `dst` in [`Shared::recent`]. IPv4 tags are exact (bit 32 set, address
+/// Slot and tag of `dst` in [`ResolverShared::recent`]. IPv4 tags are exact (bit 32 set, address
 /// below); IPv6 tags are a 64-bit hash with bit 33 set, so the two never collide.
 fn recent_key(dst: IpAddr) -> (usize, u64) {
     let (tag, h) = match dst {
@@ -123,7 +123,7 @@ fn recent_key(dst: IpAddr) -> (usize, u64) {
 /// The workers' side of the resolver. Cheap to clone; `request` never blocks.
 #[derive(Clone)]
 pub struct ResolverHandle {
-    shared: Arc<Shared>,
+    shared: Arc<ResolverShared>,
 }
 
 impl ResolverHandle {
@@ -214,7 +214,7 @@ pub struct Resolver {
     allowed: Vec<u32>,
     published: Arc<Published<NextHops>>,
     stop: Arc<AtomicBool>,
-    shared: Arc<Shared>,
+    shared: Arc<ResolverShared>,
     rtnl: RtnlSocket,
     events: EventSocket,
     /// Requested destinations, oldest first, and the same as a set.
@@ -251,7 +251,7 @@ impl Resolver {
             groups::LINK,
         ])?;
         let rtnl = RtnlSocket::open()?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ResolverShared {
             queue: ArrayQueue::new(QUEUE_CAPACITY),
             recent: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             waker: Waker::new()?,
@@ -670,8 +670,8 @@ mod tests {
         }
     }
 
-    fn shared() -> Arc<Shared> {
-        Arc::new(Shared {
+    fn shared() -> Arc<ResolverShared> {
+        Arc::new(ResolverShared {
             queue: ArrayQueue::new(2),
             recent: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             waker: Waker::new().unwrap(),

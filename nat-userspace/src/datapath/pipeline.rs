@@ -30,8 +30,8 @@ use arrayvec::ArrayVec;
 pub use super::bindings::MediaEnv;
 use super::{
     bindings, icmp,
-    stats::{Batch, C},
-    Dataplane,
+    stats::{Batch, Counter},
+    DataplaneSnapshot,
 };
 use crate::{
     ip::{
@@ -96,7 +96,7 @@ pub trait Egress {
 
 /// What the pipeline reads per packet.
 pub struct Env<'a, E: Egress> {
-    pub dataplane: &'a Dataplane,
+    pub dataplane: &'a DataplaneSnapshot,
     pub flows: &'a FlowTable,
     /// NAPT bindings (used when the snapshot has a port range).
     pub napt: &'a NaptTable,
@@ -154,14 +154,14 @@ pub enum Action {
         l3: usize,
         len: usize,
         split: Option<(usize, u32)>,
-        reason: C,
+        reason: Counter,
     },
     /// Too big for the egress link and must not be fragmented: send the source an ICMP
     /// "fragmentation needed" / "packet too big" with `mtu`, quoting [`Pipeline::quote`];
     /// the packet is dropped.
     IcmpTooBig { to: IpAddr, mtu: u32 },
     /// Dropped for `reason`.
-    Drop(C),
+    Drop(Counter),
     /// A fragment of a datagram that is not ours (no SIP port): the kernel gets the
     /// `held` fragments kept so far ([`Pipeline::held_fragment`]), then this frame's IP
     /// packet `[l3..len]`, all exactly as they arrived.
@@ -231,18 +231,18 @@ impl Pipeline {
     fn report(&mut self, b: &mut Batch) {
         let s = *self.reasm.stats();
         let p = core::mem::replace(&mut self.reasm_reported, s);
-        b.add(C::ReasmOverlap, s.overlaps - p.overlaps);
-        b.add(C::ReasmTimeout, s.timeouts - p.timeouts);
-        b.add(C::ReasmEvicted, s.evictions - p.evictions);
-        b.add(C::ReasmTooBig, s.too_big - p.too_big);
+        b.add(Counter::ReasmOverlap, s.overlaps - p.overlaps);
+        b.add(Counter::ReasmTimeout, s.timeouts - p.timeouts);
+        b.add(Counter::ReasmEvicted, s.evictions - p.evictions);
+        b.add(Counter::ReasmTooBig, s.too_big - p.too_big);
         b.add(
-            C::ReasmTooManyFragments,
+            Counter::ReasmTooManyFragments,
             s.too_many_fragments - p.too_many_fragments,
         );
-        b.add(C::ReasmInconsistent, s.inconsistent - p.inconsistent);
-        b.add(C::ReasmPoisoned, s.poisoned - p.poisoned);
-        b.add(C::ReasmNoSlot, s.no_slot - p.no_slot);
-        b.add(C::ReasmMalformed, s.malformed - p.malformed);
+        b.add(Counter::ReasmInconsistent, s.inconsistent - p.inconsistent);
+        b.add(Counter::ReasmPoisoned, s.poisoned - p.poisoned);
+        b.add(Counter::ReasmNoSlot, s.no_slot - p.no_slot);
+        b.add(Counter::ReasmMalformed, s.malformed - p.malformed);
     }
 
     /// Decides and rewrites one received frame: `frame[..len]` is the packet, the rest of
@@ -285,13 +285,13 @@ impl Pipeline {
     ) -> Action {
         let len = len.min(frame.len());
         let Ok(layout) = wire::parse(&frame[..len], env.link) else {
-            b.inc(C::DropBadFrame);
-            return Action::Drop(C::DropBadFrame);
+            b.inc(Counter::DropBadFrame);
+            return Action::Drop(Counter::DropBadFrame);
         };
         if layout.fragment.is_none() {
             return self.packet(env, side, Some(frame), scratch, layout, None, b);
         }
-        b.inc(C::FragRx);
+        b.inc(Counter::FragRx);
         // A datagram on no SIP port is not ours (the XDP program steers every UDP
         // fragment, not knowing its ports): it goes to the kernel as it came.
         let ports = &env.dataplane.sip_ports;
@@ -324,7 +324,7 @@ impl Pipeline {
                 if let Some(slot) = slot {
                     self.passed_slot = slot;
                 }
-                b.add(C::FragPassed, held as u64 + 1);
+                b.add(Counter::FragPassed, held as u64 + 1);
                 return Action::PassFragments {
                     held,
                     l3: layout.l3,
@@ -335,12 +335,12 @@ impl Pipeline {
         let Some((n, max_frag)) = done else {
             return Action::Consumed;
         };
-        b.inc(C::ReasmComplete);
+        b.inc(Counter::ReasmComplete);
         match wire::parse(&scratch[..n], env.link) {
             Ok(layout) => self.packet(env, side, None, scratch, layout, Some(max_frag), b),
             Err(_) => {
-                b.inc(C::DropBadFrame);
-                Action::Drop(C::DropBadFrame)
+                b.inc(Counter::DropBadFrame);
+                Action::Drop(Counter::DropBadFrame)
             }
         }
     }
@@ -373,7 +373,7 @@ impl Pipeline {
         }
         let ident = self.ident_for(buf!(), &layout);
         // The packet goes to the kernel as it came (a reassembled one in fragments again).
-        let kernel = |at: At, reason: C, b: &mut Batch| {
+        let kernel = |at: At, reason: Counter, b: &mut Batch| {
             b.inc(reason);
             Action::Kernel {
                 at,
@@ -398,13 +398,13 @@ impl Pipeline {
             };
         }
         let Some((sport, dport, _, _)) = layout.udp(buf!()) else {
-            return kernel(at, C::SlowNotUdp, b);
+            return kernel(at, Counter::SlowNotUdp, b);
         };
         let dp = env.dataplane;
         if !dp.sip_ports.contains(sport) && !dp.sip_ports.contains(dport) {
             // Only a reassembled datagram gets here in the daemon (XDP steers whole
             // datagrams by port): it is not ours.
-            return kernel(at, C::SlowNotSipPort, b);
+            return kernel(at, Counter::SlowNotSipPort, b);
         }
         let ports = (sport, dport);
         let (direction, l3, internal, napt) = match decide_and_map(env, side, &layout, ports, b) {
@@ -426,13 +426,13 @@ impl Pipeline {
         };
         let mut r = match self.rewrite(buf!(), &layout, &ctx, gate, l3) {
             Ok(r) => r,
-            Err(_) if napt.is_some() => return counted_drop(C::DropWouldLeak, b), // no internal port out
-            Err(_) => return kernel(at, C::SlowNotUdp, b),
+            Err(_) if napt.is_some() => return counted_drop(Counter::DropWouldLeak, b), // no internal port out
+            Err(_) => return kernel(at, Counter::SlowNotUdp, b),
         };
         if r.sip == Outcome::TooBig && at == At::Frame {
             // Does not fit the frame (nothing was changed): redo the rewrite, and only
             // the rewrite, in the scratch buffer.
-            b.inc(C::SipTooBig);
+            b.inc(Counter::SipTooBig);
             let n = layout.ip_end;
             if let Some(f) = frame.as_deref() {
                 scratch[..n].copy_from_slice(&f[..n]);
@@ -440,7 +440,7 @@ impl Pipeline {
             at = At::Scratch;
             r = match self.rewrite(scratch, &layout, &ctx, gate, l3) {
                 Ok(r) => r,
-                Err(_) => return kernel(at, C::SlowNotUdp, b),
+                Err(_) => return kernel(at, Counter::SlowNotUdp, b),
             };
         }
         if let Some(drop) = counted_outcome(&r, &dp.config, reassembled.is_some(), b) {
@@ -449,7 +449,7 @@ impl Pipeline {
         bindings::after_rewrite(env, &layout, dport, internal, napt, &r, dialog, &alloc, b);
         let buf = buf!();
         if !decrement_ttl(buf, &layout) {
-            return counted_drop(C::DropTtl, b);
+            return counted_drop(Counter::DropTtl, b);
         }
         let action = egress(
             env,
@@ -502,13 +502,13 @@ fn egress<E: Egress>(
         Route::Direct { macs, mtu } => (macs, mtu, true),
         Route::Unresolved { mtu } => (None, mtu, false),
         Route::OtherInterface => {
-            b.inc(C::SlowOtherInterface);
+            b.inc(Counter::SlowOtherInterface);
             return Action::Kernel {
                 at,
                 l3: layout.l3,
                 len,
                 split: reassembled.map(|m| (m, ident)),
-                reason: C::SlowOtherInterface,
+                reason: Counter::SlowOtherInterface,
             };
         }
     };
@@ -521,13 +521,13 @@ fn egress<E: Egress>(
     let ip_len = len - layout.l3;
     if ip_len <= mtu {
         if !resolved {
-            b.inc(C::SlowNeighbor);
+            b.inc(Counter::SlowNeighbor);
             return Action::Kernel {
                 at,
                 l3: layout.l3,
                 len,
                 split: None,
-                reason: C::SlowNeighbor,
+                reason: Counter::SlowNeighbor,
             };
         }
         return Action::Tx { at, side, len };
@@ -538,11 +538,11 @@ fn egress<E: Egress>(
         let growth = ip_len.saturating_sub(layout.ip_end - layout.l3);
         let fit = mtu.saturating_sub(growth);
         b.inc(if layout.ipv6 {
-            C::IcmpPacketTooBig
+            Counter::IcmpPacketTooBig
         } else {
-            C::IcmpFragNeeded
+            Counter::IcmpFragNeeded
         });
-        b.inc(C::DropTooBigDf);
+        b.inc(Counter::DropTooBigDf);
         let mtu = if layout.ipv6 {
             fit as u32
         } else {
@@ -556,7 +556,7 @@ fn egress<E: Egress>(
     // Fragment like the sender did (never larger than the egress MTU).
     let mtu = reassembled.map_or(mtu, |m| m.clamp(1280.min(mtu), mtu));
     if !resolved {
-        b.inc(C::SlowNeighbor);
+        b.inc(Counter::SlowNeighbor);
     }
     Action::Fragment {
         at,
@@ -659,9 +659,9 @@ pub fn kernel_pieces(
 /// Why a packet leaves the rewrite path before its payload is rewritten.
 pub(super) enum Early {
     /// To the kernel as it came, counted under this reason.
-    Kernel(C),
+    Kernel(Counter),
     /// Dropped (already counted).
-    Drop(C),
+    Drop(Counter),
 }
 
 /// An ICMP error about a SIP datagram: translated and sent on, dropped, or (`Err`) to the
@@ -674,7 +674,7 @@ fn icmp_error<E: Egress>(
     layout: &Layout,
     ident: u32,
     b: &mut Batch,
-) -> Result<Action, C> {
+) -> Result<Action, Counter> {
     let dp = env.dataplane;
     let now_s = (env.now_ms / 1000) as u32;
     let inbound = side == Side::Outside;
@@ -689,10 +689,10 @@ fn icmp_error<E: Egress>(
         now_s,
     ) {
         Ok(end) => {
-            b.inc(C::IcmpTranslated);
+            b.inc(Counter::IcmpTranslated);
             if !decrement_ttl(buf, layout) {
-                b.inc(C::DropTtl);
-                return Ok(Action::Drop(C::DropTtl));
+                b.inc(Counter::DropTtl);
+                return Ok(Action::Drop(Counter::DropTtl));
             }
             Ok(egress(
                 env,
@@ -706,10 +706,10 @@ fn icmp_error<E: Egress>(
                 b,
             ))
         }
-        Err(icmp::Untranslated::Kernel) => Err(C::SlowIcmpNotOurs),
+        Err(icmp::Untranslated::Kernel) => Err(Counter::SlowIcmpNotOurs),
         Err(icmp::Untranslated::Drop) => {
-            b.inc(C::DropIcmpUntranslatable);
-            Ok(Action::Drop(C::DropIcmpUntranslatable))
+            b.inc(Counter::DropIcmpUntranslatable);
+            Ok(Action::Drop(Counter::DropIcmpUntranslatable))
         }
     }
 }
@@ -730,11 +730,11 @@ fn decide_and_map<E: Egress>(
     let mut napt = None;
     let decision = match side {
         Side::Inside => {
-            b.inc(C::Outbound);
+            b.inc(Counter::Outbound);
             decide::outbound(cfg, &ext, layout.src, layout.dst)
         }
         Side::Outside => {
-            b.inc(C::Inbound);
+            b.inc(Counter::Inbound);
             let flow = if cfg.l3 == L3Mode::Snat
                 && dp.network_rules
                 && cfg.is_external(layout.dst, &ext)
@@ -742,16 +742,16 @@ fn decide_and_map<E: Egress>(
                 let key = FlowKey::new(layout.dst, dport, layout.src, sport);
                 let mut hit = env.flows.lookup_port(&key, now_s);
                 b.inc(if hit.is_some() {
-                    C::FlowHit
+                    Counter::FlowHit
                 } else {
-                    C::FlowMiss
+                    Counter::FlowMiss
                 });
                 if hit.is_none() && dp.napt.is_some() {
                     // Endpoint-independent: a binding takes packets from any remote (a
                     // call from another proxy to a registered phone).
                     hit = env.napt.inbound(layout.dst, dport, now_s);
                     if hit.is_some() {
-                        b.inc(C::NaptHit);
+                        b.inc(Counter::NaptHit);
                     }
                 }
                 if let Some((internal, port)) = hit.filter(|&(_, p)| p != dport) {
@@ -774,8 +774,8 @@ fn decide_and_map<E: Egress>(
             l3,
             internal,
         } => (direction, l3, internal),
-        Decision::Internal => return Err(Early::Kernel(C::SlowInternal)),
-        Decision::NoMapping => return Err(Early::Kernel(C::SlowNoMapping)),
+        Decision::Internal => return Err(Early::Kernel(Counter::SlowInternal)),
+        Decision::NoMapping => return Err(Early::Kernel(Counter::SlowNoMapping)),
     };
     // Outbound through a network rule: remember the mapping for the replies.
     if let (Direction::Outbound, Some(new_src), true) = (direction, l3.src, dp.network_rules) {
@@ -787,27 +787,27 @@ fn decide_and_map<E: Egress>(
             napt = bound;
             let key = FlowKey::new(new_src, ext_port, layout.dst, dport);
             match env.flows.insert_port(key, layout.src, sport, now_s) {
-                InsertResult::Inserted => b.inc(C::FlowInserted),
-                InsertResult::Refreshed => b.inc(C::FlowRefreshed),
+                InsertResult::Inserted => b.inc(Counter::FlowInserted),
+                InsertResult::Refreshed => b.inc(Counter::FlowRefreshed),
                 InsertResult::Collision { .. } => {
-                    b.inc(C::FlowCollision);
+                    b.inc(Counter::FlowCollision);
                     if napt.is_some() {
                         // (A stale flow of the port's previous owner.) Never to the
                         // kernel untranslated.
-                        b.inc(C::DropWouldLeak);
-                        return Err(Early::Drop(C::DropWouldLeak));
+                        b.inc(Counter::DropWouldLeak);
+                        return Err(Early::Drop(Counter::DropWouldLeak));
                     }
                     // Another host holds this port towards this remote: without port
                     // translation the datagram could only leave with its internal
                     // source and addresses (the kernel path), so it does not leave.
                     if cfg.leak == LeakPolicy::Drop {
-                        b.inc(C::DropWouldLeak);
-                        return Err(Early::Drop(C::DropWouldLeak));
+                        b.inc(Counter::DropWouldLeak);
+                        return Err(Early::Drop(Counter::DropWouldLeak));
                     }
-                    return Err(Early::Kernel(C::SlowCollision));
+                    return Err(Early::Kernel(Counter::SlowCollision));
                 }
-                InsertResult::Evicted => b.inc(C::FlowEvicted),
-                InsertResult::Full => b.inc(C::FlowFull),
+                InsertResult::Evicted => b.inc(Counter::FlowEvicted),
+                InsertResult::Full => b.inc(Counter::FlowFull),
             }
         }
     }
@@ -815,7 +815,7 @@ fn decide_and_map<E: Egress>(
 }
 
 /// Counts `reason` and drops.
-fn counted_drop(reason: C, b: &mut Batch) -> Action {
+fn counted_drop(reason: Counter, b: &mut Batch) -> Action {
     b.inc(reason);
     Action::Drop(reason)
 }
@@ -830,19 +830,19 @@ fn counted_outcome(
 ) -> Option<Action> {
     count_sip(b, r.sip, r.family_mismatch, r.content_length_short);
     if r.trailing_discarded > 0 {
-        b.inc(C::TrailingDiscarded);
+        b.inc(Counter::TrailingDiscarded);
     }
     if reassembled && !matches!(r.sip, Outcome::Rewritten(_) | Outcome::Unchanged) {
-        b.inc(C::ReasmNonSip);
+        b.inc(Counter::ReasmNonSip);
     }
     let drop = if r.sip == Outcome::TooBig {
         // Not even the scratch buffer holds it.
-        C::DropRefragment
+        Counter::DropRefragment
     } else if matches!(r.sip, Outcome::Malformed(_)) && cfg.malformed == MalformedPolicy::Drop {
-        C::DropMalformedPolicy
+        Counter::DropMalformedPolicy
     } else if r.would_leak && cfg.leak == LeakPolicy::Drop {
         // An internal address would go out: never forwarded unless chosen.
-        C::DropWouldLeak
+        Counter::DropWouldLeak
     } else {
         return None;
     };
@@ -853,44 +853,44 @@ fn counted_outcome(
 fn count_sip(b: &mut Batch, o: Outcome, family_mismatch: u16, cl_short: bool) {
     match o {
         Outcome::Rewritten(ch) => {
-            b.inc(C::SipRewritten);
+            b.inc(Counter::SipRewritten);
             count_changes(b, &ch);
         }
-        Outcome::Unchanged => b.inc(C::SipUnchanged),
+        Outcome::Unchanged => b.inc(Counter::SipUnchanged),
         Outcome::NotSip(k) => b.inc(match k {
-            NotSip::Empty => C::NotSipEmpty,
-            NotSip::KeepAlive => C::NotSipKeepalive,
-            NotSip::Stun => C::NotSipStun,
-            NotSip::Other => C::NotSipOther,
+            NotSip::Empty => Counter::NotSipEmpty,
+            NotSip::KeepAlive => Counter::NotSipKeepalive,
+            NotSip::Stun => Counter::NotSipStun,
+            NotSip::Other => Counter::NotSipOther,
         }),
         Outcome::Malformed(m) => b.inc(match m {
-            Malformed::BadStartLine => C::MalformedBadStartLine,
-            Malformed::BadVersion => C::MalformedBadVersion,
-            Malformed::BadHeaderLine => C::MalformedBadHeaderLine,
-            Malformed::BadContentLength => C::MalformedBadContentLength,
-            Malformed::DuplicateContentLength => C::MalformedDuplicateContentLength,
-            Malformed::TooManyAddresses => C::MalformedTooManyAddresses,
+            Malformed::BadStartLine => Counter::MalformedBadStartLine,
+            Malformed::BadVersion => Counter::MalformedBadVersion,
+            Malformed::BadHeaderLine => Counter::MalformedBadHeaderLine,
+            Malformed::BadContentLength => Counter::MalformedBadContentLength,
+            Malformed::DuplicateContentLength => Counter::MalformedDuplicateContentLength,
+            Malformed::TooManyAddresses => Counter::MalformedTooManyAddresses,
         }),
-        Outcome::TooBig => b.inc(C::SipTooBig),
+        Outcome::TooBig => b.inc(Counter::SipTooBig),
     }
-    b.add(C::FamilyMismatch, u64::from(family_mismatch));
+    b.add(Counter::FamilyMismatch, u64::from(family_mismatch));
     if cl_short {
-        b.inc(C::ContentLengthShort);
+        b.inc(Counter::ContentLengthShort);
     }
 }
 
 fn count_changes(b: &mut Batch, ch: &Changes) {
-    b.add(C::RwRequestUri, u64::from(ch.request_uri));
-    b.add(C::RwVia, u64::from(ch.via));
-    b.add(C::RwContact, u64::from(ch.contact));
-    b.add(C::RwRoute, u64::from(ch.route));
-    b.add(C::RwRecordRoute, u64::from(ch.record_route));
-    b.add(C::RwFromTo, u64::from(ch.from_to));
-    b.add(C::RwSdpConnection, u64::from(ch.sdp_connection));
-    b.add(C::RwSdpOrigin, u64::from(ch.sdp_origin));
-    b.add(C::RwSdpRtcp, u64::from(ch.sdp_rtcp));
-    b.add(C::RwSdpMediaPort, u64::from(ch.sdp_media_port));
-    b.add(C::RwContentLength, u64::from(ch.content_length));
+    b.add(Counter::RwRequestUri, u64::from(ch.request_uri));
+    b.add(Counter::RwVia, u64::from(ch.via));
+    b.add(Counter::RwContact, u64::from(ch.contact));
+    b.add(Counter::RwRoute, u64::from(ch.route));
+    b.add(Counter::RwRecordRoute, u64::from(ch.record_route));
+    b.add(Counter::RwFromTo, u64::from(ch.from_to));
+    b.add(Counter::RwSdpConnection, u64::from(ch.sdp_connection));
+    b.add(Counter::RwSdpOrigin, u64::from(ch.sdp_origin));
+    b.add(Counter::RwSdpRtcp, u64::from(ch.sdp_rtcp));
+    b.add(Counter::RwSdpMediaPort, u64::from(ch.sdp_media_port));
+    b.add(Counter::RwContentLength, u64::from(ch.content_length));
 }
 
 #[cfg(test)]
@@ -923,8 +923,8 @@ mod tests {
         })
     }
 
-    fn dataplane() -> Dataplane {
-        Dataplane::new(
+    fn dataplane() -> DataplaneSnapshot {
+        DataplaneSnapshot::new(
             RewriteConfig::single(Net::parse("10.0.0.0/24").unwrap()),
             ExternalAddrs::from_ip(EXT.parse().unwrap()),
             &[5060],
@@ -967,7 +967,7 @@ mod tests {
 
     struct Harness {
         pipe: Pipeline,
-        dp: Dataplane,
+        dp: DataplaneSnapshot,
         flows: FlowTable,
         napt: NaptTable,
         media: Option<(MediaRegistry, crate::nat::media::InMemoryBindings)>,
@@ -1049,10 +1049,10 @@ mod tests {
             }
         );
         assert_eq!(out, want, "golden output frame");
-        assert_eq!(h.b.get(C::SipRewritten), 1);
-        assert_eq!(h.b.get(C::RwVia), 1);
-        assert_eq!(h.b.get(C::RwContact), 1);
-        assert_eq!(h.b.get(C::FlowInserted), 1);
+        assert_eq!(h.b.get(Counter::SipRewritten), 1);
+        assert_eq!(h.b.get(Counter::RwVia), 1);
+        assert_eq!(h.b.get(Counter::RwContact), 1);
+        assert_eq!(h.b.get(Counter::FlowInserted), 1);
         // The reply finds the flow and goes back to the phone.
         let reply = udp(
             "198.51.100.2:5060",
@@ -1071,7 +1071,7 @@ mod tests {
         want[0..6].copy_from_slice(&PEER_MAC);
         want[6..12].copy_from_slice(&GW_MAC);
         assert_eq!(out, want);
-        assert_eq!(h.b.get(C::FlowHit), 1);
+        assert_eq!(h.b.get(Counter::FlowHit), 1);
     }
 
     #[test]
@@ -1088,7 +1088,7 @@ mod tests {
             matches!(
                 a,
                 Action::Kernel {
-                    reason: C::SlowNotSipPort,
+                    reason: Counter::SlowNotSipPort,
                     split: None,
                     ..
                 }
@@ -1096,7 +1096,7 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(out, rtp);
-        assert_eq!(h.b.get(C::Outbound), 0, "no decision was taken");
+        assert_eq!(h.b.get(Counter::Outbound), 0, "no decision was taken");
     }
 
     #[test]
@@ -1104,7 +1104,7 @@ mod tests {
         let mut h = Harness::new();
         let internal = udp("10.0.0.2:5060", "10.0.0.9:5060", 64, INVITE.as_bytes());
         let (a, out) = h.run(&direct(1500), Side::Inside, &internal, 2048);
-        assert!(to_kernel(&a, C::SlowInternal), "{a:?}");
+        assert!(to_kernel(&a, Counter::SlowInternal), "{a:?}");
         assert_eq!(out, internal);
         let unmapped = udp(
             "198.51.100.2:5060",
@@ -1113,12 +1113,12 @@ mod tests {
             INVITE.as_bytes(),
         );
         let (a, _) = h.run(&direct(1500), Side::Outside, &unmapped, 2048);
-        assert!(to_kernel(&a, C::SlowNoMapping), "{a:?}");
+        assert!(to_kernel(&a, Counter::SlowNoMapping), "{a:?}");
         let dying = udp("10.0.0.2:5060", "198.51.100.2:5060", 1, INVITE.as_bytes());
         let (a, _) = h.run(&direct(1500), Side::Inside, &dying, 2048);
-        assert_eq!(a, Action::Drop(C::DropTtl));
+        assert_eq!(a, Action::Drop(Counter::DropTtl));
         let (a, _) = h.run(&direct(1500), Side::Inside, &[0u8; 10], 0);
-        assert_eq!(a, Action::Drop(C::DropBadFrame));
+        assert_eq!(a, Action::Drop(Counter::DropBadFrame));
     }
 
     #[test]
@@ -1137,11 +1137,15 @@ mod tests {
         };
         assert_eq!(len, input.len() + 8);
         assert!(String::from_utf8_lossy(&out).contains("Via: SIP/2.0/UDP 203.0.113.10:5060"));
-        assert_eq!(h.b.get(C::SipTooBig), 1);
-        assert_eq!(h.b.get(C::Outbound), 1, "the decision ran once");
-        assert_eq!(h.b.get(C::FlowInserted), 1, "the flow was inserted once");
-        assert_eq!(h.b.get(C::FlowRefreshed), 0);
-        assert_eq!(h.b.get(C::SipRewritten), 1);
+        assert_eq!(h.b.get(Counter::SipTooBig), 1);
+        assert_eq!(h.b.get(Counter::Outbound), 1, "the decision ran once");
+        assert_eq!(
+            h.b.get(Counter::FlowInserted),
+            1,
+            "the flow was inserted once"
+        );
+        assert_eq!(h.b.get(Counter::FlowRefreshed), 0);
+        assert_eq!(h.b.get(Counter::SipRewritten), 1);
     }
 
     #[test]
@@ -1154,10 +1158,10 @@ mod tests {
             &input,
             2048,
         );
-        assert!(to_kernel(&a, C::SlowNeighbor), "{a:?}");
+        assert!(to_kernel(&a, Counter::SlowNeighbor), "{a:?}");
         assert!(String::from_utf8_lossy(&out).contains("Contact: <sip:alice@203.0.113.10:5060>"));
         let (a, _) = h.run(&Fixed(Route::OtherInterface), Side::Inside, &input, 2048);
-        assert!(to_kernel(&a, C::SlowOtherInterface), "{a:?}");
+        assert!(to_kernel(&a, Counter::SlowOtherInterface), "{a:?}");
     }
 
     #[test]
@@ -1204,12 +1208,12 @@ mod tests {
         for f in &frags {
             last = Some(h.run(&direct(1500), Side::Inside, f, 0));
         }
-        assert_eq!(h.b.get(C::ReasmComplete), 1);
+        assert_eq!(h.b.get(Counter::ReasmComplete), 1);
         let (a, bytes) = last.unwrap();
         let Action::Kernel {
             l3,
             split,
-            reason: C::SlowInternal,
+            reason: Counter::SlowInternal,
             ..
         } = a
         else {
@@ -1267,9 +1271,9 @@ mod tests {
         a.sort();
         b.sort();
         assert_eq!(a, b, "every fragment, byte for byte");
-        assert_eq!(h.b.get(C::FragPassed), frags.len() as u64);
-        assert_eq!(h.b.get(C::Outbound), 0, "never NATed");
-        assert_eq!(h.b.get(C::ReasmComplete), 0);
+        assert_eq!(h.b.get(Counter::FragPassed), frags.len() as u64);
+        assert_eq!(h.b.get(Counter::Outbound), 0, "never NATed");
+        assert_eq!(h.b.get(Counter::ReasmComplete), 0);
     }
 
     /// Hardening 2: SIP above 16 KiB was always dropped; up to 65,507 bytes of UDP
@@ -1301,7 +1305,7 @@ mod tests {
         assert_eq!(len, big.len() + 8);
         let text = String::from_utf8_lossy(&bytes[l3 + 28..]);
         assert!(text.contains("Via: SIP/2.0/UDP 203.0.113.10:5060"));
-        assert_eq!(h.b.get(C::SipRewritten), 1);
+        assert_eq!(h.b.get(Counter::SipRewritten), 1);
     }
 
     /// An Ethernet + IPv4 ICMP error (`type`, `code`) from `src` to `dst` quoting `quoted`
@@ -1374,7 +1378,7 @@ mod tests {
             "quoted source: the phone"
         );
         icmp_ok(&out);
-        assert_eq!(h.b.get(C::IcmpTranslated), 1);
+        assert_eq!(h.b.get(Counter::IcmpTranslated), 1);
 
         // The other way: the carrier's request restored to the phone, whose port is closed.
         let inbound = udp("198.51.100.2:5060", "10.0.0.2:5060", 63, INVITE.as_bytes());
@@ -1413,12 +1417,12 @@ mod tests {
         let stray = udp("203.0.113.10:5060", "198.51.100.9:5060", 64, b"x");
         let err = icmp4_error([198, 51, 100, 9], [203, 0, 113, 10], 3, &stray[14..]);
         let (a, _) = h.run(&direct(1500), Side::Outside, &err, 0);
-        assert_eq!(a, Action::Drop(C::DropIcmpUntranslatable));
+        assert_eq!(a, Action::Drop(Counter::DropIcmpUntranslatable));
         // An echo request is not an error: the kernel's.
         let mut echo = icmp4_error([198, 51, 100, 2], [203, 0, 113, 10], 8, b"ping");
         echo[34] = 8;
         let (a, _) = h.run(&direct(1500), Side::Outside, &echo, 0);
-        assert!(to_kernel(&a, C::SlowIcmpNotOurs), "{a:?}");
+        assert!(to_kernel(&a, Counter::SlowIcmpNotOurs), "{a:?}");
     }
 
     /// Is `a` a transmit on `side`?
@@ -1427,7 +1431,7 @@ mod tests {
     }
 
     /// Is `a` a hand-over to the kernel for `reason`?
-    fn to_kernel(a: &Action, reason: C) -> bool {
+    fn to_kernel(a: &Action, reason: Counter) -> bool {
         matches!(a, Action::Kernel { reason: r, .. } if *r == reason)
     }
 
@@ -1449,9 +1453,9 @@ mod tests {
         let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
         let mut h = Harness::new();
         let (a, _) = h.run(&direct(1500), Side::Inside, &input, 2048);
-        assert_eq!(a, Action::Drop(C::DropWouldLeak));
-        assert_eq!(h.b.get(C::DropWouldLeak), 1);
-        assert_eq!(h.b.get(C::MalformedDuplicateContentLength), 1);
+        assert_eq!(a, Action::Drop(Counter::DropWouldLeak));
+        assert_eq!(h.b.get(Counter::DropWouldLeak), 1);
+        assert_eq!(h.b.get(Counter::MalformedDuplicateContentLength), 1);
         // Only public addresses in it: forwarded (malformed = "forward").
         let public = msg
             .replace("10.0.0.2:5060;", "198.51.100.9:5060;")
@@ -1464,7 +1468,7 @@ mod tests {
         let (a, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
         assert!(matches!(a, Action::Tx { .. }), "{a:?}");
         assert!(payload_of(&out).contains("Via: SIP/2.0/UDP 10.0.0.2:5060"));
-        assert_eq!(h.b.get(C::DropWouldLeak), 1);
+        assert_eq!(h.b.get(Counter::DropWouldLeak), 1);
     }
 
     /// Two hosts behind the gateway, one port, one remote: the second host's SIP went to
@@ -1479,12 +1483,12 @@ mod tests {
         let other = INVITE.replace("10.0.0.2", "10.0.0.3");
         let second = udp("10.0.0.3:5060", "198.51.100.2:5060", 64, other.as_bytes());
         let (a, _) = h.run(&direct(1500), Side::Inside, &second, 2048);
-        assert_eq!(a, Action::Drop(C::DropWouldLeak));
-        assert_eq!(h.b.get(C::FlowCollision), 1);
-        assert_eq!(h.b.get(C::SlowCollision), 0);
+        assert_eq!(a, Action::Drop(Counter::DropWouldLeak));
+        assert_eq!(h.b.get(Counter::FlowCollision), 1);
+        assert_eq!(h.b.get(Counter::SlowCollision), 0);
         h.dp.config.leak = LeakPolicy::Forward;
         let (a, _) = h.run(&direct(1500), Side::Inside, &second, 2048);
-        assert!(to_kernel(&a, C::SlowCollision), "{a:?}");
+        assert!(to_kernel(&a, Counter::SlowCollision), "{a:?}");
     }
 
     /// Hardening 4: a second request appended after the body Content-Length declares went
@@ -1512,7 +1516,7 @@ mod tests {
             }
         );
         assert_eq!(out[12..], want[12..], "golden output (but for the MACs)");
-        assert_eq!(h.b.get(C::TrailingDiscarded), 1);
+        assert_eq!(h.b.get(Counter::TrailingDiscarded), 1);
         let l = wire::parse(&out, Link::Ethernet).unwrap();
         assert!(crate::rewrite::packet::udp_checksum_ok(&out, &l));
     }
@@ -1552,7 +1556,7 @@ mod tests {
             text.contains("Contact: <sip:alice@203.0.113.10:5070>;expires=60\r\n"),
             "another binding stays: {text}"
         );
-        assert_eq!(h.b.get(C::RwContact), 2, "one each way");
+        assert_eq!(h.b.get(Counter::RwContact), 2, "one each way");
     }
 
     /// NAPT: two hosts on port 5060 towards one remote. The first keeps 5060, the second
@@ -1609,7 +1613,10 @@ mod tests {
         assert_eq!(payload_of(&out), payload_of(&want));
         assert_eq!(out, want, "golden output");
         assert_eq!(
-            (h.b.get(C::NaptPreserved), h.b.get(C::NaptAllocated)),
+            (
+                h.b.get(Counter::NaptPreserved),
+                h.b.get(Counter::NaptAllocated)
+            ),
             (1, 1)
         );
         // The reply, as a carrier following RFC 3581 sends it.
@@ -1650,7 +1657,7 @@ mod tests {
             wire::parse(&out, Link::Ethernet).unwrap().dst,
             ip4("10.0.0.3")
         );
-        assert_eq!(h.b.get(C::NaptHit), 1);
+        assert_eq!(h.b.get(Counter::NaptHit), 1);
         // Range exhausted: a third host does not leave.
         let third = udp(
             "10.0.0.4:5060",
@@ -1659,8 +1666,8 @@ mod tests {
             INVITE.replace("10.0.0.2", "10.0.0.4").as_bytes(),
         );
         let (a, _) = h.run(&direct(1500), Side::Inside, &third, 2048);
-        assert_eq!(a, Action::Drop(C::DropNatPortsExhausted));
-        assert_eq!(h.b.get(C::DropNatPortsExhausted), 1);
+        assert_eq!(a, Action::Drop(Counter::DropNatPortsExhausted));
+        assert_eq!(h.b.get(Counter::DropNatPortsExhausted), 1);
     }
 
     /// NAPT and registration: the REGISTER's 200 lists the UA's binding with

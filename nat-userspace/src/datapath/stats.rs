@@ -11,16 +11,16 @@ macro_rules! counters {
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[repr(usize)]
         #[allow(non_camel_case_types)]
-        pub enum C { $($name,)+ }
+        pub enum Counter { $($name,)+ }
 
-        impl C {
-            pub const ALL: &'static [C] = &[$(C::$name,)+];
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[$(Counter::$name,)+];
             pub const COUNT: usize = Self::ALL.len();
             pub const fn name(self) -> &'static str {
-                match self { $(C::$name => $text,)+ }
+                match self { $(Counter::$name => $text,)+ }
             }
             pub const fn help(self) -> &'static str {
-                match self { $(C::$name => $help,)+ }
+                match self { $(Counter::$name => $help,)+ }
             }
         }
     };
@@ -125,7 +125,7 @@ counters! {
 
 /// Counters of one worker, readable by the control plane.
 pub struct WorkerStats {
-    values: [AtomicU64; C::COUNT],
+    values: [AtomicU64; Counter::COUNT],
     /// Gauges (current values, not counts).
     pub reasm_memory: AtomicU64,
     pub reasm_memory_limit: AtomicU64,
@@ -156,38 +156,41 @@ impl WorkerStats {
         }
     }
 
-    pub fn get(&self, c: C) -> u64 {
+    pub fn get(&self, c: Counter) -> u64 {
         self.values[c as usize].load(Ordering::Relaxed)
     }
 
     /// (name, value) of every counter.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        C::ALL.iter().map(|&c| (c.name(), self.get(c))).collect()
+        Counter::ALL
+            .iter()
+            .map(|&c| (c.name(), self.get(c)))
+            .collect()
     }
 }
 
 /// A batch's counts, in plain integers.
-pub struct Batch(pub [u64; C::COUNT]);
+pub struct Batch(pub [u64; Counter::COUNT]);
 
 impl Default for Batch {
     fn default() -> Self {
-        Batch([0; C::COUNT])
+        Batch([0; Counter::COUNT])
     }
 }
 
 impl Batch {
     #[inline]
-    pub fn inc(&mut self, c: C) {
+    pub fn inc(&mut self, c: Counter) {
         self.0[c as usize] += 1;
     }
 
     #[inline]
-    pub fn add(&mut self, c: C, n: u64) {
+    pub fn add(&mut self, c: Counter, n: u64) {
         self.0[c as usize] += n;
     }
 
     #[inline]
-    pub fn get(&self, c: C) -> u64 {
+    pub fn get(&self, c: Counter) -> u64 {
         self.0[c as usize]
     }
 
@@ -196,7 +199,7 @@ impl Batch {
     }
 
     pub fn clear(&mut self) {
-        self.0 = [0; C::COUNT];
+        self.0 = [0; Counter::COUNT];
     }
 }
 
@@ -206,17 +209,17 @@ mod tests {
 
     #[test]
     fn names_unique_and_batches_add() {
-        let mut names: Vec<&str> = C::ALL.iter().map(|c| c.name()).collect();
+        let mut names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), C::COUNT);
+        assert_eq!(names.len(), Counter::COUNT);
         let s = WorkerStats::default();
         let mut b = Batch::default();
-        b.inc(C::RxInside);
-        b.add(C::TxOutside, 3);
+        b.inc(Counter::RxInside);
+        b.add(Counter::TxOutside, 3);
         s.add(&b);
         s.add(&b);
-        assert_eq!(s.get(C::RxInside), 2);
-        assert_eq!(s.get(C::TxOutside), 6);
+        assert_eq!(s.get(Counter::RxInside), 2);
+        assert_eq!(s.get(Counter::TxOutside), 6);
     }
 }

@@ -17,9 +17,9 @@ use super::{
     nexthop::{NextHops, ResolverHandle},
     pipeline::{self, Action, At, Egress, Env, Pipeline, Route},
     port::{Port, Ports, RingSizes},
-    stats::{Batch, WorkerStats, C},
+    stats::{Batch, Counter, WorkerStats},
     umem::{frame_base, Area, FreeFrames, FRAME_SIZE},
-    Dataplane, Shared,
+    DatapathState, DataplaneSnapshot,
 };
 use crate::ip::reasm::ReasmLimits;
 use crate::{
@@ -70,7 +70,7 @@ pub struct Ready {
 /// `ready` first.
 pub fn run(
     cfg: WorkerConfig,
-    shared: Arc<Shared>,
+    shared: Arc<DatapathState>,
     stats: Arc<WorkerStats>,
     ready: std::sync::mpsc::Sender<Result<Ready, String>>,
 ) {
@@ -157,13 +157,13 @@ pub fn run(
 
 struct Worker {
     cfg: WorkerConfig,
-    shared: Arc<Shared>,
+    shared: Arc<DatapathState>,
     stats: Arc<WorkerStats>,
     ports: Ports,
     free: FreeFrames,
     /// The per-packet decision, reassembly and scratch buffer.
     pipe: Pipeline,
-    dataplane: Local<Dataplane>,
+    dataplane: Local<DataplaneSnapshot>,
     nexthops: Local<NextHops>,
     batch: Batch,
     /// TX descriptors waiting for the end of the batch, per side.
@@ -226,7 +226,7 @@ impl Worker {
                 }
             } else {
                 idle_since = None;
-                self.batch.inc(C::Batches);
+                self.batch.inc(Counter::Batches);
                 // Counters are published a few times per clock tick, not per batch.
                 let now = self.shared.clock.now_ms();
                 if now != published_ms {
@@ -256,9 +256,9 @@ impl Worker {
             got += descs.len();
             self.batch.add(
                 if side == Side::Inside {
-                    C::RxInside
+                    Counter::RxInside
                 } else {
-                    C::RxOutside
+                    Counter::RxOutside
                 },
                 descs.len() as u64,
             );
@@ -322,7 +322,7 @@ impl Worker {
         // Still queued after 200 ms of a stalled kernel: dropped, counted.
         for i in 0..2 {
             for d in std::mem::take(&mut self.pending[i]) {
-                self.batch.inc(C::DropTxRingFull);
+                self.batch.inc(Counter::DropTxRingFull);
                 self.free.push(d.addr);
             }
         }
@@ -362,7 +362,7 @@ impl Worker {
         };
         // SAFETY: valid array of pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
-        self.batch.inc(C::Wakeups);
+        self.batch.inc(Counter::Wakeups);
     }
 
     /// Returns completed TX frames to the free list.
@@ -393,7 +393,7 @@ impl Worker {
         }
         let n = (want as usize).min(self.free.len());
         if n < want as usize {
-            self.batch.inc(C::FillStarved);
+            self.batch.inc(Counter::FillStarved);
         }
         if n == 0 {
             return;
@@ -446,9 +446,9 @@ impl Worker {
             pending.drain(..sent);
             self.batch.add(
                 if side == Side::Inside {
-                    C::TxInside
+                    Counter::TxInside
                 } else {
-                    C::TxOutside
+                    Counter::TxOutside
                 },
                 sent as u64,
             );
@@ -469,7 +469,7 @@ impl Worker {
                 }
                 left = now;
             }
-            self.batch.add(C::TxKicks, kicks);
+            self.batch.add(Counter::TxKicks, kicks);
         }
     }
 
@@ -491,7 +491,7 @@ impl Worker {
         let off = (d.addr - frame_base(d.addr)) as usize;
         let Some(frame) = area.frame_mut(d.addr) else {
             // Not an address of our area: nothing to recycle.
-            self.batch.inc(C::DropBadFrame);
+            self.batch.inc(Counter::DropBadFrame);
             return;
         };
         let len = (d.len as usize).min(FRAME_SIZE as usize - off);
@@ -588,9 +588,9 @@ impl Worker {
                         errors += 1;
                     }
                 });
-                self.batch.add(C::SlowSendError, errors);
+                self.batch.add(Counter::SlowSendError, errors);
                 if res.is_err() {
-                    self.batch.inc(C::DropRefragment);
+                    self.batch.inc(Counter::DropRefragment);
                 }
             }
             Action::IcmpTooBig { to, mtu } => {
@@ -606,7 +606,7 @@ impl Worker {
                     ),
                 };
                 if res.is_err() {
-                    self.batch.inc(C::SlowSendError);
+                    self.batch.inc(Counter::SlowSendError);
                 }
             }
             Action::PassFragments { held, l3, len } => {
@@ -630,7 +630,7 @@ impl Worker {
                 {
                     errors += 1;
                 }
-                self.batch.add(C::SlowSendError, errors);
+                self.batch.add(Counter::SlowSendError, errors);
             }
             Action::Consumed | Action::Drop(_) => {}
         }
@@ -648,7 +648,7 @@ impl Worker {
             // More than two batches' worth queued at once: flush now.
             self.flush_tx();
             if self.pending[i].try_push(desc).is_err() {
-                self.batch.inc(C::DropTxRingFull);
+                self.batch.inc(Counter::DropTxRingFull);
                 self.free.push(addr);
             }
         }
@@ -724,15 +724,15 @@ fn fragment(
             }
         }
     });
-    batch.add(C::SlowSendError, slow_errors);
+    batch.add(Counter::SlowSendError, slow_errors);
     match res {
         Ok(n) => {
-            batch.inc(C::Refragmented);
-            batch.add(C::FragTx, n as u64);
+            batch.inc(Counter::Refragmented);
+            batch.add(Counter::FragTx, n as u64);
             frames
         }
         Err(_) => {
-            batch.inc(C::DropRefragment);
+            batch.inc(Counter::DropRefragment);
             for (addr, _) in frames {
                 free.push(addr);
             }
@@ -751,7 +751,7 @@ fn copy_into_frame(
     b: &mut Batch,
 ) -> Option<u64> {
     let Some(addr) = free.pop() else {
-        b.inc(C::DropNoFrame);
+        b.inc(Counter::DropNoFrame);
         return None;
     };
     match area.frame_mut(addr) {
@@ -761,11 +761,11 @@ fn copy_into_frame(
         }
         Some(_) => {
             free.push(addr);
-            b.inc(C::DropRefragment);
+            b.inc(Counter::DropRefragment);
             None
         }
         None => {
-            b.inc(C::DropBadFrame);
+            b.inc(Counter::DropBadFrame);
             None
         }
     }
@@ -790,14 +790,14 @@ mod tests {
         while free.pop().is_some() {}
         free.push(u64::from(FRAME_SIZE)); // frame 1: in the area
         free.push(3 * u64::from(FRAME_SIZE)); // frame 3: past its end
-        let before = b.get(C::DropBadFrame);
+        let before = b.get(Counter::DropBadFrame);
         assert_eq!(copy_into_frame(&mut area, &mut free, b"abc", &mut b), None);
-        assert_eq!(b.get(C::DropBadFrame), before + 1);
+        assert_eq!(b.get(Counter::DropBadFrame), before + 1);
         assert_eq!(free.len(), 1);
         // No frame at all: counted.
         let mut free = FreeFrames::new(0);
         assert_eq!(copy_into_frame(&mut area, &mut free, b"abc", &mut b), None);
-        assert_eq!(b.get(C::DropNoFrame), 1);
+        assert_eq!(b.get(Counter::DropNoFrame), 1);
         // Too long for a frame: the frame goes back, the drop is counted.
         let mut free = FreeFrames::new(1);
         let big = vec![0u8; FRAME_SIZE as usize + 1];

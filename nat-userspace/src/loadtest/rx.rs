@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 
 use super::{
     gen::now_ns,
-    template::Field,
+    template::CheckedField,
     verify::{verify, Expect, Reason, Verdict},
 };
 use crate::{
@@ -73,7 +73,7 @@ pub struct RxCounters {
 pub struct Sample {
     pub seq: u64,
     pub reasons: Vec<Reason>,
-    pub field: Option<Field>,
+    pub field: Option<CheckedField>,
     pub frame: Vec<u8>,
 }
 

@@ -161,7 +161,7 @@ pub struct Slot {
 
 /// Address-bearing fields the verifier checks (bits of [`FieldSet`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Field {
+pub enum CheckedField {
     Via,
     Contact,
     SdpO,
@@ -169,41 +169,43 @@ pub enum Field {
     Rtcp,
 }
 
-impl Field {
-    pub const ALL: [Field; 5] = [
-        Field::Via,
-        Field::Contact,
-        Field::SdpO,
-        Field::SdpC,
-        Field::Rtcp,
+impl CheckedField {
+    pub const ALL: [CheckedField; 5] = [
+        CheckedField::Via,
+        CheckedField::Contact,
+        CheckedField::SdpO,
+        CheckedField::SdpC,
+        CheckedField::Rtcp,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Field::Via => "via",
-            Field::Contact => "contact",
-            Field::SdpO => "sdp_o",
-            Field::SdpC => "sdp_c",
-            Field::Rtcp => "sdp_rtcp",
+            CheckedField::Via => "via",
+            CheckedField::Contact => "contact",
+            CheckedField::SdpO => "sdp_o",
+            CheckedField::SdpC => "sdp_c",
+            CheckedField::Rtcp => "sdp_rtcp",
         }
     }
 }
 
-/// A set of [`Field`]s.
+/// A set of [`CheckedField`]s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FieldSet(u8);
 
 impl FieldSet {
-    pub fn insert(&mut self, f: Field) {
+    pub fn insert(&mut self, f: CheckedField) {
         self.0 |= 1 << f as u8;
     }
 
-    pub fn contains(self, f: Field) -> bool {
+    pub fn contains(self, f: CheckedField) -> bool {
         self.0 & (1 << f as u8) != 0
     }
 
-    pub fn iter(self) -> impl Iterator<Item = Field> {
-        Field::ALL.into_iter().filter(move |f| self.contains(*f))
+    pub fn iter(self) -> impl Iterator<Item = CheckedField> {
+        CheckedField::ALL
+            .into_iter()
+            .filter(move |f| self.contains(*f))
     }
 }
 
@@ -946,15 +948,17 @@ mod tests {
                 .private_fields
                 .iter()
                 .collect::<Vec<_>>(),
-            Field::ALL.to_vec()
+            CheckedField::ALL.to_vec()
         );
         // A 200 OK's top Via is the far end's: not expected to change.
         let ok = build(Builtin::Ok200).private_fields;
         assert!(
-            !ok.contains(Field::Via) && ok.contains(Field::Contact) && ok.contains(Field::SdpC)
+            !ok.contains(CheckedField::Via)
+                && ok.contains(CheckedField::Contact)
+                && ok.contains(CheckedField::SdpC)
         );
         let reg = build(Builtin::Register).private_fields;
-        assert!(reg.contains(Field::Via) && !reg.contains(Field::SdpC));
+        assert!(reg.contains(CheckedField::Via) && !reg.contains(CheckedField::SdpC));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use core::net::IpAddr;
 
-use super::template::{Field, FieldSet, TS_HEADER};
+use super::template::{CheckedField, FieldSet, TS_HEADER};
 use crate::{
     nat::Net,
     wire::{self, checksum, ipv4, ipv6, Link},
@@ -116,7 +116,7 @@ pub enum Verdict {
         seq: u64,
         reasons: Reasons,
         /// The first field at fault for the address reasons (for the report).
-        field: Option<Field>,
+        field: Option<CheckedField>,
     },
 }
 
@@ -196,7 +196,7 @@ fn for_each_contact_host(value: &[u8], f: &mut dyn FnMut(&[u8])) {
 /// Calls `f` for every address-bearing field of a SIP message: top Via sent-by, every
 /// Contact URI host, SDP `o=`, `c=`, `a=rtcp` addresses. Hosts that are not IP literals are
 /// skipped.
-pub fn for_each_address(payload: &[u8], f: &mut dyn FnMut(Field, IpAddr)) {
+pub fn for_each_address(payload: &[u8], f: &mut dyn FnMut(CheckedField, IpAddr)) {
     let mut in_body = false;
     let mut seen_via = false;
     for (i, raw) in payload.split(|&c| c == b'\n').enumerate() {
@@ -220,23 +220,23 @@ pub fn for_each_address(payload: &[u8], f: &mut dyn FnMut(Field, IpAddr)) {
                 if let Some(sp) = value.iter().position(|c| *c == b' ' || *c == b'\t') {
                     let h = host_of(value[sp..].trim_ascii_start());
                     if let Some(a) = ip_of(h) {
-                        f(Field::Via, a);
+                        f(CheckedField::Via, a);
                     }
                 }
             } else if name.eq_ignore_ascii_case(b"contact") || name.eq_ignore_ascii_case(b"m") {
                 for_each_contact_host(value, &mut |h| {
                     if let Some(a) = ip_of(h) {
-                        f(Field::Contact, a);
+                        f(CheckedField::Contact, a);
                     }
                 });
             }
         } else {
             let field = if line.starts_with(b"o=") {
-                Field::SdpO
+                CheckedField::SdpO
             } else if line.starts_with(b"c=") {
-                Field::SdpC
+                CheckedField::SdpC
             } else if line.starts_with(b"a=rtcp:") {
-                Field::Rtcp
+                CheckedField::Rtcp
             } else {
                 continue;
             };
@@ -252,7 +252,7 @@ pub fn for_each_address(payload: &[u8], f: &mut dyn FnMut(Field, IpAddr)) {
 }
 
 /// [`for_each_address`] collected (setup time and tests).
-pub fn address_fields(payload: &[u8]) -> Vec<(Field, IpAddr)> {
+pub fn address_fields(payload: &[u8]) -> Vec<(CheckedField, IpAddr)> {
     let mut v = Vec::new();
     for_each_address(payload, &mut |f, a| v.push((f, a)));
     v
@@ -440,7 +440,7 @@ mod tests {
         frame_with(frame, &text, EXT)
     }
 
-    fn checked(v: Verdict) -> (Reasons, Option<Field>, u64) {
+    fn checked(v: Verdict) -> (Reasons, Option<CheckedField>, u64) {
         match v {
             Verdict::Checked {
                 reasons,
@@ -524,7 +524,7 @@ mod tests {
             r.iter().collect::<Vec<_>>(),
             vec![Reason::PrivateLeft, Reason::ExternalMissing]
         );
-        assert_eq!(field, Some(Field::Rtcp));
+        assert_eq!(field, Some(CheckedField::Rtcp));
     }
 
     #[test]
@@ -543,19 +543,19 @@ mod tests {
     #[test]
     fn address_fields_are_found() {
         let m = b"INVITE sip:b@1.2.3.4 SIP/2.0\r\nv: SIP/2.0/UDP [2001:db8::1]:5060;branch=x\r\nVia: SIP/2.0/UDP 10.9.9.9\r\nm: <sip:a@10.0.0.5:5070>, \"B\" <sips:[2001:db8::2]>;q=1\r\n\r\nv=0\r\no=- 1 1 IN IP4 10.0.0.6\r\nc=IN IP4 224.2.1.1/127\r\na=rtcp:9 IN IP4 10.0.0.7\r\n";
-        let v: Vec<(Field, String)> = address_fields(m)
+        let v: Vec<(CheckedField, String)> = address_fields(m)
             .into_iter()
             .map(|(f, a)| (f, a.to_string()))
             .collect();
         assert_eq!(
             v,
             vec![
-                (Field::Via, "2001:db8::1".into()),
-                (Field::Contact, "10.0.0.5".into()),
-                (Field::Contact, "2001:db8::2".into()),
-                (Field::SdpO, "10.0.0.6".into()),
-                (Field::SdpC, "224.2.1.1".into()),
-                (Field::Rtcp, "10.0.0.7".into()),
+                (CheckedField::Via, "2001:db8::1".into()),
+                (CheckedField::Contact, "10.0.0.5".into()),
+                (CheckedField::Contact, "2001:db8::2".into()),
+                (CheckedField::SdpO, "10.0.0.6".into()),
+                (CheckedField::SdpC, "224.2.1.1".into()),
+                (CheckedField::Rtcp, "10.0.0.7".into()),
             ]
         );
     }

@@ -1,7 +1,7 @@
 //! What a rewrite changed: how many fields of each kind ([`Changes`]), for the counters
 //! and reports.
 
-use super::edits::Field;
+use super::edits::RewrittenField;
 
 /// How many fields of each kind were rewritten.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,19 +56,19 @@ impl Changes {
         ]
     }
 
-    pub(super) fn count(&mut self, f: Field) {
+    pub(super) fn count(&mut self, f: RewrittenField) {
         let c = match f {
-            Field::RequestUri => &mut self.request_uri,
-            Field::Via => &mut self.via,
-            Field::Contact => &mut self.contact,
-            Field::Route => &mut self.route,
-            Field::RecordRoute => &mut self.record_route,
-            Field::FromTo => &mut self.from_to,
-            Field::SdpConnection => &mut self.sdp_connection,
-            Field::SdpOrigin => &mut self.sdp_origin,
-            Field::SdpRtcp => &mut self.sdp_rtcp,
-            Field::SdpMediaPort => &mut self.sdp_media_port,
-            Field::ContentLength => &mut self.content_length,
+            RewrittenField::RequestUri => &mut self.request_uri,
+            RewrittenField::Via => &mut self.via,
+            RewrittenField::Contact => &mut self.contact,
+            RewrittenField::Route => &mut self.route,
+            RewrittenField::RecordRoute => &mut self.record_route,
+            RewrittenField::FromTo => &mut self.from_to,
+            RewrittenField::SdpConnection => &mut self.sdp_connection,
+            RewrittenField::SdpOrigin => &mut self.sdp_origin,
+            RewrittenField::SdpRtcp => &mut self.sdp_rtcp,
+            RewrittenField::SdpMediaPort => &mut self.sdp_media_port,
+            RewrittenField::ContentLength => &mut self.content_length,
         };
         *c = c.saturating_add(1);
     }

@@ -21,7 +21,7 @@ pub const MAX_EDITS: usize = MAX_MESSAGE / 4;
 
 /// What an edit rewrites (counted per kind in [`super::Changes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Field {
+pub enum RewrittenField {
     RequestUri,
     Via,
     Contact,
@@ -40,7 +40,7 @@ pub struct Edit {
     pub start: u32,
     pub end: u32,
     pub text: Text,
-    pub field: Field,
+    pub field: RewrittenField,
 }
 
 impl Edit {
@@ -87,7 +87,13 @@ impl Edits {
     }
 
     #[inline]
-    pub fn push(&mut self, start: usize, end: usize, text: Text, field: Field) -> Result<(), Full> {
+    pub fn push(
+        &mut self,
+        start: usize,
+        end: usize,
+        text: Text,
+        field: RewrittenField,
+    ) -> Result<(), Full> {
         self.push_ref(start, end, &text, field)
     }
 
@@ -98,7 +104,7 @@ impl Edits {
         start: usize,
         end: usize,
         text: &Text,
-        field: Field,
+        field: RewrittenField,
     ) -> Result<(), Full> {
         if self.items.len() >= MAX_EDITS.min(self.items.capacity()) {
             return Err(Full);
@@ -267,7 +273,7 @@ mod tests {
         buf[..input.len()].copy_from_slice(input.as_bytes());
         let mut e = Edits::new();
         for (s, en, txt) in edits {
-            e.push(*s, *en, t(txt), Field::Via).unwrap();
+            e.push(*s, *en, t(txt), RewrittenField::Via).unwrap();
         }
         let n = e.apply(&mut buf, input.len())?;
         Some(String::from_utf8(buf[..n].to_vec()).unwrap())

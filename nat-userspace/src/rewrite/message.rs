@@ -9,7 +9,7 @@ pub use super::changes::Changes;
 pub use super::context::{Context, MediaPorts, Napt};
 use super::{
     decide::{Map, MAP_CACHE},
-    edits::{Edits, Field},
+    edits::{Edits, RewrittenField},
 };
 use crate::{
     nat::{addr::canonical, Direction, Rule},
@@ -281,7 +281,7 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
 }
 
 impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
-    pub(super) fn push(&mut self, start: usize, end: usize, text: Text, field: Field) {
+    pub(super) fn push(&mut self, start: usize, end: usize, text: Text, field: RewrittenField) {
         if self.edits.push(start, end, text, field).is_err() {
             self.full = true;
         }
@@ -298,7 +298,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         hp: &HostPort,
         default_port: Option<u16>,
         brackets: bool,
-        field: Field,
+        field: RewrittenField,
     ) -> Option<&'a Rule> {
         match self.map(hp.addr) {
             Map::Keep => None,
@@ -356,7 +356,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     /// A SIP URI inside `[start, end)`: its host (and port) and its `maddr` parameter
     /// (host only), each rewritten when it is one of ours (a host name may carry an IP
     /// `maddr`).
-    pub(super) fn uri(&mut self, msg: &[u8], start: usize, end: usize, field: Field) {
+    pub(super) fn uri(&mut self, msg: &[u8], start: usize, end: usize, field: RewrittenField) {
         let Some(u) = uri::sip_uri(msg, start, end) else {
             return;
         };
@@ -367,7 +367,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 
     /// `maddr` (a host, never a port) in the `;params` region `p`.
-    pub(super) fn maddr(&mut self, msg: &[u8], p: core::ops::Range<usize>, field: Field) {
+    pub(super) fn maddr(&mut self, msg: &[u8], p: core::ops::Range<usize>, field: RewrittenField) {
         // Most params (`;lr`, `;transport=udp`, `;branch=...;rport`) have no `m` at all:
         // one search rules the parameter walk out.
         if memchr::memchr2(b'm', b'M', &msg[p.clone()]).is_none() {
@@ -387,7 +387,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         &mut self,
         msg: &[u8],
         v: core::ops::Range<usize>,
-        field: Field,
+        field: RewrittenField,
         all: bool,
     ) {
         let mut pos = v.start;
@@ -430,7 +430,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                         &hp,
                         Some(if secure { 5061 } else { 5060 }),
                         true,
-                        Field::Contact,
+                        RewrittenField::Contact,
                     );
                 }
             }
@@ -472,11 +472,11 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         };
         let default_port = if via.tls { 5061 } else { 5060 };
         if let Some(sb) = &via.sent_by {
-            self.host(sb, Some(default_port), true, Field::Via);
+            self.host(sb, Some(default_port), true, RewrittenField::Via);
         }
         if self.ctx.direction == Direction::Outbound {
             // Outbound only `maddr` matters.
-            self.maddr(msg, via.params, Field::Via);
+            self.maddr(msg, via.params, RewrittenField::Via);
             return;
         }
         let mut restored = via
@@ -489,7 +489,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             if n.eq_ignore_ascii_case(b"received") || n.eq_ignore_ascii_case(b"maddr") {
                 // A host only (IPv6 with or without brackets), never a port.
                 if let Some(hp) = uri::param_host(msg, value) {
-                    self.host(&hp, None, false, Field::Via);
+                    self.host(&hp, None, false, RewrittenField::Via);
                     restored |= matches!(self.map(hp.addr), Map::To { .. });
                 }
             } else if n.eq_ignore_ascii_case(b"rport") {
@@ -510,7 +510,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             {
                 let mut t = Text::default();
                 t.push_u32(u32::from(n.internal_port));
-                self.push(value.start, value.end, t, Field::Via);
+                self.push(value.start, value.end, t, RewrittenField::Via);
             }
         }
     }
@@ -519,7 +519,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         let (start, mut pos, bindings) = scan_start(msg)?;
         let cfg = self.ctx.config;
         if let StartLine::Request { uri, .. } = &start {
-            self.uri(msg, uri.start, uri.end, Field::RequestUri);
+            self.uri(msg, uri.start, uri.end, RewrittenField::RequestUri);
         }
         let mut seen_via = false;
         let mut framing = BodyHeaders::default();
@@ -537,12 +537,16 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                     seen_via = true;
                     self.top_via(msg, v);
                 }
-                Kind::Contact if !bindings => self.uri_list(msg, v, Field::Contact, true),
+                Kind::Contact if !bindings => self.uri_list(msg, v, RewrittenField::Contact, true),
                 Kind::Contact => self.bindings(msg, v),
-                Kind::From | Kind::To if cfg.from_to => self.uri_list(msg, v, Field::FromTo, false),
-                Kind::Route if cfg.record_route => self.uri_list(msg, v, Field::Route, true),
+                Kind::From | Kind::To if cfg.from_to => {
+                    self.uri_list(msg, v, RewrittenField::FromTo, false)
+                }
+                Kind::Route if cfg.record_route => {
+                    self.uri_list(msg, v, RewrittenField::Route, true)
+                }
                 Kind::RecordRoute if cfg.record_route => {
-                    self.uri_list(msg, v, Field::RecordRoute, true)
+                    self.uri_list(msg, v, RewrittenField::RecordRoute, true)
                 }
                 kind => framing.note(msg, kind, v)?,
             }
@@ -602,7 +606,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             let mut t = Text::default();
             t.push_u32(n.wrapping_add_signed(delta) as u32);
             for digits in f.cl_digits {
-                self.push(digits.start, digits.end, t, Field::ContentLength);
+                self.push(digits.start, digits.end, t, RewrittenField::ContentLength);
             }
         }
     }
@@ -638,7 +642,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         let mut sec = Section::default();
         let mut in_media = false;
         for item in sdp::items(msg, start, end) {
-            if item.field == sdp::Field::Media {
+            if item.field == sdp::SdpLine::Media {
                 let eff = self.end_section(&sec, session);
                 if !in_media {
                     session = eff;
@@ -654,9 +658,9 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                 continue;
             }
             let field = match item.field {
-                sdp::Field::Connection => Field::SdpConnection,
-                sdp::Field::Origin => Field::SdpOrigin,
-                _ => Field::SdpRtcp,
+                sdp::SdpLine::Connection => RewrittenField::SdpConnection,
+                sdp::SdpLine::Origin => RewrittenField::SdpOrigin,
+                _ => RewrittenField::SdpRtcp,
             };
             // An `IN IP6` line needs IPv6 text and an `IN IP4` line IPv4 text:
             // express_like keeps the family of what was there.
@@ -679,26 +683,26 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                 None => Conn::default(),
             };
             match item.field {
-                sdp::Field::Connection => {
+                sdp::SdpLine::Connection => {
                     // The first c= of a level is its connection address.
                     sec.conn.get_or_insert(rule);
                 }
-                sdp::Field::Rtcp => {
+                sdp::SdpLine::Rtcp => {
                     let Some((port, range)) = item.port else {
                         continue;
                     };
                     if item.addr.is_some() || item.other_addr {
-                        self.sdp_port(rule, port, range, Field::SdpRtcp);
+                        self.sdp_port(rule, port, range, RewrittenField::SdpRtcp);
                     } else if let Some(conn) = sec.conn {
-                        self.sdp_port(conn, port, range, Field::SdpRtcp);
+                        self.sdp_port(conn, port, range, RewrittenField::SdpRtcp);
                     } else if let Err(e) = sec.rtcp.try_push((port, range)) {
                         // (More a=rtcp lines before the section's c= than any real SDP
                         // has: the session's address decides.)
                         let (port, range) = e.element();
-                        self.sdp_port(session, port, range, Field::SdpRtcp);
+                        self.sdp_port(session, port, range, RewrittenField::SdpRtcp);
                     }
                 }
-                sdp::Field::Origin | sdp::Field::Media => {}
+                sdp::SdpLine::Origin | sdp::SdpLine::Media => {}
             }
         }
         self.end_section(&sec, session);
@@ -709,10 +713,10 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     pub(super) fn end_section(&mut self, sec: &Section<'a>, session: Conn<'a>) -> Conn<'a> {
         let rule = sec.conn.unwrap_or(session);
         if let Some((port, range)) = &sec.media_port {
-            self.sdp_port(rule, *port, range.clone(), Field::SdpMediaPort);
+            self.sdp_port(rule, *port, range.clone(), RewrittenField::SdpMediaPort);
         }
         for (port, range) in &sec.rtcp {
-            self.sdp_port(rule, *port, range.clone(), Field::SdpRtcp);
+            self.sdp_port(rule, *port, range.clone(), RewrittenField::SdpRtcp);
         }
         rule
     }
@@ -725,11 +729,11 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         conn: Conn<'_>,
         port: u16,
         range: core::ops::Range<usize>,
-        field: Field,
+        field: RewrittenField,
     ) {
         let np = match (self.ctx.media, conn.from) {
             (Some(media), Some(addr)) if port != 0 => {
-                let rtcp = matches!(field, Field::SdpRtcp);
+                let rtcp = matches!(field, RewrittenField::SdpRtcp);
                 let rtp = if rtcp { port.wrapping_sub(1) } else { port };
                 media
                     .media_port(core::net::SocketAddr::new(addr, rtp))

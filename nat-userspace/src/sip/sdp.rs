@@ -11,7 +11,7 @@ use super::scan::{line_end, port_at};
 
 /// Which SDP field an item comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Field {
+pub enum SdpLine {
     Connection,
     Origin,
     Rtcp,
@@ -30,7 +30,7 @@ pub struct SdpAddr {
 /// One address- or port-bearing item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
-    pub field: Field,
+    pub field: SdpLine,
     pub addr: Option<SdpAddr>,
     pub port: Option<(u16, Range<usize>)>,
     /// The line names an address that is not an IP literal (a host name, another address
@@ -70,7 +70,7 @@ pub fn line_item(buf: &[u8], line: Range<usize>, rejected: &mut bool) -> Option<
         b'c' => {
             let addr = conn(buf, v);
             Some(Item {
-                field: Field::Connection,
+                field: SdpLine::Connection,
                 other_addr: addr.is_none(),
                 addr,
                 port: None,
@@ -78,7 +78,7 @@ pub fn line_item(buf: &[u8], line: Range<usize>, rejected: &mut bool) -> Option<
             })
         }
         b'o' => origin(buf, v).map(|addr| Item {
-            field: Field::Origin,
+            field: SdpLine::Origin,
             addr: Some(addr),
             port: None,
             other_addr: false,
@@ -88,7 +88,7 @@ pub fn line_item(buf: &[u8], line: Range<usize>, rejected: &mut bool) -> Option<
             let port = media_port(buf, v);
             *rejected = port.as_ref().is_some_and(|(p, _)| *p == 0);
             port.map(|p| Item {
-                field: Field::Media,
+                field: SdpLine::Media,
                 addr: None,
                 port: Some(p),
                 other_addr: false,
@@ -211,7 +211,7 @@ fn rtcp(buf: &[u8], v: Range<usize>, rejected: bool) -> Option<Item> {
         _ => None,
     };
     Some(Item {
-        field: Field::Rtcp,
+        field: SdpLine::Rtcp,
         other_addr: named && addr.is_none(),
         addr,
         port: Some((port, p.start..pe)),
@@ -229,18 +229,18 @@ mod tests {
 m=audio 20000/2 RTP/AVP 0\r\na=rtcp:20001 IN IP4 10.0.0.2\r\na=candidate:1 1 UDP 1 10.0.0.2 20000 typ host\r\n\
 m=video 0 RTP/AVP 96\r\nc=IN IP4 10.0.0.2\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP6 ::ffff:10.0.0.2\r\n";
         let it: Vec<Item> = items(sdp, 0, sdp.len()).collect();
-        let fields: Vec<(Field, bool)> = it.iter().map(|i| (i.field, i.rejected)).collect();
+        let fields: Vec<(SdpLine, bool)> = it.iter().map(|i| (i.field, i.rejected)).collect();
         assert_eq!(
             fields,
             vec![
-                (Field::Origin, false),
-                (Field::Connection, false),
-                (Field::Media, false),
-                (Field::Rtcp, false),
-                (Field::Media, true),
-                (Field::Connection, true),
-                (Field::Media, false),
-                (Field::Connection, false),
+                (SdpLine::Origin, false),
+                (SdpLine::Connection, false),
+                (SdpLine::Media, false),
+                (SdpLine::Rtcp, false),
+                (SdpLine::Media, true),
+                (SdpLine::Connection, true),
+                (SdpLine::Media, false),
+                (SdpLine::Connection, false),
             ]
         );
         assert_eq!(
@@ -262,7 +262,7 @@ m=video 0 RTP/AVP 96\r\nc=IN IP4 10.0.0.2\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP6
             b"10.0.0.9"
         );
         // The c= with a name is reported (it says whose the stream is), without an address.
-        assert_eq!(it[2].field, Field::Connection);
+        assert_eq!(it[2].field, SdpLine::Connection);
         assert!(it[2].addr.is_none() && it[2].other_addr);
         assert!(!it[3].other_addr);
         // a=rtcp with and without an address of its own.

@@ -14,7 +14,7 @@ use core::{
 use super::index::Cands;
 use crate::{
     nat::Direction,
-    rewrite::{edits::Field, message::Rewriter},
+    rewrite::{edits::RewrittenField, message::Rewriter},
     sip::{
         scan::{is_host_char, port_at, skip_lws, skip_ws},
         sdp,
@@ -30,7 +30,7 @@ pub(super) fn name_addrs(
     r: &mut Rewriter<'_, '_, '_>,
     msg: &[u8],
     v: Range<usize>,
-    field: Field,
+    field: RewrittenField,
     all: bool,
     cands: &Cands,
 ) {
@@ -54,7 +54,7 @@ fn plain_values(
     r: &mut Rewriter<'_, '_, '_>,
     msg: &[u8],
     v: Range<usize>,
-    (field, all): (Field, bool),
+    (field, all): (RewrittenField, bool),
     cands: &Cands,
 ) -> Option<()> {
     let first_of = |from: usize, a: u8, b: u8| -> Option<usize> {
@@ -101,7 +101,7 @@ fn angle_uri(
     msg: &[u8],
     s: usize,
     e: usize,
-    field: Field,
+    field: RewrittenField,
     cands: &Cands,
 ) {
     let b = &msg[s..e];
@@ -152,7 +152,12 @@ pub(super) fn top_via(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], v: Range<usize>,
     let hp = host_port(msg, skip_lws(msg, p, v.end), v.end);
     match hp {
         Some(hp) if !cands.any(hp.end(), v.end) => {
-            r.host(&hp, Some(if tls { 5061 } else { 5060 }), true, Field::Via);
+            r.host(
+                &hp,
+                Some(if tls { 5061 } else { 5060 }),
+                true,
+                RewrittenField::Via,
+            );
         }
         _ => r.top_via(msg, v),
     }
@@ -174,13 +179,13 @@ pub(super) fn sdp_line(
             let Some(item) = sdp::line_item(msg, line, rejected) else {
                 return;
             };
-            if item.rejected || item.field == sdp::Field::Media {
+            if item.rejected || item.field == sdp::SdpLine::Media {
                 return;
             }
             let field = match item.field {
-                sdp::Field::Connection => Field::SdpConnection,
-                sdp::Field::Origin => Field::SdpOrigin,
-                _ => Field::SdpRtcp,
+                sdp::SdpLine::Connection => RewrittenField::SdpConnection,
+                sdp::SdpLine::Origin => RewrittenField::SdpOrigin,
+                _ => RewrittenField::SdpRtcp,
             };
             match item.addr {
                 Some(a) => (field, a.range, a.addr),
@@ -212,7 +217,7 @@ fn plain_sdp(
     msg: &[u8],
     line: Range<usize>,
     rejected: &mut bool,
-) -> Option<Option<(Field, Range<usize>, IpAddr)>> {
+) -> Option<Option<(RewrittenField, Range<usize>, IpAddr)>> {
     let l = msg.get(line.clone())?;
     let at = line.start;
     if l.len() < 3 || l[1] != b'=' || l[2] == b' ' {
@@ -222,7 +227,7 @@ fn plain_sdp(
         b'c' => {
             l.strip_prefix(b"c=IN IP4 ")?;
             let (host, addr) = typed_v4(msg, at + 9, line.end)?;
-            Some((!*rejected).then_some((Field::SdpConnection, host, addr)))
+            Some((!*rejected).then_some((RewrittenField::SdpConnection, host, addr)))
         }
         b'o' if l.last() != Some(&b' ') => {
             // The last field: at most 15 bytes for an IPv4 address.
@@ -240,7 +245,7 @@ fn plain_sdp(
             let h = at + sp + 1;
             match ipv4_at(msg, h, h + text.len()) {
                 Some((a, n)) if n == text.len() => {
-                    Some(Some((Field::SdpOrigin, h..h + n, IpAddr::V4(a))))
+                    Some(Some((RewrittenField::SdpOrigin, h..h + n, IpAddr::V4(a))))
                 }
                 _ => None,
             }
@@ -258,7 +263,7 @@ fn plain_sdp(
             }
             rest[p_end..].strip_prefix(b" IN IP4 ")?;
             let (host, addr) = typed_v4(msg, at + 7 + p_end + 8, line.end)?;
-            Some((!*rejected).then_some((Field::SdpRtcp, host, addr)))
+            Some((!*rejected).then_some((RewrittenField::SdpRtcp, host, addr)))
         }
         b'm' => {
             let v = &l[2..];

@@ -31,7 +31,7 @@
 //! pass finds both kinds of candidates.
 
 use super::{
-    edits::{Edits, Field},
+    edits::{Edits, RewrittenField},
     message::{
         rewrite_with, scan_start, unchanged, BodyHeaders, Context, Outcome, Rewrite, Rewriter,
     },
@@ -228,7 +228,7 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
     let cfg = r.ctx.config;
     if let StartLine::Request { uri, .. } = &start {
         if cands.any(uri.start, uri.end) {
-            r.uri(msg, uri.start, uri.end, Field::RequestUri);
+            r.uri(msg, uri.start, uri.end, RewrittenField::RequestUri);
         }
     }
     let mut seen_via = false;
@@ -254,14 +254,18 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
                 }
             }
             _ if skip => {}
-            Kind::Contact if !bindings => name_addrs(r, msg, v, Field::Contact, true, &cands),
+            Kind::Contact if !bindings => {
+                name_addrs(r, msg, v, RewrittenField::Contact, true, &cands)
+            }
             Kind::Contact => r.bindings(msg, v),
             Kind::From | Kind::To if cfg.from_to => {
-                name_addrs(r, msg, v, Field::FromTo, false, &cands)
+                name_addrs(r, msg, v, RewrittenField::FromTo, false, &cands)
             }
-            Kind::Route if cfg.record_route => name_addrs(r, msg, v, Field::Route, true, &cands),
+            Kind::Route if cfg.record_route => {
+                name_addrs(r, msg, v, RewrittenField::Route, true, &cands)
+            }
             Kind::RecordRoute if cfg.record_route => {
-                name_addrs(r, msg, v, Field::RecordRoute, true, &cands)
+                name_addrs(r, msg, v, RewrittenField::RecordRoute, true, &cands)
             }
             kind => framing.note(msg, kind, v)?,
         }

@@ -92,14 +92,6 @@ pub fn build() -> anyhow::Result<PathBuf> {
 }
 
 fn find_deb(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("sipnat_") && n.ends_with(".deb"))
-        })
+    crate::setup::find_file(dir, |n| n.starts_with("sipnat_") && n.ends_with(".deb"))?
         .with_context(|| format!("cargo deb made no sipnat_*.deb in {}", dir.display()))
 }

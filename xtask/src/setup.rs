@@ -10,7 +10,11 @@
 //! - `cargo-deb` (`cargo install cargo-deb --locked --version ...`), for `cargo xtask deb`;
 //! - when root on Debian: the packages listed in `xtask/debian-packages.txt`.
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Context as _};
 
@@ -57,14 +61,12 @@ fn rust_src() -> anyhow::Result<()> {
         "nightly",
         "--installed",
     ]))?;
-    if String::from_utf8_lossy(&out.stdout)
+    let has = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
-        println!("    rust-src (nightly): installed");
+        .any(|l| l.starts_with("rust-src"));
+    if installed("rust-src (nightly)", has, "installing") {
         return Ok(());
     }
-    println!("    rust-src (nightly): missing, installing");
     shell::run(Command::new("rustup").args([
         "component",
         "add",
@@ -76,29 +78,22 @@ fn rust_src() -> anyhow::Result<()> {
 
 fn bpf_linker() -> anyhow::Result<()> {
     // bpf-linker has no rpath to libLLVM: run it under the nightly toolchain's environment.
-    if succeeds(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"])) {
-        println!("    bpf-linker: installed");
+    if installed(
+        "bpf-linker",
+        succeeds(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"])),
+        "building it against the nightly's LLVM 22 (about a minute)",
+    ) {
         return Ok(());
     }
-    println!("    bpf-linker: missing, building it against the nightly's LLVM 22 (about a minute)");
     let sysroot =
         output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
     let lib = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("lib");
-    let llvm = fs::read_dir(&lib)
-        .with_context(|| format!("reading {}", lib.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so.22"))
-        })
-        .with_context(|| {
-            format!(
-                "no libLLVM.so.22* in {}: is the nightly's LLVM 22?",
-                lib.display()
-            )
-        })?;
+    let llvm = find_file(&lib, |n| n.starts_with("libLLVM.so.22"))?.with_context(|| {
+        format!(
+            "no libLLVM.so.22* in {}: is the nightly's LLVM 22?",
+            lib.display()
+        )
+    })?;
     let prefix = shell::workspace_root().join("target/xtask/llvm-22");
     fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib/libLLVM.so");
@@ -125,11 +120,13 @@ fn bpf_linker() -> anyhow::Result<()> {
 
 /// cargo-fuzz (`cargo fuzz`, found on PATH as `cargo-fuzz`); it runs under the nightly.
 pub fn cargo_fuzz() -> anyhow::Result<()> {
-    if succeeds(Command::new("cargo-fuzz").args(["fuzz", "--version"])) {
-        println!("    cargo-fuzz: installed");
+    if installed(
+        "cargo-fuzz",
+        succeeds(Command::new("cargo-fuzz").args(["fuzz", "--version"])),
+        "installing (about two minutes)",
+    ) {
         return Ok(());
     }
-    println!("    cargo-fuzz: missing, installing (about two minutes)");
     shell::run(Command::new("cargo").args([
         "install",
         "cargo-fuzz",
@@ -148,11 +145,13 @@ pub fn cargo_fuzz() -> anyhow::Result<()> {
 
 /// cargo-deb (`cargo deb`, found on PATH as `cargo-deb`), for `cargo xtask deb`.
 pub fn cargo_deb() -> anyhow::Result<()> {
-    if succeeds(Command::new("cargo-deb").arg("--version")) {
-        println!("    cargo-deb: installed");
+    if installed(
+        "cargo-deb",
+        succeeds(Command::new("cargo-deb").arg("--version")),
+        "installing (about two minutes)",
+    ) {
         return Ok(());
     }
-    println!("    cargo-deb: missing, installing (about two minutes)");
     shell::run(Command::new("cargo").args([
         "install",
         "cargo-deb",
@@ -218,4 +217,23 @@ fn debian_packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Says whether `what` is installed; when it is not, also what happens now (`then`).
+fn installed(what: &str, present: bool, then: &str) -> bool {
+    if present {
+        println!("    {what}: installed");
+    } else {
+        println!("    {what}: missing, {then}");
+    }
+    present
+}
+
+/// The first entry of `dir` whose file name satisfies `name`.
+pub fn find_file(dir: &Path, name: impl Fn(&str) -> bool) -> anyhow::Result<Option<PathBuf>> {
+    Ok(fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&name)))
 }

@@ -100,6 +100,10 @@ impl Topology {
         if quiet {
             c.stdout(Stdio::null()).stderr(Stdio::null());
         }
+        self.start(ns, argv, &mut c)
+    }
+
+    fn start(&mut self, ns: &str, argv: &[&str], c: &mut Command) -> anyhow::Result<u32> {
         let child = c
             .spawn()
             .with_context(|| format!("starting {argv:?} in {ns}"))?;
@@ -117,15 +121,9 @@ impl Topology {
     ) -> anyhow::Result<u32> {
         let f =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = in_ns(ns, argv)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .with_context(|| format!("starting {argv:?} in {ns}"))?;
-        let pid = child.id();
-        self.children.push((argv[0].to_string(), child));
-        Ok(pid)
+        let mut c = in_ns(ns, argv);
+        c.stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f);
+        self.start(ns, argv, &mut c)
     }
 
     /// Starts a tcpdump capture on `ifname` in `ns` writing `file`, and waits until it

@@ -92,23 +92,22 @@ impl SlowPath {
     pub fn icmp_frag_needed(&self, to: Ipv4Addr, quote: &[u8], mtu: u16) -> io::Result<()> {
         let mut msg = [0u8; 8 + emit::ICMP4_QUOTE];
         let len = emit::icmp4_frag_needed(quote, mtu, &mut msg);
-        let fd = self
-            .icmp4
-            .as_ref()
-            .ok_or_else(|| io::Error::other("no ICMP socket"))?;
-        send_to(fd, &msg[..len], SocketAddr::new(IpAddr::V4(to), 0))
+        send_icmp(&self.icmp4, &msg[..len], IpAddr::V4(to))
     }
 
     /// ICMPv6 "packet too big" to `to` quoting `quote` (the kernel fills the checksum).
     pub fn icmp6_packet_too_big(&self, to: Ipv6Addr, quote: &[u8], mtu: u32) -> io::Result<()> {
         let mut msg = [0u8; 8 + emit::ICMP6_QUOTE];
         let len = emit::icmp6_packet_too_big(quote, mtu, &mut msg);
-        let fd = self
-            .icmp6
-            .as_ref()
-            .ok_or_else(|| io::Error::other("no ICMPv6 socket"))?;
-        send_to(fd, &msg[..len], SocketAddr::new(IpAddr::V6(to), 0))
+        send_icmp(&self.icmp6, &msg[..len], IpAddr::V6(to))
     }
+}
+
+fn send_icmp(fd: &Option<OwnedFd>, msg: &[u8], to: IpAddr) -> io::Result<()> {
+    let fd = fd
+        .as_ref()
+        .ok_or_else(|| io::Error::other("no ICMP socket of this family"))?;
+    send_to(fd, msg, SocketAddr::new(to, 0))
 }
 
 fn send_to(fd: &OwnedFd, buf: &[u8], dst: SocketAddr) -> io::Result<()> {

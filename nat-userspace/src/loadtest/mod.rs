@@ -150,18 +150,6 @@ pub fn in_root_netns() -> bool {
     }
 }
 
-/// TX queues of an interface (sysfs; 1 when unknown).
-fn tx_queue_count(ifname: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("tx-"))
-                .count() as u32
-        })
-        .unwrap_or(1)
-        .max(1)
-}
-
 /// A snapshot for the live progress line.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Progress {
@@ -539,7 +527,7 @@ fn endpoints(o: &Options) -> Result<(Endpoints, Expect), LoadtestError> {
             o.src_ip, o.dst_ip
         )));
     }
-    let tx_queues = tx_queue_count(&o.interface);
+    let tx_queues = crate::sys::tx_queues(&o.interface);
     if let Some(q) = o.queues.iter().find(|q| **q >= tx_queues) {
         return Err(LoadtestError::Usage(format!(
             "`{}` has {tx_queues} TX queue{}: queue {q} does not exist; use fewer --cores \

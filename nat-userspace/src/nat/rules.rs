@@ -20,29 +20,19 @@ pub enum Net {
 
 impl Net {
     pub fn v4(a: Ipv4Addr, prefix: u8) -> Net {
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(prefix.min(32)))
-        };
-        Net::V4 {
-            addr: u32::from(a) & mask,
-            mask,
-            prefix: prefix.min(32),
-        }
+        let prefix = prefix.min(32);
+        // A shift by the full width (prefix 0) is no mask at all.
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let addr = u32::from(a) & mask;
+        Net::V4 { addr, mask, prefix }
     }
 
     pub fn v6(a: Ipv6Addr, prefix: u8) -> Net {
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u128::MAX << (128 - u32::from(prefix.min(128)))
-        };
-        Net::V6 {
-            addr: u128::from(a) & mask,
-            mask,
-            prefix: prefix.min(128),
-        }
+        let prefix = prefix.min(128);
+        // A shift by the full width (prefix 0) is no mask at all.
+        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+        let addr = u128::from(a) & mask;
+        Net::V6 { addr, mask, prefix }
     }
 
     /// Parses `a.b.c.d/n` or `x::/n` (also a bare address as /32 or /128).

@@ -56,8 +56,8 @@ pub enum PacketError {
 /// outcome is `TooBig` (the caller then takes the slow path with a bigger buffer).
 ///
 /// The fast path ([`super::fast`]) with a gate computed for the call and this thread's
-/// edit list, as [`super::rewrite_message`] does; [`rewrite_packet_in`] takes the
-/// caller's, [`rewrite_packet_gated`] its gate too.
+/// edit list, as [`super::rewrite_message`] does; [`rewrite_packet_gated`] takes the
+/// caller's gate and edit list.
 pub fn rewrite_packet(
     buf: &mut [u8],
     layout: &Layout,
@@ -69,17 +69,6 @@ pub fn rewrite_packet(
         Ok(mut e) => rewrite_packet_gated(buf, layout, ctx, l3, &gate, &mut e),
         Err(_) => rewrite_packet_gated(buf, layout, ctx, l3, &gate, &mut Edits::new()),
     })
-}
-
-/// [`rewrite_packet`] with the caller's edit list (allocates nothing).
-pub fn rewrite_packet_in(
-    buf: &mut [u8],
-    layout: &Layout,
-    ctx: &Context<'_>,
-    l3: L3Action,
-    edits: &mut Edits,
-) -> Result<PacketRewrite, PacketError> {
-    rewrite_packet_gated(buf, layout, ctx, l3, &Gate::of(ctx), edits)
 }
 
 /// [`rewrite_packet`] with the caller's gate (built once per snapshot, see
@@ -348,13 +337,9 @@ fn rewrite_packet_with(
     port: Option<(usize, u16)>,
     message: impl FnOnce(&mut [u8], usize) -> Rewrite,
 ) -> Result<PacketRewrite, PacketError> {
-    let UdpView {
-        l4,
-        payload,
-        payload_len,
-        old_check,
-        has_check,
-    } = UdpView::of(buf, layout, l3)?;
+    let view = UdpView::of(buf, layout, l3)?;
+    let (l4, payload, payload_len) = (view.l4, view.payload, view.payload_len);
+    let (old_check, has_check) = (view.old_check, view.has_check);
     let old_udp_len = udp::HEADER_LEN + payload_len;
     // Sum of everything the UDP checksum covers, before (checksum field excluded).
     let (old_pseudo, old_body) = if has_check {

@@ -107,10 +107,19 @@ pub fn allowed_cpus() -> Vec<usize> {
 
 /// Number of RX queues of an interface (from sysfs; 1 when unknown).
 pub fn rx_queues(ifname: &str) -> u32 {
+    queues(ifname, "rx-")
+}
+
+/// Number of TX queues of an interface (from sysfs; 1 when unknown).
+pub fn tx_queues(ifname: &str) -> u32 {
+    queues(ifname, "tx-")
+}
+
+fn queues(ifname: &str, prefix: &str) -> u32 {
     std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
         .map(|d| {
             d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
                 .count() as u32
         })
         .unwrap_or(1)

@@ -454,26 +454,22 @@ impl SteeringProgram {
     where
         T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let m = self
-            .maps
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| m)
-            .ok_or_else(|| XdpError::Map(format!("map {name} missing")))?;
-        T::try_from(m).map_err(map_err)
+        T::try_from(&self.maps[self.map_index(name)?].1).map_err(map_err)
     }
 
     fn map_mut<'a, T>(&'a mut self, name: &str) -> Result<T, XdpError>
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let m = self
-            .maps
-            .iter_mut()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| m)
-            .ok_or_else(|| XdpError::Map(format!("map {name} missing")))?;
-        T::try_from(m).map_err(map_err)
+        let i = self.map_index(name)?;
+        T::try_from(&mut self.maps[i].1).map_err(map_err)
+    }
+
+    fn map_index(&self, name: &str) -> Result<usize, XdpError> {
+        self.maps
+            .iter()
+            .position(|(n, _)| *n == name)
+            .ok_or_else(|| XdpError::Map(format!("map {name} missing")))
     }
 
     /// Pins the attachment and the maps under `dir` (on a bpffs): from now on the program

@@ -30,7 +30,7 @@ use std::{
 use serde_json::Value;
 
 use common::{
-    privileged, report,
+    report,
     sipcheck::{names_address_exactly, rewritable_addresses},
     testdata,
     topo::{link_stat, send_raw_ipv4_paced, tshark, Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP},
@@ -405,9 +405,7 @@ impl Rng {
 
 #[test]
 fn the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded() {
-    if !privileged("the_attack_list_leaks_nothing_loses_nothing_silently_and_stays_bounded") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let t = Topo::new("attack");
     for a in MORE_CAR_IPS {
         t.car

@@ -16,11 +16,10 @@ use std::{
 };
 
 use common::{
-    privileged,
     sipcheck::rewritable_addresses,
     topo::{
-        await_condition, link_stat, privileged_gateway, privileged_topo, sipnat_bin, snmp,
-        stun_server, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP,
+        await_condition, link_stat, sipnat_bin, snmp, stun_server, Sipnat, Topo, CAR_IP, EXT_IP,
+        UA_IP,
     },
     traffic::{blast_template, force_rcvbuf, paced},
 };
@@ -39,29 +38,16 @@ fn raw_request(socket: &std::path::Path, bytes: &[u8], half_close: bool) -> Stri
     line
 }
 
+/// The control socket refuses other users (mode, then peer credentials) and answers
+/// malformed, oversized and unknown requests with errors, never a crash.
 #[test]
 fn peers_are_checked_and_hostile_requests_get_errors() {
-    let Some((_s, _t, sipnat)) = privileged_gateway("ctl", "", "") else {
-        return;
-    };
+    let (_s, _t, sipnat) = crate::gateway_or_skip!("ctl", "", "");
     let sock = sipnat.socket.clone();
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "control socket mode");
     // A non-root user: the socket's mode keeps it out...
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                sipnat_bin(),
-                "--socket",
-            ])
-            .arg(&sock)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let as_nobody = |args: &[&str]| as_nobody(&sock, args);
     let out = as_nobody(&["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -207,11 +193,11 @@ fn consistent(src: &str, payload: &[u8]) -> bool {
             .all(|(_, a)| a.to_string() == src)
 }
 
+/// A thousand concurrent `stats` requests while SIP flows through: every answer is
+/// consistent and the traffic is not disturbed.
 #[test]
 fn thousand_concurrent_stats_under_traffic_do_not_disturb_it() {
-    let Some((_s, t, sipnat)) = privileged_gateway("ctl1000", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("ctl1000", "", "");
     let sock = sipnat.socket.clone();
     let (sent, got, bad, ok) =
         with_traffic(&t, 2000, Duration::from_secs(4), consistent, move || {
@@ -276,11 +262,11 @@ fn thousand_concurrent_stats_under_traffic_do_not_disturb_it() {
     assert_eq!(sipnat.stop(), Some(0));
 }
 
+/// The external address changes under traffic: no packet is lost to the change and no
+/// packet carries a mix of the old and the new address.
 #[test]
 fn external_address_changes_are_hitless_and_never_mixed() {
-    let Some((_s, t, sipnat)) = privileged_gateway("extchg", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("extchg", "", "");
     // Warm the next hop so every packet takes the fast path.
     let tpl = blast_template();
     t.ua.run(move || paced(&tpl, 100, Duration::from_millis(300)));
@@ -316,9 +302,7 @@ fn external_address_changes_are_hitless_and_never_mixed() {
 
 #[test]
 fn metrics_are_scraped_and_move() {
-    let Some((_s, t)) = privileged_topo("metrics") else {
-        return;
-    };
+    let (_s, t) = crate::topo_or_skip!("metrics");
     let cfg = t.config_full("gw", "", "metrics = \"127.0.0.1:9560\"", "");
     let sipnat = t.start_sipnat(&cfg);
     let scrape = || -> String {
@@ -363,11 +347,10 @@ fn metrics_are_scraped_and_move() {
     assert_eq!(sipnat.stop(), Some(0));
 }
 
+/// `status`, `disable`, `enable` and `reload` from the command line, each with its effect.
 #[test]
 fn status_enable_disable_reload_from_the_cli() {
-    let Some((_s, t, sipnat)) = privileged_gateway("cli", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("cli", "", "");
     let cfg = t.dir.path("gw.toml");
     let status = sipnat.ctl(&["status"]).unwrap();
     for want in [
@@ -438,9 +421,7 @@ fn status_enable_disable_reload_from_the_cli() {
 
 #[test]
 fn stun_source_discovers_the_external_address_and_enables_steering() {
-    let Some((_s, mut t)) = privileged_topo("stun") else {
-        return;
-    };
+    let (_s, mut t) = crate::topo_or_skip!("stun");
     let pidfile = t.dir.path("turn.pid");
     stun_server(&mut t.car, &[CAR_IP], pidfile.to_str().unwrap());
     // The config names no address: the gateway asks the carrier-side STUN server.
@@ -468,9 +449,7 @@ fn stun_source_discovers_the_external_address_and_enables_steering() {
 /// logged and the daemon keeps running with the previous one.
 #[test]
 fn sighup_reloads_the_config_and_keeps_running() {
-    let Some((_s, t, sipnat)) = privileged_gateway("hup", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("hup", "", "");
     let cfg = t.dir.path("gw.toml");
     let pid = sipnat.pid();
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
@@ -509,9 +488,7 @@ fn sighup_reloads_the_config_and_keeps_running() {
 /// `nat.allow_private_external = true`, and then with a warning in the log.
 #[test]
 fn set_external_ip_refuses_unusable_and_private_addresses() {
-    let Some((_s, t, sipnat)) = privileged_gateway("setext", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("setext", "", "");
     let cfg = t.dir.path("gw.toml");
     let refused = [
         ("10.9.9.9", "a private address (RFC 1918)", true),
@@ -538,10 +515,7 @@ fn set_external_ip_refuses_unusable_and_private_addresses() {
         );
     }
     let status = sipnat.ctl(&["status"]).unwrap();
-    assert!(
-        status.contains(&format!("external:  {EXT_IP} (")),
-        "{status}"
-    );
+    common::assert_contains(&status, &format!("external:  {EXT_IP} ("));
     assert_eq!(
         sipnat.stats()["external"]["rejected"].as_u64(),
         Some(refused.len() as u64)
@@ -589,9 +563,7 @@ fn set_external_ip_refuses_unusable_and_private_addresses() {
 /// `sipnat check-config` refuse, saying why and what to do.
 #[test]
 fn queue_count_mismatch_refuses_to_start() {
-    if !privileged("queue_count_mismatch_refuses_to_start") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let ns = common::netns::Netns::new("qmis");
     // inside: 2 RX queues; outside: 1.
     ns.exec(&[
@@ -676,6 +648,17 @@ fn queue_count_mismatch_refuses_to_start() {
 
 /// Runs `sipnat status` (as root, in the gateway namespace) and returns its outcome and
 /// how long it took.
+/// `sipnat --socket SOCK ARGS` as user and group nobody (65534), no supplementary groups.
+fn as_nobody(sock: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args([sipnat_bin(), "--socket"])
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn timed_status(sipnat: &Sipnat) -> (Result<String, String>, Duration) {
     let t0 = std::time::Instant::now();
     let r = sipnat.ctl(&["status"]);
@@ -725,9 +708,7 @@ fn raise_nofile(n: u64) {
 /// promptly, and scrapes work again once the flood is gone.
 #[test]
 fn metrics_connection_flood_leaves_status_and_stop_working() {
-    if !privileged("metrics_connection_flood_leaves_status_and_stop_working") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let _s = common::serial();
     raise_nofile(4096);
     let t = Topo::new("mflood");
@@ -785,9 +766,7 @@ fn metrics_connection_flood_leaves_status_and_stop_working() {
 /// lifetime, slots are kept for root, and a client beyond the limit gets a clear "busy".
 #[test]
 fn control_connections_that_never_read_do_not_lock_root_out() {
-    let Some((_s, t)) = privileged_topo("ctlhog") else {
-        return;
-    };
+    let (_s, t) = crate::topo_or_skip!("ctlhog");
     let cfg = t.config_full("gw", "", "metrics = \"\"\ngroup = \"nogroup\"", "");
     let sipnat = t.start_sipnat(&cfg);
     let hog = common::hog::Hog::start(&sipnat.socket, 300, 400, 65534, 65534);
@@ -804,18 +783,7 @@ fn control_connections_that_never_read_do_not_lock_root_out() {
     }
     // A group member beyond the limit: one clear line, after waiting a second for a slot.
     let t0 = std::time::Instant::now();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            sipnat_bin(),
-            "--socket",
-        ])
-        .arg(&sipnat.socket)
-        .arg("status")
-        .output()
-        .unwrap();
+    let out = as_nobody(&sipnat.socket, &["status"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -867,9 +835,7 @@ fn control_client_reports_a_daemon_that_does_not_answer() {
 /// mount namespace) it reports that the failure mode survives a crash.
 #[test]
 fn pins_that_cannot_outlive_the_daemon_are_reported() {
-    let Some((_s, t)) = privileged_topo("pinns") else {
-        return;
-    };
+    let (_s, t) = crate::topo_or_skip!("pinns");
     // The test's own bpffs, in the host's mount namespace: the pins outlive the daemon.
     let cfg = t.config("host", "", "");
     let sipnat = Sipnat::start(&t.gw, &cfg, t.dir.path("host.sock"), t.dir.path("host.log"));
@@ -930,9 +896,7 @@ fn pins_that_cannot_outlive_the_daemon_are_reported() {
 /// the daemon still stops promptly.
 #[test]
 fn reload_from_a_fifo_does_not_block_status() {
-    let Some((_s, t, sipnat)) = privileged_gateway("fifo", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("fifo", "", "");
     let cfg = t.dir.path("gw.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         &format!("external_ip = \"{EXT_IP}\""),
@@ -942,25 +906,27 @@ fn reload_from_a_fifo_does_not_block_status() {
     let c = std::ffi::CString::new(cfg.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo with a valid path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let reload = |sipnat: &Sipnat| {
-        Command::new("ip")
+    // A reload that waits on the FIFO; `status` answers within a second meanwhile.
+    let pending_reload = |sipnat: &Sipnat| {
+        let pending = Command::new("ip")
             .args(["netns", "exec", &t.gw.name, sipnat_bin(), "--socket"])
             .arg(&sipnat.socket)
             .arg("reload")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let (st, took) = timed_status(sipnat);
+        assert!(
+            st.is_ok() && took < Duration::from_secs(1),
+            "status while reload waits on a FIFO: {st:?} after {took:?}"
+        );
+        pending
     };
     // 1. A writer comes while the reload waits: status answers meanwhile, then the
     //    reload completes with what was written.
-    let pending = reload(&sipnat);
-    std::thread::sleep(Duration::from_millis(500));
-    let (st, took) = timed_status(&sipnat);
-    assert!(
-        st.is_ok() && took < Duration::from_secs(1),
-        "status while reload waits on a FIFO: {st:?} after {took:?}"
-    );
+    let pending = pending_reload(&sipnat);
     std::fs::write(&cfg, &text).unwrap();
     let out = pending.wait_with_output().unwrap();
     assert!(
@@ -973,13 +939,7 @@ fn reload_from_a_fifo_does_not_block_status() {
         .contains("external:  198.51.100.9"));
     // 2. No writer: the reload gives up after 5 s, and a second one meanwhile is told
     //    the first is still reading.
-    let pending = reload(&sipnat);
-    std::thread::sleep(Duration::from_millis(500));
-    let (st, took) = timed_status(&sipnat);
-    assert!(
-        st.is_ok() && took < Duration::from_secs(1),
-        "{st:?} {took:?}"
-    );
+    let pending = pending_reload(&sipnat);
     let err = sipnat.ctl(&["reload"]).unwrap_err();
     assert!(err.contains("still reading"), "{err}");
     let out = pending.wait_with_output().unwrap();

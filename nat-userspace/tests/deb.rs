@@ -13,8 +13,6 @@ use std::{
     process::{Command, Output},
 };
 
-use common::privileged;
-
 const REPO_UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/sipnat.service");
 const REPO_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/sipnat.toml");
 const REPO_DASHBOARD: &str = concat!(
@@ -85,9 +83,7 @@ impl Drop for Purge {
 
 #[test]
 fn deb_installs_runs_and_purges_cleanly() {
-    if !privileged("deb_installs_runs_and_purges_cleanly") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let deb = deb();
     let deb_s = deb.to_str().unwrap();
     let before = status();

@@ -14,10 +14,7 @@ use std::{
 };
 
 use clap::{CommandFactory, Parser};
-use common::{
-    privileged,
-    topo::{await_condition, Topo},
-};
+use common::topo::{await_condition, Topo};
 use sipnat::{cli::Cli, datapath::stats::Counter};
 
 fn root() -> PathBuf {
@@ -158,9 +155,7 @@ fn every_counter_is_described() {
 /// Every family a running daemon exports on /metrics is described.
 #[test]
 fn every_metric_family_is_described() {
-    if !privileged("every_metric_family_is_described") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let t = Topo::new("docs");
     let cfg = t.config_full("gw", "", "metrics = \"127.0.0.1:9560\"", "");
     let sipnat = t.start_sipnat(&cfg);

@@ -15,8 +15,8 @@ use common::{
     privileged,
     sipcheck::{cl_and_rest, rewritable_addresses},
     topo::{
-        await_condition, privileged_gateway, privileged_topo, scenario, sipp_uac, sipp_uas, tshark,
-        tshark_fields, Capture, Sipnat, Topo, CAR_IP, EXT_IP, UA_IP,
+        assert_no_packet, await_condition, call_carrier, scenario, sipp_uac, sipp_uas, tshark,
+        tshark_fields, Capture, Sipnat, Topo, BAD_CHECKSUM, CAR_IP, EXT_IP, UA_IP,
     },
 };
 
@@ -77,18 +77,7 @@ fn top_via(p: &Pkt) -> std::net::IpAddr {
 /// No packet in the capture has a bad IP or UDP checksum, and `expect_good` packets were
 /// verified good (so validation really ran).
 fn checksums_ok(file: &std::path::Path, expect_good: usize) {
-    let bad = tshark(
-        file,
-        &[
-            "-Y",
-            "ip.checksum.status == \"Bad\" || udp.checksum.status == \"Bad\"",
-        ],
-    );
-    assert!(
-        bad.trim().is_empty(),
-        "bad checksums in {}:\n{bad}",
-        file.display()
-    );
+    assert_no_packet(file, BAD_CHECKSUM, "bad checksums");
     let good = tshark(file, &["-Y", "udp.checksum.status == \"Good\""])
         .lines()
         .count();
@@ -108,22 +97,11 @@ fn first_line(p: &[u8]) -> String {
 
 #[test]
 fn sipp_calls_are_rewritten_both_ways() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway("calls", "", "") else {
-        return;
-    };
+    let calls = 100;
+    let (_s, mut t, sipnat) = crate::gateway_or_skip!("calls", "", "");
     let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
-    let calls = 100;
-    let (code, log) = sipp_uac(
-        &t.ua,
-        "uac_rtcp.xml",
-        &format!("{CAR_IP}:5060"),
-        UA_IP,
-        calls,
-        50,
-        60,
-        &[],
-    );
+    let (code, log) = call_carrier(&t, "uac_rtcp.xml", (calls, 50, 60), &[]);
     assert_eq!(
         code,
         0,
@@ -155,9 +133,7 @@ fn sipp_calls_are_rewritten_both_ways() {
         }
         assert_eq!(top_via(p).to_string(), EXT_IP);
         assert!(
-            fields
-                .iter()
-                .any(|(f, a)| f == "contact" && a.to_string() == EXT_IP),
+            has_field(&fields, "contact", EXT_IP),
             "Contact not rewritten:\n{text}"
         );
         if text.starts_with("INVITE") {
@@ -212,23 +188,14 @@ fn sipp_calls_are_rewritten_both_ways() {
     assert_eq!(sipnat.stop(), Some(0));
 }
 
+/// Five REGISTERs with digest authentication through sipnat: the digest `uri` is never
+/// rewritten, and of the 200 OK's Contact list only the UA's own binding is restored.
 #[test]
 fn register_with_digest_auth_and_only_the_uas_own_binding_restored() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway("reg", "", "") else {
-        return;
-    };
+    let (_s, mut t, sipnat) = crate::gateway_or_skip!("reg", "", "");
     let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sf", &scenario("reg_uas.xml")]);
-    let (code, log) = sipp_uac(
-        &t.ua,
-        "reg_uac.xml",
-        &format!("{CAR_IP}:5060"),
-        UA_IP,
-        5,
-        5,
-        30,
-        &[],
-    );
+    let (code, log) = call_carrier(&t, "reg_uac.xml", (5, 5, 30), &[]);
     assert_eq!(
         code,
         0,
@@ -242,32 +209,23 @@ fn register_with_digest_auth_and_only_the_uas_own_binding_restored() {
     assert_eq!(regs.len(), 5);
     for p in &regs {
         let text = String::from_utf8_lossy(&p.payload);
-        assert!(
-            text.contains(&format!("Contact: <sip:alice@{EXT_IP}:5060>")),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("uri=\"sip:{CAR_IP}:5060\"")),
-            "{text}"
-        );
+        common::assert_contains(&text, &format!("Contact: <sip:alice@{EXT_IP}:5060>"));
+        common::assert_contains(&text, &format!("uri=\"sip:{CAR_IP}:5060\""));
     }
     // The 200 OK's Contact list arrives at the UA as the registrar sent it, but for the
     // UA's own binding (the external address and its port), restored so that the UA finds
     // it (RFC 3261 §10.2.4); the other binding of the same address-of-record is untouched.
-    let ok_out: Vec<String> = udp_packets(
-        &outside,
-        "sip.Status-Code == 200 && sip.CSeq.method == \"REGISTER\"",
-    )
-    .iter()
-    .map(|p| contact_lines(&p.payload))
-    .collect();
-    let ok_in: Vec<String> = udp_packets(
-        &inside,
-        "sip.Status-Code == 200 && sip.CSeq.method == \"REGISTER\"",
-    )
-    .iter()
-    .map(|p| contact_lines(&p.payload))
-    .collect();
+    let register_ok_contacts = |file| -> Vec<String> {
+        let ok = "sip.Status-Code == 200 && sip.CSeq.method == \"REGISTER\"";
+        udp_packets(file, ok)
+            .iter()
+            .map(|p| contact_lines(&p.payload))
+            .collect()
+    };
+    let (ok_out, ok_in) = (
+        register_ok_contacts(&outside),
+        register_ok_contacts(&inside),
+    );
     assert_eq!(ok_out.len(), 5);
     let own = format!("<sip:alice@{EXT_IP}:5060>");
     let restored: Vec<String> = ok_out
@@ -301,22 +259,11 @@ fn contact_lines(p: &[u8]) -> String {
 
 #[test]
 fn big_invite_is_reassembled_rewritten_and_refragmented() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway("frag", "", "") else {
-        return;
-    };
+    let (_s, mut t, sipnat) = crate::gateway_or_skip!("frag", "", "");
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let calls = 10;
-    let (code, log) = sipp_uac(
-        &t.ua,
-        "uac_big.xml",
-        &format!("{CAR_IP}:5060"),
-        UA_IP,
-        calls,
-        10,
-        30,
-        &[],
-    );
+    let (code, log) = call_carrier(&t, "uac_big.xml", (calls, 10, 30), &[]);
     assert_eq!(code, 0, "big INVITEs failed:\n{log}\n{}", sipnat.log_text());
     let outside = out_cap.finish(&t);
     let total = &sipnat.stats()["total"];
@@ -366,9 +313,7 @@ fn big_invite_is_reassembled_rewritten_and_refragmented() {
 
 #[test]
 fn bad_fragment_trains_are_dropped_counted_and_bounded() {
-    let Some((_s, t)) = privileged_topo("badfrag") else {
-        return;
-    };
+    let (_s, t) = crate::topo_or_skip!("badfrag");
     // 64 KiB of reassembly memory = 4 datagrams of 16 KiB; 500 ms timeout.
     let cfg = t.config(
         "gw",
@@ -453,9 +398,7 @@ fn bad_fragment_trains_are_dropped_counted_and_bounded() {
 
 #[test]
 fn non_sip_traffic_passes_unchanged_and_is_counted() {
-    let Some((_s, t, sipnat)) = privileged_gateway("nonsip", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("nonsip", "", "");
     let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     stun.extend_from_slice(&[0x5a; 12]);
     // Carrier listeners: UDP 5060, UDP 5061, TCP 5060.
@@ -585,21 +528,14 @@ fn set_pmtudisc(s: &std::net::UdpSocket, v: i32) {
 
 #[test]
 fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
-    let Some((_s, t, sipnat)) = privileged_gateway("mtu", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("mtu", "", "");
     // 1460 bytes of SIP (a 1488-byte IP packet) that grow by 31 × 4 = 124 bytes: 1612 > 1500.
     let msg = growing_message(30, 1460);
     let want = expected_rewrite(&msg);
     assert_eq!(want.len(), 1584); // Via + 30 Contacts, 4 bytes each
     let car = t.car.name.clone();
     let s = common::topo::udp_socket_in(&car, (CAR_IP, 5060));
-    let receiver = std::thread::spawn(move || {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = [0u8; 4096];
-        let (n, from) = s.recv_from(&mut buf).unwrap();
-        (buf[..n].to_vec(), from.to_string())
-    });
+    let receiver = receive_one(s);
     // DF clear: sipnat refragments and the datagram is delivered whole.
     let m = msg.clone();
     t.ua.run(move || {
@@ -660,20 +596,14 @@ fn growth_past_the_mtu_is_fragmented_or_answered_with_icmp() {
 
 #[test]
 fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
-    let Some((_s, mut t)) = privileged_topo("kill") else {
-        return;
-    };
+    let (_s, mut t) = crate::topo_or_skip!("kill");
     let cfg = t.config("gw", "", "");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
     let uac = |t: &Topo, calls: u32| {
-        sipp_uac(
-            &t.ua,
+        call_carrier(
+            t,
             "uac_rtcp.xml",
-            &format!("{CAR_IP}:5060"),
-            UA_IP,
-            calls,
-            20,
-            40,
+            (calls, 20, 40),
             &["-recv_timeout", "3000"],
         )
     };
@@ -793,9 +723,7 @@ fn sigkill_fails_open_and_a_restart_resumes_rewriting() {
 
 #[test]
 fn throughput_smoke_every_packet_correct_or_counted() {
-    if !privileged("throughput_smoke_every_packet_correct_or_counted") {
-        return;
-    }
+    crate::privileged_or_skip!();
     use common::topo::{link_stat, snmp};
     use std::sync::{
         atomic::{AtomicBool, AtomicU64},
@@ -900,31 +828,15 @@ fn throughput_smoke_every_packet_correct_or_counted() {
 
 #[test]
 fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway("keep", "l3 = \"keep\"", "") else {
-        return;
-    };
+    let (_s, mut t, sipnat) = crate::gateway_or_skip!("keep", "l3 = \"keep\"", "");
     let (out_cap, in_cap) = t.capture_both("udp");
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
-    let (code, log) = sipp_uac(
-        &t.ua,
-        "uac_rtcp.xml",
-        &format!("{CAR_IP}:5060"),
-        UA_IP,
-        10,
-        10,
-        30,
-        &[],
-    );
+    let (code, log) = call_carrier(&t, "uac_rtcp.xml", (10, 10, 30), &[]);
     assert_eq!(code, 0, "{log}\n{}", sipnat.log_text());
     // Internal traffic (to the gateway's own inside address) is handed to the kernel as is.
     let gw = t.gw.name.clone();
     let s = common::topo::udp_socket_in(&gw, ("10.0.0.1", 5060));
-    let listener = std::thread::spawn(move || {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut b = [0u8; 2048];
-        let (n, from) = s.recv_from(&mut b).unwrap();
-        (b[..n].to_vec(), from.to_string())
-    });
+    let listener = receive_one(s);
     let internal_msg = b"OPTIONS sip:gw@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5070\r\nContact: <sip:ua@10.0.0.2:5070>\r\nContent-Length: 0\r\n\r\n".to_vec();
     let m = internal_msg.clone();
     t.ua.run(move || {
@@ -957,11 +869,11 @@ fn keep_mode_rewrites_payload_only_and_internal_traffic_is_untouched() {
     assert_eq!(sipnat.stop(), Some(0));
 }
 
+/// A handover (SIGUSR2) to a second daemon that adopts the pinned program: what the kernel
+/// passed in the gap is counted, and cleanup leaves nothing behind.
 #[test]
 fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
-    let Some((_s, t)) = privileged_topo("restart") else {
-        return;
-    };
+    let (_s, t) = crate::topo_or_skip!("restart");
     let cfg = t.config("gw", "", "");
     let a = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("a.log"));
     let before = a.stats()["xdp"]["inside"]["pass_no_socket"]
@@ -1010,12 +922,7 @@ fn hitless_restart_counts_what_the_kernel_passed_and_cleanup_leaves_nothing() {
     assert!(!t.bpffs.pinned().is_empty(), "handover keeps the pins");
     std::thread::sleep(Duration::from_millis(1000));
     let b = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("b.log"));
-    assert!(
-        b.log_text()
-            .contains("adopted the pinned XDP program on gwin"),
-        "{}",
-        b.log_text()
-    );
+    b.assert_adopted("gwin");
     let sent = tx.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (nat, raw, other) = rx.join().unwrap();
@@ -1090,9 +997,7 @@ fn is_sip_udp(ip: &[u8]) -> bool {
 /// of the capture of the same packets on the UA link with the same config.
 #[test]
 fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
-    if !privileged("pcap_sip_through_the_daemon_equals_the_offline_tool") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let _s = common::serial();
     let pcap = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1174,9 +1079,7 @@ fn pcap_sip_through_the_daemon_equals_the_offline_tool() {
 #[test]
 fn ipv6_calls_fragments_and_packet_too_big() {
     use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
-    let Some((_s, mut t)) = privileged_topo("ipv6") else {
-        return;
-    };
+    let (_s, mut t) = crate::topo_or_skip!("ipv6");
     let cfg = t.dual_stack_config();
     let sipnat = t.start_sipnat(&cfg);
     let out_cap = Capture::start(&t.car, "car0", t.dir.path("outside.pcap"), "udp");
@@ -1221,14 +1124,8 @@ fn ipv6_calls_fragments_and_packet_too_big() {
     let (got, from) = receiver.join().unwrap();
     assert_eq!(from, EXT_IP6);
     let text = String::from_utf8_lossy(&got);
-    assert!(
-        text.contains(&format!("Via: SIP/2.0/UDP [{EXT_IP6}]:5060")),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("Contact: <sip:u@[{EXT_IP6}]:5060>")),
-        "{text}"
-    );
+    common::assert_contains(&text, &format!("Via: SIP/2.0/UDP [{EXT_IP6}]:5060"));
+    common::assert_contains(&text, &format!("Contact: <sip:u@[{EXT_IP6}]:5060>"));
     assert!(!text.contains(UA_IP6), "{text}");
 
     // Growth past the MTU: IPv6 is never fragmented by a router; ICMPv6 packet too big.
@@ -1278,9 +1175,7 @@ fn ipv6_calls_fragments_and_packet_too_big() {
             assert_ne!(a.to_string(), UA_IP6, "{field} still private in\n{text}");
         }
         assert!(
-            fields
-                .iter()
-                .any(|(f, a)| f == "via" && a.to_string() == EXT_IP6),
+            has_field(&fields, "via", EXT_IP6),
             "top Via not rewritten:\n{text}"
         );
         if text.starts_with("INVITE") {
@@ -1377,6 +1272,34 @@ fn frames(file: &std::path::Path) -> Vec<Vec<u8>> {
 
 /// The SIP messages of one dialog (Call-ID) in a capture: (ip.src, text); not the start
 /// of one quoted in an ICMP error.
+/// Whether `d` holds an INVITE whose Request-URI names the UA's own address and port 5060.
+fn invite_to_ua(d: &[(String, String)]) -> bool {
+    d.iter().any(|(_, t)| {
+        t.starts_with("INVITE ")
+            && t.lines()
+                .next()
+                .unwrap()
+                .contains(&format!("@{UA_IP}:5060 "))
+    })
+}
+
+/// Receives one datagram on `s` in a thread (10 s at most): (payload, source).
+fn receive_one(s: std::net::UdpSocket) -> std::thread::JoinHandle<(Vec<u8>, String)> {
+    std::thread::spawn(move || {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from.to_string())
+    })
+}
+
+/// Whether `fields` (from `rewritable_addresses`) has `field` naming `addr`.
+fn has_field(fields: &[(String, std::net::IpAddr)], field: &str, addr: &str) -> bool {
+    fields
+        .iter()
+        .any(|(f, a)| f == field && a.to_string() == addr)
+}
+
 fn dialog(file: &std::path::Path, call_id: &str) -> Vec<(String, String)> {
     udp_packets(file, &format!("sip.Call-ID == \"{call_id}\" && !icmp"))
         .into_iter()
@@ -1674,14 +1597,7 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
     );
     assert_eq!(summary(&d, CAR_IP), ["INVITE", "ACK", "BYE"], "{d:?}");
     let d_in = dialog(&inside, id_in);
-    assert!(
-        d_in.iter().any(|(_, t)| t.starts_with("INVITE ")
-            && t.lines()
-                .next()
-                .unwrap()
-                .contains(&format!("@{UA_IP}:5060 "))),
-        "{d_in:?}"
-    );
+    assert!(invite_to_ua(&d_in), "{d_in:?}");
 
     // 3 and 4. Call out with hold: three INVITEs (sendrecv, sendonly, sendrecv), each
     // answered and acknowledged; their SDP names the external address only.
@@ -1737,11 +1653,7 @@ fn real_ua_registers_calls_holds_and_its_stale_binding_leaks_nothing() {
     assert_eq!(summary(&d, CAR_IP), ["INVITE"], "{d:?}");
     let d_in = dialog(&inside, id_stale);
     assert!(
-        d_in.iter().any(|(_, t)| t.starts_with("INVITE ")
-            && t.lines()
-                .next()
-                .unwrap()
-                .contains(&format!("@{UA_IP}:5060 "))),
+        invite_to_ua(&d_in),
         "the registrar's INVITE did not reach the UA's address: {d_in:?}"
     );
     let icmp_in = tshark(

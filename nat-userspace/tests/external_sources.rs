@@ -65,6 +65,11 @@ impl Recorder {
 
     /// Polls until the latest publication is `addrs` with `stale`; panics with the whole
     /// history after `timeout`.
+    /// [`Recorder::wait_for`] both families' addresses `(v4, v6)`, `secs` seconds at most.
+    fn wait_for_both(&self, (v4, v6): (&str, &str), stale: bool, secs: u64) -> Publication {
+        self.wait_for(addrs(Some(v4), Some(v6)), stale, Duration::from_secs(secs))
+    }
+
     fn wait_for(&self, addrs: ExternalAddrs, stale: bool, timeout: Duration) -> Publication {
         let since = Instant::now();
         loop {
@@ -378,14 +383,44 @@ impl Drop for Responder {
 }
 
 fn quick() -> StunOptions {
+    stun_timing(20, 4, 400)
+}
+
+/// STUN options with the retransmission timing given: first timeout, requests at most,
+/// overall deadline (milliseconds).
+fn stun_timing(initial_rto_ms: u64, max_requests: u32, deadline_ms: u64) -> StunOptions {
+    let retransmit = Retransmit {
+        initial_rto: Duration::from_millis(initial_rto_ms),
+        max_requests,
+        deadline: Duration::from_millis(deadline_ms),
+    };
     StunOptions {
-        retransmit: Retransmit {
-            initial_rto: Duration::from_millis(20),
-            max_requests: 4,
-            deadline: Duration::from_millis(400),
-        },
+        retransmit,
         ..StunOptions::default()
     }
+}
+
+/// Source options with the STUN source's timing: refresh, first retry and longest retry
+/// (milliseconds), interface re-check every 5 s.
+fn stun_source_timing(
+    refresh_ms: u64,
+    retry_ms: u64,
+    retry_max_ms: u64,
+    stun: StunOptions,
+) -> SourceOptions {
+    SourceOptions {
+        stun_refresh: Duration::from_millis(refresh_ms),
+        stun_retry_initial: Duration::from_millis(retry_ms),
+        stun_retry_max: Duration::from_millis(retry_max_ms),
+        interface_recheck: Duration::from_secs(5),
+        stun,
+        ..SourceOptions::default()
+    }
+}
+
+/// A responder mode that answers with the mapped address `a`.
+fn mapped(a: &str) -> Mode {
+    Mode::Mapped(a.parse().unwrap())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -418,11 +453,7 @@ async fn stun_xor_mapped_ipv6() {
 #[tokio::test(flavor = "current_thread")]
 async fn stun_family_is_checked() {
     // An IPv4 server that reports an IPv6 mapped address to an IPv4 source.
-    let r = Responder::start(
-        "127.0.0.1:0",
-        Mode::Mapped("[2001:db8::1]:1".parse().unwrap()),
-    )
-    .await;
+    let r = Responder::start("127.0.0.1:0", mapped("[2001:db8::1]:1")).await;
     match stun::discover("127.0.0.1", r.addr.port(), Some(Family::V4), &quick()).await {
         Err(StunError::WrongFamily {
             family: Family::V4, ..
@@ -439,14 +470,7 @@ async fn stun_family_is_checked() {
 #[tokio::test(flavor = "current_thread")]
 async fn stun_error_response_is_reported_at_once() {
     let r = Responder::start("127.0.0.1:0", Mode::Error(500, "Server Error")).await;
-    let opts = StunOptions {
-        retransmit: Retransmit {
-            initial_rto: Duration::from_millis(200),
-            max_requests: 5,
-            deadline: Duration::from_secs(10),
-        },
-        ..StunOptions::default()
-    };
+    let opts = stun_timing(200, 5, 10_000);
     let t = Instant::now();
     match stun::query(r.addr, &opts).await {
         Err(StunError::Decode(DecodeError::ErrorResponse { code, reason })) => {
@@ -507,14 +531,7 @@ async fn stun_garbage_answers_fail_cleanly() {
 async fn stun_source_publishes_changes_and_staleness() {
     let r = Responder::start("127.0.0.1:0", Mode::Silent).await;
     let rec = Recorder::default();
-    let opts = SourceOptions {
-        stun_refresh: Duration::from_millis(100),
-        stun_retry_initial: Duration::from_millis(20),
-        stun_retry_max: Duration::from_millis(80),
-        interface_recheck: Duration::from_secs(5),
-        stun: quick(),
-        ..SourceOptions::default()
-    };
+    let opts = stun_source_timing(100, 20, 80, quick());
     let h = external::spawn(
         ExternalSource::Stun {
             host: "127.0.0.1".into(),
@@ -575,22 +592,12 @@ async fn stun_source_publishes_changes_and_staleness() {
 /// allow_private_external a private one is published.
 #[tokio::test(flavor = "current_thread")]
 async fn stun_source_refuses_unusable_and_private_mapped_addresses() {
-    let r = Responder::start(
-        "127.0.0.1:0",
-        Mode::Mapped("10.9.9.9:5000".parse().unwrap()),
-    )
-    .await;
+    let r = Responder::start("127.0.0.1:0", mapped("10.9.9.9:5000")).await;
     let source = || ExternalSource::Stun {
         host: "127.0.0.1".into(),
         port: r.addr.port(),
     };
-    let opts = SourceOptions {
-        stun_refresh: Duration::from_millis(50),
-        stun_retry_initial: Duration::from_millis(20),
-        stun_retry_max: Duration::from_millis(40),
-        stun: quick(),
-        ..SourceOptions::default()
-    };
+    let opts = stun_source_timing(50, 20, 40, quick());
     let rejected = Arc::clone(&opts.rejected);
     let rec = Recorder::default();
     let h = external::spawn(
@@ -721,34 +728,19 @@ fn stun_against_coturn() {
     let turn = common::topo::stun_server(&mut srv, &["198.51.100.2", "2001:db8:100::2"], pidfile);
 
     let rec = Recorder::default();
-    let opts = SourceOptions {
-        stun_refresh: Duration::from_millis(200),
-        stun_retry_initial: Duration::from_millis(100),
-        stun_retry_max: Duration::from_millis(500),
-        interface_recheck: Duration::from_secs(5),
-        stun: StunOptions {
-            // Exercise SO_BINDTODEVICE (the outside interface).
-            bind_device: Some("stC0".into()),
-            fingerprint: true,
-            retransmit: Retransmit {
-                initial_rto: Duration::from_millis(100),
-                max_requests: 3,
-                deadline: Duration::from_millis(700),
-            },
-            ..StunOptions::default()
-        },
-        ..SourceOptions::default()
+    let stun = StunOptions {
+        // Exercise SO_BINDTODEVICE (the outside interface).
+        bind_device: Some("stC0".into()),
+        fingerprint: true,
+        ..stun_timing(100, 3, 700)
     };
+    let opts = stun_source_timing(200, 100, 500, stun);
     let src4 = ExternalSource::parse("stun:198.51.100.2:3478").unwrap();
     let src6 = ExternalSource::parse("stun:[2001:db8:100::2]:3478").unwrap();
     let src = format!("{src4} / {src6}");
     let running = Running::start(Some(&cli), src4, src6, opts, rec.publisher());
     // coturn starts in well under a second; allow for a slow machine.
-    let p = rec.wait_for(
-        addrs(Some("198.51.100.10"), Some("2001:db8:100::10")),
-        false,
-        Duration::from_secs(20),
-    );
+    let p = rec.wait_for_both(("198.51.100.10", "2001:db8:100::10"), false, 20);
     assert_eq!(p.source, src);
 
     // The client's addresses change: the server now sees the new ones.
@@ -758,20 +750,12 @@ fn stun_against_coturn() {
         ["198.51.100.11/24", "2001:db8:100::11/64"],
         &["198.51.100.10/24", "2001:db8:100::10/64"],
     );
-    rec.wait_for(
-        addrs(Some("198.51.100.11"), Some("2001:db8:100::11")),
-        false,
-        Duration::from_secs(10),
-    );
+    rec.wait_for_both(("198.51.100.11", "2001:db8:100::11"), false, 10);
 
     // The server dies: the last good addresses stay, flagged stale.
     // SAFETY: plain kill(2) of the process this test started.
     assert_eq!(unsafe { libc::kill(turn as libc::pid_t, libc::SIGKILL) }, 0);
-    rec.wait_for(
-        addrs(Some("198.51.100.11"), Some("2001:db8:100::11")),
-        true,
-        Duration::from_secs(10),
-    );
+    rec.wait_for_both(("198.51.100.11", "2001:db8:100::11"), true, 10);
     drop(running);
     rec.assert_consistent();
 }
@@ -800,9 +784,7 @@ impl Drop for RemoveOnDrop {
 
 #[test]
 fn interface_source_follows_addresses() {
-    if !privileged("interface_source_follows_addresses") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let ns = Netns::new("ifsrc");
     enable_ipv6(&ns);
     let rec = Recorder::default();
@@ -837,11 +819,7 @@ fn interface_source_follows_addresses() {
         "link",
     ]);
     swap_addrs(&ns, "xe0", ["203.0.113.5/24", "2001:db8:5::5/64"], &[]);
-    let p = rec.wait_for(
-        addrs(Some("203.0.113.5"), Some("2001:db8:5::5")),
-        false,
-        Duration::from_secs(5),
-    );
+    let p = rec.wait_for_both(("203.0.113.5", "2001:db8:5::5"), false, 5);
     assert_eq!(p.source, "interface:xe0 / interface:xe0");
 
     // A new address, then the old one removed: the new one is published.
@@ -851,28 +829,16 @@ fn interface_source_follows_addresses() {
         ["192.0.2.77/24", "2001:db8:6::6/64"],
         &["203.0.113.5/24", "2001:db8:5::5/64"],
     );
-    rec.wait_for(
-        addrs(Some("192.0.2.77"), Some("2001:db8:6::6")),
-        false,
-        Duration::from_secs(5),
-    );
+    rec.wait_for_both(("192.0.2.77", "2001:db8:6::6"), false, 5);
 
     // All global addresses gone: the last ones are kept, stale.
     ns.exec(&["ip", "addr", "del", "192.0.2.77/24", "dev", "xe0"]);
     ns.exec(&["ip", "addr", "del", "2001:db8:6::6/64", "dev", "xe0"]);
-    rec.wait_for(
-        addrs(Some("192.0.2.77"), Some("2001:db8:6::6")),
-        true,
-        Duration::from_secs(5),
-    );
+    rec.wait_for_both(("192.0.2.77", "2001:db8:6::6"), true, 5);
 
     // One family comes back: published, the other still stale.
     ns.exec(&["ip", "addr", "add", "203.0.113.9/24", "dev", "xe0"]);
-    rec.wait_for(
-        addrs(Some("203.0.113.9"), Some("2001:db8:6::6")),
-        true,
-        Duration::from_secs(5),
-    );
+    rec.wait_for_both(("203.0.113.9", "2001:db8:6::6"), true, 5);
     ns.exec(&[
         "ip",
         "addr",
@@ -882,19 +848,11 @@ fn interface_source_follows_addresses() {
         "xe0",
         "nodad",
     ]);
-    rec.wait_for(
-        addrs(Some("203.0.113.9"), Some("2001:db8:7::7")),
-        false,
-        Duration::from_secs(5),
-    );
+    rec.wait_for_both(("203.0.113.9", "2001:db8:7::7"), false, 5);
 
     // The interface disappears: kept, stale.
     ns.exec(&["ip", "link", "del", "xe0"]);
-    rec.wait_for(
-        addrs(Some("203.0.113.9"), Some("2001:db8:7::7")),
-        true,
-        Duration::from_secs(5),
-    );
+    rec.wait_for_both(("203.0.113.9", "2001:db8:7::7"), true, 5);
     drop(running);
     rec.assert_consistent();
 }

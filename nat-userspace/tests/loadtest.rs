@@ -13,10 +13,7 @@ use std::{
 
 use serde_json::Value;
 
-use common::{
-    privileged,
-    topo::{privileged_gateway, privileged_topo, sipnat_bin, Topo, CAR_IP, EXT_IP, UA_IP},
-};
+use common::topo::{sipnat_bin, Topo, CAR_IP, EXT_IP, UA_IP};
 
 /// Runs `sipnat loadtest` in the UA namespace, receiving on car0 in the carrier namespace.
 fn loadtest(t: &Topo, args: &str) -> Output {
@@ -71,9 +68,7 @@ fn check_documented_fields(r: &Value) {
 
 #[test]
 fn loadtest_through_sipnat_verifies_every_received_packet() {
-    let Some((_s, t, sipnat)) = privileged_gateway("lt", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("lt", "", "");
     let report_dir = t.dir.path("report");
     let out = loadtest(
         &t,
@@ -137,9 +132,7 @@ fn loadtest_through_sipnat_verifies_every_received_packet() {
 #[test]
 fn loadtest_over_ipv6_verifies_every_received_packet() {
     use common::topo::{CAR_IP6, EXT_IP6, UA_IP6};
-    let Some((_s, t)) = privileged_topo("lt6") else {
-        return;
-    };
+    let (_s, t) = crate::topo_or_skip!("lt6");
     let cfg = t.dual_stack_config();
     let sipnat = t.start_sipnat(&cfg);
     for template in ["invite", "register", "200ok"] {
@@ -238,9 +231,7 @@ fn check_report_dir(dir: &std::path::Path, printed: &Value) {
 
 #[test]
 fn loadtest_catches_a_gateway_that_does_not_rewrite() {
-    let Some((_s, t, sipnat)) = privileged_gateway("ltneg", "", "") else {
-        return;
-    };
+    let (_s, t, sipnat) = crate::gateway_or_skip!("ltneg", "", "");
     // Steering off: the kernel forwards SIP unrewritten (no NAT configured either).
     sipnat.ctl(&["disable"]).expect("sipnat disable");
     let out = loadtest(&t, "--rate 5000 --duration 1 --flows 8 --samples 2");
@@ -274,9 +265,7 @@ fn loadtest_catches_a_gateway_that_does_not_rewrite() {
 
 #[test]
 fn loadtest_refuses_the_root_network_namespace() {
-    if !privileged("loadtest_refuses_the_root_network_namespace") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let lo_tx = || -> u64 {
         std::fs::read_to_string("/sys/class/net/lo/statistics/tx_packets")
             .ok()

@@ -11,9 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::topo::{
-    privileged_topo, sipnat_bin, tshark_fields, udp_socket_in, Sipnat, Topo, CAR_IP, EXT_IP,
-};
+use common::topo::{sipnat_bin, tshark_fields, udp_socket_in, Sipnat, Topo, CAR_IP, EXT_IP};
 
 const N: usize = 50;
 
@@ -61,6 +59,14 @@ fn redirect_ready(t: &Topo) {
 /// The test topology's config turns the media NAT off unless a test configures [media].
 const MEDIA_ON: &str = "[media]\nenabled = true\n";
 
+/// sipnat on the gateway with `[media]` on, once XDP redirects reach the far side.
+fn start_with_media(t: &Topo) -> (std::path::PathBuf, Sipnat) {
+    let cfg = t.config("gw", "", MEDIA_ON);
+    let sipnat = t.start_sipnat(&cfg);
+    redirect_ready(t);
+    (cfg, sipnat)
+}
+
 /// `sipnat xdp media ARGS -c CFG` in the gateway namespace.
 fn media_cli(t: &Topo, cfg: &std::path::Path, args: &[&str]) -> std::process::Output {
     let cfg = cfg.to_str().unwrap();
@@ -71,12 +77,8 @@ fn media_cli(t: &Topo, cfg: &std::path::Path, args: &[&str]) -> std::process::Ou
 
 #[test]
 fn media_binding_translates_both_ways_in_xdp() {
-    let Some((_turn, t)) = privileged_topo("mediax") else {
-        return;
-    };
-    let cfg = t.config("gw", "", MEDIA_ON);
-    let sipnat = t.start_sipnat(&cfg);
-    redirect_ready(&t);
+    let (_turn, t) = crate::topo_or_skip!("mediax");
+    let (cfg, sipnat) = start_with_media(&t);
 
     let internal: SocketAddr = "10.0.0.2:4000".parse().unwrap();
     let external: SocketAddr = format!("{EXT_IP}:30000").parse().unwrap();
@@ -183,12 +185,8 @@ fn media_binding_translates_both_ways_in_xdp() {
 /// at all — and the counts continue.
 #[test]
 fn media_binding_survives_a_hitless_restart() {
-    let Some((_turn, t)) = privileged_topo("mediar") else {
-        return;
-    };
-    let cfg = t.config("gw", "", MEDIA_ON);
-    let a = t.start_sipnat(&cfg);
-    redirect_ready(&t);
+    let (_turn, t) = crate::topo_or_skip!("mediar");
+    let (cfg, a) = start_with_media(&t);
     let add = media_cli(
         &t,
         &cfg,
@@ -213,12 +211,7 @@ fn media_binding_survives_a_hitless_restart() {
     // No daemon: the pinned program still translates.
     burst(5);
     let b = Sipnat::start(&t.gw, &cfg, t.dir.path("gw.sock"), t.dir.path("b.log"));
-    assert!(
-        b.log_text()
-            .contains("adopted the pinned XDP program on gwin"),
-        "{}",
-        b.log_text()
-    );
+    b.assert_adopted("gwin");
     burst(5);
     assert_eq!(
         b.stats()["xdp"]["inside"]["redirect_media"].as_u64(),

@@ -12,10 +12,7 @@ use std::{collections::BTreeSet, process::Command};
 
 use serde_json::Value;
 
-use common::{
-    privileged,
-    topo::{link_stat, sipnat_bin, Topo, CAR_IP, EXT_IP, UA_IP},
-};
+use common::topo::{link_stat, sipnat_bin, Topo, CAR_IP, EXT_IP, UA_IP};
 
 /// `sipnat loadtest` from the UA through the gateway, verified on car0 (all of `rx_queues`).
 fn loadtest(t: &Topo, rx_queues: &str, args: &str) -> Value {
@@ -75,9 +72,7 @@ fn thread_affinity(pid: u32, comm: &str) -> Option<String> {
 
 #[test]
 fn multi_queue_workers_serve_every_queue_and_agree_on_flows() {
-    if !privileged("multi_queue_workers_serve_every_queue_and_agree_on_flows") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let _s = common::serial();
     let t = Topo::with_queues("mq", 2);
     // Equal queue counts on both interfaces: "all" = queues 0 and 1.
@@ -209,9 +204,7 @@ fn multi_queue_workers_serve_every_queue_and_agree_on_flows() {
 /// correct and every queue served.
 #[test]
 fn two_workers_against_one() {
-    if !privileged("two_workers_against_one") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let _s = common::serial();
     let mut rows = Vec::new();
     for queues in [1u32, 2] {

@@ -13,27 +13,18 @@ use std::{
 };
 
 use common::topo::{
-    await_condition, privileged_gateway, scenario, sipp_uas, tshark, tshark_fields, Sipnat, Topo,
-    CAR_IP, EXT_IP,
+    assert_no_packet, await_condition, scenario, sipp_uas, tshark, tshark_fields, Sipnat, Topo,
+    BAD_CHECKSUM, CAR_IP, EXT_IP,
 };
 
-/// The inside addresses of `n` UAs: 10.0.0.2, 10.0.0.3, ...
 /// Not one packet of the capture names 10.0.0.0/24, in a header or the payload (the
 /// capture's own end markers, sent by the test through the kernel to port 9, aside).
 fn assert_no_private_address(capture: &std::path::Path) {
-    let leaked = tshark(
-        capture,
-        &[
-            "-Y",
-            "(ip.addr == 10.0.0.0/24 || udp contains \"10.0.0.\") && !(udp.dstport == 9)",
-        ],
-    );
-    assert!(
-        leaked.trim().is_empty(),
-        "private addresses outside:\n{leaked}"
-    );
+    let private = "(ip.addr == 10.0.0.0/24 || udp contains \"10.0.0.\") && !(udp.dstport == 9)";
+    assert_no_packet(capture, private, "private addresses outside");
 }
 
+/// The inside addresses of `n` UAs: 10.0.0.2, 10.0.0.3, ...
 fn ua_ips(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("10.0.0.{}", 2 + i)).collect()
 }
@@ -101,10 +92,7 @@ fn hex_payload(hex: &str) -> String {
 }
 
 fn many_uas_on_port_5060(tag: &str, n: usize) {
-    let Some((_s, mut t, sipnat)) = privileged_gateway(tag, "port_range = \"20000-29999\"", "")
-    else {
-        return;
-    };
+    let (_s, mut t, sipnat) = crate::gateway_or_skip!(tag, "port_range = \"20000-29999\"", "");
     let ips = ua_ips(n);
     add_ua_addresses(&t, &ips);
     let (out_cap, in_cap) = t.capture_both("udp");
@@ -182,14 +170,7 @@ fn many_uas_on_port_5060(tag: &str, n: usize) {
     );
 
     assert_no_private_address(&outside);
-    let bad = tshark(
-        &outside,
-        &[
-            "-Y",
-            "ip.checksum.status == \"Bad\" || udp.checksum.status == \"Bad\"",
-        ],
-    );
-    assert!(bad.trim().is_empty(), "bad checksums outside:\n{bad}");
+    assert_no_packet(&outside, BAD_CHECKSUM, "bad checksums");
 
     // Inside: every reply reaches its UA on port 5060, restored.
     let replies = tshark_fields(
@@ -240,10 +221,7 @@ fn ten_uas_on_port_5060_call_at_once() {
 /// port, not with another UA's).
 #[test]
 fn exhausted_range_drops_and_counts() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway("naptx", "port_range = \"20000-20000\"", "")
-    else {
-        return;
-    };
+    let (_s, mut t, sipnat) = crate::gateway_or_skip!("naptx", "port_range = \"20000-20000\"", "");
     let ips = ua_ips(3);
     add_ua_addresses(&t, &ips);
     let (out_cap, _in_cap) = t.capture_both("udp");
@@ -383,13 +361,11 @@ fn rtp_of_ten_uas_is_translated_by_xdp_both_ways() {
 /// the kernel: no kernel NAT is configured), the outside sees only the external address
 /// and the media ports sipnat allocated, and the BYE removes each call's binding.
 fn rtp_of_uas_is_translated_by_xdp_both_ways(tag: &str, n: usize) {
-    let Some((_s, mut t, sipnat)) = privileged_gateway(
+    let (_s, mut t, sipnat) = crate::gateway_or_skip!(
         tag,
         "port_range = \"20000-29999\"",
         "[media]\nenabled = true\nport_range = \"30000-39999\"\n",
-    ) else {
-        return;
-    };
+    );
     let ips = ua_ips(n);
     add_ua_addresses(&t, &ips);
     // A veth receives frames redirected to its peer by XDP (ndo_xdp_xmit) only with NAPI
@@ -410,8 +386,7 @@ fn rtp_of_uas_is_translated_by_xdp_both_ways(tag: &str, n: usize) {
     let before = sipnat.stats();
     run_uacs(&t, &sipnat, &sf, &ips);
     let st = sipnat.stats();
-    let outside = out_cap.finish(&t);
-    let inside = in_cap.finish(&t);
+    let (outside, inside) = (out_cap.finish(&t), in_cap.finish(&t));
 
     // RTP out: from the external address and an allocated even port, one per UA.
     let rtp_out = tshark_fields(
@@ -483,13 +458,11 @@ fn rtp_of_uas_is_translated_by_xdp_both_ways(tag: &str, n: usize) {
 /// exhausted by a second call at the same time: counted, that call's SDP keeps its port.
 #[test]
 fn idle_media_binding_is_reaped_and_a_tiny_range_is_exhausted() {
-    let Some((_s, mut t, sipnat)) = privileged_gateway(
+    let (_s, mut t, sipnat) = crate::gateway_or_skip!(
         "naptreap",
         "port_range = \"20000-29999\"",
         "[media]\nenabled = true\nport_range = \"30000-30001\"\nidle_timeout = 2\n",
-    ) else {
-        return;
-    };
+    );
     let ips = ua_ips(2);
     add_ua_addresses(&t, &ips);
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
@@ -538,13 +511,11 @@ fn request(method: &str, host: &str, port: u16, call: &str, extra: &str) -> Stri
 /// the registration ends (then the other endpoint gets it).
 #[test]
 fn registration_keeps_the_port_until_it_expires() {
-    let Some((_s, t, sipnat)) = privileged_gateway(
+    let (_s, t, sipnat) = crate::gateway_or_skip!(
         "naptreg",
         "port_range = \"20000-20000\"\nflow_idle_timeout = 2",
         "",
-    ) else {
-        return;
-    };
+    );
     add_ua_addresses(&t, &ua_ips(3));
     let sock = common::topo::udp_socket_in;
     let car = sock(&t.car.name, (CAR_IP, 5060));
@@ -576,10 +547,7 @@ fn registration_keeps_the_port_until_it_expires() {
     .unwrap();
     let (from, text) = at_car("B's REGISTER");
     assert_eq!(from, format!("{EXT_IP}:20000").parse().unwrap());
-    assert!(
-        text.contains(&format!("Contact: <sip:u@{EXT_IP}:20000>")),
-        "{text}"
-    );
+    common::assert_contains(&text, &format!("Contact: <sip:u@{EXT_IP}:20000>"));
     let ok = format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT_IP}:20000;rport=20000;received={EXT_IP};branch=z9hG4bKb1\r\n\
          From: <sip:u@example.com>;tag=1\r\nTo: <sip:u@example.com>;tag=2\r\nCall-ID: b1\r\nCSeq: 1 REGISTER\r\n\

@@ -18,10 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    netns::{veth_pair, Netns},
-    privileged,
-};
+use common::netns::{veth_pair, Netns};
 use sipnat::{
     datapath::nexthop::{self, Hop, NextHops},
     snapshot::Published,
@@ -109,11 +106,11 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// The next-hop resolver follows route and neighbour changes, and keeps out next hops on
+/// interfaces it is not allowed to use.
 #[test]
 fn resolver_follows_routes_and_neighbours() {
-    if !privileged("resolver_follows_routes_and_neighbours") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let a = Netns::new("nhA");
     let gw = Netns::new("nhGW");
     let c = Netns::new("nhC");

@@ -11,10 +11,7 @@ use std::{
     process::Command,
 };
 
-use common::{
-    privileged,
-    topo::{sipnat_bin, sipp_uac, sipp_uas, Launch, Sipnat, Topo, CAR_IP, UA_IP},
-};
+use common::topo::{call_carrier, sipnat_bin, sipp_uas, Launch, Sipnat, Topo, CAR_IP};
 use sipnat::sys::caps;
 
 fn unit_path() -> PathBuf {
@@ -175,9 +172,7 @@ fn only_caps(keep: &[caps::Capability]) -> Vec<String> {
 
 #[test]
 fn each_missing_capability_is_named() {
-    if !privileged("each_missing_capability_is_named") {
-        return;
-    }
+    crate::privileged_or_skip!();
     for without in caps::DAEMON {
         let keep: Vec<_> = caps::DAEMON
             .iter()
@@ -256,9 +251,7 @@ fn unlimited_memlock() -> bool {
 
 #[test]
 fn daemon_rewrites_calls_with_exactly_the_units_capabilities() {
-    if !privileged("daemon_rewrites_calls_with_exactly_the_units_capabilities") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let mut t = Topo::new("caps");
     // The UMEM is charged to RLIMIT_MEMLOCK (no CAP_IPC_LOCK): the unit lifts the limit.
     // Where this test cannot, a 2 MiB UMEM fits the usual 8 MiB default instead.
@@ -282,16 +275,7 @@ fn daemon_rewrites_calls_with_exactly_the_units_capabilities() {
         caps::list(caps::DAEMON)
     );
     sipp_uas(&mut t.car, CAR_IP, &["-sn", "uas"]);
-    let (code, out) = sipp_uac(
-        &t.ua,
-        "uac_rtcp.xml",
-        &format!("{CAR_IP}:5060"),
-        UA_IP,
-        5,
-        5,
-        30,
-        &["-recv_timeout", "5000"],
-    );
+    let (code, out) = call_carrier(&t, "uac_rtcp.xml", (5, 5, 30), &["-recv_timeout", "5000"]);
     assert_eq!(code, 0, "sipp calls through sipnat: {out}");
     // INVITE, ACK, BYE out and 100/180/200/200 back, per call; the first packets to an
     // unresolved neighbour went through the raw sockets of the slow path.

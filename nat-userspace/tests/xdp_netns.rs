@@ -10,7 +10,6 @@ use std::{
 
 use common::{
     netns::{veth_pair, Netns},
-    privileged,
     xsk::RxSocket,
 };
 use nat_common::stat;
@@ -32,14 +31,21 @@ fn await_condition(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool
     }
 }
 
+/// Two namespaces joined by a veth pair on `NET.0/24`: `p0` (NET.1) in `peer`, `g0`
+/// (NET.2) in `gw`.
+fn peer_and_gateway(peer: &str, gw: &str, net: &str) -> (Netns, Netns) {
+    let (peer, gw) = (Netns::new(peer), Netns::new(gw));
+    let (p, g) = (format!("{net}.1/24"), format!("{net}.2/24"));
+    veth_pair(&peer, "p0", &p, &gw, "g0", &g);
+    (peer, gw)
+}
+
+/// Native XDP on a veth steers UDP to and from the SIP ports to the AF_XDP socket and
+/// passes everything else to the kernel, counted per verdict; detaching leaves no program.
 #[test]
 fn veth_native_steers_sip_and_passes_the_rest() {
-    if !privileged("veth_native_steers_sip_and_passes_the_rest") {
-        return;
-    }
-    let peer = Netns::new("peer");
-    let gw = Netns::new("gw");
-    veth_pair(&peer, "p0", "10.77.0.1/24", &gw, "g0", "10.77.0.2/24");
+    crate::privileged_or_skip!();
+    let (peer, gw) = peer_and_gateway("peer", "gw", "10.77.0");
     // A netns-local UDP listener on 5061 would be the kernel path; none needed: the kernel
     // answers port-unreachable, which is fine for counting.
     let peer_name = peer.name.clone();
@@ -120,14 +126,12 @@ fn veth_native_steers_sip_and_passes_the_rest() {
     assert!(!link_has_xdp(&gw, "g0"), "XDP still attached after detach");
 }
 
+/// Attach errors are named (unknown interface, an MTU too large for native XDP), and
+/// `auto` falls back to generic XDP where native is not available (loopback).
 #[test]
 fn attach_errors_and_generic_fallback() {
-    if !privileged("attach_errors_and_generic_fallback") {
-        return;
-    }
-    let peer = Netns::new("jumbo");
-    let gw = Netns::new("attach");
-    veth_pair(&peer, "p0", "10.78.0.1/24", &gw, "g0", "10.78.0.2/24");
+    crate::privileged_or_skip!();
+    let (peer, gw) = peer_and_gateway("jumbo", "attach", "10.78.0");
     // A peer MTU too large for single-buffer XDP on veth: native attach is refused (ERANGE).
     peer.exec(&["ip", "link", "set", "p0", "mtu", "9000"]);
     gw.run(|| {
@@ -159,9 +163,7 @@ fn attach_errors_and_generic_fallback() {
 
 #[test]
 fn namespaces_are_removed_when_a_test_fails() {
-    if !privileged("namespaces_are_removed_when_a_test_fails") {
-        return;
-    }
+    crate::privileged_or_skip!();
     let mut name = String::new();
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ns = Netns::new("fail");

@@ -75,19 +75,43 @@ fn skip(test: &str, reason: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}; CI=true forbids skipping");
     }
-    eprintln!("{msg}");
     // `cargo xtask test` collects skips here and lists them in its summary.
-    if let Ok(path) = std::env::var("SIPNAT_SKIP_LOG") {
-        use std::io::Write as _;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{msg}");
-        }
-    }
+    print_and_log(&msg, "SIPNAT_SKIP_LOG");
     false
+}
+
+/// For a daemon started by a test and not ready yet: panics with its log when it has
+/// exited, or when `end` has passed.
+#[track_caller]
+pub fn still_starting(
+    what: &str,
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    end: std::time::Instant,
+) {
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    if let Some(st) = child.try_wait().unwrap() {
+        panic!("{what} exited ({st}) during start:\n{}", log_text());
+    }
+    let late = std::time::Instant::now() >= end;
+    assert!(!late, "{what} not ready in time:\n{}", log_text());
+}
+
+/// Asserts that `text` contains `part`, showing the text when it does not.
+#[track_caller]
+pub fn assert_contains(text: &str, part: &str) {
+    assert!(text.contains(part), "missing {part:?} in:\n{text}");
+}
+
+/// `privileged(test_name())`, or `return` from the test (the skip is printed and logged;
+/// under `CI=true` it fails instead).
+#[macro_export]
+macro_rules! privileged_or_skip {
+    () => {
+        if !$crate::common::privileged(&$crate::common::test_name()) {
+            return;
+        }
+    };
 }
 
 /// A command's stdout parsed as JSON; panics with its stdout and stderr when it does not
@@ -128,14 +152,20 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// set: `cargo xtask test` lists those lines in its summary (a passing test's own output
 /// is captured by the test harness).
 pub fn report(line: &str) {
+    print_and_log(line, "SIPNAT_REPORT_LOG");
+}
+
+/// Prints `line` to stderr and appends it to the file named by the environment variable
+/// `log_var`, when set.
+fn print_and_log(line: &str, log_var: &str) {
     eprintln!("{line}");
-    if let Ok(path) = std::env::var("SIPNAT_REPORT_LOG") {
+    if let Ok(path) = std::env::var(log_var) {
         use std::io::Write as _;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)
-        {
+            .open(path);
+        if let Ok(mut f) = file {
             let _ = writeln!(f, "{line}");
         }
     }

@@ -93,14 +93,7 @@ impl Kamailio {
             if answered {
                 return k;
             }
-            if let Some(st) = k.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("kamailio exited ({st}) during start:\n{}", k.log_text());
-            }
-            assert!(
-                Instant::now() < end,
-                "kamailio did not answer OPTIONS within 20 s:\n{}",
-                k.log_text()
-            );
+            super::still_starting("kamailio (OPTIONS)", k.child.as_mut().unwrap(), &k.log, end);
         }
     }
 

@@ -35,19 +35,21 @@ pub fn scenario(name: &str) -> String {
     format!("{}/tests/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A new directory `sipnat-TAG-PID-N` in the temp directory, unique in this process.
+fn unique_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("sipnat-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "sipnat-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+        TempDir(unique_dir(tag))
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -78,13 +80,7 @@ pub struct BpfFs(pub PathBuf);
 
 impl BpfFs {
     pub fn new(tag: &str) -> BpfFs {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "sipnat-bpffs-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
+        let p = unique_dir(&format!("bpffs-{tag}"));
         let st = Command::new("mount")
             .args(["-t", "bpf", "bpf"])
             .arg(&p)
@@ -291,6 +287,30 @@ pub fn privileged_topo(tag: &str) -> Option<(std::sync::MutexGuard<'static, ()>,
     Some((turn, Topo::new(tag)))
 }
 
+/// `privileged_topo(tag)`, or `return` from the test when it cannot run here (it said
+/// why, and fails instead under `CI=true`).
+#[macro_export]
+macro_rules! topo_or_skip {
+    ($tag:expr) => {
+        match $crate::common::topo::privileged_topo($tag) {
+            Some(t) => t,
+            None => return,
+        }
+    };
+}
+
+/// `privileged_gateway(..)`: the topology with sipnat started, or `return` from the test
+/// when it cannot run here (as [`topo_or_skip!`]).
+#[macro_export]
+macro_rules! gateway_or_skip {
+    ($($arg:expr),+ $(,)?) => {
+        match $crate::common::topo::privileged_gateway($($arg),+) {
+            Some(g) => g,
+            None => return,
+        }
+    };
+}
+
 /// [`privileged_topo`], then sipnat on its gateway with [`Topo::config`]`(nat_extra, rest)`.
 pub fn privileged_gateway(
     tag: &str,
@@ -401,14 +421,7 @@ impl Sipnat {
             if s.ctl(&["status"]).is_ok() {
                 return s;
             }
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sipnat exited ({st}) during start:\n{}", s.log_text());
-            }
-            assert!(
-                Instant::now() < end,
-                "sipnat not ready within 20 s:\n{}",
-                s.log_text()
-            );
+            super::still_starting("sipnat", s.child.as_mut().unwrap(), &s.log, end);
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -419,6 +432,15 @@ impl Sipnat {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asserts that this daemon adopted the pinned XDP program on `ifname` (a hitless
+    /// restart) instead of loading its own.
+    #[track_caller]
+    pub fn assert_adopted(&self, ifname: &str) {
+        let log = self.log_text();
+        let adopted = format!("adopted the pinned XDP program on {ifname}");
+        assert!(log.contains(&adopted), "{log}");
     }
 
     /// Runs a control command (`sipnat --socket S ARGS`), in the gateway namespace.
@@ -585,6 +607,18 @@ impl Drop for Capture {
     }
 }
 
+/// Asserts that no packet of `capture` matches the display filter `filter` (`what`
+/// names it in the failure).
+#[track_caller]
+pub fn assert_no_packet(capture: &Path, filter: &str, what: &str) {
+    let found = tshark(capture, &["-Y", filter]);
+    let shown = capture.display();
+    assert!(found.trim().is_empty(), "{what} in {shown}:\n{found}");
+}
+
+/// The display filter of a packet with a bad IP or UDP checksum.
+pub const BAD_CHECKSUM: &str = "ip.checksum.status == \"Bad\" || udp.checksum.status == \"Bad\"";
+
 /// `tshark -r FILE` with checksum validation on, returning its stdout.
 pub fn tshark(file: &Path, args: &[&str]) -> String {
     let out = Command::new("tshark")
@@ -670,6 +704,21 @@ pub fn sipp_uac(
     ];
     args.extend_from_slice(extra);
     sipp(ns, &args, Duration::from_secs(timeout_s + 30))
+}
+
+/// A sipp UAC run from the UA namespace (`UA_IP` port 5060) to the carrier (`CAR_IP`
+/// port 5060): `scenario`, `calls` calls at `rate` per second, sipp's own timeout
+/// `timeout_s`, then `extra` arguments ([`sipp_uac`]).
+pub fn call_carrier(
+    t: &Topo,
+    scenario: &str,
+    (calls, rate, timeout_s): (u32, u32, u64),
+    extra: &[&str],
+) -> (i32, String) {
+    let target = format!("{CAR_IP}:5060");
+    sipp_uac(
+        &t.ua, scenario, &target, UA_IP, calls, rate, timeout_s, extra,
+    )
 }
 
 /// Starts coturn as a STUN-only server (port 3478) on `ips` in `ns`; ended by PID when

@@ -72,49 +72,72 @@ pub fn flows(sock: anyhow::Result<PathBuf>, addr: Option<String>, json: bool) ->
 
 /// The two tables of `sipnat flows`.
 fn flows_table(v: &Value) -> String {
-    let mut out = String::new();
     let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
-    let s = |x: &Value| match x {
+    let mut out = String::new();
+    let (internal, external) = (
+        ("internal", "internal", Col::Left(44)),
+        ("external", "external", Col::Left(44)),
+    );
+    let sip = [
+        internal,
+        external,
+        ("expires_s", "expires_in_s", Col::Right(10)),
+    ];
+    push_table(&mut out, "SIP (NAPT) bindings", &rows("sip"), &sip);
+    let media = [
+        internal,
+        external,
+        ("age_s", "age_s", Col::Right(7)),
+        ("idle_s", "idle_s", Col::Right(7)),
+        ("call", "call", Col::Last),
+    ];
+    push_table(
+        &mut out,
+        "media bindings (RTP; RTCP on the next port)",
+        &rows("media"),
+        &media,
+    );
+    out
+}
+
+/// How a column of a [`push_table`] is laid out.
+#[derive(Clone, Copy)]
+enum Col {
+    Left(usize),
+    Right(usize),
+    /// The last column, unpadded, after one more space.
+    Last,
+}
+
+/// Appends a table to `out`: `title: N`, a header line, a line per row; `cols` are
+/// (header, key of the row's JSON object, layout).
+fn push_table(out: &mut String, title: &str, rows: &[Value], cols: &[(&str, &str, Col)]) {
+    let line = |cells: Vec<String>| {
+        let cells: Vec<String> = cells
+            .into_iter()
+            .zip(cols)
+            .map(|(c, (_, _, col))| match col {
+                Col::Left(w) => format!("{c:<w$}", w = *w),
+                Col::Right(w) => format!("{c:>w$}", w = *w),
+                Col::Last => format!(" {c}"),
+            })
+            .collect();
+        cells.join(" ") + "\n"
+    };
+    out.push_str(&format!("{title}: {}\n", rows.len()));
+    out.push_str(&line(cols.iter().map(|(h, _, _)| h.to_string()).collect()));
+    for r in rows {
+        out.push_str(&line(cols.iter().map(|(_, k, _)| cell(&r[*k])).collect()));
+    }
+}
+
+/// A JSON value as a table cell: strings unquoted, null as `-`.
+fn cell(x: &Value) -> String {
+    match x {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
-    };
-    let sip = rows("sip");
-    out.push_str(&format!(
-        "SIP (NAPT) bindings: {}\n{:<44} {:<44} {:>10}\n",
-        sip.len(),
-        "internal",
-        "external",
-        "expires_s"
-    ));
-    for b in &sip {
-        out.push_str(&format!(
-            "{:<44} {:<44} {:>10}\n",
-            s(&b["internal"]),
-            s(&b["external"]),
-            s(&b["expires_in_s"])
-        ));
     }
-    let media = rows("media");
-    out.push_str(&format!(
-        "media bindings (RTP; RTCP on the next port): {}\n{:<44} {:<44} {:>7} {:>7}  call\n",
-        media.len(),
-        "internal",
-        "external",
-        "age_s",
-        "idle_s"
-    ));
-    for m in &media {
-        out.push_str(&format!(
-            "{:<44} {:<44} {:>7} {:>7}  {}\n",
-            s(&m["internal"]),
-            s(&m["external"]),
-            s(&m["age_s"]),
-            s(&m["idle_s"]),
-            s(&m["call"])
-        ));
-    }
-    out
 }
 
 pub fn status(sock: anyhow::Result<PathBuf>, json: bool) -> ExitCode {
@@ -334,4 +357,38 @@ fn table(v: &Value, prev: Option<(f64, &Value)>) -> String {
         v["uptime_s"].as_f64().unwrap_or(0.0)
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flows_table_lays_out_both_tables() {
+        let v = serde_json::json!({
+            "sip": [{ "internal": "10.0.0.2:5060", "external": "198.51.100.1:5060", "expires_in_s": 297 }],
+            "media": [{ "internal": "10.0.0.3:6000", "external": "198.51.100.1:30000",
+                        "age_s": 4, "idle_s": null, "call": "5c1f0e8b2a7d9c31" }],
+        });
+        let want = format!(
+            "SIP (NAPT) bindings: 1\n{:<44} {:<44} {:>10}\n{:<44} {:<44} {:>10}\n\
+             media bindings (RTP; RTCP on the next port): 1\n{:<44} {:<44} {:>7} {:>7}  call\n\
+             {:<44} {:<44} {:>7} {:>7}  5c1f0e8b2a7d9c31\n",
+            "internal",
+            "external",
+            "expires_s",
+            "10.0.0.2:5060",
+            "198.51.100.1:5060",
+            297,
+            "internal",
+            "external",
+            "age_s",
+            "idle_s",
+            "10.0.0.3:6000",
+            "198.51.100.1:30000",
+            4,
+            "-",
+        );
+        assert_eq!(flows_table(&v), want);
+    }
 }

@@ -17,11 +17,13 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::report::family;
 use super::{
     daemon::Daemon,
     limits::{accept_error, Throttled},
     report,
 };
+use prometheus_client::metrics::MetricType;
 
 /// Metrics beyond the counters of [`report::Report`].
 #[derive(Clone, Debug, Default)]
@@ -56,11 +58,11 @@ impl Extra {
 
     fn encode(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         {
-            let mut m = enc.encode_descriptor(
+            let mut m = family(
+                enc,
                 "sipnat_queue_cpu_seconds",
                 "CPU time (user + system) of the worker thread serving the queue",
-                None,
-                ConstCounter::new(0.0f64).metric_type(),
+                MetricType::Counter,
             )?;
             for (q, cpu, secs) in &self.worker_cpu {
                 let labels = [
@@ -73,11 +75,11 @@ impl Extra {
                 ConstCounter::new(*secs).encode(m.encode_family(&labels)?)?;
             }
         }
-        let m = enc.encode_descriptor(
+        let m = family(
+            enc,
             "sipnat_flow_table_capacity",
             "Flows the inbound flow table is sized for (half its slots)",
-            None,
-            ConstGauge::new(0i64).metric_type(),
+            MetricType::Gauge,
         )?;
         ConstGauge::new(self.flow_capacity as i64).encode(m)?;
         Ok(())

@@ -6,8 +6,8 @@
 use std::{sync::atomic::Ordering, time::SystemTime};
 
 use prometheus_client::{
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
 };
 use serde_json::{json, Map, Value};
 
@@ -312,11 +312,11 @@ impl Report {
     fn encode_counters(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // XDP verdicts, per interface.
         {
-            let mut m = enc.encode_descriptor(
+            let mut m = family(
+                enc,
                 "sipnat_xdp_verdicts",
                 "Packets seen by the XDP steering program, by verdict and reason",
-                None,
-                ConstCounter::new(0u64).metric_type(),
+                MetricType::Counter,
             )?;
             for (role, name, counters) in &self.xdp {
                 for (verdict, v) in counters {
@@ -332,12 +332,7 @@ impl Report {
         // Worker counters: one family each, labelled by queue.
         for (i, c) in Counter::ALL.iter().enumerate() {
             let name = format!("sipnat_worker_{}", c.name());
-            let mut m = enc.encode_descriptor(
-                &name,
-                c.help(),
-                None,
-                ConstCounter::new(0u64).metric_type(),
-            )?;
+            let mut m = family(enc, &name, c.help(), MetricType::Counter)?;
             for w in &self.workers {
                 let labels = [("queue", w.queue.to_string())];
                 ConstCounter::new(w.counters[i].1).encode(m.encode_family(&labels)?)?;
@@ -346,11 +341,11 @@ impl Report {
         // AF_XDP socket statistics from the kernel.
         for (j, field) in XskStats::default().fields().iter().enumerate() {
             let name = format!("sipnat_xsk_{}", field.0);
-            let mut m = enc.encode_descriptor(
+            let mut m = family(
+                enc,
                 &name,
                 "AF_XDP socket statistics (kernel XDP_STATISTICS)",
-                None,
-                ConstCounter::new(0u64).metric_type(),
+                MetricType::Counter,
             )?;
             for w in &self.workers {
                 for (side, s) in [("inside", w.xsk_inside), ("outside", w.xsk_outside)] {
@@ -392,8 +387,7 @@ impl Report {
             ),
         ];
         for (name, help, f) in gauges {
-            let mut m =
-                enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            let mut m = family(enc, name, help, MetricType::Gauge)?;
             for w in &self.workers {
                 let labels = [("queue", w.queue.to_string())];
                 ConstGauge::new(f(w) as i64).encode(m.encode_family(&labels)?)?;
@@ -427,26 +421,24 @@ impl Report {
             ),
         ];
         for (name, help, v) in single {
-            let m = enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            let m = family(enc, name, help, MetricType::Gauge)?;
             ConstGauge::new(v).encode(m)?;
         }
-        for (_, name, help, v, gauge) in self.bindings.fields() {
-            if gauge {
-                let m =
-                    enc.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+        for (_, name, help, v, is_gauge) in self.bindings.fields() {
+            if is_gauge {
+                let m = family(enc, name, help, MetricType::Gauge)?;
                 ConstGauge::new(v as i64).encode(m)?;
             } else {
-                let m =
-                    enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+                let m = family(enc, name, help, MetricType::Counter)?;
                 ConstCounter::new(v).encode(m)?;
             }
         }
         {
-            let mut m = enc.encode_descriptor(
+            let mut m = family(
+                enc,
                 "sipnat_external_address_info",
                 "The external address in use (value 1)",
-                None,
-                ConstGauge::new(0i64).metric_type(),
+                MetricType::Gauge,
             )?;
             let e = &self.external;
             for (fam, a) in [
@@ -464,21 +456,26 @@ impl Report {
             }
         }
         {
-            let m = enc.encode_descriptor(
-                "sipnat_external_rejected",
-                "Candidate external addresses refused (loopback, unspecified, link-local, multicast; private or shared without nat.allow_private_external) from STUN, an interface or set external-ip",
-                None,
-                ConstCounter::new(0u64).metric_type(),
-            )?;
+            let m = family(enc, "sipnat_external_rejected", "Candidate external addresses refused (loopback, unspecified, link-local, multicast; private or shared without nat.allow_private_external) from STUN, an interface or set external-ip", MetricType::Counter)?;
             ConstCounter::new(self.external_rejected).encode(m)?;
         }
-        let m = enc.encode_descriptor(
+        let m = family(
+            enc,
             "sipnat_external_address_age_seconds",
             "Seconds since the external address was last confirmed",
-            None,
-            ConstGauge::new(0i64).metric_type(),
+            MetricType::Gauge,
         )?;
         ConstGauge::new(age_s(&self.external).map_or(-1, |a| a as i64)).encode(m)?;
         Ok(())
     }
+}
+
+/// Starts the metric family `name` of type `kind` (its `# HELP` and `# TYPE` lines).
+pub(crate) fn family<'a>(
+    enc: &'a mut DescriptorEncoder,
+    name: &'a str,
+    help: &str,
+    kind: MetricType,
+) -> Result<MetricEncoder<'a>, std::fmt::Error> {
+    enc.encode_descriptor(name, help, None, kind)
 }

@@ -257,6 +257,19 @@ impl RtnlSocket {
         r
     }
 
+    /// [`Self::transact`], keeping what `pick` makes of each answer (of a dump: of every
+    /// entry).
+    fn collect<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        dump: bool,
+        mut pick: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Vec<T>, Failure> {
+        let mut out = Vec::new();
+        self.transact(msg, dump, &mut |m| out.extend(pick(m)))?;
+        Ok(out)
+    }
+
     fn transact_inner(
         &mut self,
         msg: RouteNetlinkMessage,
@@ -354,19 +367,17 @@ impl RtnlSocket {
         msg.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
         msg.attributes
             .push(RouteAttribute::Destination(RouteAddress::from(dst)));
-        let mut reply = None;
-        match self.transact(RouteNetlinkMessage::GetRoute(msg), false, &mut |m| {
-            if let RouteNetlinkMessage::NewRoute(r) = m {
-                reply = Some(r);
-            }
+        let reply = match self.collect(RouteNetlinkMessage::GetRoute(msg), false, |m| match m {
+            RouteNetlinkMessage::NewRoute(r) => Some(r),
+            _ => None,
         }) {
-            Ok(()) => {}
+            Ok(mut v) => v.pop(),
             Err(Failure::Nack(e)) => {
                 tracing::trace!(%dst, "no route: {e}");
                 return Ok(None);
             }
             Err(f) => return Err(f.into()),
-        }
+        };
         let Some(r) = reply else {
             return Err(io::Error::other(
                 "RTM_GETROUTE: no RTM_NEWROUTE in the reply",
@@ -380,17 +391,13 @@ impl RtnlSocket {
         let mut msg = NeighbourMessage::default();
         // Kernel-side filter (non-strict dumps read NDA_IFINDEX); filtered here too.
         msg.attributes.push(NeighbourAttribute::IfIndex(ifindex));
-        let mut out = Vec::new();
-        self.transact(RouteNetlinkMessage::GetNeighbour(msg), true, &mut |m| {
-            if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                if let Some(n) = neighbour_from_message(&n) {
-                    if n.ifindex == ifindex {
-                        out.push(n);
-                    }
-                }
-            }
-        })?;
-        Ok(out)
+        let mine = |n: &Neighbour| n.ifindex == ifindex;
+        Ok(
+            self.collect(RouteNetlinkMessage::GetNeighbour(msg), true, |m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => neighbour_from_message(&n).filter(mine),
+                _ => None,
+            })?,
+        )
     }
 
     /// Every address of `family` (`Inet` or `Inet6`), all interfaces (RTM_GETADDR
@@ -399,29 +406,26 @@ impl RtnlSocket {
     pub fn addresses(&mut self, family: AddressFamily) -> io::Result<Vec<AddressMessage>> {
         let mut msg = AddressMessage::default();
         msg.header.family = family;
-        let mut out = Vec::new();
-        self.transact(RouteNetlinkMessage::GetAddress(msg), true, &mut |m| {
-            if let RouteNetlinkMessage::NewAddress(a) = m {
-                out.push(a);
-            }
-        })?;
-        Ok(out)
+        Ok(
+            self.collect(RouteNetlinkMessage::GetAddress(msg), true, |m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })?,
+        )
     }
 
     /// Interface `ifindex`, or `None` when there is no such interface.
     pub fn link(&mut self, ifindex: u32) -> io::Result<Option<Link>> {
         let mut msg = LinkMessage::default();
         msg.header.index = ifindex;
-        let mut reply = None;
-        match self.transact(RouteNetlinkMessage::GetLink(msg), false, &mut |m| {
-            if let RouteNetlinkMessage::NewLink(l) = m {
-                reply = Some(l);
-            }
+        let reply = match self.collect(RouteNetlinkMessage::GetLink(msg), false, |m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l),
+            _ => None,
         }) {
-            Ok(()) => {}
+            Ok(mut v) => v.pop(),
             Err(Failure::Nack(e)) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
             Err(f) => return Err(f.into()),
-        }
+        };
         let Some(l) = reply else {
             return Err(io::Error::other("RTM_GETLINK: no RTM_NEWLINK in the reply"));
         };

@@ -180,7 +180,7 @@ impl NaptTable {
                     InsertResult::Full => return Bound::Exhausted,
                 }
             }
-            match self.allocate(external, internal, port, range, now_s) {
+            match self.allocate(external, (internal, port), range, now_s) {
                 Some(bound) => {
                     let p = bound.port().unwrap_or(0);
                     match self.by_internal.insert_port(ik, external, p, now_s) {
@@ -210,8 +210,7 @@ impl NaptTable {
     fn allocate(
         &self,
         external: IpAddr,
-        internal: IpAddr,
-        port: u16,
+        (internal, port): (IpAddr, u16),
         range: PortRange,
         now_s: u32,
     ) -> Option<Bound> {
@@ -345,6 +344,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The binding of `host`:5060 on external address `e` (the range `RANGE`) at `now`.
+    fn from_5060(t: &NaptTable, e: IpAddr, host: &str, now: u32) -> Bound {
+        t.outbound(e, ip(host), 5060, RANGE, now)
+    }
+
     const RANGE: PortRange = PortRange {
         first: 20000,
         last: 20003,
@@ -369,26 +373,20 @@ mod tests {
     fn first_keeps_its_port_others_get_the_range() {
         let t = NaptTable::new(64, 300);
         let e = ip("203.0.113.10");
-        assert_eq!(
-            t.outbound(e, ip("10.0.0.1"), 5060, RANGE, 1),
-            Bound::Preserved(5060)
-        );
-        let b = t.outbound(e, ip("10.0.0.2"), 5060, RANGE, 1);
+        assert_eq!(from_5060(&t, e, "10.0.0.1", 1), Bound::Preserved(5060));
+        let b = from_5060(&t, e, "10.0.0.2", 1);
         let Bound::Allocated(p2) = b else {
             panic!("{b:?}")
         };
         assert!(RANGE.contains(p2));
         // Stable while refreshed, whoever the remote (endpoint-independent).
-        assert_eq!(
-            t.outbound(e, ip("10.0.0.2"), 5060, RANGE, 2),
-            Bound::Existing(p2)
-        );
+        assert_eq!(from_5060(&t, e, "10.0.0.2", 2), Bound::Existing(p2));
         assert_eq!(t.inbound(e, p2, 2), Some((ip("10.0.0.2"), 5060)));
         assert_eq!(t.inbound(e, 5060, 2), Some((ip("10.0.0.1"), 5060)));
         assert_eq!(t.inbound(e, 5061, 2), None);
         // Another external address is another port space.
         assert_eq!(
-            t.outbound(ip("203.0.113.11"), ip("10.0.0.2"), 5060, RANGE, 2),
+            from_5060(&t, ip("203.0.113.11"), "10.0.0.2", 2),
             Bound::Preserved(5060)
         );
         assert_eq!(t.live(2), 3);
@@ -401,25 +399,19 @@ mod tests {
         // 5060 preserved + the 4 ports of the range.
         let mut ports = Vec::new();
         for h in 1..=5 {
-            let b = t.outbound(e, ip(&format!("10.0.0.{h}")), 5060, RANGE, 100);
+            let b = from_5060(&t, e, &format!("10.0.0.{h}"), 100);
             ports.push(b.port().expect("bound"));
         }
         ports.sort();
         assert_eq!(ports, [5060, 20000, 20001, 20002, 20003]);
-        assert_eq!(
-            t.outbound(e, ip("10.0.0.6"), 5060, RANGE, 100),
-            Bound::Exhausted
-        );
+        assert_eq!(from_5060(&t, e, "10.0.0.6", 100), Bound::Exhausted);
         // Known endpoints still work when the range is exhausted.
         assert!(matches!(
-            t.outbound(e, ip("10.0.0.3"), 5060, RANGE, 100),
+            from_5060(&t, e, "10.0.0.3", 100),
             Bound::Existing(_)
         ));
         // After the idle timeout everything is free again.
-        assert_eq!(
-            t.outbound(e, ip("10.0.0.6"), 5060, RANGE, 111),
-            Bound::Preserved(5060)
-        );
+        assert_eq!(from_5060(&t, e, "10.0.0.6", 111), Bound::Preserved(5060));
         assert_eq!(t.live(111), 1);
     }
 
@@ -427,10 +419,7 @@ mod tests {
     fn registration_extends_and_release_frees() {
         let t = NaptTable::new(64, 10);
         let e = ip("203.0.113.10");
-        assert_eq!(
-            t.outbound(e, ip("10.0.0.1"), 5060, RANGE, 100),
-            Bound::Preserved(5060)
-        );
+        assert_eq!(from_5060(&t, e, "10.0.0.1", 100), Bound::Preserved(5060));
         t.extend(e, 5060, ip("10.0.0.1"), 5060, 100, 3700);
         assert_eq!(t.inbound(e, 5060, 3000), Some((ip("10.0.0.1"), 5060)));
         assert_eq!(t.bindings(3000)[0].expires_in_s, 700);
@@ -440,10 +429,7 @@ mod tests {
         assert_eq!(t.inbound(e, 5060, 3711), None);
         assert!(t.release(e, ip("10.0.0.1"), 5060, 3000));
         assert_eq!(t.inbound(e, 5060, 3000), None);
-        assert_eq!(
-            t.outbound(e, ip("10.0.0.2"), 5060, RANGE, 3000),
-            Bound::Preserved(5060)
-        );
+        assert_eq!(from_5060(&t, e, "10.0.0.2", 3000), Bound::Preserved(5060));
     }
 
     /// Many threads bind many endpoints at once: every endpoint gets one port, no port

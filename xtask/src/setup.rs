@@ -120,47 +120,27 @@ fn bpf_linker() -> anyhow::Result<()> {
 
 /// cargo-fuzz (`cargo fuzz`, found on PATH as `cargo-fuzz`); it runs under the nightly.
 pub fn cargo_fuzz() -> anyhow::Result<()> {
-    if installed(
-        "cargo-fuzz",
-        succeeds(Command::new("cargo-fuzz").args(["fuzz", "--version"])),
-        "installing (about two minutes)",
-    ) {
-        return Ok(());
-    }
-    shell::run(Command::new("cargo").args([
-        "install",
-        "cargo-fuzz",
-        "--locked",
-        "--version",
-        CARGO_FUZZ_VERSION,
-    ]))?;
-    if !succeeds(Command::new("cargo-fuzz").args(["fuzz", "--version"])) {
-        bail!(
-            "cargo-fuzz was installed but `cargo-fuzz fuzz --version` fails (is ~/.cargo/bin \
-             on PATH?)"
-        );
-    }
-    Ok(())
+    cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION, &["fuzz", "--version"])
 }
 
 /// cargo-deb (`cargo deb`, found on PATH as `cargo-deb`), for `cargo xtask deb`.
 pub fn cargo_deb() -> anyhow::Result<()> {
-    if installed(
-        "cargo-deb",
-        succeeds(Command::new("cargo-deb").arg("--version")),
-        "installing (about two minutes)",
-    ) {
+    cargo_tool("cargo-deb", CARGO_DEB_VERSION, &["--version"])
+}
+
+/// A cargo subcommand `name` at `version` (`cargo install --locked`), unless `name
+/// check_args` already runs.
+fn cargo_tool(name: &str, version: &str, check_args: &[&str]) -> anyhow::Result<()> {
+    let runs = || succeeds(Command::new(name).args(check_args));
+    if installed(name, runs(), "installing (about two minutes)") {
         return Ok(());
     }
-    shell::run(Command::new("cargo").args([
-        "install",
-        "cargo-deb",
-        "--locked",
-        "--version",
-        CARGO_DEB_VERSION,
-    ]))?;
-    if !succeeds(Command::new("cargo-deb").arg("--version")) {
-        bail!("cargo-deb was installed but `cargo-deb --version` fails (is ~/.cargo/bin on PATH?)");
+    shell::run(Command::new("cargo").args(["install", name, "--locked", "--version", version]))?;
+    if !runs() {
+        bail!(
+            "{name} was installed but `{name} {}` fails (is ~/.cargo/bin on PATH?)",
+            check_args.join(" ")
+        );
     }
     Ok(())
 }

@@ -267,6 +267,15 @@ pub fn stats(sock: anyhow::Result<PathBuf>, watch: bool, json: bool) -> ExitCode
     }
 }
 
+/// The non-zero counts of a JSON object, in its order.
+fn nonzero(m: &Value) -> Vec<(String, u64)> {
+    let counts = m.as_object().into_iter().flatten();
+    counts
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+        .filter(|(_, n)| *n != 0)
+        .collect()
+}
+
 /// The human table: non-zero counters, with per-second rates when watching.
 fn table(v: &Value, prev: Option<(f64, &Value)>) -> String {
     let mut s = String::new();
@@ -291,62 +300,38 @@ fn table(v: &Value, prev: Option<(f64, &Value)>) -> String {
         "value",
         if prev.is_some() { "        rate" } else { "" }
     ));
+    // A row: where, counter, value, and the rate column when given.
+    let row = |s: &mut String, at: &str, k: &str, n: u64, rate: Option<String>| {
+        let rate = rate.map(|r| format!(" {r}")).unwrap_or_default();
+        s.push_str(&format!("{at:<10} {k:<36} {n:>14}{rate}\n"));
+    };
     for side in ["inside", "outside"] {
-        if let Some(m) = v["xdp"][side].as_object() {
-            for (k, n) in m {
-                let n = n.as_u64().unwrap_or(0);
-                if n != 0 {
-                    s.push_str(&format!(
-                        "{:<10} {:<36} {:>14} {}\n",
-                        format!("xdp/{side}"),
-                        k,
-                        n,
-                        rate(&["xdp", side, k], n)
-                    ));
-                }
-            }
+        for (k, n) in nonzero(&v["xdp"][side]) {
+            let r = rate(&["xdp", side, &k], n);
+            row(&mut s, &format!("xdp/{side}"), &k, n, Some(r));
         }
     }
-    if let Some(m) = v["total"].as_object() {
-        for (k, n) in m {
-            let n = n.as_u64().unwrap_or(0);
-            if n != 0 {
-                s.push_str(&format!(
-                    "{:<10} {:<36} {:>14} {}\n",
-                    "workers",
-                    k,
-                    n,
-                    rate(&["total", k], n)
-                ));
-            }
-        }
+    for (k, n) in nonzero(&v["total"]) {
+        let r = rate(&["total", &k], n);
+        row(&mut s, "workers", &k, n, Some(r));
     }
     for w in v["workers"].as_array().into_iter().flatten() {
         for side in ["inside", "outside"] {
-            if let Some(m) = w["xsk"][side].as_object() {
-                for (k, n) in m {
-                    let n = n.as_u64().unwrap_or(0);
-                    if n != 0 {
-                        s.push_str(&format!(
-                            "{:<10} {:<36} {:>14}\n",
-                            format!("q{}/{side}", w["queue"]),
-                            format!("xsk_{k}"),
-                            n
-                        ));
-                    }
-                }
+            for (k, n) in nonzero(&w["xsk"][side]) {
+                row(
+                    &mut s,
+                    &format!("q{}/{side}", w["queue"]),
+                    &format!("xsk_{k}"),
+                    n,
+                    None,
+                );
             }
         }
     }
     let rejected = v["external"]["rejected"].as_u64().unwrap_or(0);
     if rejected != 0 {
-        s.push_str(&format!(
-            "{:<10} {:<36} {:>14} {}\n",
-            "external",
-            "rejected",
-            rejected,
-            rate(&["external", "rejected"], rejected)
-        ));
+        let r = rate(&["external", "rejected"], rejected);
+        row(&mut s, "external", "rejected", rejected, Some(r));
     }
     s.push_str(&format!(
         "flows live {}, NAPT bindings {}, media bindings {}, next hops {}, uptime {:.0}s\n",

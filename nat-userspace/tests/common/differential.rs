@@ -144,52 +144,21 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
         internal_port: 5060,
         external_port: 20001,
     });
+    let ctx = |direction, internal, local_port, napt| Context {
+        config: &s.config,
+        external: s.external,
+        direction,
+        internal,
+        local_port: Some(local_port),
+        napt,
+        media: None,
+    };
     [
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Outbound,
-            internal: None,
-            local_port: Some(5060),
-            napt: None,
-            media: None,
-        },
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Inbound,
-            internal: None,
-            local_port: Some(5060),
-            napt: None,
-            media: None,
-        },
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Inbound,
-            internal: Some(s.host),
-            local_port: Some(15060),
-            napt: None,
-            media: None,
-        },
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Outbound,
-            internal: None,
-            local_port: Some(5060),
-            napt,
-            media: None,
-        },
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Inbound,
-            internal: Some(s.host),
-            local_port: Some(20001),
-            napt,
-            media: None,
-        },
+        ctx(Direction::Outbound, None, 5060, None),
+        ctx(Direction::Inbound, None, 5060, None),
+        ctx(Direction::Inbound, Some(s.host), 15060, None),
+        ctx(Direction::Outbound, None, 5060, napt),
+        ctx(Direction::Inbound, Some(s.host), 20001, napt),
     ]
 }
 
@@ -221,16 +190,21 @@ fn show(b: &[u8]) -> String {
 }
 
 impl Checker {
+    /// Both buffers: `input`, then `tailroom` bytes of `fill`.
+    fn load(&mut self, input: &[u8], tailroom: usize, fill: u8) {
+        for b in [&mut self.fast, &mut self.reference] {
+            b.clear();
+            b.extend_from_slice(input);
+            b.resize(input.len() + tailroom, fill);
+        }
+    }
+
     /// One message under `ctx`, with `tailroom` bytes after it: panics, naming `what`,
     /// when the fast path and the reference differ.
     pub fn message(&mut self, what: &str, input: &[u8], ctx: &Context<'_>, tailroom: usize) {
         self.messages += 1;
         let n = input.len();
-        for b in [&mut self.fast, &mut self.reference] {
-            b.clear();
-            b.extend_from_slice(input);
-            b.resize(n + tailroom, 0xa5);
-        }
+        self.load(input, tailroom, 0xa5);
         let gate = Gate::of(ctx);
         let f = rewrite_message_in(&mut self.fast, n, ctx, &gate, &mut self.edits);
         let r = reference::rewrite_message(&mut self.reference, n, ctx);
@@ -283,29 +257,16 @@ impl Checker {
             (true, _) => IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 7)),
         };
         let gate = Gate::of(ctx);
+        let l3 = |src, dst| L3Action { src, dst };
         for l3 in [
             L3Action::default(),
-            L3Action {
-                src: Some(ext),
-                dst: None,
-            },
-            L3Action {
-                src: None,
-                dst: Some(host),
-            },
-            L3Action {
-                src: Some(layout.src),
-                dst: None,
-            },
+            l3(Some(ext), None),
+            l3(None, Some(host)),
+            l3(Some(layout.src), None),
         ] {
             for tailroom in [2048, 0] {
                 self.packets += 1;
-                let n = layout.ip_end;
-                for b in [&mut self.fast, &mut self.reference] {
-                    b.clear();
-                    b.extend_from_slice(&frame[..n]);
-                    b.resize(n + tailroom, 0x5a);
-                }
+                self.load(&frame[..layout.ip_end], tailroom, 0x5a);
                 let f =
                     rewrite_packet_gated(&mut self.fast, &layout, ctx, l3, &gate, &mut self.edits);
                 let r = reference::rewrite_packet(&mut self.reference, &layout, ctx, l3);

@@ -75,6 +75,11 @@ fn run_ctx(ctx: &Context<'_>, msg: &[u8], tail: usize) -> (Vec<u8>, Rewrite) {
     (buf, r)
 }
 
+/// Inbound with [`ext4`], the internal host 10.0.0.5 known, 64 bytes of room.
+fn run_in(c: &RewriteConfig, msg: &[u8]) -> (Vec<u8>, Rewrite) {
+    run_with(c, ext4(), Direction::Inbound, Some(ip("10.0.0.5")), msg, 64)
+}
+
 /// Outbound with [`ext4`] and no internal host known.
 fn run_out(c: &RewriteConfig, msg: &[u8], tail: usize) -> (Vec<u8>, Rewrite) {
     run_ctx(&outbound_ctx(c), msg, tail)
@@ -115,12 +120,41 @@ fn out_cfg(c: &RewriteConfig, msg: &str) -> (String, Outcome) {
     (m, r.outcome)
 }
 
-/// Outbound with `c`, `msg` comes out `Unchanged` and byte for byte as it went in.
+/// [`out`], asserting the counts of `spec` (see [`assert_counts`]); the text.
 #[track_caller]
-fn assert_untouched(c: &RewriteConfig, msg: &str) {
+fn out_counts(msg: &str, spec: &str) -> String {
+    out_cfg_counts(&cfg(&["10.0.0.0/24"]), msg, spec)
+}
+
+/// [`out_cfg`], asserting the counts of `spec` (see [`assert_counts`]); the text.
+#[track_caller]
+fn out_cfg_counts(c: &RewriteConfig, msg: &str, spec: &str) -> String {
     let (m, o) = out_cfg(c, msg);
-    assert_eq!(o, Outcome::Unchanged);
-    assert_eq!(m, msg);
+    assert_counts(o, spec);
+    m
+}
+
+/// [`run_text`] with 64 bytes of room, asserting the counts of `spec` (see
+/// [`assert_counts`]); the text.
+#[track_caller]
+fn text_counts(
+    c: &RewriteConfig,
+    ext: ExternalAddrs,
+    dir: Direction,
+    msg: &str,
+    spec: &str,
+) -> String {
+    let (m, r) = run_text(c, ext, dir, msg, 64);
+    assert_counts(r.outcome, spec);
+    m
+}
+
+/// [`inb`], asserting the counts of `spec` (see [`assert_counts`]); the text.
+#[track_caller]
+fn inb_counts(c: &RewriteConfig, internal: Option<&str>, msg: &str, spec: &str) -> String {
+    let (m, o) = inb(c, internal, msg);
+    assert_counts(o, spec);
+    m
 }
 
 fn inb(c: &RewriteConfig, internal: Option<&str>, msg: &str) -> (String, Outcome) {
@@ -218,9 +252,8 @@ a=sendrecv\r\n";
 #[test]
 fn invite_rewrites_exactly_the_rewritable_fields() {
     assert!(cl_ok(INVITE));
-    let (m, o) = out(INVITE);
-    assert_counts(
-        o,
+    let m = out_counts(
+        INVITE,
         "via=1 contact=1 sdp_origin=1 sdp_connection=1 sdp_rtcp=1 content_length=1 \
          request_uri=0 record_route=0 from_to=0",
     );
@@ -286,8 +319,7 @@ fn record_route_route_and_from_to_when_configured() {
 fn prefix_collision_whole_tokens_only() {
     let c = cfg(&["192.168.1.10/32"]);
     let msg = "OPTIONS sip:x@192.168.1.100 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.100:5060\r\nContact: <sip:a@192.168.1.10>, <sip:b@192.168.1.100>, <sip:c@192.168.1.101>\r\nContent-Length: 0\r\n\r\n";
-    let (m, o) = out_cfg(&c, msg);
-    assert_eq!(changes(o).contact, 1);
+    let m = out_cfg_counts(&c, msg, "contact=1");
     assert!(
         m.contains("Contact: <sip:a@203.0.113.10>, <sip:b@192.168.1.100>, <sip:c@192.168.1.101>")
     );
@@ -300,11 +332,31 @@ fn prefix_collision_whole_tokens_only() {
     );
 }
 
+/// Messages that come out outbound byte for byte as they went in, `Unchanged`, under the
+/// rule named: no address of the rule in a rewritable field.
 #[test]
-fn no_force_rewrite_corruption() {
-    // The origin's regex turned 110.0.0.12 into 1203.0.113.102.
-    let msg = "OPTIONS sip:x@110.0.0.12 SIP/2.0\r\nContact: <sip:a@110.0.0.12>\r\nVia: SIP/2.0/UDP 110.0.0.12\r\nContent-Length: 0\r\n\r\n";
-    assert_untouched(&cfg(&["10.0.0.0/8"]), msg);
+fn untouched_cases() {
+    for (name, net, msg) in [
+        (
+            // The origin's regex turned 110.0.0.12 into 1203.0.113.102.
+            "no force-rewrite corruption",
+            "10.0.0.0/8",
+            "OPTIONS sip:x@110.0.0.12 SIP/2.0\r\nContact: <sip:a@110.0.0.12>\r\nVia: SIP/2.0/UDP 110.0.0.12\r\nContent-Length: 0\r\n\r\n",
+        ),
+        (
+            "Contact * untouched",
+            "10.0.0.0/24",
+            "REGISTER sip:198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3\r\nContact: *\r\nExpires: 0\r\nContent-Length: 0\r\n\r\n",
+        ),
+        (
+            "Call-ID, branch, tags and other headers never rewritten",
+            "10.0.0.0/24",
+            "REFER sip:b@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3;branch=z9hG4bK10.0.0.5\r\nCall-ID: 10.0.0.5\r\ni: 10.0.0.5@10.0.0.5\r\nFrom: <sip:a@198.51.100.3>;tag=10.0.0.5\r\nRefer-To: <sip:c@10.0.0.5>\r\nProxy-Authorization: Digest uri=\"sip:10.0.0.5\"\r\nX-Unknown: sip:a@10.0.0.5\r\nContent-Length: 0\r\n\r\n",
+        ),
+    ] {
+        let (m, o) = out_cfg(&cfg(&[net]), msg);
+        assert_eq!((o, m.as_str()), (Outcome::Unchanged, msg), "{name}");
+    }
 }
 
 #[test]
@@ -332,9 +384,8 @@ fn port_5060_elsewhere_is_never_touched() {
 fn default_port_written_explicitly_when_mapped() {
     let c = cfg_ports(&["10.0.0.0/24"], &[(5060, 15060), (5061, 15061)]);
     let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nContact: <sip:a@10.0.0.5>, <sips:b@10.0.0.5>\r\nVia: SIP/2.0/TLS 10.0.0.5\r\nContent-Length: 0\r\n\r\n";
-    let (m, _) = out_cfg(&c, msg);
     contains_all(
-        &m,
+        &out_cfg(&c, msg).0,
         &[
             "Contact: <sip:a@203.0.113.10:15060>, <sips:b@203.0.113.10:15061>",
             "Via: SIP/2.0/TLS 203.0.113.10:15061",
@@ -400,12 +451,6 @@ fn outbound_cases() {
 }
 
 #[test]
-fn contact_star_untouched() {
-    let msg = "REGISTER sip:198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3\r\nContact: *\r\nExpires: 0\r\nContent-Length: 0\r\n\r\n";
-    assert_untouched(&cfg(&["10.0.0.0/24"]), msg);
-}
-
-#[test]
 fn register_2xx_and_3xx_contacts_not_rewritten_other_responses_are() {
     let reg200 = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.51.100.9;branch=z9\r\nContact: <sip:a@10.0.0.5>;expires=60, <sip:b@10.0.0.6>;expires=30\r\nCSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(out(reg200).1, Outcome::Unchanged);
@@ -423,24 +468,21 @@ fn register_2xx_and_3xx_contacts_not_rewritten_other_responses_are() {
 #[test]
 fn compact_forms_and_case_insensitive_names() {
     let msg = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nv: SIP/2.0/UDP 10.0.0.5\r\nm: <sip:a@10.0.0.5>\r\nf: <sip:a@10.0.0.5>\r\nc: APPLICATION/SDP\r\nl: 19\r\n\r\nc=IN IP4 10.0.0.5\r\n";
-    let (m, o) = out(msg);
-    assert_counts(
-        o,
+    let m = out_counts(
+        msg,
         "via=1 contact=1 from_to=0 sdp_connection=1 content_length=1",
     );
     assert!(m.contains("l: 23\r\n"));
     assert!(cl_ok(&m));
     let msg2 = "OPTIONS sip:b@198.51.100.2 SIP/2.0\r\nVIA: SIP/2.0/UDP 10.0.0.5\r\nCONTACT: <sip:a@10.0.0.5>\r\nX-Via: SIP/2.0/UDP 10.0.0.5\r\nContact-Info: <sip:a@10.0.0.5>\r\nContent-Length: 0\r\n\r\n";
-    let (m, o) = out(msg2);
-    assert_eq!(changes(o).total(), 2);
+    let m = out_counts(msg2, "total=2");
     assert!(m.contains("X-Via: SIP/2.0/UDP 10.0.0.5\r\nContact-Info: <sip:a@10.0.0.5>"));
 }
 
 #[test]
 fn request_uri_rewritten_outbound_with_escaped_user() {
     let msg = "BYE sip:user;par=u%40example.net@10.0.0.5:5062;transport=udp SIP/2.0\r\nContent-Length: 0\r\n\r\n";
-    let (m, o) = out(msg);
-    assert_eq!(changes(o).request_uri, 1);
+    let m = out_counts(msg, "request_uri=1");
     assert!(m.starts_with(
         "BYE sip:user;par=u%40example.net@203.0.113.10:5062;transport=udp SIP/2.0\r\n"
     ));
@@ -453,6 +495,7 @@ fn ipv6_brackets_in_uri_and_via_and_sdp_without() {
     let msg = with_body("INVITE sip:b@[2001:db8::2] SIP/2.0\r\nVia: SIP/2.0/UDP [fd00::5]:5060;branch=z9\r\nContact: <sip:a@[fd00::5]>\r\nContent-Type: application/sdp\r\n", "o=- 1 1 IN IP6 fd00::5\r\nc=IN IP6 fd00::5\r\n");
     let (m, r) = run_text(&c, ext46(), Direction::Outbound, &msg, 256);
     assert_eq!(changes(r.outcome).total(), 5);
+    assert!(cl_ok(&m));
     contains_all(
         &m,
         &[
@@ -461,7 +504,6 @@ fn ipv6_brackets_in_uri_and_via_and_sdp_without() {
             "o=- 1 1 IN IP6 2001:db8::10\r\nc=IN IP6 2001:db8::10\r\n",
         ],
     );
-    assert!(cl_ok(&m));
 }
 
 #[test]
@@ -476,8 +518,7 @@ fn ip6_line_with_only_an_ipv4_external_is_left_alone_and_counted() {
 #[test]
 fn ipv4_mapped_ipv6_classified_by_ipv4_and_written_mapped() {
     let msg = &with_body("INVITE sip:b@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP [::ffff:10.0.0.5]:19823\r\nContact: <sip:a@[::ffff:10.0.0.5]>\r\nContent-Type: application/sdp\r\n", "c=IN IP6 ::ffff:10.0.0.5\r\n");
-    let (m, o) = out(msg);
-    assert_eq!(changes(o).total(), 4);
+    let m = out_counts(msg, "total=4");
     contains_all(
         &m,
         &[
@@ -512,8 +553,7 @@ fn crlf_kept_and_lf_only_accepted_and_kept() {
 #[test]
 fn mixed_bare_cr_and_cr_cr_lf_line_ends() {
     let msg = "OPTIONS sip:b@198.51.100.2 SIP/2.0\rVia: SIP/2.0/UDP 10.0.0.5\r\r\nContact: <sip:a@10.0.0.5>\nContent-Length: 0\r\n\r\n";
-    let (m, o) = out(msg);
-    assert_eq!(changes(o).total(), 2);
+    let m = out_counts(msg, "total=2");
     assert_eq!(m, msg.replace("10.0.0.5", EXT));
 }
 
@@ -570,8 +610,7 @@ fn nested_multipart_and_signed_untouched() {
     let inner = "--in\r\nContent-Type: application/sdp\r\n\r\nc=IN IP4 10.0.0.5\r\n--in--\r\n";
     let outer = format!("--out\r\nContent-Type: multipart/alternative; boundary=\"in\"\r\n\r\n{inner}\r\n--out--\r\n");
     let msg = format!("INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: multipart/mixed;boundary=out\r\nContent-Length: {}\r\n\r\n{outer}", outer.len());
-    let (m, o) = out(&msg);
-    assert_eq!(changes(o).sdp_connection, 1);
+    let m = out_counts(&msg, "sdp_connection=1");
     assert!(m.contains("c=IN IP4 203.0.113.10\r\n--in--"));
     assert!(cl_ok(&m));
     let signed = msg.replace("multipart/mixed", "multipart/signed");
@@ -598,8 +637,7 @@ fn multipart_boundary_lookalikes_do_not_split() {
 #[test]
 fn content_length_absent_stays_absent() {
     let msg = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContact: <sip:a@10.0.0.5>\r\nContent-Type: application/sdp\r\n\r\nc=IN IP4 10.0.0.5\r\n";
-    let (m, o) = out(msg);
-    assert_eq!(changes(o).content_length, 0);
+    let m = out_counts(msg, "content_length=0");
     assert!(!m.to_ascii_lowercase().contains("content-length"));
     assert!(m.ends_with("c=IN IP4 203.0.113.10\r\n"));
 }
@@ -614,8 +652,7 @@ fn content_length_with_leading_zeros_is_rewritten_as_a_plain_number() {
     let msg2 = msg
         .replace("10.0.0.5", "10.9.9.9")
         .replace("INVITE sip:b@198", "INVITE sip:b@10.0.0.5:5060;x=198");
-    let (m2, o2) = out(&msg2);
-    assert_eq!(changes(o2).content_length, 0);
+    let m2 = out_counts(&msg2, "content_length=0");
     assert!(m2.contains("Content-Length: 00019\r\n"));
 }
 
@@ -654,10 +691,12 @@ fn regression_bytes_after_the_declared_body_are_discarded() {
 fn bad_content_lengths_are_malformed() {
     let base = "INVITE sip:b@198.51.100.2 SIP/2.0\r\nContact: <sip:a@10.0.0.5>\r\n";
     // Too large: the body runs to the end of the datagram, the length keeps its excess.
-    let (m, o) = out(&format!(
+    let m = out_counts(
+        &format!(
         "{base}Content-Type: application/sdp\r\nContent-Length: 9999\r\n\r\nc=IN IP4 10.0.0.5\r\n"
-    ));
-    assert_eq!(changes(o).sdp_connection, 1);
+    ),
+        "sdp_connection=1",
+    );
     assert!(m.contains("Content-Length: 10003\r\n"));
     assert_eq!(
         out(&format!("{base}Content-Length: -999\r\n\r\nx")).1,
@@ -680,8 +719,7 @@ fn bad_content_lengths_are_malformed() {
 fn sdp_hold_rejected_stream_public_fqdn_and_candidates_untouched() {
     let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\nc=IN IP4 0.0.0.0\r\nm=audio 0 RTP/AVP 0\r\nc=IN IP4 10.0.0.5\r\nm=audio 20000 RTP/AVP 0\r\nc=IN IP4 198.51.100.7\r\nc=IN IP4 media.example.com\r\na=candidate:1 1 UDP 2130706431 10.0.0.5 20000 typ host\r\n";
     let msg = format!("INVITE sip:b@198.51.100.2 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len());
-    let (m, o) = out(&msg);
-    assert_counts(o, "sdp_origin=1 sdp_connection=0");
+    let m = out_counts(&msg, "sdp_origin=1 sdp_connection=0");
     assert!(
         m.contains("c=IN IP4 0.0.0.0\r\nm=audio 0 RTP/AVP 0\r\nc=IN IP4 10.0.0.5\r\n"),
         "hold + rejected stream"
@@ -696,8 +734,7 @@ fn sdp_media_ports_only_with_a_port_map_and_count_kept() {
     let (m, _) = out(&msg);
     assert!(m.contains("c=IN IP4 203.0.113.10/127/2\r\nm=audio 20000/2 RTP/AVP 0\r\na=rtcp:20001 IN IP4 203.0.113.10\r\n"));
     let c = cfg_ports(&["10.0.0.0/24"], &[(20000, 30000), (20001, 30001)]);
-    let (m, o) = out_cfg(&c, &msg);
-    assert_counts(o, "sdp_media_port=1 sdp_rtcp=2");
+    let m = out_cfg_counts(&c, &msg, "sdp_media_port=1 sdp_rtcp=2");
     assert!(m.contains("m=audio 30000/2 RTP/AVP 0\r\na=rtcp:30001 IN IP4 203.0.113.10\r\nm=video 20002 RTP/AVP 96\r\n"));
     assert!(cl_ok(&m));
 }
@@ -709,12 +746,6 @@ fn loopback_unspecified_and_public_never_rewritten() {
     assert_eq!(out_cfg(&c, msg).1, Outcome::Unchanged);
     let public = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3\r\nContact: <sip:a@198.51.100.3>\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(out(public).1, Outcome::Unchanged);
-}
-
-#[test]
-fn call_id_branch_tags_and_other_headers_never_rewritten() {
-    let msg = "REFER sip:b@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3;branch=z9hG4bK10.0.0.5\r\nCall-ID: 10.0.0.5\r\ni: 10.0.0.5@10.0.0.5\r\nFrom: <sip:a@198.51.100.3>;tag=10.0.0.5\r\nRefer-To: <sip:c@10.0.0.5>\r\nProxy-Authorization: Digest uri=\"sip:10.0.0.5\"\r\nX-Unknown: sip:a@10.0.0.5\r\nContent-Length: 0\r\n\r\n";
-    assert_untouched(&cfg(&["10.0.0.0/24"]), msg);
 }
 
 #[test]
@@ -805,12 +836,10 @@ fn retransmissions_are_byte_identical_and_rewriting_twice_is_once() {
 fn inbound_restores_request_uri_and_top_via_for_one_to_one() {
     let c = cfg(&["10.0.0.5/32"]);
     let req = "INVITE sip:alice@203.0.113.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.2;branch=z9\r\nContact: <sip:bob@198.51.100.2>\r\nContent-Length: 0\r\n\r\n";
-    let (m, o) = inb(&c, None, req);
-    assert_eq!(changes(o).request_uri, 1);
+    let m = inb_counts(&c, None, req, "request_uri=1");
     assert!(m.starts_with("INVITE sip:alice@10.0.0.5:5060 SIP/2.0\r\n"));
     let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:5060;branch=z9;received=203.0.113.10;rport=5060\r\nContact: <sip:bob@198.51.100.2>\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
-    let (m, o) = inb(&c, None, resp);
-    assert_eq!(changes(o).via, 2);
+    let m = inb_counts(&c, None, resp, "via=2");
     assert!(m.contains("Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9;received=10.0.0.5;rport=5060\r\n"));
 }
 
@@ -827,8 +856,7 @@ fn inbound_shared_rule_needs_the_internal_host() {
 fn inbound_received_ipv6_unbracketed_and_port_map_reversed() {
     let c = cfg_ports(&["fd00::5/128"], &[(5060, 15060)]);
     let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP [2001:db8::10]:15060;received=2001:db8::10\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
-    let (m, r) = run_text(&c, ext6(), Direction::Inbound, resp, 64);
-    assert_eq!(changes(r.outcome).via, 2);
+    let m = text_counts(&c, ext6(), Direction::Inbound, resp, "via=2");
     contains_all(
         &m,
         &["Via: SIP/2.0/UDP [fd00::5]:5060;received=fd00::5\r\n"],
@@ -837,10 +865,8 @@ fn inbound_received_ipv6_unbracketed_and_port_map_reversed() {
 
 #[test]
 fn inbound_sdp_naming_the_external_address_is_restored() {
-    let c = cfg(&["10.0.0.5/32"]);
     let msg = "INVITE sip:a@203.0.113.10 SIP/2.0\r\nContent-Type: application/sdp\r\nContent-Length: 23\r\n\r\nc=IN IP4 203.0.113.10\r\n";
-    let (m, o) = inb(&c, None, msg);
-    assert_eq!(changes(o).sdp_connection, 1);
+    let m = inb_counts(&cfg(&["10.0.0.5/32"]), None, msg, "sdp_connection=1");
     assert!(m.contains("c=IN IP4 10.0.0.5\r\n"));
     assert!(cl_ok(&m));
 }
@@ -887,9 +913,8 @@ fn regression_61_contacts_via_and_sdp_are_all_rewritten() {
     h.push_str("Content-Type: application/sdp\r\n");
     let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
     let msg = with_body(&h, body);
-    let (m, o) = out(&msg);
-    assert_counts(
-        o,
+    let m = out_counts(
+        &msg,
         "via=1 contact=61 sdp_origin=1 sdp_connection=1 content_length=1",
     );
     assert!(!m.contains("10.0.0.5"), "{m}");
@@ -934,15 +959,13 @@ fn regression_port_map_not_appended_to_maddr() {
     // 5070 = 5060: the default port 5060 maps back to 5070 inbound.
     let c = cfg_ports(&["10.0.0.2/32"], &[(5060, 15060), (5070, 5060)]);
     let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK1;maddr=10.0.0.2\r\nContent-Length: 0\r\n\r\n";
-    let (m, o) = out_cfg(&c, msg);
-    assert_eq!(changes(o).via, 2);
+    let m = out_cfg_counts(&c, msg, "via=2");
     contains_all(
         &m,
         &["Via: SIP/2.0/UDP 203.0.113.10:15060;branch=z9hG4bK1;maddr=203.0.113.10\r\n"],
     );
     let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.10:15060;branch=z9;received=203.0.113.10;maddr=203.0.113.10;rport=15060\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
-    let (m, o) = inb(&c, None, resp);
-    assert_eq!(changes(o).via, 3);
+    let m = inb_counts(&c, None, resp, "via=3");
     assert!(
         m.contains(
             "Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9;received=10.0.0.2;maddr=10.0.0.2;rport=15060\r\n"
@@ -1056,8 +1079,7 @@ fn regression_register_2xx_many_contacts() {
         "CSeq: 2 REGISTER\r\nContact:",
         1,
     );
-    let (m2, o2) = inb(&c, None, &moved);
-    assert_eq!(changes(o2).total(), 2);
+    let m2 = inb_counts(&c, None, &moved, "total=2");
     assert!(m2.contains("Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9;received=10.0.0.5;"));
     let internal: Vec<String> = (0..70).map(|i| format!("10.0.0.{}", 10 + i)).collect();
     let out_msg = register_200(&internal).replace(
@@ -1104,8 +1126,7 @@ fn many_contacts_only_the_rewritten_ones_take_edits() {
 fn regression_uri_maddr_rewritten() {
     let c = cfg_ports(&["10.0.0.0/24"], &[(5060, 15060)]);
     let msg = "OPTIONS sip:x@198.51.100.2 SIP/2.0\r\nContact: <sip:alice@10.0.0.2:5060;maddr=10.0.0.2>\r\nContent-Length: 0\r\n\r\n";
-    let (m, o) = out_cfg(&c, msg);
-    assert_eq!(changes(o).contact, 2);
+    let m = out_cfg_counts(&c, msg, "contact=2");
     contains_all(
         &m,
         &["Contact: <sip:alice@203.0.113.10:15060;maddr=203.0.113.10>\r\n"],
@@ -1120,9 +1141,9 @@ From: <sip:alice@example.com;maddr=10.0.0.2>;tag=1\r\n\
 To: <sip:bob@198.51.100.2;maddr=198.51.100.3>\r\n\
 Contact: sip:alice@pc.example.com;maddr=10.0.0.2, <sip:a@10.0.0.2;MADDR=10.0.0.2?Subject=x>\r\n\
 Content-Length: 0\r\n\r\n";
-    let (m, o) = out_cfg(&c, msg);
-    assert_counts(
-        o,
+    let m = out_cfg_counts(
+        &c,
+        msg,
         "request_uri=2 route=2 record_route=1 from_to=1 contact=3",
     );
     let mut want = msg.to_string();
@@ -1134,17 +1155,20 @@ Content-Length: 0\r\n\r\n";
     let c = cfg(&["10.0.0.5/32"]);
     let req =
         "INVITE sip:alice@203.0.113.10;maddr=203.0.113.10 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
-    let (m, o) = inb(&c, None, req);
-    assert_eq!(changes(o).request_uri, 2);
+    let m = inb_counts(&c, None, req, "request_uri=2");
     assert!(
         m.starts_with("INVITE sip:alice@10.0.0.5;maddr=10.0.0.5 SIP/2.0\r\n"),
         "{m}"
     );
     // IPv6 maddr in a URI: bracketed stays bracketed.
     let c6 = cfg(&["fd00::/8"]);
-    let msg = "OPTIONS sip:x@[2001:db8::2] SIP/2.0\r\nContact: <sip:a@[fd00::2];maddr=[fd00::2]>\r\nContent-Length: 0\r\n\r\n";
-    let (m, r) = run_text(&c6, ext6(), Direction::Outbound, msg, 64);
-    assert_eq!(changes(r.outcome).contact, 2);
+    let m = text_counts(
+        &c6,
+        ext6(),
+        Direction::Outbound,
+        "OPTIONS sip:x@[2001:db8::2] SIP/2.0\r\nContact: <sip:a@[fd00::2];maddr=[fd00::2]>\r\nContent-Length: 0\r\n\r\n",
+        "contact=2",
+    );
     contains_all(
         &m,
         &["Contact: <sip:a@[2001:db8::10];maddr=[2001:db8::10]>\r\n"],
@@ -1187,14 +1211,7 @@ fn regression_leftover_internal_addresses_are_flagged_outbound() {
         "left as it is: the caller decides"
     );
     assert!(r.would_leak);
-    let (_, r) = run_with(
-        &c,
-        ext4(),
-        Direction::Inbound,
-        Some(ip("10.0.0.5")),
-        conflicting.as_bytes(),
-        64,
-    );
+    let (_, r) = run_in(&c, conflicting.as_bytes());
     assert!(
         !r.would_leak,
         "inbound messages carry internal addresses by design"
@@ -1236,14 +1253,7 @@ fn regression_untyped_body_naming_an_internal_address_is_flagged() {
         r.outcome
     );
     assert!(r.would_leak);
-    let (_, r) = run_with(
-        &c,
-        ext4(),
-        Direction::Inbound,
-        Some(ip("10.0.0.5")),
-        msg.as_bytes(),
-        64,
-    );
+    let (_, r) = run_in(&c, msg.as_bytes());
     assert!(!r.would_leak);
     let public = msg.replace("IN IP4 10.0.0.5", "IN IP4 198.51.100.9");
     let (_, r) = run_out(&c, public.as_bytes(), 64);

@@ -136,10 +136,10 @@ verdict! {
     icmp6_error_about_sip_steered: frames::icmp6_port_unreachable(40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_ICMP_ERROR;
     icmp6_error_about_other_port_passes: frames::icmp6_port_unreachable(40000, 53), std_setup() => PASS, stat::PASS_NOT_UDP;
     arp_passes: frames::arp(), std_setup() => PASS, stat::PASS_NOT_IP;
+    ipv4_options_sip: frames::udp4_with_options(40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     vlan_ipv4_sip: frames::vlan_udp4(100, 40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     qinq_ipv6_sip: frames::qinq_udp6(200, 100, 40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     three_vlan_tags_unparsed: frames::triple_vlan_udp4(40000, 5060), std_setup() => PASS, stat::PASS_UNPARSED;
-    ipv4_options_sip: frames::udp4_with_options(40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     ipv6_two_ext_headers_sip: frames::udp6_with_two_ext(40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     ipv6_three_ext_headers_sip: frames::udp6_with_three_ext(5060, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     ipv6_two_ext_headers_other_port: frames::udp6_with_two_ext(40000, 40001), std_setup() => PASS, stat::PASS_NOT_SIP_PORT;
@@ -600,10 +600,12 @@ fn media_miss_is_unchanged() {
 #[test]
 fn media_nat_off_leaves_bound_flow_alone() {
     require_privileges!("media_nat_off_leaves_bound_flow_alone");
+    let off = MediaSetup {
+        media_nat: false,
+        ..media_setup(Side::Inside)
+    };
     let f = rtp(INTERNAL, REMOTE, 64);
-    let mut s = media_setup(Side::Inside);
-    s.media_nat = false;
-    assert_unchanged(vec![f], s, PASS, "pass_not_sip_port");
+    assert_unchanged(vec![f], off, PASS, "pass_not_sip_port");
 }
 
 #[test]
@@ -794,8 +796,7 @@ fn media_ipv6_untranslated_cases() {
 #[test]
 fn media_maps_install_seen_replace_remove() {
     require_privileges!("media_maps_install_seen_replace_remove");
-    let ns = Netns::new("mmaps");
-    ns.run(|| {
+    Netns::new("mmaps").run(|| {
         let mut inside = SteeringProgram::load().unwrap();
         let outside = SteeringProgram::load().unwrap();
         inside.set_ports(&[5060]).unwrap();

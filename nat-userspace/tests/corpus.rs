@@ -15,7 +15,7 @@
 //!   lengths are consistent.
 
 use sipnat::{
-    nat::{decide, Direction, Net, RewriteConfig},
+    nat::{decide, Net, RewriteConfig},
     rewrite::{packet::rewrite_packet, rewrite_message, Context, Outcome},
     wire,
 };
@@ -23,6 +23,7 @@ use sipnat::{
 mod common;
 
 use common::{
+    rewrite::outbound,
     sipcheck::{cl_and_rest, ext, in_rules, only_rewritable_tokens_changed, rewritable_addresses},
     testdata::{corpus_dir, entries as files, read, read_capture},
 };
@@ -48,15 +49,7 @@ fn check_message(name: &str, input: &[u8], tally: &mut Tally) {
     let cfg = config();
     let mut buf = input.to_vec();
     buf.resize(input.len() + 4096, 0x5a);
-    let ctx = Context {
-        config: &cfg,
-        external: ext(),
-        direction: Direction::Outbound,
-        internal: None,
-        local_port: None,
-        napt: None,
-        media: None,
-    };
+    let ctx = outbound(&cfg);
     let r = rewrite_message(&mut buf, input.len(), &ctx);
     tally.messages += 1;
     let out = buf[..r.len].to_vec();
@@ -184,13 +177,9 @@ fn every_sip_packet_of_the_captures() {
             let mut buf = data[..layout.ip_end].to_vec();
             buf.resize(layout.ip_end + 4096, 0);
             let ctx = Context {
-                config: &cfg,
-                external: ext(),
                 direction,
                 internal,
-                local_port: None,
-                napt: None,
-                media: None,
+                ..outbound(&cfg)
             };
             let r = rewrite_packet(&mut buf, &layout, &ctx, l3).expect("whole UDP datagram");
             buf.truncate(r.len);

@@ -422,23 +422,28 @@ fn reframe(frame: &[u8], layout: &sipnat::wire::Layout, payload: &[u8]) -> Optio
 /// An address at the edges of the rule sets' gates.
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
-        (0u8..255).prop_map(|x| format!("10.88.0.{x}")),
-        (0u8..255).prop_map(|x| format!("10.{x}.1.2")),
-        (0u8..255).prop_map(|x| format!("{x}.0.0.1")),
-        (0u8..255).prop_map(|x| format!("192.168.{x}.100")),
+        octet("10.88.0.{x}"),
+        octet("10.{x}.1.2"),
+        octet("{x}.0.0.1"),
+        octet("192.168.{x}.100"),
         (160u8..176).prop_map(|x| format!("{x}.16.0.1")),
-        (0u8..255).prop_map(|x| format!("0{x}.0.0.1")),
+        octet("0{x}.0.0.1"),
         Just("203.0.113.10".to_string()),
         Just("198.51.100.7".to_string()),
         Just("198.51.100.20".to_string()),
         (1u16..0xffff).prop_map(|x| format!("[fd00::{x:x}]")),
-        (0u8..255).prop_map(|x| format!("[::ffff:10.0.0.{x}]")),
+        octet("[::ffff:10.0.0.{x}]"),
         (0u16..0xffff).prop_map(|x| format!("[::FFFF:a00:{x:x}]")),
         Just("[2001:db8::10]".to_string()),
         Just("[::ffff:203.0.113.10]".to_string()),
         Just("127.0.0.1".to_string()),
         Just("host.example.com".to_string()),
     ]
+}
+
+/// Each octet `x` (0 to 254) written into `template` at `{x}`.
+fn octet(template: &'static str) -> impl Strategy<Value = String> {
+    (0u8..255).prop_map(move |x| template.replace("{x}", &x.to_string()))
 }
 
 fn port() -> impl Strategy<Value = String> {
@@ -459,16 +464,49 @@ fn sdp_line() -> impl Strategy<Value = String> {
     )
         .prop_map(|(k, a, p)| {
             let t = if a.contains(':') { "IP6" } else { "IP4" };
-            match k {
-                0 => format!("c=IN {t} {a}"),
-                1 => format!("o=- 1 1 IN {t} {a}"),
-                2 => format!("m=audio {p} RTP/AVP 0"),
-                3 => format!("a=rtcp:{p} IN {t} {a}"),
-                4 => format!("a=rtcp:{p}"),
-                5 => format!("a=candidate:1 1 UDP 1 {a} {p} typ host"),
-                6 => "a=rtpmap:0 PCMU/8000".to_string(),
-                _ => format!("c=IN {t} {a}/127"),
-            }
+            let p = p.to_string();
+            fill(SDP_LINES[usize::from(k)], &[("t", t), ("a", &a), ("p", &p)])
+        })
+}
+
+/// The lines [`sdp_line`] picks from: `{t}` the address type, `{a}` the address, `{p}` a
+/// port.
+const SDP_LINES: [&str; 8] = [
+    "c=IN {t} {a}",
+    "o=- 1 1 IN {t} {a}",
+    "m=audio {p} RTP/AVP 0",
+    "a=rtcp:{p} IN {t} {a}",
+    "a=rtcp:{p}",
+    "a=candidate:1 1 UDP 1 {a} {p} typ host",
+    "a=rtpmap:0 PCMU/8000",
+    "c=IN {t} {a}/127",
+];
+
+/// The headers [`message`] picks from: `{h}` a host, `{p}` a port or none, `{sp}` a space
+/// or a fold.
+const HEADERS: [&str; 14] = [
+    "Via: SIP/2.0/UDP{sp}{h}{p};branch=z9hG4bK1;rport",
+    "v: SIP/2.0/TCP {h}{p};received={h};maddr={h}",
+    "Contact: <sip:u@{h}{p}>;expires=60, sip:v@{h}",
+    "m: \"A, B\"{sp}<sips:u@{h}{p};maddr={h}>",
+    "From: <sip:a@{h}>;tag=1",
+    "t: sip:b@{h}{p}",
+    "Record-Route: <sip:{h}{p};lr>, <sip:{h};lr>",
+    "Route: <sip:{h};lr>",
+    "Call-ID: 1@{h}",
+    "X-Addr: {h}{p}",
+    "CSeq: 1 REGISTER",
+    "CSeq: 2 INVITE",
+    "Content-Encoding: identity",
+    "Max-Forwards: 70",
+];
+
+/// `template` with each `{name}` replaced by its value.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    values
+        .iter()
+        .fold(template.to_string(), |t, (name, value)| {
+            t.replace(&format!("{{{name}}}"), value)
         })
 }
 
@@ -477,22 +515,7 @@ fn sdp_line() -> impl Strategy<Value = String> {
 fn message() -> impl Strategy<Value = String> {
     let header = (0u8..14, host(), port(), any::<bool>()).prop_map(|(k, h, p, fold)| {
         let sp = if fold { "\r\n " } else { " " };
-        match k {
-            0 => format!("Via: SIP/2.0/UDP{sp}{h}{p};branch=z9hG4bK1;rport"),
-            1 => format!("v: SIP/2.0/TCP {h}{p};received={h};maddr={h}"),
-            2 => format!("Contact: <sip:u@{h}{p}>;expires=60, sip:v@{h}"),
-            3 => format!("m: \"A, B\"{sp}<sips:u@{h}{p};maddr={h}>"),
-            4 => format!("From: <sip:a@{h}>;tag=1"),
-            5 => format!("t: sip:b@{h}{p}"),
-            6 => format!("Record-Route: <sip:{h}{p};lr>, <sip:{h};lr>"),
-            7 => format!("Route: <sip:{h};lr>"),
-            8 => format!("Call-ID: 1@{h}"),
-            9 => format!("X-Addr: {h}{p}"),
-            10 => "CSeq: 1 REGISTER".to_string(),
-            11 => "CSeq: 2 INVITE".to_string(),
-            12 => "Content-Encoding: identity".to_string(),
-            _ => "Max-Forwards: 70".to_string(),
-        }
+        fill(HEADERS[usize::from(k)], &[("sp", sp), ("h", &h), ("p", &p)])
     });
     (
         prop_oneof![

@@ -140,17 +140,30 @@ fn ctx(config: &RewriteConfig, ext: Ipv4Addr, direction: Direction) -> Context<'
     }
 }
 
-fn carrier_changes() -> Changes {
-    Changes {
-        via: 1,
-        from_to: 1,
-        contact: 1,
-        sdp_origin: 1,
-        sdp_connection: 2,
-        sdp_rtcp: 1,
-        content_length: 1,
-        ..Changes::default()
+fn carrier_changes() -> Outcome {
+    rewritten("via=1 from_to=1 contact=1 sdp_origin=1 sdp_connection=2 sdp_rtcp=1 content_length=1")
+}
+
+/// `Rewritten` with the counts of `spec` (`"via=1 contact=2"`), the others zero.
+fn rewritten(spec: &str) -> Outcome {
+    let mut c = Changes::default();
+    for pair in spec.split_whitespace() {
+        let (name, n) = pair.split_once('=').expect("name=count");
+        let field = match name {
+            "request_uri" => &mut c.request_uri,
+            "via" => &mut c.via,
+            "contact" => &mut c.contact,
+            "record_route" => &mut c.record_route,
+            "from_to" => &mut c.from_to,
+            "sdp_origin" => &mut c.sdp_origin,
+            "sdp_connection" => &mut c.sdp_connection,
+            "sdp_rtcp" => &mut c.sdp_rtcp,
+            "content_length" => &mut c.content_length,
+            other => panic!("no field {other} here"),
+        };
+        *field = n.parse().expect("count");
     }
+    Outcome::Rewritten(c)
 }
 
 fn frame(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
@@ -160,6 +173,13 @@ fn frame(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut v, payload).expect("build frame");
     v
+}
+
+/// The destination port and the payload of a UDP frame.
+fn udp_of(frame: &[u8]) -> (u16, &[u8]) {
+    let layout = wire::parse(frame, Link::Ethernet).expect("parses");
+    let (_, dport, p, n) = layout.udp(frame).expect("udp");
+    (dport, &frame[p..p + n])
 }
 
 /// A work buffer: `input` followed by tailroom.
@@ -176,14 +196,25 @@ fn report(name: &str, (allocs, bytes): (u64, u64)) {
     );
 }
 
+/// Case `name`: the input `file` rewritten outbound under `config` to [`EXT_ORIGIN`],
+/// checked against `want` and counted (see [`message_case`]).
+fn origin_case(
+    name: &'static str,
+    file: &str,
+    config: &RewriteConfig,
+    want: Outcome,
+) -> (&'static str, (u64, u64)) {
+    let c = ctx(config, EXT_ORIGIN, Direction::Outbound);
+    (name, message_case(name, &load(file), &c, want))
+}
+
 /// Checks one message-level case once (expected outcome), then counts `CALLS` rewrites.
 fn message_case(name: &str, input: &[u8], ctx: &Context<'_>, want: Outcome) -> (u64, u64) {
+    let (gate, mut edits) = (Gate::of(ctx), Edits::new());
     let mut buf = work(input);
-    let r = rewrite_message(&mut buf, input.len(), ctx);
-    assert_eq!(r.outcome, want, "{name}: unexpected outcome");
     let len = input.len();
-    let gate = Gate::of(ctx);
-    let mut edits = Edits::new();
+    let r = rewrite_message(&mut buf, len, ctx);
+    assert_eq!(r.outcome, want, "{name}: unexpected outcome");
     let counts = counted(|| {
         for _ in 0..CALLS {
             buf[..len].copy_from_slice(input);
@@ -238,39 +269,20 @@ fn rewriter_allocates_nothing() {
 
     let header = header_config();
     let o = ctx(&header, EXT_ORIGIN, Direction::Outbound);
-    let want = Outcome::Rewritten(Changes {
-        via: 1,
-        contact: 1,
-        record_route: 1,
-        ..Changes::default()
-    });
-    let input = load("header-rewriting.sip");
-    results.push((
+    let want = rewritten("via=1 contact=1 record_route=1");
+    results.push(origin_case(
         "HeaderRewriting",
-        message_case("HeaderRewriting", &input, &o, want),
+        "header-rewriting.sip",
+        &header,
+        want,
     ));
-
+    let want = rewritten("sdp_origin=1 sdp_connection=2 content_length=1");
     let sdp = rule("192.168.1.100/32");
-    let input = load("sdp-rewriting.sip");
-    let want = Outcome::Rewritten(Changes {
-        sdp_origin: 1,
-        sdp_connection: 2,
-        content_length: 1,
-        ..Changes::default()
-    });
-    let c = ctx(&sdp, EXT_ORIGIN, Direction::Outbound);
-    results.push((
-        "SDPRewriting",
-        message_case("SDPRewriting", &input, &c, want),
-    ));
+    results.push(origin_case("SDPRewriting", "sdp-rewriting.sip", &sdp, want));
 
     // Concurrent: two threads, each counting its own calls.
     let input = load("concurrent.sip");
-    let want = Outcome::Rewritten(Changes {
-        via: 1,
-        contact: 1,
-        ..Changes::default()
-    });
+    let want = rewritten("via=1 contact=1");
     let per_thread: Vec<(u64, u64)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..2)
             .map(|_| s.spawn(|| message_case("Concurrent (1 of 2 threads)", &input, &o, want)))
@@ -284,11 +296,11 @@ fn rewriter_allocates_nothing() {
 
     let mut disabled = header_config();
     disabled.enabled = false;
-    let input = load("fast-path.sip");
-    let c = ctx(&disabled, EXT_ORIGIN, Direction::Outbound);
-    results.push((
+    results.push(origin_case(
         "FastPath",
-        message_case("FastPath", &input, &c, Outcome::Unchanged),
+        "fast-path.sip",
+        &disabled,
+        Outcome::Unchanged,
     ));
 
     // PrivateIPDetection: one op = the six addresses of the file.
@@ -317,26 +329,19 @@ fn rewriter_allocates_nothing() {
     report("PrivateIPDetection (6 addresses)", counts);
     results.push(("PrivateIPDetection", counts));
 
+    let want = rewritten("via=1 contact=2 sdp_origin=1 sdp_connection=3 content_length=1");
     let mem = rule("192.168.1.0/24");
-    let input = load("memory-efficiency.sip");
-    let want = Outcome::Rewritten(Changes {
-        via: 1,
-        contact: 2,
-        sdp_origin: 1,
-        sdp_connection: 3,
-        content_length: 1,
-        ..Changes::default()
-    });
-    let c = ctx(&mem, EXT_ORIGIN, Direction::Outbound);
-    results.push((
+    results.push(origin_case(
         "MemoryEfficiency",
-        message_case("MemoryEfficiency", &input, &c, want),
+        "memory-efficiency.sip",
+        &mem,
+        want,
     ));
 
     let carrier = carrier_config();
     let invite = load("carrier-invite-sdp.sip");
     let out = ctx(&carrier, EXT_CARRIER, Direction::Outbound);
-    let want = Outcome::Rewritten(carrier_changes());
+    let want = carrier_changes();
     results.push((
         "CarrierInviteSdp",
         message_case("CarrierInviteSdp", &invite, &out, want),
@@ -353,9 +358,7 @@ fn rewriter_allocates_nothing() {
 
     // Inbound: the rewritten INVITE as if it came back to the external address; the
     // destination is restored to the internal host and so is every address in the payload.
-    let layout = wire::parse(&rewritten, Link::Ethernet).expect("parses");
-    let (_, _, p, n) = layout.udp(&rewritten).expect("udp");
-    let back_payload = rewritten[p..p + n].to_vec();
+    let back_payload = udp_of(&rewritten).1.to_vec();
     let back = frame(CARRIER_PEER, EXT_CARRIER, &back_payload);
     let inbound = Context {
         internal: Some(IpAddr::V4(CARRIER_HOST)),
@@ -372,10 +375,8 @@ fn rewriter_allocates_nothing() {
         restore,
         want,
     );
-    let layout = wire::parse(&restored, Link::Ethernet).expect("parses");
-    let (_, _, p, n) = layout.udp(&restored).expect("udp");
     assert_eq!(
-        &restored[p..p + n],
+        udp_of(&restored).1,
         &invite[..],
         "inbound restores the original INVITE"
     );
@@ -412,9 +413,7 @@ fn rewriter_allocates_nothing() {
         napt_want,
     );
     results.push(("CarrierInviteSdpPacket napt", counts));
-    let layout = wire::parse(&translated, Link::Ethernet).expect("parses");
-    let (_, _, p, n) = layout.udp(&translated).expect("udp");
-    let back = frame(CARRIER_PEER, EXT_CARRIER, &translated[p..p + n]);
+    let back = frame(CARRIER_PEER, EXT_CARRIER, udp_of(&translated).1);
     let mut back = back;
     // To the external port.
     let l = wire::parse(&back, Link::Ethernet).expect("parses");
@@ -432,15 +431,14 @@ fn rewriter_allocates_nothing() {
         restore,
         want,
     );
-    let layout = wire::parse(&restored, Link::Ethernet).expect("parses");
-    let (_, dport, p, n) = layout.udp(&restored).expect("udp");
+    let (dport, payload) = udp_of(&restored);
     assert_eq!(dport, 5060);
     // Restored, but for the port a URI left out (the default 5060, which NAPT
     // translated): it comes back written.
     let want_back =
         String::from_utf8_lossy(&invite).replace("alice@10.88.0.2>", "alice@10.88.0.2:5060>");
     assert_eq!(
-        String::from_utf8_lossy(&restored[p..p + n]),
+        String::from_utf8_lossy(payload),
         want_back,
         "NAPT inbound restores it"
     );

@@ -7,13 +7,14 @@
 
 mod common;
 
-use common::sipcheck::{
-    cl_and_rest, ext, in_rules, only_rewritable_tokens_changed, rewritable_addresses,
+use common::{
+    rewrite::outbound,
+    sipcheck::{cl_and_rest, in_rules, only_rewritable_tokens_changed, rewritable_addresses},
 };
 use proptest::prelude::*;
 use sipnat::{
-    nat::{Direction, Net, RewriteConfig},
-    rewrite::{rewrite_message, Context, Outcome},
+    nat::{Net, RewriteConfig},
+    rewrite::{rewrite_message, Outcome},
 };
 
 fn config() -> RewriteConfig {
@@ -137,15 +138,7 @@ fn message() -> impl Strategy<Value = Msg> {
 fn rewrite(cfg: &RewriteConfig, input: &[u8]) -> (Vec<u8>, Outcome, u16) {
     let mut buf = input.to_vec();
     buf.resize(input.len() + 2048, 0);
-    let ctx = Context {
-        config: cfg,
-        external: ext(),
-        direction: Direction::Outbound,
-        internal: None,
-        local_port: None,
-        napt: None,
-        media: None,
-    };
+    let ctx = outbound(cfg);
     let r = rewrite_message(&mut buf, input.len(), &ctx);
     buf.truncate(r.len);
     (buf, r.outcome, r.family_mismatch)
@@ -184,7 +177,7 @@ proptest! {
         let cfg = config();
         let mut buf = bytes.clone();
         buf.resize(bytes.len() + tail, 0);
-        let ctx = Context { config: &cfg, external: ext(), direction: Direction::Outbound, internal: None , local_port: None, napt: None, media: None };
+        let ctx = outbound(&cfg);
         let r = rewrite_message(&mut buf, bytes.len(), &ctx);
         prop_assert!(r.len <= buf.len());
         if !matches!(r.outcome, Outcome::Rewritten(_)) {

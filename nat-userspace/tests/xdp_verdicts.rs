@@ -16,6 +16,15 @@ const PASS: u32 = 2;
 const DROP: u32 = 1;
 const REDIRECT: u32 = 4;
 
+/// Returns from the test `$name` unless it may run (see [`privileged`]).
+macro_rules! require_privileges {
+    ($name:expr) => {
+        if !privileged($name) {
+            return;
+        }
+    };
+}
+
 #[derive(Clone)]
 struct Setup {
     socket: bool,
@@ -74,9 +83,7 @@ fn run_frames(frames: Vec<Vec<u8>>, setup: Setup) -> Vec<(u32, usize)> {
 }
 
 fn check(name: &str, frame: Vec<u8>, setup: Setup, action: u32, counter: u32) {
-    if !privileged(name) {
-        return;
-    }
+    require_privileges!(name);
     let (got_action, moved) = run_frames(vec![frame], setup)[0];
     assert_eq!(
         (got_action, stat::NAMES[moved]),
@@ -129,10 +136,10 @@ verdict! {
     icmp6_error_about_sip_steered: frames::icmp6_port_unreachable(40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_ICMP_ERROR;
     icmp6_error_about_other_port_passes: frames::icmp6_port_unreachable(40000, 53), std_setup() => PASS, stat::PASS_NOT_UDP;
     arp_passes: frames::arp(), std_setup() => PASS, stat::PASS_NOT_IP;
+    ipv4_options_sip: frames::udp4_with_options(40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     vlan_ipv4_sip: frames::vlan_udp4(100, 40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     qinq_ipv6_sip: frames::qinq_udp6(200, 100, 40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     three_vlan_tags_unparsed: frames::triple_vlan_udp4(40000, 5060), std_setup() => PASS, stat::PASS_UNPARSED;
-    ipv4_options_sip: frames::udp4_with_options(40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     ipv6_two_ext_headers_sip: frames::udp6_with_two_ext(40000, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     ipv6_three_ext_headers_sip: frames::udp6_with_three_ext(5060, 5060), std_setup() => REDIRECT, stat::REDIRECT_SIP;
     ipv6_two_ext_headers_other_port: frames::udp6_with_two_ext(40000, 40001), std_setup() => PASS, stat::PASS_NOT_SIP_PORT;
@@ -157,9 +164,7 @@ verdict! {
 /// A SIP port added at runtime is steered from the next packet on; a removed one is not.
 #[test]
 fn sip_port_added_and_removed_at_runtime() {
-    if !privileged("sip_port_added_and_removed_at_runtime") {
-        return;
-    }
+    require_privileges!("sip_port_added_and_removed_at_runtime");
     let ns = Netns::new("ports");
     ns.run(|| {
         let mut prog = SteeringProgram::load().unwrap();
@@ -194,9 +199,7 @@ fn sip_port_added_and_removed_at_runtime() {
 /// The port set is bounded: 64 ports fit, 65 are refused with a clear error.
 #[test]
 fn port_set_limit() {
-    if !privileged("port_set_limit") {
-        return;
-    }
+    require_privileges!("port_set_limit");
     let mut prog = SteeringProgram::load().unwrap();
     let ports: Vec<u16> = (5000..5064).collect();
     prog.set_ports(&ports).unwrap();
@@ -208,9 +211,7 @@ fn port_set_limit() {
 }
 
 fn truncations(name: &str, frame: Vec<u8>) {
-    if !privileged(name) {
-        return;
-    }
+    require_privileges!(name);
     let bounds = frames::boundaries(&frame);
     let end = *bounds.last().expect("boundaries");
     // Each header boundary, one byte short of it and one byte past it: a header absent,
@@ -286,7 +287,7 @@ fn truncated_ipv6_ext_headers_at_every_boundary() {
 // and the frame as the program left it (translation, TTL, MACs). The delivery is tested
 // on veths in tests/xdp_netns.rs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{PacketBuilder, SlicedPacket};
 use sipnat::xdp::{media::MediaMaps, Side};
@@ -301,20 +302,18 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn v4(a: SocketAddr) -> [u8; 4] {
-    match a.ip() {
-        std::net::IpAddr::V4(v) => v.octets(),
-        _ => unreachable!(),
-    }
-}
-
-/// An RTP-sized IPv4/UDP frame (172-byte payload: 214-byte IP packet).
-fn rtp4(src: &str, dst: &str, ttl: u8) -> Vec<u8> {
+/// An RTP-sized UDP frame, IPv4 or IPv6 as the addresses are: a 172-byte payload (a
+/// 214-byte IPv4 packet).
+fn rtp(src: &str, dst: &str, ttl: u8) -> Vec<u8> {
     let (s, d) = (sa(src), sa(dst));
-    let b = PacketBuilder::ethernet2(frames::SRC_MAC, frames::DST_MAC)
-        .ipv4(v4(s), v4(d), ttl)
-        .udp(s.port(), d.port());
-    let payload: Vec<u8> = (0..172u32).map(|i| (i * 7 + 3) as u8).collect();
+    let eth = PacketBuilder::ethernet2(frames::SRC_MAC, frames::DST_MAC);
+    let (b, mul, add) = match (s.ip(), d.ip()) {
+        (IpAddr::V4(s4), IpAddr::V4(d4)) => (eth.ipv4(s4.octets(), d4.octets(), ttl), 7, 3),
+        (IpAddr::V6(s6), IpAddr::V6(d6)) => (eth.ipv6(s6.octets(), d6.octets(), ttl), 5, 1),
+        _ => panic!("mixed families: {src} {dst}"),
+    };
+    let b = b.udp(s.port(), d.port());
+    let payload: Vec<u8> = (0..172u32).map(|i| (i * mul + add) as u8).collect();
     let mut v = Vec::new();
     b.write(&mut v, &payload).unwrap();
     v
@@ -364,99 +363,41 @@ fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
 
 fn media_run(frames: Vec<Vec<u8>>, setup: MediaSetup) -> Vec<MediaOut> {
     let ns = Netns::new("media");
-    // veth pairs with both ends here (this kernel may have no dummy driver).
-    ns.exec(&[
-        "ip", "link", "add", "mout", "type", "veth", "peer", "name", "mout-p",
-    ]);
-    ns.exec(&[
-        "ip", "link", "add", "min", "type", "veth", "peer", "name", "min-p",
-    ]);
-    ns.exec(&["ip", "link", "set", "mout-p", "up"]);
-    ns.exec(&["ip", "link", "set", "min-p", "up"]);
-    ns.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "mout"]);
-    ns.exec(&["ip", "addr", "add", "10.0.0.1/24", "dev", "min"]);
-    ns.exec(&["ip", "link", "set", "mout", "up"]);
-    ns.exec(&["ip", "link", "set", "min", "up"]);
-    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    // IPv6 too (the namespace starts with it disabled); `lo` is where a test run's frame
-    // "arrives", so it needs IPv6 and forwarding for the FIB lookup.
-    ns.exec(&[
-        "sysctl",
-        "-qw",
-        "net.ipv6.conf.all.disable_ipv6=0",
-        "net.ipv6.conf.lo.disable_ipv6=0",
-        "net.ipv6.conf.mout.disable_ipv6=0",
-        "net.ipv6.conf.min.disable_ipv6=0",
-        "net.ipv6.conf.all.forwarding=1",
-    ]);
-    ns.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:100::1/64",
-        "dev",
-        "mout",
-        "nodad",
-    ]);
-    ns.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "fd00::1/64",
-        "dev",
-        "min",
-        "nodad",
-    ]);
+    let sh = |line: &str| ns.exec(&line.split_whitespace().collect::<Vec<_>>());
+    // veth pairs with both ends here (this kernel may have no dummy driver). IPv6 too (the
+    // namespace starts with it disabled); `lo` is where a test run's frame "arrives", so it
+    // needs IPv6 and forwarding for the FIB lookup.
+    for line in [
+        "ip link add mout type veth peer name mout-p",
+        "ip link add min type veth peer name min-p",
+        "ip link set mout-p up",
+        "ip link set min-p up",
+        "ip addr add 198.51.100.1/24 dev mout",
+        "ip addr add 10.0.0.1/24 dev min",
+        "ip link set mout up",
+        "ip link set min up",
+        "sysctl -qw net.ipv4.ip_forward=1",
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.lo.disable_ipv6=0 \
+         net.ipv6.conf.mout.disable_ipv6=0 net.ipv6.conf.min.disable_ipv6=0 \
+         net.ipv6.conf.all.forwarding=1",
+        "ip -6 addr add 2001:db8:100::1/64 dev mout nodad",
+        "ip -6 addr add fd00::1/64 dev min nodad",
+    ] {
+        sh(line);
+    }
     if setup.neighbours {
-        let mac = |m: [u8; 6]| {
-            m.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        };
-        ns.exec(&[
-            "ip",
-            "neigh",
-            "replace",
-            "198.51.100.2",
-            "lladdr",
-            &mac(OUT_NEIGH_MAC),
-            "dev",
-            "mout",
-            "nud",
-            "permanent",
-        ]);
-        ns.exec(&[
-            "ip",
-            "neigh",
-            "replace",
-            "10.0.0.2",
-            "lladdr",
-            &mac(IN_NEIGH_MAC),
-            "dev",
-            "min",
-            "nud",
-            "permanent",
-        ]);
-        for (ip, m, dev) in [
+        for (ip, mac, dev) in [
+            ("198.51.100.2", OUT_NEIGH_MAC, "mout"),
+            ("10.0.0.2", IN_NEIGH_MAC, "min"),
             ("2001:db8:100::2", OUT_NEIGH_MAC, "mout"),
             ("fd00::2", IN_NEIGH_MAC, "min"),
         ] {
-            ns.exec(&[
-                "ip",
-                "-6",
-                "neigh",
-                "replace",
-                ip,
-                "lladdr",
-                &mac(m),
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ]);
+            let family = if ip.contains(':') { "-6" } else { "" };
+            let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            let mac = mac.join(":");
+            sh(&format!(
+                "ip {family} neigh replace {ip} lladdr {mac} dev {dev} nud permanent"
+            ));
         }
     }
     let macs = (mac_of(&ns, "mout"), mac_of(&ns, "min"));
@@ -522,6 +463,28 @@ fn media_run(frames: Vec<Vec<u8>>, setup: MediaSetup) -> Vec<MediaOut> {
     })
 }
 
+/// Runs `frames` under `setup`: each must get `action`, counted as `counter`, unchanged.
+#[track_caller]
+fn assert_unchanged(frames: Vec<Vec<u8>>, setup: MediaSetup, action: u32, counter: &str) {
+    let out = media_run(frames.clone(), setup);
+    for (r, f) in out.iter().zip(&frames) {
+        assert_eq!((r.action, r.counter, &r.frame), (action, counter, f));
+    }
+}
+
+/// The verdict of a media hit forwarded by XDP.
+const HIT: (u32, &str) = (REDIRECT, "redirect_media");
+/// The verdict of a media hit translated and passed to the kernel.
+const TRANSLATED: (u32, &str) = (PASS, "pass_media_translated");
+
+/// Runs `frame` under `setup`: it must get the verdict `(action, counter)`.
+#[track_caller]
+fn run_one(frame: Vec<u8>, setup: MediaSetup, (action, counter): (u32, &str)) -> MediaOut {
+    let r = media_run(vec![frame], setup).remove(0);
+    assert_eq!((r.action, r.counter), (action, counter));
+    r
+}
+
 /// The IPv4 and UDP checksums of `frame` recomputed from scratch equal the ones in it
 /// (UDP checksum 0 = none is accepted as is); returns (src, dst, ttl, udp checksum).
 fn parsed(frame: &[u8]) -> (SocketAddr, SocketAddr, u8, u16) {
@@ -551,18 +514,11 @@ fn parsed(frame: &[u8]) -> (SocketAddr, SocketAddr, u8, u16) {
     )
 }
 
-fn media_privileged(name: &str) -> bool {
-    privileged(name)
-}
-
 #[test]
 fn media_inside_hit_source_translated_and_redirected() {
-    if !media_privileged("media_inside_hit_source_translated_and_redirected") {
-        return;
-    }
-    let input = rtp4(INTERNAL, REMOTE, 64);
-    let r = &media_run(vec![input.clone()], media_setup(Side::Inside))[0];
-    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+    require_privileges!("media_inside_hit_source_translated_and_redirected");
+    let input = rtp(INTERNAL, REMOTE, 64);
+    let r = run_one(input.clone(), media_setup(Side::Inside), HIT);
     let (src, dst, ttl, _) = parsed(&r.frame);
     assert_eq!((src, dst, ttl), (sa(EXTERNAL), sa(REMOTE), 63));
     // MACs from the FIB: the next hop's and the egress interface's.
@@ -574,11 +530,8 @@ fn media_inside_hit_source_translated_and_redirected() {
 
 #[test]
 fn media_outside_hit_destination_translated_and_redirected() {
-    if !media_privileged("media_outside_hit_destination_translated_and_redirected") {
-        return;
-    }
-    let r = &media_run(vec![rtp4(REMOTE, EXTERNAL, 64)], media_setup(Side::Outside))[0];
-    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+    require_privileges!("media_outside_hit_destination_translated_and_redirected");
+    let r = run_one(rtp(REMOTE, EXTERNAL, 64), media_setup(Side::Outside), HIT);
     let (src, dst, ttl, _) = parsed(&r.frame);
     assert_eq!((src, dst, ttl), (sa(REMOTE), sa(INTERNAL), 63));
     assert_eq!(&r.frame[0..6], &IN_NEIGH_MAC);
@@ -589,9 +542,7 @@ fn media_outside_hit_destination_translated_and_redirected() {
 /// directions), and packets/last_seen are stamped in the binding.
 #[test]
 fn media_checksums_over_many_bindings() {
-    if !media_privileged("media_checksums_over_many_bindings") {
-        return;
-    }
+    require_privileges!("media_checksums_over_many_bindings");
     let mut bindings = Vec::new();
     let mut inputs = Vec::new();
     let mut want = Vec::new();
@@ -612,7 +563,7 @@ fn media_checksums_over_many_bindings() {
             continue;
         }
         bindings.push((internal, external));
-        inputs.push(rtp4(&internal.to_string(), REMOTE, 64));
+        inputs.push(rtp(&internal.to_string(), REMOTE, 64));
         want.push(external);
     }
     let mut setup = media_setup(Side::Inside);
@@ -628,70 +579,53 @@ fn media_checksums_over_many_bindings() {
 
 #[test]
 fn media_miss_is_unchanged() {
-    if !media_privileged("media_miss_is_unchanged") {
-        return;
-    }
+    require_privileges!("media_miss_is_unchanged");
     // Another port of the bound host, and a bound port of another host.
     let frames = vec![
-        rtp4("10.0.0.2:4002", REMOTE, 64),
-        rtp4("10.0.0.3:4000", REMOTE, 64),
+        rtp("10.0.0.2:4002", REMOTE, 64),
+        rtp("10.0.0.3:4000", REMOTE, 64),
     ];
-    let out = media_run(frames.clone(), media_setup(Side::Inside));
-    for (r, f) in out.iter().zip(&frames) {
-        assert_eq!((r.action, r.counter), (PASS, "pass_not_sip_port"));
-        assert_eq!(&r.frame, f);
-    }
+    assert_unchanged(frames, media_setup(Side::Inside), PASS, "pass_not_sip_port");
     // The outside program translates destinations only: a packet *from* the external
     // address arriving outside is not a hit.
-    let f = rtp4(EXTERNAL, REMOTE, 64);
-    let r = &media_run(vec![f.clone()], media_setup(Side::Outside))[0];
-    assert_eq!(
-        (r.action, r.counter, &r.frame),
-        (PASS, "pass_not_sip_port", &f)
+    let f = rtp(EXTERNAL, REMOTE, 64);
+    assert_unchanged(
+        vec![f],
+        media_setup(Side::Outside),
+        PASS,
+        "pass_not_sip_port",
     );
 }
 
 #[test]
 fn media_nat_off_leaves_bound_flow_alone() {
-    if !media_privileged("media_nat_off_leaves_bound_flow_alone") {
-        return;
-    }
-    let f = rtp4(INTERNAL, REMOTE, 64);
-    let mut s = media_setup(Side::Inside);
-    s.media_nat = false;
-    let r = &media_run(vec![f.clone()], s)[0];
-    assert_eq!(
-        (r.action, r.counter, &r.frame),
-        (PASS, "pass_not_sip_port", &f)
-    );
+    require_privileges!("media_nat_off_leaves_bound_flow_alone");
+    let off = MediaSetup {
+        media_nat: false,
+        ..media_setup(Side::Inside)
+    };
+    let f = rtp(INTERNAL, REMOTE, 64);
+    assert_unchanged(vec![f], off, PASS, "pass_not_sip_port");
 }
 
 #[test]
 fn media_udp_checksum_zero_stays_zero() {
-    if !media_privileged("media_udp_checksum_zero_stays_zero") {
-        return;
-    }
-    let mut f = rtp4(INTERNAL, REMOTE, 64);
+    require_privileges!("media_udp_checksum_zero_stays_zero");
+    let mut f = rtp(INTERNAL, REMOTE, 64);
     f[40] = 0;
     f[41] = 0;
-    let r = &media_run(vec![f], media_setup(Side::Inside))[0];
-    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+    let r = run_one(f, media_setup(Side::Inside), HIT);
     let (src, _, _, csum) = parsed(&r.frame);
     assert_eq!((src, csum), (sa(EXTERNAL), 0));
 }
 
 #[test]
 fn media_ttl_1_passes_untranslated() {
-    if !media_privileged("media_ttl_1_passes_untranslated") {
-        return;
-    }
-    let frames = vec![rtp4(INTERNAL, REMOTE, 1), rtp4(INTERNAL, REMOTE, 0)];
-    let out = media_run(frames.clone(), media_setup(Side::Inside));
-    for (r, f) in out.iter().zip(&frames) {
-        assert_eq!((r.action, r.counter, &r.frame), (PASS, "pass_media_ttl", f));
-    }
+    require_privileges!("media_ttl_1_passes_untranslated");
+    let frames = vec![rtp(INTERNAL, REMOTE, 1), rtp(INTERNAL, REMOTE, 0)];
+    assert_unchanged(frames, media_setup(Side::Inside), PASS, "pass_media_ttl");
     // TTL 2 is forwarded with TTL 1.
-    let r = &media_run(vec![rtp4(INTERNAL, REMOTE, 2)], media_setup(Side::Inside))[0];
+    let r = &media_run(vec![rtp(INTERNAL, REMOTE, 2)], media_setup(Side::Inside))[0];
     assert_eq!((r.action, parsed(&r.frame).2), (REDIRECT, 1));
 }
 
@@ -699,36 +633,28 @@ fn media_ttl_1_passes_untranslated() {
 /// untranslated.
 #[test]
 fn media_truncated_udp_header_untranslated() {
-    if !media_privileged("media_truncated_udp_header_untranslated") {
-        return;
-    }
-    let f = rtp4(INTERNAL, REMOTE, 64);
+    require_privileges!("media_truncated_udp_header_untranslated");
+    let f = rtp(INTERNAL, REMOTE, 64);
     let cuts: Vec<Vec<u8>> = [34 + 4, 34 + 7].iter().map(|&l| f[..l].to_vec()).collect();
-    let out = media_run(cuts.clone(), media_setup(Side::Inside));
-    for (r, c) in out.iter().zip(&cuts) {
-        assert_eq!((r.action, r.counter, &r.frame), (PASS, "pass_malformed", c));
-    }
+    assert_unchanged(cuts, media_setup(Side::Inside), PASS, "pass_malformed");
 }
 
 /// IPv4 total length beyond the frame (a lying header) or shorter than IP + UDP headers:
 /// untranslated, counted.
 #[test]
 fn media_bad_total_length_untranslated() {
-    if !media_privileged("media_bad_total_length_untranslated") {
-        return;
-    }
-    let mut long = rtp4(INTERNAL, REMOTE, 64);
+    require_privileges!("media_bad_total_length_untranslated");
+    let mut long = rtp(INTERNAL, REMOTE, 64);
     long[16..18].copy_from_slice(&1000u16.to_be_bytes());
-    let mut short = rtp4(INTERNAL, REMOTE, 64);
+    let mut short = rtp(INTERNAL, REMOTE, 64);
     short[16..18].copy_from_slice(&27u16.to_be_bytes());
     let frames = vec![long, short];
-    let out = media_run(frames.clone(), media_setup(Side::Inside));
-    for (r, f) in out.iter().zip(&frames) {
-        assert_eq!(
-            (r.action, r.counter, &r.frame),
-            (PASS, "pass_media_malformed", f)
-        );
-    }
+    assert_unchanged(
+        frames,
+        media_setup(Side::Inside),
+        PASS,
+        "pass_media_malformed",
+    );
 }
 
 /// Fragments of a bound flow are never translated in XDP (only the first carries the
@@ -736,22 +662,14 @@ fn media_bad_total_length_untranslated() {
 /// to the kernel (off), untranslated.
 #[test]
 fn media_fragment_of_bound_flow_not_translated() {
-    if !media_privileged("media_fragment_of_bound_flow_not_translated") {
-        return;
-    }
+    require_privileges!("media_fragment_of_bound_flow_not_translated");
     let frags = frames::udp4_fragments(4000, 40000);
     // frames::SRC4 is 10.0.0.2: the first fragment carries the bound source port.
-    let out = media_run(frags.to_vec(), media_setup(Side::Inside));
-    for (r, f) in out.iter().zip(&frags) {
-        assert_eq!((r.action, r.counter), (REDIRECT, "redirect_fragment"));
-        assert_eq!(&r.frame, f);
-    }
+    let on = media_setup(Side::Inside);
+    assert_unchanged(frags.to_vec(), on, REDIRECT, "redirect_fragment");
     let mut s = media_setup(Side::Inside);
     s.steer_fragments = false;
-    let out = media_run(frags.to_vec(), s);
-    for (r, f) in out.iter().zip(&frags) {
-        assert_eq!((r.action, r.counter, &r.frame), (PASS, "pass_fragment", f));
-    }
+    assert_unchanged(frags.to_vec(), s, PASS, "pass_fragment");
 }
 
 /// No neighbour entry for the next hop yet, or an egress outside the devmap: translated
@@ -759,17 +677,14 @@ fn media_fragment_of_bound_flow_not_translated() {
 /// and TTL untouched.
 #[test]
 fn media_no_neighbour_or_foreign_egress_passes_translated() {
-    if !media_privileged("media_no_neighbour_or_foreign_egress_passes_translated") {
-        return;
-    }
-    let f = rtp4(INTERNAL, REMOTE, 64);
+    require_privileges!("media_no_neighbour_or_foreign_egress_passes_translated");
+    let f = rtp(INTERNAL, REMOTE, 64);
     let mut no_neigh = media_setup(Side::Inside);
     no_neigh.neighbours = false;
     let mut no_egress = media_setup(Side::Inside);
     no_egress.egress = false;
     for s in [no_neigh, no_egress] {
-        let r = &media_run(vec![f.clone()], s)[0];
-        assert_eq!((r.action, r.counter), (PASS, "pass_media_translated"));
+        let r = run_one(f.clone(), s, TRANSLATED);
         let (src, dst, ttl, _) = parsed(&r.frame);
         assert_eq!((src, dst, ttl), (sa(EXTERNAL), sa(REMOTE), 64));
         assert_eq!(&r.frame[..12], &f[..12]);
@@ -780,13 +695,10 @@ fn media_no_neighbour_or_foreign_egress_passes_translated() {
 /// ingress; the egress may need another tag).
 #[test]
 fn media_vlan_hit_passes_translated() {
-    if !media_privileged("media_vlan_hit_passes_translated") {
-        return;
-    }
-    let mut f = rtp4(INTERNAL, REMOTE, 64);
+    require_privileges!("media_vlan_hit_passes_translated");
+    let mut f = rtp(INTERNAL, REMOTE, 64);
     f.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
-    let r = &media_run(vec![f.clone()], media_setup(Side::Inside))[0];
-    assert_eq!((r.action, r.counter), (PASS, "pass_media_translated"));
+    let r = run_one(f.clone(), media_setup(Side::Inside), TRANSLATED);
     // Parse past the tag.
     let (src, dst, ttl, _) = parsed(&r.frame);
     assert_eq!((src, dst, ttl), (sa(EXTERNAL), sa(REMOTE), 64));
@@ -796,25 +708,6 @@ fn media_vlan_hit_passes_translated() {
 const INTERNAL6: &str = "[fd00::2]:4000";
 const EXTERNAL6: &str = "[2001:db8:1::1]:30000";
 const REMOTE6: &str = "[2001:db8:100::2]:40000";
-
-fn v6(a: SocketAddr) -> [u8; 16] {
-    match a.ip() {
-        std::net::IpAddr::V6(v) => v.octets(),
-        _ => unreachable!(),
-    }
-}
-
-/// An RTP-sized IPv6/UDP frame.
-fn rtp6(src: &str, dst: &str, hops: u8) -> Vec<u8> {
-    let (s, d) = (sa(src), sa(dst));
-    let b = PacketBuilder::ethernet2(frames::SRC_MAC, frames::DST_MAC)
-        .ipv6(v6(s), v6(d), hops)
-        .udp(s.port(), d.port());
-    let payload: Vec<u8> = (0..172u32).map(|i| (i * 5 + 1) as u8).collect();
-    let mut v = Vec::new();
-    b.write(&mut v, &payload).unwrap();
-    v
-}
 
 /// As [`parsed`], for IPv6: (src, dst, hop limit), the UDP checksum recomputed.
 fn parsed6(frame: &[u8]) -> (SocketAddr, SocketAddr, u8) {
@@ -848,29 +741,22 @@ fn media_setup6(side: Side) -> MediaSetup {
 
 #[test]
 fn media_ipv6_inside_and_outside_hits() {
-    if !media_privileged("media_ipv6_inside_and_outside_hits") {
-        return;
-    }
-    let r = &media_run(
-        vec![rtp6(INTERNAL6, REMOTE6, 64)],
-        media_setup6(Side::Inside),
-    )[0];
-    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+    require_privileges!("media_ipv6_inside_and_outside_hits");
+    let r = run_one(rtp(INTERNAL6, REMOTE6, 64), media_setup6(Side::Inside), HIT);
     assert_eq!(parsed6(&r.frame), (sa(EXTERNAL6), sa(REMOTE6), 63));
     assert_eq!(&r.frame[0..6], &OUT_NEIGH_MAC);
     assert_eq!(&r.frame[6..12], &r.macs.0);
-    let r = &media_run(
-        vec![rtp6(REMOTE6, EXTERNAL6, 64)],
+    let r = run_one(
+        rtp(REMOTE6, EXTERNAL6, 64),
         media_setup6(Side::Outside),
-    )[0];
-    assert_eq!((r.action, r.counter), (REDIRECT, "redirect_media"));
+        HIT,
+    );
     assert_eq!(parsed6(&r.frame), (sa(REMOTE6), sa(INTERNAL6), 63));
     assert_eq!(&r.frame[0..6], &IN_NEIGH_MAC);
     // No neighbour: translated, passed, hop limit left to the kernel.
     let mut s = media_setup6(Side::Inside);
     s.neighbours = false;
-    let r = &media_run(vec![rtp6(INTERNAL6, REMOTE6, 64)], s)[0];
-    assert_eq!((r.action, r.counter), (PASS, "pass_media_translated"));
+    let r = run_one(rtp(INTERNAL6, REMOTE6, 64), s, TRANSLATED);
     assert_eq!(parsed6(&r.frame), (sa(EXTERNAL6), sa(REMOTE6), 64));
 }
 
@@ -878,14 +764,12 @@ fn media_ipv6_inside_and_outside_hits() {
 /// untranslated, counted. An extension header before UDP: not looked up (old verdict).
 #[test]
 fn media_ipv6_untranslated_cases() {
-    if !media_privileged("media_ipv6_untranslated_cases") {
-        return;
-    }
-    let hop1 = rtp6(INTERNAL6, REMOTE6, 1);
-    let mut csum0 = rtp6(INTERNAL6, REMOTE6, 64);
+    require_privileges!("media_ipv6_untranslated_cases");
+    let hop1 = rtp(INTERNAL6, REMOTE6, 1);
+    let mut csum0 = rtp(INTERNAL6, REMOTE6, 64);
     csum0[14 + 40 + 6] = 0;
     csum0[14 + 40 + 7] = 0;
-    let mut long = rtp6(INTERNAL6, REMOTE6, 64);
+    let mut long = rtp(INTERNAL6, REMOTE6, 64);
     long[18..20].copy_from_slice(&1000u16.to_be_bytes());
     let frames = vec![hop1, csum0, long];
     let want = [
@@ -899,10 +783,11 @@ fn media_ipv6_untranslated_cases() {
     }
     // frames::udp6_with_two_ext is from [fd00::2]:4000 too, behind extension headers.
     let ext = frames::udp6_with_two_ext(4000, 40000);
-    let r = &media_run(vec![ext.clone()], media_setup6(Side::Inside))[0];
-    assert_eq!(
-        (r.action, r.counter, &r.frame),
-        (PASS, "pass_not_sip_port", &ext)
+    assert_unchanged(
+        vec![ext],
+        media_setup6(Side::Inside),
+        PASS,
+        "pass_not_sip_port",
     );
 }
 
@@ -910,11 +795,8 @@ fn media_ipv6_untranslated_cases() {
 /// replacing another removes the stale half, remove() deletes both, list() shows them.
 #[test]
 fn media_maps_install_seen_replace_remove() {
-    if !privileged("media_maps_install_seen_replace_remove") {
-        return;
-    }
-    let ns = Netns::new("mmaps");
-    ns.run(|| {
+    require_privileges!("media_maps_install_seen_replace_remove");
+    Netns::new("mmaps").run(|| {
         let mut inside = SteeringProgram::load().unwrap();
         let outside = SteeringProgram::load().unwrap();
         inside.set_ports(&[5060]).unwrap();
@@ -930,7 +812,7 @@ fn media_maps_install_seen_replace_remove() {
             inside
                 .program()
                 .test_run(TestRunOptions {
-                    data_in: Some(&rtp4(INTERNAL, REMOTE, 64)),
+                    data_in: Some(&rtp(INTERNAL, REMOTE, 64)),
                     ..Default::default()
                 })
                 .unwrap();

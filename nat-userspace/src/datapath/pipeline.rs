@@ -945,6 +945,58 @@ mod tests {
         .unwrap()
     }
 
+    /// From `src` (inside) to the carrier 198.51.100.2:5060, TTL 64.
+    fn to_carrier(src: &str, payload: &[u8]) -> Vec<u8> {
+        udp(src, "198.51.100.2:5060", 64, payload)
+    }
+
+    /// From `src` (outside) to the external address's `port`, TTL 64.
+    fn from_carrier(src: &str, port: u16, payload: &[u8]) -> Vec<u8> {
+        udp(src, &format!("{EXT}:{port}"), 64, payload)
+    }
+
+    /// What leaves towards the carrier 198.51.100.2:5060 from the external address's
+    /// `port`: gateway to peer MAC, TTL 63.
+    fn sent_to_carrier(port: u16, payload: &[u8]) -> Vec<u8> {
+        via_gateway(udp(
+            &format!("{EXT}:{port}"),
+            "198.51.100.2:5060",
+            63,
+            payload,
+        ))
+    }
+
+    /// `frame` with the MACs of a hop through the gateway: to the peer, from the gateway.
+    fn via_gateway(mut frame: Vec<u8>) -> Vec<u8> {
+        frame[0..6].copy_from_slice(&PEER_MAC);
+        frame[6..12].copy_from_slice(&GW_MAC);
+        frame
+    }
+
+    /// The length of `a`, a transmit on `side`.
+    #[track_caller]
+    fn tx_len(a: &Action, side: Side) -> usize {
+        match a {
+            Action::Tx { side: s, len, .. } if *s == side => *len,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A transmit of `len` bytes in place, to the outside.
+    fn tx_outside(len: usize) -> Action {
+        Action::Tx {
+            at: At::Frame,
+            side: Side::Outside,
+            len,
+        }
+    }
+
+    /// The UA's REGISTER from 10.0.0.2:5060.
+    const REGISTER: &str =
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK7\r\n\
+            From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: r@x\r\n\
+            CSeq: 2 REGISTER\r\nContact: <sip:alice@10.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n";
+
     /// `pkt` (Ethernet) in IPv4/IPv6 fragments of at most 1500 bytes.
     fn fragments(pkt: &[u8]) -> Vec<Vec<u8>> {
         let mut v = Vec::new();
@@ -986,6 +1038,27 @@ mod tests {
             }
         }
 
+        /// With NAPT over the external ports `first..=last`.
+        fn with_napt(first: u16, last: u16) -> Harness {
+            let mut h = Harness::new();
+            let range = crate::nat::napt::PortRange { first, last };
+            h.dp = dataplane().with_napt(Some(range));
+            h
+        }
+
+        /// Sends `frame` from the inside: it must leave, transmitted; returns what leaves.
+        #[track_caller]
+        fn send_out(&mut self, frame: &[u8]) -> Vec<u8> {
+            let (a, out) = self.send(Side::Inside, frame);
+            assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+            out
+        }
+
+        /// [`Harness::run`] on a direct route of MTU 1500, with 2048 bytes of tailroom.
+        fn send(&mut self, side: Side, frame: &[u8]) -> (Action, Vec<u8>) {
+            self.run(&direct(1500), side, frame, 2048)
+        }
+
         /// Runs one frame (with `tailroom`), returns the action and the bytes it names.
         fn run(
             &mut self,
@@ -996,14 +1069,15 @@ mod tests {
         ) -> (Action, Vec<u8>) {
             let mut buf = frame.to_vec();
             buf.resize(frame.len() + tailroom, 0);
+            let media = self
+                .media
+                .as_ref()
+                .map(|(registry, sink)| MediaEnv { registry, sink });
             let env = Env {
                 dataplane: &self.dp,
                 flows: &self.flows,
                 napt: &self.napt,
-                media: self.media.as_ref().map(|(r, s)| MediaEnv {
-                    registry: r,
-                    sink: s,
-                }),
+                media,
                 egress,
                 link: Link::Ethernet,
                 now_ms: 1000,
@@ -1027,49 +1101,21 @@ mod tests {
     #[test]
     fn outbound_sip_is_rewritten_hopped_and_addressed() {
         let mut h = Harness::new();
-        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
-        let (a, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
-        let mut want = UdpFrame {
-            src_mac: GW_MAC,
-            dst_mac: PEER_MAC,
-            src: format!("{EXT}:5060").parse().unwrap(),
-            dst: "198.51.100.2:5060".parse().unwrap(),
-            ttl: 63,
-            ident: 0x4242,
-            dont_fragment: false,
-        }
-        .to_vec(INVITE.replace("10.0.0.2", EXT).as_bytes())
-        .unwrap();
-        assert_eq!(
-            a,
-            Action::Tx {
-                at: At::Frame,
-                side: Side::Outside,
-                len: want.len()
-            }
-        );
+        let input = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
+        let (a, out) = h.send(Side::Inside, &input);
+        let mut want = sent_to_carrier(5060, INVITE.replace("10.0.0.2", EXT).as_bytes());
+        assert_eq!(a, tx_outside(want.len()));
         assert_eq!(out, want, "golden output frame");
         assert_eq!(h.b.get(Counter::SipRewritten), 1);
         assert_eq!(h.b.get(Counter::RwVia), 1);
         assert_eq!(h.b.get(Counter::RwContact), 1);
         assert_eq!(h.b.get(Counter::FlowInserted), 1);
         // The reply finds the flow and goes back to the phone.
-        let reply = udp(
-            "198.51.100.2:5060",
-            &format!("{EXT}:5060"),
-            64,
-            b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
-        );
-        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        let ok = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let reply = from_carrier("198.51.100.2:5060", 5060, ok);
+        let (a, out) = h.send(Side::Outside, &reply);
         assert!(tx_to(&a, Side::Inside), "{a:?}");
-        want = udp(
-            "198.51.100.2:5060",
-            "10.0.0.2:5060",
-            63,
-            b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
-        );
-        want[0..6].copy_from_slice(&PEER_MAC);
-        want[6..12].copy_from_slice(&GW_MAC);
+        want = via_gateway(udp("198.51.100.2:5060", "10.0.0.2:5060", 63, ok));
         assert_eq!(out, want);
         assert_eq!(h.b.get(Counter::FlowHit), 1);
     }
@@ -1083,7 +1129,7 @@ mod tests {
             64,
             b"\x80\x00rtp 10.0.0.2",
         );
-        let (a, out) = h.run(&direct(1500), Side::Inside, &rtp, 2048);
+        let (a, out) = h.send(Side::Inside, &rtp);
         assert!(
             matches!(
                 a,
@@ -1103,19 +1149,14 @@ mod tests {
     fn internal_unmapped_and_ttl() {
         let mut h = Harness::new();
         let internal = udp("10.0.0.2:5060", "10.0.0.9:5060", 64, INVITE.as_bytes());
-        let (a, out) = h.run(&direct(1500), Side::Inside, &internal, 2048);
+        let (a, out) = h.send(Side::Inside, &internal);
         assert!(to_kernel(&a, Counter::SlowInternal), "{a:?}");
         assert_eq!(out, internal);
-        let unmapped = udp(
-            "198.51.100.2:5060",
-            &format!("{EXT}:5060"),
-            64,
-            INVITE.as_bytes(),
-        );
-        let (a, _) = h.run(&direct(1500), Side::Outside, &unmapped, 2048);
+        let unmapped = from_carrier("198.51.100.2:5060", 5060, INVITE.as_bytes());
+        let (a, _) = h.send(Side::Outside, &unmapped);
         assert!(to_kernel(&a, Counter::SlowNoMapping), "{a:?}");
         let dying = udp("10.0.0.2:5060", "198.51.100.2:5060", 1, INVITE.as_bytes());
-        let (a, _) = h.run(&direct(1500), Side::Inside, &dying, 2048);
+        let (a, _) = h.send(Side::Inside, &dying);
         assert_eq!(a, Action::Drop(Counter::DropTtl));
         let (a, _) = h.run(&direct(1500), Side::Inside, &[0u8; 10], 0);
         assert_eq!(a, Action::Drop(Counter::DropBadFrame));
@@ -1124,7 +1165,7 @@ mod tests {
     #[test]
     fn regression_too_big_is_redone_in_scratch_and_decided_once() {
         let mut h = Harness::new();
-        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let input = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
         // No tailroom: the grown message does not fit the frame.
         let (a, out) = h.run(&direct(1500), Side::Inside, &input, 0);
         let Action::Tx {
@@ -1151,7 +1192,7 @@ mod tests {
     #[test]
     fn unresolved_neighbour_and_other_interface_go_to_the_kernel_rewritten() {
         let mut h = Harness::new();
-        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let input = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
         let (a, out) = h.run(
             &Fixed(Route::Unresolved { mtu: 1500 }),
             Side::Inside,
@@ -1167,7 +1208,7 @@ mod tests {
     #[test]
     fn too_big_with_df_gets_icmp_without_df_fragments() {
         let mut h = Harness::new();
-        let mut input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let mut input = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
         let ip_len = input.len() - 14;
         // DF set (header checksum refreshed).
         input[20] |= 0x40;
@@ -1186,7 +1227,7 @@ mod tests {
             "room for the 8 bytes it grew (Via, Contact)"
         );
         assert_eq!(&quote[12..16], &[10, 0, 0, 2], "quoted as sent");
-        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
+        let input = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
         let (a, _) = h.run(&direct(ip_len), Side::Inside, &input, 2048);
         assert!(
             matches!(a, Action::Fragment { mtu, via_kernel: false, .. } if mtu == ip_len),
@@ -1241,12 +1282,8 @@ mod tests {
     #[test]
     fn regression_non_sip_fragments_reach_the_kernel_as_they_arrived() {
         let mut h = Harness::new();
-        let big = udp(
-            "10.0.0.2:40000",
-            "198.51.100.2:9999",
-            64,
-            &vec![0x5a; 30_000],
-        );
+        let payload = vec![0x5a; 30_000];
+        let big = udp("10.0.0.2:40000", "198.51.100.2:9999", 64, &payload);
         let mut frags = fragments(&big);
         // The last fragment first, then the rest.
         frags.rotate_right(1);
@@ -1285,7 +1322,7 @@ mod tests {
         msg.push_str("X-Pad: ");
         msg.push_str(&"p".repeat(40_000));
         msg.push_str("\r\nContent-Length: 0\r\n\r\n");
-        let big = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
+        let big = to_carrier("10.0.0.2:5060", msg.as_bytes());
         let frags = fragments(&big);
         let mut last = None;
         for f in &frags {
@@ -1356,20 +1393,13 @@ mod tests {
     fn regression_icmp_errors_of_sipnat_flows_are_translated() {
         let mut h = Harness::new();
         // The phone's request creates the flow.
-        let req = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
-        let (a, sent) = h.run(&direct(1500), Side::Inside, &req, 2048);
+        let req = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
+        let (a, sent) = h.send(Side::Inside, &req);
         assert!(matches!(a, Action::Tx { .. }));
         // The carrier's port is closed: its error quotes what it got from us.
         let err = icmp4_error([198, 51, 100, 2], [203, 0, 113, 10], 3, &sent[14..]);
         let (a, out) = h.run(&direct(1500), Side::Outside, &err, 0);
-        let Action::Tx {
-            side: Side::Inside,
-            len,
-            ..
-        } = a
-        else {
-            panic!("{a:?}");
-        };
+        let len = tx_len(&a, Side::Inside);
         assert_eq!(len, err.len());
         assert_eq!(&out[30..34], &[10, 0, 0, 2], "outer destination: the phone");
         assert_eq!(
@@ -1384,14 +1414,7 @@ mod tests {
         let inbound = udp("198.51.100.2:5060", "10.0.0.2:5060", 63, INVITE.as_bytes());
         let err = icmp4_error([10, 0, 0, 2], [198, 51, 100, 2], 3, &inbound[14..]);
         let (a, out) = h.run(&direct(1500), Side::Inside, &err, 0);
-        let Action::Tx {
-            side: Side::Outside,
-            len,
-            ..
-        } = a
-        else {
-            panic!("{a:?}");
-        };
+        let len = tx_len(&a, Side::Outside);
         assert_eq!(
             len,
             14 + 20 + 8 + 28,
@@ -1450,9 +1473,9 @@ mod tests {
             "Content-Length: 0\r\n",
             "Content-Length: 0\r\nContent-Length: 12\r\n",
         );
-        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
+        let input = to_carrier("10.0.0.2:5060", msg.as_bytes());
         let mut h = Harness::new();
-        let (a, _) = h.run(&direct(1500), Side::Inside, &input, 2048);
+        let (a, _) = h.send(Side::Inside, &input);
         assert_eq!(a, Action::Drop(Counter::DropWouldLeak));
         assert_eq!(h.b.get(Counter::DropWouldLeak), 1);
         assert_eq!(h.b.get(Counter::MalformedDuplicateContentLength), 1);
@@ -1460,13 +1483,11 @@ mod tests {
         let public = msg
             .replace("10.0.0.2:5060;", "198.51.100.9:5060;")
             .replace("alice@10.0.0.2", "alice@198.51.100.9");
-        let input2 = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, public.as_bytes());
-        let (a, _) = h.run(&direct(1500), Side::Inside, &input2, 2048);
-        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        let input2 = to_carrier("10.0.0.2:5060", public.as_bytes());
+        h.send_out(&input2);
         // The old behaviour, chosen.
         h.dp.config.leak = LeakPolicy::Forward;
-        let (a, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
-        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        let out = h.send_out(&input);
         assert!(payload_of(&out).contains("Via: SIP/2.0/UDP 10.0.0.2:5060"));
         assert_eq!(h.b.get(Counter::DropWouldLeak), 1);
     }
@@ -1477,17 +1498,16 @@ mod tests {
     #[test]
     fn regression_flow_collision_is_dropped_not_leaked() {
         let mut h = Harness::new();
-        let first = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
-        let (a, _) = h.run(&direct(1500), Side::Inside, &first, 2048);
-        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        let first = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
+        h.send_out(&first);
         let other = INVITE.replace("10.0.0.2", "10.0.0.3");
-        let second = udp("10.0.0.3:5060", "198.51.100.2:5060", 64, other.as_bytes());
-        let (a, _) = h.run(&direct(1500), Side::Inside, &second, 2048);
+        let second = to_carrier("10.0.0.3:5060", other.as_bytes());
+        let (a, _) = h.send(Side::Inside, &second);
         assert_eq!(a, Action::Drop(Counter::DropWouldLeak));
         assert_eq!(h.b.get(Counter::FlowCollision), 1);
         assert_eq!(h.b.get(Counter::SlowCollision), 0);
         h.dp.config.leak = LeakPolicy::Forward;
-        let (a, _) = h.run(&direct(1500), Side::Inside, &second, 2048);
+        let (a, _) = h.send(Side::Inside, &second);
         assert!(to_kernel(&a, Counter::SlowCollision), "{a:?}");
     }
 
@@ -1498,23 +1518,11 @@ mod tests {
     fn regression_bytes_after_content_length_are_discarded() {
         let second = "INVITE sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060\r\nContact: <sip:alice@10.0.0.2>\r\nContent-Length: 0\r\n\r\n";
         let msg = format!("{INVITE}{second}");
-        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
+        let input = to_carrier("10.0.0.2:5060", msg.as_bytes());
         let mut h = Harness::new();
-        let (a, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
-        let want = udp(
-            &format!("{EXT}:5060"),
-            "198.51.100.2:5060",
-            63,
-            INVITE.replace("10.0.0.2", EXT).as_bytes(),
-        );
-        assert_eq!(
-            a,
-            Action::Tx {
-                at: At::Frame,
-                side: Side::Outside,
-                len: want.len()
-            }
-        );
+        let (a, out) = h.send(Side::Inside, &input);
+        let want = sent_to_carrier(5060, INVITE.replace("10.0.0.2", EXT).as_bytes());
+        assert_eq!(a, tx_outside(want.len()));
         assert_eq!(out[12..], want[12..], "golden output (but for the MACs)");
         assert_eq!(h.b.get(Counter::TrailingDiscarded), 1);
         let l = wire::parse(&out, Link::Ethernet).unwrap();
@@ -1526,12 +1534,8 @@ mod tests {
     #[test]
     fn regression_register_200_restores_the_uas_own_binding() {
         let mut h = Harness::new();
-        let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK7\r\n\
-            From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: r@x\r\n\
-            CSeq: 2 REGISTER\r\nContact: <sip:alice@10.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n";
-        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, reg.as_bytes());
-        let (a, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
-        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        let input = to_carrier("10.0.0.2:5060", REGISTER.as_bytes());
+        let out = h.send_out(&input);
         assert!(payload_of(&out).contains("Contact: <sip:alice@203.0.113.10:5060>"));
         let ok = format!(
             "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:5060;branch=z9hG4bK7;received={EXT}\r\n\
@@ -1539,13 +1543,8 @@ mod tests {
              CSeq: 2 REGISTER\r\nContact: <sip:alice@{EXT}:5060>;expires=3600\r\n\
              Contact: <sip:alice@{EXT}:5070>;expires=60\r\nContent-Length: 0\r\n\r\n"
         );
-        let reply = udp(
-            "198.51.100.2:5060",
-            &format!("{EXT}:5060"),
-            64,
-            ok.as_bytes(),
-        );
-        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        let reply = from_carrier("198.51.100.2:5060", 5060, ok.as_bytes());
+        let (a, out) = h.send(Side::Outside, &reply);
         assert!(tx_to(&a, Side::Inside), "{a:?}");
         let text = payload_of(&out);
         assert!(
@@ -1565,15 +1564,9 @@ mod tests {
     /// host. With the range exhausted a third host is dropped and counted, never sent.
     #[test]
     fn napt_second_host_gets_a_port_of_the_range_and_its_replies_back() {
-        let mut h = Harness::new();
-        let range = crate::nat::napt::PortRange {
-            first: 20000,
-            last: 20000,
-        };
-        h.dp = dataplane().with_napt(Some(range));
-        let first = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, INVITE.as_bytes());
-        let (a, out) = h.run(&direct(1500), Side::Inside, &first, 2048);
-        assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+        let mut h = Harness::with_napt(20000, 20000);
+        let first = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
+        let out = h.send_out(&first);
         assert_eq!(
             wire::parse(&out, Link::Ethernet)
                 .unwrap()
@@ -1585,31 +1578,11 @@ mod tests {
         let other = INVITE
             .replace("10.0.0.2", "10.0.0.3")
             .replace("branch=z9hG4bK1", "rport;branch=z9hG4bK1");
-        let second = udp("10.0.0.3:5060", "198.51.100.2:5060", 64, other.as_bytes());
-        let (a, out) = h.run(&direct(1500), Side::Inside, &second, 2048);
-        let want = UdpFrame {
-            src_mac: GW_MAC,
-            dst_mac: PEER_MAC,
-            src: format!("{EXT}:20000").parse().unwrap(),
-            dst: "198.51.100.2:5060".parse().unwrap(),
-            ttl: 63,
-            ident: 0x4242,
-            dont_fragment: false,
-        }
-        .to_vec(
-            other
-                .replace("10.0.0.3:5060", &format!("{EXT}:20000"))
-                .as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(
-            a,
-            Action::Tx {
-                at: At::Frame,
-                side: Side::Outside,
-                len: want.len()
-            }
-        );
+        let second = to_carrier("10.0.0.3:5060", other.as_bytes());
+        let (a, out) = h.send(Side::Inside, &second);
+        let text = other.replace("10.0.0.3:5060", &format!("{EXT}:20000"));
+        let want = sent_to_carrier(20000, text.as_bytes());
+        assert_eq!(a, tx_outside(want.len()));
         assert_eq!(payload_of(&out), payload_of(&want));
         assert_eq!(out, want, "golden output");
         assert_eq!(
@@ -1626,13 +1599,8 @@ mod tests {
              Call-ID: 1@x\r\nCSeq: 1 OPTIONS\r\nContact: <sip:carrier@198.51.100.2>\r\n\
              Content-Length: 0\r\n\r\n"
         );
-        let reply = udp(
-            "198.51.100.2:5060",
-            &format!("{EXT}:20000"),
-            64,
-            ok.as_bytes(),
-        );
-        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        let reply = from_carrier("198.51.100.2:5060", 20000, ok.as_bytes());
+        let (a, out) = h.send(Side::Outside, &reply);
         assert!(tx_to(&a, Side::Inside), "{a:?}");
         let l = wire::parse(&out, Link::Ethernet).unwrap();
         assert_eq!((l.dst, l.udp(&out).unwrap().1), (ip4("10.0.0.3"), 5060));
@@ -1645,13 +1613,8 @@ mod tests {
             payload_of(&out)
         );
         // From another remote (endpoint-independent): still the second host.
-        let from_other = udp(
-            "198.51.100.7:5060",
-            &format!("{EXT}:20000"),
-            64,
-            ok.as_bytes(),
-        );
-        let (a, out) = h.run(&direct(1500), Side::Outside, &from_other, 2048);
+        let from_other = from_carrier("198.51.100.7:5060", 20000, ok.as_bytes());
+        let (a, out) = h.send(Side::Outside, &from_other);
         assert!(tx_to(&a, Side::Inside), "{a:?}");
         assert_eq!(
             wire::parse(&out, Link::Ethernet).unwrap().dst,
@@ -1659,13 +1622,11 @@ mod tests {
         );
         assert_eq!(h.b.get(Counter::NaptHit), 1);
         // Range exhausted: a third host does not leave.
-        let third = udp(
+        let third = to_carrier(
             "10.0.0.4:5060",
-            "198.51.100.2:5060",
-            64,
             INVITE.replace("10.0.0.2", "10.0.0.4").as_bytes(),
         );
-        let (a, _) = h.run(&direct(1500), Side::Inside, &third, 2048);
+        let (a, _) = h.send(Side::Inside, &third);
         assert_eq!(a, Action::Drop(Counter::DropNatPortsExhausted));
         assert_eq!(h.b.get(Counter::DropNatPortsExhausted), 1);
     }
@@ -1675,25 +1636,15 @@ mod tests {
     /// registration ends.
     #[test]
     fn napt_binding_lives_as_long_as_the_registration() {
-        let mut h = Harness::new();
-        let range = crate::nat::napt::PortRange {
-            first: 20000,
-            last: 20009,
-        };
-        h.dp = dataplane().with_napt(Some(range));
+        let mut h = Harness::with_napt(20000, 20009);
         // Port 5060 taken by another host first: this UA gets 20000.
-        let other = udp(
+        let other = to_carrier(
             "10.0.0.9:5060",
-            "198.51.100.2:5060",
-            64,
             INVITE.replace("10.0.0.2", "10.0.0.9").as_bytes(),
         );
-        h.run(&direct(1500), Side::Inside, &other, 2048);
-        let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK7\r\n\
-            From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: r@x\r\n\
-            CSeq: 2 REGISTER\r\nContact: <sip:alice@10.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n";
-        let input = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, reg.as_bytes());
-        let (_, out) = h.run(&direct(1500), Side::Inside, &input, 2048);
+        h.send(Side::Inside, &other);
+        let input = to_carrier("10.0.0.2:5060", REGISTER.as_bytes());
+        let (_, out) = h.send(Side::Inside, &input);
         assert!(payload_of(&out).contains(&format!("Contact: <sip:alice@{EXT}:20000>")));
         let ok = format!(
             "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {EXT}:20000;branch=z9hG4bK7;received={EXT}\r\n\
@@ -1701,13 +1652,8 @@ mod tests {
              CSeq: 2 REGISTER\r\nContact: <sip:alice@{EXT}:20000>;expires=3600\r\n\
              Content-Length: 0\r\n\r\n"
         );
-        let reply = udp(
-            "198.51.100.2:5060",
-            &format!("{EXT}:20000"),
-            64,
-            ok.as_bytes(),
-        );
-        let (a, out) = h.run(&direct(1500), Side::Outside, &reply, 2048);
+        let reply = from_carrier("198.51.100.2:5060", 20000, ok.as_bytes());
+        let (a, out) = h.send(Side::Outside, &reply);
         assert!(tx_to(&a, Side::Inside), "{a:?}");
         assert!(
             payload_of(&out).contains("Contact: <sip:alice@10.0.0.2:5060>;expires=3600\r\n"),
@@ -1757,9 +1703,8 @@ mod tests {
             )
         };
         let send = |h: &mut Harness, msg: &str| {
-            let f = udp("10.0.0.2:5060", "198.51.100.2:5060", 64, msg.as_bytes());
-            let (a, out) = h.run(&direct(1500), Side::Inside, &f, 2048);
-            assert!(matches!(a, Action::Tx { .. }), "{a:?}");
+            let f = to_carrier("10.0.0.2:5060", msg.as_bytes());
+            let out = h.send_out(&f);
             payload_of(&out)
         };
         let bound = |h: &Harness| h.media.as_ref().unwrap().1.list();
@@ -1793,13 +1738,8 @@ mod tests {
              CSeq: 2 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 44\r\n\r\n\
              c=IN IP4 198.51.100.2\r\nm=audio 8000 RTP/AVP 0\r\n"
         );
-        let f = udp(
-            "198.51.100.2:5060",
-            &format!("{EXT}:5060"),
-            64,
-            ok.as_bytes(),
-        );
-        h.run(&direct(1500), Side::Outside, &f, 2048);
+        let f = from_carrier("198.51.100.2:5060", 5060, ok.as_bytes());
+        h.send(Side::Outside, &f);
         assert_eq!(bound(&h).len(), 2);
         let bye = "BYE sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK3\r\n\
             From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@198.51.100.2>;tag=2\r\ni: m1@x\r\n\

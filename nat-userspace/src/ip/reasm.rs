@@ -1024,6 +1024,37 @@ mod tests {
         r.add(f, &l, now).map(|d| d.is_some())
     }
 
+    /// A reassembler with the default limits but for what `set` changes.
+    fn reasm_with(set: impl FnOnce(&mut ReasmLimits)) -> Reassembler {
+        let mut limits = ReasmLimits::default();
+        set(&mut limits);
+        Reassembler::new(limits)
+    }
+
+    /// The fragment offset of an IPv4 fragment frame.
+    fn v4_offset(f: &[u8]) -> usize {
+        wire::parse(f, Link::Ethernet)
+            .unwrap()
+            .fragment
+            .unwrap()
+            .offset
+    }
+
+    /// Parses a reassembled frame and checks it is whole: no fragment left, the IP packet
+    /// ends with the frame, an IPv4 header checksum that verifies.
+    #[track_caller]
+    fn check_whole(b: &[u8]) -> wire::Layout {
+        let w = wire::parse(b, Link::Ethernet).expect("reassembled parses");
+        assert!(w.fragment.is_none());
+        assert_eq!(w.ip_end, b.len());
+        if !w.ipv6 {
+            assert!(wire::ipv4::Packet::new_checked(&b[ETH..])
+                .unwrap()
+                .verify_checksum());
+        }
+        w
+    }
+
     #[test]
     fn duplicate_drops_and_poisons() {
         for v6 in [false, true] {
@@ -1067,12 +1098,7 @@ mod tests {
         let fr = frags(&orig, 1500, 0);
         let mut r = Reassembler::new(ReasmLimits::default());
         let mut bad = fr[1].clone();
-        let off = wire::parse(&bad, Link::Ethernet)
-            .unwrap()
-            .fragment
-            .unwrap()
-            .offset;
-        set_v4_offset(&mut bad, off - 8, true);
+        set_v4_offset(&mut bad, v4_offset(&fr[1]) - 8, true);
         assert_eq!(add(&mut r, &fr[0], 0), Ok(false));
         assert_eq!(add(&mut r, &bad, 0), Err(ReasmError::Overlap));
         assert_eq!(add(&mut r, &fr[1], 0), Err(ReasmError::Poisoned));
@@ -1163,10 +1189,7 @@ mod tests {
 
     #[test]
     fn too_many_fragments() {
-        let mut r = Reassembler::new(ReasmLimits {
-            max_fragments: 4,
-            ..ReasmLimits::default()
-        });
+        let mut r = reasm_with(|l| l.max_fragments = 4);
         let fr = frags(&udp_v4(3000, 41), 576, 0);
         assert_eq!(fr.len(), 6);
         for f in &fr[..4] {
@@ -1184,10 +1207,7 @@ mod tests {
 
     #[test]
     fn too_big() {
-        let mut r = Reassembler::new(ReasmLimits {
-            max_datagram: 2048,
-            ..ReasmLimits::default()
-        });
+        let mut r = reasm_with(|l| l.max_datagram = 2048);
         let fr = frags(&udp_v4(3000, 51), 1500, 0);
         assert_eq!(add(&mut r, &fr[0], 0), Ok(false));
         assert_eq!(add(&mut r, &fr[2], 0), Err(ReasmError::TooBig));
@@ -1228,12 +1248,7 @@ mod tests {
         let l = last2.len() - ETH;
         set_v4_len(&mut last2, l - 8);
         let mut after = fr[2].clone();
-        let off = wire::parse(&after, Link::Ethernet)
-            .unwrap()
-            .fragment
-            .unwrap()
-            .offset;
-        set_v4_offset(&mut after, off + 64, false);
+        set_v4_offset(&mut after, v4_offset(&fr[2]) + 64, false);
         assert_eq!(add(&mut r, &fr[2], 0), Ok(false));
         assert_eq!(add(&mut r, &after, 0), Err(ReasmError::Inconsistent));
         assert_eq!(r.stats().inconsistent, 3);
@@ -1280,10 +1295,7 @@ mod tests {
 
     #[test]
     fn no_slot_when_memory_below_one_datagram() {
-        let mut r = Reassembler::new(ReasmLimits {
-            memory: 1000,
-            ..ReasmLimits::default()
-        });
+        let mut r = reasm_with(|l| l.memory = 1000);
         assert_eq!(r.slots(), 0);
         let fr = frags(&udp_v4(3000, 81), 1500, 0);
         assert_eq!(add(&mut r, &fr[0], 0), Err(ReasmError::NoSlot));
@@ -1358,24 +1370,10 @@ mod tests {
             };
             len = len.min(t.len() - hdr);
             let more = rng.below(3) != 0;
-            let mut f = t[..ETH].to_vec();
-            if v6 {
-                f.extend_from_slice(&t[ETH..ETH + 40]);
-                f[ETH + 6] = NH_FRAGMENT;
-                let of = ((offset & 0xfff8) as u16) | u16::from(more);
-                f.extend_from_slice(&[17, 0]);
-                f.extend_from_slice(&of.to_be_bytes());
-                f.extend_from_slice(&ident.to_be_bytes());
-                f.extend_from_slice(&t[ETH + 40..ETH + 40 + len]);
-                let pl = (8 + len) as u16;
-                f[ETH + 4..ETH + 6].copy_from_slice(&pl.to_be_bytes());
-            } else {
-                f.extend_from_slice(&t[ETH..ETH + 20 + len]);
-                let mut p = wire::ipv4::Packet::new_unchecked(&mut f[ETH..]);
-                p.set_total_len((20 + len) as u16);
-                p.set_fragment(more, offset.min(0xfff8), false);
-                f[ETH + 4..ETH + 6].copy_from_slice(&(ident as u16).to_be_bytes());
-            }
+            let ip = if v6 { ETH + 40 } else { ETH + 20 };
+            let data = &t[ip..ip + len];
+            // IPv4: the header checksum is left stale.
+            let mut f = fragment_of(t, v6, ident, offset, more, data, false);
             // Random corruption / truncation.
             if rng.below(20) == 0 {
                 let i = rng.below(f.len());
@@ -1397,15 +1395,8 @@ mod tests {
             if let Ok(Some(d)) = r.add(&f, &l, now) {
                 completed += 1;
                 let b = d.bytes();
-                let w = wire::parse(b, Link::Ethernet).expect("reassembled parses");
-                assert!(w.fragment.is_none());
-                assert_eq!(w.ip_end, b.len());
+                let w = check_whole(b);
                 assert!(b.len() - w.l4 <= limits.max_datagram);
-                if !w.ipv6 {
-                    assert!(wire::ipv4::Packet::new_checked(&b[ETH..])
-                        .unwrap()
-                        .verify_checksum());
-                }
                 assert!(d.fragments() >= 2 && d.fragments() <= 8);
             }
             assert!(r.memory_in_use() <= limits.memory);
@@ -1426,8 +1417,23 @@ mod tests {
     /// such fragments must give `pat[..total]`).
     fn synth(v6: bool, ident: u32, offset: usize, len: usize, more: bool, pat: &[u8]) -> Vec<u8> {
         let t = if v6 { udp_v6(8, 1) } else { udp_v4(8, 1) };
-        let mut f = t[..ETH].to_vec();
         let data = &pat[offset.min(pat.len())..(offset + len).min(pat.len())];
+        fragment_of(&t, v6, ident, offset, more, data, true)
+    }
+
+    /// A fragment frame with the Ethernet and IP header of the unfragmented frame `t`
+    /// carrying `data` at `offset`; an IPv6 one gets a fragment header, an IPv4 one its
+    /// fragment fields (and a fresh header checksum when `fill_checksum`).
+    fn fragment_of(
+        t: &[u8],
+        v6: bool,
+        ident: u32,
+        offset: usize,
+        more: bool,
+        data: &[u8],
+        fill_checksum: bool,
+    ) -> Vec<u8> {
+        let mut f = t[..ETH].to_vec();
         if v6 {
             f.extend_from_slice(&t[ETH..ETH + 40]);
             f[ETH + 6] = NH_FRAGMENT;
@@ -1445,7 +1451,9 @@ mod tests {
             let mut p = wire::ipv4::Packet::new_unchecked(&mut f[ETH..]);
             p.set_total_len((20 + data.len()) as u16);
             p.set_fragment(more, offset.min(0xfff8), false);
-            p.fill_checksum();
+            if fill_checksum {
+                p.fill_checksum();
+            }
         }
         f
     }
@@ -1502,19 +1510,12 @@ mod tests {
                 if let Ok(Some(d)) = r.add(&f, &lay, now) {
                     completed += 1;
                     let b = d.bytes();
-                    let w = wire::parse(b, Link::Ethernet).expect("reassembled parses");
-                    assert!(w.fragment.is_none());
-                    assert_eq!(w.ip_end, b.len());
+                    let w = check_whole(b);
                     let hl = if v6 { 40 } else { 20 };
                     assert_eq!(w.l4, ETH + hl);
                     let data = &b[ETH + hl..];
                     assert!(data.len() <= limits.max_datagram);
                     assert_eq!(data, &pat[..data.len()], "content from the right offsets");
-                    if !v6 {
-                        assert!(wire::ipv4::Packet::new_checked(&b[ETH..])
-                            .unwrap()
-                            .verify_checksum());
-                    }
                     if clean && k + 1 == pieces.len() && data.len() == total {
                         clean_done += 1;
                     }

@@ -462,31 +462,13 @@ mod tests {
     #[test]
     fn frame_layout_gives_every_pair_the_same_share() {
         let l = FrameLayout::new(1024, 1, 64);
-        assert_eq!(
-            l,
-            FrameLayout {
-                frames: 1024,
-                static_flows: true
-            }
-        );
+        assert_eq!((l.frames, l.static_flows), (1024, true));
         let l = FrameLayout::new(1024, 3, 1000);
         assert!(l.static_flows && l.frames.is_multiple_of(3000) && l.frames >= 3000);
         let l = FrameLayout::new(1024, 1, 100_000);
-        assert_eq!(
-            l,
-            FrameLayout {
-                frames: 1024,
-                static_flows: false
-            }
-        );
+        assert_eq!((l.frames, l.static_flows), (1024, false));
         let l = FrameLayout::new(16384, 1, 10_000);
-        assert_eq!(
-            l,
-            FrameLayout {
-                frames: 10_000,
-                static_flows: true
-            }
-        );
+        assert_eq!((l.frames, l.static_flows), (10_000, true));
     }
 
     #[test]

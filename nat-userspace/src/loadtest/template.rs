@@ -34,6 +34,14 @@ pub enum Builtin {
 }
 
 impl Builtin {
+    /// Every built-in message.
+    pub const ALL: [Builtin; 4] = [
+        Builtin::Invite,
+        Builtin::Register,
+        Builtin::Options,
+        Builtin::Ok200,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Builtin::Invite => "invite",
@@ -788,12 +796,7 @@ mod tests {
 
     #[test]
     fn checksums_valid_after_patching_every_builtin() {
-        for b in [
-            Builtin::Invite,
-            Builtin::Register,
-            Builtin::Options,
-            Builtin::Ok200,
-        ] {
+        for b in Builtin::ALL {
             let t = build(b);
             let mut frame = t.frame.clone();
             // Reuse one buffer like the generator does: stale bytes from an earlier packet.
@@ -817,12 +820,7 @@ mod tests {
             ..ep()
         };
         let private = |a: IpAddr| a == IpAddr::V6(ua);
-        for b in [
-            Builtin::Invite,
-            Builtin::Register,
-            Builtin::Options,
-            Builtin::Ok200,
-        ] {
+        for b in Builtin::ALL {
             let msg = b.message(e.src_ip, e.dst_ip);
             let p = prepare(&msg, 0).unwrap();
             let t = Template::build(b.name(), &p, e, &private, 4096).unwrap();

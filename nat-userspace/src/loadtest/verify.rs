@@ -382,6 +382,13 @@ mod tests {
         Template::build(b.name(), &p, ep, &private, 4096).unwrap()
     }
 
+    /// A copy of `t`'s frame, patched (see [`Template::patch`]).
+    fn patched(t: &Template, flow: u32, salt: u32, seq: u64, ts_ns: u64) -> Vec<u8> {
+        let mut f = t.frame.clone();
+        t.patch(&mut f, flow, salt, seq, ts_ns);
+        f
+    }
+
     fn expect(t: &Template) -> Expect {
         Expect {
             external: Some(EXT.into()),
@@ -454,15 +461,9 @@ mod tests {
 
     #[test]
     fn a_correct_rewrite_passes_and_an_unrewritten_packet_fails() {
-        for b in [
-            Builtin::Invite,
-            Builtin::Register,
-            Builtin::Options,
-            Builtin::Ok200,
-        ] {
+        for b in Builtin::ALL {
             let t = template(b);
-            let mut f = t.frame.clone();
-            t.patch(&mut f, 9, 1, 42, 1000);
+            let f = patched(&t, 9, 1, 42, 1000);
             let e = expect(&t);
             let good = rewrite_by_hand(&f);
             let (r, _, seq) = checked(verify(&good, &e));
@@ -481,8 +482,7 @@ mod tests {
     #[test]
     fn each_defect_is_named() {
         let t = template(Builtin::Invite);
-        let mut f = t.frame.clone();
-        t.patch(&mut f, 0, 0, 1, 1);
+        let f = patched(&t, 0, 0, 1, 1);
         let e = expect(&t);
         let good = rewrite_by_hand(&f);
         let reasons = |f: &[u8]| checked(verify(f, &e)).0.iter().collect::<Vec<_>>();

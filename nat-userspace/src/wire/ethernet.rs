@@ -69,12 +69,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 mod tests {
     use super::*;
 
+    /// `len` zero bytes with the ethertype chain `types`: the frame's at 12, then one after
+    /// each 4-byte tag.
+    fn chain(len: usize, types: &[u16]) -> Vec<u8> {
+        let mut f = vec![0u8; len];
+        for (i, t) in types.iter().enumerate() {
+            let at = 12 + VLAN_TAG_LEN * i;
+            f[at..at + 2].copy_from_slice(&t.to_be_bytes());
+        }
+        f
+    }
+
     #[test]
     fn vlan_stack() {
-        let mut f = [0u8; 30];
-        f[12..14].copy_from_slice(&ETHERTYPE_QINQ.to_be_bytes());
-        f[16..18].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-        f[20..22].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        let f = chain(30, &[ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETHERTYPE_IPV6]);
         assert_eq!(
             Frame::new_checked(&f[..]).unwrap().payload(),
             Some((22, ETHERTYPE_IPV6))
@@ -103,11 +111,15 @@ mod tests {
     #[test]
     fn deeper_vlan_stack_than_the_xdp_program_walks_is_refused() {
         // Three tags: one more than MAX_VLAN_TAGS.
-        let mut f = [0u8; 40];
-        f[12..14].copy_from_slice(&ETHERTYPE_QINQ.to_be_bytes());
-        f[16..18].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-        f[20..22].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-        f[24..26].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let f = chain(
+            40,
+            &[
+                ETHERTYPE_QINQ,
+                ETHERTYPE_VLAN,
+                ETHERTYPE_VLAN,
+                ETHERTYPE_IPV4,
+            ],
+        );
         assert_eq!(MAX_VLAN_TAGS, 2);
         assert_eq!(Frame::new_checked(&f[..]).unwrap().payload(), None);
     }

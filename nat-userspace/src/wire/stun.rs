@@ -381,8 +381,8 @@ mod tests {
         0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
     ];
 
-    /// The bytes of hex strings, concatenated (at compile time).
-    const fn hex<const N: usize>(parts: &[&str]) -> [u8; N] {
+    /// The bytes of a hex string whose parts are separated by spaces (at compile time).
+    const fn hex<const N: usize>(text: &str) -> [u8; N] {
         const fn nibble(c: u8) -> u8 {
             match c {
                 b'0'..=b'9' => c - b'0',
@@ -390,51 +390,37 @@ mod tests {
                 _ => panic!("not a lower-case hex digit"),
             }
         }
+        let s = text.as_bytes();
         let mut out = [0u8; N];
-        let (mut n, mut k) = (0, 0);
-        while k < parts.len() {
-            let s = parts[k].as_bytes();
-            let mut i = 0;
-            while i < s.len() {
-                out[n] = nibble(s[i]) << 4 | nibble(s[i + 1]);
-                n += 1;
-                i += 2;
+        let (mut n, mut i) = (0, 0);
+        while i < s.len() {
+            if s[i] == b' ' {
+                i += 1;
+                continue;
             }
-            k += 1;
+            out[n] = nibble(s[i]) << 4 | nibble(s[i + 1]);
+            n += 1;
+            i += 2;
         }
         assert!(n == N, "wrong length");
         out
     }
 
-    /// RFC 5769 §2.2 "Sample IPv4 Response" (mapped 192.0.2.1:32853).
-    const IPV4_RESPONSE: [u8; 80] = hex(&[
-        "0101003c2112a442b7e7a701bc34d686fa87dfae", // header, magic cookie, transaction id
-        "8022000b7465737420766563746f7220",         // SOFTWARE
-        "002000080001a147e112a643",                 // XOR-MAPPED-ADDRESS
-        "000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7", // MESSAGE-INTEGRITY
-        "80280004c07d4c96",                         // FINGERPRINT
-    ]);
+    // The RFC 5769 vectors in parts separated by spaces: the header (with the magic
+    // cookie and transaction id), then each attribute.
+
+    /// RFC 5769 §2.2 "Sample IPv4 Response" (mapped 192.0.2.1:32853): SOFTWARE,
+    /// XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY, FINGERPRINT.
+    const IPV4_RESPONSE: [u8; 80] = hex("0101003c2112a442b7e7a701bc34d686fa87dfae 8022000b7465737420766563746f7220 002000080001a147e112a643 000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7 80280004c07d4c96");
 
     /// RFC 5769 §2.3 "Sample IPv6 Response" (mapped
-    /// [2001:db8:1234:5678:11:2233:4455:6677]:32853).
-    const IPV6_RESPONSE: [u8; 92] = hex(&[
-        "010100482112a442b7e7a701bc34d686fa87dfae", // header, magic cookie, transaction id
-        "8022000b7465737420766563746f7220",         // SOFTWARE
-        "002000140002a1470113a9faa5d3f179bc25f4b5bed2b9d9", // XOR-MAPPED-ADDRESS
-        "00080014a382954e4be67bf11784c97c8292c275bfe3ed41", // MESSAGE-INTEGRITY
-        "80280004c8fb0b4c",                         // FINGERPRINT
-    ]);
+    /// [2001:db8:1234:5678:11:2233:4455:6677]:32853): SOFTWARE, XOR-MAPPED-ADDRESS,
+    /// MESSAGE-INTEGRITY, FINGERPRINT.
+    const IPV6_RESPONSE: [u8; 92] = hex("010100482112a442b7e7a701bc34d686fa87dfae 8022000b7465737420766563746f7220 002000140002a1470113a9faa5d3f179bc25f4b5bed2b9d9 00080014a382954e4be67bf11784c97c8292c275bfe3ed41 80280004c8fb0b4c");
 
-    /// RFC 5769 §2.1 "Sample Request" (its FINGERPRINT checks our CRC).
-    const REQUEST: [u8; 108] = hex(&[
-        "000100582112a442b7e7a701bc34d686fa87dfae", // header, magic cookie, transaction id
-        "802200105354554e207465737420636c69656e74", // SOFTWARE
-        "002400046e0001ff",                         // PRIORITY
-        "80290008932ff9b151263b36",                 // ICE-CONTROLLED
-        "000600096576746a3a68367659202020",         // USERNAME
-        "000800149aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a2", // MESSAGE-INTEGRITY
-        "80280004e57a3bcf",                         // FINGERPRINT
-    ]);
+    /// RFC 5769 §2.1 "Sample Request" (its FINGERPRINT checks our CRC): SOFTWARE,
+    /// PRIORITY, ICE-CONTROLLED, USERNAME, MESSAGE-INTEGRITY, FINGERPRINT.
+    const REQUEST: [u8; 108] = hex("000100582112a442b7e7a701bc34d686fa87dfae 802200105354554e207465737420636c69656e74 002400046e0001ff 80290008932ff9b151263b36 000600096576746a3a68367659202020 000800149aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a2 80280004e57a3bcf");
 
     fn v4_mapped() -> SocketAddr {
         "192.0.2.1:32853".parse().unwrap()

@@ -20,20 +20,69 @@ pub struct RuleSet {
     pub host: IpAddr,
 }
 
-fn rule(net: &str, external: Option<&str>, ports: &[(u16, u16)]) -> Rule {
+/// The rule sets of the differential checks, one a line: name | rules, comma-separated,
+/// each `net[>own external][ internal:external port ...]` | `rr` for Record-Route and
+/// From/To rewriting, `-` without | the external addresses | an internal host.
+const RULE_SETS: &[&str] = &[
+    "one /24 | 10.88.0.0/24 | rr | 198.51.100.1 | 10.88.0.2",
+    "several /8s (and /12, /16, /10) | 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 11.0.0.0/8 | rr | 203.0.113.10 | 192.168.1.100",
+    "IPv4 + IPv6 rules, both externals | 192.168.0.0/16, fd00::/8 | rr | 203.0.113.10 2001:db8::10 | 192.168.1.7",
+    "a /4 and a /6 | 160.0.0.0/4, 8.0.0.0/6 | - | 203.0.113.10 | 172.16.0.9",
+    "port maps, own external | 10.0.0.0/8>198.51.100.20 5060:15060 20000:30000, 192.168.1.10/32 | rr | 203.0.113.10 | 10.0.0.7",
+    "1:1 hosts with own externals | 192.168.1.100/32>198.51.100.7, 10.0.0.5/32 5060:5070 | rr | 203.0.113.10 | 192.168.1.100",
+    "IPv6 external for an IPv4 rule | 10.0.0.0/8>2001:db8::99 | - | 2001:db8::10 | 10.0.0.7",
+    "no rules |  | rr | 203.0.113.10 | 10.0.0.7",
+];
+
+/// A rule of [`RULE_SETS`]: `net[>own external][ internal:external port ...]`.
+fn rule(spec: &str) -> Rule {
+    let mut words = spec.split_whitespace();
+    let first = words.next().expect("a net");
+    let (net, external) = match first.split_once('>') {
+        Some((net, e)) => (net, Some(e.parse().expect("valid address"))),
+        None => (first, None),
+    };
+    let ports: Vec<(u16, u16)> = words
+        .map(|p| {
+            let (i, e) = p.split_once(':').expect("internal:external port");
+            (i.parse().expect("port"), e.parse().expect("port"))
+        })
+        .collect();
     Rule {
         internal: Net::parse(net).expect("valid net"),
-        external: external.map(|e| e.parse().expect("valid address")),
-        ports: PortMap::new(ports).expect("port map"),
+        external,
+        ports: PortMap::new(&ports).expect("port map"),
     }
 }
 
-fn set(rules: Vec<Rule>, rr_ft: bool) -> RewriteConfig {
-    RewriteConfig {
-        rules,
-        record_route: rr_ft,
-        from_to: rr_ft,
-        ..RewriteConfig::default()
+/// A line of [`RULE_SETS`].
+fn rule_set(line: &'static str) -> RuleSet {
+    let f: Vec<&'static str> = line.split('|').map(str::trim).collect();
+    let [name, rules, rr_ft, external, host] = f[..] else {
+        panic!("five fields: {line}");
+    };
+    let mut ext = ExternalAddrs { v4: None, v6: None };
+    for a in external.split_whitespace() {
+        match a.parse().expect("valid address") {
+            IpAddr::V4(v4) => ext.v4 = Some(v4),
+            IpAddr::V6(v6) => ext.v6 = Some(v6),
+        }
+    }
+    let rr_ft = rr_ft == "rr";
+    RuleSet {
+        name,
+        config: RewriteConfig {
+            rules: rules
+                .split(',')
+                .filter(|r| !r.trim().is_empty())
+                .map(rule)
+                .collect(),
+            record_route: rr_ft,
+            from_to: rr_ft,
+            ..RewriteConfig::default()
+        },
+        external: ext,
+        host: host.parse().expect("valid host"),
     }
 }
 
@@ -42,97 +91,7 @@ const EXT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 
 /// The rule sets of the differential checks.
 pub fn rule_sets() -> Vec<RuleSet> {
-    let v4 = ExternalAddrs::v4(EXT4);
-    vec![
-        RuleSet {
-            name: "one /24",
-            config: set(vec![rule("10.88.0.0/24", None, &[])], true),
-            external: ExternalAddrs::v4(Ipv4Addr::new(198, 51, 100, 1)),
-            host: "10.88.0.2".parse().unwrap(),
-        },
-        RuleSet {
-            name: "several /8s (and /12, /16, /10)",
-            config: set(
-                vec![
-                    rule("10.0.0.0/8", None, &[]),
-                    rule("172.16.0.0/12", None, &[]),
-                    rule("192.168.0.0/16", None, &[]),
-                    rule("100.64.0.0/10", None, &[]),
-                    rule("11.0.0.0/8", None, &[]),
-                ],
-                true,
-            ),
-            external: v4,
-            host: "192.168.1.100".parse().unwrap(),
-        },
-        RuleSet {
-            name: "IPv4 + IPv6 rules, both externals",
-            config: set(
-                vec![
-                    rule("192.168.0.0/16", None, &[]),
-                    rule("fd00::/8", None, &[]),
-                ],
-                true,
-            ),
-            external: ExternalAddrs {
-                v4: Some(EXT4),
-                v6: Some(EXT6),
-            },
-            host: "192.168.1.7".parse().unwrap(),
-        },
-        RuleSet {
-            name: "a /4 and a /6",
-            config: set(
-                vec![rule("160.0.0.0/4", None, &[]), rule("8.0.0.0/6", None, &[])],
-                false,
-            ),
-            external: v4,
-            host: "172.16.0.9".parse().unwrap(),
-        },
-        RuleSet {
-            name: "port maps, own external",
-            config: set(
-                vec![
-                    rule(
-                        "10.0.0.0/8",
-                        Some("198.51.100.20"),
-                        &[(5060, 15060), (20000, 30000)],
-                    ),
-                    rule("192.168.1.10/32", None, &[]),
-                ],
-                true,
-            ),
-            external: v4,
-            host: "10.0.0.7".parse().unwrap(),
-        },
-        RuleSet {
-            name: "1:1 hosts with own externals",
-            config: set(
-                vec![
-                    rule("192.168.1.100/32", Some("198.51.100.7"), &[]),
-                    rule("10.0.0.5/32", None, &[(5060, 5070)]),
-                ],
-                true,
-            ),
-            external: v4,
-            host: "192.168.1.100".parse().unwrap(),
-        },
-        RuleSet {
-            name: "IPv6 external for an IPv4 rule",
-            config: set(vec![rule("10.0.0.0/8", Some("2001:db8::99"), &[])], false),
-            external: ExternalAddrs {
-                v4: None,
-                v6: Some(EXT6),
-            },
-            host: "10.0.0.7".parse().unwrap(),
-        },
-        RuleSet {
-            name: "no rules",
-            config: set(vec![], true),
-            external: v4,
-            host: "10.0.0.7".parse().unwrap(),
-        },
-    ]
+    RULE_SETS.iter().map(|l| rule_set(l)).collect()
 }
 
 /// Every way a message is rewritten under `s`: outbound, inbound without and with a
@@ -144,52 +103,21 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
         internal_port: 5060,
         external_port: 20001,
     });
+    let ctx = |direction, internal, local_port, napt| Context {
+        config: &s.config,
+        external: s.external,
+        direction,
+        internal,
+        local_port: Some(local_port),
+        napt,
+        media: None,
+    };
     [
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Outbound,
-            internal: None,
-            local_port: Some(5060),
-            napt: None,
-            media: None,
-        },
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Inbound,
-            internal: None,
-            local_port: Some(5060),
-            napt: None,
-            media: None,
-        },
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Inbound,
-            internal: Some(s.host),
-            local_port: Some(15060),
-            napt: None,
-            media: None,
-        },
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Outbound,
-            internal: None,
-            local_port: Some(5060),
-            napt,
-            media: None,
-        },
-        Context {
-            config: &s.config,
-            external: s.external,
-            direction: Direction::Inbound,
-            internal: Some(s.host),
-            local_port: Some(20001),
-            napt,
-            media: None,
-        },
+        ctx(Direction::Outbound, None, 5060, None),
+        ctx(Direction::Inbound, None, 5060, None),
+        ctx(Direction::Inbound, Some(s.host), 15060, None),
+        ctx(Direction::Outbound, None, 5060, napt),
+        ctx(Direction::Inbound, Some(s.host), 20001, napt),
     ]
 }
 
@@ -221,16 +149,21 @@ fn show(b: &[u8]) -> String {
 }
 
 impl Checker {
+    /// Both buffers: `input`, then `tailroom` bytes of `fill`.
+    fn load(&mut self, input: &[u8], tailroom: usize, fill: u8) {
+        for b in [&mut self.fast, &mut self.reference] {
+            b.clear();
+            b.extend_from_slice(input);
+            b.resize(input.len() + tailroom, fill);
+        }
+    }
+
     /// One message under `ctx`, with `tailroom` bytes after it: panics, naming `what`,
     /// when the fast path and the reference differ.
     pub fn message(&mut self, what: &str, input: &[u8], ctx: &Context<'_>, tailroom: usize) {
         self.messages += 1;
         let n = input.len();
-        for b in [&mut self.fast, &mut self.reference] {
-            b.clear();
-            b.extend_from_slice(input);
-            b.resize(n + tailroom, 0xa5);
-        }
+        self.load(input, tailroom, 0xa5);
         let gate = Gate::of(ctx);
         let f = rewrite_message_in(&mut self.fast, n, ctx, &gate, &mut self.edits);
         let r = reference::rewrite_message(&mut self.reference, n, ctx);
@@ -283,29 +216,16 @@ impl Checker {
             (true, _) => IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 7)),
         };
         let gate = Gate::of(ctx);
+        let l3 = |src, dst| L3Action { src, dst };
         for l3 in [
             L3Action::default(),
-            L3Action {
-                src: Some(ext),
-                dst: None,
-            },
-            L3Action {
-                src: None,
-                dst: Some(host),
-            },
-            L3Action {
-                src: Some(layout.src),
-                dst: None,
-            },
+            l3(Some(ext), None),
+            l3(None, Some(host)),
+            l3(Some(layout.src), None),
         ] {
             for tailroom in [2048, 0] {
                 self.packets += 1;
-                let n = layout.ip_end;
-                for b in [&mut self.fast, &mut self.reference] {
-                    b.clear();
-                    b.extend_from_slice(&frame[..n]);
-                    b.resize(n + tailroom, 0x5a);
-                }
+                self.load(&frame[..layout.ip_end], tailroom, 0x5a);
                 let f =
                     rewrite_packet_gated(&mut self.fast, &layout, ctx, l3, &gate, &mut self.edits);
                 let r = reference::rewrite_packet(&mut self.reference, &layout, ctx, l3);

@@ -19,43 +19,40 @@ Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-1\r\n\
 From: <sip:alice@10.0.0.2>;tag=1\r\nTo: <sip:bob@198.51.100.2>\r\n\
 Call-ID: 1@10.0.0.2\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
 
-fn write(b: PacketBuilderStepUdp, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut v, payload).expect("build frame");
-    v
+/// The frame the packet builder `$b` (any last step: UDP, TCP, ICMP) makes of `$payload`.
+macro_rules! frame {
+    ($b:expr, $payload:expr $(,)?) => {{
+        let b = $b;
+        let payload: &[u8] = $payload;
+        let mut v = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut v, payload).expect("build frame");
+        v
+    }};
 }
-type PacketBuilderStepUdp = etherparse::PacketBuilderStep<UdpHeader>;
+
+/// The Ethernet header of every frame: [`SRC_MAC`] to [`DST_MAC`].
+fn builder() -> etherparse::PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+}
 
 pub fn udp4(sport: u16, dport: u16) -> Vec<u8> {
-    write(
-        PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-            .ipv4(SRC4, DST4, 64)
-            .udp(sport, dport),
-        SIP,
-    )
+    frame!(builder().ipv4(SRC4, DST4, 64).udp(sport, dport), SIP)
 }
 
 pub fn udp6(sport: u16, dport: u16) -> Vec<u8> {
-    write(
-        PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-            .ipv6(SRC6, DST6, 64)
-            .udp(sport, dport),
-        SIP,
-    )
+    frame!(builder().ipv6(SRC6, DST6, 64).udp(sport, dport), SIP)
 }
 
 pub fn tcp4(sport: u16, dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-        .ipv4(SRC4, DST4, 64)
-        .tcp(sport, dport, 1, 65535);
-    let mut v = Vec::new();
-    b.write(&mut v, SIP).expect("build tcp frame");
-    v
+    frame!(
+        builder().ipv4(SRC4, DST4, 64).tcp(sport, dport, 1, 65535),
+        SIP
+    )
 }
 
 pub fn vlan_udp4(vid: u16, sport: u16, dport: u16) -> Vec<u8> {
-    write(
-        PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+    frame!(
+        builder()
             .single_vlan(VlanId::try_new(vid).unwrap())
             .ipv4(SRC4, DST4, 64)
             .udp(sport, dport),
@@ -64,8 +61,8 @@ pub fn vlan_udp4(vid: u16, sport: u16, dport: u16) -> Vec<u8> {
 }
 
 pub fn qinq_udp6(outer: u16, inner: u16, sport: u16, dport: u16) -> Vec<u8> {
-    write(
-        PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+    frame!(
+        builder()
             .double_vlan(
                 VlanId::try_new(outer).unwrap(),
                 VlanId::try_new(inner).unwrap(),
@@ -94,25 +91,27 @@ pub fn udp4_with_options(sport: u16, dport: u16) -> Vec<u8> {
     ip.options = [7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]
         .try_into()
         .unwrap();
-    write(
-        PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-            .ip(IpHeaders::Ipv4(ip, Default::default()))
-            .udp(sport, dport),
-        SIP,
-    )
+    udp_over(IpHeaders::Ipv4(ip, Default::default()), sport, dport)
+}
+
+/// The SIP datagram over the IP headers `ip`.
+fn udp_over(ip: IpHeaders, sport: u16, dport: u16) -> Vec<u8> {
+    frame!(builder().ip(ip).udp(sport, dport), SIP)
 }
 
 /// IPv6 with hop-by-hop options and destination options before UDP.
 pub fn udp6_with_two_ext(sport: u16, dport: u16) -> Vec<u8> {
-    udp6_with(
-        Ipv6Extensions {
-            hop_by_hop_options: Some(ext_hdr(&[1, 4, 0, 0, 0, 0])),
-            destination_options: Some(ext_hdr(&[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
-            ..Default::default()
-        },
-        sport,
-        dport,
-    )
+    let mut exts = hop_by_hop();
+    exts.destination_options = Some(ext_hdr(&[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+    udp6_with(exts, sport, dport)
+}
+
+/// Extension headers: an 8-byte hop-by-hop options header.
+fn hop_by_hop() -> Ipv6Extensions {
+    Ipv6Extensions {
+        hop_by_hop_options: Some(ext_hdr(&[1, 4, 0, 0, 0, 0])),
+        ..Default::default()
+    }
 }
 
 /// An IPv6 extension header's raw bytes (next header filled in by the builder).
@@ -122,29 +121,18 @@ fn ext_hdr(payload: &[u8]) -> Ipv6RawExtHeader {
 
 /// IPv6 with the extension headers `exts` before UDP.
 fn udp6_with(exts: Ipv6Extensions, sport: u16, dport: u16) -> Vec<u8> {
-    write(
-        PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-            .ip(IpHeaders::Ipv6(ipv6_hdr(), exts))
-            .udp(sport, dport),
-        SIP,
-    )
+    udp_over(IpHeaders::Ipv6(ipv6_hdr(), exts), sport, dport)
 }
 
 /// IPv6 with hop-by-hop, routing and a final destination-options header before UDP.
 pub fn udp6_with_three_ext(sport: u16, dport: u16) -> Vec<u8> {
-    udp6_with(
-        Ipv6Extensions {
-            hop_by_hop_options: Some(ext_hdr(&[1, 4, 0, 0, 0, 0])),
-            routing: Some(Ipv6RoutingExtensions {
-                // Type 4-like segment routing stub with segments left 0: 6 bytes payload.
-                routing: ext_hdr(&[4, 0, 0, 0, 0, 0]),
-                final_destination_options: Some(ext_hdr(&[1, 4, 0, 0, 0, 0])),
-            }),
-            ..Default::default()
-        },
-        sport,
-        dport,
-    )
+    let mut exts = hop_by_hop();
+    exts.routing = Some(Ipv6RoutingExtensions {
+        // Type 4-like segment routing stub with segments left 0: 6 bytes payload.
+        routing: ext_hdr(&[4, 0, 0, 0, 0, 0]),
+        final_destination_options: Some(ext_hdr(&[1, 4, 0, 0, 0, 0])),
+    });
+    udp6_with(exts, sport, dport)
 }
 
 /// IPv6 with an extension chain longer than the program walks (7 destination options).
@@ -234,14 +222,7 @@ pub fn udp6_fragments(sport: u16, dport: u16) -> [Vec<u8>; 2] {
             i == 0,
             0xabcd,
         );
-        let mut ip = ipv6_hdr();
-        ip.next_header = IpNumber::IPV6_FRAGMENTATION_HEADER;
-        ip.payload_length = (8 + parts[i].len()) as u16;
-        let mut v = eth(EtherType::IPV6);
-        ip.write(&mut v).unwrap();
-        frag.write(&mut v).unwrap();
-        v.extend_from_slice(parts[i]);
-        v
+        ipv6_fragment(frag, parts[i])
     })
 }
 
@@ -249,13 +230,18 @@ pub fn udp6_fragments(sport: u16, dport: u16) -> [Vec<u8>; 2] {
 pub fn udp6_atomic_fragment(sport: u16, dport: u16) -> Vec<u8> {
     let dgram = udp_datagram(sport, dport, 0);
     let frag = Ipv6FragmentHeader::new(IpNumber::UDP, IpFragOffset::ZERO, false, 7);
+    ipv6_fragment(frag, &dgram)
+}
+
+/// An IPv6 frame: the fragment header `frag`, then `data`.
+fn ipv6_fragment(frag: Ipv6FragmentHeader, data: &[u8]) -> Vec<u8> {
     let mut ip = ipv6_hdr();
     ip.next_header = IpNumber::IPV6_FRAGMENTATION_HEADER;
-    ip.payload_length = (8 + dgram.len()) as u16;
+    ip.payload_length = (8 + data.len()) as u16;
     let mut v = eth(EtherType::IPV6);
     ip.write(&mut v).unwrap();
     frag.write(&mut v).unwrap();
-    v.extend_from_slice(&dgram);
+    v.extend_from_slice(data);
     v
 }
 
@@ -323,37 +309,21 @@ fn ext_lens(frame: &[u8], mut off: usize) -> Vec<usize> {
 pub fn icmp4_port_unreachable(sport: u16, dport: u16) -> Vec<u8> {
     use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type};
     let quoted = udp4(sport, dport)[14..].to_vec();
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-        .ipv4(DST4, SRC4, 64)
-        .icmpv4(Icmpv4Type::DestinationUnreachable(
-            DestUnreachableHeader::Port,
-        ));
-    let mut v = Vec::new();
-    b.write(&mut v, &quoted).expect("build icmp frame");
-    v
+    let ty = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port);
+    frame!(builder().ipv4(DST4, SRC4, 64).icmpv4(ty), &quoted)
 }
 
 /// ICMP echo request (not an error).
 pub fn icmp4_echo() -> Vec<u8> {
     use etherparse::{IcmpEchoHeader, Icmpv4Type};
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-        .ipv4(DST4, SRC4, 64)
-        .icmpv4(Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 1, seq: 1 }));
-    let mut v = Vec::new();
-    b.write(&mut v, b"ping").expect("build icmp frame");
-    v
+    let ty = Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 1, seq: 1 });
+    frame!(builder().ipv4(DST4, SRC4, 64).icmpv4(ty), b"ping")
 }
 
 /// ICMPv6 "port unreachable" quoting `udp6(sport, dport)`'s IP packet.
 pub fn icmp6_port_unreachable(sport: u16, dport: u16) -> Vec<u8> {
     use etherparse::{icmpv6::DestUnreachableCode, Icmpv6Type};
     let quoted = udp6(sport, dport)[14..].to_vec();
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-        .ipv6(DST6, SRC6, 64)
-        .icmpv6(Icmpv6Type::DestinationUnreachable(
-            DestUnreachableCode::Port,
-        ));
-    let mut v = Vec::new();
-    b.write(&mut v, &quoted).expect("build icmpv6 frame");
-    v
+    let ty = Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port);
+    frame!(builder().ipv6(DST6, SRC6, 64).icmpv6(ty), &quoted)
 }

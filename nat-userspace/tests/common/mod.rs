@@ -6,6 +6,7 @@ pub mod differential;
 pub mod frames;
 pub mod hog;
 pub mod netns;
+pub mod rewrite;
 pub mod sipcheck;
 pub mod sipua;
 pub mod testdata;

@@ -24,6 +24,20 @@ fn assert_no_private_address(capture: &std::path::Path) {
     assert_no_packet(capture, private, "private addresses outside");
 }
 
+/// The two `fields` of each packet of `capture` that matches `filter`.
+fn field_pairs(
+    capture: &std::path::Path,
+    filter: &str,
+    fields: [&str; 2],
+) -> Vec<(String, String)> {
+    let out = tshark_fields(capture, filter, &fields);
+    let pairs = out.lines().filter(|l| !l.is_empty());
+    pairs
+        .map(|l| l.split_once('|').expect("two fields"))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
 /// The inside addresses of `n` UAs: 10.0.0.2, 10.0.0.3, ...
 fn ua_ips(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("10.0.0.{}", 2 + i)).collect()
@@ -389,15 +403,10 @@ fn rtp_of_uas_is_translated_by_xdp_both_ways(tag: &str, n: usize) {
     let (outside, inside) = (out_cap.finish(&t), in_cap.finish(&t));
 
     // RTP out: from the external address and an allocated even port, one per UA.
-    let rtp_out = tshark_fields(
-        &outside,
-        &format!("ip.dst == {CAR_IP} && udp.dstport == 6000"),
-        &["ip.src", "udp.srcport"],
-    );
+    let rtp_out = format!("ip.dst == {CAR_IP} && udp.dstport == 6000");
     let mut out_ports = BTreeSet::new();
     let mut n_out = 0;
-    for l in rtp_out.lines().filter(|l| !l.is_empty()) {
-        let (src, port) = l.split_once('|').unwrap();
+    for (src, port) in field_pairs(&outside, &rtp_out, ["ip.src", "udp.srcport"]) {
         assert_eq!(src, EXT_IP, "RTP left from {src}");
         let port: u16 = port.parse().unwrap();
         assert!(
@@ -409,15 +418,10 @@ fn rtp_of_uas_is_translated_by_xdp_both_ways(tag: &str, n: usize) {
     }
     assert_eq!(out_ports.len(), n, "one media port per UA: {out_ports:?}");
     // RTP back: the echo reaches both UAs on the inside, at their own port 6000.
-    let rtp_in = tshark_fields(
-        &inside,
-        &format!("ip.src == {CAR_IP} && udp.srcport == 6000"),
-        &["ip.dst", "udp.dstport"],
-    );
+    let rtp_in = format!("ip.src == {CAR_IP} && udp.srcport == 6000");
     let mut reached = BTreeSet::new();
     let mut n_in = 0;
-    for l in rtp_in.lines().filter(|l| !l.is_empty()) {
-        let (dst, port) = l.split_once('|').unwrap();
+    for (dst, port) in field_pairs(&inside, &rtp_in, ["ip.dst", "udp.dstport"]) {
         assert_eq!(port, "6000", "echo to port {port}");
         reached.insert(dst.to_string());
         n_in += 1;

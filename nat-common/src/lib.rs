@@ -13,8 +13,9 @@
 pub mod maps {
     /// `Array<XdpConfig>`, 1 entry: the steering flags.
     pub const CONFIG: &str = "SIPNAT_CONFIG";
-    /// `HashMap<u16 (host order), u8>` with at most [`super::MAX_SIP_PORTS`] entries: the SIP
-    /// port set.
+    /// `Array<`[`super::SipPortSet`]`>`, 1 entry: the SIP port set, one bit per UDP port
+    /// (see [`super::sip_port_bit`]). An array, not a hash map: the verifier turns its
+    /// lookup into a direct load (no helper call, no hashing per packet).
     pub const SIP_PORTS: &str = "SIPNAT_PORTS";
     /// `XskMap` indexed by the RX queue index: the AF_XDP socket that serves the queue.
     pub const XSKS: &str = "SIPNAT_XSKS";
@@ -98,9 +99,20 @@ unsafe impl aya::Pod for MediaNat {}
 /// The XDP program's section/function name.
 pub const PROGRAM_NAME: &str = "sipnat_steer";
 
-/// Upper bound of the SIP port set (`[interfaces] sip_ports`: 1 to 64 ports), the size of
-/// the XDP program's port hash map.
+/// Upper bound of the SIP port set (`[interfaces] sip_ports`: 1 to 64 ports).
 pub const MAX_SIP_PORTS: u32 = 64;
+
+/// Words of the SIP port bitmap: 65536 ports, 64 per word.
+pub const SIP_PORT_WORDS: usize = 1024;
+
+/// The SIP port bitmap (`maps::SIP_PORTS`' one value, 8 KiB).
+pub type SipPortSet = [u64; SIP_PORT_WORDS];
+
+/// Where UDP port `port` (host order) is in a [`SipPortSet`]: (word, bit mask).
+#[inline(always)]
+pub const fn sip_port_bit(port: u16) -> (usize, u64) {
+    ((port >> 6) as usize, 1 << (port & 63))
+}
 
 /// Size of the XSKMAP: the highest RX queue index sipnat can serve, plus one.
 pub const MAX_QUEUES: u32 = 256;

@@ -204,9 +204,11 @@ pub mod stat {
     /// checksum of 0) or the binding's family is not the packet's: passed untranslated
     /// (the kernel drops a malformed packet).
     pub const PASS_MEDIA_MALFORMED: u32 = 16;
-    /// Media NAT: translated and addressed to the next hop, but the egress interface left
-    /// `SIPNAT_EGRESS` between its lookup and the redirect (an interface going away):
-    /// dropped.
+    /// Media NAT: no longer produced (always 0). It counted frames already addressed to
+    /// the next hop whose egress left `SIPNAT_EGRESS` before the redirect; the program
+    /// now arms the redirect (one devmap lookup) before it rewrites the frame, and a
+    /// missing egress leaves it to the kernel (`PASS_MEDIA_TRANSLATED`). Kept: the
+    /// counter indices are shared with userspace.
     pub const DROP_MEDIA_NO_EGRESS: u32 = 17;
 
     /// Number of counters (size of the stats map).

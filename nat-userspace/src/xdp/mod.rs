@@ -564,6 +564,21 @@ impl SteeringProgram {
             remove_pins(dir)?;
             return Ok(None);
         }
+        // Pinned by a sipnat whose SIP port set was a hash map (before the bitmap array):
+        // not adoptable either, for the same reason.
+        let ports = MapData::from_pin(dir.join(maps::SIP_PORTS))
+            .ok()
+            .and_then(|d| d.info().ok())
+            .and_then(|i| i.map_type().ok());
+        if ports != Some(aya::maps::MapType::Array) {
+            tracing::warn!(
+                "the XDP program pinned in {} keeps its SIP ports in a {ports:?} map (an older \
+                 sipnat): replacing it",
+                dir.display()
+            );
+            remove_pins(dir)?;
+            return Ok(None);
+        }
         let link = PinnedLink::from_pin(&lp)
             .map_err(|e| XdpError::Pin(format!("opening {}: {e}", lp.display())))?;
         let mut maps = Vec::new();

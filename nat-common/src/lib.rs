@@ -82,8 +82,9 @@ pub struct MediaNat {
     pub flags: u8,
     /// Reserved, zero.
     pub _pad: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet XDP translated with this
-    /// entry; 0 = none yet. Written by XDP, read by the reaper.
+    /// `bpf_ktime_get_coarse_ns()` of the last packet XDP translated with this entry:
+    /// CLOCK_MONOTONIC as of the last timer tick (at most one jiffy, 1-10 ms, behind; the
+    /// reaper's idle times are seconds); 0 = none yet. Written by XDP, read by the reaper.
     pub last_seen_ns: u64,
     /// Packets XDP translated with this entry (best effort: not atomic across CPUs).
     pub packets: u64,

@@ -22,7 +22,7 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
-    helpers::{bpf_fib_lookup, bpf_ktime_get_ns},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -104,9 +104,10 @@ fn finish_udp(
     store(ctx, l4 + p_off, port)?;
     store(ctx, l4 + 6, udp_csum.to_be_bytes())?;
     // SAFETY: the map value the lookup returned; best-effort stamps (a racing CPU may lose
-    // an increment).
+    // an increment). The coarse clock: CLOCK_MONOTONIC as of the last tick, read without
+    // the TSC (the per-packet clock read was 4 % of the gateway's time in a profile).
     unsafe {
-        (*v).last_seen_ns = bpf_ktime_get_ns();
+        (*v).last_seen_ns = bpf_ktime_get_coarse_ns();
         (*v).packets += 1;
     }
     Some(())

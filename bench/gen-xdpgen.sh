@@ -10,7 +10,9 @@
 #         (ka-gen0/ka-gen1, threaded NAPI on the generator's core) circle through XDP; each
 #         round sends one copy into IF (devmap broadcast: a page and a memcpy per frame)
 #   auto  live, or loop if the kernel refuses live frames (EPERM)
-# Max rate only in loop mode (--pps other than 0 needs live).
+# Max rate only in loop mode (--pps other than 0 needs live). KA_XDPGEN_COPIES (loop, default
+# 2, at most 8): copies sent into IF per round of the loop, each with the next flow's port
+# (more offered per generator CPU second: the round's own work is shared).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 G0=ka-gen0 G1=ka-gen1
@@ -37,7 +39,7 @@ case "${1:-}" in
       done
     done
     args=(-m "${KA_XDPGEN_MODE:-auto}" -p "${o[pcap]}" -i "${o[if]}" -s "${o[seconds]}" -f "${o[flows]}"
-          -c "${o[cpu]}" -l "$G0,$G1")
+          -c "${o[cpu]}" -l "$G0,$G1" -k "${KA_XDPGEN_COPIES:-2}")
     [[ ${o[pps]} != 0 ]] && args+=(-r "${o[pps]}")
     ensure_built
     # kaxgen prints {"offered":..,"sent":..,"seconds":..,"mode":..} itself

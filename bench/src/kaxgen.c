@@ -10,12 +10,13 @@
 //     runs the program over a page pool holding the frame, in this process's syscall, and
 //     its bpf_redirect(IF) really transmits. The cheapest generator there is; some
 //     kernels' security policy refuses the flag (EPERM), then use -m loop.
-//   kaxgen -m loop -p PCAP -i IF -s SECONDS -l A,B [-f FLOWS] [-c CPU] [-n FRAMES]
+//   kaxgen -m loop -p PCAP -i IF -s SECONDS -l A,B [-f FLOWS] [-c CPU] [-n FRAMES] [-k COPIES]
 //     A and B are a veth pair of this namespace. FRAMES copies of the frame are sent
 //     once out of A (AF_PACKET); from then on they circle as xdp_frames: B's program
-//     sets the flow's port and redirects with BPF_F_BROADCAST to a devmap {IF, B}, which
-//     transmits a copy (xdpf_clone: one page and one memcpy) out of IF and the frame
-//     itself back out of B; A's program returns XDP_TX, to B again. No syscall, no skb,
+//     redirects with BPF_F_BROADCAST to a devmap {IF × COPIES, B}, which transmits COPIES
+//     copies (xdpf_clone: one page and one memcpy each) out of IF, each given the next
+//     flow's port by the devmap entry's program, and the frame itself back out of B;
+//     A's program returns XDP_TX, to B again. No syscall, no skb,
 //     no AF_PACKET per frame; the loop runs in A's and B's NAPI on this CPU until the
 //     deadline B's program checks. Max rate only (-r is refused).
 //   kaxgen -m auto ... -l A,B: live; if the kernel refuses live frames before the first
@@ -172,9 +173,12 @@ static void emit_lookup(struct prog *p, int map_fd, int key) {
 
 enum { ST_COUNT, ST_DEADLINE, ST_N };
 
-// The per-frame program. state: array map {frames sent, deadline (ns, 0 = none)}.
-// redirect: devmap fd (broadcast to it) or -1 (bpf_redirect(ifindex)).
-static int build_gen(int state_fd, long flows, int stride, int base, int devmap_fd, unsigned ifindex) {
+// The programs. state: array map {frames sent, deadline (ns)}.
+//   GEN_LIVE: the flow's port, count, bpf_redirect(ifindex)
+//   GEN_LOOP: drop after the deadline, else broadcast to the devmap
+//   GEN_COPY: the flow's port, count, XDP_PASS (a devmap entry's program: transmit)
+enum { GEN_LIVE, GEN_LOOP, GEN_COPY };
+static int build_gen(int state_fd, long flows, int stride, int base, int kind, int devmap_fd, unsigned ifindex) {
   struct prog p = {0};
   emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_X, R6, R1, 0, 0));
   emit(&p, I(BPF_LDX | BPF_MEM | BPF_W, R7, R6, 0, 0));  // r7 = ctx->data
@@ -182,11 +186,18 @@ static int build_gen(int state_fd, long flows, int stride, int base, int devmap_
   emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_X, R2, R7, 0, 0));
   emit(&p, I(BPF_ALU64 | BPF_ADD | BPF_K, R2, 0, 0, HDRS));
   emit_drop_if(&p, I(BPF_JMP | BPF_JGT | BPF_X, R2, R8, 0, 0));  // short frame
-  if (devmap_fd >= 0) {  // the loop ends at the deadline: every frame is dropped from then on
+  int skip = -1;
+  if (kind == GEN_LOOP) {  // the loop ends at the deadline: every frame is dropped from then on
     emit_lookup(&p, state_fd, ST_DEADLINE);
     emit(&p, I(BPF_LDX | BPF_MEM | BPF_DW, R9, R0, 0, 0));
     emit(&p, I(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns));
     emit_drop_if(&p, I(BPF_JMP | BPF_JGT | BPF_X, R0, R9, 0, 0));
+    emit_ld_map(&p, R1, devmap_fd);
+    emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R2, 0, 0, 0));
+    emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R3, 0, 0, BPF_F_BROADCAST));
+    emit(&p, I(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect_map));
+    emit(&p, I(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+    goto done;
   }
   emit_lookup(&p, state_fd, ST_COUNT);
   emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R1, 0, 0, 1));
@@ -200,7 +211,7 @@ static int build_gen(int state_fd, long flows, int stride, int base, int devmap_
   emit(&p, I(BPF_LDX | BPF_MEM | BPF_H, R3, R7, UDP_CSUM, 0));
   // no checksum (0): nothing to update; else csum' = ~(~csum + ~old + new), in one's
   // complement arithmetic, which is byte-order neutral
-  int skip = p.n;
+  skip = p.n;
   emit(&p, I(BPF_JMP | BPF_JEQ | BPF_K, R3, 0, 0, 0));
   emit(&p, I(BPF_ALU64 | BPF_XOR | BPF_K, R3, 0, 0, 0xffff));
   emit(&p, I(BPF_ALU64 | BPF_XOR | BPF_K, R2, 0, 0, 0xffff));
@@ -218,17 +229,15 @@ static int build_gen(int state_fd, long flows, int stride, int base, int devmap_
   emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R3, 0, 0, 0xffff));
   emit(&p, I(BPF_STX | BPF_MEM | BPF_H, R7, R3, UDP_CSUM, 0));
   p.in[skip].off = (int16_t)(p.n - skip - 1);
-  if (devmap_fd >= 0) {
-    emit_ld_map(&p, R1, devmap_fd);
-    emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R2, 0, 0, 0));
-    emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R3, 0, 0, BPF_F_BROADCAST));
-    emit(&p, I(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect_map));
+  if (kind == GEN_COPY) {
+    emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R0, 0, 0, XDP_PASS));
   } else {
     emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R1, 0, 0, (int)ifindex));
     emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R2, 0, 0, 0));
     emit(&p, I(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect));
   }
   emit(&p, I(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+done:;
   int drop = p.n;
   emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R0, 0, 0, XDP_DROP));
   emit(&p, I(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
@@ -238,6 +247,7 @@ static int build_gen(int state_fd, long flows, int stride, int base, int devmap_
   union bpf_attr a;
   memset(&a, 0, sizeof a);
   a.prog_type = BPF_PROG_TYPE_XDP;
+  if (kind == GEN_COPY) a.expected_attach_type = BPF_XDP_DEVMAP;
   a.insns = (uint64_t)(uintptr_t)p.in;
   a.insn_cnt = (uint32_t)p.n;
   a.license = (uint64_t)(uintptr_t) "GPL";
@@ -300,7 +310,7 @@ static uint64_t map_get_u64(int fd, uint32_t key) {
 static void usage(void) {
   fprintf(stderr,
           "usage: kaxgen -m live -p PCAP -i IF -s SECONDS [-r PPS] [-f FLOWS] [-c CPU] [-b BATCH]\n"
-          "       kaxgen -m loop -p PCAP -i IF -s SECONDS -l A,B [-f FLOWS] [-c CPU] [-n FRAMES]\n");
+          "       kaxgen -m loop -p PCAP -i IF -s SECONDS -l A,B [-f FLOWS] [-c CPU] [-n FRAMES] [-k COPIES]\n");
   exit(2);
 }
 
@@ -308,9 +318,9 @@ int main(int argc, char **argv) {
   const char *pcap = NULL, *ifname = NULL, *mode = "live";
   char *loop = NULL;
   double secs = 5;
-  long pps = 0, flows = 1, batch = 64, seed = 64;
+  long pps = 0, flows = 1, batch = 64, seed = 64, copies = 1;
   int cpu = -1, o;
-  while ((o = getopt(argc, argv, "m:p:i:s:r:c:f:b:l:n:")) != -1) {
+  while ((o = getopt(argc, argv, "m:p:i:s:r:c:f:b:l:n:k:")) != -1) {
     switch (o) {
       case 'm': mode = optarg; break;
       case 'p': pcap = optarg; break;
@@ -322,11 +332,13 @@ int main(int argc, char **argv) {
       case 'b': batch = atol(optarg); break;
       case 'l': loop = optarg; break;
       case 'n': seed = atol(optarg); break;
+      case 'k': copies = atol(optarg); break;
       default: usage();
     }
   }
   int live = strcmp(mode, "loop") != 0, autom = !strcmp(mode, "auto");
   if (!pcap || !ifname || secs <= 0 || flows < 1 || batch < 1 || batch > 256 || seed < 1 || seed > 200 ||
+      copies < 1 || copies > 8 ||
       (strcmp(mode, "live") && !loop) || (!live && pps) || (live && !autom && strcmp(mode, "live")))
     usage();
   unsigned ifindex = if_nametoindex(ifname);
@@ -361,7 +373,7 @@ int main(int argc, char **argv) {
   int err = 0, live_err = 0;
 
   if (live) {
-    int prog = build_gen(state, flows, stride, base, -1, ifindex);
+    int prog = build_gen(state, flows, stride, base, GEN_LIVE, -1, ifindex);
     // one BPF_PROG_RUN call runs `repeat` frames in batches of `batch` (one page pool
     // setup per call): big chunks at max rate, ~1 ms of frames when paced
     uint32_t chunk = pps ? (uint32_t)(pps / 1000 > 0 ? pps / 1000 : 1) : 1u << 16;
@@ -411,13 +423,20 @@ int main(int argc, char **argv) {
     *comma = 0;
     unsigned ia = if_nametoindex(loop), ib = if_nametoindex(comma + 1);
     if (!ia || !ib) { fprintf(stderr, "kaxgen: no interface %s or %s\n", loop, comma + 1); return 1; }
-    // the devmap: 0 = IF (gets the copy), 1 = B (the frame itself goes round again)
-    int devmap = map_create(BPF_MAP_TYPE_DEVMAP, 4, 2);
-    map_set(devmap, 0, &ifindex);
-    map_set(devmap, 1, &ib);
+    // the devmap: 0 .. COPIES-1 = IF, each with the program that gives the copy its flow's
+    // port; COPIES = B (the frame itself goes round again; the last entry of a broadcast
+    // gets the original, the others a copy each)
+    int devmap = map_create(BPF_MAP_TYPE_DEVMAP, sizeof(struct bpf_devmap_val), (uint32_t)copies + 1);
+    int pcopy = build_gen(state, flows, stride, base, GEN_COPY, -1, ifindex);
+    for (long k = 0; k < copies; k++) {
+      struct bpf_devmap_val v = {.ifindex = ifindex, .bpf_prog.fd = pcopy};
+      map_set(devmap, (uint32_t)k, &v);
+    }
+    struct bpf_devmap_val vb = {.ifindex = ib};
+    map_set(devmap, (uint32_t)copies, &vb);
     uint64_t deadline = t0 + (uint64_t)(secs * 1e9);
     map_set(state, ST_DEADLINE, &deadline);
-    int pg = build_gen(state, flows, stride, base, devmap, ifindex), ptx = build_tx();
+    int pg = build_gen(state, flows, stride, base, GEN_LOOP, devmap, ifindex), ptx = build_tx();
     if (xdp_attach(ia, ptx) || xdp_attach(ib, pg)) die("attaching the loop's XDP programs");
     int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
     if (s < 0) die("AF_PACKET socket");

@@ -8,7 +8,7 @@
 #         page pool in the generator's syscall: no skb, no copy per frame)
 #   loop  frames seeded once into a second veth pair in the generator's namespace
 #         (ka-gen0/ka-gen1, threaded NAPI on the generator's core) circle through XDP; each
-#         round sends one copy into IF (devmap broadcast: a page and a memcpy per frame)
+#         round sends copies into IF (devmap broadcast: a page and a memcpy per copy)
 #   auto  live, or loop if the kernel refuses live frames (EPERM)
 # Max rate only in loop mode (--pps other than 0 needs live). KA_XDPGEN_COPIES (loop, default
 # 2, at most 8): copies sent into IF per round of the loop, each with the next flow's port

@@ -4,12 +4,13 @@
 # and, from its 2nd second, `perf record -C GW_CPU -g` for SECONDS-3 seconds (the gateway
 # core only: its NAPI threads, softirqs and whatever else ran there), then the top of
 # `perf report --no-children` by task, by shared object and by symbol.
-#   perf-rtp.sh --out DIR [--suts "sipnat-media kernel-masq"] [--gens "kagen xdpfwd"]
-#               [--seconds 6] [--flows 4096] [--top 25]
+#   perf-rtp.sh --out DIR [--suts "sipnat-media kernel-masq"] [--gens "xdpgen kagen"]
+#               [--seconds 6] [--flows 4096] [--top 25]     (default --gens "xdpgen kagen")
 # Results: DIR/perf-SUT-GEN.data, DIR/perf-SUT-GEN.txt (the report), DIR/runs.jsonl.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-OUT="" SUTS="sipnat-media kernel-masq" GENS="kagen xdpfwd" SECS=6 FLOWS=4096 TOP=25
+lock_run "$@"
+OUT="" SUTS="sipnat-media kernel-masq" GENS="xdpgen kagen" SECS=6 FLOWS=4096 TOP=25
 while (($#)); do
   case $1 in
     --out) OUT=$2; shift ;;

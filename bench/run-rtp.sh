@@ -5,12 +5,16 @@
 # that slow drifts of the host hit all SUTs alike. Medians over the rounds per SUT.
 #   run-rtp.sh --out DIR [--suts "sipnat-media kernel-masq"] [--gens kagen] [--rounds 3]
 #              [--seconds 5] [--flows 4096] [--bytes 186] [-- extra load.sh args]
-# --gens "kagen xdpfwd": every system is measured with each generator in every round
-# (kagen: AF_PACKET frames, skbs at the gateway's veth; xdpfwd: the same frames redirected
-# by XDP into the generator's veth, XDP frames at the gateway's, as from a NIC driver).
+# --gens "xdpgen kagen": every system is measured with each generator in every round
+# (xdpgen: kaxgen, XDP frames at the gateway's veth, as from a NIC driver, faster than the
+# gateway core can take them, gen-xdpgen.sh; kagen: AF_PACKET frames, skbs at the
+# gateway's veth; xdpfwd: kagen's frames redirected by XDP into the generator's veth,
+# XDP frames too but at kagen's rate, gen-xdpfwd.sh). Holds the measurement lock for the
+# whole run (lock_run in lib.sh).
 # Results: DIR/runs.jsonl (one JSON line per run), DIR/rtp.md (the table), DIR/rtp.json.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+lock_run "$@"
 OUT="" SUTS="sipnat-media kernel-masq" GENS=kagen ROUNDS=3 SECS=5 FLOWS=4096 BYTES=186
 EXTRA=()
 while (($#)); do

@@ -13,8 +13,9 @@
 pub mod maps {
     /// `Array<XdpConfig>`, 1 entry: the steering flags.
     pub const CONFIG: &str = "SIPNAT_CONFIG";
-    /// `HashMap<u16 (host order), u8>` with at most [`super::MAX_SIP_PORTS`] entries: the SIP
-    /// port set.
+    /// `Array<`[`super::SipPortSet`]`>`, 1 entry: the SIP port set, one bit per UDP port
+    /// (see [`super::sip_port_bit`]). An array, not a hash map: the verifier turns its
+    /// lookup into a direct load (no helper call, no hashing per packet).
     pub const SIP_PORTS: &str = "SIPNAT_PORTS";
     /// `XskMap` indexed by the RX queue index: the AF_XDP socket that serves the queue.
     pub const XSKS: &str = "SIPNAT_XSKS";
@@ -81,8 +82,9 @@ pub struct MediaNat {
     pub flags: u8,
     /// Reserved, zero.
     pub _pad: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet XDP translated with this
-    /// entry; 0 = none yet. Written by XDP, read by the reaper.
+    /// `bpf_ktime_get_coarse_ns()` of the last packet XDP translated with this entry:
+    /// CLOCK_MONOTONIC as of the last timer tick (at most one jiffy, 1-10 ms, behind; the
+    /// reaper's idle times are seconds); 0 = none yet. Written by XDP, read by the reaper.
     pub last_seen_ns: u64,
     /// Packets XDP translated with this entry (best effort: not atomic across CPUs).
     pub packets: u64,
@@ -98,9 +100,20 @@ unsafe impl aya::Pod for MediaNat {}
 /// The XDP program's section/function name.
 pub const PROGRAM_NAME: &str = "sipnat_steer";
 
-/// Upper bound of the SIP port set (`[interfaces] sip_ports`: 1 to 64 ports), the size of
-/// the XDP program's port hash map.
+/// Upper bound of the SIP port set (`[interfaces] sip_ports`: 1 to 64 ports).
 pub const MAX_SIP_PORTS: u32 = 64;
+
+/// Words of the SIP port bitmap: 65536 ports, 64 per word.
+pub const SIP_PORT_WORDS: usize = 1024;
+
+/// The SIP port bitmap (`maps::SIP_PORTS`' one value, 8 KiB).
+pub type SipPortSet = [u64; SIP_PORT_WORDS];
+
+/// Where UDP port `port` (host order) is in a [`SipPortSet`]: (word, bit mask).
+#[inline(always)]
+pub const fn sip_port_bit(port: u16) -> (usize, u64) {
+    ((port >> 6) as usize, 1 << (port & 63))
+}
 
 /// Size of the XSKMAP: the highest RX queue index sipnat can serve, plus one.
 pub const MAX_QUEUES: u32 = 256;
@@ -192,9 +205,11 @@ pub mod stat {
     /// checksum of 0) or the binding's family is not the packet's: passed untranslated
     /// (the kernel drops a malformed packet).
     pub const PASS_MEDIA_MALFORMED: u32 = 16;
-    /// Media NAT: translated and addressed to the next hop, but the egress interface left
-    /// `SIPNAT_EGRESS` between its lookup and the redirect (an interface going away):
-    /// dropped.
+    /// Media NAT: no longer produced (always 0). It counted frames already addressed to
+    /// the next hop whose egress left `SIPNAT_EGRESS` before the redirect; the program
+    /// now arms the redirect (one devmap lookup) before it rewrites the frame, and a
+    /// missing egress leaves it to the kernel (`PASS_MEDIA_TRANSLATED`). Kept: the
+    /// counter indices are shared with userspace.
     pub const DROP_MEDIA_NO_EGRESS: u32 = 17;
 
     /// Number of counters (size of the stats map).

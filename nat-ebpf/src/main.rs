@@ -18,19 +18,22 @@ mod media;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, XskMap},
+    maps::{Array, PerCpuArray, XskMap},
     programs::XdpContext,
 };
-use nat_common::{flags, stat, XdpConfig, MAX_IPV6_EXT_HEADERS, MAX_QUEUES, MAX_SIP_PORTS};
+use nat_common::{
+    flags, sip_port_bit, stat, SipPortSet, XdpConfig, MAX_IPV6_EXT_HEADERS, MAX_QUEUES,
+};
 
 /// The steering flags, read once per packet. (Who writes and reads each map:
 /// ARCHITECTURE.md, "BPF maps: who writes and reads each".)
 #[map(name = "SIPNAT_CONFIG")]
 static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
 
-/// The SIP port set (host-order u16 keys), read for UDP packets.
+/// The SIP port set, one bit per UDP port (host order), read for UDP packets: an array
+/// map, whose lookup the verifier inlines (a hash map was two helper calls per packet).
 #[map(name = "SIPNAT_PORTS")]
-static SIP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_SIP_PORTS, 0);
+static SIP_PORTS: Array<SipPortSet> = Array::with_max_entries(1, 0);
 
 /// The AF_XDP socket serving each RX queue, for the redirect.
 #[map(name = "SIPNAT_XSKS")]
@@ -376,9 +379,7 @@ fn quoted_ports(ctx: &XdpContext, off: usize) -> Result<L4, Pass> {
     }
     // The quote holds at least the UDP header's first 8 bytes (RFC 792); ports suffice.
     let u = bytes::<4>(ctx, off).ok_or(Pass::NotUdp)?;
-    if SIP_PORTS.get_ptr(be16([u[2], u[3]])).is_some()
-        || SIP_PORTS.get_ptr(be16([u[0], u[1]])).is_some()
-    {
+    if sip_ports(be16([u[0], u[1]]), be16([u[2], u[3]])) {
         Ok(L4::IcmpError)
     } else {
         Err(Pass::NotUdp)
@@ -394,11 +395,27 @@ fn udp(ctx: &XdpContext, l4: usize) -> Result<Steer, Pass> {
     let u = header::<4>(ctx, l4, UDP_HDR_LEN).ok_or(Pass::Malformed)?;
     let src = be16([u[0], u[1]]);
     let dst = be16([u[2], u[3]]);
-    if SIP_PORTS.get_ptr(dst).is_some() || SIP_PORTS.get_ptr(src).is_some() {
+    if sip_ports(src, dst) {
         Ok(Steer::Sip)
     } else {
         Err(Pass::NotSipPort)
     }
+}
+
+/// Whether the source or the destination port is in the SIP port set: loads from the
+/// bitmap (the verifier inlines the array lookup; no helper call, no hashing).
+#[inline(always)]
+fn sip_ports(src: u16, dst: u16) -> bool {
+    let Some(set) = SIP_PORTS.get(0) else {
+        return false;
+    };
+    in_set(set, dst) || in_set(set, src)
+}
+
+#[inline(always)]
+fn in_set(set: &SipPortSet, port: u16) -> bool {
+    let (word, bit) = sip_port_bit(port);
+    set.get(word).is_some_and(|w| w & bit != 0)
 }
 
 #[cfg(not(test))]

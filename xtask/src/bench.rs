@@ -6,8 +6,9 @@
 //! Kamailio, in one run, and prints the comparison table. `--e2e --rtp` runs the RTP
 //! comparison instead (`bench/run-rtp.sh`): sipnat's media NAT in XDP (4096 static
 //! bindings) vs the kernel's NAT (nftables masquerade), interleaved rounds, medians, each
-//! with two generators (kagen's AF_PACKET skbs, and the same frames arriving at the
-//! gateway as XDP frames, `bench/gen-xdpfwd.sh`).
+//! with two generators: `xdpgen` (`bench/gen-xdpgen.sh`: XDP frames at the gateway, as
+//! from a NIC driver, at a rate that saturates the gateway core) and kagen (AF_PACKET:
+//! skbs at the gateway's veth, which copies each into a page before XDP).
 //!
 //! Everything the harness writes goes under `target/bench/` (`build/`: its C helpers,
 //! `run/`: pid files, pcaps, sipnat's config and log, `results/<timestamp>/`: runs.jsonl,
@@ -200,8 +201,9 @@ fn e2e_rtp(a: &BenchArgs) -> anyhow::Result<()> {
         .args(["--rounds", &rounds.to_string()])
         .args(["--seconds", &seconds.to_string()])
         .args(["--flows", "4096"])
-        // kagen: skbs at the gateway's veth; xdpfwd: XDP frames (ndo_xdp_xmit), as from a NIC
-        .args(["--gens", "kagen xdpfwd"])
+        // xdpgen: XDP frames (ndo_xdp_xmit), as from a NIC, faster than the gateway can
+        // take them; kagen: skbs at the gateway's veth
+        .args(["--gens", "xdpgen kagen"])
         .arg("--");
     if a.quick {
         m.args(["--max-wait", "20", "--retry-noisy", "0"]);

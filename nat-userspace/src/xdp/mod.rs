@@ -20,14 +20,16 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, XskMap},
+    maps::{Array, DevMapHash, Map, MapData, PerCpuArray, XskMap},
     programs::{
         links::{FdLink, PinnedLink},
         ProgramError, Xdp, XdpMode,
     },
     Ebpf, EbpfError,
 };
-use nat_common::{flags, maps, stat, XdpConfig, MAX_SIP_PORTS};
+use nat_common::{
+    flags, maps, sip_port_bit, stat, SipPortSet, XdpConfig, MAX_SIP_PORTS, SIP_PORT_WORDS,
+};
 
 use crate::sys;
 
@@ -367,28 +369,37 @@ impl SteeringProgram {
         if wanted.len() > MAX_SIP_PORTS as usize {
             return Err(XdpError::TooManyPorts(wanted.len()));
         }
-        let mut map: HashMap<&mut MapData, u16, u8> = self.map_mut(maps::SIP_PORTS)?;
-        // Add first, then remove the stale ones: no moment with the new ports missing.
-        for p in &wanted {
-            map.insert(p, 1, 0).map_err(map_err)?;
+        let mut map: Array<&mut MapData, SipPortSet> = self.map_mut(maps::SIP_PORTS)?;
+        let old = map.get(&0, 0).map_err(map_err)?;
+        let mut new: SipPortSet = [0; SIP_PORT_WORDS];
+        for &p in &wanted {
+            let (word, bit) = sip_port_bit(p);
+            new[word] |= bit;
         }
-        let stale: Vec<u16> = map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !wanted.contains(k))
-            .collect();
-        for k in stale {
-            map.remove(&k).map_err(map_err)?;
+        // Add first, then remove the stale ones: no moment with the new ports missing.
+        let mut both = old;
+        for (b, n) in both.iter_mut().zip(new) {
+            *b |= n;
+        }
+        if both != old {
+            map.set(0, both, 0).map_err(map_err)?;
+        }
+        if new != both {
+            map.set(0, new, 0).map_err(map_err)?;
         }
         Ok(())
     }
 
     /// The current SIP port set, sorted.
     pub fn ports(&self) -> Result<Vec<u16>, XdpError> {
-        let map: HashMap<&MapData, u16, u8> = self.map(maps::SIP_PORTS)?;
-        let mut v: Vec<u16> = map.keys().filter_map(Result::ok).collect();
-        v.sort_unstable();
-        Ok(v)
+        let map: Array<&MapData, SipPortSet> = self.map(maps::SIP_PORTS)?;
+        let set = map.get(&0, 0).map_err(map_err)?;
+        Ok((0..=u16::MAX)
+            .filter(|&p| {
+                let (word, bit) = sip_port_bit(p);
+                set[word] & bit != 0
+            })
+            .collect())
     }
 
     /// The XSKMAP, to register the AF_XDP socket that serves each queue (the daemon for its
@@ -549,6 +560,21 @@ impl SteeringProgram {
             remove_pins(dir)?;
             return Ok(None);
         }
+        // Pinned by a sipnat whose SIP port set was a hash map (before the bitmap array):
+        // not adoptable either, for the same reason.
+        let ports = MapData::from_pin(dir.join(maps::SIP_PORTS))
+            .ok()
+            .and_then(|d| d.info().ok())
+            .and_then(|i| i.map_type().ok());
+        if ports != Some(aya::maps::MapType::Array) {
+            tracing::warn!(
+                "the XDP program pinned in {} keeps its SIP ports in a {ports:?} map (an older \
+                 sipnat): replacing it",
+                dir.display()
+            );
+            remove_pins(dir)?;
+            return Ok(None);
+        }
         let link = PinnedLink::from_pin(&lp)
             .map_err(|e| XdpError::Pin(format!("opening {}: {e}", lp.display())))?;
         let mut maps = Vec::new();
@@ -558,7 +584,7 @@ impl SteeringProgram {
                 .map_err(|e| XdpError::Pin(format!("opening {}: {e}", p.display())))?;
             let m = match name {
                 maps::CONFIG => Map::Array(data),
-                maps::SIP_PORTS => Map::HashMap(data),
+                maps::SIP_PORTS => Map::Array(data),
                 maps::XSKS => Map::XskMap(data),
                 maps::MEDIA => Map::HashMap(data),
                 maps::EGRESS => Map::DevMapHash(data),

@@ -11,7 +11,7 @@
 #         round sends copies into IF (devmap broadcast: a page and a memcpy per copy)
 #   auto  live, or loop if the kernel refuses live frames (EPERM)
 # Max rate only in loop mode (--pps other than 0 needs live). KA_XDPGEN_COPIES (loop, default
-# 2, at most 8): copies sent into IF per round of the loop, each with the next flow's port
+# 4, at most 8): copies sent into IF per round of the loop, each with the next flow's port
 # (more offered per generator CPU second: the round's own work is shared).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -39,7 +39,7 @@ case "${1:-}" in
       done
     done
     args=(-m "${KA_XDPGEN_MODE:-auto}" -p "${o[pcap]}" -i "${o[if]}" -s "${o[seconds]}" -f "${o[flows]}"
-          -c "${o[cpu]}" -l "$G0,$G1" -k "${KA_XDPGEN_COPIES:-2}")
+          -c "${o[cpu]}" -l "$G0,$G1" -k "${KA_XDPGEN_COPIES:-4}")
     [[ ${o[pps]} != 0 ]] && args+=(-r "${o[pps]}")
     ensure_built
     # kaxgen prints {"offered":..,"sent":..,"seconds":..,"mode":..} itself

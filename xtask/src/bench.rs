@@ -7,7 +7,10 @@
 //! comparison instead (`bench/run-rtp.sh`): sipnat's media NAT in XDP (4096 static
 //! bindings) vs the kernel's NAT (nftables masquerade), interleaved rounds, medians, each
 //! with two generators (kagen's AF_PACKET skbs, and the same frames arriving at the
-//! gateway as XDP frames, `bench/gen-xdpfwd.sh`).
+//! gateway as XDP frames, `bench/gen-xdpfwd.sh`). `--e2e --napt` runs the SIP call-setup
+//! rate with NAPT on vs off (`bench/run-napt.sh`): every INVITE a new call of a new
+//! inside endpoint, NAPT off (ports kept) vs on (ports kept, or every call allocating a
+//! port), interleaved rounds, medians.
 //!
 //! Everything the harness writes goes under `target/bench/` (`build/`: its C helpers,
 //! `run/`: pid files, pcaps, sipnat's config and log, `results/<timestamp>/`: runs.jsonl,
@@ -47,8 +50,12 @@ pub struct BenchArgs {
     /// masquerade, 214-byte IP packets, 4096 flows) instead of the SIP matrix.
     #[arg(long)]
     pub rtp: bool,
+    /// With --e2e: the SIP call-setup rate with NAPT on vs off (every INVITE a new
+    /// binding; 10,000 and 20,000 INVITEs/s) instead of the SIP matrix.
+    #[arg(long)]
+    pub napt: bool,
     /// Short version: 1 run of 2 s per row, rates max and 30 kpps (a few minutes); with
-    /// --rtp: 3 rounds of 2 s.
+    /// --rtp / --napt: 3 rounds of 2 s.
     #[arg(long)]
     pub quick: bool,
     /// Seconds per timed run (default 5; 2 with --quick).
@@ -90,12 +97,17 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     if a.instructions {
         instructions()?;
     }
+    if a.rtp && a.napt {
+        bail!("--rtp and --napt are two benches: run one at a time");
+    }
     if a.e2e && a.rtp {
         e2e_rtp(a)?;
+    } else if a.e2e && a.napt {
+        e2e_napt(a)?;
     } else if a.e2e {
         e2e(a)?;
-    } else if a.rtp {
-        bail!("--rtp goes with --e2e");
+    } else if a.rtp || a.napt {
+        bail!("--rtp and --napt go with --e2e");
     }
     Ok(())
 }
@@ -214,6 +226,35 @@ fn e2e_rtp(a: &BenchArgs) -> anyhow::Result<()> {
         out.display()
     ));
     h.run(&mut m, &[], &out)?;
+    println!("results: {}", out.display());
+    Ok(())
+}
+
+/// `--e2e --napt`: bench/run-napt.sh (NAPT off, on keeping ports, on allocating;
+/// interleaved rounds).
+fn e2e_napt(a: &BenchArgs) -> anyhow::Result<()> {
+    let h = Harness::prepare()?;
+    let out = h.out_dir(a, &format!("napt-{}", h.stamp))?;
+    let seconds = a.seconds.unwrap_or(if a.quick { 2 } else { 5 });
+    let rounds = a.runs.unwrap_or(3).max(1);
+    let mut m = Command::new(h.bench.join("run-napt.sh"));
+    m.envs(h.envs.iter().cloned())
+        .arg("--out")
+        .arg(&out)
+        .args(["--rounds", &rounds.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .arg("--");
+    if a.quick {
+        m.args(["--max-wait", "20", "--retry-noisy", "0"]);
+    } else {
+        m.args(["--retry-noisy", "1"]);
+    }
+    m.args(&a.load_args);
+    shell::step(&format!(
+        "SIP call setup, NAPT off vs on ({rounds} round(s) x {seconds} s; results in {})",
+        out.display()
+    ));
+    h.run(&mut m, &["sut-sipnat.sh"], &out)?;
     println!("results: {}", out.display());
     Ok(())
 }

@@ -144,7 +144,8 @@ pub struct LoadtestArgs {
 }
 
 fn parse_range(s: &str) -> Result<crate::nat::napt::PortRange, String> {
-    crate::nat::napt::PortRange::parse(s).ok_or_else(|| format!("`{s}`: not a port range FIRST-LAST"))
+    crate::nat::napt::PortRange::parse(s)
+        .ok_or_else(|| format!("`{s}`: not a port range FIRST-LAST"))
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {

@@ -664,10 +664,7 @@ mod tests {
         assert_eq!(reasons(&text), vec![Reason::MediaPort]);
         let with = |m: u16, rtcp: u16| {
             text.replace(&format!("m=audio {port} "), &format!("m=audio {m} "))
-                .replace(
-                    &format!("a=rtcp:{} ", port + 1),
-                    &format!("a=rtcp:{rtcp} "),
-                )
+                .replace(&format!("a=rtcp:{} ", port + 1), &format!("a=rtcp:{rtcp} "))
         };
         assert_eq!(reasons(&with(30002, 30003)), vec![]);
         assert_eq!(reasons(&with(39998, 39999)), vec![]);
@@ -678,9 +675,16 @@ mod tests {
         let other = |s: &str| s.replace("IN IP4 198.51.100.1\r\nt=", "IN IP4 203.0.113.9\r\nt=");
         let public = other(&text);
         assert_ne!(public, text);
-        assert!(media_ports_ok(public.as_bytes(), e.media.unwrap(), e.external));
+        assert!(media_ports_ok(
+            public.as_bytes(),
+            e.media.unwrap(),
+            e.external
+        ));
         // Media off (no range): ports are not checked.
-        let off = Expect { media: None, ..e.clone() };
+        let off = Expect {
+            media: None,
+            ..e.clone()
+        };
         assert_eq!(reasons_with(&text, &off), vec![]);
     }
 }

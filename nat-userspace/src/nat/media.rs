@@ -304,7 +304,7 @@ impl MediaRegistry {
             generation: AtomicU32::new(0),
             live: AtomicUsize::new(0),
             // Per-registry random seed: inside hosts choose their media addresses.
-            seed: std::collections::hash_map::RandomState::new().hash_one(0x6d65_6469_61u64),
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x006d_6564_6961_u64),
             counters: MediaCounters::default(),
         }
     }
@@ -332,13 +332,19 @@ impl MediaRegistry {
         let (w, v6) = words(a.ip());
         let meta = u64::from(a.port()) | (u64::from(v6) << 16);
         mum(
-            mum(w[0] ^ self.seed ^ 0xa076_1d64_78bd_642f, w[1] ^ 0xe703_7ed1_a0b4_28db),
+            mum(
+                w[0] ^ self.seed ^ 0xa076_1d64_78bd_642f,
+                w[1] ^ 0xe703_7ed1_a0b4_28db,
+            ),
             meta ^ self.seed.rotate_left(29) ^ 0x8ebc_6af0_9c88_c6e3,
         )
     }
 
     fn hash_call(&self, call: u64) -> u64 {
-        mum(call ^ self.seed ^ 0x5899_65cc_7537_4cc3, 0x1d8e_4e27_c47d_124f)
+        mum(
+            call ^ self.seed ^ 0x5899_65cc_7537_4cc3,
+            0x1d8e_4e27_c47d_124f,
+        )
     }
 
     fn port_of(&self, slot: usize) -> u16 {
@@ -367,10 +373,7 @@ impl MediaRegistry {
             if s.state.load(Ordering::Acquire) == state {
                 return Some(View {
                     state,
-                    internal: SocketAddr::new(
-                        ip_of(internal, meta & (1 << 16) != 0),
-                        meta as u16,
-                    ),
+                    internal: SocketAddr::new(ip_of(internal, meta & (1 << 16) != 0), meta as u16),
                     external: ip_of(external, meta & (1 << 17) != 0),
                     call,
                     generation: (gc >> 32) as u32,
@@ -385,9 +388,11 @@ impl MediaRegistry {
     /// The slot bound to `internal` and its view (any kind but free).
     fn find(&self, internal: SocketAddr) -> Option<(usize, View)> {
         let h = self.hash_internal(internal);
-        self.by_internal
-            .candidates(h)
-            .find_map(|(_, i)| self.view(i).filter(|v| v.internal == internal).map(|v| (i, v)))
+        self.by_internal.candidates(h).find_map(|(_, i)| {
+            self.view(i)
+                .filter(|v| v.internal == internal)
+                .map(|v| (i, v))
+        })
     }
 
     /// The external RTP port of `internal` (RTP; RTCP is the next port) for dialog `call`:
@@ -407,21 +412,15 @@ impl MediaRegistry {
             let Some((i, v)) = self.find(internal) else {
                 return self.allocate(call, generation, internal, external, sink, now_s);
             };
-            match kind(v.state) {
-                LIVE if v.external == external => {
+            if kind(v.state) == LIVE && self.own(i, v.state) {
+                if v.external == external {
                     // Ours now: the dialog and the SDP that named it last.
-                    if self.own(i, v.state) {
-                        self.set_call(i, v.call, call, generation);
-                        return Some(self.port_of(i));
-                    }
+                    self.set_call(i, v.call, call, generation);
+                    return Some(self.port_of(i));
                 }
-                LIVE => {
-                    // The external address changed: a new binding.
-                    if self.own(i, v.state) {
-                        self.release(i, &v, sink);
-                    }
-                }
-                _ => {}
+                // The external address changed: a new binding.
+                self.release(i, &v, sink);
+                continue;
             }
             // Another thread is making or changing it: wait (bounded).
             spins += 1;
@@ -437,7 +436,12 @@ impl MediaRegistry {
     fn own(&self, i: usize, state: u64) -> bool {
         self.slots[i]
             .state
-            .compare_exchange(state, next(state, BUSY), Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(
+                state,
+                next(state, BUSY),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 
@@ -476,14 +480,13 @@ impl MediaRegistry {
         }
         let n = self.pairs;
         let start = self.cursor.load(Ordering::Relaxed);
-        let claimed = (0..n).map(|k| (start + k) % n).find_map(|i| {
+        let claimed = (0..n).map(|k| (start + k) % n).find(|&i| {
             let st = self.slots[i].state.load(Ordering::Relaxed);
-            (kind(st) == FREE
+            kind(st) == FREE
                 && self.slots[i]
                     .state
                     .compare_exchange(st, next(st, CLAIMING), Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok())
-            .then_some(i)
+                    .is_ok()
         });
         let Some(i) = claimed else {
             self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
@@ -853,7 +856,9 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), ADDRS);
-        assert!(distinct.iter().all(|p| p % 2 == 0 && (30000..30700).contains(p)));
+        assert!(distinct
+            .iter()
+            .all(|p| p % 2 == 0 && (30000..30700).contains(p)));
         assert_eq!(r.live(), ADDRS);
         assert_eq!(r.counters.installed.load(Ordering::Relaxed), ADDRS as u64);
         assert_eq!(sink.doubled.load(Ordering::Relaxed), 0);

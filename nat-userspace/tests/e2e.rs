@@ -169,8 +169,16 @@ fn sipp_calls_are_rewritten_both_ways() {
             ] {
                 assert!(text.contains(&want), "missing `{want}` in\n{text}");
             }
+            // Media NAT on: the RTP/RTCP pair is one of the media range (even, odd).
+            let m: u16 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("m=audio "))
+                .and_then(|l| l.split(' ').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no m=audio port in\n{text}"));
+            assert!(m % 2 == 0 && (30000..40000).contains(&m), "m= port {m}");
             assert!(
-                text.contains("a=rtcp:6001 IN IP4 198.51.100.1"),
+                text.contains(&format!("a=rtcp:{} IN IP4 198.51.100.1", m + 1)),
                 "a=rtcp not rewritten:\n{text}"
             );
         }

@@ -57,7 +57,10 @@ fn napt(c: &mut Criterion) {
     {
         let t = table();
         let a = host(1);
-        assert!(matches!(t.outbound(EXT, a, 5060, range, 1), Bound::Preserved(5060)));
+        assert!(matches!(
+            t.outbound(EXT, a, 5060, range, 1),
+            Bound::Preserved(5060)
+        ));
         g.bench_function("existing", |b| {
             b.iter(|| black_box(t.outbound(EXT, black_box(a), 5060, range, 1)))
         });

@@ -280,6 +280,11 @@ impl core::fmt::Debug for MediaRegistry {
     }
 }
 
+/// Whether generation `a` was begun after `b` (wrapping: generations are a counter).
+fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 fn rtcp(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip(), a.port().wrapping_add(1))
 }
@@ -321,7 +326,7 @@ impl MediaRegistry {
 
     /// Starts an SDP of dialog `call`: bindings it names from now on are kept, those of
     /// the dialog it does not name go at [`Self::end_sdp`]. Returns the generation (one
-    /// counter for every dialog: a generation names one SDP).
+    /// counter for every dialog: a generation names one SDP, later SDPs get later ones).
     pub fn begin_sdp(&self, _call: u64) -> u32 {
         self.generation
             .fetch_add(1, Ordering::Relaxed)
@@ -445,16 +450,21 @@ impl MediaRegistry {
             .is_ok()
     }
 
-    /// Sets an owned slot's dialog and generation, and publishes it live again.
+    /// Sets an owned slot's dialog and generation, and publishes it live again. Within a
+    /// dialog the generation only moves forward: an older SDP of the dialog processed
+    /// late (by another worker) does not make the binding look unnamed by a newer one.
     fn set_call(&self, i: usize, old_call: u64, call: u64, generation: u32) {
         let s = &self.slots[i];
+        let gc = s.gen_created.load(Ordering::Relaxed);
+        let mut generation = generation;
         if old_call != call {
             self.by_call.remove(self.hash_call(old_call), i);
             // A full window leaves it to the reaper (it is not found by its dialog).
             let _ = self.by_call.insert(self.hash_call(call), i);
             s.call.store(call, Ordering::Release);
+        } else if newer((gc >> 32) as u32, generation) {
+            generation = (gc >> 32) as u32;
         }
-        let gc = s.gen_created.load(Ordering::Relaxed);
         s.gen_created.store(
             (u64::from(generation) << 32) | (gc & 0xffff_ffff),
             Ordering::Release,
@@ -610,9 +620,11 @@ impl MediaRegistry {
     }
 
     /// Ends an SDP of `call` begun with `generation`: the dialog's bindings it did not name
-    /// are removed (a re-INVITE moved the media). Returns how many.
+    /// are removed (a re-INVITE moved the media). Returns how many. Only bindings last
+    /// named by an *older* SDP go: one named by a newer SDP of the dialog (another worker
+    /// processing a later message at the same time) stays.
     pub fn end_sdp(&self, call: u64, generation: u32, sink: &dyn MediaBindings) -> usize {
-        self.remove_of_call(call, sink, |v| v.generation != generation)
+        self.remove_of_call(call, sink, |v| newer(generation, v.generation))
     }
 
     /// Removes every binding of dialog `call` (BYE, CANCEL, error final response).
@@ -767,6 +779,27 @@ mod tests {
                 (sa("10.0.0.2:7001"), sa("203.0.113.10:30003")),
             ]
         );
+    }
+
+    /// Two SDPs of one dialog on two workers at once, the older one finishing last: its
+    /// end removes nothing the newer one named, and both name the same pair (the m= and
+    /// a=rtcp lookups of each message agree).
+    #[test]
+    fn an_older_sdp_of_the_dialog_finishing_late_removes_nothing_newer() {
+        let r = MediaRegistry::new(PortRange::parse("30000-30099").unwrap());
+        let sink = InMemoryBindings::default();
+        let (c, x) = (call_hash(b"c@x"), sa("10.0.0.2:6000"));
+        let (a, b) = (r.begin_sdp(c), r.begin_sdp(c));
+        assert_eq!(r.bind(c, b, x, ext(), &sink, 1), Some(30000));
+        assert_eq!(r.bind(c, a, x, ext(), &sink, 1), Some(30000));
+        assert_eq!(r.end_sdp(c, b, &sink), 0);
+        assert_eq!(r.bind(c, a, x, ext(), &sink, 1), Some(30000));
+        assert_eq!(r.end_sdp(c, a, &sink), 0);
+        assert_eq!(r.live(), 1);
+        // A later SDP without it still removes it.
+        let later = r.begin_sdp(c);
+        assert_eq!(r.end_sdp(c, later, &sink), 1);
+        assert!(newer(1, u32::MAX) && !newer(u32::MAX, 1));
     }
 
     #[test]

@@ -176,7 +176,10 @@ fn sipp_calls_are_rewritten_both_ways() {
                 .and_then(|l| l.split(' ').next())
                 .and_then(|p| p.parse().ok())
                 .unwrap_or_else(|| panic!("no m=audio port in\n{text}"));
-            assert!(m % 2 == 0 && (30000..40000).contains(&m), "m= port {m}");
+            assert!(
+                m.is_multiple_of(2) && (30000..40000).contains(&m),
+                "m= port {m}"
+            );
             assert!(
                 text.contains(&format!("a=rtcp:{} IN IP4 198.51.100.1", m + 1)),
                 "a=rtcp not rewritten:\n{text}"

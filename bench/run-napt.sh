@@ -22,6 +22,13 @@
 # (the table), DIR/napt.json.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+# The whole bench is one measurement: it holds the shared measurement lock (load.sh takes
+# it per run otherwise), so that another bench on this host neither measures at the same
+# time nor takes the topology down between two of its runs.
+if [[ -z ${KA_LOCK_HELD:-} ]]; then
+  export KA_LOCK_HELD=1
+  exec flock "$LOCK_FILE" "$0" "$@"
+fi
 OUT="" VARIANTS="off on-kept on-alloc" RATES="10000 20000" ROUNDS=3 SECS=5 FLOWS=60000
 EXTRA=()
 while (($#)); do

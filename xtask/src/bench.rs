@@ -183,8 +183,13 @@ impl Harness {
         let res = run_interruptible(m, &self.stop);
         let scripts: Vec<&str> = downs.iter().copied().chain(["topo.sh"]).collect();
         shell::step(&format!("teardown ({} down)", scripts.join(" down, ")));
+        // Under the shared measurement lock (bench/lib.sh's LOCK_FILE): a bench of
+        // another checkout that holds it is using the same namespaces right now.
+        let lock = std::env::var_os("KA_LOCK_FILE").unwrap_or_else(|| "/tmp/measure.lock".into());
         for script in scripts {
-            let _ = Command::new(self.bench.join(script))
+            let _ = Command::new("flock")
+                .arg(&lock)
+                .arg(self.bench.join(script))
                 .arg("down")
                 .envs(self.envs.iter().cloned())
                 .status();

@@ -17,9 +17,10 @@
 //! - One `Slot` per port pair of the range (slot `i` is the pair `first + 2i`): claiming a
 //!   pair *is* claiming its slot, one CAS of its `state` from free, so two workers never
 //!   hand out one pair. Allocation probes from a shared cursor (sequential ports).
-//! - `state` = `seq << 2 | kind` (`FREE`, `CLAIMING`: a new binding being decided and
-//!   installed, `LIVE`, `BUSY`: a live binding being changed or removed); every transition
-//!   bumps `seq`. Only the thread that moved a slot to `CLAIMING` or `BUSY` writes it; a
+//! - `state` = `seq << 3 | writing << 2 | kind` (`FREE`, `CLAIMING`: a new binding being
+//!   decided and installed, `LIVE`, `BUSY`: a live binding being changed or removed;
+//!   `writing`: a claim is writing the fields, before any index shows the slot); every
+//!   transition bumps `seq`. Only the thread that moved a slot to `CLAIMING` or `BUSY` writes it; a
 //!   reader takes `state`, the fields, `state` again, and retries if it moved (a seqlock).
 //!   The internal address is fixed from the claim until the slot is free again.
 //! - Two indexes of slot numbers, open addressing with a fixed window of [`WINDOW`]
@@ -136,6 +137,9 @@ const CLAIMING: u64 = 1;
 const LIVE: u64 = 2;
 const BUSY: u64 = 3;
 const KIND: u64 = 3;
+/// A claim is writing the slot's fields (no index shows it yet; a reader that reached it
+/// through a stale index entry skips it).
+const WRITING: u64 = 4;
 
 /// Spins before a waiter gives up on a binding another thread is changing.
 const SPINS: u32 = 1 << 20;
@@ -146,7 +150,7 @@ fn kind(state: u64) -> u64 {
 
 /// `state` moved on to `kind` (the sequence bumped).
 fn next(state: u64, kind: u64) -> u64 {
-    ((state >> 2).wrapping_add(1) << 2) | kind
+    ((state >> 3).wrapping_add(1) << 3) | kind
 }
 
 /// One port pair's binding. See the module documentation.
@@ -364,6 +368,10 @@ impl MediaRegistry {
             if kind(state) == FREE {
                 return None;
             }
+            if state & WRITING != 0 {
+                core::hint::spin_loop();
+                continue;
+            }
             let internal = [
                 s.internal[0].load(Ordering::Acquire),
                 s.internal[1].load(Ordering::Acquire),
@@ -495,7 +503,12 @@ impl MediaRegistry {
             kind(st) == FREE
                 && self.slots[i]
                     .state
-                    .compare_exchange(st, next(st, CLAIMING), Ordering::AcqRel, Ordering::Relaxed)
+                    .compare_exchange(
+                        st,
+                        next(st, CLAIMING) | WRITING,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
         });
         let Some(i) = claimed else {
@@ -519,6 +532,8 @@ impl MediaRegistry {
             (u64::from(generation) << 32) | u64::from(now_s),
             Ordering::Relaxed,
         );
+        let st = s.state.load(Ordering::Relaxed);
+        s.state.store(next(st, CLAIMING), Ordering::Release);
         // Fields first, then (a SeqCst CAS in `insert`) the index entry that shows them.
         let hi = self.hash_internal(internal);
         let Some(at) = self.by_internal.insert(hi, i) else {

@@ -17,7 +17,6 @@ else BIN=sipnat; fi
 
 case "${1:-}" in
   up)
-    # the media NAT is off in sut-sipnat.sh's config (the SIP bench checks SDP ports as sent)
     KA_SIPNAT_MEDIA=true "$BASE" up
     # kagw must know the next hops for the FIB lookup in XDP (topo.sh installs them).
     python3 -c "

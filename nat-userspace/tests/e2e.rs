@@ -145,8 +145,19 @@ fn sipp_calls_are_rewritten_both_ways() {
             ] {
                 assert!(text.contains(&want), "missing `{want}` in\n{text}");
             }
+            // Media NAT on: the RTP/RTCP pair is one of the media range (even, odd).
+            let m: u16 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("m=audio "))
+                .and_then(|l| l.split(' ').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no m=audio port in\n{text}"));
             assert!(
-                text.contains("a=rtcp:6001 IN IP4 198.51.100.1"),
+                m.is_multiple_of(2) && (30000..40000).contains(&m),
+                "m= port {m}"
+            );
+            assert!(
+                text.contains(&format!("a=rtcp:{} IN IP4 198.51.100.1", m + 1)),
                 "a=rtcp not rewritten:\n{text}"
             );
         }
@@ -734,7 +745,13 @@ fn throughput_smoke_every_packet_correct_or_counted() {
     let cfg = t.config("gw", "", "");
     let sipnat = t.start_sipnat(&cfg);
     let template = blast_template();
-    let expected = expected_rewrite(&template);
+    // Media NAT on: the template's one RTP address (one dialog) gets the range's first
+    // pair, at the first packet, and keeps it.
+    let expected = String::from_utf8(expected_rewrite(&template))
+        .unwrap()
+        .replace("m=audio 20000 ", "m=audio 30000 ")
+        .replace("a=rtcp:20001 ", "a=rtcp:30001 ")
+        .into_bytes();
     // Warm up: the next hop resolves via the slow path, then everything is fast path.
     let (tpl, car) = (template.clone(), t.car.name.clone());
     let _ = t.ua.run(move || {

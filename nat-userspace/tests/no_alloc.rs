@@ -15,13 +15,14 @@ use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,
     hint::black_box,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
 };
 
 use etherparse::PacketBuilder;
 use sipnat::{
     nat::{
         addr::never_rewritten,
+        media::{call_hash, MediaBindings, MediaRegistry},
         napt::{Bound, NaptTable, PortRange},
         Direction, ExternalAddrs, L3Action, Net, RewriteConfig,
     },
@@ -463,6 +464,35 @@ fn rewriter_allocates_nothing() {
         }
     });
     results.push(("NaptTable outbound + inbound", counts));
+    // The media registry a worker calls per SDP: a new call's pair, its retransmission,
+    // the dialog's end (a sink that allocates nothing itself: the daemon's does bpf(2)).
+    struct NoSink;
+    impl MediaBindings for NoSink {
+        fn install(&self, _: SocketAddr, _: SocketAddr) -> bool {
+            true
+        }
+        fn remove(&self, _: SocketAddr, _: SocketAddr) {}
+        fn last_seen_ns(&self, _: SocketAddr, _: SocketAddr) -> Option<u64> {
+            Some(0)
+        }
+    }
+    let media = MediaRegistry::new(PortRange {
+        first: 30000,
+        last: 39999,
+    });
+    let counts = counted(|| {
+        for i in 0..CALLS {
+            let call = call_hash(&i.to_be_bytes());
+            let rtp = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0002 + i as u32)), 6000);
+            let g = media.begin_sdp(call);
+            let p = media.bind(call, g, rtp, e, &NoSink, 1);
+            assert!(p.is_some());
+            assert_eq!(media.bind(call, g, rtp, e, &NoSink, 1), p);
+            assert_eq!(media.end_sdp(call, g, &NoSink), 0);
+            assert_eq!(media.end_call(call, &NoSink), 1);
+        }
+    });
+    results.push(("MediaRegistry bind + end", counts));
 
     println!("\nallocations per op:");
     for (name, (n, _)) in &results {

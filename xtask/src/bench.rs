@@ -8,7 +8,10 @@
 //! bindings) vs the kernel's NAT (nftables masquerade), interleaved rounds, medians, each
 //! with two generators: `xdpgen` (`bench/gen-xdpgen.sh`: XDP frames at the gateway, as
 //! from a NIC driver, at a rate that saturates the gateway core) and kagen (AF_PACKET:
-//! skbs at the gateway's veth, which copies each into a page before XDP).
+//! skbs at the gateway's veth, which copies each into a page before XDP). `--e2e --napt`
+//! runs the SIP call-setup rate with NAPT on vs off (`bench/run-napt.sh`): every INVITE a
+//! new call of a new inside endpoint, NAPT off (ports kept) vs on (ports kept, or every
+//! call allocating a port), interleaved rounds, medians.
 //!
 //! Everything the harness writes goes under `target/bench/` (`build/`: its C helpers,
 //! `run/`: pid files, pcaps, sipnat's config and log, `results/<timestamp>/`: runs.jsonl,
@@ -48,8 +51,12 @@ pub struct BenchArgs {
     /// masquerade, 214-byte IP packets, 4096 flows) instead of the SIP matrix.
     #[arg(long)]
     pub rtp: bool,
+    /// With --e2e: the SIP call-setup rate with NAPT on vs off (every INVITE a new
+    /// binding; 10,000 and 20,000 INVITEs/s) instead of the SIP matrix.
+    #[arg(long)]
+    pub napt: bool,
     /// Short version: 1 run of 2 s per row, rates max and 30 kpps (a few minutes); with
-    /// --rtp: 3 rounds of 2 s.
+    /// --rtp / --napt: 3 rounds of 2 s.
     #[arg(long)]
     pub quick: bool,
     /// Seconds per timed run (default 5; 2 with --quick).
@@ -91,12 +98,17 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     if a.instructions {
         instructions()?;
     }
+    if a.rtp && a.napt {
+        bail!("--rtp and --napt are two benches: run one at a time");
+    }
     if a.e2e && a.rtp {
         e2e_rtp(a)?;
+    } else if a.e2e && a.napt {
+        e2e_napt(a)?;
     } else if a.e2e {
         e2e(a)?;
-    } else if a.rtp {
-        bail!("--rtp goes with --e2e");
+    } else if a.rtp || a.napt {
+        bail!("--rtp and --napt go with --e2e");
     }
     Ok(())
 }
@@ -172,8 +184,13 @@ impl Harness {
         let res = run_interruptible(m, &self.stop);
         let scripts: Vec<&str> = downs.iter().copied().chain(["topo.sh"]).collect();
         shell::step(&format!("teardown ({} down)", scripts.join(" down, ")));
+        // Under the shared measurement lock (bench/lib.sh's LOCK_FILE): a bench of
+        // another checkout that holds it is using the same namespaces right now.
+        let lock = std::env::var_os("KA_LOCK_FILE").unwrap_or_else(|| "/tmp/measure.lock".into());
         for script in scripts {
-            let _ = Command::new(self.bench.join(script))
+            let _ = Command::new("flock")
+                .arg(&lock)
+                .arg(self.bench.join(script))
                 .arg("down")
                 .envs(self.envs.iter().cloned())
                 .status();
@@ -216,6 +233,35 @@ fn e2e_rtp(a: &BenchArgs) -> anyhow::Result<()> {
         out.display()
     ));
     h.run(&mut m, &[], &out)?;
+    println!("results: {}", out.display());
+    Ok(())
+}
+
+/// `--e2e --napt`: bench/run-napt.sh (NAPT off, on keeping ports, on allocating;
+/// interleaved rounds).
+fn e2e_napt(a: &BenchArgs) -> anyhow::Result<()> {
+    let h = Harness::prepare()?;
+    let out = h.out_dir(a, &format!("napt-{}", h.stamp))?;
+    let seconds = a.seconds.unwrap_or(if a.quick { 2 } else { 5 });
+    let rounds = a.runs.unwrap_or(3).max(1);
+    let mut m = Command::new(h.bench.join("run-napt.sh"));
+    m.envs(h.envs.iter().cloned())
+        .arg("--out")
+        .arg(&out)
+        .args(["--rounds", &rounds.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .arg("--");
+    if a.quick {
+        m.args(["--max-wait", "20", "--retry-noisy", "0"]);
+    } else {
+        m.args(["--retry-noisy", "1"]);
+    }
+    m.args(&a.load_args);
+    shell::step(&format!(
+        "SIP call setup, NAPT off vs on ({rounds} round(s) x {seconds} s; results in {})",
+        out.display()
+    ));
+    h.run(&mut m, &["sut-sipnat.sh"], &out)?;
     println!("results: {}", out.display());
     Ok(())
 }

@@ -170,8 +170,7 @@ fn demo(
         format!(
             "[interfaces]\ninside = \"gwin\"\noutside = \"gwout\"\nsip_ports = [5060]\n\n\
              [nat]\nexternal_ip = \"{ext}\"\n\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\n\n\
-             [control]\nsocket = \"{sock}\"\nmetrics = \"\"\nbpffs = \"{pins}/sipnat\"\n\n\
-             [media]\n# The load test verifies SDP byte for byte, media ports included.\nenabled = false\n",
+             [control]\nsocket = \"{sock}\"\nmetrics = \"\"\nbpffs = \"{pins}/sipnat\"\n",
             ext = topo::GW_OUT_IP,
             sock = sock.display(),
             pins = scratch.bpffs.display()
@@ -336,6 +335,9 @@ fn loadtest(sipnat: &str, stop: &AtomicBool) -> anyhow::Result<()> {
             topo::CARRIER,
             "--expect-external",
             topo::GW_OUT_IP,
+            // media NAT is on (the default): SDP ports are an allocated pair of its range
+            "--expect-media-range",
+            "30000-39999",
             "--report",
             &report_s,
         ],

@@ -99,6 +99,11 @@ pub struct LoadtestArgs {
     /// IP source of received packets (default: --expect-external).
     #[arg(long, value_name = "ADDR")]
     pub expect_src: Option<IpAddr>,
+    /// Media NAT is on at the device under test (sipnat's `[media] port_range`, e.g.
+    /// 30000-39999): the SDP `m=` / `a=rtcp` ports of the external address must be an
+    /// allocated even/odd pair of this range.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_range)]
+    pub expect_media_range: Option<crate::nat::napt::PortRange>,
     /// Private network that must not be left in any address field (repeatable; default
     /// 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7). The source address always counts.
     #[arg(long, value_name = "NET", value_parser = parse_net)]
@@ -136,6 +141,11 @@ pub struct LoadtestArgs {
     /// No live progress line (it shows only when stdout and stderr are terminals anyway).
     #[arg(long)]
     pub no_progress: bool,
+}
+
+fn parse_range(s: &str) -> Result<crate::nat::napt::PortRange, String> {
+    crate::nat::napt::PortRange::parse(s)
+        .ok_or_else(|| format!("`{s}`: not a port range FIRST-LAST"))
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {
@@ -228,6 +238,7 @@ fn options(a: &LoadtestArgs) -> Result<Options, String> {
         }),
         expect_external: a.expect_external,
         expect_src: a.expect_src,
+        expect_media_range: a.expect_media_range,
         private: a.private.clone(),
         i_own_this_link: a.i_own_this_link,
         batch: a.batch,

@@ -79,6 +79,9 @@ pub struct Options {
     pub rx: Option<RxOptions>,
     pub expect_external: Option<IpAddr>,
     pub expect_src: Option<IpAddr>,
+    /// Media NAT on at the device under test: SDP media ports of the external address
+    /// must be an allocated even/odd pair of this range.
+    pub expect_media_range: Option<crate::nat::napt::PortRange>,
     /// Networks no address may be left in (default: the RFC 1918 nets, 100.64/10 and fc00::/7).
     pub private: Vec<Net>,
     pub i_own_this_link: bool,
@@ -568,6 +571,7 @@ fn endpoints(o: &Options) -> Result<(Endpoints, Expect), LoadtestError> {
         private_hosts: vec![o.src_ip],
         fields: Vec::new(),
         dst_port: o.dst_port,
+        media: o.expect_media_range,
     };
     Ok((ep, expect))
 }

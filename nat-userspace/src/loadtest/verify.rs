@@ -13,13 +13,18 @@
 //! - no address field (top Via, Contact, SDP `o=`, `c=`, `a=rtcp`) holds a private
 //!   address (`--private` networks or the template's source address);
 //! - every field that held a private address in the template now holds the external
-//!   address (`--expect-external`).
+//!   address (`--expect-external`);
+//! - with media NAT on (`--expect-media-range`), every SDP media section whose connection
+//!   address is the external one announces an allocated pair of that range: an even
+//!   `m=` port whose odd successor is in the range too, and an `a=rtcp` port (if any)
+//!   equal to it + 1. The pair itself is the gateway's choice, so it is checked for
+//!   these properties, not compared with the port sent.
 
 use core::net::IpAddr;
 
 use super::template::{CheckedField, FieldSet, TS_HEADER};
 use crate::{
-    nat::Net,
+    nat::{napt::PortRange, Net},
     wire::{self, checksum, ipv4, ipv6, Link},
 };
 
@@ -34,10 +39,13 @@ pub enum Reason {
     ExternalMissing,
     /// Lengths inconsistent, SIP headers unparseable.
     Malformed,
+    /// With media NAT on: an SDP `m=` / `a=rtcp` port that is not an allocated even/odd
+    /// pair of the media range.
+    MediaPort,
 }
 
 impl Reason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::IpChecksum,
         Reason::UdpChecksum,
@@ -46,6 +54,7 @@ impl Reason {
         Reason::PrivateLeft,
         Reason::ExternalMissing,
         Reason::Malformed,
+        Reason::MediaPort,
     ];
 
     /// Stable name (JSON key).
@@ -58,6 +67,7 @@ impl Reason {
             Reason::PrivateLeft => "private_address_left",
             Reason::ExternalMissing => "external_address_missing",
             Reason::Malformed => "malformed",
+            Reason::MediaPort => "media_port",
         }
     }
 }
@@ -97,6 +107,9 @@ pub struct Expect {
     pub fields: Vec<FieldSet>,
     /// The SIP port the generator sends to.
     pub dst_port: u16,
+    /// Media NAT on (`--expect-media-range`): the range the SDP media ports of the
+    /// external address must be allocated from; `None`: ports not checked.
+    pub media: Option<PortRange>,
 }
 
 impl Expect {
@@ -286,6 +299,63 @@ fn content_length(payload: &[u8]) -> Option<Result<(usize, usize), ()>> {
     None
 }
 
+fn sdp_port(tok: &[u8]) -> Option<u16> {
+    let t = tok.split(|c| *c == b'/').next()?;
+    std::str::from_utf8(t).ok()?.parse().ok()
+}
+
+/// With media NAT on: whether every SDP media section of `payload` whose connection
+/// address (its own `c=`, else the session's) is `external` announces an even `m=` port
+/// of `range` whose odd successor is in `range` too, with `a=rtcp` (if any) = that + 1.
+/// Sections of other addresses (not ours) and disabled streams (port 0) are not checked.
+pub fn media_ports_ok(payload: &[u8], range: PortRange, external: Option<IpAddr>) -> bool {
+    let Some(body_at) = memchr::memmem::find(payload, b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| memchr::memmem::find(payload, b"\n\n").map(|p| p + 2))
+    else {
+        return true;
+    };
+    // (m= port, its a=rtcp port, its own c= address), of the section being read.
+    type Section = (Option<u16>, Option<Option<u16>>, Option<Option<IpAddr>>);
+    let mut session_c: Option<IpAddr> = None;
+    let mut sec: Option<Section> = None;
+    let ok = |(m, rtcp, c): Section, session_c: Option<IpAddr>| -> bool {
+        let addr = c.unwrap_or(session_c);
+        let Some(m) = m else { return false };
+        if m == 0 || external.is_none() || addr != external {
+            return true;
+        }
+        m % 2 == 0
+            && range.contains(m)
+            && range.contains(m.wrapping_add(1))
+            && rtcp.is_none_or(|r| r == Some(m.wrapping_add(1)))
+    };
+    for raw in payload[body_at..].split(|&c| c == b'\n') {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if let Some(rest) = line.strip_prefix(b"m=") {
+            if let Some(prev) = sec.take() {
+                if !ok(prev, session_c) {
+                    return false;
+                }
+            }
+            let port = rest.split(|c| *c == b' ').nth(1).and_then(sdp_port);
+            sec = Some((port, None, None));
+        } else if let Some(rest) = line.strip_prefix(b"c=") {
+            let last = rest.rsplit(|c| *c == b' ').next().unwrap_or(rest);
+            let a = ip_of(last.split(|c| *c == b'/').next().unwrap_or(last));
+            match &mut sec {
+                Some(s) => s.2 = Some(a),
+                None => session_c = a,
+            }
+        } else if let Some(rest) = line.strip_prefix(b"a=rtcp:") {
+            if let Some(s) = &mut sec {
+                s.1 = Some(rest.split(|c| *c == b' ').next().and_then(sdp_port));
+            }
+        }
+    }
+    sec.is_none_or(|s| ok(s, session_c))
+}
+
 /// Verifies one received Ethernet frame.
 pub fn verify(frame: &[u8], e: &Expect) -> Verdict {
     let Ok(layout) = wire::parse(frame, Link::Ethernet) else {
@@ -343,6 +413,11 @@ pub fn verify(frame: &[u8], e: &Expect) -> Verdict {
             external_seen.insert(f);
         }
     });
+    if let Some(range) = e.media {
+        if !media_ports_ok(payload, range, e.external) {
+            reasons.insert(Reason::MediaPort);
+        }
+    }
     if e.external.is_some() {
         let want = e.fields.get(usize::from(tmpl)).copied().unwrap_or_default();
         if let Some(missing) = want.iter().find(|f| !external_seen.contains(*f)) {
@@ -397,6 +472,7 @@ mod tests {
             private_hosts: vec![UA.into()],
             fields: vec![t.private_fields],
             dst_port: 5060,
+            media: None,
         }
     }
 
@@ -558,5 +634,57 @@ mod tests {
                 (CheckedField::Rtcp, "10.0.0.7".into()),
             ]
         );
+    }
+
+    /// With media NAT on, the SDP ports must be an allocated pair of the range: the
+    /// template's own ports fail, an even/odd pair of the range passes, an odd, an
+    /// out-of-range or a split pair fails; a section of another address is not checked.
+    #[test]
+    fn media_ports_are_checked_against_the_media_range() {
+        let t = template(Builtin::Invite);
+        let mut f = t.frame.clone();
+        t.patch(&mut f, 3, 0, 7, 1);
+        let e = Expect {
+            media: Some(PortRange::parse("30000-39999").unwrap()),
+            ..expect(&t)
+        };
+        let good = rewrite_by_hand(&f);
+        let text = text_of(&good);
+        let m = text.lines().find(|l| l.starts_with("m=audio")).unwrap();
+        let port: u16 = m.split(' ').nth(1).unwrap().parse().unwrap();
+        let reasons_with = |t: &str, e: &Expect| {
+            checked(verify(&frame_with(&good, &fix_cl(t), EXT), e))
+                .0
+                .iter()
+                .collect::<Vec<_>>()
+        };
+        let reasons = |t: &str| reasons_with(t, &e);
+        // The template's ports, kept: not an allocated pair.
+        assert!(!(30000..40000).contains(&port), "template port {port}");
+        assert_eq!(reasons(&text), vec![Reason::MediaPort]);
+        let with = |m: u16, rtcp: u16| {
+            text.replace(&format!("m=audio {port} "), &format!("m=audio {m} "))
+                .replace(&format!("a=rtcp:{} ", port + 1), &format!("a=rtcp:{rtcp} "))
+        };
+        assert_eq!(reasons(&with(30002, 30003)), vec![]);
+        assert_eq!(reasons(&with(39998, 39999)), vec![]);
+        assert_eq!(reasons(&with(30003, 30004)), vec![Reason::MediaPort]);
+        assert_eq!(reasons(&with(40000, 40001)), vec![Reason::MediaPort]);
+        assert_eq!(reasons(&with(30002, 30005)), vec![Reason::MediaPort]);
+        // Media of another (public) address keeps its ports: not checked.
+        let other = |s: &str| s.replace("IN IP4 198.51.100.1\r\nt=", "IN IP4 203.0.113.9\r\nt=");
+        let public = other(&text);
+        assert_ne!(public, text);
+        assert!(media_ports_ok(
+            public.as_bytes(),
+            e.media.unwrap(),
+            e.external
+        ));
+        // Media off (no range): ports are not checked.
+        let off = Expect {
+            media: None,
+            ..e.clone()
+        };
+        assert_eq!(reasons_with(&text, &off), vec![]);
     }
 }

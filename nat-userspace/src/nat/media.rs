@@ -8,19 +8,43 @@
 //! longer names them (a re-INVITE that moved the media), or when the control plane's
 //! reaper finds them idle (the sink's last-seen stamp, [`MediaRegistry::reap`]).
 //!
-//! The registry is shared by every worker. Its lock is taken only for SDP-bearing or
-//! dialog-ending SIP messages with media NAT on (never per RTP packet: RTP never reaches
-//! the workers) and the maps are allocated once, at their full capacity (the number of
-//! port pairs of the range), so nothing allocates after [`MediaRegistry::new`].
+//! # Concurrency: no lock
+//! The registry is shared by every worker (and the reaper), `&self` everywhere, no mutex:
+//! it is touched only for SDP-bearing or dialog-ending SIP messages with media NAT on
+//! (never per RTP packet: RTP never reaches the workers), and everything is allocated once,
+//! in [`MediaRegistry::new`].
+//!
+//! - One `Slot` per port pair of the range (slot `i` is the pair `first + 2i`): claiming a
+//!   pair *is* claiming its slot, one CAS of its `state` from free, so two workers never
+//!   hand out one pair. Allocation probes from a shared cursor (sequential ports).
+//! - `state` = `seq << 3 | writing << 2 | kind` (`FREE`, `CLAIMING`: a new binding being
+//!   decided and installed, `LIVE`, `BUSY`: a live binding being changed or removed;
+//!   `writing`: a claim is writing the fields, before any index shows the slot); every
+//!   transition bumps `seq`. Only the thread that moved a slot to `CLAIMING` or `BUSY` writes it; a
+//!   reader takes `state`, the fields, `state` again, and retries if it moved (a seqlock).
+//!   The internal address is fixed from the claim until the slot is free again.
+//! - Two indexes of slot numbers, open addressing with a fixed window of [`WINDOW`]
+//!   entries from the key's home (no tombstones: a removed entry is zeroed and lookups scan
+//!   the whole window, 128 contiguous bytes): by internal address (unique) and by dialog
+//!   (several bindings per dialog). Each has four entries per pair, so a full window is
+//!   practically impossible; if it happens the new binding is refused (`install_failed`).
+//! - Two workers binding the same internal address at once both claim a slot and index it;
+//!   after a `SeqCst` fence each re-scans the window: another entry of the address that is
+//!   live (or busy), or claiming at a lower window position, makes it give its slot back
+//!   and use the other one; a claiming entry at a higher position is waited for (bounded
+//!   spin). Exactly one binding per internal address survives.
+//! - The sink's install (one or more `bpf(2)` calls in the daemon) happens before the
+//!   binding is published (`LIVE`) and before `bind` returns its port, i.e. before the SDP
+//!   that names it leaves: the binding is in XDP before the peer's RTP can arrive. That is
+//!   syscalls per *new binding* (per call), never per packet; a retransmitted SDP finds its
+//!   binding and makes none.
+//! - Every wait is a bounded spin; a thread that gives up (another one preempted in the
+//!   middle of a change of the same binding) counts `install_failed` and keeps the SDP's
+//!   port, or, removing, leaves the binding to the reaper.
 
 use core::net::{IpAddr, SocketAddr};
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Mutex,
-    },
-};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::{collections::HashMap, sync::Mutex};
 
 use super::napt::PortRange;
 
@@ -105,29 +129,149 @@ pub struct MediaEntry {
     pub created_s: u32,
 }
 
-#[derive(Clone, Copy)]
-struct Entry {
-    external: SocketAddr,
+/// Index entries scanned from a key's home: 32 × 4 bytes, two cache lines.
+pub const WINDOW: usize = 32;
+
+const FREE: u64 = 0;
+const CLAIMING: u64 = 1;
+const LIVE: u64 = 2;
+const BUSY: u64 = 3;
+const KIND: u64 = 3;
+/// A claim is writing the slot's fields (no index shows it yet; a reader that reached it
+/// through a stale index entry skips it).
+const WRITING: u64 = 4;
+
+/// Spins before a waiter gives up on a binding another thread is changing.
+const SPINS: u32 = 1 << 20;
+
+fn kind(state: u64) -> u64 {
+    state & KIND
+}
+
+/// `state` moved on to `kind` (the sequence bumped).
+fn next(state: u64, kind: u64) -> u64 {
+    ((state >> 3).wrapping_add(1) << 3) | kind
+}
+
+/// One port pair's binding. See the module documentation.
+#[derive(Default)]
+#[repr(align(64))]
+struct Slot {
+    state: AtomicU64,
+    /// The internal address as a u128 (IPv4 in the low 32 bits): low, high word.
+    internal: [AtomicU64; 2],
+    /// Internal port | internal is v6 << 16 | external is v6 << 17.
+    meta: AtomicU64,
+    external: [AtomicU64; 2],
+    call: AtomicU64,
+    /// Generation << 32 | created_s.
+    gen_created: AtomicU64,
+}
+
+/// A consistent reading of a slot.
+#[derive(Clone, Copy, Debug)]
+struct View {
+    state: u64,
+    internal: SocketAddr,
+    external: IpAddr,
     call: u64,
-    created_s: u32,
-    /// The SDP generation of its dialog that last named it.
     generation: u32,
+    created_s: u32,
 }
 
-struct Inner {
-    by_internal: HashMap<SocketAddr, Entry>,
-    /// Pairs in use, by index in the range (`port = first_even + 2 × index`).
-    used: Vec<bool>,
-    cursor: usize,
-    /// Per dialog: the generation of its latest SDP.
-    generation: HashMap<u64, u32>,
+fn words(ip: IpAddr) -> ([u64; 2], bool) {
+    match ip {
+        IpAddr::V4(a) => ([u64::from(u32::from(a)), 0], false),
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            ([v as u64, (v >> 64) as u64], true)
+        }
+    }
 }
 
-/// The media binding registry. `Sync`: shared with every worker.
+fn ip_of(w: [u64; 2], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6((u128::from(w[0]) | (u128::from(w[1]) << 64)).into())
+    } else {
+        IpAddr::V4((w[0] as u32).into())
+    }
+}
+
+fn mum(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// An index of slot numbers: entry 0 = empty, else `tag << 16 | (slot + 1)`.
+struct Index {
+    entries: Box<[AtomicU32]>,
+    mask: usize,
+}
+
+impl Index {
+    fn new(pairs: usize) -> Index {
+        let n = (pairs * 4).next_power_of_two().max(WINDOW);
+        Index {
+            entries: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            mask: n - 1,
+        }
+    }
+
+    fn entry(h: u64, slot: usize) -> u32 {
+        (((h >> 48) as u32) << 16) | (slot as u32 + 1)
+    }
+
+    /// The window of `h`: (offset, slot) of every entry whose tag matches.
+    fn candidates(&self, h: u64) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let home = h as usize & self.mask;
+        let tag = (h >> 48) as u32;
+        (0..WINDOW).filter_map(move |k| {
+            let e = self.entries[(home + k) & self.mask].load(Ordering::Acquire);
+            (e != 0 && e >> 16 == tag).then(|| (k, (e & 0xffff) as usize - 1))
+        })
+    }
+
+    /// Puts `slot` into the first empty entry of the window: its offset, or `None` (full).
+    fn insert(&self, h: u64, slot: usize) -> Option<usize> {
+        let home = h as usize & self.mask;
+        let e = Self::entry(h, slot);
+        (0..WINDOW).find(|k| {
+            self.entries[(home + k) & self.mask]
+                .compare_exchange(0, e, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    /// Removes `slot`'s entry (there is at most one per slot).
+    fn remove(&self, h: u64, slot: usize) {
+        let home = h as usize & self.mask;
+        let e = Self::entry(h, slot);
+        for k in 0..WINDOW {
+            let at = &self.entries[(home + k) & self.mask];
+            if at
+                .compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The media binding registry. `Sync`: shared with every worker, no lock (see the module
+/// documentation).
 pub struct MediaRegistry {
     first: u16,
     pairs: usize,
-    inner: Mutex<Inner>,
+    slots: Box<[Slot]>,
+    by_internal: Index,
+    by_call: Index,
+    /// Where the next allocation starts probing.
+    cursor: AtomicUsize,
+    /// The last SDP generation handed out (one counter for every dialog).
+    generation: AtomicU32,
+    live: AtomicUsize,
+    seed: u64,
     pub counters: MediaCounters,
 }
 
@@ -140,9 +284,19 @@ impl core::fmt::Debug for MediaRegistry {
     }
 }
 
+/// Whether generation `a` was begun after `b` (wrapping: generations are a counter).
+fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+fn rtcp(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip(), a.port().wrapping_add(1))
+}
+
 impl MediaRegistry {
     /// Port pairs of `range` (RTP on the even ports, RTCP the odd one after).
     pub fn new(range: PortRange) -> MediaRegistry {
+        use core::hash::BuildHasher as _;
         let first = range.first.saturating_add(range.first & 1);
         let pairs = if range.last > first {
             usize::from(range.last - first).div_ceil(2)
@@ -152,12 +306,14 @@ impl MediaRegistry {
         MediaRegistry {
             first,
             pairs,
-            inner: Mutex::new(Inner {
-                by_internal: HashMap::with_capacity(pairs),
-                used: vec![false; pairs],
-                cursor: 0,
-                generation: HashMap::with_capacity(pairs),
-            }),
+            slots: (0..pairs).map(|_| Slot::default()).collect(),
+            by_internal: Index::new(pairs),
+            by_call: Index::new(pairs),
+            cursor: AtomicUsize::new(0),
+            generation: AtomicU32::new(0),
+            live: AtomicUsize::new(0),
+            // Per-registry random seed: inside hosts choose their media addresses.
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x006d_6564_6961_u64),
             counters: MediaCounters::default(),
         }
     }
@@ -169,26 +325,87 @@ impl MediaRegistry {
 
     /// Live bindings (pairs).
     pub fn live(&self) -> usize {
-        lock(&self.inner).by_internal.len()
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Starts an SDP of dialog `call`: bindings it names from now on are kept, those of
-    /// the dialog it does not name go at [`Self::end_sdp`]. Returns the generation.
-    pub fn begin_sdp(&self, call: u64) -> u32 {
-        let mut g = lock(&self.inner);
-        if g.generation.len() >= self.pairs.max(1) && !g.generation.contains_key(&call) {
-            // (Every dialog with a generation has a binding, or had one: forget the
-            // dialogs without bindings left.)
-            let Inner {
-                generation,
-                by_internal,
-                ..
-            } = &mut *g;
-            generation.retain(|c, _| by_internal.values().any(|e| e.call == *c));
+    /// the dialog it does not name go at [`Self::end_sdp`]. Returns the generation (one
+    /// counter for every dialog: a generation names one SDP, later SDPs get later ones).
+    pub fn begin_sdp(&self, _call: u64) -> u32 {
+        self.generation
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+    }
+
+    fn hash_internal(&self, a: SocketAddr) -> u64 {
+        let (w, v6) = words(a.ip());
+        let meta = u64::from(a.port()) | (u64::from(v6) << 16);
+        mum(
+            mum(
+                w[0] ^ self.seed ^ 0xa076_1d64_78bd_642f,
+                w[1] ^ 0xe703_7ed1_a0b4_28db,
+            ),
+            meta ^ self.seed.rotate_left(29) ^ 0x8ebc_6af0_9c88_c6e3,
+        )
+    }
+
+    fn hash_call(&self, call: u64) -> u64 {
+        mum(
+            call ^ self.seed ^ 0x5899_65cc_7537_4cc3,
+            0x1d8e_4e27_c47d_124f,
+        )
+    }
+
+    fn port_of(&self, slot: usize) -> u16 {
+        self.first + 2 * slot as u16
+    }
+
+    /// A consistent reading of slot `i` (`None`: free, or changing all the time).
+    fn view(&self, i: usize) -> Option<View> {
+        let s = &self.slots[i];
+        for _ in 0..64 {
+            let state = s.state.load(Ordering::Acquire);
+            if kind(state) == FREE {
+                return None;
+            }
+            if state & WRITING != 0 {
+                core::hint::spin_loop();
+                continue;
+            }
+            let internal = [
+                s.internal[0].load(Ordering::Acquire),
+                s.internal[1].load(Ordering::Acquire),
+            ];
+            let meta = s.meta.load(Ordering::Acquire);
+            let external = [
+                s.external[0].load(Ordering::Acquire),
+                s.external[1].load(Ordering::Acquire),
+            ];
+            let call = s.call.load(Ordering::Acquire);
+            let gc = s.gen_created.load(Ordering::Acquire);
+            if s.state.load(Ordering::Acquire) == state {
+                return Some(View {
+                    state,
+                    internal: SocketAddr::new(ip_of(internal, meta & (1 << 16) != 0), meta as u16),
+                    external: ip_of(external, meta & (1 << 17) != 0),
+                    call,
+                    generation: (gc >> 32) as u32,
+                    created_s: gc as u32,
+                });
+            }
+            core::hint::spin_loop();
         }
-        let e = g.generation.entry(call).or_insert(0);
-        *e = e.wrapping_add(1);
-        *e
+        None
+    }
+
+    /// The slot bound to `internal` and its view (any kind but free).
+    fn find(&self, internal: SocketAddr) -> Option<(usize, View)> {
+        let h = self.hash_internal(internal);
+        self.by_internal.candidates(h).find_map(|(_, i)| {
+            self.view(i)
+                .filter(|v| v.internal == internal)
+                .map(|v| (i, v))
+        })
     }
 
     /// The external RTP port of `internal` (RTP; RTCP is the next port) for dialog `call`:
@@ -203,145 +420,278 @@ impl MediaRegistry {
         sink: &dyn MediaBindings,
         now_s: u32,
     ) -> Option<u16> {
-        let mut g = lock(&self.inner);
-        if let Some(e) = g.by_internal.get_mut(&internal) {
-            if e.external.ip() == external {
-                e.call = call;
-                e.generation = generation;
-                return Some(e.external.port());
+        let mut spins = 0u32;
+        loop {
+            let Some((i, v)) = self.find(internal) else {
+                return self.allocate(call, generation, internal, external, sink, now_s);
+            };
+            if kind(v.state) == LIVE && self.own(i, v.state) {
+                if v.external == external {
+                    // Ours now: the dialog and the SDP that named it last.
+                    self.set_call(i, v.call, call, generation);
+                    return Some(self.port_of(i));
+                }
+                // The external address changed: a new binding.
+                self.release(i, &v, sink);
+                continue;
             }
-            // The external address changed: a new binding.
-            let old = *e;
-            g.by_internal.remove(&internal);
-            self.release(&mut g, internal, old.external, sink);
+            // Another thread is making or changing it: wait (bounded).
+            spins += 1;
+            if spins > SPINS {
+                self.counters.install_failed.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            core::hint::spin_loop();
         }
-        if g.by_internal.len() >= self.pairs {
+    }
+
+    /// Moves a live slot seen as `state` to busy: this thread now owns it.
+    fn own(&self, i: usize, state: u64) -> bool {
+        self.slots[i]
+            .state
+            .compare_exchange(
+                state,
+                next(state, BUSY),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Sets an owned slot's dialog and generation, and publishes it live again. Within a
+    /// dialog the generation only moves forward: an older SDP of the dialog processed
+    /// late (by another worker) does not make the binding look unnamed by a newer one.
+    fn set_call(&self, i: usize, old_call: u64, call: u64, generation: u32) {
+        let s = &self.slots[i];
+        let gc = s.gen_created.load(Ordering::Relaxed);
+        let mut generation = generation;
+        if old_call != call {
+            self.by_call.remove(self.hash_call(old_call), i);
+            // A full window leaves it to the reaper (it is not found by its dialog).
+            let _ = self.by_call.insert(self.hash_call(call), i);
+            s.call.store(call, Ordering::Release);
+        } else if newer((gc >> 32) as u32, generation) {
+            generation = (gc >> 32) as u32;
+        }
+        s.gen_created.store(
+            (u64::from(generation) << 32) | (gc & 0xffff_ffff),
+            Ordering::Release,
+        );
+        let st = s.state.load(Ordering::Relaxed);
+        s.state.store(next(st, LIVE), Ordering::Release);
+    }
+
+    /// Takes a free pair for `internal`: claims its slot, indexes it, settles a race with
+    /// another thread binding the same address, installs it and publishes it.
+    fn allocate(
+        &self,
+        call: u64,
+        generation: u32,
+        internal: SocketAddr,
+        external: IpAddr,
+        sink: &dyn MediaBindings,
+        now_s: u32,
+    ) -> Option<u16> {
+        if self.live.load(Ordering::Relaxed) >= self.pairs {
             self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let n = self.pairs;
-        let start = g.cursor;
-        let idx = (0..n).map(|k| (start + k) % n).find(|&i| !g.used[i])?;
-        let port = self.first + 2 * idx as u16;
-        let ext = SocketAddr::new(external, port);
-        let rtcp = |a: SocketAddr| SocketAddr::new(a.ip(), a.port().wrapping_add(1));
-        if !sink.install(internal, ext) || !sink.install(rtcp(internal), rtcp(ext)) {
+        let start = self.cursor.load(Ordering::Relaxed);
+        let claimed = (0..n).map(|k| (start + k) % n).find(|&i| {
+            let st = self.slots[i].state.load(Ordering::Relaxed);
+            kind(st) == FREE
+                && self.slots[i]
+                    .state
+                    .compare_exchange(
+                        st,
+                        next(st, CLAIMING) | WRITING,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+        });
+        let Some(i) = claimed else {
+            self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        self.cursor.store(i + 1, Ordering::Relaxed);
+        let s = &self.slots[i];
+        let (iw, iv6) = words(internal.ip());
+        let (ew, ev6) = words(external);
+        s.internal[0].store(iw[0], Ordering::Relaxed);
+        s.internal[1].store(iw[1], Ordering::Relaxed);
+        s.meta.store(
+            u64::from(internal.port()) | (u64::from(iv6) << 16) | (u64::from(ev6) << 17),
+            Ordering::Relaxed,
+        );
+        s.external[0].store(ew[0], Ordering::Relaxed);
+        s.external[1].store(ew[1], Ordering::Relaxed);
+        s.call.store(call, Ordering::Relaxed);
+        s.gen_created.store(
+            (u64::from(generation) << 32) | u64::from(now_s),
+            Ordering::Relaxed,
+        );
+        let st = s.state.load(Ordering::Relaxed);
+        s.state.store(next(st, CLAIMING), Ordering::Release);
+        // Fields first, then (a SeqCst CAS in `insert`) the index entry that shows them.
+        let hi = self.hash_internal(internal);
+        let Some(at) = self.by_internal.insert(hi, i) else {
+            self.free(i);
+            self.counters.install_failed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        core::sync::atomic::fence(Ordering::SeqCst);
+        if !self.settle(i, at, hi, internal) {
+            // Another thread's binding of the address wins: use it.
+            self.by_internal.remove(hi, i);
+            self.free(i);
+            return self.bind(call, generation, internal, external, sink, now_s);
+        }
+        let hc = self.hash_call(call);
+        let ext = SocketAddr::new(external, self.port_of(i));
+        if self.by_call.insert(hc, i).is_none()
+            || !sink.install(internal, ext)
+            || !sink.install(rtcp(internal), rtcp(ext))
+        {
             sink.remove(internal, ext);
+            self.by_call.remove(hc, i);
+            self.by_internal.remove(hi, i);
+            self.free(i);
             self.counters.install_failed.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        g.used[idx] = true;
-        g.cursor = idx + 1;
-        g.by_internal.insert(
-            internal,
-            Entry {
-                external: ext,
-                call,
-                created_s: now_s,
-                generation,
-            },
-        );
+        self.live.fetch_add(1, Ordering::Relaxed);
+        let st = s.state.load(Ordering::Relaxed);
+        s.state.store(next(st, LIVE), Ordering::Release);
         self.counters.installed.fetch_add(1, Ordering::Relaxed);
-        Some(port)
+        Some(self.port_of(i))
+    }
+
+    /// After indexing slot `mine` at window offset `at`: `true` when it is the one binding
+    /// of `internal` (see the module documentation), `false` when it must give way.
+    fn settle(&self, mine: usize, at: usize, h: u64, internal: SocketAddr) -> bool {
+        let mut spins = 0u32;
+        'rescan: loop {
+            for (k, i) in self.by_internal.candidates(h) {
+                if i == mine {
+                    continue;
+                }
+                let Some(v) = self.view(i).filter(|v| v.internal == internal) else {
+                    continue;
+                };
+                if kind(v.state) != CLAIMING || k < at {
+                    return false;
+                }
+                // Claiming later in the window: it gives way to us, or wins if it did
+                // not see us; wait until it has decided.
+                spins += 1;
+                if spins > SPINS {
+                    return false;
+                }
+                core::hint::spin_loop();
+                continue 'rescan;
+            }
+            return true;
+        }
+    }
+
+    /// A slot back to free (its owner, after removing its index entries).
+    fn free(&self, i: usize) {
+        let s = &self.slots[i];
+        let st = s.state.load(Ordering::Relaxed);
+        s.state.store(next(st, FREE), Ordering::Release);
+    }
+
+    /// Removes an owned (busy) binding: indexes, sink, slot.
+    fn release(&self, i: usize, v: &View, sink: &dyn MediaBindings) {
+        self.by_internal.remove(self.hash_internal(v.internal), i);
+        self.by_call.remove(self.hash_call(v.call), i);
+        let ext = SocketAddr::new(v.external, self.port_of(i));
+        sink.remove(v.internal, ext);
+        sink.remove(rtcp(v.internal), rtcp(ext));
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.free(i);
+        self.counters.removed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes the live bindings of `call` for which `f` holds; how many.
+    fn remove_of_call(
+        &self,
+        call: u64,
+        sink: &dyn MediaBindings,
+        f: impl Fn(&View) -> bool,
+    ) -> usize {
+        let mut n = 0;
+        for (_, i) in self.by_call.candidates(self.hash_call(call)) {
+            if let Some(v) = self.view(i) {
+                if kind(v.state) == LIVE && v.call == call && f(&v) && self.own(i, v.state) {
+                    self.release(i, &v, sink);
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Ends an SDP of `call` begun with `generation`: the dialog's bindings it did not name
-    /// are removed (a re-INVITE moved the media). Returns how many.
+    /// are removed (a re-INVITE moved the media). Returns how many. Only bindings last
+    /// named by an *older* SDP go: one named by a newer SDP of the dialog (another worker
+    /// processing a later message at the same time) stays.
     pub fn end_sdp(&self, call: u64, generation: u32, sink: &dyn MediaBindings) -> usize {
-        self.remove_where(sink, |_, e| e.call == call && e.generation != generation)
+        self.remove_of_call(call, sink, |v| newer(generation, v.generation))
     }
 
     /// Removes every binding of dialog `call` (BYE, CANCEL, error final response).
     pub fn end_call(&self, call: u64, sink: &dyn MediaBindings) -> usize {
-        let n = self.remove_where(sink, |_, e| e.call == call);
-        lock(&self.inner).generation.remove(&call);
-        n
+        self.remove_of_call(call, sink, |_| true)
     }
 
     /// Removes the bindings whose last packet (or, without one, whose creation) is more
     /// than `idle_s` old. `now_ns`: `CLOCK_MONOTONIC` now; `now_s`: the creation clock.
+    /// (The control plane: a scan of every pair.)
     pub fn reap(&self, sink: &dyn MediaBindings, now_ns: u64, now_s: u32, idle_s: u32) -> usize {
         let idle_ns = u64::from(idle_s) * 1_000_000_000;
-        let n = self.remove_where(sink, |internal, e| {
-            let created_idle = now_s.wrapping_sub(e.created_s) > idle_s;
-            match sink.last_seen_ns(internal, e.external) {
+        let mut n = 0;
+        for i in 0..self.pairs {
+            let Some(v) = self.view(i).filter(|v| kind(v.state) == LIVE) else {
+                continue;
+            };
+            let ext = SocketAddr::new(v.external, self.port_of(i));
+            let created_idle = now_s.wrapping_sub(v.created_s) > idle_s;
+            let idle = match sink.last_seen_ns(v.internal, ext) {
                 // Installed but never used: idle since it was made.
                 Some(0) | None => created_idle,
                 Some(ns) => {
-                    let rtcp = SocketAddr::new(internal.ip(), internal.port().wrapping_add(1));
-                    let rtcp_ext =
-                        SocketAddr::new(e.external.ip(), e.external.port().wrapping_add(1));
-                    let last = ns.max(sink.last_seen_ns(rtcp, rtcp_ext).unwrap_or(0));
+                    let last = ns.max(sink.last_seen_ns(rtcp(v.internal), rtcp(ext)).unwrap_or(0));
                     now_ns.saturating_sub(last) > idle_ns && created_idle
                 }
+            };
+            if idle && self.own(i, v.state) {
+                self.release(i, &v, sink);
+                n += 1;
             }
-        });
+        }
+        // (`release` counted them as removed too: reaped is a subset.)
         self.counters.reaped.fetch_add(n as u64, Ordering::Relaxed);
-        // (`remove_where` counted them as removed too: reaped is a subset.)
         n
     }
 
     /// Every live binding, sorted by internal address.
     pub fn list(&self) -> Vec<MediaEntry> {
-        let g = lock(&self.inner);
-        let mut v: Vec<MediaEntry> = g
-            .by_internal
-            .iter()
-            .map(|(i, e)| MediaEntry {
-                internal: *i,
-                external: e.external,
-                call: e.call,
-                created_s: e.created_s,
+        let mut v: Vec<MediaEntry> = (0..self.pairs)
+            .filter_map(|i| {
+                let v = self.view(i).filter(|v| kind(v.state) == LIVE)?;
+                Some(MediaEntry {
+                    internal: v.internal,
+                    external: SocketAddr::new(v.external, self.port_of(i)),
+                    call: v.call,
+                    created_s: v.created_s,
+                })
             })
             .collect();
         v.sort_by_key(|e| e.internal);
         v
-    }
-
-    fn remove_where(
-        &self,
-        sink: &dyn MediaBindings,
-        mut f: impl FnMut(SocketAddr, &Entry) -> bool,
-    ) -> usize {
-        let mut g = lock(&self.inner);
-        let mut n = 0;
-        // No allocation: one scan collects up to a batch of matches, which are removed;
-        // another scan only when the batch was full.
-        loop {
-            let mut batch = arrayvec::ArrayVec::<(SocketAddr, Entry), 64>::new();
-            for (i, e) in &g.by_internal {
-                if f(*i, e) && batch.try_push((*i, *e)).is_err() {
-                    break;
-                }
-            }
-            let full = batch.is_full();
-            for (internal, e) in batch {
-                g.by_internal.remove(&internal);
-                self.release(&mut g, internal, e.external, sink);
-                n += 1;
-            }
-            if !full {
-                return n;
-            }
-        }
-    }
-
-    fn release(
-        &self,
-        g: &mut Inner,
-        internal: SocketAddr,
-        external: SocketAddr,
-        sink: &dyn MediaBindings,
-    ) {
-        let rtcp = |a: SocketAddr| SocketAddr::new(a.ip(), a.port().wrapping_add(1));
-        sink.remove(internal, external);
-        sink.remove(rtcp(internal), rtcp(external));
-        if let Some(idx) = usize::from(external.port().wrapping_sub(self.first)).checked_div(2) {
-            if let Some(u) = g.used.get_mut(idx) {
-                *u = false;
-            }
-        }
-        self.counters.removed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -446,6 +796,27 @@ mod tests {
         );
     }
 
+    /// Two SDPs of one dialog on two workers at once, the older one finishing last: its
+    /// end removes nothing the newer one named, and both name the same pair (the m= and
+    /// a=rtcp lookups of each message agree).
+    #[test]
+    fn an_older_sdp_of_the_dialog_finishing_late_removes_nothing_newer() {
+        let r = MediaRegistry::new(PortRange::parse("30000-30099").unwrap());
+        let sink = InMemoryBindings::default();
+        let (c, x) = (call_hash(b"c@x"), sa("10.0.0.2:6000"));
+        let (a, b) = (r.begin_sdp(c), r.begin_sdp(c));
+        assert_eq!(r.bind(c, b, x, ext(), &sink, 1), Some(30000));
+        assert_eq!(r.bind(c, a, x, ext(), &sink, 1), Some(30000));
+        assert_eq!(r.end_sdp(c, b, &sink), 0);
+        assert_eq!(r.bind(c, a, x, ext(), &sink, 1), Some(30000));
+        assert_eq!(r.end_sdp(c, a, &sink), 0);
+        assert_eq!(r.live(), 1);
+        // A later SDP without it still removes it.
+        let later = r.begin_sdp(c);
+        assert_eq!(r.end_sdp(c, later, &sink), 1);
+        assert!(newer(1, u32::MAX) && !newer(u32::MAX, 1));
+    }
+
     #[test]
     fn idle_bindings_are_reaped_used_ones_kept() {
         let r = MediaRegistry::new(PortRange::parse("30000-30099").unwrap());
@@ -464,5 +835,117 @@ mod tests {
         assert_eq!(r.live(), 0);
         assert_eq!(r.counters.reaped.load(Ordering::Relaxed), 2);
         assert!(sink.list().is_empty());
+    }
+
+    /// A sink that fails the test when an external port is installed for a second
+    /// internal address while the first still holds it (a pair handed out twice).
+    #[derive(Default)]
+    struct Checking {
+        by_external: Mutex<HashMap<SocketAddr, SocketAddr>>,
+        doubled: AtomicU64,
+    }
+
+    impl MediaBindings for Checking {
+        fn install(&self, internal: SocketAddr, external: SocketAddr) -> bool {
+            let mut m = lock(&self.by_external);
+            if m.get(&external).is_some_and(|i| *i != internal) {
+                self.doubled.fetch_add(1, Ordering::Relaxed);
+            }
+            m.insert(external, internal);
+            true
+        }
+
+        fn remove(&self, internal: SocketAddr, external: SocketAddr) {
+            let mut m = lock(&self.by_external);
+            if m.get(&external) == Some(&internal) {
+                m.remove(&external);
+            }
+        }
+
+        fn last_seen_ns(&self, internal: SocketAddr, external: SocketAddr) -> Option<u64> {
+            (lock(&self.by_external).get(&external) == Some(&internal)).then_some(0)
+        }
+    }
+
+    /// Four workers bind the same 300 media addresses at once, each in another order:
+    /// every address gets one pair, the same in every worker, no pair twice; then they
+    /// end the calls (each a quarter, while the others still bind and end their own
+    /// short calls in a range kept nearly full): nothing is left, nothing leaked.
+    #[test]
+    fn concurrent_workers_bind_an_address_once_and_never_share_a_pair() {
+        const WORKERS: usize = 4;
+        const ADDRS: usize = 300;
+        let r = MediaRegistry::new(PortRange::parse("30000-30699").unwrap());
+        assert_eq!(r.capacity(), 350);
+        let sink = Checking::default();
+        let addr = |k: usize| sa(&format!("10.0.{}.{}:6000", k / 200, 1 + k % 200));
+        let ports: Vec<Vec<u16>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..WORKERS)
+                .map(|w| {
+                    let (r, sink) = (&r, &sink);
+                    sc.spawn(move || {
+                        let mut got = vec![0u16; ADDRS];
+                        for n in 0..ADDRS {
+                            let k = (n * 7 + w * 101) % ADDRS;
+                            let c = call_hash(&k.to_be_bytes());
+                            let g = r.begin_sdp(c);
+                            got[k] = r.bind(c, g, addr(k), ext(), sink, 1).unwrap();
+                        }
+                        got
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for w in 1..WORKERS {
+            assert_eq!(ports[w], ports[0], "worker {w} got other ports");
+        }
+        let mut distinct = ports[0].clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ADDRS);
+        assert!(distinct
+            .iter()
+            .all(|p| p % 2 == 0 && (30000..30700).contains(p)));
+        assert_eq!(r.live(), ADDRS);
+        assert_eq!(r.counters.installed.load(Ordering::Relaxed), ADDRS as u64);
+        assert_eq!(sink.doubled.load(Ordering::Relaxed), 0);
+        assert_eq!(lock(&sink.by_external).len(), 2 * ADDRS);
+
+        // Ending them, with churn: 50 pairs left, each worker makes and ends 2,000 calls
+        // of its own (some find the range full: counted, no port).
+        std::thread::scope(|sc| {
+            for w in 0..WORKERS {
+                let (r, sink) = (&r, &sink);
+                sc.spawn(move || {
+                    for n in 0..2_000usize {
+                        let k = 10_000 + w * 10_000 + n;
+                        let c = call_hash(&k.to_be_bytes());
+                        let g = r.begin_sdp(c);
+                        if let Some(p) = r.bind(c, g, addr(k), ext(), sink, 1) {
+                            assert!(p % 2 == 0 && (30000..30700).contains(&p));
+                            assert_eq!(r.end_call(c, sink), 1);
+                        }
+                        if n % 8 == 0 {
+                            let k = w * (ADDRS / WORKERS) + n / 8;
+                            if k < (w + 1) * (ADDRS / WORKERS) {
+                                let c = call_hash(&k.to_be_bytes());
+                                assert_eq!(r.end_call(c, sink), 1);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(r.live(), 0);
+        assert!(r.list().is_empty());
+        assert!(lock(&sink.by_external).is_empty());
+        assert_eq!(sink.doubled.load(Ordering::Relaxed), 0);
+        let c = &r.counters;
+        assert_eq!(
+            c.installed.load(Ordering::Relaxed),
+            c.removed.load(Ordering::Relaxed)
+        );
+        assert_eq!(c.install_failed.load(Ordering::Relaxed), 0);
     }
 }

@@ -6,8 +6,10 @@
 //! the stamps (for reaping) and lists.
 //!
 //! [`MediaMaps`] is `Send + Sync` and cheap to clone (an `Arc` of the two map fds):
-//! worker threads call [`MediaMaps::install`] / [`MediaMaps::remove`] concurrently, one or
-//! two `bpf(2)` calls per binding change (on an SDP, never per packet). The maps are used
+//! worker threads call [`MediaMaps::install`] / [`MediaMaps::remove`] concurrently, on a
+//! binding change (a new call's SDP, its end), never per packet: an install is four
+//! `bpf(2)` calls (a lookup in each map, for stale halves and kept stamps, then an update
+//! of each; more only when it replaces a stale binding), a removal up to four. The maps are used
 //! through their fds with `BPF_MAP_*_ELEM` directly: the kernel serialises per-element
 //! updates, so no lock is needed here.
 
@@ -280,32 +282,35 @@ impl MediaMaps {
             )));
         }
         let (ik, ek) = (key_of(internal), key_of(external));
-        let (iv, ev) = (value_of(external), value_of(internal));
         let f = &self.fds;
+        // What each map holds for the two keys now: one lookup each, used both for the
+        // stale halves and for the stamps kept on a re-install.
+        let old_in = lookup(&f.inside, &ik).map_err(|e| io_err("lookup", e))?;
+        let old_out = lookup(&f.outside, &ek).map_err(|e| io_err("lookup", e))?;
         // Stale halves of bindings this one replaces.
-        if let Some(old) = lookup(&f.inside, &ik).map_err(|e| io_err("lookup", e))? {
+        if let Some(old) = old_in {
             let old_ext = key_of(value_addr(&old));
             if old_ext != ek {
                 self.delete_if_points(&f.outside, &old_ext, internal)?;
             }
         }
-        if let Some(old) = lookup(&f.outside, &ek).map_err(|e| io_err("lookup", e))? {
+        if let Some(old) = old_out {
             let old_int = key_of(value_addr(&old));
             if old_int != ik {
                 self.delete_if_points(&f.inside, &old_int, external)?;
             }
         }
-        let keep = |fd: &OwnedFd, k: &MediaKey, mut v: MediaNat| -> Result<MediaNat, XdpError> {
-            if let Some(old) = lookup(fd, k).map_err(|e| io_err("lookup", e))? {
+        let keep = |old: Option<MediaNat>, mut v: MediaNat| -> MediaNat {
+            if let Some(old) = old {
                 if old.addr == v.addr && old.port == v.port && old.family == v.family {
                     v.last_seen_ns = old.last_seen_ns;
                     v.packets = old.packets;
                 }
             }
-            Ok(v)
+            v
         };
-        let ev = keep(&f.outside, &ek, ev)?;
-        let iv = keep(&f.inside, &ik, iv)?;
+        let ev = keep(old_out, value_of(internal));
+        let iv = keep(old_in, value_of(external));
         // Inbound half first: by the time the inside starts translating outbound, replies
         // to the external address are already translated back.
         update(&f.outside, &ek, &ev).map_err(|e| io_err("install (outside)", e))?;

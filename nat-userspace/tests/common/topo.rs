@@ -129,6 +129,8 @@ impl Topo {
             .args(["--interface", "ua0", "--src-ip", ua, "--dst-ip", car])
             .args(["--rx-interface", "car0", "--rx-netns", &self.car.name])
             .args(["--expect-external", ext, "--json", "--no-progress"])
+            // The fixture's daemons run media NAT on (the default range).
+            .args(["--expect-media-range", "30000-39999"])
             .args(args.split_whitespace());
         c.output().expect("run sipnat loadtest")
     }
@@ -255,18 +257,11 @@ impl Topo {
         rest: &str,
     ) -> PathBuf {
         let socket = self.dir.path(&format!("{name}.sock"));
-        // Media NAT (on by default) gives SDP ports of its range; the tests that check
-        // SDP byte for byte (the throughput smoke test, the load test's verifier) expect
-        // them kept: off unless a test configures [media] itself.
-        let media = if rest.contains("[media]") {
-            ""
-        } else {
-            "[media]\nenabled = false\n\n"
-        };
+        // Media NAT is on, as by default (a test that needs it off says so in `rest`).
         let text = format!(
             "[interfaces]\ninside = \"gwin\"\noutside = \"gwout\"\nsip_ports = [5060]\non_failure = \"pass\"\n\n\
              [nat]\nexternal_ip = \"{EXT_IP}\"\n{nat_extra}\n\n[[nat.rule]]\ninternal = \"10.0.0.0/24\"\n\n\
-             [control]\nsocket = \"{}\"\n{control_extra}\nbpffs = \"{}/sipnat\"\n\n{media}{rest}\n",
+             [control]\nsocket = \"{}\"\n{control_extra}\nbpffs = \"{}/sipnat\"\n\n{rest}\n",
             socket.display(),
             self.bpffs.0.display()
         );

@@ -207,49 +207,41 @@ impl Harness {
 
 /// `--e2e --rtp`: bench/run-rtp.sh (sipnat-media vs kernel-masq, interleaved rounds).
 fn e2e_rtp(a: &BenchArgs) -> anyhow::Result<()> {
-    let h = Harness::prepare()?;
-    let out = h.out_dir(a, &format!("rtp-{}", h.stamp))?;
-    let seconds = a.seconds.unwrap_or(if a.quick { 2 } else { 5 });
-    let rounds = a.runs.unwrap_or(3).max(1);
-    let mut m = Command::new(h.bench.join("run-rtp.sh"));
-    m.envs(h.envs.iter().cloned())
-        .arg("--out")
-        .arg(&out)
-        .args(["--rounds", &rounds.to_string()])
-        .args(["--seconds", &seconds.to_string()])
-        .args(["--flows", "4096"])
-        // xdpgen: XDP frames (ndo_xdp_xmit), as from a NIC, faster than the gateway can
-        // take them; kagen: skbs at the gateway's veth
-        .args(["--gens", "xdpgen kagen"])
-        .arg("--");
-    if a.quick {
-        m.args(["--max-wait", "20", "--retry-noisy", "0"]);
-    } else {
-        m.args(["--retry-noisy", "1"]);
-    }
-    m.args(&a.load_args);
-    shell::step(&format!(
-        "RTP comparison (sipnat-media vs kernel-masq; {rounds} round(s) x {seconds} s; results in {})",
-        out.display()
-    ));
-    h.run(&mut m, &[], &out)?;
-    println!("results: {}", out.display());
-    Ok(())
+    // xdpgen: XDP frames (ndo_xdp_xmit), as from a NIC, faster than the gateway can take
+    // them; kagen: skbs at the gateway's veth
+    let extra = ["--flows", "4096", "--gens", "xdpgen kagen"];
+    let what = "RTP comparison, sipnat-media vs kernel-masq";
+    rounds_bench(a, ("run-rtp.sh", "rtp"), &extra, what, &[])
 }
 
 /// `--e2e --napt`: bench/run-napt.sh (NAPT off, on keeping ports, on allocating;
 /// interleaved rounds).
 fn e2e_napt(a: &BenchArgs) -> anyhow::Result<()> {
+    let what = "SIP call setup, NAPT off vs on";
+    rounds_bench(a, ("run-napt.sh", "napt"), &[], what, &["sut-sipnat.sh"])
+}
+
+/// A comparison in interleaved rounds: `bench/SCRIPT --out DIR --rounds N --seconds S
+/// EXTRA -- LOAD_ARGS`, results in a folder named after `tag`; the bench scripts `downs`
+/// are taken down afterwards, with the topology.
+fn rounds_bench(
+    a: &BenchArgs,
+    (script, tag): (&str, &str),
+    extra: &[&str],
+    what: &str,
+    downs: &[&str],
+) -> anyhow::Result<()> {
     let h = Harness::prepare()?;
-    let out = h.out_dir(a, &format!("napt-{}", h.stamp))?;
+    let out = h.out_dir(a, &format!("{tag}-{}", h.stamp))?;
     let seconds = a.seconds.unwrap_or(if a.quick { 2 } else { 5 });
     let rounds = a.runs.unwrap_or(3).max(1);
-    let mut m = Command::new(h.bench.join("run-napt.sh"));
+    let mut m = Command::new(h.bench.join(script));
     m.envs(h.envs.iter().cloned())
         .arg("--out")
         .arg(&out)
         .args(["--rounds", &rounds.to_string()])
         .args(["--seconds", &seconds.to_string()])
+        .args(extra)
         .arg("--");
     if a.quick {
         m.args(["--max-wait", "20", "--retry-noisy", "0"]);
@@ -257,12 +249,12 @@ fn e2e_napt(a: &BenchArgs) -> anyhow::Result<()> {
         m.args(["--retry-noisy", "1"]);
     }
     m.args(&a.load_args);
+    let shown = out.display();
     shell::step(&format!(
-        "SIP call setup, NAPT off vs on ({rounds} round(s) x {seconds} s; results in {})",
-        out.display()
+        "{what} ({rounds} round(s) x {seconds} s; results in {shown})"
     ));
-    h.run(&mut m, &["sut-sipnat.sh"], &out)?;
-    println!("results: {}", out.display());
+    h.run(&mut m, downs, &out)?;
+    println!("results: {shown}");
     Ok(())
 }
 

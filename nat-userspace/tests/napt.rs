@@ -445,7 +445,14 @@ fn rtp_of_uas_is_translated_by_xdp_both_ways(tag: &str, n: usize) {
         xin >= n_out as u64 && xout >= n_in as u64,
         "XDP redirect_media {xin}/{xout}"
     );
-    // The BYEs removed every binding.
+    // The BYEs removed every binding (each LINGER_S after its BYE: the media that
+    // trails a BYE stays translated).
+    await_condition(
+        "the ended calls' bindings removed",
+        std::time::Duration::from_secs(10),
+        || sipnat.stats()["bindings"]["media_live"] == 0,
+    );
+    let st = sipnat.stats();
     let b = &st["bindings"];
     assert_eq!(b["media_installed"], n, "{b}");
     assert_eq!(b["media_removed"], n, "{b}");

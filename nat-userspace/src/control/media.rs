@@ -43,7 +43,8 @@ pub fn shared_media(cfg: &Config, maps: &MediaMaps) -> Option<SharedMedia> {
     })
 }
 
-/// `CLOCK_MONOTONIC` now, nanoseconds (the clock XDP stamps with `bpf_ktime_get_ns`).
+/// `CLOCK_MONOTONIC` now, nanoseconds (the clock XDP stamps with, as of its last tick:
+/// `bpf_ktime_get_coarse_ns`).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -54,13 +55,16 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Removes idle media bindings once a second until the daemon stops.
+/// Once a second until the daemon stops: removes the bindings of dialogs that ended
+/// `LINGER_S` ago, and idle bindings.
 pub fn spawn_reaper(shared: Arc<DatapathState>) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("sipnat-reaper".into())
         .spawn(move || {
             let tick = Duration::from_millis(100);
             let mut waited = Duration::ZERO;
+            // Ended dialogs whose bindings linger (`LINGER_S`), oldest first.
+            let mut ending = std::collections::VecDeque::new();
             while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(tick);
                 waited += tick;
@@ -69,12 +73,11 @@ pub fn spawn_reaper(shared: Arc<DatapathState>) -> std::io::Result<std::thread::
                 }
                 waited = Duration::ZERO;
                 if let Some(m) = &shared.media {
-                    let n = m.registry.reap(
-                        &*m.sink,
-                        monotonic_ns(),
-                        shared.clock.now_s(),
-                        m.idle_timeout_s,
-                    );
+                    let now_s = shared.clock.now_s();
+                    m.registry.end_lingering(&mut ending, now_s, &*m.sink);
+                    let n = m
+                        .registry
+                        .reap(&*m.sink, monotonic_ns(), now_s, m.idle_timeout_s);
                     if n > 0 {
                         tracing::debug!("{n} idle media binding(s) reaped");
                     }

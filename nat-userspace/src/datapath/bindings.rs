@@ -158,7 +158,9 @@ pub(super) fn after_rewrite<E: Egress>(
     }
     if let (Some(m), Some((call, ends))) = (env.media, dialog) {
         if ends {
-            m.registry.end_call(call, m.sink);
+            // Kept a little longer: the media that trails a BYE stays translated.
+            m.registry
+                .end_call_later(call, (env.now_ms / 1000) as u32, m.sink);
         } else if let Some(g) = alloc.as_ref().and_then(MediaAlloc::generation) {
             // This SDP named the dialog's media: the bindings it no longer names go.
             m.registry.end_sdp(call, g, m.sink);

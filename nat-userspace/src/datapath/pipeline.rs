@@ -1673,7 +1673,7 @@ mod tests {
     /// Media bindings: an outbound INVITE's SDP gets an external port pair of the media
     /// range in `m=` and `a=rtcp` (and the binding installed, RTP and RTCP); its
     /// retransmission the same pair; a re-INVITE moving the media a new one (the old goes);
-    /// the BYE removes the dialog's bindings.
+    /// the BYE removes the dialog's bindings, `LINGER_S` later.
     #[test]
     fn media_ports_from_sdp_are_bound_and_end_with_the_dialog() {
         use crate::nat::media::InMemoryBindings;
@@ -1745,7 +1745,15 @@ mod tests {
             From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@198.51.100.2>;tag=2\r\ni: m1@x\r\n\
             CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
         send(&mut h, bye);
-        assert!(bound(&h).is_empty());
+        // Kept for the media that trails the BYE; removed once LINGER_S has passed.
+        assert_eq!(bound(&h).len(), 2);
+        let (reg, sink) = h.media.as_ref().unwrap();
+        let mut ending = std::collections::VecDeque::new();
+        assert_eq!(reg.end_lingering(&mut ending, 0, sink), 0);
+        assert_eq!((ending.len(), bound(&h).len()), (1, 2), "not yet due");
+        let later = ending[0].1 + crate::nat::media::LINGER_S;
+        assert_eq!(reg.end_lingering(&mut ending, later, sink), 1);
+        assert!(bound(&h).is_empty() && ending.is_empty());
         let reg = &h.media.as_ref().unwrap().0;
         assert_eq!(reg.live(), 0);
         assert_eq!(

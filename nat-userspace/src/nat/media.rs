@@ -272,8 +272,20 @@ pub struct MediaRegistry {
     generation: AtomicU32,
     live: AtomicUsize,
     seed: u64,
+    /// Dialogs ended (BYE, CANCEL, an error final response) whose bindings go
+    /// [`LINGER_S`] later: (call, ended at on the seconds clock).
+    ending: crossbeam_queue::ArrayQueue<(u64, u32)>,
     pub counters: MediaCounters,
 }
+
+/// Seconds a dialog's bindings outlive its end (BYE, CANCEL, an error final response):
+/// RTP that trails the BYE is still translated by XDP, never handed to the kernel with
+/// its internal address. The control plane's reaper ends them (within a second more).
+pub const LINGER_S: u32 = 2;
+
+/// Ended dialogs waiting for [`LINGER_S`]; when more end within that time, the extra
+/// ones end at once.
+const ENDING_QUEUE: usize = 4096;
 
 impl core::fmt::Debug for MediaRegistry {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -314,6 +326,7 @@ impl MediaRegistry {
             live: AtomicUsize::new(0),
             // Per-registry random seed: inside hosts choose their media addresses.
             seed: std::collections::hash_map::RandomState::new().hash_one(0x006d_6564_6961_u64),
+            ending: crossbeam_queue::ArrayQueue::new(ENDING_QUEUE),
             counters: MediaCounters::default(),
         }
     }
@@ -645,6 +658,39 @@ impl MediaRegistry {
     /// Removes every binding of dialog `call` (BYE, CANCEL, error final response).
     pub fn end_call(&self, call: u64, sink: &dyn MediaBindings) -> usize {
         self.remove_of_call(call, sink, |_| true)
+    }
+
+    /// Ends dialog `call` (BYE, CANCEL, error final response) [`LINGER_S`] seconds after
+    /// `now_s`: its bindings stay for the media that trails the end ([`Self::end_lingering`]
+    /// removes them). At once when too many dialogs are ending already. No lock, no
+    /// allocation (the worker's path).
+    pub fn end_call_later(&self, call: u64, now_s: u32, sink: &dyn MediaBindings) {
+        if self.ending.push((call, now_s)).is_err() {
+            self.end_call(call, sink);
+        }
+    }
+
+    /// Removes the bindings of the dialogs that ended at least [`LINGER_S`] before `now_s`;
+    /// `pending` holds the ended dialogs not due yet, from one call to the next (the
+    /// reaper's). Returns the bindings removed.
+    pub fn end_lingering(
+        &self,
+        pending: &mut std::collections::VecDeque<(u64, u32)>,
+        now_s: u32,
+        sink: &dyn MediaBindings,
+    ) -> usize {
+        while let Some(e) = self.ending.pop() {
+            pending.push_back(e);
+        }
+        let mut n = 0;
+        while let Some(&(call, at)) = pending.front() {
+            if now_s.wrapping_sub(at) < LINGER_S {
+                break;
+            }
+            pending.pop_front();
+            n += self.end_call(call, sink);
+        }
+        n
     }
 
     /// Removes the bindings whose last packet (or, without one, whose creation) is more

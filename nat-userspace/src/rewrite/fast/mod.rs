@@ -52,6 +52,11 @@ pub struct Gate {
     /// Bit d: some octet of the set ends in the digit d.
     last_digits: u16,
     all: bool,
+    /// The decimal text of each octet of the set (at most [`index::MAX_NEEDLES`] of
+    /// them), matched before a `.` by vector compares in the index pass; unused when
+    /// `n_needles` is [`index::TOO_MANY`] (each `.` is then checked against `octets`).
+    needles: [index::Needle; index::MAX_NEEDLES],
+    n_needles: u8,
 }
 
 impl Gate {
@@ -60,6 +65,8 @@ impl Gate {
         octets: [u64::MAX; 4],
         last_digits: 0x3ff,
         all: true,
+        needles: [index::Needle::NONE; index::MAX_NEEDLES],
+        n_needles: index::TOO_MANY,
     };
 
     /// The gate of one direction under `config` and `external`.
@@ -68,6 +75,8 @@ impl Gate {
             octets: [0; 4],
             last_digits: 0,
             all: false,
+            needles: [index::Needle::NONE; index::MAX_NEEDLES],
+            n_needles: 0,
         };
         match direction {
             Direction::Outbound => {
@@ -103,6 +112,21 @@ impl Gate {
         }
         if g.all {
             return Gate::ALL;
+        }
+        for o in 0..=255u8 {
+            if !g.has(u32::from(o)) {
+                continue;
+            }
+            match g.needles.get_mut(usize::from(g.n_needles)) {
+                Some(n) => {
+                    *n = index::Needle::of(o);
+                    g.n_needles += 1;
+                }
+                None => {
+                    g.n_needles = index::TOO_MANY;
+                    break;
+                }
+            }
         }
         g
     }

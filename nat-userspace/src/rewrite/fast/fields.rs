@@ -351,65 +351,7 @@ fn window(msg: &[u8], pos: usize, end: usize) -> Option<[u8; 16]> {
 /// dot, so the padding ends the address as `end` does).
 #[inline]
 fn ipv4_at(msg: &[u8], pos: usize, end: usize) -> Option<(Ipv4Addr, usize)> {
-    ipv4_of_window(&window(msg, pos, end)?)
-}
-
-/// The address at the start of a zero-padded window, read from its digit and dot masks
-/// (SSE2, one compare each): an octet is the run of digits at its start (its length
-/// from the masks), 1 to 3 of them, followed by a `.` (but the last, which takes at
-/// most 3 digits and lets anything follow) — `parse_ipv4_prefix`'s reading.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn ipv4_of_window(w: &[u8; 16]) -> Option<(Ipv4Addr, usize)> {
-    use core::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_set1_epi8,
-        _mm_sub_epi8,
-    };
-    // SAFETY: `w` has 16 bytes; `loadu` has no alignment requirement; SSE2 is part of
-    // the x86-64 baseline.
-    let (digits, dots) = unsafe {
-        let v = _mm_loadu_si128(w.as_ptr().cast::<__m128i>());
-        let t = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
-        let digit = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(9)), t);
-        let dot = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8));
-        (
-            _mm_movemask_epi8(digit) as u32,
-            _mm_movemask_epi8(dot) as u32,
-        )
-    };
-    // Bit i: byte i is not a digit (every bit past the window too).
-    let not_digit = !digits;
-    let d = |i: usize| u32::from(w[i & 15].wrapping_sub(b'0'));
-    let (mut p, mut out) = (0usize, 0u32);
-    for k in 0..4 {
-        // (An octet starts at 12 at the latest: the shifts stay below 32.)
-        let run = (not_digit >> (p & 15)).trailing_zeros() as usize;
-        let n = if k == 3 { run.min(3) } else { run };
-        let v = match n {
-            1 => d(p),
-            2 => d(p) * 10 + d(p + 1),
-            3 => d(p) * 100 + d(p + 1) * 10 + d(p + 2),
-            _ => return None,
-        };
-        if v > 255 {
-            return None;
-        }
-        out = out << 8 | v;
-        p += n;
-        if k < 3 {
-            if (dots >> (p & 15)) & 1 == 0 {
-                return None;
-            }
-            p += 1;
-        }
-    }
-    Some((Ipv4Addr::from(out), p))
-}
-
-/// [`ipv4_of_window`] without SSE2: the octets' digits one by one.
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn ipv4_of_window(w: &[u8; 16]) -> Option<(Ipv4Addr, usize)> {
+    let w = window(msg, pos, end)?;
     // (Indexes masked to the window: an octet starts at 12 at the latest, so its three
     // digits are within it.)
     let d = |i: usize| u32::from(w[i & 15].wrapping_sub(b'0'));

@@ -320,7 +320,25 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
         }
         if full < n && n > 1 {
             let w = n - 1;
-            one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w), &mut carry);
+            // The last, partial chunk: the window of the message's last 64 bytes (no
+            // copy), its masks shifted down to start at the chunk (what is shifted in
+            // from the top is zero: past the message's end). Its needles' digits before
+            // the chunk are the message's own bytes, as in a full chunk.
+            let shift = (w + 1) * 64 - msg.len();
+            match msg
+                .len()
+                .checked_sub(64 + BACK)
+                .and_then(|s| msg.get(s..))
+                .and_then(|b| b.first_chunk())
+            {
+                Some(window) => {
+                    let [ends, fs, dots, hits, ms] = chunk::<L, MODE>(window, needles);
+                    let down = |m: u64| m >> shift;
+                    let masks = [ends, fs, dots, hits, ms].map(down);
+                    finish::<MODE>(c, msg, gate, w, masks, &mut carry);
+                }
+                None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w), &mut carry),
+            }
         }
     }
 }
@@ -356,7 +374,21 @@ unsafe fn one<L: Lanes, const MODE: u8>(
     carry: &mut u64,
 ) {
     // SAFETY: the CPU has `L`'s instructions (the caller's promise).
-    let [ends, fs, dots, needle_hits, ms] = unsafe { chunk::<L, MODE>(window, needles) };
+    let masks = unsafe { chunk::<L, MODE>(window, needles) };
+    finish::<MODE>(c, msg, gate, w, masks, carry);
+}
+
+/// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the `ffff`
+/// runs, the needles' or the checked `.`) and `m` bytes stored.
+#[inline(always)]
+fn finish<const MODE: u8>(
+    c: &mut Cands,
+    msg: &[u8],
+    gate: &Gate,
+    w: usize,
+    [ends, fs, dots, needle_hits, ms]: [u64; 5],
+    carry: &mut u64,
+) {
     let (Some(eol), Some(bits), Some(m)) = (c.eol.get_mut(w), c.bits.get_mut(w), c.m.get_mut(w))
     else {
         return;
@@ -684,7 +716,9 @@ mod tests {
         for shift in 50..70 {
             let mut m = vec![b'x'; shift];
             m.extend_from_slice(b"192.10.0.7 ffff:1.2.3.4 100.64.0.1");
-            m.resize(200, b'.');
+            m.resize(200 + shift, b'.');
+            m.extend_from_slice(b"1.7.");
+            m.extend_from_slice(&b"FfFf"[..shift % 5]);
             msgs.push(m.clone());
             let mut digits = vec![b'1'; shift];
             digits.extend_from_slice(b"0.0.192.168.");
@@ -708,7 +742,19 @@ mod tests {
             let mut dots = g;
             dots.n_needles = TOO_MANY;
             for m in &msgs {
-                let want = cands(m, &dots);
+                // Byte by byte: a checked `.`, or the last of four `f`/`F`.
+                let want: Vec<usize> = (0..m.len())
+                    .filter(|&i| {
+                        (m[i] == b'.' && dot_candidate(m, i, &g))
+                            || (i >= 3 && m[i - 3..=i].iter().all(|&b| b | 0x20 == b'f'))
+                    })
+                    .collect();
+                assert_eq!(
+                    cands(m, &dots),
+                    want,
+                    "{nets:?} {}",
+                    String::from_utf8_lossy(m)
+                );
                 assert_eq!(
                     cands(m, &g),
                     want,

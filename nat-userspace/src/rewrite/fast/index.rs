@@ -430,22 +430,32 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
     needles: &[Needle],
 ) -> [u64; 5] {
     let (mut ends, mut fs, mut dots, mut hit, mut ms) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    // A mask's bits at `k`. (The masks of the later parts through `black_box`:
+    // otherwise LLVM reads the joined masks as vectors of 64 flags and takes the shifts
+    // and ORs apart lane by lane.)
+    let bits = |k: usize, m: u32| {
+        if k == 0 {
+            u64::from(m)
+        } else {
+            u64::from(core::hint::black_box(m))
+        }
+    };
     for k in (0..64).step_by(L::N) {
         // SAFETY: the CPU has `L`'s instructions (the caller's promise); every slice
         // has at least `L::N` bytes (`k + BACK + L::N` ≤ 67).
         unsafe {
             let v = L::load(&window[k + BACK..]);
             let e = L::or(L::eq(v, L::splat(b'\r')), L::eq(v, L::splat(b'\n')));
-            ends |= u64::from(L::mask(e)) << k;
+            ends |= bits(k, L::mask(e)) << k;
             if MODE == NOTHING {
                 continue;
             }
             let f = L::eq(L::or(v, L::splat(0x20)), L::splat(b'f'));
-            fs |= u64::from(L::mask(f)) << k;
-            ms |= u64::from(L::mask(L::eq(v, L::splat(b'm')))) << k;
+            fs |= bits(k, L::mask(f)) << k;
+            ms |= bits(k, L::mask(L::eq(v, L::splat(b'm')))) << k;
             let d = L::eq(v, L::splat(b'.'));
             if MODE == DOTS {
-                dots |= u64::from(L::mask(d)) << k;
+                dots |= bits(k, L::mask(d)) << k;
                 continue;
             }
             let mut h = L::splat(0);
@@ -459,7 +469,7 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
                 }
                 h = L::or(h, x);
             }
-            hit |= u64::from(L::mask(h)) << k;
+            hit |= bits(k, L::mask(h)) << k;
         }
     }
     [ends, fs, dots, hit, ms]
@@ -565,9 +575,7 @@ impl Lanes for Avx2 {
     #[inline(always)]
     unsafe fn mask(v: Self::V) -> u32 {
         // SAFETY: AVX2 is the caller's promise.
-        // (Through `black_box`: otherwise LLVM reads the masks as vectors of flags and
-        // takes the shifts and ORs of the index pass apart lane by lane.)
-        core::hint::black_box(unsafe { core::arch::x86_64::_mm256_movemask_epi8(v) as u32 })
+        unsafe { core::arch::x86_64::_mm256_movemask_epi8(v) as u32 }
     }
 }
 
@@ -608,8 +616,7 @@ impl Lanes for Sse2 {
     #[inline(always)]
     unsafe fn mask(v: Self::V) -> u32 {
         // SAFETY: SSE2 is part of the x86-64 baseline.
-        // (Through `black_box`: see `Avx2::mask`.)
-        core::hint::black_box(unsafe { core::arch::x86_64::_mm_movemask_epi8(v) as u32 })
+        unsafe { core::arch::x86_64::_mm_movemask_epi8(v) as u32 }
     }
 }
 

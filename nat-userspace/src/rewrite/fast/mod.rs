@@ -25,9 +25,12 @@
 //! fuzz target compare this path with the reference byte for byte.
 //!
 //! Why a hand-written sweep and not `memchr::memmem` / `aho-corasick` over the needles
-//! `10.`, `192.`, ...: the needle set is a set of byte values, tested with one table
-//! lookup per `.` (a SIP message has a few dozen), so the gate is 32 bytes that need no
-//! allocation to build — it can be built per call when the caller has none — and one
+//! `10.`, `192.`, ...: the needle set is small and fixed per gate. Up to four first
+//! octets (one or a few rules: the usual case) are matched in the same vector pass that
+//! finds the line ends, each by one compare per digit of its text against the bytes
+//! before every `.`; a gate with more (a rule shorter than /8, many rules) checks each
+//! `.` against its 256-bit set instead (a SIP message has a few dozen). The gate needs
+//! no allocation to build — it can be built per call when the caller has none — and one
 //! pass finds both kinds of candidates.
 
 use super::{

@@ -300,10 +300,28 @@ pub fn is_token_char(b: u8) -> bool {
 /// such messages; RFC 4475 baddn.dat): the body is then empty.
 #[inline]
 pub fn header(msg: &[u8], pos: usize) -> Result<Option<(Header, usize)>, Result<usize, Malformed>> {
-    header_with(msg, pos, |p, e| line_end(msg, p, e), Kind::of_token).map(Some)
+    header_with(msg, pos, &Scanned(msg), Kind::of_token).map(Some)
 }
 
-/// [`header`] with the caller's `line_end(pos, end)` (as [`line_end`] computes it) and name
+/// Where a line ends: [`line_end`]'s answer for `(pos, end)`, read however the caller
+/// can (the rewriter's fast path: from its index). A trait, not a closure, so that the
+/// method can be forced inline into [`header_with`] (a closure called from two places
+/// stayed an out-of-line call per header line).
+pub trait LineEnds {
+    fn line_end(&self, pos: usize, end: usize) -> (usize, usize);
+}
+
+/// [`LineEnds`] by scanning the message.
+struct Scanned<'m>(&'m [u8]);
+
+impl LineEnds for Scanned<'_> {
+    #[inline(always)]
+    fn line_end(&self, pos: usize, end: usize) -> (usize, usize) {
+        line_end(self.0, pos, end)
+    }
+}
+
+/// [`header`] with the caller's line ends (as [`line_end`] computes them) and name
 /// classification (as [`Kind::of_token`]): the rewriter's fast path reads its line ends
 /// from its index.
 #[allow(clippy::type_complexity)]
@@ -311,14 +329,14 @@ pub fn header(msg: &[u8], pos: usize) -> Result<Option<(Header, usize)>, Result<
 pub fn header_with(
     msg: &[u8],
     pos: usize,
-    line_end: impl Fn(usize, usize) -> (usize, usize),
+    lines: &impl LineEnds,
     kind: impl Fn(&[u8]) -> Kind,
 ) -> Result<(Header, usize), Result<usize, Malformed>> {
     let end = msg.len();
     if pos >= end {
         return Err(Ok(end));
     }
-    let (mut ce, mut next) = line_end(pos, end);
+    let (mut ce, mut next) = lines.line_end(pos, end);
     if ce == pos {
         // Empty line: end of headers; `next` is where the body starts.
         return Err(Ok(next));
@@ -335,7 +353,7 @@ pub fn header_with(
     }
     // Continuation lines (folding) belong to this header.
     while next < end && is_ws(msg[next]) {
-        (ce, next) = line_end(next, end);
+        (ce, next) = lines.line_end(next, end);
     }
     let v_start = skip_ws(msg, colon + 1, ce);
     let v_end = trim_end(msg, v_start, ce).max(v_start);

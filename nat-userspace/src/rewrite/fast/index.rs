@@ -197,7 +197,17 @@ impl Cands {
         msg: &[u8],
         pos: usize,
     ) -> Result<(message::Header, usize), Result<usize, Malformed>> {
-        message::header_with(msg, pos, |p, e| self.line_end(msg, p, e), Kind::of_token)
+        message::header_with(msg, pos, &Lines(self, msg), Kind::of_token)
+    }
+}
+
+/// The line ends of a message from its index ([`message::header_with`]'s).
+struct Lines<'c, 'm>(&'c Cands, &'m [u8]);
+
+impl message::LineEnds for Lines<'_, '_> {
+    #[inline(always)]
+    fn line_end(&self, pos: usize, end: usize) -> (usize, usize) {
+        self.0.line_end(self.1, pos, end)
     }
 }
 

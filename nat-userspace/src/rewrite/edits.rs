@@ -118,6 +118,34 @@ impl Edits {
         Ok(())
     }
 
+    /// [`Self::push`] of an edit that may start before edits already in the list (a
+    /// Content-Length, settled after the body's edits): inserted in start order, so that
+    /// a list collected in order stays sorted and [`Self::apply`] need not sort it (a
+    /// move of the few edits after it instead of a sort of the whole list).
+    #[inline]
+    pub fn push_in_order(
+        &mut self,
+        start: usize,
+        end: usize,
+        text: Text,
+        field: RewrittenField,
+    ) -> Result<(), Full> {
+        if self.items.len() >= MAX_EDITS.min(self.items.capacity()) {
+            return Err(Full);
+        }
+        let at = self.items.partition_point(|e| e.start as usize <= start);
+        self.items.insert(
+            at,
+            Edit {
+                start: start as u32,
+                end: end as u32,
+                text,
+                field,
+            },
+        );
+        Ok(())
+    }
+
     /// Drops the edits after the first `n` (a parse that pushed some and then gave way
     /// to another takes them back).
     #[inline]
@@ -188,8 +216,7 @@ fn forward(edits: &[Edit], buf: &mut [u8], len: usize) {
         if d != 0 {
             buf.copy_within(src..s, src.wrapping_add_signed(d));
         }
-        let at = s.wrapping_add_signed(d);
-        buf[at..at + e.text.len()].copy_from_slice(e.text.as_bytes());
+        put(buf, s.wrapping_add_signed(d), e.text.as_bytes());
         d += e.delta();
         src = e.end as usize;
     }
@@ -209,8 +236,11 @@ fn backward(edits: &[Edit], buf: &mut [u8], len: usize, total: isize) {
             buf.copy_within(end..src_end, end.wrapping_add_signed(d));
         }
         d -= e.delta();
-        let at = (e.start as usize).wrapping_add_signed(d);
-        buf[at..at + e.text.len()].copy_from_slice(e.text.as_bytes());
+        put(
+            buf,
+            (e.start as usize).wrapping_add_signed(d),
+            e.text.as_bytes(),
+        );
         src_end = e.start as usize;
     }
 }
@@ -252,9 +282,54 @@ fn mixed(edits: &[Edit], buf: &mut [u8], len: usize, total: isize) {
     }
     let mut d = 0isize;
     for e in edits {
-        let at = (e.start as usize).wrapping_add_signed(d);
-        buf[at..at + e.text.len()].copy_from_slice(e.text.as_bytes());
+        put(
+            buf,
+            (e.start as usize).wrapping_add_signed(d),
+            e.text.as_bytes(),
+        );
         d += e.delta();
+    }
+}
+
+/// Writes `t` (a replacement text: at most [`crate::sip::addr::TEXT_CAP`] bytes) at `at`,
+/// with copies of a constant size (two overlapping ones cover each range of lengths)
+/// instead of a `memcpy` call per text: the texts are short (addresses, ports, lengths).
+#[inline(always)]
+fn put(buf: &mut [u8], at: usize, t: &[u8]) {
+    let n = t.len();
+    let dst = &mut buf[at..at + n];
+    /// `dst[i..i + N] = t[i..i + N]`, both with at least `i + N` bytes.
+    #[inline(always)]
+    fn chunk<const N: usize>(dst: &mut [u8], t: &[u8], i: usize) {
+        if let (Some(d), Some(s)) = (
+            dst.get_mut(i..).and_then(|d| d.first_chunk_mut::<N>()),
+            t.get(i..).and_then(|s| s.first_chunk::<N>()),
+        ) {
+            *d = *s;
+        }
+    }
+    match n {
+        16.. => {
+            let mut i = 0;
+            while i + 16 < n {
+                chunk::<16>(dst, t, i);
+                i += 16;
+            }
+            chunk::<16>(dst, t, n - 16);
+        }
+        8..16 => {
+            chunk::<8>(dst, t, 0);
+            chunk::<8>(dst, t, n - 8);
+        }
+        4..8 => {
+            chunk::<4>(dst, t, 0);
+            chunk::<4>(dst, t, n - 4);
+        }
+        _ => {
+            for (d, &s) in dst.iter_mut().zip(t) {
+                *d = s;
+            }
+        }
     }
 }
 
@@ -317,6 +392,50 @@ mod tests {
     fn too_big_leaves_buffer_alone() {
         assert_eq!(run("abc", &[(0, 1, "xyz")], 4), None);
         assert_eq!(run("abc", &[(0, 1, "xy")], 4).as_deref(), Some("xybc"));
+    }
+
+    #[test]
+    fn texts_of_every_length_written_exactly() {
+        let text: Vec<u8> = (0..crate::sip::addr::TEXT_CAP as u8)
+            .map(|i| b'a' + i % 26)
+            .collect();
+        for n in 0..=text.len() {
+            for at in [0, 1, 7] {
+                let mut buf = vec![b'.'; 80];
+                put(&mut buf, at, &text[..n]);
+                let mut want = vec![b'.'; 80];
+                want[at..at + n].copy_from_slice(&text[..n]);
+                assert_eq!(buf, want, "{n} bytes at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_edit_pushed_in_order_keeps_the_list_sorted() {
+        let input = "aa 10.0.0.5 bb 192.168.100.100 cc 10.0.0.5 dd";
+        let mut e = Edits::new();
+        e.push(3, 11, t("203.0.113.10"), RewrittenField::Via)
+            .unwrap();
+        e.push(34, 42, t("x"), RewrittenField::Via).unwrap();
+        e.push_in_order(15, 30, t("1.2.3.4"), RewrittenField::ContentLength)
+            .unwrap();
+        e.push_in_order(0, 0, t("pre "), RewrittenField::ContentLength)
+            .unwrap();
+        e.push_in_order(45, 45, t(" post"), RewrittenField::ContentLength)
+            .unwrap();
+        let starts: Vec<u32> = e.iter().map(|e| e.start).collect();
+        assert_eq!(starts, [0, 3, 15, 34, 45]);
+        let mut buf = vec![0u8; 128];
+        buf[..input.len()].copy_from_slice(input.as_bytes());
+        let n = e.apply(&mut buf, input.len()).unwrap();
+        let edits = [
+            (0, 0, "pre "),
+            (3, 11, "203.0.113.10"),
+            (15, 30, "1.2.3.4"),
+            (34, 42, "x"),
+            (45, 45, " post"),
+        ];
+        assert_eq!(&buf[..n], reference(input, &edits).as_bytes());
     }
 
     #[test]

@@ -606,7 +606,14 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             let mut t = Text::default();
             t.push_u32(n.wrapping_add_signed(delta) as u32);
             for digits in f.cl_digits {
-                self.push(digits.start, digits.end, t, RewrittenField::ContentLength);
+                let (s, e) = (digits.start, digits.end);
+                if self
+                    .edits
+                    .push_in_order(s, e, t, RewrittenField::ContentLength)
+                    .is_err()
+                {
+                    self.full = true;
+                }
             }
         }
     }

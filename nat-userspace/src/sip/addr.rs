@@ -139,9 +139,30 @@ impl Text {
         self.push(&[b]);
     }
 
-    /// Appends a decimal number.
+    /// Appends a decimal number: its digits written in place, last first (no copy from a
+    /// scratch buffer, which was a `memcpy` call per number).
     #[inline]
     pub fn push_u32(&mut self, mut v: u32) {
+        let n = match v {
+            0..=9 => 1,
+            10..=99 => 2,
+            100..=999 => 3,
+            1_000..=9_999 => 4,
+            10_000..=99_999 => 5,
+            _ => 10,
+        };
+        let l = usize::from(self.len);
+        if n < 10 {
+            if let Some(out) = self.buf.get_mut(l..l + n) {
+                for d in out.iter_mut().rev() {
+                    *d = b'0' + (v % 10) as u8;
+                    v /= 10;
+                }
+                self.len = (l + n) as u8;
+                return;
+            }
+        }
+        // A longer number, or one that does not fit: through a scratch buffer.
         let mut tmp = [0u8; 10];
         let mut i = tmp.len();
         loop {
@@ -278,5 +299,25 @@ mod tests {
         let mut t = Text::default();
         t.push_u32(0);
         assert_eq!(t.as_bytes(), b"0");
+        for v in [
+            1, 9, 10, 99, 100, 386, 999, 1_000, 9_999, 10_000, 65_535, 99_999,
+        ]
+        .into_iter()
+        .chain([100_000, 999_999_999, 1_000_000_000, u32::MAX])
+        {
+            let mut t = Text::default();
+            t.push(b"x");
+            t.push_u32(v);
+            assert_eq!(t.as_bytes(), format!("x{v}").as_bytes());
+            // Near the capacity: the digits that fit, as before.
+            for room in 0..=10 {
+                let mut t = Text::default();
+                t.push(&[b'y'; TEXT_CAP][..TEXT_CAP - room]);
+                t.push_u32(v);
+                let want = format!("{v}");
+                let fit = &want.as_bytes()[..want.len().min(room)];
+                assert_eq!(&t.as_bytes()[TEXT_CAP - room..], fit, "{v} in {room}");
+            }
+        }
     }
 }

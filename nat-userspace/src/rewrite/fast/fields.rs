@@ -393,11 +393,13 @@ mod tests {
     /// every field inside messages that hold addresses at their start, middle and end.
     #[test]
     fn ipv4_from_the_window_equals_the_prefix_parse() {
-        let msgs: [&[u8]; 4] = [
+        let msgs: [&[u8]; 6] = [
             b"c=IN IP4 10.0.0.1\r\nx 192.168.100.200:5060;y 1.2.3.4",
             b"255.255.255.255 256.1.1.1 01.002.3.4 9.9.9.99999",
             b"10.0.0.10",
             b"a 10.1.2.3",
+            b"1.2.3.4.5 1234.1.1.1 1.2.3.1234 1..2.3 .1.2.3.4 1.2.3. 999.1.1.1 1.2.3.x",
+            b"000.000.000.000 123.123.123.123 0.0.0.0:5060 1.1.1.255/24 01.1.1.256",
         ];
         for msg in msgs {
             for pos in 0..=msg.len() {

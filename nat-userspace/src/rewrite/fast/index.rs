@@ -15,6 +15,8 @@ const WORDS: usize = MAX_INDEXED / 64;
 pub(super) struct Cands {
     bits: [u64; WORDS],
     eol: [u64; WORDS],
+    /// The `m` bytes (filled only with candidates: SDP `m=` lines are visited).
+    m: [u64; WORDS],
     /// `eol` covers the message (it is at most [`MAX_INDEXED`] bytes long).
     indexed: bool,
     all: bool,
@@ -54,6 +56,7 @@ impl Cands {
         let mut c = Cands {
             bits: [0; WORDS],
             eol: [0; WORDS],
+            m: [0; WORDS],
             indexed,
             all: gate.all || !indexed,
         };
@@ -65,15 +68,19 @@ impl Cands {
 
     #[inline(never)]
     fn fill_in(&mut self, msg: &[u8], gate: &Gate) {
-        let cands = !gate.all && !gate.is_empty();
+        let mode = if gate.all || gate.is_empty() {
+            NOTHING
+        } else if gate.n_needles == TOO_MANY {
+            DOTS
+        } else {
+            NEEDLES
+        };
+        #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the CPU has AVX2 (checked at run time, once).
-            unsafe { fill_avx2(self, msg, gate, cands) }
-        } else if cands {
-            fill::<true, false>(self, msg, gate);
-        } else {
-            fill::<false, false>(self, msg, gate);
+            return unsafe { fill_avx2(self, msg, gate, mode) };
         }
+        fill_sse2(self, msg, gate, mode);
     }
 
     /// The first CR or LF in `msg[pos..end]` (`end` ≤ the message's length), from the
@@ -140,16 +147,9 @@ impl Cands {
                 u64::MAX
             };
             let carry = if w > 0 { self.eol[w - 1] >> 63 } else { 0 };
-            let mut starts =
+            let starts =
                 ((self.eol[w] << 1) | carry | if w == ws { lo & !(lo << 1) } else { 0 }) & lo & hi;
-            let mut hits = self.bits[w] & lo & hi;
-            while starts != 0 {
-                let i = starts.trailing_zeros();
-                starts &= starts - 1;
-                if msg[w * 64 + i as usize] == b'm' {
-                    hits |= 1 << i;
-                }
-            }
+            let mut hits = (self.bits[w] | (starts & self.m[w])) & lo & hi;
             while hits != 0 {
                 let q = w * 64 + hits.trailing_zeros() as usize;
                 hits &= hits - 1;
@@ -197,22 +197,69 @@ impl Cands {
         msg: &[u8],
         pos: usize,
     ) -> Result<(message::Header, usize), Result<usize, Malformed>> {
-        message::header_with(msg, pos, |p, e| self.line_end(msg, p, e), Kind::of_token)
+        message::header_with(msg, pos, &Lines(self, msg), Kind::of_token)
+    }
+}
+
+/// The line ends of a message from its index ([`message::header_with`]'s).
+struct Lines<'c, 'm>(&'c Cands, &'m [u8]);
+
+impl message::LineEnds for Lines<'_, '_> {
+    #[inline(always)]
+    fn line_end(&self, pos: usize, end: usize) -> (usize, usize) {
+        self.0.line_end(self.1, pos, end)
     }
 }
 
 /// Whether this CPU has AVX2: detected once (std caches the answer), then one load.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+    std::is_x86_feature_detected!("avx2")
+}
+
+/// Most first octets a gate matches with vector compares; a gate with more (a rule
+/// shorter than /8, many rules) checks each `.` against its set instead.
+pub(super) const MAX_NEEDLES: usize = 4;
+/// `Gate::n_needles` of a gate with more than [`MAX_NEEDLES`] octets.
+pub(super) const TOO_MANY: u8 = u8::MAX;
+
+/// The decimal text of one first octet, without leading zeros, read backwards from the
+/// `.` after it: `digits[0]` is the digit right before the `.`. A `.` is a candidate
+/// of the octet set exactly when the text of one of its octets ends right before it:
+/// [`dot_candidate`] asks whether the 1, 2 or 3 digits before the `.` are the value of
+/// an octet of the set, and a run of digits with leading zeros has the value of its
+/// shortest suffix without them (`010` is 10, `00` is 0), which is that octet's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Needle {
+    digits: [u8; 3],
+    len: u8,
+}
+
+impl Needle {
+    pub(super) const NONE: Needle = Needle {
+        digits: [0; 3],
+        len: 0,
+    };
+
+    pub(super) fn of(o: u8) -> Needle {
+        let digits = [b'0' + o % 10, b'0' + o / 10 % 10, b'0' + o / 100];
+        let len = if o >= 100 {
+            3
+        } else if o >= 10 {
+            2
+        } else {
+            1
+        };
+        Needle { digits, len }
     }
 }
+
+/// What the index pass marks besides line ends: nothing (no gate, or everything), the
+/// needles' `.` by vector compares, or each `.` checked against the octet set.
+const NOTHING: u8 = 0;
+const NEEDLES: u8 = 1;
+const DOTS: u8 = 2;
 
 /// [`fill`] compiled for AVX2 (32 bytes per compare).
 ///
@@ -220,66 +267,222 @@ fn avx2() -> bool {
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fill_avx2(c: &mut Cands, msg: &[u8], gate: &Gate, cands: bool) {
-    if cands {
-        fill::<true, true>(c, msg, gate);
-    } else {
-        fill::<false, true>(c, msg, gate);
+unsafe fn fill_avx2(c: &mut Cands, msg: &[u8], gate: &Gate, mode: u8) {
+    // SAFETY: AVX2 is this function's precondition.
+    unsafe {
+        match mode {
+            NEEDLES => fill::<Avx2, NEEDLES>(c, msg, gate),
+            DOTS => fill::<Avx2, DOTS>(c, msg, gate),
+            _ => fill::<Avx2, NOTHING>(c, msg, gate),
+        }
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn fill_avx2(c: &mut Cands, msg: &[u8], gate: &Gate, cands: bool) {
-    if cands {
-        fill::<true, false>(c, msg, gate);
-    } else {
-        fill::<false, false>(c, msg, gate);
+/// [`fill`] with 16-byte compares (SSE2 is part of the x86-64 baseline).
+fn fill_sse2(c: &mut Cands, msg: &[u8], gate: &Gate, mode: u8) {
+    // SAFETY: `Sse2`'s operations need SSE2 (x86-64 baseline) or nothing (elsewhere).
+    unsafe {
+        match mode {
+            NEEDLES => fill::<Sse2, NEEDLES>(c, msg, gate),
+            DOTS => fill::<Sse2, DOTS>(c, msg, gate),
+            _ => fill::<Sse2, NOTHING>(c, msg, gate),
+        }
     }
 }
+
+/// Bytes of the window before each chunk: a needle's digits reach 3 bytes back.
+const BACK: usize = 3;
 
 /// The index pass over `msg` (at most [`MAX_INDEXED`] bytes), 64 bytes at a time: line
-/// ends always, candidates when `CANDS`; `AVX2` true only inside [`fill_avx2`] (x86-64).
+/// ends always, candidates as `MODE` says.
+///
+/// # Safety
+/// The CPU must have `L`'s instructions.
 #[inline(always)]
-fn fill<const CANDS: bool, const AVX2: bool>(c: &mut Cands, msg: &[u8], gate: &Gate) {
+unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate) {
+    let needles = match MODE {
+        NEEDLES => &gate.needles[..usize::from(gate.n_needles).min(MAX_NEEDLES)],
+        _ => &[],
+    };
+    let n = msg.len().div_ceil(64).min(WORDS);
+    if n == 0 {
+        return;
+    }
     // The `f` bits of the 3 bytes before the chunk (a `ffff` across chunks).
     let mut carry: u64 = 0;
-    for (w, (slot, eol)) in c.bits.iter_mut().zip(c.eol.iter_mut()).enumerate() {
-        let at = w * 64;
-        if at >= msg.len() {
-            break;
-        }
-        let [dots, fs, ends] = match msg.get(at..at + 64) {
-            Some(chunk) => masks64::<AVX2>(chunk),
-            None => {
-                let mut tail = [0u8; 64];
-                tail[..msg.len() - at].copy_from_slice(&msg[at..]);
-                masks64::<AVX2>(&tail)
-            }
-        };
-        *eol = ends;
-        if !CANDS {
-            continue;
-        }
-        let mut hit: u64 = 0;
-        if fs != 0 {
-            // Bit j: bytes j-3..=j of the chunk (the first three reaching into the
-            // chunk before) are `f`.
-            let w3 = (fs << 3) | carry;
-            let w2 = (fs << 2) | (carry >> 1);
-            let w1 = (fs << 1) | (carry >> 2);
-            hit |= fs & w1 & w2 & w3;
-        }
-        carry = fs >> 61;
-        let mut d = dots;
-        while d != 0 {
-            let i = d.trailing_zeros() as usize;
-            d &= d - 1;
-            if dot_candidate(msg, at + i, gate) {
-                hit |= 1 << i;
+    // `window[BACK + i]` is byte `64 * w + i`; bytes before the message or after its end
+    // are zero (neither a digit, a `.`, an `f` nor a line end). The first chunk and the
+    // last (when the message does not fill it) are copied into a zeroed window, the
+    // others read in place. (No closures here: a closure does not get the caller's
+    // target features, and the intrinsics would become calls.)
+    // SAFETY (the `one` calls): the CPU has `L`'s instructions (the caller's promise).
+    unsafe {
+        one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0), &mut carry);
+        let full = (msg.len() / 64).min(n);
+        for w in 1..full {
+            match msg
+                .get(w * 64 - BACK..w * 64 + 64)
+                .and_then(|b| b.first_chunk())
+            {
+                Some(window) => one::<L, MODE>(c, msg, gate, needles, w, window, &mut carry),
+                None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w), &mut carry),
             }
         }
-        *slot = hit;
+        if full < n && n > 1 {
+            let w = n - 1;
+            // The last, partial chunk: the window of the message's last 64 bytes (no
+            // copy), its masks shifted down to start at the chunk (what is shifted in
+            // from the top is zero: past the message's end). Its needles' digits before
+            // the chunk are the message's own bytes, as in a full chunk.
+            let shift = (w + 1) * 64 - msg.len();
+            match msg
+                .len()
+                .checked_sub(64 + BACK)
+                .and_then(|s| msg.get(s..))
+                .and_then(|b| b.first_chunk())
+            {
+                Some(window) => {
+                    let [ends, fs, dots, hits, ms] = chunk::<L, MODE>(window, needles);
+                    let down = |m: u64| m >> shift;
+                    let masks = [ends, fs, dots, hits, ms].map(down);
+                    finish::<MODE>(c, msg, gate, w, masks, &mut carry);
+                }
+                None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w), &mut carry),
+            }
+        }
     }
+}
+
+/// The window of chunk `w` (see [`fill`]), copied into zeroes.
+#[inline(always)]
+fn padded(msg: &[u8], w: usize) -> [u8; BACK + 64] {
+    let mut pad = [0u8; BACK + 64];
+    let at = w * 64;
+    let from = at.saturating_sub(BACK).min(msg.len());
+    let to = msg.len().min(at + 64).max(from);
+    if w == 0 && to == 64 {
+        // (A copy of a constant size, which needs no `memcpy` call.)
+        pad[BACK..].copy_from_slice(&msg[..64]);
+    } else if let Some(dst) = pad.get_mut(BACK + from - at..BACK + to - at) {
+        dst.copy_from_slice(&msg[from..to]);
+    }
+    pad
+}
+
+/// Chunk `w` of [`fill`] from its window: its line ends, candidates and `m` bytes.
+///
+/// # Safety
+/// The CPU must have `L`'s instructions.
+#[inline(always)]
+unsafe fn one<L: Lanes, const MODE: u8>(
+    c: &mut Cands,
+    msg: &[u8],
+    gate: &Gate,
+    needles: &[Needle],
+    w: usize,
+    window: &[u8; BACK + 64],
+    carry: &mut u64,
+) {
+    // SAFETY: the CPU has `L`'s instructions (the caller's promise).
+    let masks = unsafe { chunk::<L, MODE>(window, needles) };
+    finish::<MODE>(c, msg, gate, w, masks, carry);
+}
+
+/// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the `ffff`
+/// runs, the needles' or the checked `.`) and `m` bytes stored.
+#[inline(always)]
+fn finish<const MODE: u8>(
+    c: &mut Cands,
+    msg: &[u8],
+    gate: &Gate,
+    w: usize,
+    [ends, fs, dots, needle_hits, ms]: [u64; 5],
+    carry: &mut u64,
+) {
+    let (Some(eol), Some(bits), Some(m)) = (c.eol.get_mut(w), c.bits.get_mut(w), c.m.get_mut(w))
+    else {
+        return;
+    };
+    *eol = ends;
+    if MODE == NOTHING {
+        return;
+    }
+    *m = ms;
+    let mut hit = needle_hits;
+    if fs != 0 {
+        // Bit j: bytes j-3..=j of the chunk (the first three reaching into the chunk
+        // before) are `f`.
+        let w3 = (fs << 3) | *carry;
+        let w2 = (fs << 2) | (*carry >> 1);
+        let w1 = (fs << 1) | (*carry >> 2);
+        hit |= fs & w1 & w2 & w3;
+    }
+    *carry = fs >> 61;
+    let mut d = dots;
+    while d != 0 {
+        let i = d.trailing_zeros() as usize;
+        d &= d - 1;
+        if dot_candidate(msg, w * 64 + i, gate) {
+            hit |= 1 << i;
+        }
+    }
+    *bits = hit;
+}
+
+/// One chunk's masks: line ends, `f`/`F`, the `.` to check against the octet set
+/// (`DOTS`), the needles' `.` (`NEEDLES`) and the `m` bytes.
+///
+/// # Safety
+/// The CPU must have `L`'s instructions.
+#[inline(always)]
+unsafe fn chunk<L: Lanes, const MODE: u8>(
+    window: &[u8; BACK + 64],
+    needles: &[Needle],
+) -> [u64; 5] {
+    let (mut ends, mut fs, mut dots, mut hit, mut ms) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    // A mask's bits at `k`. (The masks of the later parts through `black_box`:
+    // otherwise LLVM reads the joined masks as vectors of 64 flags and takes the shifts
+    // and ORs apart lane by lane.)
+    let bits = |k: usize, m: u32| {
+        if k == 0 {
+            u64::from(m)
+        } else {
+            u64::from(core::hint::black_box(m))
+        }
+    };
+    for k in (0..64).step_by(L::N) {
+        // SAFETY: the CPU has `L`'s instructions (the caller's promise); every slice
+        // has at least `L::N` bytes (`k + BACK + L::N` ≤ 67).
+        unsafe {
+            let v = L::load(&window[k + BACK..]);
+            let e = L::or(L::eq(v, L::splat(b'\r')), L::eq(v, L::splat(b'\n')));
+            ends |= bits(k, L::mask(e)) << k;
+            if MODE == NOTHING {
+                continue;
+            }
+            let f = L::eq(L::or(v, L::splat(0x20)), L::splat(b'f'));
+            fs |= bits(k, L::mask(f)) << k;
+            ms |= bits(k, L::mask(L::eq(v, L::splat(b'm')))) << k;
+            let d = L::eq(v, L::splat(b'.'));
+            if MODE == DOTS {
+                dots |= bits(k, L::mask(d)) << k;
+                continue;
+            }
+            let mut h = L::splat(0);
+            for n in needles {
+                let mut x = L::and(d, L::eq(L::load(&window[k + 2..]), L::splat(n.digits[0])));
+                if n.len >= 2 {
+                    x = L::and(x, L::eq(L::load(&window[k + 1..]), L::splat(n.digits[1])));
+                }
+                if n.len >= 3 {
+                    x = L::and(x, L::eq(L::load(&window[k..]), L::splat(n.digits[2])));
+                }
+                h = L::or(h, x);
+            }
+            hit |= bits(k, L::mask(h)) << k;
+        }
+    }
+    [ends, fs, dots, hit, ms]
 }
 
 /// Whether the `.` at `p` follows the 1, 2 or 3 digits of a first octet of the gate.
@@ -312,107 +515,152 @@ fn dot_candidate(msg: &[u8], p: usize, gate: &Gate) -> bool {
     }
 }
 
-/// The `.`, `f`/`F` and CR-or-LF bits of 64 bytes: two AVX2 compares (only inlined into
-/// [`fill_avx2`]) or four SSE2 ones.
-#[inline(always)]
-fn masks64<const AVX2: bool>(b: &[u8]) -> [u64; 3] {
-    let b = &b[..64];
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: `AVX2` is true only in `fill_avx2`, which runs on CPUs with AVX2.
-        let ([d0, f0, e0], [d1, f1, e1]) = unsafe { (masks32(&b[..32]), masks32(&b[32..])) };
-        let join = |a: u32, b: u32| u64::from(a) | u64::from(b) << 32;
-        // (Through `black_box`: otherwise LLVM reads the masks as vectors of 64 flags
-        // and takes the shifts below apart bit by bit.)
-        return core::hint::black_box([join(d0, d1), join(f0, f1), join(e0, e1)]);
-    }
-    let [d0, f0, e0] = masks(&b[0..16]);
-    let [d1, f1, e1] = masks(&b[16..32]);
-    let [d2, f2, e2] = masks(&b[32..48]);
-    let [d3, f3, e3] = masks(&b[48..64]);
-    let join = |a: u32, b: u32, c: u32, d: u32| {
-        u64::from(a) | u64::from(b) << 16 | u64::from(c) << 32 | u64::from(d) << 48
-    };
-    [
-        join(d0, d1, d2, d3),
-        join(f0, f1, f2, f3),
-        join(e0, e1, e2, e3),
-    ]
+/// The byte-wise vector operations of the index pass, one body for AVX2 (32 lanes) and
+/// SSE2 (16 lanes; a plain byte array off x86-64). Each is one instruction.
+trait Lanes {
+    type V: Copy;
+    /// Lanes per vector.
+    const N: usize;
+    /// The first `N` bytes of `b` (which has at least `N`: checked).
+    ///
+    /// # Safety
+    /// The CPU must have these lanes' instructions (as for every operation here).
+    unsafe fn load(b: &[u8]) -> Self::V;
+    /// # Safety
+    /// As [`Self::load`].
+    unsafe fn splat(c: u8) -> Self::V;
+    /// Per lane: all ones when equal, else zero.
+    ///
+    /// # Safety
+    /// As [`Self::load`].
+    unsafe fn eq(a: Self::V, b: Self::V) -> Self::V;
+    /// # Safety
+    /// As [`Self::load`].
+    unsafe fn and(a: Self::V, b: Self::V) -> Self::V;
+    /// # Safety
+    /// As [`Self::load`].
+    unsafe fn or(a: Self::V, b: Self::V) -> Self::V;
+    /// The top bit of each lane, lane `i` in bit `i`.
+    ///
+    /// # Safety
+    /// As [`Self::load`].
+    unsafe fn mask(v: Self::V) -> u32;
 }
 
-/// The `.`, `f`/`F` and CR-or-LF bits of 32 bytes.
-///
-/// # Safety
-/// The CPU must have AVX2 (the caller is inlined into [`fill_avx2`]).
+/// 32 lanes (only inside [`fill_avx2`]).
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn masks32(b: &[u8]) -> [u32; 3] {
-    use core::arch::x86_64::{
-        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
-        _mm256_set1_epi8,
-    };
-    let b = &b[..32];
-    // SAFETY: `b` has 32 bytes (sliced above); `loadu` has no alignment requirement;
-    // AVX2 is the caller's promise.
-    unsafe {
-        let v = _mm256_loadu_si256(b.as_ptr().cast::<__m256i>());
-        let dots = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'.' as i8));
-        let fs = _mm256_cmpeq_epi8(
-            _mm256_or_si256(v, _mm256_set1_epi8(0x20)),
-            _mm256_set1_epi8(b'f' as i8),
-        );
-        let eol = _mm256_or_si256(
-            _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\r' as i8)),
-            _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\n' as i8)),
-        );
-        [
-            _mm256_movemask_epi8(dots) as u32,
-            _mm256_movemask_epi8(fs) as u32,
-            _mm256_movemask_epi8(eol) as u32,
-        ]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx2 {
+    type V = core::arch::x86_64::__m256i;
+    const N: usize = 32;
+    #[inline(always)]
+    unsafe fn load(b: &[u8]) -> Self::V {
+        let b = &b[..32];
+        // SAFETY: `b` has 32 bytes (sliced above); `loadu` has no alignment
+        // requirement; AVX2 is the caller's promise.
+        unsafe { core::arch::x86_64::_mm256_loadu_si256(b.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    unsafe fn splat(c: u8) -> Self::V {
+        // SAFETY: AVX2 is the caller's promise.
+        unsafe { core::arch::x86_64::_mm256_set1_epi8(c as i8) }
+    }
+    #[inline(always)]
+    unsafe fn eq(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: AVX2 is the caller's promise.
+        unsafe { core::arch::x86_64::_mm256_cmpeq_epi8(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn and(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: AVX2 is the caller's promise.
+        unsafe { core::arch::x86_64::_mm256_and_si256(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn or(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: AVX2 is the caller's promise.
+        unsafe { core::arch::x86_64::_mm256_or_si256(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mask(v: Self::V) -> u32 {
+        // SAFETY: AVX2 is the caller's promise.
+        unsafe { core::arch::x86_64::_mm256_movemask_epi8(v) as u32 }
     }
 }
 
-/// The `.`, `f`/`F` and CR-or-LF bits of 16 bytes.
-#[inline(always)]
-fn masks(b: &[u8]) -> [u32; 3] {
-    debug_assert!(b.len() >= 16);
-    #[cfg(target_arch = "x86_64")]
-    {
-        use core::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-            _mm_set1_epi8,
-        };
+/// 16 lanes: SSE2 (x86-64 baseline), or a byte array elsewhere.
+struct Sse2;
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Sse2 {
+    type V = core::arch::x86_64::__m128i;
+    const N: usize = 16;
+    #[inline(always)]
+    unsafe fn load(b: &[u8]) -> Self::V {
         let b = &b[..16];
-        // SAFETY: `b` has 16 bytes (sliced above); SSE2 is part of the x86-64 baseline;
-        // `loadu` has no alignment requirement.
-        unsafe {
-            let v = _mm_loadu_si128(b.as_ptr().cast::<__m128i>());
-            let dots = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8));
-            let fs = _mm_cmpeq_epi8(
-                _mm_or_si128(v, _mm_set1_epi8(0x20)),
-                _mm_set1_epi8(b'f' as i8),
-            );
-            let eol = _mm_or_si128(
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8)),
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)),
-            );
-            [
-                _mm_movemask_epi8(dots) as u32,
-                _mm_movemask_epi8(fs) as u32,
-                _mm_movemask_epi8(eol) as u32,
-            ]
-        }
+        // SAFETY: `b` has 16 bytes (sliced above); `loadu` has no alignment
+        // requirement; SSE2 is part of the x86-64 baseline.
+        unsafe { core::arch::x86_64::_mm_loadu_si128(b.as_ptr().cast()) }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let mut m = [0u32; 3];
-        for (i, &c) in b[..16].iter().enumerate() {
-            m[0] |= u32::from(c == b'.') << i;
-            m[1] |= u32::from(c | 0x20 == b'f') << i;
-            m[2] |= u32::from(c == b'\r' || c == b'\n') << i;
-        }
-        m
+    #[inline(always)]
+    unsafe fn splat(c: u8) -> Self::V {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe { core::arch::x86_64::_mm_set1_epi8(c as i8) }
+    }
+    #[inline(always)]
+    unsafe fn eq(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe { core::arch::x86_64::_mm_cmpeq_epi8(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn and(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe { core::arch::x86_64::_mm_and_si128(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn or(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe { core::arch::x86_64::_mm_or_si128(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mask(v: Self::V) -> u32 {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe { core::arch::x86_64::_mm_movemask_epi8(v) as u32 }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Lanes for Sse2 {
+    type V = [u8; 16];
+    const N: usize = 16;
+    #[inline(always)]
+    unsafe fn load(b: &[u8]) -> Self::V {
+        let mut v = [0; 16];
+        v.copy_from_slice(&b[..16]);
+        v
+    }
+    #[inline(always)]
+    unsafe fn splat(c: u8) -> Self::V {
+        [c; 16]
+    }
+    #[inline(always)]
+    unsafe fn eq(a: Self::V, b: Self::V) -> Self::V {
+        core::array::from_fn(|i| if a[i] == b[i] { 0xff } else { 0 })
+    }
+    #[inline(always)]
+    unsafe fn and(a: Self::V, b: Self::V) -> Self::V {
+        core::array::from_fn(|i| a[i] & b[i])
+    }
+    #[inline(always)]
+    unsafe fn or(a: Self::V, b: Self::V) -> Self::V {
+        core::array::from_fn(|i| a[i] | b[i])
+    }
+    #[inline(always)]
+    unsafe fn mask(v: Self::V) -> u32 {
+        v.iter()
+            .enumerate()
+            .fold(0, |m, (i, &b)| m | u32::from(b >> 7) << i)
     }
 }
 
@@ -467,6 +715,81 @@ mod tests {
         assert_eq!(cands(&long, &g), vec![65]);
         // Longer than the index: everything.
         assert!(Cands::find(&vec![b'x'; MAX_INDEXED + 1], &g).any(0, 1));
+    }
+
+    /// The needles' vector compares mark what the check of each `.` against the octet
+    /// set marks, on both lane widths: octets of 1, 2 and 3 digits, leading zeros,
+    /// addresses at the message's start, across chunk boundaries and at its end.
+    #[test]
+    fn needles_mark_what_the_dot_check_marks() {
+        let mut msgs: Vec<Vec<u8>> = vec![
+            b"10.0.0.1".to_vec(),
+            b"0.1".to_vec(),
+            b".".to_vec(),
+            b"7.".to_vec(),
+            b"192.168.1.100 010.2.3.4 1100.5 255.255.255.0 8.8.8.8 00.1 99.9".to_vec(),
+        ];
+        // Every shift of an address across the 64-byte boundaries.
+        for shift in 50..70 {
+            let mut m = vec![b'x'; shift];
+            m.extend_from_slice(b"192.10.0.7 ffff:1.2.3.4 100.64.0.1");
+            m.resize(200 + shift, b'.');
+            m.extend_from_slice(b"1.7.");
+            m.extend_from_slice(&b"FfFf"[..shift % 5]);
+            msgs.push(m.clone());
+            let mut digits = vec![b'1'; shift];
+            digits.extend_from_slice(b"0.0.192.168.");
+            msgs.push(digits);
+        }
+        let gates = [
+            &["10.0.0.0/8"][..],
+            &["192.168.0.0/16", "8.8.8.8/32"],
+            &["0.0.0.0/8", "1.0.0.0/8", "100.64.0.0/10", "255.0.0.0/8"],
+            &[
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "7.0.0.0/8",
+                "9.0.0.0/8",
+            ],
+            &["160.0.0.0/4"],
+        ];
+        for nets in gates {
+            let g = gate(nets);
+            let mut dots = g;
+            dots.n_needles = TOO_MANY;
+            for m in &msgs {
+                // Byte by byte: a checked `.`, or the last of four `f`/`F`.
+                let want: Vec<usize> = (0..m.len())
+                    .filter(|&i| {
+                        (m[i] == b'.' && dot_candidate(m, i, &g))
+                            || (i >= 3 && m[i - 3..=i].iter().all(|&b| b | 0x20 == b'f'))
+                    })
+                    .collect();
+                assert_eq!(
+                    cands(m, &dots),
+                    want,
+                    "{nets:?} {}",
+                    String::from_utf8_lossy(m)
+                );
+                assert_eq!(
+                    cands(m, &g),
+                    want,
+                    "{nets:?} {}",
+                    String::from_utf8_lossy(m)
+                );
+                let mut c = Cands::find(m, &g);
+                c.bits = [0; WORDS];
+                let mode = if g.n_needles == TOO_MANY {
+                    DOTS
+                } else {
+                    NEEDLES
+                };
+                fill_sse2(&mut c, m, &g, mode);
+                let sse2: Vec<usize> = (0..m.len()).filter(|&i| c.any(i, i + 1)).collect();
+                assert_eq!(sse2, want, "SSE2 {nets:?} {}", String::from_utf8_lossy(m));
+            }
+        }
     }
 
     #[test]

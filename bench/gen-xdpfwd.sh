@@ -13,16 +13,9 @@ G0=ka-gen0 G1=ka-gen1
 case "${1:-}" in
   run)
     shift
-    declare -A o=()
-    while (($#)); do o[${1#--}]=$2; shift 2; done
+    gen_opts "$@"
     ns=${o[ns]}
-    if ! ip -n "$ns" link show $G0 >/dev/null 2>&1; then
-      ip -n "$ns" link add $G0 type veth peer name $G1
-      for i in $G0 $G1; do
-        nsx "$ns" ethtool -K $i tx off >/dev/null 2>&1 || true
-        ip -n "$ns" link set $i up
-      done
-    fi
+    gen_pair "$ns"
     fs=$RUN_DIR/bpffs
     mkdir -p "$fs"
     mountpoint -q "$fs" || mount -t bpf bpf "$fs"

@@ -19,20 +19,15 @@ G0=ka-gen0 G1=ka-gen1
 case "${1:-}" in
   run)
     shift
-    declare -A o=()
-    while (($#)); do o[${1#--}]=$2; shift 2; done
+    gen_opts "$@"
     ns=${o[ns]}
-    if ! ip -n "$ns" link show $G0 >/dev/null 2>&1; then
-      ip -n "$ns" link add $G0 type veth peer name $G1
-      for i in $G0 $G1; do
-        nsx "$ns" ethtool -K $i tx off >/dev/null 2>&1 || true
-        ip -n "$ns" link set $i up
-        # NAPI in a kthread on the generator's core, at the default priority: the sink's
-        # NAPI thread there (nice -15, topo.sh) runs first whenever it has work
-        nsx "$ns" ethtool -K $i gro on >/dev/null
-        nsx "$ns" sh -c "echo 1 > /sys/class/net/$i/threaded"
-      done
-    fi
+    # NAPI in a kthread on the generator's core, at the default priority: the sink's NAPI
+    # thread there (nice -15, topo.sh) runs first whenever it has work
+    threaded_napi() {
+      nsx "$ns" ethtool -K "$1" gro on >/dev/null
+      nsx "$ns" sh -c "echo 1 > /sys/class/net/$1/threaded"
+    }
+    gen_pair "$ns" threaded_napi
     for i in $G0 $G1; do
       for p in $(ps -eo pid=,comm= | awk -v n="napi/$i-" 'index($2, n) == 1 {print $1}'); do
         taskset -pc "${o[cpu]}" "$p" >/dev/null

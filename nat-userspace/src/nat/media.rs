@@ -436,7 +436,7 @@ impl MediaRegistry {
         let mut spins = 0u32;
         loop {
             let Some((i, v)) = self.find(internal) else {
-                return self.allocate(call, generation, internal, external, sink, now_s);
+                return self.allocate((call, generation), (internal, external), sink, now_s);
             };
             if kind(v.state) == LIVE && self.own(i, v.state) {
                 if v.external == external {
@@ -498,10 +498,8 @@ impl MediaRegistry {
     /// another thread binding the same address, installs it and publishes it.
     fn allocate(
         &self,
-        call: u64,
-        generation: u32,
-        internal: SocketAddr,
-        external: IpAddr,
+        (call, generation): (u64, u32),
+        (internal, external): (SocketAddr, IpAddr),
         sink: &dyn MediaBindings,
         now_s: u32,
     ) -> Option<u16> {

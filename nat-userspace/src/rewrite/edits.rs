@@ -125,24 +125,15 @@ impl Edits {
     #[inline]
     pub fn push_in_order(
         &mut self,
-        start: usize,
-        end: usize,
+        range: (usize, usize),
         text: Text,
         field: RewrittenField,
     ) -> Result<(), Full> {
-        if self.items.len() >= MAX_EDITS.min(self.items.capacity()) {
-            return Err(Full);
-        }
-        let at = self.items.partition_point(|e| e.start as usize <= start);
-        self.items.insert(
-            at,
-            Edit {
-                start: start as u32,
-                end: end as u32,
-                text,
-                field,
-            },
-        );
+        let (start, end) = range;
+        self.push_ref(start, end, &text, field)?;
+        let last = self.items.len() - 1;
+        let at = self.items[..last].partition_point(|e| e.start as usize <= start);
+        self.items[at..].rotate_right(1);
         Ok(())
     }
 
@@ -417,11 +408,11 @@ mod tests {
         e.push(3, 11, t("203.0.113.10"), RewrittenField::Via)
             .unwrap();
         e.push(34, 42, t("x"), RewrittenField::Via).unwrap();
-        e.push_in_order(15, 30, t("1.2.3.4"), RewrittenField::ContentLength)
+        e.push_in_order((15, 30), t("1.2.3.4"), RewrittenField::ContentLength)
             .unwrap();
-        e.push_in_order(0, 0, t("pre "), RewrittenField::ContentLength)
+        e.push_in_order((0, 0), t("pre "), RewrittenField::ContentLength)
             .unwrap();
-        e.push_in_order(45, 45, t(" post"), RewrittenField::ContentLength)
+        e.push_in_order((45, 45), t(" post"), RewrittenField::ContentLength)
             .unwrap();
         let starts: Vec<u32> = e.iter().map(|e| e.start).collect();
         assert_eq!(starts, [0, 3, 15, 34, 45]);

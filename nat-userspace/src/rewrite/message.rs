@@ -609,7 +609,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                 let (s, e) = (digits.start, digits.end);
                 if self
                     .edits
-                    .push_in_order(s, e, t, RewrittenField::ContentLength)
+                    .push_in_order((s, e), t, RewrittenField::ContentLength)
                     .is_err()
                 {
                     self.full = true;

@@ -85,9 +85,10 @@ fn rule(net: &str) -> RewriteConfig {
 
 /// HeaderRewriting / Concurrent: 192.168.1.100 → 203.0.113.10, Record-Route on.
 fn header_config() -> RewriteConfig {
-    let mut c = rule("192.168.1.100/32");
-    c.record_route = true;
-    c
+    RewriteConfig {
+        record_route: true,
+        ..rule("192.168.1.100/32")
+    }
 }
 
 fn outbound(config: &RewriteConfig, ext: Ipv4Addr) -> Context<'_> {
@@ -148,17 +149,7 @@ fn text(b: &[u8]) -> &str {
 }
 
 fn check_header(input: &[u8], ctx: &Context<'_>) {
-    let (r, out) = rewrite_copy(input, ctx);
-    expect_rewritten(
-        "header-rewriting",
-        &r,
-        Changes {
-            via: 1,
-            contact: 1,
-            record_route: 1,
-            ..Changes::default()
-        },
-    );
+    let out = rewritten("header-rewriting", input, ctx);
     let m = text(&out);
     assert!(line(m, "Via:").contains("203.0.113.10:5060;"), "{m}");
     assert!(line(m, "Contact:").contains("@203.0.113.10:5060>"), "{m}");
@@ -171,17 +162,7 @@ fn check_header(input: &[u8], ctx: &Context<'_>) {
 }
 
 fn check_sdp(input: &[u8], ctx: &Context<'_>) {
-    let (r, out) = rewrite_copy(input, ctx);
-    expect_rewritten(
-        "sdp-rewriting",
-        &r,
-        Changes {
-            sdp_origin: 1,
-            sdp_connection: 2,
-            content_length: 1,
-            ..Changes::default()
-        },
-    );
+    let out = rewritten("sdp-rewriting", input, ctx);
     let m = text(&out);
     assert_eq!(line(m, "Content-Length:"), "Content-Length: 225");
     assert_eq!(line(m, "o="), "o=user 123456 654321 IN IP4 203.0.113.10");
@@ -193,35 +174,14 @@ fn check_sdp(input: &[u8], ctx: &Context<'_>) {
 }
 
 fn check_concurrent(input: &[u8], ctx: &Context<'_>) {
-    let (r, out) = rewrite_copy(input, ctx);
-    expect_rewritten(
-        "concurrent",
-        &r,
-        Changes {
-            via: 1,
-            contact: 1,
-            ..Changes::default()
-        },
-    );
+    let out = rewritten("concurrent", input, ctx);
     let m = text(&out);
     assert!(line(m, "Via:").contains("203.0.113.10:5060;"), "{m}");
     assert!(line(m, "Contact:").contains("@203.0.113.10:5060>"), "{m}");
 }
 
 fn check_memory(input: &[u8], ctx: &Context<'_>) {
-    let (r, out) = rewrite_copy(input, ctx);
-    expect_rewritten(
-        "memory-efficiency",
-        &r,
-        Changes {
-            via: 1,
-            contact: 2,
-            sdp_origin: 1,
-            sdp_connection: 3,
-            content_length: 1,
-            ..Changes::default()
-        },
-    );
+    let out = rewritten("memory-efficiency", input, ctx);
     let m = text(&out);
     let vias = lines(m, "Via:");
     assert!(
@@ -245,21 +205,39 @@ fn check_memory(input: &[u8], ctx: &Context<'_>) {
 }
 
 fn expected_carrier() -> Changes {
-    Changes {
-        via: 1,
-        from_to: 1,
-        contact: 1,
-        sdp_origin: 1,
-        sdp_connection: 2,
-        sdp_rtcp: 1,
-        content_length: 1,
-        ..Changes::default()
+    expected("carrier-invite-sdp")
+}
+
+/// The changes the rewrite of each bench input makes (the README's expected results).
+fn expected(input: &str) -> Changes {
+    let mut c = Changes::default();
+    match input {
+        "header-rewriting" => (c.via, c.contact, c.record_route) = (1, 1, 1),
+        "sdp-rewriting" => (c.sdp_origin, c.sdp_connection, c.content_length) = (1, 2, 1),
+        "concurrent" => (c.via, c.contact) = (1, 1),
+        "memory-efficiency" => {
+            (c.via, c.contact, c.sdp_origin) = (1, 2, 1);
+            (c.sdp_connection, c.content_length) = (3, 1);
+        }
+        "carrier-invite-sdp" => {
+            (c.via, c.from_to, c.contact, c.sdp_origin) = (1, 1, 1, 1);
+            (c.sdp_connection, c.sdp_rtcp, c.content_length) = (2, 1, 1);
+        }
+        other => panic!("no expected changes for {other}"),
     }
+    c
+}
+
+/// One checked rewrite of bench input `name`: the expected changes, deterministic; the
+/// rewritten message.
+fn rewritten(name: &str, input: &[u8], ctx: &Context<'_>) -> Vec<u8> {
+    let (r, out) = rewrite_copy(input, ctx);
+    expect_rewritten(name, &r, expected(name));
+    out
 }
 
 fn check_carrier(input: &[u8], ctx: &Context<'_>) -> Vec<u8> {
-    let (r, out) = rewrite_copy(input, ctx);
-    expect_rewritten("carrier-invite-sdp", &r, expected_carrier());
+    let out = rewritten("carrier-invite-sdp", input, ctx);
     let m = text(&out);
     assert_eq!(
         line(m, "INVITE "),
@@ -500,19 +478,21 @@ fn both<C: Clock>(c: &mut Criterion<C>, name: &str, input: &[u8], ctx: &Context<
 }
 
 fn header_rewriting<C: Clock>(c: &mut Criterion<C>) {
-    let input = load("header-rewriting.sip");
-    let config = header_config();
-    let ctx = outbound(&config, EXT_ORIGIN);
-    check_header(&input, &ctx);
-    both(c, "HeaderRewriting", &input, &ctx);
+    checked_row(
+        c,
+        ("HeaderRewriting", "header-rewriting.sip"),
+        header_config(),
+        check_header,
+    );
 }
 
 fn sdp_rewriting<C: Clock>(c: &mut Criterion<C>) {
-    let input = load("sdp-rewriting.sip");
-    let config = rule("192.168.1.100/32");
-    let ctx = outbound(&config, EXT_ORIGIN);
-    check_sdp(&input, &ctx);
-    both(c, "SDPRewriting", &input, &ctx);
+    checked_row(
+        c,
+        ("SDPRewriting", "sdp-rewriting.sip"),
+        rule("192.168.1.100/32"),
+        check_sdp,
+    );
 }
 
 /// Two threads share one config and one external-address handle (read once per message,
@@ -525,31 +505,16 @@ fn concurrent<C: Clock>(c: &mut Criterion<C>) {
     check_concurrent(&input, &outbound(&config, EXT_ORIGIN));
     let len = input.len();
     let gate = Gate::of(&outbound(&config, EXT_ORIGIN));
+    // The context of one message: the external address read once from the handle.
+    let ctx_now = || Context {
+        external: **handle.load(),
+        ..outbound(&config, EXT_ORIGIN)
+    };
     let fast = |b: &mut [u8]| {
-        let ctx = Context {
-            config: &config,
-            external: **handle.load(),
-            direction: Direction::Outbound,
-            internal: None,
-            local_port: None,
-            napt: None,
-            media: None,
-        };
         // The thread's edit list, as the reference's: no per-thread setup in the bench.
-        rewrite_message_fast_tls(b, len, &ctx, &gate)
+        rewrite_message_fast_tls(b, len, &ctx_now(), &gate)
     };
-    let reference = |b: &mut [u8]| {
-        let ctx = Context {
-            config: &config,
-            external: **handle.load(),
-            direction: Direction::Outbound,
-            internal: None,
-            local_port: None,
-            napt: None,
-            media: None,
-        };
-        reference::rewrite_message(b, len, &ctx)
-    };
+    let reference = |b: &mut [u8]| reference::rewrite_message(b, len, &ctx_now());
     concurrent_row(c, "Concurrent/fast", &input, fast);
     concurrent_row(c, "Concurrent/reference", &input, reference);
 }
@@ -692,11 +657,12 @@ fn private_ip_detection<C: Clock>(c: &mut Criterion<C>) {
 }
 
 fn memory_efficiency<C: Clock>(c: &mut Criterion<C>) {
-    let input = load("memory-efficiency.sip");
-    let config = rule("192.168.1.0/24");
-    let ctx = outbound(&config, EXT_ORIGIN);
-    check_memory(&input, &ctx);
-    both(c, "MemoryEfficiency", &input, &ctx);
+    checked_row(
+        c,
+        ("MemoryEfficiency", "memory-efficiency.sip"),
+        rule("192.168.1.0/24"),
+        check_memory,
+    );
 }
 
 fn carrier_config() -> RewriteConfig {
@@ -706,12 +672,33 @@ fn carrier_config() -> RewriteConfig {
 }
 
 fn carrier_invite_sdp<C: Clock>(c: &mut Criterion<C>) {
-    let input = load("carrier-invite-sdp.sip");
-    assert_eq!(input.len(), 951);
-    let config = carrier_config();
-    let ctx = outbound(&config, EXT_CARRIER);
-    check_carrier(&input, &ctx);
-    both(c, "CarrierInviteSdp", &input, &ctx);
+    assert_eq!(load("carrier-invite-sdp.sip").len(), 951);
+    let check = |input: &[u8], ctx: &Context<'_>| drop(check_carrier(input, ctx));
+    checked_row(
+        c,
+        ("CarrierInviteSdp", "carrier-invite-sdp.sip"),
+        carrier_config(),
+        check,
+    );
+}
+
+/// Bench row `row` of input `file` (fast and reference) under `config`, outbound, after
+/// `check` of one rewrite, to external address `ext`.
+fn checked_row<C: Clock>(
+    c: &mut Criterion<C>,
+    (row, file): (&str, &str),
+    config: RewriteConfig,
+    check: impl Fn(&[u8], &Context<'_>),
+) {
+    let input = load(file);
+    let ext = if file.starts_with("carrier") {
+        EXT_CARRIER
+    } else {
+        EXT_ORIGIN
+    };
+    let ctx = outbound(&config, ext);
+    check(&input, &ctx);
+    both(c, row, &input, &ctx);
 }
 
 /// The carrier INVITE as an Ethernet/IPv4/UDP frame: parse the layers, rewrite the

@@ -32,6 +32,9 @@ use std::{
     time::Duration,
 };
 
+#[path = "../../nat-userspace/tests/common/private_ips.rs"]
+mod private_ips;
+
 use arc_swap::ArcSwap;
 use criterion::{
     measurement::{Measurement, ValueFormatter, WallTime},
@@ -39,13 +42,12 @@ use criterion::{
 };
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TransportHeader};
 use sipnat::{
-    nat::{addr::never_rewritten, Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
+    nat::{Direction, ExternalAddrs, L3Action, Net, RewriteConfig},
     rewrite::{
         edits::Edits,
         packet::{rewrite_packet, rewrite_packet_gated, udp_checksum_ok, PacketRewrite},
         reference, rewrite_message, rewrite_message_in, Changes, Context, Gate, Outcome, Rewrite,
     },
-    sip::addr::parse_ip,
     wire::{self, Link},
 };
 
@@ -606,50 +608,17 @@ fn fast_path<C: Clock>(c: &mut Criterion<C>) {
     );
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    /// In the local networks.
-    Private,
-    Public,
-    /// Loopback / unspecified / broadcast.
-    NeverRewritten,
-    NotAnAddress,
-}
-
-#[inline]
-fn classify(config: &RewriteConfig, text: &[u8]) -> Class {
-    match parse_ip(text) {
-        None => Class::NotAnAddress,
-        Some(a) if never_rewritten(a) => Class::NeverRewritten,
-        Some(a) if config.is_local(a) => Class::Private,
-        Some(_) => Class::Public,
-    }
-}
-
 /// One op = classify the six addresses of the file (parse the text, then the classes).
 fn private_ip_detection<C: Clock>(c: &mut Criterion<C>) {
-    let file = String::from_utf8(load("private-ip-detection.txt")).expect("UTF-8");
     let config = RewriteConfig::default();
-    let mut addrs: Vec<Vec<u8>> = Vec::new();
-    for l in file.lines().filter(|l| !l.trim().is_empty()) {
-        let (addr, want) = l.split_once(' ').expect("`address expected` lines");
-        let want = match want.trim() {
-            "true" => Class::Private,
-            "false" => Class::Public,
-            "loopback-never-rewritten" => Class::NeverRewritten,
-            w => panic!("unknown expectation {w:?}"),
-        };
-        assert_eq!(classify(&config, addr.as_bytes()), want, "{addr}");
-        addrs.push(addr.as_bytes().to_vec());
-    }
-    assert_eq!(addrs.len(), 6, "the origin's op is six addresses");
-    let addrs: Vec<&[u8]> = addrs.iter().map(Vec::as_slice).collect();
+    let addrs = private_ips::addresses(&load("private-ip-detection.txt"));
+    let addrs: Vec<&[u8]> = addrs.iter().map(|(a, _)| a.as_slice()).collect();
     c.bench_function("PrivateIPDetection", |b| {
         b.iter(|| {
             let cfg = black_box(&config);
             let mut acc = 0u32;
             for a in black_box(&addrs[..]) {
-                acc = acc << 2 | classify(cfg, a) as u32;
+                acc = acc << 2 | private_ips::classify(cfg, a) as u32;
             }
             acc
         })

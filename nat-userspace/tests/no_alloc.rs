@@ -21,7 +21,6 @@ use std::{
 use etherparse::PacketBuilder;
 use sipnat::{
     nat::{
-        addr::never_rewritten,
         media::{call_hash, MediaBindings, MediaRegistry},
         napt::{Bound, NaptTable, PortRange},
         Direction, ExternalAddrs, L3Action, Net, RewriteConfig,
@@ -31,7 +30,6 @@ use sipnat::{
         packet::{rewrite_packet, rewrite_packet_gated, udp_checksum_ok},
         reference, rewrite_message, rewrite_message_in, Changes, Context, Gate, Napt, Outcome,
     },
-    sip::addr::parse_ip,
     wire::{self, Link},
 };
 
@@ -39,6 +37,10 @@ use sipnat::{
 #[allow(dead_code)]
 #[path = "common/testdata.rs"]
 mod testdata;
+
+// The PrivateIPDetection addresses and classes (shared with the benches).
+#[path = "common/private_ips.rs"]
+mod private_ips;
 
 // ---------------------------------------------------------------------------------------
 // The counting allocator.
@@ -233,23 +235,6 @@ fn message_case(name: &str, input: &[u8], ctx: &Context<'_>, want: Outcome) -> (
     counts
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    Private,
-    Public,
-    NeverRewritten,
-    NotAnAddress,
-}
-
-fn classify(config: &RewriteConfig, text: &[u8]) -> Class {
-    match parse_ip(text) {
-        None => Class::NotAnAddress,
-        Some(a) if never_rewritten(a) => Class::NeverRewritten,
-        Some(a) if config.is_local(a) => Class::Private,
-        Some(_) => Class::Public,
-    }
-}
-
 #[test]
 fn counter_counts() {
     let (n, bytes) = counted(|| {
@@ -305,25 +290,15 @@ fn rewriter_allocates_nothing() {
     ));
 
     // PrivateIPDetection: one op = the six addresses of the file.
-    let file = String::from_utf8(load("private-ip-detection.txt")).expect("UTF-8");
     let defaults = RewriteConfig::default();
-    let mut addrs: Vec<(Vec<u8>, Class)> = Vec::new();
-    for l in file.lines().filter(|l| !l.trim().is_empty()) {
-        let (a, w) = l.split_once(' ').expect("`address expected` lines");
-        let want = match w.trim() {
-            "true" => Class::Private,
-            "false" => Class::Public,
-            "loopback-never-rewritten" => Class::NeverRewritten,
-            w => panic!("unknown expectation {w:?}"),
-        };
-        assert_eq!(classify(&defaults, a.as_bytes()), want, "{a}");
-        addrs.push((a.as_bytes().to_vec(), want));
-    }
-    assert_eq!(addrs.len(), 6);
+    let addrs = private_ips::addresses(&load("private-ip-detection.txt"));
     let counts = counted(|| {
         for _ in 0..CALLS {
             for (a, want) in &addrs {
-                assert_eq!(classify(black_box(&defaults), black_box(a)), *want);
+                assert_eq!(
+                    private_ips::classify(black_box(&defaults), black_box(a)),
+                    *want
+                );
             }
         }
     });

@@ -12,8 +12,7 @@ source "$(dirname "$0")/lib.sh"
 G0=ka-gen0 G1=ka-gen1
 case "${1:-}" in
   run)
-    shift
-    gen_opts "$@"
+    gen_opts "${@:2}"
     ns=${o[ns]}
     gen_pair "$ns"
     fs=$RUN_DIR/bpffs

@@ -715,7 +715,7 @@ fn mum(a: u64, b: u64) -> u64 {
 }
 
 /// An address as two words (low, high) of its u128 value, and whether it is IPv6.
-fn addr_words(a: IpAddr) -> ([u64; 2], bool) {
+pub(crate) fn addr_words(a: IpAddr) -> ([u64; 2], bool) {
     match a {
         IpAddr::V4(v4) => ([u64::from(u32::from(v4)), 0], false),
         IpAddr::V6(v6) => {
@@ -725,7 +725,8 @@ fn addr_words(a: IpAddr) -> ([u64; 2], bool) {
     }
 }
 
-fn words_addr(w: [u64; 2], v6: bool) -> IpAddr {
+/// The address of [`addr_words`]' words.
+pub(crate) fn words_addr(w: [u64; 2], v6: bool) -> IpAddr {
     if v6 {
         IpAddr::V6(Ipv6Addr::from((u128::from(w[1]) << 64) | u128::from(w[0])))
     } else {

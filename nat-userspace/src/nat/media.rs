@@ -46,6 +46,7 @@ use core::net::{IpAddr, SocketAddr};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::{collections::HashMap, sync::Mutex};
 
+use super::flow::{addr_words, words_addr as ip_of};
 use super::napt::PortRange;
 
 /// Where bindings are installed: the XDP maps in the daemon, memory offline and in tests.
@@ -177,24 +178,6 @@ struct View {
     call: u64,
     generation: u32,
     created_s: u32,
-}
-
-fn words(ip: IpAddr) -> ([u64; 2], bool) {
-    match ip {
-        IpAddr::V4(a) => ([u64::from(u32::from(a)), 0], false),
-        IpAddr::V6(a) => {
-            let v = u128::from(a);
-            ([v as u64, (v >> 64) as u64], true)
-        }
-    }
-}
-
-fn ip_of(w: [u64; 2], v6: bool) -> IpAddr {
-    if v6 {
-        IpAddr::V6((u128::from(w[0]) | (u128::from(w[1]) << 64)).into())
-    } else {
-        IpAddr::V4((w[0] as u32).into())
-    }
 }
 
 fn mum(a: u64, b: u64) -> u64 {
@@ -351,7 +334,7 @@ impl MediaRegistry {
     }
 
     fn hash_internal(&self, a: SocketAddr) -> u64 {
-        let (w, v6) = words(a.ip());
+        let (w, v6) = addr_words(a.ip());
         let meta = u64::from(a.port()) | (u64::from(v6) << 16);
         mum(
             mum(
@@ -528,8 +511,8 @@ impl MediaRegistry {
         };
         self.cursor.store(i + 1, Ordering::Relaxed);
         let s = &self.slots[i];
-        let (iw, iv6) = words(internal.ip());
-        let (ew, ev6) = words(external);
+        let (iw, iv6) = addr_words(internal.ip());
+        let (ew, ev6) = addr_words(external);
         s.internal[0].store(iw[0], Ordering::Relaxed);
         s.internal[1].store(iw[1], Ordering::Relaxed);
         s.meta.store(

@@ -107,7 +107,7 @@ fn media(c: &mut Criterion) {
                 || MediaRegistry::new(range),
                 |r, i| {
                     let call = call_hash(&i.to_be_bytes());
-                    let gen = r.begin_sdp(call);
+                    let gen = r.begin_sdp();
                     black_box(r.bind(call, gen, rtp(i), EXT, &sink, 1));
                     r.end_call(call, &sink);
                 },
@@ -116,7 +116,7 @@ fn media(c: &mut Criterion) {
     });
     let r = MediaRegistry::new(range);
     let call = call_hash(b"bench@x");
-    let gen = r.begin_sdp(call);
+    let gen = r.begin_sdp();
     assert!(r.bind(call, gen, rtp(0), EXT, &sink, 1).is_some());
     g.bench_function("bind_existing", |b| {
         b.iter(|| black_box(r.bind(call, gen, black_box(rtp(0)), EXT, &sink, 1)))

@@ -459,7 +459,7 @@ fn rewriter_allocates_nothing() {
         for i in 0..CALLS {
             let call = call_hash(&i.to_be_bytes());
             let rtp = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0002 + i as u32)), 6000);
-            let g = media.begin_sdp(call);
+            let g = media.begin_sdp();
             let p = media.bind(call, g, rtp, e, &NoSink, 1);
             assert!(p.is_some());
             assert_eq!(media.bind(call, g, rtp, e, &NoSink, 1), p);

@@ -65,7 +65,7 @@ impl MediaPorts for MediaAlloc<'_> {
         let g = match self.generation() {
             Some(g) => g,
             None => {
-                let g = self.env.registry.begin_sdp(self.call);
+                let g = self.env.registry.begin_sdp();
                 self.generation
                     .store(u64::from(g) + 1, core::sync::atomic::Ordering::Relaxed);
                 g

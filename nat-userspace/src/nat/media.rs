@@ -324,10 +324,10 @@ impl MediaRegistry {
         self.live.load(Ordering::Relaxed)
     }
 
-    /// Starts an SDP of dialog `call`: bindings it names from now on are kept, those of
-    /// the dialog it does not name go at [`Self::end_sdp`]. Returns the generation (one
-    /// counter for every dialog: a generation names one SDP, later SDPs get later ones).
-    pub fn begin_sdp(&self, _call: u64) -> u32 {
+    /// Starts an SDP: bindings it names from now on are kept, those of its dialog it does
+    /// not name go at [`Self::end_sdp`]. Returns the generation (one counter for every
+    /// dialog: a generation names one SDP, later SDPs get later ones).
+    pub fn begin_sdp(&self) -> u32 {
         self.generation
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1)
@@ -752,7 +752,7 @@ mod tests {
         assert_eq!(r.capacity(), 4);
         let sink = InMemoryBindings::default();
         let (a, b) = (call_hash(b"a@x"), call_hash(b"b@x"));
-        let g = r.begin_sdp(a);
+        let g = r.begin_sdp();
         assert_eq!(
             r.bind(a, g, sa("10.0.0.2:6000"), ext(), &sink, 1),
             Some(30002)
@@ -762,7 +762,7 @@ mod tests {
             r.bind(a, g, sa("10.0.0.2:6000"), ext(), &sink, 1),
             Some(30002)
         );
-        let g = r.begin_sdp(b);
+        let g = r.begin_sdp();
         assert_eq!(
             r.bind(b, g, sa("10.0.0.3:6000"), ext(), &sink, 1),
             Some(30004)
@@ -789,14 +789,14 @@ mod tests {
         let sink = InMemoryBindings::default();
         for (i, p) in [(2, Some(30000)), (3, Some(30002)), (4, None)] {
             let c = call_hash(&[i]);
-            let g = r.begin_sdp(c);
+            let g = r.begin_sdp();
             let a = sa(&format!("10.0.0.{i}:6000"));
             assert_eq!(r.bind(c, g, a, ext(), &sink, 1), p);
         }
         assert_eq!(r.counters.exhausted.load(Ordering::Relaxed), 1);
         r.end_call(call_hash(&[2]), &sink);
         let c = call_hash(&[4]);
-        let g = r.begin_sdp(c);
+        let g = r.begin_sdp();
         assert_eq!(
             r.bind(c, g, sa("10.0.0.4:6000"), ext(), &sink, 1),
             Some(30000)
@@ -808,10 +808,10 @@ mod tests {
         let r = MediaRegistry::new(PortRange::parse("30000-30099").unwrap());
         let sink = InMemoryBindings::default();
         let c = call_hash(b"c@x");
-        let g = r.begin_sdp(c);
+        let g = r.begin_sdp();
         r.bind(c, g, sa("10.0.0.2:6000"), ext(), &sink, 1);
         assert_eq!(r.end_sdp(c, g, &sink), 0);
-        let g = r.begin_sdp(c);
+        let g = r.begin_sdp();
         r.bind(c, g, sa("10.0.0.2:7000"), ext(), &sink, 1);
         assert_eq!(r.end_sdp(c, g, &sink), 1);
         assert_eq!(
@@ -831,7 +831,7 @@ mod tests {
         let r = MediaRegistry::new(PortRange::parse("30000-30099").unwrap());
         let sink = InMemoryBindings::default();
         let (c, x) = (call_hash(b"c@x"), sa("10.0.0.2:6000"));
-        let (a, b) = (r.begin_sdp(c), r.begin_sdp(c));
+        let (a, b) = (r.begin_sdp(), r.begin_sdp());
         assert_eq!(r.bind(c, b, x, ext(), &sink, 1), Some(30000));
         assert_eq!(r.bind(c, a, x, ext(), &sink, 1), Some(30000));
         assert_eq!(r.end_sdp(c, b, &sink), 0);
@@ -839,7 +839,7 @@ mod tests {
         assert_eq!(r.end_sdp(c, a, &sink), 0);
         assert_eq!(r.live(), 1);
         // A later SDP without it still removes it.
-        let later = r.begin_sdp(c);
+        let later = r.begin_sdp();
         assert_eq!(r.end_sdp(c, later, &sink), 1);
         assert!(newer(1, u32::MAX) && !newer(u32::MAX, 1));
     }
@@ -849,7 +849,7 @@ mod tests {
         let r = MediaRegistry::new(PortRange::parse("30000-30099").unwrap());
         let sink = InMemoryBindings::default();
         for (i, c) in [(2u8, 1u64), (3, 2)] {
-            let g = r.begin_sdp(c);
+            let g = r.begin_sdp();
             r.bind(c, g, sa(&format!("10.0.0.{i}:6000")), ext(), &sink, 100);
         }
         // 10.0.0.3's media flows (XDP stamps it), 10.0.0.2's never did.
@@ -915,7 +915,7 @@ mod tests {
                         for n in 0..ADDRS {
                             let k = (n * 7 + w * 101) % ADDRS;
                             let c = call_hash(&k.to_be_bytes());
-                            let g = r.begin_sdp(c);
+                            let g = r.begin_sdp();
                             got[k] = r.bind(c, g, addr(k), ext(), sink, 1).unwrap();
                         }
                         got
@@ -948,7 +948,7 @@ mod tests {
                     for n in 0..2_000usize {
                         let k = 10_000 + w * 10_000 + n;
                         let c = call_hash(&k.to_be_bytes());
-                        let g = r.begin_sdp(c);
+                        let g = r.begin_sdp();
                         if let Some(p) = r.bind(c, g, addr(k), ext(), sink, 1) {
                             assert!(p % 2 == 0 && (30000..30700).contains(&p));
                             assert_eq!(r.end_call(c, sink), 1);

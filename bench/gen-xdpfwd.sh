@@ -9,7 +9,6 @@
 # ka-gen1) is paid on the generator's CPU, not the gateway's.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-G0=ka-gen0 G1=ka-gen1
 case "${1:-}" in
   run)
     gen_opts "${@:2}"
@@ -19,13 +18,13 @@ case "${1:-}" in
     mkdir -p "$fs"
     mountpoint -q "$fs" || mount -t bpf bpf "$fs"
     nsx "$ns" python3 "$BENCH_DIR/tools/xdpredir.py" --to "${o[if]}" --pin "$fs/xdpfwd"
-    ip -n "$ns" link set $G1 xdpdrv off 2>/dev/null || true
-    ip -n "$ns" link set $G1 xdpdrv pinned "$fs/xdpfwd"
-    args=(-p "${o[pcap]}" -i $G0 -m packet -s "${o[seconds]}" -c "${o[cpu]}")
+    ip -n "$ns" link set $IF_GEN1 xdpdrv off 2>/dev/null || true
+    ip -n "$ns" link set $IF_GEN1 xdpdrv pinned "$fs/xdpfwd"
+    args=(-p "${o[pcap]}" -i $IF_GEN0 -m packet -s "${o[seconds]}" -c "${o[cpu]}")
     [[ ${o[pps]} != 0 ]] && args+=(-r "${o[pps]}")
     ensure_built
     ip netns exec "$ns" nice -n -15 "$BUILD_DIR/kagen" "${args[@]}"
-    ip -n "$ns" link set $G1 xdpdrv off
+    ip -n "$ns" link set $IF_GEN1 xdpdrv off
     rm -f "$fs/xdpfwd"
     umount "$fs" 2>/dev/null || true ;;
   info) echo "kagen (AF_PACKET) via ka-gen0/ka-gen1 and an XDP redirect into ka-in0: the gateway receives XDP frames (ndo_xdp_xmit)" ;;

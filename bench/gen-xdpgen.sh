@@ -15,7 +15,6 @@
 # (more offered per generator CPU second: the round's own work is shared).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-G0=ka-gen0 G1=ka-gen1
 case "${1:-}" in
   run)
     shift
@@ -28,13 +27,13 @@ case "${1:-}" in
       nsx "$ns" sh -c "echo 1 > /sys/class/net/$1/threaded"
     }
     gen_pair "$ns" threaded_napi
-    for i in $G0 $G1; do
+    for i in $IF_GEN0 $IF_GEN1; do
       for p in $(ps -eo pid=,comm= | awk -v n="napi/$i-" 'index($2, n) == 1 {print $1}'); do
         taskset -pc "${o[cpu]}" "$p" >/dev/null
       done
     done
     args=(-m "${KA_XDPGEN_MODE:-auto}" -p "${o[pcap]}" -i "${o[if]}" -s "${o[seconds]}" -f "${o[flows]}"
-          -c "${o[cpu]}" -l "$G0,$G1" -k "${KA_XDPGEN_COPIES:-4}")
+          -c "${o[cpu]}" -l "$IF_GEN0,$IF_GEN1" -k "${KA_XDPGEN_COPIES:-4}")
     [[ ${o[pps]} != 0 ]] && args+=(-r "${o[pps]}")
     ensure_built
     # kaxgen prints {"offered":..,"sent":..,"seconds":..,"mode":..} itself

@@ -12,7 +12,9 @@
 #   auto  live, or loop if the kernel refuses live frames (EPERM)
 # Max rate only in loop mode (--pps other than 0 needs live). KA_XDPGEN_COPIES (loop, default
 # 4, at most 8): copies sent into IF per round of the loop, each with the next flow's port
-# (more offered per generator CPU second: the round's own work is shared).
+# (more offered per generator CPU second: the round's own work is shared). KA_XDPGEN_FRAMES
+# (loop, default 64, at most 200): frames circling; one NAPI poll of the loop hands the gateway
+# at most FRAMES x COPIES frames at once (veth's ring holds 256).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 case "${1:-}" in
@@ -33,7 +35,7 @@ case "${1:-}" in
       done
     done
     args=(-m "${KA_XDPGEN_MODE:-auto}" -p "${o[pcap]}" -i "${o[if]}" -s "${o[seconds]}" -f "${o[flows]}"
-          -c "${o[cpu]}" -l "$IF_GEN0,$IF_GEN1" -k "${KA_XDPGEN_COPIES:-4}")
+          -c "${o[cpu]}" -l "$IF_GEN0,$IF_GEN1" -k "${KA_XDPGEN_COPIES:-4}" -n "${KA_XDPGEN_FRAMES:-64}")
     [[ ${o[pps]} != 0 ]] && args+=(-r "${o[pps]}")
     ensure_built
     # kaxgen prints {"offered":..,"sent":..,"seconds":..,"mode":..} itself

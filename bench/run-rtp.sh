@@ -4,18 +4,20 @@
 # max-rate run of RTP (214-byte IP packets, FLOWS flows, kagen) and brought down again, so
 # that slow drifts of the host hit all SUTs alike. Medians over the rounds per SUT.
 #   run-rtp.sh --out DIR [--suts "sipnat-media kernel-masq"] [--gens kagen] [--rounds 3]
-#              [--seconds 5] [--flows 4096] [--bytes 186] [-- extra load.sh args]
+#              [--seconds 5] [--flows 4096] [--bytes 186] [--sink xdp] [-- extra load.sh args]
 # --gens "xdpgen kagen": every system is measured with each generator in every round
 # (xdpgen: kaxgen, XDP frames at the gateway's veth, as from a NIC driver, faster than the
 # gateway core can take them, gen-xdpgen.sh; kagen: AF_PACKET frames, skbs at the
 # gateway's veth; xdpfwd: kagen's frames redirected by XDP into the generator's veth,
 # XDP frames too but at kagen's rate, gen-xdpfwd.sh). Holds the measurement lock for the
-# whole run (lock_run in lib.sh).
+# whole run (lock_run in lib.sh). --sink (load.sh's): xdp (default: kaxsink counts and drops
+# at XDP on ka-out0, so receiving costs the shared generator + sink core little and the
+# generator can offer more), ingress (nft's ingress counter, an skb per packet).
 # Results: DIR/runs.jsonl (one JSON line per run), DIR/rtp.md (the table), DIR/rtp.json.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 lock_run "$@"
-OUT="" SUTS="sipnat-media kernel-masq" GENS=kagen ROUNDS=3 SECS=5 FLOWS=4096 BYTES=186
+OUT="" SUTS="sipnat-media kernel-masq" GENS=kagen ROUNDS=3 SECS=5 FLOWS=4096 BYTES=186 SINK=xdp
 EXTRA=()
 while (($#)); do
   case $1 in
@@ -26,6 +28,7 @@ while (($#)); do
     --seconds) SECS=$2; shift ;;
     --flows) FLOWS=$2; shift ;;
     --bytes) BYTES=$2; shift ;;
+    --sink) SINK=$2; shift ;;
     --) shift; EXTRA=("$@"); break ;;
     *) die "unknown option $1" ;;
   esac
@@ -40,7 +43,7 @@ for r in $(seq "$ROUNDS"); do
     CUR=$s; "$hook" up
     for g in $GENS; do
       "$BENCH_DIR/load.sh" --sut "$s" --pps-max --seconds "$SECS" --flows "$FLOWS" --rtp "$BYTES" \
-        --gen "$g" --label "round$r" --raw-dir "$OUT/raw" --json-out "$OUT/runs.jsonl" "${EXTRA[@]}" \
+        --gen "$g" --sink "$SINK" --label "round$r" --raw-dir "$OUT/raw" --json-out "$OUT/runs.jsonl" "${EXTRA[@]}" \
         >/dev/null || log "run failed: $s $g round $r"
     done
     "$hook" state > "$OUT/state-$s-round$r.txt" 2>&1 || true

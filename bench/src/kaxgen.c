@@ -25,42 +25,8 @@
 // offered = frames the program sent towards IF (every one counts: open loop), sent =
 // IF's tx_packets growth (veth counts the frames its peer took), dropped = IF's
 // tx_dropped growth (the peer's ring was full).
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/if_link.h>
-#include <linux/if_packet.h>
-#include <linux/netlink.h>
-#include <linux/rtnetlink.h>
-#include <net/if.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
-static volatile sig_atomic_t stop_flag;
-static void on_sig(int s) { (void)s; stop_flag = 1; }
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);  // = bpf_ktime_get_ns()
-  return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
-static long sys_bpf(int cmd, union bpf_attr *attr) { return syscall(SYS_bpf, cmd, attr, sizeof(*attr)); }
-
-static void die(const char *what) {
-  fprintf(stderr, "kaxgen: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
+#define TOOL "kaxgen"
+#include "xdpraw.h"
 
 // frames 0 and 1 of a little-endian Ethernet pcap; returns how many were read
 static int load_pcap(const char *path, uint8_t f[2][2048], uint32_t len[2]) {
@@ -83,94 +49,6 @@ static int load_pcap(const char *path, uint8_t f[2][2048], uint32_t len[2]) {
   return n;
 }
 
-static uint64_t if_stat(const char *ifname, const char *what) {
-  char p[256];
-  unsigned long long v = 0;
-  snprintf(p, sizeof p, "/sys/class/net/%s/statistics/%s", ifname, what);
-  FILE *f = fopen(p, "r");
-  if (f) {
-    if (fscanf(f, "%llu", &v) != 1) v = 0;
-    fclose(f);
-  }
-  return v;
-}
-
-// attach (fd >= 0) or detach (fd = -1) a native XDP program: RTM_SETLINK, IFLA_XDP
-static int xdp_attach(unsigned ifindex, int fd) {
-  struct {
-    struct nlmsghdr nh;
-    struct ifinfomsg ifi;
-    char buf[64];
-  } req;
-  memset(&req, 0, sizeof req);
-  req.nh.nlmsg_type = RTM_SETLINK;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof req.ifi);
-  req.ifi.ifi_family = AF_UNSPEC;
-  req.ifi.ifi_index = (int)ifindex;
-  struct rtattr *nest = (struct rtattr *)((char *)&req + NLMSG_ALIGN(req.nh.nlmsg_len));
-  nest->rta_type = IFLA_XDP | NLA_F_NESTED;
-  struct rtattr *a = RTA_DATA(nest);
-  a->rta_type = IFLA_XDP_FD;
-  a->rta_len = RTA_LENGTH(sizeof(int));
-  memcpy(RTA_DATA(a), &fd, sizeof fd);
-  struct rtattr *b = (struct rtattr *)((char *)a + RTA_ALIGN(a->rta_len));
-  uint32_t flags = XDP_FLAGS_DRV_MODE;
-  b->rta_type = IFLA_XDP_FLAGS;
-  b->rta_len = RTA_LENGTH(sizeof flags);
-  memcpy(RTA_DATA(b), &flags, sizeof flags);
-  nest->rta_len = RTA_LENGTH(RTA_ALIGN(a->rta_len) + RTA_ALIGN(b->rta_len));
-  req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(nest->rta_len);
-
-  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (s < 0) die("netlink socket");
-  if (send(s, &req, req.nh.nlmsg_len, 0) < 0) die("netlink send");
-  char ack[512];
-  ssize_t n = recv(s, ack, sizeof ack, 0);
-  close(s);
-  struct nlmsghdr *h = (struct nlmsghdr *)ack;
-  if (n >= (ssize_t)NLMSG_LENGTH(sizeof(struct nlmsgerr)) && h->nlmsg_type == NLMSG_ERROR) {
-    int e = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
-    if (e) { errno = -e; return -1; }
-    return 0;
-  }
-  errno = EPROTO;
-  return -1;
-}
-
-// ---------------------------------------------------------------- programs
-#define I(c, d, s, o, i) ((struct bpf_insn){.code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i)})
-enum { R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 };
-// UDP header of an untagged Ethernet + 20-byte IPv4 frame
-#define UDP_SPORT 34
-#define UDP_CSUM 40
-#define HDRS 42
-#define MAXI 96
-
-struct prog {
-  struct bpf_insn in[MAXI];
-  int n;
-  int drop_jumps[8], ndrop;  // jumps to the XDP_DROP exit, patched at the end
-};
-static void emit(struct prog *p, struct bpf_insn i) { p->in[p->n++] = i; }
-static void emit_ld_map(struct prog *p, int reg, int fd) {
-  emit(p, I(BPF_LD | BPF_DW | BPF_IMM, reg, BPF_PSEUDO_MAP_FD, 0, fd));
-  emit(p, I(0, 0, 0, 0, 0));
-}
-static void emit_drop_if(struct prog *p, struct bpf_insn j) {
-  p->drop_jumps[p->ndrop++] = p->n;
-  emit(p, j);
-}
-// r0 = &state[key] (an array map), or drop
-static void emit_lookup(struct prog *p, int map_fd, int key) {
-  emit(p, I(BPF_ST | BPF_MEM | BPF_W, R10, 0, -4, key));
-  emit(p, I(BPF_ALU64 | BPF_MOV | BPF_X, R2, R10, 0, 0));
-  emit(p, I(BPF_ALU64 | BPF_ADD | BPF_K, R2, 0, 0, -4));
-  emit_ld_map(p, R1, map_fd);
-  emit(p, I(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem));
-  emit_drop_if(p, I(BPF_JMP | BPF_JEQ | BPF_K, R0, 0, 0, 0));
-}
-
 enum { ST_COUNT, ST_DEADLINE, ST_N };
 
 // The programs. state: array map {frames sent, deadline (ns)}.
@@ -185,13 +63,13 @@ static int build_gen(int state_fd, long flows, int stride, int base, int kind, i
   emit(&p, I(BPF_LDX | BPF_MEM | BPF_W, R8, R6, 4, 0));  // r8 = ctx->data_end
   emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_X, R2, R7, 0, 0));
   emit(&p, I(BPF_ALU64 | BPF_ADD | BPF_K, R2, 0, 0, HDRS));
-  emit_drop_if(&p, I(BPF_JMP | BPF_JGT | BPF_X, R2, R8, 0, 0));  // short frame
+  emit_out_if(&p, I(BPF_JMP | BPF_JGT | BPF_X, R2, R8, 0, 0));  // short frame
   int skip = -1;
   if (kind == GEN_LOOP) {  // the loop ends at the deadline: every frame is dropped from then on
     emit_lookup(&p, state_fd, ST_DEADLINE);
     emit(&p, I(BPF_LDX | BPF_MEM | BPF_DW, R9, R0, 0, 0));
     emit(&p, I(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns));
-    emit_drop_if(&p, I(BPF_JMP | BPF_JGT | BPF_X, R0, R9, 0, 0));
+    emit_out_if(&p, I(BPF_JMP | BPF_JGT | BPF_X, R0, R9, 0, 0));
     emit_ld_map(&p, R1, devmap_fd);
     emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R2, 0, 0, 0));
     emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R3, 0, 0, BPF_F_BROADCAST));
@@ -237,74 +115,16 @@ static int build_gen(int state_fd, long flows, int stride, int base, int kind, i
     emit(&p, I(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect));
   }
   emit(&p, I(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
-done:;
-  int drop = p.n;
-  emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R0, 0, 0, XDP_DROP));
-  emit(&p, I(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
-  for (int k = 0; k < p.ndrop; k++) p.in[p.drop_jumps[k]].off = (int16_t)(drop - p.drop_jumps[k] - 1);
-
-  static char vlog[1 << 16];
-  union bpf_attr a;
-  memset(&a, 0, sizeof a);
-  a.prog_type = BPF_PROG_TYPE_XDP;
-  if (kind == GEN_COPY) a.expected_attach_type = BPF_XDP_DEVMAP;
-  a.insns = (uint64_t)(uintptr_t)p.in;
-  a.insn_cnt = (uint32_t)p.n;
-  a.license = (uint64_t)(uintptr_t) "GPL";
-  a.log_buf = (uint64_t)(uintptr_t)vlog;
-  a.log_size = sizeof vlog;
-  a.log_level = 1;
-  strncpy(a.prog_name, "kaxgen", sizeof a.prog_name - 1);
-  int fd = (int)sys_bpf(BPF_PROG_LOAD, &a);
-  if (fd < 0) {
-    fprintf(stderr, "kaxgen: program load: %s\n%s\n", strerror(errno), vlog);
-    exit(1);
-  }
-  return fd;
+done:
+  emit_out(&p, XDP_DROP);
+  return prog_load(&p, kind == GEN_COPY ? BPF_XDP_DEVMAP : 0, "kaxgen");
 }
 
 static int build_tx(void) {  // return XDP_TX
-  struct bpf_insn in[] = {I(BPF_ALU64 | BPF_MOV | BPF_K, R0, 0, 0, XDP_TX), I(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)};
-  union bpf_attr a;
-  memset(&a, 0, sizeof a);
-  a.prog_type = BPF_PROG_TYPE_XDP;
-  a.insns = (uint64_t)(uintptr_t)in;
-  a.insn_cnt = 2;
-  a.license = (uint64_t)(uintptr_t) "GPL";
-  strncpy(a.prog_name, "kaxgen_tx", sizeof a.prog_name - 1);
-  int fd = (int)sys_bpf(BPF_PROG_LOAD, &a);
-  if (fd < 0) die("XDP_TX program load");
-  return fd;
-}
-
-static int map_create(uint32_t type, uint32_t vsize, uint32_t n) {
-  union bpf_attr a;
-  memset(&a, 0, sizeof a);
-  a.map_type = type;
-  a.key_size = 4;
-  a.value_size = vsize;
-  a.max_entries = n;
-  int fd = (int)sys_bpf(BPF_MAP_CREATE, &a);
-  if (fd < 0) die("map create");
-  return fd;
-}
-static void map_set(int fd, uint32_t key, const void *val) {
-  union bpf_attr a;
-  memset(&a, 0, sizeof a);
-  a.map_fd = (uint32_t)fd;
-  a.key = (uint64_t)(uintptr_t)&key;
-  a.value = (uint64_t)(uintptr_t)val;
-  if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a)) die("map update");
-}
-static uint64_t map_get_u64(int fd, uint32_t key) {
-  union bpf_attr a;
-  uint64_t v = 0;
-  memset(&a, 0, sizeof a);
-  a.map_fd = (uint32_t)fd;
-  a.key = (uint64_t)(uintptr_t)&key;
-  a.value = (uint64_t)(uintptr_t)&v;
-  if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a)) die("map lookup");
-  return v;
+  struct prog p = {0};
+  emit(&p, I(BPF_ALU64 | BPF_MOV | BPF_K, R0, 0, 0, XDP_TX));
+  emit(&p, I(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+  return prog_load(&p, 0, "kaxgen_tx");
 }
 
 static void usage(void) {

@@ -104,6 +104,7 @@ pub struct BindingReport {
     pub media_reaped: u64,
     pub media_exhausted: u64,
     pub media_install_failed: u64,
+    pub media_linger_overflow: u64,
 }
 
 impl BindingReport {
@@ -122,12 +123,13 @@ impl BindingReport {
             b.media_reaped = g(&c.reaped);
             b.media_exhausted = g(&c.exhausted);
             b.media_install_failed = g(&c.install_failed);
+            b.media_linger_overflow = g(&c.linger_overflow);
         }
         b
     }
 
     /// (JSON name, Prometheus family, help, value, is a gauge).
-    pub fn fields(&self) -> [(&'static str, &'static str, &'static str, u64, bool); 7] {
+    pub fn fields(&self) -> [(&'static str, &'static str, &'static str, u64, bool); 8] {
         [
             (
                 "napt_live",
@@ -176,6 +178,13 @@ impl BindingReport {
                 "sipnat_media_bindings_install_failed",
                 "Media bindings the XDP maps refused (full, or an error)",
                 self.media_install_failed,
+                false,
+            ),
+            (
+                "media_linger_overflow",
+                "sipnat_media_dialogs_linger_overflow",
+                "Ended dialogs whose media bindings went at once, not 2 s later: too many ending",
+                self.media_linger_overflow,
                 false,
             ),
         ]

@@ -115,6 +115,9 @@ pub struct MediaCounters {
     pub reaped: AtomicU64,
     pub exhausted: AtomicU64,
     pub install_failed: AtomicU64,
+    /// Dialogs whose bindings ended at once instead of [`LINGER_S`] later: more than
+    /// `ENDING_QUEUE` dialogs were already ending.
+    pub linger_overflow: AtomicU64,
 }
 
 /// One RTP/RTCP binding pair, as listed.
@@ -267,7 +270,7 @@ pub struct MediaRegistry {
 pub const LINGER_S: u32 = 2;
 
 /// Ended dialogs waiting for [`LINGER_S`]; when more end within that time, the extra
-/// ones end at once.
+/// ones end at once (counted: `MediaCounters::linger_overflow`).
 const ENDING_QUEUE: usize = 4096;
 
 impl core::fmt::Debug for MediaRegistry {
@@ -647,6 +650,9 @@ impl MediaRegistry {
     /// allocation (the worker's path).
     pub fn end_call_later(&self, call: u64, now_s: u32, sink: &dyn MediaBindings) {
         if self.ending.push((call, now_s)).is_err() {
+            self.counters
+                .linger_overflow
+                .fetch_add(1, Ordering::Relaxed);
             self.end_call(call, sink);
         }
     }
@@ -801,6 +807,30 @@ mod tests {
             r.bind(c, g, sa("10.0.0.4:6000"), ext(), &sink, 1),
             Some(30000)
         );
+    }
+
+    #[test]
+    fn dialogs_beyond_the_linger_queue_end_at_once_and_are_counted() {
+        let r = MediaRegistry::new(PortRange::parse("30000-30099").unwrap());
+        let sink = InMemoryBindings::default();
+        let (a, b) = (call_hash(b"a@x"), call_hash(b"b@x"));
+        for (c, host) in [(a, "10.0.0.2:6000"), (b, "10.0.0.3:6000")] {
+            let g = r.begin_sdp();
+            assert!(r.bind(c, g, sa(host), ext(), &sink, 1).is_some());
+        }
+        // The queue full of other ended dialogs: `a` lingers only while there is room.
+        for i in 0..ENDING_QUEUE as u64 - 1 {
+            r.end_call_later(1 << 40 | i, 1, &sink);
+        }
+        r.end_call_later(a, 1, &sink);
+        assert_eq!(r.live(), 2, "a lingers");
+        assert_eq!(r.counters.linger_overflow.load(Ordering::Relaxed), 0);
+        r.end_call_later(b, 1, &sink);
+        assert_eq!(r.live(), 1, "b ended at once");
+        assert_eq!(r.counters.linger_overflow.load(Ordering::Relaxed), 1);
+        let mut pending = std::collections::VecDeque::new();
+        assert_eq!(r.end_lingering(&mut pending, 1 + LINGER_S, &sink), 1);
+        assert_eq!(r.live(), 0);
     }
 
     #[test]

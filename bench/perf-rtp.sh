@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # perf-rtp.sh: where the gateway's CPU goes during the RTP run. For each system and
-# generator: topology up (--steer napi), system up, one max-rate RTP run (load.sh --rtp)
+# generator: topology up (--steer napi), system up, one max-rate RTP run (load.sh --rtp --sink xdp, as run-rtp.sh)
 # and, from its 2nd second, `perf record -C GW_CPU -g` for SECONDS-3 seconds (the gateway
 # core only: its NAPI threads, softirqs and whatever else ran there), then the top of
 # `perf report --no-children` by task, by shared object and by symbol.
@@ -33,7 +33,7 @@ for s in $SUTS; do
   CUR=$s; "$hook" up
   for g in $GENS; do
     f=$OUT/perf-$s-$g
-    "$BENCH_DIR/load.sh" --sut "$s" --pps-max --seconds "$SECS" --flows "$FLOWS" --rtp 186 --gen "$g" \
+    "$BENCH_DIR/load.sh" --sut "$s" --pps-max --seconds "$SECS" --flows "$FLOWS" --rtp 186 --gen "$g" --sink xdp \
       --label "perf" --raw-dir "$OUT/raw" --json-out "$OUT/runs.jsonl" --max-wait 0 --retry-noisy 0 \
       >/dev/null &
     lp=$!

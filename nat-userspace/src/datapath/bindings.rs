@@ -177,6 +177,56 @@ pub(super) fn after_rewrite<E: Egress>(
     }
 }
 
+/// Starts loading the binding-table slots that handling `frame` (an Ethernet frame that
+/// arrived on `side`) will read first; the worker calls this one packet ahead. The keys are
+/// the ones [`napt_bind`] and the flow table get for an IPv4 UDP datagram under
+/// `l3 = "snat"` with network rules, the external port guessed to be the kept source port;
+/// anything else starts nothing. Nothing is read from the lines here, so a wrong guess
+/// costs a line fill, never a wrong result. (A profile of the gateway at 4096 flows had
+/// ~20 % of its time in the first load of a slot: the tables are far larger than the
+/// caches, one random line per table and packet.)
+pub(super) fn prefetch(
+    dp: &DataplaneSnapshot,
+    flows: &crate::nat::flow::FlowTable,
+    napt: &crate::nat::napt::NaptTable,
+    side: super::pipeline::Side,
+    frame: &[u8],
+) {
+    use crate::nat::flow::FlowKey;
+    if dp.config.l3 != L3Mode::Snat || !dp.network_rules {
+        return;
+    }
+    // Ethernet, IPv4 (not a later fragment), UDP.
+    let Some(&[0x08, 0x00, vihl]) = frame.get(12..15) else {
+        return;
+    };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    let (Some(ip), Some(udp)) = (frame.get(14..34), frame.get(14 + ihl..18 + ihl)) else {
+        return;
+    };
+    if vihl >> 4 != 4 || ihl < 20 || ip[9] != 17 || (ip[6] & 0x1f != 0 || ip[7] != 0) {
+        return;
+    }
+    let addr = |b: &[u8]| IpAddr::from([b[0], b[1], b[2], b[3]]);
+    let (src, dst) = (addr(&ip[12..16]), addr(&ip[16..20]));
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    match side {
+        super::pipeline::Side::Inside => {
+            let Some(ext) = dp.external.v4.map(IpAddr::V4) else {
+                return;
+            };
+            if dp.napt.is_some() {
+                napt.prefetch_outbound(ext, src, sport);
+            }
+            flows.prefetch(&FlowKey::new(ext, sport, dst, dport));
+        }
+        super::pipeline::Side::Outside => {
+            flows.prefetch(&FlowKey::new(dst, dport, src, sport));
+        }
+    }
+}
+
 /// The external port of an outbound packet's source (`src`:`sport`) on `new_src` under
 /// NAPT (the snapshot's range; without one the port is kept), and the binding for the
 /// rewrite when the port changes. No port free: dropped and counted.

@@ -1492,6 +1492,24 @@ mod tests {
         assert_eq!(h.b.get(Counter::DropWouldLeak), 1);
     }
 
+    /// The worker's binding prefetch reads only what a frame has (every truncation, both
+    /// sides, with and without NAPT, no panic) and changes nothing: the frame is handled
+    /// as without it.
+    #[test]
+    fn binding_prefetch_reads_in_bounds_and_changes_nothing() {
+        let input = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
+        for mut h in [Harness::new(), Harness::with_napt(20000, 20009)] {
+            for side in [Side::Inside, Side::Outside] {
+                for n in 0..=input.len() {
+                    super::super::bindings::prefetch(&h.dp, &h.flows, &h.napt, side, &input[..n]);
+                }
+            }
+            assert_eq!(h.flows.live(1), 0);
+            let out = h.send_out(&input);
+            assert!(!payload_of(&out).contains("10.0.0.2"));
+        }
+    }
+
     /// Two hosts behind the gateway, one port, one remote: the second host's SIP went to
     /// the kernel unrewritten (`slow_flow_collision`) and left with its private addresses.
     /// Under `leak = "drop"` it is dropped and counted; `"forward"` keeps the old path.

@@ -50,6 +50,20 @@ impl Area {
         (self.len / FRAME_SIZE as usize) as u32
     }
 
+    /// [`Self::frame_mut`], to read.
+    #[inline]
+    pub fn frame(&self, addr: u64) -> Option<&[u8]> {
+        let base = (addr & !u64::from(FRAME_SIZE - 1)) as usize;
+        if base + FRAME_SIZE as usize > self.len {
+            return None;
+        }
+        // SAFETY: in bounds (checked); as in `frame_mut`, the frame is the worker's while
+        // it holds the address, and `&self` rules out a live `&mut` borrow of any frame.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(base), FRAME_SIZE as usize)
+        })
+    }
+
     /// The whole frame containing UMEM address `addr` (its start is `addr` rounded down).
     /// `None` for an address outside the area.
     #[inline]

@@ -268,6 +268,20 @@ impl Worker {
                 if let Some(n) = descs.get(i + PREFETCH_AHEAD) {
                     area.prefetch(n.addr, n.len);
                 }
+                // The next frame's headers arrived with the prefetch above one round ago:
+                // start loading its binding-table slots too.
+                if let Some(n) = descs.get(i + 1) {
+                    let off = (n.addr - frame_base(n.addr)) as usize;
+                    if let Some(frame) = area.frame(n.addr).and_then(|f| f.get(off..)) {
+                        super::bindings::prefetch(
+                            self.dataplane.cached(),
+                            &self.shared.flows,
+                            &self.shared.napt,
+                            side,
+                            frame,
+                        );
+                    }
+                }
                 self.handle_frame(area, side, *d, now_ms);
             }
         }

@@ -256,6 +256,18 @@ impl FlowTable {
         None
     }
 
+    /// Starts loading the cache line of `key`'s home slot, where its lookup or insert will
+    /// begin: the worker calls this for a packet a little ahead of handling it, so that
+    /// the slot's miss (the table is far larger than the caches; most of a lookup's time
+    /// in a profile of the gateway) overlaps the packet before. No effect on the table.
+    #[inline]
+    pub fn prefetch(&self, key: &FlowKey) {
+        let h = self.hash(&Packed::new(key));
+        if let Some(slot) = self.slots.get(h as usize & self.mask) {
+            prefetch_line(slot);
+        }
+    }
+
     /// Records an outbound packet of `key` from `internal` (see [`InsertResult`]). The hot
     /// case, `Refreshed`, writes nothing unless the entry's timestamp is older than
     /// `now_s`.
@@ -705,6 +717,19 @@ fn next_published(busy: u32) -> u32 {
 
 /// The tag a writer puts in `state` while it owns a slot: the hash bits the index does not
 /// use (tables are below 2^32 slots).
+/// A hint to load `slot`'s cache line (the slot is one line, 64-byte aligned).
+#[inline(always)]
+fn prefetch_line(slot: &Slot) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch of a valid reference's address; it reads nothing architecturally.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((slot as *const Slot).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slot;
+}
+
 fn tag_of(h: u64) -> u32 {
     (h >> 32) as u32
 }

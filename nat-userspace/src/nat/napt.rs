@@ -152,6 +152,23 @@ impl NaptTable {
         self.by_external.slots() / 4
     }
 
+    /// Starts loading the slots [`Self::outbound`] of (`internal`, `port`) on `external`
+    /// will read first: the endpoint's binding, and the external port's, guessed to be
+    /// the kept `port` (the usual binding). See [`FlowTable::prefetch`].
+    #[inline]
+    pub fn prefetch_outbound(&self, external: IpAddr, internal: IpAddr, port: u16) {
+        self.by_internal
+            .prefetch(&internal_key(external, internal, port));
+        self.by_external.prefetch(&external_key(external, port));
+    }
+
+    /// Starts loading the slot [`Self::inbound`] of `external`:`external_port` reads.
+    #[inline]
+    pub fn prefetch_inbound(&self, external: IpAddr, external_port: u16) {
+        self.by_external
+            .prefetch(&external_key(external, external_port));
+    }
+
     /// The external port of (`internal`, `port`) on `external`: its live binding,
     /// refreshed, or a new one (the internal port when free, else one of `range`).
     pub fn outbound(

@@ -3,7 +3,7 @@
 //! from it.
 
 use super::Gate;
-use crate::sip::message::{self, Kind, Malformed};
+use crate::sip::message::{self, Malformed};
 
 /// Longest message that gets a candidate index (64 bitmap words); a longer one (a
 /// reassembled datagram: rare) is parsed whole.
@@ -189,7 +189,7 @@ impl Cands {
         }
     }
 
-    /// [`message::header`] with the line ends from the index.
+    /// [`message::header`] with the line ends from the index ([`super::framing`]).
     #[allow(clippy::type_complexity)]
     #[inline]
     pub(super) fn header(
@@ -197,12 +197,18 @@ impl Cands {
         msg: &[u8],
         pos: usize,
     ) -> Result<(message::Header, usize), Result<usize, Malformed>> {
-        message::header_with(msg, pos, &Lines(self, msg), Kind::of_token)
+        super::framing::header(self, msg, pos)
+    }
+
+    /// The line ends of `msg` from this index, for [`message::header_with`].
+    #[inline(always)]
+    pub(super) fn lines<'c, 'm>(&'c self, msg: &'m [u8]) -> Lines<'c, 'm> {
+        Lines(self, msg)
     }
 }
 
 /// The line ends of a message from its index ([`message::header_with`]'s).
-struct Lines<'c, 'm>(&'c Cands, &'m [u8]);
+pub(super) struct Lines<'c, 'm>(&'c Cands, &'m [u8]);
 
 impl message::LineEnds for Lines<'_, '_> {
     #[inline(always)]

@@ -163,6 +163,7 @@ impl Gate {
 }
 
 mod fields;
+mod framing;
 mod index;
 
 use fields::name_addrs;

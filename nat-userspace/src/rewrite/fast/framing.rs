@@ -1,0 +1,144 @@
+//! Header lines in their usual form (`Name: value`, a name of letters, digits and `-`
+//! ending right at the colon within the line's first 16 bytes) framed from one 16-byte
+//! load instead of the byte loops of [`message::header_with`]; any other line goes to
+//! `header_with` itself.
+//!
+//! Why this is `header_with`'s reading: it takes the name as the run of token characters
+//! from the line's start, skips whitespace, and wants a `:` there, before the line's end.
+//! Letters, digits and `-` are token characters and `:` is not, nor whitespace, so when
+//! every byte before the first `:` of the line is one of them (and there is at least
+//! one), the token run ends at that `:`, no whitespace follows it, and the name, the
+//! colon and everything after them (folding, the value's trims, the kind) are those of
+//! `header_with`, which this code then does the same way.
+
+use super::index::Cands;
+use crate::sip::{
+    message::{self, Header, Kind, Malformed},
+    scan::{is_ws, skip_ws, trim_end},
+};
+
+/// [`message::header`] with the line ends from the index, the usual lines framed from
+/// one load ([`name_colon`]).
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+pub(super) fn header(
+    cands: &Cands,
+    msg: &[u8],
+    pos: usize,
+) -> Result<(Header, usize), Result<usize, Malformed>> {
+    let end = msg.len();
+    if pos >= end {
+        return Err(Ok(end));
+    }
+    let (mut ce, mut next) = cands.line_end(msg, pos, end);
+    if ce == pos {
+        // Empty line: end of headers; `next` is where the body starts.
+        return Err(Ok(next));
+    }
+    let Some(colon) = name_colon(msg, pos, ce) else {
+        return exact(cands, msg, pos);
+    };
+    // Continuation lines (folding) belong to this header.
+    while next < end && is_ws(msg[next]) {
+        (ce, next) = cands.line_end(msg, next, end);
+    }
+    let v_start = skip_ws(msg, colon + 1, ce);
+    let v_end = trim_end(msg, v_start, ce).max(v_start);
+    Ok((
+        Header {
+            kind: Kind::of_token(&msg[pos..colon]),
+            name: pos..colon,
+            value: v_start..v_end,
+        },
+        next,
+    ))
+}
+
+/// The reference's framing of the line at `pos` (line ends from the index).
+#[allow(clippy::type_complexity)]
+#[cold]
+#[inline(never)]
+fn exact(
+    cands: &Cands,
+    msg: &[u8],
+    pos: usize,
+) -> Result<(Header, usize), Result<usize, Malformed>> {
+    message::header_with(msg, pos, &cands.lines(msg), Kind::of_token)
+}
+
+/// Where the colon is that ends the name of the line at `pos` (content up to `ce`), when
+/// the name is in the usual form: 1 to 15 letters, digits or `-`, then `:` before `ce`.
+/// `None` for anything else (and within 16 bytes of the message's end).
+#[inline(always)]
+fn name_colon(msg: &[u8], pos: usize, ce: usize) -> Option<usize> {
+    let w = msg.get(pos..)?.first_chunk::<16>()?;
+    let (colons, name_chars) = classes(w);
+    let c = colons.trailing_zeros() as usize;
+    let before = (1u32 << (c & 31)) - 1;
+    (c > 0 && c < 16 && pos + c < ce && name_chars & before == before).then_some(pos + c)
+}
+
+/// The `:` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn classes(w: &[u8; 16]) -> (u32, u32) {
+    use core::arch::x86_64::{
+        _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline; `w` has 16 bytes and `loadu` has no
+    // alignment requirement. (Signed compares: a byte of 0x80 or more is negative, below
+    // every lower bound here.)
+    unsafe {
+        let v = _mm_loadu_si128(w.as_ptr().cast());
+        let splat = |c: u8| _mm_set1_epi8(c as i8);
+        let colons = _mm_movemask_epi8(_mm_cmpeq_epi8(v, splat(b':'))) as u32;
+        let lower = _mm_or_si128(v, splat(0x20));
+        let letter = _mm_and_si128(
+            _mm_cmpgt_epi8(lower, splat(b'a' - 1)),
+            _mm_cmplt_epi8(lower, splat(b'z' + 1)),
+        );
+        let digit = _mm_and_si128(
+            _mm_cmpgt_epi8(v, splat(b'0' - 1)),
+            _mm_cmplt_epi8(v, splat(b'9' + 1)),
+        );
+        let dash = _mm_cmpeq_epi8(v, splat(b'-'));
+        let name = _mm_or_si128(_mm_or_si128(letter, digit), dash);
+        (colons, _mm_movemask_epi8(name) as u32)
+    }
+}
+
+/// The `:` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn classes(w: &[u8; 16]) -> (u32, u32) {
+    w.iter().enumerate().fold((0, 0), |(c, n), (i, &b)| {
+        (
+            c | u32::from(b == b':') << i,
+            n | u32::from(b.is_ascii_alphanumeric() || b == b'-') << i,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classes;
+
+    /// The vector classes equal the byte-wise ones for every byte value in every lane.
+    #[test]
+    fn classes_equal_the_bytewise_ones() {
+        for b in 0..=255u8 {
+            for i in 0..16 {
+                let mut w = [b'x'; 16];
+                w[i] = b;
+                let (c, n) = classes(&w);
+                assert_eq!(c >> i & 1 == 1, b == b':', "{b:#x} at {i}");
+                assert_eq!(
+                    n >> i & 1 == 1,
+                    b.is_ascii_alphanumeric() || b == b'-',
+                    "{b:#x} at {i}"
+                );
+            }
+        }
+    }
+}

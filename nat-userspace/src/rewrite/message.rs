@@ -204,10 +204,22 @@ pub(super) fn rewrite_with<'a>(
 /// binding inbound (see `Rewriter::bindings`). CSeq may follow the Contacts, so it is
 /// looked up first.
 pub(super) fn scan_start(msg: &[u8]) -> Result<(StartLine, usize, bool), Outcome> {
+    scan_start_with(msg, message::start_line)
+}
+
+/// [`scan_start`] with the caller's reading of the start line (as
+/// [`message::start_line`]'s), called once the datagram is known to be no `NotSip`
+/// keep-alive, STUN or empty one.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+pub(super) fn scan_start_with(
+    msg: &[u8],
+    start_line: impl FnOnce(&[u8]) -> Result<(StartLine, usize), Result<NotSip, Malformed>>,
+) -> Result<(StartLine, usize, bool), Outcome> {
     if let Some(ns) = message::not_sip(msg) {
         return Err(Outcome::NotSip(ns));
     }
-    let (start, pos) = message::start_line(msg).map_err(|e| match e {
+    let (start, pos) = start_line(msg).map_err(|e| match e {
         Ok(ns) => Outcome::NotSip(ns),
         Err(m) => Outcome::Malformed(m),
     })?;

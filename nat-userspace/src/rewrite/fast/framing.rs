@@ -11,9 +11,11 @@
 //! colon and everything after them (folding, the value's trims, the kind) are those of
 //! `header_with`, which this code then does the same way.
 
+use core::ops::Range;
+
 use super::index::Cands;
 use crate::sip::{
-    message::{self, Header, Kind, Malformed},
+    message::{self, Header, Kind, Malformed, NotSip, StartLine},
     scan::{is_ws, skip_ws, trim_end},
 };
 
@@ -54,6 +56,55 @@ pub(super) fn header(
     ))
 }
 
+/// [`message::start_line`], the usual request line (`METHOD SP URI SP SIP/2.0`, a method
+/// of 1 to 15 letters, digits or `-` followed by one space) read with one 16-byte load
+/// and one 8-byte compare; anything else (responses included) by `start_line` itself.
+///
+/// Why this is `start_line`'s reading: its line is the first line's content (the same
+/// line end, here from the index); a line ending ` SIP/2.0` (any case) has no trailing
+/// whitespace, so its `end` is the line's end and its version starts 7 bytes before (the
+/// same compare); its method is the run of token characters from the start, which ends
+/// at the first space when every byte before it is a letter, digit or `-`; the URI is
+/// then found with the same `skip_ws` / `trim_end`, and every check it makes holds.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+pub(super) fn start_line(
+    cands: &Cands,
+    msg: &[u8],
+) -> Result<(StartLine, usize), Result<NotSip, Malformed>> {
+    let (ce, next) = cands.line_end(msg, 0, msg.len());
+    match request_line(msg, ce) {
+        Some((method, uri)) => Ok((StartLine::Request { method, uri }, next)),
+        None => message::start_line(msg),
+    }
+}
+
+/// The method and URI of a request line `msg[..ce]` in the usual form (see
+/// [`start_line`]).
+#[inline(always)]
+fn request_line(msg: &[u8], ce: usize) -> Option<(Range<usize>, Range<usize>)> {
+    let line = msg.get(..ce)?;
+    let w = msg.first_chunk::<16>()?;
+    // ` SIP/2.0`, the letters in any case: OR-ing 0x20 into a byte gives `s` only for
+    // `S` and `s` (and likewise `i`, `p`).
+    const CASE: u64 = u64::from_le_bytes([0, 0x20, 0x20, 0x20, 0, 0, 0, 0]);
+    let tail = u64::from_le_bytes(*line.last_chunk::<8>()?);
+    if tail | CASE != u64::from_le_bytes(*b" sip/2.0") {
+        return None;
+    }
+    let (spaces, name_chars) = classes(w, b' ');
+    let m_end = spaces.trailing_zeros() as usize;
+    let before = (1u32 << (m_end & 31)) - 1;
+    // (`m_end < ce - 8`: the space is not the version's.)
+    if m_end == 0 || m_end >= 16 || m_end + 8 >= ce || name_chars & before != before {
+        return None;
+    }
+    let v_start = ce - 7;
+    let u_start = skip_ws(line, m_end, ce);
+    let u_end = trim_end(line, u_start, v_start);
+    (u_start < u_end).then_some((0..m_end, u_start..u_end))
+}
+
 /// The reference's framing of the line at `pos` (line ends from the index).
 #[allow(clippy::type_complexity)]
 #[cold]
@@ -72,16 +123,16 @@ fn exact(
 #[inline(always)]
 fn name_colon(msg: &[u8], pos: usize, ce: usize) -> Option<usize> {
     let w = msg.get(pos..)?.first_chunk::<16>()?;
-    let (colons, name_chars) = classes(w);
+    let (colons, name_chars) = classes(w, b':');
     let c = colons.trailing_zeros() as usize;
     let before = (1u32 << (c & 31)) - 1;
     (c > 0 && c < 16 && pos + c < ce && name_chars & before == before).then_some(pos + c)
 }
 
-/// The `:` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
+/// The `sep` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn classes(w: &[u8; 16]) -> (u32, u32) {
+fn classes(w: &[u8; 16], sep: u8) -> (u32, u32) {
     use core::arch::x86_64::{
         _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
         _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
@@ -92,7 +143,7 @@ fn classes(w: &[u8; 16]) -> (u32, u32) {
     unsafe {
         let v = _mm_loadu_si128(w.as_ptr().cast());
         let splat = |c: u8| _mm_set1_epi8(c as i8);
-        let colons = _mm_movemask_epi8(_mm_cmpeq_epi8(v, splat(b':'))) as u32;
+        let seps = _mm_movemask_epi8(_mm_cmpeq_epi8(v, splat(sep))) as u32;
         let lower = _mm_or_si128(v, splat(0x20));
         let letter = _mm_and_si128(
             _mm_cmpgt_epi8(lower, splat(b'a' - 1)),
@@ -104,17 +155,17 @@ fn classes(w: &[u8; 16]) -> (u32, u32) {
         );
         let dash = _mm_cmpeq_epi8(v, splat(b'-'));
         let name = _mm_or_si128(_mm_or_si128(letter, digit), dash);
-        (colons, _mm_movemask_epi8(name) as u32)
+        (seps, _mm_movemask_epi8(name) as u32)
     }
 }
 
-/// The `:` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
+/// The `sep` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn classes(w: &[u8; 16]) -> (u32, u32) {
+fn classes(w: &[u8; 16], sep: u8) -> (u32, u32) {
     w.iter().enumerate().fold((0, 0), |(c, n), (i, &b)| {
         (
-            c | u32::from(b == b':') << i,
+            c | u32::from(b == sep) << i,
             n | u32::from(b.is_ascii_alphanumeric() || b == b'-') << i,
         )
     })
@@ -131,8 +182,9 @@ mod tests {
             for i in 0..16 {
                 let mut w = [b'x'; 16];
                 w[i] = b;
-                let (c, n) = classes(&w);
+                let (c, n) = classes(&w, b':');
                 assert_eq!(c >> i & 1 == 1, b == b':', "{b:#x} at {i}");
+                assert_eq!(classes(&w, b' ').0 >> i & 1 == 1, b == b' ', "{b:#x} at {i}");
                 assert_eq!(
                     n >> i & 1 == 1,
                     b.is_ascii_alphanumeric() || b == b'-',

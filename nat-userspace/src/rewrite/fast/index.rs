@@ -50,20 +50,35 @@ impl Cands {
     /// Indexes `msg` under `gate`: one pass, 64 bytes at a time. (Built in the caller's
     /// frame and filled in place: returned from an out-of-line call, the 0.5 KiB index
     /// was copied once more.)
-    #[inline(always)]
+    #[cfg(test)]
     pub(super) fn find(msg: &[u8], gate: &Gate) -> Cands {
-        let indexed = msg.len() <= MAX_INDEXED;
-        let mut c = Cands {
+        let mut c = Cands::empty();
+        c.index(msg, gate);
+        c
+    }
+
+    /// An index of nothing, to be filled by [`Self::index`].
+    #[inline(always)]
+    pub(super) fn empty() -> Cands {
+        Cands {
             bits: [0; WORDS],
             eol: [0; WORDS],
             m: [0; WORDS],
-            indexed,
-            all: gate.all || !indexed,
-        };
-        if indexed {
-            c.fill_in(msg, gate);
+            indexed: false,
+            all: true,
         }
-        c
+    }
+
+    /// Indexes `msg` under `gate` in place (what [`Self::find`] returns: the scan fills
+    /// an index in its own frame, which a returned one was copied into).
+    #[inline(always)]
+    pub(super) fn index(&mut self, msg: &[u8], gate: &Gate) {
+        let indexed = msg.len() <= MAX_INDEXED;
+        self.indexed = indexed;
+        self.all = gate.all || !indexed;
+        if indexed {
+            self.fill_in(msg, gate);
+        }
     }
 
     #[inline(never)]

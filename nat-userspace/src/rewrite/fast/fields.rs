@@ -7,6 +7,7 @@
 //! why it finds what the reference finds.
 
 use core::{
+    cell::Cell,
     net::{IpAddr, Ipv4Addr},
     ops::Range,
 };
@@ -113,13 +114,19 @@ fn angle_uri(
         return r.uri(msg, s, e, field);
     };
     let host_start = memchr::memchr(b'@', &msg[after..e]).map_or(after, |i| after + i + 1);
-    let Some(hp) = host_port(msg, skip_lws(msg, host_start, e), e) else {
+    let Some(hp) = host_port(msg, skip_lws(msg, host_start, e), e, cands.ports, &cands.v4) else {
         // A host name (a numeric maddr may follow it) or something odd.
         return r.uri(msg, s, e, field);
     };
     r.host(&hp, Some(if secure { 5061 } else { 5060 }), true, field);
-    let host_end = hp.end();
-    if cands.any(host_end, e) {
+    if cands.any(hp.end(), e) {
+        // (The parameters start after the port: read it when it was not.)
+        let host_end = match cands.ports {
+            true => hp.end(),
+            false => {
+                host_port(msg, hp.host.start, e, true, &cands.v4).map_or(hp.host.end, |h| h.end())
+            }
+        };
         let params_end = msg[host_end..e]
             .iter()
             .position(|&c| c == b'?')
@@ -149,7 +156,7 @@ pub(super) fn top_via(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], v: Range<usize>,
         p += 1;
     }
     let tls = msg[t..p].eq_ignore_ascii_case(b"TLS");
-    let hp = host_port(msg, skip_lws(msg, p, v.end), v.end);
+    let hp = host_port(msg, skip_lws(msg, p, v.end), v.end, cands.ports, &cands.v4);
     match hp {
         Some(hp) if !cands.any(hp.end(), v.end) => {
             r.host(
@@ -171,8 +178,9 @@ pub(super) fn sdp_line(
     msg: &[u8],
     line: Range<usize>,
     rejected: &mut bool,
+    memo: &Memo,
 ) {
-    let (field, host, addr) = match plain_sdp(msg, line.clone(), rejected) {
+    let (field, host, addr) = match plain_sdp(msg, line.clone(), rejected, memo) {
         Some(Some(x)) => x,
         Some(None) => return,
         None => {
@@ -217,6 +225,7 @@ fn plain_sdp(
     msg: &[u8],
     line: Range<usize>,
     rejected: &mut bool,
+    memo: &Memo,
 ) -> Option<Option<(RewrittenField, Range<usize>, IpAddr)>> {
     let l = msg.get(line.clone())?;
     let at = line.start;
@@ -226,7 +235,7 @@ fn plain_sdp(
     match l[0] {
         b'c' => {
             l.strip_prefix(b"c=IN IP4 ")?;
-            let (host, addr) = typed_v4(msg, at + 9, line.end)?;
+            let (host, addr) = typed_v4(msg, at + 9, line.end, memo)?;
             Some((!*rejected).then_some((RewrittenField::SdpConnection, host, addr)))
         }
         b'o' if l.last() != Some(&b' ') => {
@@ -243,7 +252,7 @@ fn plain_sdp(
             }
             let text = l[sp + 1..].split(|&c| c == b'/').next()?;
             let h = at + sp + 1;
-            match ipv4_at(msg, h, h + text.len()) {
+            match ipv4_at(msg, h, h + text.len(), memo) {
                 Some((a, n)) if n == text.len() => {
                     Some(Some((RewrittenField::SdpOrigin, h..h + n, IpAddr::V4(a))))
                 }
@@ -262,7 +271,7 @@ fn plain_sdp(
                 return Some(None);
             }
             rest[p_end..].strip_prefix(b" IN IP4 ")?;
-            let (host, addr) = typed_v4(msg, at + 7 + p_end + 8, line.end)?;
+            let (host, addr) = typed_v4(msg, at + 7 + p_end + 8, line.end, memo)?;
             Some((!*rejected).then_some((RewrittenField::SdpRtcp, host, addr)))
         }
         b'm' => {
@@ -285,25 +294,37 @@ fn plain_sdp(
 /// An SDP address field `msg[at..end]` that starts with an IPv4 address followed by its
 /// end, a space or a `/`: the address text `typed_addr` reads from it.
 #[inline]
-fn typed_v4(msg: &[u8], at: usize, end: usize) -> Option<(Range<usize>, IpAddr)> {
-    let (addr, n) = ipv4_at(msg, at, end)?;
+fn typed_v4(msg: &[u8], at: usize, end: usize, memo: &Memo) -> Option<(Range<usize>, IpAddr)> {
+    let (addr, n) = ipv4_at(msg, at, end, memo)?;
     let after = (at + n < end).then(|| msg.get(at + n)).flatten();
     matches!(after, None | Some(b' ') | Some(b'/')).then_some((at..at + n, IpAddr::V4(addr)))
 }
 
 /// [`host_port_at`] without bare IPv6 (URI hosts, Via sent-by), its IPv4 case read from a
 /// 16-byte window; a `[` goes to `host_port_at`. Like it, anything but an IPv4 address
-/// that is a whole token is `None` (a host name), and a `:port` may follow after LWS.
+/// that is a whole token is `None` (a host name), and a `:port` may follow after LWS,
+/// read only when `ports` (see [`Cands::ports`]: otherwise no port can change, and
+/// [`Rewriter::host`] does not read it). Without it, where the host ends stands for
+/// where the port would: between them are only LWS, `:` and digits, none of them a
+/// candidate.
 #[inline]
-fn host_port(msg: &[u8], pos: usize, end: usize) -> Option<HostPort> {
+fn host_port(msg: &[u8], pos: usize, end: usize, ports: bool, memo: &Memo) -> Option<HostPort> {
     let end = end.min(msg.len());
     if pos < end && msg[pos] == b'[' {
         return host_port_at(msg, pos, end, false);
     }
-    let (a, n) = ipv4_at(msg, pos, end)?;
+    let (a, n) = ipv4_at(msg, pos, end, memo)?;
     let he = pos + n;
     if he < end && is_host_char(msg[he]) {
         return None;
+    }
+    if !ports {
+        return Some(HostPort {
+            host: pos..he,
+            addr: IpAddr::V4(a),
+            bracketed: false,
+            port: None,
+        });
     }
     let q = skip_lws(msg, he, end);
     let port = if q < end && msg[q] == b':' {
@@ -324,34 +345,96 @@ fn host_port(msg: &[u8], pos: usize, end: usize) -> Option<HostPort> {
 /// the copy of a whole window above becomes a call to `memcpy` too.)
 #[cold]
 #[inline(never)]
-fn padded(b: &[u8]) -> [u8; 16] {
+fn padded(b: &[u8]) -> u128 {
     let mut w = [0u8; 16];
     let n = b.len().min(16);
     w[..n].copy_from_slice(&b[..n]);
-    w
+    u128::from_le_bytes(w)
 }
 
-/// The 16 bytes of `msg` from `pos`, those at or after `end` zeroed: read from the
-/// message in one load when it has 16 bytes there (the usual case: a field rarely ends
-/// the message), else copied ([`padded`]). `None` when `pos` is past `end` or the
-/// message.
+/// The 16 bytes of `msg` from `pos` (at most its length), zero past the message's end
+/// (byte `i` in bits `8i..8i+8`): one load from `pos`, or near the end one of the
+/// message's last 16 bytes shifted down; copied ([`padded`]) only from a message of
+/// fewer than 16 bytes.
+#[inline(always)]
+fn raw16(msg: &[u8], pos: usize) -> Option<u128> {
+    if let Some(w) = msg.get(pos..).and_then(|b| b.first_chunk::<16>()) {
+        return Some(u128::from_le_bytes(*w));
+    }
+    let past = (pos + 16).checked_sub(msg.len())?;
+    match msg.last_chunk::<16>() {
+        // `pos` < the length: `past` < 16.
+        Some(w) if past < 16 => Some(u128::from_le_bytes(*w) >> (8 * past)),
+        Some(_) => (past == 16).then_some(0),
+        None => Some(padded(msg.get(pos..)?)),
+    }
+}
+
+/// The 16 bytes of `msg` from `pos`, those at or after `end` zeroed ([`raw16`], masked).
+/// `None` when `pos` is past `end` or the message.
 #[inline]
 fn window(msg: &[u8], pos: usize, end: usize) -> Option<[u8; 16]> {
     let end = end.min(msg.len());
     let n = end.checked_sub(pos)?;
-    Some(match msg.get(pos..).and_then(|b| b.first_chunk::<16>()) {
-        Some(w) if n >= 16 => *w,
-        Some(w) => (u128::from_le_bytes(*w) & ((1u128 << (8 * n)) - 1)).to_le_bytes(),
-        None => padded(&msg[pos..end]),
-    })
+    let w = raw16(msg, pos)?;
+    Some(match n {
+        16.. => w,
+        _ => w & ((1u128 << (8 * n)) - 1),
+    }
+    .to_le_bytes())
 }
+
+/// The last IPv4 address [`ipv4_at`] read in a message: its text's bytes (zero past
+/// it), its value and its length (0: none yet). A message names the same address many
+/// times (Via, Contact, `o=`, `c=`, `a=rtcp`).
+#[derive(Clone, Copy, Default)]
+struct Last {
+    text: u128,
+    /// Ones over the text's bytes.
+    keep: u128,
+    addr: u32,
+    len: u8,
+}
+
+/// [`Last`] of one message (in its index, shared by reference with every field).
+#[derive(Default)]
+pub(super) struct Memo(Cell<Last>);
 
 /// [`crate::sip::addr::parse_ipv4_prefix`] of `msg[pos..end]`, read from its zero-padded
 /// 16-byte [`window`] (an address is at most 15 bytes; a zero is neither a digit nor a
-/// dot, so the padding ends the address as `end` does).
+/// dot, so the padding ends the address as `end` does). The same text as the last
+/// address read ([`Memo`]), within `end`, followed by `end` or a byte that is not a
+/// digit is that address: the parse reads nothing else (the byte after the text only to
+/// see that the last octet ended, when it has fewer than 3 digits).
 #[inline]
-fn ipv4_at(msg: &[u8], pos: usize, end: usize) -> Option<(Ipv4Addr, usize)> {
+fn ipv4_at(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr, usize)> {
+    let last = memo.0.get();
+    let end = end.min(msg.len());
+    if let Some(raw) = raw16(msg, pos) {
+        let n = usize::from(last.len);
+        if (raw ^ last.text) & last.keep == 0
+            && n != 0
+            && pos + n <= end
+            && (pos + n == end || !raw.to_le_bytes()[n & 15].is_ascii_digit())
+        {
+            return Some((Ipv4Addr::from(last.addr), n));
+        }
+    }
     let w = window(msg, pos, end)?;
+    let (addr, n) = parse_window(&w)?;
+    let keep = (1u128 << (8 * (n & 15))) - 1;
+    memo.0.set(Last {
+        text: u128::from_le_bytes(w) & keep,
+        keep,
+        addr: u32::from(addr),
+        len: n as u8,
+    });
+    Some((addr, n))
+}
+
+/// The IPv4 address at the start of a zero-padded window, and its length.
+#[inline]
+fn parse_window(w: &[u8; 16]) -> Option<(Ipv4Addr, usize)> {
     // (Indexes masked to the window: an octet starts at 12 at the latest, so its three
     // digits are within it.)
     let d = |i: usize| u32::from(w[i & 15].wrapping_sub(b'0'));
@@ -385,34 +468,37 @@ fn ipv4_at(msg: &[u8], pos: usize, end: usize) -> Option<(Ipv4Addr, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::ipv4_at;
+    use super::{ipv4_at, Memo};
     use crate::sip::addr::parse_ipv4_prefix;
 
     /// The window read (one load masked at the field's end, or the padded copy near the
     /// message's end) parses what `parse_ipv4_prefix` parses of `msg[pos..end]`, for
-    /// every field inside messages that hold addresses at their start, middle and end.
+    /// every field inside messages that hold addresses at their start, middle and end;
+    /// with a fresh memo and with one kept over all the reads (in two orders: the last
+    /// address read is then every address of the messages, before every field).
     #[test]
     fn ipv4_from_the_window_equals_the_prefix_parse() {
-        let msgs: [&[u8]; 6] = [
+        let msgs: [&[u8]; 7] = [
             b"c=IN IP4 10.0.0.1\r\nx 192.168.100.200:5060;y 1.2.3.4",
             b"255.255.255.255 256.1.1.1 01.002.3.4 9.9.9.99999",
             b"10.0.0.10",
             b"a 10.1.2.3",
             b"1.2.3.4.5 1234.1.1.1 1.2.3.1234 1..2.3 .1.2.3.4 1.2.3. 999.1.1.1 1.2.3.x",
             b"000.000.000.000 123.123.123.123 0.0.0.0:5060 1.1.1.255/24 01.1.1.256",
+            b"10.0.0.1 10.0.0.10 10.0.0.1/ 10.0.0.100 10.0.0.1.5 110.0.0.1 10.0.0.1x 10.0.0.1",
         ];
+        let kept = Memo::default();
         for msg in msgs {
-            for pos in 0..=msg.len() {
-                for end in pos..=msg.len() {
-                    assert_eq!(
-                        ipv4_at(msg, pos, end),
-                        parse_ipv4_prefix(&msg[pos..end]),
-                        "{:?} [{pos},{end})",
-                        core::str::from_utf8(msg)
-                    );
-                }
+            let n = msg.len();
+            let fields = (0..=n).flat_map(|p| (p..=n).map(move |e| (p, e)));
+            let by_end = (0..=n).flat_map(|e| (0..=e).map(move |p| (p, e)));
+            for (pos, end) in fields.chain(by_end) {
+                let want = parse_ipv4_prefix(&msg[pos..end]);
+                let what = format!("{:?} [{pos},{end})", core::str::from_utf8(msg));
+                assert_eq!(ipv4_at(msg, pos, end, &Memo::default()), want, "{what}");
+                assert_eq!(ipv4_at(msg, pos, end, &kept), want, "kept: {what}");
             }
         }
-        assert_eq!(ipv4_at(b"10.0.0.1", 9, 9), None);
+        assert_eq!(ipv4_at(b"10.0.0.1", 9, 9, &kept), None);
     }
 }

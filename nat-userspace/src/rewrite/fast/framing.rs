@@ -184,7 +184,11 @@ mod tests {
                 w[i] = b;
                 let (c, n) = classes(&w, b':');
                 assert_eq!(c >> i & 1 == 1, b == b':', "{b:#x} at {i}");
-                assert_eq!(classes(&w, b' ').0 >> i & 1 == 1, b == b' ', "{b:#x} at {i}");
+                assert_eq!(
+                    classes(&w, b' ').0 >> i & 1 == 1,
+                    b == b' ',
+                    "{b:#x} at {i}"
+                );
                 assert_eq!(
                     n >> i & 1 == 1,
                     b.is_ascii_alphanumeric() || b == b'-',

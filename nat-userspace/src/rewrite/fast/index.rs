@@ -20,6 +20,11 @@ pub(super) struct Cands {
     /// `eol` covers the message (it is at most [`MAX_INDEXED`] bytes long).
     indexed: bool,
     all: bool,
+    /// A port written after an address can change (NAPT, or a rule with a port map):
+    /// the fast fields read URI ports only then.
+    pub(super) ports: bool,
+    /// The last IPv4 address the fast fields read.
+    pub(super) v4: super::fields::Memo,
 }
 
 impl Cands {
@@ -66,6 +71,8 @@ impl Cands {
             m: [0; WORDS],
             indexed: false,
             all: true,
+            ports: true,
+            v4: super::fields::Memo::default(),
         }
     }
 

@@ -256,8 +256,9 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         cands.index(msg, gate);
         framing::start_line(&cands, msg)
     })?;
-    let cands = &cands;
     let cfg = r.ctx.config;
+    cands.ports = r.ctx.napt.is_some() || port_maps(cfg);
+    let cands = &cands;
     if let StartLine::Request { uri, .. } = &start {
         if cands.any(uri.start, uri.end) {
             r.uri(msg, uri.start, uri.end, RewrittenField::RequestUri);
@@ -348,6 +349,6 @@ fn port_maps(cfg: &RewriteConfig) -> bool {
 fn sdp(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], start: usize, end: usize, cands: &Cands) {
     let mut rejected = false;
     cands.marked_lines(msg, start, end, |line| {
-        fields::sdp_line(r, msg, line, &mut rejected)
+        fields::sdp_line(r, msg, line, &mut rejected, &cands.v4)
     });
 }

@@ -12,10 +12,14 @@ use core::{
     ops::Range,
 };
 
-use super::index::Cands;
+use super::{index::Cands, search::find};
 use crate::{
     nat::Direction,
-    rewrite::{edits::RewrittenField, message::Rewriter},
+    rewrite::{
+        decide::{Map, MAP_CACHE},
+        edits::RewrittenField,
+        message::Rewriter,
+    },
     sip::{
         scan::{is_host_char, port_at, skip_lws, skip_ws},
         sdp,
@@ -58,10 +62,7 @@ fn plain_values(
     (field, all): (RewrittenField, bool),
     cands: &Cands,
 ) -> Option<()> {
-    let first_of = |from: usize, a: u8, b: u8| -> Option<usize> {
-        let i = memchr::memchr2(a, b, msg.get(from..v.end)?)?;
-        Some(from + i)
-    };
+    let first_of = |from: usize, a: u8, b: u8| find(msg, from, v.end, [a, b]);
     let mut pos = v.start;
     while pos < v.end {
         let lt = match msg[pos] {
@@ -83,10 +84,9 @@ fn plain_values(
         if !all {
             break;
         }
-        let rest = memchr::memchr3(b',', b'"', b'<', &msg[gt + 1..v.end]);
-        match rest {
+        match find(msg, gt + 1, v.end, [b',', b'"', b'<']) {
             None => break,
-            Some(i) if msg[gt + 1 + i] == b',' => pos = skip_lws(msg, gt + 2 + i, v.end),
+            Some(i) if msg[i] == b',' => pos = skip_lws(msg, i + 1, v.end),
             Some(_) => return None,
         }
     }
@@ -113,12 +113,12 @@ fn angle_uri(
     } else {
         return r.uri(msg, s, e, field);
     };
-    let host_start = memchr::memchr(b'@', &msg[after..e]).map_or(after, |i| after + i + 1);
+    let host_start = find(msg, after, e, [b'@']).map_or(after, |i| i + 1);
     let Some(hp) = host_port(msg, skip_lws(msg, host_start, e), e, cands.ports, &cands.v4) else {
         // A host name (a numeric maddr may follow it) or something odd.
         return r.uri(msg, s, e, field);
     };
-    r.host(&hp, Some(if secure { 5061 } else { 5060 }), true, field);
+    uri_host(r, &hp, secure, field, cands);
     if cands.any(hp.end(), e) {
         // (The parameters start after the port: read it when it was not.)
         let host_end = match cands.ports {
@@ -159,12 +159,7 @@ pub(super) fn top_via(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], v: Range<usize>,
     let hp = host_port(msg, skip_lws(msg, p, v.end), v.end, cands.ports, &cands.v4);
     match hp {
         Some(hp) if !cands.any(hp.end(), v.end) => {
-            r.host(
-                &hp,
-                Some(if tls { 5061 } else { 5060 }),
-                true,
-                RewrittenField::Via,
-            );
+            uri_host(r, &hp, tls, RewrittenField::Via, cands);
         }
         _ => r.top_via(msg, v),
     }
@@ -201,13 +196,50 @@ pub(super) fn sdp_line(
             }
         }
     };
-    let hp = HostPort {
-        host,
-        addr,
-        bracketed: false,
-        port: None,
-    };
-    r.host(&hp, None, false, field);
+    // (`Rewriter::host` without a default port, brackets or a written port.)
+    plain_host(r, host, addr, field);
+}
+
+/// [`Rewriter::host`] of a URI or Via host (port 5061 for `sips:` / TLS, else 5060);
+/// [`plain_host`] for an IPv4 host when no port can change.
+#[inline(always)]
+fn uri_host(
+    r: &mut Rewriter<'_, '_, '_>,
+    hp: &HostPort,
+    secure: bool,
+    field: RewrittenField,
+    cands: &Cands,
+) {
+    if !cands.ports && hp.addr.is_ipv4() {
+        plain_host(r, hp.host.clone(), hp.addr, field);
+    } else {
+        r.host(hp, Some(if secure { 5061 } else { 5060 }), true, field);
+    }
+}
+
+/// [`Rewriter::host`] where its edit can only be the host's text replaced by the new
+/// address's: a host-only field (no default port, written as the original: SDP), or
+/// an IPv4 host when no port can change (no NAPT, no port maps). Why that is `host`'s
+/// edit: without a default port it maps no port; with one, only NAPT or a rule's port
+/// map can change it. And it brackets only an IPv6 new address, which an IPv4 address
+/// never becomes (the families must match, else it is a family mismatch).
+#[inline(always)]
+fn plain_host(
+    r: &mut Rewriter<'_, '_, '_>,
+    host: Range<usize>,
+    addr: IpAddr,
+    field: RewrittenField,
+) {
+    match r.map(addr) {
+        Map::Keep => {}
+        Map::FamilyMismatch => r.family_mismatch += 1,
+        Map::To { text, .. } => {
+            let text = &r.texts[usize::from(text) % MAP_CACHE];
+            if r.edits.push_ref(host.start, host.end, text, field).is_err() {
+                r.full = true;
+            }
+        }
+    }
 }
 
 /// An SDP line in its plain form, read as `sdp::line_item` reads it: `Some(Some(..))` the
@@ -377,11 +409,13 @@ fn window(msg: &[u8], pos: usize, end: usize) -> Option<[u8; 16]> {
     let end = end.min(msg.len());
     let n = end.checked_sub(pos)?;
     let w = raw16(msg, pos)?;
-    Some(match n {
-        16.. => w,
-        _ => w & ((1u128 << (8 * n)) - 1),
-    }
-    .to_le_bytes())
+    Some(
+        match n {
+            16.. => w,
+            _ => w & ((1u128 << (8 * n)) - 1),
+        }
+        .to_le_bytes(),
+    )
 }
 
 /// The last IPv4 address [`ipv4_at`] read in a message: its text's bytes (zero past

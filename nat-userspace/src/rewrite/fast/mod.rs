@@ -165,6 +165,7 @@ impl Gate {
 mod fields;
 mod framing;
 mod index;
+mod search;
 
 use fields::name_addrs;
 

@@ -12,7 +12,10 @@ use core::{
     ops::Range,
 };
 
-use super::{index::Cands, search::find};
+use super::{
+    index::Cands,
+    search::{find, hits},
+};
 use crate::{
     nat::Direction,
     rewrite::{
@@ -271,21 +274,17 @@ fn plain_sdp(
             Some((!*rejected).then_some((RewrittenField::SdpConnection, host, addr)))
         }
         b'o' if l.last() != Some(&b' ') => {
-            // The last field: at most 15 bytes for an IPv4 address.
-            let mut sp = l.len() - 1;
-            while l[sp] != b' ' {
-                if sp + 16 < l.len() || sp == 0 {
-                    return None;
-                }
-                sp -= 1;
-            }
+            // The last field: at most 15 bytes for an IPv4 address (its space among
+            // the line's last 17 bytes).
+            let sp = last_space(l)?;
             if sp < 9 || &l[sp - 7..=sp] != b" IN IP4 " {
                 return None;
             }
-            let text = l[sp + 1..].split(|&c| c == b'/').next()?;
+            // The text up to the first `/` after the space.
             let h = at + sp + 1;
-            match ipv4_at(msg, h, h + text.len(), memo) {
-                Some((a, n)) if n == text.len() => {
+            let text_len = find(msg, h, line.end, [b'/']).unwrap_or(line.end) - h;
+            match ipv4_at(msg, h, h + text_len, memo) {
+                Some((a, n)) if n == text_len => {
                     Some(Some((RewrittenField::SdpOrigin, h..h + n, IpAddr::V4(a))))
                 }
                 _ => None,
@@ -293,7 +292,7 @@ fn plain_sdp(
         }
         b'a' => {
             let rest = l.strip_prefix(b"a=rtcp:")?;
-            let p_end = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
+            let p_end = find(msg, at + 7, line.end, [b' ']).map_or(rest.len(), |i| i - at - 7);
             match port_at(rest, 0, p_end) {
                 Some((_, pe)) if pe == p_end => {}
                 // `rtcp` reads no item: nothing.
@@ -308,11 +307,12 @@ fn plain_sdp(
         }
         b'm' => {
             let v = &l[2..];
-            let s = v.iter().position(|&c| c == b' ')?;
+            let s = find(msg, at + 2, line.end, [b' '])? - at - 2;
             let p = v
                 .get(s + 1..)
                 .filter(|p| p.first().is_some_and(|&c| c != b' '))?;
-            let p_end = p.iter().position(|&c| c == b' ').unwrap_or(p.len());
+            let p_at = at + 2 + s + 1;
+            let p_end = find(msg, p_at, line.end, [b' ']).map_or(p.len(), |i| i - p_at);
             *rejected = match port_at(p, 0, p_end) {
                 Some((port, pe)) if pe == p_end || p[pe] == b'/' => port == 0,
                 _ => false,
@@ -320,6 +320,19 @@ fn plain_sdp(
             Some(None)
         }
         _ => None,
+    }
+}
+
+/// The last space among the last 17 bytes of `l` (all of them when it is shorter).
+#[inline(always)]
+fn last_space(l: &[u8]) -> Option<usize> {
+    let n = l.len();
+    match l.last_chunk::<16>() {
+        Some(w) => match hits(w, [b' ']) {
+            0 => (n >= 17 && l[n - 17] == b' ').then(|| n - 17),
+            m => Some(n - 16 + 31 - m.leading_zeros() as usize),
+        },
+        None => l.iter().rposition(|&c| c == b' '),
     }
 }
 
@@ -502,8 +515,37 @@ fn parse_window(w: &[u8; 16]) -> Option<(Ipv4Addr, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ipv4_at, Memo};
+    use super::{ipv4_at, last_space, Memo};
     use crate::sip::addr::parse_ipv4_prefix;
+
+    /// `last_space` finds the space the byte loop it replaced found: the last one among
+    /// the line's last 17 bytes (the loop checked each byte before giving up).
+    #[test]
+    fn last_space_equals_the_byte_loop() {
+        let byte_loop = |l: &[u8]| -> Option<usize> {
+            let mut sp = l.len() - 1;
+            while l[sp] != b' ' {
+                if sp + 16 < l.len() || sp == 0 {
+                    return None;
+                }
+                sp -= 1;
+            }
+            Some(sp)
+        };
+        for n in 1..40 {
+            for a in 0..n {
+                for b in a..n {
+                    let mut l = vec![b'x'; n];
+                    l[a] = b' ';
+                    l[b] = b' ';
+                    assert_eq!(last_space(&l), byte_loop(&l), "{n} {a} {b}");
+                    l[a] = b'y';
+                    l[b] = b'y';
+                    assert_eq!(last_space(&l), byte_loop(&l), "{n} none");
+                }
+            }
+        }
+    }
 
     /// The window read (one load masked at the field's end, or the padded copy near the
     /// message's end) parses what `parse_ipv4_prefix` parses of `msg[pos..end]`, for

@@ -38,7 +38,7 @@ pub(super) fn find<const N: usize>(
 /// Bit `k`: byte `k` of `w` is one of `set`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn hits<const N: usize>(w: &[u8; 16], set: [u8; N]) -> u32 {
+pub(super) fn hits<const N: usize>(w: &[u8; 16], set: [u8; N]) -> u32 {
     use core::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
         _mm_setzero_si128,
@@ -58,7 +58,7 @@ fn hits<const N: usize>(w: &[u8; 16], set: [u8; N]) -> u32 {
 /// Bit `k`: byte `k` of `w` is one of `set`.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn hits<const N: usize>(w: &[u8; 16], set: [u8; N]) -> u32 {
+pub(super) fn hits<const N: usize>(w: &[u8; 16], set: [u8; N]) -> u32 {
     w.iter()
         .enumerate()
         .fold(0, |m, (k, b)| m | u32::from(set.contains(b)) << k)

@@ -16,7 +16,7 @@ use core::ops::Range;
 use super::index::Cands;
 use crate::sip::{
     message::{self, Header, Kind, Malformed, NotSip, StartLine},
-    scan::{is_ws, skip_ws, trim_end},
+    scan::{is_lws, is_ws, skip_ws, trim_end},
 };
 
 /// [`message::header`] with the line ends from the index, the usual lines framed from
@@ -44,8 +44,16 @@ pub(super) fn header(
     while next < end && is_ws(msg[next]) {
         (ce, next) = cands.line_end(msg, next, end);
     }
-    let v_start = skip_ws(msg, colon + 1, ce);
-    let v_end = trim_end(msg, v_start, ce).max(v_start);
+    // Usually one space, then the value, which ends right at the line's end: told by
+    // two byte checks each (the loops' answers then), else the loops.
+    let v_start = match msg.get(colon + 1..colon + 3) {
+        Some(&[b' ', c]) if colon + 2 < ce && !is_ws(c) => colon + 2,
+        _ => skip_ws(msg, colon + 1, ce),
+    };
+    let v_end = match msg.get(ce.wrapping_sub(1)) {
+        Some(&c) if ce > v_start && !is_lws(c) => ce,
+        _ => trim_end(msg, v_start, ce).max(v_start),
+    };
     Ok((
         Header {
             kind: Kind::of_token(&msg[pos..colon]),

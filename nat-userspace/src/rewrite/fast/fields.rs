@@ -313,10 +313,14 @@ fn plain_sdp(
                 .filter(|p| p.first().is_some_and(|&c| c != b' '))?;
             let p_at = at + 2 + s + 1;
             let p_end = find(msg, p_at, line.end, [b' ']).map_or(p.len(), |i| i - p_at);
-            *rejected = match port_at(p, 0, p_end) {
-                Some((port, pe)) if pe == p_end || p[pe] == b'/' => port == 0,
-                _ => false,
-            };
+            // Rejected: the port is 0. Only a port starting with `0` can be (a run of
+            // digits starting 1-9 is not 0, and anything else is no port): the others
+            // are not parsed.
+            *rejected = p[0] == b'0'
+                && match port_at(p, 0, p_end) {
+                    Some((port, pe)) if pe == p_end || p[pe] == b'/' => port == 0,
+                    _ => false,
+                };
             Some(None)
         }
         _ => None,

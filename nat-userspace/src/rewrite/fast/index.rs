@@ -38,11 +38,15 @@ impl Cands {
             return false;
         }
         let (ws, we) = (start / 64, (end - 1) / 64);
+        let lo = u64::MAX << (start % 64);
+        let hi = u64::MAX >> (63 - (end - 1) % 64);
+        if ws == we {
+            // (The usual span: within one word.)
+            return self.bits.get(ws).is_some_and(|&b| b & lo & hi != 0);
+        }
         let Some(words) = self.bits.get(ws..=we) else {
             return false;
         };
-        let lo = u64::MAX << (start % 64);
-        let hi = u64::MAX >> (63 - (end - 1) % 64);
         match words {
             [one] => one & lo & hi != 0,
             [first, mid @ .., last] => {

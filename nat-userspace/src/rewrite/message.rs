@@ -572,7 +572,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             (None, _) => self.untyped_body(msg, body_start, body_end),
             _ => {}
         }
-        self.follow_content_length(framing, body_start, body_end);
+        self.follow_content_length(&framing, body_start, body_end);
         Ok(())
     }
 
@@ -607,7 +607,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
 
     /// Content-Length follows the body when the body changed size, in every header that
     /// states it; absent stays absent.
-    pub(super) fn follow_content_length(&mut self, f: BodyHeaders, start: usize, end: usize) {
+    pub(super) fn follow_content_length(&mut self, f: &BodyHeaders, start: usize, end: usize) {
         let Some(n) = f.content_length else {
             return;
         };
@@ -617,7 +617,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         if delta != 0 {
             let mut t = Text::default();
             t.push_u32(n.wrapping_add_signed(delta) as u32);
-            for digits in f.cl_digits {
+            for digits in &f.cl_digits {
                 let (s, e) = (digits.start, digits.end);
                 if self
                     .edits

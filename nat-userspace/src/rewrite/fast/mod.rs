@@ -323,7 +323,7 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             _ => {}
         }
     }
-    r.follow_content_length(framing, body_start, body_end);
+    r.follow_content_length(&framing, body_start, body_end);
     Ok(())
 }
 

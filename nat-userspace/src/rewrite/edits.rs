@@ -133,7 +133,13 @@ impl Edits {
         self.push_ref(start, end, &text, field)?;
         let last = self.items.len() - 1;
         let at = self.items[..last].partition_point(|e| e.start as usize <= start);
-        self.items[at..].rotate_right(1);
+        // The edits after it moved up by one, one copy each (a `rotate_right` was a
+        // `memmove` call for the few edits of an SDP body).
+        let new = self.items[last];
+        for i in (at + 1..=last).rev() {
+            self.items[i] = self.items[i - 1];
+        }
+        self.items[at] = new;
         Ok(())
     }
 

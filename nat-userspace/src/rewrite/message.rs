@@ -204,10 +204,22 @@ pub(super) fn rewrite_with<'a>(
 /// binding inbound (see `Rewriter::bindings`). CSeq may follow the Contacts, so it is
 /// looked up first.
 pub(super) fn scan_start(msg: &[u8]) -> Result<(StartLine, usize, bool), Outcome> {
+    scan_start_with(msg, message::start_line)
+}
+
+/// [`scan_start`] with the caller's reading of the start line (as
+/// [`message::start_line`]'s), called once the datagram is known to be no `NotSip`
+/// keep-alive, STUN or empty one.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+pub(super) fn scan_start_with(
+    msg: &[u8],
+    start_line: impl FnOnce(&[u8]) -> Result<(StartLine, usize), Result<NotSip, Malformed>>,
+) -> Result<(StartLine, usize, bool), Outcome> {
     if let Some(ns) = message::not_sip(msg) {
         return Err(Outcome::NotSip(ns));
     }
-    let (start, pos) = message::start_line(msg).map_err(|e| match e {
+    let (start, pos) = start_line(msg).map_err(|e| match e {
         Ok(ns) => Outcome::NotSip(ns),
         Err(m) => Outcome::Malformed(m),
     })?;
@@ -560,7 +572,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             (None, _) => self.untyped_body(msg, body_start, body_end),
             _ => {}
         }
-        self.follow_content_length(framing, body_start, body_end);
+        self.follow_content_length(&framing, body_start, body_end);
         Ok(())
     }
 
@@ -595,7 +607,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
 
     /// Content-Length follows the body when the body changed size, in every header that
     /// states it; absent stays absent.
-    pub(super) fn follow_content_length(&mut self, f: BodyHeaders, start: usize, end: usize) {
+    pub(super) fn follow_content_length(&mut self, f: &BodyHeaders, start: usize, end: usize) {
         let Some(n) = f.content_length else {
             return;
         };
@@ -605,7 +617,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         if delta != 0 {
             let mut t = Text::default();
             t.push_u32(n.wrapping_add_signed(delta) as u32);
-            for digits in f.cl_digits {
+            for digits in &f.cl_digits {
                 let (s, e) = (digits.start, digits.end);
                 if self
                     .edits

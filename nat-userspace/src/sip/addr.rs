@@ -77,6 +77,23 @@ pub fn parse_ip(tok: &[u8]) -> Option<IpAddr> {
 /// `[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535` is 54 bytes.
 pub const TEXT_CAP: usize = 56;
 
+/// Each octet's decimal text (no leading zeros) followed by a `.` (4 bytes: the unused
+/// ones zero), and the number of digits.
+static OCTET_TEXT: [([u8; 4], u8); 256] = {
+    let mut t = [([0u8; 4], 0u8); 256];
+    let mut o = 0;
+    while o < 256 {
+        let (d2, d1, d0) = ((o / 100) as u8, (o / 10 % 10) as u8, (o % 10) as u8);
+        t[o] = match o {
+            0..=9 => ([b'0' + d0, b'.', 0, 0], 1),
+            10..=99 => ([b'0' + d1, b'0' + d0, b'.', 0], 2),
+            _ => ([b'0' + d2, b'0' + d1, b'0' + d0, b'.'], 3),
+        };
+        o += 1;
+    }
+    t
+};
+
 /// A small fixed-capacity byte string for formatted addresses and numbers.
 #[derive(Clone, Copy)]
 pub struct Text {
@@ -177,27 +194,23 @@ impl Text {
     }
 
     /// Appends the dotted quad, written into a 16-byte window first (one copy, not one
-    /// per octet and dot).
+    /// per octet and dot), each octet's digits and the dot after them one 4-byte store
+    /// from a table ([`OCTET_TEXT`]).
     #[inline]
     pub fn push_ipv4(&mut self, a: Ipv4Addr) {
         let mut w = [0u8; 16];
         let mut n = 0;
-        for (i, o) in a.octets().into_iter().enumerate() {
-            if i > 0 {
-                w[n & 15] = b'.';
-                n += 1;
+        for o in a.octets() {
+            let (text, len) = OCTET_TEXT[usize::from(o)];
+            // (`n` ≤ 12 before each octet: at most three of 4 bytes each before it.)
+            if let Some(d) = w.get_mut(n..).and_then(|d| d.first_chunk_mut::<4>()) {
+                *d = text;
             }
-            if o >= 100 {
-                w[n & 15] = b'0' + o / 100;
-                n += 1;
-            }
-            if o >= 10 {
-                w[n & 15] = b'0' + o / 10 % 10;
-                n += 1;
-            }
-            w[n & 15] = b'0' + o % 10;
-            n += 1;
+            n += usize::from(len) + 1;
         }
+        // No dot after the last octet.
+        n -= 1;
+        w[n & 15] = 0;
         if self.len == 0 {
             // (At most 15 bytes: the window fits the empty buffer whole.)
             self.buf[..16].copy_from_slice(&w);
@@ -283,6 +296,16 @@ mod tests {
                 t.push(b"[");
                 t.push_ipv4(ip);
                 assert_eq!(t.as_bytes(), format!("[{want}").as_bytes());
+            }
+        }
+        // Every octet value in every position.
+        for o in 0..=255u8 {
+            for ip in [
+                Ipv4Addr::new(o, 255 - o, o / 3, o % 7),
+                Ipv4Addr::new(o % 11, o, 200 - o / 2, o),
+            ] {
+                let want = ip.to_string();
+                assert_eq!(Text::from_ip(IpAddr::V4(ip)).as_bytes(), want.as_bytes());
             }
         }
     }

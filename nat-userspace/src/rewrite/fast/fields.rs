@@ -7,14 +7,22 @@
 //! why it finds what the reference finds.
 
 use core::{
+    cell::Cell,
     net::{IpAddr, Ipv4Addr},
     ops::Range,
 };
 
-use super::index::Cands;
+use super::{
+    index::Cands,
+    search::{find, hits},
+};
 use crate::{
     nat::Direction,
-    rewrite::{edits::RewrittenField, message::Rewriter},
+    rewrite::{
+        decide::{Map, MAP_CACHE},
+        edits::RewrittenField,
+        message::Rewriter,
+    },
     sip::{
         scan::{is_host_char, port_at, skip_lws, skip_ws},
         sdp,
@@ -57,10 +65,7 @@ fn plain_values(
     (field, all): (RewrittenField, bool),
     cands: &Cands,
 ) -> Option<()> {
-    let first_of = |from: usize, a: u8, b: u8| -> Option<usize> {
-        let i = memchr::memchr2(a, b, msg.get(from..v.end)?)?;
-        Some(from + i)
-    };
+    let first_of = |from: usize, a: u8, b: u8| find(msg, from, v.end, [a, b]);
     let mut pos = v.start;
     while pos < v.end {
         let lt = match msg[pos] {
@@ -82,10 +87,9 @@ fn plain_values(
         if !all {
             break;
         }
-        let rest = memchr::memchr3(b',', b'"', b'<', &msg[gt + 1..v.end]);
-        match rest {
+        match find(msg, gt + 1, v.end, [b',', b'"', b'<']) {
             None => break,
-            Some(i) if msg[gt + 1 + i] == b',' => pos = skip_lws(msg, gt + 2 + i, v.end),
+            Some(i) if msg[i] == b',' => pos = skip_lws(msg, i + 1, v.end),
             Some(_) => return None,
         }
     }
@@ -112,14 +116,20 @@ fn angle_uri(
     } else {
         return r.uri(msg, s, e, field);
     };
-    let host_start = memchr::memchr(b'@', &msg[after..e]).map_or(after, |i| after + i + 1);
-    let Some(hp) = host_port(msg, skip_lws(msg, host_start, e), e) else {
+    let host_start = find(msg, after, e, [b'@']).map_or(after, |i| i + 1);
+    let Some(hp) = host_port(msg, skip_lws(msg, host_start, e), e, cands.ports, &cands.v4) else {
         // A host name (a numeric maddr may follow it) or something odd.
         return r.uri(msg, s, e, field);
     };
-    r.host(&hp, Some(if secure { 5061 } else { 5060 }), true, field);
-    let host_end = hp.end();
-    if cands.any(host_end, e) {
+    uri_host(r, &hp, secure, field, cands);
+    if cands.any(hp.end(), e) {
+        // (The parameters start after the port: read it when it was not.)
+        let host_end = match cands.ports {
+            true => hp.end(),
+            false => {
+                host_port(msg, hp.host.start, e, true, &cands.v4).map_or(hp.host.end, |h| h.end())
+            }
+        };
         let params_end = msg[host_end..e]
             .iter()
             .position(|&c| c == b'?')
@@ -149,15 +159,10 @@ pub(super) fn top_via(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], v: Range<usize>,
         p += 1;
     }
     let tls = msg[t..p].eq_ignore_ascii_case(b"TLS");
-    let hp = host_port(msg, skip_lws(msg, p, v.end), v.end);
+    let hp = host_port(msg, skip_lws(msg, p, v.end), v.end, cands.ports, &cands.v4);
     match hp {
         Some(hp) if !cands.any(hp.end(), v.end) => {
-            r.host(
-                &hp,
-                Some(if tls { 5061 } else { 5060 }),
-                true,
-                RewrittenField::Via,
-            );
+            uri_host(r, &hp, tls, RewrittenField::Via, cands);
         }
         _ => r.top_via(msg, v),
     }
@@ -171,8 +176,9 @@ pub(super) fn sdp_line(
     msg: &[u8],
     line: Range<usize>,
     rejected: &mut bool,
+    memo: &Memo,
 ) {
-    let (field, host, addr) = match plain_sdp(msg, line.clone(), rejected) {
+    let (field, host, addr) = match plain_sdp(msg, line.clone(), rejected, memo) {
         Some(Some(x)) => x,
         Some(None) => return,
         None => {
@@ -193,13 +199,50 @@ pub(super) fn sdp_line(
             }
         }
     };
-    let hp = HostPort {
-        host,
-        addr,
-        bracketed: false,
-        port: None,
-    };
-    r.host(&hp, None, false, field);
+    // (`Rewriter::host` without a default port, brackets or a written port.)
+    plain_host(r, host, addr, field);
+}
+
+/// [`Rewriter::host`] of a URI or Via host (port 5061 for `sips:` / TLS, else 5060);
+/// [`plain_host`] for an IPv4 host when no port can change.
+#[inline(always)]
+fn uri_host(
+    r: &mut Rewriter<'_, '_, '_>,
+    hp: &HostPort,
+    secure: bool,
+    field: RewrittenField,
+    cands: &Cands,
+) {
+    if !cands.ports && hp.addr.is_ipv4() {
+        plain_host(r, hp.host.clone(), hp.addr, field);
+    } else {
+        r.host(hp, Some(if secure { 5061 } else { 5060 }), true, field);
+    }
+}
+
+/// [`Rewriter::host`] where its edit can only be the host's text replaced by the new
+/// address's: a host-only field (no default port, written as the original: SDP), or
+/// an IPv4 host when no port can change (no NAPT, no port maps). Why that is `host`'s
+/// edit: without a default port it maps no port; with one, only NAPT or a rule's port
+/// map can change it. And it brackets only an IPv6 new address, which an IPv4 address
+/// never becomes (the families must match, else it is a family mismatch).
+#[inline(always)]
+fn plain_host(
+    r: &mut Rewriter<'_, '_, '_>,
+    host: Range<usize>,
+    addr: IpAddr,
+    field: RewrittenField,
+) {
+    match r.map(addr) {
+        Map::Keep => {}
+        Map::FamilyMismatch => r.family_mismatch += 1,
+        Map::To { text, .. } => {
+            let text = &r.texts[usize::from(text) % MAP_CACHE];
+            if r.edits.push_ref(host.start, host.end, text, field).is_err() {
+                r.full = true;
+            }
+        }
+    }
 }
 
 /// An SDP line in its plain form, read as `sdp::line_item` reads it: `Some(Some(..))` the
@@ -217,6 +260,7 @@ fn plain_sdp(
     msg: &[u8],
     line: Range<usize>,
     rejected: &mut bool,
+    memo: &Memo,
 ) -> Option<Option<(RewrittenField, Range<usize>, IpAddr)>> {
     let l = msg.get(line.clone())?;
     let at = line.start;
@@ -226,25 +270,21 @@ fn plain_sdp(
     match l[0] {
         b'c' => {
             l.strip_prefix(b"c=IN IP4 ")?;
-            let (host, addr) = typed_v4(msg, at + 9, line.end)?;
+            let (host, addr) = typed_v4(msg, at + 9, line.end, memo)?;
             Some((!*rejected).then_some((RewrittenField::SdpConnection, host, addr)))
         }
         b'o' if l.last() != Some(&b' ') => {
-            // The last field: at most 15 bytes for an IPv4 address.
-            let mut sp = l.len() - 1;
-            while l[sp] != b' ' {
-                if sp + 16 < l.len() || sp == 0 {
-                    return None;
-                }
-                sp -= 1;
-            }
+            // The last field: at most 15 bytes for an IPv4 address (its space among
+            // the line's last 17 bytes).
+            let sp = last_space(l)?;
             if sp < 9 || &l[sp - 7..=sp] != b" IN IP4 " {
                 return None;
             }
-            let text = l[sp + 1..].split(|&c| c == b'/').next()?;
+            // The text up to the first `/` after the space.
             let h = at + sp + 1;
-            match ipv4_at(msg, h, h + text.len()) {
-                Some((a, n)) if n == text.len() => {
+            let text_len = find(msg, h, line.end, [b'/']).unwrap_or(line.end) - h;
+            match ipv4_at(msg, h, h + text_len, memo) {
+                Some((a, n)) if n == text_len => {
                     Some(Some((RewrittenField::SdpOrigin, h..h + n, IpAddr::V4(a))))
                 }
                 _ => None,
@@ -252,7 +292,7 @@ fn plain_sdp(
         }
         b'a' => {
             let rest = l.strip_prefix(b"a=rtcp:")?;
-            let p_end = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
+            let p_end = find(msg, at + 7, line.end, [b' ']).map_or(rest.len(), |i| i - at - 7);
             match port_at(rest, 0, p_end) {
                 Some((_, pe)) if pe == p_end => {}
                 // `rtcp` reads no item: nothing.
@@ -262,48 +302,78 @@ fn plain_sdp(
                 return Some(None);
             }
             rest[p_end..].strip_prefix(b" IN IP4 ")?;
-            let (host, addr) = typed_v4(msg, at + 7 + p_end + 8, line.end)?;
+            let (host, addr) = typed_v4(msg, at + 7 + p_end + 8, line.end, memo)?;
             Some((!*rejected).then_some((RewrittenField::SdpRtcp, host, addr)))
         }
         b'm' => {
             let v = &l[2..];
-            let s = v.iter().position(|&c| c == b' ')?;
+            let s = find(msg, at + 2, line.end, [b' '])? - at - 2;
             let p = v
                 .get(s + 1..)
                 .filter(|p| p.first().is_some_and(|&c| c != b' '))?;
-            let p_end = p.iter().position(|&c| c == b' ').unwrap_or(p.len());
-            *rejected = match port_at(p, 0, p_end) {
-                Some((port, pe)) if pe == p_end || p[pe] == b'/' => port == 0,
-                _ => false,
-            };
+            let p_at = at + 2 + s + 1;
+            let p_end = find(msg, p_at, line.end, [b' ']).map_or(p.len(), |i| i - p_at);
+            // Rejected: the port is 0. Only a port starting with `0` can be (a run of
+            // digits starting 1-9 is not 0, and anything else is no port): the others
+            // are not parsed.
+            *rejected = p[0] == b'0'
+                && match port_at(p, 0, p_end) {
+                    Some((port, pe)) if pe == p_end || p[pe] == b'/' => port == 0,
+                    _ => false,
+                };
             Some(None)
         }
         _ => None,
     }
 }
 
+/// The last space among the last 17 bytes of `l` (all of them when it is shorter).
+#[inline(always)]
+fn last_space(l: &[u8]) -> Option<usize> {
+    let n = l.len();
+    match l.last_chunk::<16>() {
+        Some(w) => match hits(w, [b' ']) {
+            0 => (n >= 17 && l[n - 17] == b' ').then(|| n - 17),
+            m => Some(n - 16 + 31 - m.leading_zeros() as usize),
+        },
+        None => l.iter().rposition(|&c| c == b' '),
+    }
+}
+
 /// An SDP address field `msg[at..end]` that starts with an IPv4 address followed by its
 /// end, a space or a `/`: the address text `typed_addr` reads from it.
 #[inline]
-fn typed_v4(msg: &[u8], at: usize, end: usize) -> Option<(Range<usize>, IpAddr)> {
-    let (addr, n) = ipv4_at(msg, at, end)?;
+fn typed_v4(msg: &[u8], at: usize, end: usize, memo: &Memo) -> Option<(Range<usize>, IpAddr)> {
+    let (addr, n) = ipv4_at(msg, at, end, memo)?;
     let after = (at + n < end).then(|| msg.get(at + n)).flatten();
     matches!(after, None | Some(b' ') | Some(b'/')).then_some((at..at + n, IpAddr::V4(addr)))
 }
 
 /// [`host_port_at`] without bare IPv6 (URI hosts, Via sent-by), its IPv4 case read from a
 /// 16-byte window; a `[` goes to `host_port_at`. Like it, anything but an IPv4 address
-/// that is a whole token is `None` (a host name), and a `:port` may follow after LWS.
+/// that is a whole token is `None` (a host name), and a `:port` may follow after LWS,
+/// read only when `ports` (see [`Cands::ports`]: otherwise no port can change, and
+/// [`Rewriter::host`] does not read it). Without it, where the host ends stands for
+/// where the port would: between them are only LWS, `:` and digits, none of them a
+/// candidate.
 #[inline]
-fn host_port(msg: &[u8], pos: usize, end: usize) -> Option<HostPort> {
+fn host_port(msg: &[u8], pos: usize, end: usize, ports: bool, memo: &Memo) -> Option<HostPort> {
     let end = end.min(msg.len());
     if pos < end && msg[pos] == b'[' {
         return host_port_at(msg, pos, end, false);
     }
-    let (a, n) = ipv4_at(msg, pos, end)?;
+    let (a, n) = ipv4_at(msg, pos, end, memo)?;
     let he = pos + n;
     if he < end && is_host_char(msg[he]) {
         return None;
+    }
+    if !ports {
+        return Some(HostPort {
+            host: pos..he,
+            addr: IpAddr::V4(a),
+            bracketed: false,
+            port: None,
+        });
     }
     let q = skip_lws(msg, he, end);
     let port = if q < end && msg[q] == b':' {
@@ -324,34 +394,98 @@ fn host_port(msg: &[u8], pos: usize, end: usize) -> Option<HostPort> {
 /// the copy of a whole window above becomes a call to `memcpy` too.)
 #[cold]
 #[inline(never)]
-fn padded(b: &[u8]) -> [u8; 16] {
+fn padded(b: &[u8]) -> u128 {
     let mut w = [0u8; 16];
     let n = b.len().min(16);
     w[..n].copy_from_slice(&b[..n]);
-    w
+    u128::from_le_bytes(w)
 }
 
-/// The 16 bytes of `msg` from `pos`, those at or after `end` zeroed: read from the
-/// message in one load when it has 16 bytes there (the usual case: a field rarely ends
-/// the message), else copied ([`padded`]). `None` when `pos` is past `end` or the
-/// message.
+/// The 16 bytes of `msg` from `pos` (at most its length), zero past the message's end
+/// (byte `i` in bits `8i..8i+8`): one load from `pos`, or near the end one of the
+/// message's last 16 bytes shifted down; copied ([`padded`]) only from a message of
+/// fewer than 16 bytes.
+#[inline(always)]
+fn raw16(msg: &[u8], pos: usize) -> Option<u128> {
+    if let Some(w) = msg.get(pos..).and_then(|b| b.first_chunk::<16>()) {
+        return Some(u128::from_le_bytes(*w));
+    }
+    let past = (pos + 16).checked_sub(msg.len())?;
+    match msg.last_chunk::<16>() {
+        // `pos` < the length: `past` < 16.
+        Some(w) if past < 16 => Some(u128::from_le_bytes(*w) >> (8 * past)),
+        Some(_) => (past == 16).then_some(0),
+        None => Some(padded(msg.get(pos..)?)),
+    }
+}
+
+/// The 16 bytes of `msg` from `pos`, those at or after `end` zeroed ([`raw16`], masked).
+/// `None` when `pos` is past `end` or the message.
 #[inline]
 fn window(msg: &[u8], pos: usize, end: usize) -> Option<[u8; 16]> {
     let end = end.min(msg.len());
     let n = end.checked_sub(pos)?;
-    Some(match msg.get(pos..).and_then(|b| b.first_chunk::<16>()) {
-        Some(w) if n >= 16 => *w,
-        Some(w) => (u128::from_le_bytes(*w) & ((1u128 << (8 * n)) - 1)).to_le_bytes(),
-        None => padded(&msg[pos..end]),
-    })
+    let w = raw16(msg, pos)?;
+    Some(
+        match n {
+            16.. => w,
+            _ => w & ((1u128 << (8 * n)) - 1),
+        }
+        .to_le_bytes(),
+    )
 }
+
+/// The last IPv4 address [`ipv4_at`] read in a message: its text's bytes (zero past
+/// it), its value and its length (0: none yet). A message names the same address many
+/// times (Via, Contact, `o=`, `c=`, `a=rtcp`).
+#[derive(Clone, Copy, Default)]
+struct Last {
+    text: u128,
+    /// Ones over the text's bytes.
+    keep: u128,
+    addr: u32,
+    len: u8,
+}
+
+/// [`Last`] of one message (in its index, shared by reference with every field).
+#[derive(Default)]
+pub(super) struct Memo(Cell<Last>);
 
 /// [`crate::sip::addr::parse_ipv4_prefix`] of `msg[pos..end]`, read from its zero-padded
 /// 16-byte [`window`] (an address is at most 15 bytes; a zero is neither a digit nor a
-/// dot, so the padding ends the address as `end` does).
+/// dot, so the padding ends the address as `end` does). The same text as the last
+/// address read ([`Memo`]), within `end`, followed by `end` or a byte that is not a
+/// digit is that address: the parse reads nothing else (the byte after the text only to
+/// see that the last octet ended, when it has fewer than 3 digits).
 #[inline]
-fn ipv4_at(msg: &[u8], pos: usize, end: usize) -> Option<(Ipv4Addr, usize)> {
+fn ipv4_at(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr, usize)> {
+    let last = memo.0.get();
+    let end = end.min(msg.len());
+    if let Some(raw) = raw16(msg, pos) {
+        let n = usize::from(last.len);
+        if (raw ^ last.text) & last.keep == 0
+            && n != 0
+            && pos + n <= end
+            && (pos + n == end || !raw.to_le_bytes()[n & 15].is_ascii_digit())
+        {
+            return Some((Ipv4Addr::from(last.addr), n));
+        }
+    }
     let w = window(msg, pos, end)?;
+    let (addr, n) = parse_window(&w)?;
+    let keep = (1u128 << (8 * (n & 15))) - 1;
+    memo.0.set(Last {
+        text: u128::from_le_bytes(w) & keep,
+        keep,
+        addr: u32::from(addr),
+        len: n as u8,
+    });
+    Some((addr, n))
+}
+
+/// The IPv4 address at the start of a zero-padded window, and its length.
+#[inline]
+fn parse_window(w: &[u8; 16]) -> Option<(Ipv4Addr, usize)> {
     // (Indexes masked to the window: an octet starts at 12 at the latest, so its three
     // digits are within it.)
     let d = |i: usize| u32::from(w[i & 15].wrapping_sub(b'0'));
@@ -385,34 +519,66 @@ fn ipv4_at(msg: &[u8], pos: usize, end: usize) -> Option<(Ipv4Addr, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::ipv4_at;
+    use super::{ipv4_at, last_space, Memo};
     use crate::sip::addr::parse_ipv4_prefix;
+
+    /// `last_space` finds the space the byte loop it replaced found: the last one among
+    /// the line's last 17 bytes (the loop checked each byte before giving up).
+    #[test]
+    fn last_space_equals_the_byte_loop() {
+        let byte_loop = |l: &[u8]| -> Option<usize> {
+            let mut sp = l.len() - 1;
+            while l[sp] != b' ' {
+                if sp + 16 < l.len() || sp == 0 {
+                    return None;
+                }
+                sp -= 1;
+            }
+            Some(sp)
+        };
+        for n in 1..40 {
+            for a in 0..n {
+                for b in a..n {
+                    let mut l = vec![b'x'; n];
+                    l[a] = b' ';
+                    l[b] = b' ';
+                    assert_eq!(last_space(&l), byte_loop(&l), "{n} {a} {b}");
+                    l[a] = b'y';
+                    l[b] = b'y';
+                    assert_eq!(last_space(&l), byte_loop(&l), "{n} none");
+                }
+            }
+        }
+    }
 
     /// The window read (one load masked at the field's end, or the padded copy near the
     /// message's end) parses what `parse_ipv4_prefix` parses of `msg[pos..end]`, for
-    /// every field inside messages that hold addresses at their start, middle and end.
+    /// every field inside messages that hold addresses at their start, middle and end;
+    /// with a fresh memo and with one kept over all the reads (in two orders: the last
+    /// address read is then every address of the messages, before every field).
     #[test]
     fn ipv4_from_the_window_equals_the_prefix_parse() {
-        let msgs: [&[u8]; 6] = [
+        let msgs: [&[u8]; 7] = [
             b"c=IN IP4 10.0.0.1\r\nx 192.168.100.200:5060;y 1.2.3.4",
             b"255.255.255.255 256.1.1.1 01.002.3.4 9.9.9.99999",
             b"10.0.0.10",
             b"a 10.1.2.3",
             b"1.2.3.4.5 1234.1.1.1 1.2.3.1234 1..2.3 .1.2.3.4 1.2.3. 999.1.1.1 1.2.3.x",
             b"000.000.000.000 123.123.123.123 0.0.0.0:5060 1.1.1.255/24 01.1.1.256",
+            b"10.0.0.1 10.0.0.10 10.0.0.1/ 10.0.0.100 10.0.0.1.5 110.0.0.1 10.0.0.1x 10.0.0.1",
         ];
+        let kept = Memo::default();
         for msg in msgs {
-            for pos in 0..=msg.len() {
-                for end in pos..=msg.len() {
-                    assert_eq!(
-                        ipv4_at(msg, pos, end),
-                        parse_ipv4_prefix(&msg[pos..end]),
-                        "{:?} [{pos},{end})",
-                        core::str::from_utf8(msg)
-                    );
-                }
+            let n = msg.len();
+            let fields = (0..=n).flat_map(|p| (p..=n).map(move |e| (p, e)));
+            let by_end = (0..=n).flat_map(|e| (0..=e).map(move |p| (p, e)));
+            for (pos, end) in fields.chain(by_end) {
+                let want = parse_ipv4_prefix(&msg[pos..end]);
+                let what = format!("{:?} [{pos},{end})", core::str::from_utf8(msg));
+                assert_eq!(ipv4_at(msg, pos, end, &Memo::default()), want, "{what}");
+                assert_eq!(ipv4_at(msg, pos, end, &kept), want, "kept: {what}");
             }
         }
-        assert_eq!(ipv4_at(b"10.0.0.1", 9, 9), None);
+        assert_eq!(ipv4_at(b"10.0.0.1", 9, 9, &kept), None);
     }
 }

@@ -3,7 +3,7 @@
 //! from it.
 
 use super::Gate;
-use crate::sip::message::{self, Kind, Malformed};
+use crate::sip::message::{self, Malformed};
 
 /// Longest message that gets a candidate index (64 bitmap words); a longer one (a
 /// reassembled datagram: rare) is parsed whole.
@@ -20,6 +20,11 @@ pub(super) struct Cands {
     /// `eol` covers the message (it is at most [`MAX_INDEXED`] bytes long).
     indexed: bool,
     all: bool,
+    /// A port written after an address can change (NAPT, or a rule with a port map):
+    /// the fast fields read URI ports only then.
+    pub(super) ports: bool,
+    /// The last IPv4 address the fast fields read.
+    pub(super) v4: super::fields::Memo,
 }
 
 impl Cands {
@@ -33,11 +38,15 @@ impl Cands {
             return false;
         }
         let (ws, we) = (start / 64, (end - 1) / 64);
+        let lo = u64::MAX << (start % 64);
+        let hi = u64::MAX >> (63 - (end - 1) % 64);
+        if ws == we {
+            // (The usual span: within one word.)
+            return self.bits.get(ws).is_some_and(|&b| b & lo & hi != 0);
+        }
         let Some(words) = self.bits.get(ws..=we) else {
             return false;
         };
-        let lo = u64::MAX << (start % 64);
-        let hi = u64::MAX >> (63 - (end - 1) % 64);
         match words {
             [one] => one & lo & hi != 0,
             [first, mid @ .., last] => {
@@ -50,20 +59,37 @@ impl Cands {
     /// Indexes `msg` under `gate`: one pass, 64 bytes at a time. (Built in the caller's
     /// frame and filled in place: returned from an out-of-line call, the 0.5 KiB index
     /// was copied once more.)
-    #[inline(always)]
+    #[cfg(test)]
     pub(super) fn find(msg: &[u8], gate: &Gate) -> Cands {
-        let indexed = msg.len() <= MAX_INDEXED;
-        let mut c = Cands {
+        let mut c = Cands::empty();
+        c.index(msg, gate);
+        c
+    }
+
+    /// An index of nothing, to be filled by [`Self::index`].
+    #[inline(always)]
+    pub(super) fn empty() -> Cands {
+        Cands {
             bits: [0; WORDS],
             eol: [0; WORDS],
             m: [0; WORDS],
-            indexed,
-            all: gate.all || !indexed,
-        };
-        if indexed {
-            c.fill_in(msg, gate);
+            indexed: false,
+            all: true,
+            ports: true,
+            v4: super::fields::Memo::default(),
         }
-        c
+    }
+
+    /// Indexes `msg` under `gate` in place (what [`Self::find`] returns: the scan fills
+    /// an index in its own frame, which a returned one was copied into).
+    #[inline(always)]
+    pub(super) fn index(&mut self, msg: &[u8], gate: &Gate) {
+        let indexed = msg.len() <= MAX_INDEXED;
+        self.indexed = indexed;
+        self.all = gate.all || !indexed;
+        if indexed {
+            self.fill_in(msg, gate);
+        }
     }
 
     #[inline(never)]
@@ -189,7 +215,7 @@ impl Cands {
         }
     }
 
-    /// [`message::header`] with the line ends from the index.
+    /// [`message::header`] with the line ends from the index ([`super::framing`]).
     #[allow(clippy::type_complexity)]
     #[inline]
     pub(super) fn header(
@@ -197,12 +223,18 @@ impl Cands {
         msg: &[u8],
         pos: usize,
     ) -> Result<(message::Header, usize), Result<usize, Malformed>> {
-        message::header_with(msg, pos, &Lines(self, msg), Kind::of_token)
+        super::framing::header(self, msg, pos)
+    }
+
+    /// The line ends of `msg` from this index, for [`message::header_with`].
+    #[inline(always)]
+    pub(super) fn lines<'c, 'm>(&'c self, msg: &'m [u8]) -> Lines<'c, 'm> {
+        Lines(self, msg)
     }
 }
 
 /// The line ends of a message from its index ([`message::header_with`]'s).
-struct Lines<'c, 'm>(&'c Cands, &'m [u8]);
+pub(super) struct Lines<'c, 'm>(&'c Cands, &'m [u8]);
 
 impl message::LineEnds for Lines<'_, '_> {
     #[inline(always)]

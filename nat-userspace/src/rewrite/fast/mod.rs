@@ -36,7 +36,7 @@
 use super::{
     edits::{Edits, RewrittenField},
     message::{
-        rewrite_with, scan_start, unchanged, BodyHeaders, Context, Outcome, Rewrite, Rewriter,
+        rewrite_with, scan_start_with, unchanged, BodyHeaders, Context, Outcome, Rewrite, Rewriter,
     },
 };
 use crate::{
@@ -163,7 +163,9 @@ impl Gate {
 }
 
 mod fields;
+mod framing;
 mod index;
+mod search;
 
 use fields::name_addrs;
 
@@ -250,9 +252,14 @@ pub(super) fn rewrite(
 
 /// The reference's `Rewriter::scan`, with each exact parse behind a candidate check.
 fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Outcome> {
-    let (start, mut pos, bindings) = scan_start(msg)?;
-    let cands = Cands::find(msg, gate);
+    let mut cands = Cands::empty();
+    let (start, mut pos, bindings) = scan_start_with(msg, |msg| {
+        cands.index(msg, gate);
+        framing::start_line(&cands, msg)
+    })?;
     let cfg = r.ctx.config;
+    cands.ports = r.ctx.napt.is_some() || port_maps(cfg);
+    let cands = &cands;
     if let StartLine::Request { uri, .. } = &start {
         if cands.any(uri.start, uri.end) {
             r.uri(msg, uri.start, uri.end, RewrittenField::RequestUri);
@@ -277,22 +284,22 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             Kind::Via if !seen_via => {
                 seen_via = true;
                 if cands.any(v.start, v.end) {
-                    fields::top_via(r, msg, v, &cands);
+                    fields::top_via(r, msg, v, cands);
                 }
             }
             _ if skip => {}
             Kind::Contact if !bindings => {
-                name_addrs(r, msg, v, RewrittenField::Contact, true, &cands)
+                name_addrs(r, msg, v, RewrittenField::Contact, true, cands)
             }
             Kind::Contact => r.bindings(msg, v),
             Kind::From | Kind::To if cfg.from_to => {
-                name_addrs(r, msg, v, RewrittenField::FromTo, false, &cands)
+                name_addrs(r, msg, v, RewrittenField::FromTo, false, cands)
             }
             Kind::Route if cfg.record_route => {
-                name_addrs(r, msg, v, RewrittenField::Route, true, &cands)
+                name_addrs(r, msg, v, RewrittenField::Route, true, cands)
             }
             Kind::RecordRoute if cfg.record_route => {
-                name_addrs(r, msg, v, RewrittenField::RecordRoute, true, &cands)
+                name_addrs(r, msg, v, RewrittenField::RecordRoute, true, cands)
             }
             // (Only the kinds `note` reads: a call per other header was ~30
             // instructions for nothing.)
@@ -308,7 +315,7 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         match (framing.content_type.clone(), framing.encoded) {
             (Some(ct), false) => match body_kind(msg, ct) {
                 BodyKind::Sdp if !port_maps(cfg) && r.ctx.media.is_none() => {
-                    sdp(r, msg, body_start, body_end, &cands)
+                    sdp(r, msg, body_start, body_end, cands)
                 }
                 kind => r.body(msg, body_start, body_end, kind, 0),
             },
@@ -316,7 +323,7 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             _ => {}
         }
     }
-    r.follow_content_length(framing, body_start, body_end);
+    r.follow_content_length(&framing, body_start, body_end);
     Ok(())
 }
 
@@ -343,6 +350,6 @@ fn port_maps(cfg: &RewriteConfig) -> bool {
 fn sdp(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], start: usize, end: usize, cands: &Cands) {
     let mut rejected = false;
     cands.marked_lines(msg, start, end, |line| {
-        fields::sdp_line(r, msg, line, &mut rejected)
+        fields::sdp_line(r, msg, line, &mut rejected, &cands.v4)
     });
 }

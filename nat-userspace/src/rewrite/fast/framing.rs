@@ -1,0 +1,265 @@
+//! Header lines in their usual form (`Name: value`, a name of letters, digits and `-`
+//! ending right at the colon within the line's first 16 bytes) framed from one 16-byte
+//! load instead of the byte loops of [`message::header_with`]; any other line goes to
+//! `header_with` itself.
+//!
+//! Why this is `header_with`'s reading: it takes the name as the run of token characters
+//! from the line's start, skips whitespace, and wants a `:` there, before the line's end.
+//! Letters, digits and `-` are token characters and `:` is not, nor whitespace, so when
+//! every byte before the first `:` of the line is one of them (and there is at least
+//! one), the token run ends at that `:`, no whitespace follows it, and the name, the
+//! colon and everything after them (folding, the value's trims, the kind) are those of
+//! `header_with`, which this code then does the same way.
+
+use core::ops::Range;
+
+use super::{index::Cands, search::hits};
+use crate::sip::{
+    message::{self, Header, Kind, Malformed, NotSip, StartLine},
+    scan::{is_lws, is_ws, skip_ws, trim_end},
+};
+
+/// [`message::header`] with the line ends from the index, the usual lines framed from
+/// one load ([`name_colon`]).
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+pub(super) fn header(
+    cands: &Cands,
+    msg: &[u8],
+    pos: usize,
+) -> Result<(Header, usize), Result<usize, Malformed>> {
+    let end = msg.len();
+    if pos >= end {
+        return Err(Ok(end));
+    }
+    let (mut ce, mut next) = cands.line_end(msg, pos, end);
+    if ce == pos {
+        // Empty line: end of headers; `next` is where the body starts.
+        return Err(Ok(next));
+    }
+    let Some((colon, kind)) = name_colon(msg, pos, ce) else {
+        return exact(cands, msg, pos);
+    };
+    // Continuation lines (folding) belong to this header.
+    while next < end && is_ws(msg[next]) {
+        (ce, next) = cands.line_end(msg, next, end);
+    }
+    // Usually one space, then the value, which ends right at the line's end: told by
+    // two byte checks each (the loops' answers then), else the loops.
+    let v_start = match msg.get(colon + 1..colon + 3) {
+        Some(&[b' ', c]) if colon + 2 < ce && !is_ws(c) => colon + 2,
+        _ => skip_ws(msg, colon + 1, ce),
+    };
+    let v_end = match msg.get(ce.wrapping_sub(1)) {
+        Some(&c) if ce > v_start && !is_lws(c) => ce,
+        _ => trim_end(msg, v_start, ce).max(v_start),
+    };
+    Ok((
+        Header {
+            kind,
+            name: pos..colon,
+            value: v_start..v_end,
+        },
+        next,
+    ))
+}
+
+/// [`message::start_line`], the usual request line (`METHOD SP URI SP SIP/2.0`, a method
+/// of 1 to 15 letters, digits or `-` followed by one space) read with one 16-byte load
+/// and one 8-byte compare; anything else (responses included) by `start_line` itself.
+///
+/// Why this is `start_line`'s reading: its line is the first line's content (the same
+/// line end, here from the index); a line ending ` SIP/2.0` (any case) has no trailing
+/// whitespace, so its `end` is the line's end and its version starts 7 bytes before (the
+/// same compare); its method is the run of token characters from the start, which ends
+/// at the first space when every byte before it is a letter, digit or `-`; the URI is
+/// then found with the same `skip_ws` / `trim_end`, and every check it makes holds.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+pub(super) fn start_line(
+    cands: &Cands,
+    msg: &[u8],
+) -> Result<(StartLine, usize), Result<NotSip, Malformed>> {
+    let (ce, next) = cands.line_end(msg, 0, msg.len());
+    match request_line(msg, ce) {
+        Some((method, uri)) => Ok((StartLine::Request { method, uri }, next)),
+        None => message::start_line(msg),
+    }
+}
+
+/// The method and URI of a request line `msg[..ce]` in the usual form (see
+/// [`start_line`]).
+#[inline(always)]
+fn request_line(msg: &[u8], ce: usize) -> Option<(Range<usize>, Range<usize>)> {
+    let line = msg.get(..ce)?;
+    let w = msg.first_chunk::<16>()?;
+    // ` SIP/2.0`, the letters in any case: OR-ing 0x20 into a byte gives `s` only for
+    // `S` and `s` (and likewise `i`, `p`).
+    const CASE: u64 = u64::from_le_bytes([0, 0x20, 0x20, 0x20, 0, 0, 0, 0]);
+    let tail = u64::from_le_bytes(*line.last_chunk::<8>()?);
+    if tail | CASE != u64::from_le_bytes(*b" sip/2.0") {
+        return None;
+    }
+    let (spaces, name_chars) = classes(w, b' ');
+    let m_end = spaces.trailing_zeros() as usize;
+    let before = (1u32 << (m_end & 31)) - 1;
+    // (`m_end < ce - 8`: the space is not the version's.)
+    if m_end == 0 || m_end >= 16 || m_end + 8 >= ce || name_chars & before != before {
+        return None;
+    }
+    let v_start = ce - 7;
+    let u_start = skip_ws(line, m_end, ce);
+    let u_end = trim_end(line, u_start, v_start);
+    (u_start < u_end).then_some((0..m_end, u_start..u_end))
+}
+
+/// The reference's framing of the line at `pos` (line ends from the index).
+#[allow(clippy::type_complexity)]
+#[cold]
+#[inline(never)]
+fn exact(
+    cands: &Cands,
+    msg: &[u8],
+    pos: usize,
+) -> Result<(Header, usize), Result<usize, Malformed>> {
+    message::header_with(msg, pos, &cands.lines(msg), Kind::of_token)
+}
+
+/// Where the colon is that ends the name of the line at `pos` (content up to `ce`), and
+/// the name's kind, when the name is in the usual form: 1 to 15 letters, digits or `-`,
+/// then `:` before `ce`. `None` for anything else (and within 16 bytes of the message's
+/// end).
+///
+/// A name that [`Kind::of_token`] finds to be one of the kinds is in that form without
+/// a check of its bytes: its compares OR 0x20 into each byte and compare with a lowercase
+/// letter or `-`, which only that letter in either case, or `-` and CR, give; and the
+/// line has no CR before `ce`.
+#[inline(always)]
+fn name_colon(msg: &[u8], pos: usize, ce: usize) -> Option<(usize, Kind)> {
+    let w = msg.get(pos..)?.first_chunk::<16>()?;
+    let c = hits(w, [b':']).trailing_zeros() as usize;
+    if c == 0 || c >= 16 || pos + c >= ce {
+        return None;
+    }
+    let kind = Kind::of_token(&msg[pos..pos + c]);
+    if kind != Kind::Other {
+        return Some((pos + c, kind));
+    }
+    let before = (1u32 << c) - 1;
+    (classes(w, b':').1 & before == before).then_some((pos + c, kind))
+}
+
+/// The `sep` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn classes(w: &[u8; 16], sep: u8) -> (u32, u32) {
+    use core::arch::x86_64::{
+        _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline; `w` has 16 bytes and `loadu` has no
+    // alignment requirement. (Signed compares: a byte of 0x80 or more is negative, below
+    // every lower bound here.)
+    unsafe {
+        let v = _mm_loadu_si128(w.as_ptr().cast());
+        let splat = |c: u8| _mm_set1_epi8(c as i8);
+        let seps = _mm_movemask_epi8(_mm_cmpeq_epi8(v, splat(sep))) as u32;
+        let lower = _mm_or_si128(v, splat(0x20));
+        let letter = _mm_and_si128(
+            _mm_cmpgt_epi8(lower, splat(b'a' - 1)),
+            _mm_cmplt_epi8(lower, splat(b'z' + 1)),
+        );
+        let digit = _mm_and_si128(
+            _mm_cmpgt_epi8(v, splat(b'0' - 1)),
+            _mm_cmplt_epi8(v, splat(b'9' + 1)),
+        );
+        let dash = _mm_cmpeq_epi8(v, splat(b'-'));
+        let name = _mm_or_si128(_mm_or_si128(letter, digit), dash);
+        (seps, _mm_movemask_epi8(name) as u32)
+    }
+}
+
+/// The `sep` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn classes(w: &[u8; 16], sep: u8) -> (u32, u32) {
+    w.iter().enumerate().fold((0, 0), |(c, n), (i, &b)| {
+        (
+            c | u32::from(b == sep) << i,
+            n | u32::from(b.is_ascii_alphanumeric() || b == b'-') << i,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{classes, header};
+    use crate::{
+        rewrite::fast::{index::Cands, Gate},
+        sip::message,
+    };
+
+    /// The framing from one load gives `message::header`'s answer for header lines whose
+    /// name is each handled name (and others) with each byte, in turn, replaced by every
+    /// byte value, followed by values with and without whitespace around them.
+    #[test]
+    fn header_lines_framed_as_the_reference_frames_them() {
+        let names: [&[u8]; 8] = [
+            b"Via",
+            b"v",
+            b"To",
+            b"Content-Length",
+            b"Record-Route",
+            b"CSeq",
+            b"X-Long-Name-1",
+            b"Content-Encoding",
+        ];
+        let tails: [&[u8]; 4] = [b": x\r\n", b":  x \r\n", b":\r\n", b" : x\r\n y\r\n"];
+        for name in names {
+            for i in 0..name.len() {
+                for b in 0..=255u8 {
+                    for tail in tails {
+                        let mut m = name.to_vec();
+                        m[i] = b;
+                        m.extend_from_slice(tail);
+                        m.extend_from_slice(b"Max-Forwards: 70\r\n\r\n");
+                        let c = Cands::find(&m, &Gate::ALL);
+                        let mut pos = 0;
+                        loop {
+                            let want = message::header(&m, pos).map(|h| h.expect("a header"));
+                            let got = header(&c, &m, pos);
+                            assert_eq!(got, want, "{:?} at {pos}", String::from_utf8_lossy(&m));
+                            match got {
+                                Ok((_, next)) => pos = next,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vector classes equal the byte-wise ones for every byte value in every lane.
+    #[test]
+    fn classes_equal_the_bytewise_ones() {
+        for b in 0..=255u8 {
+            for i in 0..16 {
+                let mut w = [b'x'; 16];
+                w[i] = b;
+                let (c, n) = classes(&w, b':');
+                assert_eq!(c >> i & 1 == 1, b == b':', "{b:#x} at {i}");
+                assert_eq!(
+                    classes(&w, b' ').0 >> i & 1 == 1,
+                    b == b' ',
+                    "{b:#x} at {i}"
+                );
+                assert_eq!(
+                    n >> i & 1 == 1,
+                    b.is_ascii_alphanumeric() || b == b'-',
+                    "{b:#x} at {i}"
+                );
+            }
+        }
+    }
+}

@@ -456,8 +456,9 @@ pub(super) struct Memo(Cell<Last>);
 /// dot, so the padding ends the address as `end` does). The same text as the last
 /// address read ([`Memo`]), within `end`, followed by `end` or a byte that is not a
 /// digit is that address: the parse reads nothing else (the byte after the text only to
-/// see that the last octet ended, when it has fewer than 3 digits).
-#[inline]
+/// see that the last octet ended, when it has fewer than 3 digits). (The memo's check
+/// inline, the parse out of line: a repeat then costs no call.)
+#[inline(always)]
 fn ipv4_at(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr, usize)> {
     let last = memo.0.get();
     let end = end.min(msg.len());
@@ -471,6 +472,12 @@ fn ipv4_at(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr,
             return Some((Ipv4Addr::from(last.addr), n));
         }
     }
+    ipv4_parse(msg, pos, end, memo)
+}
+
+/// [`ipv4_at`] past its memo: the parse, remembered.
+#[inline(never)]
+fn ipv4_parse(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr, usize)> {
     let w = window(msg, pos, end)?;
     let (addr, n) = parse_window(&w)?;
     let keep = (1u128 << (8 * (n & 15))) - 1;

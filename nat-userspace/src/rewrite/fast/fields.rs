@@ -356,7 +356,7 @@ fn typed_v4(msg: &[u8], at: usize, end: usize, memo: &Memo) -> Option<(Range<usi
 /// [`Rewriter::host`] does not read it). Without it, where the host ends stands for
 /// where the port would: between them are only LWS, `:` and digits, none of them a
 /// candidate.
-#[inline]
+#[inline(always)]
 fn host_port(msg: &[u8], pos: usize, end: usize, ports: bool, memo: &Memo) -> Option<HostPort> {
     let end = end.min(msg.len());
     if pos < end && msg[pos] == b'[' {

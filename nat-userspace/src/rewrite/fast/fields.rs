@@ -356,7 +356,7 @@ fn typed_v4(msg: &[u8], at: usize, end: usize, memo: &Memo) -> Option<(Range<usi
 /// [`Rewriter::host`] does not read it). Without it, where the host ends stands for
 /// where the port would: between them are only LWS, `:` and digits, none of them a
 /// candidate.
-#[inline]
+#[inline(always)]
 fn host_port(msg: &[u8], pos: usize, end: usize, ports: bool, memo: &Memo) -> Option<HostPort> {
     let end = end.min(msg.len());
     if pos < end && msg[pos] == b'[' {
@@ -456,8 +456,9 @@ pub(super) struct Memo(Cell<Last>);
 /// dot, so the padding ends the address as `end` does). The same text as the last
 /// address read ([`Memo`]), within `end`, followed by `end` or a byte that is not a
 /// digit is that address: the parse reads nothing else (the byte after the text only to
-/// see that the last octet ended, when it has fewer than 3 digits).
-#[inline]
+/// see that the last octet ended, when it has fewer than 3 digits). (The memo's check
+/// inline, the parse out of line: a repeat then costs no call.)
+#[inline(always)]
 fn ipv4_at(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr, usize)> {
     let last = memo.0.get();
     let end = end.min(msg.len());
@@ -471,6 +472,12 @@ fn ipv4_at(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr,
             return Some((Ipv4Addr::from(last.addr), n));
         }
     }
+    ipv4_parse(msg, pos, end, memo)
+}
+
+/// [`ipv4_at`] past its memo: the parse, remembered.
+#[inline(never)]
+fn ipv4_parse(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr, usize)> {
     let w = window(msg, pos, end)?;
     let (addr, n) = parse_window(&w)?;
     let keep = (1u128 << (8 * (n & 15))) - 1;

@@ -38,12 +38,15 @@ impl Cands {
             return false;
         }
         let (ws, we) = (start / 64, (end - 1) / 64);
+        if ws == we {
+            // (The usual span: within one word: its bits from `start`, the `end - start`
+            // (1 to 64) lowest of them.)
+            return self.bits.get(ws).is_some_and(|&b| {
+                (b >> (start % 64)) & (u64::MAX >> ((64 - (end - start)) & 63)) != 0
+            });
+        }
         let lo = u64::MAX << (start % 64);
         let hi = u64::MAX >> (63 - (end - 1) % 64);
-        if ws == we {
-            // (The usual span: within one word.)
-            return self.bits.get(ws).is_some_and(|&b| b & lo & hi != 0);
-        }
         let Some(words) = self.bits.get(ws..=we) else {
             return false;
         };
@@ -719,6 +722,24 @@ mod tests {
     fn cands(msg: &[u8], g: &Gate) -> Vec<usize> {
         let c = Cands::find(msg, g);
         (0..msg.len()).filter(|&i| c.any(i, i + 1)).collect()
+    }
+
+    #[test]
+    fn any_is_whether_a_bit_of_the_range_is_set() {
+        let mut c = Cands::empty();
+        c.indexed = true;
+        c.all = false;
+        // Candidates at word edges and inside words of the first three words.
+        for i in [0, 1, 62, 63, 64, 100, 127, 130, 191] {
+            c.bits[i / 64] |= 1 << (i % 64);
+        }
+        let set = |i: usize| c.bits[i / 64] >> (i % 64) & 1 != 0;
+        for start in 0..200 {
+            for end in start..=200 {
+                let want = (start..end).any(set);
+                assert_eq!(c.any(start, end), want, "{start}..{end}");
+            }
+        }
     }
 
     #[test]

@@ -193,24 +193,30 @@ pub(super) fn prefetch(
     frame: &[u8],
 ) {
     use crate::nat::flow::FlowKey;
+    use crate::wire::{ethernet, ipv4, udp};
     if dp.config.l3 != L3Mode::Snat || !dp.network_rules {
         return;
     }
-    // Ethernet, IPv4 (not a later fragment), UDP.
-    let Some(&[0x08, 0x00, vihl]) = frame.get(12..15) else {
+    // IPv4 (not a later fragment), UDP: the views the pipeline's parse uses.
+    let Some((l3, ethernet::ETHERTYPE_IPV4)) =
+        ethernet::Frame::new_checked(frame).and_then(|f| f.payload())
+    else {
         return;
     };
-    let ihl = usize::from(vihl & 0x0f) * 4;
-    let (Some(ip), Some(udp)) = (frame.get(14..34), frame.get(14 + ihl..18 + ihl)) else {
+    let Some(ip) = frame.get(l3..).and_then(ipv4::Packet::new_checked) else {
         return;
     };
-    if vihl >> 4 != 4 || ihl < 20 || ip[9] != 17 || (ip[6] & 0x1f != 0 || ip[7] != 0) {
+    if ip.protocol() != 17 || ip.frag_offset() != 0 {
         return;
     }
-    let addr = |b: &[u8]| IpAddr::from([b[0], b[1], b[2], b[3]]);
-    let (src, dst) = (addr(&ip[12..16]), addr(&ip[16..20]));
-    let sport = u16::from_be_bytes([udp[0], udp[1]]);
-    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    let Some(udp) = frame
+        .get(l3 + ip.header_len()..)
+        .and_then(udp::Datagram::new_checked)
+    else {
+        return;
+    };
+    let (src, dst) = (IpAddr::V4(ip.src()), IpAddr::V4(ip.dst()));
+    let (sport, dport) = (udp.src_port(), udp.dst_port());
     match side {
         super::pipeline::Side::Inside => {
             let Some(ext) = dp.external.v4.map(IpAddr::V4) else {

@@ -715,8 +715,6 @@ fn next_published(busy: u32) -> u32 {
     }
 }
 
-/// The tag a writer puts in `state` while it owns a slot: the hash bits the index does not
-/// use (tables are below 2^32 slots).
 /// A hint to load `slot`'s cache line (the slot is one line, 64-byte aligned).
 #[inline(always)]
 fn prefetch_line(slot: &Slot) {
@@ -730,6 +728,8 @@ fn prefetch_line(slot: &Slot) {
     let _ = slot;
 }
 
+/// The tag a writer puts in `state` while it owns a slot: the hash bits the index does not
+/// use (tables are below 2^32 slots).
 fn tag_of(h: u64) -> u32 {
     (h >> 32) as u32
 }

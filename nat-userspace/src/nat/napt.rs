@@ -162,13 +162,6 @@ impl NaptTable {
         self.by_external.prefetch(&external_key(external, port));
     }
 
-    /// Starts loading the slot [`Self::inbound`] of `external`:`external_port` reads.
-    #[inline]
-    pub fn prefetch_inbound(&self, external: IpAddr, external_port: u16) {
-        self.by_external
-            .prefetch(&external_key(external, external_port));
-    }
-
     /// The external port of (`internal`, `port`) on `external`: its live binding,
     /// refreshed, or a new one (the internal port when free, else one of `range`).
     pub fn outbound(

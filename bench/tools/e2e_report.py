@@ -8,10 +8,13 @@ SUT under test (default sipnat) against the anchors measured in the same matrix:
 CPU per delivered packet vs kernel NAT and nf_nat_sip, delivered pps at max, overload
 (rows labelled overload-xF by run-matrix.sh --overload), Kamailio's sustained rate, and
 correctness of every sampled packet. A target whose inputs are missing reads "n/a".
+With `sipnat-l3` (sipnat with `[rewrite] enabled = false`: the same AF_XDP data path, NAPT
+and IP translation, no SIP work) in the run, the SUT's cost per packet is split into the
+data path's (sipnat-l3 next to kernel-nat) and the SIP work's (the SUT less sipnat-l3).
 """
 import argparse, json, statistics, sys
 
-ORDER = ["sipnat", "kernel-fwd", "kernel-nat", "kernel-alg", "kamailio"]
+ORDER = ["sipnat", "sipnat-l3", "kernel-fwd", "kernel-nat", "kernel-alg", "kamailio"]
 
 
 def med(v):
@@ -164,6 +167,30 @@ def targets(groups, sut):
     return res
 
 
+def split(groups, sut):
+    """The SUT's gateway CPU per packet at max split into the data path (sipnat-l3) and the
+    SIP work (the difference), each next to kernel-nat's; [] without sipnat-l3 rows."""
+    by = {(g["sut"], g["rate"], g["flows"]): g for g in groups}
+    rows = []
+    for f in sorted({g["flows"] for g in groups if g["sut"] == sut}):
+        s, l3, nat = (by.get((x, "max", f)) for x in (sut, "sipnat-l3", "kernel-nat"))
+        if not (s and l3 and s["gw_ns_per_pkt"] and l3["gw_ns_per_pkt"]):
+            continue
+        n = nat and nat["gw_ns_per_pkt"]
+        ratio = lambda v: "%.2f" % (v / n) if n else "n/a"
+        sip = s["gw_ns_per_pkt"] - l3["gw_ns_per_pkt"]
+        rows.append("| %d | %s | %s | %s (%s) | %s (%s) | %s |" % (
+            f, fmt(n), fmt(s["gw_ns_per_pkt"]), fmt(l3["gw_ns_per_pkt"]), ratio(l3["gw_ns_per_pkt"]),
+            fmt(sip), ratio(sip), ratio(s["gw_ns_per_pkt"])))
+    if not rows:
+        return []
+    return ["", "### Where %s's cost per packet goes (max rate, gw ns/pkt)" % sut, "",
+            "sipnat-l3 is sipnat with `[rewrite] enabled = false`: the same AF_XDP data path, NAPT and "
+            "IP translation without the SIP work. Ratios are to kernel-nat's gw ns/pkt in this run.", "",
+            "| flows | kernel-nat | %s | data path: sipnat-l3 (ratio) | SIP work: %s - sipnat-l3 (ratio) | %s / kernel-nat |" % (sut, sut, sut),
+            "|---:|---:|---:|---:|---:|---:|"] + rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+")
@@ -196,6 +223,7 @@ def main():
            "| target | value | limit | status | note |", "|---|---:|---:|---|---|"]
     for t in tg:
         md.append("| %s | %s | %s | %s | %s |" % (t["target"], fmt(t["value"]), fmt(t["limit"]), t["status"], t["note"]))
+    md += split(groups, a.sut)
     text = "\n".join(md) + "\n"
     print(text)
     if a.md:

@@ -150,7 +150,10 @@ pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("nat.rule", &["internal", "external", "ports"]),
-    ("rewrite", &["record_route", "from_to", "malformed", "leak"]),
+    (
+        "rewrite",
+        &["enabled", "record_route", "from_to", "malformed", "leak"],
+    ),
     ("control", &["socket", "metrics", "group", "bpffs"]),
     (
         "datapath",

@@ -74,7 +74,7 @@ impl Config {
             from_to: self.rewrite.from_to,
             malformed: self.rewrite.malformed,
             leak: self.rewrite.leak,
-            enabled: true,
+            enabled: self.rewrite.enabled,
         }
     }
 }

@@ -169,10 +169,24 @@ ports = { 5060 = 15060 }
         assert_eq!(rc.rules.len(), 1);
         assert_eq!(rc.rules[0].ports.outbound(5060), Some(15060));
         assert_eq!(rc.local_nets.len(), 7);
+        assert!(
+            rc.enabled,
+            "rewriting is on unless [rewrite] enabled = false"
+        );
         assert_eq!(
             c.external_sources().0,
             ExternalSource::Static("203.0.113.10".parse().unwrap())
         );
+    }
+
+    /// `[rewrite] enabled = false` reaches the snapshot (the payload is left alone; the
+    /// IP header is still translated: `rewrite::packet`'s test of it).
+    #[test]
+    fn rewriting_can_be_turned_off() {
+        let text = format!("{GOOD}\n[rewrite]\nenabled = false\n");
+        let c = Config::parse(&text).unwrap();
+        assert!(c.validate(&text).is_empty(), "{:?}", c.validate(&text));
+        assert!(!c.rewrite_config().enabled);
     }
 
     /// A port map under `l3 = "snat"` is refused: the UDP ports are never translated, so

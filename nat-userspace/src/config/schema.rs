@@ -259,9 +259,12 @@ fn port_map<'de, D: serde::Deserializer<'de>>(
     d.deserialize_struct(spans::NAME, &[spans::START, spans::END, spans::VALUE], V)
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewriteOptions {
+    /// Rewrite SIP and SDP at all; `false` leaves every payload as it arrived (the IP
+    /// header and NAPT still apply; no SDP is read, so no media binding is learned).
+    pub enabled: bool,
     /// Rewrite Record-Route and Route values too.
     pub record_route: bool,
     /// Rewrite From and To too.
@@ -270,6 +273,18 @@ pub struct RewriteOptions {
     pub malformed: MalformedPolicy,
     /// An outbound message still holding an internal address: `drop` or `forward`.
     pub leak: LeakPolicy,
+}
+
+impl Default for RewriteOptions {
+    fn default() -> Self {
+        RewriteOptions {
+            enabled: true,
+            record_route: false,
+            from_to: false,
+            malformed: MalformedPolicy::default(),
+            leak: LeakPolicy::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

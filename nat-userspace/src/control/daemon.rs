@@ -124,9 +124,17 @@ fn static_external(cfg: &Config) -> ExternalAddrs {
 
 /// Logs each private or shared static external address (accepted only because
 /// `nat.allow_private_external = true`; validation refused them otherwise).
-fn warn_private_externals(cfg: &Config) {
+/// Warnings about a config that works but may not be what the operator meant: a private
+/// external address, SIP rewriting turned off. At start and at each reload.
+fn warn_config(cfg: &Config) {
     for (key, a, why) in cfg.private_externals() {
         tracing::warn!("{key} {a} is {why}; used because nat.allow_private_external = true");
+    }
+    if !cfg.rewrite.enabled {
+        tracing::warn!(
+            "rewrite.enabled = false: SIP and SDP leave as they arrived (internal addresses \
+             included, no leak check, no media bindings); only IP headers are translated"
+        );
     }
 }
 
@@ -294,7 +302,7 @@ impl Daemon {
         let outside = cfg.interfaces.outside.get_ref().clone();
         let external = static_external(&cfg);
         let source = source_label(&cfg);
-        warn_private_externals(&cfg);
+        warn_config(&cfg);
         // Refuse before touching the interfaces (check_system checked it too; the queue
         // counts are read again here, where they are used).
         let queues = cfg.queues_on_this_host().map_err(|p| {
@@ -658,7 +666,7 @@ impl Daemon {
 
     /// Publishes a loaded and validated config without restarting the workers.
     fn apply(&self, new: Config) -> anyhow::Result<String> {
-        warn_private_externals(&new);
+        warn_config(&new);
         let old = self.config.lock().expect("config lock").clone();
         let same = |a: &Config, b: &Config| {
             a.interfaces.inside.get_ref() == b.interfaces.inside.get_ref()

@@ -1120,6 +1120,26 @@ mod tests {
         assert_eq!(h.b.get(Counter::FlowHit), 1);
     }
 
+    /// `[rewrite] enabled = false`: the IP header is still translated (and the flow
+    /// learned), the SIP payload leaves as it arrived, counted unchanged.
+    #[test]
+    fn rewriting_off_translates_only_the_ip_header() {
+        let mut h = Harness::new();
+        let mut cfg = RewriteConfig::single(Net::parse("10.0.0.0/24").unwrap());
+        cfg.enabled = false;
+        h.dp = DataplaneSnapshot::new(cfg, ExternalAddrs::from_ip(EXT.parse().unwrap()), &[5060]);
+        let input = to_carrier("10.0.0.2:5060", INVITE.as_bytes());
+        let out = h.send_out(&input);
+        assert_eq!(
+            out,
+            sent_to_carrier(5060, INVITE.as_bytes()),
+            "golden output frame"
+        );
+        assert_eq!(h.b.get(Counter::SipRewritten), 0);
+        assert_eq!(h.b.get(Counter::SipUnchanged), 1);
+        assert_eq!(h.b.get(Counter::FlowInserted), 1);
+    }
+
     #[test]
     fn not_on_a_sip_port_goes_to_the_kernel_unchanged() {
         let mut h = Harness::new();

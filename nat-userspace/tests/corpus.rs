@@ -15,7 +15,7 @@
 //!   lengths are consistent.
 
 use sipnat::{
-    nat::{decide, Net, RewriteConfig},
+    nat::{decide, rules::LocalV4, Net, RewriteConfig},
     rewrite::{packet::rewrite_packet, rewrite_message, Context, Outcome},
     wire,
 };
@@ -169,7 +169,7 @@ fn every_sip_packet_of_the_captures() {
                 direction,
                 l3,
                 internal,
-            } = decide::outbound(&cfg, &ext(), layout.src, layout.dst)
+            } = decide::outbound(&cfg, &LocalV4::of(&cfg), &ext(), layout.src, layout.dst)
             else {
                 continue;
             };

@@ -292,11 +292,16 @@ fn rewriter_allocates_nothing() {
     // PrivateIPDetection: one op = the six addresses of the file.
     let defaults = RewriteConfig::default();
     let addrs = private_ips::addresses(&load("private-ip-detection.txt"));
+    let local = sipnat::nat::rules::LocalV4::of(&defaults);
     let counts = counted(|| {
         for _ in 0..CALLS {
             for (a, want) in &addrs {
                 assert_eq!(
                     private_ips::classify(black_box(&defaults), black_box(a)),
+                    *want
+                );
+                assert_eq!(
+                    private_ips::fast(black_box(&defaults), &local, black_box(a)),
                     *want
                 );
             }

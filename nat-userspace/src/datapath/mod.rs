@@ -41,6 +41,8 @@ pub struct DataplaneSnapshot {
     /// `external` by [`DataplaneSnapshot::new`] / [`DataplaneSnapshot::with_external`]: a changed rule set
     /// or external address is a new `DataplaneSnapshot` made by one of them, never a field write.
     pub gates: [crate::rewrite::Gate; 2],
+    /// `config`'s IPv4 local networks as words (built with the gates, from `config`).
+    pub local_v4: crate::nat::rules::LocalV4,
     /// Port translation of network rules (`l3 = "snat"`): new bindings keep the internal
     /// port when free, else take one of this range. `None`: ports are kept (a second host
     /// on the same port and remote is a flow collision).
@@ -58,12 +60,14 @@ impl DataplaneSnapshot {
             .iter()
             .any(|r| r.internal.single_host().is_none());
         let gates = DataplaneSnapshot::gates(&config, &external);
+        let local_v4 = crate::nat::rules::LocalV4::of(&config);
         DataplaneSnapshot {
             config,
             external,
             network_rules,
             sip_ports: SipPorts::new(sip_ports),
             gates,
+            local_v4,
             napt: None,
         }
     }

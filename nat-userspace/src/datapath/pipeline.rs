@@ -731,7 +731,7 @@ fn decide_and_map<E: Egress>(
     let decision = match side {
         Side::Inside => {
             b.inc(Counter::Outbound);
-            decide::outbound(cfg, &ext, layout.src, layout.dst)
+            decide::outbound(cfg, &dp.local_v4, &ext, layout.src, layout.dst)
         }
         Side::Outside => {
             b.inc(Counter::Inbound);

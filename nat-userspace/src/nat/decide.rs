@@ -5,7 +5,7 @@
 
 use core::net::IpAddr;
 
-use super::{ExternalAddrs, L3Mode, RewriteConfig};
+use super::{rules::LocalV4, ExternalAddrs, L3Mode, RewriteConfig};
 
 /// Which way the packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,9 +41,16 @@ pub enum Decision {
     NoMapping,
 }
 
-/// A packet that arrived on the inside interface.
-pub fn outbound(cfg: &RewriteConfig, ext: &ExternalAddrs, src: IpAddr, dst: IpAddr) -> Decision {
-    if cfg.is_local(dst) {
+/// A packet that arrived on the inside interface; `local` is `cfg`'s IPv4 local networks
+/// (built with the snapshot).
+pub fn outbound(
+    cfg: &RewriteConfig,
+    local: &LocalV4,
+    ext: &ExternalAddrs,
+    src: IpAddr,
+    dst: IpAddr,
+) -> Decision {
+    if local.is_local(cfg, dst) {
         return Decision::Internal;
     }
     let new_src = match cfg.l3 {
@@ -112,12 +119,13 @@ mod tests {
     fn outbound_snat_and_internal() {
         let cfg = RewriteConfig::single(Net::parse("10.0.0.0/24").unwrap());
         let ext = ExternalAddrs::from_ip(ip("198.51.100.1"));
-        match outbound(&cfg, &ext, ip("10.0.0.2"), ip("198.51.100.2")) {
+        let local = LocalV4::of(&cfg);
+        match outbound(&cfg, &local, &ext, ip("10.0.0.2"), ip("198.51.100.2")) {
             Decision::Rewrite { l3, .. } => assert_eq!(l3.src, Some(ip("198.51.100.1"))),
             d => panic!("{d:?}"),
         }
         assert_eq!(
-            outbound(&cfg, &ext, ip("10.0.0.2"), ip("10.0.1.9")),
+            outbound(&cfg, &local, &ext, ip("10.0.0.2"), ip("10.0.1.9")),
             Decision::Internal
         );
     }

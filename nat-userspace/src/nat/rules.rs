@@ -122,6 +122,56 @@ pub fn default_local_nets() -> Vec<Net> {
         .collect()
 }
 
+/// The IPv4 networks of a config's `local_nets` as (network, mask) words, built once per
+/// published snapshot (as the rewriter's gates are): "is this IPv4 address local" is then
+/// a few word compares instead of [`RewriteConfig::is_local`]'s walk over `Net` values and
+/// address families. A config with more IPv4 local networks than fit asks `is_local`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalV4 {
+    nets: [(u32, u32); LocalV4::MAX],
+    /// How many of `nets` are used; `u8::MAX`: more than fit.
+    n: u8,
+}
+
+impl LocalV4 {
+    const MAX: usize = 8;
+
+    /// `cfg.local_nets`' IPv4 networks.
+    pub fn of(cfg: &RewriteConfig) -> LocalV4 {
+        let mut l = LocalV4 {
+            nets: [(0, u32::MAX); LocalV4::MAX],
+            n: 0,
+        };
+        for net in &cfg.local_nets {
+            if let Net::V4 { addr, mask, .. } = *net {
+                match l.nets.get_mut(usize::from(l.n)) {
+                    Some(slot) => {
+                        *slot = (addr, mask);
+                        l.n += 1;
+                    }
+                    None => {
+                        l.n = u8::MAX;
+                        break;
+                    }
+                }
+            }
+        }
+        l
+    }
+
+    /// [`RewriteConfig::is_local`] of `cfg`, the config this was built from.
+    #[inline]
+    pub fn is_local(&self, cfg: &RewriteConfig, a: IpAddr) -> bool {
+        match (a, self.nets.get(..usize::from(self.n))) {
+            (IpAddr::V4(v4), Some(nets)) => {
+                let a = u32::from(v4);
+                nets.iter().any(|&(net, mask)| a & mask == net)
+            }
+            _ => cfg.is_local(a),
+        }
+    }
+}
+
 /// Most port-map entries a rule may have.
 pub const MAX_PORT_MAP: usize = 16;
 
@@ -397,6 +447,53 @@ mod tests {
         }
         for a in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "127.0.0.1"] {
             assert!(!c.is_local(a.parse().unwrap()), "{a}");
+        }
+    }
+
+    /// The compiled IPv4 local networks answer as `is_local`: the defaults, none, a /0,
+    /// and more networks than fit (then `is_local` itself answers).
+    #[test]
+    fn local_v4_is_is_local() {
+        let with = |local_nets: Vec<Net>| RewriteConfig {
+            local_nets,
+            ..RewriteConfig::default()
+        };
+        let many = with(
+            (0..20)
+                .map(|i| Net::parse(&format!("10.{i}.0.0/16")).unwrap())
+                .collect(),
+        );
+        let none = with(Vec::new());
+        let all = with(vec![Net::parse("0.0.0.0/0").unwrap()]);
+        let addrs = [
+            "10.0.0.1",
+            "10.19.3.3",
+            "10.20.0.1",
+            "172.16.0.1",
+            "172.32.0.1",
+            "192.168.9.9",
+            "100.64.0.1",
+            "100.128.0.1",
+            "169.254.1.1",
+            "8.8.8.8",
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+        ];
+        for cfg in [RewriteConfig::default(), many, none, all] {
+            let l = LocalV4::of(&cfg);
+            for a in addrs {
+                let a: IpAddr = a.parse().unwrap();
+                assert_eq!(
+                    l.is_local(&cfg, a),
+                    cfg.is_local(a),
+                    "{a} {:?}",
+                    cfg.local_nets
+                );
+            }
         }
     }
 

@@ -8,11 +8,13 @@
 //!   scanner and rewriter.
 //! - `decide`: what each address of a message becomes (decided once per message).
 //! - [`packet`]: a whole frame or IP packet: L2/L3/L4 framing, SNAT, lengths, checksums.
+//! - [`classify`]: what an address text is (local, public, never rewritten).
 //! - [`reference`]: the rewriter without the fast path (every field parsed, the UDP
 //!   checksum summed over the whole datagram), kept to prove the fast path exact (the
 //!   `differential` test and fuzz target) and to measure it against (benches).
 
 pub mod changes;
+pub mod classify;
 pub mod context;
 mod decide;
 pub mod edits;
@@ -28,6 +30,7 @@ pub use message::{Changes, Context, MediaPorts, Napt, Outcome, Rewrite};
 /// signatures as the fast path's functions (without the gate); the same output, byte for
 /// byte, and the same outcome.
 pub mod reference {
+    pub use super::classify::reference as classify;
     pub use super::message::{rewrite_message, rewrite_message_in};
     pub use super::packet::{
         reference_rewrite_packet as rewrite_packet,

@@ -129,6 +129,17 @@ impl Edits {
         text: Text,
         field: RewrittenField,
     ) -> Result<(), Full> {
+        self.insert_in_order(range, text, field).map(|_| ())
+    }
+
+    /// [`Self::push_in_order`], returning the edit's index.
+    #[inline]
+    fn insert_in_order(
+        &mut self,
+        range: (usize, usize),
+        text: Text,
+        field: RewrittenField,
+    ) -> Result<usize, Full> {
         let (start, end) = range;
         self.push_ref(start, end, &text, field)?;
         let last = self.items.len() - 1;
@@ -140,7 +151,34 @@ impl Edits {
             self.items[i] = self.items[i - 1];
         }
         self.items[at] = new;
-        Ok(())
+        Ok(at)
+    }
+
+    /// A slot for an edit of `range` that is settled later (a Content-Length, known only
+    /// after the body's edits): an empty edit inserted in start order now, while the
+    /// edits after it are few (the body's come after it), filled by [`Self::fill`] or
+    /// taken out by [`Self::remove`]. Its index, or `None` when the list is full (nothing
+    /// pushed). (Inserting the settled edit in order after the body's edits moved each of
+    /// them, ~70 bytes apiece.)
+    #[inline]
+    pub fn reserve(&mut self, range: (usize, usize), field: RewrittenField) -> Option<usize> {
+        self.insert_in_order(range, Text::default(), field).ok()
+    }
+
+    /// Sets the text of the reserved edit `i` ([`Self::reserve`]).
+    #[inline]
+    pub fn fill(&mut self, i: usize, text: Text) {
+        if let Some(e) = self.items.get_mut(i) {
+            e.text = text;
+        }
+    }
+
+    /// Takes out edit `i` (a reserved edit that is not wanted).
+    #[inline]
+    pub fn remove(&mut self, i: usize) {
+        if i < self.items.len() {
+            self.items.remove(i);
+        }
     }
 
     /// Drops the edits after the first `n` (a parse that pushed some and then gave way
@@ -433,6 +471,35 @@ mod tests {
             (45, 45, " post"),
         ];
         assert_eq!(&buf[..n], reference(input, &edits).as_bytes());
+    }
+
+    #[test]
+    fn a_reserved_edit_is_filled_in_place_or_taken_out() {
+        let input = "aa 10.0.0.5 bb 228 cc 10.0.0.5 dd";
+        for fill in [true, false] {
+            let mut e = Edits::new();
+            e.push(3, 11, t("1.2.3.4"), RewrittenField::Via).unwrap();
+            e.push(22, 30, t("203.0.113.10"), RewrittenField::Via)
+                .unwrap();
+            // Reserved between the two (the second moves up), then an edit after it.
+            let slot = e.reserve((15, 18), RewrittenField::ContentLength);
+            assert_eq!(slot, Some(1));
+            e.push(31, 33, t("x"), RewrittenField::Via).unwrap();
+            let mut edits = vec![(3, 11, "1.2.3.4"), (22, 30, "203.0.113.10"), (31, 33, "x")];
+            if fill {
+                e.fill(1, t("1000"));
+                edits.insert(1, (15, 18, "1000"));
+            } else {
+                e.remove(1);
+            }
+            let starts: Vec<u32> = e.iter().map(|e| e.start).collect();
+            let want: Vec<u32> = edits.iter().map(|e| e.0 as u32).collect();
+            assert_eq!(starts, want);
+            let mut buf = vec![0u8; 128];
+            buf[..input.len()].copy_from_slice(input.as_bytes());
+            let n = e.apply(&mut buf, input.len()).unwrap();
+            assert_eq!(&buf[..n], reference(input, &edits).as_bytes());
+        }
     }
 
     #[test]

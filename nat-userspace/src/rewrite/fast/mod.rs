@@ -228,26 +228,20 @@ pub(super) fn rewrite(
         edits,
         |r, msg| scan(r, msg, gate),
         |edits, buf, msg_end, len| {
-            // The first changed byte: the first edit, or the discarded tail (only wanted
-            // for the sums).
-            let from = match sums {
-                Some(_) => {
-                    edits
-                        .iter()
-                        .map(|e| e.start as usize)
-                        .min()
-                        .unwrap_or(msg_end)
-                        .min(msg_end)
-                        & !1
-                }
-                None => 0,
-            };
-            let old = match sums {
-                Some(_) => crate::wire::checksum::sum(&buf[from..len]),
-                None => 0,
-            };
+            // The first changed byte (the first edit, or the discarded tail) and the sum
+            // from it before the edits: only when the sums are wanted.
+            let before = sums.map(|s| {
+                let from = edits
+                    .iter()
+                    .map(|e| e.start as usize)
+                    .min()
+                    .unwrap_or(msg_end)
+                    .min(msg_end)
+                    & !1;
+                (s, from, crate::wire::checksum::sum(&buf[from..len]))
+            });
             let new_len = edits.apply(buf, msg_end)?;
-            if let Some(s) = sums {
+            if let Some((s, from, old)) = before {
                 s.old = old;
                 s.new = crate::wire::checksum::sum(&buf[from..new_len]);
             }

@@ -327,6 +327,22 @@ fn plain_sdp(
     }
 }
 
+/// An `m=` line whose port cannot be 0 (its first byte is not `0`: see [`plain_sdp`]'s
+/// `m=` form), told without the call to [`sdp_line`]: `true` when it is one (its
+/// section is not rejected); `false` for every other line (then `sdp_line` reads it).
+#[inline(always)]
+pub(super) fn media_kept(msg: &[u8], line: &Range<usize>) -> bool {
+    let Some(l) = msg.get(line.clone()) else {
+        return false;
+    };
+    if l.len() < 3 || l[0] != b'm' || l[1] != b'=' || l[2] == b' ' {
+        return false;
+    }
+    find(msg, line.start + 2, line.end, [b' ']).is_some_and(|s| {
+        s + 1 < line.end && msg.get(s + 1).is_some_and(|&c| c != b' ' && c != b'0')
+    })
+}
+
 /// The last space among the last 17 bytes of `l` (all of them when it is shorter).
 #[inline(always)]
 fn last_space(l: &[u8]) -> Option<usize> {

@@ -353,6 +353,11 @@ fn port_maps(cfg: &RewriteConfig) -> bool {
 fn sdp(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], start: usize, end: usize, cands: &Cands) {
     let mut rejected = false;
     cands.marked_lines(msg, start, end, |line| {
-        fields::sdp_line(r, msg, line, &mut rejected, &cands.v4)
+        // (The usual `m=` line, whose section is kept, without the call.)
+        if fields::media_kept(msg, &line) {
+            rejected = false;
+        } else {
+            fields::sdp_line(r, msg, line, &mut rejected, &cands.v4)
+        }
     });
 }

@@ -277,7 +277,8 @@ fn plain_sdp(
             // The last field: at most 15 bytes for an IPv4 address (its space among
             // the line's last 17 bytes).
             let sp = last_space(l)?;
-            if sp < 9 || &l[sp - 7..=sp] != b" IN IP4 " {
+            // (`sp < 9` first: `sp - 7` does not wrap. A `..=` slice here was a call.)
+            if sp < 9 || l.get(sp - 7..sp + 1) != Some(&b" IN IP4 "[..]) {
                 return None;
             }
             // The text up to the first `/` after the space.

@@ -129,6 +129,17 @@ impl Edits {
         text: Text,
         field: RewrittenField,
     ) -> Result<(), Full> {
+        self.insert_in_order(range, text, field).map(|_| ())
+    }
+
+    /// [`Self::push_in_order`], returning the edit's index.
+    #[inline]
+    fn insert_in_order(
+        &mut self,
+        range: (usize, usize),
+        text: Text,
+        field: RewrittenField,
+    ) -> Result<usize, Full> {
         let (start, end) = range;
         self.push_ref(start, end, &text, field)?;
         let last = self.items.len() - 1;
@@ -140,7 +151,34 @@ impl Edits {
             self.items[i] = self.items[i - 1];
         }
         self.items[at] = new;
-        Ok(())
+        Ok(at)
+    }
+
+    /// A slot for an edit of `range` that is settled later (a Content-Length, known only
+    /// after the body's edits): an empty edit inserted in start order now, while the
+    /// edits after it are few (the body's come after it), filled by [`Self::fill`] or
+    /// taken out by [`Self::remove`]. Its index, or `None` when the list is full (nothing
+    /// pushed). (Inserting the settled edit in order after the body's edits moved each of
+    /// them, ~70 bytes apiece.)
+    #[inline]
+    pub fn reserve(&mut self, range: (usize, usize), field: RewrittenField) -> Option<usize> {
+        self.insert_in_order(range, Text::default(), field).ok()
+    }
+
+    /// Sets the text of the reserved edit `i` ([`Self::reserve`]).
+    #[inline]
+    pub fn fill(&mut self, i: usize, text: Text) {
+        if let Some(e) = self.items.get_mut(i) {
+            e.text = text;
+        }
+    }
+
+    /// Takes out edit `i` (a reserved edit that is not wanted).
+    #[inline]
+    pub fn remove(&mut self, i: usize) {
+        if i < self.items.len() {
+            self.items.remove(i);
+        }
     }
 
     /// Drops the edits after the first `n` (a parse that pushed some and then gave way
@@ -175,21 +213,35 @@ impl Edits {
     /// length (tailroom). Returns the new length, or `None` (buffer untouched) when the
     /// result would not fit. Edits must not overlap.
     pub fn apply(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
-        // Collected in scan order, which is nearly sorted (Content-Length comes last).
-        if self.items.windows(2).any(|w| w[0].start > w[1].start) {
-            self.items.sort_unstable_by_key(|e| e.start);
-        }
-        let edits = &self.items[..];
-        // The running sums of the deltas: where the segment after each edit moves.
-        let (mut total, mut ever_left, mut ever_right) = (0isize, false, false);
-        for (i, e) in edits.iter().enumerate() {
-            if i > 0 && edits[i - 1].end > e.start {
+        // The running sums of the deltas: where the segment after each edit moves; and
+        // whether each edit starts at or after the end of the one before (sorted and
+        // disjoint), checked in the same pass.
+        let sums = |edits: &[Edit]| {
+            let (mut total, mut ever_left, mut ever_right) = (0isize, false, false);
+            let (mut prev_end, mut in_order) = (0u32, true);
+            for e in edits {
+                in_order &= prev_end <= e.start;
+                prev_end = e.end;
+                total += e.delta();
+                ever_left |= total < 0;
+                ever_right |= total > 0;
+            }
+            (in_order, total, ever_left, ever_right)
+        };
+        let (mut in_order, mut total, mut ever_left, mut ever_right) = sums(&self.items);
+        if !in_order {
+            // Collected in scan order, which is nearly sorted: only a list that is not
+            // is sorted (overlapping edits are refused, sorted or not).
+            if self.items.windows(2).all(|w| w[0].start <= w[1].start) {
                 return None;
             }
-            total += e.delta();
-            ever_left |= total < 0;
-            ever_right |= total > 0;
+            self.items.sort_unstable_by_key(|e| e.start);
+            (in_order, total, ever_left, ever_right) = sums(&self.items);
+            if !in_order {
+                return None;
+            }
         }
+        let edits = &self.items[..];
         let new_len = len.checked_add_signed(total)?;
         if new_len > buf.len() || edits.last().is_some_and(|e| e.end as usize > len) {
             return None;
@@ -322,11 +374,13 @@ fn put(buf: &mut [u8], at: usize, t: &[u8]) {
             chunk::<4>(dst, t, 0);
             chunk::<4>(dst, t, n - 4);
         }
-        _ => {
-            for (d, &s) in dst.iter_mut().zip(t) {
-                *d = s;
-            }
+        2..4 => {
+            chunk::<2>(dst, t, 0);
+            chunk::<2>(dst, t, n - 2);
         }
+        // (A byte loop here was a `memcpy` call.)
+        1 => chunk::<1>(dst, t, 0),
+        _ => {}
     }
 }
 
@@ -436,7 +490,48 @@ mod tests {
     }
 
     #[test]
+    fn a_reserved_edit_is_filled_in_place_or_taken_out() {
+        let input = "aa 10.0.0.5 bb 228 cc 10.0.0.5 dd";
+        for fill in [true, false] {
+            let mut e = Edits::new();
+            e.push(3, 11, t("1.2.3.4"), RewrittenField::Via).unwrap();
+            e.push(22, 30, t("203.0.113.10"), RewrittenField::Via)
+                .unwrap();
+            // Reserved between the two (the second moves up), then an edit after it.
+            let slot = e.reserve((15, 18), RewrittenField::ContentLength);
+            assert_eq!(slot, Some(1));
+            e.push(31, 33, t("x"), RewrittenField::Via).unwrap();
+            let mut edits = vec![(3, 11, "1.2.3.4"), (22, 30, "203.0.113.10"), (31, 33, "x")];
+            if fill {
+                e.fill(1, t("1000"));
+                edits.insert(1, (15, 18, "1000"));
+            } else {
+                e.remove(1);
+            }
+            let starts: Vec<u32> = e.iter().map(|e| e.start).collect();
+            let want: Vec<u32> = edits.iter().map(|e| e.0 as u32).collect();
+            assert_eq!(starts, want);
+            let mut buf = vec![0u8; 128];
+            buf[..input.len()].copy_from_slice(input.as_bytes());
+            let n = e.apply(&mut buf, input.len()).unwrap();
+            assert_eq!(&buf[..n], reference(input, &edits).as_bytes());
+        }
+    }
+
+    #[test]
     fn overlapping_edits_refused() {
         assert_eq!(run("abcdef", &[(0, 3, "x"), (2, 4, "y")], 16), None);
+        // Out of order and overlapping; sorted by start, an insertion after a
+        // replacement at the same place.
+        assert_eq!(
+            run("abcdef", &[(4, 5, "z"), (2, 4, "y"), (0, 3, "x")], 16),
+            None
+        );
+        assert_eq!(run("abcdef", &[(1, 3, "x"), (1, 1, "y")], 16), None);
+        // Out of order, disjoint: sorted, then applied.
+        assert_eq!(
+            run("abcdef", &[(4, 5, "z"), (0, 1, "y"), (1, 3, "x")], 16).as_deref(),
+            Some("yxdzf")
+        );
     }
 }

@@ -630,6 +630,45 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         }
     }
 
+    /// A slot for the Content-Length edit that [`Self::follow_content_length_in`] settles,
+    /// reserved before the body's edits are pushed (see [`Edits::reserve`]): for the one
+    /// Content-Length header of a message (with several, `None`: the follow-up inserts).
+    /// (The slot never fills the list where the follow-up would not: no message has
+    /// [`super::edits::MAX_EDITS`] - 1 edits.)
+    #[inline]
+    pub(super) fn reserve_content_length(&mut self, f: &BodyHeaders) -> Option<usize> {
+        match (f.content_length, f.cl_digits.as_slice()) {
+            (Some(_), [d]) => self
+                .edits
+                .reserve((d.start, d.end), RewrittenField::ContentLength),
+            _ => None,
+        }
+    }
+
+    /// [`Self::follow_content_length`] into the slot `slot` reserved by
+    /// [`Self::reserve_content_length`] (taken out when the length stays), or by an
+    /// insertion without one.
+    #[inline]
+    pub(super) fn follow_content_length_in(
+        &mut self,
+        f: &BodyHeaders,
+        start: usize,
+        end: usize,
+        slot: Option<usize>,
+    ) {
+        let (Some(i), Some(n)) = (slot, f.content_length) else {
+            return self.follow_content_length(f, start, end);
+        };
+        let delta = self.edits.delta_within(start, end);
+        if delta != 0 {
+            let mut t = Text::default();
+            t.push_u32(n.wrapping_add_signed(delta) as u32);
+            self.edits.fill(i, t);
+        } else {
+            self.edits.remove(i);
+        }
+    }
+
     /// SDP, or each part of a multipart body (nested up to 4 levels).
     pub(super) fn body(&mut self, msg: &[u8], start: usize, end: usize, kind: BodyKind, depth: u8) {
         match kind {

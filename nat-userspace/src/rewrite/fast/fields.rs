@@ -277,7 +277,8 @@ fn plain_sdp(
             // The last field: at most 15 bytes for an IPv4 address (its space among
             // the line's last 17 bytes).
             let sp = last_space(l)?;
-            if sp < 9 || &l[sp - 7..=sp] != b" IN IP4 " {
+            // (`sp < 9` first: `sp - 7` does not wrap. A `..=` slice here was a call.)
+            if sp < 9 || l.get(sp - 7..sp + 1) != Some(&b" IN IP4 "[..]) {
                 return None;
             }
             // The text up to the first `/` after the space.
@@ -327,6 +328,22 @@ fn plain_sdp(
     }
 }
 
+/// An `m=` line whose port cannot be 0 (its first byte is not `0`: see [`plain_sdp`]'s
+/// `m=` form), told without the call to [`sdp_line`]: `true` when it is one (its
+/// section is not rejected); `false` for every other line (then `sdp_line` reads it).
+#[inline(always)]
+pub(super) fn media_kept(msg: &[u8], line: &Range<usize>) -> bool {
+    let Some(l) = msg.get(line.clone()) else {
+        return false;
+    };
+    if l.len() < 3 || l[0] != b'm' || l[1] != b'=' || l[2] == b' ' {
+        return false;
+    }
+    find(msg, line.start + 2, line.end, [b' ']).is_some_and(|s| {
+        s + 1 < line.end && msg.get(s + 1).is_some_and(|&c| c != b' ' && c != b'0')
+    })
+}
+
 /// The last space among the last 17 bytes of `l` (all of them when it is shorter).
 #[inline(always)]
 fn last_space(l: &[u8]) -> Option<usize> {
@@ -341,8 +358,9 @@ fn last_space(l: &[u8]) -> Option<usize> {
 }
 
 /// An SDP address field `msg[at..end]` that starts with an IPv4 address followed by its
-/// end, a space or a `/`: the address text `typed_addr` reads from it.
-#[inline]
+/// end, a space or a `/`: the address text `typed_addr` reads from it. (Inline in its
+/// two callers: the call's prologue and epilogue were ~20 instructions per line.)
+#[inline(always)]
 fn typed_v4(msg: &[u8], at: usize, end: usize, memo: &Memo) -> Option<(Range<usize>, IpAddr)> {
     let (addr, n) = ipv4_at(msg, at, end, memo)?;
     let after = (at + n < end).then(|| msg.get(at + n)).flatten();

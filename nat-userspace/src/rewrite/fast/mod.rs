@@ -228,26 +228,20 @@ pub(super) fn rewrite(
         edits,
         |r, msg| scan(r, msg, gate),
         |edits, buf, msg_end, len| {
-            // The first changed byte: the first edit, or the discarded tail (only wanted
-            // for the sums).
-            let from = match sums {
-                Some(_) => {
-                    edits
-                        .iter()
-                        .map(|e| e.start as usize)
-                        .min()
-                        .unwrap_or(msg_end)
-                        .min(msg_end)
-                        & !1
-                }
-                None => 0,
-            };
-            let old = match sums {
-                Some(_) => crate::wire::checksum::sum(&buf[from..len]),
-                None => 0,
-            };
+            // The first changed byte (the first edit, or the discarded tail) and the sum
+            // from it before the edits: only when the sums are wanted.
+            let before = sums.map(|s| {
+                let from = edits
+                    .iter()
+                    .map(|e| e.start as usize)
+                    .min()
+                    .unwrap_or(msg_end)
+                    .min(msg_end)
+                    & !1;
+                (s, from, crate::wire::checksum::sum(&buf[from..len]))
+            });
             let new_len = edits.apply(buf, msg_end)?;
-            if let Some(s) = sums {
+            if let Some((s, from, old)) = before {
                 s.old = old;
                 s.new = crate::wire::checksum::sum(&buf[from..new_len]);
             }
@@ -316,8 +310,11 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         }
     };
     let body_end = r.body_end(msg.len(), body_start, &framing);
-    // A body without a candidate holds no address of ours: nothing to parse or check.
+    // A body without a candidate holds no address of ours: nothing to parse or check
+    // (and its length stays: no Content-Length slot).
+    let mut cl_slot = None;
     if cands.any(body_start, body_end) {
+        cl_slot = r.reserve_content_length(&framing);
         match (framing.content_type.clone(), framing.encoded) {
             (Some(ct), false) => match body_kind(msg, ct) {
                 BodyKind::Sdp if !port_maps(cfg) && r.ctx.media.is_none() => {
@@ -329,7 +326,7 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             _ => {}
         }
     }
-    r.follow_content_length(&framing, body_start, body_end);
+    r.follow_content_length_in(&framing, body_start, body_end, cl_slot);
     Ok(())
 }
 
@@ -356,6 +353,11 @@ fn port_maps(cfg: &RewriteConfig) -> bool {
 fn sdp(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], start: usize, end: usize, cands: &Cands) {
     let mut rejected = false;
     cands.marked_lines(msg, start, end, |line| {
-        fields::sdp_line(r, msg, line, &mut rejected, &cands.v4)
+        // (The usual `m=` line, whose section is kept, without the call.)
+        if fields::media_kept(msg, &line) {
+            rejected = false;
+        } else {
+            fields::sdp_line(r, msg, line, &mut rejected, &cands.v4)
+        }
     });
 }

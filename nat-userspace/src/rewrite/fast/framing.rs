@@ -19,30 +19,35 @@ use crate::sip::{
     scan::{is_lws, is_ws, skip_ws, trim_end},
 };
 
-/// [`message::header`] with the line ends from the index, the usual lines framed from
-/// one load ([`name_colon`]).
+/// [`message::header`] at `pos` with the line ends from the index, popped in order by
+/// `walk` (which must be at `pos`: [`Walk::at`], or the `next` of the line before), the
+/// usual lines framed from one load ([`name_colon`]).
 #[allow(clippy::type_complexity)]
 #[inline(always)]
 pub(super) fn header(
     cands: &Cands,
     msg: &[u8],
     pos: usize,
+    walk: &mut Walk,
 ) -> Result<(Header, usize), Result<usize, Malformed>> {
     let end = msg.len();
     if pos >= end {
         return Err(Ok(end));
     }
-    let (mut ce, mut next) = cands.line_end(msg, pos, end);
+    if !cands.indexed() {
+        return exact(cands, msg, pos, walk);
+    }
+    let (mut ce, mut next) = walk.line_end(cands, msg, end);
     if ce == pos {
         // Empty line: end of headers; `next` is where the body starts.
         return Err(Ok(next));
     }
     let Some((colon, kind)) = name_colon(msg, pos, ce) else {
-        return exact(cands, msg, pos);
+        return exact(cands, msg, pos, walk);
     };
     // Continuation lines (folding) belong to this header.
     while next < end && is_ws(msg[next]) {
-        (ce, next) = cands.line_end(msg, next, end);
+        (ce, next) = walk.line_end(cands, msg, end);
     }
     // Usually one space, then the value, which ends right at the line's end: told by
     // two byte checks each (the loops' answers then), else the loops.
@@ -62,6 +67,56 @@ pub(super) fn header(
         },
         next,
     ))
+}
+
+/// The line ends of the index from a position on, popped in order: the CR/LF bits of
+/// one bitmap word at a time, those before the position cleared. (The header loop's
+/// lines follow each other, so each line end costs a `trailing_zeros` and a clear, not a
+/// search from the line's start.)
+pub(super) struct Walk {
+    w: usize,
+    bits: u64,
+}
+
+impl Walk {
+    /// The walk at `pos`.
+    #[inline(always)]
+    pub(super) fn at(cands: &Cands, pos: usize) -> Walk {
+        Walk {
+            w: pos / 64,
+            bits: cands.eol_word(pos / 64) & (u64::MAX << (pos % 64)),
+        }
+    }
+
+    /// [`crate::sip::scan::line_end`] from the walk's position to `end` (the message's
+    /// length; the bitmap has no bits past it); the walk moves to the next line's start.
+    #[inline(always)]
+    fn line_end(&mut self, cands: &Cands, msg: &[u8], end: usize) -> (usize, usize) {
+        while self.bits == 0 {
+            self.w += 1;
+            if self.w * 64 >= end {
+                return (end, end);
+            }
+            self.bits = cands.eol_word(self.w);
+        }
+        let at = self.w * 64 + self.bits.trailing_zeros() as usize;
+        // The usual CRLF, both bits in this word: the two lowest bits cleared.
+        if at % 64 < 63 && msg.get(at..at + 2) == Some(b"\r\n") {
+            self.bits &= self.bits - 1;
+            self.bits &= self.bits.wrapping_sub(1);
+            return (at, at + 2);
+        }
+        let (ce, next) = crate::sip::scan::terminator(msg, at, end);
+        // The terminator's bytes are CR or LF: the bits after `at`, maybe in the next
+        // word.
+        let w = next / 64;
+        if w != self.w {
+            self.w = w;
+            self.bits = cands.eol_word(w);
+        }
+        self.bits &= u64::MAX << (next % 64);
+        (ce, next)
+    }
 }
 
 /// [`message::start_line`], the usual request line (`METHOD SP URI SP SIP/2.0`, a method
@@ -121,8 +176,13 @@ fn exact(
     cands: &Cands,
     msg: &[u8],
     pos: usize,
+    walk: &mut Walk,
 ) -> Result<(Header, usize), Result<usize, Malformed>> {
-    message::header_with(msg, pos, &cands.lines(msg), Kind::of_token)
+    let r = message::header_with(msg, pos, &cands.lines(msg), Kind::of_token);
+    if let Ok((_, next)) = r {
+        *walk = Walk::at(cands, next);
+    }
+    r
 }
 
 /// Where the colon is that ends the name of the line at `pos` (content up to `ce`), and
@@ -193,7 +253,7 @@ fn classes(w: &[u8; 16], sep: u8) -> (u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::{classes, header};
+    use super::{classes, header, Walk};
     use crate::{
         rewrite::fast::{index::Cands, Gate},
         sip::message,
@@ -225,14 +285,52 @@ mod tests {
                         m.extend_from_slice(b"Max-Forwards: 70\r\n\r\n");
                         let c = Cands::find(&m, &Gate::ALL);
                         let mut pos = 0;
+                        let mut walk = Walk::at(&c, 0);
                         loop {
                             let want = message::header(&m, pos).map(|h| h.expect("a header"));
-                            let got = header(&c, &m, pos);
+                            let got = header(&c, &m, pos, &mut walk);
                             assert_eq!(got, want, "{:?} at {pos}", String::from_utf8_lossy(&m));
                             match got {
                                 Ok((_, next)) => pos = next,
                                 Err(_) => break,
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The walk over the line ends gives `message::header`'s answers when the
+    /// terminators (CRLF, LF, CR CR LF, a bare CR) and folded lines fall on every
+    /// position around the bitmap's word boundaries.
+    #[test]
+    fn header_walk_across_word_boundaries() {
+        let ends: [&[u8]; 4] = [b"\r\n", b"\n", b"\r\r\n", b"\r"];
+        for pad in 0..80 {
+            for e1 in ends {
+                for e2 in ends {
+                    let mut m = b"Via: ".to_vec();
+                    m.extend(core::iter::repeat_n(b'a', pad));
+                    m.extend_from_slice(e1);
+                    m.extend_from_slice(b" folded");
+                    m.extend_from_slice(e2);
+                    m.extend_from_slice(b"To: <sip:x@10.0.0.1>");
+                    m.extend_from_slice(e1);
+                    m.extend(core::iter::repeat_n(b'b', pad / 3));
+                    m.extend_from_slice(b"X: y");
+                    m.extend_from_slice(e2);
+                    m.extend_from_slice(e1);
+                    m.extend_from_slice(b"body");
+                    let c = Cands::find(&m, &Gate::ALL);
+                    let (mut pos, mut walk) = (0, Walk::at(&c, 0));
+                    loop {
+                        let want = message::header(&m, pos).map(|h| h.expect("a header"));
+                        let got = header(&c, &m, pos, &mut walk);
+                        assert_eq!(got, want, "{:?} at {pos}", String::from_utf8_lossy(&m));
+                        match got {
+                            Ok((_, next)) => pos = next,
+                            Err(_) => break,
                         }
                     }
                 }

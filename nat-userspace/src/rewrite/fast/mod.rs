@@ -273,8 +273,9 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
     }
     let mut seen_via = false;
     let mut framing = BodyHeaders::default();
+    let mut walk = framing::Walk::at(cands, pos);
     let body_start = loop {
-        let (h, next) = match cands.header(msg, pos) {
+        let (h, next) = match framing::header(cands, msg, pos, &mut walk) {
             Ok(x) => x,
             Err(Ok(body)) => break body,
             Err(Err(m)) => return Err(Outcome::Malformed(m)),

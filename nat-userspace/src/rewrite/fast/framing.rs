@@ -201,12 +201,77 @@ fn name_colon(msg: &[u8], pos: usize, ce: usize) -> Option<(usize, Kind)> {
     if c == 0 || c >= 16 || pos + c >= ce {
         return None;
     }
-    let kind = Kind::of_token(&msg[pos..pos + c]);
+    let kind = kind_of(w, c);
     if kind != Kind::Other {
         return Some((pos + c, kind));
     }
     let before = (1u32 << c) - 1;
     (classes(w, b':').1 & before == before).then_some((pos + c, kind))
+}
+
+/// The handled names of 1 to 15 bytes (compact forms included; `Content-Encoding` has
+/// 16 and is never framed here), lowercase, and their kinds: [`Kind::of_token`]'s.
+const NAMES: [(&[u8], Kind); 16] = [
+    (b"v", Kind::Via),
+    (b"m", Kind::Contact),
+    (b"f", Kind::From),
+    (b"t", Kind::To),
+    (b"l", Kind::ContentLength),
+    (b"c", Kind::ContentType),
+    (b"e", Kind::ContentEncoding),
+    (b"to", Kind::To),
+    (b"via", Kind::Via),
+    (b"from", Kind::From),
+    (b"cseq", Kind::CSeq),
+    (b"route", Kind::Route),
+    (b"contact", Kind::Contact),
+    (b"content-type", Kind::ContentType),
+    (b"record-route", Kind::RecordRoute),
+    (b"content-length", Kind::ContentLength),
+];
+
+/// The slot of a name of `len` bytes starting with `first` (either case) in [`BY_HASH`]:
+/// a perfect hash of the handled names (checked when the table is built).
+#[inline(always)]
+const fn slot(first: u8, len: usize) -> usize {
+    ((first as usize | 0x20) * 3 ^ len * 2) & 31
+}
+
+/// Each handled name, lowercase, as a little-endian word (zero past its end), and its
+/// kind, at its [`slot`]; empty slots hold zero, which no name matches.
+static BY_HASH: [(u128, Kind); 32] = {
+    let mut t = [(0u128, Kind::Other); 32];
+    let mut i = 0;
+    while i < NAMES.len() {
+        let (name, kind) = NAMES[i];
+        let mut word = 0u128;
+        let mut j = 0;
+        while j < name.len() {
+            word |= (name[j] as u128) << (8 * j);
+            j += 1;
+        }
+        let s = slot(name[0], name.len());
+        assert!(t[s].0 == 0, "two names in one slot");
+        t[s] = (word, kind);
+        i += 1;
+    }
+    t
+};
+
+/// [`Kind::of_token`] of the name `w[..len]` (1 to 15 bytes): the slot of its first
+/// byte and length, confirmed by one compare of the name's bytes with bit 5 set (as
+/// `of_token` compares them: only the letter in either case, or `-` and CR, give a
+/// lowercase letter or `-`). A byte of the name can never match a slot's zero bytes
+/// (bit 5 is set in it), so a name of another length does not match either.
+#[inline(always)]
+fn kind_of(w: &[u8; 16], len: usize) -> Kind {
+    let keep = (1u128 << (8 * (len & 15))) - 1;
+    let (name, kind) = BY_HASH[slot(w[0], len)];
+    if (u128::from_le_bytes(*w) | u128::from_le_bytes([0x20; 16])) & keep == name {
+        kind
+    } else {
+        Kind::Other
+    }
 }
 
 /// The `sep` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
@@ -253,10 +318,10 @@ fn classes(w: &[u8; 16], sep: u8) -> (u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::{classes, header, Walk};
+    use super::{classes, header, kind_of, Walk};
     use crate::{
         rewrite::fast::{index::Cands, Gate},
-        sip::message,
+        sip::message::{self, Kind},
     };
 
     /// The framing from one load gives `message::header`'s answer for header lines whose
@@ -332,6 +397,39 @@ mod tests {
                             Ok((_, next)) => pos = next,
                             Err(_) => break,
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The hashed kinds are `Kind::of_token`'s for every handled name (and others) of 1
+    /// to 15 bytes with each byte, in turn, replaced by every byte value, and for every
+    /// length of each.
+    #[test]
+    fn hashed_kinds_are_of_tokens() {
+        let mut names: Vec<&[u8]> = super::NAMES.iter().map(|&(n, _)| n).collect();
+        names.extend([
+            &b"Max-Forwards"[..],
+            b"X",
+            b"CSEQ",
+            b"Call-ID",
+            b"content-lengtX",
+        ]);
+        for name in names {
+            for len in 1..=15 {
+                for i in 0..len {
+                    for b in 0..=255u8 {
+                        let mut w = [b'x'; 16];
+                        let n = name.len().min(len);
+                        w[..n].copy_from_slice(&name[..n]);
+                        w[i] = b;
+                        assert_eq!(
+                            kind_of(&w, len),
+                            Kind::of_token(&w[..len]),
+                            "{:?}",
+                            String::from_utf8_lossy(&w[..len])
+                        );
                     }
                 }
             }

@@ -237,38 +237,59 @@ const fn slot(first: u8, len: usize) -> usize {
     ((first as usize | 0x20) * 3 ^ len * 2) & 31
 }
 
-/// Each handled name, lowercase, as a little-endian word (zero past its end), and its
-/// kind, at its [`slot`]; empty slots hold zero, which no name matches.
-static BY_HASH: [(u128, Kind); 32] = {
-    let mut t = [(0u128, Kind::Other); 32];
+/// A handled name, lowercase, as two little-endian words (zero past its end), the masks
+/// of its bytes in them, its length and its kind.
+#[derive(Clone, Copy)]
+struct Slot {
+    name: [u64; 2],
+    keep: [u64; 2],
+    len: usize,
+    kind: Kind,
+}
+
+/// Each handled name at its [`slot`]; empty slots have length 0, which no name has.
+static BY_HASH: [Slot; 32] = {
+    let empty = Slot {
+        name: [0; 2],
+        keep: [0; 2],
+        len: 0,
+        kind: Kind::Other,
+    };
+    let mut t = [empty; 32];
     let mut i = 0;
     while i < NAMES.len() {
         let (name, kind) = NAMES[i];
-        let mut word = 0u128;
+        let mut e = Slot {
+            len: name.len(),
+            kind,
+            ..empty
+        };
         let mut j = 0;
         while j < name.len() {
-            word |= (name[j] as u128) << (8 * j);
+            e.name[j / 8] |= (name[j] as u64) << (8 * (j % 8));
+            e.keep[j / 8] |= 0xff << (8 * (j % 8));
             j += 1;
         }
         let s = slot(name[0], name.len());
-        assert!(t[s].0 == 0, "two names in one slot");
-        t[s] = (word, kind);
+        assert!(t[s].len == 0, "two names in one slot");
+        t[s] = e;
         i += 1;
     }
     t
 };
 
 /// [`Kind::of_token`] of the name `w[..len]` (1 to 15 bytes): the slot of its first
-/// byte and length, confirmed by one compare of the name's bytes with bit 5 set (as
-/// `of_token` compares them: only the letter in either case, or `-` and CR, give a
-/// lowercase letter or `-`). A byte of the name can never match a slot's zero bytes
-/// (bit 5 is set in it), so a name of another length does not match either.
+/// byte and length, confirmed by its length and one compare of the name's bytes with bit
+/// 5 set (as `of_token` compares them: only the letter in either case, or `-` and CR,
+/// give a lowercase letter or `-`).
 #[inline(always)]
 fn kind_of(w: &[u8; 16], len: usize) -> Kind {
-    let keep = (1u128 << (8 * (len & 15))) - 1;
-    let (name, kind) = BY_HASH[slot(w[0], len)];
-    if (u128::from_le_bytes(*w) | u128::from_le_bytes([0x20; 16])) & keep == name {
-        kind
+    let e = &BY_HASH[slot(w[0], len)];
+    const CASE: u64 = u64::from_le_bytes([0x20; 8]);
+    let (lo, hi) = w.split_at(8);
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) | CASE;
+    if e.len == len && word(lo) & e.keep[0] == e.name[0] && word(hi) & e.keep[1] == e.name[1] {
+        e.kind
     } else {
         Kind::Other
     }

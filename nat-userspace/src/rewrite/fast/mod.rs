@@ -282,11 +282,6 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         };
         pos = next;
         let v = h.value;
-        // A rewritable header without a candidate: nothing to parse.
-        let skip = matches!(
-            h.kind,
-            Kind::Contact | Kind::From | Kind::To | Kind::Route | Kind::RecordRoute
-        ) && !cands.any(v.start, v.end);
         match h.kind {
             Kind::Via if !seen_via => {
                 seen_via = true;
@@ -294,7 +289,9 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
                     fields::top_via(r, msg, v, cands);
                 }
             }
-            _ if skip => {}
+            // A rewritable header without a candidate: nothing to parse.
+            Kind::Contact | Kind::From | Kind::To | Kind::Route | Kind::RecordRoute
+                if !cands.any(v.start, v.end) => {}
             Kind::Contact if !bindings => {
                 name_addrs(r, msg, v, RewrittenField::Contact, true, cands)
             }

@@ -31,15 +31,13 @@ pub(super) fn header(
     walk: &mut Walk,
 ) -> Result<(Header, usize), Result<usize, Malformed>> {
     let end = msg.len();
-    if pos >= end {
-        return Err(Ok(end));
-    }
     if !cands.indexed() {
         return exact(cands, msg, pos, walk);
     }
     let (mut ce, mut next) = walk.line_end(cands, msg, end);
     if ce == pos {
-        // Empty line: end of headers; `next` is where the body starts.
+        // Empty line: end of headers; `next` is where the body starts. (At the end of
+        // the message too: the bitmap has no bit there, so the line ends at `end`.)
         return Err(Ok(next));
     }
     let Some((colon, kind)) = name_colon(msg, pos, ce) else {
@@ -406,17 +404,21 @@ mod tests {
                     m.extend(core::iter::repeat_n(b'b', pad / 3));
                     m.extend_from_slice(b"X: y");
                     m.extend_from_slice(e2);
+                    // (Also without the empty line: the headers run to the end.)
+                    let unended = m.clone();
                     m.extend_from_slice(e1);
                     m.extend_from_slice(b"body");
-                    let c = Cands::find(&m, &Gate::ALL);
-                    let (mut pos, mut walk) = (0, Walk::at(&c, 0));
-                    loop {
-                        let want = message::header(&m, pos).map(|h| h.expect("a header"));
-                        let got = header(&c, &m, pos, &mut walk);
-                        assert_eq!(got, want, "{:?} at {pos}", String::from_utf8_lossy(&m));
-                        match got {
-                            Ok((_, next)) => pos = next,
-                            Err(_) => break,
+                    for m in [m, unended] {
+                        let c = Cands::find(&m, &Gate::ALL);
+                        let (mut pos, mut walk) = (0, Walk::at(&c, 0));
+                        loop {
+                            let want = message::header(&m, pos).map(|h| h.expect("a header"));
+                            let got = header(&c, &m, pos, &mut walk);
+                            assert_eq!(got, want, "{:?} at {pos}", String::from_utf8_lossy(&m));
+                            match got {
+                                Ok((_, next)) => pos = next,
+                                Err(_) => break,
+                            }
                         }
                     }
                 }

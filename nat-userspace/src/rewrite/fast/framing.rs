@@ -232,7 +232,7 @@ const NAMES: [(&[u8], Kind); 16] = [
 /// a perfect hash of the handled names (checked when the table is built).
 #[inline(always)]
 const fn slot(first: u8, len: usize) -> usize {
-    ((first as usize | 0x20) * 3 ^ len * 2) & 31
+    (((first as usize | 0x20) * 3) ^ (len * 2)) & 31
 }
 
 /// A handled name, lowercase, as two little-endian words (zero past its end), the masks

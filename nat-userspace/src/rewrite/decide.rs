@@ -75,7 +75,10 @@ impl<'a> Rewriter<'_, 'a, '_> {
             addr: new, text, ..
         } = &mut m
         {
-            self.texts[slot] = Text::from_ip(*new);
+            // (Rendered in place: `Text::from_ip` built it in the frame and copied it.)
+            let t = &mut self.texts[slot];
+            *t = Text::default();
+            t.push_ip(*new);
             *text = slot as u8;
         }
         match self.cache.get_mut(slot) {

@@ -138,6 +138,11 @@ fn angle_uri(
     }
 }
 
+/// The usual transports followed by a space, lowercase (see [`top_via`]).
+const UDP: u32 = u32::from_le_bytes(*b"udp ");
+const TCP: u32 = u32::from_le_bytes(*b"tcp ");
+const TLS: u32 = u32::from_le_bytes(*b"tls ");
+
 /// The top Via `v` (it has a candidate): outbound, a value starting `SIP/2.0/` exactly
 /// with an IP sent-by and no candidate after it is only its sent-by; everything else goes
 /// to [`Rewriter::top_via`]. Why this is `top_via`'s reading: its `via` finds the two `/`
@@ -155,10 +160,25 @@ pub(super) fn top_via(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], v: Range<usize>,
     }
     let mut p = skip_lws(msg, v.start + 8, v.end);
     let t = p;
-    while p < v.end && msg[p].is_ascii_alphanumeric() {
-        p += 1;
-    }
-    let tls = msg[t..p].eq_ignore_ascii_case(b"TLS");
+    // The usual transport, three letters then a space, told by one 4-byte compare (OR-ing
+    // 0x20 into a byte gives a lowercase letter only for that letter in either case; the
+    // space is compared as is); anything else by the loop.
+    let word = msg
+        .get(p..p + 4)
+        .and_then(|b| b.first_chunk::<4>())
+        .map(|b| u32::from_le_bytes(*b) | 0x0020_2020);
+    let tls = match word {
+        Some(w) if p + 4 <= v.end && (w == UDP || w == TCP || w == TLS) => {
+            p += 3;
+            w == TLS
+        }
+        _ => {
+            while p < v.end && msg[p].is_ascii_alphanumeric() {
+                p += 1;
+            }
+            msg[t..p].eq_ignore_ascii_case(b"TLS")
+        }
+    };
     let hp = host_port(msg, skip_lws(msg, p, v.end), v.end, cands.ports, &cands.v4);
     match hp {
         Some(hp) if !cands.any(hp.end(), v.end) => {

@@ -19,30 +19,33 @@ use crate::sip::{
     scan::{is_lws, is_ws, skip_ws, trim_end},
 };
 
-/// [`message::header`] with the line ends from the index, the usual lines framed from
-/// one load ([`name_colon`]).
+/// [`message::header`] at `pos` with the line ends from the index, popped in order by
+/// `walk` (which must be at `pos`: [`Walk::at`], or the `next` of the line before), the
+/// usual lines framed from one load ([`name_colon`]).
 #[allow(clippy::type_complexity)]
 #[inline(always)]
 pub(super) fn header(
     cands: &Cands,
     msg: &[u8],
     pos: usize,
+    walk: &mut Walk,
 ) -> Result<(Header, usize), Result<usize, Malformed>> {
     let end = msg.len();
-    if pos >= end {
-        return Err(Ok(end));
+    if !cands.indexed() {
+        return exact(cands, msg, pos, walk);
     }
-    let (mut ce, mut next) = cands.line_end(msg, pos, end);
+    let (mut ce, mut next) = walk.line_end(cands, msg, end);
     if ce == pos {
-        // Empty line: end of headers; `next` is where the body starts.
+        // Empty line: end of headers; `next` is where the body starts. (At the end of
+        // the message too: the bitmap has no bit there, so the line ends at `end`.)
         return Err(Ok(next));
     }
     let Some((colon, kind)) = name_colon(msg, pos, ce) else {
-        return exact(cands, msg, pos);
+        return exact(cands, msg, pos, walk);
     };
     // Continuation lines (folding) belong to this header.
     while next < end && is_ws(msg[next]) {
-        (ce, next) = cands.line_end(msg, next, end);
+        (ce, next) = walk.line_end(cands, msg, end);
     }
     // Usually one space, then the value, which ends right at the line's end: told by
     // two byte checks each (the loops' answers then), else the loops.
@@ -62,6 +65,56 @@ pub(super) fn header(
         },
         next,
     ))
+}
+
+/// The line ends of the index from a position on, popped in order: the CR/LF bits of
+/// one bitmap word at a time, those before the position cleared. (The header loop's
+/// lines follow each other, so each line end costs a `trailing_zeros` and a clear, not a
+/// search from the line's start.)
+pub(super) struct Walk {
+    w: usize,
+    bits: u64,
+}
+
+impl Walk {
+    /// The walk at `pos`.
+    #[inline(always)]
+    pub(super) fn at(cands: &Cands, pos: usize) -> Walk {
+        Walk {
+            w: pos / 64,
+            bits: cands.eol_word(pos / 64) & (u64::MAX << (pos % 64)),
+        }
+    }
+
+    /// [`crate::sip::scan::line_end`] from the walk's position to `end` (the message's
+    /// length; the bitmap has no bits past it); the walk moves to the next line's start.
+    #[inline(always)]
+    fn line_end(&mut self, cands: &Cands, msg: &[u8], end: usize) -> (usize, usize) {
+        while self.bits == 0 {
+            self.w += 1;
+            if self.w * 64 >= end {
+                return (end, end);
+            }
+            self.bits = cands.eol_word(self.w);
+        }
+        let at = self.w * 64 + self.bits.trailing_zeros() as usize;
+        // The usual CRLF, both bits in this word: the two lowest bits cleared.
+        if at % 64 < 63 && msg.get(at..at + 2) == Some(b"\r\n") {
+            self.bits &= self.bits - 1;
+            self.bits &= self.bits.wrapping_sub(1);
+            return (at, at + 2);
+        }
+        let (ce, next) = crate::sip::scan::terminator(msg, at, end);
+        // The terminator's bytes are CR or LF: the bits after `at`, maybe in the next
+        // word.
+        let w = next / 64;
+        if w != self.w {
+            self.w = w;
+            self.bits = cands.eol_word(w);
+        }
+        self.bits &= u64::MAX << (next % 64);
+        (ce, next)
+    }
 }
 
 /// [`message::start_line`], the usual request line (`METHOD SP URI SP SIP/2.0`, a method
@@ -121,8 +174,13 @@ fn exact(
     cands: &Cands,
     msg: &[u8],
     pos: usize,
+    walk: &mut Walk,
 ) -> Result<(Header, usize), Result<usize, Malformed>> {
-    message::header_with(msg, pos, &cands.lines(msg), Kind::of_token)
+    let r = message::header_with(msg, pos, &cands.lines(msg), Kind::of_token);
+    if let Ok((_, next)) = r {
+        *walk = Walk::at(cands, next);
+    }
+    r
 }
 
 /// Where the colon is that ends the name of the line at `pos` (content up to `ce`), and
@@ -141,12 +199,98 @@ fn name_colon(msg: &[u8], pos: usize, ce: usize) -> Option<(usize, Kind)> {
     if c == 0 || c >= 16 || pos + c >= ce {
         return None;
     }
-    let kind = Kind::of_token(&msg[pos..pos + c]);
+    let kind = kind_of(w, c);
     if kind != Kind::Other {
         return Some((pos + c, kind));
     }
     let before = (1u32 << c) - 1;
     (classes(w, b':').1 & before == before).then_some((pos + c, kind))
+}
+
+/// The handled names of 1 to 15 bytes (compact forms included; `Content-Encoding` has
+/// 16 and is never framed here), lowercase, and their kinds: [`Kind::of_token`]'s.
+const NAMES: [(&[u8], Kind); 16] = [
+    (b"v", Kind::Via),
+    (b"m", Kind::Contact),
+    (b"f", Kind::From),
+    (b"t", Kind::To),
+    (b"l", Kind::ContentLength),
+    (b"c", Kind::ContentType),
+    (b"e", Kind::ContentEncoding),
+    (b"to", Kind::To),
+    (b"via", Kind::Via),
+    (b"from", Kind::From),
+    (b"cseq", Kind::CSeq),
+    (b"route", Kind::Route),
+    (b"contact", Kind::Contact),
+    (b"content-type", Kind::ContentType),
+    (b"record-route", Kind::RecordRoute),
+    (b"content-length", Kind::ContentLength),
+];
+
+/// The slot of a name of `len` bytes starting with `first` (either case) in [`BY_HASH`]:
+/// a perfect hash of the handled names (checked when the table is built).
+#[inline(always)]
+const fn slot(first: u8, len: usize) -> usize {
+    (((first as usize | 0x20) * 3) ^ (len * 2)) & 31
+}
+
+/// A handled name, lowercase, as two little-endian words (zero past its end), the masks
+/// of its bytes in them, its length and its kind.
+#[derive(Clone, Copy)]
+struct Slot {
+    name: [u64; 2],
+    keep: [u64; 2],
+    len: usize,
+    kind: Kind,
+}
+
+/// Each handled name at its [`slot`]; empty slots have length 0, which no name has.
+static BY_HASH: [Slot; 32] = {
+    let empty = Slot {
+        name: [0; 2],
+        keep: [0; 2],
+        len: 0,
+        kind: Kind::Other,
+    };
+    let mut t = [empty; 32];
+    let mut i = 0;
+    while i < NAMES.len() {
+        let (name, kind) = NAMES[i];
+        let mut e = Slot {
+            len: name.len(),
+            kind,
+            ..empty
+        };
+        let mut j = 0;
+        while j < name.len() {
+            e.name[j / 8] |= (name[j] as u64) << (8 * (j % 8));
+            e.keep[j / 8] |= 0xff << (8 * (j % 8));
+            j += 1;
+        }
+        let s = slot(name[0], name.len());
+        assert!(t[s].len == 0, "two names in one slot");
+        t[s] = e;
+        i += 1;
+    }
+    t
+};
+
+/// [`Kind::of_token`] of the name `w[..len]` (1 to 15 bytes): the slot of its first
+/// byte and length, confirmed by its length and one compare of the name's bytes with bit
+/// 5 set (as `of_token` compares them: only the letter in either case, or `-` and CR,
+/// give a lowercase letter or `-`).
+#[inline(always)]
+fn kind_of(w: &[u8; 16], len: usize) -> Kind {
+    let e = &BY_HASH[slot(w[0], len)];
+    const CASE: u64 = u64::from_le_bytes([0x20; 8]);
+    let (lo, hi) = w.split_at(8);
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) | CASE;
+    if e.len == len && word(lo) & e.keep[0] == e.name[0] && word(hi) & e.keep[1] == e.name[1] {
+        e.kind
+    } else {
+        Kind::Other
+    }
 }
 
 /// The `sep` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
@@ -193,10 +337,10 @@ fn classes(w: &[u8; 16], sep: u8) -> (u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::{classes, header};
+    use super::{classes, header, kind_of, Walk};
     use crate::{
         rewrite::fast::{index::Cands, Gate},
-        sip::message,
+        sip::message::{self, Kind},
     };
 
     /// The framing from one load gives `message::header`'s answer for header lines whose
@@ -225,15 +369,90 @@ mod tests {
                         m.extend_from_slice(b"Max-Forwards: 70\r\n\r\n");
                         let c = Cands::find(&m, &Gate::ALL);
                         let mut pos = 0;
+                        let mut walk = Walk::at(&c, 0);
                         loop {
                             let want = message::header(&m, pos).map(|h| h.expect("a header"));
-                            let got = header(&c, &m, pos);
+                            let got = header(&c, &m, pos, &mut walk);
                             assert_eq!(got, want, "{:?} at {pos}", String::from_utf8_lossy(&m));
                             match got {
                                 Ok((_, next)) => pos = next,
                                 Err(_) => break,
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The walk over the line ends gives `message::header`'s answers when the
+    /// terminators (CRLF, LF, CR CR LF, a bare CR) and folded lines fall on every
+    /// position around the bitmap's word boundaries.
+    #[test]
+    fn header_walk_across_word_boundaries() {
+        let ends: [&[u8]; 4] = [b"\r\n", b"\n", b"\r\r\n", b"\r"];
+        for pad in 0..80 {
+            for e1 in ends {
+                for e2 in ends {
+                    let mut m = b"Via: ".to_vec();
+                    m.extend(core::iter::repeat_n(b'a', pad));
+                    m.extend_from_slice(e1);
+                    m.extend_from_slice(b" folded");
+                    m.extend_from_slice(e2);
+                    m.extend_from_slice(b"To: <sip:x@10.0.0.1>");
+                    m.extend_from_slice(e1);
+                    m.extend(core::iter::repeat_n(b'b', pad / 3));
+                    m.extend_from_slice(b"X: y");
+                    m.extend_from_slice(e2);
+                    // (Also without the empty line: the headers run to the end.)
+                    let unended = m.clone();
+                    m.extend_from_slice(e1);
+                    m.extend_from_slice(b"body");
+                    for m in [m, unended] {
+                        let c = Cands::find(&m, &Gate::ALL);
+                        let (mut pos, mut walk) = (0, Walk::at(&c, 0));
+                        loop {
+                            let want = message::header(&m, pos).map(|h| h.expect("a header"));
+                            let got = header(&c, &m, pos, &mut walk);
+                            assert_eq!(got, want, "{:?} at {pos}", String::from_utf8_lossy(&m));
+                            match got {
+                                Ok((_, next)) => pos = next,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The hashed kinds are `Kind::of_token`'s for every handled name (and others) of 1
+    /// to 15 bytes with each byte, in turn, replaced by every byte value, and for every
+    /// length of each.
+    #[test]
+    fn hashed_kinds_are_of_tokens() {
+        let mut names: Vec<&[u8]> = super::NAMES.iter().map(|&(n, _)| n).collect();
+        names.extend([
+            &b"Max-Forwards"[..],
+            b"X",
+            b"CSEQ",
+            b"Call-ID",
+            b"content-lengtX",
+        ]);
+        for name in names {
+            for len in 1..=15 {
+                for i in 0..len {
+                    for b in 0..=255u8 {
+                        let mut w = [b'x'; 16];
+                        let n = name.len().min(len);
+                        w[..n].copy_from_slice(&name[..n]);
+                        w[i] = b;
+                        assert_eq!(
+                            kind_of(&w, len),
+                            Kind::of_token(&w[..len]),
+                            "{:?}",
+                            String::from_utf8_lossy(&w[..len])
+                        );
                     }
                 }
             }

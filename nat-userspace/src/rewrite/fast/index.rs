@@ -3,7 +3,7 @@
 //! from it.
 
 use super::Gate;
-use crate::sip::message::{self, Malformed};
+use crate::sip::message;
 
 /// Longest message that gets a candidate index (64 bitmap words); a longer one (a
 /// reassembled datagram: rare) is parsed whole.
@@ -209,6 +209,18 @@ impl Cands {
         }
     }
 
+    /// Word `w` of the line-end bitmap (zero past it), for [`super::framing::Walk`].
+    #[inline(always)]
+    pub(super) fn eol_word(&self, w: usize) -> u64 {
+        self.eol.get(w).copied().unwrap_or(0)
+    }
+
+    /// Whether the line-end bitmap covers the message.
+    #[inline(always)]
+    pub(super) fn indexed(&self) -> bool {
+        self.indexed
+    }
+
     /// [`crate::sip::scan::line_end`] from the index.
     #[inline(always)]
     pub(super) fn line_end(&self, buf: &[u8], pos: usize, end: usize) -> (usize, usize) {
@@ -216,17 +228,6 @@ impl Cands {
             Some(at) => crate::sip::scan::terminator(buf, at, end),
             None => (end, end),
         }
-    }
-
-    /// [`message::header`] with the line ends from the index ([`super::framing`]).
-    #[allow(clippy::type_complexity)]
-    #[inline]
-    pub(super) fn header(
-        &self,
-        msg: &[u8],
-        pos: usize,
-    ) -> Result<(message::Header, usize), Result<usize, Malformed>> {
-        super::framing::header(self, msg, pos)
     }
 
     /// The line ends of `msg` from this index, for [`message::header_with`].

@@ -267,19 +267,15 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
     }
     let mut seen_via = false;
     let mut framing = BodyHeaders::default();
+    let mut walk = framing::Walk::at(cands, pos);
     let body_start = loop {
-        let (h, next) = match cands.header(msg, pos) {
+        let (h, next) = match framing::header(cands, msg, pos, &mut walk) {
             Ok(x) => x,
             Err(Ok(body)) => break body,
             Err(Err(m)) => return Err(Outcome::Malformed(m)),
         };
         pos = next;
         let v = h.value;
-        // A rewritable header without a candidate: nothing to parse.
-        let skip = matches!(
-            h.kind,
-            Kind::Contact | Kind::From | Kind::To | Kind::Route | Kind::RecordRoute
-        ) && !cands.any(v.start, v.end);
         match h.kind {
             Kind::Via if !seen_via => {
                 seen_via = true;
@@ -287,7 +283,9 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
                     fields::top_via(r, msg, v, cands);
                 }
             }
-            _ if skip => {}
+            // A rewritable header without a candidate: nothing to parse.
+            Kind::Contact | Kind::From | Kind::To | Kind::Route | Kind::RecordRoute
+                if !cands.any(v.start, v.end) => {}
             Kind::Contact if !bindings => {
                 name_addrs(r, msg, v, RewrittenField::Contact, true, cands)
             }

@@ -517,7 +517,7 @@ fn ipv4_at(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr,
 #[inline(never)]
 fn ipv4_parse(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr, usize)> {
     let w = window(msg, pos, end)?;
-    let (addr, n) = parse_window(&w)?;
+    let (addr, n) = crate::sip::addr::parse_ipv4_window(&w)?;
     let keep = (1u128 << (8 * (n & 15))) - 1;
     memo.0.set(Last {
         text: u128::from_le_bytes(w) & keep,
@@ -526,40 +526,6 @@ fn ipv4_parse(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Ad
         len: n as u8,
     });
     Some((addr, n))
-}
-
-/// The IPv4 address at the start of a zero-padded window, and its length.
-#[inline]
-fn parse_window(w: &[u8; 16]) -> Option<(Ipv4Addr, usize)> {
-    // (Indexes masked to the window: an octet starts at 12 at the latest, so its three
-    // digits are within it.)
-    let d = |i: usize| u32::from(w[i & 15].wrapping_sub(b'0'));
-    let mut i = 0;
-    let mut out = 0u32;
-    for k in 0..4 {
-        if k > 0 {
-            if w[i & 15] != b'.' {
-                return None;
-            }
-            i += 1;
-        }
-        let (d0, d1, d2) = (d(i), d(i + 1), d(i + 2));
-        let (v, n) = if d0 > 9 {
-            return None;
-        } else if d1 > 9 {
-            (d0, 1)
-        } else if d2 > 9 {
-            (d0 * 10 + d1, 2)
-        } else {
-            (d0 * 100 + d1 * 10 + d2, 3)
-        };
-        if v > 255 {
-            return None;
-        }
-        out = out << 8 | v;
-        i += n;
-    }
-    Some((Ipv4Addr::from(out), i))
 }
 
 #[cfg(test)]

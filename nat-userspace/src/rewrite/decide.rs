@@ -6,10 +6,7 @@
 use core::net::IpAddr;
 
 use super::message::Rewriter;
-use crate::{
-    nat::{addr::canonical, Direction, RewriteConfig, Rule},
-    sip::addr::Text,
-};
+use crate::nat::{addr::canonical, Direction, RewriteConfig, Rule};
 
 /// What happens to one address (its port is decided separately, by the rule): a small
 /// record, copied on every cache hit; the rendered text of the new address is kept once
@@ -75,10 +72,9 @@ impl<'a> Rewriter<'_, 'a, '_> {
             addr: new, text, ..
         } = &mut m
         {
-            // (Rendered in place: `Text::from_ip` built it in the frame and copied it.)
-            let t = &mut self.texts[slot];
-            *t = Text::default();
-            t.push_ip(*new);
+            // (Rendered in place: `Text::from_ip` built it in the frame and copied it; and
+            // not zeroed first, `set_ip` writes only the address's bytes.)
+            self.texts[slot].set_ip(*new);
             *text = slot as u8;
         }
         match self.cache.get_mut(slot) {

@@ -661,9 +661,10 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         };
         let delta = self.edits.delta_within(start, end);
         if delta != 0 {
-            let mut t = Text::default();
-            t.push_u32(n.wrapping_add_signed(delta) as u32);
-            self.edits.fill(i, t);
+            // (The digits written straight into the reserved edit's empty text.)
+            if let Some(t) = self.edits.text_mut(i) {
+                t.push_u32(n.wrapping_add_signed(delta) as u32);
+            }
         } else {
             self.edits.remove(i);
         }

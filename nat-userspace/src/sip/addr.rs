@@ -289,6 +289,14 @@ impl Text {
         let _ = write!(self, "{a}");
     }
 
+    /// Replaces the text with `a`'s (as [`Self::push_ip`] into an empty text), without
+    /// zeroing the bytes past it first: only the dotted quad's 16-byte window is written.
+    #[inline]
+    pub fn set_ip(&mut self, a: IpAddr) {
+        self.len = 0;
+        self.push_ip(a);
+    }
+
     pub fn push_ip(&mut self, a: IpAddr) {
         match a {
             IpAddr::V4(v4) => self.push_ipv4(v4),

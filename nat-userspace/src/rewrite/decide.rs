@@ -90,6 +90,17 @@ impl<'a> Rewriter<'_, 'a, '_> {
         let ext = &self.ctx.external;
         let (new, rule) = match self.ctx.direction {
             Direction::Outbound => {
+                if let (Some(one), IpAddr::V4(v4)) = (self.one_v4, addr) {
+                    return match one.decide(v4) {
+                        None => Map::Keep,
+                        Some(None) => Map::FamilyMismatch,
+                        Some(Some(e)) => Map::To {
+                            addr: IpAddr::V4(e),
+                            text: 0,
+                            rule: cfg.rules.first(),
+                        },
+                    };
+                }
                 let Some(rule) = cfg.rule_for(addr) else {
                     return Map::Keep;
                 };

@@ -142,6 +142,7 @@ pub(super) fn rewrite_with<'a>(
         cache: arrayvec::ArrayVec::new(),
         texts: [Text::default(); MAP_CACHE],
         evict: 0,
+        one_v4: None,
         family_mismatch: 0,
         full: false,
         cl_short: false,
@@ -280,6 +281,9 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
     pub(super) texts: [Text; MAP_CACHE],
     /// The slot a miss replaces once the cache is full (the oldest entry).
     pub(super) evict: u8,
+    /// The compiled outbound decision of a single IPv4 rule, when the caller has one (the
+    /// fast path's gate); `None`: every address is decided from the config.
+    pub(super) one_v4: Option<crate::nat::rules::OneRuleV4>,
     pub(super) family_mismatch: u16,
     pub(super) full: bool,
     pub(super) cl_short: bool,

@@ -40,7 +40,7 @@ use super::{
     },
 };
 use crate::{
-    nat::{Direction, ExternalAddrs, Net, RewriteConfig},
+    nat::{rules::OneRuleV4, Direction, ExternalAddrs, Net, RewriteConfig},
     sip::{
         body::{self, BodyKind},
         message::{Kind, StartLine},
@@ -60,6 +60,8 @@ pub struct Gate {
     /// `n_needles` is [`index::TOO_MANY`] (each `.` is then checked against `octets`).
     needles: [index::Needle; index::MAX_NEEDLES],
     n_needles: u8,
+    /// Outbound, the compiled decision of a single IPv4 rule (handed to the rewriter).
+    one_v4: Option<OneRuleV4>,
 }
 
 impl Gate {
@@ -70,6 +72,7 @@ impl Gate {
         all: true,
         needles: [index::Needle::NONE; index::MAX_NEEDLES],
         n_needles: index::TOO_MANY,
+        one_v4: None,
     };
 
     /// The gate of one direction under `config` and `external`.
@@ -80,9 +83,11 @@ impl Gate {
             all: false,
             needles: [index::Needle::NONE; index::MAX_NEEDLES],
             n_needles: 0,
+            one_v4: None,
         };
         match direction {
             Direction::Outbound => {
+                g.one_v4 = OneRuleV4::of(config, external);
                 for r in &config.rules {
                     match r.internal {
                         Net::V4 { addr, mask, .. } => {
@@ -258,6 +263,7 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         framing::start_line(&cands, msg)
     })?;
     let cfg = r.ctx.config;
+    r.one_v4 = gate.one_v4;
     cands.ports = r.ctx.napt.is_some() || port_maps(cfg);
     let cands = &cands;
     if let StartLine::Request { uri, .. } = &start {

@@ -205,6 +205,11 @@ impl OneRuleV4 {
         })
     }
 
+    /// The address the rule's IPv4 addresses become, when there is one.
+    pub fn external(&self) -> Option<Ipv4Addr> {
+        self.external
+    }
+
     /// For an IPv4 `a`: `None` when no rule governs it ([`RewriteConfig::rule_for`]);
     /// else the external address it becomes, `None` when there is none of its family.
     #[inline]

@@ -29,6 +29,10 @@ pub(super) enum Map<'a> {
 /// address costs more than the lookup.
 pub(super) const MAP_CACHE: usize = 4;
 
+/// `Map::To::text` of a decision from the compiled single rule ([`Rewriter::one_v4`]):
+/// its text is the one rendered with the rule, copied instead of rendered again.
+const PRE_RENDERED: u8 = u8::MAX;
+
 /// `new` written in the form of `orig`: an IPv4 address replacing an IPv4-mapped IPv6
 /// address is written mapped too. `None` when the families cannot match.
 #[inline]
@@ -74,7 +78,11 @@ impl<'a> Rewriter<'_, 'a, '_> {
         {
             // (Rendered in place: `Text::from_ip` built it in the frame and copied it; and
             // not zeroed first, `set_ip` writes only the address's bytes.)
-            self.texts[slot].set_ip(*new);
+            let t = &mut self.texts[slot];
+            match &self.one_v4 {
+                Some((_, pre)) if *text == PRE_RENDERED => *t = *pre,
+                _ => t.set_ip(*new),
+            }
             *text = slot as u8;
         }
         match self.cache.get_mut(slot) {
@@ -90,13 +98,13 @@ impl<'a> Rewriter<'_, 'a, '_> {
         let ext = &self.ctx.external;
         let (new, rule) = match self.ctx.direction {
             Direction::Outbound => {
-                if let (Some(one), IpAddr::V4(v4)) = (self.one_v4, addr) {
+                if let (Some((one, _)), IpAddr::V4(v4)) = (&self.one_v4, addr) {
                     return match one.decide(v4) {
                         None => Map::Keep,
                         Some(None) => Map::FamilyMismatch,
                         Some(Some(e)) => Map::To {
                             addr: IpAddr::V4(e),
-                            text: 0,
+                            text: PRE_RENDERED,
                             rule: cfg.rules.first(),
                         },
                     };

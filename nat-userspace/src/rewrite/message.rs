@@ -281,9 +281,10 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
     pub(super) texts: [Text; MAP_CACHE],
     /// The slot a miss replaces once the cache is full (the oldest entry).
     pub(super) evict: u8,
-    /// The compiled outbound decision of a single IPv4 rule, when the caller has one (the
-    /// fast path's gate); `None`: every address is decided from the config.
-    pub(super) one_v4: Option<crate::nat::rules::OneRuleV4>,
+    /// The compiled outbound decision of a single IPv4 rule and its external address's
+    /// text, when the caller has them (the fast path's gate); `None`: every address is
+    /// decided from the config and its new address rendered.
+    pub(super) one_v4: Option<(crate::nat::rules::OneRuleV4, Text)>,
     pub(super) family_mismatch: u16,
     pub(super) full: bool,
     pub(super) cl_short: bool,

@@ -189,6 +189,8 @@ impl PartialEq for Text {
     }
 }
 
+impl Eq for Text {}
+
 impl Text {
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {

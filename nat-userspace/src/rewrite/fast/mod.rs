@@ -42,6 +42,7 @@ use super::{
 use crate::{
     nat::{rules::OneRuleV4, Direction, ExternalAddrs, Net, RewriteConfig},
     sip::{
+        addr::Text,
         body::{self, BodyKind},
         message::{Kind, StartLine},
     },
@@ -60,8 +61,9 @@ pub struct Gate {
     /// `n_needles` is [`index::TOO_MANY`] (each `.` is then checked against `octets`).
     needles: [index::Needle; index::MAX_NEEDLES],
     n_needles: u8,
-    /// Outbound, the compiled decision of a single IPv4 rule (handed to the rewriter).
-    one_v4: Option<OneRuleV4>,
+    /// Outbound, the compiled decision of a single IPv4 rule and the text of its external
+    /// address, rendered once (both handed to the rewriter).
+    one_v4: Option<(OneRuleV4, Text)>,
 }
 
 impl Gate {
@@ -87,7 +89,13 @@ impl Gate {
         };
         match direction {
             Direction::Outbound => {
-                g.one_v4 = OneRuleV4::of(config, external);
+                g.one_v4 = OneRuleV4::of(config, external).map(|one| {
+                    let mut t = Text::default();
+                    if let Some(e) = one.external() {
+                        t.push_ipv4(e);
+                    }
+                    (one, t)
+                });
                 for r in &config.rules {
                     match r.internal {
                         Net::V4 { addr, mask, .. } => {

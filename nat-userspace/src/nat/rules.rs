@@ -172,6 +172,56 @@ impl LocalV4 {
     }
 }
 
+/// The outbound decision for IPv4 addresses of a config with one rule, whose internal
+/// side is IPv4: [`RewriteConfig::rule_for`] and [`RewriteConfig::external_of`] compiled
+/// once per published snapshot and external address (with the rewriter's gate) into two
+/// word compares, instead of a walk over `Net` values and address families per message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OneRuleV4 {
+    net: u32,
+    mask: u32,
+    /// The address the rule's IPv4 addresses become; `None`: no IPv4 external address
+    /// (a family mismatch).
+    external: Option<Ipv4Addr>,
+}
+
+impl OneRuleV4 {
+    /// `cfg`'s compiled rule under `ext`, when it has exactly one rule and it is IPv4.
+    pub fn of(cfg: &RewriteConfig, ext: &ExternalAddrs) -> Option<OneRuleV4> {
+        let [rule] = cfg.rules.as_slice() else {
+            return None;
+        };
+        let Net::V4 { addr, mask, .. } = rule.internal else {
+            return None;
+        };
+        let external = match cfg.external_of(rule, IpAddr::V4(Ipv4Addr::UNSPECIFIED), ext) {
+            Some(IpAddr::V4(e)) => Some(e),
+            _ => None,
+        };
+        Some(OneRuleV4 {
+            net: addr,
+            mask,
+            external,
+        })
+    }
+
+    /// The address the rule's IPv4 addresses become, when there is one.
+    pub fn external(&self) -> Option<Ipv4Addr> {
+        self.external
+    }
+
+    /// For an IPv4 `a`: `None` when no rule governs it ([`RewriteConfig::rule_for`]);
+    /// else the external address it becomes, `None` when there is none of its family.
+    #[inline]
+    pub fn decide(&self, a: Ipv4Addr) -> Option<Option<Ipv4Addr>> {
+        // (`never_rewritten` of an IPv4 address.)
+        if a.is_loopback() || a.is_unspecified() || a.is_broadcast() {
+            return None;
+        }
+        (u32::from(a) & self.mask == self.net).then_some(self.external)
+    }
+}
+
 /// Most port-map entries a rule may have.
 pub const MAX_PORT_MAP: usize = 16;
 
@@ -495,6 +545,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn one_rule_v4_decides_as_the_config() {
+        let ext4 = ExternalAddrs {
+            v4: Some(Ipv4Addr::new(203, 0, 113, 1)),
+            v6: None,
+        };
+        let ext6 = ExternalAddrs {
+            v4: None,
+            v6: Some("2001:db8::9".parse().unwrap()),
+        };
+        let own = |e: &str| {
+            let mut c = RewriteConfig::single(Net::parse("10.0.0.0/8").unwrap());
+            c.rules[0].external = Some(e.parse().unwrap());
+            c
+        };
+        let cfgs = [
+            RewriteConfig::single(Net::parse("10.0.0.0/8").unwrap()),
+            RewriteConfig::single(Net::parse("0.0.0.0/0").unwrap()),
+            RewriteConfig::single(Net::parse("192.168.1.7/32").unwrap()),
+            own("198.51.100.2"),
+            own("2001:db8::2"),
+        ];
+        let addrs = [
+            "10.1.2.3",
+            "10.255.255.255",
+            "11.0.0.1",
+            "192.168.1.7",
+            "192.168.1.8",
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+        ];
+        for cfg in &cfgs {
+            for ext in [&ext4, &ext6, &ExternalAddrs::default()] {
+                let one = OneRuleV4::of(cfg, ext).unwrap();
+                for a in addrs {
+                    let a: Ipv4Addr = a.parse().unwrap();
+                    let want = cfg.rule_for(IpAddr::V4(a)).map(|r| {
+                        match cfg.external_of(r, IpAddr::V4(a), ext) {
+                            Some(IpAddr::V4(e)) => Some(e),
+                            _ => None,
+                        }
+                    });
+                    assert_eq!(one.decide(a), want, "{a} {:?} {ext:?}", cfg.rules);
+                }
+            }
+        }
+        let two = RewriteConfig::networks([
+            Net::parse("10.0.0.0/8").unwrap(),
+            Net::parse("172.16.0.0/12").unwrap(),
+        ]);
+        assert_eq!(OneRuleV4::of(&two, &ext4), None);
+        let v6 = RewriteConfig::single(Net::parse("fd00::/8").unwrap());
+        assert_eq!(OneRuleV4::of(&v6, &ext4), None);
     }
 
     #[test]

@@ -6,10 +6,7 @@
 use core::net::IpAddr;
 
 use super::message::Rewriter;
-use crate::{
-    nat::{addr::canonical, Direction, RewriteConfig, Rule},
-    sip::addr::Text,
-};
+use crate::nat::{addr::canonical, Direction, RewriteConfig, Rule};
 
 /// What happens to one address (its port is decided separately, by the rule): a small
 /// record, copied on every cache hit; the rendered text of the new address is kept once
@@ -31,6 +28,10 @@ pub(super) enum Map<'a> {
 /// addresses many times (Via, Contact, o=, c=, a=rtcp), and deciding and rendering an
 /// address costs more than the lookup.
 pub(super) const MAP_CACHE: usize = 4;
+
+/// `Map::To::text` of a decision from the compiled single rule ([`Rewriter::one_v4`]):
+/// its text is the one rendered with the rule, copied instead of rendered again.
+const PRE_RENDERED: u8 = u8::MAX;
 
 /// `new` written in the form of `orig`: an IPv4 address replacing an IPv4-mapped IPv6
 /// address is written mapped too. `None` when the families cannot match.
@@ -75,10 +76,13 @@ impl<'a> Rewriter<'_, 'a, '_> {
             addr: new, text, ..
         } = &mut m
         {
-            // (Rendered in place: `Text::from_ip` built it in the frame and copied it.)
+            // (Rendered in place: `Text::from_ip` built it in the frame and copied it; and
+            // not zeroed first, `set_ip` writes only the address's bytes.)
             let t = &mut self.texts[slot];
-            *t = Text::default();
-            t.push_ip(*new);
+            match &self.one_v4 {
+                Some((_, pre)) if *text == PRE_RENDERED => *t = *pre,
+                _ => t.set_ip(*new),
+            }
             *text = slot as u8;
         }
         match self.cache.get_mut(slot) {
@@ -94,6 +98,17 @@ impl<'a> Rewriter<'_, 'a, '_> {
         let ext = &self.ctx.external;
         let (new, rule) = match self.ctx.direction {
             Direction::Outbound => {
+                if let (Some((one, _)), IpAddr::V4(v4)) = (&self.one_v4, addr) {
+                    return match one.decide(v4) {
+                        None => Map::Keep,
+                        Some(None) => Map::FamilyMismatch,
+                        Some(Some(e)) => Map::To {
+                            addr: IpAddr::V4(e),
+                            text: PRE_RENDERED,
+                            rule: cfg.rules.first(),
+                        },
+                    };
+                }
                 let Some(rule) = cfg.rule_for(addr) else {
                     return Map::Keep;
                 };

@@ -173,6 +173,13 @@ impl Edits {
         }
     }
 
+    /// The text of the reserved edit `i` ([`Self::reserve`]), empty, to be written in
+    /// place (a text built aside was zeroed whole and then copied whole into the edit).
+    #[inline]
+    pub fn text_mut(&mut self, i: usize) -> Option<&mut Text> {
+        self.items.get_mut(i).map(|e| &mut e.text)
+    }
+
     /// Takes out edit `i` (a reserved edit that is not wanted).
     #[inline]
     pub fn remove(&mut self, i: usize) {

@@ -142,6 +142,7 @@ pub(super) fn rewrite_with<'a>(
         cache: arrayvec::ArrayVec::new(),
         texts: [Text::default(); MAP_CACHE],
         evict: 0,
+        one_v4: None,
         family_mismatch: 0,
         full: false,
         cl_short: false,
@@ -280,6 +281,10 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
     pub(super) texts: [Text; MAP_CACHE],
     /// The slot a miss replaces once the cache is full (the oldest entry).
     pub(super) evict: u8,
+    /// The compiled outbound decision of a single IPv4 rule and its external address's
+    /// text, when the caller has them (the fast path's gate); `None`: every address is
+    /// decided from the config and its new address rendered.
+    pub(super) one_v4: Option<(crate::nat::rules::OneRuleV4, Text)>,
     pub(super) family_mismatch: u16,
     pub(super) full: bool,
     pub(super) cl_short: bool,
@@ -661,9 +666,10 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         };
         let delta = self.edits.delta_within(start, end);
         if delta != 0 {
-            let mut t = Text::default();
-            t.push_u32(n.wrapping_add_signed(delta) as u32);
-            self.edits.fill(i, t);
+            // (The digits written straight into the reserved edit's empty text.)
+            if let Some(t) = self.edits.text_mut(i) {
+                t.push_u32(n.wrapping_add_signed(delta) as u32);
+            }
         } else {
             self.edits.remove(i);
         }

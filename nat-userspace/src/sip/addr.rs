@@ -189,6 +189,8 @@ impl PartialEq for Text {
     }
 }
 
+impl Eq for Text {}
+
 impl Text {
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
@@ -287,6 +289,14 @@ impl Text {
     pub fn push_ipv6(&mut self, a: Ipv6Addr) {
         use core::fmt::Write as _;
         let _ = write!(self, "{a}");
+    }
+
+    /// Replaces the text with `a`'s (as [`Self::push_ip`] into an empty text), without
+    /// zeroing the bytes past it first: only the dotted quad's 16-byte window is written.
+    #[inline]
+    pub fn set_ip(&mut self, a: IpAddr) {
+        self.len = 0;
+        self.push_ip(a);
     }
 
     pub fn push_ip(&mut self, a: IpAddr) {

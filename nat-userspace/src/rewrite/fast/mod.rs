@@ -40,8 +40,9 @@ use super::{
     },
 };
 use crate::{
-    nat::{Direction, ExternalAddrs, Net, RewriteConfig},
+    nat::{rules::OneRuleV4, Direction, ExternalAddrs, Net, RewriteConfig},
     sip::{
+        addr::Text,
         body::{self, BodyKind},
         message::{Kind, StartLine},
     },
@@ -60,6 +61,9 @@ pub struct Gate {
     /// `n_needles` is [`index::TOO_MANY`] (each `.` is then checked against `octets`).
     needles: [index::Needle; index::MAX_NEEDLES],
     n_needles: u8,
+    /// Outbound, the compiled decision of a single IPv4 rule and the text of its external
+    /// address, rendered once (both handed to the rewriter).
+    one_v4: Option<(OneRuleV4, Text)>,
 }
 
 impl Gate {
@@ -70,6 +74,7 @@ impl Gate {
         all: true,
         needles: [index::Needle::NONE; index::MAX_NEEDLES],
         n_needles: index::TOO_MANY,
+        one_v4: None,
     };
 
     /// The gate of one direction under `config` and `external`.
@@ -80,9 +85,17 @@ impl Gate {
             all: false,
             needles: [index::Needle::NONE; index::MAX_NEEDLES],
             n_needles: 0,
+            one_v4: None,
         };
         match direction {
             Direction::Outbound => {
+                g.one_v4 = OneRuleV4::of(config, external).map(|one| {
+                    let mut t = Text::default();
+                    if let Some(e) = one.external() {
+                        t.push_ipv4(e);
+                    }
+                    (one, t)
+                });
                 for r in &config.rules {
                     match r.internal {
                         Net::V4 { addr, mask, .. } => {
@@ -258,6 +271,7 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         framing::start_line(&cands, msg)
     })?;
     let cfg = r.ctx.config;
+    r.one_v4 = gate.one_v4;
     cands.ports = r.ctx.napt.is_some() || port_maps(cfg);
     let cands = &cands;
     if let StartLine::Request { uri, .. } = &start {

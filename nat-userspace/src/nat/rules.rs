@@ -205,6 +205,22 @@ impl OneRuleV4 {
         })
     }
 
+    /// Whether this is [`Self::of`]`(cfg, ext)`: a few compares, so that a rewriter handed
+    /// a compiled rule of another config or external address (a stale snapshot's) decides
+    /// from the config instead of writing that other address.
+    #[inline]
+    pub fn is_of(&self, cfg: &RewriteConfig, ext: &ExternalAddrs) -> bool {
+        let [rule] = cfg.rules.as_slice() else {
+            return false;
+        };
+        let external = match rule.external {
+            Some(IpAddr::V4(e)) => Some(e),
+            _ => ext.v4,
+        };
+        matches!(rule.internal, Net::V4 { addr, mask, .. } if addr == self.net && mask == self.mask)
+            && external == self.external
+    }
+
     /// The address the rule's IPv4 addresses become, when there is one.
     pub fn external(&self) -> Option<Ipv4Addr> {
         self.external
@@ -579,9 +595,22 @@ mod tests {
             "0.0.0.0",
             "255.255.255.255",
         ];
+        let exts = [&ext4, &ext6, &ExternalAddrs::default()];
         for cfg in &cfgs {
-            for ext in [&ext4, &ext6, &ExternalAddrs::default()] {
+            for ext in exts {
                 let one = OneRuleV4::of(cfg, ext).unwrap();
+                // `is_of` holds for the config and external addresses it was built from
+                // only (or for others that compile to the same rule).
+                for (c2, e2) in cfgs.iter().flat_map(|c| exts.map(|e| (c, e))) {
+                    let same = OneRuleV4::of(c2, e2) == Some(one);
+                    assert_eq!(
+                        one.is_of(c2, e2),
+                        same,
+                        "{:?} {ext:?} / {:?} {e2:?}",
+                        cfg.rules,
+                        c2.rules
+                    );
+                }
                 for a in addrs {
                     let a: Ipv4Addr = a.parse().unwrap();
                     let want = cfg.rule_for(IpAddr::V4(a)).map(|r| {

@@ -271,7 +271,11 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         framing::start_line(&cands, msg)
     })?;
     let cfg = r.ctx.config;
-    r.one_v4 = gate.one_v4;
+    // (Only the compiled rule of this config and external address: a gate of another
+    // snapshot would write its external address.)
+    r.one_v4 = gate
+        .one_v4
+        .filter(|(one, _)| one.is_of(cfg, &r.ctx.external));
     cands.ports = r.ctx.napt.is_some() || port_maps(cfg);
     let cands = &cands;
     if let StartLine::Request { uri, .. } = &start {

@@ -376,7 +376,16 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
     // target features, and the intrinsics would become calls.)
     // SAFETY (the `one` calls): the CPU has `L`'s instructions (the caller's promise).
     unsafe {
-        one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0), &mut carry);
+        // The first chunk of a message of 64 bytes or more: a copy of a constant size
+        // (vector moves; `padded`'s, of a variable size, was a `memcpy` call).
+        match msg.first_chunk::<64>() {
+            Some(head) => {
+                let mut window = [0u8; BACK + 64];
+                window[BACK..].copy_from_slice(head);
+                one::<L, MODE>(c, msg, gate, needles, 0, &window, &mut carry);
+            }
+            None => one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0), &mut carry),
+        }
         let full = (msg.len() / 64).min(n);
         for w in 1..full {
             match msg
@@ -419,10 +428,7 @@ fn padded(msg: &[u8], w: usize) -> [u8; BACK + 64] {
     let at = w * 64;
     let from = at.saturating_sub(BACK).min(msg.len());
     let to = msg.len().min(at + 64).max(from);
-    if w == 0 && to == 64 {
-        // (A copy of a constant size, which needs no `memcpy` call.)
-        pad[BACK..].copy_from_slice(&msg[..64]);
-    } else if let Some(dst) = pad.get_mut(BACK + from - at..BACK + to - at) {
+    if let Some(dst) = pad.get_mut(BACK + from - at..BACK + to - at) {
         dst.copy_from_slice(&msg[from..to]);
     }
     pad

@@ -2,6 +2,10 @@
 //! places an address of ours can be (see the module above), and the header framing read
 //! from it.
 
+#[cfg(target_arch = "x86_64")]
+use super::lanes::Avx2;
+use super::lanes::Lanes;
+use super::lanes::Sse2;
 use super::Gate;
 use crate::sip::message;
 
@@ -97,13 +101,7 @@ impl Cands {
 
     #[inline(never)]
     fn fill_in(&mut self, msg: &[u8], gate: &Gate) {
-        let mode = if gate.all || gate.is_empty() {
-            NOTHING
-        } else if gate.n_needles == TOO_MANY {
-            DOTS
-        } else {
-            NEEDLES
-        };
+        let mode = mode(gate);
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the CPU has AVX2 (checked at run time, once).
@@ -296,6 +294,25 @@ impl Needle {
 const NOTHING: u8 = 0;
 const NEEDLES: u8 = 1;
 const DOTS: u8 = 2;
+/// `NEEDLES` with one needle (one rule's first octet: the usual gate), of 1, 2 or 3
+/// digits (`ONE`, `ONE_2`, `ONE_3`): its compares without the loop over the needles
+/// and its length checks.
+const ONE: u8 = 3;
+const ONE_2: u8 = ONE + 1;
+const ONE_3: u8 = ONE + 2;
+
+/// The index pass's mode for `gate`.
+fn mode(gate: &Gate) -> u8 {
+    if gate.all || gate.is_empty() {
+        NOTHING
+    } else if gate.n_needles == TOO_MANY {
+        DOTS
+    } else if gate.n_needles == 1 {
+        ONE + gate.needles[0].len.clamp(1, 3) - 1
+    } else {
+        NEEDLES
+    }
+}
 
 /// [`fill`] compiled for AVX2 (32 bytes per compare).
 ///
@@ -308,6 +325,9 @@ unsafe fn fill_avx2(c: &mut Cands, msg: &[u8], gate: &Gate, mode: u8) {
     unsafe {
         match mode {
             NEEDLES => fill::<Avx2, NEEDLES>(c, msg, gate),
+            ONE => fill::<Avx2, ONE>(c, msg, gate),
+            ONE_2 => fill::<Avx2, ONE_2>(c, msg, gate),
+            ONE_3 => fill::<Avx2, ONE_3>(c, msg, gate),
             DOTS => fill::<Avx2, DOTS>(c, msg, gate),
             _ => fill::<Avx2, NOTHING>(c, msg, gate),
         }
@@ -320,6 +340,9 @@ fn fill_sse2(c: &mut Cands, msg: &[u8], gate: &Gate, mode: u8) {
     unsafe {
         match mode {
             NEEDLES => fill::<Sse2, NEEDLES>(c, msg, gate),
+            ONE => fill::<Sse2, ONE>(c, msg, gate),
+            ONE_2 => fill::<Sse2, ONE_2>(c, msg, gate),
+            ONE_3 => fill::<Sse2, ONE_3>(c, msg, gate),
             DOTS => fill::<Sse2, DOTS>(c, msg, gate),
             _ => fill::<Sse2, NOTHING>(c, msg, gate),
         }
@@ -337,8 +360,8 @@ const BACK: usize = 3;
 #[inline(always)]
 unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate) {
     let needles = match MODE {
-        NEEDLES => &gate.needles[..usize::from(gate.n_needles).min(MAX_NEEDLES)],
-        _ => &[],
+        NOTHING | DOTS => &[],
+        _ => &gate.needles[..usize::from(gate.n_needles).min(MAX_NEEDLES)],
     };
     let n = msg.len().div_ceil(64).min(WORDS);
     if n == 0 {
@@ -353,7 +376,16 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
     // target features, and the intrinsics would become calls.)
     // SAFETY (the `one` calls): the CPU has `L`'s instructions (the caller's promise).
     unsafe {
-        one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0), &mut carry);
+        // The first chunk of a message of 64 bytes or more: a copy of a constant size
+        // (vector moves; `padded`'s, of a variable size, was a `memcpy` call).
+        match msg.first_chunk::<64>() {
+            Some(head) => {
+                let mut window = [0u8; BACK + 64];
+                window[BACK..].copy_from_slice(head);
+                one::<L, MODE>(c, msg, gate, needles, 0, &window, &mut carry);
+            }
+            None => one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0), &mut carry),
+        }
         let full = (msg.len() / 64).min(n);
         for w in 1..full {
             match msg
@@ -396,10 +428,7 @@ fn padded(msg: &[u8], w: usize) -> [u8; BACK + 64] {
     let at = w * 64;
     let from = at.saturating_sub(BACK).min(msg.len());
     let to = msg.len().min(at + 64).max(from);
-    if w == 0 && to == 64 {
-        // (A copy of a constant size, which needs no `memcpy` call.)
-        pad[BACK..].copy_from_slice(&msg[..64]);
-    } else if let Some(dst) = pad.get_mut(BACK + from - at..BACK + to - at) {
+    if let Some(dst) = pad.get_mut(BACK + from - at..BACK + to - at) {
         dst.copy_from_slice(&msg[from..to]);
     }
     pad
@@ -504,6 +533,22 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
                 dots |= bits(k, L::mask(d)) << k;
                 continue;
             }
+            if MODE >= ONE {
+                // One needle of `MODE - ONE + 1` digits (`fill_in` chose the mode from
+                // it): the same compares as the loop's below.
+                let Some(n) = needles.first() else {
+                    continue;
+                };
+                let mut x = L::and(d, L::eq(L::load(&window[k + 2..]), L::splat(n.digits[0])));
+                if MODE > ONE {
+                    x = L::and(x, L::eq(L::load(&window[k + 1..]), L::splat(n.digits[1])));
+                }
+                if MODE > ONE + 1 {
+                    x = L::and(x, L::eq(L::load(&window[k..]), L::splat(n.digits[2])));
+                }
+                hit |= bits(k, L::mask(x)) << k;
+                continue;
+            }
             let mut h = L::splat(0);
             for n in needles {
                 let mut x = L::and(d, L::eq(L::load(&window[k + 2..]), L::splat(n.digits[0])));
@@ -548,155 +593,6 @@ fn dot_candidate(msg: &[u8], p: usize, gate: &Gate) -> bool {
     match digit(3) {
         Some(d3) => gate.has(d3 * 100 + v2),
         None => false,
-    }
-}
-
-/// The byte-wise vector operations of the index pass, one body for AVX2 (32 lanes) and
-/// SSE2 (16 lanes; a plain byte array off x86-64). Each is one instruction.
-trait Lanes {
-    type V: Copy;
-    /// Lanes per vector.
-    const N: usize;
-    /// The first `N` bytes of `b` (which has at least `N`: checked).
-    ///
-    /// # Safety
-    /// The CPU must have these lanes' instructions (as for every operation here).
-    unsafe fn load(b: &[u8]) -> Self::V;
-    /// # Safety
-    /// As [`Self::load`].
-    unsafe fn splat(c: u8) -> Self::V;
-    /// Per lane: all ones when equal, else zero.
-    ///
-    /// # Safety
-    /// As [`Self::load`].
-    unsafe fn eq(a: Self::V, b: Self::V) -> Self::V;
-    /// # Safety
-    /// As [`Self::load`].
-    unsafe fn and(a: Self::V, b: Self::V) -> Self::V;
-    /// # Safety
-    /// As [`Self::load`].
-    unsafe fn or(a: Self::V, b: Self::V) -> Self::V;
-    /// The top bit of each lane, lane `i` in bit `i`.
-    ///
-    /// # Safety
-    /// As [`Self::load`].
-    unsafe fn mask(v: Self::V) -> u32;
-}
-
-/// 32 lanes (only inside [`fill_avx2`]).
-#[cfg(target_arch = "x86_64")]
-struct Avx2;
-
-#[cfg(target_arch = "x86_64")]
-impl Lanes for Avx2 {
-    type V = core::arch::x86_64::__m256i;
-    const N: usize = 32;
-    #[inline(always)]
-    unsafe fn load(b: &[u8]) -> Self::V {
-        let b = &b[..32];
-        // SAFETY: `b` has 32 bytes (sliced above); `loadu` has no alignment
-        // requirement; AVX2 is the caller's promise.
-        unsafe { core::arch::x86_64::_mm256_loadu_si256(b.as_ptr().cast()) }
-    }
-    #[inline(always)]
-    unsafe fn splat(c: u8) -> Self::V {
-        // SAFETY: AVX2 is the caller's promise.
-        unsafe { core::arch::x86_64::_mm256_set1_epi8(c as i8) }
-    }
-    #[inline(always)]
-    unsafe fn eq(a: Self::V, b: Self::V) -> Self::V {
-        // SAFETY: AVX2 is the caller's promise.
-        unsafe { core::arch::x86_64::_mm256_cmpeq_epi8(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn and(a: Self::V, b: Self::V) -> Self::V {
-        // SAFETY: AVX2 is the caller's promise.
-        unsafe { core::arch::x86_64::_mm256_and_si256(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn or(a: Self::V, b: Self::V) -> Self::V {
-        // SAFETY: AVX2 is the caller's promise.
-        unsafe { core::arch::x86_64::_mm256_or_si256(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mask(v: Self::V) -> u32 {
-        // SAFETY: AVX2 is the caller's promise.
-        unsafe { core::arch::x86_64::_mm256_movemask_epi8(v) as u32 }
-    }
-}
-
-/// 16 lanes: SSE2 (x86-64 baseline), or a byte array elsewhere.
-struct Sse2;
-
-#[cfg(target_arch = "x86_64")]
-impl Lanes for Sse2 {
-    type V = core::arch::x86_64::__m128i;
-    const N: usize = 16;
-    #[inline(always)]
-    unsafe fn load(b: &[u8]) -> Self::V {
-        let b = &b[..16];
-        // SAFETY: `b` has 16 bytes (sliced above); `loadu` has no alignment
-        // requirement; SSE2 is part of the x86-64 baseline.
-        unsafe { core::arch::x86_64::_mm_loadu_si128(b.as_ptr().cast()) }
-    }
-    #[inline(always)]
-    unsafe fn splat(c: u8) -> Self::V {
-        // SAFETY: SSE2 is part of the x86-64 baseline.
-        unsafe { core::arch::x86_64::_mm_set1_epi8(c as i8) }
-    }
-    #[inline(always)]
-    unsafe fn eq(a: Self::V, b: Self::V) -> Self::V {
-        // SAFETY: SSE2 is part of the x86-64 baseline.
-        unsafe { core::arch::x86_64::_mm_cmpeq_epi8(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn and(a: Self::V, b: Self::V) -> Self::V {
-        // SAFETY: SSE2 is part of the x86-64 baseline.
-        unsafe { core::arch::x86_64::_mm_and_si128(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn or(a: Self::V, b: Self::V) -> Self::V {
-        // SAFETY: SSE2 is part of the x86-64 baseline.
-        unsafe { core::arch::x86_64::_mm_or_si128(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mask(v: Self::V) -> u32 {
-        // SAFETY: SSE2 is part of the x86-64 baseline.
-        unsafe { core::arch::x86_64::_mm_movemask_epi8(v) as u32 }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-impl Lanes for Sse2 {
-    type V = [u8; 16];
-    const N: usize = 16;
-    #[inline(always)]
-    unsafe fn load(b: &[u8]) -> Self::V {
-        let mut v = [0; 16];
-        v.copy_from_slice(&b[..16]);
-        v
-    }
-    #[inline(always)]
-    unsafe fn splat(c: u8) -> Self::V {
-        [c; 16]
-    }
-    #[inline(always)]
-    unsafe fn eq(a: Self::V, b: Self::V) -> Self::V {
-        core::array::from_fn(|i| if a[i] == b[i] { 0xff } else { 0 })
-    }
-    #[inline(always)]
-    unsafe fn and(a: Self::V, b: Self::V) -> Self::V {
-        core::array::from_fn(|i| a[i] & b[i])
-    }
-    #[inline(always)]
-    unsafe fn or(a: Self::V, b: Self::V) -> Self::V {
-        core::array::from_fn(|i| a[i] | b[i])
-    }
-    #[inline(always)]
-    unsafe fn mask(v: Self::V) -> u32 {
-        v.iter()
-            .enumerate()
-            .fold(0, |m, (i, &b)| m | u32::from(b >> 7) << i)
     }
 }
 
@@ -797,6 +693,8 @@ mod tests {
         }
         let gates = [
             &["10.0.0.0/8"][..],
+            &["7.0.0.0/8"],
+            &["192.168.0.0/16"],
             &["192.168.0.0/16", "8.8.8.8/32"],
             &["0.0.0.0/8", "1.0.0.0/8", "100.64.0.0/10", "255.0.0.0/8"],
             &[
@@ -834,16 +732,19 @@ mod tests {
                 );
                 let mut c = Cands::find(m, &g);
                 c.bits = [0; WORDS];
-                let mode = if g.n_needles == TOO_MANY {
-                    DOTS
-                } else {
-                    NEEDLES
-                };
-                fill_sse2(&mut c, m, &g, mode);
+                fill_sse2(&mut c, m, &g, mode(&g));
                 let sse2: Vec<usize> = (0..m.len()).filter(|&i| c.any(i, i + 1)).collect();
                 assert_eq!(sse2, want, "SSE2 {nets:?} {}", String::from_utf8_lossy(m));
             }
         }
+    }
+
+    #[test]
+    fn one_needle_gates_take_the_one_needle_modes() {
+        assert_eq!(mode(&gate(&["7.0.0.0/8"])), ONE);
+        assert_eq!(mode(&gate(&["10.0.0.0/8"])), ONE_2);
+        assert_eq!(mode(&gate(&["192.168.0.0/16"])), ONE_3);
+        assert_eq!(mode(&gate(&["192.168.0.0/16", "8.8.8.8/32"])), NEEDLES);
     }
 
     #[test]

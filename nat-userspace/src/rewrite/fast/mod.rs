@@ -178,6 +178,7 @@ impl Gate {
 mod fields;
 mod framing;
 mod index;
+mod lanes;
 mod search;
 
 use fields::name_addrs;

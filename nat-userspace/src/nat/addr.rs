@@ -2,16 +2,22 @@
 //! and IPv4-mapped IPv6 classified by its IPv4 address. (Parsing and formatting addresses
 //! as SIP text: `sip::addr`.)
 
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr};
 
 /// Addresses that are never rewritten whatever the rules say: loopback, unspecified (SDP
 /// hold), and (for IPv4-mapped IPv6) the same classes of the embedded IPv4 address.
 #[inline]
 pub fn never_rewritten(a: IpAddr) -> bool {
     match canonical(a) {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_broadcast(),
+        IpAddr::V4(v4) => never_rewritten_v4(v4),
         IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified(),
     }
+}
+
+/// [`never_rewritten`] of an IPv4 address: loopback, unspecified, broadcast.
+#[inline]
+pub fn never_rewritten_v4(a: Ipv4Addr) -> bool {
+    a.is_loopback() || a.is_unspecified() || a.is_broadcast()
 }
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is classified by its IPv4 address.

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{
-    addr::{canonical, never_rewritten},
+    addr::{canonical, never_rewritten, never_rewritten_v4},
     ExternalAddrs,
 };
 
@@ -194,15 +194,22 @@ impl OneRuleV4 {
         let Net::V4 { addr, mask, .. } = rule.internal else {
             return None;
         };
-        let external = match cfg.external_of(rule, IpAddr::V4(Ipv4Addr::UNSPECIFIED), ext) {
-            Some(IpAddr::V4(e)) => Some(e),
-            _ => None,
-        };
         Some(OneRuleV4 {
             net: addr,
             mask,
-            external,
+            external: Self::external_of(rule, ext),
         })
+    }
+
+    /// The IPv4 address `rule`'s IPv4 addresses become under `ext`
+    /// ([`RewriteConfig::external_of`] for an IPv4 address): its own when it has an IPv4
+    /// one, else the global IPv4 external address.
+    #[inline]
+    fn external_of(rule: &Rule, ext: &ExternalAddrs) -> Option<Ipv4Addr> {
+        match rule.external {
+            Some(IpAddr::V4(e)) => Some(e),
+            _ => ext.v4,
+        }
     }
 
     /// Whether this is [`Self::of`]`(cfg, ext)`: a few compares, so that a rewriter handed
@@ -213,12 +220,8 @@ impl OneRuleV4 {
         let [rule] = cfg.rules.as_slice() else {
             return false;
         };
-        let external = match rule.external {
-            Some(IpAddr::V4(e)) => Some(e),
-            _ => ext.v4,
-        };
         matches!(rule.internal, Net::V4 { addr, mask, .. } if addr == self.net && mask == self.mask)
-            && external == self.external
+            && Self::external_of(rule, ext) == self.external
     }
 
     /// The address the rule's IPv4 addresses become, when there is one.
@@ -230,8 +233,7 @@ impl OneRuleV4 {
     /// else the external address it becomes, `None` when there is none of its family.
     #[inline]
     pub fn decide(&self, a: Ipv4Addr) -> Option<Option<Ipv4Addr>> {
-        // (`never_rewritten` of an IPv4 address.)
-        if a.is_loopback() || a.is_unspecified() || a.is_broadcast() {
+        if never_rewritten_v4(a) {
             return None;
         }
         (u32::from(a) & self.mask == self.net).then_some(self.external)

@@ -4,7 +4,11 @@
 //! [`classify`] is the fast answer, [`reference`] the plain one it is tested against.
 
 use crate::{
-    nat::{addr::never_rewritten, rules::LocalV4, RewriteConfig},
+    nat::{
+        addr::{never_rewritten, never_rewritten_v4},
+        rules::LocalV4,
+        RewriteConfig,
+    },
     sip::addr::{parse_ip, parse_ipv4_word},
 };
 
@@ -26,9 +30,7 @@ pub fn classify(cfg: &RewriteConfig, local: &LocalV4, text: &[u8]) -> TextClass 
     let Some(v4) = parse_ipv4_word(text) else {
         return reference(cfg, text);
     };
-    let a = u32::from(v4);
-    // `never_rewritten` for IPv4: 127/8, 0.0.0.0, 255.255.255.255.
-    if a >> 24 == 127 || a == 0 || a == u32::MAX {
+    if never_rewritten_v4(v4) {
         TextClass::NeverRewritten
     } else if local.is_local(cfg, v4.into()) {
         TextClass::Local

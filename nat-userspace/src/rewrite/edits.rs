@@ -156,21 +156,13 @@ impl Edits {
 
     /// A slot for an edit of `range` that is settled later (a Content-Length, known only
     /// after the body's edits): an empty edit inserted in start order now, while the
-    /// edits after it are few (the body's come after it), filled by [`Self::fill`] or
+    /// edits after it are few (the body's come after it), its text written through [`Self::text_mut`] or
     /// taken out by [`Self::remove`]. Its index, or `None` when the list is full (nothing
     /// pushed). (Inserting the settled edit in order after the body's edits moved each of
     /// them, ~70 bytes apiece.)
     #[inline]
     pub fn reserve(&mut self, range: (usize, usize), field: RewrittenField) -> Option<usize> {
         self.insert_in_order(range, Text::default(), field).ok()
-    }
-
-    /// Sets the text of the reserved edit `i` ([`Self::reserve`]).
-    #[inline]
-    pub fn fill(&mut self, i: usize, text: Text) {
-        if let Some(e) = self.items.get_mut(i) {
-            e.text = text;
-        }
     }
 
     /// The text of the reserved edit `i` ([`Self::reserve`]), empty, to be written in
@@ -510,7 +502,7 @@ mod tests {
             e.push(31, 33, t("x"), RewrittenField::Via).unwrap();
             let mut edits = vec![(3, 11, "1.2.3.4"), (22, 30, "203.0.113.10"), (31, 33, "x")];
             if fill {
-                e.fill(1, t("1000"));
+                *e.text_mut(1).expect("the reserved edit") = t("1000");
                 edits.insert(1, (15, 18, "1000"));
             } else {
                 e.remove(1);

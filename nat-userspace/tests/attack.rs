@@ -19,6 +19,7 @@
 mod common;
 
 use std::{
+    collections::BTreeMap,
     net::{SocketAddr, UdpSocket},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -236,6 +237,7 @@ impl Run {
     /// one is delivered or counted as dropped, and nothing is left in reassembly.
     fn case(&mut self, name: &str, outbound: bool, send: impl FnOnce(&Run) -> u64) {
         let before = self.sipnat.stats();
+        let before_all = self.all_counters();
         let veth0 = self.veth_drops();
         let (got0, leaks0) = self.counts(outbound);
         let sent = send(self);
@@ -250,6 +252,14 @@ impl Run {
             delivered + drops == sent && in_reassembly(&st) == 0
         });
         let (delivered, drops, veth) = last;
+        if !accounted {
+            // Where the difference went: every counter of sipnat and of the gateway's
+            // links that moved during the case (the next failure names the missing drop).
+            eprintln!(
+                "{name}: sent {sent}, delivered {delivered}, counted drops {drops}; counters that moved:\n{}",
+                moved(&before_all, &self.all_counters())
+            );
+        }
         self.rows.push(Row {
             case: name.to_string(),
             sent,
@@ -273,6 +283,21 @@ impl Run {
     fn veth_drops(&self) -> u64 {
         let t = &self.t;
         link_stat(&t.ua, "ua0", "tx", "dropped") + link_stat(&t.car, "car0", "tx", "dropped")
+    }
+
+    /// Every number in sipnat's statistics and the gateway's links' statistics, by path.
+    fn all_counters(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        numbers(&self.sipnat.stats(), "sipnat", &mut out);
+        for link in ["gwin", "gwout"] {
+            let o = self
+                .t
+                .gw
+                .exec(&["ip", "-s", "-j", "link", "show", "dev", link]);
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            numbers(&v[0]["stats64"], link, &mut out);
+        }
+        out
     }
 
     fn counts(&self, outbound: bool) -> (u64, u64) {
@@ -307,6 +332,35 @@ impl Run {
 }
 
 /// Polls `cond` until it holds (true) or `timeout` passes (false).
+/// The numbers in `v`, by their path from `at`.
+fn numbers(v: &Value, at: &str, out: &mut BTreeMap<String, u64>) {
+    match v {
+        Value::Number(n) => {
+            if let Some(n) = n.as_u64() {
+                out.insert(at.to_string(), n);
+            }
+        }
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| numbers(v, &format!("{at}.{k}"), out)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| numbers(v, &format!("{at}[{i}]"), out)),
+        _ => {}
+    }
+}
+
+/// The counters that changed from `a` to `b`, one per line.
+fn moved(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> String {
+    b.iter()
+        .filter_map(|(k, v)| {
+            let was = a.get(k).copied().unwrap_or(0);
+            (*v != was).then(|| format!("  {k}: {was} -> {v}\n"))
+        })
+        .collect()
+}
+
 fn settle(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
     loop {

@@ -348,6 +348,7 @@ impl Daemon {
             resolver,
         });
         shared.clock.tick();
+        huge_tables(&shared);
 
         let daemon = Arc::new(Daemon {
             config_path: config_path.to_path_buf(),
@@ -802,4 +803,22 @@ fn record_external(dp: &mut DataplaneSnapshot, e: &mut ExternalState, u: Externa
         e.updated = Some(SystemTime::now());
     }
     e.stale = stale;
+}
+
+/// The flow and NAPT tables on huge pages where the kernel allows it (see
+/// [`crate::sys::prefer_huge_pages`]), logged once.
+fn huge_tables(shared: &DatapathState) {
+    let (mut total, mut huge) = (0, 0);
+    for r in [shared.flows.memory()]
+        .into_iter()
+        .chain(shared.napt.memory())
+    {
+        total += r.len();
+        huge += crate::sys::prefer_huge_pages(r);
+    }
+    tracing::info!(
+        "flow and NAPT tables: {} of {} MiB on huge pages",
+        huge >> 20,
+        total >> 20
+    );
 }

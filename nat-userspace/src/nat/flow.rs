@@ -205,6 +205,13 @@ impl FlowTable {
         }
     }
 
+    /// The address range of the table's slots, for advice to the OS about its pages
+    /// (huge pages: a lookup lands anywhere in a table far larger than the TLB's reach).
+    pub fn memory(&self) -> core::ops::Range<usize> {
+        let r = self.slots.as_ptr_range();
+        r.start as usize..r.end as usize
+    }
+
     /// [`FlowTable::new`] whose full probe sequences refuse new entries (`Full`) instead
     /// of evicting live ones.
     pub fn without_eviction(capacity: u32, idle_timeout_s: u32) -> Self {

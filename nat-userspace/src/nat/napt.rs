@@ -143,6 +143,11 @@ impl NaptTable {
         }
     }
 
+    /// The address ranges of both tables' slots ([`FlowTable::memory`]).
+    pub fn memory(&self) -> [core::ops::Range<usize>; 2] {
+        [self.by_internal.memory(), self.by_external.memory()]
+    }
+
     pub fn idle_timeout_s(&self) -> u32 {
         self.by_external.idle_timeout_s()
     }

@@ -19,7 +19,10 @@ const WORDS: usize = MAX_INDEXED / 64;
 pub(super) struct Cands {
     bits: [u64; WORDS],
     eol: [u64; WORDS],
-    /// The `m` bytes (filled only with candidates: SDP `m=` lines are visited).
+    /// The `m`, `f` and `F` bytes (filled only with candidates: SDP `m=` lines are
+    /// visited). One mask for the three: a line starting with `f` or `F` is visited too,
+    /// as every line is when the index cannot tell, and the `ffff` check reads the same
+    /// mask (a run of four of them is a candidate: a superset of the `ffff` runs).
     m: [u64; WORDS],
     /// `eol` covers the message (it is at most [`MAX_INDEXED`] bytes long).
     indexed: bool,
@@ -410,9 +413,7 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
                 .and_then(|b| b.first_chunk())
             {
                 Some(window) => {
-                    let [ends, fs, dots, hits, ms] = chunk::<L, MODE>(window, needles);
-                    let down = |m: u64| m >> shift;
-                    let masks = [ends, fs, dots, hits, ms].map(down);
+                    let masks = chunk::<L, MODE>(window, needles).map(|m| m >> shift);
                     finish::<MODE>(c, msg, gate, w, masks, &mut carry);
                 }
                 None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w), &mut carry),
@@ -453,15 +454,16 @@ unsafe fn one<L: Lanes, const MODE: u8>(
     finish::<MODE>(c, msg, gate, w, masks, carry);
 }
 
-/// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the `ffff`
-/// runs, the needles' or the checked `.`) and `m` bytes stored.
+/// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the runs
+/// of four `f`/`F`/`m`, the needles' or the checked `.`) and the `f`/`F`/`m` bytes
+/// stored.
 #[inline(always)]
 fn finish<const MODE: u8>(
     c: &mut Cands,
     msg: &[u8],
     gate: &Gate,
     w: usize,
-    [ends, fs, dots, needle_hits, ms]: [u64; 5],
+    [ends, fs, dots, needle_hits]: [u64; 4],
     carry: &mut u64,
 ) {
     let (Some(eol), Some(bits), Some(m)) = (c.eol.get_mut(w), c.bits.get_mut(w), c.m.get_mut(w))
@@ -472,11 +474,11 @@ fn finish<const MODE: u8>(
     if MODE == NOTHING {
         return;
     }
-    *m = ms;
+    *m = fs;
     let mut hit = needle_hits;
     if fs != 0 {
         // Bit j: bytes j-3..=j of the chunk (the first three reaching into the chunk
-        // before) are `f`.
+        // before) are `f`, `F` or `m` (every `ffff` among them).
         let w3 = (fs << 3) | *carry;
         let w2 = (fs << 2) | (*carry >> 1);
         let w1 = (fs << 1) | (*carry >> 2);
@@ -494,8 +496,8 @@ fn finish<const MODE: u8>(
     *bits = hit;
 }
 
-/// One chunk's masks: line ends, `f`/`F`, the `.` to check against the octet set
-/// (`DOTS`), the needles' `.` (`NEEDLES`) and the `m` bytes.
+/// One chunk's masks: line ends, `f`/`F`/`m` (one mask: see [`Cands`]'s `m`), the `.`
+/// to check against the octet set (`DOTS`) and the needles' `.` (`NEEDLES`).
 ///
 /// # Safety
 /// The CPU must have `L`'s instructions.
@@ -503,8 +505,8 @@ fn finish<const MODE: u8>(
 unsafe fn chunk<L: Lanes, const MODE: u8>(
     window: &[u8; BACK + 64],
     needles: &[Needle],
-) -> [u64; 5] {
-    let (mut ends, mut fs, mut dots, mut hit, mut ms) = (0u64, 0u64, 0u64, 0u64, 0u64);
+) -> [u64; 4] {
+    let (mut ends, mut fs, mut dots, mut hit) = (0u64, 0u64, 0u64, 0u64);
     // A mask's bits at `k`. (The masks of the later parts through `black_box`:
     // otherwise LLVM reads the joined masks as vectors of 64 flags and takes the shifts
     // and ORs apart lane by lane.)
@@ -526,8 +528,8 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
                 continue;
             }
             let f = L::eq(L::or(v, L::splat(0x20)), L::splat(b'f'));
-            fs |= bits(k, L::mask(f)) << k;
-            ms |= bits(k, L::mask(L::eq(v, L::splat(b'm')))) << k;
+            let fm = L::or(f, L::eq(v, L::splat(b'm')));
+            fs |= bits(k, L::mask(fm)) << k;
             let d = L::eq(v, L::splat(b'.'));
             if MODE == DOTS {
                 dots |= bits(k, L::mask(d)) << k;
@@ -563,7 +565,7 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
             hit |= bits(k, L::mask(h)) << k;
         }
     }
-    [ends, fs, dots, hit, ms]
+    [ends, fs, dots, hit]
 }
 
 /// Whether the `.` at `p` follows the 1, 2 or 3 digits of a first octet of the gate.
@@ -686,6 +688,7 @@ mod tests {
             m.resize(200 + shift, b'.');
             m.extend_from_slice(b"1.7.");
             m.extend_from_slice(&b"FfFf"[..shift % 5]);
+            m.extend_from_slice(&b"mfMm"[..shift % 5]);
             msgs.push(m.clone());
             let mut digits = vec![b'1'; shift];
             digits.extend_from_slice(b"0.0.192.168.");
@@ -711,11 +714,12 @@ mod tests {
             let mut dots = g;
             dots.n_needles = TOO_MANY;
             for m in &msgs {
-                // Byte by byte: a checked `.`, or the last of four `f`/`F`.
+                // Byte by byte: a checked `.`, or the last of four `f`/`F`/`m`.
+                let fm = |b: u8| b | 0x20 == b'f' || b == b'm';
                 let want: Vec<usize> = (0..m.len())
                     .filter(|&i| {
                         (m[i] == b'.' && dot_candidate(m, i, &g))
-                            || (i >= 3 && m[i - 3..=i].iter().all(|&b| b | 0x20 == b'f'))
+                            || (i >= 3 && m[i - 3..=i].iter().all(|&b| fm(b)))
                     })
                     .collect();
                 assert_eq!(

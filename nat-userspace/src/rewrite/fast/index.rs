@@ -364,6 +364,8 @@ const BACK: usize = 3;
 unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate) {
     let needles = match MODE {
         NOTHING | DOTS => &[],
+        // (A slice of a constant length: `chunk` takes its needle without a check.)
+        ONE | ONE_2 | ONE_3 => &gate.needles[..1],
         _ => &gate.needles[..usize::from(gate.n_needles).min(MAX_NEEDLES)],
     };
     let n = msg.len().div_ceil(64).min(WORDS);

@@ -392,14 +392,15 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
             None => one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0), &mut carry),
         }
         let full = (msg.len() / 64).min(n);
+        // The full chunks after the first, read in place: `rest` starts `BACK` bytes
+        // before chunk `w` (one length check per chunk; it always holds the window).
+        let mut rest = msg.get(64 - BACK..).unwrap_or(&[]);
         for w in 1..full {
-            match msg
-                .get(w * 64 - BACK..w * 64 + 64)
-                .and_then(|b| b.first_chunk())
-            {
-                Some(window) => one::<L, MODE>(c, msg, gate, needles, w, window, &mut carry),
-                None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w), &mut carry),
-            }
+            let Some((window, _)) = rest.split_first_chunk::<{ BACK + 64 }>() else {
+                break;
+            };
+            one::<L, MODE>(c, msg, gate, needles, w, window, &mut carry);
+            rest = rest.get(64..).unwrap_or(&[]);
         }
         if full < n && n > 1 {
             let w = n - 1;

@@ -19,8 +19,8 @@ const WORDS: usize = MAX_INDEXED / 64;
 pub(super) struct Cands {
     bits: [u64; WORDS],
     eol: [u64; WORDS],
-    /// The `m`, `f` and `F` bytes (filled only with candidates: SDP `m=` lines are
-    /// visited). One mask for the three: a line starting with `f` or `F` is visited too,
+    /// The `m`, `M`, `f` and `F` bytes (filled only with candidates: SDP `m=` lines are
+    /// visited). One mask for the four: a line starting with another of them is visited too,
     /// as every line is when the index cannot tell, and the `ffff` check reads the same
     /// mask (a run of four of them is a candidate: a superset of the `ffff` runs).
     m: [u64; WORDS],
@@ -458,7 +458,7 @@ unsafe fn one<L: Lanes, const MODE: u8>(
 }
 
 /// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the runs
-/// of four `f`/`F`/`m`, the needles' or the checked `.`) and the `f`/`F`/`m` bytes
+/// of four `f`/`F`/`m`/`M`, the needles' or the checked `.`) and the `f`/`F`/`m`/`M` bytes
 /// stored.
 #[inline(always)]
 fn finish<const MODE: u8>(
@@ -499,7 +499,7 @@ fn finish<const MODE: u8>(
     *bits = hit;
 }
 
-/// One chunk's masks: line ends, `f`/`F`/`m` (one mask: see [`Cands`]'s `m`), the `.`
+/// One chunk's masks: line ends, `f`/`F`/`m`/`M` (one mask: see [`Cands`]'s `m`), the `.`
 /// to check against the octet set (`DOTS`) and the needles' `.` (`NEEDLES`).
 ///
 /// # Safety
@@ -525,14 +525,11 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
         // has at least `L::N` bytes (`k + BACK + L::N` ≤ 67).
         unsafe {
             let v = L::load(&window[k + BACK..]);
-            let e = L::or(L::eq(v, L::splat(b'\r')), L::eq(v, L::splat(b'\n')));
-            ends |= bits(k, L::mask(e)) << k;
+            ends |= bits(k, L::mask(L::eol(v))) << k;
             if MODE == NOTHING {
                 continue;
             }
-            let f = L::eq(L::or(v, L::splat(0x20)), L::splat(b'f'));
-            let fm = L::or(f, L::eq(v, L::splat(b'm')));
-            fs |= bits(k, L::mask(fm)) << k;
+            fs |= bits(k, L::mask(L::fm(v))) << k;
             let d = L::eq(v, L::splat(b'.'));
             if MODE == DOTS {
                 dots |= bits(k, L::mask(d)) << k;
@@ -717,8 +714,8 @@ mod tests {
             let mut dots = g;
             dots.n_needles = TOO_MANY;
             for m in &msgs {
-                // Byte by byte: a checked `.`, or the last of four `f`/`F`/`m`.
-                let fm = |b: u8| b | 0x20 == b'f' || b == b'm';
+                // Byte by byte: a checked `.`, or the last of four `f`/`F`/`m`/`M`.
+                let fm = |b: u8| b | 0x20 == b'f' || b | 0x20 == b'm';
                 let want: Vec<usize> = (0..m.len())
                     .filter(|&i| {
                         (m[i] == b'.' && dot_candidate(m, i, &g))

@@ -8,7 +8,7 @@
 //! published snapshot, is the set of those first octets. One SIMD sweep over the message
 //! ([`index`]: AVX2, or SSE2 without it) finds every `.` whose 1-3 preceding digits are an
 //! octet of the set, and every `ffff` (any case: an IPv4-mapped IPv6 address always has
-//! it; read as any run of four of `f`, `F` and `m`, a superset, from the mask that also
+//! it; read as any run of four of `f`, `F`, `m` and `M`, a superset, from the mask that also
 //! finds the SDP `m=` lines); these *candidates* are the only places an address of ours
 //! can start. A header
 //! value, the request URI, an SDP body or an SDP line without a candidate cannot produce

@@ -104,7 +104,7 @@ impl Cands {
 
     #[inline(never)]
     fn fill_in(&mut self, msg: &[u8], gate: &Gate) {
-        let mode = mode(gate);
+        let mode = gate.mode;
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the CPU has AVX2 (checked at run time, once).
@@ -304,8 +304,8 @@ const ONE: u8 = 3;
 const ONE_2: u8 = ONE + 1;
 const ONE_3: u8 = ONE + 2;
 
-/// The index pass's mode for `gate`.
-fn mode(gate: &Gate) -> u8 {
+/// The index pass's mode for `gate` (kept in the gate: [`Gate::new`]).
+pub(super) fn mode(gate: &Gate) -> u8 {
     if gate.all || gate.is_empty() {
         NOTHING
     } else if gate.n_needles == TOO_MANY {
@@ -713,6 +713,7 @@ mod tests {
             let g = gate(nets);
             let mut dots = g;
             dots.n_needles = TOO_MANY;
+            dots.mode = mode(&dots);
             for m in &msgs {
                 // Byte by byte: a checked `.`, or the last of four `f`/`F`/`m`/`M`.
                 let fm = |b: u8| b | 0x20 == b'f' || b | 0x20 == b'm';

@@ -63,6 +63,8 @@ pub struct Gate {
     /// `n_needles` is [`index::TOO_MANY`] (each `.` is then checked against `octets`).
     needles: [index::Needle; index::MAX_NEEDLES],
     n_needles: u8,
+    /// The index pass's mode for this gate (`index::mode`, computed once here).
+    mode: u8,
     /// Outbound, the compiled decision of a single IPv4 rule and the text of its external
     /// address, rendered once (both handed to the rewriter).
     one_v4: Option<(OneRuleV4, Text)>,
@@ -76,6 +78,7 @@ impl Gate {
         all: true,
         needles: [index::Needle::NONE; index::MAX_NEEDLES],
         n_needles: index::TOO_MANY,
+        mode: 0,
         one_v4: None,
     };
 
@@ -87,6 +90,7 @@ impl Gate {
             all: false,
             needles: [index::Needle::NONE; index::MAX_NEEDLES],
             n_needles: 0,
+            mode: 0,
             one_v4: None,
         };
         match direction {
@@ -146,6 +150,7 @@ impl Gate {
                 }
             }
         }
+        g.mode = index::mode(&g);
         g
     }
 

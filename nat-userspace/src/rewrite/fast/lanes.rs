@@ -38,7 +38,12 @@ pub(super) trait Lanes {
     #[inline(always)]
     unsafe fn eol(v: Self::V) -> Self::V {
         // SAFETY: as this function's.
-        unsafe { Self::or(Self::eq(v, Self::splat(b'\r')), Self::eq(v, Self::splat(b'\n'))) }
+        unsafe {
+            Self::or(
+                Self::eq(v, Self::splat(b'\r')),
+                Self::eq(v, Self::splat(b'\n')),
+            )
+        }
     }
     /// Per lane: all ones where the byte is `f`, `F`, `m` or `M`.
     ///
@@ -49,7 +54,10 @@ pub(super) trait Lanes {
         // SAFETY: as this function's.
         unsafe {
             let u = Self::or(v, Self::splat(0x20));
-            Self::or(Self::eq(u, Self::splat(b'f')), Self::eq(u, Self::splat(b'm')))
+            Self::or(
+                Self::eq(u, Self::splat(b'f')),
+                Self::eq(u, Self::splat(b'm')),
+            )
         }
     }
 }
@@ -64,10 +72,7 @@ pub(super) trait Lanes {
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn lookup(
-    v: core::arch::x86_64::__m256i,
-    table: [u8; 16],
-) -> core::arch::x86_64::__m256i {
+unsafe fn lookup(v: core::arch::x86_64::__m256i, table: [u8; 16]) -> core::arch::x86_64::__m256i {
     use core::arch::x86_64::{_mm256_broadcastsi128_si256, _mm256_cmpeq_epi8, _mm256_shuffle_epi8};
     // SAFETY: AVX2 is the caller's promise; `loadu` reads the 16 bytes of `table`.
     unsafe {
@@ -237,7 +242,11 @@ mod tests {
             let all = u32::MAX >> (32 - L::N);
             let want = |yes: bool| if yes { all } else { 0 };
             assert_eq!(eol, want(b == b'\r' || b == b'\n'), "eol {b:#x}");
-            assert_eq!(fm, want(matches!(b, b'f' | b'F' | b'm' | b'M')), "fm {b:#x}");
+            assert_eq!(
+                fm,
+                want(matches!(b, b'f' | b'F' | b'm' | b'M')),
+                "fm {b:#x}"
+            );
         }
     }
 

@@ -19,7 +19,10 @@ const WORDS: usize = MAX_INDEXED / 64;
 pub(super) struct Cands {
     bits: [u64; WORDS],
     eol: [u64; WORDS],
-    /// The `m` bytes (filled only with candidates: SDP `m=` lines are visited).
+    /// The `m`, `M`, `f` and `F` bytes (filled only with candidates: SDP `m=` lines are
+    /// visited). One mask for the four: a line starting with another of them is visited too,
+    /// as every line is when the index cannot tell, and the `ffff` check reads the same
+    /// mask (a run of four of them is a candidate: a superset of the `ffff` runs).
     m: [u64; WORDS],
     /// `eol` covers the message (it is at most [`MAX_INDEXED`] bytes long).
     indexed: bool,
@@ -101,7 +104,7 @@ impl Cands {
 
     #[inline(never)]
     fn fill_in(&mut self, msg: &[u8], gate: &Gate) {
-        let mode = mode(gate);
+        let mode = gate.mode;
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the CPU has AVX2 (checked at run time, once).
@@ -301,8 +304,8 @@ const ONE: u8 = 3;
 const ONE_2: u8 = ONE + 1;
 const ONE_3: u8 = ONE + 2;
 
-/// The index pass's mode for `gate`.
-fn mode(gate: &Gate) -> u8 {
+/// The index pass's mode for `gate` (kept in the gate: [`Gate::new`]).
+pub(super) fn mode(gate: &Gate) -> u8 {
     if gate.all || gate.is_empty() {
         NOTHING
     } else if gate.n_needles == TOO_MANY {
@@ -361,6 +364,8 @@ const BACK: usize = 3;
 unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate) {
     let needles = match MODE {
         NOTHING | DOTS => &[],
+        // (A slice of a constant length: `chunk` takes its needle without a check.)
+        ONE | ONE_2 | ONE_3 => &gate.needles[..1],
         _ => &gate.needles[..usize::from(gate.n_needles).min(MAX_NEEDLES)],
     };
     let n = msg.len().div_ceil(64).min(WORDS);
@@ -387,14 +392,15 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
             None => one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0), &mut carry),
         }
         let full = (msg.len() / 64).min(n);
+        // The full chunks after the first, read in place: `rest` starts `BACK` bytes
+        // before chunk `w` (one length check per chunk; it always holds the window).
+        let mut rest = msg.get(64 - BACK..).unwrap_or(&[]);
         for w in 1..full {
-            match msg
-                .get(w * 64 - BACK..w * 64 + 64)
-                .and_then(|b| b.first_chunk())
-            {
-                Some(window) => one::<L, MODE>(c, msg, gate, needles, w, window, &mut carry),
-                None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w), &mut carry),
-            }
+            let Some((window, _)) = rest.split_first_chunk::<{ BACK + 64 }>() else {
+                break;
+            };
+            one::<L, MODE>(c, msg, gate, needles, w, window, &mut carry);
+            rest = rest.get(64..).unwrap_or(&[]);
         }
         if full < n && n > 1 {
             let w = n - 1;
@@ -410,9 +416,7 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
                 .and_then(|b| b.first_chunk())
             {
                 Some(window) => {
-                    let [ends, fs, dots, hits, ms] = chunk::<L, MODE>(window, needles);
-                    let down = |m: u64| m >> shift;
-                    let masks = [ends, fs, dots, hits, ms].map(down);
+                    let masks = chunk::<L, MODE>(window, needles).map(|m| m >> shift);
                     finish::<MODE>(c, msg, gate, w, masks, &mut carry);
                 }
                 None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w), &mut carry),
@@ -453,15 +457,16 @@ unsafe fn one<L: Lanes, const MODE: u8>(
     finish::<MODE>(c, msg, gate, w, masks, carry);
 }
 
-/// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the `ffff`
-/// runs, the needles' or the checked `.`) and `m` bytes stored.
+/// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the runs
+/// of four `f`/`F`/`m`/`M`, the needles' or the checked `.`) and the `f`/`F`/`m`/`M` bytes
+/// stored.
 #[inline(always)]
 fn finish<const MODE: u8>(
     c: &mut Cands,
     msg: &[u8],
     gate: &Gate,
     w: usize,
-    [ends, fs, dots, needle_hits, ms]: [u64; 5],
+    [ends, fs, dots, needle_hits]: [u64; 4],
     carry: &mut u64,
 ) {
     let (Some(eol), Some(bits), Some(m)) = (c.eol.get_mut(w), c.bits.get_mut(w), c.m.get_mut(w))
@@ -472,11 +477,11 @@ fn finish<const MODE: u8>(
     if MODE == NOTHING {
         return;
     }
-    *m = ms;
+    *m = fs;
     let mut hit = needle_hits;
     if fs != 0 {
         // Bit j: bytes j-3..=j of the chunk (the first three reaching into the chunk
-        // before) are `f`.
+        // before) are `f`, `F` or `m` (every `ffff` among them).
         let w3 = (fs << 3) | *carry;
         let w2 = (fs << 2) | (*carry >> 1);
         let w1 = (fs << 1) | (*carry >> 2);
@@ -494,8 +499,8 @@ fn finish<const MODE: u8>(
     *bits = hit;
 }
 
-/// One chunk's masks: line ends, `f`/`F`, the `.` to check against the octet set
-/// (`DOTS`), the needles' `.` (`NEEDLES`) and the `m` bytes.
+/// One chunk's masks: line ends, `f`/`F`/`m`/`M` (one mask: see [`Cands`]'s `m`), the `.`
+/// to check against the octet set (`DOTS`) and the needles' `.` (`NEEDLES`).
 ///
 /// # Safety
 /// The CPU must have `L`'s instructions.
@@ -503,8 +508,8 @@ fn finish<const MODE: u8>(
 unsafe fn chunk<L: Lanes, const MODE: u8>(
     window: &[u8; BACK + 64],
     needles: &[Needle],
-) -> [u64; 5] {
-    let (mut ends, mut fs, mut dots, mut hit, mut ms) = (0u64, 0u64, 0u64, 0u64, 0u64);
+) -> [u64; 4] {
+    let (mut ends, mut fs, mut dots, mut hit) = (0u64, 0u64, 0u64, 0u64);
     // A mask's bits at `k`. (The masks of the later parts through `black_box`:
     // otherwise LLVM reads the joined masks as vectors of 64 flags and takes the shifts
     // and ORs apart lane by lane.)
@@ -520,14 +525,11 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
         // has at least `L::N` bytes (`k + BACK + L::N` ≤ 67).
         unsafe {
             let v = L::load(&window[k + BACK..]);
-            let e = L::or(L::eq(v, L::splat(b'\r')), L::eq(v, L::splat(b'\n')));
-            ends |= bits(k, L::mask(e)) << k;
+            ends |= bits(k, L::mask(L::eol(v))) << k;
             if MODE == NOTHING {
                 continue;
             }
-            let f = L::eq(L::or(v, L::splat(0x20)), L::splat(b'f'));
-            fs |= bits(k, L::mask(f)) << k;
-            ms |= bits(k, L::mask(L::eq(v, L::splat(b'm')))) << k;
+            fs |= bits(k, L::mask(L::fm(v))) << k;
             let d = L::eq(v, L::splat(b'.'));
             if MODE == DOTS {
                 dots |= bits(k, L::mask(d)) << k;
@@ -563,7 +565,7 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
             hit |= bits(k, L::mask(h)) << k;
         }
     }
-    [ends, fs, dots, hit, ms]
+    [ends, fs, dots, hit]
 }
 
 /// Whether the `.` at `p` follows the 1, 2 or 3 digits of a first octet of the gate.
@@ -686,6 +688,7 @@ mod tests {
             m.resize(200 + shift, b'.');
             m.extend_from_slice(b"1.7.");
             m.extend_from_slice(&b"FfFf"[..shift % 5]);
+            m.extend_from_slice(&b"mfMm"[..shift % 5]);
             msgs.push(m.clone());
             let mut digits = vec![b'1'; shift];
             digits.extend_from_slice(b"0.0.192.168.");
@@ -710,12 +713,14 @@ mod tests {
             let g = gate(nets);
             let mut dots = g;
             dots.n_needles = TOO_MANY;
+            dots.mode = mode(&dots);
             for m in &msgs {
-                // Byte by byte: a checked `.`, or the last of four `f`/`F`.
+                // Byte by byte: a checked `.`, or the last of four `f`/`F`/`m`/`M`.
+                let fm = |b: u8| b | 0x20 == b'f' || b | 0x20 == b'm';
                 let want: Vec<usize> = (0..m.len())
                     .filter(|&i| {
                         (m[i] == b'.' && dot_candidate(m, i, &g))
-                            || (i >= 3 && m[i - 3..=i].iter().all(|&b| b | 0x20 == b'f'))
+                            || (i >= 3 && m[i - 3..=i].iter().all(|&b| fm(b)))
                     })
                     .collect();
                 assert_eq!(

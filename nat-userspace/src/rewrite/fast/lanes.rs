@@ -31,7 +31,72 @@ pub(super) trait Lanes {
     /// # Safety
     /// As [`Self::load`].
     unsafe fn mask(v: Self::V) -> u32;
+    /// Per lane: all ones where the byte is CR or LF.
+    ///
+    /// # Safety
+    /// As [`Self::load`].
+    #[inline(always)]
+    unsafe fn eol(v: Self::V) -> Self::V {
+        // SAFETY: as this function's.
+        unsafe {
+            Self::or(
+                Self::eq(v, Self::splat(b'\r')),
+                Self::eq(v, Self::splat(b'\n')),
+            )
+        }
+    }
+    /// Per lane: all ones where the byte is `f`, `F`, `m` or `M`.
+    ///
+    /// # Safety
+    /// As [`Self::load`].
+    #[inline(always)]
+    unsafe fn fm(v: Self::V) -> Self::V {
+        // SAFETY: as this function's.
+        unsafe {
+            let u = Self::or(v, Self::splat(0x20));
+            Self::or(
+                Self::eq(u, Self::splat(b'f')),
+                Self::eq(u, Self::splat(b'm')),
+            )
+        }
+    }
 }
+
+/// A byte class by one table lookup (`pshufb`): lane `i` is all ones when `v`'s byte
+/// equals `table[v & 15]`. A byte with its top bit set looks up 0 (`pshufb`'s rule) and
+/// is not 0, so it is never in the class; a class byte `c` is in it exactly when
+/// `table[c & 15] == c`, and an unused entry holds a value no byte with its low nibble
+/// has (checked by a test over all 256 bytes).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn lookup(v: core::arch::x86_64::__m256i, table: [u8; 16]) -> core::arch::x86_64::__m256i {
+    use core::arch::x86_64::{_mm256_broadcastsi128_si256, _mm256_cmpeq_epi8, _mm256_shuffle_epi8};
+    // SAFETY: AVX2 is the caller's promise; `loadu` reads the 16 bytes of `table`.
+    unsafe {
+        let t = core::arch::x86_64::_mm_loadu_si128(table.as_ptr().cast());
+        _mm256_cmpeq_epi8(_mm256_shuffle_epi8(_mm256_broadcastsi128_si256(t), v), v)
+    }
+}
+
+/// [`lookup`]'s table of CR and LF (unused entries 0xff: no byte below 0x80 is).
+const EOL: [u8; 16] = {
+    let mut t = [0xff; 16];
+    t[0x0a] = b'\n';
+    t[0x0d] = b'\r';
+    t
+};
+
+/// [`lookup`]'s table of `f` and `m`, for bytes with bit 5 set (unused entries 0: no
+/// such byte is).
+const FM: [u8; 16] = {
+    let mut t = [0; 16];
+    t[(b'f' & 15) as usize] = b'f';
+    t[(b'm' & 15) as usize] = b'm';
+    t
+};
 
 /// 32 lanes (only inside the index pass's AVX2 build).
 #[cfg(target_arch = "x86_64")]
@@ -72,6 +137,16 @@ impl Lanes for Avx2 {
     unsafe fn mask(v: Self::V) -> u32 {
         // SAFETY: AVX2 is the caller's promise.
         unsafe { core::arch::x86_64::_mm256_movemask_epi8(v) as u32 }
+    }
+    #[inline(always)]
+    unsafe fn eol(v: Self::V) -> Self::V {
+        // SAFETY: AVX2 is the caller's promise.
+        unsafe { lookup(v, EOL) }
+    }
+    #[inline(always)]
+    unsafe fn fm(v: Self::V) -> Self::V {
+        // SAFETY: AVX2 is the caller's promise.
+        unsafe { lookup(Self::or(v, Self::splat(0x20)), FM) }
     }
 }
 
@@ -147,5 +222,40 @@ impl Lanes for Sse2 {
         v.iter()
             .enumerate()
             .fold(0, |m, (i, &b)| m | u32::from(b >> 7) << i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each lane width's classes, byte by byte, for every byte value in every lane.
+    fn classes_of<L: Lanes>() {
+        for b in 0..=255u8 {
+            let bytes = [b; 32];
+            // SAFETY: `Sse2` needs SSE2 (x86-64 baseline) or nothing; `Avx2` is only
+            // run after the CPU is checked for it.
+            let (eol, fm) = unsafe {
+                let v = L::load(&bytes);
+                (L::mask(L::eol(v)), L::mask(L::fm(v)))
+            };
+            let all = u32::MAX >> (32 - L::N);
+            let want = |yes: bool| if yes { all } else { 0 };
+            assert_eq!(eol, want(b == b'\r' || b == b'\n'), "eol {b:#x}");
+            assert_eq!(
+                fm,
+                want(matches!(b, b'f' | b'F' | b'm' | b'M')),
+                "fm {b:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn classes_are_the_bytes_they_name() {
+        classes_of::<Sse2>();
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            classes_of::<Avx2>();
+        }
     }
 }

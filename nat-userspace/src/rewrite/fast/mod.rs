@@ -8,7 +8,9 @@
 //! published snapshot, is the set of those first octets. One SIMD sweep over the message
 //! ([`index`]: AVX2, or SSE2 without it) finds every `.` whose 1-3 preceding digits are an
 //! octet of the set, and every `ffff` (any case: an IPv4-mapped IPv6 address always has
-//! it); these *candidates* are the only places an address of ours can start. A header
+//! it; read as any run of four of `f`, `F`, `m` and `M`, a superset, from the mask that also
+//! finds the SDP `m=` lines); these *candidates* are the only places an address of ours
+//! can start. A header
 //! value, the request URI, an SDP body or an SDP line without a candidate cannot produce
 //! an edit, a family mismatch or a port change, so its exact parse is skipped; one with a
 //! candidate is read in its plain form where that is certain ([`fields`]), by the
@@ -61,6 +63,8 @@ pub struct Gate {
     /// `n_needles` is [`index::TOO_MANY`] (each `.` is then checked against `octets`).
     needles: [index::Needle; index::MAX_NEEDLES],
     n_needles: u8,
+    /// The index pass's mode for this gate (`index::mode`, computed once here).
+    mode: u8,
     /// Outbound, the compiled decision of a single IPv4 rule and the text of its external
     /// address, rendered once (both handed to the rewriter).
     one_v4: Option<(OneRuleV4, Text)>,
@@ -74,6 +78,7 @@ impl Gate {
         all: true,
         needles: [index::Needle::NONE; index::MAX_NEEDLES],
         n_needles: index::TOO_MANY,
+        mode: 0,
         one_v4: None,
     };
 
@@ -85,6 +90,7 @@ impl Gate {
             all: false,
             needles: [index::Needle::NONE; index::MAX_NEEDLES],
             n_needles: 0,
+            mode: 0,
             one_v4: None,
         };
         match direction {
@@ -144,6 +150,7 @@ impl Gate {
                 }
             }
         }
+        g.mode = index::mode(&g);
         g
     }
 

@@ -8,7 +8,7 @@ use core::net::IpAddr;
 pub use super::changes::Changes;
 pub use super::context::{Context, MediaPorts, Napt};
 use super::{
-    decide::{Map, MAP_CACHE},
+    decide::{text_of, Map, MAP_CACHE},
     edits::{Edits, RewrittenField},
 };
 use crate::{
@@ -333,7 +333,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                         None => self.map_port(rule, written, d),
                     }
                 });
-                let text = &self.texts[usize::from(text) % MAP_CACHE];
+                let text = text_of(&self.one_v4, &self.texts, text);
                 let bracket = addr.is_ipv6() && (brackets || hp.bracketed);
                 if !bracket && port.is_none() {
                     // The usual case: the rendered address as it is, copied once.

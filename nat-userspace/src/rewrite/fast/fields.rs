@@ -19,7 +19,7 @@ use super::{
 use crate::{
     nat::Direction,
     rewrite::{
-        decide::{Map, MAP_CACHE},
+        decide::{text_of, Map},
         edits::RewrittenField,
         message::Rewriter,
     },
@@ -257,7 +257,7 @@ fn plain_host(
         Map::Keep => {}
         Map::FamilyMismatch => r.family_mismatch += 1,
         Map::To { text, .. } => {
-            let text = &r.texts[usize::from(text) % MAP_CACHE];
+            let text = text_of(&r.one_v4, &r.texts, text);
             if r.edits.push_ref(host.start, host.end, text, field).is_err() {
                 r.full = true;
             }

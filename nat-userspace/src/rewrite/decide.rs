@@ -58,12 +58,13 @@ fn express_like(orig: IpAddr, new: IpAddr) -> Option<IpAddr> {
 #[inline(always)]
 pub(super) fn text_of<'t>(
     one_v4: &'t Option<(OneRuleV4, Text)>,
-    texts: &'t [Text; MAP_CACHE],
+    texts: &'t [Text],
     text: u8,
 ) -> &'t Text {
     match one_v4 {
         Some((_, pre)) if text == PRE_RENDERED => pre,
-        _ => &texts[usize::from(text) % MAP_CACHE],
+        // (Every slot a `Map::To` names has its text.)
+        _ => texts.get(usize::from(text)).unwrap_or(&Text::EMPTY),
     }
 }
 
@@ -104,6 +105,10 @@ impl<'a> Rewriter<'_, 'a, '_> {
         } else {
             self.cache.len()
         };
+        // (A text per slot, pushed with its cache entry, whatever the decision.)
+        if slot == self.texts.len() {
+            let _ = self.texts.try_push(Text::EMPTY);
+        }
         let mut m = self.decide(addr);
         if let Map::To {
             addr: new, text, ..
@@ -111,7 +116,9 @@ impl<'a> Rewriter<'_, 'a, '_> {
         {
             // (Rendered in place: `Text::from_ip` built it in the frame and copied it; and
             // not zeroed first, `set_ip` writes only the address's bytes.)
-            self.texts[slot].set_ip(*new);
+            if let Some(t) = self.texts.get_mut(slot) {
+                t.set_ip(*new);
+            }
             *text = slot as u8;
         }
         match self.cache.get_mut(slot) {

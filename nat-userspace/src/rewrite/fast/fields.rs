@@ -190,7 +190,10 @@ pub(super) fn top_via(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], v: Range<usize>,
 
 /// One SDP line with a candidate or an `m=` (no port maps): the address of a `c=`, `o=`
 /// or `a=rtcp` line is rewritten, in sections that are not rejected (an `o=` always);
-/// an `m=` line decides whether its section is rejected.
+/// an `m=` line decides whether its section is rejected. (Out of line: the walk's
+/// closure stays small and inline, and the usual `m=` line, told there by
+/// [`media_kept`], pays no call.)
+#[inline(never)]
 pub(super) fn sdp_line(
     r: &mut Rewriter<'_, '_, '_>,
     msg: &[u8],

@@ -6,14 +6,17 @@
 use core::net::IpAddr;
 
 use super::message::Rewriter;
-use crate::nat::{addr::canonical, Direction, RewriteConfig, Rule};
+use crate::{
+    nat::{addr::canonical, rules::OneRuleV4, Direction, RewriteConfig, Rule},
+    sip::addr::Text,
+};
 
 /// What happens to one address (its port is decided separately, by the rule): a small
 /// record, copied on every cache hit; the rendered text of the new address is kept once
 /// per message in the rewriter's table ([`Rewriter::texts`]).
 #[derive(Clone, Copy)]
 pub(super) enum Map<'a> {
-    /// Becomes `addr`, rendered as `texts[text]` (no brackets, no port).
+    /// Becomes `addr`, rendered as [`text_of`]`(.., text)` (no brackets, no port).
     To {
         addr: IpAddr,
         text: u8,
@@ -30,7 +33,7 @@ pub(super) enum Map<'a> {
 pub(super) const MAP_CACHE: usize = 4;
 
 /// `Map::To::text` of a decision from the compiled single rule ([`Rewriter::one_v4`]):
-/// its text is the one rendered with the rule, copied instead of rendered again.
+/// its text is the one rendered with the rule ([`text_of`]), not rendered again.
 const PRE_RENDERED: u8 = u8::MAX;
 
 /// `new` written in the form of `orig`: an IPv4 address replacing an IPv4-mapped IPv6
@@ -49,11 +52,42 @@ fn express_like(orig: IpAddr, new: IpAddr) -> Option<IpAddr> {
     }
 }
 
+/// The rendered new address of a [`Map::To`] (`text`): its cache slot's text in `texts`,
+/// or the compiled rule's ([`PRE_RENDERED`]). (Of the two fields, not of the `Rewriter`:
+/// its caller pushes the text into the rewriter's edit list.)
+#[inline(always)]
+pub(super) fn text_of<'t>(
+    one_v4: &'t Option<(OneRuleV4, Text)>,
+    texts: &'t [Text],
+    text: u8,
+) -> &'t Text {
+    match one_v4 {
+        Some((_, pre)) if text == PRE_RENDERED => pre,
+        // (Every slot a `Map::To` names has its text.)
+        _ => texts.get(usize::from(text)).unwrap_or(&Text::EMPTY),
+    }
+}
+
 impl<'a> Rewriter<'_, 'a, '_> {
     /// What `addr` becomes in this direction, from the per-message cache when it was
-    /// seen before.
+    /// seen before. Outbound, an IPv4 address under the compiled single rule ([`Rewriter::one_v4`])
+    /// is decided directly (two word compares, cheaper than the cache's lookup), its text
+    /// the one rendered with the rule ([`text_of`]).
     #[inline]
     pub(super) fn map(&mut self, addr: IpAddr) -> Map<'a> {
+        if let (Some((one, _)), IpAddr::V4(v4), Direction::Outbound) =
+            (&self.one_v4, addr, self.ctx.direction)
+        {
+            return match one.decide(v4) {
+                None => Map::Keep,
+                Some(None) => Map::FamilyMismatch,
+                Some(Some(e)) => Map::To {
+                    addr: IpAddr::V4(e),
+                    text: PRE_RENDERED,
+                    rule: self.ctx.config.rules.first(),
+                },
+            };
+        }
         if let Some((_, m)) = self.cache.iter().find(|(a, _)| *a == addr) {
             return *m;
         }
@@ -71,6 +105,10 @@ impl<'a> Rewriter<'_, 'a, '_> {
         } else {
             self.cache.len()
         };
+        // (A text per slot, pushed with its cache entry, whatever the decision.)
+        if slot == self.texts.len() {
+            let _ = self.texts.try_push(Text::EMPTY);
+        }
         let mut m = self.decide(addr);
         if let Map::To {
             addr: new, text, ..
@@ -78,10 +116,8 @@ impl<'a> Rewriter<'_, 'a, '_> {
         {
             // (Rendered in place: `Text::from_ip` built it in the frame and copied it; and
             // not zeroed first, `set_ip` writes only the address's bytes.)
-            let t = &mut self.texts[slot];
-            match &self.one_v4 {
-                Some((_, pre)) if *text == PRE_RENDERED => *t = *pre,
-                _ => t.set_ip(*new),
+            if let Some(t) = self.texts.get_mut(slot) {
+                t.set_ip(*new);
             }
             *text = slot as u8;
         }
@@ -92,23 +128,13 @@ impl<'a> Rewriter<'_, 'a, '_> {
         m
     }
 
-    /// The rule governing `addr` and the address it becomes, in this direction.
+    /// The rule governing `addr` and the address it becomes, in this direction (from the
+    /// config: [`Self::map`] answers the compiled single rule's addresses itself).
     pub(super) fn decide(&self, addr: IpAddr) -> Map<'a> {
         let cfg: &'a RewriteConfig = self.ctx.config;
         let ext = &self.ctx.external;
         let (new, rule) = match self.ctx.direction {
             Direction::Outbound => {
-                if let (Some((one, _)), IpAddr::V4(v4)) = (&self.one_v4, addr) {
-                    return match one.decide(v4) {
-                        None => Map::Keep,
-                        Some(None) => Map::FamilyMismatch,
-                        Some(Some(e)) => Map::To {
-                            addr: IpAddr::V4(e),
-                            text: PRE_RENDERED,
-                            rule: cfg.rules.first(),
-                        },
-                    };
-                }
                 let Some(rule) = cfg.rule_for(addr) else {
                     return Map::Keep;
                 };

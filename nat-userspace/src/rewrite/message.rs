@@ -8,7 +8,7 @@ use core::net::IpAddr;
 pub use super::changes::Changes;
 pub use super::context::{Context, MediaPorts, Napt};
 use super::{
-    decide::{Map, MAP_CACHE},
+    decide::{text_of, Map, MAP_CACHE},
     edits::{Edits, RewrittenField},
 };
 use crate::{
@@ -140,7 +140,7 @@ pub(super) fn rewrite_with<'a>(
         ctx,
         edits,
         cache: arrayvec::ArrayVec::new(),
-        texts: [Text::default(); MAP_CACHE],
+        texts: arrayvec::ArrayVec::new(),
         evict: 0,
         one_v4: None,
         family_mismatch: 0,
@@ -277,8 +277,9 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
     pub(super) ctx: &'c Context<'a>,
     pub(super) edits: &'e mut Edits,
     pub(super) cache: arrayvec::ArrayVec<(IpAddr, Map<'a>), MAP_CACHE>,
-    /// The rendered new address of each cache slot that maps one (`Map::To::text`).
-    pub(super) texts: [Text; MAP_CACHE],
+    /// The rendered new address of each cache slot (`Map::To::text`; one per slot,
+    /// pushed with it: nothing to zero per message).
+    pub(super) texts: arrayvec::ArrayVec<Text, MAP_CACHE>,
     /// The slot a miss replaces once the cache is full (the oldest entry).
     pub(super) evict: u8,
     /// The compiled outbound decision of a single IPv4 rule and its external address's
@@ -333,7 +334,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                         None => self.map_port(rule, written, d),
                     }
                 });
-                let text = &self.texts[usize::from(text) % MAP_CACHE];
+                let text = text_of(&self.one_v4, &self.texts, text);
                 let bracket = addr.is_ipv6() && (brackets || hp.bracketed);
                 if !bracket && port.is_none() {
                     // The usual case: the rendered address as it is, copied once.

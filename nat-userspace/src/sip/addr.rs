@@ -166,10 +166,7 @@ pub struct Text {
 
 impl Default for Text {
     fn default() -> Self {
-        Text {
-            buf: [0; TEXT_CAP],
-            len: 0,
-        }
+        Text::EMPTY
     }
 }
 
@@ -192,6 +189,12 @@ impl PartialEq for Text {
 impl Eq for Text {}
 
 impl Text {
+    /// The empty text (zeroed).
+    pub const EMPTY: Text = Text {
+        buf: [0; TEXT_CAP],
+        len: 0,
+    };
+
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..usize::from(self.len)]

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     nat::Direction,
     rewrite::{
-        decide::{Map, MAP_CACHE},
+        decide::{text_of, Map},
         edits::RewrittenField,
         message::Rewriter,
     },
@@ -190,7 +190,10 @@ pub(super) fn top_via(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], v: Range<usize>,
 
 /// One SDP line with a candidate or an `m=` (no port maps): the address of a `c=`, `o=`
 /// or `a=rtcp` line is rewritten, in sections that are not rejected (an `o=` always);
-/// an `m=` line decides whether its section is rejected.
+/// an `m=` line decides whether its section is rejected. (Out of line: the walk's
+/// closure stays small and inline, and the usual `m=` line, told there by
+/// [`media_kept`], pays no call.)
+#[inline(never)]
 pub(super) fn sdp_line(
     r: &mut Rewriter<'_, '_, '_>,
     msg: &[u8],
@@ -257,7 +260,7 @@ fn plain_host(
         Map::Keep => {}
         Map::FamilyMismatch => r.family_mismatch += 1,
         Map::To { text, .. } => {
-            let text = &r.texts[usize::from(text) % MAP_CACHE];
+            let text = text_of(&r.one_v4, &r.texts, text);
             if r.edits.push_ref(host.start, host.end, text, field).is_err() {
                 r.full = true;
             }
@@ -301,11 +304,12 @@ fn plain_sdp(
             if sp < 9 || l.get(sp - 7..sp + 1) != Some(&b" IN IP4 "[..]) {
                 return None;
             }
-            // The text up to the first `/` after the space.
+            // The text up to the first `/` after the space, when it is an address: the
+            // address read up to the line's end, then the line's end or a `/` (no `/`
+            // within an address's digits and dots: that `/` is the first).
             let h = at + sp + 1;
-            let text_len = find(msg, h, line.end, [b'/']).unwrap_or(line.end) - h;
-            match ipv4_at(msg, h, h + text_len, memo) {
-                Some((a, n)) if n == text_len => {
+            match ipv4_at(msg, h, line.end, memo) {
+                Some((a, n)) if h + n == line.end || msg.get(h + n) == Some(&b'/') => {
                     Some(Some((RewrittenField::SdpOrigin, h..h + n, IpAddr::V4(a))))
                 }
                 _ => None,
@@ -530,8 +534,8 @@ fn ipv4_parse(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Ad
 
 #[cfg(test)]
 mod tests {
-    use super::{ipv4_at, last_space, Memo};
-    use crate::sip::addr::parse_ipv4_prefix;
+    use super::{ipv4_at, last_space, plain_sdp, Memo};
+    use crate::sip::{addr::parse_ipv4_prefix, sdp::line_item};
 
     /// `last_space` finds the space the byte loop it replaced found: the last one among
     /// the line's last 17 bytes (the loop checked each byte before giving up).
@@ -591,5 +595,35 @@ mod tests {
             }
         }
         assert_eq!(ipv4_at(b"10.0.0.1", 9, 9, &kept), None);
+    }
+
+    /// An `o=` line's address as `plain_sdp` reads it (the address up to the line's end,
+    /// then the end or a `/`) is `line_item`'s, whenever `plain_sdp` is certain: for
+    /// address texts followed by nothing, `/`, digits, dots and other bytes.
+    #[test]
+    fn origin_address_equals_line_item() {
+        let tails = "10.0.0.1 10.0.0.1/ 10.0.0.1/24 10.0.0.12 10.0.0.123 10.0.0.1234 \
+                     10.0.0.1. 10.0.0.1.5 10.0.0.1x 10.0.0/1 10.0/0.1 10.0.0.256 1.2.3.4// \
+                     255.255.255.255/ 010.0.0.1 10..0.1 x10.0.0.1";
+        for t in tails.split_whitespace() {
+            for kept in [false, true] {
+                // (A kept memo first read the tail's address elsewhere.)
+                let memo = Memo::default();
+                if kept {
+                    let _ = ipv4_at(t.as_bytes(), 0, t.len(), &memo);
+                }
+                let line = format!("o=- 1 2 IN IP4 {t}");
+                let msg = line.as_bytes();
+                let got = plain_sdp(msg, 0..msg.len(), &mut false, &memo);
+                let want = line_item(msg, 0..msg.len(), &mut false)
+                    .and_then(|i| i.addr)
+                    .map(|a| (a.range, a.addr));
+                match got {
+                    Some(Some((_, host, addr))) => assert_eq!(Some((host, addr)), want, "{t}"),
+                    Some(None) => assert_eq!(want, None, "{t}"),
+                    None => {}
+                }
+            }
+        }
     }
 }

@@ -334,11 +334,10 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
         }
     };
     let body_end = r.body_end(msg.len(), body_start, &framing);
-    // A body without a candidate holds no address of ours: nothing to parse or check
-    // (and its length stays: no Content-Length slot).
-    let mut cl_slot = None;
+    // A body without a candidate holds no address of ours: nothing to parse or check,
+    // and its length stays (no edit lies in it: no Content-Length to follow).
     if cands.any(body_start, body_end) {
-        cl_slot = r.reserve_content_length(&framing);
+        let cl_slot = r.reserve_content_length(&framing);
         match (framing.content_type.clone(), framing.encoded) {
             (Some(ct), false) => match body_kind(msg, ct) {
                 BodyKind::Sdp if !port_maps(cfg) && r.ctx.media.is_none() => {
@@ -349,8 +348,8 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             (None, _) => r.untyped_body(msg, body_start, body_end),
             _ => {}
         }
+        r.follow_content_length_in(&framing, body_start, body_end, cl_slot);
     }
-    r.follow_content_length_in(&framing, body_start, body_end, cl_slot);
     Ok(())
 }
 

@@ -15,13 +15,49 @@ use core::ops::Range;
 
 use super::{index::Cands, search::hits};
 use crate::sip::{
-    message::{self, Header, Kind, Malformed, NotSip, StartLine},
+    message::{self, Kind, Malformed, NotSip, StartLine},
     scan::{is_lws, is_ws, skip_ws, trim_end},
 };
 
+/// One header line as the header loop reads it: its kind, and its value still with the
+/// whitespace around it, trimmed only by [`Line::value`] (the loop trims the values of
+/// the kinds it reads; the others cost no trims).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Line {
+    pub(super) kind: Kind,
+    /// The end of the name (it starts at the line's start).
+    pub(super) name_end: usize,
+    /// The value with the whitespace around it: after the colon to the end of the last
+    /// continuation line's content. (No candidate lies in that whitespace: candidates are
+    /// `.` bytes and `f`/`F`/`m`/`M` runs, so [`Cands::any`] over this range is `any`
+    /// over the value.)
+    pub(super) raw: Range<usize>,
+}
+
+impl Line {
+    /// `message::header`'s value: `raw` without the whitespace at its start (SP, HT) and
+    /// at its end (LWS). Usually one space, then the value, which ends right at the
+    /// line's end: told by two byte checks each (the loops' answers then), else the
+    /// loops. (On a value already trimmed both checks fall to loops that stop at once.)
+    #[inline(always)]
+    pub(super) fn value(&self, msg: &[u8]) -> Range<usize> {
+        let (from, to) = (self.raw.start, self.raw.end);
+        let v_start = match msg.get(from..from + 2) {
+            Some(&[b' ', c]) if from + 1 < to && !is_ws(c) => from + 1,
+            _ => skip_ws(msg, from, to),
+        };
+        let v_end = match msg.get(to.wrapping_sub(1)) {
+            Some(&c) if to > v_start && !is_lws(c) => to,
+            _ => trim_end(msg, v_start, to).max(v_start),
+        };
+        v_start..v_end
+    }
+}
+
 /// [`message::header`] at `pos` with the line ends from the index, popped in order by
 /// `walk` (which must be at `pos`: [`Walk::at`], or the `next` of the line before), the
-/// usual lines framed from one load ([`name_colon`]).
+/// usual lines framed from one load ([`name_colon`]); the value is left untrimmed
+/// ([`Line`]).
 #[allow(clippy::type_complexity)]
 #[inline(always)]
 pub(super) fn header(
@@ -29,7 +65,7 @@ pub(super) fn header(
     msg: &[u8],
     pos: usize,
     walk: &mut Walk,
-) -> Result<(Header, usize), Result<usize, Malformed>> {
+) -> Result<(Line, usize), Result<usize, Malformed>> {
     let end = msg.len();
     if !cands.indexed() {
         return exact(cands, msg, pos, walk);
@@ -47,21 +83,11 @@ pub(super) fn header(
     while next < end && is_ws(msg[next]) {
         (ce, next) = walk.line_end(cands, msg, end);
     }
-    // Usually one space, then the value, which ends right at the line's end: told by
-    // two byte checks each (the loops' answers then), else the loops.
-    let v_start = match msg.get(colon + 1..colon + 3) {
-        Some(&[b' ', c]) if colon + 2 < ce && !is_ws(c) => colon + 2,
-        _ => skip_ws(msg, colon + 1, ce),
-    };
-    let v_end = match msg.get(ce.wrapping_sub(1)) {
-        Some(&c) if ce > v_start && !is_lws(c) => ce,
-        _ => trim_end(msg, v_start, ce).max(v_start),
-    };
     Ok((
-        Header {
+        Line {
             kind,
-            name: pos..colon,
-            value: v_start..v_end,
+            name_end: colon,
+            raw: colon + 1..ce,
         },
         next,
     ))
@@ -175,12 +201,15 @@ fn exact(
     msg: &[u8],
     pos: usize,
     walk: &mut Walk,
-) -> Result<(Header, usize), Result<usize, Malformed>> {
-    let r = message::header_with(msg, pos, &cands.lines(msg), Kind::of_token);
-    if let Ok((_, next)) = r {
-        *walk = Walk::at(cands, next);
-    }
-    r
+) -> Result<(Line, usize), Result<usize, Malformed>> {
+    let (h, next) = message::header_with(msg, pos, &cands.lines(msg), Kind::of_token)?;
+    *walk = Walk::at(cands, next);
+    let line = Line {
+        kind: h.kind,
+        name_end: h.name.end,
+        raw: h.value,
+    };
+    Ok((line, next))
 }
 
 /// Where the colon is that ends the name of the line at `pos` (content up to `ce`), and
@@ -382,7 +411,14 @@ mod tests {
         let (mut pos, mut walk) = (0, Walk::at(&c, 0));
         loop {
             let want = message::header(m, pos).map(|h| h.expect("a header"));
-            let got = header(&c, m, pos, &mut walk);
+            let got = header(&c, m, pos, &mut walk).map(|(l, next)| {
+                let h = message::Header {
+                    kind: l.kind,
+                    name: pos..l.name_end,
+                    value: l.value(m),
+                };
+                (h, next)
+            });
             assert_eq!(got, want, "{:?} at {pos}", String::from_utf8_lossy(m));
             match got {
                 Ok((_, next)) => pos = next,

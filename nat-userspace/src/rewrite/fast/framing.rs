@@ -264,12 +264,10 @@ const fn slot(first: u8, len: usize) -> usize {
     (((first as usize | 0x20) * 3) ^ (len * 2)) & 31
 }
 
-/// A handled name, lowercase, as two little-endian words (zero past its end), the masks
-/// of its bytes in them, its length and its kind.
+/// A handled name, lowercase, zero past its end; its length and its kind.
 #[derive(Clone, Copy)]
 struct Slot {
-    name: [u64; 2],
-    keep: [u64; 2],
+    name: [u8; 16],
     len: usize,
     kind: Kind,
 }
@@ -277,8 +275,7 @@ struct Slot {
 /// Each handled name at its [`slot`]; empty slots have length 0, which no name has.
 static BY_HASH: [Slot; 32] = {
     let empty = Slot {
-        name: [0; 2],
-        keep: [0; 2],
+        name: [0; 16],
         len: 0,
         kind: Kind::Other,
     };
@@ -293,8 +290,7 @@ static BY_HASH: [Slot; 32] = {
         };
         let mut j = 0;
         while j < name.len() {
-            e.name[j / 8] |= (name[j] as u64) << (8 * (j % 8));
-            e.keep[j / 8] |= 0xff << (8 * (j % 8));
+            e.name[j] = name[j];
             j += 1;
         }
         let s = slot(name[0], name.len());
@@ -306,20 +302,42 @@ static BY_HASH: [Slot; 32] = {
 };
 
 /// [`Kind::of_token`] of the name `w[..len]` (1 to 15 bytes): the slot of its first
-/// byte and length, confirmed by its length and one compare of the name's bytes with bit
-/// 5 set (as `of_token` compares them: only the letter in either case, or `-` and CR,
-/// give a lowercase letter or `-`).
+/// byte and length, confirmed by its length and one vector compare of the name's bytes
+/// with bit 5 set (as `of_token` compares them: only the letter in either case, or `-`
+/// and CR, give a lowercase letter or `-`) against the slot's name, its first `len`
+/// lanes.
 #[inline(always)]
 fn kind_of(w: &[u8; 16], len: usize) -> Kind {
     let e = &BY_HASH[slot(w[0], len)];
-    const CASE: u64 = u64::from_le_bytes([0x20; 8]);
-    let (lo, hi) = w.split_at(8);
-    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) | CASE;
-    if e.len == len && word(lo) & e.keep[0] == e.name[0] && word(hi) & e.keep[1] == e.name[1] {
+    let want = (1u32 << (len & 15)) - 1;
+    if e.len == len && equal_lower(w, &e.name) & want == want {
         e.kind
     } else {
         Kind::Other
     }
+}
+
+/// The lanes where `w` with bit 5 set in each byte equals `name` (bit `i`: byte `i`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn equal_lower(w: &[u8; 16], name: &[u8; 16]) -> u32 {
+    use core::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline; both arrays have 16 bytes and `loadu`
+    // has no alignment requirement.
+    unsafe {
+        let v = _mm_or_si128(_mm_loadu_si128(w.as_ptr().cast()), _mm_set1_epi8(0x20));
+        let n = _mm_loadu_si128(name.as_ptr().cast());
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, n)) as u32
+    }
+}
+
+/// The lanes where `w` with bit 5 set in each byte equals `name` (bit `i`: byte `i`).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn equal_lower(w: &[u8; 16], name: &[u8; 16]) -> u32 {
+    (0..16).fold(0, |m, i| m | u32::from(w[i] | 0x20 == name[i]) << i)
 }
 
 /// The `sep` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).

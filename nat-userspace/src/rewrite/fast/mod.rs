@@ -324,9 +324,14 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             Kind::Route if cfg.record_route => {
                 name_addrs(r, msg, h.value(msg), RewrittenField::Route, true, cands)
             }
-            Kind::RecordRoute if cfg.record_route => {
-                name_addrs(r, msg, h.value(msg), RewrittenField::RecordRoute, true, cands)
-            }
+            Kind::RecordRoute if cfg.record_route => name_addrs(
+                r,
+                msg,
+                h.value(msg),
+                RewrittenField::RecordRoute,
+                true,
+                cands,
+            ),
             // (Only the kinds `note` reads: a call per other header was ~30
             // instructions for nothing.)
             kind @ (Kind::ContentLength | Kind::ContentType | Kind::ContentEncoding) => {

@@ -15,13 +15,49 @@ use core::ops::Range;
 
 use super::{index::Cands, search::hits};
 use crate::sip::{
-    message::{self, Header, Kind, Malformed, NotSip, StartLine},
+    message::{self, Kind, Malformed, NotSip, StartLine},
     scan::{is_lws, is_ws, skip_ws, trim_end},
 };
 
+/// One header line as the header loop reads it: its kind, and its value still with the
+/// whitespace around it, trimmed only by [`Line::value`] (the loop trims the values of
+/// the kinds it reads; the others cost no trims).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Line {
+    pub(super) kind: Kind,
+    /// The end of the name (it starts at the line's start).
+    pub(super) name_end: usize,
+    /// The value with the whitespace around it: after the colon to the end of the last
+    /// continuation line's content. (No candidate lies in that whitespace: candidates are
+    /// `.` bytes and `f`/`F`/`m`/`M` runs, so [`Cands::any`] over this range is `any`
+    /// over the value.)
+    pub(super) raw: Range<usize>,
+}
+
+impl Line {
+    /// `message::header`'s value: `raw` without the whitespace at its start (SP, HT) and
+    /// at its end (LWS). Usually one space, then the value, which ends right at the
+    /// line's end: told by two byte checks each (the loops' answers then), else the
+    /// loops. (On a value already trimmed both checks fall to loops that stop at once.)
+    #[inline(always)]
+    pub(super) fn value(&self, msg: &[u8]) -> Range<usize> {
+        let (from, to) = (self.raw.start, self.raw.end);
+        let v_start = match msg.get(from..from + 2) {
+            Some(&[b' ', c]) if from + 1 < to && !is_ws(c) => from + 1,
+            _ => skip_ws(msg, from, to),
+        };
+        let v_end = match msg.get(to.wrapping_sub(1)) {
+            Some(&c) if to > v_start && !is_lws(c) => to,
+            _ => trim_end(msg, v_start, to).max(v_start),
+        };
+        v_start..v_end
+    }
+}
+
 /// [`message::header`] at `pos` with the line ends from the index, popped in order by
 /// `walk` (which must be at `pos`: [`Walk::at`], or the `next` of the line before), the
-/// usual lines framed from one load ([`name_colon`]).
+/// usual lines framed from one load ([`name_colon`]); the value is left untrimmed
+/// ([`Line`]).
 #[allow(clippy::type_complexity)]
 #[inline(always)]
 pub(super) fn header(
@@ -29,7 +65,7 @@ pub(super) fn header(
     msg: &[u8],
     pos: usize,
     walk: &mut Walk,
-) -> Result<(Header, usize), Result<usize, Malformed>> {
+) -> Result<(Line, usize), Result<usize, Malformed>> {
     let end = msg.len();
     if !cands.indexed() {
         return exact(cands, msg, pos, walk);
@@ -47,21 +83,11 @@ pub(super) fn header(
     while next < end && is_ws(msg[next]) {
         (ce, next) = walk.line_end(cands, msg, end);
     }
-    // Usually one space, then the value, which ends right at the line's end: told by
-    // two byte checks each (the loops' answers then), else the loops.
-    let v_start = match msg.get(colon + 1..colon + 3) {
-        Some(&[b' ', c]) if colon + 2 < ce && !is_ws(c) => colon + 2,
-        _ => skip_ws(msg, colon + 1, ce),
-    };
-    let v_end = match msg.get(ce.wrapping_sub(1)) {
-        Some(&c) if ce > v_start && !is_lws(c) => ce,
-        _ => trim_end(msg, v_start, ce).max(v_start),
-    };
     Ok((
-        Header {
+        Line {
             kind,
-            name: pos..colon,
-            value: v_start..v_end,
+            name_end: colon,
+            raw: colon + 1..ce,
         },
         next,
     ))
@@ -175,12 +201,15 @@ fn exact(
     msg: &[u8],
     pos: usize,
     walk: &mut Walk,
-) -> Result<(Header, usize), Result<usize, Malformed>> {
-    let r = message::header_with(msg, pos, &cands.lines(msg), Kind::of_token);
-    if let Ok((_, next)) = r {
-        *walk = Walk::at(cands, next);
-    }
-    r
+) -> Result<(Line, usize), Result<usize, Malformed>> {
+    let (h, next) = message::header_with(msg, pos, &cands.lines(msg), Kind::of_token)?;
+    *walk = Walk::at(cands, next);
+    let line = Line {
+        kind: h.kind,
+        name_end: h.name.end,
+        raw: h.value,
+    };
+    Ok((line, next))
 }
 
 /// Where the colon is that ends the name of the line at `pos` (content up to `ce`), and
@@ -235,12 +264,10 @@ const fn slot(first: u8, len: usize) -> usize {
     (((first as usize | 0x20) * 3) ^ (len * 2)) & 31
 }
 
-/// A handled name, lowercase, as two little-endian words (zero past its end), the masks
-/// of its bytes in them, its length and its kind.
+/// A handled name, lowercase, zero past its end; its length and its kind.
 #[derive(Clone, Copy)]
 struct Slot {
-    name: [u64; 2],
-    keep: [u64; 2],
+    name: [u8; 16],
     len: usize,
     kind: Kind,
 }
@@ -248,8 +275,7 @@ struct Slot {
 /// Each handled name at its [`slot`]; empty slots have length 0, which no name has.
 static BY_HASH: [Slot; 32] = {
     let empty = Slot {
-        name: [0; 2],
-        keep: [0; 2],
+        name: [0; 16],
         len: 0,
         kind: Kind::Other,
     };
@@ -264,8 +290,7 @@ static BY_HASH: [Slot; 32] = {
         };
         let mut j = 0;
         while j < name.len() {
-            e.name[j / 8] |= (name[j] as u64) << (8 * (j % 8));
-            e.keep[j / 8] |= 0xff << (8 * (j % 8));
+            e.name[j] = name[j];
             j += 1;
         }
         let s = slot(name[0], name.len());
@@ -277,20 +302,42 @@ static BY_HASH: [Slot; 32] = {
 };
 
 /// [`Kind::of_token`] of the name `w[..len]` (1 to 15 bytes): the slot of its first
-/// byte and length, confirmed by its length and one compare of the name's bytes with bit
-/// 5 set (as `of_token` compares them: only the letter in either case, or `-` and CR,
-/// give a lowercase letter or `-`).
+/// byte and length, confirmed by its length and one vector compare of the name's bytes
+/// with bit 5 set (as `of_token` compares them: only the letter in either case, or `-`
+/// and CR, give a lowercase letter or `-`) against the slot's name, its first `len`
+/// lanes.
 #[inline(always)]
 fn kind_of(w: &[u8; 16], len: usize) -> Kind {
     let e = &BY_HASH[slot(w[0], len)];
-    const CASE: u64 = u64::from_le_bytes([0x20; 8]);
-    let (lo, hi) = w.split_at(8);
-    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) | CASE;
-    if e.len == len && word(lo) & e.keep[0] == e.name[0] && word(hi) & e.keep[1] == e.name[1] {
+    let want = (1u32 << (len & 15)) - 1;
+    if e.len == len && equal_lower(w, &e.name) & want == want {
         e.kind
     } else {
         Kind::Other
     }
+}
+
+/// The lanes where `w` with bit 5 set in each byte equals `name` (bit `i`: byte `i`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn equal_lower(w: &[u8; 16], name: &[u8; 16]) -> u32 {
+    use core::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline; both arrays have 16 bytes and `loadu`
+    // has no alignment requirement.
+    unsafe {
+        let v = _mm_or_si128(_mm_loadu_si128(w.as_ptr().cast()), _mm_set1_epi8(0x20));
+        let n = _mm_loadu_si128(name.as_ptr().cast());
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, n)) as u32
+    }
+}
+
+/// The lanes where `w` with bit 5 set in each byte equals `name` (bit `i`: byte `i`).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn equal_lower(w: &[u8; 16], name: &[u8; 16]) -> u32 {
+    (0..16).fold(0, |m, i| m | u32::from(w[i] | 0x20 == name[i]) << i)
 }
 
 /// The `sep` bytes of `w` and its letters, digits and `-` (bit `i`: byte `i`).
@@ -382,7 +429,14 @@ mod tests {
         let (mut pos, mut walk) = (0, Walk::at(&c, 0));
         loop {
             let want = message::header(m, pos).map(|h| h.expect("a header"));
-            let got = header(&c, m, pos, &mut walk);
+            let got = header(&c, m, pos, &mut walk).map(|(l, next)| {
+                let h = message::Header {
+                    kind: l.kind,
+                    name: pos..l.name_end,
+                    value: l.value(m),
+                };
+                (h, next)
+            });
             assert_eq!(got, want, "{:?} at {pos}", String::from_utf8_lossy(m));
             match got {
                 Ok((_, next)) => pos = next,

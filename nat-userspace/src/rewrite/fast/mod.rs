@@ -301,34 +301,41 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             Err(Err(m)) => return Err(Outcome::Malformed(m)),
         };
         pos = next;
-        let v = h.value;
+        // (The value is trimmed only for the kinds read below; `h.raw` has the same
+        // candidates.)
+        let raw = h.raw.clone();
         match h.kind {
             Kind::Via if !seen_via => {
                 seen_via = true;
-                if cands.any(v.start, v.end) {
-                    fields::top_via(r, msg, v, cands);
+                if cands.any(raw.start, raw.end) {
+                    fields::top_via(r, msg, h.value(msg), cands);
                 }
             }
             // A rewritable header without a candidate: nothing to parse.
             Kind::Contact | Kind::From | Kind::To | Kind::Route | Kind::RecordRoute
-                if !cands.any(v.start, v.end) => {}
+                if !cands.any(raw.start, raw.end) => {}
             Kind::Contact if !bindings => {
-                name_addrs(r, msg, v, RewrittenField::Contact, true, cands)
+                name_addrs(r, msg, h.value(msg), RewrittenField::Contact, true, cands)
             }
-            Kind::Contact => r.bindings(msg, v),
+            Kind::Contact => r.bindings(msg, h.value(msg)),
             Kind::From | Kind::To if cfg.from_to => {
-                name_addrs(r, msg, v, RewrittenField::FromTo, false, cands)
+                name_addrs(r, msg, h.value(msg), RewrittenField::FromTo, false, cands)
             }
             Kind::Route if cfg.record_route => {
-                name_addrs(r, msg, v, RewrittenField::Route, true, cands)
+                name_addrs(r, msg, h.value(msg), RewrittenField::Route, true, cands)
             }
-            Kind::RecordRoute if cfg.record_route => {
-                name_addrs(r, msg, v, RewrittenField::RecordRoute, true, cands)
-            }
+            Kind::RecordRoute if cfg.record_route => name_addrs(
+                r,
+                msg,
+                h.value(msg),
+                RewrittenField::RecordRoute,
+                true,
+                cands,
+            ),
             // (Only the kinds `note` reads: a call per other header was ~30
             // instructions for nothing.)
             kind @ (Kind::ContentLength | Kind::ContentType | Kind::ContentEncoding) => {
-                framing.note(msg, kind, v)?
+                framing.note(msg, kind, h.value(msg))?
             }
             _ => {}
         }

@@ -22,13 +22,16 @@ pub(super) fn find<const N: usize>(
                 .position(|b| set.contains(b))
                 .map(|o| i + o);
         };
-        let mut m = hits(w, set);
-        if end - i < 16 {
-            // Bytes past `end`: loaded, not looked at.
-            m &= (1u32 << (end - i)) - 1;
+        // The first of these 16 bytes in the set, 16 when none is (a bit above them).
+        // Its position at or past `end` means none before `end` (bytes past `end` are
+        // loaded, never answered), else it is the answer, or the search goes on.
+        let k = (hits(w, set) | 1 << 16).trailing_zeros() as usize;
+        let at = i + k;
+        if at >= end {
+            return None;
         }
-        if m != 0 {
-            return Some(i + m.trailing_zeros() as usize);
+        if k < 16 {
+            return Some(at);
         }
         i += 16;
     }

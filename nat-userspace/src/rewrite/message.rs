@@ -256,16 +256,8 @@ impl BodyHeaders {
     ) -> Result<(), Outcome> {
         match kind {
             Kind::ContentLength => {
-                // `message::content_length` in one pass over the digits (its check of
-                // them and then its sum were two).
-                let d = &msg[v.clone()];
-                let n = match d.len() {
-                    1..=9 => d.iter().try_fold(0usize, |a, &c| {
-                        c.is_ascii_digit().then(|| a * 10 + usize::from(c - b'0'))
-                    }),
-                    _ => None,
-                }
-                .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
+                let n = message::content_length(&msg[v.clone()])
+                    .ok_or(Outcome::Malformed(Malformed::BadContentLength))?;
                 if self.content_length.is_some_and(|prev| prev != n)
                     || self.cl_digits.try_push(v).is_err()
                 {

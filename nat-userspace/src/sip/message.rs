@@ -405,10 +405,13 @@ pub fn cseq_is_register(msg: &[u8], mut pos: usize) -> bool {
 
 /// Parses a Content-Length value (leading zeros allowed).
 pub fn content_length(v: &[u8]) -> Option<usize> {
-    if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
+    // One pass: each byte checked and added in the same step.
+    match v.len() {
+        1..=9 => v.iter().try_fold(0usize, |a, &c| {
+            c.is_ascii_digit().then(|| a * 10 + usize::from(c - b'0'))
+        }),
+        _ => None,
     }
-    Some(v.iter().fold(0usize, |a, d| a * 10 + usize::from(d - b'0')))
 }
 
 #[cfg(test)]

@@ -191,8 +191,22 @@ impl Cands {
                 if q < done {
                     continue;
                 }
-                let ce = self.find_eol(msg, q, end).unwrap_or(end);
-                f(self.line_start(q, start)..ce);
+                // The line's ends from this word's line ends when it holds them (lines
+                // are short), else from the words before or after.
+                let i = q % 64;
+                let after = e & (u64::MAX << i);
+                let ce = if after != 0 {
+                    (w * 64 + after.trailing_zeros() as usize).min(end)
+                } else {
+                    self.find_eol(msg, q, end).unwrap_or(end)
+                };
+                let before = e & ((1u64 << i) - 1);
+                let ls = if before != 0 {
+                    (w * 64 + 64 - before.leading_zeros() as usize).max(start)
+                } else {
+                    self.line_start(q, start)
+                };
+                f(ls..ce);
                 done = ce;
             }
         }

@@ -162,10 +162,7 @@ pub(super) fn rewrite_with<'a>(
         Ok(()) if r.edits.is_empty() && r.msg_end == len => Outcome::Unchanged,
         Ok(()) => match apply(r.edits, buf, r.msg_end, len) {
             Some(new_len) => {
-                let mut changes = Changes::default();
-                for e in r.edits.iter() {
-                    changes.count(e.field);
-                }
+                let changes = Changes::of(r.edits.iter().map(|e| e.field));
                 return Rewrite {
                     outcome: Outcome::Rewritten(changes),
                     len: new_len,

@@ -165,29 +165,48 @@ impl Cands {
         }
         let (ws, we) = (start / 64, (end - 1) / 64);
         let mut done = start;
+        // A line starts after a line end (the bit after each `eol` bit: the last bit of
+        // the word before carried in) and at `start`; the range's ends masked in the
+        // first and last words only.
+        let mut carry = ws
+            .checked_sub(1)
+            .and_then(|p| self.eol.get(p))
+            .map_or(0, |e| e >> 63);
         for w in ws..=we {
-            let lo = if w == ws {
-                u64::MAX << (start % 64)
-            } else {
-                u64::MAX
+            let (Some(&e), Some(&b), Some(&m)) = (self.eol.get(w), self.bits.get(w), self.m.get(w))
+            else {
+                return;
             };
-            let hi = if w == we {
-                u64::MAX >> (63 - (end - 1) % 64)
-            } else {
-                u64::MAX
-            };
-            let carry = if w > 0 { self.eol[w - 1] >> 63 } else { 0 };
-            let starts =
-                ((self.eol[w] << 1) | carry | if w == ws { lo & !(lo << 1) } else { 0 }) & lo & hi;
-            let mut hits = (self.bits[w] | (starts & self.m[w])) & lo & hi;
+            let mut hits = b | (((e << 1) | carry) & m);
+            carry = e >> 63;
+            if w == ws {
+                hits = (hits | (m & (1 << (start % 64)))) & (u64::MAX << (start % 64));
+            }
+            if w == we {
+                hits &= u64::MAX >> (63 - (end - 1) % 64);
+            }
             while hits != 0 {
                 let q = w * 64 + hits.trailing_zeros() as usize;
                 hits &= hits - 1;
                 if q < done {
                     continue;
                 }
-                let ce = self.find_eol(msg, q, end).unwrap_or(end);
-                f(self.line_start(q, start)..ce);
+                // The line's ends from this word's line ends when it holds them (lines
+                // are short), else from the words before or after.
+                let i = q % 64;
+                let after = e & (u64::MAX << i);
+                let ce = if after != 0 {
+                    (w * 64 + after.trailing_zeros() as usize).min(end)
+                } else {
+                    self.find_eol(msg, q, end).unwrap_or(end)
+                };
+                let before = e & ((1u64 << i) - 1);
+                let ls = if before != 0 {
+                    (w * 64 + 64 - before.leading_zeros() as usize).max(start)
+                } else {
+                    self.line_start(q, start)
+                };
+                f(ls..ce);
                 done = ce;
             }
         }

@@ -131,11 +131,24 @@ pub fn trim_end(buf: &[u8], start: usize, mut end: usize) -> usize {
     end
 }
 
-/// Characters of a host name or IPv4 literal.
+/// Characters of a host name or IPv4 literal: ASCII letters and digits, `.` and `-`.
+/// (One table load: the chain of range compares was ~10 instructions a byte.)
 #[inline]
 pub fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'.' || b == b'-'
+    HOST_CHARS[usize::from(b)]
 }
+
+/// [`is_host_char`] of every byte.
+static HOST_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'.' || c == b'-';
+        b += 1;
+    }
+    t
+};
 
 /// Parses a run of 1-5 ASCII digits at `pos` as a port; `(port, end)`.
 #[inline]
@@ -348,5 +361,18 @@ mod tests {
         assert_eq!(find_unquoted(b, 0, b.len(), b",;"), Some(10));
         assert_eq!(find_unquoted(br#""unterminated;"#, 0, 14, b";"), None);
         assert_eq!(find_unquoted(b"\"a\\", 0, 3, b";"), None);
+    }
+
+    #[test]
+    fn host_chars_are_letters_digits_dot_and_dash() {
+        let want: Vec<u8> = (b'0'..=b'9')
+            .chain(b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .chain([b'.', b'-'])
+            .collect();
+        let got: Vec<u8> = (0..=255u8).filter(|&b| is_host_char(b)).collect();
+        let mut want = want;
+        want.sort_unstable();
+        assert_eq!(got, want);
     }
 }

@@ -62,7 +62,8 @@ pub struct BenchArgs {
     /// Seconds per timed run (default 5; 2 with --quick).
     #[arg(long)]
     pub seconds: Option<u32>,
-    /// Runs per row (default 3; 1 with --quick).
+    /// Runs per row (default 3; 1 with --quick). The SIP matrix makes them in rounds,
+    /// every SUT once per round in turn, so host noise hits all SUTs alike.
     #[arg(long)]
     pub runs: Option<u32>,
     /// Systems under test (hooks bench/sut-NAME.sh), space separated.
@@ -380,9 +381,13 @@ fn e2e(a: &BenchArgs) -> anyhow::Result<()> {
         .arg("--out")
         .arg(&out)
         .args(["--suts", &a.suts, "--flows", &a.flows, "--steer", "napi"])
+        // The runs of a row in rounds, each round over every SUT in turn (one run per
+        // row): a host that slows down for a minute hits every SUT alike instead of one.
         .args([
-            "--runs",
+            "--rounds",
             &runs.to_string(),
+            "--runs",
+            "1",
             "--seconds",
             &seconds.to_string(),
         ])

@@ -64,9 +64,12 @@ pub fn parse_ipv4_prefix(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
 pub fn parse_ipv4_word(tok: &[u8]) -> Option<Ipv4Addr> {
     let n = tok.len();
     let w: u128 = match (tok.first_chunk::<8>(), tok.last_chunk::<8>(), n) {
-        // Bytes `n - 8..n` above the first 8 (the overlap is the same bytes).
+        // Bytes `n - 8..n` above the first 8 (the overlap is the same bytes), shifted by
+        // `s` < 64 bits as two `u64` halves (`b >> 1 >> (63 - s)`: no shift by 64 when
+        // `s` is 0; a `u128` shift by a variable amount is more instructions).
         (Some(a), Some(b), 8..=15) => {
-            u128::from(u64::from_le_bytes(*a)) | u128::from(u64::from_le_bytes(*b)) << (8 * (n - 8))
+            let (a, b, s) = (u64::from_le_bytes(*a), u64::from_le_bytes(*b), 8 * (n - 8));
+            u128::from(a | b << s) | u128::from(b >> 1 >> (63 - s)) << 64
         }
         (_, _, 7) => {
             let (a, b) = (tok.first_chunk::<4>()?, tok.last_chunk::<4>()?);
@@ -395,6 +398,99 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(t)
             );
+        }
+    }
+
+    /// The window parse gives [`parse_ipv4_prefix`]'s answer on the same bytes: every
+    /// shape of octet (0-4 digits, leading zeros, values around 255), trailing digits,
+    /// dots and letters after the 4th octet, every byte value in every position of a few
+    /// bases (and inserted there: dots doubled), every byte removed (dots missing),
+    /// leading and trailing dots, and 1,000,000 random windows over `0123456789.x` and
+    /// zero.
+    #[test]
+    fn ipv4_window_equals_the_prefix_parse() {
+        let check = |t: &[u8]| {
+            let mut w = [0u8; 16];
+            let n = t.len().min(16);
+            w[..n].copy_from_slice(&t[..n]);
+            let want = parse_ipv4_prefix(&w);
+            let what = || format!("{:?}", String::from_utf8_lossy(&w));
+            assert_eq!(parse_ipv4_window(&w), want, "{}", what());
+        };
+        let octets = [
+            "", "0", "7", "00", "09", "10", "99", "000", "010", "100", "199", "249", "250", "254",
+            "255", "256", "259", "260", "299", "300", "999", "0000", "0255", "1234", "2555",
+        ];
+        for a in octets {
+            for b in octets {
+                for c in octets {
+                    for d in octets {
+                        let t = format!("{a}.{b}.{c}.{d}");
+                        let fast = |t: &str| {
+                            let mut w = [0u8; 16];
+                            let n = t.len().min(16);
+                            w[..n].copy_from_slice(&t.as_bytes()[..n]);
+                            assert_eq!(parse_ipv4_window(&w), parse_ipv4_prefix(&w), "{t:?}");
+                        };
+                        fast(&t);
+                        for tail in ["5", "55", "x", ".", ".1"] {
+                            fast(&format!("{t}{tail}"));
+                        }
+                    }
+                }
+            }
+        }
+        let bases = [
+            "1.2.3.4",
+            "10.20.30.40",
+            "192.168.100.200",
+            "1.22.33.4",
+            "255.255.255.255",
+            "1.2.3.4567890123",
+            "001.002.003.004",
+        ];
+        for base in bases {
+            let base = base.as_bytes();
+            check(base);
+            check(&[b".", base].concat());
+            check(&[base, b"."].concat());
+            for i in 0..16 {
+                for v in 0..=255u8 {
+                    let mut t = base.to_vec();
+                    t.resize(16, 0);
+                    t[i] = v;
+                    check(&t);
+                    let mut t = base.to_vec();
+                    t.insert(i.min(t.len()), v);
+                    check(&t);
+                }
+                if i < base.len() {
+                    let mut t = base.to_vec();
+                    t.remove(i);
+                    check(&t);
+                }
+            }
+        }
+        // Random windows: mostly digits and dots, some `x`, zeros, and a random length.
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        // (`\0`: a zero byte inside the length.)
+        const ALPHABET: &[u8] = b"0123456789.x\0..0122555";
+        for _ in 0..1_000_000 {
+            let r = next();
+            let len = (r % 17) as usize;
+            let mut w = [0u8; 16];
+            for (i, b) in w.iter_mut().enumerate().take(len) {
+                let c = (next() >> (i % 8)) as usize % ALPHABET.len();
+                *b = ALPHABET[c];
+            }
+            let want = parse_ipv4_prefix(&w);
+            assert_eq!(parse_ipv4_window(&w), want, "{w:?}");
         }
     }
 

@@ -471,6 +471,18 @@ fn raw16(msg: &[u8], pos: usize) -> Option<u128> {
     }
 }
 
+/// `LOW[n]`: ones over the first `n` bytes of a window (a table: a `u128` shift by a
+/// variable amount is several instructions, a load one).
+const LOW: [u128; 17] = {
+    let mut t = [0u128; 17];
+    let mut n = 1;
+    while n < 17 {
+        t[n] = t[n - 1] << 8 | 0xff;
+        n += 1;
+    }
+    t
+};
+
 /// The 16 bytes of `msg` from `pos`, those at or after `end` zeroed ([`raw16`], masked).
 /// `None` when `pos` is past `end` or the message.
 #[inline]
@@ -478,13 +490,7 @@ fn window(msg: &[u8], pos: usize, end: usize) -> Option<[u8; 16]> {
     let end = end.min(msg.len());
     let n = end.checked_sub(pos)?;
     let w = raw16(msg, pos)?;
-    Some(
-        match n {
-            16.. => w,
-            _ => w & ((1u128 << (8 * n)) - 1),
-        }
-        .to_le_bytes(),
-    )
+    Some((w & LOW[n.min(16)]).to_le_bytes())
 }
 
 /// The last IPv4 address [`ipv4_at`] read in a message: its text's bytes (zero past
@@ -532,7 +538,7 @@ fn ipv4_at(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr,
 fn ipv4_parse(msg: &[u8], pos: usize, end: usize, memo: &Memo) -> Option<(Ipv4Addr, usize)> {
     let w = window(msg, pos, end)?;
     let (addr, n) = crate::sip::addr::parse_ipv4_window(&w)?;
-    let keep = (1u128 << (8 * (n & 15))) - 1;
+    let keep = LOW[n & 15];
     memo.0.set(Last {
         text: u128::from_le_bytes(w) & keep,
         keep,

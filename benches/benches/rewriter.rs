@@ -600,6 +600,13 @@ fn fast_path<C: Clock>(c: &mut Criterion<C>) {
             reference::rewrite_message(black_box(&mut buf), black_box(len), black_box(&ctx)).len
         })
     });
+    // The method to the letter: only the returned length through `black_box`, the
+    // inputs as they are. The compiler may then see that nothing in the loop changes the
+    // config and test `enabled` once, as a worker does once per batch: this row is the
+    // disabled path as a batch loop pays it, the `/fast` row above what one call costs.
+    c.bench_function("FastPath/fast_length_only", |b| {
+        b.iter(|| rewrite_message_in(&mut buf, len, &ctx, &gate, &mut edits).len)
+    });
     c.bench_function("FastPath/empty_closure", |b| b.iter(|| {}));
     // The harness's own share of the two rows above: the same three inputs through
     // `black_box` and a length out, no rewriter call. `FastPath/fast` less this row is what

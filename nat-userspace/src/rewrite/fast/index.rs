@@ -529,14 +529,14 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
     needles: &[Needle],
 ) -> [u64; 4] {
     let (mut ends, mut fs, mut dots, mut hit) = (0u64, 0u64, 0u64, 0u64);
-    // A mask's bits at `k`. (The masks of the later parts through `black_box`:
+    // A mask's bits at `k`. (The masks of the later parts through [`opaque`]:
     // otherwise LLVM reads the joined masks as vectors of 64 flags and takes the shifts
     // and ORs apart lane by lane.)
     let bits = |k: usize, m: u32| {
         if k == 0 {
             u64::from(m)
         } else {
-            u64::from(core::hint::black_box(m))
+            u64::from(opaque(m))
         }
     };
     for k in (0..64).step_by(L::N) {
@@ -585,6 +585,27 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
         }
     }
     [ends, fs, dots, hit]
+}
+
+/// `m`, which the optimiser cannot see through: an empty `asm!` that takes and gives
+/// back the register (no instruction; `black_box` stored the mask to the stack and
+/// loaded it back, three instructions per mask).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn opaque(mut m: u32) -> u32 {
+    // SAFETY: the template is empty: no instruction runs, no memory, stack or flag is
+    // touched (the options say so); `m` stays in its register unchanged.
+    unsafe {
+        core::arch::asm!("/* {0:e} */", inout(reg) m, options(pure, nomem, nostack, preserves_flags));
+    }
+    m
+}
+
+/// `m`, which the optimiser cannot see through ([`core::hint::black_box`]).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn opaque(m: u32) -> u32 {
+    core::hint::black_box(m)
 }
 
 /// Whether the `.` at `p` follows the 1, 2 or 3 digits of a first octet of the gate.

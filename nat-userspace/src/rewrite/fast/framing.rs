@@ -192,18 +192,35 @@ fn request_line(msg: &[u8], ce: usize) -> Option<(Range<usize>, Range<usize>)> {
     (u_start < u_end).then_some((0..m_end, u_start..u_end))
 }
 
-/// The reference's framing of the line at `pos` (line ends from the index).
+/// The reference's framing of the line at `pos` (line ends from the index), the walk
+/// moved to the next line. (The walk is set here, inline, and not by the out-of-line
+/// [`exact_line`]: its address then does not escape, and the header loop keeps it in
+/// registers.)
 #[allow(clippy::type_complexity)]
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn exact(
     cands: &Cands,
     msg: &[u8],
     pos: usize,
     walk: &mut Walk,
 ) -> Result<(Line, usize), Result<usize, Malformed>> {
+    let r = exact_line(cands, msg, pos);
+    if let Ok((_, next)) = r {
+        *walk = Walk::at(cands, next);
+    }
+    r
+}
+
+/// [`message::header_with`] at `pos` (line ends from the index), as a [`Line`].
+#[allow(clippy::type_complexity)]
+#[cold]
+#[inline(never)]
+fn exact_line(
+    cands: &Cands,
+    msg: &[u8],
+    pos: usize,
+) -> Result<(Line, usize), Result<usize, Malformed>> {
     let (h, next) = message::header_with(msg, pos, &cands.lines(msg), Kind::of_token)?;
-    *walk = Walk::at(cands, next);
     let line = Line {
         kind: h.kind,
         name_end: h.name.end,

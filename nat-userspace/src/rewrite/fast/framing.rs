@@ -245,12 +245,11 @@ fn name_colon(msg: &[u8], pos: usize, ce: usize) -> Option<(usize, Kind)> {
     if c == 0 || c >= 16 || pos + c >= ce {
         return None;
     }
-    let kind = kind_of(w, c);
-    if kind != Kind::Other {
+    if let Some(kind) = handled(w, c) {
         return Some((pos + c, kind));
     }
     let before = (1u32 << c) - 1;
-    (classes(w, b':').1 & before == before).then_some((pos + c, kind))
+    (classes(w, b':').1 & before == before).then_some((pos + c, Kind::Other))
 }
 
 /// The handled names of 1 to 15 bytes (compact forms included; `Content-Encoding` has
@@ -323,15 +322,19 @@ static BY_HASH: [Slot; 32] = {
 /// with bit 5 set (as `of_token` compares them: only the letter in either case, or `-`
 /// and CR, give a lowercase letter or `-`) against the slot's name, its first `len`
 /// lanes.
-#[inline(always)]
+#[cfg(test)]
 fn kind_of(w: &[u8; 16], len: usize) -> Kind {
+    handled(w, len).unwrap_or(Kind::Other)
+}
+
+/// [`kind_of`] of a handled name, `None` for the others (then `Kind::Other`). (An
+/// option, not `Other`: a slot's kind is never `Other` — the empty slots have length 0,
+/// which no name has — but the compiler checked it again for every name found.)
+#[inline(always)]
+fn handled(w: &[u8; 16], len: usize) -> Option<Kind> {
     let e = &BY_HASH[slot(w[0], len)];
     let want = (1u32 << (len & 15)) - 1;
-    if e.len == len && equal_lower(w, &e.name) & want == want {
-        e.kind
-    } else {
-        Kind::Other
-    }
+    (e.len == len && equal_lower(w, &e.name) & want == want).then_some(e.kind)
 }
 
 /// The lanes where `w` with bit 5 set in each byte equals `name` (bit `i`: byte `i`).

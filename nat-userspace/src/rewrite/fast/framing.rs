@@ -192,18 +192,35 @@ fn request_line(msg: &[u8], ce: usize) -> Option<(Range<usize>, Range<usize>)> {
     (u_start < u_end).then_some((0..m_end, u_start..u_end))
 }
 
-/// The reference's framing of the line at `pos` (line ends from the index).
+/// The reference's framing of the line at `pos` (line ends from the index), the walk
+/// moved to the next line. (The walk is set here, inline, and not by the out-of-line
+/// [`exact_line`]: its address then does not escape, and the header loop keeps it in
+/// registers.)
 #[allow(clippy::type_complexity)]
-#[cold]
-#[inline(never)]
+#[inline(always)]
 fn exact(
     cands: &Cands,
     msg: &[u8],
     pos: usize,
     walk: &mut Walk,
 ) -> Result<(Line, usize), Result<usize, Malformed>> {
+    let r = exact_line(cands, msg, pos);
+    if let Ok((_, next)) = r {
+        *walk = Walk::at(cands, next);
+    }
+    r
+}
+
+/// [`message::header_with`] at `pos` (line ends from the index), as a [`Line`].
+#[allow(clippy::type_complexity)]
+#[cold]
+#[inline(never)]
+fn exact_line(
+    cands: &Cands,
+    msg: &[u8],
+    pos: usize,
+) -> Result<(Line, usize), Result<usize, Malformed>> {
     let (h, next) = message::header_with(msg, pos, &cands.lines(msg), Kind::of_token)?;
-    *walk = Walk::at(cands, next);
     let line = Line {
         kind: h.kind,
         name_end: h.name.end,
@@ -228,12 +245,11 @@ fn name_colon(msg: &[u8], pos: usize, ce: usize) -> Option<(usize, Kind)> {
     if c == 0 || c >= 16 || pos + c >= ce {
         return None;
     }
-    let kind = kind_of(w, c);
-    if kind != Kind::Other {
+    if let Some(kind) = handled(w, c) {
         return Some((pos + c, kind));
     }
     let before = (1u32 << c) - 1;
-    (classes(w, b':').1 & before == before).then_some((pos + c, kind))
+    (classes(w, b':').1 & before == before).then_some((pos + c, Kind::Other))
 }
 
 /// The handled names of 1 to 15 bytes (compact forms included; `Content-Encoding` has
@@ -306,15 +322,19 @@ static BY_HASH: [Slot; 32] = {
 /// with bit 5 set (as `of_token` compares them: only the letter in either case, or `-`
 /// and CR, give a lowercase letter or `-`) against the slot's name, its first `len`
 /// lanes.
-#[inline(always)]
+#[cfg(test)]
 fn kind_of(w: &[u8; 16], len: usize) -> Kind {
+    handled(w, len).unwrap_or(Kind::Other)
+}
+
+/// [`kind_of`] of a handled name, `None` for the others (then `Kind::Other`). (An
+/// option, not `Other`: a slot's kind is never `Other` — the empty slots have length 0,
+/// which no name has — but the compiler checked it again for every name found.)
+#[inline(always)]
+fn handled(w: &[u8; 16], len: usize) -> Option<Kind> {
     let e = &BY_HASH[slot(w[0], len)];
     let want = (1u32 << (len & 15)) - 1;
-    if e.len == len && equal_lower(w, &e.name) & want == want {
-        e.kind
-    } else {
-        Kind::Other
-    }
+    (e.len == len && equal_lower(w, &e.name) & want == want).then_some(e.kind)
 }
 
 /// The lanes where `w` with bit 5 set in each byte equals `name` (bit `i`: byte `i`).

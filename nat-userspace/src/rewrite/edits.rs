@@ -215,17 +215,23 @@ impl Edits {
         // The running sums of the deltas: where the segment after each edit moves; and
         // whether each edit starts at or after the end of the one before (sorted and
         // disjoint), checked in the same pass.
+        // (Each flag is the sign bit of an OR over the edits: an edit out of order
+        // starts before the end of the one before, a negative difference; a running
+        // sum below zero is negative, one above zero has a negative negation. The
+        // positions are `u32`s, so their differences fit in an `i64`, and the sums
+        // are far from `isize::MIN`. One `or` per flag instead of a compare and an
+        // `and` or `or`.)
         let sums = |edits: &[Edit]| {
-            let (mut total, mut ever_left, mut ever_right) = (0isize, false, false);
-            let (mut prev_end, mut in_order) = (0u32, true);
+            let (mut total, mut left, mut right) = (0isize, 0isize, 0isize);
+            let (mut prev_end, mut order) = (0i64, 0i64);
             for e in edits {
-                in_order &= prev_end <= e.start;
-                prev_end = e.end;
+                order |= i64::from(e.start) - prev_end;
+                prev_end = i64::from(e.end);
                 total += e.delta();
-                ever_left |= total < 0;
-                ever_right |= total > 0;
+                left |= total;
+                right |= total.wrapping_neg();
             }
-            (in_order, total, ever_left, ever_right)
+            (order >= 0, total, left < 0, right < 0)
         };
         let (mut in_order, mut total, mut ever_left, mut ever_right) = sums(&self.items);
         if !in_order {

@@ -143,7 +143,14 @@ impl Edits {
         let (start, end) = range;
         self.push_ref(start, end, &text, field)?;
         let last = self.items.len() - 1;
-        let at = self.items[..last].partition_point(|e| e.start as usize <= start);
+        // (The usual place, last, told by the edit before it without the search: the
+        // same place, as the list before it is in start order.)
+        let at = match last.checked_sub(1).map(|p| self.items[p].start as usize) {
+            Some(s) if s > start => {
+                self.items[..last].partition_point(|e| e.start as usize <= start)
+            }
+            _ => last,
+        };
         // The edits after it moved up by one, one copy each (a `rotate_right` was a
         // `memmove` call for the few edits of an SDP body).
         // (Nothing moves when it goes last, as a Content-Length after the headers'

@@ -70,13 +70,29 @@ pub fn finish(s: u64) -> u16 {
 /// Pseudo-header sum for UDP over IPv4 (addresses as 4 bytes each).
 #[inline]
 pub fn pseudo_v4(src: &[u8], dst: &[u8], proto: u8, len: u32) -> u64 {
-    sum(src) + sum(dst) + u64::from(proto) + u64::from(len)
+    address_sum::<4>(src) + address_sum::<4>(dst) + u64::from(proto) + u64::from(len)
 }
 
 /// Pseudo-header sum for UDP over IPv6 (addresses as 16 bytes each).
 #[inline]
 pub fn pseudo_v6(src: &[u8], dst: &[u8], proto: u8, len: u32) -> u64 {
-    sum(src) + sum(dst) + u64::from(proto) + u64::from(len)
+    address_sum::<16>(src) + address_sum::<16>(dst) + u64::from(proto) + u64::from(len)
+}
+
+/// [`sum`] of an address of `N` bytes (4 or 16: an even count): its big-endian words
+/// added one by one (a few instructions; `sum`'s general path costs ~25 for 4 bytes).
+/// Any other length goes to `sum`.
+#[inline(always)]
+fn address_sum<const N: usize>(a: &[u8]) -> u64 {
+    match a.first_chunk::<N>() {
+        Some(w) if a.len() == N => w
+            .as_chunks::<2>()
+            .0
+            .iter()
+            .map(|&p| u64::from(u16::from_be_bytes(p)))
+            .sum(),
+        _ => sum(a),
+    }
 }
 
 /// RFC 1624 eqn. 3: the checksum after the covered data's sum went from `old` to `new`.
@@ -90,6 +106,31 @@ pub fn update(check: u16, old: u64, new: u64) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_sums_equal_the_general_sum() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b: Vec<u8> = (0..40).map(|i| (x >> (i % 57)) as u8 ^ i as u8).collect();
+            let (v4, v6) = (&b[..4], &b[4..20]);
+            assert_eq!(fold(address_sum::<4>(v4)), fold(sum(v4)));
+            assert_eq!(fold(address_sum::<16>(v6)), fold(sum(v6)));
+            assert_eq!(
+                fold(pseudo_v4(v4, &b[20..24], 17, 999)),
+                fold(sum(v4) + sum(&b[20..24]) + 17 + 999)
+            );
+            assert_eq!(
+                fold(pseudo_v6(v6, &b[24..40], 17, 70_000)),
+                fold(sum(v6) + sum(&b[24..40]) + 17 + 70_000)
+            );
+        }
+        // Other lengths than the address's: the general sum.
+        assert_eq!(address_sum::<4>(&[1, 2, 3]), sum(&[1, 2, 3]));
+        assert_eq!(fold(address_sum::<4>(&[0xff; 4])), 0xffff);
+    }
 
     #[test]
     fn rfc1071_example() {

@@ -29,8 +29,7 @@ pub(super) struct Line {
     pub(super) name_end: usize,
     /// The value with the whitespace around it: after the colon to the end of the last
     /// continuation line's content. (No candidate lies in that whitespace: candidates are
-    /// `.` bytes and `f`/`F`/`m`/`M` runs, so [`Cands::any`] over this range is `any`
-    /// over the value.)
+    /// `.` and `:` bytes, so [`Cands::any`] over this range is `any` over the value.)
     pub(super) raw: Range<usize>,
 }
 

@@ -19,10 +19,8 @@ const WORDS: usize = MAX_INDEXED / 64;
 pub(super) struct Cands {
     bits: [u64; WORDS],
     eol: [u64; WORDS],
-    /// The `m`, `M`, `f` and `F` bytes (filled only with candidates: SDP `m=` lines are
-    /// visited). One mask for the four: a line starting with another of them is visited too,
-    /// as every line is when the index cannot tell, and the `ffff` check reads the same
-    /// mask (a run of four of them is a candidate: a superset of the `ffff` runs).
+    /// The `m` bytes (filled only with candidates: SDP `m=` lines are visited; an `m=`
+    /// line starts with a lowercase `m`, as `sdp::line_item` reads it).
     m: [u64; WORDS],
     /// `eol` covers the message (it is at most [`MAX_INDEXED`] bytes long).
     indexed: bool,
@@ -391,8 +389,6 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
     if n == 0 {
         return;
     }
-    // The `f` bits of the 3 bytes before the chunk (a `ffff` across chunks).
-    let mut carry: u64 = 0;
     // `window[BACK + i]` is byte `64 * w + i`; bytes before the message or after its end
     // are zero (neither a digit, a `.`, an `f` nor a line end). The first chunk and the
     // last (when the message does not fill it) are copied into a zeroed window, the
@@ -406,9 +402,9 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
             Some(head) => {
                 let mut window = [0u8; BACK + 64];
                 window[BACK..].copy_from_slice(head);
-                one::<L, MODE>(c, msg, gate, needles, 0, &window, &mut carry);
+                one::<L, MODE>(c, msg, gate, needles, 0, &window);
             }
-            None => one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0), &mut carry),
+            None => one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0)),
         }
         let full = (msg.len() / 64).min(n);
         // The full chunks after the first, read in place: `rest` starts `BACK` bytes
@@ -418,7 +414,7 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
             let Some((window, _)) = rest.split_first_chunk::<{ BACK + 64 }>() else {
                 break;
             };
-            one::<L, MODE>(c, msg, gate, needles, w, window, &mut carry);
+            one::<L, MODE>(c, msg, gate, needles, w, window);
             rest = rest.get(64..).unwrap_or(&[]);
         }
         if full < n && n > 1 {
@@ -436,9 +432,9 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
             {
                 Some(window) => {
                     let masks = chunk::<L, MODE>(window, needles).map(|m| m >> shift);
-                    finish::<MODE>(c, msg, gate, w, masks, &mut carry);
+                    finish::<MODE>(c, msg, gate, w, masks);
                 }
-                None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w), &mut carry),
+                None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w)),
             }
         }
     }
@@ -469,24 +465,21 @@ unsafe fn one<L: Lanes, const MODE: u8>(
     needles: &[Needle],
     w: usize,
     window: &[u8; BACK + 64],
-    carry: &mut u64,
 ) {
     // SAFETY: the CPU has `L`'s instructions (the caller's promise).
     let masks = unsafe { chunk::<L, MODE>(window, needles) };
-    finish::<MODE>(c, msg, gate, w, masks, carry);
+    finish::<MODE>(c, msg, gate, w, masks);
 }
 
-/// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the runs
-/// of four `f`/`F`/`m`/`M`, the needles' or the checked `.`) and the `f`/`F`/`m`/`M` bytes
-/// stored.
+/// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the `:`
+/// after an `f` or `F`, the needles' `.` or the checked `.`) and the `m` bytes stored.
 #[inline(always)]
 fn finish<const MODE: u8>(
     c: &mut Cands,
     msg: &[u8],
     gate: &Gate,
     w: usize,
-    [ends, fs, dots, needle_hits]: [u64; 4],
-    carry: &mut u64,
+    [ends, ms, dots, needle_hits]: [u64; 4],
 ) {
     let (Some(eol), Some(bits), Some(m)) = (c.eol.get_mut(w), c.bits.get_mut(w), c.m.get_mut(w))
     else {
@@ -496,17 +489,8 @@ fn finish<const MODE: u8>(
     if MODE == NOTHING {
         return;
     }
-    *m = fs;
+    *m = ms;
     let mut hit = needle_hits;
-    if fs != 0 {
-        // Bit j: bytes j-3..=j of the chunk (the first three reaching into the chunk
-        // before) are `f`, `F` or `m` (every `ffff` among them).
-        let w3 = (fs << 3) | *carry;
-        let w2 = (fs << 2) | (*carry >> 1);
-        let w1 = (fs << 1) | (*carry >> 2);
-        hit |= fs & w1 & w2 & w3;
-    }
-    *carry = fs >> 61;
     let mut d = dots;
     while d != 0 {
         let i = d.trailing_zeros() as usize;
@@ -518,8 +502,9 @@ fn finish<const MODE: u8>(
     *bits = hit;
 }
 
-/// One chunk's masks: line ends, `f`/`F`/`m`/`M` (one mask: see [`Cands`]'s `m`), the `.`
-/// to check against the octet set (`DOTS`) and the needles' `.` (`NEEDLES`).
+/// One chunk's masks: line ends, `m` bytes, the `.` to check against the octet set
+/// (`DOTS`) and the candidates found by compares: the needles' `.` and every `:` right
+/// after an `f` or `F`.
 ///
 /// # Safety
 /// The CPU must have `L`'s instructions.
@@ -528,7 +513,7 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
     window: &[u8; BACK + 64],
     needles: &[Needle],
 ) -> [u64; 4] {
-    let (mut ends, mut fs, mut dots, mut hit) = (0u64, 0u64, 0u64, 0u64);
+    let (mut ends, mut ms, mut dots, mut hit) = (0u64, 0u64, 0u64, 0u64);
     // A mask's bits at `k`. (The masks of the later parts through [`opaque`]:
     // otherwise LLVM reads the joined masks as vectors of 64 flags and takes the shifts
     // and ORs apart lane by lane.)
@@ -548,10 +533,14 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
             if MODE == NOTHING {
                 continue;
             }
-            fs |= bits(k, L::mask(L::fm(v))) << k;
+            ms |= bits(k, L::mask(L::eq(v, L::splat(b'm')))) << k;
+            // The byte before each lane (the window starts `BACK` bytes early).
+            let before = L::load(&window[k + BACK - 1..]);
+            let fc = L::f_colon(v, before);
             let d = L::eq(v, L::splat(b'.'));
             if MODE == DOTS {
                 dots |= bits(k, L::mask(d)) << k;
+                hit |= bits(k, L::mask(fc)) << k;
                 continue;
             }
             if MODE >= ONE {
@@ -560,19 +549,19 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
                 let Some(n) = needles.first() else {
                     continue;
                 };
-                let mut x = L::and(d, L::eq(L::load(&window[k + 2..]), L::splat(n.digits[0])));
+                let mut x = L::and(d, L::eq(before, L::splat(n.digits[0])));
                 if MODE > ONE {
                     x = L::and(x, L::eq(L::load(&window[k + 1..]), L::splat(n.digits[1])));
                 }
                 if MODE > ONE + 1 {
                     x = L::and(x, L::eq(L::load(&window[k..]), L::splat(n.digits[2])));
                 }
-                hit |= bits(k, L::mask(x)) << k;
+                hit |= bits(k, L::mask(L::or(x, fc))) << k;
                 continue;
             }
-            let mut h = L::splat(0);
+            let mut h = fc;
             for n in needles {
-                let mut x = L::and(d, L::eq(L::load(&window[k + 2..]), L::splat(n.digits[0])));
+                let mut x = L::and(d, L::eq(before, L::splat(n.digits[0])));
                 if n.len >= 2 {
                     x = L::and(x, L::eq(L::load(&window[k + 1..]), L::splat(n.digits[1])));
                 }
@@ -584,7 +573,7 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
             hit |= bits(k, L::mask(h)) << k;
         }
     }
-    [ends, fs, dots, hit]
+    [ends, ms, dots, hit]
 }
 
 /// `m`, which the optimiser cannot see through: an empty `asm!` that takes and gives
@@ -687,8 +676,8 @@ mod tests {
         assert!(!g.is_all());
         let m = b"a 10.0.0.1 010.1.1.1 110.2.2.2 9.10.3.3 SIP/2.0 [::FfFf:a00:1]";
         // Every `10.`, leading zeros and longer octets included (110. ends in 10.), and
-        // the last f of ffff.
-        assert_eq!(cands(m, &g), vec![4, 14, 24, 35, 54]);
+        // the `:` after ffff.
+        assert_eq!(cands(m, &g), vec![4, 14, 24, 35, 55]);
         assert!(
             Cands::find(m, &gate(&["fd00::/8"])).any(0, 1),
             "IPv6 rule: everything"
@@ -701,32 +690,48 @@ mod tests {
         // A /4 marks each of its 16 first octets.
         let g4 = gate(&["160.0.0.0/4"]);
         assert_eq!(cands(b"159.1 160.1 175.1 176.1", &g4), vec![9, 15]);
-        // `ffff` across a 64-byte chunk boundary.
+        // `ffff:` across a 64-byte chunk boundary, and `F:` with the `:` at its first
+        // byte.
         let mut long = vec![b'x'; 130];
-        long[62..66].copy_from_slice(b"ffFF");
-        assert_eq!(cands(&long, &g), vec![65]);
+        long[62..67].copy_from_slice(b"ffFF:");
+        long[127..129].copy_from_slice(b"F:");
+        assert_eq!(cands(&long, &g), vec![66, 128]);
         // Longer than the index: everything.
         assert!(Cands::find(&vec![b'x'; MAX_INDEXED + 1], &g).any(0, 1));
     }
 
-    /// The runs of four `f`/`F`/`m`/`M` are marked at their last byte wherever they lie:
-    /// runs of 1 to 7 starting at every position of a 200-byte message (across both chunk
-    /// boundaries, at its start and end), and 20,000 random messages of those letters and
-    /// others, against the byte-wise definition.
+    /// Every `:` right after an `f` or `F` is marked, wherever it lies: `f:` and `F:` at
+    /// every position of a 200-byte message (across both chunk boundaries, at its start
+    /// and end), and 20,000 random messages of `f`, `F`, `:`, `m` and others, on every
+    /// gate mode, against the byte-wise definition; and the `m` bytes are those of the
+    /// message.
     #[test]
-    fn runs_of_four_marked_as_bytewise() {
-        let g = gate(&["10.0.0.0/8"]);
+    fn f_colons_marked_as_bytewise() {
+        let gates = [
+            gate(&["10.0.0.0/8"]),
+            gate(&["192.168.0.0/16"]),
+            gate(&["172.16.0.0/12"]),
+            gate(&["10.0.0.0/8", "192.168.0.0/16"]),
+        ];
         let want = |m: &[u8]| -> Vec<usize> {
-            let f = |b: u8| matches!(b, b'f' | b'F' | b'm' | b'M');
-            (3..m.len())
-                .filter(|&j| m[j - 3..=j].iter().all(|&b| f(b)))
+            (1..m.len())
+                .filter(|&j| m[j] == b':' && m[j - 1] | 0x20 == b'f')
                 .collect()
         };
-        for len in 1..=7 {
-            for at in 0..=200 - len {
+        let check = |m: &[u8]| {
+            for g in &gates {
+                assert_eq!(cands(m, g), want(m), "{:?}", String::from_utf8_lossy(m));
+                let c = Cands::find(m, g);
+                for (i, &b) in m.iter().enumerate() {
+                    assert_eq!(c.m[i / 64] >> (i % 64) & 1 == 1, b == b'm', "m at {i}");
+                }
+            }
+        };
+        for pair in [&b"f:"[..], b"F:", b"ff:", b"::", b"fm:"] {
+            for at in 0..=200 - pair.len() {
                 let mut m = vec![b'x'; 200];
-                m[at..at + len].fill(b'f');
-                assert_eq!(cands(&m, &g), want(&m), "run of {len} at {at}");
+                m[at..at + pair.len()].copy_from_slice(pair);
+                check(&m);
             }
         }
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -736,9 +741,9 @@ mod tests {
             x ^= x << 17;
             let n = (x % 200) as usize + 1;
             let m: Vec<u8> = (0..n)
-                .map(|i| b"fFmMfx"[((x >> (i % 60)) ^ (x >> 3 >> (i % 53))) as usize % 6])
+                .map(|i| b"fF:mM:x"[((x >> (i % 60)) ^ (x >> 3 >> (i % 53))) as usize % 7])
                 .collect();
-            assert_eq!(cands(&m, &g), want(&m), "{:?}", String::from_utf8_lossy(&m));
+            check(&m);
         }
     }
 
@@ -788,12 +793,11 @@ mod tests {
             dots.n_needles = TOO_MANY;
             dots.mode = mode(&dots);
             for m in &msgs {
-                // Byte by byte: a checked `.`, or the last of four `f`/`F`/`m`/`M`.
-                let fm = |b: u8| b | 0x20 == b'f' || b | 0x20 == b'm';
+                // Byte by byte: a checked `.`, or a `:` after an `f` or `F`.
                 let want: Vec<usize> = (0..m.len())
                     .filter(|&i| {
                         (m[i] == b'.' && dot_candidate(m, i, &g))
-                            || (i >= 3 && m[i - 3..=i].iter().all(|&b| fm(b)))
+                            || (i >= 1 && m[i] == b':' && m[i - 1] | 0x20 == b'f')
                     })
                     .collect();
                 assert_eq!(

@@ -45,18 +45,18 @@ pub(super) trait Lanes {
             )
         }
     }
-    /// Per lane: all ones where the byte is `f`, `F`, `m` or `M`.
+    /// Per lane: all ones where the byte is `:` and the byte before it (the same lane of
+    /// `before`) is `f` or `F` (OR-ing 0x20 into a byte gives `f` only for those two).
     ///
     /// # Safety
     /// As [`Self::load`].
     #[inline(always)]
-    unsafe fn fm(v: Self::V) -> Self::V {
+    unsafe fn f_colon(v: Self::V, before: Self::V) -> Self::V {
         // SAFETY: as this function's.
         unsafe {
-            let u = Self::or(v, Self::splat(0x20));
-            Self::or(
-                Self::eq(u, Self::splat(b'f')),
-                Self::eq(u, Self::splat(b'm')),
+            Self::and(
+                Self::eq(v, Self::splat(b':')),
+                Self::eq(Self::or(before, Self::splat(0x20)), Self::splat(b'f')),
             )
         }
     }
@@ -86,15 +86,6 @@ const EOL: [u8; 16] = {
     let mut t = [0xff; 16];
     t[0x0a] = b'\n';
     t[0x0d] = b'\r';
-    t
-};
-
-/// [`lookup`]'s table of `f` and `m`, for bytes with bit 5 set (unused entries 0: no
-/// such byte is).
-const FM: [u8; 16] = {
-    let mut t = [0; 16];
-    t[(b'f' & 15) as usize] = b'f';
-    t[(b'm' & 15) as usize] = b'm';
     t
 };
 
@@ -142,11 +133,6 @@ impl Lanes for Avx2 {
     unsafe fn eol(v: Self::V) -> Self::V {
         // SAFETY: AVX2 is the caller's promise.
         unsafe { lookup(v, EOL) }
-    }
-    #[inline(always)]
-    unsafe fn fm(v: Self::V) -> Self::V {
-        // SAFETY: AVX2 is the caller's promise.
-        unsafe { lookup(Self::or(v, Self::splat(0x20)), FM) }
     }
 }
 
@@ -235,18 +221,19 @@ mod tests {
             let bytes = [b; 32];
             // SAFETY: `Sse2` needs SSE2 (x86-64 baseline) or nothing; `Avx2` is only
             // run after the CPU is checked for it.
-            let (eol, fm) = unsafe {
-                let v = L::load(&bytes);
-                (L::mask(L::eol(v)), L::mask(L::fm(v)))
+            let (eol, fc, cf) = unsafe {
+                let (v, colons) = (L::load(&bytes), L::splat(b':'));
+                (
+                    L::mask(L::eol(v)),
+                    L::mask(L::f_colon(colons, v)),
+                    L::mask(L::f_colon(v, colons)),
+                )
             };
             let all = u32::MAX >> (32 - L::N);
             let want = |yes: bool| if yes { all } else { 0 };
             assert_eq!(eol, want(b == b'\r' || b == b'\n'), "eol {b:#x}");
-            assert_eq!(
-                fm,
-                want(matches!(b, b'f' | b'F' | b'm' | b'M')),
-                "fm {b:#x}"
-            );
+            assert_eq!(fc, want(matches!(b, b'f' | b'F')), "f_colon after {b:#x}");
+            assert_eq!(cf, 0, "f_colon of {b:#x} after `:`");
         }
     }
 

@@ -7,10 +7,10 @@
 //! (leading zeros keep it: `010.` still ends in `10.`). A [`Gate`], computed once per
 //! published snapshot, is the set of those first octets. One SIMD sweep over the message
 //! ([`index`]: AVX2, or SSE2 without it) finds every `.` whose 1-3 preceding digits are an
-//! octet of the set, and every `ffff` (any case: an IPv4-mapped IPv6 address always has
-//! it; read as any run of four of `f`, `F`, `m` and `M`, a superset, from the mask that also
-//! finds the SDP `m=` lines); these *candidates* are the only places an address of ours
-//! can start. A header
+//! octet of the set, and every `:` right after an `f` or `F` (an IPv4-mapped IPv6
+//! address, `::ffff:a00:1`, `0:0:0:0:0:FFFF:10.0.0.1`, `0:0:0:0:0:ffff::1`, always has
+//! its `ffff` group followed by a `:`); these *candidates* are the only places inside
+//! an address of ours. A header
 //! value, the request URI, an SDP body or an SDP line without a candidate cannot produce
 //! an edit, a family mismatch or a port change, so its exact parse is skipped; one with a
 //! candidate is read in its plain form where that is certain ([`fields`]), by the

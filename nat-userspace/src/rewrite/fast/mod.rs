@@ -334,7 +334,9 @@ fn scan(r: &mut Rewriter<'_, '_, '_>, msg: &[u8], gate: &Gate) -> Result<(), Out
             ),
             // (Only the kinds `note` reads: a call per other header was ~30
             // instructions for nothing.)
-            kind @ (Kind::ContentLength | Kind::ContentType | Kind::ContentEncoding) => {
+            // (`note`'s reading of a Content-Type, without the call.)
+            Kind::ContentType => framing.content_type = Some(h.value(msg)),
+            kind @ (Kind::ContentLength | Kind::ContentEncoding) => {
                 framing.note(msg, kind, h.value(msg))?
             }
             _ => {}

@@ -71,8 +71,8 @@ pub fn rewrite_packet(
     })
 }
 
-/// [`rewrite_packet`] with the caller's gate (built once per snapshot, see
-/// [`Gate::new`]) and edit list. The UDP checksum is updated from the sums of the bytes
+/// [`rewrite_packet`] with the caller's gate (built once per snapshot from `ctx`'s config,
+/// see [`Gate::new`]; whether rewriting is enabled is read from it) and edit list. The UDP checksum is updated from the sums of the bytes
 /// that changed (RFC 1624): from the first edit to the end of the payload, before and
 /// after; a packet whose payload did not change is not summed at all.
 pub fn rewrite_packet_gated(
@@ -91,7 +91,12 @@ pub fn rewrite_packet_gated(
         has_check,
     } = UdpView::of(buf, layout, l3)?;
     let mut sums = Sums::default();
-    let r = if ctx.config.enabled {
+    debug_assert_eq!(
+        gate.enabled(),
+        ctx.config.enabled,
+        "a gate of another config"
+    );
+    let r = if gate.enabled() {
         fast::rewrite(
             &mut buf[payload..],
             payload_len,

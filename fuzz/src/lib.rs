@@ -674,6 +674,18 @@ fn differential_sets() -> &'static [(RewriteConfig, ExternalAddrs, IpAddr); 6] {
     })
 }
 
+/// Media bindings answering from the dialog and the address alone: a port that changes
+/// with the dialog, so that a Call-ID the two paths read differently shows in the bytes.
+#[derive(Debug)]
+struct DialogPorts;
+
+impl sipnat::rewrite::MediaPorts for DialogPorts {
+    fn media_port(&self, call: u64, internal: std::net::SocketAddr) -> Option<u16> {
+        let h = call ^ u64::from(internal.port()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Some(10_000 + (h % 20_000) as u16 * 2)
+    }
+}
+
 /// The `differential` target: the fast path and the reference give the same bytes and
 /// the same result.
 pub fn differential(data: &[u8]) {
@@ -694,7 +706,8 @@ pub fn differential(data: &[u8]) {
         internal,
         local_port: Some(5060),
         napt: None,
-        media: None,
+        // (3: outbound with media bindings, whose dialog both paths read.)
+        media: ((sel >> 3) & 3 == 3).then_some(&DialogPorts as &dyn sipnat::rewrite::MediaPorts),
     };
     let tailroom = if sel & 0x40 != 0 { 0 } else { TAILROOM };
     let mut fast = with_tailroom(rest, tailroom);

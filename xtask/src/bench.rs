@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: `--micro` runs the criterion benches (`cargo bench -p benches`);
 //! `--instructions` counts the instructions per message of every bench input under
-//! callgrind (`benches/examples/rewrite_loop.rs`), fast path and reference side by side;
+//! callgrind (`benches/examples/rewrite_loop.rs`), fast path and reference side by side,
+//! and per packet through a worker's pipeline with media NAT off and on
+//! (`benches/examples/pipeline_loop.rs`);
 //! `--e2e` runs the end-to-end matrix of `bench/` (three network namespaces, napi
 //! steering) for sipnat next to the kernel anchors (forwarding, NAT, nf_nat_sip) and
 //! Kamailio, in one run, and prints the comparison table. `--e2e --rtp` runs the RTP
@@ -304,17 +306,25 @@ fn instructions() -> anyhow::Result<()> {
         "benches",
         "--example",
         "rewrite_loop",
+        "--example",
+        "pipeline_loop",
     ]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| shell::workspace_root().join("target"));
-    let exe = target.join("release/examples/rewrite_loop");
+    let examples = target.join("release/examples");
     let count = |input: &str, n: u64, mode: &str| -> anyhow::Result<u64> {
+        // (`pipeline_loop` has one input, the carrier frame: its arguments are `N MODE`.)
+        let (exe, arg) = match input {
+            "pipeline" => (examples.join("pipeline_loop"), None),
+            _ => (examples.join("rewrite_loop"), Some(input)),
+        };
         let o = shell::output(
             Command::new("valgrind")
                 .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
                 .arg(&exe)
-                .args([input, &n.to_string(), mode])
+                .args(arg)
+                .args([&n.to_string(), mode])
                 .env(
                     "SIPNAT_BENCH_INPUTS",
                     shell::workspace_root().join("testdata/bench-inputs"),
@@ -351,6 +361,22 @@ fn instructions() -> anyhow::Result<()> {
         "\n    instructions per message (callgrind Ir), the restore of the input (copy mode) \
          subtracted; {SHORT} and {LONG} iterations, their difference"
     );
+    // The whole per-packet path of a worker (benches/examples/pipeline_loop.rs), the
+    // carrier frame: what the rewrite's share of a packet is, and what media NAT adds.
+    let copy = per("pipeline", "copy")?;
+    println!(
+        "\n    {:<34} {:>9}",
+        "pipeline (carrier frame)", "per packet"
+    );
+    for (row, mode) in [
+        ("[media] off (the SIP bench)", "plain"),
+        ("[media] on (the default)", "media"),
+    ] {
+        println!(
+            "    {row:<34} {:>9}",
+            per("pipeline", mode)?.saturating_sub(copy)
+        );
+    }
     Ok(())
 }
 

@@ -27,23 +27,26 @@ pub struct MediaEnv<'a> {
     pub sink: &'a dyn MediaBindings,
 }
 
-/// The rewrite's [`MediaPorts`] for one SIP message of dialog `call`: binds in the
-/// registry (the dialog's SDP generation begun at the first port).
+/// The rewrite's [`MediaPorts`] for one SIP message: binds in the registry, in the
+/// dialog the rewrite names (the dialog's SDP generation begun at the first port).
 pub(super) struct MediaAlloc<'a> {
     env: MediaEnv<'a>,
     dataplane: &'a DataplaneSnapshot,
-    call: u64,
     now_s: u32,
     /// The dialog's SDP generation + 1 once begun (0: not yet).
     generation: core::sync::atomic::AtomicU64,
+    /// The dialog the generation was begun in (set with it).
+    call: core::sync::atomic::AtomicU64,
 }
 
 impl MediaAlloc<'_> {
-    /// The generation begun by this message's SDP, if it named media of ours.
-    fn generation(&self) -> Option<u32> {
-        match self.generation.load(core::sync::atomic::Ordering::Relaxed) {
+    /// The dialog and the generation begun by this message's SDP, if it named media of
+    /// ours.
+    fn named(&self) -> Option<(u64, u32)> {
+        use core::sync::atomic::Ordering::Relaxed;
+        match self.generation.load(Relaxed) {
             0 => None,
-            g => Some((g - 1) as u32),
+            g => Some((self.call.load(Relaxed), (g - 1) as u32)),
         }
     }
 }
@@ -51,28 +54,30 @@ impl MediaAlloc<'_> {
 impl core::fmt::Debug for MediaAlloc<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("MediaAlloc")
-            .field("call", &self.call)
+            .field("named", &self.named())
             .finish_non_exhaustive()
     }
 }
 
 impl MediaPorts for MediaAlloc<'_> {
-    fn media_port(&self, internal: core::net::SocketAddr) -> Option<u16> {
+    fn media_port(&self, call: u64, internal: core::net::SocketAddr) -> Option<u16> {
         let cfg = &self.dataplane.config;
         let external = cfg
             .rule_for(internal.ip())
             .and_then(|r| cfg.external_of(r, internal.ip(), &self.dataplane.external))?;
-        let g = match self.generation() {
-            Some(g) => g,
+        // (One message, one dialog: the rewrite passes the same `call` every time.)
+        let g = match self.named() {
+            Some((_, g)) => g,
             None => {
+                use core::sync::atomic::Ordering::Relaxed;
                 let g = self.env.registry.begin_sdp();
-                self.generation
-                    .store(u64::from(g) + 1, core::sync::atomic::Ordering::Relaxed);
+                self.call.store(call, Relaxed);
+                self.generation.store(u64::from(g) + 1, Relaxed);
                 g
             }
         };
         self.env.registry.bind(
-            self.call,
+            call,
             g,
             internal,
             crate::nat::addr::canonical(external),
@@ -82,16 +87,18 @@ impl MediaPorts for MediaAlloc<'_> {
     }
 }
 
-/// What the media bindings need to know of a SIP message: its dialog and whether it ends
-/// the dialog (BYE, CANCEL, an error final response to INVITE).
-fn dialog_of(msg: &[u8]) -> Option<(u64, bool)> {
+/// The dialog of a SIP message and whether the message ends it: `Some((call, true))` for
+/// a BYE, a CANCEL or an error final response to INVITE; `Some((call, false))` for any
+/// other message with a Call-ID; `None` without one (or a broken start line). A pass of
+/// its own over the headers: [`media_alloc`] makes it only for a message whose start
+/// line may end a dialog (the rewrite names the dialog of the others).
+pub(super) fn dialog_of(msg: &[u8]) -> Option<(u64, bool)> {
     use crate::sip::message::{self as m, StartLine};
     let (start, mut pos) = m::start_line(msg).ok()?;
     let mut call = None;
     let mut cseq_invite = false;
     while let Ok(Some((h, next))) = m::header(msg, pos) {
-        let name = &msg[h.name.clone()];
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+        if m::is_call_id(&msg[h.name.clone()]) {
             call.get_or_insert(crate::nat::media::call_hash(&msg[h.value.clone()]));
         } else if h.kind == m::Kind::CSeq {
             cseq_invite = m::cseq_method(&msg[h.value.clone()]).eq_ignore_ascii_case(b"INVITE");
@@ -108,9 +115,26 @@ fn dialog_of(msg: &[u8]) -> Option<(u64, bool)> {
     Some((call?, ends))
 }
 
-/// The dialog of a SIP message and, outbound under `l3 = "snat"` with media NAT on, the
-/// allocator of its SDP's media ports. (Behind a 1:1 NAT, `l3 = "keep"`, the provider
-/// translates media.)
+/// Whether a message starting with `msg`'s start line may end its dialog: a BYE or CANCEL
+/// request, a final response of 300 or more (which ends it when its CSeq is INVITE; see
+/// [`dialog_of`]). Nothing else needs the dialog before the rewrite.
+fn may_end_dialog(msg: &[u8]) -> bool {
+    use crate::sip::message::{self as m, StartLine};
+    match m::start_line(msg) {
+        Ok((StartLine::Request { method, .. }, _)) => {
+            let me = &msg[method];
+            me.eq_ignore_ascii_case(b"BYE") || me.eq_ignore_ascii_case(b"CANCEL")
+        }
+        Ok((StartLine::Response { code }, _)) => code >= 300,
+        Err(_) => false,
+    }
+}
+
+/// With media NAT on: the dialog of a message that may end it ([`dialog_of`], else
+/// `None`), and outbound under `l3 = "snat"` the allocator of its SDP's media ports,
+/// which learns the dialog from the rewrite (its header pass reads the Call-ID: no
+/// second pass over the headers of every message). (Behind a 1:1 NAT, `l3 = "keep"`,
+/// the provider translates media.)
 pub(super) fn media_alloc<'a, E: Egress>(
     env: &Env<'a, E>,
     direction: Direction,
@@ -121,21 +145,17 @@ pub(super) fn media_alloc<'a, E: Egress>(
         return (None, None);
     };
     let msg = layout.udp(buf).and_then(|(_, _, p, n)| buf.get(p..p + n));
-    let dialog = msg.and_then(dialog_of);
+    let ending = msg.filter(|m| may_end_dialog(m)).and_then(dialog_of);
     let dp = env.dataplane;
-    let alloc = match dialog {
-        Some((call, _)) if direction == Direction::Outbound && dp.config.l3 == L3Mode::Snat => {
-            Some(MediaAlloc {
-                env: m,
-                dataplane: dp,
-                call,
-                now_s: (env.now_ms / 1000) as u32,
-                generation: core::sync::atomic::AtomicU64::new(0),
-            })
-        }
-        _ => None,
-    };
-    (dialog, alloc)
+    let alloc = (msg.is_some() && direction == Direction::Outbound && dp.config.l3 == L3Mode::Snat)
+        .then(|| MediaAlloc {
+            env: m,
+            dataplane: dp,
+            now_s: (env.now_ms / 1000) as u32,
+            generation: core::sync::atomic::AtomicU64::new(0),
+            call: core::sync::atomic::AtomicU64::new(0),
+        });
+    (ending, alloc)
 }
 
 /// After a rewrite that is sent on: counts the NAPT translation, ends the dialog's media
@@ -156,14 +176,18 @@ pub(super) fn after_rewrite<E: Egress>(
     if napt.is_some() {
         b.inc(Counter::NaptTranslated);
     }
-    if let (Some(m), Some((call, ends))) = (env.media, dialog) {
-        if ends {
+    if let Some(m) = env.media {
+        match (dialog, alloc.as_ref().and_then(MediaAlloc::named)) {
             // Kept a little longer: the media that trails a BYE stays translated.
-            m.registry
-                .end_call_later(call, (env.now_ms / 1000) as u32, m.sink);
-        } else if let Some(g) = alloc.as_ref().and_then(MediaAlloc::generation) {
+            (Some((call, true)), _) => {
+                m.registry
+                    .end_call_later(call, (env.now_ms / 1000) as u32, m.sink);
+            }
             // This SDP named the dialog's media: the bindings it no longer names go.
-            m.registry.end_sdp(call, g, m.sink);
+            (_, Some((call, g))) => {
+                m.registry.end_sdp(call, g, m.sink);
+            }
+            _ => {}
         }
     }
     if let (Some(expires), true, Some(internal)) =
@@ -270,4 +294,48 @@ pub(super) fn napt_bind<E: Egress>(
         external_port: ext_port,
     });
     Ok((ext_port, napt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::media::call_hash;
+
+    /// Only a message whose start line may end its dialog gets the pass of its own over
+    /// the headers before the rewrite, and it then says whether the message ends it.
+    #[test]
+    fn the_dialog_is_read_before_the_rewrite_only_where_it_may_end() {
+        let msg = |start: &str, cseq: &str| {
+            format!(
+                "{start}\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK1\r\n\
+                 i:  m1@x \r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let call = Some((call_hash(b"m1@x"), true));
+        let not_ending = Some((call_hash(b"m1@x"), false));
+        let cases = [
+            (
+                "INVITE sip:b@198.51.100.2 SIP/2.0",
+                "1 INVITE",
+                false,
+                not_ending,
+            ),
+            ("ACK sip:b@198.51.100.2 SIP/2.0", "1 ACK", false, not_ending),
+            ("BYE sip:b@198.51.100.2 SIP/2.0", "2 BYE", true, call),
+            ("cancel sip:b@198.51.100.2 SIP/2.0", "1 CANCEL", true, call),
+            ("SIP/2.0 200 OK", "1 INVITE", false, not_ending),
+            ("SIP/2.0 486 Busy Here", "1 INVITE", true, call),
+            ("SIP/2.0 481 Call Does Not Exist", "2 BYE", true, not_ending),
+        ];
+        for (start, cseq, may_end, dialog) in cases {
+            let m = msg(start, cseq);
+            assert_eq!(may_end_dialog(m.as_bytes()), may_end, "{start}");
+            assert_eq!(dialog_of(m.as_bytes()), dialog, "{start}");
+        }
+        assert!(!may_end_dialog(b"not SIP at all\r\n\r\n"));
+        assert_eq!(
+            dialog_of(b"BYE sip:b@x SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n"),
+            None
+        );
+    }
 }

@@ -61,6 +61,8 @@ impl Napt {
 /// message being rewritten.
 pub trait MediaPorts: core::fmt::Debug + Sync {
     /// The external RTP port for the internal RTP address `internal` (RTCP: the next port
-    /// of each); `None` keeps the port.
-    fn media_port(&self, internal: core::net::SocketAddr) -> Option<u16>;
+    /// of each) in dialog `call` (the hash, [`crate::nat::media::call_hash`], of the
+    /// message's first Call-ID value, read by the rewrite's own header pass); `None` keeps
+    /// the port. Not asked for a message without a Call-ID (its ports are kept).
+    fn media_port(&self, call: u64, internal: core::net::SocketAddr) -> Option<u16>;
 }

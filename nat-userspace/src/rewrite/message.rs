@@ -230,6 +230,29 @@ pub(super) fn scan_start_with(
     Ok((start, pos, bindings))
 }
 
+/// The dialog of media bindings when a header named `name` with value `value` is a
+/// Call-ID: the value's hash ([`crate::nat::media::call_hash`]).
+#[inline]
+pub(super) fn dialog(name: &[u8], value: &[u8]) -> Option<u64> {
+    message::is_call_id(name).then(|| crate::nat::media::call_hash(value))
+}
+
+/// The dialog of a message whose headers all parse: that of its first Call-ID
+/// ([`dialog`]). A pass of its own, made only for a body with media bindings: in the
+/// header loop, the check cost every message.
+fn headers_dialog(msg: &[u8]) -> Option<u64> {
+    let (_, mut pos) = message::start_line(msg).ok()?;
+    while let Ok(Some((h, next))) = message::header(msg, pos) {
+        if h.kind == Kind::Other {
+            if let Some(call) = dialog(&msg[h.name], &msg[h.value]) {
+                return Some(call);
+            }
+        }
+        pos = next;
+    }
+    None
+}
+
 /// What the header section says about the body, noted header by header.
 #[derive(Default)]
 pub(super) struct BodyHeaders {
@@ -570,7 +593,9 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         match (framing.content_type.clone(), framing.encoded) {
             (Some(ct), false) => {
                 let kind = body::kind(msg, ct);
-                self.body(msg, body_start, body_end, kind, 0);
+                // With media bindings, the dialog their ports are bound in.
+                let call = self.ctx.media.and_then(|_| headers_dialog(msg));
+                self.body_in(msg, body_start, body_end, kind, 0, call);
             }
             (None, _) => self.untyped_body(msg, body_start, body_end),
             _ => {}
@@ -673,18 +698,35 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         }
     }
 
-    /// SDP, or each part of a multipart body (nested up to 4 levels).
-    pub(super) fn body(&mut self, msg: &[u8], start: usize, end: usize, kind: BodyKind, depth: u8) {
+    /// SDP, or each part of a multipart body (nested up to 4 levels), without media
+    /// bindings: [`Rewriter::body_in`] without a dialog.
+    #[inline]
+    pub(super) fn body(&mut self, msg: &[u8], start: usize, end: usize, kind: BodyKind) {
+        self.body_in(msg, start, end, kind, 0, None)
+    }
+
+    /// [`Rewriter::body`] at nesting `depth`; `call`: the message's dialog (see
+    /// [`dialog`]), wanted with media bindings.
+    pub(super) fn body_in(
+        &mut self,
+        msg: &[u8],
+        start: usize,
+        end: usize,
+        kind: BodyKind,
+        depth: u8,
+        call: Option<u64>,
+    ) {
         match kind {
-            BodyKind::Sdp => self.sdp(msg, start, end),
+            BodyKind::Sdp => self.sdp(msg, start, end, call),
             BodyKind::Multipart { boundary } if depth < 4 => {
                 for part in body::parts(msg, start, end, boundary) {
-                    self.body(
+                    self.body_in(
                         msg,
                         part.content.start,
                         part.content.end,
                         part.kind,
                         depth + 1,
+                        call,
                     );
                 }
             }
@@ -692,7 +734,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         }
     }
 
-    pub(super) fn sdp(&mut self, msg: &[u8], start: usize, end: usize) {
+    pub(super) fn sdp(&mut self, msg: &[u8], start: usize, end: usize, call: Option<u64>) {
         // Port maps in SDP follow the address each port goes with: an m= port the
         // connection address of its media section (the media-level c=, else the
         // session-level one), an a=rtcp port its own address, else that same connection
@@ -705,7 +747,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         let mut in_media = false;
         for item in sdp::items(msg, start, end) {
             if item.field == sdp::SdpLine::Media {
-                let eff = self.end_section(&sec, session);
+                let eff = self.end_section(&sec, session, call);
                 if !in_media {
                     session = eff;
                     in_media = true;
@@ -754,51 +796,64 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
                         continue;
                     };
                     if item.addr.is_some() || item.other_addr {
-                        self.sdp_port(rule, port, range, RewrittenField::SdpRtcp);
+                        self.sdp_port(rule, port, range, RewrittenField::SdpRtcp, call);
                     } else if let Some(conn) = sec.conn {
-                        self.sdp_port(conn, port, range, RewrittenField::SdpRtcp);
+                        self.sdp_port(conn, port, range, RewrittenField::SdpRtcp, call);
                     } else if let Err(e) = sec.rtcp.try_push((port, range)) {
                         // (More a=rtcp lines before the section's c= than any real SDP
                         // has: the session's address decides.)
                         let (port, range) = e.element();
-                        self.sdp_port(session, port, range, RewrittenField::SdpRtcp);
+                        self.sdp_port(session, port, range, RewrittenField::SdpRtcp, call);
                     }
                 }
                 sdp::SdpLine::Origin | sdp::SdpLine::Media => {}
             }
         }
-        self.end_section(&sec, session);
+        self.end_section(&sec, session, call);
     }
 
     /// Settles the ports of a finished SDP section with its connection address (its own
     /// c=, else the session's `session`); returns that address's rule.
-    pub(super) fn end_section(&mut self, sec: &Section<'a>, session: Conn<'a>) -> Conn<'a> {
+    pub(super) fn end_section(
+        &mut self,
+        sec: &Section<'a>,
+        session: Conn<'a>,
+        call: Option<u64>,
+    ) -> Conn<'a> {
         let rule = sec.conn.unwrap_or(session);
         if let Some((port, range)) = &sec.media_port {
-            self.sdp_port(rule, *port, range.clone(), RewrittenField::SdpMediaPort);
+            self.sdp_port(
+                rule,
+                *port,
+                range.clone(),
+                RewrittenField::SdpMediaPort,
+                call,
+            );
         }
         for (port, range) in &sec.rtcp {
-            self.sdp_port(rule, *port, range.clone(), RewrittenField::SdpRtcp);
+            self.sdp_port(rule, *port, range.clone(), RewrittenField::SdpRtcp, call);
         }
         rule
     }
 
     /// An SDP port (m= or a=rtcp), mapped when its address was rewritten under a rule:
     /// outbound with media bindings (`Context::media`) to the external port of the
-    /// address's RTP/RTCP pair, else by the rule's port map.
+    /// address's RTP/RTCP pair in dialog `call`, else (also without a dialog) by the
+    /// rule's port map.
     pub(super) fn sdp_port(
         &mut self,
         conn: Conn<'_>,
         port: u16,
         range: core::ops::Range<usize>,
         field: RewrittenField,
+        call: Option<u64>,
     ) {
-        let np = match (self.ctx.media, conn.from) {
-            (Some(media), Some(addr)) if port != 0 => {
+        let np = match (self.ctx.media, call, conn.from) {
+            (Some(media), Some(call), Some(addr)) if port != 0 => {
                 let rtcp = matches!(field, RewrittenField::SdpRtcp);
                 let rtp = if rtcp { port.wrapping_sub(1) } else { port };
                 media
-                    .media_port(core::net::SocketAddr::new(addr, rtp))
+                    .media_port(call, core::net::SocketAddr::new(addr, rtp))
                     .map(|e| if rtcp { e.wrapping_add(1) } else { e })
                     .filter(|&e| e != port)
             }

@@ -382,6 +382,15 @@ fn token_end(msg: &[u8], mut i: usize, end: usize) -> usize {
     i
 }
 
+/// Whether a header name is Call-ID (any case, or its compact form `i`).
+#[inline]
+pub fn is_call_id(name: &[u8]) -> bool {
+    match name {
+        [i] => *i | 0x20 == b'i',
+        _ => name.eq_ignore_ascii_case(b"call-id"),
+    }
+}
+
 /// The method of a CSeq value: its last token (`1 REGISTER`).
 pub fn cseq_method(v: &[u8]) -> &[u8] {
     v.rsplit(|&b| is_ws(b) || b == b'\r' || b == b'\n')

@@ -94,10 +94,23 @@ pub fn rule_sets() -> Vec<RuleSet> {
     RULE_SETS.iter().map(|l| rule_set(l)).collect()
 }
 
+/// Media bindings that answer from the dialog and the address alone, with a port that
+/// changes with the dialog: a Call-ID read differently by the two paths shows in the
+/// bytes of the `m=` and `a=rtcp` lines.
+#[derive(Debug)]
+pub struct DialogPorts;
+
+impl sipnat::rewrite::MediaPorts for DialogPorts {
+    fn media_port(&self, call: u64, internal: std::net::SocketAddr) -> Option<u16> {
+        let h = call ^ u64::from(internal.port()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Some(10_000 + (h % 20_000) as u16 * 2)
+    }
+}
+
 /// Every way a message is rewritten under `s`: outbound, inbound without and with a
-/// known internal host, and both ways under a NAPT binding of the host (internal port
-/// 5060, external port 20001).
-pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
+/// known internal host, both ways under a NAPT binding of the host (internal port
+/// 5060, external port 20001), and outbound with media bindings ([`DialogPorts`]).
+pub fn contexts(s: &RuleSet) -> [Context<'_>; 6] {
     let napt = Some(sipnat::rewrite::Napt {
         internal: s.host,
         internal_port: 5060,
@@ -118,6 +131,10 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 5] {
         ctx(Direction::Inbound, Some(s.host), 15060, None),
         ctx(Direction::Outbound, None, 5060, napt),
         ctx(Direction::Inbound, Some(s.host), 20001, napt),
+        Context {
+            media: Some(&DialogPorts),
+            ..ctx(Direction::Outbound, None, 5060, None)
+        },
     ]
 }
 

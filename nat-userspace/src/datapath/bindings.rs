@@ -117,9 +117,15 @@ pub(super) fn dialog_of(msg: &[u8]) -> Option<(u64, bool)> {
 
 /// Whether a message starting with `msg`'s start line may end its dialog: a BYE or CANCEL
 /// request, a final response of 300 or more (which ends it when its CSeq is INVITE; see
-/// [`dialog_of`]). Nothing else needs the dialog before the rewrite.
+/// [`dialog_of`]). Nothing else needs the dialog before the rewrite. (The start line
+/// begins at the first byte, with the method or `SIP/`: a message starting with any
+/// other byte than `b`, `c` or `s` in either case — an INVITE — is none of them, told
+/// without parsing the line.)
 fn may_end_dialog(msg: &[u8]) -> bool {
     use crate::sip::message::{self as m, StartLine};
+    if !matches!(msg.first().map(|b| b | 0x20), Some(b'b' | b'c' | b's')) {
+        return false;
+    }
     match m::start_line(msg) {
         Ok((StartLine::Request { method, .. }, _)) => {
             let me = &msg[method];
@@ -333,6 +339,12 @@ mod tests {
             assert_eq!(dialog_of(m.as_bytes()), dialog, "{start}");
         }
         assert!(!may_end_dialog(b"not SIP at all\r\n\r\n"));
+        assert!(!may_end_dialog(b"\r\nBYE sip:b@x SIP/2.0\r\n\r\n"));
+        assert!(may_end_dialog(b"Bye sip:b@x SIP/2.0\r\n\r\n"));
+        assert!(!may_end_dialog(b"BYEX sip:b@x SIP/2.0\r\n\r\n"));
+        assert!(!may_end_dialog(b"SUBSCRIBE sip:b@x SIP/2.0\r\n\r\n"));
+        assert!(!may_end_dialog(b"SIP/2.0 299 Hm\r\n\r\n"));
+        assert!(may_end_dialog(b"sip/2.0 300 Multiple\r\n\r\n"));
         assert_eq!(
             dialog_of(b"BYE sip:b@x SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n"),
             None

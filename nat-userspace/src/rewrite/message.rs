@@ -735,6 +735,12 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 
     pub(super) fn sdp(&mut self, msg: &[u8], start: usize, end: usize, call: Option<u64>) {
+        self.sdp_items(sdp::items(msg, start, end), call)
+    }
+
+    /// [`Rewriter::sdp`] of the body whose items (`sdp::items`: every line's
+    /// `sdp::line_item`, in order) are `items`.
+    pub(super) fn sdp_items(&mut self, items: impl Iterator<Item = sdp::Item>, call: Option<u64>) {
         // Port maps in SDP follow the address each port goes with: an m= port the
         // connection address of its media section (the media-level c=, else the
         // session-level one), an a=rtcp port its own address, else that same connection
@@ -745,7 +751,7 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         // The session part first, then each media section.
         let mut sec = Section::default();
         let mut in_media = false;
-        for item in sdp::items(msg, start, end) {
+        for item in items {
             if item.field == sdp::SdpLine::Media {
                 let eff = self.end_section(&sec, session, call);
                 if !in_media {

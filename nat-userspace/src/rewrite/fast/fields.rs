@@ -303,28 +303,12 @@ fn plain_sdp(
     }
     match l[0] {
         b'c' => {
-            l.strip_prefix(b"c=IN IP4 ")?;
-            let (host, addr) = typed_v4(msg, at + 9, line.end, memo)?;
+            let (host, addr) = plain_c(msg, line, memo)?;
             Some((!*rejected).then_some((RewrittenField::SdpConnection, host, addr)))
         }
-        b'o' if l.last() != Some(&b' ') => {
-            // The last field: at most 15 bytes for an IPv4 address (its space among
-            // the line's last 17 bytes).
-            let sp = last_space(l)?;
-            // (`sp < 9` first: `sp - 7` does not wrap. A `..=` slice here was a call.)
-            if sp < 9 || l.get(sp - 7..sp + 1) != Some(&b" IN IP4 "[..]) {
-                return None;
-            }
-            // The text up to the first `/` after the space, when it is an address: the
-            // address read up to the line's end, then the line's end or a `/` (no `/`
-            // within an address's digits and dots: that `/` is the first).
-            let h = at + sp + 1;
-            match ipv4_at(msg, h, line.end, memo) {
-                Some((a, n)) if h + n == line.end || msg.get(h + n) == Some(&b'/') => {
-                    Some(Some((RewrittenField::SdpOrigin, h..h + n, IpAddr::V4(a))))
-                }
-                _ => None,
-            }
+        b'o' => {
+            let (host, addr) = plain_o(msg, line, memo)?;
+            Some(Some((RewrittenField::SdpOrigin, host, addr)))
         }
         b'a' => {
             let rest = l.strip_prefix(b"a=rtcp:")?;
@@ -360,6 +344,88 @@ fn plain_sdp(
         }
         _ => None,
     }
+}
+
+/// The address of a `c=IN IP4 ADDR...` line (see [`plain_sdp`]; the line is at least 3
+/// bytes, its second `=`, its third not a space).
+#[inline(always)]
+fn plain_c(msg: &[u8], line: Range<usize>, memo: &Memo) -> Option<(Range<usize>, IpAddr)> {
+    msg.get(line.clone())?.strip_prefix(b"c=IN IP4 ")?;
+    typed_v4(msg, line.start + 9, line.end, memo)
+}
+
+/// The address of an `o=... IN IP4 ADDR` line (see [`plain_sdp`]; the line is at least 3
+/// bytes, its second `=`, its third not a space).
+#[inline(always)]
+fn plain_o(msg: &[u8], line: Range<usize>, memo: &Memo) -> Option<(Range<usize>, IpAddr)> {
+    let l = msg.get(line.clone())?;
+    if l.last() == Some(&b' ') {
+        return None;
+    }
+    // The last field: at most 15 bytes for an IPv4 address (its space among the line's
+    // last 17 bytes).
+    let sp = last_space(l)?;
+    // (`sp < 9` first: `sp - 7` does not wrap. A `..=` slice here was a call.)
+    if sp < 9 || l.get(sp - 7..sp + 1) != Some(&b" IN IP4 "[..]) {
+        return None;
+    }
+    // The text up to the first `/` after the space, when it is an address: the address
+    // read up to the line's end, then the line's end or a `/` (no `/` within an
+    // address's digits and dots: that `/` is the first).
+    let h = line.start + sp + 1;
+    match ipv4_at(msg, h, line.end, memo) {
+        Some((a, n)) if h + n == line.end || msg.get(h + n) == Some(&b'/') => {
+            Some((h..h + n, IpAddr::V4(a)))
+        }
+        _ => None,
+    }
+}
+
+/// `sdp::line_item` of an SDP line (without its terminator), its `c=` and `o=` lines in
+/// the plain form read as [`plain_c`] / [`plain_o`] read them (`line_item`'s item: the
+/// address, no port, `IP4`; a `c=` line's `rejected` the section's, an `o=` line's
+/// `false`), every other line by `line_item` itself (lines that are not `c=`, `o=`,
+/// `m=` or `a=rtcp:` have no item).
+#[inline]
+pub(super) fn sdp_item(
+    msg: &[u8],
+    line: Range<usize>,
+    rejected: &mut bool,
+    memo: &Memo,
+) -> Option<sdp::Item> {
+    let l = msg.get(line.clone())?;
+    if l.len() < 2 || l[1] != b'=' {
+        return None;
+    }
+    let item = |field, (range, addr): (Range<usize>, IpAddr), rejected| sdp::Item {
+        field,
+        addr: Some(sdp::SdpAddr {
+            range,
+            addr,
+            ip6: false,
+        }),
+        port: None,
+        other_addr: false,
+        rejected,
+    };
+    let plain = l.len() >= 3 && l[2] != b' ';
+    match l[0] {
+        b'c' if plain => {
+            if let Some(a) = plain_c(msg, line.clone(), memo) {
+                return Some(item(sdp::SdpLine::Connection, a, *rejected));
+            }
+        }
+        b'o' if plain => {
+            if let Some(a) = plain_o(msg, line.clone(), memo) {
+                return Some(item(sdp::SdpLine::Origin, a, false));
+            }
+        }
+        // (`line_item` reads an `a=` line only when it is `a=rtcp:`.)
+        b'a' if !l[2..].starts_with(b"rtcp:") => return None,
+        b'c' | b'o' | b'm' | b'a' => {}
+        _ => return None,
+    }
+    sdp::line_item(msg, line, rejected)
 }
 
 /// An `m=` line whose port cannot be 0 (its first byte is not `0`: see [`plain_sdp`]'s

@@ -400,7 +400,26 @@ fn media_body(
     cands: &Cands,
 ) {
     let call = dialog(msg, cands);
-    r.body_in(msg, body.start, body.end, kind, 0, call)
+    match kind {
+        // The reference's reading of the SDP, its items read from the index's lines and
+        // its plain `c=` / `o=` lines as the fast path reads them (`fields::sdp_item`).
+        BodyKind::Sdp => {
+            let (mut pos, mut rejected) = (body.start, false);
+            let items = core::iter::from_fn(|| {
+                while pos < body.end {
+                    let (ce, next) = cands.line_end(msg, pos, body.end);
+                    let line = pos..ce;
+                    pos = next;
+                    if let Some(item) = fields::sdp_item(msg, line, &mut rejected, &cands.v4) {
+                        return Some(item);
+                    }
+                }
+                None
+            });
+            r.sdp_items(items, call)
+        }
+        _ => r.body_in(msg, body.start, body.end, kind, 0, call),
+    }
 }
 
 /// With media bindings, the dialog their ports are bound in (`message::dialog`: the hash

@@ -47,7 +47,8 @@ enum Cmd {
     },
     /// Benchmarks: `--e2e` (sipnat vs the kernel and Kamailio on a namespace topology,
     /// bench/), `--micro` (criterion), `--instructions` (callgrind: instructions per
-    /// message, fast path and reference). Not part of `test`.
+    /// message, fast path and reference; per packet through the pipeline, media NAT off
+    /// and on). Not part of `test`.
     Bench(bench::BenchArgs),
     /// Build the Debian package (cargo-deb): binary, unit, config, man pages, completions,
     /// Grafana dashboard; the .deb lands in <target>/debian/.

@@ -384,8 +384,8 @@ fn plain_o(msg: &[u8], line: Range<usize>, memo: &Memo) -> Option<(Range<usize>,
 /// `sdp::line_item` of an SDP line (without its terminator), its `c=` and `o=` lines in
 /// the plain form read as [`plain_c`] / [`plain_o`] read them (`line_item`'s item: the
 /// address, no port, `IP4`; a `c=` line's `rejected` the section's, an `o=` line's
-/// `false`), every other line by `line_item` itself (lines that are not `c=`, `o=`,
-/// `m=` or `a=rtcp:` have no item).
+/// `false`), `a=` lines by [`plain_rtcp`], every other line by `line_item` itself
+/// (lines that are not `c=`, `o=`, `m=` or `a=rtcp:` have no item).
 #[inline]
 pub(super) fn sdp_item(
     msg: &[u8],
@@ -422,10 +422,62 @@ pub(super) fn sdp_item(
         }
         // (`line_item` reads an `a=` line only when it is `a=rtcp:`.)
         b'a' if !l[2..].starts_with(b"rtcp:") => return None,
-        b'c' | b'o' | b'm' | b'a' => {}
+        b'a' => {
+            if let Some(item) = plain_rtcp(msg, line.clone(), *rejected, memo) {
+                return item;
+            }
+        }
+        b'c' | b'o' | b'm' => {}
         _ => return None,
     }
     sdp::line_item(msg, line, rejected)
+}
+
+/// `sdp::line_item` of an `a=` line: for `a=rtcp:PORT[ IN IP4 ADDR...]` in the plain form
+/// of [`plain_sdp`], `rtcp`'s item (the port field right after the colon, then the
+/// address if any); `Some(None)` for no item (not `a=rtcp:`, or no port where `rtcp`
+/// reads it); `None` when not certain (the caller asks `line_item`). Out of line (one
+/// `a=rtcp:` line per section): inline, it moved the rewrite's own inlining, +100
+/// instructions on every message.
+#[inline(never)]
+fn plain_rtcp(
+    msg: &[u8],
+    line: Range<usize>,
+    rejected: bool,
+    memo: &Memo,
+) -> Option<Option<sdp::Item>> {
+    let l = msg.get(line.clone())?;
+    let Some(rest) = l.strip_prefix(b"a=rtcp:") else {
+        return Some(None);
+    };
+    let at = line.start + 7;
+    let p_end = find(msg, at, line.end, [b' ']).map_or(rest.len(), |i| i - at);
+    let p = rest.get(..p_end)?;
+    if !whole_port(p) {
+        // `rtcp` reads no port there: no item (unless spaces come first: its fields
+        // skip them).
+        return (rest.first() != Some(&b' ')).then_some(None);
+    }
+    let port = p.iter().fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
+    let item = |addr| {
+        Some(Some(sdp::Item {
+            field: sdp::SdpLine::Rtcp,
+            addr,
+            port: Some((port as u16, at..at + p_end)),
+            other_addr: false,
+            rejected,
+        }))
+    };
+    if p_end == rest.len() {
+        return item(None);
+    }
+    rest[p_end..].strip_prefix(b" IN IP4 ")?;
+    let (range, addr) = typed_v4(msg, at + p_end + 8, line.end, memo)?;
+    item(Some(sdp::SdpAddr {
+        range,
+        addr,
+        ip6: false,
+    }))
 }
 
 /// An `m=` line whose port cannot be 0 (its first byte is not `0`: see [`plain_sdp`]'s

@@ -310,20 +310,13 @@ fn plain_sdp(
             let (host, addr) = plain_o(msg, line, memo)?;
             Some(Some((RewrittenField::SdpOrigin, host, addr)))
         }
-        b'a' => {
-            let rest = l.strip_prefix(b"a=rtcp:")?;
-            let p_end = find(msg, at + 7, line.end, [b' ']).map_or(rest.len(), |i| i - at - 7);
-            if !whole_port(rest.get(..p_end)?) {
-                // `rtcp` reads no item: nothing.
-                return (rest.first() != Some(&b' ')).then_some(None);
+        b'a' => match plain_rtcp_fields(msg, line, memo)? {
+            Some((_, Some((host, addr)))) => {
+                Some((!*rejected).then_some((RewrittenField::SdpRtcp, host, addr)))
             }
-            if p_end == rest.len() {
-                return Some(None);
-            }
-            rest[p_end..].strip_prefix(b" IN IP4 ")?;
-            let (host, addr) = typed_v4(msg, at + 7 + p_end + 8, line.end, memo)?;
-            Some((!*rejected).then_some((RewrittenField::SdpRtcp, host, addr)))
-        }
+            // No item, or only the port (which changes only under port maps).
+            _ => Some(None),
+        },
         b'm' => {
             let v = &l[2..];
             let s = find(msg, at + 2, line.end, [b' '])? - at - 2;
@@ -381,6 +374,34 @@ fn plain_o(msg: &[u8], line: Range<usize>, memo: &Memo) -> Option<(Range<usize>,
     }
 }
 
+/// An address's text in the message and the address.
+type HostAddr = (Range<usize>, IpAddr);
+
+/// An `a=rtcp:PORT[ IN IP4 ADDR...]` line in the plain form of [`plain_sdp`]: the port
+/// field's range (right after the colon, a whole port) and the address when one follows,
+/// as `rtcp` reads them; `Some(None)` when `rtcp` reads no item (no port there, no space
+/// first); `None` when not certain, or not `a=rtcp:`.
+#[inline(always)]
+fn plain_rtcp_fields(
+    msg: &[u8],
+    line: Range<usize>,
+    memo: &Memo,
+) -> Option<Option<(Range<usize>, Option<HostAddr>)>> {
+    let rest = msg.get(line.clone())?.strip_prefix(b"a=rtcp:")?;
+    let at = line.start + 7;
+    let p_end = find(msg, at, line.end, [b' ']).map_or(rest.len(), |i| i - at);
+    if !whole_port(rest.get(..p_end)?) {
+        return (rest.first() != Some(&b' ')).then_some(None);
+    }
+    let port = at..at + p_end;
+    if p_end == rest.len() {
+        return Some(Some((port, None)));
+    }
+    rest[p_end..].strip_prefix(b" IN IP4 ")?;
+    let addr = typed_v4(msg, at + p_end + 8, line.end, memo)?;
+    Some(Some((port, Some(addr))))
+}
+
 /// `sdp::line_item` of an SDP line (without its terminator), its `c=` and `o=` lines in
 /// the plain form read as [`plain_c`] / [`plain_o`] read them (`line_item`'s item: the
 /// address, no port, `IP4`; a `c=` line's `rejected` the section's, an `o=` line's
@@ -433,12 +454,10 @@ pub(super) fn sdp_item(
     sdp::line_item(msg, line, rejected)
 }
 
-/// `sdp::line_item` of an `a=` line: for `a=rtcp:PORT[ IN IP4 ADDR...]` in the plain form
-/// of [`plain_sdp`], `rtcp`'s item (the port field right after the colon, then the
-/// address if any); `Some(None)` for no item (not `a=rtcp:`, or no port where `rtcp`
-/// reads it); `None` when not certain (the caller asks `line_item`). Out of line (one
-/// `a=rtcp:` line per section): inline, it moved the rewrite's own inlining, +100
-/// instructions on every message.
+/// `sdp::line_item` of an `a=rtcp:` line: `rtcp`'s item for the plain form
+/// ([`plain_rtcp_fields`]); `Some(None)` for no item; `None` when not certain (the caller
+/// asks `line_item`). Out of line (one `a=rtcp:` line per section): inline, it moved the
+/// rewrite's own inlining, +100 instructions on every message.
 #[inline(never)]
 fn plain_rtcp(
     msg: &[u8],
@@ -446,37 +465,22 @@ fn plain_rtcp(
     rejected: bool,
     memo: &Memo,
 ) -> Option<Option<sdp::Item>> {
-    let l = msg.get(line.clone())?;
-    let Some(rest) = l.strip_prefix(b"a=rtcp:") else {
+    let Some((port, addr)) = plain_rtcp_fields(msg, line, memo)? else {
         return Some(None);
     };
-    let at = line.start + 7;
-    let p_end = find(msg, at, line.end, [b' ']).map_or(rest.len(), |i| i - at);
-    let p = rest.get(..p_end)?;
-    if !whole_port(p) {
-        // `rtcp` reads no port there: no item (unless spaces come first: its fields
-        // skip them).
-        return (rest.first() != Some(&b' ')).then_some(None);
-    }
-    let port = p.iter().fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
-    let item = |addr| {
-        Some(Some(sdp::Item {
-            field: sdp::SdpLine::Rtcp,
+    let value = msg[port.clone()]
+        .iter()
+        .fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
+    Some(Some(sdp::Item {
+        field: sdp::SdpLine::Rtcp,
+        addr: addr.map(|(range, addr)| sdp::SdpAddr {
+            range,
             addr,
-            port: Some((port as u16, at..at + p_end)),
-            other_addr: false,
-            rejected,
-        }))
-    };
-    if p_end == rest.len() {
-        return item(None);
-    }
-    rest[p_end..].strip_prefix(b" IN IP4 ")?;
-    let (range, addr) = typed_v4(msg, at + p_end + 8, line.end, memo)?;
-    item(Some(sdp::SdpAddr {
-        range,
-        addr,
-        ip6: false,
+            ip6: false,
+        }),
+        port: Some((value as u16, port)),
+        other_addr: false,
+        rejected,
     }))
 }
 

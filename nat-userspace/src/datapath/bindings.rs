@@ -98,10 +98,11 @@ pub(super) fn dialog_of(msg: &[u8]) -> Option<(u64, bool)> {
     let mut call = None;
     let mut cseq_invite = false;
     while let Ok(Some((h, next))) = m::header(msg, pos) {
-        if m::is_call_id(&msg[h.name.clone()]) {
-            call.get_or_insert(crate::nat::media::call_hash(&msg[h.value.clone()]));
-        } else if h.kind == m::Kind::CSeq {
+        if h.kind == m::Kind::CSeq {
             cseq_invite = m::cseq_method(&msg[h.value.clone()]).eq_ignore_ascii_case(b"INVITE");
+        } else if call.is_none() {
+            // (The rewrite's reading: the dialogs it binds media in are these.)
+            call = crate::rewrite::message::dialog(&msg[h.name.clone()], &msg[h.value.clone()]);
         }
         pos = next;
     }

@@ -231,9 +231,11 @@ pub(super) fn scan_start_with(
 }
 
 /// The dialog of media bindings when a header named `name` with value `value` is a
-/// Call-ID: the value's hash ([`crate::nat::media::call_hash`]).
+/// Call-ID: the value's hash ([`crate::nat::media::call_hash`]). The one definition: the
+/// rewrite names the dialog of an SDP's bindings with it, the pipeline that of a BYE
+/// (`datapath::bindings::dialog_of`), and the two must agree.
 #[inline]
-pub(super) fn dialog(name: &[u8], value: &[u8]) -> Option<u64> {
+pub fn dialog(name: &[u8], value: &[u8]) -> Option<u64> {
     message::is_call_id(name).then(|| crate::nat::media::call_hash(value))
 }
 

@@ -160,6 +160,43 @@ static OCTET_TEXT: [([u8; 4], u8); 256] = {
     t
 };
 
+/// The 8 decimal digits of `v` (below 10^8, leading zeros included) as ASCII, the most
+/// significant first in memory (a little-endian word), computed in lanes of one word
+/// (SWAR): the two 4-digit halves in 32-bit lanes, each split into two 2-digit numbers
+/// in 16-bit lanes (`* 10486 >> 20` is `/ 100` below 43,699), each of those into two
+/// digits in bytes (`* 103 >> 10` is `/ 10` below 179); no product crosses into the
+/// lane above it.
+#[inline(always)]
+fn eight_digits(v: u32) -> u64 {
+    let v = u64::from(v);
+    let halves = (v / 10_000) | ((v % 10_000) << 32);
+    let hundreds = ((halves * 10_486) >> 20) & 0x0000_007f_0000_007f;
+    let pairs = ((halves - 100 * hundreds) << 16) | hundreds;
+    let tens = ((pairs * 103) >> 10) & 0x000f_000f_000f_000f;
+    let ones = pairs - 10 * tens;
+    ((ones << 8) | tens) + 0x3030_3030_3030_3030
+}
+
+/// How many decimal digits `v` (below 10^8) has, 1 for 0: its bit length times
+/// log10(2) (1233 / 4096), one less when `v` is below that power of ten.
+#[inline(always)]
+fn decimal_digits(v: u32) -> usize {
+    const POW10: [u32; 9] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+    ];
+    let t = (((32 - (v | 1).leading_zeros()) * 1233) >> 12) as usize;
+    let t = t.min(8);
+    t + usize::from(v | 1 >= POW10[t])
+}
+
 /// A small fixed-capacity byte string for formatted addresses and numbers.
 #[derive(Clone, Copy)]
 pub struct Text {
@@ -227,30 +264,31 @@ impl Text {
         self.push(&[b]);
     }
 
-    /// Appends a decimal number: its digits written in place, last first (no copy from a
-    /// scratch buffer, which was a `memcpy` call per number).
+    /// Appends a decimal number. One below 10^8 with 8 bytes of room (ports, lengths:
+    /// every number the rewriter writes) is one 8-byte store of [`eight_digits`] shifted
+    /// so that its leading zeros fall off the front (the bytes past the text's end it
+    /// writes are zeros); no loop, no table. (The digit loop it replaces, a division by
+    /// 10 per digit, was 58 instructions for a 3-digit Content-Length and ~85 for a
+    /// 5-digit port.)
     #[inline]
-    pub fn push_u32(&mut self, mut v: u32) {
-        let n = match v {
-            0..=9 => 1,
-            10..=99 => 2,
-            100..=999 => 3,
-            1_000..=9_999 => 4,
-            10_000..=99_999 => 5,
-            _ => 10,
-        };
+    pub fn push_u32(&mut self, v: u32) {
         let l = usize::from(self.len);
-        if n < 10 {
-            if let Some(out) = self.buf.get_mut(l..l + n) {
-                for d in out.iter_mut().rev() {
-                    *d = b'0' + (v % 10) as u8;
-                    v /= 10;
-                }
+        match self.buf.get_mut(l..).and_then(|b| b.first_chunk_mut::<8>()) {
+            Some(out) if v < 100_000_000 => {
+                let n = decimal_digits(v);
+                // (`n` is 1 to 8: a shift by 0 to 56.)
+                *out = (eight_digits(v) >> (8 * (8 - n))).to_le_bytes();
                 self.len = (l + n) as u8;
-                return;
             }
+            _ => self.push_u32_long(v),
         }
-        // A longer number, or one that does not fit: through a scratch buffer.
+    }
+
+    /// [`Self::push_u32`] of a number of 9 or 10 digits, or one without 8 bytes of room
+    /// (the digits that fit).
+    #[cold]
+    #[inline(never)]
+    fn push_u32_long(&mut self, mut v: u32) {
         let mut tmp = [0u8; 10];
         let mut i = tmp.len();
         loop {
@@ -526,6 +564,22 @@ mod tests {
     }
 
     #[test]
+    fn eight_digits_and_their_count() {
+        let check = |v: u32| {
+            let want = format!("{v:08}");
+            assert_eq!(&eight_digits(v).to_le_bytes(), want.as_bytes(), "{v}");
+            assert_eq!(decimal_digits(v), v.to_string().len(), "{v}");
+        };
+        (0..1_000_000).for_each(check);
+        (1_000_000..100_000_000).step_by(997).for_each(check);
+        (0..8)
+            .map(|k| 10u32.pow(k))
+            .for_each(|p| [p - 1, p, p + 1, 10 * p - 1].into_iter().for_each(check));
+        (0..27).for_each(|k| check((1 << k) - 1));
+        check(99_999_999);
+    }
+
+    #[test]
     fn text_formatting() {
         let mut t = Text::default();
         t.push_ipv4(Ipv4Addr::new(203, 0, 113, 10));
@@ -537,11 +591,19 @@ mod tests {
         let mut t = Text::default();
         t.push_u32(0);
         assert_eq!(t.as_bytes(), b"0");
+        let powers = (0..10).flat_map(|k| {
+            let p = 10u32.pow(k);
+            [p - 1, p, p + 1, 2 * p, p.saturating_mul(5) - 1]
+        });
+        let bits = (0..32).flat_map(|k| [(1u32 << k) - 1, 1 << k]);
         for v in [
             1, 9, 10, 99, 100, 386, 999, 1_000, 9_999, 10_000, 65_535, 99_999,
         ]
         .into_iter()
         .chain([100_000, 999_999_999, 1_000_000_000, u32::MAX])
+        .chain(powers)
+        .chain(bits)
+        .chain((0..200_000).step_by(7))
         {
             let mut t = Text::default();
             t.push(b"x");

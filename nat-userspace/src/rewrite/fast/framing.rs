@@ -114,7 +114,7 @@ impl Walk {
     /// [`crate::sip::scan::line_end`] from the walk's position to `end` (the message's
     /// length; the bitmap has no bits past it); the walk moves to the next line's start.
     #[inline(always)]
-    fn line_end(&mut self, cands: &Cands, msg: &[u8], end: usize) -> (usize, usize) {
+    pub(super) fn line_end(&mut self, cands: &Cands, msg: &[u8], end: usize) -> (usize, usize) {
         while self.bits == 0 {
             self.w += 1;
             if self.w * 64 >= end {

@@ -188,7 +188,14 @@ fn mum(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
-/// An index of slot numbers: entry 0 = empty, else `tag << 16 | (slot + 1)`.
+/// An index of slot numbers: entry 0 = empty, else `tag << 16 | (slot + 1)`, the tag
+/// never 0 (so an empty entry never matches one).
+///
+/// A key's window is the [`WINDOW`] entries from its home, without wrapping: the table
+/// has `WINDOW - 1` entries past its last home, so that a window is one contiguous
+/// slice, scanned without a mask or a bounds check per entry. (With the window wrapped
+/// round the table, the full scans of the media path, `end_sdp` and the lookups of
+/// `bind`, were ~7 instructions an entry.)
 struct Index {
     entries: Box<[AtomicU32]>,
     mask: usize,
@@ -198,42 +205,52 @@ impl Index {
     fn new(pairs: usize) -> Index {
         let n = (pairs * 4).next_power_of_two().max(WINDOW);
         Index {
-            entries: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            entries: (0..n + WINDOW - 1).map(|_| AtomicU32::new(0)).collect(),
             mask: n - 1,
         }
     }
 
+    fn tag(h: u64) -> u32 {
+        ((h >> 48) as u32) | 1
+    }
+
     fn entry(h: u64, slot: usize) -> u32 {
-        (((h >> 48) as u32) << 16) | (slot as u32 + 1)
+        (Self::tag(h) << 16) | (slot as u32 + 1)
+    }
+
+    /// The window of `h` (always [`WINDOW`] entries: see [`Index`]).
+    #[inline]
+    fn window(&self, h: u64) -> &[AtomicU32] {
+        let home = h as usize & self.mask;
+        self.entries.get(home..home + WINDOW).unwrap_or(&[])
     }
 
     /// The window of `h`: (offset, slot) of every entry whose tag matches.
+    #[inline]
     fn candidates(&self, h: u64) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let home = h as usize & self.mask;
-        let tag = (h >> 48) as u32;
-        (0..WINDOW).filter_map(move |k| {
-            let e = self.entries[(home + k) & self.mask].load(Ordering::Acquire);
-            (e != 0 && e >> 16 == tag).then(|| (k, (e & 0xffff) as usize - 1))
-        })
+        let tag = Self::tag(h);
+        self.window(h)
+            .iter()
+            .enumerate()
+            .filter_map(move |(k, at)| {
+                let e = at.load(Ordering::Acquire);
+                (e >> 16 == tag).then(|| (k, (e & 0xffff) as usize - 1))
+            })
     }
 
     /// Puts `slot` into the first empty entry of the window: its offset, or `None` (full).
     fn insert(&self, h: u64, slot: usize) -> Option<usize> {
-        let home = h as usize & self.mask;
         let e = Self::entry(h, slot);
-        (0..WINDOW).find(|k| {
-            self.entries[(home + k) & self.mask]
-                .compare_exchange(0, e, Ordering::SeqCst, Ordering::Relaxed)
+        self.window(h).iter().position(|at| {
+            at.compare_exchange(0, e, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
         })
     }
 
     /// Removes `slot`'s entry (there is at most one per slot).
     fn remove(&self, h: u64, slot: usize) {
-        let home = h as usize & self.mask;
         let e = Self::entry(h, slot);
-        for k in 0..WINDOW {
-            let at = &self.entries[(home + k) & self.mask];
+        for at in self.window(h) {
             if at
                 .compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()

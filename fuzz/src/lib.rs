@@ -680,7 +680,12 @@ fn differential_sets() -> &'static [(RewriteConfig, ExternalAddrs, IpAddr); 6] {
 struct DialogPorts;
 
 impl sipnat::rewrite::MediaPorts for DialogPorts {
-    fn media_port(&self, call: u64, internal: std::net::SocketAddr) -> Option<u16> {
+    fn media_port(
+        &self,
+        call: u64,
+        internal: std::net::SocketAddr,
+        _external: std::net::IpAddr,
+    ) -> Option<u16> {
         let h = call ^ u64::from(internal.port()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Some(10_000 + (h % 20_000) as u16 * 2)
     }

@@ -31,7 +31,6 @@ pub struct MediaEnv<'a> {
 /// dialog the rewrite names (the dialog's SDP generation begun at the first port).
 pub(super) struct MediaAlloc<'a> {
     env: MediaEnv<'a>,
-    dataplane: &'a DataplaneSnapshot,
     now_s: u32,
     /// The dialog's SDP generation + 1 once begun (0: not yet).
     generation: core::sync::atomic::AtomicU64,
@@ -60,11 +59,12 @@ impl core::fmt::Debug for MediaAlloc<'_> {
 }
 
 impl MediaPorts for MediaAlloc<'_> {
-    fn media_port(&self, call: u64, internal: core::net::SocketAddr) -> Option<u16> {
-        let cfg = &self.dataplane.config;
-        let external = cfg
-            .rule_for(internal.ip())
-            .and_then(|r| cfg.external_of(r, internal.ip(), &self.dataplane.external))?;
+    fn media_port(
+        &self,
+        call: u64,
+        internal: core::net::SocketAddr,
+        external: core::net::IpAddr,
+    ) -> Option<u16> {
         // (One message, one dialog: the rewrite passes the same `call` every time.)
         let g = match self.named() {
             Some((_, g)) => g,
@@ -76,14 +76,9 @@ impl MediaPorts for MediaAlloc<'_> {
                 g
             }
         };
-        self.env.registry.bind(
-            call,
-            g,
-            internal,
-            crate::nat::addr::canonical(external),
-            self.env.sink,
-            self.now_s,
-        )
+        self.env
+            .registry
+            .bind(call, g, internal, external, self.env.sink, self.now_s)
     }
 }
 
@@ -157,7 +152,6 @@ pub(super) fn media_alloc<'a, E: Egress>(
     let alloc = (msg.is_some() && direction == Direction::Outbound && dp.config.l3 == L3Mode::Snat)
         .then(|| MediaAlloc {
             env: m,
-            dataplane: dp,
             now_s: (env.now_ms / 1000) as u32,
             generation: core::sync::atomic::AtomicU64::new(0),
             call: core::sync::atomic::AtomicU64::new(0),

@@ -62,7 +62,13 @@ impl Napt {
 pub trait MediaPorts: core::fmt::Debug + Sync {
     /// The external RTP port for the internal RTP address `internal` (RTCP: the next port
     /// of each) in dialog `call` (the hash, [`crate::nat::media::call_hash`], of the
-    /// message's first Call-ID value, read by the rewrite's own header pass); `None` keeps
+    /// message's first Call-ID value, read by the rewrite's own header pass), whose
+    /// address the rewrite wrote as `external` (IPv4-mapped IPv6 as IPv4); `None` keeps
     /// the port. Not asked for a message without a Call-ID (its ports are kept).
-    fn media_port(&self, call: u64, internal: core::net::SocketAddr) -> Option<u16>;
+    fn media_port(
+        &self,
+        call: u64,
+        internal: core::net::SocketAddr,
+        external: core::net::IpAddr,
+    ) -> Option<u16>;
 }

@@ -845,9 +845,9 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     }
 
     /// An SDP port (m= or a=rtcp), mapped when its address was rewritten under a rule:
-    /// outbound with media bindings (`Context::media`) to the external port of the
-    /// address's RTP/RTCP pair in dialog `call`, else (also without a dialog) by the
-    /// rule's port map.
+    /// outbound with media bindings (`Context::media`, told the new address: [`Self::map`]
+    /// again) to the external port of the address's RTP/RTCP pair in dialog `call`, else
+    /// (also without a dialog) by the rule's port map.
     pub(super) fn sdp_port(
         &mut self,
         conn: Conn<'_>,
@@ -860,10 +860,13 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
             (Some(media), Some(call), Some(addr)) if port != 0 => {
                 let rtcp = matches!(field, RewrittenField::SdpRtcp);
                 let rtp = if rtcp { port.wrapping_sub(1) } else { port };
-                media
-                    .media_port(call, core::net::SocketAddr::new(addr, rtp))
-                    .map(|e| if rtcp { e.wrapping_add(1) } else { e })
-                    .filter(|&e| e != port)
+                match self.map(addr) {
+                    Map::To { addr: to, .. } => media
+                        .media_port(call, core::net::SocketAddr::new(addr, rtp), canonical(to))
+                        .map(|e| if rtcp { e.wrapping_add(1) } else { e })
+                        .filter(|&e| e != port),
+                    _ => None,
+                }
             }
             _ => self.map_port(conn.rule, Some(port), 0),
         };

@@ -405,10 +405,16 @@ fn media_body(
         // its plain `c=` / `o=` lines as the fast path reads them (`fields::sdp_item`).
         BodyKind::Sdp => {
             let (mut pos, mut rejected) = (body.start, false);
+            // The lines' ends popped from the index's bitmap in order (a line cut at the
+            // body's end, as `line_end` up to it cuts it; what follows is not read).
+            let mut walk = framing::Walk::at(cands, pos);
             let items = core::iter::from_fn(|| {
                 while pos < body.end {
-                    let (ce, next) = cands.line_end(msg, pos, body.end);
-                    let line = pos..ce;
+                    let (ce, next) = match cands.indexed() {
+                        true => walk.line_end(cands, msg, msg.len()),
+                        false => cands.line_end(msg, pos, body.end),
+                    };
+                    let line = pos..ce.min(body.end);
                     pos = next;
                     if let Some(item) = fields::sdp_item(msg, line, &mut rejected, &cands.v4) {
                         return Some(item);

@@ -441,6 +441,15 @@ impl MediaRegistry {
             let Some((i, v)) = self.find(internal) else {
                 return self.allocate((call, generation), (internal, external), sink, now_s);
             };
+            if kind(v.state) == LIVE
+                && v.call == call
+                && v.external == external
+                && !newer(generation, v.generation)
+            {
+                // Named already by this SDP (its RTCP after its RTP) or a newer one of
+                // the dialog: nothing to change, so no compare-and-swap to own it.
+                return Some(self.port_of(i));
+            }
             if kind(v.state) == LIVE && self.own(i, v.state) {
                 if v.external == external {
                     // Ours now: the dialog and the SDP that named it last.

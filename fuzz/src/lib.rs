@@ -42,12 +42,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
-use sipnat::nat::flow::{FlowKey, FlowTable};
 use sipnat::datapath::pipeline::{Action, At, Egress, Env, Pipeline, Route, Side};
-use sipnat::ip::reasm::ReasmLimits;
 use sipnat::datapath::stats::{Batch, Counter};
 use sipnat::datapath::DataplaneSnapshot;
+use sipnat::ip::reasm::ReasmLimits;
+use sipnat::nat::flow::{FlowKey, FlowTable};
 use sipnat::nat::{Direction, ExternalAddrs, L3Action, L3Mode, Net, PortMap, RewriteConfig, Rule};
+use sipnat::rewrite::context::DialogPorts;
 use sipnat::rewrite::packet::{rewrite_packet, udp_checksum_ok};
 use sipnat::rewrite::{reference, rewrite_message, Context, Outcome};
 use sipnat::wire::{checksum, ipv4, ipv6, parse, Layout, Link};
@@ -91,10 +92,7 @@ pub fn variants() -> &'static [Variant; 4] {
             Variant {
                 name: "192.168/16 + fd00::/8, v4+v6, record_route+from_to",
                 config: RewriteConfig {
-                    rules: vec![
-                        Rule::new(net("192.168.0.0/16")),
-                        Rule::new(net("fd00::/8")),
-                    ],
+                    rules: vec![Rule::new(net("192.168.0.0/16")), Rule::new(net("fd00::/8"))],
                     record_route: true,
                     from_to: true,
                     ..RewriteConfig::default()
@@ -672,23 +670,6 @@ fn differential_sets() -> &'static [(RewriteConfig, ExternalAddrs, IpAddr); 6] {
             ),
         ]
     })
-}
-
-/// Media bindings answering from the dialog and the address alone: a port that changes
-/// with the dialog, so that a Call-ID the two paths read differently shows in the bytes.
-#[derive(Debug)]
-struct DialogPorts;
-
-impl sipnat::rewrite::MediaPorts for DialogPorts {
-    fn media_port(
-        &self,
-        call: u64,
-        internal: std::net::SocketAddr,
-        _external: std::net::IpAddr,
-    ) -> Option<u16> {
-        let h = call ^ u64::from(internal.port()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        Some(10_000 + (h % 20_000) as u16 * 2)
-    }
 }
 
 /// The `differential` target: the fast path and the reference give the same bytes and

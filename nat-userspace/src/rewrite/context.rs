@@ -72,3 +72,23 @@ pub trait MediaPorts: core::fmt::Debug + Sync {
         external: core::net::IpAddr,
     ) -> Option<u16>;
 }
+
+/// Media ports that depend only on the dialog and the RTP port, with no registry behind
+/// them: a port that changes with the dialog, so that two rewrites that read a message's
+/// Call-ID or its SDP items differently write different bytes in its `m=` and `a=rtcp`
+/// lines. For the checks that compare the fast path with the reference (the
+/// `differential` test and fuzz target), not for the daemon.
+#[derive(Debug)]
+pub struct DialogPorts;
+
+impl MediaPorts for DialogPorts {
+    fn media_port(
+        &self,
+        call: u64,
+        internal: core::net::SocketAddr,
+        _external: core::net::IpAddr,
+    ) -> Option<u16> {
+        let h = call ^ u64::from(internal.port()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Some(10_000 + (h % 20_000) as u16 * 2)
+    }
+}

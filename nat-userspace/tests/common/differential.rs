@@ -94,27 +94,10 @@ pub fn rule_sets() -> Vec<RuleSet> {
     RULE_SETS.iter().map(|l| rule_set(l)).collect()
 }
 
-/// Media bindings that answer from the dialog and the address alone, with a port that
-/// changes with the dialog: a Call-ID read differently by the two paths shows in the
-/// bytes of the `m=` and `a=rtcp` lines.
-#[derive(Debug)]
-pub struct DialogPorts;
-
-impl sipnat::rewrite::MediaPorts for DialogPorts {
-    fn media_port(
-        &self,
-        call: u64,
-        internal: std::net::SocketAddr,
-        _external: std::net::IpAddr,
-    ) -> Option<u16> {
-        let h = call ^ u64::from(internal.port()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        Some(10_000 + (h % 20_000) as u16 * 2)
-    }
-}
-
 /// Every way a message is rewritten under `s`: outbound, inbound without and with a
 /// known internal host, both ways under a NAPT binding of the host (internal port
-/// 5060, external port 20001), and outbound with media bindings ([`DialogPorts`]).
+/// 5060, external port 20001), and outbound with media bindings (`DialogPorts`: ports
+/// that change with the dialog).
 pub fn contexts(s: &RuleSet) -> [Context<'_>; 6] {
     let napt = Some(sipnat::rewrite::Napt {
         internal: s.host,
@@ -137,7 +120,7 @@ pub fn contexts(s: &RuleSet) -> [Context<'_>; 6] {
         ctx(Direction::Outbound, None, 5060, napt),
         ctx(Direction::Inbound, Some(s.host), 20001, napt),
         Context {
-            media: Some(&DialogPorts),
+            media: Some(&sipnat::rewrite::context::DialogPorts),
             ..ctx(Direction::Outbound, None, 5060, None)
         },
     ]

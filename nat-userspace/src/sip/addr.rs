@@ -177,8 +177,8 @@ fn eight_digits(v: u32) -> u64 {
     ((ones << 8) | tens) + 0x3030_3030_3030_3030
 }
 
-/// How many decimal digits `v` (below 10^8) has, 1 for 0: its bit length times
-/// log10(2) (1233 / 4096), one less when `v` is below that power of ten.
+/// How many decimal digits `v` (below 10^8) has, 1 for 0: `t`, its bit length times
+/// log10(2) (1233 / 4096, rounded down), plus one when `v` is at least 10^t.
 #[inline(always)]
 fn decimal_digits(v: u32) -> usize {
     const POW10: [u32; 9] = [

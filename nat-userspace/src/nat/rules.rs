@@ -138,8 +138,9 @@ impl LocalV4 {
 
     /// `cfg.local_nets`' IPv4 networks.
     pub fn of(cfg: &RewriteConfig) -> LocalV4 {
+        // (An unused slot matches no address: no address masked by 0 is 1.)
         let mut l = LocalV4 {
-            nets: [(0, u32::MAX); LocalV4::MAX],
+            nets: [(1, 0); LocalV4::MAX],
             n: 0,
         };
         for net in &cfg.local_nets {
@@ -162,10 +163,16 @@ impl LocalV4 {
     /// [`RewriteConfig::is_local`] of `cfg`, the config this was built from.
     #[inline]
     pub fn is_local(&self, cfg: &RewriteConfig, a: IpAddr) -> bool {
-        match (a, self.nets.get(..usize::from(self.n))) {
-            (IpAddr::V4(v4), Some(nets)) => {
+        match a {
+            // Every slot, used or not (an unused one matches nothing), without an early
+            // exit: a fixed number of compares with no branch, which the compiler does in
+            // vector lanes (the exit after a varying number of networks was a branch the
+            // addresses of a message take differently).
+            IpAddr::V4(v4) if self.n != u8::MAX => {
                 let a = u32::from(v4);
-                nets.iter().any(|&(net, mask)| a & mask == net)
+                self.nets
+                    .iter()
+                    .fold(false, |local, &(net, mask)| local | (a & mask == net))
             }
             _ => cfg.is_local(a),
         }
@@ -518,8 +525,9 @@ mod tests {
         }
     }
 
-    /// The compiled IPv4 local networks answer as `is_local`: the defaults, none, a /0,
-    /// and more networks than fit (then `is_local` itself answers).
+    /// The compiled IPv4 local networks answer as `is_local`: the defaults, none (no
+    /// unused slot matches, `0.0.0.0` included), a /0, as many networks as fit, and more
+    /// than fit (then `is_local` itself answers).
     #[test]
     fn local_v4_is_is_local() {
         let with = |local_nets: Vec<Net>| RewriteConfig {
@@ -531,11 +539,18 @@ mod tests {
                 .map(|i| Net::parse(&format!("10.{i}.0.0/16")).unwrap())
                 .collect(),
         );
+        let eight = with(
+            (0..8)
+                .map(|i| Net::parse(&format!("10.{i}.0.0/16")).unwrap())
+                .collect(),
+        );
         let none = with(Vec::new());
         let all = with(vec![Net::parse("0.0.0.0/0").unwrap()]);
         let addrs = [
             "10.0.0.1",
             "10.19.3.3",
+            "10.7.1.1",
+            "10.8.1.1",
             "10.20.0.1",
             "172.16.0.1",
             "172.32.0.1",
@@ -551,7 +566,7 @@ mod tests {
             "::ffff:10.0.0.1",
             "2001:db8::1",
         ];
-        for cfg in [RewriteConfig::default(), many, none, all] {
+        for cfg in [RewriteConfig::default(), many, eight, none, all] {
             let l = LocalV4::of(&cfg);
             for a in addrs {
                 let a: IpAddr = a.parse().unwrap();

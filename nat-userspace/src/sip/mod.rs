@@ -4,6 +4,8 @@
 
 pub mod addr;
 pub mod body;
+#[cfg(target_arch = "x86_64")]
+mod ipv4_simd;
 pub mod message;
 pub mod scan;
 pub mod sdp;

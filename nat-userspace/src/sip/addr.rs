@@ -56,10 +56,10 @@ pub fn parse_ipv4_prefix(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
 }
 
 /// [`parse_ipv4`] from a zero-padded copy of the token (7-15 bytes, put together from
-/// two overlapping 8- or 4-byte loads: no `memcpy` call) read by [`parse_ipv4_window`]: each
-/// octet's end told by looking at its next two bytes, no loop over bytes. Same answer as
-/// [`parse_ipv4`] for every input (a test checks both on every shape of octet and every
-/// byte value in every position).
+/// two overlapping 8- or 4-byte loads: no `memcpy` call) read whole with one vector
+/// shuffle (`sip::ipv4_simd`, SSSE3) or by [`parse_ipv4_window_scalar`]: no loop over
+/// bytes. Same answer as [`parse_ipv4`] for every input (a test checks both on every
+/// shape of octet, every byte value in every position and a million random tokens).
 #[inline]
 pub fn parse_ipv4_word(tok: &[u8]) -> Option<Ipv4Addr> {
     let n = tok.len();

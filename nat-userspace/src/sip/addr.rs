@@ -91,11 +91,8 @@ pub fn parse_ipv4_word(tok: &[u8]) -> Option<Ipv4Addr> {
 
 /// The IPv4 address at the start of a zero-padded 16-byte window, and its length: what
 /// [`parse_ipv4_prefix`] reads (each octet 1-3 digits, at most 255), without a loop over
-/// bytes: an octet's length is told by whether its next two bytes are digits. (Also the
-/// fast rewriter's read of an address inside a message.)
-///
-/// On x86-64 with SSSE3 the vector reading (`sip::ipv4_simd`), else
-/// [`parse_ipv4_window_scalar`].
+/// bytes. (The fast rewriter's read of an address inside a message.) On x86-64 with
+/// SSSE3 the vector reading (`sip::ipv4_simd`), else [`parse_ipv4_window_scalar`].
 #[inline]
 pub fn parse_ipv4_window(w: &[u8; 16]) -> Option<(Ipv4Addr, usize)> {
     #[cfg(target_arch = "x86_64")]

@@ -1,5 +1,7 @@
-//! A whole-token dotted quad read with one vector shuffle (SSSE3), for
-//! [`super::addr::parse_ipv4_word`]: no loop, no branch on the octets' lengths.
+//! A dotted quad read with one vector shuffle (SSSE3), for
+//! [`super::addr::parse_ipv4_word`] (a whole token) and
+//! [`super::addr::parse_ipv4_window`] (the address at the start of a window of a
+//! message): no loop, no branch on the octets' lengths.
 //!
 //! The shape of a dotted quad of `n` bytes is where its three dots are: with the end,
 //! four bits of a 16-bit *key* (`dots | 1 << n`). The 81 valid shapes (four octets of
@@ -11,8 +13,9 @@
 //! four octet values. What is checked, with no branch until the answer: the key is the
 //! slot's (dots exactly where the shape has them, and the length), every other byte of
 //! the token is a digit, and every octet is at most 255. The scalar reading
-//! (`parse_ipv4_window`) stays for CPUs without SSSE3; a test compares the two on every
-//! token shape and a million random tokens.
+//! (`parse_ipv4_window_scalar`) stays for CPUs without SSSE3 and for the windows whose
+//! run of digits and dots is not a whole address; tests compare both with the byte
+//! parsers on every token shape and a million random tokens and windows.
 //!
 //! Why: the scalar reading decides each octet's length by branches, one octet after the
 //! other; the six addresses of `PrivateIPDetection` have five different shapes.
@@ -38,7 +41,8 @@ struct Slot {
 /// The key of an empty slot.
 const EMPTY: u16 = 0;
 
-/// The 256 slots (4.5 KiB), built at compile time.
+/// The 256 slots (8 KiB: 32 bytes each, so that no shuffle's load straddles two cache
+/// lines; 81 are used), built at compile time.
 static SLOTS: [Slot; 256] = slots();
 
 const fn slots() -> [Slot; 256] {

@@ -128,7 +128,10 @@ pub fn default_local_nets() -> Vec<Net> {
 /// address families. A config with more IPv4 local networks than fit asks `is_local`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalV4 {
-    nets: [(u32, u32); LocalV4::MAX],
+    /// Each network's address and mask (slot `i` of both), apart: one vector compare
+    /// of the masked address with the networks.
+    nets: [u32; LocalV4::MAX],
+    masks: [u32; LocalV4::MAX],
     /// How many of `nets` are used; `u8::MAX`: more than fit.
     n: u8,
 }
@@ -140,17 +143,19 @@ impl LocalV4 {
     pub fn of(cfg: &RewriteConfig) -> LocalV4 {
         // (An unused slot matches no address: no address masked by 0 is 1.)
         let mut l = LocalV4 {
-            nets: [(1, 0); LocalV4::MAX],
+            nets: [1; LocalV4::MAX],
+            masks: [0; LocalV4::MAX],
             n: 0,
         };
         for net in &cfg.local_nets {
             if let Net::V4 { addr, mask, .. } = *net {
-                match l.nets.get_mut(usize::from(l.n)) {
-                    Some(slot) => {
-                        *slot = (addr, mask);
+                let i = usize::from(l.n);
+                match (l.nets.get_mut(i), l.masks.get_mut(i)) {
+                    (Some(n), Some(m)) => {
+                        (*n, *m) = (addr, mask);
                         l.n += 1;
                     }
-                    None => {
+                    _ => {
                         l.n = u8::MAX;
                         break;
                     }
@@ -172,7 +177,8 @@ impl LocalV4 {
                 let a = u32::from(v4);
                 self.nets
                     .iter()
-                    .fold(false, |local, &(net, mask)| local | (a & mask == net))
+                    .zip(&self.masks)
+                    .fold(false, |local, (&net, &mask)| local | (a & mask == net))
             }
             _ => cfg.is_local(a),
         }

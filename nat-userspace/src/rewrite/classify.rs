@@ -9,7 +9,7 @@ use crate::{
         rules::LocalV4,
         RewriteConfig,
     },
-    sip::addr::{parse_ip, parse_ipv4_word},
+    sip::addr::{parse_ip, with_ipv4_word},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,20 +23,24 @@ pub enum TextClass {
 }
 
 /// The class of `text` under `cfg`, whose IPv4 local networks `local` holds (built once,
-/// [`LocalV4::of`]): an IPv4 text read as one word ([`parse_ipv4_word`]) and classified
-/// by word compares; anything else as [`reference`] does.
+/// [`LocalV4::of`]): an IPv4 text read as one word and classified by word compares, the
+/// reading and the compares in one function ([`with_ipv4_word`]: one call per text, not
+/// two); anything else as [`reference`] does.
 #[inline]
 pub fn classify(cfg: &RewriteConfig, local: &LocalV4, text: &[u8]) -> TextClass {
-    let Some(v4) = parse_ipv4_word(text) else {
-        return reference(cfg, text);
-    };
-    if never_rewritten_v4(v4) {
-        TextClass::NeverRewritten
-    } else if local.is_local(cfg, v4.into()) {
-        TextClass::Local
-    } else {
-        TextClass::Public
-    }
+    with_ipv4_word(text, |v4| match v4 {
+        None => not_v4(cfg, text),
+        Some(v4) if never_rewritten_v4(v4) => TextClass::NeverRewritten,
+        Some(v4) if local.is_local(cfg, v4.into()) => TextClass::Local,
+        Some(_) => TextClass::Public,
+    })
+}
+
+/// [`reference`] of a text that is not an IPv4 word (out of line: the word's path stays
+/// small).
+#[inline(never)]
+fn not_v4(cfg: &RewriteConfig, text: &[u8]) -> TextClass {
+    reference(cfg, text)
 }
 
 /// The class of `text` under `cfg`: parsed with [`parse_ip`], then

@@ -62,29 +62,64 @@ pub fn parse_ipv4_prefix(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
 /// shape of octet, every byte value in every position and a million random tokens).
 #[inline]
 pub fn parse_ipv4_word(tok: &[u8]) -> Option<Ipv4Addr> {
+    with_ipv4_word(tok, |a| a)
+}
+
+/// `then(parse_ipv4_word(tok))`, the reading and `then` compiled as one function on
+/// x86-64 with SSSE3 (the vector reading is a function of its own, with the feature
+/// enabled: called from code without it, it cannot be inlined; here `then` is inlined
+/// into it instead, one call in all). (`PrivateIPDetection`: the word's loads, the
+/// vector reading and the classification in one function, no call between them.)
+#[inline]
+pub fn with_ipv4_word<R>(tok: &[u8], then: impl FnOnce(Option<Ipv4Addr>) -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if super::ipv4_simd::available() {
+        /// # Safety
+        /// The CPU must have SSSE3.
+        #[target_feature(enable = "ssse3")]
+        unsafe fn vector<R>(tok: &[u8], then: impl FnOnce(Option<Ipv4Addr>) -> R) -> R {
+            // (`then` in each arm: the answer is branched on once, not packed into an
+            // option and unpacked.)
+            match ipv4_halves(tok).and_then(|(lo, hi, n)| super::ipv4_simd::parse(lo, hi, n)) {
+                Some(a) => then(Some(a)),
+                None => then(None),
+            }
+        }
+        // SAFETY: the CPU has SSSE3 (checked at run time, once).
+        return unsafe { vector(tok, then) };
+    }
+    then(parse_ipv4_word_scalar(tok))
+}
+
+/// [`parse_ipv4_word`] without the vector reading (other CPUs; tested on its own).
+#[inline]
+fn parse_ipv4_word_scalar(tok: &[u8]) -> Option<Ipv4Addr> {
+    let (lo, hi, n) = ipv4_halves(tok)?;
+    let w = (u128::from(lo) | u128::from(hi) << 64).to_le_bytes();
+    match parse_ipv4_window_scalar(&w) {
+        Some((a, len)) if len == n => Some(a),
+        _ => None,
+    }
+}
+
+/// A token of 7 to 15 bytes as the low and high halves of a zero-padded 16-byte word,
+/// and its length; `None` for any other length.
+#[inline(always)]
+fn ipv4_halves(tok: &[u8]) -> Option<(u64, u64, usize)> {
     let n = tok.len();
-    let w: u128 = match (tok.first_chunk::<8>(), tok.last_chunk::<8>(), n) {
+    match (tok.first_chunk::<8>(), tok.last_chunk::<8>(), n) {
         // Bytes `n - 8..n` above the first 8 (the overlap is the same bytes), shifted by
         // `s` < 64 bits as two `u64` halves (`b >> 1 >> (63 - s)`: no shift by 64 when
         // `s` is 0; a `u128` shift by a variable amount is more instructions).
         (Some(a), Some(b), 8..=15) => {
             let (a, b, s) = (u64::from_le_bytes(*a), u64::from_le_bytes(*b), 8 * (n - 8));
-            u128::from(a | b << s) | u128::from(b >> 1 >> (63 - s)) << 64
+            Some((a | b << s, b >> 1 >> (63 - s), n))
         }
         (_, _, 7) => {
             let (a, b) = (tok.first_chunk::<4>()?, tok.last_chunk::<4>()?);
-            u128::from(u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 24)
+            let lo = u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 24;
+            Some((lo, 0, 7))
         }
-        _ => return None,
-    };
-    #[cfg(target_arch = "x86_64")]
-    if super::ipv4_simd::available() {
-        // SAFETY: the CPU has SSSE3 (checked at run time, once).
-        return unsafe { super::ipv4_simd::parse(w as u64, (w >> 64) as u64, n) };
-    }
-    let w = w.to_le_bytes();
-    match parse_ipv4_window_scalar(&w) {
-        Some((a, len)) if len == n => Some(a),
         _ => None,
     }
 }
@@ -475,12 +510,10 @@ mod tests {
             toks.push(t);
         }
         for t in &toks {
-            assert_eq!(
-                parse_ipv4_word(t),
-                parse_ipv4(t),
-                "{:?}",
-                String::from_utf8_lossy(t)
-            );
+            let want = parse_ipv4(t);
+            let what = || format!("{:?}", String::from_utf8_lossy(t));
+            assert_eq!(parse_ipv4_word(t), want, "{}", what());
+            assert_eq!(parse_ipv4_word_scalar(t), want, "scalar {}", what());
         }
     }
 

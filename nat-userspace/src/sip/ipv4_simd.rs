@@ -103,6 +103,7 @@ pub(super) fn available() -> bool {
 /// (little-endian; the bytes past `n` zero), or `None` when it is not a dotted quad of
 /// 1-3 digit octets, each at most 255: `parse_ipv4`'s answer.
 #[target_feature(enable = "ssse3")]
+#[inline]
 pub(super) fn parse(lo: u64, hi: u64, n: usize) -> Option<core::net::Ipv4Addr> {
     let (d, dots, digits) = classes(lo, hi);
     quad(d, dots, digits, n)

@@ -7,19 +7,24 @@
 #[inline]
 pub fn sum(data: &[u8]) -> u64 {
     #[cfg(target_arch = "x86_64")]
-    if data.len() >= 128 && std::is_x86_feature_detected!("avx2") {
+    if (128..MAX_AVX2).contains(&data.len()) && std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked at run time; std caches the answer).
         return unsafe { sum_avx2(data) };
     }
     sum_lanes(data)
 }
 
+/// The longest data [`sum_avx2`] takes: its 32-bit lanes hold the sums of 2^14 blocks
+/// with room to spare (a datagram has at most 2^11).
+#[cfg(target_arch = "x86_64")]
+const MAX_AVX2: usize = 1 << 19;
+
 /// [`sum`] with AVX2, for the long sums (a rewritten payload's): three instructions per
 /// 32 bytes. Each 16-bit word `w` is offset to the signed `w - 0x8000` (an `xor` of its
 /// top bit) so that `vpmaddwd` against ones adds its pairs exactly into 32-bit lanes;
 /// each 32-byte block then added `8 * 0x10000` too little, given back at the end. (The
-/// lanes cannot overflow: a lane gains at most 2^16 a block, a datagram has at most
-/// 2^11 blocks.) The order of the bytes in a word does not matter to the sum (RFC 1071
+/// lanes cannot overflow: a lane moves by at most 2^16 a block, and [`sum`] gives this
+/// at most [`MAX_AVX2`] bytes, 2^14 blocks.) The order of the bytes in a word does not matter to the sum (RFC 1071
 /// §2): native words, swapped into network order once. The tail (< 32 bytes) is
 /// [`sum_lanes`]'s; a block is 32 bytes, so its words start at an even offset.
 #[cfg(target_arch = "x86_64")]
@@ -187,9 +192,9 @@ mod tests {
 
     #[test]
     fn wide_sum_matches_bytewise_reference() {
-        // Every remainder, the AVX2 path's lengths too; bytes chosen to force carries (0xff
-        // runs).
-        for len in (0..300usize).chain([1500, 4093, 65_535]) {
+        // Every remainder, the AVX2 path's lengths too (up to its longest, and one past
+        // it); bytes chosen to force carries (0xff runs).
+        for len in (0..300usize).chain([1500, 4093, 65_535, (1 << 19) - 1, 1 << 19]) {
             let d: Vec<u8> = (0..len)
                 .map(|i| if i % 5 < 3 { 0xff } else { (i * 31) as u8 })
                 .collect();

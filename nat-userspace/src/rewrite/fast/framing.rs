@@ -69,7 +69,7 @@ pub(super) fn header(
     if !cands.indexed() {
         return exact(cands, msg, pos, walk);
     }
-    let (mut ce, mut next) = walk.line_end(cands, msg, end);
+    let (ce, next) = walk.line_end(cands, msg, end);
     if ce == pos {
         // Empty line: end of headers; `next` is where the body starts. (At the end of
         // the message too: the bitmap has no bit there, so the line ends at `end`.)
@@ -82,18 +82,30 @@ pub(super) fn header(
         }
         return exact(cands, msg, pos, walk);
     };
-    // Continuation lines (folding) belong to this header.
+    Ok(line_of(cands, msg, (colon, kind), (ce, next), walk))
+}
+
+/// The [`Line`] of a header whose name ends at `colon` and whose first line's content
+/// ends at `ce`, the next line starting at `next` (`walk` there), and where the line
+/// after the header starts: its continuation lines (folding) belong to it.
+#[inline(always)]
+fn line_of(
+    cands: &Cands,
+    msg: &[u8],
+    (colon, kind): (usize, Kind),
+    (mut ce, mut next): (usize, usize),
+    walk: &mut Walk,
+) -> (Line, usize) {
+    let end = msg.len();
     while next < end && is_ws(msg[next]) {
         (ce, next) = walk.line_end(cands, msg, end);
     }
-    Ok((
-        Line {
-            kind,
-            name_end: colon,
-            raw: colon + 1..ce,
-        },
-        next,
-    ))
+    let line = Line {
+        kind,
+        name_end: colon,
+        raw: colon + 1..ce,
+    };
+    (line, next)
 }
 
 /// [`header`] of a line whose name is 16 to 31 bytes long in the usual form
@@ -107,19 +119,11 @@ fn long_line(
     cands: &Cands,
     msg: &[u8],
     pos: usize,
-    (mut ce, mut next): (usize, usize),
+    (ce, next): (usize, usize),
     mut walk: Walk,
 ) -> Option<(Line, usize, Walk)> {
-    let end = msg.len();
-    let (colon, kind) = long_name(msg, pos, ce)?;
-    while next < end && is_ws(msg[next]) {
-        (ce, next) = walk.line_end(cands, msg, end);
-    }
-    let line = Line {
-        kind,
-        name_end: colon,
-        raw: colon + 1..ce,
-    };
+    let named = long_name(msg, pos, ce)?;
+    let (line, next) = line_of(cands, msg, named, (ce, next), &mut walk);
     Some((line, next, walk))
 }
 

@@ -24,9 +24,10 @@ const MAX_AVX2: usize = 1 << 19;
 /// top bit) so that `vpmaddwd` against ones adds its pairs exactly into 32-bit lanes;
 /// each 32-byte block then added `8 * 0x10000` too little, given back at the end. (The
 /// lanes cannot overflow: a lane moves by at most 2^16 a block, and [`sum`] gives this
-/// at most [`MAX_AVX2`] bytes, 2^14 blocks.) The order of the bytes in a word does not matter to the sum (RFC 1071
-/// §2): native words, swapped into network order once. The tail (< 32 bytes) is
-/// [`sum_lanes`]'s; a block is 32 bytes, so its words start at an even offset.
+/// at most [`MAX_AVX2`] bytes, 2^14 blocks.) The order of the bytes in a word does not
+/// matter to the sum (RFC 1071 §2): native words, swapped into network order once. The
+/// tail (< 32 bytes) is [`sum_lanes`]'s; a block is 32 bytes, so its words start at an
+/// even offset.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn sum_avx2(data: &[u8]) -> u64 {
@@ -48,11 +49,7 @@ unsafe fn sum_avx2(data: &[u8]) -> u64 {
     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
     let offset = 8 * 0x1_0000 * blocks.len() as i64;
     let wide = lanes.iter().map(|&l| i64::from(l)).sum::<i64>() + offset;
-    let mut folded = fold(wide as u64);
-    if cfg!(target_endian = "little") {
-        folded = folded.swap_bytes();
-    }
-    u64::from(folded) + sum_lanes(rest)
+    network_order(wide as u64) + sum_lanes(rest)
 }
 
 /// [`sum`] for any CPU.
@@ -67,11 +64,7 @@ fn sum_lanes(data: &[u8]) -> u64 {
         .iter()
         .map(|w| u64::from(u32::from_ne_bytes(*w)))
         .sum();
-    let mut folded = fold(acc);
-    if cfg!(target_endian = "little") {
-        folded = folded.swap_bytes();
-    }
-    let mut acc = u64::from(folded);
+    let mut acc = network_order(acc);
     let mut pairs = rest.chunks_exact(2);
     for w in &mut pairs {
         acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
@@ -80,6 +73,17 @@ fn sum_lanes(data: &[u8]) -> u64 {
         acc += u64::from(*b) << 8;
     }
     acc
+}
+
+/// A sum of native-order words, folded and swapped into network order (RFC 1071 §2:
+/// byte order only swaps the sum).
+#[inline(always)]
+fn network_order(native: u64) -> u64 {
+    let folded = fold(native);
+    u64::from(match cfg!(target_endian = "little") {
+        true => folded.swap_bytes(),
+        false => folded,
+    })
 }
 
 /// Folds a wide sum into 16 bits (end-around carry).

@@ -5,7 +5,8 @@
 # (--steer napi), system up, one max-rate run and, from its 2nd second,
 # `perf record -C GW_CPU -g` for SECONDS-3 seconds (the gateway core only: its NAPI
 # threads, softirqs, sipnat's workers and whatever else ran there), then the top of
-# `perf report --no-children` by task, by shared object and by symbol.
+# `perf report --no-children` by task, by shared object and by symbol, and
+# (tools/perf_split.py) the busy time per packet by where it went: split.md.
 #   perf.sh --out DIR [--what rtp|sip] [--suts "..."] [--gens "..."] [--seconds 6]
 #           [--flows 4096] [--top 25]
 #   (rtp: --suts "sipnat-media kernel-masq" --gens "xdpgen kagen";
@@ -43,12 +44,25 @@ for s in $SUTS; do
   CUR=$s; "$hook" up
   for g in $GENS; do
     f=$OUT/perf-$s-$g
-    "$BENCH_DIR/load.sh" --sut "$s" --pps-max --seconds "$SECS" --flows "$FLOWS" "${LOAD[@]}" --gen "$g" \
+    # The profile starts when the generator does (load.sh first builds its packets and
+    # sets up the sink: seconds, with many flows), a second into its run.
+    started=$OUT/.gen-started
+    rm -f "$started"
+    KABENCH_GEN_STARTED=$started "$BENCH_DIR/load.sh" --sut "$s" --pps-max --seconds "$SECS" --flows "$FLOWS" "${LOAD[@]}" --gen "$g" \
       --label "perf" --raw-dir "$OUT/raw" --json-out "$OUT/runs.jsonl" --max-wait 0 --retry-noisy 0 \
       >/dev/null &
     lp=$!
-    sleep 2
-    perf record -q -C "$GW_CPU" -g -o "$f.data" -- sleep $((SECS - 3)) 2>/dev/null
+    for _ in $(seq 600); do
+      [[ -e $started ]] || ! kill -0 $lp 2>/dev/null && break
+      sleep 0.1
+    done
+    [[ -e $started ]] || die "the generator of $s did not start"
+    log "generator of $s started"
+    sleep 1
+    # (Real-time itself: the generator keeps the other core busy and sipnat's worker,
+    # SCHED_FIFO, this one; a normal-priority perf started its profile seconds late,
+    # after the run.)
+    chrt -f 1 perf record -q -C "$GW_CPU" -g -o "$f.data" -- sleep $((SECS - 3)) 2>/dev/null
     wait $lp || log "run failed: $s $g"
     { set +o pipefail  # head closes the pipe early
       echo "# $s, $WHAT, generator $g: perf record -C $GW_CPU -g, $((SECS - 3)) s"
@@ -70,3 +84,6 @@ for s in $SUTS; do
   done
   "$hook" down; CUR=""
 done
+# Each profile's busy time per packet by where it went (copy mode's own costs apart).
+python3 "$BENCH_DIR/tools/perf_split.py" "$OUT" > "$OUT/split.md"
+log "split: $OUT/split.md"

@@ -39,7 +39,7 @@ CATEGORIES = [
      any_frame("__xsk_generic_xmit", "xsk_sendmsg", "__sys_sendto", "xsk_generic_xmit",
                "xsk_destruct_skb")),
     ("sipnat: SIP rewrite (parse, edit, checksums)",
-     leaf_has("sipnat::rewrite", "sipnat::sip::", "sipnat::wire::checksum", "__memmove", "__memcpy")),
+     leaf_has("sipnat::rewrite", "sipnat::sip::", "sipnat::wire::checksum")),
     ("sipnat: NAPT and flow table",
      leaf_has("sipnat::nat::")),
     ("sipnat: worker, pipeline, rings",

@@ -165,6 +165,13 @@ impl LocalV4 {
         l
     }
 
+    /// The networks' addresses and masks (slot `i` of both; an unused slot has mask 0 and
+    /// address 1: no address is in it), or `None` when there are more than fit.
+    #[inline]
+    pub fn words(&self) -> Option<(&[u32; LocalV4::MAX], &[u32; LocalV4::MAX])> {
+        (self.n != u8::MAX).then_some((&self.nets, &self.masks))
+    }
+
     /// [`RewriteConfig::is_local`] of `cfg`, the config this was built from.
     #[inline]
     pub fn is_local(&self, cfg: &RewriteConfig, a: IpAddr) -> bool {

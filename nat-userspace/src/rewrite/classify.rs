@@ -9,7 +9,7 @@ use crate::{
         rules::LocalV4,
         RewriteConfig,
     },
-    sip::addr::{parse_ip, with_ipv4_word},
+    sip::addr::{parse_ip, with_ipv4_word, with_ipv4_word_in},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,11 +23,20 @@ pub enum TextClass {
 }
 
 /// The class of `text` under `cfg`, whose IPv4 local networks `local` holds (built once,
-/// [`LocalV4::of`]): an IPv4 text read as one word and classified by word compares, the
-/// reading and the compares in one function ([`with_ipv4_word`]: one call per text, not
-/// two); anything else as [`reference`] does.
+/// [`LocalV4::of`]): an IPv4 text read as one word and its networks compared in the
+/// vector register the reading leaves it in, the reading and the compares in one function
+/// ([`with_ipv4_word_in`]: one call per text); anything else as [`reference`] does.
 #[inline]
 pub fn classify(cfg: &RewriteConfig, local: &LocalV4, text: &[u8]) -> TextClass {
+    if let Some((nets, masks)) = local.words() {
+        return with_ipv4_word_in(text, nets, masks, |v4| match v4 {
+            None => not_v4(cfg, text),
+            Some((v4, _)) if never_rewritten_v4(v4) => TextClass::NeverRewritten,
+            Some((_, true)) => TextClass::Local,
+            Some(_) => TextClass::Public,
+        });
+    }
+    // (More IPv4 local networks than `LocalV4` holds.)
     with_ipv4_word(text, |v4| match v4 {
         None => not_v4(cfg, text),
         Some(v4) if never_rewritten_v4(v4) => TextClass::NeverRewritten,

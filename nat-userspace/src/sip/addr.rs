@@ -91,6 +91,55 @@ pub fn with_ipv4_word<R>(tok: &[u8], then: impl FnOnce(Option<Ipv4Addr>) -> R) -
     then(parse_ipv4_word_scalar(tok))
 }
 
+/// [`with_ipv4_word`] that also tells whether the address is in one of eight networks
+/// (`nets[i]` masked by `masks[i]`, host order; a slot with mask 0 and a net other than 0
+/// is in none): on x86-64 with SSSE3 compared in the vector register the reading leaves
+/// the address in (`ipv4_simd::parse_in`), one function in all. (`PrivateIPDetection`'s
+/// local networks.)
+#[inline]
+pub fn with_ipv4_word_in<R>(
+    tok: &[u8],
+    nets: &[u32; 8],
+    masks: &[u32; 8],
+    then: impl FnOnce(Option<(Ipv4Addr, bool)>) -> R,
+) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if super::ipv4_simd::available() {
+        /// # Safety
+        /// The CPU must have SSSE3.
+        #[target_feature(enable = "ssse3")]
+        unsafe fn vector<R>(
+            tok: &[u8],
+            nets: &[u32; 8],
+            masks: &[u32; 8],
+            then: impl FnOnce(Option<(Ipv4Addr, bool)>) -> R,
+        ) -> R {
+            match ipv4_halves(tok)
+                .and_then(|(lo, hi, n)| super::ipv4_simd::parse_in(lo, hi, n, nets, masks))
+            {
+                Some(a) => then(Some(a)),
+                None => then(None),
+            }
+        }
+        // SAFETY: the CPU has SSSE3 (checked at run time, once).
+        return unsafe { vector(tok, nets, masks, then) };
+    }
+    then(ipv4_word_in_scalar(tok, nets, masks))
+}
+
+/// [`with_ipv4_word_in`]'s answer without the vector reading (other CPUs; tested on its
+/// own).
+#[inline]
+fn ipv4_word_in_scalar(tok: &[u8], nets: &[u32; 8], masks: &[u32; 8]) -> Option<(Ipv4Addr, bool)> {
+    parse_ipv4_word_scalar(tok).map(|a| {
+        let v = u32::from(a);
+        (
+            a,
+            nets.iter().zip(masks).any(|(&net, &mask)| v & mask == net),
+        )
+    })
+}
+
 /// [`parse_ipv4_word`] without the vector reading (other CPUs; tested on its own).
 #[inline]
 fn parse_ipv4_word_scalar(tok: &[u8]) -> Option<Ipv4Addr> {
@@ -509,12 +558,46 @@ mod tests {
                 .collect();
             toks.push(t);
         }
+        // Networks for `with_ipv4_word_in`: the private ranges, loopback, one host, one
+        // /0-like slot unused (mask 0, address 1: no address is in it), and 10.1.2.3's
+        // /32 (in the list of bases above).
+        let net = |a: [u8; 4], bits: u32| (u32::from_be_bytes(a), u32::MAX << (32 - bits));
+        let slots = [
+            net([10, 0, 0, 0], 8),
+            net([172, 16, 0, 0], 12),
+            net([192, 168, 0, 0], 16),
+            net([127, 0, 0, 0], 8),
+            net([1, 2, 3, 4], 32),
+            (1, 0),
+            net([10, 20, 30, 40], 32),
+            (1, 0),
+        ];
+        let (nets, masks) = (slots.map(|s| s.0), slots.map(|s| s.1));
+        let mut hits = 0;
         for t in &toks {
             let want = parse_ipv4(t);
             let what = || format!("{:?}", String::from_utf8_lossy(t));
             assert_eq!(parse_ipv4_word(t), want, "{}", what());
             assert_eq!(parse_ipv4_word_scalar(t), want, "scalar {}", what());
+            let want_in = want.map(|a| {
+                let v = u32::from(a);
+                (a, slots.iter().any(|&(n, m)| v & m == n))
+            });
+            hits += usize::from(want_in.is_some_and(|(_, hit)| hit));
+            assert_eq!(
+                with_ipv4_word_in(t, &nets, &masks, |r| r),
+                want_in,
+                "in {}",
+                what()
+            );
+            assert_eq!(
+                ipv4_word_in_scalar(t, &nets, &masks),
+                want_in,
+                "in, scalar {}",
+                what()
+            );
         }
+        assert!(hits > 100, "{hits} tokens in the networks");
     }
 
     /// The window parse gives [`parse_ipv4_prefix`]'s answer on the same bytes: every

@@ -109,6 +109,43 @@ pub(super) fn parse(lo: u64, hi: u64, n: usize) -> Option<core::net::Ipv4Addr> {
     quad(d, dots, digits, n)
 }
 
+/// [`parse`] and whether the address is in one of eight networks (`nets[i]` masked by
+/// `masks[i]`, host order; a slot with mask 0 and a net other than 0 is in none): the
+/// octets' four lanes turned into the address, in host order, in every lane by one
+/// shuffle, and compared there, instead of the address moved to a general register,
+/// byte-swapped and moved back. (The address read this way is [`parse`]'s: the octets
+/// are checked to be at most 255 first, so their low bytes are the octets.)
+#[target_feature(enable = "ssse3")]
+#[inline]
+pub(super) fn parse_in(
+    lo: u64,
+    hi: u64,
+    n: usize,
+    nets: &[u32; 8],
+    masks: &[u32; 8],
+) -> Option<(core::net::Ipv4Addr, bool)> {
+    use core::arch::x86_64::*;
+    let (d, dots, digits) = classes(lo, hi);
+    let (octets, valid) = octets(d, dots, digits, n);
+    if !valid {
+        return None;
+    }
+    // Each lane: octet 0's low byte at the top, octet 3's at the bottom.
+    let host = _mm_shuffle_epi8(
+        octets,
+        _mm_set_epi8(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12),
+    );
+    // SAFETY: `loadu` reads 16 bytes of each 32-byte array (no alignment needed).
+    let hit = unsafe {
+        let v = |a: &[u32; 8], i: usize| _mm_loadu_si128(a.as_ptr().add(i).cast());
+        let lo = _mm_cmpeq_epi32(_mm_and_si128(host, v(masks, 0)), v(nets, 0));
+        let hi = _mm_cmpeq_epi32(_mm_and_si128(host, v(masks, 4)), v(nets, 4));
+        _mm_movemask_epi8(_mm_or_si128(lo, hi)) != 0
+    };
+    let addr = _mm_cvtsi128_si32(host) as u32;
+    Some((core::net::Ipv4Addr::from(addr), hit))
+}
+
 /// `parse_ipv4_prefix` of a zero-padded 16-byte window: the address at its start and
 /// its length. The run of digits and dots at the start is read as a whole token; a run
 /// that is not one (a last octet of 4 digits, a fifth octet, a run of 16 bytes: the
@@ -151,6 +188,25 @@ fn quad(
     n: usize,
 ) -> Option<core::net::Ipv4Addr> {
     use core::arch::x86_64::*;
+    let (octets, valid) = octets(d, dots, digits, n);
+    let bytes = _mm_packus_epi16(_mm_packs_epi32(octets, octets), octets);
+    let addr = _mm_cvtsi128_si32(bytes) as u32;
+    valid.then(|| core::net::Ipv4Addr::from(addr.to_le_bytes()))
+}
+
+/// The four octets of the dotted quad of the first `n` (7-15) bytes, one in each 32-bit
+/// lane, from [`classes`] of them (`dots` with no bit at or past `n`), and whether they
+/// are one: the shape is the slot's, every byte a digit or a dot, every octet at most
+/// 255.
+#[target_feature(enable = "ssse3")]
+#[inline]
+fn octets(
+    d: core::arch::x86_64::__m128i,
+    dots: u32,
+    digits: u32,
+    n: usize,
+) -> (core::arch::x86_64::__m128i, bool) {
+    use core::arch::x86_64::*;
     let n = n & 15;
     let key = dots | 1 << n;
     let s = &SLOTS[slot(key)];
@@ -162,10 +218,8 @@ fn quad(
     let pairs = _mm_maddubs_epi16(lanes, _mm_set1_epi32(i32::from_le_bytes([100, 10, 1, 0])));
     let octets = _mm_madd_epi16(pairs, _mm_set1_epi16(1));
     let over = _mm_movemask_epi8(_mm_cmpgt_epi32(octets, _mm_set1_epi32(255)));
-    let bytes = _mm_packus_epi16(_mm_packs_epi32(octets, octets), octets);
-    let addr = _mm_cvtsi128_si32(bytes) as u32;
     let valid = u32::from(s.key) == key && (digits | dots) & all == all && over == 0;
-    valid.then(|| core::net::Ipv4Addr::from(addr.to_le_bytes()))
+    (octets, valid)
 }
 
 #[cfg(test)]

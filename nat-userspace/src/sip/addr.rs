@@ -558,9 +558,9 @@ mod tests {
                 .collect();
             toks.push(t);
         }
-        // Networks for `with_ipv4_word_in`: the private ranges, loopback, one host, one
-        // /0-like slot unused (mask 0, address 1: no address is in it), and 10.1.2.3's
-        // /32 (in the list of bases above).
+        // Networks for `with_ipv4_word_in`: the private ranges, loopback, two hosts (the
+        // bases 1.2.3.4 and 10.20.30.40 above, as /32s) and two unused slots (mask 0,
+        // address 1: no address is in them).
         let net = |a: [u8; 4], bits: u32| (u32::from_be_bytes(a), u32::MAX << (32 - bits));
         let slots = [
             net([10, 0, 0, 0], 8),

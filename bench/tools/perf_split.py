@@ -27,33 +27,31 @@ def leaf_has(*parts):
     return lambda frames: bool(frames) and any(p in frames[0] for p in parts)
 
 
-# (label, test on the stack, leaf first). Order matters: the first match wins.
+# (label, test on the stack (leaf first), whether only AF_XDP's copy mode or XDP on veth
+# costs it: those are summed apart). Order matters: the first match wins.
 CATEGORIES = [
     ("copy mode: AF_XDP receive (each frame copied into the UMEM)",
-     any_frame("__xsk_rcv", "__xsk_map_redirect", "xsk_rcv", "__xsk_rcv_zc")),
+     any_frame("__xsk_rcv", "__xsk_map_redirect", "xsk_rcv", "__xsk_rcv_zc"), True),
     ("veth native XDP: each skb copied into a page with XDP headroom",
-     any_frame("skb_pp_cow_data", "veth_convert_skb_to_xdp_buff")),
+     any_frame("skb_pp_cow_data", "veth_convert_skb_to_xdp_buff"), True),
     ("veth transmit to the next hop (the kernel NAT's too)",
-     any_frame("__dev_direct_xmit", "dev_hard_start_xmit", "veth_xmit")),
+     any_frame("__dev_direct_xmit", "dev_hard_start_xmit", "veth_xmit"), False),
     ("copy mode: AF_XDP transmit (an skb built and the frame copied per sendto)",
      any_frame("__xsk_generic_xmit", "xsk_sendmsg", "__sys_sendto", "xsk_generic_xmit",
-               "xsk_destruct_skb")),
+               "xsk_destruct_skb"), True),
     ("sipnat: SIP rewrite (parse, edit) and checksums",
-     leaf_has("sipnat::rewrite", "sipnat::sip::", "sipnat::wire::checksum")),
+     leaf_has("sipnat::rewrite", "sipnat::sip::", "sipnat::wire::checksum"), False),
     ("sipnat: NAPT and flow table",
-     leaf_has("sipnat::nat::")),
+     leaf_has("sipnat::nat::"), False),
     ("sipnat: worker, pipeline, rings",
-     leaf_has("sipnat::", "xdpilone", "__mem", "__libc", "__GI_")),
+     leaf_has("sipnat::", "xdpilone", "__mem", "__libc", "__GI_"), False),
     ("sipnat: the worker's poll() and other syscalls",
-     any_frame("do_sys_poll", "__x64_sys_poll", "__x64_sys_ppoll", "entry_SYSCALL_64_after_hwframe")),
+     any_frame("do_sys_poll", "__x64_sys_poll", "__x64_sys_ppoll", "entry_SYSCALL_64_after_hwframe"), False),
     ("XDP program (steering)",
-     lambda frames: any(f.startswith("bpf_prog_") or f == "bpf_dispatcher_xdp" for f in frames)),
+     lambda frames: any(f.startswith("bpf_prog_") or f == "bpf_dispatcher_xdp" for f in frames), False),
     ("kernel: veth receive, netfilter, routing, skb frees (the kernel NAT's too)",
-     lambda frames: True),
+     lambda frames: True, False),
 ]
-
-# The categories that only AF_XDP's copy mode on veth costs (the sum is shown apart).
-COPY_ONLY = ("copy mode", "veth native XDP")
 
 
 def samples(data):
@@ -96,7 +94,7 @@ def main():
         name = os.path.basename(data)[len("perf-"):-len(".data")]
         sut, gen = name.rsplit("-", 1)
         run = by_run.get((sut, gen))
-        counts = {label: 0 for label, _ in CATEGORIES}
+        counts = {label: 0 for label, _, _ in CATEGORIES}
         busy = idle = 0
         for comm, frames in samples(data):
             if not comm.startswith(GATEWAY_TASKS):
@@ -105,7 +103,7 @@ def main():
                 idle += 1
                 continue
             busy += 1
-            for label, test in CATEGORIES:
+            for label, test, _ in CATEGORIES:
                 if test(frames):
                     counts[label] += 1
                     break
@@ -114,13 +112,13 @@ def main():
             name, busy, idle, ns if ns else "?", run.get("delivered_pps", "?") if run else "?"))
         print("| where | share of busy samples | ns per packet |")
         print("|---|---:|---:|")
-        for label, _ in CATEGORIES:
+        for label, _, _ in CATEGORIES:
             c = counts[label]
             if c == 0:
                 continue
             share = c / busy if busy else 0
             print("| %s | %.1f %% | %s |" % (label, 100 * share, "%.0f" % (share * ns) if ns else "?"))
-        copy = sum(c for label, c in counts.items() if label.startswith(COPY_ONLY))
+        copy = sum(counts[label] for label, _, copy_only in CATEGORIES if copy_only)
         if busy and ns:
             print("| **all but AF_XDP copy mode's and veth XDP's own costs** | %.1f %% | **%.0f** |" % (
                 100 * (busy - copy) / busy, (busy - copy) / busy * ns))

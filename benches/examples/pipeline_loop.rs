@@ -68,7 +68,8 @@ fn main() {
         cfg,
         ExternalAddrs::from_ip("198.51.100.1".parse().expect("an address")),
         &[5060],
-    );
+    )
+    .with_media(media);
     let flows = FlowTable::new(4096, 300);
     let napt = NaptTable::new(4096, 300);
     let registry = MediaRegistry::new(PortRange {

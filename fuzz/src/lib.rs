@@ -49,9 +49,15 @@ use sipnat::ip::reasm::ReasmLimits;
 use sipnat::nat::flow::{FlowKey, FlowTable};
 use sipnat::nat::{Direction, ExternalAddrs, L3Action, L3Mode, Net, PortMap, RewriteConfig, Rule};
 use sipnat::rewrite::context::DialogPorts;
-use sipnat::rewrite::packet::{rewrite_packet, udp_checksum_ok};
-use sipnat::rewrite::{reference, rewrite_message, Context, Outcome};
+use sipnat::rewrite::edits::Edits;
+use sipnat::rewrite::packet::{rewrite_packet, rewrite_packet_gated, udp_checksum_ok};
+use sipnat::rewrite::{reference, rewrite_message, rewrite_message_in, Context, Gate, Outcome};
 use sipnat::wire::{checksum, ipv4, ipv6, parse, Layout, Link};
+
+thread_local! {
+    /// The `differential` target's edit list (one per thread, as a worker has one).
+    static EDITS: core::cell::RefCell<Edits> = core::cell::RefCell::new(Edits::new());
+}
 
 /// The SIP ports of every variant (the seeds use these).
 pub const SIP_PORTS: &[u16] = &[5060, 5061, 5080, 15060];
@@ -695,11 +701,16 @@ pub fn differential(data: &[u8]) {
         // (3: outbound with media bindings, whose dialog both paths read.)
         media: ((sel >> 3) & 3 == 3).then_some(&DialogPorts as &dyn sipnat::rewrite::MediaPorts),
     };
+    // (0x80: the gate the daemon makes with media NAT on, whatever the context.)
+    let gate = match sel & 0x80 != 0 {
+        true => Gate::of(&ctx).for_media_nat(),
+        false => Gate::of(&ctx),
+    };
     let tailroom = if sel & 0x40 != 0 { 0 } else { TAILROOM };
     let mut fast = with_tailroom(rest, tailroom);
     let mut refr = fast.clone();
     if sel & 0x20 == 0 {
-        let f = rewrite_message(&mut fast, rest.len(), &ctx);
+        let f = EDITS.with_borrow_mut(|e| rewrite_message_in(&mut fast, rest.len(), &ctx, &gate, e));
         let r = reference::rewrite_message(&mut refr, rest.len(), &ctx);
         assert_eq!(f, r, "message: fast path result differs from the reference");
         assert!(
@@ -732,7 +743,8 @@ pub fn differential(data: &[u8]) {
     ] {
         let mut f_buf = fast.clone();
         let mut r_buf = refr.clone();
-        let f = rewrite_packet(&mut f_buf, &layout, &ctx, l3);
+        let f = EDITS
+            .with_borrow_mut(|e| rewrite_packet_gated(&mut f_buf, &layout, &ctx, l3, &gate, e));
         let r = reference::rewrite_packet(&mut r_buf, &layout, &ctx, l3);
         assert_eq!(
             f, r,

@@ -329,6 +329,7 @@ impl Daemon {
                 .context("starting the next-hop resolver")?;
         let slow = SlowPath::new()
             .context("opening raw sockets for the kernel slow path (needs CAP_NET_RAW)")?;
+        let media = crate::control::media::shared_media(&cfg, &programs.media);
         let shared = Arc::new(DatapathState {
             dataplane: Published::new(
                 DataplaneSnapshot::new(
@@ -336,12 +337,13 @@ impl Daemon {
                     external,
                     cfg.interfaces.sip_ports.get_ref(),
                 )
-                .with_napt(cfg.nat.napt_range()),
+                .with_napt(cfg.nat.napt_range())
+                .with_media(media.is_some()),
             ),
             nexthops,
             flows: FlowTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
             napt: NaptTable::new(cfg.nat.flow_table_size, cfg.nat.flow_idle_timeout),
-            media: crate::control::media::shared_media(&cfg, &programs.media),
+            media,
             clock: Clock::default(),
             stop,
             slow,
@@ -705,12 +707,15 @@ impl Daemon {
                 ExternalSource::None if !o6.is_dynamic() => external.v6 = None,
                 _ => {}
             }
+            // (`[media]` changes need a restart: the workers bind media as before.)
+            let media = dp.media;
             *dp = DataplaneSnapshot::new(
                 new.rewrite_config(),
                 external,
                 new.interfaces.sip_ports.get_ref(),
             )
-            .with_napt(new.nat.napt_range());
+            .with_napt(new.nat.napt_range())
+            .with_media(media);
             if e.addrs != external {
                 tracing::info!("external address {external} (from the reloaded config)");
                 e.updated = Some(SystemTime::now());

@@ -47,6 +47,9 @@ pub struct DataplaneSnapshot {
     /// port when free, else take one of this range. `None`: ports are kept (a second host
     /// on the same port and remote is a flow collision).
     pub napt: Option<crate::nat::napt::PortRange>,
+    /// The workers bind media (`[media]` on): SDP bodies are read whole, and the gates
+    /// are made for it ([`crate::rewrite::Gate::for_media_nat`]).
+    pub media: bool,
 }
 
 impl DataplaneSnapshot {
@@ -59,7 +62,7 @@ impl DataplaneSnapshot {
             .rules
             .iter()
             .any(|r| r.internal.single_host().is_none());
-        let gates = DataplaneSnapshot::gates(&config, &external);
+        let gates = DataplaneSnapshot::gates(&config, &external, false);
         let local_v4 = crate::nat::rules::LocalV4::of(&config);
         DataplaneSnapshot {
             config,
@@ -69,6 +72,7 @@ impl DataplaneSnapshot {
             gates,
             local_v4,
             napt: None,
+            media: false,
         }
     }
 
@@ -80,12 +84,29 @@ impl DataplaneSnapshot {
         }
     }
 
-    fn gates(config: &RewriteConfig, external: &ExternalAddrs) -> [crate::rewrite::Gate; 2] {
+    /// The same, for workers that bind media or not (`[media]`; the gates follow it).
+    pub fn with_media(self, media: bool) -> DataplaneSnapshot {
+        DataplaneSnapshot {
+            gates: DataplaneSnapshot::gates(&self.config, &self.external, media),
+            media,
+            ..self
+        }
+    }
+
+    fn gates(
+        config: &RewriteConfig,
+        external: &ExternalAddrs,
+        media: bool,
+    ) -> [crate::rewrite::Gate; 2] {
         use crate::{nat::Direction, rewrite::Gate};
-        [
-            Gate::new(config, external, Direction::Outbound),
-            Gate::new(config, external, Direction::Inbound),
-        ]
+        [Direction::Outbound, Direction::Inbound].map(|d| {
+            let g = Gate::new(config, external, d);
+            if media {
+                g.for_media_nat()
+            } else {
+                g
+            }
+        })
     }
 
     /// The fast-path gate of `direction`.
@@ -101,7 +122,7 @@ impl DataplaneSnapshot {
     pub fn with_external(&self, external: ExternalAddrs) -> DataplaneSnapshot {
         DataplaneSnapshot {
             external,
-            gates: DataplaneSnapshot::gates(&self.config, &external),
+            gates: DataplaneSnapshot::gates(&self.config, &external, self.media),
             ..self.clone()
         }
     }
@@ -112,6 +133,7 @@ impl DataplaneSnapshot {
             && self.external == other.external
             && self.sip_ports == other.sip_ports
             && self.napt == other.napt
+            && self.media == other.media
     }
 }
 
@@ -211,4 +233,35 @@ pub struct DatapathState {
     pub stop: Arc<AtomicBool>,
     pub slow: slowpath::SlowPath,
     pub resolver: nexthop::ResolverHandle,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        nat::{Direction, Net},
+        rewrite::Gate,
+    };
+
+    /// The gates follow `[media]`, through a new external address too.
+    #[test]
+    fn gates_are_made_for_media_nat_when_the_workers_bind_media() {
+        let config = RewriteConfig::single(Net::parse("10.0.0.0/8").unwrap());
+        let ext = |a: &str| ExternalAddrs::from_ip(a.parse().unwrap());
+        let gates = |dp: &DataplaneSnapshot, media: bool| {
+            for d in [Direction::Outbound, Direction::Inbound] {
+                let g = Gate::new(&dp.config, &dp.external, d);
+                let want = if media { g.for_media_nat() } else { g };
+                assert_eq!(*dp.gate(d), want, "{d:?}, media {media}");
+            }
+        };
+        let plain = DataplaneSnapshot::new(config, ext("198.51.100.1"), &[5060]);
+        gates(&plain, false);
+        let media = plain.clone().with_media(true);
+        assert_ne!(media.gates, plain.gates);
+        assert!(!media.same_as(&plain));
+        gates(&media, true);
+        gates(&media.with_external(ext("198.51.100.2")), true);
+        gates(&plain.with_external(ext("198.51.100.2")), false);
+    }
 }

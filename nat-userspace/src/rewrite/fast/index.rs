@@ -22,6 +22,9 @@ pub(super) struct Cands {
     /// The `m` bytes (filled only with candidates: SDP `m=` lines are visited; an `m=`
     /// line starts with a lowercase `m`, as `sdp::line_item` reads it).
     m: [u64; WORDS],
+    /// `m` was filled ([`Self::marked_lines`] walks every line when it was not: a gate
+    /// for media NAT leaves it out, [`Gate::for_media_nat`]).
+    marks: bool,
     /// `eol` covers the message (it is at most [`MAX_INDEXED`] bytes long).
     indexed: bool,
     all: bool,
@@ -81,6 +84,7 @@ impl Cands {
             bits: [0; WORDS],
             eol: [0; WORDS],
             m: [0; WORDS],
+            marks: false,
             indexed: false,
             all: true,
             ports: true,
@@ -103,6 +107,7 @@ impl Cands {
     #[inline(never)]
     fn fill_in(&mut self, msg: &[u8], gate: &Gate) {
         let mode = gate.mode;
+        self.marks = mode & NO_MARKS == 0;
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the CPU has AVX2 (checked at run time, once).
@@ -149,7 +154,7 @@ impl Cands {
         end: usize,
         mut f: impl FnMut(core::ops::Range<usize>),
     ) {
-        if self.all {
+        if self.all || !self.marks {
             let mut pos = start;
             while pos < end {
                 let (ce, next) = self.line_end(msg, pos, end);
@@ -311,7 +316,7 @@ impl Needle {
 
 /// What the index pass marks besides line ends: nothing (no gate, or everything), the
 /// needles' `.` by vector compares, or each `.` checked against the octet set.
-const NOTHING: u8 = 0;
+pub(super) const NOTHING: u8 = 0;
 const NEEDLES: u8 = 1;
 const DOTS: u8 = 2;
 /// `NEEDLES` with one needle (one rule's first octet: the usual gate), of 1, 2 or 3
@@ -320,6 +325,10 @@ const DOTS: u8 = 2;
 const ONE: u8 = 3;
 const ONE_2: u8 = ONE + 1;
 const ONE_3: u8 = ONE + 2;
+
+/// A flag of the mode: the `m` bytes are not compared (a gate for media NAT, whose SDP
+/// bodies are read whole, [`Gate::for_media_nat`]; ~9 instructions a 64-byte word).
+pub(super) const NO_MARKS: u8 = 8;
 
 /// The index pass's mode for `gate` (kept in the gate: [`Gate::new`]).
 pub(super) fn mode(gate: &Gate) -> u8 {
@@ -343,13 +352,18 @@ pub(super) fn mode(gate: &Gate) -> u8 {
 unsafe fn fill_avx2(c: &mut Cands, msg: &[u8], gate: &Gate, mode: u8) {
     // SAFETY: AVX2 is this function's precondition.
     unsafe {
-        match mode {
-            NEEDLES => fill::<Avx2, NEEDLES>(c, msg, gate),
-            ONE => fill::<Avx2, ONE>(c, msg, gate),
-            ONE_2 => fill::<Avx2, ONE_2>(c, msg, gate),
-            ONE_3 => fill::<Avx2, ONE_3>(c, msg, gate),
-            DOTS => fill::<Avx2, DOTS>(c, msg, gate),
-            _ => fill::<Avx2, NOTHING>(c, msg, gate),
+        match (mode & !NO_MARKS, mode & NO_MARKS == 0) {
+            (NEEDLES, true) => fill::<Avx2, NEEDLES, true>(c, msg, gate),
+            (NEEDLES, false) => fill::<Avx2, NEEDLES, false>(c, msg, gate),
+            (ONE, true) => fill::<Avx2, ONE, true>(c, msg, gate),
+            (ONE, false) => fill::<Avx2, ONE, false>(c, msg, gate),
+            (ONE_2, true) => fill::<Avx2, ONE_2, true>(c, msg, gate),
+            (ONE_2, false) => fill::<Avx2, ONE_2, false>(c, msg, gate),
+            (ONE_3, true) => fill::<Avx2, ONE_3, true>(c, msg, gate),
+            (ONE_3, false) => fill::<Avx2, ONE_3, false>(c, msg, gate),
+            (DOTS, true) => fill::<Avx2, DOTS, true>(c, msg, gate),
+            (DOTS, false) => fill::<Avx2, DOTS, false>(c, msg, gate),
+            _ => fill::<Avx2, NOTHING, false>(c, msg, gate),
         }
     }
 }
@@ -358,13 +372,18 @@ unsafe fn fill_avx2(c: &mut Cands, msg: &[u8], gate: &Gate, mode: u8) {
 fn fill_sse2(c: &mut Cands, msg: &[u8], gate: &Gate, mode: u8) {
     // SAFETY: `Sse2`'s operations need SSE2 (x86-64 baseline) or nothing (elsewhere).
     unsafe {
-        match mode {
-            NEEDLES => fill::<Sse2, NEEDLES>(c, msg, gate),
-            ONE => fill::<Sse2, ONE>(c, msg, gate),
-            ONE_2 => fill::<Sse2, ONE_2>(c, msg, gate),
-            ONE_3 => fill::<Sse2, ONE_3>(c, msg, gate),
-            DOTS => fill::<Sse2, DOTS>(c, msg, gate),
-            _ => fill::<Sse2, NOTHING>(c, msg, gate),
+        match (mode & !NO_MARKS, mode & NO_MARKS == 0) {
+            (NEEDLES, true) => fill::<Sse2, NEEDLES, true>(c, msg, gate),
+            (NEEDLES, false) => fill::<Sse2, NEEDLES, false>(c, msg, gate),
+            (ONE, true) => fill::<Sse2, ONE, true>(c, msg, gate),
+            (ONE, false) => fill::<Sse2, ONE, false>(c, msg, gate),
+            (ONE_2, true) => fill::<Sse2, ONE_2, true>(c, msg, gate),
+            (ONE_2, false) => fill::<Sse2, ONE_2, false>(c, msg, gate),
+            (ONE_3, true) => fill::<Sse2, ONE_3, true>(c, msg, gate),
+            (ONE_3, false) => fill::<Sse2, ONE_3, false>(c, msg, gate),
+            (DOTS, true) => fill::<Sse2, DOTS, true>(c, msg, gate),
+            (DOTS, false) => fill::<Sse2, DOTS, false>(c, msg, gate),
+            _ => fill::<Sse2, NOTHING, false>(c, msg, gate),
         }
     }
 }
@@ -378,7 +397,7 @@ const BACK: usize = 3;
 /// # Safety
 /// The CPU must have `L`'s instructions.
 #[inline(always)]
-unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate) {
+unsafe fn fill<L: Lanes, const MODE: u8, const M: bool>(c: &mut Cands, msg: &[u8], gate: &Gate) {
     let needles = match MODE {
         NOTHING | DOTS => &[],
         // (A slice of a constant length: `chunk` takes its needle without a check.)
@@ -402,9 +421,9 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
             Some(head) => {
                 let mut window = [0u8; BACK + 64];
                 window[BACK..].copy_from_slice(head);
-                one::<L, MODE>(c, msg, gate, needles, 0, &window);
+                one::<L, MODE, M>(c, msg, gate, needles, 0, &window);
             }
-            None => one::<L, MODE>(c, msg, gate, needles, 0, &padded(msg, 0)),
+            None => one::<L, MODE, M>(c, msg, gate, needles, 0, &padded(msg, 0)),
         }
         let full = (msg.len() / 64).min(n);
         // The full chunks after the first, read in place: `rest` starts `BACK` bytes
@@ -414,7 +433,7 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
             let Some((window, _)) = rest.split_first_chunk::<{ BACK + 64 }>() else {
                 break;
             };
-            one::<L, MODE>(c, msg, gate, needles, w, window);
+            one::<L, MODE, M>(c, msg, gate, needles, w, window);
             rest = rest.get(64..).unwrap_or(&[]);
         }
         if full < n && n > 1 {
@@ -431,10 +450,10 @@ unsafe fn fill<L: Lanes, const MODE: u8>(c: &mut Cands, msg: &[u8], gate: &Gate)
                 .and_then(|b| b.first_chunk())
             {
                 Some(window) => {
-                    let masks = chunk::<L, MODE>(window, needles).map(|m| m >> shift);
-                    finish::<MODE>(c, msg, gate, w, masks);
+                    let masks = chunk::<L, MODE, M>(window, needles).map(|m| m >> shift);
+                    finish::<MODE, M>(c, msg, gate, w, masks);
                 }
-                None => one::<L, MODE>(c, msg, gate, needles, w, &padded(msg, w)),
+                None => one::<L, MODE, M>(c, msg, gate, needles, w, &padded(msg, w)),
             }
         }
     }
@@ -458,7 +477,7 @@ fn padded(msg: &[u8], w: usize) -> [u8; BACK + 64] {
 /// # Safety
 /// The CPU must have `L`'s instructions.
 #[inline(always)]
-unsafe fn one<L: Lanes, const MODE: u8>(
+unsafe fn one<L: Lanes, const MODE: u8, const M: bool>(
     c: &mut Cands,
     msg: &[u8],
     gate: &Gate,
@@ -467,14 +486,14 @@ unsafe fn one<L: Lanes, const MODE: u8>(
     window: &[u8; BACK + 64],
 ) {
     // SAFETY: the CPU has `L`'s instructions (the caller's promise).
-    let masks = unsafe { chunk::<L, MODE>(window, needles) };
-    finish::<MODE>(c, msg, gate, w, masks);
+    let masks = unsafe { chunk::<L, MODE, M>(window, needles) };
+    finish::<MODE, M>(c, msg, gate, w, masks);
 }
 
 /// Chunk `w` of [`fill`] from its masks ([`chunk`]'s): line ends, candidates (the `:`
 /// after an `f` or `F`, the needles' `.` or the checked `.`) and the `m` bytes stored.
 #[inline(always)]
-fn finish<const MODE: u8>(
+fn finish<const MODE: u8, const M: bool>(
     c: &mut Cands,
     msg: &[u8],
     gate: &Gate,
@@ -489,7 +508,9 @@ fn finish<const MODE: u8>(
     if MODE == NOTHING {
         return;
     }
-    *m = ms;
+    if M {
+        *m = ms;
+    }
     let mut hit = needle_hits;
     let mut d = dots;
     while d != 0 {
@@ -509,7 +530,7 @@ fn finish<const MODE: u8>(
 /// # Safety
 /// The CPU must have `L`'s instructions.
 #[inline(always)]
-unsafe fn chunk<L: Lanes, const MODE: u8>(
+unsafe fn chunk<L: Lanes, const MODE: u8, const M: bool>(
     window: &[u8; BACK + 64],
     needles: &[Needle],
 ) -> [u64; 4] {
@@ -533,7 +554,9 @@ unsafe fn chunk<L: Lanes, const MODE: u8>(
             if MODE == NOTHING {
                 continue;
             }
-            ms |= bits(k, L::mask(L::eq(v, L::splat(b'm')))) << k;
+            if M {
+                ms |= bits(k, L::mask(L::eq(v, L::splat(b'm')))) << k;
+            }
             // The byte before each lane (the window starts `BACK` bytes early).
             let before = L::load(&window[k + BACK - 1..]);
             let fc = L::f_colon(v, before);
@@ -722,9 +745,14 @@ mod tests {
             for g in &gates {
                 assert_eq!(cands(m, g), want(m), "{:?}", String::from_utf8_lossy(m));
                 let c = Cands::find(m, g);
+                assert!(c.marks);
                 for (i, &b) in m.iter().enumerate() {
                     assert_eq!(c.m[i / 64] >> (i % 64) & 1 == 1, b == b'm', "m at {i}");
                 }
+                // A gate for media NAT: the same candidates, no `m` bytes compared.
+                let media = g.for_media_nat();
+                assert_eq!(cands(m, &media), want(m));
+                assert!(!Cands::find(m, &media).marks);
             }
         };
         for pair in [&b"f:"[..], b"F:", b"ff:", b"::", b"fm:"] {
@@ -819,6 +847,36 @@ mod tests {
                 assert_eq!(sse2, want, "SSE2 {nets:?} {}", String::from_utf8_lossy(m));
             }
         }
+    }
+
+    /// The lines `marked_lines` gives: those with a candidate or starting with `m` (an
+    /// `m=` line) when the index marked the `m` bytes; every line when it did not (a gate
+    /// for media NAT), the same ranges as a walk of the body gives.
+    #[test]
+    fn marked_lines_are_every_line_without_marks() {
+        let body = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                     m=audio 0 RTP/AVP 0\r\nc=IN IP4 10.0.0.2\r\nm=video 5000 RTP/AVP 96\r\na=x";
+        let lines = |g: &Gate| {
+            let c = Cands::find(body, g);
+            let mut v = Vec::new();
+            c.marked_lines(body, 0, body.len(), |l| v.push(&body[l]));
+            v
+        };
+        let g = gate(&["10.0.0.0/8"]);
+        assert_eq!(
+            lines(&g),
+            [
+                &b"o=- 1 1 IN IP4 10.0.0.1"[..],
+                b"m=audio 0 RTP/AVP 0",
+                b"c=IN IP4 10.0.0.2",
+                b"m=video 5000 RTP/AVP 96",
+            ]
+        );
+        let every: Vec<&[u8]> = body
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .collect();
+        assert_eq!(lines(&g.for_media_nat()), every);
     }
 
     #[test]

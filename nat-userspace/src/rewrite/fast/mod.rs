@@ -164,6 +164,19 @@ impl Gate {
         g
     }
 
+    /// This gate for a data path with media bindings (`Context::media`), whose SDP bodies
+    /// are read whole (`media_body`, not from the index's marked lines): the index pass
+    /// leaves out the `m` bytes it would mark for them (~9 instructions a 64-byte word).
+    /// A gate made so still gives the exact result without media bindings: the marked
+    /// lines are then every line of the body.
+    pub fn for_media_nat(self) -> Gate {
+        let mut g = self;
+        if g.mode != index::NOTHING {
+            g.mode |= index::NO_MARKS;
+        }
+        g
+    }
+
     /// The gate for `ctx` (computed from its config: O(rules)).
     pub fn of(ctx: &Context<'_>) -> Gate {
         Gate::new(ctx.config, &ctx.external, ctx.direction)

@@ -1753,6 +1753,10 @@ mod tests {
                 && out.contains("c=IN IP4 203.0.113.10"),
             "{out}"
         );
+        // The body grew by the addresses (ports keep their length): Content-Length follows.
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        let cl = format!("Content-Length: {}", body.len());
+        assert!(head.ends_with(&cl) && body.len() > sdp(6000).len(), "{out}");
         let want = [
             (sa("10.0.0.2:6000"), sa("203.0.113.10:30000")),
             (sa("10.0.0.2:6001"), sa("203.0.113.10:30001")),

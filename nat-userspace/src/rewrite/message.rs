@@ -322,9 +322,7 @@ pub(super) struct Rewriter<'c, 'a, 'e> {
 
 impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
     pub(super) fn push(&mut self, start: usize, end: usize, text: Text, field: RewrittenField) {
-        if self.edits.push(start, end, text, field).is_err() {
-            self.full = true;
-        }
+        self.full |= self.edits.push(start, end, text, field).is_err();
     }
 
     /// Rewrites a host[:port] found in the message. `default_port`: the port a missing
@@ -873,7 +871,9 @@ impl<'c, 'a, 'e> Rewriter<'c, 'a, 'e> {
         if let Some(np) = np {
             let mut t = Text::default();
             t.push_u32(u32::from(np));
-            self.push(range.start, range.end, t, field);
+            // (In order: an m= port, settled after its section's edits, made `apply` sort.)
+            let at = (range.start, range.end);
+            self.full |= self.edits.push_in_order(at, t, field).is_err();
         }
     }
 }

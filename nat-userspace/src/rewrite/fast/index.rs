@@ -343,6 +343,28 @@ pub(super) fn mode(gate: &Gate) -> u8 {
     }
 }
 
+/// `fill::<$lanes, MODE, M>(c, msg, gate)` for a gate's `mode` (its marks: `M` unless
+/// the mode has [`NO_MARKS`]), one monomorphised pass per mode. (A macro, not a generic
+/// function: each expansion is compiled inside its caller, with the caller's target
+/// features.)
+macro_rules! fill_in_mode {
+    ($lanes:ty, $c:expr, $msg:expr, $gate:expr, $mode:expr) => {
+        match ($mode & !NO_MARKS, $mode & NO_MARKS == 0) {
+            (NEEDLES, true) => fill::<$lanes, NEEDLES, true>($c, $msg, $gate),
+            (NEEDLES, false) => fill::<$lanes, NEEDLES, false>($c, $msg, $gate),
+            (ONE, true) => fill::<$lanes, ONE, true>($c, $msg, $gate),
+            (ONE, false) => fill::<$lanes, ONE, false>($c, $msg, $gate),
+            (ONE_2, true) => fill::<$lanes, ONE_2, true>($c, $msg, $gate),
+            (ONE_2, false) => fill::<$lanes, ONE_2, false>($c, $msg, $gate),
+            (ONE_3, true) => fill::<$lanes, ONE_3, true>($c, $msg, $gate),
+            (ONE_3, false) => fill::<$lanes, ONE_3, false>($c, $msg, $gate),
+            (DOTS, true) => fill::<$lanes, DOTS, true>($c, $msg, $gate),
+            (DOTS, false) => fill::<$lanes, DOTS, false>($c, $msg, $gate),
+            _ => fill::<$lanes, NOTHING, false>($c, $msg, $gate),
+        }
+    };
+}
+
 /// [`fill`] compiled for AVX2 (32 bytes per compare).
 ///
 /// # Safety
@@ -351,41 +373,13 @@ pub(super) fn mode(gate: &Gate) -> u8 {
 #[target_feature(enable = "avx2")]
 unsafe fn fill_avx2(c: &mut Cands, msg: &[u8], gate: &Gate, mode: u8) {
     // SAFETY: AVX2 is this function's precondition.
-    unsafe {
-        match (mode & !NO_MARKS, mode & NO_MARKS == 0) {
-            (NEEDLES, true) => fill::<Avx2, NEEDLES, true>(c, msg, gate),
-            (NEEDLES, false) => fill::<Avx2, NEEDLES, false>(c, msg, gate),
-            (ONE, true) => fill::<Avx2, ONE, true>(c, msg, gate),
-            (ONE, false) => fill::<Avx2, ONE, false>(c, msg, gate),
-            (ONE_2, true) => fill::<Avx2, ONE_2, true>(c, msg, gate),
-            (ONE_2, false) => fill::<Avx2, ONE_2, false>(c, msg, gate),
-            (ONE_3, true) => fill::<Avx2, ONE_3, true>(c, msg, gate),
-            (ONE_3, false) => fill::<Avx2, ONE_3, false>(c, msg, gate),
-            (DOTS, true) => fill::<Avx2, DOTS, true>(c, msg, gate),
-            (DOTS, false) => fill::<Avx2, DOTS, false>(c, msg, gate),
-            _ => fill::<Avx2, NOTHING, false>(c, msg, gate),
-        }
-    }
+    unsafe { fill_in_mode!(Avx2, c, msg, gate, mode) }
 }
 
 /// [`fill`] with 16-byte compares (SSE2 is part of the x86-64 baseline).
 fn fill_sse2(c: &mut Cands, msg: &[u8], gate: &Gate, mode: u8) {
     // SAFETY: `Sse2`'s operations need SSE2 (x86-64 baseline) or nothing (elsewhere).
-    unsafe {
-        match (mode & !NO_MARKS, mode & NO_MARKS == 0) {
-            (NEEDLES, true) => fill::<Sse2, NEEDLES, true>(c, msg, gate),
-            (NEEDLES, false) => fill::<Sse2, NEEDLES, false>(c, msg, gate),
-            (ONE, true) => fill::<Sse2, ONE, true>(c, msg, gate),
-            (ONE, false) => fill::<Sse2, ONE, false>(c, msg, gate),
-            (ONE_2, true) => fill::<Sse2, ONE_2, true>(c, msg, gate),
-            (ONE_2, false) => fill::<Sse2, ONE_2, false>(c, msg, gate),
-            (ONE_3, true) => fill::<Sse2, ONE_3, true>(c, msg, gate),
-            (ONE_3, false) => fill::<Sse2, ONE_3, false>(c, msg, gate),
-            (DOTS, true) => fill::<Sse2, DOTS, true>(c, msg, gate),
-            (DOTS, false) => fill::<Sse2, DOTS, false>(c, msg, gate),
-            _ => fill::<Sse2, NOTHING, false>(c, msg, gate),
-        }
-    }
+    unsafe { fill_in_mode!(Sse2, c, msg, gate, mode) }
 }
 
 /// Bytes of the window before each chunk: a needle's digits reach 3 bytes back.

@@ -50,7 +50,7 @@ use sipnat::nat::flow::{FlowKey, FlowTable};
 use sipnat::nat::{Direction, ExternalAddrs, L3Action, L3Mode, Net, PortMap, RewriteConfig, Rule};
 use sipnat::rewrite::context::DialogPorts;
 use sipnat::rewrite::edits::Edits;
-use sipnat::rewrite::packet::{rewrite_packet, rewrite_packet_gated, udp_checksum_ok};
+use sipnat::rewrite::packet::{rewrite_packet_gated, udp_checksum_ok};
 use sipnat::rewrite::{reference, rewrite_message, rewrite_message_in, Context, Gate, Outcome};
 use sipnat::wire::{checksum, ipv4, ipv6, parse, Layout, Link};
 
@@ -710,7 +710,8 @@ pub fn differential(data: &[u8]) {
     let mut fast = with_tailroom(rest, tailroom);
     let mut refr = fast.clone();
     if sel & 0x20 == 0 {
-        let f = EDITS.with_borrow_mut(|e| rewrite_message_in(&mut fast, rest.len(), &ctx, &gate, e));
+        let f =
+            EDITS.with_borrow_mut(|e| rewrite_message_in(&mut fast, rest.len(), &ctx, &gate, e));
         let r = reference::rewrite_message(&mut refr, rest.len(), &ctx);
         assert_eq!(f, r, "message: fast path result differs from the reference");
         assert!(

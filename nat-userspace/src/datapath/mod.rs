@@ -37,9 +37,10 @@ pub struct DataplaneSnapshot {
     pub network_rules: bool,
     /// The UDP ports that carry SIP (the XDP program steers a datagram to or from one).
     pub sip_ports: SipPorts,
-    /// The rewriter's fast-path gates (outbound, inbound), built from `config` and
-    /// `external` by [`DataplaneSnapshot::new`] / [`DataplaneSnapshot::with_external`]: a changed rule set
-    /// or external address is a new `DataplaneSnapshot` made by one of them, never a field write.
+    /// The rewriter's fast-path gates (outbound, inbound), built from `config`, `external`
+    /// and `media` by [`DataplaneSnapshot::new`] / [`DataplaneSnapshot::with_external`] /
+    /// [`DataplaneSnapshot::with_media`]: a changed rule set or external address is a new
+    /// `DataplaneSnapshot` made by one of them, never a field write.
     pub gates: [crate::rewrite::Gate; 2],
     /// `config`'s IPv4 local networks as words (built with the gates, from `config`).
     pub local_v4: crate::nat::rules::LocalV4,

@@ -3,7 +3,7 @@
 //! handed to the rewrite, the dialog's end). Pure like the pipeline: the tables and the
 //! sink come in through [`Env`].
 
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::{
     pipeline::{Early, Egress, Env},
@@ -36,6 +36,22 @@ pub(super) struct MediaAlloc<'a> {
     generation: core::sync::atomic::AtomicU64,
     /// The dialog the generation was begun in (set with it).
     call: core::sync::atomic::AtomicU64,
+    /// The last IPv4 binding asked for and its answer ([`Memo`]): an `a=rtcp` line asks
+    /// again for its section's RTP address, which this message has just bound.
+    last: [core::sync::atomic::AtomicU64; 2],
+}
+
+/// [`MediaAlloc::last`]'s words: the internal address and port (`ip << 16 | port`, bit
+/// 48 set: 0 is no binding), then the external address and port the registry gave it.
+struct Memo;
+
+impl Memo {
+    fn words(internal: SocketAddrV4, external: Ipv4Addr, port: u16) -> [u64; 2] {
+        [
+            1 << 48 | u64::from(internal.ip().to_bits()) << 16 | u64::from(internal.port()),
+            u64::from(external.to_bits()) << 16 | u64::from(port),
+        ]
+    }
 }
 
 impl MediaAlloc<'_> {
@@ -65,20 +81,41 @@ impl MediaPorts for MediaAlloc<'_> {
         internal: core::net::SocketAddr,
         external: core::net::IpAddr,
     ) -> Option<u16> {
-        // (One message, one dialog: the rewrite passes the same `call` every time.)
+        use core::sync::atomic::Ordering::Relaxed;
+        // (One message, one dialog: the rewrite passes the same `call` every time. The
+        // memo is of this message only, read and written by its one worker: relaxed.)
+        let v4 = match (internal, external) {
+            (SocketAddr::V4(i), IpAddr::V4(e)) => Some((i, e)),
+            _ => None,
+        };
+        if let Some((i, e)) = v4 {
+            let [key, val] = Memo::words(i, e, 0);
+            let [k, v] = [self.last[0].load(Relaxed), self.last[1].load(Relaxed)];
+            if k == key && v >> 16 == val >> 16 {
+                // Bound by this message a moment ago (its RTCP after its RTP): the same
+                // answer, without a second lookup in the registry.
+                return Some(v as u16);
+            }
+        }
         let g = match self.named() {
             Some((_, g)) => g,
             None => {
-                use core::sync::atomic::Ordering::Relaxed;
                 let g = self.env.registry.begin_sdp();
                 self.call.store(call, Relaxed);
                 self.generation.store(u64::from(g) + 1, Relaxed);
                 g
             }
         };
-        self.env
-            .registry
-            .bind(call, g, internal, external, self.env.sink, self.now_s)
+        let port =
+            self.env
+                .registry
+                .bind(call, g, internal, external, self.env.sink, self.now_s)?;
+        if let Some((i, e)) = v4 {
+            let [key, val] = Memo::words(i, e, port);
+            self.last[0].store(key, Relaxed);
+            self.last[1].store(val, Relaxed);
+        }
+        Some(port)
     }
 }
 
@@ -155,6 +192,7 @@ pub(super) fn media_alloc<'a, E: Egress>(
             now_s: (env.now_ms / 1000) as u32,
             generation: core::sync::atomic::AtomicU64::new(0),
             call: core::sync::atomic::AtomicU64::new(0),
+            last: Default::default(),
         });
     (ending, alloc)
 }
@@ -343,6 +381,51 @@ mod tests {
         assert_eq!(
             dialog_of(b"BYE sip:b@x SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n"),
             None
+        );
+    }
+
+    /// The message's memo answers only the binding it was made for: the same internal
+    /// address and port, and the same external address. Anything else asks the registry.
+    #[test]
+    fn the_memo_answers_only_the_binding_it_holds() {
+        use crate::nat::{media::InMemoryBindings, napt::PortRange};
+        use core::sync::atomic::Ordering::Relaxed;
+        let registry = MediaRegistry::new(PortRange::parse("40000-40099").unwrap());
+        let sink = InMemoryBindings::default();
+        let alloc = MediaAlloc {
+            env: MediaEnv {
+                registry: &registry,
+                sink: &sink,
+            },
+            now_s: 1,
+            generation: Default::default(),
+            call: Default::default(),
+            last: Default::default(),
+        };
+        let (call, ext, ext2) = (
+            call_hash(b"memo@x"),
+            "203.0.113.1".parse().unwrap(),
+            "203.0.113.2".parse().unwrap(),
+        );
+        let rtp: SocketAddr = "10.0.0.2:20000".parse().unwrap();
+        let p = alloc.media_port(call, rtp, ext).unwrap();
+        assert_eq!(alloc.media_port(call, rtp, ext), Some(p));
+        assert_eq!(registry.counters.installed.load(Relaxed), 1);
+        // Another port of the same address: a binding of its own.
+        let video = alloc.media_port(call, "10.0.0.2:20002".parse().unwrap(), ext);
+        assert!(video.is_some_and(|q| q != p));
+        assert_eq!(registry.counters.installed.load(Relaxed), 2);
+        // The memo now holds the video binding; the audio one is found in the registry.
+        assert_eq!(alloc.media_port(call, rtp, ext), Some(p));
+        assert_eq!(registry.counters.installed.load(Relaxed), 2);
+        // Another external address: the registry replaces the binding.
+        assert!(alloc.media_port(call, rtp, ext2).is_some());
+        assert_eq!(registry.counters.removed.load(Relaxed), 1);
+        assert_eq!(registry.counters.installed.load(Relaxed), 3);
+        assert_eq!(
+            sink.list().iter().filter(|(i, _)| *i == rtp).count(),
+            1,
+            "one binding of the address"
         );
     }
 }

@@ -225,7 +225,8 @@ impl Index {
         self.entries.get(home..home + WINDOW).unwrap_or(&[])
     }
 
-    /// The window of `h`: (offset, slot) of every entry whose tag matches.
+    /// The window of `h`: (offset, slot) of every entry whose tag matches, read one by
+    /// one (a lookup stops at the first that is its key's, usually near the home).
     #[inline]
     fn candidates(&self, h: u64) -> impl Iterator<Item = (usize, usize)> + '_ {
         let tag = Self::tag(h);
@@ -236,6 +237,32 @@ impl Index {
                 let e = at.load(Ordering::Acquire);
                 (e >> 16 == tag).then(|| (k, (e & 0xffff) as usize - 1))
             })
+    }
+
+    /// [`Self::candidates`] for a scan of the whole window (every binding of a dialog):
+    /// the window read first into a mask of the offsets whose tag matches, without a
+    /// branch per entry (one each was 8 instructions an entry, 256 a window); each of
+    /// those is read again as it is reached, and passed over if it changed meanwhile (as
+    /// if the scan had reached it then). (A lookup keeps the lazy scan: it stops early.)
+    #[inline]
+    fn all_candidates(&self, h: u64) -> impl Iterator<Item = (usize, usize)> + '_ {
+        const _: () = assert!(WINDOW <= 32, "a window's mask is a u32");
+        let tag = Self::tag(h);
+        let window = self.window(h);
+        let mut hits = window.iter().enumerate().fold(0u32, |m, (k, at)| {
+            m | u32::from(at.load(Ordering::Acquire) >> 16 == tag) << k
+        });
+        core::iter::from_fn(move || loop {
+            if hits == 0 {
+                return None;
+            }
+            let k = hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            let e = window.get(k)?.load(Ordering::Acquire);
+            if e >> 16 == tag {
+                return Some((k, (e & 0xffff) as usize - 1));
+            }
+        })
     }
 
     /// Puts `slot` into the first empty entry of the window: its offset, or `None` (full).
@@ -646,7 +673,7 @@ impl MediaRegistry {
         f: impl Fn(&View) -> bool,
     ) -> usize {
         let mut n = 0;
-        for (_, i) in self.by_call.candidates(self.hash_call(call)) {
+        for (_, i) in self.by_call.all_candidates(self.hash_call(call)) {
             if let Some(v) = self.view(i) {
                 if kind(v.state) == LIVE && v.call == call && f(&v) && self.own(i, v.state) {
                     self.release(i, &v, sink);
@@ -879,6 +906,36 @@ mod tests {
                 (sa("10.0.0.2:7001"), sa("203.0.113.10:30003")),
             ]
         );
+    }
+
+    /// A dialog with many bindings (audio and video of several streams): a later SDP
+    /// that names some of them removes every other one, and its end removes all (every
+    /// binding of the dialog in its window is found, not only the first).
+    #[test]
+    fn every_binding_of_a_dialog_ends_with_it() {
+        let r = MediaRegistry::new(PortRange::parse("30000-30999").unwrap());
+        let sink = InMemoryBindings::default();
+        let (c, other) = (call_hash(b"many@x"), call_hash(b"other@x"));
+        let g = r.begin_sdp();
+        for port in (6000..6020).step_by(2) {
+            let host = sa(&format!("10.0.0.2:{port}"));
+            assert!(r.bind(c, g, host, ext(), &sink, 1).is_some());
+        }
+        let g = r.begin_sdp();
+        assert!(r
+            .bind(other, g, sa("10.0.0.3:6000"), ext(), &sink, 1)
+            .is_some());
+        assert_eq!(r.live(), 11);
+        let g = r.begin_sdp();
+        for port in [6004, 6010, 6016] {
+            let host = sa(&format!("10.0.0.2:{port}"));
+            assert!(r.bind(c, g, host, ext(), &sink, 1).is_some());
+        }
+        assert_eq!(r.end_sdp(c, g, &sink), 7);
+        assert_eq!(r.live(), 4);
+        assert_eq!(r.end_call(c, &sink), 3);
+        assert_eq!(r.live(), 1, "the other dialog's binding stays");
+        assert_eq!(sink.list().len(), 2);
     }
 
     /// Two SDPs of one dialog on two workers at once, the older one finishing last: its

@@ -36,22 +36,18 @@ pub(super) struct MediaAlloc<'a> {
     generation: core::sync::atomic::AtomicU64,
     /// The dialog the generation was begun in (set with it).
     call: core::sync::atomic::AtomicU64,
-    /// The last IPv4 binding asked for and its answer ([`Memo`]): an `a=rtcp` line asks
-    /// again for its section's RTP address, which this message has just bound.
+    /// The last IPv4 binding asked for and its answer ([`memo_words`]): an `a=rtcp` line
+    /// asks again for its section's RTP address, which this message has just bound.
     last: [core::sync::atomic::AtomicU64; 2],
 }
 
 /// [`MediaAlloc::last`]'s words: the internal address and port (`ip << 16 | port`, bit
 /// 48 set: 0 is no binding), then the external address and port the registry gave it.
-struct Memo;
-
-impl Memo {
-    fn words(internal: SocketAddrV4, external: Ipv4Addr, port: u16) -> [u64; 2] {
-        [
-            1 << 48 | u64::from(internal.ip().to_bits()) << 16 | u64::from(internal.port()),
-            u64::from(external.to_bits()) << 16 | u64::from(port),
-        ]
-    }
+fn memo_words(internal: SocketAddrV4, external: Ipv4Addr, port: u16) -> [u64; 2] {
+    [
+        1 << 48 | u64::from(internal.ip().to_bits()) << 16 | u64::from(internal.port()),
+        u64::from(external.to_bits()) << 16 | u64::from(port),
+    ]
 }
 
 impl MediaAlloc<'_> {
@@ -89,7 +85,7 @@ impl MediaPorts for MediaAlloc<'_> {
             _ => None,
         };
         if let Some((i, e)) = v4 {
-            let [key, val] = Memo::words(i, e, 0);
+            let [key, val] = memo_words(i, e, 0);
             let [k, v] = [self.last[0].load(Relaxed), self.last[1].load(Relaxed)];
             if k == key && v >> 16 == val >> 16 {
                 // Bound by this message a moment ago (its RTCP after its RTP): the same
@@ -111,7 +107,7 @@ impl MediaPorts for MediaAlloc<'_> {
                 .registry
                 .bind(call, g, internal, external, self.env.sink, self.now_s)?;
         if let Some((i, e)) = v4 {
-            let [key, val] = Memo::words(i, e, port);
+            let [key, val] = memo_words(i, e, port);
             self.last[0].store(key, Relaxed);
             self.last[1].store(val, Relaxed);
         }

@@ -135,6 +135,7 @@ const CASES: &[&str] = &[
     "nice_out_of_range",
     "rt_priority_out_of_range",
     "batch_too_big",
+    "copy_fill_out_of_range",
     "reassembly_memory_too_small",
     "max_datagram_out_of_range",
     "reassembly_timeout_zero",

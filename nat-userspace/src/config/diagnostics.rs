@@ -161,6 +161,7 @@ pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
             "frames",
             "ring_size",
             "batch",
+            "copy_fill",
             "busy_poll",
             "busy_poll_idle_us",
             "nice",

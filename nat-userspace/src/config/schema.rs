@@ -321,6 +321,12 @@ pub struct Datapath {
     pub ring_size: u32,
     /// Packets per batch.
     pub batch: u32,
+    /// In copy mode, how many free frames each fill ring is kept at: the kernel copies
+    /// every packet into the frame at the fill ring's head, so a shallow fill ring hands
+    /// it frames used a moment ago, still in the core's cache; a full one (2 × ring_size)
+    /// hands it frames last touched thousands of packets ago. 0: 4 × batch. Zero-copy
+    /// sockets keep the whole fill ring (the NIC's burst buffer).
+    pub copy_fill: u32,
     /// Busy-poll the queues (NAPI busy polling) instead of sleeping in poll() when idle.
     pub busy_poll: bool,
     /// With busy_poll: sleep in poll() after this many microseconds without a packet
@@ -347,6 +353,7 @@ impl Default for Datapath {
             frames: 8192,
             ring_size: 1024,
             batch: 64,
+            copy_fill: 0,
             busy_poll: false,
             busy_poll_idle_us: 1000,
             nice: 0,

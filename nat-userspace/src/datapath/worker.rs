@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     pub frames: u32,
     pub sizes: RingSizes,
     pub batch: u32,
+    /// Frames each fill ring is kept at in copy mode (`[datapath] copy_fill`, 0 resolved
+    /// to 4 × batch); zero-copy sockets keep `sizes.fill`.
+    pub copy_fill: u32,
     pub busy_poll: bool,
     /// With `busy_poll`: sleep in poll() after this long without a packet (zero: spin
     /// forever).
@@ -398,7 +401,14 @@ impl Worker {
     /// Keeps the fill ring full from the free list.
     fn refill(&mut self, side: Side) {
         let want = {
-            let cap = self.cfg.sizes.fill;
+            // In copy mode the kernel copies each packet into the frame at the fill
+            // ring's head: a shallow ring gives it a frame freed a moment ago (the free
+            // list is a stack), whose lines are still in this core's cache.
+            let cap = if self.ports.zero_copy {
+                self.cfg.sizes.fill
+            } else {
+                self.cfg.copy_fill.min(self.cfg.sizes.fill)
+            };
             let p = self.port(side);
             cap.saturating_sub(p.fill.pending())
         };

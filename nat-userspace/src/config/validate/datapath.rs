@@ -45,6 +45,18 @@ pub(super) fn check(p: &mut Problems, d: &Datapath, log: &Log) {
             ),
         ),
         (
+            "copy_fill",
+            ring_ok
+                && d.copy_fill != 0
+                && (d.copy_fill < d.batch || d.copy_fill > 2 * d.ring_size),
+            format!(
+                "datapath.copy_fill {} is out of range: use 0 (4 × batch) or batch ({}) to the fill ring's size (2 × ring_size: {})",
+                d.copy_fill,
+                d.batch,
+                2 * d.ring_size
+            ),
+        ),
+        (
             "max_datagram",
             !(1280..=65535).contains(&d.max_datagram),
             format!(

@@ -117,7 +117,7 @@ counters! {
     DropTooBigDf = "drop_too_big_df" : "Dropped: too big for the MTU with DF (ICMP sent)",
     DropRefragment = "drop_refragment_failed" : "Dropped: refragmentation failed",
     // rings
-    FillStarved = "fill_ring_starved" : "Times the fill ring could not be kept full",
+    FillStarved = "fill_ring_starved" : "Times the fill ring could not be topped up to its depth (the whole ring in zero-copy mode, `[datapath] copy_fill` in copy mode): the free-frame stack ran out",
     TxKicks = "tx_kicks" : "TX wakeups (sendto) issued",
     Wakeups = "poll_wakeups" : "Idle waits (poll)",
     Batches = "batches" : "Batches with traffic",

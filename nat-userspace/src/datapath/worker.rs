@@ -398,7 +398,8 @@ impl Worker {
         }
     }
 
-    /// Keeps the fill ring full from the free list.
+    /// Tops the fill ring up from the free list: to the whole ring in zero-copy mode, to
+    /// `copy_fill` frames in copy mode.
     fn refill(&mut self, side: Side) {
         let want = {
             // In copy mode the kernel copies each packet into the frame at the fill

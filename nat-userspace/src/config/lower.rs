@@ -103,4 +103,12 @@ impl Datapath {
             max_datagram: self.max_datagram as usize,
         }
     }
+
+    /// The frames a copy-mode fill ring is kept at: `copy_fill`, or 4 × `batch` for 0.
+    pub fn copy_fill_frames(&self) -> u32 {
+        match self.copy_fill {
+            0 => 4 * self.batch,
+            n => n,
+        }
+    }
 }

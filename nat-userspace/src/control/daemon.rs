@@ -454,10 +454,7 @@ impl Daemon {
                 frames: d.frames,
                 sizes: RingSizes::new(d.ring_size),
                 batch: d.batch,
-                copy_fill: match d.copy_fill {
-                    0 => 4 * d.batch,
-                    n => n,
-                },
+                copy_fill: d.copy_fill_frames(),
                 busy_poll: d.busy_poll,
                 busy_poll_idle: Duration::from_micros(u64::from(d.busy_poll_idle_us)),
                 reasm: d.reasm_limits(),
